@@ -1,0 +1,275 @@
+//! The platform keys: what a `platform` line of a scenario, or a TOML platform
+//! file, may say about the machine (`shared/spec/scenario-language.md`,
+//! "Machine"). This module owns the vocabulary and the value syntax; turning a
+//! [`PlatformSpec`] into a physical layout is [`crate::Platform`]'s job.
+
+use crate::num::{self, NumError, Suffix};
+use thiserror::Error;
+
+/// How the kernel manages tag storage (`shared/spec/model.md` §3).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum TagStoragePolicy {
+    /// No MTE: `PROT_MTE` is refused and the machine has no tag storage.
+    None,
+    /// Tag storage carved out at boot and never usable as memory (mainline).
+    Static,
+    /// The RFC design: tag storage pages are CMA memory until a block is needed.
+    #[default]
+    Dynamic,
+}
+
+/// How untagged movable allocations use free tag storage pages (`dynamic` only).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum TagStorageData {
+    /// Take tag storage pages first.
+    Prefer,
+    /// As Linux: use CMA when free CMA pages exceed half of the free pages, and
+    /// as a fallback when ordinary memory runs out.
+    #[default]
+    Balance,
+    /// Never put data in tag storage.
+    Never,
+}
+
+/// Transparent huge pages for anonymous memory.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum Thp {
+    #[default]
+    Never,
+    Madvise,
+    Always,
+}
+
+/// Every key of a `platform` line, with the spec's defaults.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct PlatformSpec {
+    /// Bytes of ordinary (tagged-capable) DRAM.
+    pub memory: u64,
+    /// Bytes per page.
+    pub page_size: u64,
+    pub tag_storage: TagStoragePolicy,
+    /// Bytes per tag storage block; `None` means one page.
+    pub block_size: Option<u64>,
+    pub tag_storage_data: TagStorageData,
+    /// Bytes of swap.
+    pub swap: u64,
+    pub thp: Thp,
+    pub huge_zero_page: bool,
+    pub seed: u64,
+    pub cpus: u32,
+}
+
+impl Default for PlatformSpec {
+    fn default() -> Self {
+        Self {
+            memory: 64 << 20,
+            page_size: 4 << 10,
+            tag_storage: TagStoragePolicy::Dynamic,
+            block_size: None,
+            tag_storage_data: TagStorageData::Balance,
+            swap: 0,
+            thp: Thp::Never,
+            huge_zero_page: true,
+            seed: 0,
+            cpus: 4,
+        }
+    }
+}
+
+/// The keys a platform line accepts, in the spec's order.
+pub const KEYS: &[&str] = &[
+    "memory",
+    "page-size",
+    "tag-storage",
+    "block-size",
+    "tag-storage-data",
+    "swap",
+    "thp",
+    "huge-zero-page",
+    "seed",
+    "cpus",
+];
+
+/// The most simulated CPUs a machine may have.
+pub const MAX_CPUS: u32 = 64;
+
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum KeyError {
+    #[error("unknown platform key `{key}` (expected one of: {})", KEYS.join(", "))]
+    UnknownKey { key: String },
+    #[error("`{key}`: expected {expected}, found `{value}`")]
+    BadValue {
+        key: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("`{key}`: {source}")]
+    Number {
+        key: &'static str,
+        #[source]
+        source: NumError,
+    },
+}
+
+impl PlatformSpec {
+    /// Sets one key from its textual value, as written in a scenario or TOML.
+    ///
+    /// Only the syntax and range of the single value are checked here;
+    /// relations between keys (block size a multiple of the page size, ...)
+    /// are checked when the platform is built.
+    pub fn set_key(&mut self, key: &str, value: &str) -> Result<(), KeyError> {
+        let Some(&key) = KEYS.iter().find(|k| **k == key) else {
+            return Err(KeyError::UnknownKey {
+                key: key.to_owned(),
+            });
+        };
+        let size = || {
+            num::parse_u64(value, Suffix::Allowed)
+                .map_err(|source| KeyError::Number { key, source })
+        };
+        let bad = |expected| KeyError::BadValue {
+            key,
+            value: value.to_owned(),
+            expected,
+        };
+        match key {
+            "memory" => self.memory = size()?,
+            "page-size" => {
+                let page_size = size()?;
+                if page_size != 4 << 10 {
+                    return Err(bad("`4K` (the only page size modelled)"));
+                }
+                self.page_size = page_size;
+            }
+            "tag-storage" => {
+                self.tag_storage = match value {
+                    "none" => TagStoragePolicy::None,
+                    "static" => TagStoragePolicy::Static,
+                    "dynamic" => TagStoragePolicy::Dynamic,
+                    _ => return Err(bad("`none`, `static` or `dynamic`")),
+                }
+            }
+            "block-size" => self.block_size = Some(size()?),
+            "tag-storage-data" => {
+                self.tag_storage_data = match value {
+                    "prefer" => TagStorageData::Prefer,
+                    "balance" => TagStorageData::Balance,
+                    "never" => TagStorageData::Never,
+                    _ => return Err(bad("`prefer`, `balance` or `never`")),
+                }
+            }
+            "swap" => self.swap = size()?,
+            "thp" => {
+                self.thp = match value {
+                    "never" => Thp::Never,
+                    "madvise" => Thp::Madvise,
+                    "always" => Thp::Always,
+                    _ => return Err(bad("`never`, `madvise` or `always`")),
+                }
+            }
+            "huge-zero-page" => {
+                self.huge_zero_page = match value {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(bad("`on` or `off`")),
+                }
+            }
+            "seed" => {
+                self.seed = num::parse_u64(value, Suffix::Forbidden)
+                    .map_err(|source| KeyError::Number { key, source })?
+            }
+            "cpus" => {
+                let cpus = num::parse_u64(value, Suffix::Forbidden)
+                    .map_err(|source| KeyError::Number { key, source })?;
+                self.cpus = match u32::try_from(cpus) {
+                    Ok(n @ 1..=MAX_CPUS) => n,
+                    _ => return Err(bad("a number of CPUs from 1 to 64")),
+                };
+            }
+            _ => unreachable!("BUG: key `{key}` listed in KEYS but not handled"),
+        }
+        Ok(())
+    }
+
+    /// The block size in bytes, one page when not given.
+    pub fn block_size(&self) -> u64 {
+        self.block_size.unwrap_or(self.page_size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_spec_defaults() {
+        let spec = PlatformSpec::default();
+        assert_eq!(spec.memory, 64 << 20);
+        assert_eq!(spec.page_size, 4096);
+        assert_eq!(spec.tag_storage, TagStoragePolicy::Dynamic);
+        assert_eq!(spec.block_size(), 4096);
+        assert_eq!(spec.tag_storage_data, TagStorageData::Balance);
+        assert_eq!(
+            (spec.swap, spec.thp, spec.huge_zero_page),
+            (0, Thp::Never, true)
+        );
+        assert_eq!((spec.seed, spec.cpus), (0, 4));
+    }
+
+    #[test]
+    fn every_key_sets_its_field() {
+        let mut spec = PlatformSpec::default();
+        for (key, value) in [
+            ("memory", "128M"),
+            ("page-size", "4K"),
+            ("tag-storage", "static"),
+            ("block-size", "64K"),
+            ("tag-storage-data", "prefer"),
+            ("swap", "16M"),
+            ("thp", "madvise"),
+            ("huge-zero-page", "off"),
+            ("seed", "0x2a"),
+            ("cpus", "2"),
+        ] {
+            spec.set_key(key, value).unwrap();
+        }
+        assert_eq!(
+            spec,
+            PlatformSpec {
+                memory: 128 << 20,
+                page_size: 4096,
+                tag_storage: TagStoragePolicy::Static,
+                block_size: Some(64 << 10),
+                tag_storage_data: TagStorageData::Prefer,
+                swap: 16 << 20,
+                thp: Thp::Madvise,
+                huge_zero_page: false,
+                seed: 42,
+                cpus: 2,
+            }
+        );
+    }
+
+    #[test]
+    fn bad_keys_and_values_name_the_problem() {
+        let mut spec = PlatformSpec::default();
+        let err = spec.set_key("memroy", "64M").unwrap_err();
+        assert!(
+            err.to_string().contains("unknown platform key `memroy`"),
+            "{err}"
+        );
+        let err = spec.set_key("thp", "sometimes").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`thp`: expected `never`, `madvise` or `always`, found `sometimes`"
+        );
+        let err = spec.set_key("page-size", "64K").unwrap_err();
+        assert!(err.to_string().contains("only page size"), "{err}");
+        let err = spec.set_key("memory", "12Q").unwrap_err();
+        assert_eq!(err.to_string(), "`memory`: invalid digit 'Q' in number");
+        assert!(spec.set_key("seed", "4K").is_err());
+        assert!(spec.set_key("cpus", "0").is_err());
+        assert!(spec.set_key("cpus", "65").is_err());
+        assert_eq!(spec, PlatformSpec::default(), "failed sets change nothing");
+    }
+}
