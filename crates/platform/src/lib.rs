@@ -3,10 +3,12 @@
 //!
 //! A platform comes from a scenario's `platform` line, a TOML file with the
 //! same keys, or a flattened device tree. Whatever the source, it is validated
-//! once here and turned into a [`Geometry`](geometry::Geometry) that every
-//! other layer uses for page, granule and tag-block arithmetic.
+//! once here and turned into a [`Geometry`] that every other layer uses for
+//! page, granule and tag-block arithmetic.
 
+pub mod geometry;
 pub mod num;
 pub mod spec;
 
+pub use geometry::{Geometry, GeometryError, MemRange, TagBlock, TagRegion};
 pub use spec::{PlatformSpec, TagStorageData, TagStoragePolicy, Thp};
