@@ -1,1 +1,420 @@
-//! placeholder
+//! Tag storage managers: which tag blocks are reserved for tags, for how many
+//! tagged frames each, and when a block is taken from or given back to the
+//! page allocator (`shared/spec/model.md` §2, §3).
+//!
+//! A manager knows tag blocks and data frames and nothing else: no processes,
+//! page tables, printing or globals, so it can be lifted into a real kernel.
+//! Frames are moved by the kernel through a [`BlockSource`]; the per-frame
+//! "tag storage reserved" flag (`PG_tag_storage_reserved`) is the caller's,
+//! which must reserve a frame at most once and release only what it reserved.
+//!
+//! # Policies
+//!
+//! Each policy is a type implementing [`TagStorage`]:
+//! - [`NoTagStorage`] (`none`): no MTE, no blocks, every counter 0.
+//! - [`StaticTagStorage`] (`static`, mainline Linux): every block carved out at
+//!   boot and never lent; reservations only count references.
+//! - [`DynamicTagStorage`] (`dynamic`, the 2023-24 RFC): blocks are CMA memory
+//!   until tagged frames need them.
+//!
+//! [`TagStorage`] has generic `async` methods, so it is not object-safe; the
+//! policy is chosen at the edge as a [`Manager`] enum that delegates to the
+//! chosen type. Adding a policy (Google's three free lists, XNU's cell state
+//! machine, a cleancache backend) is: a new type implementing [`TagStorage`]
+//! in its own module, one [`Manager`] variant (the compiler then points at
+//! every delegating `match`), and a `TagStoragePolicy` value in `platform`.
+//!
+//! # Block states (`dynamic`)
+//!
+//! ```text
+//!                 reserve(): claim ok                  every claim of the call ok
+//!   +--------+ ------------------------> +---------+ --------------------------> +----------------+
+//!   |  Lent  |                           | Claimed |                             | Reserved(refs) |
+//!   +--------+ <------------------------ +---------+                             +----------------+
+//!     ^  |  ^   rollback: a later block         reserve()/release(): refs +- frames  |  ^   |
+//!     |  |  |   of the same call failed                                  (refs >= 1) +--+   |
+//!     |  +--+ claim fails: transient -> retry (at most `claim_attempts`),                   |
+//!     |       permanent -> no retry; the whole call fails and rolls back                    |
+//!     +---------------------------------------------------------------------------------------+
+//!                        release(): refs reach 0 -> given back at once
+//! ```
+//!
+//! - `Lent`: in the page allocator as CMA memory, free or holding movable data
+//!   (the manager cannot tell which and does not need to).
+//! - `Claimed`: taken by the running `reserve()`; exists only as a move-only
+//!   token inside that call, so nothing else can observe it.
+//! - `Reserved(refs)`: holds the tags of `refs >= 1` live tagged frames. The
+//!   zero page's block never leaves this state after [`TagStorage::activate`].
+//!
+//! Under `static` every block is `CarvedOut(refs)` with `refs >= 0` for ever;
+//! under `none` there are no blocks.
+//!
+//! # Locking
+//!
+//! Linux serialises `reserve_tag_storage()` with the `tag_blocks_lock` mutex
+//! (it sleeps in `alloc_contig_range()`), while `free_tag_storage()` only takes
+//! the xarray's IRQ-safe spinlock and may run during a reservation. Here every
+//! method takes `&mut self` for the whole call, `reserve()` across its claims;
+//! the kernel wraps the manager in one simulated sleeping mutex, so a release
+//! waits for a running reservation. See [`DynamicTagStorage`] for how a
+//! reservation is staged under that lock and why the outcome is the RFC's.
+//!
+//! The futures carry no `Send` bound: the simulated kernel polls them on one
+//! host thread.
+
+mod carveout;
+pub mod check;
+pub mod counters;
+mod dynamic;
+mod none;
+mod refs;
+pub mod source;
+#[cfg(test)]
+mod testutil;
+
+pub use carveout::StaticTagStorage;
+pub use check::{Misuse, OnMisuse, TagStoreViolation};
+pub use counters::TagStoreCounters;
+pub use dynamic::DynamicTagStorage;
+pub use none::NoTagStorage;
+pub use refs::RangeError;
+pub use source::{BlockSource, ClaimCause, ClaimError};
+
+use core::future::Future;
+use core::num::{NonZeroU32, NonZeroU64};
+use core::ops::Range;
+use mte::Pfn;
+use platform::spec::TagStoragePolicy;
+use platform::{Geometry, TagBlock};
+use std::collections::btree_map;
+use thiserror::Error;
+
+/// How many times a block claim is tried before a transient failure makes the
+/// reservation fail.
+///
+/// Linux: `reserve_tag_storage()` calls `cma_alloc_range(cma, block,
+/// block_size_pages, 3, gfp)`, which tries `alloc_contig_range()` up to 3
+/// times and retries only on `-EBUSY`.
+pub const CLAIM_ATTEMPTS: u32 = 3;
+
+/// Settings shared by the policies.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct TagStoreConfig {
+    /// Claims tried per block before giving up on a transient failure
+    /// (`dynamic` only).
+    pub claim_attempts: NonZeroU32,
+    /// What a contract violation by the caller does.
+    pub on_misuse: OnMisuse,
+}
+
+impl Default for TagStoreConfig {
+    fn default() -> Self {
+        Self {
+            claim_attempts: NonZeroU32::new(CLAIM_ATTEMPTS).expect("CLAIM_ATTEMPTS is not 0"),
+            on_misuse: OnMisuse::default(),
+        }
+    }
+}
+
+/// Why tag storage could not be reserved. The manager is exactly as before
+/// the call.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Error)]
+pub enum ReserveError {
+    /// Policy `none`: the machine has no tag storage.
+    #[error("the machine has no tag storage")]
+    NoTagStorage,
+    /// The frames cannot have tag storage (Linux: `WARN_ONCE(ret, "Missing
+    /// tag storage block for pfn 0x%lx")`, `-EINVAL`).
+    #[error(transparent)]
+    Range(#[from] RangeError),
+    /// Some of the frames were reserved already (recorded as a [`Misuse`]).
+    #[error("{0}")]
+    Misuse(Misuse),
+    /// A block could not be claimed; every block claimed by the call was given
+    /// back and every reference it added dropped.
+    #[error("cannot claim tag storage {block:?} after {attempts} attempt(s): {source}")]
+    Claim {
+        block: TagBlock,
+        attempts: u32,
+        #[source]
+        source: ClaimError,
+    },
+}
+
+impl ReserveError {
+    /// Whether the same reservation may succeed later: the last claim failed
+    /// transiently (the fault path retries, then migrates the frame instead).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Claim { source, .. } if source.is_transient())
+    }
+}
+
+/// The state of one tag block.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum BlockState {
+    /// `dynamic`: in the page allocator as CMA memory.
+    Lent,
+    /// `dynamic`: reserved, holding the tags of `refs` live tagged frames.
+    Reserved { refs: NonZeroU64 },
+    /// `static`: carved out at boot for ever, holding the tags of `refs` live
+    /// tagged frames.
+    CarvedOut { refs: u64 },
+}
+
+impl BlockState {
+    /// Live tagged frames whose tags the block holds.
+    pub fn refs(self) -> u64 {
+        match self {
+            Self::Lent => 0,
+            Self::Reserved { refs } => refs.get(),
+            Self::CarvedOut { refs } => refs,
+        }
+    }
+
+    /// Whether the block holds tags rather than data.
+    pub fn is_reserved(self) -> bool {
+        !matches!(self, Self::Lent)
+    }
+}
+
+/// The reserved blocks of a manager, in block order.
+#[derive(Clone, Debug)]
+pub struct ReservedBlocks<'a>(ReservedInner<'a>);
+
+#[derive(Clone, Debug)]
+enum ReservedInner<'a> {
+    All(Range<u64>),
+    Sparse(btree_map::Keys<'a, TagBlock, NonZeroU64>),
+}
+
+impl<'a> ReservedBlocks<'a> {
+    fn all(blocks: u64) -> Self {
+        Self(ReservedInner::All(0..blocks))
+    }
+
+    fn sparse(keys: btree_map::Keys<'a, TagBlock, NonZeroU64>) -> Self {
+        Self(ReservedInner::Sparse(keys))
+    }
+}
+
+impl Iterator for ReservedBlocks<'_> {
+    type Item = TagBlock;
+
+    fn next(&mut self) -> Option<TagBlock> {
+        match &mut self.0 {
+            ReservedInner::All(range) => range.next().map(TagBlock::new),
+            ReservedInner::Sparse(keys) => keys.next().copied(),
+        }
+    }
+}
+
+/// A tag storage policy.
+///
+/// Orders are buddy orders: `reserve(pfn, order)` covers the `2^order` data
+/// frames from `pfn`, which must be naturally aligned.
+pub trait TagStorage {
+    fn policy(&self) -> TagStoragePolicy;
+
+    /// Starts managing tag storage. The zero page's tags were zeroed at boot
+    /// and it counts as tagged, so its block is reserved with one reference
+    /// that is never dropped. Call once, before the first tagged allocation.
+    ///
+    /// Linux: `reserve_tag_storage(ZERO_PAGE(0), 0, GFP_HIGHUSER)` in
+    /// `mte_enable_tag_storage()` (RFC v3 patch 25), whose result Linux
+    /// ignores; here a failure is returned and nothing is recorded.
+    fn activate<S: BlockSource>(
+        &mut self,
+        zero_page: Pfn,
+        source: &mut S,
+    ) -> impl Future<Output = Result<(), ReserveError>>;
+
+    /// Reserves the tag storage of `2^order` frames from `pfn`: blocks already
+    /// reserved gain references, the others are claimed from `source`. All or
+    /// nothing. Linux: `reserve_tag_storage()`.
+    fn reserve<S: BlockSource>(
+        &mut self,
+        pfn: Pfn,
+        order: u32,
+        source: &mut S,
+    ) -> impl Future<Output = Result<(), ReserveError>>;
+
+    /// Drops the references of `2^order` frames from `pfn`; a block left with
+    /// none is given back to `source` at once. Releasing what was not reserved
+    /// is a [`Misuse`]. Linux: `free_tag_storage()`.
+    fn release<S: BlockSource>(&mut self, pfn: Pfn, order: u32, source: &mut S);
+
+    /// Whether the tags of data frame `pfn` have storage reserved.
+    fn is_reserved(&self, pfn: Pfn) -> bool;
+
+    /// The state of a block of this machine (panics with `BUG:` for a block
+    /// the machine does not have).
+    fn block_state(&self, block: TagBlock) -> BlockState;
+
+    /// Live tagged frames whose tags `block` holds.
+    fn block_refcount(&self, block: TagBlock) -> u64 {
+        self.block_state(block).refs()
+    }
+
+    /// The blocks reserved now, in block order.
+    fn reserved_blocks(&self) -> ReservedBlocks<'_>;
+
+    /// The zero page, once [`Self::activate`] succeeded.
+    fn zero_page(&self) -> Option<Pfn>;
+
+    fn counters(&self) -> TagStoreCounters;
+
+    /// Every broken invariant; empty when all hold.
+    fn check(&self) -> Vec<TagStoreViolation>;
+}
+
+/// The policy chosen at the edge (from the platform description).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Manager {
+    None(NoTagStorage),
+    Static(StaticTagStorage),
+    Dynamic(DynamicTagStorage),
+}
+
+impl Manager {
+    pub fn new(policy: TagStoragePolicy, geometry: &Geometry, config: TagStoreConfig) -> Self {
+        match policy {
+            TagStoragePolicy::None => Self::None(NoTagStorage::new(config)),
+            TagStoragePolicy::Static => Self::Static(StaticTagStorage::new(geometry, config)),
+            TagStoragePolicy::Dynamic => Self::Dynamic(DynamicTagStorage::new(geometry, config)),
+        }
+    }
+}
+
+macro_rules! delegate {
+    ($self:expr, $m:ident => $body:expr) => {
+        match $self {
+            Manager::None($m) => $body,
+            Manager::Static($m) => $body,
+            Manager::Dynamic($m) => $body,
+        }
+    };
+}
+
+impl TagStorage for Manager {
+    fn policy(&self) -> TagStoragePolicy {
+        delegate!(self, m => m.policy())
+    }
+
+    async fn activate<S: BlockSource>(
+        &mut self,
+        zero_page: Pfn,
+        source: &mut S,
+    ) -> Result<(), ReserveError> {
+        delegate!(self, m => m.activate(zero_page, source).await)
+    }
+
+    async fn reserve<S: BlockSource>(
+        &mut self,
+        pfn: Pfn,
+        order: u32,
+        source: &mut S,
+    ) -> Result<(), ReserveError> {
+        delegate!(self, m => m.reserve(pfn, order, source).await)
+    }
+
+    fn release<S: BlockSource>(&mut self, pfn: Pfn, order: u32, source: &mut S) {
+        delegate!(self, m => m.release(pfn, order, source))
+    }
+
+    fn is_reserved(&self, pfn: Pfn) -> bool {
+        delegate!(self, m => m.is_reserved(pfn))
+    }
+
+    fn block_state(&self, block: TagBlock) -> BlockState {
+        delegate!(self, m => m.block_state(block))
+    }
+
+    fn reserved_blocks(&self) -> ReservedBlocks<'_> {
+        delegate!(self, m => m.reserved_blocks())
+    }
+
+    fn zero_page(&self) -> Option<Pfn> {
+        delegate!(self, m => m.zero_page())
+    }
+
+    fn counters(&self) -> TagStoreCounters {
+        delegate!(self, m => m.counters())
+    }
+
+    fn check(&self) -> Vec<TagStoreViolation> {
+        delegate!(self, m => m.check())
+    }
+}
+
+/// Panics unless `block` is a block of a machine with `blocks` blocks.
+fn assert_block(block: TagBlock, blocks: u64) {
+    assert!(
+        block.index() < blocks,
+        "BUG: {block:?} is not a block of this machine ({blocks} blocks)"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{BASE, MockSource, block_on, machine, record};
+
+    #[test]
+    fn the_manager_delegates_to_the_chosen_policy() {
+        let g = machine(64 << 10);
+        let mut src = MockSource::default();
+        let zero_page = Pfn::new(BASE);
+        let frame = Pfn::new(BASE + 512);
+
+        let mut none = Manager::new(TagStoragePolicy::None, &g, record());
+        assert_eq!(none.policy(), TagStoragePolicy::None);
+        assert_eq!(
+            block_on(none.reserve(frame, 0, &mut src)),
+            Err(ReserveError::NoTagStorage)
+        );
+        assert_eq!(none.counters(), TagStoreCounters::default());
+
+        // Static: carved out, nothing claimed.
+        let mut fixed = Manager::new(TagStoragePolicy::Static, &g, record());
+        block_on(fixed.activate(zero_page, &mut src)).unwrap();
+        block_on(fixed.reserve(frame, 0, &mut src)).unwrap();
+        assert!(src.log.is_empty());
+        assert_eq!(fixed.reserved_blocks().count(), 32);
+        assert_eq!(fixed.block_refcount(TagBlock::new(1)), 1);
+
+        // Dynamic: 64 KiB blocks cover 512 frames each; the zero page takes
+        // block 0, frame 512 block 1, each claimed once.
+        let mut dynamic = Manager::new(TagStoragePolicy::Dynamic, &g, record());
+        block_on(dynamic.activate(zero_page, &mut src)).unwrap();
+        block_on(dynamic.reserve(frame, 0, &mut src)).unwrap();
+        assert_eq!(
+            dynamic.reserved_blocks().collect::<Vec<_>>(),
+            [TagBlock::new(0), TagBlock::new(1)]
+        );
+        assert_eq!(dynamic.zero_page(), Some(zero_page));
+        dynamic.release(frame, 0, &mut src);
+        assert_eq!(dynamic.block_state(TagBlock::new(1)), BlockState::Lent);
+        assert_eq!(dynamic.counters().releases, 1);
+        assert_eq!(src.claimed.len(), 1);
+        assert!(dynamic.check().is_empty() && fixed.check().is_empty());
+    }
+
+    #[test]
+    fn misuse_is_fatal_in_debug_builds() {
+        // debug_assert!-style: panics where debug assertions are on.
+        let expected = if cfg!(debug_assertions) {
+            OnMisuse::Panic
+        } else {
+            OnMisuse::Record
+        };
+        assert_eq!(TagStoreConfig::default().on_misuse, expected);
+        assert_eq!(TagStoreConfig::default().claim_attempts.get(), 3);
+    }
+
+    #[test]
+    #[should_panic(expected = "BUG: TagBlock(32) is not a block of this machine")]
+    fn unknown_blocks_are_a_bug() {
+        let m = Manager::new(TagStoragePolicy::Dynamic, &machine(64 << 10), record());
+        m.block_state(TagBlock::new(32));
+    }
+}

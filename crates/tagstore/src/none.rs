@@ -1,0 +1,125 @@
+//! Policy `none`: a machine without MTE (`shared/spec/model.md` §3).
+//!
+//! There is no tag storage and no block: reserving or activating fails with
+//! [`ReserveError::NoTagStorage`] (the kernel refuses `PROT_MTE` and never
+//! asks), releasing is a [`Misuse`], and every `tag_storage.*` counter is 0.
+
+use crate::check::{Misuse, MisuseLog, TagStoreViolation};
+use crate::{
+    BlockSource, BlockState, ReserveError, ReservedBlocks, TagStorage, TagStoreConfig,
+    TagStoreCounters,
+};
+use mte::Pfn;
+use platform::TagBlock;
+use platform::spec::TagStoragePolicy;
+
+/// Policy `none`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct NoTagStorage {
+    misuse: MisuseLog,
+}
+
+impl NoTagStorage {
+    pub fn new(config: TagStoreConfig) -> Self {
+        Self {
+            misuse: MisuseLog::new(config.on_misuse),
+        }
+    }
+}
+
+impl TagStorage for NoTagStorage {
+    fn policy(&self) -> TagStoragePolicy {
+        TagStoragePolicy::None
+    }
+
+    async fn activate<S: BlockSource>(
+        &mut self,
+        _zero_page: Pfn,
+        _source: &mut S,
+    ) -> Result<(), ReserveError> {
+        Err(ReserveError::NoTagStorage)
+    }
+
+    async fn reserve<S: BlockSource>(
+        &mut self,
+        _pfn: Pfn,
+        _order: u32,
+        _source: &mut S,
+    ) -> Result<(), ReserveError> {
+        Err(ReserveError::NoTagStorage)
+    }
+
+    fn release<S: BlockSource>(&mut self, pfn: Pfn, order: u32, _source: &mut S) {
+        self.misuse
+            .report(Misuse::ReleaseWithoutTagStorage { pfn, order });
+    }
+
+    fn is_reserved(&self, _pfn: Pfn) -> bool {
+        false
+    }
+
+    fn block_state(&self, block: TagBlock) -> BlockState {
+        panic!("BUG: {block:?} is not a block of this machine (it has no tag storage)")
+    }
+
+    fn reserved_blocks(&self) -> ReservedBlocks<'_> {
+        ReservedBlocks::all(0)
+    }
+
+    fn zero_page(&self) -> Option<Pfn> {
+        None
+    }
+
+    fn counters(&self) -> TagStoreCounters {
+        TagStoreCounters::default()
+    }
+
+    fn check(&self) -> Vec<TagStoreViolation> {
+        let Self { misuse } = self;
+        let mut out = Vec::new();
+        misuse.check(&mut out);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{MockSource, block_on, record};
+
+    #[test]
+    fn nothing_can_be_reserved_and_every_counter_is_zero() {
+        // model.md §5: under `none` every tag_storage.* counter is 0.
+        let mut m = NoTagStorage::new(record());
+        let mut src = MockSource::default();
+        assert_eq!(
+            block_on(m.reserve(Pfn::new(0x80000), 0, &mut src)),
+            Err(ReserveError::NoTagStorage)
+        );
+        assert_eq!(
+            block_on(m.activate(Pfn::new(0x80000), &mut src)),
+            Err(ReserveError::NoTagStorage)
+        );
+        assert!(!m.is_reserved(Pfn::new(0x80000)));
+        assert_eq!(m.reserved_blocks().count(), 0);
+        assert!(m.counters().list().iter().all(|&(_, v)| v == 0));
+        assert!(m.check().is_empty());
+        assert!(src.log.is_empty());
+    }
+
+    #[test]
+    fn releasing_is_a_misuse() {
+        let mut m = NoTagStorage::new(record());
+        m.release(Pfn::new(0x80000), 0, &mut MockSource::default());
+        assert_eq!(
+            m.check(),
+            [TagStoreViolation::Misuse {
+                first: Misuse::ReleaseWithoutTagStorage {
+                    pfn: Pfn::new(0x80000),
+                    order: 0
+                },
+                count: 1
+            }]
+        );
+    }
+}

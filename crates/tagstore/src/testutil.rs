@@ -1,0 +1,141 @@
+//! Test helpers: machines, a scripted [`BlockSource`] and a minimal executor.
+
+use crate::{BlockSource, ClaimCause, ClaimError, OnMisuse, TagStoreConfig};
+use core::future::Future;
+use core::pin::pin;
+use core::task::{Context, Poll, Waker};
+use mte::PfnRange;
+use platform::{Geometry, MemRange, TagBlock, TagRegion};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// First frame of the default machine's DRAM (0x8000_0000 / 4 KiB).
+pub(crate) const BASE: u64 = 0x80000;
+
+/// The default scenario machine: 64 MiB of DRAM at 0x8000_0000, its 2 MiB of
+/// tag storage right after.
+pub(crate) fn machine(block_size: u64) -> Geometry {
+    machine_at(0x8000_0000, block_size)
+}
+
+/// 64 MiB of DRAM at `base`, its tag storage right after.
+pub(crate) fn machine_at(base: u64, block_size: u64) -> Geometry {
+    machine_sized(base, 64 << 20, block_size)
+}
+
+pub(crate) fn machine_sized(base: u64, size: u64, block_size: u64) -> Geometry {
+    let dram = MemRange::new(base, size);
+    let tags = MemRange::new(base + size, size / 32);
+    Geometry::new(
+        4096,
+        &[dram],
+        &[TagRegion {
+            tags,
+            covers: dram,
+            block_size,
+        }],
+    )
+    .unwrap()
+}
+
+/// Misuse recorded, not fatal, so `check()` can be asserted.
+pub(crate) fn record() -> TagStoreConfig {
+    TagStoreConfig {
+        on_misuse: OnMisuse::Record,
+        ..TagStoreConfig::default()
+    }
+}
+
+/// Polls `future` to completion with a no-op waker. Every future in these
+/// tests is ready again as soon as it is polled, so a bounded spin suffices.
+pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    for _ in 0..10_000 {
+        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+    }
+    panic!("future still pending after 10000 polls");
+}
+
+/// A future that is pending once, to show that claims may be suspended.
+struct YieldOnce(bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+    fn poll(mut self: core::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            Poll::Ready(())
+        } else {
+            self.0 = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+}
+
+/// What the mock saw, in order.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Event {
+    Claim(TagBlock, PfnRange, Result<(), ClaimError>),
+    Release(TagBlock, PfnRange),
+}
+
+pub(crate) const TRANSIENT: ClaimError = ClaimError::Transient {
+    cause: ClaimCause::Busy,
+    pfn: None,
+};
+pub(crate) const PERMANENT: ClaimError = ClaimError::Permanent {
+    cause: ClaimCause::Pinned,
+    pfn: None,
+};
+
+/// A block source that records every call and fails as told.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub(crate) struct MockSource {
+    /// Blocks claimed and not given back.
+    pub(crate) claimed: BTreeSet<TagBlock>,
+    pub(crate) log: Vec<Event>,
+    /// Blocks whose next N claims fail transiently.
+    pub(crate) transient: BTreeMap<TagBlock, u32>,
+    /// Blocks whose claims always fail permanently.
+    pub(crate) permanent: BTreeSet<TagBlock>,
+}
+
+impl MockSource {
+    pub(crate) fn claims(&self) -> usize {
+        self.log
+            .iter()
+            .filter(|e| matches!(e, Event::Claim(..)))
+            .count()
+    }
+
+    fn outcome(&mut self, block: TagBlock) -> Result<(), ClaimError> {
+        if self.permanent.contains(&block) {
+            return Err(PERMANENT);
+        }
+        if let Some(n) = self.transient.get_mut(&block).filter(|n| **n > 0) {
+            *n -= 1;
+            return Err(TRANSIENT);
+        }
+        assert!(self.claimed.insert(block), "mock: {block:?} claimed twice");
+        Ok(())
+    }
+}
+
+impl BlockSource for MockSource {
+    async fn claim(&mut self, block: TagBlock, pfns: PfnRange) -> Result<(), ClaimError> {
+        YieldOnce(false).await;
+        let result = self.outcome(block);
+        self.log.push(Event::Claim(block, pfns, result));
+        result
+    }
+
+    fn release(&mut self, block: TagBlock, pfns: PfnRange) {
+        assert!(
+            self.claimed.remove(&block),
+            "mock: {block:?} released but not claimed"
+        );
+        self.log.push(Event::Release(block, pfns));
+    }
+}
