@@ -1,1 +1,34 @@
-fn main() {}
+//! `mtesim`: the command-line tool.
+//!
+//! Each subcommand lives in its own module under `cmd/` with its `clap`
+//! arguments and a `run` that returns the exit status. Exit statuses follow
+//! `shared/spec/scenario-language.md`, "Running": 0 success, 1 an
+//! expectation failed, 2 an input cannot be read or is malformed (clap's
+//! own usage errors also exit with 2). The tool never panics on input.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// An executable model of an Arm MTE machine with dynamically managed tag storage.
+#[derive(Parser, Debug)]
+#[command(name = "mtesim", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the machine a platform file describes (the default machine
+    /// without FILE).
+    Platform(cmd::platform::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Platform(args) => cmd::platform::run(&args),
+    }
+}

@@ -164,7 +164,10 @@ impl Geometry {
             if range.end().is_none() {
                 return Err(GeometryError::Wraps { what, range });
             }
-            if range.size == 0 || !range.base.is_aligned(page_size) || range.size % page_size != 0 {
+            if range.size == 0
+                || !range.base.is_aligned(page_size)
+                || !range.size.is_multiple_of(page_size)
+            {
                 return Err(GeometryError::Unaligned {
                     what,
                     range,

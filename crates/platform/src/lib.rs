@@ -1,14 +1,23 @@
 //! The machine description: DRAM and tag storage ranges, page and block size,
 //! and the kernel settings of a scenario's `platform` line.
 //!
-//! A platform comes from a scenario's `platform` line, a TOML file with the
-//! same keys, or a flattened device tree. Whatever the source, it is validated
-//! once here and turned into a [`Geometry`] that every other layer uses for
-//! page, granule and tag-block arithmetic.
+//! A platform comes from a scenario's `platform` line ([`from_spec`]), a TOML
+//! file with the same keys ([`toml_file`]), or a flattened device tree
+//! ([`dtb`]). Whatever the source, it is validated once, by
+//! [`Geometry::new`], into a [`Platform`] whose [`Geometry`] every other layer
+//! uses for page, granule and tag-block arithmetic. Errors of every source
+//! are one [`PlatformError`].
 
+pub mod dtb;
+pub mod error;
+pub mod from_spec;
 pub mod geometry;
+pub mod machine;
 pub mod num;
 pub mod spec;
+pub mod toml_file;
 
+pub use error::{PlatformError, Position};
 pub use geometry::{Geometry, GeometryError, MemRange, TagBlock, TagRegion};
+pub use machine::{KernelSettings, LayoutError, Platform};
 pub use spec::{PlatformSpec, TagStorageData, TagStoragePolicy, Thp};

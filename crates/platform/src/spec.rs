@@ -40,6 +40,39 @@ pub enum Thp {
     Always,
 }
 
+impl TagStoragePolicy {
+    /// The keyword a platform line uses for this policy (`tag-storage=...`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Static => "static",
+            Self::Dynamic => "dynamic",
+        }
+    }
+}
+
+impl TagStorageData {
+    /// The keyword a platform line uses (`tag-storage-data=...`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Prefer => "prefer",
+            Self::Balance => "balance",
+            Self::Never => "never",
+        }
+    }
+}
+
+impl Thp {
+    /// The keyword a platform line uses (`thp=...`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Never => "never",
+            Self::Madvise => "madvise",
+            Self::Always => "always",
+        }
+    }
+}
+
 /// Every key of a `platform` line, with the spec's defaults.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct PlatformSpec {
@@ -271,5 +304,30 @@ mod tests {
         assert!(spec.set_key("cpus", "0").is_err());
         assert!(spec.set_key("cpus", "65").is_err());
         assert_eq!(spec, PlatformSpec::default(), "failed sets change nothing");
+    }
+
+    #[test]
+    fn keywords_round_trip_through_set_key() {
+        let mut spec = PlatformSpec::default();
+        for policy in [
+            TagStoragePolicy::None,
+            TagStoragePolicy::Static,
+            TagStoragePolicy::Dynamic,
+        ] {
+            spec.set_key("tag-storage", policy.as_str()).unwrap();
+            assert_eq!(spec.tag_storage, policy);
+        }
+        for data in [
+            TagStorageData::Prefer,
+            TagStorageData::Balance,
+            TagStorageData::Never,
+        ] {
+            spec.set_key("tag-storage-data", data.as_str()).unwrap();
+            assert_eq!(spec.tag_storage_data, data);
+        }
+        for thp in [Thp::Never, Thp::Madvise, Thp::Always] {
+            spec.set_key("thp", thp.as_str()).unwrap();
+            assert_eq!(spec.thp, thp);
+        }
     }
 }

@@ -1,0 +1,35 @@
+//! The subcommands, one module each, and what they share: exit statuses and
+//! the rule that a failing command prints nothing on stdout.
+
+pub mod platform;
+
+use std::fmt::Display;
+use std::io::Write;
+use std::process::ExitCode;
+
+/// Exit status of an input that cannot be read or is malformed.
+pub const EXIT_INPUT: u8 = 2;
+
+/// Prints a finished output on stdout; a command builds all of it first so
+/// that an error leaves stdout empty.
+pub fn print_stdout(output: &str) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(output.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        // A closed pipe (`mtesim platform | head -1`) is the reader's choice,
+        // not an error worth a message.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => fail(format_args!("cannot write the output: {e}")),
+    }
+}
+
+/// Reports an input error on stderr (the message carries its own
+/// `file:line:column:` prefix) and gives the input-error exit status.
+pub fn fail(message: impl Display) -> ExitCode {
+    // Nothing sensible is left to do if stderr itself is gone.
+    let _ = writeln!(std::io::stderr().lock(), "{message}");
+    ExitCode::from(EXIT_INPUT)
+}

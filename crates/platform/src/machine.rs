@@ -1,0 +1,326 @@
+//! [`Platform`]: the validated machine every other layer is built from.
+//!
+//! A platform is three things that are only ever valid together:
+//! - the kernel settings of the `platform` line ([`KernelSettings`]) and the
+//!   tag storage policy;
+//! - the physical layout: page size, ordinary DRAM ranges, tag storage regions;
+//! - the [`Geometry`] derived from that layout, built only through
+//!   [`Geometry::new`], which is where the layout is validated.
+//!
+//! Invariants (kept by every constructor, so holders never re-check):
+//! - `geometry == Geometry::new(page_size, dram, tag_regions)`;
+//! - `dram` is sorted by base address, `tag_regions` by tag storage base;
+//! - the policy is `none` exactly when there is no tag storage region: a
+//!   machine without MTE has no tag storage, and a policy that manages tag
+//!   storage has some to manage (`shared/spec/model.md` §5: under `none` every
+//!   `tag_storage.*` counter is 0).
+//!
+//! Sources: [`Platform::from_spec`] (a scenario's `platform` line, in
+//! `from_spec`), [`Platform::from_toml`] (`toml_file`), [`Platform::from_dtb`]
+//! (`dtb`), [`Platform::from_file`] (either file, by content), and
+//! [`Platform::new`] for a layout built by hand (tests, other crates).
+
+use crate::error::PlatformError;
+use crate::geometry::{Geometry, GeometryError, MemRange, TagRegion};
+use crate::spec::{PlatformSpec, TagStorageData, TagStoragePolicy, Thp};
+use std::path::Path;
+use thiserror::Error;
+
+/// The kernel's settings from a `platform` line, apart from the policy,
+/// which is tied to the layout (see the module invariants).
+///
+/// These may change after the machine is built (`mtesim run --seed`
+/// replaces the seed), so the fields are public.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct KernelSettings {
+    /// How untagged movable allocations use free tag storage pages
+    /// (only meaningful under `dynamic`).
+    pub tag_storage_data: TagStorageData,
+    /// Bytes of swap.
+    pub swap: u64,
+    pub thp: Thp,
+    pub huge_zero_page: bool,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Simulated CPUs.
+    pub cpus: u32,
+}
+
+impl KernelSettings {
+    /// The kernel settings of a `platform` line.
+    pub fn from_spec(spec: &PlatformSpec) -> Self {
+        let PlatformSpec {
+            memory: _,
+            page_size: _,
+            tag_storage: _,
+            block_size: _,
+            tag_storage_data,
+            swap,
+            thp,
+            huge_zero_page,
+            seed,
+            cpus,
+        } = *spec;
+        Self {
+            tag_storage_data,
+            swap,
+            thp,
+            huge_zero_page,
+            seed,
+            cpus,
+        }
+    }
+}
+
+impl Default for KernelSettings {
+    /// The spec's defaults (`shared/spec/scenario-language.md`, "Machine").
+    fn default() -> Self {
+        Self::from_spec(&PlatformSpec::default())
+    }
+}
+
+/// A layout given to [`Platform::new`] that cannot be a machine.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum LayoutError {
+    #[error(transparent)]
+    Geometry(#[from] GeometryError),
+    #[error(
+        "tag-storage=none is a machine without tag storage, but the layout has {regions} tag storage region(s)"
+    )]
+    TagStorageUnderNone { regions: usize },
+    #[error("tag-storage={policy} needs tag storage, but the layout has none")]
+    NoTagStorage { policy: &'static str },
+}
+
+/// The validated machine: kernel settings, physical layout and geometry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Platform {
+    policy: TagStoragePolicy,
+    settings: KernelSettings,
+    page_size: u64,
+    dram: Vec<MemRange>,
+    tag_regions: Vec<TagRegion>,
+    geometry: Geometry,
+}
+
+impl Platform {
+    /// A machine from a layout built by hand. The layout is validated by
+    /// [`Geometry::new`]; the policy must be `none` exactly when
+    /// `tag_regions` is empty.
+    pub fn new(
+        policy: TagStoragePolicy,
+        settings: KernelSettings,
+        page_size: u64,
+        dram: &[MemRange],
+        tag_regions: &[TagRegion],
+    ) -> Result<Self, PlatformError> {
+        match (policy, tag_regions.len()) {
+            (TagStoragePolicy::None, 0) => {}
+            (TagStoragePolicy::None, regions) => {
+                return Err(LayoutError::TagStorageUnderNone { regions }.into());
+            }
+            (policy, 0) => {
+                return Err(LayoutError::NoTagStorage {
+                    policy: policy.as_str(),
+                }
+                .into());
+            }
+            _ => {}
+        }
+        Self::build(policy, settings, page_size, dram, tag_regions)
+            .map_err(|e| LayoutError::Geometry(e).into())
+    }
+
+    /// Builds the machine once the policy/region pairing is known to hold;
+    /// every source funnels through here so the invariants have one home.
+    pub(crate) fn build(
+        policy: TagStoragePolicy,
+        settings: KernelSettings,
+        page_size: u64,
+        dram: &[MemRange],
+        tag_regions: &[TagRegion],
+    ) -> Result<Self, GeometryError> {
+        assert_eq!(
+            policy == TagStoragePolicy::None,
+            tag_regions.is_empty(),
+            "BUG: policy {policy:?} with {} tag storage regions",
+            tag_regions.len()
+        );
+        let geometry = Geometry::new(page_size, dram, tag_regions)?;
+        let mut dram = dram.to_vec();
+        dram.sort();
+        let mut tag_regions = tag_regions.to_vec();
+        tag_regions.sort_by_key(|r| r.tags.base);
+        Ok(Self {
+            policy,
+            settings,
+            page_size,
+            dram,
+            tag_regions,
+            geometry,
+        })
+    }
+
+    /// A machine from a platform file: a flattened device tree if it starts
+    /// with the FDT magic, else TOML. `path` is read and named in errors.
+    pub fn from_file(path: &Path) -> Result<Self, PlatformError> {
+        let bytes = std::fs::read(path).map_err(|error| PlatformError::Read {
+            path: path.to_owned(),
+            error,
+        })?;
+        Self::from_bytes(path, &bytes)
+    }
+
+    /// [`Platform::from_file`] on bytes already read; `path` only names the
+    /// file in errors.
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self, PlatformError> {
+        if crate::dtb::is_dtb(bytes) {
+            Self::from_dtb(path, bytes)
+        } else {
+            Self::from_toml(path, bytes)
+        }
+    }
+
+    pub fn policy(&self) -> TagStoragePolicy {
+        self.policy
+    }
+
+    pub fn settings(&self) -> &KernelSettings {
+        &self.settings
+    }
+
+    /// The kernel settings can change without touching the layout.
+    pub fn settings_mut(&mut self) -> &mut KernelSettings {
+        &mut self.settings
+    }
+
+    /// Bytes per page.
+    pub fn page_size(&self) -> u64 {
+        self.page_size
+    }
+
+    /// Bytes per tag block, or `None` on a machine without tag storage.
+    pub fn block_size(&self) -> Option<u64> {
+        self.tag_regions.first().map(|r| r.block_size)
+    }
+
+    /// Ordinary DRAM, in address order; tag storage is never listed here.
+    pub fn dram(&self) -> &[MemRange] {
+        &self.dram
+    }
+
+    /// Tag storage regions, in address order of the tag storage.
+    pub fn tag_regions(&self) -> &[TagRegion] {
+        &self.tag_regions
+    }
+
+    pub fn geometry(&self) -> &Geometry {
+        &self.geometry
+    }
+}
+
+impl Default for Platform {
+    /// The default machine of the spec: 64M of DRAM, `dynamic`, 4K blocks.
+    fn default() -> Self {
+        Self::from_spec(&PlatformSpec::default())
+            .unwrap_or_else(|e| panic!("BUG: the default platform is invalid: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::TagStoragePolicy;
+
+    const M: u64 = 1 << 20;
+
+    fn fvp_region() -> (MemRange, TagRegion) {
+        let dram = MemRange::new(0x8000_0000, 1984 * M);
+        let tags = TagRegion {
+            tags: MemRange::new(0xfc00_0000, 62 * M),
+            covers: dram,
+            block_size: 4096,
+        };
+        (dram, tags)
+    }
+
+    #[test]
+    fn new_checks_that_the_policy_matches_the_tag_storage() {
+        let (dram, region) = fvp_region();
+        let settings = KernelSettings::default();
+        let err =
+            Platform::new(TagStoragePolicy::None, settings, 4096, &[dram], &[region]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PlatformError::Layout(LayoutError::TagStorageUnderNone { regions: 1 })
+            ),
+            "{err}"
+        );
+        let err =
+            Platform::new(TagStoragePolicy::Static, settings, 4096, &[dram], &[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "tag-storage=static needs tag storage, but the layout has none"
+        );
+        let ok = Platform::new(
+            TagStoragePolicy::Dynamic,
+            settings,
+            4096,
+            &[dram],
+            &[region],
+        )
+        .unwrap();
+        assert_eq!(ok.block_size(), Some(4096));
+        assert_eq!(ok.geometry().tag_blocks(), 62 * M / 4096);
+        let none = Platform::new(TagStoragePolicy::None, settings, 4096, &[dram], &[]).unwrap();
+        assert_eq!(none.block_size(), None);
+        assert_eq!(none.geometry().tag_storage_pages(), 0);
+    }
+
+    #[test]
+    fn new_wraps_geometry_errors() {
+        let (dram, mut region) = fvp_region();
+        // 60M of tags cover 1920M, not the 1984M they claim (model.md §1: 1/32).
+        region.tags = MemRange::new(0xfc00_0000, 60 * M);
+        let err = Platform::new(
+            TagStoragePolicy::Dynamic,
+            KernelSettings::default(),
+            4096,
+            &[dram],
+            &[region],
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PlatformError::Layout(LayoutError::Geometry(GeometryError::TagRatio { .. }))
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn layout_is_kept_sorted() {
+        let low = MemRange::new(0x8000_0000, 64 * M);
+        let high = MemRange::new(0x1_0000_0000, 64 * M);
+        let p = Platform::new(
+            TagStoragePolicy::None,
+            KernelSettings::default(),
+            4096,
+            &[high, low],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(p.dram(), &[low, high]);
+        assert_eq!(p.geometry().dram_pages(), 2 * 64 * M / 4096);
+    }
+
+    #[test]
+    fn settings_can_change_after_build() {
+        let mut p = Platform::default();
+        p.settings_mut().seed = 42;
+        assert_eq!(p.settings().seed, 42);
+        assert_eq!(p.policy(), TagStoragePolicy::Dynamic);
+    }
+}
