@@ -19,8 +19,8 @@ use mte::{Pfn, PfnRange, PhysAddr};
 use thiserror::Error;
 
 /// Bytes of data whose tags fit in one byte of tag storage: two 4-bit tags per
-/// byte, one per 16-byte granule (Arm ARM: "Allocation Tag" granule size).
-pub const TAG_RATIO: u64 = 32;
+/// byte, one per 16-byte granule; the architecture crate defines it.
+pub const TAG_RATIO: u64 = mte::granule::DATA_BYTES_PER_TAG_BYTE;
 
 /// A range of physical memory in bytes.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -338,7 +338,7 @@ impl Geometry {
         let pfn = pa.pfn(self.page_shift);
         let in_page = pa.as_u64() & (self.page_size() - 1);
         let byte = self.tag_bytes_of(pfn)?.checked_add(in_page / TAG_RATIO)?;
-        let granule = in_page / (TAG_RATIO / 2);
+        let granule = in_page / mte::granule::GRANULE_SIZE;
         Some((byte, granule % 2 == 1))
     }
 
