@@ -1,0 +1,1226 @@
+//! The typed syntax tree of a `.mte` scenario (`shared/spec/scenario-language.md`).
+//!
+//! Owns the shape of every statement after parsing and name resolution. A
+//! [`Script`] is what [`crate::parse()`] returns for a well-formed file; every
+//! value in it has been range-checked, so a runner matches on enums and never
+//! re-validates text.
+//!
+//! Invariants (kept by the parser, relied on by runners):
+//! - every node carries the byte [`Span`] of its text in the source file, and
+//!   every statement its 1-based line;
+//! - names are resolved: a process is a dense [`ProcId`] (`0..processes.len()`,
+//!   in order of binding) and a pointer a dense [`PtrSlot`]
+//!   (`0..pointers.len()`); a runner keeps one `Vec` of each, no string maps;
+//! - a [`PtrSlot`] is a storage cell. Rebinding a pointer name outside a
+//!   `parallel` block reuses its slot (the value is replaced); a binding made
+//!   inside a block gets a fresh slot that the name denotes only after `end`.
+//!   So no line of a block reads a slot another line of the same block
+//!   writes, and a runner needs no deferred writes to honour "bindings become
+//!   visible after `end`";
+//! - a `parallel` block holds 0 to `cpus` command lines, none of them
+//!   `parallel`, `expect` or `platform`;
+//! - outcomes are of a kind the command can produce ([`Command::accepts`]).
+
+use core::fmt;
+
+use platform::PlatformSpec;
+
+use mte::insn::{GranuleOffset, TagOffset};
+use mte::{CheckMode, Tag, TagMask, TagStoreOp, TaggedPtr};
+
+/// A half-open byte range `[start, end)` of the source file.
+///
+/// Offsets are `u32`: the parser refuses files of 4 GiB or more, which keeps
+/// every node small for multi-million-line traces.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Span {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Span {
+    pub const fn new(start: u32, end: u32) -> Span {
+        Span { start, end }
+    }
+
+    /// The smallest span covering both.
+    pub fn to(self, other: Span) -> Span {
+        Span::new(self.start.min(other.start), self.end.max(other.end))
+    }
+
+    pub const fn len(self) -> u32 {
+        self.end - self.start
+    }
+
+    pub const fn is_empty(self) -> bool {
+        self.start == self.end
+    }
+
+    pub fn range(self) -> core::ops::Range<usize> {
+        self.start as usize..self.end as usize
+    }
+}
+
+impl fmt::Debug for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}..{}", self.start, self.end)
+    }
+}
+
+/// A value with the span of the text it came from.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Spanned<T> {
+    pub node: T,
+    pub span: Span,
+}
+
+impl<T> Spanned<T> {
+    pub const fn new(node: T, span: Span) -> Spanned<T> {
+        Spanned { node, span }
+    }
+}
+
+/// A process, by order of its `spawn` or `fork` (the first bound is 0).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProcId(pub u32);
+
+impl ProcId {
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl fmt::Debug for ProcId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ProcId({})", self.0)
+    }
+}
+
+/// A pointer variable's storage cell (see the module invariants).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PtrSlot(pub u32);
+
+impl PtrSlot {
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl fmt::Debug for PtrSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PtrSlot({})", self.0)
+    }
+}
+
+/// A parsed, resolved scenario.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Script {
+    /// The `platform` line, if the file has one (always its first statement).
+    pub platform: Option<PlatformLine>,
+    pub stmts: Vec<Stmt>,
+    /// Names of processes and pointer slots, for messages only.
+    pub names: Names,
+}
+
+impl Script {
+    /// The machine to build: the platform line's, or the spec's defaults.
+    pub fn platform_spec(&self) -> PlatformSpec {
+        self.platform
+            .as_ref()
+            .map_or_else(PlatformSpec::default, |p| p.spec.clone())
+    }
+}
+
+/// The source names behind the dense ids, indexed by [`ProcId`] / [`PtrSlot`].
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct Names {
+    pub processes: Vec<Box<str>>,
+    /// Several slots may carry the same name (a rebinding inside `parallel`).
+    pub pointers: Vec<Box<str>>,
+}
+
+impl Names {
+    pub fn process(&self, id: ProcId) -> &str {
+        self.processes.get(id.index()).map_or("?", |n| n)
+    }
+
+    pub fn pointer(&self, slot: PtrSlot) -> &str {
+        self.pointers.get(slot.index()).map_or("?", |n| n)
+    }
+}
+
+/// `platform KEY=VALUE ...`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct PlatformLine {
+    pub line: u32,
+    pub span: Span,
+    /// The defaults with every key of the line applied, in order.
+    pub spec: PlatformSpec,
+    pub settings: Vec<PlatformSetting>,
+}
+
+impl PlatformLine {
+    /// Where `key` was set, so that errors found when the platform is built
+    /// (relations between keys) can point at it.
+    pub fn setting(&self, key: &str) -> Option<&PlatformSetting> {
+        self.settings.iter().find(|s| s.key == key)
+    }
+}
+
+/// One `KEY=VALUE` of a platform line.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct PlatformSetting {
+    /// One of `platform::spec::KEYS`.
+    pub key: &'static str,
+    pub key_span: Span,
+    pub value_span: Span,
+}
+
+/// One statement. `platform` is not one: it lives in [`Script::platform`].
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Stmt {
+    Command(CommandStmt),
+    Expect(ExpectStmt),
+    Parallel(ParallelBlock),
+}
+
+impl Stmt {
+    /// The line of the statement (of `parallel` for a block).
+    pub fn line(&self) -> u32 {
+        match self {
+            Stmt::Command(c) => c.line,
+            Stmt::Expect(e) => e.line,
+            Stmt::Parallel(p) => p.line,
+        }
+    }
+
+    pub fn span(&self) -> Span {
+        match self {
+            Stmt::Command(c) => c.span,
+            Stmt::Expect(e) => e.span,
+            Stmt::Parallel(p) => p.span,
+        }
+    }
+}
+
+/// A command with its optional `=> OUTCOME`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct CommandStmt {
+    pub line: u32,
+    /// The whole line, outcome included, comment excluded.
+    pub span: Span,
+    pub command: Command,
+    pub outcome: Option<Spanned<Outcome>>,
+}
+
+/// `expect ...`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ExpectStmt {
+    pub line: u32,
+    pub span: Span,
+    pub expect: Expect,
+}
+
+/// `parallel` ... `end`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ParallelBlock {
+    /// The line and span of the `parallel` keyword.
+    pub line: u32,
+    pub span: Span,
+    /// At most `cpus` commands, in source order (each its own CPU).
+    pub commands: Vec<CommandStmt>,
+    pub end_line: u32,
+    pub end_span: Span,
+}
+
+/// A command: what one simulated CPU does for one line.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Command {
+    /// `spawn P`: binds `P`.
+    Spawn { proc: Spanned<ProcId> },
+    /// `P OP ...`.
+    Process {
+        proc: Spanned<ProcId>,
+        op: Spanned<ProcessOp>,
+    },
+    /// `reclaim PAGES`. Linux: `try_to_free_pages()`.
+    Reclaim { pages: Spanned<u64> },
+    /// `compact`. Linux: `compact_nodes()`.
+    Compact,
+    /// `ksm-scan`: one full pass of `ksm_do_scan()`.
+    KsmScan,
+}
+
+/// What a process does: the commands of the Processes, System calls and
+/// Memory accesses tables.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum ProcessOp {
+    /// `P fork Q`: binds `Q`.
+    Fork {
+        child: Spanned<ProcId>,
+    },
+    Exit,
+    /// `PR_SET_TAGGED_ADDR_CTRL`; keys left out keep their value.
+    Prctl(PrctlSettings),
+    /// `PR_GET_TAGGED_ADDR_CTRL`.
+    PrctlGet,
+    /// PSTATE.TCO.
+    Tco(Spanned<Switch>),
+    Exec,
+    /// Boxed: the largest operation, and a rare one in long traces.
+    Mmap(Box<MmapArgs>),
+    Munmap {
+        ptr: PtrExpr,
+        len: Spanned<u64>,
+    },
+    Mprotect {
+        ptr: PtrExpr,
+        len: Spanned<u64>,
+        prot: Spanned<Prot>,
+    },
+    Madvise {
+        ptr: PtrExpr,
+        len: Spanned<u64>,
+        advice: Spanned<Advice>,
+    },
+    /// A long-term pin (`FOLL_LONGTERM`), as `vmsplice(2)` takes.
+    Pin {
+        ptr: PtrExpr,
+        len: Spanned<u64>,
+    },
+    Unpin {
+        ptr: PtrExpr,
+        len: Spanned<u64>,
+    },
+    Yield,
+    /// The kernel reads user memory (`write(2)` to tmpfs).
+    WriteFd {
+        ptr: PtrExpr,
+        len: Spanned<u64>,
+    },
+    /// The kernel writes `byte` to user memory (`read(2)` from tmpfs).
+    ReadFd {
+        ptr: PtrExpr,
+        len: Spanned<u64>,
+        byte: Spanned<u8>,
+    },
+    /// `PTRACE_PEEKMTETAGS` on `target`, up to `granules` tags.
+    PeekTags {
+        target: Spanned<ProcId>,
+        ptr: PtrExpr,
+        granules: Spanned<u64>,
+    },
+    /// `PTRACE_POKEMTETAGS` on `target`.
+    PokeTags {
+        target: Spanned<ProcId>,
+        ptr: PtrExpr,
+        tags: Spanned<Box<[Tag]>>,
+    },
+    Load {
+        ptr: PtrExpr,
+        size: Spanned<AccessSize>,
+    },
+    /// `value` fits in `size` (128 bits for a 16-byte store).
+    Store {
+        ptr: PtrExpr,
+        size: Spanned<AccessSize>,
+        value: Spanned<Value128>,
+    },
+    /// `memset`: byte stores in address order.
+    Fill {
+        ptr: PtrExpr,
+        len: Spanned<u64>,
+        byte: Spanned<u8>,
+    },
+    /// Byte loads in address order, compared with `byte`.
+    Verify {
+        ptr: PtrExpr,
+        len: Spanned<u64>,
+        byte: Spanned<u8>,
+    },
+    /// IRG: binds `name` to `ptr` with a random allowed tag.
+    Irg {
+        name: Spanned<PtrSlot>,
+        ptr: PtrExpr,
+        /// The `exclude=` operand (`Xm`); `None` excludes nothing extra.
+        exclude: Option<Spanned<TagMask>>,
+    },
+    /// ADDG: binds `name` to `ptr + offset`, tag advanced `tag_offset` times.
+    Addg {
+        name: Spanned<PtrSlot>,
+        ptr: PtrExpr,
+        offset: Spanned<GranuleOffset>,
+        tag_offset: Spanned<TagOffset>,
+    },
+    /// `stg`, `stzg`, `st2g`, `stz2g` (never STGP: the language has no
+    /// spelling for it).
+    StoreTag {
+        op: Spanned<TagStoreOp>,
+        ptr: PtrExpr,
+    },
+    /// `stg` over `len` bytes, `len` a multiple of the granule size.
+    SetTag {
+        ptr: PtrExpr,
+        len: Spanned<u64>,
+    },
+    Ldg {
+        ptr: PtrExpr,
+    },
+}
+
+/// `on` / `off`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+impl Switch {
+    pub const fn is_on(self) -> bool {
+        matches!(self, Switch::On)
+    }
+}
+
+/// The keys of one `prctl` line; `None` keeps the process's current value.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct PrctlSettings {
+    /// `PR_TAGGED_ADDR_ENABLE`.
+    pub tagged_addr: Option<Spanned<Switch>>,
+    /// `asymm` stands for requesting sync and async together on a CPU
+    /// whose preferred mode is asymm (`PR_MTE_TCF_SYNC | PR_MTE_TCF_ASYNC`).
+    pub tcf: Option<Spanned<CheckMode>>,
+    /// `PR_MTE_TAG_MASK`: the tags IRG may choose.
+    pub include: Option<Spanned<TagMask>>,
+    /// `PR_MTE_STORE_ONLY`.
+    pub store_only: Option<Spanned<Switch>>,
+}
+
+/// `P mmap NAME LEN [prot=LIST] [map=LIST]`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct MmapArgs {
+    /// Bound to the new mapping's base (tag 0), or to 0 if the call fails.
+    pub name: Spanned<PtrSlot>,
+    pub len: Spanned<u64>,
+    /// `r,w` when not written.
+    pub prot: Prot,
+    /// The `prot=` token, if written.
+    pub prot_span: Option<Span>,
+    /// `private,anon` when not written.
+    pub map: MapFlags,
+    /// The `map=` token, if written.
+    pub map_span: Option<Span>,
+}
+
+/// Page protection: `none` or any of `r,w,x,mte`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Prot {
+    pub read: bool,
+    pub write: bool,
+    pub exec: bool,
+    /// `PROT_MTE`.
+    pub mte: bool,
+}
+
+impl Prot {
+    pub const NONE: Prot = Prot {
+        read: false,
+        write: false,
+        exec: false,
+        mte: false,
+    };
+    /// The `mmap` default, `prot=r,w`.
+    pub const READ_WRITE: Prot = Prot {
+        read: true,
+        write: true,
+        exec: false,
+        mte: false,
+    };
+
+    /// Linux's `PROT_*` bits (`PROT_MTE` is arm64's 0x20).
+    pub const fn linux_bits(self) -> u32 {
+        (self.read as u32)
+            | (self.write as u32) << 1
+            | (self.exec as u32) << 2
+            | (self.mte as u32) << 5
+    }
+}
+
+/// `map=LIST`: one sharing, one backing, optionally `populate` and `fixed=`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct MapFlags {
+    pub sharing: Sharing,
+    pub backing: Backing,
+    /// `MAP_POPULATE`.
+    pub populate: bool,
+    /// `MAP_FIXED` at this address.
+    pub fixed: Option<PtrExpr>,
+}
+
+impl Default for MapFlags {
+    fn default() -> Self {
+        MapFlags {
+            sharing: Sharing::Private,
+            backing: Backing::Anon,
+            populate: false,
+            fixed: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Sharing {
+    /// `MAP_PRIVATE`.
+    Private,
+    /// `MAP_SHARED`.
+    Shared,
+}
+
+/// What backs a mapping; `shm` and `file` make a new zero-filled object of the
+/// mapping's length.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Backing {
+    /// `MAP_ANONYMOUS`.
+    Anon,
+    /// A tmpfs (shmem) file.
+    Shm,
+    /// A regular file (cannot be `PROT_MTE`).
+    File,
+}
+
+/// `madvise` advice.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Advice {
+    DontNeed,
+    PageOut,
+    HugePage,
+    NoHugePage,
+    Mergeable,
+    Unmergeable,
+}
+
+impl Advice {
+    pub const ALL: [Advice; 6] = [
+        Advice::DontNeed,
+        Advice::PageOut,
+        Advice::HugePage,
+        Advice::NoHugePage,
+        Advice::Mergeable,
+        Advice::Unmergeable,
+    ];
+
+    /// The scenario spelling.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Advice::DontNeed => "dontneed",
+            Advice::PageOut => "pageout",
+            Advice::HugePage => "hugepage",
+            Advice::NoHugePage => "nohugepage",
+            Advice::Mergeable => "mergeable",
+            Advice::Unmergeable => "unmergeable",
+        }
+    }
+
+    /// Linux's `MADV_*` value (include/uapi/asm-generic/mman-common.h).
+    pub const fn linux_value(self) -> u32 {
+        match self {
+            Advice::DontNeed => 4,
+            Advice::Mergeable => 12,
+            Advice::Unmergeable => 13,
+            Advice::HugePage => 14,
+            Advice::NoHugePage => 15,
+            Advice::PageOut => 21,
+        }
+    }
+}
+
+/// The value of a load or store, up to 128 bits (a 16-byte access).
+///
+/// Held as two `u64` halves rather than a `u128` so the tree stays 8-byte
+/// aligned: a `u128` field pads every statement to a multiple of 16 bytes,
+/// which a ten-million-line trace pays for in memory and time.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Value128 {
+    lo: u64,
+    hi: u64,
+}
+
+impl Value128 {
+    pub const fn new(value: u128) -> Value128 {
+        Value128 {
+            lo: value as u64,
+            hi: (value >> 64) as u64,
+        }
+    }
+
+    pub const fn get(self) -> u128 {
+        (self.hi as u128) << 64 | self.lo as u128
+    }
+}
+
+impl From<u128> for Value128 {
+    fn from(value: u128) -> Value128 {
+        Value128::new(value)
+    }
+}
+
+impl fmt::Debug for Value128 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}", self.get())
+    }
+}
+
+/// The size of a `load` or `store`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum AccessSize {
+    B1,
+    B2,
+    B4,
+    B8,
+    B16,
+}
+
+impl AccessSize {
+    pub const fn from_bytes(bytes: u64) -> Option<AccessSize> {
+        Some(match bytes {
+            1 => AccessSize::B1,
+            2 => AccessSize::B2,
+            4 => AccessSize::B4,
+            8 => AccessSize::B8,
+            16 => AccessSize::B16,
+            _ => return None,
+        })
+    }
+
+    pub const fn bytes(self) -> u64 {
+        match self {
+            AccessSize::B1 => 1,
+            AccessSize::B2 => 2,
+            AccessSize::B4 => 4,
+            AccessSize::B8 => 8,
+            AccessSize::B16 => 16,
+        }
+    }
+
+    /// The largest value an access of this size holds.
+    pub const fn max_value(self) -> u128 {
+        u128::MAX >> (128 - 8 * self.bytes())
+    }
+}
+
+/// A pointer expression, evaluated when its line runs.
+///
+/// Value: the base's 64-bit pointer, the offset added to bits 55:0 (the top
+/// byte, hence the logical tag, kept), then bits 59:56 replaced by `tag` if
+/// one is written.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct PtrExpr {
+    pub span: Span,
+    pub base: PtrBase,
+    /// `#T`; never present on a raw address.
+    pub tag: Option<Tag>,
+}
+
+impl PtrExpr {
+    /// Bytes added to the base (0 for a raw address).
+    pub const fn offset(&self) -> i64 {
+        match self.base {
+            PtrBase::Slot { offset, .. } => offset,
+            PtrBase::Raw(_) => 0,
+        }
+    }
+
+    /// The pointer variable read, if any.
+    pub const fn slot(&self) -> Option<PtrSlot> {
+        match self.base {
+            PtrBase::Slot { slot, .. } => Some(slot),
+            PtrBase::Raw(_) => None,
+        }
+    }
+}
+
+/// What a pointer expression starts from.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PtrBase {
+    /// The current value of a pointer variable, plus `offset` bytes
+    /// (negative for `NAME-OFF`).
+    Slot { slot: PtrSlot, offset: i64 },
+    /// A raw address literal; its bits 59:56 are its logical tag.
+    Raw(TaggedPtr),
+}
+
+/// The expected result of a command, after `=>`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Outcome {
+    /// `ok`: success (with any count, for commands that return one).
+    Ok,
+    /// `ok N`: success with this count of bytes (or tags, for `poketags`).
+    OkCount(u64),
+    /// `value V`, compared as a number.
+    Value(Value128),
+    /// `tag T`.
+    Tag(Tag),
+    /// `tag-in MASK`: a tag whose bit is set in the mask.
+    TagIn(TagMask),
+    /// `tags T,T,...` (at least one).
+    Tags(Box<[Tag]>),
+    /// `mismatch OFFSET`: the first byte of a `verify` that differs.
+    Mismatch(u64),
+    /// `error ERRNO`.
+    Error(Errno),
+    /// `fault CODE [addr=PTR]`; `addr` is compared on bits 55:0.
+    Fault {
+        code: FaultCode,
+        addr: Option<Box<PtrExpr>>,
+    },
+}
+
+impl Outcome {
+    pub fn kind(&self) -> OutcomeKind {
+        match self {
+            Outcome::Ok => OutcomeKind::Ok,
+            Outcome::OkCount(_) => OutcomeKind::OkCount,
+            Outcome::Value(_) => OutcomeKind::Value,
+            Outcome::Tag(_) => OutcomeKind::Tag,
+            Outcome::TagIn(_) => OutcomeKind::TagIn,
+            Outcome::Tags(_) => OutcomeKind::Tags,
+            Outcome::Mismatch(_) => OutcomeKind::Mismatch,
+            Outcome::Error(_) => OutcomeKind::Error,
+            Outcome::Fault { .. } => OutcomeKind::Fault,
+        }
+    }
+}
+
+/// The shape of an outcome, without its value.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum OutcomeKind {
+    Ok,
+    OkCount,
+    Value,
+    Tag,
+    TagIn,
+    Tags,
+    Mismatch,
+    Error,
+    Fault,
+}
+
+impl OutcomeKind {
+    pub const ALL: [OutcomeKind; 9] = [
+        OutcomeKind::Ok,
+        OutcomeKind::OkCount,
+        OutcomeKind::Value,
+        OutcomeKind::Tag,
+        OutcomeKind::TagIn,
+        OutcomeKind::Tags,
+        OutcomeKind::Mismatch,
+        OutcomeKind::Error,
+        OutcomeKind::Fault,
+    ];
+
+    /// How the outcome is written, for messages.
+    pub const fn syntax(self) -> &'static str {
+        match self {
+            OutcomeKind::Ok => "ok",
+            OutcomeKind::OkCount => "ok N",
+            OutcomeKind::Value => "value V",
+            OutcomeKind::Tag => "tag T",
+            OutcomeKind::TagIn => "tag-in MASK",
+            OutcomeKind::Tags => "tags T,...",
+            OutcomeKind::Mismatch => "mismatch OFFSET",
+            OutcomeKind::Error => "error ERRNO",
+            OutcomeKind::Fault => "fault CODE",
+        }
+    }
+}
+
+impl Command {
+    /// Whether an outcome of `kind` can result from this command: the
+    /// outcome columns of the spec's tables. Every process command may also
+    /// give `error` (`ESRCH` once the process has exited) and `fault` (a
+    /// synchronous fault for accesses, a pending asynchronous one at a
+    /// system call).
+    pub fn accepts(&self, kind: OutcomeKind) -> bool {
+        use OutcomeKind as K;
+        match self {
+            Command::Spawn { .. }
+            | Command::Reclaim { .. }
+            | Command::Compact
+            | Command::KsmScan => kind == K::Ok,
+            Command::Process { op, .. } => {
+                matches!(kind, K::Error | K::Fault) || op.node.accepts(kind)
+            }
+        }
+    }
+}
+
+impl Command {
+    /// The command word, as written.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Spawn { .. } => "spawn",
+            Command::Process { op, .. } => op.node.name(),
+            Command::Reclaim { .. } => "reclaim",
+            Command::Compact => "compact",
+            Command::KsmScan => "ksm-scan",
+        }
+    }
+}
+
+impl ProcessOp {
+    /// The command word, as written.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ProcessOp::Fork { .. } => "fork",
+            ProcessOp::Exit => "exit",
+            ProcessOp::Prctl(_) => "prctl",
+            ProcessOp::PrctlGet => "prctl-get",
+            ProcessOp::Tco(_) => "tco",
+            ProcessOp::Exec => "exec",
+            ProcessOp::Mmap(_) => "mmap",
+            ProcessOp::Munmap { .. } => "munmap",
+            ProcessOp::Mprotect { .. } => "mprotect",
+            ProcessOp::Madvise { .. } => "madvise",
+            ProcessOp::Pin { .. } => "pin",
+            ProcessOp::Unpin { .. } => "unpin",
+            ProcessOp::Yield => "yield",
+            ProcessOp::WriteFd { .. } => "write-fd",
+            ProcessOp::ReadFd { .. } => "read-fd",
+            ProcessOp::PeekTags { .. } => "peektags",
+            ProcessOp::PokeTags { .. } => "poketags",
+            ProcessOp::Load { .. } => "load",
+            ProcessOp::Store { .. } => "store",
+            ProcessOp::Fill { .. } => "fill",
+            ProcessOp::Verify { .. } => "verify",
+            ProcessOp::Irg { .. } => "irg",
+            ProcessOp::Addg { .. } => "addg",
+            ProcessOp::StoreTag { op, .. } => store_tag_name(op.node),
+            ProcessOp::SetTag { .. } => "settag",
+            ProcessOp::Ldg { .. } => "ldg",
+        }
+    }
+
+    fn accepts(&self, kind: OutcomeKind) -> bool {
+        use OutcomeKind as K;
+        match self {
+            ProcessOp::PrctlGet | ProcessOp::Load { .. } => kind == K::Value,
+            ProcessOp::WriteFd { .. } | ProcessOp::ReadFd { .. } | ProcessOp::PokeTags { .. } => {
+                matches!(kind, K::Ok | K::OkCount)
+            }
+            ProcessOp::PeekTags { .. } => kind == K::Tags,
+            ProcessOp::Verify { .. } => matches!(kind, K::Ok | K::Mismatch),
+            ProcessOp::Irg { .. } | ProcessOp::Addg { .. } | ProcessOp::Ldg { .. } => {
+                matches!(kind, K::Tag | K::TagIn)
+            }
+            ProcessOp::Fork { .. }
+            | ProcessOp::Exit
+            | ProcessOp::Prctl(_)
+            | ProcessOp::Tco(_)
+            | ProcessOp::Exec
+            | ProcessOp::Mmap(_)
+            | ProcessOp::Munmap { .. }
+            | ProcessOp::Mprotect { .. }
+            | ProcessOp::Madvise { .. }
+            | ProcessOp::Pin { .. }
+            | ProcessOp::Unpin { .. }
+            | ProcessOp::Yield
+            | ProcessOp::Store { .. }
+            | ProcessOp::Fill { .. }
+            | ProcessOp::StoreTag { .. }
+            | ProcessOp::SetTag { .. } => kind == K::Ok,
+        }
+    }
+}
+
+/// The scenario spelling of a tag-store instruction.
+pub const fn store_tag_name(op: TagStoreOp) -> &'static str {
+    match op {
+        TagStoreOp::Stg => "stg",
+        TagStoreOp::Stzg => "stzg",
+        TagStoreOp::St2g => "st2g",
+        TagStoreOp::Stz2g => "stz2g",
+        TagStoreOp::Stgp => "stgp",
+    }
+}
+
+/// The error numbers an outcome may name (include/uapi/asm-generic/errno-base.h).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Errno {
+    Perm,
+    Srch,
+    Io,
+    NoMem,
+    Acces,
+    Fault,
+    Inval,
+}
+
+impl Errno {
+    pub const ALL: [Errno; 7] = [
+        Errno::Inval,
+        Errno::NoMem,
+        Errno::Fault,
+        Errno::Io,
+        Errno::Perm,
+        Errno::Acces,
+        Errno::Srch,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Errno::Perm => "EPERM",
+            Errno::Srch => "ESRCH",
+            Errno::Io => "EIO",
+            Errno::NoMem => "ENOMEM",
+            Errno::Acces => "EACCES",
+            Errno::Fault => "EFAULT",
+            Errno::Inval => "EINVAL",
+        }
+    }
+
+    pub const fn linux_value(self) -> i32 {
+        match self {
+            Errno::Perm => 1,
+            Errno::Srch => 3,
+            Errno::Io => 5,
+            Errno::NoMem => 12,
+            Errno::Acces => 13,
+            Errno::Fault => 14,
+            Errno::Inval => 22,
+        }
+    }
+}
+
+/// The signal and `si_code` of a fault (include/uapi/asm-generic/siginfo.h).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum FaultCode {
+    /// SIGSEGV, synchronous tag check fault.
+    SegvMteSerr,
+    /// SIGSEGV, asynchronous tag check fault.
+    SegvMteAerr,
+    /// SIGSEGV, address not mapped.
+    SegvMapErr,
+    /// SIGSEGV, permission denied.
+    SegvAccErr,
+    /// SIGBUS, misaligned address.
+    BusAdrAln,
+}
+
+impl FaultCode {
+    pub const ALL: [FaultCode; 5] = [
+        FaultCode::SegvMteSerr,
+        FaultCode::SegvMteAerr,
+        FaultCode::SegvMapErr,
+        FaultCode::SegvAccErr,
+        FaultCode::BusAdrAln,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            FaultCode::SegvMteSerr => "SEGV_MTESERR",
+            FaultCode::SegvMteAerr => "SEGV_MTEAERR",
+            FaultCode::SegvMapErr => "SEGV_MAPERR",
+            FaultCode::SegvAccErr => "SEGV_ACCERR",
+            FaultCode::BusAdrAln => "BUS_ADRALN",
+        }
+    }
+
+    /// `si_code`.
+    pub const fn si_code(self) -> i32 {
+        match self {
+            FaultCode::SegvMapErr | FaultCode::BusAdrAln => 1,
+            FaultCode::SegvAccErr => 2,
+            FaultCode::SegvMteAerr => 8,
+            FaultCode::SegvMteSerr => 9,
+        }
+    }
+
+    /// Whether the signal is SIGBUS rather than SIGSEGV.
+    pub const fn is_sigbus(self) -> bool {
+        matches!(self, FaultCode::BusAdrAln)
+    }
+}
+
+/// `expect ...`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Expect {
+    /// `expect stat NAME OP VALUE`.
+    Stat {
+        counter: Spanned<Counter>,
+        op: Spanned<CmpOp>,
+        value: Spanned<u64>,
+    },
+    /// `expect invariants`.
+    Invariants,
+    /// `expect P tags PTR LEN == T`.
+    Tags {
+        proc: Spanned<ProcId>,
+        ptr: PtrExpr,
+        len: Spanned<u64>,
+        tag: Spanned<Tag>,
+    },
+    /// `expect P page PTR [not] STATE`.
+    Page {
+        proc: Spanned<ProcId>,
+        ptr: PtrExpr,
+        /// The `not` keyword, if written.
+        negated: Option<Span>,
+        state: Spanned<PageState>,
+    },
+}
+
+/// `== != < <= > >=`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl CmpOp {
+    pub const fn symbol(self) -> &'static str {
+        match self {
+            CmpOp::Eq => "==",
+            CmpOp::Ne => "!=",
+            CmpOp::Lt => "<",
+            CmpOp::Le => "<=",
+            CmpOp::Gt => ">",
+            CmpOp::Ge => ">=",
+        }
+    }
+
+    /// `actual OP expected`.
+    pub const fn holds(self, actual: u64, expected: u64) -> bool {
+        match self {
+            CmpOp::Eq => actual == expected,
+            CmpOp::Ne => actual != expected,
+            CmpOp::Lt => actual < expected,
+            CmpOp::Le => actual <= expected,
+            CmpOp::Gt => actual > expected,
+            CmpOp::Ge => actual >= expected,
+        }
+    }
+}
+
+/// The state of a page-table entry that `expect P page` tests.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PageState {
+    Unmapped,
+    ZeroPage,
+    HugeZeroPage,
+    Private,
+    Shared,
+    Huge,
+    Swapped,
+    Tagged,
+    Untagged,
+    InTagStorage,
+    AwaitingTagStorage,
+}
+
+impl PageState {
+    pub const ALL: [PageState; 11] = [
+        PageState::Unmapped,
+        PageState::ZeroPage,
+        PageState::HugeZeroPage,
+        PageState::Private,
+        PageState::Shared,
+        PageState::Huge,
+        PageState::Swapped,
+        PageState::Tagged,
+        PageState::Untagged,
+        PageState::InTagStorage,
+        PageState::AwaitingTagStorage,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            PageState::Unmapped => "unmapped",
+            PageState::ZeroPage => "zero-page",
+            PageState::HugeZeroPage => "huge-zero-page",
+            PageState::Private => "private",
+            PageState::Shared => "shared",
+            PageState::Huge => "huge",
+            PageState::Swapped => "swapped",
+            PageState::Tagged => "tagged",
+            PageState::Untagged => "untagged",
+            PageState::InTagStorage => "in-tag-storage",
+            PageState::AwaitingTagStorage => "awaiting-tag-storage",
+        }
+    }
+}
+
+/// The counters of `shared/spec/model.md` §5, by their exact names.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum Counter {
+    MemPages,
+    MemFree,
+    TagStoragePages,
+    TagStorageBlocks,
+    TagStorageReserved,
+    TagStorageDataPages,
+    TagStorageReservations,
+    TagStorageReleases,
+    TagStorageMigrations,
+    TagStorageReserveFailures,
+    PagesTagged,
+    FaultAnon,
+    FaultZeroPage,
+    FaultCow,
+    FaultTagStorage,
+    SwapOut,
+    SwapIn,
+    SwapSavedTags,
+    MigratePages,
+    KsmMerged,
+    TcfSync,
+    TcfAsync,
+}
+
+impl Counter {
+    /// Every counter, in the order of `model.md` §5.
+    pub const ALL: [Counter; 22] = [
+        Counter::MemPages,
+        Counter::MemFree,
+        Counter::TagStoragePages,
+        Counter::TagStorageBlocks,
+        Counter::TagStorageReserved,
+        Counter::TagStorageDataPages,
+        Counter::TagStorageReservations,
+        Counter::TagStorageReleases,
+        Counter::TagStorageMigrations,
+        Counter::TagStorageReserveFailures,
+        Counter::PagesTagged,
+        Counter::FaultAnon,
+        Counter::FaultZeroPage,
+        Counter::FaultCow,
+        Counter::FaultTagStorage,
+        Counter::SwapOut,
+        Counter::SwapIn,
+        Counter::SwapSavedTags,
+        Counter::MigratePages,
+        Counter::KsmMerged,
+        Counter::TcfSync,
+        Counter::TcfAsync,
+    ];
+
+    /// The name `expect stat` and `--json` use.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::MemPages => "mem.pages",
+            Counter::MemFree => "mem.free",
+            Counter::TagStoragePages => "tag_storage.pages",
+            Counter::TagStorageBlocks => "tag_storage.blocks",
+            Counter::TagStorageReserved => "tag_storage.reserved",
+            Counter::TagStorageDataPages => "tag_storage.data_pages",
+            Counter::TagStorageReservations => "tag_storage.reservations",
+            Counter::TagStorageReleases => "tag_storage.releases",
+            Counter::TagStorageMigrations => "tag_storage.migrations",
+            Counter::TagStorageReserveFailures => "tag_storage.reserve_failures",
+            Counter::PagesTagged => "pages.tagged",
+            Counter::FaultAnon => "fault.anon",
+            Counter::FaultZeroPage => "fault.zero_page",
+            Counter::FaultCow => "fault.cow",
+            Counter::FaultTagStorage => "fault.tag_storage",
+            Counter::SwapOut => "swap.out",
+            Counter::SwapIn => "swap.in",
+            Counter::SwapSavedTags => "swap.saved_tags",
+            Counter::MigratePages => "migrate.pages",
+            Counter::KsmMerged => "ksm.merged",
+            Counter::TcfSync => "tcf.sync",
+            Counter::TcfAsync => "tcf.async",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Counter> {
+        Counter::ALL.into_iter().find(|c| c.name() == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_names_are_model_md_section_5() {
+        // shared/spec/model.md §5 lists 22 names (swap.out/in and
+        // tcf.sync/async share rows).
+        assert_eq!(Counter::ALL.len(), 22);
+        assert_eq!(
+            Counter::from_name("tag_storage.reserve_failures"),
+            Some(Counter::TagStorageReserveFailures)
+        );
+        assert_eq!(
+            Counter::from_name("swap.saved_tags"),
+            Some(Counter::SwapSavedTags)
+        );
+        assert_eq!(Counter::from_name("tag_storage.reserved "), None);
+        assert_eq!(Counter::from_name("Mem.pages"), None);
+        for c in Counter::ALL {
+            assert_eq!(Counter::from_name(c.name()), Some(c));
+        }
+    }
+
+    #[test]
+    fn linux_numbers() {
+        // include/uapi/asm-generic/errno-base.h
+        assert_eq!(Errno::Inval.linux_value(), 22);
+        assert_eq!(Errno::Srch.linux_value(), 3);
+        // include/uapi/asm-generic/siginfo.h: SEGV_MTEAERR 8, SEGV_MTESERR 9.
+        assert_eq!(FaultCode::SegvMteSerr.si_code(), 9);
+        assert_eq!(FaultCode::SegvMteAerr.si_code(), 8);
+        // arch/arm64/include/uapi/asm/mman.h: PROT_MTE 0x20.
+        let prot = Prot {
+            mte: true,
+            ..Prot::READ_WRITE
+        };
+        assert_eq!(prot.linux_bits(), 0x23);
+        // include/uapi/asm-generic/mman-common.h: MADV_PAGEOUT 21.
+        assert_eq!(Advice::PageOut.linux_value(), 21);
+    }
+
+    #[test]
+    fn wide_values_keep_all_128_bits() {
+        let v = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210_u128;
+        assert_eq!(Value128::new(v).get(), v);
+        assert_eq!(Value128::new(u128::MAX).get(), u128::MAX);
+        assert_eq!(format!("{:?}", Value128::new(0x42)), "0x42");
+    }
+
+    #[test]
+    fn statements_stay_small() {
+        // Traces hold millions of statements: keep each one near two cache
+        // lines and 8-byte aligned (144 bytes today; 208 with a `u128`
+        // field and an inline `MmapArgs`).
+        assert!(size_of::<Stmt>() <= 144, "{}", size_of::<Stmt>());
+        assert_eq!(align_of::<Stmt>(), 8);
+    }
+
+    #[test]
+    fn access_sizes() {
+        assert_eq!(AccessSize::from_bytes(16), Some(AccessSize::B16));
+        assert_eq!(AccessSize::from_bytes(3), None);
+        assert_eq!(AccessSize::B1.max_value(), 0xff);
+        assert_eq!(AccessSize::B8.max_value(), u128::from(u64::MAX));
+        assert_eq!(AccessSize::B16.max_value(), u128::MAX);
+    }
+
+    #[test]
+    fn outcome_table() {
+        let span = Span::new(0, 1);
+        // `P yield` is a system call: `ok`, a pending asynchronous fault, or
+        // `ESRCH` once `P` has exited; never a value.
+        let yield_cmd = Command::Process {
+            proc: Spanned::new(ProcId(0), span),
+            op: Spanned::new(ProcessOp::Yield, span),
+        };
+        assert!(yield_cmd.accepts(OutcomeKind::Ok));
+        assert!(yield_cmd.accepts(OutcomeKind::Fault));
+        assert!(yield_cmd.accepts(OutcomeKind::Error));
+        assert!(!yield_cmd.accepts(OutcomeKind::Value));
+        assert!(Command::Compact.accepts(OutcomeKind::Ok));
+        assert!(!Command::Compact.accepts(OutcomeKind::Error));
+    }
+}
