@@ -1,0 +1,1390 @@
+//! The buddy page allocator with pageblocks, migrate types and CMA, modelled
+//! on Linux `mm/page_alloc.c` (6.x: free lists always match their pageblock's
+//! type, "mm: page_alloc: consolidate free page accounting", 6.10; isolation as
+//! a separate pageblock bit, 6.16).
+//!
+//! Owns: the free lists ([`FreeList`] per order), the pageblock table
+//! ([`Pageblock`]), the frame metadata ([`FrameTable`]), the exact counters
+//! ([`PhysStats`]) and the allocation policy ([`AllocFlags`], [`CmaUse`]).
+//! Isolation and contiguous claims live in [`crate::phys::isolate`], the checker
+//! in [`crate::phys::check`]; both are `impl BuddyAllocator` blocks.
+//!
+//! # Invariants (checked by [`BuddyAllocator::check`])
+//! - Every present frame is in exactly one state: inside exactly one free
+//!   block, allocated (head or tail of one block), claimed, or carved out; the
+//!   counts add up to the machine's frames.
+//! - A free block of order `o` starts at a multiple of `2^o`, covers only
+//!   allocatable present frames (DRAM or CMA), and sits on the list of its
+//!   pageblock: `Isolate` if the pageblock is isolated, else its migrate type.
+//!   A block larger than a pageblock has the same list in all its pageblocks;
+//!   an isolated block never spans two pageblocks.
+//! - Free blocks are fully merged: two free buddies of the same order exist
+//!   only where merging is forbidden, i.e. at or above pageblock order between
+//!   pageblocks whose lists are not both mergeable (Linux
+//!   `migratetype_is_mergeable()`: Unmovable and Movable merge with each other;
+//!   Cma merges only with Cma; Isolate never merges across pageblocks).
+//! - Counters equal a recount.
+//!
+//! # Allocation (Linux `__rmqueue()`, `__rmqueue_smallest()`,
+//! `__rmqueue_claim()`, `__rmqueue_steal()`)
+//! 1. A request may use CMA (`ALLOC_CMA`) only if it is movable, untagged
+//!    (the RFC's `__GFP_TAGGED` makes `arch_alloc_cma()` refuse) and
+//!    [`CmaUse`] is not `Never`. With `Prefer` CMA is tried first; with
+//!    `Balance` first only while free CMA pages exceed half of all free pages.
+//! 2. The request's own list, smallest order first (`__rmqueue_smallest`).
+//! 3. CMA, if allowed (`__rmqueue_cma_fallback`).
+//! 4. Claim: from the largest order down, take the fallback type's block
+//!    (Unmovable <-> Movable; never Cma, never Isolate) and convert its whole
+//!    pageblock(s) when the block is pageblock-sized or larger, or when at
+//!    least half the pageblock is free or of a compatible type
+//!    (`try_to_claim_block()`); orders below `pageblock_order / 2` are not
+//!    tried for movable requests (`should_try_claim_block()`).
+//! 5. Steal: the smallest fallback block, leaving its pageblock's type alone.
+//!
+//! Within a list the lowest frame number is taken, and `expand()` keeps the
+//! lowest part, so the same operations always give the same frames.
+//!
+//! # Shortcuts (and why)
+//! - One zone, no watermarks, no reclaim, no compaction: the kernel layer
+//!   decides what to do when [`AllocError::OutOfMemory`] comes back.
+//! - No per-CPU page lists (`pcp`): they are a cache over the same free
+//!   lists, and the drains `alloc_contig_range()` does would be no-ops.
+//! - No `MIGRATE_RECLAIMABLE`, `MIGRATE_HIGHATOMIC` or `ALLOC_NOFRAGMENT`.
+//! - Isolated free blocks never merge across pageblocks (Linux may merge two
+//!   isolated buddies and splits them again on un-isolation).
+//! - A pageblock only partly present (a ragged edge) is never claimed by a
+//!   fallback, as Linux refuses pageblocks crossing a zone boundary
+//!   (`prep_move_freepages_block()`).
+
+use crate::phys::frame::{FrameMeta, FrameState, FrameTable, MigrateType, PageFlag};
+use crate::phys::layout::{CmaUse, Order, PhysGeometry, PhysLayout, RegionKind, align_down};
+use crate::phys::runs::BlockRuns;
+use mte::{Pfn, PfnRange};
+use thiserror::Error;
+
+/// A buddy free list: a migrate type, or the isolation list.
+///
+/// Linux: `free_area[order].free_list[migratetype]` including
+/// `MIGRATE_ISOLATE`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum FreeList {
+    Unmovable,
+    Movable,
+    Cma,
+    /// Free frames of isolated pageblocks: never allocated from.
+    Isolate,
+}
+
+impl FreeList {
+    pub const ALL: [FreeList; 4] = [Self::Unmovable, Self::Movable, Self::Cma, Self::Isolate];
+
+    pub(crate) const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The migrate type a pageblock on this list has, unless isolated.
+    pub fn migratetype(self) -> Option<MigrateType> {
+        match self {
+            Self::Unmovable => Some(MigrateType::Unmovable),
+            Self::Movable => Some(MigrateType::Movable),
+            Self::Cma => Some(MigrateType::Cma),
+            Self::Isolate => None,
+        }
+    }
+
+    /// Whether blocks on lists `a` and `b` may merge across pageblocks.
+    /// Linux: `__free_one_page()` with `migratetype_is_mergeable()`.
+    pub(crate) fn may_merge(a: FreeList, b: FreeList) -> bool {
+        use FreeList::*;
+        match (a, b) {
+            (Isolate, _) | (_, Isolate) => false,
+            (Cma, Cma) => true,
+            (Cma, _) | (_, Cma) => false,
+            _ => true,
+        }
+    }
+}
+
+impl From<MigrateType> for FreeList {
+    fn from(mt: MigrateType) -> Self {
+        match mt {
+            MigrateType::Unmovable => Self::Unmovable,
+            MigrateType::Movable => Self::Movable,
+            MigrateType::Cma => Self::Cma,
+        }
+    }
+}
+
+/// One pageblock's type. Linux: the pageblock bitmap (`PB_migrate` bits and
+/// `PB_migrate_isolate`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Pageblock {
+    pub migratetype: MigrateType,
+    pub isolated: bool,
+}
+
+impl Pageblock {
+    /// The list this pageblock's free frames are on.
+    pub fn free_list(self) -> FreeList {
+        if self.isolated {
+            FreeList::Isolate
+        } else {
+            self.migratetype.into()
+        }
+    }
+}
+
+/// What an allocation asks for. Linux: the GFP flags that matter here.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct AllocFlags {
+    /// `__GFP_MOVABLE`: the page can be migrated (user and page-cache pages).
+    pub movable: bool,
+    /// The RFC's `__GFP_TAGGED`: the page will be mapped with `PROT_MTE`, so
+    /// it must not come from tag storage (CMA).
+    pub tagged: bool,
+}
+
+impl AllocFlags {
+    /// `GFP_KERNEL`: unmovable kernel memory.
+    pub const KERNEL: Self = Self {
+        movable: false,
+        tagged: false,
+    };
+    /// `GFP_HIGHUSER_MOVABLE`: an untagged user page.
+    pub const USER: Self = Self {
+        movable: true,
+        tagged: false,
+    };
+    /// `GFP_HIGHUSER_MOVABLE | __GFP_TAGGED`: a page for a `PROT_MTE` mapping.
+    pub const USER_TAGGED: Self = Self {
+        movable: true,
+        tagged: true,
+    };
+
+    pub fn migratetype(self) -> MigrateType {
+        if self.movable {
+            MigrateType::Movable
+        } else {
+            MigrateType::Unmovable
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
+pub enum AllocError {
+    #[error("order {order} is above the maximum order {max}")]
+    OrderTooLarge { order: Order, max: Order },
+    #[error("out of memory: no free block of order {order} for {flags:?}")]
+    OutOfMemory { order: Order, flags: AllocFlags },
+}
+
+/// Why a block cannot be freed although it is allocated (Linux: `bad_page()`
+/// reasons from `free_page_is_bad()`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadPage {
+    /// Still mapped by page-table entries.
+    Mapped {
+        mapcount: u32,
+    },
+    Pinned {
+        pins: u32,
+    },
+    /// Someone besides the freeing caller holds a reference.
+    Referenced {
+        refcount: u32,
+    },
+    /// Its tag storage is still reserved: release it first (the RFC frees tag
+    /// storage from `arch_free_pages_prepare()`).
+    TagStorageReserved,
+    /// Its tags are being initialised (`PG_mte_lock` held).
+    MteLocked,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
+pub enum FreeError {
+    #[error("order {order} is above the maximum order {max}")]
+    OrderTooLarge { order: Order, max: Order },
+    #[error("frame {pfn} is not present")]
+    NotPresent { pfn: Pfn },
+    #[error("frame {pfn} is not the head of an allocated block: {status:?}")]
+    NotAllocated { pfn: Pfn, status: FrameStatus },
+    #[error("frame {pfn} heads a block of order {allocated}, not {given}")]
+    WrongOrder {
+        pfn: Pfn,
+        allocated: Order,
+        given: Order,
+    },
+    #[error("frame {pfn} is in a bad state to free: {bad:?}")]
+    BadPage { pfn: Pfn, bad: BadPage },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
+pub enum FrameAccessError {
+    #[error("frame {pfn} is not present")]
+    NotPresent { pfn: Pfn },
+    #[error("frame {pfn} is not in use: {status:?}")]
+    NotInUse { pfn: Pfn, status: FrameStatus },
+}
+
+/// The full state of a frame, derived from the metadata and the free lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameStatus {
+    /// Inside the free block `head` of `order` on `list`.
+    Free {
+        head: Pfn,
+        order: Order,
+        list: FreeList,
+    },
+    /// Inside the allocated block `head` of `order`.
+    Allocated {
+        head: Pfn,
+        order: Order,
+        migratetype: MigrateType,
+    },
+    Claimed,
+    CarvedOut,
+}
+
+/// Counters, all exact. Names map to `shared/spec/model.md` §5.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PhysStats {
+    /// `mem.pages`: ordinary DRAM frames.
+    pub dram_pages: u64,
+    /// `mem.free`: free frames usable for data, CMA included, isolated ones
+    /// excluded (Linux `NR_FREE_PAGES`).
+    pub free_pages: u64,
+    /// Free frames of isolated pageblocks.
+    pub isolated_free_pages: u64,
+    /// Allocated frames (heads and tails).
+    pub allocated_pages: u64,
+    /// Tag storage frames given to the allocator (`tag_storage.pages` under
+    /// `dynamic`).
+    pub cma_pages: u64,
+    /// Free CMA frames, not isolated (Linux `NR_FREE_CMA_PAGES`).
+    pub cma_free_pages: u64,
+    /// `tag_storage.data_pages`: CMA frames allocated for data now.
+    pub cma_data_pages: u64,
+    /// Frames taken out by contiguous claims (reserved for tags).
+    pub claimed_pages: u64,
+    /// Tag storage frames carved out at boot (`static`).
+    pub carved_out_pages: u64,
+}
+
+/// Counters maintained on every list and state change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub(crate) struct Counters {
+    /// Free frames per [`FreeList`].
+    pub(crate) free: [u64; 4],
+    pub(crate) allocated: u64,
+    /// Allocated frames in CMA pageblocks.
+    pub(crate) cma_allocated: u64,
+    pub(crate) claimed: u64,
+}
+
+/// The page allocator of one machine.
+#[derive(Clone, Debug)]
+pub struct BuddyAllocator {
+    pub(crate) frames: FrameTable,
+    /// `free_lists[order][list.index()]`.
+    pub(crate) free_lists: Vec<[BlockRuns; 4]>,
+    /// One entry per pageblock of the span, from `first_pageblock`.
+    pub(crate) pageblocks: Vec<Pageblock>,
+    /// Pageblock number (`pfn >> pageblock_order`) of `pageblocks[0]`.
+    pub(crate) first_pageblock: u64,
+    pub(crate) counters: Counters,
+    pub(crate) cma_use: CmaUse,
+}
+
+impl BuddyAllocator {
+    /// A freshly booted allocator: every DRAM and CMA frame free, in the
+    /// largest aligned blocks that fit (Linux `memblock_free_all()`);
+    /// pageblocks start Movable (Linux `memmap_init_range()`) or Cma
+    /// (`init_cma_reserved_pageblock()`). Cost: O(regions + pageblocks).
+    pub fn new(layout: PhysLayout, cma_use: CmaUse) -> Self {
+        let g = *layout.geometry();
+        let blocks = g.pageblocks_of(layout.span());
+        let pb_shift = g.pageblock_order().get();
+        let count = usize::try_from(blocks.count >> pb_shift)
+            .expect("BUG: pageblock table larger than the address space");
+        let mut pageblocks = vec![
+            Pageblock {
+                migratetype: MigrateType::Movable,
+                isolated: false,
+            };
+            count
+        ];
+        let first_pageblock = blocks.start.as_u64() >> pb_shift;
+        for region in layout.regions() {
+            if region.kind == RegionKind::TagStorageCma {
+                let pbs = g.pageblocks_of(region.range);
+                let from = (pbs.start.as_u64() >> pb_shift) - first_pageblock;
+                let to = (pbs.end().as_u64() >> pb_shift) - first_pageblock;
+                for pb in &mut pageblocks[from as usize..to as usize] {
+                    pb.migratetype = MigrateType::Cma;
+                }
+            }
+        }
+        let free_lists = (0..=g.max_order().get())
+            .map(|o| core::array::from_fn(|_| BlockRuns::new(Order::new(o).pages())))
+            .collect();
+        let allocatable: Vec<PfnRange> = layout
+            .regions()
+            .iter()
+            .filter(|r| r.kind.is_allocatable())
+            .map(|r| r.range)
+            .collect();
+        let mut this = Self {
+            frames: FrameTable::new(layout),
+            free_lists,
+            pageblocks,
+            first_pageblock,
+            counters: Counters::default(),
+            cma_use,
+        };
+        for range in allocatable {
+            this.free_pieces(range.start.as_u64(), range.end().as_u64());
+        }
+        this
+    }
+
+    pub fn layout(&self) -> &PhysLayout {
+        self.frames.layout()
+    }
+
+    pub fn geometry(&self) -> &PhysGeometry {
+        self.frames.layout().geometry()
+    }
+
+    pub fn cma_use(&self) -> CmaUse {
+        self.cma_use
+    }
+
+    pub fn set_cma_use(&mut self, cma_use: CmaUse) {
+        self.cma_use = cma_use;
+    }
+
+    /// The exact counters.
+    pub fn stats(&self) -> PhysStats {
+        let layout = self.layout();
+        let free = &self.counters.free;
+        PhysStats {
+            dram_pages: layout.pages_of(RegionKind::Dram),
+            free_pages: free[FreeList::Unmovable.index()]
+                + free[FreeList::Movable.index()]
+                + free[FreeList::Cma.index()],
+            isolated_free_pages: free[FreeList::Isolate.index()],
+            allocated_pages: self.counters.allocated,
+            cma_pages: layout.pages_of(RegionKind::TagStorageCma),
+            cma_free_pages: free[FreeList::Cma.index()],
+            cma_data_pages: self.counters.cma_allocated,
+            claimed_pages: self.counters.claimed,
+            carved_out_pages: layout.pages_of(RegionKind::TagStorageCarvedOut),
+        }
+    }
+
+    /// Free frames on `list` (all orders).
+    pub fn free_pages_on(&self, list: FreeList) -> u64 {
+        self.counters.free[list.index()]
+    }
+
+    /// Free blocks of `order` on `list`.
+    pub fn free_blocks(&self, order: Order, list: FreeList) -> u64 {
+        self.free_lists
+            .get(usize::from(order.get()))
+            .map_or(0, |l| l[list.index()].len())
+    }
+
+    /// The metadata of `pfn`; `None` for a hole or a frame of a section never
+    /// used (free or carved out: see [`Self::frame_status`]).
+    pub fn frame(&self, pfn: Pfn) -> Option<&FrameMeta> {
+        self.frames.get(pfn)
+    }
+
+    /// The metadata of an allocated or claimed frame, for the kernel's fields
+    /// (reference and map counts, pins, flags, owner).
+    pub fn frame_mut(&mut self, pfn: Pfn) -> Result<&mut FrameMeta, FrameAccessError> {
+        if self.layout().region_of(pfn).is_none() {
+            return Err(FrameAccessError::NotPresent { pfn });
+        }
+        let in_use = self.frames.get(pfn).is_some_and(|m| {
+            matches!(
+                m.state(),
+                FrameState::Allocated { .. } | FrameState::Tail { .. } | FrameState::Claimed
+            )
+        });
+        if !in_use {
+            let status = self
+                .frame_status(pfn)
+                .expect("BUG: present frame has no status");
+            return Err(FrameAccessError::NotInUse { pfn, status });
+        }
+        Ok(self
+            .frames
+            .get_mut(pfn)
+            .expect("BUG: in-use frame without metadata"))
+    }
+
+    /// Where `pfn` is; `None` for a hole.
+    pub fn frame_status(&self, pfn: Pfn) -> Option<FrameStatus> {
+        let region = *self.layout().region_of(pfn)?;
+        if let Some(meta) = self.frames.get(pfn) {
+            match meta.state() {
+                FrameState::Free => {}
+                FrameState::Allocated { order, migratetype } => {
+                    return Some(FrameStatus::Allocated {
+                        head: pfn,
+                        order,
+                        migratetype,
+                    });
+                }
+                FrameState::Tail { head_offset } => {
+                    let head = Pfn::new(pfn.as_u64() - u64::from(head_offset));
+                    let Some(FrameState::Allocated { order, migratetype }) =
+                        self.frames.get(head).map(FrameMeta::state)
+                    else {
+                        panic!("BUG: tail frame {pfn} without a head at {head}");
+                    };
+                    return Some(FrameStatus::Allocated {
+                        head,
+                        order,
+                        migratetype,
+                    });
+                }
+                FrameState::Claimed => return Some(FrameStatus::Claimed),
+                FrameState::CarvedOut => return Some(FrameStatus::CarvedOut),
+            }
+        }
+        if region.kind == RegionKind::TagStorageCarvedOut {
+            return Some(FrameStatus::CarvedOut);
+        }
+        let (head, order, list) = self
+            .find_free_block(pfn.as_u64())
+            .unwrap_or_else(|| panic!("BUG: free frame {pfn} is in no free block"));
+        Some(FrameStatus::Free {
+            head: Pfn::new(head),
+            order,
+            list,
+        })
+    }
+
+    /// The pageblock holding `pfn`; `None` outside the layout's span.
+    pub fn pageblock(&self, pfn: Pfn) -> Option<Pageblock> {
+        self.pageblock_index(pfn.as_u64())
+            .map(|i| self.pageblocks[i])
+    }
+
+    /// Host bytes used by the allocator's own structures (an estimate for the
+    /// free-list trees: 48 bytes per run).
+    pub fn host_bytes(&self) -> usize {
+        const BYTES_PER_RUN: usize = 48;
+        let runs: usize = self
+            .free_lists
+            .iter()
+            .flat_map(|lists| lists.iter())
+            .map(BlockRuns::runs)
+            .sum();
+        self.frames.host_bytes()
+            + self.pageblocks.capacity() * size_of::<Pageblock>()
+            + self.free_lists.capacity() * size_of::<[BlockRuns; 4]>()
+            + runs * BYTES_PER_RUN
+    }
+
+    // ----- allocation -------------------------------------------------------
+
+    /// Allocates `2^order` contiguous frames; returns the first.
+    ///
+    /// Linux: `__alloc_pages()` -> `rmqueue()` -> `__rmqueue()`. The head gets
+    /// `refcount` 1; the other frames become tails.
+    pub fn alloc(&mut self, order: Order, flags: AllocFlags) -> Result<Pfn, AllocError> {
+        let max = self.geometry().max_order();
+        if order > max {
+            return Err(AllocError::OrderTooLarge { order, max });
+        }
+        let start = flags.migratetype();
+        // Linux gfp_to_alloc_flags_cma() + the RFC's arch_alloc_cma(): tag
+        // storage has no tags of its own, so tagged pages never come from it.
+        let use_cma = flags.movable && !flags.tagged && self.cma_use != CmaUse::Never;
+        let head = self
+            .rmqueue(order, start, use_cma)
+            .ok_or(AllocError::OutOfMemory { order, flags })?;
+        self.mark_allocated(head, order, start);
+        Ok(Pfn::new(head))
+    }
+
+    fn rmqueue(&mut self, order: Order, start: MigrateType, use_cma: bool) -> Option<u64> {
+        let cma_first = use_cma
+            && match self.cma_use {
+                CmaUse::Prefer => true,
+                // Linux __rmqueue(): "Balance movable allocations between
+                // regular and CMA areas by allocating from CMA when over half
+                // of the zone's free memory is in the CMA area."
+                CmaUse::Balance => {
+                    let free = &self.counters.free;
+                    let total = free[FreeList::Unmovable.index()]
+                        + free[FreeList::Movable.index()]
+                        + free[FreeList::Cma.index()];
+                    free[FreeList::Cma.index()] > total / 2
+                }
+                CmaUse::Never => false,
+            };
+        if cma_first && let Some(head) = self.take_smallest(order, FreeList::Cma) {
+            return Some(head);
+        }
+        if let Some(head) = self.take_smallest(order, start.into()) {
+            return Some(head);
+        }
+        if use_cma
+            && !cma_first
+            && let Some(head) = self.take_smallest(order, FreeList::Cma)
+        {
+            return Some(head);
+        }
+        if let Some(head) = self.rmqueue_claim(order, start) {
+            return Some(head);
+        }
+        self.rmqueue_steal(order, start)
+    }
+
+    /// Linux `__rmqueue_smallest()`: the lowest block of the smallest order
+    /// that fits, split down to `order`.
+    pub(crate) fn take_smallest(&mut self, order: Order, list: FreeList) -> Option<u64> {
+        for current in order.get()..=self.geometry().max_order().get() {
+            let current = Order::new(current);
+            let Some(head) = self.list(current, list).first() else {
+                continue;
+            };
+            self.del_free(head, current, list);
+            self.expand(head, order, current, list);
+            return Some(head);
+        }
+        None
+    }
+
+    /// The type a request of `start` falls back to (Linux `fallbacks[]`
+    /// without `MIGRATE_RECLAIMABLE`). Never Cma, never Isolate.
+    fn fallback(start: MigrateType) -> FreeList {
+        match start {
+            MigrateType::Unmovable => FreeList::Movable,
+            MigrateType::Movable => FreeList::Unmovable,
+            MigrateType::Cma => panic!("BUG: CMA is never a request type"),
+        }
+    }
+
+    /// Linux `should_try_claim_block()`.
+    fn should_try_claim(&self, order: Order, start: MigrateType) -> bool {
+        let pb = self.geometry().pageblock_order().get();
+        order.get() >= pb || order.get() >= pb / 2 || start == MigrateType::Unmovable
+    }
+
+    /// Linux `__rmqueue_claim()`: from the largest order down, try to take a
+    /// fallback block together with its whole pageblock.
+    fn rmqueue_claim(&mut self, order: Order, start: MigrateType) -> Option<u64> {
+        let fallback = Self::fallback(start);
+        for current in (order.get()..=self.geometry().max_order().get()).rev() {
+            let current = Order::new(current);
+            if !self.should_try_claim(current, start) {
+                break;
+            }
+            let Some(head) = self.list(current, fallback).first() else {
+                continue;
+            };
+            if let Some(page) = self.try_to_claim_block(head, current, order, start, fallback) {
+                return Some(page);
+            }
+        }
+        None
+    }
+
+    /// Linux `try_to_claim_block()`.
+    fn try_to_claim_block(
+        &mut self,
+        head: u64,
+        current: Order,
+        order: Order,
+        start: MigrateType,
+        block_list: FreeList,
+    ) -> Option<u64> {
+        let g = *self.geometry();
+        if current >= g.pageblock_order() {
+            self.del_free(head, current, block_list);
+            self.change_pageblock_range(head, current, start);
+            self.expand(head, order, current, start.into());
+            return Some(head);
+        }
+        let pb_start = align_down(head, g.pageblock_order());
+        if !self.pageblock_fully_present(pb_start) {
+            return None;
+        }
+        let (free, movable) = self.pageblock_usage(pb_start, block_list);
+        let pb_pages = g.pageblock_pages();
+        let alike = match (start, block_list) {
+            (MigrateType::Movable, _) => movable,
+            // An unmovable request counts every non-movable page of a movable
+            // block as compatible.
+            (_, FreeList::Movable) => pb_pages - (free + movable),
+            _ => 0,
+        };
+        if free + alike >= pb_pages / 2 {
+            self.move_free_blocks(pb_start, block_list, start.into());
+            let i = self
+                .pageblock_index(pb_start)
+                .expect("BUG: pageblock outside the span");
+            self.pageblocks[i].migratetype = start;
+            return self.take_smallest(order, start.into());
+        }
+        None
+    }
+
+    /// Linux `__rmqueue_steal()`: the smallest fallback block, its pageblock's
+    /// type left alone.
+    fn rmqueue_steal(&mut self, order: Order, start: MigrateType) -> Option<u64> {
+        let fallback = Self::fallback(start);
+        for current in order.get()..=self.geometry().max_order().get() {
+            let current = Order::new(current);
+            let Some(head) = self.list(current, fallback).first() else {
+                continue;
+            };
+            self.del_free(head, current, fallback);
+            self.expand(head, order, current, fallback);
+            return Some(head);
+        }
+        None
+    }
+
+    /// Free frames on `list` and movable allocated frames in the pageblock
+    /// (Linux `prep_move_freepages_block()`).
+    fn pageblock_usage(&self, pb_start: u64, list: FreeList) -> (u64, u64) {
+        let g = self.geometry();
+        let pb_end = pb_start + g.pageblock_pages();
+        let free = (0..=g.pageblock_order().get())
+            .map(|o| {
+                let o = Order::new(o);
+                self.list(o, list).heads_in(pb_start, pb_end).count() as u64 * o.pages()
+            })
+            .sum();
+        let mut movable = 0;
+        let mut pfn = pb_start;
+        while pfn < pb_end {
+            match self.frames.get(Pfn::new(pfn)).map(FrameMeta::state) {
+                Some(FrameState::Allocated { order, migratetype }) => {
+                    if migratetype == MigrateType::Movable {
+                        movable += order.pages();
+                    }
+                    pfn += order.pages();
+                }
+                _ => pfn += 1,
+            }
+        }
+        (free, movable)
+    }
+
+    fn pageblock_fully_present(&self, pb_start: u64) -> bool {
+        let range = PfnRange::new(Pfn::new(pb_start), self.geometry().pageblock_pages());
+        self.layout().first_hole_in(range).is_none()
+    }
+
+    /// Moves every free block inside the pageblock at `pb_start` from `from`
+    /// to `to`. Linux `__move_freepages_block()`.
+    pub(crate) fn move_free_blocks(&mut self, pb_start: u64, from: FreeList, to: FreeList) {
+        let g = *self.geometry();
+        let pb_end = pb_start + g.pageblock_pages();
+        for o in 0..=g.pageblock_order().get() {
+            let o = Order::new(o);
+            let heads: Vec<u64> = self.list(o, from).heads_in(pb_start, pb_end).collect();
+            for head in heads {
+                self.del_free(head, o, from);
+                self.add_free(head, o, to);
+            }
+        }
+    }
+
+    /// Linux `change_pageblock_range()`.
+    fn change_pageblock_range(&mut self, head: u64, order: Order, mt: MigrateType) {
+        let g = *self.geometry();
+        let mut pb = head;
+        while pb < head + order.pages() {
+            let i = self
+                .pageblock_index(pb)
+                .expect("BUG: block outside the span");
+            self.pageblocks[i].migratetype = mt;
+            pb += g.pageblock_pages();
+        }
+    }
+
+    fn mark_allocated(&mut self, head: u64, order: Order, migratetype: MigrateType) {
+        let block = self.frames.materialise_block(Pfn::new(head), order.pages());
+        for (offset, meta) in block.iter_mut().enumerate() {
+            debug_assert!(meta.is_pristine(), "BUG: allocating a used frame");
+            meta.set_state(if offset == 0 {
+                FrameState::Allocated { order, migratetype }
+            } else {
+                FrameState::Tail {
+                    head_offset: offset as u32,
+                }
+            });
+        }
+        block[0].refcount = 1;
+        self.counters.allocated += order.pages();
+        if self.pageblock_type(head) == MigrateType::Cma {
+            self.counters.cma_allocated += order.pages();
+        }
+    }
+
+    // ----- freeing ----------------------------------------------------------
+
+    /// Frees the block of `2^order` frames headed by `pfn`.
+    ///
+    /// Linux: `__free_pages()` once the last reference is gone ->
+    /// `free_pages_prepare()` (bad page checks) -> `__free_one_page()`. The
+    /// head may still hold the caller's own reference (`refcount` 1) or none;
+    /// any other use (mappings, pins, other references, reserved tag storage,
+    /// the MTE lock) is refused without changing anything.
+    pub fn free(&mut self, pfn: Pfn, order: Order) -> Result<(), FreeError> {
+        self.allocated_block(pfn, order)?;
+        let block = self
+            .frames
+            .block(pfn, order.pages())
+            .expect("BUG: allocated block without metadata");
+        for (offset, meta) in block.iter().enumerate() {
+            let at = pfn + offset as u64;
+            let bad = if meta.mapcount != 0 {
+                Some(BadPage::Mapped {
+                    mapcount: meta.mapcount,
+                })
+            } else if meta.pins != 0 {
+                Some(BadPage::Pinned { pins: meta.pins })
+            } else if meta.refcount > u32::from(offset == 0) {
+                Some(BadPage::Referenced {
+                    refcount: meta.refcount,
+                })
+            } else if meta.flags.contains(PageFlag::TagStorageReserved) {
+                Some(BadPage::TagStorageReserved)
+            } else if meta.flags.contains(PageFlag::MteLock) {
+                Some(BadPage::MteLocked)
+            } else {
+                None
+            };
+            if let Some(bad) = bad {
+                return Err(FreeError::BadPage { pfn: at, bad });
+            }
+        }
+        for meta in self.frames.block_mut(pfn, order.pages()) {
+            meta.reset();
+        }
+        self.counters.allocated -= order.pages();
+        if self.pageblock_type(pfn.as_u64()) == MigrateType::Cma {
+            self.counters.cma_allocated -= order.pages();
+        }
+        // Linux free_one_page() -> split_large_buddy(): a block larger than a
+        // pageblock is freed pageblock by pageblock when their lists differ
+        // (some may be isolated), so each part lands on its own list.
+        self.free_pieces(pfn.as_u64(), pfn.as_u64() + order.pages());
+        Ok(())
+    }
+
+    /// Splits an allocated block into `2^order` order-0 allocations, each
+    /// with one reference. Linux: `split_page()`.
+    pub fn split(&mut self, pfn: Pfn, order: Order) -> Result<(), FreeError> {
+        let migratetype = self.allocated_block(pfn, order)?;
+        for meta in self.frames.block_mut(pfn, order.pages()).iter_mut().skip(1) {
+            meta.set_state(FrameState::Allocated {
+                order: Order::new(0),
+                migratetype,
+            });
+            meta.refcount = 1;
+        }
+        self.frames
+            .get_mut(pfn)
+            .expect("BUG: head without metadata")
+            .set_state(FrameState::Allocated {
+                order: Order::new(0),
+                migratetype,
+            });
+        Ok(())
+    }
+
+    /// Checks that `pfn` heads an allocated block of exactly `order`.
+    fn allocated_block(&self, pfn: Pfn, order: Order) -> Result<MigrateType, FreeError> {
+        let max = self.geometry().max_order();
+        if order > max {
+            return Err(FreeError::OrderTooLarge { order, max });
+        }
+        let status = self
+            .frame_status(pfn)
+            .ok_or(FreeError::NotPresent { pfn })?;
+        match status {
+            FrameStatus::Allocated {
+                head,
+                order: allocated,
+                migratetype,
+            } if head == pfn => {
+                if allocated == order {
+                    Ok(migratetype)
+                } else {
+                    Err(FreeError::WrongOrder {
+                        pfn,
+                        allocated,
+                        given: order,
+                    })
+                }
+            }
+            status => Err(FreeError::NotAllocated { pfn, status }),
+        }
+    }
+
+    // ----- free-list primitives ---------------------------------------------
+
+    pub(crate) fn list(&self, order: Order, list: FreeList) -> &BlockRuns {
+        &self.free_lists[usize::from(order.get())][list.index()]
+    }
+
+    pub(crate) fn add_free(&mut self, head: u64, order: Order, list: FreeList) {
+        let inserted = self.free_lists[usize::from(order.get())][list.index()].insert(head);
+        assert!(
+            inserted,
+            "BUG: free block {head:#x} order {order} already on {list:?}"
+        );
+        self.counters.free[list.index()] += order.pages();
+    }
+
+    pub(crate) fn del_free(&mut self, head: u64, order: Order, list: FreeList) {
+        let removed = self.free_lists[usize::from(order.get())][list.index()].remove(head);
+        assert!(
+            removed,
+            "BUG: free block {head:#x} order {order} not on {list:?}"
+        );
+        self.counters.free[list.index()] -= order.pages();
+    }
+
+    /// Linux `expand()`: of the block `head` of order `high`, keeps the lowest
+    /// `2^low` frames and frees the upper halves onto `list`.
+    fn expand(&mut self, head: u64, low: Order, high: Order, list: FreeList) {
+        for o in (low.get()..high.get()).rev() {
+            let o = Order::new(o);
+            self.add_free(head + o.pages(), o, list);
+        }
+    }
+
+    /// Linux `__free_one_page()`: puts a block whose frames are pristine on
+    /// its pageblock's list, merging with free buddies where allowed.
+    pub(crate) fn free_one(&mut self, mut head: u64, mut order: Order) {
+        let g = *self.geometry();
+        let list = self.list_of(head).expect("BUG: freeing outside the span");
+        while order < g.max_order() {
+            let buddy = head ^ order.pages();
+            let Some(buddy_list) = self.list_of(buddy) else {
+                break;
+            };
+            if order >= g.pageblock_order() && !FreeList::may_merge(list, buddy_list) {
+                break;
+            }
+            if !self.list(order, buddy_list).contains(buddy) {
+                break;
+            }
+            self.del_free(buddy, order, buddy_list);
+            if buddy_list != list {
+                // Linux: "Match buddy type. This ensures that an expand() down
+                // the line puts the sub-blocks on the right freelists."
+                let mt = list.migratetype().expect("BUG: merging an isolated block");
+                self.change_pageblock_range(buddy, order, mt);
+            }
+            head = head.min(buddy);
+            order = Order::new(order.get() + 1);
+        }
+        self.add_free(head, order, list);
+    }
+
+    /// Frees the pristine frames `[start, end)` as the largest aligned blocks
+    /// that fit and whose pageblocks share one list (Linux
+    /// `__free_pages_memory()`).
+    pub(crate) fn free_pieces(&mut self, start: u64, end: u64) {
+        let g = *self.geometry();
+        let mut pfn = start;
+        while pfn < end {
+            let mut order = (pfn.trailing_zeros().min(63) as u8).min(g.max_order().get());
+            while pfn + Order::new(order).pages() > end {
+                order -= 1;
+            }
+            while order > g.pageblock_order().get() && !self.uniform_list(pfn, Order::new(order)) {
+                order -= 1;
+            }
+            self.free_one(pfn, Order::new(order));
+            pfn += Order::new(order).pages();
+        }
+    }
+
+    /// Whether every pageblock of the block has the same list, and it is not
+    /// Isolate (isolated blocks never span pageblocks).
+    fn uniform_list(&self, head: u64, order: Order) -> bool {
+        let g = self.geometry();
+        let first = self.list_of(head);
+        first != Some(FreeList::Isolate)
+            && (1..order.pages() / g.pageblock_pages())
+                .all(|i| self.list_of(head + i * g.pageblock_pages()) == first)
+    }
+
+    /// The free block holding `pfn`, as (head, order, list).
+    pub(crate) fn find_free_block(&self, pfn: u64) -> Option<(u64, Order, FreeList)> {
+        for o in 0..=self.geometry().max_order().get() {
+            let o = Order::new(o);
+            let head = align_down(pfn, o);
+            let Some(list) = self.list_of(head) else {
+                continue;
+            };
+            if self.list(o, list).contains(head) {
+                return Some((head, o, list));
+            }
+        }
+        None
+    }
+
+    // ----- pageblocks -------------------------------------------------------
+
+    pub(crate) fn pageblock_index(&self, pfn: u64) -> Option<usize> {
+        let pb =
+            (pfn >> self.geometry().pageblock_order().get()).checked_sub(self.first_pageblock)?;
+        let pb = usize::try_from(pb).ok()?;
+        (pb < self.pageblocks.len()).then_some(pb)
+    }
+
+    /// The list free frames of `pfn`'s pageblock are on.
+    pub(crate) fn list_of(&self, pfn: u64) -> Option<FreeList> {
+        self.pageblock_index(pfn)
+            .map(|i| self.pageblocks[i].free_list())
+    }
+
+    fn pageblock_type(&self, pfn: u64) -> MigrateType {
+        self.pageblocks[self
+            .pageblock_index(pfn)
+            .expect("BUG: frame outside the span")]
+        .migratetype
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::phys::layout::Region;
+
+    /// Pages of 4 KiB, pageblocks of 4 frames, max order 3 (blocks of up to 8),
+    /// sections of 16 frames: small enough to work every pfn out by hand.
+    pub(crate) fn small_geometry() -> PhysGeometry {
+        PhysGeometry::new(12, 2, 3)
+            .unwrap()
+            .with_section_shift(4)
+            .unwrap()
+    }
+
+    pub(crate) fn region(start: u64, count: u64, kind: RegionKind) -> Region {
+        Region {
+            range: PfnRange::new(Pfn::new(start), count),
+            kind,
+        }
+    }
+
+    /// DRAM [0, 32) and CMA [32, 48).
+    pub(crate) fn small(cma_use: CmaUse) -> BuddyAllocator {
+        let layout = PhysLayout::new(
+            small_geometry(),
+            vec![
+                region(0, 32, RegionKind::Dram),
+                region(32, 16, RegionKind::TagStorageCma),
+            ],
+        )
+        .unwrap();
+        BuddyAllocator::new(layout, cma_use)
+    }
+
+    pub(crate) fn o(order: u8) -> Order {
+        Order::new(order)
+    }
+
+    pub(crate) fn p(pfn: u64) -> Pfn {
+        Pfn::new(pfn)
+    }
+
+    #[track_caller]
+    pub(crate) fn assert_clean(a: &BuddyAllocator) {
+        let v = a.check();
+        assert!(v.is_empty(), "violations: {v:#?}");
+    }
+
+    #[test]
+    fn boot_frees_everything_in_max_order_blocks() {
+        let a = small(CmaUse::Balance);
+        assert_clean(&a);
+        // 32 DRAM frames = 4 order-3 blocks on Movable; 16 CMA = 2 on Cma.
+        assert_eq!(a.free_blocks(o(3), FreeList::Movable), 4);
+        assert_eq!(a.free_blocks(o(3), FreeList::Cma), 2);
+        let s = a.stats();
+        assert_eq!(s.dram_pages, 32);
+        assert_eq!(s.cma_pages, 16);
+        assert_eq!(s.free_pages, 48);
+        assert_eq!(s.cma_free_pages, 16);
+        assert_eq!(
+            a.frame_status(p(13)),
+            Some(FrameStatus::Free {
+                head: p(8),
+                order: o(3),
+                list: FreeList::Movable
+            })
+        );
+        assert_eq!(a.frame_status(p(48)), None);
+        assert_eq!(
+            a.frames.materialised_sections(),
+            0,
+            "boot touches no metadata"
+        );
+    }
+
+    #[test]
+    fn ragged_regions_split_into_largest_aligned_buddies() {
+        // Linux __free_pages_memory(): [3, 30) -> 3(o0) 4(o2) 8(o3) 16(o3)
+        // 24(o2) 28(o1).
+        let layout =
+            PhysLayout::new(small_geometry(), vec![region(3, 27, RegionKind::Dram)]).unwrap();
+        let a = BuddyAllocator::new(layout, CmaUse::Balance);
+        assert_clean(&a);
+        let blocks: Vec<(u64, u8)> = (0..=3)
+            .flat_map(|ord| {
+                a.list(o(ord), FreeList::Movable)
+                    .iter()
+                    .map(move |h| (h, ord))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let mut blocks = blocks;
+        blocks.sort();
+        assert_eq!(
+            blocks,
+            vec![(3, 0), (4, 2), (8, 3), (16, 3), (24, 2), (28, 1)]
+        );
+        assert_eq!(a.stats().free_pages, 27);
+    }
+
+    #[test]
+    fn alloc_takes_the_lowest_pfn_and_splits_upwards() {
+        let mut a = small(CmaUse::Never);
+        // Linux expand(): order-3 block at 0 split; 0 is returned, 1 (o0),
+        // 2 (o1), 4 (o2) go back to Movable.
+        assert_eq!(a.alloc(o(0), AllocFlags::USER), Ok(p(0)));
+        assert_eq!(a.alloc(o(0), AllocFlags::USER), Ok(p(1)));
+        assert_eq!(a.alloc(o(1), AllocFlags::USER), Ok(p(2)));
+        assert_eq!(a.alloc(o(2), AllocFlags::USER), Ok(p(4)));
+        assert_eq!(a.alloc(o(0), AllocFlags::USER), Ok(p(8)));
+        assert_clean(&a);
+        assert_eq!(a.frame(p(0)).unwrap().refcount, 1);
+        assert_eq!(
+            a.frame_status(p(6)),
+            Some(FrameStatus::Allocated {
+                head: p(4),
+                order: o(2),
+                migratetype: MigrateType::Movable
+            })
+        );
+        assert_eq!(a.stats().allocated_pages, 9);
+    }
+
+    #[test]
+    fn free_merges_buddies_back_to_max_order() {
+        let mut a = small(CmaUse::Never);
+        let x = a.alloc(o(0), AllocFlags::USER).unwrap();
+        let y = a.alloc(o(0), AllocFlags::USER).unwrap();
+        let z = a.alloc(o(1), AllocFlags::USER).unwrap();
+        a.free(y, o(0)).unwrap();
+        a.free(x, o(0)).unwrap();
+        assert_eq!(a.free_blocks(o(1), FreeList::Movable), 1, "0 and 1 merged");
+        a.free(z, o(1)).unwrap();
+        assert_clean(&a);
+        assert_eq!(a.free_blocks(o(3), FreeList::Movable), 4);
+        assert_eq!(a.stats().free_pages, 48);
+        // The freed frames' metadata is pristine again.
+        assert!(a.frame(p(0)).unwrap().is_pristine());
+    }
+
+    #[test]
+    fn free_rejects_wrong_blocks_and_bad_pages() {
+        let mut a = small(CmaUse::Never);
+        let x = a.alloc(o(1), AllocFlags::USER).unwrap();
+        assert!(matches!(a.free(x, o(0)), Err(FreeError::WrongOrder { .. })));
+        assert!(matches!(
+            a.free(x + 1, o(0)),
+            Err(FreeError::NotAllocated { .. })
+        ));
+        assert!(matches!(
+            a.free(p(20), o(0)),
+            Err(FreeError::NotAllocated { .. })
+        ));
+        assert!(matches!(
+            a.free(p(100), o(0)),
+            Err(FreeError::NotPresent { .. })
+        ));
+        assert!(matches!(
+            a.free(x, o(9)),
+            Err(FreeError::OrderTooLarge { .. })
+        ));
+        a.frame_mut(x).unwrap().mapcount = 1;
+        assert_eq!(
+            a.free(x, o(1)),
+            Err(FreeError::BadPage {
+                pfn: x,
+                bad: BadPage::Mapped { mapcount: 1 }
+            })
+        );
+        a.frame_mut(x).unwrap().mapcount = 0;
+        a.frame_mut(x + 1)
+            .unwrap()
+            .flags
+            .insert(PageFlag::TagStorageReserved);
+        assert_eq!(
+            a.free(x, o(1)),
+            Err(FreeError::BadPage {
+                pfn: x + 1,
+                bad: BadPage::TagStorageReserved
+            })
+        );
+        a.frame_mut(x + 1)
+            .unwrap()
+            .flags
+            .remove(PageFlag::TagStorageReserved);
+        a.frame_mut(x).unwrap().refcount = 2;
+        assert!(matches!(
+            a.free(x, o(1)),
+            Err(FreeError::BadPage {
+                bad: BadPage::Referenced { refcount: 2 },
+                ..
+            })
+        ));
+        a.frame_mut(x).unwrap().refcount = 0;
+        a.free(x, o(1)).unwrap();
+        assert!(matches!(
+            a.frame_mut(x),
+            Err(FrameAccessError::NotInUse { .. })
+        ));
+        assert_clean(&a);
+    }
+
+    #[test]
+    fn split_makes_order_zero_allocations() {
+        let mut a = small(CmaUse::Never);
+        let x = a.alloc(o(2), AllocFlags::KERNEL).unwrap();
+        a.split(x, o(2)).unwrap();
+        assert_clean(&a);
+        for i in [3, 1, 0, 2] {
+            a.free(x + i, o(0)).unwrap();
+        }
+        assert_clean(&a);
+        assert_eq!(a.stats().allocated_pages, 0);
+    }
+
+    #[test]
+    fn cma_policy_prefer_takes_cma_first() {
+        let mut a = small(CmaUse::Prefer);
+        assert_eq!(a.alloc(o(0), AllocFlags::USER), Ok(p(32)));
+        // Tagged and unmovable allocations never come from CMA.
+        assert_eq!(a.alloc(o(0), AllocFlags::USER_TAGGED), Ok(p(0)));
+        assert_eq!(a.stats().cma_data_pages, 1);
+        assert_clean(&a);
+    }
+
+    #[test]
+    fn cma_policy_balance_follows_linux() {
+        let mut a = small(CmaUse::Balance);
+        // 16 free CMA of 48 free: 16 > 24 is false, ordinary first.
+        assert_eq!(a.alloc(o(0), AllocFlags::USER), Ok(p(0)));
+        // Use up DRAM down to 15 free frames besides CMA: allocate 16 more.
+        assert_eq!(a.alloc(o(3), AllocFlags::USER), Ok(p(8)));
+        assert_eq!(a.alloc(o(3), AllocFlags::USER), Ok(p(16)));
+        // Free: 7 (in [0,8)) + 8 ([24,32)) + 16 CMA = 31; 16 > 15: CMA first.
+        assert_eq!(a.alloc(o(0), AllocFlags::USER), Ok(p(32)));
+        // Free: 15 DRAM + 15 CMA = 30; 15 > 15 false: ordinary again.
+        assert_eq!(a.alloc(o(0), AllocFlags::USER), Ok(p(1)));
+        assert_clean(&a);
+    }
+
+    #[test]
+    fn cma_is_a_fallback_when_ordinary_memory_runs_out() {
+        for cma_use in [CmaUse::Balance, CmaUse::Prefer] {
+            let mut a = small(cma_use);
+            for _ in 0..4 {
+                a.alloc(o(3), AllocFlags::KERNEL).unwrap();
+            }
+            // DRAM exhausted; movable untagged still fits in CMA.
+            assert_eq!(a.alloc(o(3), AllocFlags::USER), Ok(p(32)));
+            // Tagged and unmovable requests fail: CMA is never theirs.
+            assert!(matches!(
+                a.alloc(o(0), AllocFlags::USER_TAGGED),
+                Err(AllocError::OutOfMemory { .. })
+            ));
+            assert!(a.alloc(o(0), AllocFlags::KERNEL).is_err());
+            assert_clean(&a);
+        }
+        let mut a = small(CmaUse::Never);
+        for _ in 0..4 {
+            a.alloc(o(3), AllocFlags::USER).unwrap();
+        }
+        assert!(
+            a.alloc(o(0), AllocFlags::USER).is_err(),
+            "never: no data in CMA"
+        );
+        assert_eq!(a.stats().cma_free_pages, 16);
+    }
+
+    #[test]
+    fn cma_fallback_comes_before_stealing() {
+        // Linux __rmqueue(): native list, then CMA, then claim/steal.
+        let mut a = small(CmaUse::Prefer);
+        // Use 14 of the 16 CMA frames while preferring CMA: 32 (o3), 40 (o2),
+        // 44 (o1); 46 (o1) stays free.
+        assert_eq!(a.alloc(o(3), AllocFlags::USER), Ok(p(32)));
+        assert_eq!(a.alloc(o(2), AllocFlags::USER), Ok(p(40)));
+        assert_eq!(a.alloc(o(1), AllocFlags::USER), Ok(p(44)));
+        a.set_cma_use(CmaUse::Balance);
+        // [0, 8) becomes Unmovable (claim), the other DRAM blocks are used.
+        assert_eq!(a.alloc(o(0), AllocFlags::KERNEL), Ok(p(0)));
+        for expect in [8, 16, 24] {
+            assert_eq!(a.alloc(o(3), AllocFlags::USER), Ok(p(expect)));
+        }
+        // Free: 7 Unmovable + 2 CMA. 2 > 9 / 2 is false, so CMA is not
+        // first; Movable is empty; CMA comes before claiming from Unmovable.
+        let mut never = a.clone();
+        assert_eq!(a.alloc(o(1), AllocFlags::USER), Ok(p(46)));
+        assert_clean(&a);
+        // Under `never` the same request claims the Unmovable order-2 block
+        // at 4 (current order 2 >= pageblock order: whole pageblock).
+        never.set_cma_use(CmaUse::Never);
+        assert_eq!(never.alloc(o(1), AllocFlags::USER), Ok(p(4)));
+        assert_eq!(
+            never.pageblock(p(4)).unwrap().migratetype,
+            MigrateType::Movable
+        );
+        assert_clean(&never);
+    }
+
+    #[test]
+    fn unmovable_request_claims_a_whole_movable_block() {
+        let mut a = small(CmaUse::Never);
+        // Linux __rmqueue_claim(): the largest Movable block (order 3, at 0)
+        // is taken and both its pageblocks become Unmovable.
+        assert_eq!(a.alloc(o(0), AllocFlags::KERNEL), Ok(p(0)));
+        assert_eq!(
+            a.pageblock(p(0)).unwrap().migratetype,
+            MigrateType::Unmovable
+        );
+        assert_eq!(
+            a.pageblock(p(4)).unwrap().migratetype,
+            MigrateType::Unmovable
+        );
+        assert_eq!(a.pageblock(p(8)).unwrap().migratetype, MigrateType::Movable);
+        // The rest of the block is on the Unmovable lists now.
+        assert_eq!(a.free_pages_on(FreeList::Unmovable), 7);
+        // A movable request does not touch those: it takes 8.
+        assert_eq!(a.alloc(o(0), AllocFlags::USER), Ok(p(8)));
+        // And the next unmovable one is served natively at 1.
+        assert_eq!(a.alloc(o(0), AllocFlags::KERNEL), Ok(p(1)));
+        assert_clean(&a);
+    }
+
+    #[test]
+    fn movable_request_steals_without_claiming_small_blocks() {
+        let mut a = small(CmaUse::Never);
+        // Make the whole DRAM unmovable: four order-3 kernel allocations.
+        let blocks: Vec<Pfn> = (0..4)
+            .map(|_| a.alloc(o(3), AllocFlags::KERNEL).unwrap())
+            .collect();
+        assert_eq!(blocks, vec![p(0), p(8), p(16), p(24)]);
+        // Free a single page of the first: split it into order-0 kernel pages.
+        a.split(p(0), o(3)).unwrap();
+        a.free(p(5), o(0)).unwrap();
+        assert_eq!(a.free_pages_on(FreeList::Unmovable), 1);
+        // A movable order-0 request: no Movable, no CMA (never); claim is not
+        // tried below pageblock_order / 2 = 1 for movable requests, so it
+        // steals frame 5 and its pageblock stays Unmovable.
+        assert_eq!(a.alloc(o(0), AllocFlags::USER), Ok(p(5)));
+        assert_eq!(
+            a.pageblock(p(4)).unwrap().migratetype,
+            MigrateType::Unmovable
+        );
+        assert_clean(&a);
+    }
+
+    #[test]
+    fn merging_converts_movable_unmovable_but_never_crosses_into_cma() {
+        // Max order 4: DRAM [0, 8) and CMA [8, 16) are order-3 buddies.
+        let g = PhysGeometry::new(12, 2, 4)
+            .unwrap()
+            .with_section_shift(4)
+            .unwrap();
+        let layout = PhysLayout::new(
+            g,
+            vec![
+                region(0, 8, RegionKind::Dram),
+                region(8, 8, RegionKind::TagStorageCma),
+                region(16, 16, RegionKind::Dram),
+            ],
+        )
+        .unwrap();
+        let mut a = BuddyAllocator::new(layout, CmaUse::Never);
+        // Linux never merges CMA with other types.
+        assert_eq!(a.free_blocks(o(3), FreeList::Movable), 1);
+        assert_eq!(a.free_blocks(o(3), FreeList::Cma), 1);
+        assert_eq!(a.free_blocks(o(4), FreeList::Movable), 1);
+        // A kernel order-3 request claims the order-4 block [16, 32): its four
+        // pageblocks become Unmovable, [24, 32) stays free on Unmovable.
+        assert_eq!(a.alloc(o(3), AllocFlags::KERNEL), Ok(p(16)));
+        assert_eq!(a.alloc(o(3), AllocFlags::USER), Ok(p(0)));
+        // No Movable left: the next movable request claims [24, 32) back.
+        assert_eq!(a.alloc(o(3), AllocFlags::USER), Ok(p(24)));
+        assert_eq!(
+            a.pageblock(p(16)).unwrap().migratetype,
+            MigrateType::Unmovable
+        );
+        assert_eq!(
+            a.pageblock(p(24)).unwrap().migratetype,
+            MigrateType::Movable
+        );
+        a.free(p(16), o(3)).unwrap();
+        // Freeing [24, 32) merges with the Unmovable buddy [16, 24), whose
+        // pageblocks take the freed block's type (Linux __free_one_page():
+        // "Match buddy type").
+        a.free(p(24), o(3)).unwrap();
+        assert_eq!(a.free_blocks(o(4), FreeList::Movable), 1);
+        assert_eq!(
+            a.pageblock(p(16)).unwrap().migratetype,
+            MigrateType::Movable
+        );
+        // Freeing [0, 8) next to the free CMA block [8, 16) does not merge.
+        a.free(p(0), o(3)).unwrap();
+        assert_eq!(a.free_blocks(o(3), FreeList::Movable), 1);
+        assert_eq!(a.free_blocks(o(3), FreeList::Cma), 1);
+        assert_clean(&a);
+    }
+
+    #[test]
+    fn frame_mut_only_for_frames_in_use() {
+        let mut a = small(CmaUse::Never);
+        assert!(matches!(
+            a.frame_mut(p(3)),
+            Err(FrameAccessError::NotInUse { .. })
+        ));
+        assert!(matches!(
+            a.frame_mut(p(99)),
+            Err(FrameAccessError::NotPresent { .. })
+        ));
+        let x = a.alloc(o(0), AllocFlags::USER).unwrap();
+        a.frame_mut(x).unwrap().owner = crate::phys::Owner::new(7);
+        assert_eq!(a.frame(x).unwrap().owner.unwrap().get(), 7);
+    }
+
+    #[test]
+    fn order_too_large_is_an_error() {
+        let mut a = small(CmaUse::Never);
+        assert_eq!(
+            a.alloc(o(4), AllocFlags::USER),
+            Err(AllocError::OrderTooLarge {
+                order: o(4),
+                max: o(3)
+            })
+        );
+    }
+}

@@ -1,0 +1,538 @@
+//! The physical layout the allocator is built from: buddy geometry (page
+//! shift, pageblock order, maximum order, section size) and the memory regions
+//! with their kind.
+//!
+//! Owns: [`Order`], [`PhysGeometry`], [`Region`], [`RegionKind`],
+//! [`PhysLayout`], [`CmaUse`] and their validation ([`LayoutError`]).
+//!
+//! Invariants of a [`PhysLayout`] (checked once by [`PhysLayout::new`], so
+//! holders never re-check):
+//! - `pageblock_order <= max_order`, and a section holds at least one
+//!   max-order block (`section_shift >= max_order`; Linux: `SECTION_SIZE_BITS
+//!   >= MAX_PAGE_ORDER + PAGE_SHIFT`), so no buddy ever spans two sections;
+//! - regions are non-empty, sorted by start and do not overlap;
+//! - no pageblock holds CMA frames together with frames of another kind (Linux
+//!   refuses CMA areas that are not pageblock aligned, `cma_init_reserved_mem()`:
+//!   a pageblock has one migrate type, and a CMA pageblock must never serve
+//!   unmovable or tagged allocations). Holes may share a CMA pageblock.
+//!
+//! Regions need not be aligned to pageblocks or to the maximum order: free
+//! memory is split into the largest aligned buddies that fit, as Linux's
+//! `memblock_free_all()` -> `__free_pages_memory()` does.
+
+use core::fmt;
+use mte::{Pfn, PfnRange};
+use thiserror::Error;
+
+/// A buddy order: a block of `2^order` frames.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Order(u8);
+
+impl Order {
+    /// The largest order a frame count can express (`2^63` frames).
+    pub const LIMIT: u8 = 63;
+
+    /// An order from a literal; panics (a `BUG:`) above [`Self::LIMIT`].
+    pub const fn new(order: u8) -> Self {
+        assert!(order <= Self::LIMIT, "BUG: order above 63");
+        Self(order)
+    }
+
+    pub const fn try_new(order: u8) -> Option<Self> {
+        if order <= Self::LIMIT {
+            Some(Self(order))
+        } else {
+            None
+        }
+    }
+
+    pub const fn get(self) -> u8 {
+        self.0
+    }
+
+    /// Frames in a block of this order.
+    pub const fn pages(self) -> u64 {
+        1 << self.0
+    }
+}
+
+impl fmt::Debug for Order {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Order({})", self.0)
+    }
+}
+
+impl fmt::Display for Order {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum LayoutError {
+    #[error("page shift {page_shift} is outside {min}..={max}")]
+    PageShift { page_shift: u32, min: u32, max: u32 },
+    #[error("maximum order {max_order} is above {limit}")]
+    MaxOrder { max_order: u8, limit: u8 },
+    #[error("pageblock order {pageblock_order} is above the maximum order {max_order}")]
+    PageblockOrder { pageblock_order: u8, max_order: u8 },
+    #[error(
+        "section shift {section_shift} must lie in {max_order}..={limit} (a max-order block \
+         fits in one section; Linux: SECTION_SIZE_BITS >= MAX_PAGE_ORDER + PAGE_SHIFT)"
+    )]
+    SectionShift {
+        section_shift: u32,
+        max_order: u8,
+        limit: u32,
+    },
+    #[error("the layout has no memory region")]
+    NoRegions,
+    #[error("region {range:?} is empty")]
+    EmptyRegion { range: PfnRange },
+    #[error("region {range:?} ends beyond the last physical address")]
+    RegionOverflow { range: PfnRange },
+    #[error("regions {first:?} and {second:?} overlap")]
+    Overlap { first: PfnRange, second: PfnRange },
+    #[error(
+        "CMA region {cma:?} shares the pageblock at {pageblock} with {other_kind:?} region \
+         {other:?} (Linux requires pageblock-aligned CMA areas)"
+    )]
+    CmaSharesPageblock {
+        cma: PfnRange,
+        other: PfnRange,
+        other_kind: RegionKind,
+        pageblock: Pfn,
+    },
+}
+
+/// The allocator's geometry: the one place that defines page, pageblock,
+/// max-order and section sizes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct PhysGeometry {
+    page_shift: u32,
+    pageblock_order: Order,
+    max_order: Order,
+    section_shift: u32,
+}
+
+impl PhysGeometry {
+    /// Frames per sparse section as a power of two: 2^15 frames, 128 MiB with
+    /// 4 KiB pages (Linux arm64: `SECTION_SIZE_BITS` 27).
+    pub const DEFAULT_SECTION_SHIFT: u32 = 15;
+    /// Page sizes from 256 bytes to 1 MiB are accepted; Arm has 4K, 16K, 64K.
+    pub const PAGE_SHIFTS: core::ops::RangeInclusive<u32> = 8..=20;
+    /// Orders above this would make a single block larger than any machine.
+    pub const MAX_ORDER_LIMIT: u8 = 20;
+    /// Sections larger than 2^32 frames would overflow in-section indices.
+    pub const SECTION_SHIFT_LIMIT: u32 = 32;
+
+    /// `max_order` is inclusive (Linux `MAX_PAGE_ORDER`, 10 on arm64 4K:
+    /// orders 0..=10); `pageblock_order` is 9 for 4K pages (2 MiB).
+    pub fn new(page_shift: u32, pageblock_order: u8, max_order: u8) -> Result<Self, LayoutError> {
+        if !Self::PAGE_SHIFTS.contains(&page_shift) {
+            return Err(LayoutError::PageShift {
+                page_shift,
+                min: *Self::PAGE_SHIFTS.start(),
+                max: *Self::PAGE_SHIFTS.end(),
+            });
+        }
+        if max_order > Self::MAX_ORDER_LIMIT {
+            return Err(LayoutError::MaxOrder {
+                max_order,
+                limit: Self::MAX_ORDER_LIMIT,
+            });
+        }
+        if pageblock_order > max_order {
+            return Err(LayoutError::PageblockOrder {
+                pageblock_order,
+                max_order,
+            });
+        }
+        let section_shift = Self::DEFAULT_SECTION_SHIFT.max(u32::from(max_order));
+        Ok(Self {
+            page_shift,
+            pageblock_order: Order::new(pageblock_order),
+            max_order: Order::new(max_order),
+            section_shift,
+        })
+    }
+
+    /// The same geometry with `2^section_shift` frames per sparse section.
+    pub fn with_section_shift(self, section_shift: u32) -> Result<Self, LayoutError> {
+        if section_shift < u32::from(self.max_order.get())
+            || section_shift > Self::SECTION_SHIFT_LIMIT
+        {
+            return Err(LayoutError::SectionShift {
+                section_shift,
+                max_order: self.max_order.get(),
+                limit: Self::SECTION_SHIFT_LIMIT,
+            });
+        }
+        Ok(Self {
+            section_shift,
+            ..self
+        })
+    }
+
+    pub fn page_shift(&self) -> u32 {
+        self.page_shift
+    }
+
+    pub fn page_size(&self) -> u64 {
+        1 << self.page_shift
+    }
+
+    pub fn pageblock_order(&self) -> Order {
+        self.pageblock_order
+    }
+
+    pub fn pageblock_pages(&self) -> u64 {
+        self.pageblock_order.pages()
+    }
+
+    /// The largest order (inclusive).
+    pub fn max_order(&self) -> Order {
+        self.max_order
+    }
+
+    pub fn section_shift(&self) -> u32 {
+        self.section_shift
+    }
+
+    pub fn section_pages(&self) -> u64 {
+        1 << self.section_shift
+    }
+
+    /// The pageblock holding `pfn`, as the frame that starts it.
+    pub fn pageblock_start(&self, pfn: Pfn) -> Pfn {
+        Pfn::new(align_down(pfn.as_u64(), self.pageblock_order))
+    }
+
+    /// The pageblocks that hold any frame of `range`, as a frame range.
+    pub fn pageblocks_of(&self, range: PfnRange) -> PfnRange {
+        let start = align_down(range.start.as_u64(), self.pageblock_order);
+        let end = align_up(range.end().as_u64(), self.pageblock_order);
+        PfnRange::new(Pfn::new(start), end - start)
+    }
+}
+
+/// `pfn` rounded down to a multiple of `2^order`.
+pub(crate) fn align_down(pfn: u64, order: Order) -> u64 {
+    pfn & !(order.pages() - 1)
+}
+
+/// `pfn` rounded up to a multiple of `2^order`.
+pub(crate) fn align_up(pfn: u64, order: Order) -> u64 {
+    align_down(pfn + (order.pages() - 1), order)
+}
+
+/// What a region of physical memory is.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum RegionKind {
+    /// Ordinary (tagged-capable) DRAM, given to the allocator.
+    Dram,
+    /// Tag storage given to the allocator as CMA memory (`tag-storage=dynamic`):
+    /// movable, untagged allocations only.
+    TagStorageCma,
+    /// Tag storage carved out at boot (`tag-storage=static`): the frames exist
+    /// (their bytes hold tags) but are never free.
+    TagStorageCarvedOut,
+}
+
+impl RegionKind {
+    /// Whether the region's frames start free in the allocator.
+    pub fn is_allocatable(self) -> bool {
+        matches!(self, Self::Dram | Self::TagStorageCma)
+    }
+
+    /// Whether the region is tag storage (of either policy).
+    pub fn is_tag_storage(self) -> bool {
+        matches!(self, Self::TagStorageCma | Self::TagStorageCarvedOut)
+    }
+}
+
+/// One range of physical memory and what it is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Region {
+    pub range: PfnRange,
+    pub kind: RegionKind,
+}
+
+/// How untagged movable allocations use free CMA (tag storage) pages: the
+/// scenario key `tag-storage-data`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum CmaUse {
+    /// Take CMA pages first.
+    Prefer,
+    /// Linux `__rmqueue()`: take CMA first while free CMA pages are more than
+    /// half of all free pages, and as a fallback when ordinary memory runs out.
+    #[default]
+    Balance,
+    /// Never put data in CMA pages.
+    Never,
+}
+
+impl From<platform::TagStorageData> for CmaUse {
+    fn from(value: platform::TagStorageData) -> Self {
+        match value {
+            platform::TagStorageData::Prefer => Self::Prefer,
+            platform::TagStorageData::Balance => Self::Balance,
+            platform::TagStorageData::Never => Self::Never,
+        }
+    }
+}
+
+/// A validated layout: geometry plus sorted, disjoint regions.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct PhysLayout {
+    geometry: PhysGeometry,
+    regions: Vec<Region>,
+}
+
+impl PhysLayout {
+    pub fn new(geometry: PhysGeometry, mut regions: Vec<Region>) -> Result<Self, LayoutError> {
+        if regions.is_empty() {
+            return Err(LayoutError::NoRegions);
+        }
+        for region in &regions {
+            if region.range.count == 0 {
+                return Err(LayoutError::EmptyRegion {
+                    range: region.range,
+                });
+            }
+            // Every frame's byte address must fit in a `PhysAddr`.
+            let fits = region
+                .range
+                .start
+                .as_u64()
+                .checked_add(region.range.count)
+                .is_some_and(|end| end <= u64::MAX >> geometry.page_shift);
+            if !fits {
+                return Err(LayoutError::RegionOverflow {
+                    range: region.range,
+                });
+            }
+        }
+        regions.sort_by_key(|r| r.range.start);
+        for pair in regions.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            if a.range.overlaps(b.range) {
+                return Err(LayoutError::Overlap {
+                    first: a.range,
+                    second: b.range,
+                });
+            }
+        }
+        let layout = Self { geometry, regions };
+        layout.check_cma_pageblocks()?;
+        Ok(layout)
+    }
+
+    /// A CMA region may share its edge pageblocks only with holes.
+    fn check_cma_pageblocks(&self) -> Result<(), LayoutError> {
+        for (i, cma) in self.regions.iter().enumerate() {
+            if cma.kind != RegionKind::TagStorageCma {
+                continue;
+            }
+            let blocks = self.geometry.pageblocks_of(cma.range);
+            let neighbours = self.regions[..i].iter().rev().chain(&self.regions[i + 1..]);
+            for other in neighbours {
+                if other.kind != RegionKind::TagStorageCma && other.range.overlaps(blocks) {
+                    let shared = other.range.start.max(blocks.start);
+                    return Err(LayoutError::CmaSharesPageblock {
+                        cma: cma.range,
+                        other: other.range,
+                        other_kind: other.kind,
+                        pageblock: self.geometry.pageblock_start(shared),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn geometry(&self) -> &PhysGeometry {
+        &self.geometry
+    }
+
+    /// The regions, sorted by start.
+    pub fn regions(&self) -> &[Region] {
+        &self.regions
+    }
+
+    /// The region holding `pfn`; `None` in a hole.
+    pub fn region_of(&self, pfn: Pfn) -> Option<&Region> {
+        let i = self.regions.partition_point(|r| r.range.end() <= pfn);
+        self.regions.get(i).filter(|r| r.range.contains(pfn))
+    }
+
+    pub fn kind_of(&self, pfn: Pfn) -> Option<RegionKind> {
+        self.region_of(pfn).map(|r| r.kind)
+    }
+
+    /// The regions overlapping `range`, in order.
+    pub fn regions_in(&self, range: PfnRange) -> &[Region] {
+        let first = self
+            .regions
+            .partition_point(|r| r.range.end() <= range.start);
+        let last = self
+            .regions
+            .partition_point(|r| r.range.start < range.end());
+        &self.regions[first..last.max(first)]
+    }
+
+    /// The first frame of the first region to one past the last frame of the
+    /// last region.
+    pub fn span(&self) -> PfnRange {
+        let start = self.regions[0].range.start;
+        let end = self.regions[self.regions.len() - 1].range.end();
+        PfnRange::new(start, end - start)
+    }
+
+    /// Frames of regions of `kind`.
+    pub fn pages_of(&self, kind: RegionKind) -> u64 {
+        self.regions
+            .iter()
+            .filter(|r| r.kind == kind)
+            .map(|r| r.range.count)
+            .sum()
+    }
+
+    /// Frames of every region.
+    pub fn present_pages(&self) -> u64 {
+        self.regions.iter().map(|r| r.range.count).sum()
+    }
+
+    /// Whether every frame of `range` lies in some region; if not, the first
+    /// frame that does not.
+    pub fn first_hole_in(&self, range: PfnRange) -> Option<Pfn> {
+        let mut next = range.start;
+        for region in self.regions_in(range) {
+            if region.range.start > next {
+                return Some(next);
+            }
+            next = region.range.end();
+        }
+        (next < range.end()).then_some(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(start: u64, count: u64, kind: RegionKind) -> Region {
+        Region {
+            range: PfnRange::new(Pfn::new(start), count),
+            kind,
+        }
+    }
+
+    #[test]
+    fn geometry_validates_orders_and_sections() {
+        // Linux arm64 4K: PAGE_SHIFT 12, pageblock_order 9, MAX_PAGE_ORDER 10.
+        let g = PhysGeometry::new(12, 9, 10).unwrap();
+        assert_eq!(g.page_size(), 4096);
+        assert_eq!(g.pageblock_pages(), 512);
+        assert_eq!(g.max_order().pages(), 1024);
+        assert_eq!(g.section_pages(), 1 << 15);
+        assert!(matches!(
+            PhysGeometry::new(12, 11, 10),
+            Err(LayoutError::PageblockOrder { .. })
+        ));
+        assert!(matches!(
+            PhysGeometry::new(7, 2, 3),
+            Err(LayoutError::PageShift { .. })
+        ));
+        assert!(matches!(
+            g.with_section_shift(9),
+            Err(LayoutError::SectionShift { .. })
+        ));
+        assert_eq!(g.with_section_shift(10).unwrap().section_pages(), 1024);
+        assert_eq!(
+            g.pageblocks_of(PfnRange::new(Pfn::new(513), 600)),
+            PfnRange::new(Pfn::new(512), 1024)
+        );
+    }
+
+    #[test]
+    fn layout_sorts_and_rejects_overlap() {
+        let g = PhysGeometry::new(12, 2, 3).unwrap();
+        let l = PhysLayout::new(
+            g,
+            vec![
+                r(100, 4, RegionKind::TagStorageCma),
+                r(0, 10, RegionKind::Dram),
+            ],
+        )
+        .unwrap();
+        assert_eq!(l.regions()[0].range.start, Pfn::new(0));
+        assert_eq!(l.span(), PfnRange::new(Pfn::new(0), 104));
+        assert_eq!(l.kind_of(Pfn::new(9)), Some(RegionKind::Dram));
+        assert_eq!(l.kind_of(Pfn::new(10)), None);
+        assert_eq!(l.kind_of(Pfn::new(103)), Some(RegionKind::TagStorageCma));
+        assert_eq!(l.first_hole_in(PfnRange::new(Pfn::new(5), 5)), None);
+        assert_eq!(
+            l.first_hole_in(PfnRange::new(Pfn::new(5), 6)),
+            Some(Pfn::new(10))
+        );
+        assert_eq!(l.regions_in(PfnRange::new(Pfn::new(9), 92)).len(), 2);
+        assert!(matches!(
+            PhysLayout::new(
+                g,
+                vec![r(0, 10, RegionKind::Dram), r(9, 2, RegionKind::Dram)]
+            ),
+            Err(LayoutError::Overlap { .. })
+        ));
+        assert!(matches!(
+            PhysLayout::new(g, vec![r(0, 0, RegionKind::Dram)]),
+            Err(LayoutError::EmptyRegion { .. })
+        ));
+        assert!(matches!(
+            PhysLayout::new(g, vec![]),
+            Err(LayoutError::NoRegions)
+        ));
+    }
+
+    #[test]
+    fn cma_must_not_share_a_pageblock_with_other_memory() {
+        // Pageblocks of 4 frames: DRAM [0, 10) and CMA [10, 14) share [8, 12).
+        let g = PhysGeometry::new(12, 2, 3).unwrap();
+        let err = PhysLayout::new(
+            g,
+            vec![
+                r(0, 10, RegionKind::Dram),
+                r(10, 4, RegionKind::TagStorageCma),
+            ],
+        )
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            LayoutError::CmaSharesPageblock { pageblock, .. } if pageblock == Pfn::new(8)
+        ));
+        // Carved-out frames count as other memory too: [10, 13) and CMA
+        // [13, 15) share the pageblock [12, 16).
+        assert!(
+            PhysLayout::new(
+                g,
+                vec![
+                    r(0, 10, RegionKind::Dram),
+                    r(10, 3, RegionKind::TagStorageCarvedOut),
+                    r(13, 2, RegionKind::TagStorageCma),
+                ],
+            )
+            .is_err()
+        );
+        // A ragged CMA region next to a hole is fine, as are carved-out
+        // frames sharing a pageblock with DRAM.
+        PhysLayout::new(
+            g,
+            vec![
+                r(0, 10, RegionKind::Dram),
+                r(10, 2, RegionKind::TagStorageCarvedOut),
+                r(17, 2, RegionKind::TagStorageCma),
+            ],
+        )
+        .unwrap();
+    }
+}
