@@ -127,10 +127,14 @@ pub enum Command {
 }
 
 impl Command {
-    /// Whether the command enters the kernel, and so reports a pending
-    /// asynchronous tag check fault (scenario language, "Memory accesses").
+    /// Whether the command reports a pending asynchronous tag check fault
+    /// (scenario language, "Memory accesses": "the next system-call command
+    /// of that process, any command of the table above"): every command of
+    /// the system-call table (`tco` included, as the spec lists it there), and
+    /// `fork`, which is a system call in Linux too. Not `exit`: the process is
+    /// gone before a signal could be delivered, and Linux delivers none.
     pub fn enters_kernel(&self) -> bool {
-        !self.is_user_mode()
+        !self.is_user_mode() && !matches!(self, Command::Exit)
     }
 
     /// Whether the command is a user-mode instruction (no kernel entry unless
