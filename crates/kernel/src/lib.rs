@@ -7,4 +7,6 @@
 //! Layering: `kernel` uses `mte` (addresses) and `platform` (the machine
 //! description) and drives `tagstore`; nothing below knows the kernel.
 
+pub mod mem;
+pub mod mm;
 pub mod phys;

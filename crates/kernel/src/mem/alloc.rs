@@ -1,0 +1,414 @@
+//! Allocation, tag storage reservation and freeing: the page allocator's
+//! entry points as the kernel calls them (Linux `alloc_pages()`,
+//! `__free_pages()`, and the RFC's `reserve_tag_storage()` /
+//! `free_tag_storage()` hooked into `post_alloc_hook()` /
+//! `free_pages_prepare()`).
+//!
+//! Owns [`Gfp`], [`TaggedPage`] and the errors [`ReserveTagError`],
+//! [`MemFreeError`].
+//!
+//! Rules (RFC v3, "best effort" reservation):
+//! - A tagged allocation (`__GFP_TAGGED`) never comes from CMA (tag storage
+//!   has no tags of its own). Its tag storage is reserved right after the
+//!   allocation; if that fails the page is returned anyway, without
+//!   [`PageFlag::TagStorageReserved`], and the caller maps it awaiting tag
+//!   storage (the fault path reserves again, or migrates the page).
+//! - `__GFP_ZEROTAGS` zeroes tags and marks the page tagged only where tag
+//!   storage is reserved (RFC v3 `tag_clear_highpage()` returns false
+//!   otherwise and the caller falls back to clearing the data only).
+//! - Freeing drops the block references of every frame marked reserved (a
+//!   block left with none goes back to CMA at once) and clears the MTE flags.
+//!   Like the RFC's `free_tag_storage()` it needs the manager, so a free of
+//!   reserved frames waits for a reservation in progress; a free of frames
+//!   without reserved tag storage never touches the lock.
+
+use super::mover::PhysSource;
+use super::{FrameMover, Memory, PageMover, TagStorageState};
+use crate::phys::{AllocError, AllocFlags, FrameStatus, FreeError, Order, PageFlag};
+use mte::Pfn;
+use tagstore::{ReserveError, TagStorage};
+use thiserror::Error;
+
+/// What an allocation asks for. Linux: the GFP flags that matter here.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Gfp {
+    /// `__GFP_MOVABLE`: migration may move the page (user memory).
+    pub movable: bool,
+    /// The RFC's `__GFP_TAGGED`: the page will be mapped with `PROT_MTE`, so it
+    /// never comes from CMA (tag storage).
+    pub tagged: bool,
+    /// `__GFP_ZERO`: zero the contents.
+    pub zero: bool,
+    /// `__GFP_ZEROTAGS`: zero the tags and mark the page tagged (only where
+    /// tag storage is reserved: see the module documentation).
+    pub zero_tags: bool,
+    /// A page the kernel itself owns (page tables, ...): unmovable whatever
+    /// `movable` says, marked [`PageFlag::Kernel`], never migrated.
+    pub kernel: bool,
+}
+
+impl Gfp {
+    /// `GFP_KERNEL`.
+    pub const KERNEL: Self = Self {
+        movable: false,
+        tagged: false,
+        zero: false,
+        zero_tags: false,
+        kernel: true,
+    };
+    /// `GFP_HIGHUSER_MOVABLE`.
+    pub const USER: Self = Self {
+        movable: true,
+        tagged: false,
+        zero: false,
+        zero_tags: false,
+        kernel: false,
+    };
+    /// `GFP_HIGHUSER_MOVABLE | __GFP_ZERO`: an anonymous page.
+    pub const USER_ZERO: Self = Self {
+        zero: true,
+        ..Self::USER
+    };
+    /// `GFP_HIGHUSER_MOVABLE | __GFP_ZERO | __GFP_ZEROTAGS | __GFP_TAGGED`:
+    /// an anonymous page of a `VM_MTE` mapping (Linux
+    /// `vma_alloc_zeroed_movable_folio()` with the RFC's flag).
+    pub const USER_TAGGED: Self = Self {
+        movable: true,
+        tagged: true,
+        zero: true,
+        zero_tags: true,
+        kernel: false,
+    };
+
+    /// The allocator's view of the request.
+    pub fn alloc_flags(self) -> AllocFlags {
+        AllocFlags {
+            movable: self.movable && !self.kernel,
+            tagged: self.tagged,
+        }
+    }
+}
+
+/// A tagged allocation and how its best-effort reservation went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaggedPage {
+    pub pfn: Pfn,
+    pub order: Order,
+    /// `Ok` when every frame has its tag storage reserved
+    /// ([`PageFlag::TagStorageReserved`]); otherwise why not, and the page
+    /// must be mapped awaiting tag storage.
+    pub reservation: Result<(), ReserveTagError>,
+}
+
+impl TaggedPage {
+    pub fn reserved(&self) -> bool {
+        self.reservation.is_ok()
+    }
+}
+
+/// Why the tag storage of some frames was not reserved. Nothing changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
+pub enum ReserveTagError {
+    /// The frames must be allocated (the caller holds them).
+    #[error("frame {pfn} is not allocated ({status:?})")]
+    NotInUse {
+        pfn: Pfn,
+        status: Option<FrameStatus>,
+    },
+    /// Some frames of the range have tag storage reserved and some do not
+    /// (the range straddles two allocations reserved separately).
+    #[error("frames {pfn} order {order}: only some have tag storage reserved")]
+    PartlyReserved { pfn: Pfn, order: Order },
+    /// The manager refused or a block could not be claimed; see
+    /// [`ReserveError::is_transient`].
+    #[error(transparent)]
+    TagStorage(#[from] ReserveError),
+}
+
+impl ReserveTagError {
+    /// Whether trying again later may succeed (the last claim failed
+    /// transiently).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::TagStorage(e) if e.is_transient())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
+pub enum MemFreeError {
+    /// Linux never frees the zero page (`put_page()` ignores it).
+    #[error("the zero page {pfn} is never freed")]
+    ZeroPage { pfn: Pfn },
+    #[error(transparent)]
+    Phys(#[from] FreeError),
+}
+
+/// How many frames of a range have their tag storage reserved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reservation {
+    None,
+    All,
+    Partly,
+}
+
+impl Memory {
+    /// Allocates `2^order` frames. Synchronous: nothing is reserved here,
+    /// even for a tagged request (an atomic-context allocation: the page is
+    /// mapped awaiting tag storage); use [`Self::alloc_tagged`] to reserve.
+    /// `zero_tags` is therefore not honoured here (no reserved storage).
+    ///
+    /// Linux: `alloc_pages()`; `kernel` pages get `PG_reserved`-like
+    /// [`PageFlag::Kernel`] on every frame.
+    pub fn alloc(&self, order: Order, gfp: Gfp) -> Result<Pfn, AllocError> {
+        let mut phys = self.phys.borrow_mut();
+        let pfn = phys.alloc.alloc(order, gfp.alloc_flags())?;
+        for frame in (0..order.pages()).map(|i| pfn + i) {
+            if gfp.kernel {
+                phys.alloc
+                    .frame_mut(frame)
+                    .expect("BUG: frame just allocated")
+                    .flags
+                    .insert(PageFlag::Kernel);
+            }
+            if gfp.zero {
+                phys.contents
+                    .zero_page(frame)
+                    .expect("BUG: allocated frame is present");
+            }
+        }
+        Ok(pfn)
+    }
+
+    /// A tagged allocation with best-effort reservation (RFC v3
+    /// `post_alloc_hook()` -> `reserve_tag_storage()`, result ignored):
+    /// allocates outside CMA, reserves the tag storage of every frame with
+    /// `mover` moving whatever data the claimed blocks hold, and, if that
+    /// worked and `gfp.zero_tags`, zeroes the tags and marks the frames
+    /// tagged. The page is returned even when the reservation fails.
+    pub async fn alloc_tagged<M: PageMover>(
+        &self,
+        order: Order,
+        gfp: Gfp,
+        mover: &mut M,
+    ) -> Result<TaggedPage, AllocError> {
+        let gfp = Gfp {
+            tagged: true,
+            kernel: false,
+            ..gfp
+        };
+        let pfn = self.alloc(order, gfp)?;
+        let reservation = self.reserve_tag_storage(pfn, order, mover).await;
+        if reservation.is_ok() && gfp.zero_tags {
+            self.clear_tags_of_new_page(pfn, order);
+        }
+        Ok(TaggedPage {
+            pfn,
+            order,
+            reservation,
+        })
+    }
+
+    /// Linux `tag_clear_highpage()` on each frame of a new page whose tag
+    /// storage is reserved: nobody else can see the page yet, so
+    /// `try_page_mte_tagging()` cannot lose.
+    fn clear_tags_of_new_page(&self, pfn: Pfn, order: Order) {
+        for frame in (0..order.pages()).map(|i| pfn + i) {
+            self.zero_tags(frame)
+                .expect("BUG: an allocated frame is present");
+            self.mark_tagged(frame);
+        }
+    }
+
+    /// Reserves the tag storage of the allocated frames `[pfn, pfn +
+    /// 2^order)`, claiming the blocks not yet reserved with
+    /// `alloc_contig_range()` and `mover`, and marks every frame
+    /// [`PageFlag::TagStorageReserved`]. Frames already reserved: nothing to
+    /// do. All or nothing; on failure the bookkeeping is as before (the
+    /// manager counts the failure).
+    ///
+    /// Linux (RFC): `reserve_tag_storage()`: `if (page_tag_storage_reserved())
+    /// return 0`, then under `tag_blocks_lock` check again, reserve, and set
+    /// `PG_tag_storage_reserved` on each page.
+    pub async fn reserve_tag_storage<M: PageMover>(
+        &self,
+        pfn: Pfn,
+        order: Order,
+        mover: &mut M,
+    ) -> Result<(), ReserveTagError> {
+        match self.reservation(pfn, order)? {
+            Reservation::All => return Ok(()),
+            Reservation::Partly => return Err(ReserveTagError::PartlyReserved { pfn, order }),
+            Reservation::None => {}
+        }
+        let mut state = self.tag_storage.lock().await;
+        // Another CPU may have reserved the same frames while this one slept
+        // on the lock.
+        match self.reservation(pfn, order)? {
+            Reservation::All => return Ok(()),
+            Reservation::Partly => return Err(ReserveTagError::PartlyReserved { pfn, order }),
+            Reservation::None => {}
+        }
+        let TagStorageState { manager, claimed } = &mut *state;
+        let mut source = PhysSource::new(self, mover, claimed);
+        let result = manager
+            .reserve(pfn, u32::from(order.get()), &mut source)
+            .await;
+        self.tag_counters.set(manager.counters());
+        result?;
+        let mut phys = self.phys.borrow_mut();
+        for frame in (0..order.pages()).map(|i| pfn + i) {
+            phys.alloc
+                .frame_mut(frame)
+                .unwrap_or_else(|e| panic!("BUG: frame freed while its tags were reserved: {e}"))
+                .flags
+                .insert(PageFlag::TagStorageReserved);
+        }
+        Ok(())
+    }
+
+    /// Linux `page_tag_storage_reserved()`.
+    pub fn tag_storage_reserved(&self, pfn: Pfn) -> bool {
+        self.phys
+            .borrow()
+            .alloc
+            .frame(pfn)
+            .is_some_and(|m| m.flags.contains(PageFlag::TagStorageReserved))
+    }
+
+    /// Validates that every frame of the range is allocated and says how many
+    /// are reserved.
+    fn reservation(&self, pfn: Pfn, order: Order) -> Result<Reservation, ReserveTagError> {
+        let phys = self.phys.borrow();
+        let mut reserved = 0;
+        for frame in (0..order.pages()).map(|i| pfn + i) {
+            let status = phys.alloc.frame_status(frame);
+            if !matches!(status, Some(FrameStatus::Allocated { .. })) {
+                return Err(ReserveTagError::NotInUse { pfn: frame, status });
+            }
+            let meta = phys
+                .alloc
+                .frame(frame)
+                .expect("BUG: allocated frame without metadata");
+            reserved += u64::from(meta.flags.contains(PageFlag::TagStorageReserved));
+        }
+        Ok(match reserved {
+            0 => Reservation::None,
+            n if n == order.pages() => Reservation::All,
+            _ => Reservation::Partly,
+        })
+    }
+
+    /// Frees the allocated block `pfn` of `order`: clears the MTE flags,
+    /// gives the frames back to the allocator and drops the block references
+    /// of the frames whose tag storage was reserved. Refused, changing
+    /// nothing, if the block is still in use (mapped, pinned, referenced) or
+    /// is the zero page.
+    ///
+    /// Linux: `__free_pages()` -> `free_pages_prepare()` ->
+    /// `arch_free_pages_prepare()` -> `free_tag_storage()` (RFC).
+    pub async fn free(&self, pfn: Pfn, order: Order) -> Result<(), MemFreeError> {
+        if pfn == self.zero_page {
+            return Err(MemFreeError::ZeroPage { pfn });
+        }
+        if !self.has_reserved_frames(pfn, order) {
+            let released = self.free_frames(pfn, order)?;
+            assert!(
+                released.is_empty(),
+                "BUG: reserved frames appeared without a switch point"
+            );
+            return Ok(());
+        }
+        let mut state = self.tag_storage.lock().await;
+        let released = self.free_frames(pfn, order)?;
+        let TagStorageState { manager, claimed } = &mut *state;
+        let mut unused = FrameMover::default();
+        let mut source = PhysSource::new(self, &mut unused, claimed);
+        if released.len() as u64 == order.pages() {
+            manager.release(pfn, u32::from(order.get()), &mut source);
+        } else {
+            for frame in released {
+                manager.release(frame, 0, &mut source);
+            }
+        }
+        self.tag_counters.set(manager.counters());
+        Ok(())
+    }
+
+    /// Whether `pfn` heads an allocated block of `order` with a frame whose
+    /// tag storage is reserved (false for anything else: the free itself then
+    /// reports what is wrong).
+    fn has_reserved_frames(&self, pfn: Pfn, order: Order) -> bool {
+        let phys = self.phys.borrow();
+        matches!(
+            phys.alloc.frame_status(pfn),
+            Some(FrameStatus::Allocated { head, order: o, .. }) if head == pfn && o == order
+        ) && (0..order.pages()).any(|i| {
+            phys.alloc
+                .frame(pfn + i)
+                .is_some_and(|m| m.flags.contains(PageFlag::TagStorageReserved))
+        })
+    }
+
+    /// Clears the MTE flags and frees the block; on a refusal restores the
+    /// flags. Returns the frames that had their tag storage reserved.
+    fn free_frames(&self, pfn: Pfn, order: Order) -> Result<Vec<Pfn>, FreeError> {
+        let mut phys = self.phys.borrow_mut();
+        let is_head = matches!(
+            phys.alloc.frame_status(pfn),
+            Some(FrameStatus::Allocated { head, order: o, .. }) if head == pfn && o == order
+        );
+        if !is_head {
+            // Not a block of this order: the allocator says why, unchanged.
+            phys.alloc.free(pfn, order)?;
+            panic!("BUG: the allocator freed {pfn} order {order}, which is not such a block");
+        }
+        let mut saved = Vec::with_capacity(order.pages() as usize);
+        for frame in (0..order.pages()).map(|i| pfn + i) {
+            let meta = phys
+                .alloc
+                .frame_mut(frame)
+                .expect("BUG: allocated frame without metadata");
+            saved.push(meta.flags);
+            meta.flags.remove(PageFlag::Tagged);
+            meta.flags.remove(PageFlag::TagStorageReserved);
+        }
+        if let Err(e) = phys.alloc.free(pfn, order) {
+            for (i, flags) in saved.into_iter().enumerate() {
+                phys.alloc
+                    .frame_mut(pfn + i as u64)
+                    .expect("BUG: a refused free changed the block")
+                    .flags = flags;
+            }
+            return Err(e);
+        }
+        drop(phys);
+        let tagged = saved
+            .iter()
+            .filter(|f| f.contains(PageFlag::Tagged))
+            .count() as u64;
+        self.bump(|e| e.pages_tagged -= tagged);
+        Ok(saved
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.contains(PageFlag::TagStorageReserved))
+            .map(|(i, _)| pfn + i as u64)
+            .collect())
+    }
+
+    /// Sets [`PageFlag::Tagged`] on an allocated frame, counting it.
+    pub(crate) fn mark_tagged(&self, pfn: Pfn) {
+        let newly = {
+            let mut phys = self.phys.borrow_mut();
+            let meta = phys
+                .alloc
+                .frame_mut(pfn)
+                .unwrap_or_else(|e| panic!("BUG: marking a frame not in use tagged: {e}"));
+            let newly = !meta.flags.contains(PageFlag::Tagged);
+            meta.flags.insert(PageFlag::Tagged);
+            meta.flags.remove(PageFlag::MteLock);
+            newly
+        };
+        if newly {
+            self.bump(|e| e.pages_tagged += 1);
+        }
+    }
+}

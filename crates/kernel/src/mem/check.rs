@@ -1,0 +1,372 @@
+//! The invariant checker of the physical memory manager: the phys checker,
+//! the tag storage manager's checker, and the rules that tie them together
+//! (the list is in the [`crate::mem`] documentation), reported as structured
+//! [`MemViolation`]s, empty when all hold.
+//!
+//! Cost: the phys checker's, plus one pass over the frames of materialised
+//! sections, the frames of reserved blocks (`dynamic`), every block
+//! (`static`: their reference counts are not listed sparsely) and the
+//! pageblock table. Call it between kernel paths: it panics (`BUG:`) while a
+//! task holds `tag_blocks_lock`.
+
+use super::{Events, Memory, TagStorageState, tags};
+use crate::phys::{FrameStatus, MigrateType, Order, PageFlag, PhysViolation};
+use mte::Pfn;
+use platform::TagBlock;
+use platform::spec::TagStoragePolicy;
+use std::collections::BTreeMap;
+use tagstore::{TagStorage, TagStoreCounters, TagStoreViolation};
+use uapi::Counter;
+
+/// A tag write into tag storage that was not taken out of the allocator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TagClobber {
+    /// The data frame whose tags were written.
+    pub data_pfn: Pfn,
+    /// The tag storage frame written.
+    pub tag_pfn: Pfn,
+    /// What the tag storage frame was at the time (free, or data).
+    pub status: Option<FrameStatus>,
+}
+
+/// The tag writes into unreserved tag storage: the first, and how many.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ClobberLog {
+    first: Option<TagClobber>,
+    count: u64,
+}
+
+impl ClobberLog {
+    pub(crate) fn note(&mut self, clobber: TagClobber) {
+        self.first.get_or_insert(clobber);
+        self.count += 1;
+    }
+}
+
+/// What is wrong with the zero page (model.md §2, §4.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ZeroPageFault {
+    /// Not an allocated unmovable order-0 block.
+    NotAllocated { status: Option<FrameStatus> },
+    /// Not marked as the kernel's own page.
+    NotKernel,
+    /// Not marked tagged (its tags are zeroed at boot and it counts as
+    /// tagged), or marked under `none`.
+    Tagged { expected: bool },
+    /// Its tag storage reservation differs from the policy's (reserved for
+    /// ever under `dynamic` and `static`, never under `none`).
+    TagStorageReserved { expected: bool },
+    /// A byte of its contents is not 0.
+    DataNotZero { offset: usize },
+    /// A tag is not 0.
+    TagNotZero { granule: usize },
+}
+
+/// One broken invariant of the physical memory manager.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemViolation {
+    Phys(PhysViolation),
+    TagStore(TagStoreViolation),
+    /// A frame of a reserved block that is not claimed (`dynamic`).
+    ReservedBlockFrame {
+        block: TagBlock,
+        pfn: Pfn,
+        status: Option<FrameStatus>,
+    },
+    /// A reserved block without its claim token, with a token for other
+    /// frames, or a token for a block that is not reserved.
+    ClaimToken {
+        block: TagBlock,
+        reserved: bool,
+    },
+    /// Frames claimed outside the reserved blocks (or under a policy that
+    /// never claims).
+    ClaimedOutsideReservedBlocks {
+        claimed: u64,
+        in_reserved_blocks: u64,
+    },
+    /// A block's reference count differs from the frames marked
+    /// TagStorageReserved whose tags it holds.
+    BlockRefcount {
+        block: TagBlock,
+        refs: u64,
+        frames: u64,
+    },
+    /// A tag storage frame with an MTE flag (Tagged is reported by the phys
+    /// checker as `TaggedTagStorage`).
+    TagStorageFrameFlag {
+        pfn: Pfn,
+        flag: PageFlag,
+    },
+    /// A frame marked tagged whose tag storage is not reserved (model.md
+    /// §4.1; under `none` any tagged frame).
+    TaggedWithoutReservation {
+        pfn: Pfn,
+    },
+    /// A frame marked TagStorageReserved that no tag storage covers.
+    ReservedWithoutTagStorage {
+        pfn: Pfn,
+    },
+    /// An MTE lock held between kernel paths (tags half initialised).
+    MteLockHeld {
+        pfn: Pfn,
+    },
+    /// A counter that differs from a recount.
+    Counter {
+        counter: Counter,
+        kept: u64,
+        recounted: u64,
+    },
+    /// The lock-free copy of the manager's counters is stale.
+    TagCountersStale {
+        kept: TagStoreCounters,
+        actual: TagStoreCounters,
+    },
+    ZeroPage {
+        pfn: Pfn,
+        fault: ZeroPageFault,
+    },
+    /// A pageblock still isolated between kernel paths.
+    IsolatedPageblock {
+        pageblock: Pfn,
+    },
+    /// Tags were written into tag storage holding no reserved block.
+    TagsWrittenToUnreservedStorage {
+        first: TagClobber,
+        count: u64,
+    },
+}
+
+impl Memory {
+    /// Every broken invariant; empty when all hold.
+    pub fn check(&self) -> Vec<MemViolation> {
+        let Self {
+            policy,
+            geometry,
+            sched: _,
+            phys,
+            tag_storage,
+            tag_counters,
+            mte_tagged: _,
+            zero_page,
+            events,
+            clobbers,
+        } = self;
+        let phys = phys.borrow();
+        let state = tag_storage.borrow_unlocked();
+        let TagStorageState { manager, claimed } = &*state;
+        let mut out: Vec<MemViolation> = phys.check().into_iter().map(MemViolation::Phys).collect();
+        out.extend(manager.check().into_iter().map(MemViolation::TagStore));
+        if tag_counters.get() != manager.counters() {
+            out.push(MemViolation::TagCountersStale {
+                kept: tag_counters.get(),
+                actual: manager.counters(),
+            });
+        }
+
+        // Frame flags, and the recounts they feed.
+        let mut tagged = 0u64;
+        let mut refs: BTreeMap<TagBlock, u64> = BTreeMap::new();
+        for (start, section) in phys.alloc.frames.sections() {
+            for (i, meta) in section.iter().enumerate() {
+                let flags = meta.flags;
+                if flags.is_empty() {
+                    continue;
+                }
+                let pfn = start + i as u64;
+                tagged += u64::from(flags.contains(PageFlag::Tagged));
+                if geometry.is_tag_storage(pfn) {
+                    for flag in [PageFlag::TagStorageReserved, PageFlag::MteLock] {
+                        if flags.contains(flag) {
+                            out.push(MemViolation::TagStorageFrameFlag { pfn, flag });
+                        }
+                    }
+                    continue;
+                }
+                if flags.contains(PageFlag::MteLock) && !flags.contains(PageFlag::Tagged) {
+                    out.push(MemViolation::MteLockHeld { pfn });
+                }
+                let reserved = flags.contains(PageFlag::TagStorageReserved);
+                if flags.contains(PageFlag::Tagged) && !reserved {
+                    out.push(MemViolation::TaggedWithoutReservation { pfn });
+                }
+                if reserved {
+                    match geometry.block_of(pfn) {
+                        Some(block) if *policy != TagStoragePolicy::None => {
+                            *refs.entry(block).or_default() += 1;
+                        }
+                        _ => out.push(MemViolation::ReservedWithoutTagStorage { pfn }),
+                    }
+                }
+            }
+        }
+        let Events {
+            tag_storage_migrations: _,
+            migrate_pages: _,
+            pages_tagged,
+        } = events.get();
+        if pages_tagged != tagged {
+            out.push(MemViolation::Counter {
+                counter: Counter::PagesTagged,
+                kept: pages_tagged,
+                recounted: tagged,
+            });
+        }
+
+        // Blocks: reference counts, frames and tokens.
+        let claimed_pages = phys.stats().claimed_pages;
+        match policy {
+            TagStoragePolicy::Dynamic => {
+                let reserved: Vec<TagBlock> = manager.reserved_blocks().collect();
+                for &block in &reserved {
+                    let pfns = geometry.block_pfns(block);
+                    for pfn in pfns.iter() {
+                        let status = phys.alloc.frame_status(pfn);
+                        if status != Some(FrameStatus::Claimed) {
+                            out.push(MemViolation::ReservedBlockFrame { block, pfn, status });
+                        }
+                    }
+                    if claimed.get(&block).map(|c| c.range()) != Some(pfns) {
+                        out.push(MemViolation::ClaimToken {
+                            block,
+                            reserved: true,
+                        });
+                    }
+                }
+                for &block in claimed.keys() {
+                    if manager.block_refcount(block) == 0 {
+                        out.push(MemViolation::ClaimToken {
+                            block,
+                            reserved: false,
+                        });
+                    }
+                }
+                let in_reserved_blocks = reserved.len() as u64 * geometry.block_pages();
+                if claimed_pages != in_reserved_blocks {
+                    out.push(MemViolation::ClaimedOutsideReservedBlocks {
+                        claimed: claimed_pages,
+                        in_reserved_blocks,
+                    });
+                }
+                check_refcounts(
+                    reserved.iter().copied(),
+                    &refs,
+                    |b| manager.block_refcount(b),
+                    &mut out,
+                );
+                // Frames marked reserved whose block is not.
+                for (&block, &frames) in &refs {
+                    if manager.block_refcount(block) == 0 {
+                        out.push(MemViolation::BlockRefcount {
+                            block,
+                            refs: 0,
+                            frames,
+                        });
+                    }
+                }
+            }
+            TagStoragePolicy::Static => {
+                // Every block is carved out (the phys checker holds their
+                // frames to CarvedOut); only the counts need comparing.
+                let blocks = manager.reserved_blocks();
+                check_refcounts(blocks, &refs, |b| manager.block_refcount(b), &mut out);
+            }
+            TagStoragePolicy::None => {}
+        }
+        if *policy != TagStoragePolicy::Dynamic {
+            for &block in claimed.keys() {
+                out.push(MemViolation::ClaimToken {
+                    block,
+                    reserved: false,
+                });
+            }
+            if claimed_pages != 0 {
+                out.push(MemViolation::ClaimedOutsideReservedBlocks {
+                    claimed: claimed_pages,
+                    in_reserved_blocks: 0,
+                });
+            }
+        }
+
+        self.check_zero_page(&phys, *zero_page, &mut out);
+
+        let pb_order = phys.alloc.geometry().pageblock_order().get();
+        for (i, pb) in phys.alloc.pageblocks.iter().enumerate() {
+            if pb.isolated {
+                out.push(MemViolation::IsolatedPageblock {
+                    pageblock: Pfn::new((phys.alloc.first_pageblock + i as u64) << pb_order),
+                });
+            }
+        }
+        let log = clobbers.get();
+        if let Some(first) = log.first {
+            out.push(MemViolation::TagsWrittenToUnreservedStorage {
+                first,
+                count: log.count,
+            });
+        }
+        out
+    }
+
+    fn check_zero_page(&self, phys: &crate::phys::PhysMem, pfn: Pfn, out: &mut Vec<MemViolation>) {
+        let mut fault = |fault| out.push(MemViolation::ZeroPage { pfn, fault });
+        let status = phys.alloc.frame_status(pfn);
+        let expected = Some(FrameStatus::Allocated {
+            head: pfn,
+            order: Order::new(0),
+            migratetype: MigrateType::Unmovable,
+        });
+        if status != expected {
+            fault(ZeroPageFault::NotAllocated { status });
+            return;
+        }
+        let meta = phys
+            .alloc
+            .frame(pfn)
+            .expect("BUG: allocated frame without metadata");
+        let mte = self.policy != TagStoragePolicy::None;
+        if !meta.flags.contains(PageFlag::Kernel) {
+            fault(ZeroPageFault::NotKernel);
+        }
+        if meta.flags.contains(PageFlag::Tagged) != mte {
+            fault(ZeroPageFault::Tagged { expected: mte });
+        }
+        if meta.flags.contains(PageFlag::TagStorageReserved) != mte {
+            fault(ZeroPageFault::TagStorageReserved { expected: mte });
+        }
+        if let Some(offset) = phys
+            .contents
+            .page_bytes(pfn)
+            .and_then(|bytes| bytes.iter().position(|&b| b != 0))
+        {
+            fault(ZeroPageFault::DataNotZero { offset });
+        }
+        if let Some(bytes) = tags::page_tag_bytes_in(phys, &self.geometry, pfn)
+            && let Some(byte) = bytes.iter().position(|&b| b != 0)
+        {
+            // Two tags per byte, the even granule in the low nibble.
+            let granule = 2 * byte + usize::from(bytes[byte] & 0xf == 0);
+            fault(ZeroPageFault::TagNotZero { granule });
+        }
+    }
+}
+
+/// Compares the manager's count of each block of `blocks` (each once) with
+/// the recount.
+fn check_refcounts(
+    blocks: impl Iterator<Item = TagBlock>,
+    refs: &BTreeMap<TagBlock, u64>,
+    kept: impl Fn(TagBlock) -> u64,
+    out: &mut Vec<MemViolation>,
+) {
+    for block in blocks {
+        let (refs, frames) = (kept(block), refs.get(&block).copied().unwrap_or(0));
+        if refs != frames {
+            out.push(MemViolation::BlockRefcount {
+                block,
+                refs,
+                frames,
+            });
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! The reverse map: from a frame to every (address space, address) that
+//! maps it, for migration (retarget every mapping of a moved page) and for
+//! the checker (a frame's map count must equal its mappings).
+//!
+//! Owns [`Rmap`]: per frame, a sorted list of [`RmapEntry`]s. A PTE mapping
+//! is keyed by the frame it maps; a PMD block by its first frame (Linux
+//! counts a PMD mapping once per folio, `entire_mapcount`, not once per
+//! page).
+//!
+//! # Simplification
+//! Linux finds the mappings of a page without storing them per page: an
+//! anonymous page points to its anon_vma, whose interval tree of VMAs (over
+//! the anon_vma chains of every forked copy) gives each candidate address
+//! from `page->index`; a file page points to its `address_space`, whose
+//! `i_mmap` tree does the same (`rmap_walk_anon()`, `rmap_walk_file()`).
+//! Each candidate is then confirmed by walking its page table
+//! (`page_vma_mapped_walk()`). A per-frame list of the confirmed mappings
+//! gives the same answers for every walk the model needs (migration,
+//! unmapping for swap-out, map counts), and is cheaper to check.
+//!
+//! # What is recorded
+//! Every present or awaiting-tag-storage leaf that maps a frame with a
+//! `struct page` (non-special), at either level, including `PROT_NONE`
+//! entries: Linux keeps those pages mapped and counted. Special entries (the
+//! zero page, the huge zero page) are not recorded: Linux does not count
+//! their mappings (`vm_normal_page()` returns NULL for them). Swap entries
+//! map no frame.
+//!
+//! # Invariants
+//! An entry appears at most once per frame; lists are sorted and never
+//! empty (a frame without mappings has no list). [`check_against`] compares
+//! the map with page tables.
+
+use std::collections::BTreeMap;
+
+use mte::{Pfn, VirtAddr};
+use thiserror::Error;
+
+use crate::mm::MmId;
+use crate::mm::pgtable::{Block, LeafEntry, PageTable, Pte};
+
+/// The level of a mapping.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum MapLevel {
+    /// A PTE mapping one page.
+    Pte,
+    /// A PMD block mapping 512 pages from the keyed frame.
+    Pmd,
+}
+
+/// One mapping of a frame: in address space `mm`, at `va` (for a block,
+/// its 2 MiB-aligned start).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct RmapEntry {
+    pub mm: MmId,
+    pub va: VirtAddr,
+    pub level: MapLevel,
+}
+
+/// Why an rmap update failed (each is a bug of the caller's bookkeeping,
+/// reported rather than panicking so the checker can show it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
+pub enum RmapError {
+    #[error("{pfn} is already mapped by {entry:?}")]
+    Duplicate { pfn: Pfn, entry: RmapEntry },
+    #[error("{pfn} is not mapped by {entry:?}")]
+    Missing { pfn: Pfn, entry: RmapEntry },
+    #[error("migration target {pfn} already has mappings")]
+    TargetInUse { pfn: Pfn },
+}
+
+/// The reverse map of one machine.
+#[derive(Clone, Debug, Default)]
+pub struct Rmap {
+    frames: BTreeMap<Pfn, Vec<RmapEntry>>,
+}
+
+impl Rmap {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records that `entry` maps `pfn` (Linux `folio_add_*_rmap_*()`).
+    pub fn add(&mut self, pfn: Pfn, entry: RmapEntry) -> Result<(), RmapError> {
+        let list = self.frames.entry(pfn).or_default();
+        match list.binary_search(&entry) {
+            Ok(_) => Err(RmapError::Duplicate { pfn, entry }),
+            Err(at) => {
+                list.insert(at, entry);
+                Ok(())
+            }
+        }
+    }
+
+    /// Forgets that `entry` maps `pfn` (Linux `folio_remove_rmap_*()`).
+    pub fn remove(&mut self, pfn: Pfn, entry: RmapEntry) -> Result<(), RmapError> {
+        let list = self
+            .frames
+            .get_mut(&pfn)
+            .ok_or(RmapError::Missing { pfn, entry })?;
+        let at = list
+            .binary_search(&entry)
+            .map_err(|_| RmapError::Missing { pfn, entry })?;
+        list.remove(at);
+        if list.is_empty() {
+            self.frames.remove(&pfn);
+        }
+        Ok(())
+    }
+
+    /// Moves every mapping of `old` to `new`, which must have none (Linux
+    /// `remove_migration_ptes()` after a migration). Returns how many moved.
+    pub fn move_frame(&mut self, old: Pfn, new: Pfn) -> Result<usize, RmapError> {
+        if old == new {
+            return Ok(self.count(old));
+        }
+        if self.frames.contains_key(&new) {
+            return Err(RmapError::TargetInUse { pfn: new });
+        }
+        let Some(list) = self.frames.remove(&old) else {
+            return Ok(0);
+        };
+        let moved = list.len();
+        self.frames.insert(new, list);
+        Ok(moved)
+    }
+
+    /// The mappings of `pfn`, sorted by address space then address.
+    pub fn mappings(&self, pfn: Pfn) -> &[RmapEntry] {
+        self.frames.get(&pfn).map_or(&[], Vec::as_slice)
+    }
+
+    /// The number of mappings of `pfn` (Linux `folio_mapcount()` for a
+    /// frame keyed here).
+    pub fn count(&self, pfn: Pfn) -> usize {
+        self.mappings(pfn).len()
+    }
+
+    /// Every mapped frame with its mappings, lowest frame first.
+    pub fn iter(&self) -> impl Iterator<Item = (Pfn, &[RmapEntry])> {
+        self.frames.iter().map(|(p, l)| (*p, l.as_slice()))
+    }
+
+    /// The number of mappings of all frames.
+    pub fn total(&self) -> usize {
+        self.frames.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+}
+
+/// One disagreement between an [`Rmap`] and the page tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RmapViolation {
+    /// A page-table leaf maps `pfn` but the rmap does not say so.
+    Unrecorded { pfn: Pfn, entry: RmapEntry },
+    /// The rmap records a mapping no page table has.
+    Stale { pfn: Pfn, entry: RmapEntry },
+    /// A frame with an empty list, or an unsorted or duplicated one.
+    BadList { pfn: Pfn },
+}
+
+/// The mapping a leaf records, if any (see the module doc).
+fn recorded(leaf: LeafEntry) -> Option<(Pfn, MapLevel)> {
+    let (l, level) = match leaf {
+        LeafEntry::Pte(Pte::Present(l) | Pte::AwaitingTagStorage(l)) => (l, MapLevel::Pte),
+        LeafEntry::Block(Block::Present(l) | Block::AwaitingTagStorage(l)) => (l, MapLevel::Pmd),
+        LeafEntry::Pte(Pte::None | Pte::Swap(_)) => return None,
+    };
+    (!l.attrs.special).then_some((l.pfn, level))
+}
+
+/// Compares `rmap` with the page tables of every address space: each
+/// recorded mapping must exist, and each mapping must be recorded. `spaces`
+/// must name every address space the rmap refers to.
+pub fn check_against<'a>(
+    rmap: &Rmap,
+    spaces: impl IntoIterator<Item = (MmId, &'a PageTable)>,
+) -> Vec<RmapViolation> {
+    let mut expected: BTreeMap<Pfn, Vec<RmapEntry>> = BTreeMap::new();
+    for (mm, pt) in spaces {
+        let everything = (VirtAddr::ZERO, VirtAddr::MAX);
+        for (va, leaf) in pt.leaves(everything.0, everything.1) {
+            if let Some((pfn, level)) = recorded(leaf) {
+                expected
+                    .entry(pfn)
+                    .or_default()
+                    .push(RmapEntry { mm, va, level });
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (pfn, list) in &rmap.frames {
+        if list.is_empty() || list.windows(2).any(|w| w[0] >= w[1]) {
+            out.push(RmapViolation::BadList { pfn: *pfn });
+        }
+    }
+    let mut want: Vec<(Pfn, RmapEntry)> = expected
+        .into_iter()
+        .flat_map(|(p, l)| l.into_iter().map(move |e| (p, e)))
+        .collect();
+    want.sort();
+    let have: Vec<(Pfn, RmapEntry)> = rmap
+        .frames
+        .iter()
+        .flat_map(|(p, l)| l.iter().map(move |e| (*p, *e)))
+        .collect();
+    let (mut i, mut j) = (0, 0);
+    while i < want.len() || j < have.len() {
+        match (want.get(i), have.get(j)) {
+            (Some(w), Some(h)) if w == h => {
+                i += 1;
+                j += 1;
+            }
+            (Some(w), Some(h)) if w < h => {
+                out.push(RmapViolation::Unrecorded {
+                    pfn: w.0,
+                    entry: w.1,
+                });
+                i += 1;
+            }
+            (Some(w), None) => {
+                out.push(RmapViolation::Unrecorded {
+                    pfn: w.0,
+                    entry: w.1,
+                });
+                i += 1;
+            }
+            (_, Some(h)) => {
+                out.push(RmapViolation::Stale {
+                    pfn: h.0,
+                    entry: h.1,
+                });
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mm::layout::{PAGE_SIZE, PMD_SIZE};
+    use crate::mm::pgtable::{Access, Leaf, LeafAttrs, TableFrames};
+
+    fn va(raw: u64) -> VirtAddr {
+        VirtAddr::new(raw).unwrap()
+    }
+
+    fn at(mm: u64, raw: u64) -> RmapEntry {
+        RmapEntry {
+            mm: MmId::new(mm),
+            va: va(raw),
+            level: MapLevel::Pte,
+        }
+    }
+
+    #[test]
+    fn add_move_remove() {
+        let mut r = Rmap::new();
+        let (p, q) = (Pfn::new(5), Pfn::new(9));
+        // A COW-shared page after fork: parent and child map it.
+        r.add(p, at(2, 0x1000)).unwrap();
+        r.add(p, at(1, 0x1000)).unwrap();
+        assert_eq!(
+            r.add(p, at(1, 0x1000)),
+            Err(RmapError::Duplicate {
+                pfn: p,
+                entry: at(1, 0x1000)
+            })
+        );
+        assert_eq!(r.mappings(p), &[at(1, 0x1000), at(2, 0x1000)]);
+        assert_eq!(r.count(p), 2);
+        // Migration moves both mappings.
+        assert_eq!(r.move_frame(p, q), Ok(2));
+        assert_eq!(r.count(p), 0);
+        assert_eq!(r.mappings(q), &[at(1, 0x1000), at(2, 0x1000)]);
+        r.add(p, at(3, 0)).unwrap();
+        assert_eq!(r.move_frame(q, p), Err(RmapError::TargetInUse { pfn: p }));
+        r.remove(q, at(1, 0x1000)).unwrap();
+        assert_eq!(
+            r.remove(q, at(1, 0x1000)),
+            Err(RmapError::Missing {
+                pfn: q,
+                entry: at(1, 0x1000)
+            })
+        );
+        r.remove(q, at(2, 0x1000)).unwrap();
+        assert_eq!(r.total(), 1);
+        r.remove(p, at(3, 0)).unwrap();
+        assert!(r.is_empty());
+    }
+
+    struct Frames(u64);
+
+    impl TableFrames for Frames {
+        fn alloc_table(&mut self) -> Option<Pfn> {
+            self.0 += 1;
+            Some(Pfn::new(0x10_0000 + self.0))
+        }
+        fn free_table(&mut self, _: Pfn) {}
+    }
+
+    fn leaf(pfn: u64, special: bool) -> Leaf {
+        Leaf {
+            pfn: Pfn::new(pfn),
+            attrs: LeafAttrs {
+                access: Access::ReadOnly,
+                tagged: false,
+                special,
+                young: true,
+                dirty: false,
+            },
+        }
+    }
+
+    #[test]
+    fn check_finds_unrecorded_and_stale_mappings_and_skips_special_ones() {
+        let mut f = Frames(0);
+        let mut a = PageTable::new(&mut f).unwrap();
+        let mut b = PageTable::new(&mut f).unwrap();
+        a.set_pte(va(PAGE_SIZE), Pte::Present(leaf(7, false)), &mut f)
+            .unwrap();
+        b.set_pte(
+            va(PAGE_SIZE),
+            Pte::AwaitingTagStorage(leaf(7, false)),
+            &mut f,
+        )
+        .unwrap();
+        // The zero page: special, never recorded.
+        a.set_pte(va(2 * PAGE_SIZE), Pte::Present(leaf(1, true)), &mut f)
+            .unwrap();
+        b.set_block(va(PMD_SIZE), Block::Present(leaf(0x200, false)), &mut f)
+            .unwrap();
+        let (ma, mb) = (MmId::new(1), MmId::new(2));
+        let mut r = Rmap::new();
+        r.add(Pfn::new(7), at(1, PAGE_SIZE)).unwrap();
+        r.add(Pfn::new(7), at(2, PAGE_SIZE)).unwrap();
+        let block = RmapEntry {
+            mm: mb,
+            va: va(PMD_SIZE),
+            level: MapLevel::Pmd,
+        };
+        r.add(Pfn::new(0x200), block).unwrap();
+        assert_eq!(check_against(&r, [(ma, &a), (mb, &b)]), vec![]);
+
+        r.remove(Pfn::new(7), at(2, PAGE_SIZE)).unwrap();
+        r.add(Pfn::new(8), at(1, 5 * PAGE_SIZE)).unwrap();
+        assert_eq!(
+            check_against(&r, [(ma, &a), (mb, &b)]),
+            vec![
+                RmapViolation::Unrecorded {
+                    pfn: Pfn::new(7),
+                    entry: at(2, PAGE_SIZE)
+                },
+                RmapViolation::Stale {
+                    pfn: Pfn::new(8),
+                    entry: at(1, 5 * PAGE_SIZE)
+                },
+            ]
+        );
+    }
+}
