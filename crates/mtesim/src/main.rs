@@ -24,11 +24,18 @@ enum Command {
     /// Print the machine a platform file describes (the default machine
     /// without FILE).
     Platform(cmd::platform::Args),
+    /// Run scenarios (.mte files), each on a fresh machine, and check what
+    /// they expect.
+    Run(cmd::run::Args),
+    /// Measure the tool's throughput.
+    Bench(cmd::bench::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Platform(args) => cmd::platform::run(&args),
+        Command::Run(args) => cmd::run::run(&args),
+        Command::Bench(args) => cmd::bench::run(&args),
     }
 }

@@ -20,10 +20,19 @@
 //! - a `parallel` block holds 0 to `cpus` command lines, none of them
 //!   `parallel`, `expect` or `platform`;
 //! - outcomes are of a kind the command can produce ([`Command::accepts`]).
+//!
+//! Values of the user-visible interface (errno values, fault codes,
+//! protections, mapping kinds, advice, access sizes, page states, counters)
+//! are the `uapi` crate's types, re-exported here; the tree adds only what
+//! the text needs on top of them: spans, unevaluated pointer expressions
+//! ([`PtrExpr`], [`MapList::fixed`]) and the scenario spellings
+//! ([`advice_name`]).
 
 use core::fmt;
 
 use platform::PlatformSpec;
+
+pub use uapi::{AccessSize, Advice, Backing, Counter, Errno, FaultCode, PageState, Prot, Sharing};
 
 use mte::insn::{GranuleOffset, TagOffset};
 use mte::{CheckMode, Tag, TagMask, TagStoreOp, TaggedPtr};
@@ -395,6 +404,18 @@ pub struct PrctlSettings {
     pub store_only: Option<Spanned<Switch>>,
 }
 
+impl PrctlSettings {
+    /// The request without its spans.
+    pub fn request(&self) -> uapi::PrctlRequest {
+        uapi::PrctlRequest {
+            tagged_addr: self.tagged_addr.map(|s| s.node.is_on()),
+            tcf: self.tcf.map(|s| s.node),
+            include: self.include.map(|s| s.node),
+            store_only: self.store_only.map(|s| s.node.is_on()),
+        }
+    }
+}
+
 /// `P mmap NAME LEN [prot=LIST] [map=LIST]`.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct MmapArgs {
@@ -406,48 +427,16 @@ pub struct MmapArgs {
     /// The `prot=` token, if written.
     pub prot_span: Option<Span>,
     /// `private,anon` when not written.
-    pub map: MapFlags,
+    pub map: MapList,
     /// The `map=` token, if written.
     pub map_span: Option<Span>,
 }
 
-/// Page protection: `none` or any of `r,w,x,mte`.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
-pub struct Prot {
-    pub read: bool,
-    pub write: bool,
-    pub exec: bool,
-    /// `PROT_MTE`.
-    pub mte: bool,
-}
-
-impl Prot {
-    pub const NONE: Prot = Prot {
-        read: false,
-        write: false,
-        exec: false,
-        mte: false,
-    };
-    /// The `mmap` default, `prot=r,w`.
-    pub const READ_WRITE: Prot = Prot {
-        read: true,
-        write: true,
-        exec: false,
-        mte: false,
-    };
-
-    /// Linux's `PROT_*` bits (`PROT_MTE` is arm64's 0x20).
-    pub const fn linux_bits(self) -> u32 {
-        (self.read as u32)
-            | (self.write as u32) << 1
-            | (self.exec as u32) << 2
-            | (self.mte as u32) << 5
-    }
-}
-
 /// `map=LIST`: one sharing, one backing, optionally `populate` and `fixed=`.
+///
+/// [`uapi::MapFlags`] once `fixed` is evaluated.
 #[derive(Clone, PartialEq, Eq, Debug)]
-pub struct MapFlags {
+pub struct MapList {
     pub sharing: Sharing,
     pub backing: Backing,
     /// `MAP_POPULATE`.
@@ -456,9 +445,9 @@ pub struct MapFlags {
     pub fixed: Option<PtrExpr>,
 }
 
-impl Default for MapFlags {
+impl Default for MapList {
     fn default() -> Self {
-        MapFlags {
+        MapList {
             sharing: Sharing::Private,
             backing: Backing::Anon,
             populate: false,
@@ -467,69 +456,25 @@ impl Default for MapFlags {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Sharing {
-    /// `MAP_PRIVATE`.
-    Private,
-    /// `MAP_SHARED`.
-    Shared,
-}
+/// Every `madvise` advice, in the order the spec lists them.
+pub const ADVICES: [Advice; 6] = [
+    Advice::DontNeed,
+    Advice::PageOut,
+    Advice::HugePage,
+    Advice::NoHugePage,
+    Advice::Mergeable,
+    Advice::Unmergeable,
+];
 
-/// What backs a mapping; `shm` and `file` make a new zero-filled object of the
-/// mapping's length.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Backing {
-    /// `MAP_ANONYMOUS`.
-    Anon,
-    /// A tmpfs (shmem) file.
-    Shm,
-    /// A regular file (cannot be `PROT_MTE`).
-    File,
-}
-
-/// `madvise` advice.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Advice {
-    DontNeed,
-    PageOut,
-    HugePage,
-    NoHugePage,
-    Mergeable,
-    Unmergeable,
-}
-
-impl Advice {
-    pub const ALL: [Advice; 6] = [
-        Advice::DontNeed,
-        Advice::PageOut,
-        Advice::HugePage,
-        Advice::NoHugePage,
-        Advice::Mergeable,
-        Advice::Unmergeable,
-    ];
-
-    /// The scenario spelling.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Advice::DontNeed => "dontneed",
-            Advice::PageOut => "pageout",
-            Advice::HugePage => "hugepage",
-            Advice::NoHugePage => "nohugepage",
-            Advice::Mergeable => "mergeable",
-            Advice::Unmergeable => "unmergeable",
-        }
-    }
-
-    /// Linux's `MADV_*` value (include/uapi/asm-generic/mman-common.h).
-    pub const fn linux_value(self) -> u32 {
-        match self {
-            Advice::DontNeed => 4,
-            Advice::Mergeable => 12,
-            Advice::Unmergeable => 13,
-            Advice::HugePage => 14,
-            Advice::NoHugePage => 15,
-            Advice::PageOut => 21,
-        }
+/// The scenario spelling of an advice (`MADV_DONTNEED` is `dontneed`).
+pub const fn advice_name(advice: Advice) -> &'static str {
+    match advice {
+        Advice::DontNeed => "dontneed",
+        Advice::PageOut => "pageout",
+        Advice::HugePage => "hugepage",
+        Advice::NoHugePage => "nohugepage",
+        Advice::Mergeable => "mergeable",
+        Advice::Unmergeable => "unmergeable",
     }
 }
 
@@ -566,44 +511,6 @@ impl From<u128> for Value128 {
 impl fmt::Debug for Value128 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:#x}", self.get())
-    }
-}
-
-/// The size of a `load` or `store`.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum AccessSize {
-    B1,
-    B2,
-    B4,
-    B8,
-    B16,
-}
-
-impl AccessSize {
-    pub const fn from_bytes(bytes: u64) -> Option<AccessSize> {
-        Some(match bytes {
-            1 => AccessSize::B1,
-            2 => AccessSize::B2,
-            4 => AccessSize::B4,
-            8 => AccessSize::B8,
-            16 => AccessSize::B16,
-            _ => return None,
-        })
-    }
-
-    pub const fn bytes(self) -> u64 {
-        match self {
-            AccessSize::B1 => 1,
-            AccessSize::B2 => 2,
-            AccessSize::B4 => 4,
-            AccessSize::B8 => 8,
-            AccessSize::B16 => 16,
-        }
-    }
-
-    /// The largest value an access of this size holds.
-    pub const fn max_value(self) -> u128 {
-        u128::MAX >> (128 - 8 * self.bytes())
     }
 }
 
@@ -842,104 +749,6 @@ pub const fn store_tag_name(op: TagStoreOp) -> &'static str {
     }
 }
 
-/// The error numbers an outcome may name (include/uapi/asm-generic/errno-base.h).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Errno {
-    Perm,
-    Srch,
-    Io,
-    NoMem,
-    Acces,
-    Fault,
-    Inval,
-}
-
-impl Errno {
-    pub const ALL: [Errno; 7] = [
-        Errno::Inval,
-        Errno::NoMem,
-        Errno::Fault,
-        Errno::Io,
-        Errno::Perm,
-        Errno::Acces,
-        Errno::Srch,
-    ];
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            Errno::Perm => "EPERM",
-            Errno::Srch => "ESRCH",
-            Errno::Io => "EIO",
-            Errno::NoMem => "ENOMEM",
-            Errno::Acces => "EACCES",
-            Errno::Fault => "EFAULT",
-            Errno::Inval => "EINVAL",
-        }
-    }
-
-    pub const fn linux_value(self) -> i32 {
-        match self {
-            Errno::Perm => 1,
-            Errno::Srch => 3,
-            Errno::Io => 5,
-            Errno::NoMem => 12,
-            Errno::Acces => 13,
-            Errno::Fault => 14,
-            Errno::Inval => 22,
-        }
-    }
-}
-
-/// The signal and `si_code` of a fault (include/uapi/asm-generic/siginfo.h).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum FaultCode {
-    /// SIGSEGV, synchronous tag check fault.
-    SegvMteSerr,
-    /// SIGSEGV, asynchronous tag check fault.
-    SegvMteAerr,
-    /// SIGSEGV, address not mapped.
-    SegvMapErr,
-    /// SIGSEGV, permission denied.
-    SegvAccErr,
-    /// SIGBUS, misaligned address.
-    BusAdrAln,
-}
-
-impl FaultCode {
-    pub const ALL: [FaultCode; 5] = [
-        FaultCode::SegvMteSerr,
-        FaultCode::SegvMteAerr,
-        FaultCode::SegvMapErr,
-        FaultCode::SegvAccErr,
-        FaultCode::BusAdrAln,
-    ];
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            FaultCode::SegvMteSerr => "SEGV_MTESERR",
-            FaultCode::SegvMteAerr => "SEGV_MTEAERR",
-            FaultCode::SegvMapErr => "SEGV_MAPERR",
-            FaultCode::SegvAccErr => "SEGV_ACCERR",
-            FaultCode::BusAdrAln => "BUS_ADRALN",
-        }
-    }
-
-    /// `si_code`.
-    pub const fn si_code(self) -> i32 {
-        match self {
-            FaultCode::SegvMapErr | FaultCode::BusAdrAln => 1,
-            FaultCode::SegvAccErr => 2,
-            FaultCode::SegvMteAerr => 8,
-            FaultCode::SegvMteSerr => 9,
-        }
-    }
-
-    /// Whether the signal is SIGBUS rather than SIGSEGV.
-    pub const fn is_sigbus(self) -> bool {
-        matches!(self, FaultCode::BusAdrAln)
-    }
-}
-
 /// `expect ...`.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Expect {
@@ -1004,141 +813,6 @@ impl CmpOp {
     }
 }
 
-/// The state of a page-table entry that `expect P page` tests.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum PageState {
-    Unmapped,
-    ZeroPage,
-    HugeZeroPage,
-    Private,
-    Shared,
-    Huge,
-    Swapped,
-    Tagged,
-    Untagged,
-    InTagStorage,
-    AwaitingTagStorage,
-}
-
-impl PageState {
-    pub const ALL: [PageState; 11] = [
-        PageState::Unmapped,
-        PageState::ZeroPage,
-        PageState::HugeZeroPage,
-        PageState::Private,
-        PageState::Shared,
-        PageState::Huge,
-        PageState::Swapped,
-        PageState::Tagged,
-        PageState::Untagged,
-        PageState::InTagStorage,
-        PageState::AwaitingTagStorage,
-    ];
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            PageState::Unmapped => "unmapped",
-            PageState::ZeroPage => "zero-page",
-            PageState::HugeZeroPage => "huge-zero-page",
-            PageState::Private => "private",
-            PageState::Shared => "shared",
-            PageState::Huge => "huge",
-            PageState::Swapped => "swapped",
-            PageState::Tagged => "tagged",
-            PageState::Untagged => "untagged",
-            PageState::InTagStorage => "in-tag-storage",
-            PageState::AwaitingTagStorage => "awaiting-tag-storage",
-        }
-    }
-}
-
-/// The counters of `shared/spec/model.md` §5, by their exact names.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
-pub enum Counter {
-    MemPages,
-    MemFree,
-    TagStoragePages,
-    TagStorageBlocks,
-    TagStorageReserved,
-    TagStorageDataPages,
-    TagStorageReservations,
-    TagStorageReleases,
-    TagStorageMigrations,
-    TagStorageReserveFailures,
-    PagesTagged,
-    FaultAnon,
-    FaultZeroPage,
-    FaultCow,
-    FaultTagStorage,
-    SwapOut,
-    SwapIn,
-    SwapSavedTags,
-    MigratePages,
-    KsmMerged,
-    TcfSync,
-    TcfAsync,
-}
-
-impl Counter {
-    /// Every counter, in the order of `model.md` §5.
-    pub const ALL: [Counter; 22] = [
-        Counter::MemPages,
-        Counter::MemFree,
-        Counter::TagStoragePages,
-        Counter::TagStorageBlocks,
-        Counter::TagStorageReserved,
-        Counter::TagStorageDataPages,
-        Counter::TagStorageReservations,
-        Counter::TagStorageReleases,
-        Counter::TagStorageMigrations,
-        Counter::TagStorageReserveFailures,
-        Counter::PagesTagged,
-        Counter::FaultAnon,
-        Counter::FaultZeroPage,
-        Counter::FaultCow,
-        Counter::FaultTagStorage,
-        Counter::SwapOut,
-        Counter::SwapIn,
-        Counter::SwapSavedTags,
-        Counter::MigratePages,
-        Counter::KsmMerged,
-        Counter::TcfSync,
-        Counter::TcfAsync,
-    ];
-
-    /// The name `expect stat` and `--json` use.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Counter::MemPages => "mem.pages",
-            Counter::MemFree => "mem.free",
-            Counter::TagStoragePages => "tag_storage.pages",
-            Counter::TagStorageBlocks => "tag_storage.blocks",
-            Counter::TagStorageReserved => "tag_storage.reserved",
-            Counter::TagStorageDataPages => "tag_storage.data_pages",
-            Counter::TagStorageReservations => "tag_storage.reservations",
-            Counter::TagStorageReleases => "tag_storage.releases",
-            Counter::TagStorageMigrations => "tag_storage.migrations",
-            Counter::TagStorageReserveFailures => "tag_storage.reserve_failures",
-            Counter::PagesTagged => "pages.tagged",
-            Counter::FaultAnon => "fault.anon",
-            Counter::FaultZeroPage => "fault.zero_page",
-            Counter::FaultCow => "fault.cow",
-            Counter::FaultTagStorage => "fault.tag_storage",
-            Counter::SwapOut => "swap.out",
-            Counter::SwapIn => "swap.in",
-            Counter::SwapSavedTags => "swap.saved_tags",
-            Counter::MigratePages => "migrate.pages",
-            Counter::KsmMerged => "ksm.merged",
-            Counter::TcfSync => "tcf.sync",
-            Counter::TcfAsync => "tcf.async",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Counter> {
-        Counter::ALL.into_iter().find(|c| c.name() == name)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1164,21 +838,45 @@ mod tests {
     }
 
     #[test]
-    fn linux_numbers() {
-        // include/uapi/asm-generic/errno-base.h
-        assert_eq!(Errno::Inval.linux_value(), 22);
-        assert_eq!(Errno::Srch.linux_value(), 3);
-        // include/uapi/asm-generic/siginfo.h: SEGV_MTEAERR 8, SEGV_MTESERR 9.
-        assert_eq!(FaultCode::SegvMteSerr.si_code(), 9);
-        assert_eq!(FaultCode::SegvMteAerr.si_code(), 8);
-        // arch/arm64/include/uapi/asm/mman.h: PROT_MTE 0x20.
-        let prot = Prot {
-            mte: true,
-            ..Prot::READ_WRITE
+    fn advice_spellings_are_the_specs() {
+        // scenario-language.md, `madvise`: dontneed, pageout, hugepage,
+        // nohugepage, mergeable, unmergeable.
+        let names: Vec<&str> = ADVICES.into_iter().map(advice_name).collect();
+        assert_eq!(
+            names,
+            [
+                "dontneed",
+                "pageout",
+                "hugepage",
+                "nohugepage",
+                "mergeable",
+                "unmergeable"
+            ]
+        );
+    }
+
+    #[test]
+    fn prctl_settings_lower_to_a_request_keeping_what_they_leave_out() {
+        let span = Span::new(0, 1);
+        let settings = PrctlSettings {
+            tagged_addr: Some(Spanned::new(Switch::On, span)),
+            tcf: Some(Spanned::new(CheckMode::Asymm, span)),
+            include: None,
+            store_only: Some(Spanned::new(Switch::Off, span)),
         };
-        assert_eq!(prot.linux_bits(), 0x23);
-        // include/uapi/asm-generic/mman-common.h: MADV_PAGEOUT 21.
-        assert_eq!(Advice::PageOut.linux_value(), 21);
+        assert_eq!(
+            settings.request(),
+            uapi::PrctlRequest {
+                tagged_addr: Some(true),
+                tcf: Some(CheckMode::Asymm),
+                include: None,
+                store_only: Some(false),
+            }
+        );
+        assert_eq!(
+            PrctlSettings::default().request(),
+            uapi::PrctlRequest::default()
+        );
     }
 
     #[test]

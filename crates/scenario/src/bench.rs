@@ -1,11 +1,22 @@
-//! Inputs for measuring parser throughput (nothing here is timed).
+//! Inputs for measuring trace throughput (nothing here is timed).
 //!
-//! The workload the parser must keep up with is a recorded trace: millions of
+//! The workload the runner must keep up with is a recorded trace: millions of
 //! `load`/`store` lines with raw tagged addresses. [`synthetic_trace`] writes
 //! one that also runs: its mapping is placed with `fixed=`, so every address
 //! lies in it, and the memory is untagged, so every access succeeds.
+//!
+//! [`FlatMemory`] is the machine a measurement of the runner itself uses: it
+//! stores bytes and nothing else, so that the figure is the cost of parsing,
+//! lowering and comparing, not of a memory model. It is not a model of
+//! anything and no scenario's verdict should come from it.
 
 use std::fmt::Write as _;
+
+use mte::{Tag, TaggedPtr};
+use uapi::{
+    Bound, Command, Counter, Errno, Fault, FaultCode, Machine, MachineError, Op, Outcome,
+    PageState, Pid, Reply,
+};
 
 /// Where the trace's mapping is placed (`map=fixed=`).
 pub const TRACE_BASE: u64 = 0x1000_0000;
@@ -43,6 +54,133 @@ pub fn synthetic_trace(accesses: usize) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// A byte store behind the [`Machine`] trait, for measuring the runner.
+///
+/// Processes are numbered and never checked; `mmap` makes a zero-filled
+/// mapping (at `fixed=` if given, else after the last one) shared by every
+/// process, `ENOMEM` past [`FlatMemory::MAX_BYTES`] in all; `load` and `store` read and write it little-endian, and fault
+/// `SEGV_MAPERR` outside every mapping. Every other command succeeds doing
+/// nothing; tags, counters and page states are not kept.
+#[derive(Debug, Default)]
+pub struct FlatMemory {
+    next_pid: u32,
+    /// `(base, bytes)`, in order of creation.
+    mappings: Vec<(u64, Vec<u8>)>,
+}
+
+impl FlatMemory {
+    /// Bytes all mappings together may hold (the store is real memory);
+    /// an `mmap` beyond it is `ENOMEM`.
+    pub const MAX_BYTES: u64 = 1 << 30;
+
+    pub fn new() -> FlatMemory {
+        FlatMemory::default()
+    }
+
+    /// The bytes at `ptr..ptr+len`, if one mapping holds them all.
+    fn bytes_mut(&mut self, ptr: TaggedPtr, len: u64) -> Option<&mut [u8]> {
+        let addr = ptr.addr().as_u64();
+        self.mappings.iter_mut().find_map(|(base, bytes)| {
+            let offset = addr.checked_sub(*base)?;
+            let end = offset.checked_add(len)?;
+            bytes.get_mut(usize::try_from(offset).ok()?..usize::try_from(end).ok()?)
+        })
+    }
+
+    fn map_err(ptr: TaggedPtr) -> Outcome {
+        Outcome::Fault(Fault {
+            code: FaultCode::SegvMapErr,
+            addr: Some(ptr),
+        })
+    }
+
+    fn mmap(&mut self, len: u64, fixed: Option<TaggedPtr>) -> Reply {
+        let base = match fixed {
+            Some(ptr) => ptr.addr().as_u64(),
+            None => self
+                .mappings
+                .last()
+                .map_or(TRACE_BASE, |(b, bytes)| b + bytes.len() as u64),
+        };
+        let mapped: u64 = self.mappings.iter().map(|(_, m)| m.len() as u64).sum();
+        if len > Self::MAX_BYTES.saturating_sub(mapped) {
+            return Reply::new(Outcome::Error(Errno::NoMem));
+        }
+        // At most MAX_BYTES, which fits usize.
+        self.mappings.push((base, vec![0; len as usize]));
+        Reply::binding(Outcome::Ok, Bound::Pointer(TaggedPtr::from_raw(base)))
+    }
+
+    fn command(&mut self, command: &Command) -> Reply {
+        match *command {
+            Command::Fork => {
+                self.next_pid += 1;
+                Reply::binding(Outcome::Ok, Bound::Process(Pid(self.next_pid)))
+            }
+            Command::Mmap { len, flags, .. } => self.mmap(len, flags.fixed),
+            // Byte loops rather than slice copies: an access is at most 16
+            // bytes, and a call to memcpy for each would be most of its cost.
+            Command::Load { ptr, size } => match self.bytes_mut(ptr, size.bytes()) {
+                Some(bytes) => Reply::new(Outcome::Value(
+                    bytes
+                        .iter()
+                        .rev()
+                        .fold(0u128, |value, &b| value << 8 | u128::from(b)),
+                )),
+                None => Reply::new(Self::map_err(ptr)),
+            },
+            Command::Store { ptr, size, value } => match self.bytes_mut(ptr, size.bytes()) {
+                Some(bytes) => {
+                    for (i, byte) in bytes.iter_mut().enumerate() {
+                        *byte = (value >> (8 * i)) as u8;
+                    }
+                    Reply::new(Outcome::Ok)
+                }
+                None => Reply::new(Self::map_err(ptr)),
+            },
+            Command::Ldg { .. } => Reply::new(Outcome::Tag(Tag::default())),
+            _ => Reply::new(Outcome::Ok),
+        }
+    }
+}
+
+impl Machine for FlatMemory {
+    fn run(&mut self, op: &Op) -> Reply {
+        match op {
+            Op::Spawn => {
+                self.next_pid += 1;
+                Reply::binding(Outcome::Ok, Bound::Process(Pid(self.next_pid)))
+            }
+            Op::Process { command, .. } => self.command(command),
+            Op::Reclaim { .. } | Op::Compact | Op::KsmScan => Reply::new(Outcome::Ok),
+        }
+    }
+
+    fn run_parallel(
+        &mut self,
+        ops: &[Op],
+        _chooser: &mut dyn sched::Chooser,
+    ) -> Result<Vec<Reply>, MachineError> {
+        Ok(ops.iter().map(|op| self.run(op)).collect())
+    }
+
+    fn counter(&self, _counter: Counter) -> Option<u64> {
+        None
+    }
+
+    fn tags(&self, _pid: Pid, _ptr: TaggedPtr, _len: u64) -> Option<Vec<Tag>> {
+        None
+    }
+
+    fn page_state(&self, _pid: Pid, _ptr: TaggedPtr, _state: PageState) -> Option<bool> {
+        None
+    }
+
+    fn invariant_violations(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,5 +209,27 @@ mod tests {
             assert!((TRACE_BASE..TRACE_BASE + TRACE_BYTES - 7).contains(&addr));
         }
         assert_eq!(synthetic_trace(1000), src, "deterministic");
+    }
+
+    #[test]
+    fn the_trace_runs_on_flat_memory_and_loads_see_the_stores() {
+        // Store i writes i at its slot and load i+1 reads the next slot of
+        // the walk, which no earlier store wrote: 0 (fresh mmap memory is
+        // zero-filled, as `mmap(2)` anonymous memory is).
+        let src = synthetic_trace(1000);
+        let script = crate::parse("trace.mte", &src).unwrap();
+        let mut machine = FlatMemory::new();
+        let report = crate::run_script(&script, &mut machine, &crate::RunOptions::default());
+        assert_eq!(report.failures, []);
+        assert_eq!(report.commands, 1002);
+        let mut machine = FlatMemory::new();
+        let check = b"spawn p\np mmap m 4K map=fixed=0x1000\n\
+            p store 0x0700000000001008 8 0x1122334455667788 => ok\n\
+            p load 0x1008 4 => value 0x55667788\n\
+            p load 0x100c 2 => value 0x3344\n\
+            p load 0x2000 8 => fault SEGV_MAPERR addr=0x2000\n";
+        let script = crate::parse("flat.mte", check).unwrap();
+        let report = crate::run_script(&script, &mut machine, &crate::RunOptions::default());
+        assert_eq!(report.failures, []);
     }
 }

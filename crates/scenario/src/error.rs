@@ -125,6 +125,10 @@ pub enum ErrorKind {
         source: KeyError,
     },
 
+    /// The keys are each valid but make no machine together.
+    #[error("platform cannot be built: {message}")]
+    PlatformMachine { message: String },
+
     #[error("`parallel` without its `end`")]
     UnclosedParallel,
     #[error("nested `parallel`: a parallel block cannot contain another")]

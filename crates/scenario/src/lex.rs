@@ -121,35 +121,40 @@ impl<'a> Lexer<'a> {
 
     fn lex_line(&mut self, tokens: &mut Vec<Token<'a>>) -> Result<(), LexError> {
         let src = self.src;
-        let mut token_start: Option<usize> = None;
         let mut i = self.pos;
         loop {
+            // Between tokens.
             let Some(&byte) = src.get(i) else {
-                self.push(tokens, &mut token_start, i);
                 self.pos = i;
                 return Ok(());
             };
             match byte {
                 b'\n' => {
-                    self.push(tokens, &mut token_start, i);
                     self.pos = i + 1;
                     return Ok(());
                 }
-                b' ' | b'\t' => self.push(tokens, &mut token_start, i),
-                b'#' if token_start.is_none() => {
+                b' ' | b'\t' => i += 1,
+                b'#' => {
                     let end = self.check_comment(i)?;
                     self.pos = (end + 1).min(src.len());
                     return Ok(());
                 }
                 b'!'..=b'~' => {
-                    token_start.get_or_insert(i);
+                    // A token runs to the next byte that is not printable
+                    // ASCII; a `#` inside it is part of it.
+                    let start = i;
+                    i += 1 + src[i + 1..]
+                        .iter()
+                        .position(|b| !(b'!'..=b'~').contains(b))
+                        .unwrap_or(src.len() - i - 1);
+                    tokens.push(Token {
+                        text: self.slice(start, i),
+                        start: start as u32,
+                    });
                 }
-                b'\r' if matches!(src.get(i + 1), None | Some(b'\n')) => {
-                    self.push(tokens, &mut token_start, i)
-                }
+                b'\r' if matches!(src.get(i + 1), None | Some(b'\n')) => i += 1,
                 _ => return Err(bad_byte(src, i)),
             }
-            i += 1;
         }
     }
 
@@ -173,15 +178,6 @@ impl<'a> Lexer<'a> {
             return Err(bad_byte(self.src, start + valid));
         }
         Ok(start + len)
-    }
-
-    fn push(&self, tokens: &mut Vec<Token<'a>>, token_start: &mut Option<usize>, end: usize) {
-        if let Some(start) = token_start.take() {
-            tokens.push(Token {
-                text: self.slice(start, end),
-                start: start as u32,
-            });
-        }
     }
 
     /// The text of bytes `start..end`, which the lexer has checked are

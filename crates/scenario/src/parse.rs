@@ -10,6 +10,9 @@
 //!
 //! Checks beyond pure syntax, each because the line could never pass
 //! otherwise:
+//! - the `platform` line's keys must make a machine together
+//!   (`Platform::from_spec`: memory against page and block size); the
+//!   error points at the value of the key to change;
 //! - an outcome must be one the command can produce ([`Command::accepts`]);
 //! - `load ... => value V` and `store ... VALUE` must fit the access size;
 //! - `ok N` of `write-fd`/`read-fd` at most `LEN`, of `poketags` at most the
@@ -21,12 +24,13 @@
 
 use platform::num::{self, NumError, Suffix};
 use platform::spec::{KEYS, KeyError, PlatformSpec};
+use platform::{Platform, PlatformError};
 
 use crate::ast::{
-    AccessSize, Advice, Backing, CmpOp, Command, CommandStmt, Counter, Errno, Expect, ExpectStmt,
-    FaultCode, MapFlags, MmapArgs, Names, Outcome, OutcomeKind, PageState, ParallelBlock,
-    PlatformLine, PlatformSetting, PrctlSettings, ProcId, ProcessOp, Prot, PtrBase, PtrExpr,
-    PtrSlot, Script, Sharing, Span, Spanned, Stmt, Switch,
+    ADVICES, AccessSize, Advice, Backing, CmpOp, Command, CommandStmt, Counter, Errno, Expect,
+    ExpectStmt, FaultCode, MapList, MmapArgs, Names, Outcome, OutcomeKind, PageState,
+    ParallelBlock, PlatformLine, PlatformSetting, PrctlSettings, ProcId, ProcessOp, Prot, PtrBase,
+    PtrExpr, PtrSlot, Script, Sharing, Span, Spanned, Stmt, Switch, advice_name,
 };
 use crate::error::{ErrorKind, NameKind, ParseError};
 use crate::lex::{Lexer, Line, Token};
@@ -288,6 +292,24 @@ impl<'a> Parser<'a> {
                 key_span: key.span(),
                 value_span: value.span(),
             });
+        }
+        // Relations between keys (memory against page and block size) are
+        // checked by building the machine; the error points at the value of
+        // the key to change, or at the whole line when that key is a default.
+        if let Err(error) = Platform::from_spec(&spec) {
+            let key = match &error {
+                PlatformError::Spec(e) => Some(e.key()),
+                _ => None,
+            };
+            let span = key
+                .and_then(|key| settings.iter().find(|s| s.key == key))
+                .map_or_else(|| line_span(tokens), |s| s.value_span);
+            return fail(
+                span,
+                ErrorKind::PlatformMachine {
+                    message: error.to_string(),
+                },
+            );
         }
         self.cpus = spec.cpus;
         self.platform = Some(PlatformLine {
@@ -653,7 +675,7 @@ impl<'a> Parser<'a> {
             len,
             prot: Prot::READ_WRITE,
             prot_span: None,
-            map: MapFlags::default(),
+            map: MapList::default(),
             map_span: None,
         };
         for &tok in args.rest() {
@@ -690,8 +712,8 @@ impl<'a> Parser<'a> {
 
     /// `map=LIST`: at most one of `private`/`shared`, at most one of
     /// `anon`/`shm`/`file`, `populate` and `fixed=PTR` at most once each.
-    fn map_list(&self, value: Token<'a>) -> PResult<MapFlags> {
-        let mut flags = MapFlags::default();
+    fn map_list(&self, value: Token<'a>) -> PResult<MapList> {
+        let mut flags = MapList::default();
         let (mut sharing, mut backing, mut populate) = (false, false, false);
         for item in list_items(value) {
             let item = item.map_err(|span| empty_item("map", span))?;
@@ -848,7 +870,7 @@ impl<'a> Parser<'a> {
                     negated = Some(tok.span());
                     tok = args.take("page state")?;
                 }
-                let Some(state) = PageState::ALL.into_iter().find(|s| s.name() == tok.text) else {
+                let Some(state) = PageState::from_name(tok.text) else {
                     return fail(
                         tok.span(),
                         ErrorKind::UnknownPageState {
@@ -947,7 +969,7 @@ impl<'a> Parser<'a> {
             "mismatch" => Outcome::Mismatch(size(args.take("offset")?, "offset")?.node),
             "error" => {
                 let tok = args.take("errno")?;
-                match Errno::ALL.into_iter().find(|e| e.name() == tok.text) {
+                match Errno::from_name(tok.text) {
                     Some(errno) => Outcome::Error(errno),
                     None => {
                         return fail(
@@ -961,7 +983,7 @@ impl<'a> Parser<'a> {
             }
             "fault" => {
                 let tok = args.take("fault code")?;
-                let Some(code) = FaultCode::ALL.into_iter().find(|c| c.name() == tok.text) else {
+                let Some(code) = FaultCode::from_name(tok.text) else {
                     return fail(
                         tok.span(),
                         ErrorKind::UnknownFaultCode {
@@ -1053,7 +1075,9 @@ impl<'a> Parser<'a> {
         match bytes.first() {
             None => return bad(0, 0, "empty pointer"),
             Some(b'0'..=b'9') => {
-                if let Some(i) = text.find(['+', '-', '#']) {
+                // A byte scan: a raw address is most of a trace line, and
+                // `str::find` with a set of chars decodes every character.
+                if let Some(i) = bytes.iter().position(|&b| matches!(b, b'+' | b'-' | b'#')) {
                     return bad(
                         i,
                         i + 1,
@@ -1083,7 +1107,10 @@ impl<'a> Parser<'a> {
         let mut offset = 0i64;
         if let Some(&sign @ (b'+' | b'-')) = bytes.get(i) {
             let from = i + 1;
-            let to = text[from..].find('#').map_or(text.len(), |k| from + k);
+            let to = bytes[from..]
+                .iter()
+                .position(|&b| b == b'#')
+                .map_or(text.len(), |k| from + k);
             if from == to {
                 let problem = if sign == b'+' {
                     "missing offset after `+`"
@@ -1341,32 +1368,51 @@ fn number128(tok: Token<'_>, what: &'static str, suffix: Suffix) -> PResult<u128
 /// checks (`platform::num` works in checked `u128`).
 fn plain_u64(text: &str) -> Option<u64> {
     let (digits, radix, max_digits) = match text.strip_prefix("0x") {
-        Some(hex) => (hex.as_bytes(), 16, 16),
-        None => (text.as_bytes(), 10, 19),
+        Some(hex) => (hex.as_bytes(), 16u8, 16),
+        None => (text.as_bytes(), 10u8, 19),
     };
     let mut value = 0u64;
     let mut count = 0;
     let mut after_digit = false;
     for (i, &b) in digits.iter().enumerate() {
-        let digit = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' if radix == 16 => b - b'a' + 10,
-            b'A'..=b'F' if radix == 16 => b - b'A' + 10,
-            b'_' if after_digit && i + 1 < digits.len() => {
-                after_digit = false;
-                continue;
-            }
-            _ => return None,
-        };
-        count += 1;
-        if count > max_digits {
+        let digit = DIGIT_VALUE[usize::from(b)];
+        if digit < radix {
+            // Wraps only past `max_digits` digits, which are refused below.
+            value = value
+                .wrapping_mul(u64::from(radix))
+                .wrapping_add(u64::from(digit));
+            count += 1;
+            after_digit = true;
+        } else if digit == SEPARATOR && after_digit && i + 1 < digits.len() {
+            after_digit = false;
+        } else {
             return None;
         }
-        value = value * radix + u64::from(digit);
-        after_digit = true;
     }
-    (count > 0 && after_digit).then_some(value)
+    (count > 0 && count <= max_digits && after_digit).then_some(value)
 }
+
+/// [`DIGIT_VALUE`] of `_`.
+const SEPARATOR: u8 = 0xfe;
+
+/// The value of each byte as a hex digit (`0`-`9`, `a`-`f`, `A`-`F`),
+/// [`SEPARATOR`] for `_`, `0xff` for anything else: one load per byte
+/// instead of a chain of range tests.
+const DIGIT_VALUE: [u8; 256] = {
+    let mut table = [0xff; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = match b as u8 {
+            c @ b'0'..=b'9' => c - b'0',
+            c @ b'a'..=b'f' => c - b'a' + 10,
+            c @ b'A'..=b'F' => c - b'A' + 10,
+            b'_' => SEPARATOR,
+            _ => 0xff,
+        };
+        b += 1;
+    }
+    table
+};
 
 /// A size, length or offset: may carry a `K`/`M`/`G`/`T` suffix.
 fn size(tok: Token<'_>, what: &'static str) -> PResult<Spanned<u64>> {
@@ -1474,7 +1520,7 @@ fn check_mode(tok: Token<'_>) -> PResult<CheckMode> {
 }
 
 fn advice(tok: Token<'_>) -> PResult<Spanned<Advice>> {
-    match Advice::ALL.into_iter().find(|a| a.name() == tok.text) {
+    match ADVICES.into_iter().find(|&a| advice_name(a) == tok.text) {
         Some(advice) => Ok(Spanned::new(advice, tok.span())),
         None => fail(
             tok.span(),
@@ -1721,7 +1767,7 @@ mod tests {
             .collect();
         // Spec: defaults `prot=r,w map=private,anon`.
         assert_eq!(mmaps[0].prot, Prot::READ_WRITE);
-        assert_eq!(mmaps[0].map, MapFlags::default());
+        assert_eq!(mmaps[0].map, MapList::default());
         assert_eq!((mmaps[0].prot_span, mmaps[0].map_span), (None, None));
         assert_eq!(mmaps[0].len.node, 4096);
         assert_eq!(mmaps[1].prot, Prot::NONE);

@@ -1,23 +1,35 @@
-//! Every example of `shared/examples` parses, except `bad-input.mte`, which
-//! is refused at line 4 naming the pointer without an offset
-//! (`shared/examples/README.md`).
+//! The repository's `examples/` (copies of `shared/examples`, byte for
+//! byte): every example parses, except `bad-input.mte`, which is refused at
+//! line 4 naming the pointer without an offset (`examples/README.md`).
+//! They are not run here: they need the kernel model.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-fn examples_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/examples")
+fn repo_examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+/// `*.mte` and `README.md` of a directory, sorted by name.
+fn example_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "mte")
+                || p.file_name().is_some_and(|n| n == "README.md")
+        })
+        .collect();
+    files.sort();
+    files
 }
 
 #[test]
 fn every_example_parses_except_bad_input() {
     let mut seen = 0;
-    let mut entries: Vec<_> = std::fs::read_dir(examples_dir())
-        .expect("shared/examples exists beside the repository")
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "mte"))
-        .collect();
-    entries.sort();
-    for path in entries {
+    for path in example_files(&repo_examples()) {
+        if path.extension().is_none_or(|e| e != "mte") {
+            continue;
+        }
         let name = path.file_name().unwrap().to_str().unwrap().to_owned();
         let src = std::fs::read(&path).unwrap();
         let result = scenario::parse(&name, &src);
@@ -36,4 +48,29 @@ fn every_example_parses_except_bad_input() {
         seen += 1;
     }
     assert!(seen >= 6, "found only {seen} examples");
+}
+
+#[test]
+fn the_copies_are_byte_identical_to_shared_examples() {
+    // shared/ lies beside the repository where the project keeps it; a
+    // clone without it has nothing to compare with.
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/examples");
+    if !shared.is_dir() {
+        return;
+    }
+    let names = |dir: &Path| -> Vec<String> {
+        example_files(dir)
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert_eq!(names(&repo_examples()), names(&shared), "the same files");
+    for name in names(&shared) {
+        let ours = std::fs::read(repo_examples().join(&name)).unwrap();
+        let theirs = std::fs::read(shared.join(&name)).unwrap();
+        assert!(
+            ours == theirs,
+            "examples/{name} differs from shared/examples/{name}"
+        );
+    }
 }

@@ -260,6 +260,28 @@ fn platform_not_first() {
 }
 
 #[test]
+fn platform_keys_that_make_no_machine() {
+    // Tags take memory/32 (scenario-language.md, "Machine"): 100K of memory
+    // has 3.125K of tags, not whole pages of 4K; 64M has 2M of tags, not a
+    // whole number of 4M blocks. The caret goes to the key to change, where
+    // the line writes it.
+    assert_refused(
+        "platform memory=100K\n",
+        1,
+        17,
+        "platform cannot be built: memory 100K cannot have whole pages of tags",
+    );
+    assert_refused(
+        "platform memory=64M block-size=4M\n",
+        1,
+        32,
+        "platform cannot be built: memory 64M has 2M of tags, not a whole number of 4M tag blocks",
+    );
+    assert_refused("platform block-size=4M\n", 1, 21, "4M tag blocks");
+    assert!(scenario::parse("t.mte", b"platform memory=128M block-size=4M\n").is_ok());
+}
+
+#[test]
 fn bad_platform_values() {
     assert_refused(
         "platform thp=sometimes\n",

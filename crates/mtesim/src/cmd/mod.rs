@@ -1,7 +1,10 @@
 //! The subcommands, one module each, and what they share: exit statuses and
-//! the rule that a failing command prints nothing on stdout.
+//! the rule that a command refusing its input prints nothing on stdout
+//! (`run` reports per file, and always ends stdout with its summary line).
 
+pub mod bench;
 pub mod platform;
+pub mod run;
 
 use std::fmt::Display;
 use std::io::Write;

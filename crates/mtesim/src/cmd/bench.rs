@@ -1,0 +1,214 @@
+//! `mtesim bench trace [--lines N] [--repeat R] [--machine flat|reference|kernel]`:
+//! how fast a recorded trace runs, against a baseline of reading it.
+//!
+//! Writes a synthetic trace of `N` lines ([`scenario::bench::synthetic_trace`]:
+//! `spawn`, one `mmap` at a fixed address, then 8-byte stores and loads at
+//! raw tagged addresses, alternating) to a temporary file, then times three
+//! stages, each from the file on disk (best of `R` runs):
+//!
+//! 1. baseline: read the file, check it is UTF-8, count its lines;
+//! 2. read and parse every statement (the streaming [`scenario::Statements`]);
+//! 3. read, parse, lower and run every statement through
+//!    [`scenario::run_source`], the path `mtesim run` takes.
+//!
+//! It prints each stage's time, lines per second and its cost relative to
+//! the baseline. The machine of stage 3 is `flat` by default
+//! ([`scenario::bench::FlatMemory`], a byte store: the figure is then the
+//! runner's own cost), or a real one (`reference`, `kernel`).
+//!
+//! Exit status 0, or 2 when the trace cannot be written or read, or the
+//! machine cannot be built (a benchmark has no expectations to fail; a
+//! trace that does not pass is a bug, reported with status 2 as well).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use scenario::bench::{FlatMemory, TRACE_HEADER_LINES, synthetic_trace};
+use scenario::machine::{MachineKind, make_machine};
+use scenario::run::{FileResult, RunOptions};
+use uapi::Machine;
+
+use super::{fail, print_stdout};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    pub what: What,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum What {
+    /// Time reading, parsing and running a synthetic load/store trace.
+    Trace(TraceArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TraceArgs {
+    /// Lines in the trace (at least 3).
+    #[arg(long, value_name = "N", default_value_t = 10_000_000)]
+    pub lines: usize,
+    /// Runs of each stage; the best is kept.
+    #[arg(long, value_name = "R", default_value_t = 1)]
+    pub repeat: u32,
+    /// The machine of the run stage: flat (a byte store), reference or kernel.
+    #[arg(long, value_name = "KIND", default_value = "flat", value_parser = parse_machine)]
+    pub machine: BenchMachine,
+}
+
+/// The machine of the run stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchMachine {
+    Flat,
+    Model(MachineKind),
+}
+
+fn parse_machine(text: &str) -> Result<BenchMachine, String> {
+    match text {
+        "flat" => Ok(BenchMachine::Flat),
+        _ => text
+            .parse()
+            .map(BenchMachine::Model)
+            .map_err(|_| format!("unknown machine `{text}` (expected flat, reference or kernel)")),
+    }
+}
+
+impl BenchMachine {
+    fn name(self) -> &'static str {
+        match self {
+            BenchMachine::Flat => "flat",
+            BenchMachine::Model(kind) => kind.name(),
+        }
+    }
+}
+
+pub fn run(args: &Args) -> ExitCode {
+    match &args.what {
+        What::Trace(trace) => match bench_trace(trace) {
+            Ok(report) => print_stdout(&report),
+            Err(message) => fail(message),
+        },
+    }
+}
+
+/// Removes the trace file when the measurement ends, however it ends.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// One stage's best time and the lines it saw.
+struct Stage {
+    name: &'static str,
+    time: Duration,
+}
+
+fn bench_trace(args: &TraceArgs) -> Result<String, String> {
+    let accesses = args
+        .lines
+        .checked_sub(TRACE_HEADER_LINES)
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("--lines {}: a trace needs at least 3 lines", args.lines))?;
+    let repeat = args.repeat.max(1);
+    let path = std::env::temp_dir().join(format!("mtesim-bench-trace-{}.mte", std::process::id()));
+    let trace = synthetic_trace(accesses);
+    let bytes = trace.len();
+    std::fs::write(&path, &trace).map_err(|e| format!("{}: {e}", path.display()))?;
+    drop(trace);
+    let file = TempFile(path);
+    let lines = args.lines as u64;
+
+    let baseline = best(repeat, || {
+        let src = read(&file.0)?;
+        let text = std::str::from_utf8(&src).map_err(|e| format!("trace: {e}"))?;
+        check_lines(text.lines().count() as u64, lines)
+    })?;
+    let parse = best(repeat, || {
+        let src = read(&file.0)?;
+        let mut count = 0u64;
+        for stmt in scenario::Statements::new("trace.mte", &src) {
+            stmt.map_err(|e| e.to_string())?;
+            count += 1;
+        }
+        check_lines(count, lines)
+    })?;
+    let run = best(repeat, || {
+        let src = read(&file.0)?;
+        let result =
+            scenario::run_source("trace.mte", &src, &RunOptions::default(), |p| {
+                match args.machine {
+                    BenchMachine::Flat => Ok(Box::new(FlatMemory::new()) as Box<dyn Machine>),
+                    BenchMachine::Model(kind) => make_machine(kind, p),
+                }
+            });
+        match result {
+            FileResult::Ran(report) if report.passed() => check_lines(report.commands, lines),
+            FileResult::Ran(report) => Err(report.render("trace.mte", false)),
+            FileResult::Malformed(e) => Err(e.to_string()),
+            FileResult::CannotRun(why) => Err(format!("cannot run: {why}")),
+        }
+    })?;
+
+    let stages = [
+        Stage {
+            name: "read + split lines (baseline)",
+            time: baseline,
+        },
+        Stage {
+            name: "read + parse",
+            time: parse,
+        },
+        Stage {
+            name: "read + parse + lower + run",
+            time: run,
+        },
+    ];
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "trace: {lines} lines, {:.1} MiB; run stage on machine `{}`; best of {repeat}",
+        bytes as f64 / (1 << 20) as f64,
+        args.machine.name()
+    );
+    for stage in &stages {
+        let seconds = stage.time.as_secs_f64().max(1e-9);
+        let _ = writeln!(
+            out,
+            "{:<32} {:>9.3} s {:>9.2} M lines/s {:>7.1}x baseline",
+            stage.name,
+            seconds,
+            lines as f64 / seconds / 1e6,
+            seconds / baseline.as_secs_f64().max(1e-9)
+        );
+    }
+    Ok(out)
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The stage saw every line (commands for the run stage: every line of the
+/// trace is one).
+fn check_lines(seen: u64, lines: u64) -> Result<(), String> {
+    if seen == lines {
+        Ok(())
+    } else {
+        Err(format!("BUG: the stage saw {seen} of {lines} lines"))
+    }
+}
+
+/// The shortest of `repeat` runs of `stage`.
+fn best(repeat: u32, mut stage: impl FnMut() -> Result<(), String>) -> Result<Duration, String> {
+    let mut best = Duration::MAX;
+    for _ in 0..repeat {
+        let start = Instant::now();
+        stage()?;
+        best = best.min(start.elapsed());
+    }
+    Ok(best)
+}

@@ -1,0 +1,431 @@
+//! `mtesim run FILES_OR_DIRS... [--verbose] [--json] [--seed S]
+//! [--schedule STRING] [--jobs N] [--machine kernel|reference]`: run
+//! scenarios, each on a fresh machine (`scenario-language.md`, "Running").
+//!
+//! Files: a directory is searched recursively for `*.mte`, in sorted order
+//! of names at each level (symbolic links to files are followed, to
+//! directories not, so a link loop cannot hang the search); a file argument
+//! is taken as given, whatever its name. The files run in parallel (rayon,
+//! `--jobs` threads, all cores by default) and their results are printed in
+//! the order of that list: arguments in the order given, each directory
+//! expanded in place.
+//!
+//! Output, per file, on stdout: with `--verbose` every command and
+//! expectation with its result (`  12: p load a#7 8 => value 0x0`) and the
+//! schedule of its parallel blocks, then one `FAIL file:line: expected X,
+//! got Y` per failure, or `PASS file`. On stderr: a malformed file's
+//! `file:line:column: message` followed by the offending line with a caret
+//! (miette, no colours unless stderr is a terminal), `file: error` for an
+//! unreadable file, `file: cannot run: ...` when no machine can be built,
+//! `file: schedule: ...` when `--schedule` does not fit. The last line is
+//! `N passed, M failed`, where every file that did not pass (failed,
+//! malformed, unreadable or not runnable) counts as failed. A progress bar
+//! is drawn on stderr only when stderr is a terminal and there are several
+//! files.
+//!
+//! `--json` puts the final counters on stdout as JSON, keys exactly the
+//! `model.md` §5 names of the counters the machine keeps (sorted): one
+//! object when the only argument is a file; otherwise an object keyed by
+//! file path (as printed in the other lines) whose values are those
+//! objects, `null` for a file that did not run. Everything else then goes
+//! to stderr, so stdout parses as JSON; with a single file that did not
+//! run, stdout stays empty.
+//!
+//! `--seed` and `--schedule` apply to every file (a schedule printed by
+//! `mtesim explore` is for the one file it explored).
+//!
+//! Exit status: 2 if any file could not be read, is malformed or could not
+//! be run (a run that panics, a bug, counts so too and the other files
+//! still run); else 1 if any expectation failed; else 0.
+//!
+//! The machine: `--machine kernel` (the default) is the simulated kernel,
+//! `--machine reference` the reference model; both come from
+//! [`scenario::machine::make_machine`], the one place that builds machines,
+//! which the scenario suites share.
+
+use std::io::{IsTerminal, Write};
+use std::num::NonZeroUsize;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, SourceCode};
+use platform::num::{Suffix, parse_u64};
+use rayon::prelude::*;
+use scenario::machine::{MachineKind, make_machine};
+use scenario::run::{FileResult, RunOptions, Status};
+use scenario::{ParseError, RunReport};
+use sched::Schedule;
+use serde_json::{Map, Value};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Scenario files, and directories to search recursively for *.mte.
+    #[arg(required = true, value_name = "FILES_OR_DIRS")]
+    pub paths: Vec<PathBuf>,
+    /// Print every command and expectation with its result.
+    #[arg(long)]
+    pub verbose: bool,
+    /// Print the final counters as JSON on stdout (everything else goes to
+    /// stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Replace the platform line's seed (decimal or 0x hex).
+    #[arg(long, value_name = "S", value_parser = parse_seed)]
+    pub seed: Option<u64>,
+    /// Replay this schedule of the parallel blocks exactly (as printed by
+    /// `mtesim explore` or `--verbose`).
+    #[arg(long, value_name = "STRING", value_parser = parse_schedule)]
+    pub schedule: Option<Schedule>,
+    /// Run at most N files at once (default: one per core).
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<NonZeroUsize>,
+    /// The machine to run on.
+    #[arg(long, value_name = "KIND", default_value = "kernel", value_parser = parse_machine)]
+    pub machine: MachineKind,
+}
+
+fn parse_seed(text: &str) -> Result<u64, String> {
+    parse_u64(text, Suffix::Forbidden).map_err(|e| e.to_string())
+}
+
+fn parse_schedule(text: &str) -> Result<Schedule, String> {
+    text.parse()
+        .map_err(|e: sched::ScheduleParseError| e.to_string())
+}
+
+fn parse_machine(text: &str) -> Result<MachineKind, String> {
+    text.parse()
+        .map_err(|e: scenario::machine::UnknownMachine| e.to_string())
+}
+
+/// A file to run, or an argument that names none.
+enum Input {
+    File(PathBuf),
+    /// `path: error`.
+    Bad(PathBuf, String),
+}
+
+/// What one file printed and how it ended.
+struct FileOutput {
+    stdout: String,
+    stderr: String,
+    status: Status,
+    /// The final counters, when it ran.
+    counters: Option<Map<String, Value>>,
+}
+
+pub fn run(args: &Args) -> ExitCode {
+    let inputs = inputs(&args.paths);
+    let options = RunOptions {
+        seed: args.seed,
+        schedule: args.schedule.clone(),
+        verbose: args.verbose,
+    };
+    let colour = std::io::stderr().is_terminal();
+    let bar = progress_bar(inputs.len(), colour);
+    let run_all = || {
+        inputs
+            .par_iter()
+            .map(|input| {
+                let outcome = run_input(input, &options, args.machine, colour);
+                bar.inc(1);
+                outcome
+            })
+            .collect::<Vec<FileOutput>>()
+    };
+    let outcomes = match args.jobs {
+        None => run_all(),
+        Some(jobs) => match rayon::ThreadPoolBuilder::new()
+            .num_threads(jobs.get())
+            .build()
+        {
+            Ok(pool) => pool.install(run_all),
+            Err(e) => return super::fail(format_args!("cannot start {jobs} threads: {e}")),
+        },
+    };
+    bar.finish_and_clear();
+
+    let passed = outcomes.iter().filter(|o| o.status == Status::Pass).count();
+    let failed = outcomes.len() - passed;
+    let status = outcomes
+        .iter()
+        .map(|o| o.status)
+        .max()
+        .unwrap_or(Status::Pass);
+    let summary = format!("{passed} passed, {failed} failed\n");
+    // File by file, each file's stderr before its stdout, so that a
+    // terminal shows a diagnostic beside its file's lines. With --json,
+    // stdout is the JSON document alone and the rest goes to stderr.
+    for outcome in &outcomes {
+        write(Stream::Stderr, &outcome.stderr);
+        let lines_to = if args.json {
+            Stream::Stderr
+        } else {
+            Stream::Stdout
+        };
+        write(lines_to, &outcome.stdout);
+    }
+    if args.json {
+        write(Stream::Stderr, &summary);
+        write(Stream::Stdout, &json(&inputs, &outcomes, args.paths.len()));
+    } else {
+        write(Stream::Stdout, &summary);
+    }
+    ExitCode::from(status.exit_code())
+}
+
+#[derive(Clone, Copy)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Writes and flushes. A closed pipe (`mtesim run dir | head`) is the
+/// reader's choice and changes nothing; nothing sensible is left to do if
+/// stderr itself is gone.
+fn write(stream: Stream, text: &str) {
+    if text.is_empty() {
+        return;
+    }
+    let _ = match stream {
+        Stream::Stdout => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes()).and_then(|()| out.flush())
+        }
+        Stream::Stderr => {
+            let mut out = std::io::stderr().lock();
+            out.write_all(text.as_bytes()).and_then(|()| out.flush())
+        }
+    };
+}
+
+fn progress_bar(files: usize, terminal: bool) -> ProgressBar {
+    if !terminal || files < 2 {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(files as u64), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} files {elapsed}") {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// The files the arguments name, in order (see the module doc).
+fn inputs(paths: &[PathBuf]) -> Vec<Input> {
+    let mut inputs = Vec::new();
+    for path in paths {
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_dir() => {
+                let before = inputs.len();
+                walk(path, &mut inputs);
+                if inputs.len() == before {
+                    inputs.push(Input::Bad(path.clone(), "no .mte files here".to_owned()));
+                }
+            }
+            Ok(_) => inputs.push(Input::File(path.clone())),
+            Err(e) => inputs.push(Input::Bad(path.clone(), e.to_string())),
+        }
+    }
+    inputs
+}
+
+/// Appends the `*.mte` files under `dir`, sorted by name at each level.
+fn walk(dir: &Path, inputs: &mut Vec<Input>) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            inputs.push(Input::Bad(dir.to_path_buf(), e.to_string()));
+            return;
+        }
+    };
+    let mut entries: Vec<_> = entries.filter_map(Result::ok).collect();
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            walk(&path, inputs);
+        } else if path.extension().is_some_and(|e| e == "mte")
+            && (kind.is_file() || path.metadata().is_ok_and(|m| m.is_file()))
+        {
+            inputs.push(Input::File(path));
+        }
+    }
+}
+
+fn run_input(
+    input: &Input,
+    options: &RunOptions,
+    machine: MachineKind,
+    colour: bool,
+) -> FileOutput {
+    let (path, src) = match input {
+        Input::Bad(path, why) => return error(format!("{}: {why}\n", path.display())),
+        Input::File(path) => match std::fs::read(path) {
+            Ok(src) => (path, src),
+            Err(e) => return error(format!("{}: {e}\n", path.display())),
+        },
+    };
+    let name = path.display().to_string();
+    // A panic is a bug of a machine or of the runner, never the input's
+    // fault: it ends this file (the panic hook has printed its message),
+    // not the whole run.
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        scenario::run_source(&name, &src, options, |platform| {
+            make_machine(machine, platform)
+        })
+    }));
+    let Ok(result) = result else {
+        return error(format!("{name}: BUG: the run panicked\n"));
+    };
+    match result {
+        FileResult::Ran(report) => ran(&name, &report, options.verbose),
+        FileResult::Malformed(e) => error(diagnostic(&e, colour)),
+        FileResult::CannotRun(why) => error(format!("{name}: cannot run: {why}\n")),
+    }
+}
+
+fn ran(name: &str, report: &RunReport, verbose: bool) -> FileOutput {
+    FileOutput {
+        stdout: report.render(name, verbose),
+        stderr: report
+            .render_error(name)
+            .map_or_else(String::new, |e| e + "\n"),
+        status: report.status(),
+        counters: Some(counters(report)),
+    }
+}
+
+fn error(stderr: String) -> FileOutput {
+    FileOutput {
+        stdout: String::new(),
+        stderr,
+        status: Status::Error,
+        counters: None,
+    }
+}
+
+/// The counters of a report, keyed by their `model.md` §5 names.
+fn counters(report: &RunReport) -> Map<String, Value> {
+    report
+        .counters
+        .iter()
+        .map(|(c, v)| (c.name().to_owned(), Value::from(*v)))
+        .collect()
+}
+
+/// The `--json` document (see the module doc for its shape).
+fn json(inputs: &[Input], outcomes: &[FileOutput], arguments: usize) -> String {
+    let single = arguments == 1 && matches!(inputs, [Input::File(_)]);
+    let value = if single {
+        match &outcomes[0].counters {
+            Some(counters) => Value::Object(counters.clone()),
+            None => return String::new(),
+        }
+    } else {
+        let mut files = Map::new();
+        for (input, outcome) in inputs.iter().zip(outcomes) {
+            let path = match input {
+                Input::File(path) | Input::Bad(path, _) => path.display().to_string(),
+            };
+            let counters = outcome.counters.clone().map_or(Value::Null, Value::Object);
+            files.insert(path, counters);
+        }
+        Value::Object(files)
+    };
+    let mut text = serde_json::to_string_pretty(&value)
+        .unwrap_or_else(|e| panic!("BUG: a JSON value failed to serialise: {e}"));
+    text.push('\n');
+    text
+}
+
+/// `file:line:column: message` on its own line, then the offending line
+/// with a caret under the problem (and a help line where there is one).
+fn diagnostic(error: &ParseError, colour: bool) -> String {
+    let theme = if colour {
+        GraphicalTheme::unicode()
+    } else {
+        GraphicalTheme::unicode_nocolor()
+    };
+    let mut rendered = String::new();
+    let snippet = GraphicalReportHandler::new_themed(theme)
+        .render_report(&mut rendered, &Snippet(error))
+        .is_ok();
+    let mut out = format!("{error}\n");
+    if snippet {
+        // The renderer's first line is the (empty) message: the line above
+        // already says it.
+        for line in rendered.lines().skip(1) {
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// A parse error's source excerpt, label and help, without its message
+/// (printed on its own line first, in the form the spec requires) or its
+/// code.
+#[derive(Debug)]
+struct Snippet<'a>(&'a ParseError);
+
+impl std::fmt::Display for Snippet<'_> {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        Ok(())
+    }
+}
+
+impl std::error::Error for Snippet<'_> {}
+
+impl Diagnostic for Snippet<'_> {
+    fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        self.0.help()
+    }
+
+    fn source_code(&self) -> Option<&dyn SourceCode> {
+        self.0.source_code()
+    }
+
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        self.0.labels()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uapi::Counter;
+
+    #[test]
+    fn json_keys_are_model_md_counter_names() {
+        // model.md §5: `--json` uses the counter names.
+        let report = RunReport {
+            counters: vec![
+                (Counter::MemPages, 16384),
+                (Counter::TagStorageReserved, 1),
+                (Counter::TcfSync, 2),
+            ],
+            ..RunReport::default()
+        };
+        let outcome = ran("a.mte", &report, false);
+        let single = json(&[Input::File("a.mte".into())], &[outcome], 1);
+        let value: Value = serde_json::from_str(&single).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"mem.pages": 16384, "tag_storage.reserved": 1, "tcf.sync": 2})
+        );
+        let outcomes = [ran("a.mte", &report, false), error("b.mte: oops\n".into())];
+        let several = json(
+            &[Input::File("a.mte".into()), Input::File("b.mte".into())],
+            &outcomes,
+            2,
+        );
+        let value: Value = serde_json::from_str(&several).unwrap();
+        assert_eq!(value["a.mte"]["tag_storage.reserved"], 1);
+        assert_eq!(value["b.mte"], Value::Null);
+    }
+}

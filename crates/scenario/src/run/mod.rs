@@ -1,0 +1,646 @@
+//! The runner: executes a scenario on a [`Machine`] and checks what its
+//! lines expect (`scenario-language.md`, "Statements", "Concurrency",
+//! "Expectations", "Running").
+//!
+//! Owns the run of one file: lowering each command to a [`uapi::Op`]
+//! ([`lower`]), comparing results with outcomes ([`compare`]), checking
+//! expectations ([`expect`]), `parallel` blocks with their chooser, and the
+//! [`RunReport`]. It does not own the machine (the caller builds it from the
+//! script's platform, see [`run_source`]) nor any output format beyond the
+//! lines of [`RunReport::render`].
+//!
+//! A run, statement by statement:
+//! - a command is lowered and run; a line with an outcome fails when the
+//!   result does not match it, and the run goes on; a line without one
+//!   never fails (its result is still in the verbose trace);
+//! - a pointer that cannot be evaluated (it leaves the 56-bit address
+//!   space) fails its line, which then does not run (its bindings are set
+//!   as for a failed call: address 0, no process);
+//! - a `parallel` block runs its lines together through
+//!   [`Machine::run_parallel`], one CPU per line that reaches the machine
+//!   (CPU `n` is the `n`-th such line: lines answered without the machine,
+//!   a never-created process or a bad pointer, take none), with one chooser
+//!   for the whole file: a [`sched::Seeded`] from the seed (`--seed`, else
+//!   the platform's), or a strict [`sched::Replay`] of `--schedule`. Every
+//!   decision is recorded: [`RunReport::schedule`] is the string that
+//!   `--schedule` replays;
+//! - an expectation observes the machine and fails its line when it does
+//!   not hold.
+//!
+//! Stops: a machine that cannot complete a parallel block (deadlock, step
+//! limit, an op it does not model) fails the block's line and ends the run,
+//! since the machine is then in no state a later line could rely on. A
+//! replayed schedule that does not fit (too short, a CPU not runnable, or
+//! left over at the end) is an input that cannot be run: a [`RunError`]
+//! (exit status 2), and the run ends there.
+
+pub mod compare;
+pub mod expect;
+pub mod lower;
+#[cfg(test)]
+mod tests;
+
+use core::fmt;
+
+use platform::{Platform, PlatformSpec};
+use sched::{ChoicePoint, ChooseError, Chooser, CpuId, Recorder, Replay, Schedule, Seeded};
+use thiserror::Error;
+use uapi::{Counter, Errno, Machine, Outcome, Reply};
+
+use crate::ast::{
+    Command, CommandStmt, ExpectStmt, Names, Outcome as Expected, ParallelBlock, Script, Span, Stmt,
+};
+use crate::error::ParseError;
+use crate::parse::Statements;
+use lower::{Bindings, EvalError, Lowered};
+
+/// How to run (the options of `mtesim run` that change a run).
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Replaces the platform line's `seed` (IRG, reclaim order and the
+    /// interleaving of `parallel` blocks all derive from it).
+    pub seed: Option<u64>,
+    /// Replay this schedule exactly instead of choosing from the seed.
+    pub schedule: Option<Schedule>,
+    /// Record every command and expectation with its result.
+    pub verbose: bool,
+}
+
+impl RunOptions {
+    /// The platform to build for `spec`, with `--seed` applied.
+    pub fn platform_spec(&self, spec: &PlatformSpec) -> PlatformSpec {
+        let mut spec = spec.clone();
+        if let Some(seed) = self.seed {
+            spec.seed = seed;
+        }
+        spec
+    }
+}
+
+/// A line whose expectation did not hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// 1-based line of the statement (of `parallel` for a failure of the
+    /// block itself).
+    pub line: u32,
+    /// `expected OUTCOME, got RESULT`, or why the line could not run.
+    pub message: String,
+}
+
+impl Failure {
+    /// `FAIL file:line: message`.
+    pub fn render(&self, file: &str) -> String {
+        format!("FAIL {file}:{}: {}", self.line, self.message)
+    }
+}
+
+/// One line of the verbose trace: a statement and what it gave.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub line: u32,
+    /// The statement as written (its command word and process when the
+    /// runner has no source text).
+    pub text: String,
+    /// The result in the scenario syntax (`value 0x0`), `holds` or `fails`
+    /// for an expectation, the decisions made for a `parallel` block.
+    pub result: String,
+}
+
+impl Step {
+    /// `  12: p load a#7 8 => value 0x0`.
+    pub fn render(&self) -> String {
+        format!("  {}: {} => {}", self.line, self.text, self.result)
+    }
+}
+
+/// Why a run could not be carried out (exit status 2, like a malformed file).
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum RunError {
+    /// The `--schedule` being replayed does not fit the file.
+    #[error("schedule: {0}")]
+    Schedule(ChooseError),
+}
+
+/// What running one file gave.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunReport {
+    /// In the order they were found.
+    pub failures: Vec<Failure>,
+    /// The verbose trace (empty unless [`RunOptions::verbose`]).
+    pub steps: Vec<Step>,
+    /// The counters the machine keeps, at the end, in `model.md` §5 order.
+    pub counters: Vec<(Counter, u64)>,
+    /// Every decision of the file's parallel blocks, when it has any: what
+    /// `--schedule` replays.
+    pub schedule: Option<Schedule>,
+    /// Set when the run could not be carried out to the end.
+    pub error: Option<RunError>,
+    /// Commands run (lines inside `parallel` blocks included).
+    pub commands: u64,
+}
+
+/// The verdict on one file, and its exit status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Status {
+    /// Every expectation held (exit 0).
+    Pass,
+    /// Some expectation failed (exit 1).
+    Fail,
+    /// The file could not be read, is malformed, or could not be run
+    /// (exit 2).
+    Error,
+}
+
+impl Status {
+    /// `scenario-language.md`, "Running".
+    pub const fn exit_code(self) -> u8 {
+        match self {
+            Status::Pass => 0,
+            Status::Fail => 1,
+            Status::Error => 2,
+        }
+    }
+}
+
+impl RunReport {
+    pub fn status(&self) -> Status {
+        if self.error.is_some() {
+            Status::Error
+        } else if self.failures.is_empty() {
+            Status::Pass
+        } else {
+            Status::Fail
+        }
+    }
+
+    pub fn passed(&self) -> bool {
+        self.status() == Status::Pass
+    }
+
+    /// What `mtesim run` prints on stdout for the file: the verbose trace
+    /// (with `verbose`), then one `FAIL file:line: ...` per failure, or
+    /// `PASS file`. A [`RunError`] is not included (it goes to stderr, see
+    /// [`RunReport::render_error`]).
+    pub fn render(&self, file: &str, verbose: bool) -> String {
+        let mut out = String::new();
+        if verbose {
+            for step in &self.steps {
+                out.push_str(&step.render());
+                out.push('\n');
+            }
+            if let Some(schedule) = &self.schedule {
+                out.push_str(&format!("  schedule: {schedule}\n"));
+            }
+        }
+        for failure in &self.failures {
+            out.push_str(&failure.render(file));
+            out.push('\n');
+        }
+        if self.failures.is_empty() && self.error.is_none() {
+            out.push_str(&format!("PASS {file}\n"));
+        }
+        out
+    }
+
+    /// `file: schedule: ...` when the run could not be carried out.
+    pub fn render_error(&self, file: &str) -> Option<String> {
+        self.error.as_ref().map(|e| format!("{file}: {e}"))
+    }
+}
+
+/// Runs a parsed script on `machine`, which the caller built from the
+/// script's platform (with [`RunOptions::seed`] applied: see
+/// [`RunOptions::platform_spec`]). Without the source text, verbose steps
+/// show each command's process and command word only; use [`Runner`] with
+/// [`Runner::with_source`] for the full text.
+pub fn run_script<M: Machine + ?Sized>(
+    script: &Script,
+    machine: &mut M,
+    options: &RunOptions,
+) -> RunReport {
+    let mut runner = Runner::new(machine, options, &script.platform_spec());
+    for stmt in &script.stmts {
+        runner.statement(stmt, &script.names);
+    }
+    runner.finish()
+}
+
+/// What came of one file given to [`run_source`].
+#[derive(Debug)]
+pub enum FileResult {
+    /// The file ran (which may still have failed or stopped).
+    Ran(RunReport),
+    /// The file is malformed; nothing of it ran.
+    Malformed(ParseError),
+    /// The file is well formed but no machine could be built for it.
+    CannotRun(String),
+}
+
+impl FileResult {
+    pub fn status(&self) -> Status {
+        match self {
+            FileResult::Ran(report) => report.status(),
+            FileResult::Malformed(_) | FileResult::CannotRun(_) => Status::Error,
+        }
+    }
+}
+
+/// Parses and runs one file in a single streaming pass, the way `mtesim
+/// run` does: the machine comes from `make_machine`, given the file's
+/// platform (its `platform` line, defaults otherwise, `--seed` applied).
+///
+/// The file is checked while it runs: if a line turns out malformed, the
+/// run so far is thrown away and the result is [`FileResult::Malformed`],
+/// which is indistinguishable from not having run (the machine is private
+/// to the run and nothing is printed before the end). This keeps a
+/// ten-million-line trace to one pass and no syntax tree in memory.
+pub fn run_source<'m, E: fmt::Display>(
+    file: &str,
+    src: &[u8],
+    options: &RunOptions,
+    make_machine: impl FnOnce(&Platform) -> Result<Box<dyn Machine + 'm>, E>,
+) -> FileResult {
+    let mut stmts = Statements::new(file, src);
+    // The platform line is known once the first statement is read.
+    let first = match stmts.next() {
+        Some(Err(e)) => return FileResult::Malformed(e),
+        Some(Ok(stmt)) => Some(stmt),
+        None => None,
+    };
+    let spec = options.platform_spec(
+        &stmts
+            .platform()
+            .map_or_else(PlatformSpec::default, |p| p.spec.clone()),
+    );
+    let machine = Platform::from_spec(&spec)
+        .map_err(|e| format!("platform cannot be built: {e}"))
+        .and_then(|platform| make_machine(&platform).map_err(|e| e.to_string()));
+    let mut machine = match machine {
+        Ok(machine) => machine,
+        Err(why) => {
+            // Malformed wins over unrunnable: read the rest for errors.
+            for stmt in stmts {
+                if let Err(e) = stmt {
+                    return FileResult::Malformed(e);
+                }
+            }
+            return FileResult::CannotRun(why);
+        }
+    };
+    let mut runner = Runner::new(&mut *machine, options, &spec).with_source(src);
+    let empty = Names::default();
+    if let Some(stmt) = &first {
+        runner.statement(stmt, stmts.names().unwrap_or(&empty));
+    }
+    loop {
+        // Statements are run where the iterator left them: a statement is
+        // over two cache lines, and moving each out of its `Result` showed
+        // up as memcpy calls in trace profiles.
+        let next = stmts.next();
+        match &next {
+            None => break,
+            Some(Ok(stmt)) => runner.statement(stmt, stmts.names().unwrap_or(&empty)),
+            Some(Err(_)) => {
+                if let Some(Err(e)) = next {
+                    return FileResult::Malformed(e);
+                }
+            }
+        }
+    }
+    FileResult::Ran(runner.finish())
+}
+
+/// Chooses for `parallel` blocks and keeps the first error of a replay, so
+/// that a schedule that does not fit is told apart from a machine failure.
+struct BlockChooser {
+    strategy: Strategy,
+    error: Option<ChooseError>,
+}
+
+enum Strategy {
+    Seeded(Seeded),
+    Replay(Replay),
+}
+
+impl Chooser for BlockChooser {
+    fn choose(&mut self, point: &ChoicePoint<'_>) -> Result<CpuId, ChooseError> {
+        let chosen = match &mut self.strategy {
+            Strategy::Seeded(seeded) => seeded.choose(point),
+            Strategy::Replay(replay) => replay.choose(point),
+        };
+        if let Err(e) = &chosen {
+            self.error.get_or_insert_with(|| e.clone());
+        }
+        chosen
+    }
+}
+
+/// Runs statements one at a time on a machine (the engine behind
+/// [`run_script`] and [`run_source`], for callers that produce statements
+/// their own way).
+pub struct Runner<'a, M: Machine + ?Sized> {
+    machine: &'a mut M,
+    verbose: bool,
+    source: Option<&'a [u8]>,
+    bindings: Bindings,
+    chooser: Recorder<BlockChooser>,
+    /// A parallel block has run (so the schedule is worth reporting).
+    had_block: bool,
+    /// The run ended early (see the module doc, "Stops").
+    stopped: bool,
+    report: RunReport,
+}
+
+impl<'a, M: Machine + ?Sized> Runner<'a, M> {
+    /// A runner for a file whose platform line is `spec` (for the seed,
+    /// unless `options` replaces it).
+    pub fn new(machine: &'a mut M, options: &RunOptions, spec: &PlatformSpec) -> Self {
+        let strategy = match &options.schedule {
+            Some(schedule) => Strategy::Replay(Replay::new(schedule.clone())),
+            None => Strategy::Seeded(Seeded::new(options.seed.unwrap_or(spec.seed))),
+        };
+        Runner {
+            machine,
+            verbose: options.verbose,
+            source: None,
+            bindings: Bindings::new(),
+            chooser: Recorder::new(BlockChooser {
+                strategy,
+                error: None,
+            }),
+            had_block: false,
+            stopped: false,
+            report: RunReport::default(),
+        }
+    }
+
+    /// The file's text, for the verbose trace.
+    pub fn with_source(mut self, source: &'a [u8]) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    /// Runs one statement; `names` are the script's names (for messages).
+    pub fn statement(&mut self, stmt: &Stmt, names: &Names) {
+        if self.stopped {
+            return;
+        }
+        match stmt {
+            Stmt::Command(c) => self.command(c, names),
+            Stmt::Expect(e) => self.expect(e, names),
+            Stmt::Parallel(p) => self.parallel(p, names),
+        }
+    }
+
+    /// The report, with the final counters; a replayed schedule must have
+    /// been used up.
+    pub fn finish(mut self) -> RunReport {
+        if !self.stopped
+            && let Strategy::Replay(replay) = &self.chooser.inner().strategy
+            && let Err(e) = replay.finish()
+        {
+            self.report.error = Some(RunError::Schedule(e));
+        }
+        let (chooser, schedule) = self.chooser.into_parts();
+        if self.had_block || matches!(chooser.strategy, Strategy::Replay(_)) {
+            self.report.schedule = Some(schedule);
+        }
+        self.report.counters = Counter::ALL
+            .into_iter()
+            .filter_map(|c| self.machine.counter(c).map(|v| (c, v)))
+            .collect();
+        self.report
+    }
+
+    fn fail(&mut self, line: u32, message: String) {
+        self.report.failures.push(Failure { line, message });
+    }
+
+    fn step(&mut self, line: u32, span: Span, fallback: impl FnOnce() -> String, result: String) {
+        let text = match self.source.and_then(|src| src.get(span.range())) {
+            Some(bytes) => {
+                let text = String::from_utf8_lossy(bytes);
+                let text = text.trim_end();
+                // A command's span stops at its outcome: drop the `=>`.
+                text.strip_suffix("=>")
+                    .unwrap_or(text)
+                    .trim_end()
+                    .to_owned()
+            }
+            None => fallback(),
+        };
+        self.report.steps.push(Step { line, text, result });
+    }
+
+    /// The value of the outcome's `addr=`, if it has one.
+    fn expected_addr(&self, c: &CommandStmt) -> Result<Option<mte::TaggedPtr>, EvalError> {
+        match c.outcome.as_ref().map(|o| &o.node) {
+            Some(Expected::Fault {
+                addr: Some(expr), ..
+            }) => self.bindings.eval(expr).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    fn command(&mut self, c: &CommandStmt, names: &Names) {
+        self.report.commands += 1;
+        // Before the line's own binding: `p irg t t => fault ... addr=t`
+        // means the old `t`.
+        let addr = self.expected_addr(c);
+        let outcome = match lower::lower(&c.command, &self.bindings) {
+            Ok(Lowered::Op(op)) => {
+                let Reply { outcome, bound } = self.machine.run(&op);
+                self.bind(c, bound);
+                outcome
+            }
+            Ok(Lowered::NoProcess) => {
+                self.bind(c, None);
+                Outcome::Error(Errno::Srch)
+            }
+            Err(e) => {
+                self.bind(c, None);
+                self.not_run(c, &e, names);
+                return;
+            }
+        };
+        self.settle(c, addr, &outcome, names);
+    }
+
+    fn bind(&mut self, c: &CommandStmt, bound: Option<uapi::Bound>) {
+        if let Err(e) = lower::bind(&c.command, bound, &mut self.bindings) {
+            self.fail(c.line, e.to_string());
+        }
+    }
+
+    /// A line whose pointer could not be evaluated.
+    fn not_run(&mut self, c: &CommandStmt, e: &EvalError, names: &Names) {
+        let message = e.describe(names);
+        if self.verbose {
+            self.step(
+                c.line,
+                command_span(c),
+                || fallback_text(&c.command, names),
+                format!("not run: {message}"),
+            );
+        }
+        self.fail(c.line, message);
+    }
+
+    /// Compares a line's result with its outcome and records it.
+    fn settle(
+        &mut self,
+        c: &CommandStmt,
+        addr: Result<Option<mte::TaggedPtr>, EvalError>,
+        outcome: &Outcome,
+        names: &Names,
+    ) {
+        if let Some(expected) = &c.outcome {
+            match addr {
+                Err(e) => {
+                    let message = format!("expected a fault address, got a {}", e.describe(names));
+                    self.fail(c.line, message);
+                }
+                Ok(addr) if !compare::matches(&expected.node, addr, outcome) => {
+                    let message = format!(
+                        "expected {}, got {}",
+                        compare::expected_text(&expected.node, addr),
+                        compare::actual_text(outcome)
+                    );
+                    self.fail(c.line, message);
+                }
+                Ok(_) => {}
+            }
+        }
+        if self.verbose {
+            self.step(
+                c.line,
+                command_span(c),
+                || fallback_text(&c.command, names),
+                compare::actual_text(outcome),
+            );
+        }
+    }
+
+    fn expect(&mut self, e: &ExpectStmt, names: &Names) {
+        let result = expect::check(&e.expect, &*self.machine, &self.bindings, names);
+        if self.verbose {
+            let verdict = if result.is_ok() { "holds" } else { "fails" };
+            self.step(e.line, e.span, || "expect".to_owned(), verdict.to_owned());
+        }
+        if let Err(message) = result {
+            self.fail(e.line, message);
+        }
+    }
+
+    fn parallel(&mut self, block: &ParallelBlock, names: &Names) {
+        /// How one line of the block is carried out.
+        enum Line {
+            /// On this CPU (index into the ops and replies).
+            Cpu(usize),
+            NoProcess,
+            NotRun(EvalError),
+        }
+        self.had_block = true;
+        let mut ops = Vec::with_capacity(block.commands.len());
+        let mut lines = Vec::with_capacity(block.commands.len());
+        for c in &block.commands {
+            self.report.commands += 1;
+            // Lines of a block read only bindings made before it (the
+            // parser gives the block's own bindings fresh slots).
+            let addr = self.expected_addr(c);
+            let line = match lower::lower(&c.command, &self.bindings) {
+                Ok(Lowered::Op(op)) => {
+                    ops.push(op);
+                    Line::Cpu(ops.len() - 1)
+                }
+                Ok(Lowered::NoProcess) => Line::NoProcess,
+                Err(e) => Line::NotRun(e),
+            };
+            lines.push((line, addr));
+        }
+        let before = self.chooser.schedule().len();
+        let replies = if ops.is_empty() {
+            Vec::new()
+        } else {
+            match self.machine.run_parallel(&ops, &mut self.chooser) {
+                Ok(replies) if replies.len() == ops.len() => replies,
+                Ok(replies) => {
+                    let message = format!(
+                        "expected one reply per line of the parallel block, got {} for {}",
+                        replies.len(),
+                        ops.len()
+                    );
+                    self.fail(block.line, message);
+                    self.stopped = true;
+                    return;
+                }
+                Err(e) => {
+                    self.stopped = true;
+                    match self.chooser.inner().error.clone() {
+                        Some(error) => self.report.error = Some(RunError::Schedule(error)),
+                        None => self.fail(
+                            block.line,
+                            format!("expected the parallel block to complete, got {e}"),
+                        ),
+                    }
+                    return;
+                }
+            }
+        };
+        if self.verbose {
+            let decisions: Schedule = self.chooser.schedule().as_slice()[before..]
+                .iter()
+                .copied()
+                .collect();
+            self.step(
+                block.line,
+                block.span,
+                || "parallel".to_owned(),
+                format!("schedule {decisions}"),
+            );
+        }
+        let mut replies: Vec<Option<Reply>> = replies.into_iter().map(Some).collect();
+        for (c, (line, addr)) in block.commands.iter().zip(lines) {
+            let outcome = match line {
+                Line::Cpu(i) => {
+                    let Some(Reply { outcome, bound }) = replies[i].take() else {
+                        unreachable!("BUG: each CPU's reply is taken once");
+                    };
+                    self.bind(c, bound);
+                    outcome
+                }
+                Line::NoProcess => {
+                    self.bind(c, None);
+                    Outcome::Error(Errno::Srch)
+                }
+                Line::NotRun(e) => {
+                    self.bind(c, None);
+                    self.not_run(c, &e, names);
+                    continue;
+                }
+            };
+            self.settle(c, addr, &outcome, names);
+        }
+    }
+}
+
+/// A line up to its outcome (`Runner::step` trims the `=>`).
+fn command_span(c: &CommandStmt) -> Span {
+    match &c.outcome {
+        Some(outcome) => Span::new(c.span.start, outcome.span.start.max(c.span.start)),
+        None => c.span,
+    }
+}
+
+/// A command's process and command word, for a verbose trace without the
+/// source text.
+fn fallback_text(command: &Command, names: &Names) -> String {
+    match command {
+        Command::Spawn { proc } => format!("spawn {}", names.process(proc.node)),
+        Command::Process { proc, op } => {
+            format!("{} {}", names.process(proc.node), op.node.name())
+        }
+        Command::Reclaim { pages } => format!("reclaim {}", pages.node),
+        Command::Compact | Command::KsmScan => command.name().to_owned(),
+    }
+}

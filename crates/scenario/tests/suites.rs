@@ -1,0 +1,159 @@
+//! The scenario suites: every `tests/scenarios/<area>/*.mte` of the
+//! repository is one test, named `<area>/<file>.mte` (so a failure names the
+//! file, and `cargo test -p mtesim-scenario --test suites -- AREA` runs one
+//! area). Each runs through the code `mtesim run` uses:
+//! [`scenario::run_source`] on a machine from
+//! [`scenario::machine::make_machine`].
+//!
+//! What a file must do, by comments in it (`tests/scenarios/README.md`):
+//! - `# expect-error: LINE:COLUMN [TEXT]`: be refused as malformed at
+//!   `LINE:COLUMN`, with a message containing `TEXT` if given;
+//! - otherwise: pass (`PASS`), on the machine `# machine: KIND` names
+//!   (`kernel` by default, or `reference`). A file whose machine is not
+//!   built yet is listed as ignored, never passed.
+//!
+//! Files are found when the test runs, so a new file needs no rebuild.
+
+use std::path::{Path, PathBuf};
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use platform::Platform;
+use scenario::machine::{MachineKind, make_machine};
+use scenario::run::{FileResult, RunOptions};
+
+fn suites_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/scenarios")
+}
+
+/// What a file's comments ask of it.
+#[derive(Debug, PartialEq, Eq)]
+struct Directives {
+    /// `LINE:COLUMN` and the text the message must contain.
+    expect_error: Option<(u32, u32, String)>,
+    machine: MachineKind,
+}
+
+fn directives(src: &[u8]) -> Result<Directives, String> {
+    let text = String::from_utf8_lossy(src);
+    let mut found = Directives {
+        expect_error: None,
+        machine: MachineKind::default(),
+    };
+    for line in text.lines() {
+        let Some(comment) = line.trim_start().strip_prefix('#') else {
+            continue;
+        };
+        let comment = comment.trim();
+        if let Some(rest) = comment.strip_prefix("expect-error:") {
+            let rest = rest.trim();
+            let (at, needle) = rest.split_once(' ').unwrap_or((rest, ""));
+            let (line, column) = at
+                .split_once(':')
+                .and_then(|(l, c)| Some((l.parse().ok()?, c.parse().ok()?)))
+                .ok_or_else(|| format!("bad `# expect-error: {rest}` (LINE:COLUMN [TEXT])"))?;
+            found.expect_error = Some((line, column, needle.trim().to_owned()));
+        } else if let Some(kind) = comment.strip_prefix("machine:") {
+            found.machine = kind.trim().parse().map_err(|e| format!("{e}"))?;
+        }
+    }
+    Ok(found)
+}
+
+/// `<area>/<file>.mte` files under `dir`, sorted, with their names.
+fn files(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<PathBuf> = entries.filter_map(|e| Some(e.ok()?.path())).collect();
+    entries.sort();
+    for path in entries {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let name = format!("{prefix}{name}");
+        if path.is_dir() {
+            files(&path, &format!("{name}/"), out);
+        } else if name.ends_with(".mte") {
+            out.push((name, path));
+        }
+    }
+}
+
+fn check(name: &str, src: &[u8], directives: &Directives) -> Result<(), Failed> {
+    let result = scenario::run_source(name, src, &RunOptions::default(), |p: &Platform| {
+        make_machine(directives.machine, p)
+    });
+    match (&directives.expect_error, result) {
+        (Some((line, column, needle)), FileResult::Malformed(e)) => {
+            let message = e.to_string();
+            let at = format!("{name}:{line}:{column}: ");
+            if !message.starts_with(&at) || !message.contains(needle.as_str()) {
+                return Err(format!(
+                    "expected an error at {at}containing {needle:?}, got {message}"
+                )
+                .into());
+            }
+            Ok(())
+        }
+        (Some((line, column, _)), _) => {
+            Err(format!("expected an error at {line}:{column}, but the file is well formed").into())
+        }
+        (None, FileResult::Ran(report)) if report.passed() => Ok(()),
+        (None, FileResult::Ran(report)) => {
+            let mut text = report.render(name, false);
+            if let Some(error) = report.render_error(name) {
+                text.push_str(&error);
+            }
+            Err(text.into())
+        }
+        (None, FileResult::Malformed(e)) => Err(e.to_string().into()),
+        (None, FileResult::CannotRun(why)) => Err(format!("{name}: cannot run: {why}").into()),
+    }
+}
+
+/// The directive reader itself, as one more trial.
+fn directives_are_read_from_comments() -> Result<(), Failed> {
+    let read = |src: &str| directives(src.as_bytes());
+    let want = Directives {
+        expect_error: Some((4, 9, "missing offset after `+`".into())),
+        machine: MachineKind::Kernel,
+    };
+    if read("# expect-error: 4:9 missing offset after `+`\nspawn p\n") != Ok(want) {
+        return Err("expect-error with text".into());
+    }
+    let plain = read("  #   machine: reference\n# expect-error: 2:1\n")?;
+    if plain.machine != MachineKind::Reference || plain.expect_error != Some((2, 1, String::new()))
+    {
+        return Err(format!("{plain:?}").into());
+    }
+    if read("# expect-error: four\n").is_ok() || read("# machine: qemu\n").is_ok() {
+        return Err("bad directives accepted".into());
+    }
+    Ok(())
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let mut found = Vec::new();
+    files(&suites_dir(), "", &mut found);
+    let harness = Trial::test("harness: directives", directives_are_read_from_comments);
+    let trials = std::iter::once(harness)
+        .chain(found.into_iter().map(|(name, path)| {
+            let src = std::fs::read(&path);
+            let plan = src
+                .as_ref()
+                .map_err(|e| format!("{}: {e}", path.display()))
+                .and_then(|src| directives(src));
+            // A machine that is not built yet cannot pass or fail a file.
+            let unavailable = matches!(&plan, Ok(d) if d.expect_error.is_none()
+                && make_machine(d.machine, &Platform::default()).is_err());
+            let trial_name = name.clone();
+            Trial::test(trial_name, move || {
+                let src = src.map_err(|e| format!("{}: {e}", path.display()))?;
+                check(&name, &src, &plan?)
+            })
+            .with_ignored_flag(unavailable)
+        }))
+        .collect();
+    libtest_mimic::run(&args, trials).exit();
+}
