@@ -3,10 +3,19 @@
 //!
 //! - [`phys`]: physical memory: frame metadata, page contents, the buddy
 //!   allocator with pageblocks and CMA, page isolation and contiguous claims.
+//! - [`mem`]: the physical memory manager (allocation, tag bytes, tag
+//!   storage reservation, migration copies, counters).
+//! - [`mm`]: address-space data structures (VMAs, page tables, rmap).
+//! - [`machine`]: the kernel itself, [`Kernel`], implementing
+//!   [`uapi::Machine`]: processes, faults, `set_pte_at`/`mte_sync_tags`,
+//!   migration, user accesses and observations.
 //!
 //! Layering: `kernel` uses `mte` (addresses) and `platform` (the machine
 //! description) and drives `tagstore`; nothing below knows the kernel.
 
+pub mod machine;
 pub mod mem;
 pub mod mm;
 pub mod phys;
+
+pub use machine::{Kernel, KernelInitError};

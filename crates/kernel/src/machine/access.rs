@@ -1,0 +1,602 @@
+//! User accesses: loads, stores, `fill`, `verify`, the tag instructions;
+//! the kernel's copies of user memory (`write-fd`, `read-fd`); ptrace's tag
+//! access (`peektags`, `poketags`). docs/semantics.md §12-§15.
+//!
+//! Every user access is resolved by [`Kernel::resolve`]: a synchronous
+//! translation of every page it touches (software TLB, then a hardware walk
+//! of the page table); the first page that misses or forbids the access
+//! enters [`Kernel::handle_mm_fault`] (which may sleep) and the whole
+//! translation is tried again, at most [`FAULT_BUDGET_PER_PAGE`] times per
+//! page plus a constant, after which the access ends in a fault (a fault
+//! that cannot make progress never loops). The successful translation, the
+//! tag check ([`mte::check_access`]) and the data access run with no switch
+//! point in between, so no migration or unmapping can come between them.
+//!
+//! Fault addresses keep the pointer's top byte: the lowest byte of the
+//! access in the failing page; tag store faults at the granule; LDG at the
+//! aligned address; alignment faults at the pointer.
+
+use mte::{
+    AccessKind, CheckOutcome, GRANULE_SIZE, Pfn, PhysAddr, Tag, TagStoreError, TagStoreOp,
+    TaggedPtr, UaccessOutcome, VirtAddr, check_access, check_uaccess, plan_tag_load,
+    plan_tag_store,
+};
+use uapi::{AccessSize, Errno, Fault, FaultCode, Outcome, Pid};
+
+use super::fault::{Need, allows};
+use super::proc::is_user_range;
+use super::{Kernel, PAGE, fault_at};
+use crate::mm::layout::{PAGE_SHIFT, TASK_SIZE};
+use crate::mm::{Access, MmId, Pte, Walk};
+
+/// Fault handler runs allowed per page of one access before it gives up.
+pub(crate) const FAULT_BUDGET_PER_PAGE: u64 = 8;
+
+/// Linux `MAX_RW_COUNT` (`INT_MAX & PAGE_MASK`).
+const MAX_RW_COUNT: u64 = i32::MAX as u64 & !(PAGE - 1);
+
+/// One translated page of an access.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct PageMap {
+    /// The page's virtual base.
+    pub(crate) base: u64,
+    pub(crate) pfn: Pfn,
+    /// Mapped Normal Tagged.
+    pub(crate) tagged: bool,
+}
+
+/// Why a synchronous translation stopped.
+enum Miss {
+    /// The page of this byte needs the fault handler.
+    Fault(u64),
+    /// This byte is at or above `TASK_SIZE`: nothing can map it.
+    Beyond(u64),
+}
+
+fn va(raw: u64) -> VirtAddr {
+    VirtAddr::new(raw).expect("BUG: a user address above 2^56")
+}
+
+fn page_base(addr: u64) -> u64 {
+    addr & !(PAGE - 1)
+}
+
+fn pa_of(pfn: Pfn, offset: u64) -> PhysAddr {
+    PhysAddr::new(pfn.addr(PAGE_SHIFT).as_u64() + offset)
+}
+
+fn has_top_byte(ptr: TaggedPtr) -> bool {
+    ptr.addr().as_u64() != ptr.raw()
+}
+
+impl Kernel {
+    /// The hardware's translation of `[start, start + len)` (`len >= 1`) for
+    /// `need`, page by page upwards.
+    fn translate(&self, mm: MmId, start: u64, len: u64, need: Need) -> Result<Vec<PageMap>, Miss> {
+        let last = start.saturating_add(len - 1);
+        let mut mms = self.mms.borrow_mut();
+        let Some(m) = mms.get_mut(&mm) else {
+            return Err(Miss::Beyond(start));
+        };
+        let mut out = Vec::with_capacity(1);
+        let mut at = start;
+        loop {
+            if at >= TASK_SIZE {
+                return Err(Miss::Beyond(at));
+            }
+            let base = va(page_base(at));
+            let (pfn, access, tagged) = match m.tlb.lookup(base) {
+                Some(e) => (e.pfn, e.access, e.tagged),
+                None => match m.pt.walk(base) {
+                    Walk::Pte(Pte::Present(leaf)) if leaf.attrs.access.is_valid() => {
+                        m.tlb.fill(base, leaf);
+                        (leaf.pfn, leaf.attrs.access, leaf.attrs.tagged)
+                    }
+                    _ => return Err(Miss::Fault(at)),
+                },
+            };
+            let ok = match need {
+                Need::Read => matches!(access, Access::ReadOnly | Access::ReadWrite),
+                Need::Write => access == Access::ReadWrite,
+            };
+            if !ok {
+                return Err(Miss::Fault(at));
+            }
+            out.push(PageMap {
+                base: base.as_u64(),
+                pfn,
+                tagged,
+            });
+            let next = base.as_u64() + PAGE;
+            if next > last {
+                return Ok(out);
+            }
+            at = next;
+        }
+    }
+
+    /// Translates `[start, start + len)` for an access made with `ptr`,
+    /// taking faults as needed (see the module doc).
+    pub(crate) async fn resolve(
+        &self,
+        pid: Pid,
+        ptr: TaggedPtr,
+        start: u64,
+        len: u64,
+        need: Need,
+    ) -> Result<Vec<PageMap>, Fault> {
+        let at_va = |at: u64| VirtAddr::new(at).unwrap_or(ptr.addr());
+        let pages = (page_base(start.saturating_add(len - 1)) - page_base(start)) / PAGE + 1;
+        let budget = FAULT_BUDGET_PER_PAGE * pages + FAULT_BUDGET_PER_PAGE;
+        for _ in 0..budget {
+            let Some(mm) = self.process_mm(pid) else {
+                return Err(fault_at(FaultCode::SegvMapErr, ptr, at_va(start)));
+            };
+            match self.translate(mm, start, len, need) {
+                Ok(pages) => return Ok(pages),
+                Err(Miss::Beyond(at)) => {
+                    return Err(fault_at(FaultCode::SegvMapErr, ptr, at_va(at)));
+                }
+                Err(Miss::Fault(at)) => {
+                    if let Err(e) = self.handle_mm_fault(mm, va(at), need, false).await {
+                        return Err(fault_at(e.code(), ptr, va(at)));
+                    }
+                }
+            }
+        }
+        Err(fault_at(FaultCode::SegvAccErr, ptr, at_va(start)))
+    }
+
+    /// The allocation tag of `granule` through the translation, `None` for
+    /// memory not mapped Normal Tagged.
+    fn tag_through(&self, pages: &[PageMap], granule: VirtAddr) -> Option<Tag> {
+        let g = granule.as_u64();
+        let page = pages
+            .iter()
+            .find(|p| p.base == page_base(g))
+            .expect("BUG: a checked granule outside the translation");
+        page.tagged.then(|| {
+            self.mem
+                .read_tag(pa_of(page.pfn, g - page.base))
+                .expect("BUG: a mapped frame is present")
+        })
+    }
+
+    /// The tag check of a user access (docs/semantics.md §14 step 2).
+    fn tag_check(
+        &self,
+        pid: Pid,
+        ptr: TaggedPtr,
+        len: u64,
+        kind: AccessKind,
+        pages: &[PageMap],
+    ) -> Result<(), Fault> {
+        let Some(settings) = self.procs.borrow().get(&pid).map(|p| p.check_settings()) else {
+            return Ok(());
+        };
+        let outcome = check_access(ptr, len, kind, settings, |g| self.tag_through(pages, g))
+            .expect("BUG: a translated access leaves the address space");
+        match outcome {
+            CheckOutcome::Pass => Ok(()),
+            CheckOutcome::SyncFault { addr } => {
+                self.bump(|c| c.tcf_sync += 1);
+                Err(Fault {
+                    code: FaultCode::SegvMteSerr,
+                    addr: Some(addr),
+                })
+            }
+            CheckOutcome::AsyncFault => {
+                if let Some(p) = self.procs.borrow_mut().get_mut(&pid) {
+                    p.async_pending = true;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Copies `buf.len()` bytes from `start` through the translation.
+    fn read_through(&self, pages: &[PageMap], start: u64, buf: &mut [u8]) {
+        let phys = self.mem.phys();
+        let mut done = 0usize;
+        while done < buf.len() {
+            let at = start + done as u64;
+            let page = pages
+                .iter()
+                .find(|p| p.base == page_base(at))
+                .expect("BUG: a byte outside the translation");
+            let n = ((page.base + PAGE - at) as usize).min(buf.len() - done);
+            phys.contents
+                .read(pa_of(page.pfn, at - page.base), &mut buf[done..done + n])
+                .expect("BUG: a mapped frame is present");
+            done += n;
+        }
+    }
+
+    fn write_through(&self, pages: &[PageMap], start: u64, data: &[u8]) {
+        let mut phys = self.mem.phys_mut();
+        let mut done = 0usize;
+        while done < data.len() {
+            let at = start + done as u64;
+            let page = pages
+                .iter()
+                .find(|p| p.base == page_base(at))
+                .expect("BUG: a byte outside the translation");
+            let n = ((page.base + PAGE - at) as usize).min(data.len() - done);
+            phys.contents
+                .write(pa_of(page.pfn, at - page.base), &data[done..done + n])
+                .expect("BUG: a mapped frame is present");
+            done += n;
+        }
+    }
+
+    pub(crate) async fn load(&self, pid: Pid, ptr: TaggedPtr, size: AccessSize) -> Outcome {
+        let len = size.bytes();
+        let start = ptr.addr().as_u64();
+        let pages = match self.resolve(pid, ptr, start, len, Need::Read).await {
+            Ok(p) => p,
+            Err(f) => return Outcome::Fault(f),
+        };
+        if let Err(f) = self.tag_check(pid, ptr, len, AccessKind::Load, &pages) {
+            return Outcome::Fault(f);
+        }
+        let mut buf = [0u8; 16];
+        self.read_through(&pages, start, &mut buf[..len as usize]);
+        Outcome::Value(u128::from_le_bytes(buf))
+    }
+
+    pub(crate) async fn store(
+        &self,
+        pid: Pid,
+        ptr: TaggedPtr,
+        size: AccessSize,
+        value: u128,
+    ) -> Outcome {
+        let len = size.bytes();
+        let start = ptr.addr().as_u64();
+        let pages = match self.resolve(pid, ptr, start, len, Need::Write).await {
+            Ok(p) => p,
+            Err(f) => return Outcome::Fault(f),
+        };
+        if let Err(f) = self.tag_check(pid, ptr, len, AccessKind::Store, &pages) {
+            return Outcome::Fault(f);
+        }
+        self.write_through(&pages, start, &value.to_le_bytes()[..len as usize]);
+        Outcome::Ok
+    }
+
+    /// `fill` and `verify`: byte accesses in address order, a page at a time
+    /// (translation) and a granule at a time (tag check), which gives the
+    /// byte-by-byte result since a page shares its mapping and a granule its
+    /// tag.
+    async fn bytewise(&self, pid: Pid, ptr: TaggedPtr, len: u64, byte: u8, write: bool) -> Outcome {
+        let start = ptr.addr().as_u64();
+        let (need, kind) = if write {
+            (Need::Write, AccessKind::Store)
+        } else {
+            (Need::Read, AccessKind::Load)
+        };
+        let mut done = 0;
+        while done < len {
+            // User code runs on: another CPU may run between two pages.
+            if done > 0 {
+                self.sched.preempt_point().await;
+            }
+            let at = start.saturating_add(done);
+            let chunk = (page_base(at).saturating_add(PAGE) - at).min(len - done);
+            let pages = match self
+                .resolve(
+                    pid,
+                    ptr.with_addr(VirtAddr::new(at).unwrap_or(ptr.addr())),
+                    at,
+                    chunk,
+                    need,
+                )
+                .await
+            {
+                Ok(p) => p,
+                Err(f) => return Outcome::Fault(f),
+            };
+            let mut off = 0;
+            while off < chunk {
+                let g_at = at + off;
+                let n = (GRANULE_SIZE - g_at % GRANULE_SIZE).min(chunk - off);
+                let g_ptr = ptr.with_addr(va(g_at));
+                if let Err(f) = self.tag_check(pid, g_ptr, n, kind, &pages) {
+                    return Outcome::Fault(f);
+                }
+                if write {
+                    self.write_through(&pages, g_at, &vec![byte; n as usize]);
+                } else {
+                    let mut buf = vec![0u8; n as usize];
+                    self.read_through(&pages, g_at, &mut buf);
+                    if let Some(i) = buf.iter().position(|&b| b != byte) {
+                        return Outcome::Mismatch(done + off + i as u64);
+                    }
+                }
+                off += n;
+            }
+            done += chunk;
+        }
+        Outcome::Ok
+    }
+
+    pub(crate) async fn fill(&self, pid: Pid, ptr: TaggedPtr, len: u64, byte: u8) -> Outcome {
+        self.bytewise(pid, ptr, len, byte, true).await
+    }
+
+    pub(crate) async fn verify(&self, pid: Pid, ptr: TaggedPtr, len: u64, byte: u8) -> Outcome {
+        self.bytewise(pid, ptr, len, byte, false).await
+    }
+
+    /// STG, STZG, ST2G, STZ2G, STGP: a write (copy-on-write first, also in
+    /// untagged memory, where the tag is then discarded); not tag checked.
+    pub(crate) async fn store_tag(&self, pid: Pid, op: TagStoreOp, ptr: TaggedPtr) -> Outcome {
+        let plan = match plan_tag_store(op, ptr) {
+            Ok(plan) => plan,
+            Err(TagStoreError::Alignment(_)) => {
+                return Outcome::Fault(fault_at(FaultCode::BusAdrAln, ptr, ptr.addr()));
+            }
+            Err(TagStoreError::OutOfRange { .. }) => {
+                return Outcome::Fault(fault_at(FaultCode::SegvMapErr, ptr, ptr.addr()));
+            }
+        };
+        let first = plan.first_granule_addr.as_u64();
+        let bytes = plan.granules.get() * GRANULE_SIZE;
+        let pages = match self.resolve(pid, ptr, first, bytes, Need::Write).await {
+            Ok(p) => p,
+            Err(f) => return Outcome::Fault(f),
+        };
+        let zero = plan.data_bytes() > 0;
+        for granule in plan.granule_addrs() {
+            let g = granule.as_u64();
+            let page = *pages
+                .iter()
+                .find(|p| p.base == page_base(g))
+                .expect("BUG: a granule outside the translation");
+            if let Some(tag) = plan.tag_for(page.tagged) {
+                self.mem
+                    .write_tag(pa_of(page.pfn, g - page.base), tag)
+                    .expect("BUG: a mapped frame is present");
+            }
+            if zero {
+                self.write_through(&pages, g, &[0u8; GRANULE_SIZE as usize]);
+            }
+        }
+        Outcome::Ok
+    }
+
+    /// `settag`: STG granule after granule, stopping at the first fault.
+    pub(crate) async fn set_tag(&self, pid: Pid, ptr: TaggedPtr, len: u64) -> Outcome {
+        for i in 0..len.div_ceil(GRANULE_SIZE) {
+            let Ok(granule) = ptr.checked_add(i * GRANULE_SIZE) else {
+                return Outcome::Fault(fault_at(FaultCode::SegvMapErr, ptr, ptr.addr()));
+            };
+            let outcome = self.store_tag(pid, TagStoreOp::Stg, granule).await;
+            if outcome != Outcome::Ok {
+                return outcome;
+            }
+        }
+        Outcome::Ok
+    }
+
+    /// LDG: the granule's allocation tag, 0 in untagged memory.
+    pub(crate) async fn ldg(&self, pid: Pid, ptr: TaggedPtr) -> Outcome {
+        let granule = plan_tag_load(ptr).granule_addr;
+        let g = granule.as_u64();
+        let pages = match self
+            .resolve(pid, ptr.with_addr(granule), g, 1, Need::Read)
+            .await
+        {
+            Ok(p) => p,
+            Err(f) => return Outcome::Fault(f),
+        };
+        Outcome::Tag(self.tag_through(&pages, granule).unwrap_or(Tag::ZERO))
+    }
+
+    /// The kernel's copy of user memory (`copy_from_user` for `write-fd`,
+    /// `copy_to_user` of `byte` for `read-fd`), docs/semantics.md §12.
+    async fn kernel_copy(
+        &self,
+        pid: Pid,
+        ptr: TaggedPtr,
+        len: u64,
+        byte: Option<u8>,
+    ) -> Result<u64, Errno> {
+        let (mm, tagged_addr, settings) = {
+            let procs = self.procs.borrow();
+            let p = procs.get(&pid).ok_or(Errno::Srch)?;
+            (p.mm, p.ctrl.tagged_addr, p.check_settings())
+        };
+        if !tagged_addr && has_top_byte(ptr) {
+            return Err(Errno::Fault);
+        }
+        let a = ptr.addr().as_u64();
+        if !is_user_range(a, len) {
+            return Err(Errno::Fault);
+        }
+        if len == 0 {
+            return Ok(0);
+        }
+        let count = len.min(MAX_RW_COUNT);
+        let (need, kind) = match byte {
+            None => (Need::Read, AccessKind::Load),
+            Some(_) => (Need::Write, AccessKind::Store),
+        };
+        let mut done = 0;
+        while done < count {
+            // Linux copies in chunks and may reschedule between them.
+            if done > 0 {
+                self.sched.preempt_point().await;
+            }
+            let at = a + done;
+            let chunk = (page_base(at) + PAGE - at).min(count - done);
+            let allowed = self
+                .mms
+                .borrow()
+                .get(&mm)
+                .and_then(|m| m.vmas.find(va(at)).map(|v| allows(v, need)))
+                .unwrap_or(false);
+            if !allowed {
+                break;
+            }
+            let chunk_ptr = ptr.with_addr(va(at));
+            let Ok(pages) = self.resolve(pid, chunk_ptr, at, chunk, need).await else {
+                break;
+            };
+            let checked = check_uaccess(chunk_ptr, chunk, kind, settings, |g| {
+                self.tag_through(&pages, g)
+            })
+            .expect("BUG: a user range leaves the address space");
+            let n = match checked {
+                UaccessOutcome::Complete => chunk,
+                UaccessOutcome::Stopped { done } => done,
+            };
+            if let Some(b) = byte {
+                self.write_through(&pages, at, &vec![b; n as usize]);
+            }
+            done += n;
+            if n < chunk {
+                break;
+            }
+        }
+        if done == 0 {
+            return Err(Errno::Fault);
+        }
+        Ok(done)
+    }
+
+    pub(crate) async fn write_fd(&self, pid: Pid, ptr: TaggedPtr, len: u64) -> Result<u64, Errno> {
+        self.kernel_copy(pid, ptr, len, None).await
+    }
+
+    pub(crate) async fn read_fd(
+        &self,
+        pid: Pid,
+        ptr: TaggedPtr,
+        len: u64,
+        byte: u8,
+    ) -> Result<u64, Errno> {
+        self.kernel_copy(pid, ptr, len, Some(byte)).await
+    }
+
+    /// The tracee of a ptrace request: `ESRCH` if gone or the tracer itself,
+    /// `EIO` without MTE, `EFAULT` for zero granules.
+    fn tracee(&self, tracer: Pid, target: Pid, granules: u64) -> Result<MmId, Errno> {
+        if target == tracer {
+            return Err(Errno::Srch);
+        }
+        let mm = self.process_mm(target).ok_or(Errno::Srch)?;
+        if !self.has_mte() {
+            return Err(Errno::Io);
+        }
+        if granules == 0 {
+            return Err(Errno::Fault);
+        }
+        Ok(mm)
+    }
+
+    /// `PTRACE_PEEKMTETAGS` (`FOLL_FORCE`): any tagged mapping is readable;
+    /// tags are read as LDG would after its fault, without taking it (same
+    /// values: 0 where no page or no initialised tags).
+    pub(crate) fn peek_tags(
+        &self,
+        pid: Pid,
+        target: Pid,
+        ptr: TaggedPtr,
+        granules: u64,
+    ) -> Result<Vec<Tag>, Errno> {
+        let mm = self.tracee(pid, target, granules)?;
+        let mms = self.mms.borrow();
+        let m = mms.get(&mm).ok_or(Errno::Srch)?;
+        let mut tags = Vec::new();
+        let mut addr = ptr.addr().granule_base().as_u64();
+        while (tags.len() as u64) < granules && addr < TASK_SIZE {
+            let Some(vma) = m.vmas.find(va(addr)) else {
+                break;
+            };
+            if !vma.is_tagged() {
+                break;
+            }
+            tags.push(self.observed_tag(m, vma, va(addr)));
+            addr += GRANULE_SIZE;
+        }
+        if tags.is_empty() {
+            return Err(Errno::Io);
+        }
+        Ok(tags)
+    }
+
+    /// `PTRACE_POKEMTETAGS` (`FOLL_FORCE`): private tagged mappings whatever
+    /// their protection (copy-on-write into the tracee's own page), shared
+    /// ones only if writable.
+    pub(crate) async fn poke_tags(
+        &self,
+        pid: Pid,
+        target: Pid,
+        ptr: TaggedPtr,
+        tags: &[Tag],
+    ) -> Result<u64, Errno> {
+        let mm = self.tracee(pid, target, tags.len() as u64)?;
+        let mut addr = ptr.addr().granule_base().as_u64();
+        let mut done = 0usize;
+        while done < tags.len() && addr < TASK_SIZE {
+            let vma = {
+                let mms = self.mms.borrow();
+                mms.get(&mm).and_then(|m| m.vmas.find(va(addr)).copied())
+            };
+            let Some(vma) = vma else {
+                break;
+            };
+            if !vma.is_tagged() || (vma.is_shared() && !allows(&vma, Need::Write)) {
+                break;
+            }
+            let in_page = ((page_base(addr) + PAGE - addr) / GRANULE_SIZE) as usize;
+            let n = in_page.min(tags.len() - done);
+            let Some(pfn) = self.forced_write_page(mm, va(page_base(addr))).await else {
+                break;
+            };
+            for (i, tag) in tags[done..done + n].iter().enumerate() {
+                let g = addr + i as u64 * GRANULE_SIZE;
+                self.mem
+                    .write_tag(pa_of(pfn, g - page_base(g)), *tag)
+                    .expect("BUG: a mapped frame is present");
+            }
+            done += n;
+            addr += n as u64 * GRANULE_SIZE;
+        }
+        if done == 0 {
+            return Err(Errno::Io);
+        }
+        Ok(done as u64)
+    }
+
+    /// The page at `page` that a forced write may change, faulted in
+    /// (`get_user_pages_remote(FOLL_FORCE | FOLL_WRITE)`); its tags are
+    /// initialised and its storage reserved. `None` if it cannot be had.
+    async fn forced_write_page(&self, mm: MmId, page: VirtAddr) -> Option<Pfn> {
+        for _ in 0..FAULT_BUDGET_PER_PAGE {
+            let found = {
+                let mms = self.mms.borrow();
+                let m = mms.get(&mm)?;
+                let vma = *m.vmas.find(page)?;
+                match m.pt.pte(page) {
+                    Pte::Present(leaf)
+                        if self.write_resolved(&vma, leaf, true)
+                            && self.mem.page_mte_tagged(leaf.pfn)
+                            && self.mem.tag_storage_reserved(leaf.pfn) =>
+                    {
+                        Some(leaf.pfn)
+                    }
+                    _ => None,
+                }
+            };
+            if found.is_some() {
+                return found;
+            }
+            self.handle_mm_fault(mm, page, Need::Write, true)
+                .await
+                .ok()?;
+        }
+        None
+    }
+}

@@ -1,0 +1,655 @@
+//! Page faults, `set_pte_at` / `mte_sync_tags`, the tag storage fault, and
+//! page migration (Linux `mm/memory.c`, `arch/arm64/kernel/mte.c`, RFC v3
+//! `arch/arm64/kernel/mte_tag_storage.c`, `mm/migrate.c`).
+//!
+//! # Fault kinds ([`Kernel::handle_mm_fault`], under `mmap_lock` for reading)
+//! | entry | access | action | counter |
+//! |---|---|---|---|
+//! | none, private anon | read | map the zero page read-only, special | `fault.zero_page` |
+//! | none, private anon | write | new zeroed page (tagged VMA: tagged allocation, tags zeroed, best-effort reservation) | `fault.anon` |
+//! | none, shared (anon/shm/file) | any | the object's page (created on first touch) | |
+//! | none, private shm/file | read | the object's page, read-only | |
+//! | none, private shm/file | write | a private copy of the object's page, data and tags | `fault.anon` |
+//! | present, read-only, private | write | exclusive anonymous page: made writable (reuse); otherwise a copy, data and tags | `fault.cow` for a copy |
+//! | present, read-only, shared | write | made writable | |
+//! | awaiting tag storage | any | reserve (or migrate), then map valid | `fault.tag_storage` |
+//!
+//! A handler that finds the entry changed after a switch point gives up
+//! (Linux `pte_same()` failing) and the access retries; retries are bounded
+//! by the caller.
+//!
+//! # `set_pte_at` (RFC v3)
+//! A present, tagged, non-special entry: if the frame's tag storage is not
+//! reserved the entry is written [`Pte::AwaitingTagStorage`] instead and the
+//! tags are left alone; otherwise the tags are initialised exactly once
+//! ([`Memory::init_page_tags_once`]: `PG_mte_lock`/`PG_mte_tagged`). The zero
+//! page is special: its tags were zeroed at boot and it is never retagged.
+//! Under `static` tag storage (mainline Linux, no RFC) the page's storage is
+//! "reserved" on the spot (a block reference that cannot fail), so no entry
+//! ever awaits tag storage there.
+//!
+//! # Tag storage fault
+//! Under the page lock, the entry is checked again; a page that lies in tag
+//! storage is migrated to a tagged allocation outside it (the entry becomes
+//! awaiting on the new page and the retry maps it); otherwise its tag
+//! storage is reserved with [`RESERVE_ATTEMPTS`] tries; if that keeps
+//! failing, the page is migrated to a page whose storage could be reserved.
+//!
+//! # Migration (decision)
+//! [`Kernel::move_page_now`] copies (through [`Memory::migrate_block`]) and
+//! rewrites every mapping found through the rmap *with no switch point in
+//! between*, under the source's page lock. Linux needs migration entries
+//! because other CPUs may touch the page while it is copied; here no CPU can
+//! run between the copy and the rewrite, so the rewrite is atomic and no
+//! placeholder entry exists. A fault that slept across a migration sees its
+//! entry changed and retries.
+
+use mte::{Pfn, VirtAddr};
+use platform::spec::TagStoragePolicy;
+use uapi::{Errno, FaultCode};
+
+use super::{Kernel, ObjectKind, PAGE_ORDER};
+use crate::mem::{Gfp, Memory, PageMover};
+use crate::mm::layout::PAGE_SIZE;
+use crate::mm::{Access, Leaf, LeafAttrs, MmId, Pgoff, Pte, VmFlags, Vma, VmaBacking, Walk};
+use crate::phys::{FrameStatus, MigrateError, PageFlag};
+
+/// Tries of `reserve_tag_storage()` in the tag storage fault before the
+/// page is migrated instead (transient failures only; a permanent one
+/// migrates at once).
+pub(crate) const RESERVE_ATTEMPTS: u32 = 3;
+
+/// What an access needs of a mapping.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Need {
+    /// Loads, LDG, kernel reads of user memory.
+    Read,
+    /// Stores, tag stores, kernel writes of user memory.
+    Write,
+}
+
+/// Why a fault could not be resolved.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum FaultError {
+    /// A signal for the process.
+    Signal(FaultCode),
+    /// No memory (Linux `VM_FAULT_OOM`).
+    OutOfMemory,
+}
+
+impl FaultError {
+    /// What the process sees (see the module doc of `machine`).
+    pub(crate) fn code(self) -> FaultCode {
+        match self {
+            FaultError::Signal(code) => code,
+            FaultError::OutOfMemory => FaultCode::SegvAccErr,
+        }
+    }
+}
+
+impl From<Errno> for FaultError {
+    fn from(_: Errno) -> Self {
+        FaultError::OutOfMemory
+    }
+}
+
+/// Whether `vma` allows a user access (docs/semantics.md §1: write implies
+/// read; exec-only is not readable with Enhanced PAN).
+pub(crate) fn allows(vma: &Vma, need: Need) -> bool {
+    match need {
+        Need::Read => vma.flags.intersects(VmFlags::READ | VmFlags::WRITE),
+        Need::Write => vma.flags.contains(VmFlags::WRITE),
+    }
+}
+
+/// Linux `vm_get_page_prot()` (arm64 `protection_map`, plus
+/// `MT_NORMAL_TAGGED` for `VM_MTE`): the attributes of an entry of `vma`;
+/// `writable_page` says whether this page may be written through it
+/// (exclusive anonymous page, shared mapping).
+pub(crate) fn leaf_attrs(vma: &Vma, writable_page: bool, special: bool) -> LeafAttrs {
+    let f = vma.flags;
+    let (r, w, x) = (
+        f.contains(VmFlags::READ),
+        f.contains(VmFlags::WRITE),
+        f.contains(VmFlags::EXEC),
+    );
+    let access = if !(r || w || x) {
+        Access::None
+    } else if w && writable_page {
+        Access::ReadWrite
+    } else if r || w {
+        Access::ReadOnly
+    } else {
+        Access::ExecOnly
+    };
+    LeafAttrs {
+        access,
+        tagged: vma.is_tagged(),
+        special,
+        young: true,
+        dirty: access == Access::ReadWrite,
+    }
+}
+
+/// The [`PageMover`] of tag storage claims: moves a user page out of a tag
+/// block being claimed and rewrites its mappings (Linux
+/// `migrate_pages(..., MR_CONTIG_RANGE)`).
+pub(crate) struct KernelMover<'k> {
+    kernel: &'k Kernel,
+}
+
+impl PageMover for KernelMover<'_> {
+    async fn move_page(&mut self, mem: &Memory, pfn: Pfn) -> Result<(), MigrateError> {
+        let k = self.kernel;
+        // Linux: the migrate_pages() loop reschedules between folios.
+        mem.sched().preempt_point().await;
+        let ours = k.rmap.borrow().count(pfn) > 0
+            || k.cache_owner.borrow().contains_key(&pfn)
+            || k.orphans.borrow().contains(&pfn);
+        if !ours {
+            return mem.migrate_unowned(pfn).await.map(|_| ());
+        }
+        // Linux: folio_trylock() in migrate_folio_unmap(); a page locked by a
+        // fault in progress is busy (-EAGAIN), retried by the claim.
+        let Some(guard) = k.page_locks.try_lock(pfn).await else {
+            return Err(MigrateError::Busy);
+        };
+        {
+            let phys = mem.phys();
+            match phys.alloc.frame_status(pfn) {
+                Some(FrameStatus::Allocated { head, order, .. })
+                    if head == pfn && order == PAGE_ORDER => {}
+                // Freed while this CPU slept on the lock: nothing to move.
+                _ => return Ok(()),
+            }
+            let meta = phys.alloc.frame(pfn).expect("BUG: allocated frame");
+            if meta.is_pinned() {
+                return Err(MigrateError::Pinned);
+            }
+            if meta.flags.contains(PageFlag::MteLock) {
+                return Err(MigrateError::Busy);
+            }
+            // A tagged page would need its destination's tag storage
+            // reserved, which a mover running under tag_blocks_lock must not
+            // do; pages in tag storage are never tagged anyway.
+            if meta.flags.contains(PageFlag::Tagged)
+                || meta.flags.contains(PageFlag::TagStorageReserved)
+            {
+                return Err(MigrateError::Unmovable);
+            }
+        }
+        let dst = mem
+            .alloc(PAGE_ORDER, Gfp::USER_TAGGED_DESTINATION)
+            .map_err(|_| MigrateError::NoMemory)?;
+        k.move_page_now(pfn, dst);
+        drop(guard);
+        super::free_unreserved(mem, pfn);
+        Ok(())
+    }
+}
+
+impl Gfp {
+    /// A migration destination outside tag storage: movable, never CMA, no
+    /// zeroing (the copy overwrites it), nothing reserved.
+    pub(crate) const USER_TAGGED_DESTINATION: Gfp = Gfp {
+        movable: true,
+        tagged: true,
+        zero: false,
+        zero_tags: false,
+        kernel: false,
+    };
+}
+
+impl Kernel {
+    pub(crate) fn mover(&self) -> KernelMover<'_> {
+        KernelMover { kernel: self }
+    }
+
+    /// `reserve_tag_storage()` of one page with bounded retries of transient
+    /// failures; whether it is reserved.
+    pub(crate) async fn reserve_with_retries(&self, pfn: Pfn) -> bool {
+        for _ in 0..RESERVE_ATTEMPTS {
+            match self
+                .mem
+                .reserve_tag_storage(pfn, PAGE_ORDER, &mut self.mover())
+                .await
+            {
+                Ok(()) => return true,
+                Err(e) if e.is_transient() => continue,
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    /// Linux `set_pte_at()` with the RFC's `mte_sync_tags()`: writes `new`
+    /// (or, for a tagged page without reserved tag storage, the same leaf
+    /// awaiting tag storage) if the entry is still `expected`. `Ok(false)`
+    /// if it changed meanwhile (nothing written).
+    pub(crate) async fn set_pte_at(
+        &self,
+        mm: MmId,
+        va: VirtAddr,
+        expected: Pte,
+        new: Pte,
+    ) -> Result<bool, Errno> {
+        let new = match new {
+            Pte::Present(leaf) if leaf.attrs.tagged && !leaf.attrs.special && self.has_mte() => {
+                // Static tag storage (mainline Linux) has no awaiting state:
+                // every page's storage exists, so "reserving" it only takes
+                // the block reference and cannot fail.
+                let reserved = self.mem.tag_storage_reserved(leaf.pfn)
+                    || (self.mem.policy() == TagStoragePolicy::Static
+                        && self.reserve_with_retries(leaf.pfn).await);
+                if reserved {
+                    self.mem
+                        .init_page_tags_once(leaf.pfn)
+                        .await
+                        .unwrap_or_else(|e| panic!("BUG: mapping a frame not in use: {e}"));
+                    new
+                } else {
+                    Pte::AwaitingTagStorage(leaf)
+                }
+            }
+            other => other,
+        };
+        if self.current_pte(mm, va) != Some(expected) {
+            return Ok(false);
+        }
+        self.write_pte(mm, va, new)?;
+        Ok(true)
+    }
+
+    /// Linux `handle_mm_fault()` for the page holding `va` in `mm`, entered
+    /// from a user access (`force`: a ptrace access with `FOLL_FORCE`, which
+    /// ignores the VMA's permissions for private mappings).
+    pub(crate) async fn handle_mm_fault(
+        &self,
+        mm: MmId,
+        va: VirtAddr,
+        need: Need,
+        force: bool,
+    ) -> Result<(), FaultError> {
+        let Some(lock) = self.mm_lock(mm) else {
+            return Err(FaultError::Signal(FaultCode::SegvMapErr));
+        };
+        let _guard = lock.read().await;
+        let page = va.align_down(PAGE_SIZE);
+        let (vma, walk) = {
+            let mms = self.mms.borrow();
+            let Some(m) = mms.get(&mm) else {
+                return Err(FaultError::Signal(FaultCode::SegvMapErr));
+            };
+            (m.vmas.find(va).copied(), m.pt.walk(page))
+        };
+        let Some(vma) = vma else {
+            return Err(FaultError::Signal(FaultCode::SegvMapErr));
+        };
+        let permitted = if force {
+            need == Need::Read || !vma.is_shared() || allows(&vma, need)
+        } else {
+            allows(&vma, need)
+        };
+        if !permitted {
+            return Err(FaultError::Signal(FaultCode::SegvAccErr));
+        }
+        match walk {
+            Walk::Empty { .. } => self.do_missing(mm, page, &vma, need).await,
+            Walk::Pte(Pte::AwaitingTagStorage(leaf)) => {
+                self.tag_storage_fault(mm, page, leaf).await
+            }
+            Walk::Pte(Pte::Present(leaf)) => {
+                if need == Need::Write && !self.write_resolved(&vma, leaf, force) {
+                    self.wp_fault(mm, page, &vma, leaf).await
+                } else {
+                    // Spurious (another CPU resolved it): retry.
+                    Ok(())
+                }
+            }
+            Walk::Pte(Pte::None) => unreachable!("BUG: a walk reports Pte::None as Empty"),
+            Walk::Pte(Pte::Swap(_)) => panic!("BUG: a swap entry without swap"),
+            Walk::Block { .. } => panic!("BUG: a block entry, but THP is never used"),
+        }
+    }
+
+    /// Whether a present entry already allows the write: writable, or for a
+    /// forced write, a page this mapping may write (shared mapping, or an
+    /// exclusive private page).
+    pub(crate) fn write_resolved(&self, vma: &Vma, leaf: Leaf, force: bool) -> bool {
+        leaf.attrs.access.is_writable()
+            || (force && !leaf.attrs.special && (vma.is_shared() || self.exclusive(leaf.pfn)))
+    }
+
+    /// An anonymous page mapped once and in no page cache (Linux
+    /// `PageAnonExclusive()` / the reuse test of `do_wp_page()`).
+    pub(crate) fn exclusive(&self, pfn: Pfn) -> bool {
+        pfn != self.mem.zero_page()
+            && self.rmap.borrow().count(pfn) == 1
+            && !self.cache_owner.borrow().contains_key(&pfn)
+    }
+
+    /// A fault on a missing entry (Linux `do_anonymous_page()`,
+    /// `do_read_fault()`, `do_cow_fault()`, `do_shared_fault()`).
+    async fn do_missing(
+        &self,
+        mm: MmId,
+        va: VirtAddr,
+        vma: &Vma,
+        need: Need,
+    ) -> Result<(), FaultError> {
+        match vma.backing {
+            VmaBacking::Anon => {
+                // Linux maps the zero page before anon_vma_prepare(): a VMA
+                // that was only read has no anon_vma (and fork copies none
+                // of its entries).
+                if need == Need::Read {
+                    let leaf = Leaf {
+                        pfn: self.mem.zero_page(),
+                        attrs: leaf_attrs(vma, false, true),
+                    };
+                    if self
+                        .set_pte_at(mm, va, Pte::None, Pte::Present(leaf))
+                        .await?
+                    {
+                        self.bump(|c| c.fault_zero_page += 1);
+                    }
+                    return Ok(());
+                }
+                self.prepare_anon(mm, va);
+                let pfn = self.alloc_anon(vma.is_tagged()).await?;
+                let leaf = Leaf {
+                    pfn,
+                    attrs: leaf_attrs(vma, true, false),
+                };
+                if self
+                    .set_pte_at(mm, va, Pte::None, Pte::Present(leaf))
+                    .await?
+                {
+                    self.bump(|c| c.fault_anon += 1);
+                } else {
+                    self.release_if_unused(pfn).await;
+                }
+                Ok(())
+            }
+            VmaBacking::Shm { object, .. } | VmaBacking::File { object, .. } => {
+                let pgoff = vma.pgoff_of(va);
+                let tagged = vma.is_tagged();
+                let cached = self.object_page(object, pgoff, tagged).await?;
+                if vma.is_shared() {
+                    let leaf = Leaf {
+                        pfn: cached,
+                        attrs: leaf_attrs(vma, true, false),
+                    };
+                    self.set_pte_at(mm, va, Pte::None, Pte::Present(leaf))
+                        .await?;
+                    Ok(())
+                } else if need == Need::Write {
+                    self.prepare_anon(mm, va);
+                    if self.cow_copy(mm, va, vma, Pte::None, cached).await? {
+                        self.bump(|c| c.fault_anon += 1);
+                    }
+                    Ok(())
+                } else {
+                    let leaf = Leaf {
+                        pfn: cached,
+                        attrs: leaf_attrs(vma, false, false),
+                    };
+                    self.set_pte_at(mm, va, Pte::None, Pte::Present(leaf))
+                        .await?;
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Linux `anon_vma_prepare()`.
+    fn prepare_anon(&self, mm: MmId, va: VirtAddr) {
+        let mut mms = self.mms.borrow_mut();
+        let m = mms.get_mut(&mm).expect("BUG: faulting in a gone mm");
+        m.vmas.prepare_anon(va, &mut self.anon_ids.borrow_mut());
+    }
+
+    /// A new zeroed anonymous page; tagged: a tagged allocation with tags
+    /// zeroed where its storage could be reserved (best effort).
+    async fn alloc_anon(&self, tagged: bool) -> Result<Pfn, FaultError> {
+        if tagged {
+            let page = self
+                .mem
+                .alloc_tagged(PAGE_ORDER, Gfp::USER_TAGGED, &mut self.mover())
+                .await
+                .map_err(|_| FaultError::OutOfMemory)?;
+            Ok(page.pfn)
+        } else {
+            self.mem
+                .alloc(PAGE_ORDER, Gfp::USER_ZERO)
+                .map_err(|_| FaultError::OutOfMemory)
+        }
+    }
+
+    /// The page cache page of `object` at `pgoff`, created zeroed on first
+    /// touch (Linux `shmem_get_folio()`, `filemap_fault()`); a regular
+    /// file's pages are never tagged allocations.
+    async fn object_page(
+        &self,
+        object: crate::mm::ObjectId,
+        pgoff: Pgoff,
+        tagged: bool,
+    ) -> Result<Pfn, FaultError> {
+        let lookup = |k: &Kernel| {
+            let objects = k.objects.borrow();
+            let o = objects.get(&object).expect("BUG: a VMA's object is gone");
+            (o.pages.get(&pgoff).copied(), o.kind)
+        };
+        let (found, kind) = lookup(self);
+        if let Some(pfn) = found {
+            return Ok(pfn);
+        }
+        let pfn = self.alloc_anon(tagged && kind != ObjectKind::File).await?;
+        // Another CPU may have created it while this one slept.
+        if let (Some(theirs), _) = lookup(self) {
+            self.release_if_unused(pfn).await;
+            return Ok(theirs);
+        }
+        self.objects
+            .borrow_mut()
+            .get_mut(&object)
+            .expect("BUG: a VMA's object is gone")
+            .pages
+            .insert(pgoff, pfn);
+        self.cache_owner.borrow_mut().insert(pfn, (object, pgoff));
+        Ok(pfn)
+    }
+
+    /// A write to a present entry that does not allow it (Linux
+    /// `do_wp_page()`).
+    async fn wp_fault(
+        &self,
+        mm: MmId,
+        va: VirtAddr,
+        vma: &Vma,
+        leaf: Leaf,
+    ) -> Result<(), FaultError> {
+        if vma.is_shared() {
+            // wp_page_shared(): the object's page, now writable.
+            let new = Leaf {
+                attrs: leaf_attrs(vma, true, false),
+                ..leaf
+            };
+            self.set_pte_at(mm, va, Pte::Present(leaf), Pte::Present(new))
+                .await?;
+            return Ok(());
+        }
+        if !leaf.attrs.special && self.exclusive(leaf.pfn) {
+            // wp_page_reuse(): nobody else maps it.
+            let new = Leaf {
+                attrs: leaf_attrs(vma, true, false),
+                ..leaf
+            };
+            self.set_pte_at(mm, va, Pte::Present(leaf), Pte::Present(new))
+                .await?;
+            return Ok(());
+        }
+        self.prepare_anon(mm, va);
+        if self
+            .cow_copy(mm, va, vma, Pte::Present(leaf), leaf.pfn)
+            .await?
+        {
+            self.bump(|c| c.fault_cow += 1);
+        }
+        Ok(())
+    }
+
+    /// Replaces the entry `expected` at `va` with a private copy of `src`,
+    /// data and tags (Linux `wp_page_copy()`, arm64 `copy_highpage()`);
+    /// whether the copy was mapped. The source is locked across the
+    /// allocation so that a claim cannot move it meanwhile.
+    async fn cow_copy(
+        &self,
+        mm: MmId,
+        va: VirtAddr,
+        vma: &Vma,
+        expected: Pte,
+        src: Pfn,
+    ) -> Result<bool, FaultError> {
+        let guard = self.page_locks.lock(src).await;
+        if self.current_pte(mm, va) != Some(expected) {
+            return Ok(false);
+        }
+        let keep_tags = vma.is_tagged() && self.mem.page_mte_tagged(src);
+        let Some(dst) = self.alloc_copy_target(vma.is_tagged(), keep_tags).await else {
+            return Err(FaultError::OutOfMemory);
+        };
+        if self.current_pte(mm, va) != Some(expected) {
+            drop(guard);
+            self.release_if_unused(dst).await;
+            return Ok(false);
+        }
+        self.mem
+            .phys_mut()
+            .contents
+            .copy_page(dst, src)
+            .expect("BUG: allocated frames are present");
+        if keep_tags {
+            self.mem
+                .copy_tags(dst, src)
+                .expect("BUG: allocated frames are present");
+            self.mem
+                .set_page_mte_tagged(dst)
+                .expect("BUG: a new frame is in use");
+        }
+        let leaf = Leaf {
+            pfn: dst,
+            attrs: leaf_attrs(vma, true, false),
+        };
+        let mapped = self
+            .set_pte_at(mm, va, expected, Pte::Present(leaf))
+            .await?;
+        drop(guard);
+        if mapped {
+            self.release_if_unused(src).await;
+        } else {
+            self.release_if_unused(dst).await;
+        }
+        Ok(mapped)
+    }
+
+    /// A fault on an entry awaiting tag storage (RFC v3
+    /// `handle_folio_missing_tag_storage()`); see the module doc.
+    async fn tag_storage_fault(
+        &self,
+        mm: MmId,
+        va: VirtAddr,
+        leaf: Leaf,
+    ) -> Result<(), FaultError> {
+        self.bump(|c| c.fault_tag_storage += 1);
+        let pfn = leaf.pfn;
+        let guard = self.page_locks.lock(pfn).await;
+        if self.current_pte(mm, va) != Some(Pte::AwaitingTagStorage(leaf)) {
+            return Ok(());
+        }
+        let in_tag_storage = self.mem.geometry().is_tag_storage(pfn);
+        if in_tag_storage || !self.reserve_with_retries(pfn).await {
+            let moved = self.migrate_for_tags(pfn).await;
+            drop(guard);
+            return moved;
+        }
+        self.set_pte_at(mm, va, Pte::AwaitingTagStorage(leaf), Pte::Present(leaf))
+            .await?;
+        drop(guard);
+        Ok(())
+    }
+
+    /// Moves `src` (locked by the caller, not reserved) to a tagged
+    /// allocation outside tag storage, its storage reserved if possible; the
+    /// entries mapping `src` now map the new page (still awaiting where they
+    /// were; the retry of the access reserves or maps).
+    async fn migrate_for_tags(&self, src: Pfn) -> Result<(), FaultError> {
+        if self
+            .mem
+            .phys()
+            .alloc
+            .frame(src)
+            .is_some_and(|m| m.is_pinned())
+        {
+            // Linux: migration of a pinned page fails; the access cannot
+            // get tag storage.
+            return Err(FaultError::OutOfMemory);
+        }
+        let page = self
+            .mem
+            .alloc_tagged(PAGE_ORDER, Gfp::USER_TAGGED_DESTINATION, &mut self.mover())
+            .await
+            .map_err(|_| FaultError::OutOfMemory)?;
+        if self
+            .mem
+            .phys()
+            .alloc
+            .frame(src)
+            .is_none_or(|m| m.is_pinned())
+        {
+            self.release_if_unused(page.pfn).await;
+            return Err(FaultError::OutOfMemory);
+        }
+        self.move_page_now(src, page.pfn);
+        super::free_unreserved(&self.mem, src);
+        Ok(())
+    }
+
+    /// Moves the unpinned, unreserved page `src` into the fresh frame `dst`:
+    /// copies data (and tags, if any) through [`Memory::migrate_block`],
+    /// rewrites every mapping found through the rmap and the page cache
+    /// entry, all without a switch point. The caller frees `src`.
+    pub(crate) fn move_page_now(&self, src: Pfn, dst: Pfn) {
+        self.mem.migrate_block(src, dst, PAGE_ORDER);
+        let entries = self.rmap.borrow().mappings(src).to_vec();
+        {
+            let mut mms = self.mms.borrow_mut();
+            for e in &entries {
+                let m = mms.get_mut(&e.mm).expect("BUG: rmap names a gone mm");
+                let new = match m.pt.pte(e.va) {
+                    Pte::Present(l) if l.pfn == src => Pte::Present(Leaf { pfn: dst, ..l }),
+                    Pte::AwaitingTagStorage(l) if l.pfn == src => {
+                        Pte::AwaitingTagStorage(Leaf { pfn: dst, ..l })
+                    }
+                    other => panic!("BUG: rmap entry {e:?} of {src} finds {other:?}"),
+                };
+                self.raw_set_pte(m, e.va, new)
+                    .expect("BUG: rewriting an existing entry allocates");
+            }
+        }
+        self.rmap
+            .borrow_mut()
+            .move_frame(src, dst)
+            .unwrap_or_else(|e| panic!("BUG: rmap move: {e}"));
+        let owner = self.cache_owner.borrow_mut().remove(&src);
+        if let Some((object, pgoff)) = owner {
+            self.cache_owner.borrow_mut().insert(dst, (object, pgoff));
+            self.objects
+                .borrow_mut()
+                .get_mut(&object)
+                .expect("BUG: cached page of a gone object")
+                .pages
+                .insert(pgoff, dst);
+        }
+    }
+}

@@ -1,0 +1,613 @@
+//! The simulated kernel as a whole: [`Kernel`] implements [`uapi::Machine`]
+//! (Linux v6.8 on arm64 with the RFC v3 "dynamic tag storage" patches).
+//!
+//! # What it owns
+//! - [`Memory`] (frames, buddy + CMA, tag bytes, the tag storage manager);
+//! - the process table (pids from 1, never reused) and one address space
+//!   ([`Mm`]: [`VmaTree`] + [`PageTable`] + software TLB + `mmap_lock`) per
+//!   live process;
+//! - the machine-wide reverse map ([`Rmap`]), the page caches of memory
+//!   objects (shmem, tmpfs files, regular files), frames held only by pins;
+//! - page locks (`PG_locked`, a [`LockTable`] keyed by frame), the IRG RNG
+//!   and the fault/tag-check counters of `model.md` §5.
+//!
+//! Submodules: `proc` (processes, prctl, fork/exec/exit), `syscalls`
+//! (mmap, munmap, mprotect, madvise, pin), `fault` (`handle_mm_fault`,
+//! `set_pte_at`/`mte_sync_tags`, the tag storage fault, migration and the
+//! [`crate::mem::PageMover`] of tag storage claims), `access` (loads, stores,
+//! tag instructions, kernel copies, ptrace tag access), `tlb` (the software
+//! TLB), `observe` (counters, page states, tags, the invariant checker).
+//!
+//! # Concurrency
+//! Every op is an `async` kernel path on `&Kernel`. Mutable state sits in
+//! `RefCell`s borrowed only between switch points; the locks Linux sleeps on
+//! are `sched` primitives: `mmap_lock` per address space (read for faults
+//! and pins, write for mmap/munmap/mprotect/madvise/fork/exec/exit), page
+//! locks (held by the tag storage fault and copy-on-write across their
+//! allocations, so that a claim's migration of that page reports `Busy`),
+//! and `tag_blocks_lock` inside [`Memory`]. A user access is synchronous
+//! (TLB, then hardware walk); a miss runs the fault handler and retries, and
+//! the final translation, tag check and data access happen with no switch
+//! point in between.
+//!
+//! # Page ownership (who holds a frame)
+//! A user frame has `refcount` 1 (its allocation's reference, held by the
+//! page cache for object pages and by the mappings for anonymous pages),
+//! `mapcount` = its rmap entries, `pins` = the pins processes recorded on it.
+//! It is freed when it is neither mapped, nor in a page cache, nor pinned; a
+//! pinned frame that loses its last mapping is kept as an *orphan* until the
+//! last `unpin` (Linux keeps a pinned page until `unpin_user_page()`).
+//!
+//! # Known shortcuts
+//! - Transparent huge pages and the huge zero page: `thp=always|madvise` is
+//!   treated as `never` (no block entries are ever created); `hugepage` /
+//!   `nohugepage` only set VMA flags.
+//! - No swap: `pageout` is a hint with no effect (Linux without swap cannot
+//!   reclaim anonymous pages); `reclaim`, `compact` and `ksm-scan` answer
+//!   `ok` and change nothing: without swap, with nothing fragmented that a
+//!   user could observe and with tagged pages never merged, Linux's visible
+//!   effect on the scenario's processes is none. `swap.*` and `ksm.merged`
+//!   stay 0.
+//! - Out of memory inside a fault (Linux: `VM_FAULT_OOM`, the OOM killer)
+//!   is reported as `fault SEGV_ACCERR` at the faulting address.
+
+mod access;
+mod fault;
+mod observe;
+mod proc;
+mod syscalls;
+mod tlb;
+
+#[cfg(test)]
+mod tests;
+
+use core::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+
+use mte::{Pfn, TaggedPtr, VirtAddr};
+use platform::Platform;
+use platform::spec::TagStoragePolicy;
+use rand_core::SeedableRng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+use sched::{LockTable, RunLimits, Sched, SimRwLock, Task};
+use thiserror::Error;
+use uapi::{
+    Bound, Command, Counter, Errno, Fault, FaultCode, Machine, MachineError, Op, Outcome,
+    PageState, Pid, Reply,
+};
+
+use crate::mem::{Gfp, MemInitError, Memory};
+use crate::mm::layout::PAGE_SIZE;
+use crate::mm::{
+    AnonId, IdAlloc, MmId, MteSupport, ObjectId, Overcommit, PageTable, Pgoff, Pte, Rmap,
+    RmapEntry, TableFrames, VmConfig, VmaTree,
+};
+use crate::phys::Order;
+
+pub use observe::KernelViolation;
+use proc::Process;
+use tlb::Tlb;
+
+/// Order 0: every user page of the model is a single frame (no THP).
+const PAGE_ORDER: Order = Order::new(0);
+
+/// Why a machine could not be built.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum KernelInitError {
+    #[error("memory: {0}")]
+    Memory(#[from] MemInitError),
+}
+
+/// What backs a memory object.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum ObjectKind {
+    /// The shmem object behind `map=shared,anon` (Linux `shmem_zero_setup()`).
+    SharedAnon,
+    /// A tmpfs file (`map=shm`).
+    Tmpfs,
+    /// A regular file (`map=file`): page cache pages, never tagged.
+    File,
+}
+
+/// A memory object and its page cache (Linux: `struct address_space`).
+#[derive(Clone, Debug)]
+pub(crate) struct Object {
+    pub(crate) kind: ObjectKind,
+    /// Cached pages by page offset; a page is created on first touch.
+    pub(crate) pages: BTreeMap<Pgoff, Pfn>,
+}
+
+/// One address space (Linux `struct mm_struct`).
+pub(crate) struct Mm {
+    pub(crate) vmas: VmaTree,
+    pub(crate) pt: PageTable,
+    pub(crate) tlb: Tlb,
+    /// Linux `mmap_lock`: a data-less ordering token; the data it protects
+    /// is the rest of this struct, borrowed only between switch points.
+    pub(crate) lock: Rc<SimRwLock<()>>,
+}
+
+/// Counters the kernel keeps (model.md §5; the memory ones are [`Memory`]'s).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct KernelCounters {
+    pub(crate) fault_anon: u64,
+    pub(crate) fault_zero_page: u64,
+    pub(crate) fault_cow: u64,
+    pub(crate) fault_tag_storage: u64,
+    pub(crate) tcf_sync: u64,
+    pub(crate) tcf_async: u64,
+}
+
+/// The simulated kernel of one machine.
+pub struct Kernel {
+    platform: Platform,
+    sched: Sched,
+    mem: Memory,
+    vm_config: VmConfig,
+    procs: RefCell<BTreeMap<Pid, Process>>,
+    next_pid: Cell<u32>,
+    mms: RefCell<BTreeMap<MmId, Mm>>,
+    mm_ids: RefCell<IdAlloc<MmId>>,
+    anon_ids: RefCell<IdAlloc<AnonId>>,
+    object_ids: RefCell<IdAlloc<ObjectId>>,
+    rmap: RefCell<Rmap>,
+    objects: RefCell<BTreeMap<ObjectId, Object>>,
+    /// Page cache pages: frame -> (object, offset) (Linux `page->mapping`,
+    /// `page->index`).
+    cache_owner: RefCell<BTreeMap<Pfn, (ObjectId, Pgoff)>>,
+    /// Frames held only by pins (unmapped, in no page cache).
+    orphans: RefCell<BTreeSet<Pfn>>,
+    /// Linux `PG_locked`.
+    page_locks: LockTable<Pfn>,
+    /// The IRG random source, drawn once per IRG in command order.
+    rng: RefCell<Xoshiro256PlusPlus>,
+    counters: Cell<KernelCounters>,
+}
+
+impl core::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Kernel")
+            .field("mem", &self.mem)
+            .field("processes", &self.procs.borrow().len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Page-table frames: unmovable kernel pages (Linux `GFP_PGTABLE_USER`).
+pub(crate) struct PtFrames<'a> {
+    mem: &'a Memory,
+}
+
+impl TableFrames for PtFrames<'_> {
+    fn alloc_table(&mut self) -> Option<Pfn> {
+        self.mem
+            .alloc(
+                PAGE_ORDER,
+                Gfp {
+                    zero: true,
+                    ..Gfp::KERNEL
+                },
+            )
+            .ok()
+    }
+
+    fn free_table(&mut self, pfn: Pfn) {
+        free_unreserved(self.mem, pfn);
+    }
+}
+
+/// Frees an order-0 frame whose tag storage is not reserved: that free
+/// never reaches a switch point (`Memory::free` takes `tag_blocks_lock`
+/// only for reserved frames), so it completes in one poll.
+pub(crate) fn free_unreserved(mem: &Memory, pfn: Pfn) {
+    let mut future = core::pin::pin!(mem.free(pfn, PAGE_ORDER));
+    let mut cx = core::task::Context::from_waker(core::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        core::task::Poll::Ready(Ok(())) => {}
+        core::task::Poll::Ready(Err(e)) => panic!("BUG: freeing {pfn} failed: {e}"),
+        core::task::Poll::Pending => panic!("BUG: freeing unreserved {pfn} waited"),
+    }
+}
+
+/// A synchronous fault of an access made with `ptr`, at `at`: the address
+/// keeps the pointer's top byte (docs/semantics.md §1).
+pub(crate) fn fault_at(code: FaultCode, ptr: TaggedPtr, at: VirtAddr) -> Fault {
+    Fault {
+        code,
+        addr: Some(ptr.with_addr(at)),
+    }
+}
+
+impl Kernel {
+    /// Boots a machine: memory, the zero page, tag storage activation, the
+    /// IRG RNG seeded from the platform's seed.
+    pub fn new(platform: &Platform) -> Result<Kernel, KernelInitError> {
+        let sched = Sched::new();
+        let mem = Memory::new(platform, &sched)?;
+        let mte = match platform.policy() {
+            TagStoragePolicy::None => MteSupport::Absent,
+            TagStoragePolicy::Dynamic | TagStoragePolicy::Static => MteSupport::Present,
+        };
+        let geometry = platform.geometry();
+        // Linux totalram_pages(): DRAM, plus CMA (dynamic tag storage is
+        // given to the page allocator); plus swap for __vm_enough_memory().
+        let cma = match platform.policy() {
+            TagStoragePolicy::Dynamic => geometry.tag_storage_pages(),
+            TagStoragePolicy::Static | TagStoragePolicy::None => 0,
+        };
+        let swap_pages = platform.settings().swap / geometry.page_size();
+        let vm_config = VmConfig {
+            mte,
+            overcommit: Overcommit::Guess {
+                limit_pages: geometry.dram_pages() + cma + swap_pages,
+            },
+        };
+        let seed = platform.settings().seed;
+        Ok(Kernel {
+            platform: platform.clone(),
+            page_locks: LockTable::new(&sched, "page_lock"),
+            sched,
+            mem,
+            vm_config,
+            procs: RefCell::new(BTreeMap::new()),
+            next_pid: Cell::new(1),
+            mms: RefCell::new(BTreeMap::new()),
+            mm_ids: RefCell::new(IdAlloc::new()),
+            anon_ids: RefCell::new(IdAlloc::new()),
+            object_ids: RefCell::new(IdAlloc::new()),
+            rmap: RefCell::new(Rmap::new()),
+            objects: RefCell::new(BTreeMap::new()),
+            cache_owner: RefCell::new(BTreeMap::new()),
+            orphans: RefCell::new(BTreeSet::new()),
+            rng: RefCell::new(Xoshiro256PlusPlus::seed_from_u64(seed)),
+            counters: Cell::new(KernelCounters::default()),
+        })
+    }
+
+    pub fn platform(&self) -> &Platform {
+        &self.platform
+    }
+
+    /// The physical memory manager (read access for tests and tools).
+    pub fn memory(&self) -> &Memory {
+        &self.mem
+    }
+
+    /// Whether the machine has MTE (`tag-storage` is not `none`).
+    pub fn has_mte(&self) -> bool {
+        self.vm_config.mte == MteSupport::Present
+    }
+
+    fn bump(&self, f: impl FnOnce(&mut KernelCounters)) {
+        let mut c = self.counters.get();
+        f(&mut c);
+        self.counters.set(c);
+    }
+
+    fn frames(&self) -> PtFrames<'_> {
+        PtFrames { mem: &self.mem }
+    }
+
+    /// The `mmap_lock` of `mm`, `None` once the address space is gone.
+    fn mm_lock(&self, mm: MmId) -> Option<Rc<SimRwLock<()>>> {
+        self.mms.borrow().get(&mm).map(|m| Rc::clone(&m.lock))
+    }
+
+    /// A new empty address space.
+    fn new_mm(&self) -> Result<MmId, Errno> {
+        let pt = PageTable::new(&mut self.frames()).map_err(|_| Errno::NoMem)?;
+        let id = self.mm_ids.borrow_mut().alloc();
+        let mm = Mm {
+            vmas: VmaTree::new(self.vm_config),
+            pt,
+            tlb: Tlb::new(),
+            lock: Rc::new(SimRwLock::new(&self.sched, format!("mmap_lock {id}"), ())),
+        };
+        self.mms.borrow_mut().insert(id, mm);
+        Ok(id)
+    }
+
+    /// The single place a page-table entry is written (Linux: the store of
+    /// `set_pte_at()`, `ptep_get_and_clear()`): invalidates the TLB entry.
+    /// Keeps no rmap or count: see [`Self::write_pte`].
+    fn raw_set_pte(&self, mm: &mut Mm, va: VirtAddr, pte: Pte) -> Result<Pte, Errno> {
+        let old = if pte.is_none() {
+            mm.pt.clear_pte(va)
+        } else {
+            mm.pt.set_pte(va, pte, &mut self.frames())
+        }
+        .map_err(|_| Errno::NoMem)?;
+        mm.tlb.invalidate(va);
+        Ok(old)
+    }
+
+    /// Writes the entry for `va` in `mm` and keeps the reverse map and map
+    /// counts: an old non-special leaf loses its mapping, a new one gains
+    /// one. Returns the old entry. `Err(ENOMEM)` if a table could not be
+    /// allocated (nothing changed).
+    fn write_pte(&self, mm: MmId, va: VirtAddr, pte: Pte) -> Result<Pte, Errno> {
+        let old = {
+            let mut mms = self.mms.borrow_mut();
+            let m = mms.get_mut(&mm).expect("BUG: writing a PTE of a gone mm");
+            self.raw_set_pte(m, va, pte)?
+        };
+        let entry = RmapEntry {
+            mm,
+            va,
+            level: crate::mm::MapLevel::Pte,
+        };
+        if let Some(leaf) = old.leaf().filter(|l| !l.attrs.special) {
+            self.rmap
+                .borrow_mut()
+                .remove(leaf.pfn, entry)
+                .unwrap_or_else(|e| panic!("BUG: rmap out of step: {e}"));
+            let mut phys = self.mem.phys_mut();
+            let meta = phys
+                .alloc
+                .frame_mut(leaf.pfn)
+                .unwrap_or_else(|e| panic!("BUG: mapped frame not in use: {e}"));
+            meta.mapcount = meta
+                .mapcount
+                .checked_sub(1)
+                .expect("BUG: map count underflow");
+        }
+        if let Some(leaf) = pte.leaf().filter(|l| !l.attrs.special) {
+            self.rmap
+                .borrow_mut()
+                .add(leaf.pfn, entry)
+                .unwrap_or_else(|e| panic!("BUG: rmap out of step: {e}"));
+            let mut phys = self.mem.phys_mut();
+            let meta = phys
+                .alloc
+                .frame_mut(leaf.pfn)
+                .unwrap_or_else(|e| panic!("BUG: mapping a frame not in use: {e}"));
+            meta.mapcount += 1;
+        }
+        Ok(old)
+    }
+
+    /// The entry for `va` in `mm` now; `None` if the address space is gone.
+    fn current_pte(&self, mm: MmId, va: VirtAddr) -> Option<Pte> {
+        self.mms.borrow().get(&mm).map(|m| m.pt.pte(va))
+    }
+
+    /// Frees `pfn` if nothing holds it any more: not mapped, not in a page
+    /// cache; a pinned frame becomes an orphan instead.
+    async fn release_if_unused(&self, pfn: Pfn) {
+        if pfn == self.mem.zero_page() || self.cache_owner.borrow().contains_key(&pfn) {
+            return;
+        }
+        let (mapcount, pins) = {
+            let phys = self.mem.phys();
+            match phys.alloc.frame(pfn) {
+                Some(m) => (m.mapcount, m.pins),
+                None => return,
+            }
+        };
+        if mapcount > 0 {
+            return;
+        }
+        if pins > 0 {
+            self.orphans.borrow_mut().insert(pfn);
+            return;
+        }
+        self.orphans.borrow_mut().remove(&pfn);
+        if self.mem.tag_storage_reserved(pfn) {
+            self.mem
+                .free(pfn, PAGE_ORDER)
+                .await
+                .unwrap_or_else(|e| panic!("BUG: freeing unused {pfn}: {e}"));
+        } else {
+            free_unreserved(&self.mem, pfn);
+        }
+    }
+
+    /// [`Self::release_if_unused`] for many frames: those without reserved
+    /// tag storage first, all in one step (no switch point), so that no claim
+    /// can find an unmapped frame waiting to be freed.
+    async fn release_all(&self, mut pfns: Vec<Pfn>) {
+        pfns.sort();
+        pfns.dedup();
+        let (reserved, plain): (Vec<Pfn>, Vec<Pfn>) = pfns
+            .into_iter()
+            .partition(|&p| self.mem.tag_storage_reserved(p));
+        for pfn in plain {
+            self.release_if_unused(pfn).await;
+        }
+        for pfn in reserved {
+            self.release_if_unused(pfn).await;
+        }
+    }
+
+    /// Drops the page cache of every object that no mapping refers to any
+    /// more (an object lives as long as some mapping of it).
+    async fn collect_objects(&self) {
+        let live: BTreeSet<ObjectId> = self
+            .mms
+            .borrow()
+            .values()
+            .flat_map(|m| m.vmas.iter().filter_map(|v| v.object()))
+            .collect();
+        let dead: Vec<Object> = {
+            let mut objects = self.objects.borrow_mut();
+            let ids: Vec<ObjectId> = objects
+                .keys()
+                .copied()
+                .filter(|id| !live.contains(id))
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| objects.remove(&id))
+                .collect()
+        };
+        let mut pfns = Vec::new();
+        for object in dead {
+            for pfn in object.pages.into_values() {
+                self.cache_owner.borrow_mut().remove(&pfn);
+                pfns.push(pfn);
+            }
+        }
+        self.release_all(pfns).await;
+    }
+
+    /// One op, as a kernel path.
+    async fn op(&self, op: &Op) -> Reply {
+        match op {
+            Op::Spawn => match self.spawn() {
+                Ok(pid) => Reply::binding(Outcome::Ok, Bound::Process(pid)),
+                Err(errno) => Reply::new(Outcome::Error(errno)),
+            },
+            Op::Process { pid, command } => self.process_op(*pid, command).await,
+            // See the module doc: nothing a process can observe changes.
+            Op::Reclaim { .. } | Op::Compact | Op::KsmScan => Reply::new(Outcome::Ok),
+        }
+    }
+
+    /// A command of `pid`, reporting a pending asynchronous fault at kernel
+    /// entry (docs/semantics.md §5).
+    async fn process_op(&self, pid: Pid, command: &Command) -> Reply {
+        let pending = {
+            let mut procs = self.procs.borrow_mut();
+            let Some(process) = procs.get_mut(&pid) else {
+                return Reply::new(Outcome::Error(Errno::Srch));
+            };
+            command.enters_kernel() && core::mem::take(&mut process.async_pending)
+        };
+        let reply = self.command(pid, command).await;
+        if pending {
+            self.bump(|c| c.tcf_async += 1);
+            Reply {
+                outcome: Outcome::Fault(Fault {
+                    code: FaultCode::SegvMteAerr,
+                    addr: None,
+                }),
+                bound: reply.bound,
+            }
+        } else {
+            reply
+        }
+    }
+
+    async fn command(&self, pid: Pid, command: &Command) -> Reply {
+        let result =
+            |r: Result<(), Errno>| Reply::new(r.map_or_else(Outcome::Error, |()| Outcome::Ok));
+        let count =
+            |r: Result<u64, Errno>| Reply::new(r.map_or_else(Outcome::Error, Outcome::Count));
+        match command {
+            Command::Fork => match self.fork(pid).await {
+                Ok(child) => Reply::binding(Outcome::Ok, Bound::Process(child)),
+                Err(errno) => Reply::new(Outcome::Error(errno)),
+            },
+            Command::Exit => result(self.exit(pid).await),
+            Command::Exec => result(self.exec(pid).await),
+            Command::Prctl(request) => result(self.prctl(pid, *request)),
+            Command::PrctlGet => match self.prctl_get(pid) {
+                Ok(word) => Reply::new(Outcome::Value(u128::from(word))),
+                Err(errno) => Reply::new(Outcome::Error(errno)),
+            },
+            Command::Tco(on) => result(self.set_tco(pid, *on)),
+            Command::Yield => {
+                self.sched.preempt_point().await;
+                Reply::new(Outcome::Ok)
+            }
+            Command::Mmap { len, prot, flags } => match self.mmap(pid, *len, *prot, *flags).await {
+                Ok(base) => Reply::binding(Outcome::Ok, Bound::Pointer(base.to_ptr())),
+                Err(errno) => Reply::binding(
+                    Outcome::Error(errno),
+                    Bound::Pointer(TaggedPtr::from_raw(0)),
+                ),
+            },
+            Command::Munmap { ptr, len } => result(self.munmap(pid, *ptr, *len).await),
+            Command::Mprotect { ptr, len, prot } => {
+                result(self.mprotect(pid, *ptr, *len, *prot).await)
+            }
+            Command::Madvise { ptr, len, advice } => {
+                result(self.madvise(pid, *ptr, *len, *advice).await)
+            }
+            Command::Pin { ptr, len } => result(self.pin(pid, *ptr, *len).await),
+            Command::Unpin { ptr, len } => result(self.unpin(pid, *ptr, *len).await),
+            Command::WriteFd { ptr, len } => count(self.write_fd(pid, *ptr, *len).await),
+            Command::ReadFd { ptr, len, byte } => count(self.read_fd(pid, *ptr, *len, *byte).await),
+            Command::PeekTags {
+                target,
+                ptr,
+                granules,
+            } => Reply::new(
+                self.peek_tags(pid, *target, *ptr, *granules)
+                    .map_or_else(Outcome::Error, Outcome::Tags),
+            ),
+            Command::PokeTags { target, ptr, tags } => {
+                count(self.poke_tags(pid, *target, *ptr, tags).await)
+            }
+            Command::Load { ptr, size } => Reply::new(self.load(pid, *ptr, *size).await),
+            Command::Store { ptr, size, value } => {
+                Reply::new(self.store(pid, *ptr, *size, *value).await)
+            }
+            Command::Fill { ptr, len, byte } => Reply::new(self.fill(pid, *ptr, *len, *byte).await),
+            Command::Verify { ptr, len, byte } => {
+                Reply::new(self.verify(pid, *ptr, *len, *byte).await)
+            }
+            Command::Irg { ptr, exclude } => {
+                let tagged = self.irg(pid, *ptr, *exclude);
+                Reply::binding(Outcome::Tag(tagged.tag()), Bound::Pointer(tagged))
+            }
+            Command::Addg {
+                ptr,
+                offset,
+                tag_offset,
+            } => {
+                let result = self.addg(pid, *ptr, *offset, *tag_offset);
+                Reply::binding(Outcome::Tag(result.tag()), Bound::Pointer(result))
+            }
+            Command::StoreTag { op, ptr } => Reply::new(self.store_tag(pid, *op, *ptr).await),
+            Command::SetTag { ptr, len } => Reply::new(self.set_tag(pid, *ptr, *len).await),
+            Command::Ldg { ptr } => Reply::new(self.ldg(pid, *ptr).await),
+        }
+    }
+}
+
+impl Machine for Kernel {
+    fn run(&mut self, op: &Op) -> Reply {
+        let this = &*self;
+        this.sched
+            .block_on(this.op(op), RunLimits::default())
+            .unwrap_or_else(|e| panic!("BUG: a single kernel path failed to finish: {e}"))
+    }
+
+    fn run_parallel(
+        &mut self,
+        ops: &[Op],
+        chooser: &mut dyn sched::Chooser,
+    ) -> Result<Vec<Reply>, MachineError> {
+        let this = &*self;
+        let tasks: Vec<Task<'_, Reply>> = ops
+            .iter()
+            .map(|op| Box::pin(this.op(op)) as Task<'_, Reply>)
+            .collect();
+        this.sched
+            .run(tasks, chooser, RunLimits::default())
+            .map_err(|e| MachineError::Schedule(e.to_string()))
+    }
+
+    fn counter(&self, counter: Counter) -> Option<u64> {
+        self.counter_value(counter)
+    }
+
+    fn tags(&self, pid: Pid, ptr: TaggedPtr, len: u64) -> Option<Vec<mte::Tag>> {
+        self.observe_tags(pid, ptr, len)
+    }
+
+    fn page_state(&self, pid: Pid, ptr: TaggedPtr, state: PageState) -> Option<bool> {
+        self.observe_page_state(pid, ptr, state)
+    }
+
+    fn invariant_violations(&self) -> Vec<String> {
+        self.violations()
+            .into_iter()
+            .map(|v| v.to_string())
+            .collect()
+    }
+}
+
+/// `PAGE_SIZE` as the granule arithmetic needs it.
+const PAGE: u64 = PAGE_SIZE;

@@ -1,0 +1,412 @@
+//! Observations: counters (model.md §5), page states and tags (the
+//! scenario language's expectations), and the machine-wide invariant
+//! checker (model.md §4, invariants 1-6, plus the checks of every layer).
+//!
+//! Observations never change the machine: no fault is taken, no counter
+//! moves, the TLB is not filled.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use mte::{Pfn, PhysAddr, Tag, TaggedPtr, VirtAddr};
+use thiserror::Error;
+use uapi::{Counter, PageState, Pid};
+
+use super::{Kernel, KernelCounters, Mm, PAGE};
+use crate::mem::MemViolation;
+use crate::mm::layout::{PAGE_SHIFT, TASK_SIZE};
+use crate::mm::{
+    Access, LeafEntry, MmId, PgtableViolation, Pte, RmapViolation, Vma, VmaViolation, Walk,
+};
+
+/// One broken invariant of the machine.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum KernelViolation {
+    #[error("memory: {0:?}")]
+    Mem(MemViolation),
+    #[error("mm {mm:?}: VMA tree: {violation:?}")]
+    Vma { mm: MmId, violation: VmaViolation },
+    #[error("mm {mm:?}: page table: {violation:?}")]
+    Pgtable {
+        mm: MmId,
+        violation: PgtableViolation,
+    },
+    #[error("rmap: {0:?}")]
+    Rmap(RmapViolation),
+    /// model.md §4.1.
+    #[error("mm {mm:?} {va}: valid tagged entry maps {pfn}, whose tags are not initialised")]
+    TaggedEntryUninitialised { mm: MmId, va: VirtAddr, pfn: Pfn },
+    /// model.md §4.1.
+    #[error("mm {mm:?} {va}: valid tagged entry maps {pfn}, whose tag storage is not reserved")]
+    TaggedEntryUnreserved { mm: MmId, va: VirtAddr, pfn: Pfn },
+    /// model.md §4.2.
+    #[error("mm {mm:?} {va}: valid tagged entry maps tag storage frame {pfn}")]
+    TaggedEntryInTagStorage { mm: MmId, va: VirtAddr, pfn: Pfn },
+    /// model.md §4.5.
+    #[error("mm {mm:?} {va}: the zero page is mapped writable or not special")]
+    ZeroPageEntry { mm: MmId, va: VirtAddr },
+    /// model.md §4.6.
+    #[error("{pfn}: map count {mapcount}, but {mappings} mappings")]
+    MapCount {
+        pfn: Pfn,
+        mapcount: u32,
+        mappings: usize,
+    },
+    /// model.md §4.6.
+    #[error("{pfn}: pin count {pins}, but {recorded} pins recorded by processes")]
+    PinCount { pfn: Pfn, pins: u32, recorded: u32 },
+    /// model.md §4.6: a user frame holds exactly its allocation's reference.
+    #[error("{pfn}: reference count {refcount}, expected 1")]
+    RefCount { pfn: Pfn, refcount: u32 },
+    #[error("{pfn} is held by the kernel but not allocated")]
+    NotAllocated { pfn: Pfn },
+    #[error("{pfn}: an orphan that is mapped, cached or not pinned")]
+    Orphan { pfn: Pfn },
+    #[error("{pfn}: page cache bookkeeping disagrees")]
+    PageCache { pfn: Pfn },
+    /// A frame allocated but held by nothing the kernel knows (a leak), or
+    /// held twice.
+    #[error("{allocated} frames allocated, {accounted} accounted for")]
+    FrameCount { allocated: u64, accounted: u64 },
+    #[error("mm {mm:?} {va}: the TLB disagrees with the page table")]
+    StaleTlb { mm: MmId, va: VirtAddr },
+    #[error("process {pid:?}: {what}")]
+    Process { pid: Pid, what: &'static str },
+}
+
+impl Kernel {
+    pub(crate) fn counter_value(&self, counter: Counter) -> Option<u64> {
+        if let Some(v) = self.mem.counters().get(counter) {
+            return Some(v);
+        }
+        let KernelCounters {
+            fault_anon,
+            fault_zero_page,
+            fault_cow,
+            fault_tag_storage,
+            tcf_sync,
+            tcf_async,
+        } = self.counters.get();
+        Some(match counter {
+            Counter::FaultAnon => fault_anon,
+            Counter::FaultZeroPage => fault_zero_page,
+            Counter::FaultCow => fault_cow,
+            Counter::FaultTagStorage => fault_tag_storage,
+            Counter::TcfSync => tcf_sync,
+            Counter::TcfAsync => tcf_async,
+            // No swap and no KSM (see the machine module doc).
+            Counter::SwapOut | Counter::SwapIn | Counter::SwapSavedTags | Counter::KsmMerged => 0,
+            other => panic!("BUG: memory counter {other} not answered by Memory"),
+        })
+    }
+
+    /// The tag LDG would read at `granule` after its fault, without taking
+    /// it: 0 in untagged mappings, where no page is present, and where the
+    /// page's tags were never initialised.
+    pub(crate) fn observed_tag(&self, m: &Mm, vma: &Vma, granule: VirtAddr) -> Tag {
+        if !vma.is_tagged() {
+            return Tag::ZERO;
+        }
+        let page = granule.align_down(PAGE);
+        let pfn = match m.pt.pte(page) {
+            Pte::Present(l) | Pte::AwaitingTagStorage(l) => Some(l.pfn),
+            Pte::None => vma.object().and_then(|object| {
+                self.objects
+                    .borrow()
+                    .get(&object)
+                    .and_then(|o| o.pages.get(&vma.pgoff_of(page)).copied())
+            }),
+            Pte::Swap(_) => panic!("BUG: a swap entry without swap"),
+        };
+        match pfn {
+            Some(pfn) if self.mem.page_mte_tagged(pfn) => self
+                .mem
+                .read_tag(PhysAddr::new(
+                    pfn.addr(PAGE_SHIFT).as_u64() + (granule.as_u64() - page.as_u64()),
+                ))
+                .expect("BUG: a mapped frame is present"),
+            _ => Tag::ZERO,
+        }
+    }
+
+    pub(crate) fn observe_tags(&self, pid: Pid, ptr: TaggedPtr, len: u64) -> Option<Vec<Tag>> {
+        let mm = self.process_mm(pid)?;
+        let start = ptr.addr().as_u64();
+        if !super::proc::is_user_range(start, len) {
+            return None;
+        }
+        if len == 0 {
+            return Some(Vec::new());
+        }
+        let mms = self.mms.borrow();
+        let m = mms.get(&mm)?;
+        let first = start & !(mte::GRANULE_SIZE - 1);
+        let last = start + len - 1;
+        (first..=last)
+            .step_by(mte::GRANULE_SIZE as usize)
+            .map(|g| {
+                let g = VirtAddr::new(g)?;
+                let vma = m.vmas.find(g)?;
+                Some(self.observed_tag(m, vma, g))
+            })
+            .collect()
+    }
+
+    pub(crate) fn observe_page_state(
+        &self,
+        pid: Pid,
+        ptr: TaggedPtr,
+        state: PageState,
+    ) -> Option<bool> {
+        let mm = self.process_mm(pid)?;
+        let mms = self.mms.borrow();
+        let m = mms.get(&mm)?;
+        let addr = ptr.addr();
+        let walk = if addr.as_u64() < TASK_SIZE {
+            m.pt.walk(addr.align_down(PAGE))
+        } else {
+            Walk::Empty {
+                level: crate::mm::Level::Pgd,
+            }
+        };
+        let pte = match walk {
+            Walk::Empty { .. } => Pte::None,
+            Walk::Pte(p) => p,
+            Walk::Block { .. } => panic!("BUG: a block entry, but THP is never used"),
+        };
+        let leaf = pte.leaf();
+        let valid = matches!(pte, Pte::Present(l) if l.attrs.access.is_valid());
+        Some(match state {
+            PageState::Unmapped => pte.is_none(),
+            PageState::ZeroPage => {
+                matches!(pte, Pte::Present(l) if l.pfn == self.mem.zero_page())
+            }
+            PageState::HugeZeroPage | PageState::Huge | PageState::Swapped => false,
+            PageState::Private => {
+                leaf.is_some_and(|l| !l.attrs.special && self.rmap.borrow().count(l.pfn) == 1)
+            }
+            PageState::Shared => {
+                leaf.is_some_and(|l| !l.attrs.special && self.rmap.borrow().count(l.pfn) >= 2)
+            }
+            PageState::Tagged => {
+                valid && leaf.is_some_and(|l| l.attrs.tagged && self.mem.page_mte_tagged(l.pfn))
+            }
+            PageState::Untagged => valid && leaf.is_some_and(|l| !l.attrs.tagged),
+            PageState::InTagStorage => {
+                leaf.is_some_and(|l| self.mem.geometry().is_tag_storage(l.pfn))
+            }
+            PageState::AwaitingTagStorage => matches!(pte, Pte::AwaitingTagStorage(_)),
+        })
+    }
+
+    /// Every broken invariant (see the module doc), structured;
+    /// [`uapi::Machine::invariant_violations`] renders these.
+    pub fn violations(&self) -> Vec<KernelViolation> {
+        let Kernel {
+            platform: _,
+            sched: _,
+            mem,
+            vm_config: _,
+            procs,
+            next_pid,
+            mms,
+            mm_ids: _,
+            anon_ids: _,
+            object_ids: _,
+            rmap,
+            objects,
+            cache_owner,
+            orphans,
+            page_locks: _,
+            rng: _,
+            counters: _,
+        } = self;
+        let mut out: Vec<KernelViolation> =
+            mem.check().into_iter().map(KernelViolation::Mem).collect();
+        let procs = procs.borrow();
+        let mms = mms.borrow();
+        let rmap = rmap.borrow();
+        let objects = objects.borrow();
+        let cache_owner = cache_owner.borrow();
+        let orphans = orphans.borrow();
+        let zero = mem.zero_page();
+        let geometry = mem.geometry();
+
+        // Processes.
+        for (pid, p) in procs.iter() {
+            if pid.0 >= next_pid.get() {
+                out.push(KernelViolation::Process {
+                    pid: *pid,
+                    what: "pid not handed out yet",
+                });
+            }
+            if !mms.contains_key(&p.mm) {
+                out.push(KernelViolation::Process {
+                    pid: *pid,
+                    what: "its address space is gone",
+                });
+            }
+            if uapi::MteCtrl::decode(p.ctrl.encode(), self.has_mte()) != Some(p.ctrl) {
+                out.push(KernelViolation::Process {
+                    pid: *pid,
+                    what: "settings prctl would refuse",
+                });
+            }
+        }
+
+        // Address spaces, entries (invariants 1, 2, 5), TLBs.
+        let mut mapped: BTreeSet<Pfn> = BTreeSet::new();
+        for (id, m) in mms.iter() {
+            out.extend(
+                m.vmas
+                    .check()
+                    .into_iter()
+                    .map(|violation| KernelViolation::Vma { mm: *id, violation }),
+            );
+            out.extend(
+                m.pt.check()
+                    .into_iter()
+                    .map(|violation| KernelViolation::Pgtable { mm: *id, violation }),
+            );
+            for (va, entry) in m.pt.leaves(VirtAddr::ZERO, VirtAddr::MAX) {
+                let LeafEntry::Pte(pte) = entry else {
+                    continue;
+                };
+                let Some(leaf) = pte.leaf() else { continue };
+                if !leaf.attrs.special {
+                    mapped.insert(leaf.pfn);
+                }
+                if leaf.pfn == zero
+                    && (!leaf.attrs.special || leaf.attrs.access == Access::ReadWrite)
+                {
+                    out.push(KernelViolation::ZeroPageEntry { mm: *id, va });
+                }
+                let valid_tagged =
+                    matches!(pte, Pte::Present(l) if l.attrs.access.is_valid() && l.attrs.tagged);
+                if valid_tagged {
+                    if !mem.page_mte_tagged(leaf.pfn) {
+                        out.push(KernelViolation::TaggedEntryUninitialised {
+                            mm: *id,
+                            va,
+                            pfn: leaf.pfn,
+                        });
+                    }
+                    if !mem.tag_storage_reserved(leaf.pfn) {
+                        out.push(KernelViolation::TaggedEntryUnreserved {
+                            mm: *id,
+                            va,
+                            pfn: leaf.pfn,
+                        });
+                    }
+                    if geometry.is_tag_storage(leaf.pfn) {
+                        out.push(KernelViolation::TaggedEntryInTagStorage {
+                            mm: *id,
+                            va,
+                            pfn: leaf.pfn,
+                        });
+                    }
+                }
+            }
+            for e in m.tlb.entries() {
+                let va = VirtAddr::new(e.vpn << PAGE_SHIFT).expect("BUG: TLB page above 2^56");
+                let agrees = matches!(m.pt.pte(va), Pte::Present(l)
+                    if l.pfn == e.pfn && l.attrs.access == e.access && l.attrs.tagged == e.tagged);
+                if !agrees {
+                    out.push(KernelViolation::StaleTlb { mm: *id, va });
+                }
+            }
+        }
+        out.extend(
+            crate::mm::rmap::check_against(&rmap, mms.iter().map(|(id, m)| (*id, &m.pt)))
+                .into_iter()
+                .map(KernelViolation::Rmap),
+        );
+
+        // Page caches.
+        let mut cached: BTreeSet<Pfn> = BTreeSet::new();
+        for (id, o) in objects.iter() {
+            for (pgoff, pfn) in &o.pages {
+                cached.insert(*pfn);
+                if cache_owner.get(pfn) != Some(&(*id, *pgoff)) {
+                    out.push(KernelViolation::PageCache { pfn: *pfn });
+                }
+            }
+        }
+        for pfn in cache_owner.keys() {
+            if !cached.contains(pfn) {
+                out.push(KernelViolation::PageCache { pfn: *pfn });
+            }
+        }
+
+        // Pins recorded by processes.
+        let mut pins: BTreeMap<Pfn, u32> = BTreeMap::new();
+        for p in procs.values() {
+            for pfn in p.pins.values().flatten() {
+                *pins.entry(*pfn).or_default() += 1;
+            }
+        }
+        for pfn in orphans.iter() {
+            if mapped.contains(pfn) || cached.contains(pfn) || !pins.contains_key(pfn) {
+                out.push(KernelViolation::Orphan { pfn: *pfn });
+            }
+        }
+
+        // Counts of every user frame (invariant 6), and no frame unaccounted.
+        let held: BTreeSet<Pfn> = mapped
+            .iter()
+            .chain(cached.iter())
+            .chain(orphans.iter())
+            .chain(pins.keys())
+            .copied()
+            .collect();
+        let phys = mem.phys();
+        for pfn in &held {
+            let Some(meta) = phys.alloc.frame(*pfn).filter(|_| {
+                matches!(
+                    phys.alloc.frame_status(*pfn),
+                    Some(crate::phys::FrameStatus::Allocated { .. })
+                )
+            }) else {
+                out.push(KernelViolation::NotAllocated { pfn: *pfn });
+                continue;
+            };
+            let mappings = rmap.count(*pfn);
+            if meta.mapcount as usize != mappings {
+                out.push(KernelViolation::MapCount {
+                    pfn: *pfn,
+                    mapcount: meta.mapcount,
+                    mappings,
+                });
+            }
+            let recorded = pins.get(pfn).copied().unwrap_or(0);
+            if meta.pins != recorded {
+                out.push(KernelViolation::PinCount {
+                    pfn: *pfn,
+                    pins: meta.pins,
+                    recorded,
+                });
+            }
+            if meta.refcount != 1 {
+                out.push(KernelViolation::RefCount {
+                    pfn: *pfn,
+                    refcount: meta.refcount,
+                });
+            }
+        }
+        // Every allocated frame is accounted for: user frames held as above,
+        // page-table frames, the zero page. (A count, not a scan: machines
+        // may have billions of frames.)
+        let tables: u64 = mms
+            .values()
+            .map(|m| m.pt.table_frames().count() as u64)
+            .sum();
+        let accounted = held.len() as u64 + tables + 1;
+        let allocated = phys.stats().allocated_pages;
+        if allocated != accounted {
+            out.push(KernelViolation::FrameCount {
+                allocated,
+                accounted,
+            });
+        }
+        out
+    }
+}

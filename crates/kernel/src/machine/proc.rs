@@ -1,0 +1,372 @@
+//! Processes: the pid table, MTE settings (`PR_SET_TAGGED_ADDR_CTRL`),
+//! PSTATE.TCO, the pending asynchronous fault, pins; `spawn`, `fork`,
+//! `exec`, `exit` (docs/semantics.md §4, §6).
+//!
+//! A process owns one address space ([`MmId`]); pids count from 1 and are
+//! never reused, so a removed pid answers `ESRCH`.
+//!
+//! `fork` (Linux `dup_mmap()` -> `copy_page_range()`): VMAs are copied; the
+//! entries of private VMAs that have an anon_vma are shared copy-on-write
+//! (write-protected in parent and child); a pinned private anonymous page is
+//! copied at once (`page_needs_cow_for_dma()` -> `copy_present_page()`);
+//! shared VMAs and private VMAs without anonymous pages copy no entries (they
+//! refault from the page cache, `vma_needs_copy()`).
+
+use std::collections::BTreeMap;
+
+use mte::{CheckSettings, Pfn, VirtAddr};
+use uapi::{Errno, MteCtrl, Pid, PrctlRequest};
+
+use super::{Kernel, PAGE_ORDER};
+use crate::mem::Gfp;
+use crate::mm::layout::{PAGE_SHIFT, TASK_SIZE};
+use crate::mm::{Access, Leaf, MmId, Pte};
+
+/// One process.
+#[derive(Clone, Debug)]
+pub(crate) struct Process {
+    pub(crate) mm: MmId,
+    pub(crate) ctrl: MteCtrl,
+    /// PSTATE.TCO.
+    pub(crate) tco: bool,
+    /// TIF_MTE_ASYNC_FAULT.
+    pub(crate) async_pending: bool,
+    /// Long-term pins by virtual page number: the frames pinned there, one
+    /// per pin, most recent last.
+    pub(crate) pins: BTreeMap<u64, Vec<Pfn>>,
+}
+
+impl Process {
+    fn new(mm: MmId) -> Process {
+        Process {
+            mm,
+            ctrl: MteCtrl::default(),
+            tco: false,
+            async_pending: false,
+            pins: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn check_settings(&self) -> CheckSettings {
+        CheckSettings {
+            mode: self.ctrl.tcf,
+            store_only: self.ctrl.store_only,
+            tco: self.tco,
+        }
+    }
+}
+
+/// A private entry made copy-on-write: writable access dropped.
+fn write_protect(leaf: Leaf) -> Leaf {
+    let mut leaf = leaf;
+    if leaf.attrs.access == Access::ReadWrite {
+        leaf.attrs.access = Access::ReadOnly;
+    }
+    leaf
+}
+
+fn with_leaf(pte: Pte, leaf: Leaf) -> Pte {
+    match pte {
+        Pte::Present(_) => Pte::Present(leaf),
+        Pte::AwaitingTagStorage(_) => Pte::AwaitingTagStorage(leaf),
+        other => panic!("BUG: {other:?} has no leaf"),
+    }
+}
+
+impl Kernel {
+    fn new_pid(&self) -> Pid {
+        let pid = Pid(self.next_pid.get());
+        self.next_pid.set(
+            pid.0
+                .checked_add(1)
+                .expect("BUG: more than u32::MAX processes"),
+        );
+        pid
+    }
+
+    /// `spawn`: a process with an empty address space and default settings.
+    pub(crate) fn spawn(&self) -> Result<Pid, Errno> {
+        let mm = self.new_mm()?;
+        let pid = self.new_pid();
+        self.procs.borrow_mut().insert(pid, Process::new(mm));
+        Ok(pid)
+    }
+
+    pub(crate) fn process_mm(&self, pid: Pid) -> Option<MmId> {
+        self.procs.borrow().get(&pid).map(|p| p.mm)
+    }
+
+    /// Linux `set_tagged_addr_ctrl()` with the keys of `request` applied.
+    pub(crate) fn prctl(&self, pid: Pid, request: PrctlRequest) -> Result<(), Errno> {
+        let mte = self.has_mte();
+        let mut procs = self.procs.borrow_mut();
+        let process = procs.get_mut(&pid).ok_or(Errno::Srch)?;
+        let word = request.apply(process.ctrl).encode();
+        process.ctrl = MteCtrl::decode(word, mte).ok_or(Errno::Inval)?;
+        Ok(())
+    }
+
+    pub(crate) fn prctl_get(&self, pid: Pid) -> Result<u64, Errno> {
+        let procs = self.procs.borrow();
+        Ok(procs.get(&pid).ok_or(Errno::Srch)?.ctrl.encode())
+    }
+
+    pub(crate) fn set_tco(&self, pid: Pid, on: bool) -> Result<(), Errno> {
+        let mut procs = self.procs.borrow_mut();
+        procs.get_mut(&pid).ok_or(Errno::Srch)?.tco = on;
+        Ok(())
+    }
+
+    /// Unmaps everything of `mm` and frees its page tables (Linux
+    /// `exit_mmap()`), under its `mmap_lock`.
+    async fn destroy_mm(&self, mm: MmId) {
+        let Some(lock) = self.mm_lock(mm) else {
+            return;
+        };
+        let _guard = lock.write().await;
+        let pfns = self.zap_range(mm, VirtAddr::ZERO, super::syscalls::user_end());
+        let gone = self
+            .mms
+            .borrow_mut()
+            .remove(&mm)
+            .expect("BUG: mm vanished under its write lock");
+        gone.pt.destroy(&mut self.frames());
+        self.release_all(pfns).await;
+        self.collect_objects().await;
+    }
+
+    /// Drops every pin of a process that goes away or execs.
+    async fn drop_pins(&self, pins: BTreeMap<u64, Vec<Pfn>>) {
+        let mut freed = Vec::new();
+        for pfn in pins.into_values().flatten() {
+            let mut phys = self.mem.phys_mut();
+            let meta = phys
+                .alloc
+                .frame_mut(pfn)
+                .unwrap_or_else(|e| panic!("BUG: pinned frame {pfn} not in use: {e}"));
+            meta.pins = meta.pins.checked_sub(1).expect("BUG: pin underflow");
+            freed.push(pfn);
+        }
+        self.release_all(freed).await;
+    }
+
+    /// `exit`: the process and its address space go away.
+    pub(crate) async fn exit(&self, pid: Pid) -> Result<(), Errno> {
+        let process = self.procs.borrow_mut().remove(&pid).ok_or(Errno::Srch)?;
+        self.destroy_mm(process.mm).await;
+        self.drop_pins(process.pins).await;
+        Ok(())
+    }
+
+    /// `exec`: a new empty address space and the settings of a new process
+    /// (Linux `mte_thread_init_user()`, `flush_tagged_addr_state()`).
+    pub(crate) async fn exec(&self, pid: Pid) -> Result<(), Errno> {
+        let new_mm = self.new_mm()?;
+        let old = {
+            let mut procs = self.procs.borrow_mut();
+            let Some(process) = procs.get_mut(&pid) else {
+                drop(procs);
+                let gone = self.mms.borrow_mut().remove(&new_mm);
+                if let Some(m) = gone {
+                    m.pt.destroy(&mut self.frames());
+                }
+                return Err(Errno::Srch);
+            };
+            core::mem::replace(process, Process::new(new_mm))
+        };
+        self.destroy_mm(old.mm).await;
+        self.drop_pins(old.pins).await;
+        Ok(())
+    }
+
+    /// `fork`: see the module documentation.
+    pub(crate) async fn fork(&self, pid: Pid) -> Result<Pid, Errno> {
+        let parent_mm = self.process_mm(pid).ok_or(Errno::Srch)?;
+        let lock = self.mm_lock(parent_mm).ok_or(Errno::Srch)?;
+        let _guard = lock.write().await;
+        let Some(parent) = self.procs.borrow().get(&pid).cloned() else {
+            return Err(Errno::Srch);
+        };
+        let child_mm = self.new_mm()?;
+        // The VMAs, and the entries to share or copy.
+        let (entries, vmas) = {
+            let mms = self.mms.borrow();
+            let m = &mms[&parent_mm];
+            let vmas = m.vmas.fork(&mut self.anon_ids.borrow_mut());
+            let mut entries = Vec::new();
+            for vma in m.vmas.iter().filter(|v| !v.is_shared() && v.anon.is_some()) {
+                for (va, leaf) in m.pt.leaves(vma.start, vma.end) {
+                    match leaf {
+                        crate::mm::LeafEntry::Pte(pte) => entries.push((va, pte, *vma)),
+                        crate::mm::LeafEntry::Block(_) => {
+                            panic!("BUG: a block entry, but THP is never used")
+                        }
+                    }
+                }
+            }
+            (entries, vmas)
+        };
+        self.mms
+            .borrow_mut()
+            .get_mut(&child_mm)
+            .expect("BUG: new mm vanished")
+            .vmas = vmas;
+        let mut to_copy = Vec::new();
+        for (va, pte, vma) in entries {
+            let Some(leaf) = pte.leaf() else {
+                panic!("BUG: swap entry without swap: {pte:?}");
+            };
+            let pinned = !leaf.attrs.special
+                && !self.cache_owner.borrow().contains_key(&leaf.pfn)
+                && self
+                    .mem
+                    .phys()
+                    .alloc
+                    .frame(leaf.pfn)
+                    .is_some_and(|m| m.is_pinned());
+            if pinned {
+                to_copy.push((va, pte, vma));
+                continue;
+            }
+            let shared = with_leaf(pte, write_protect(leaf));
+            if shared != pte {
+                self.write_pte(parent_mm, va, shared)?;
+            }
+            if let Err(e) = self.write_pte(child_mm, va, shared) {
+                self.abandon_child(child_mm).await;
+                return Err(e);
+            }
+        }
+        for (va, pte, vma) in to_copy {
+            if let Err(e) = self
+                .fork_copy_page(parent_mm, child_mm, va, pte, &vma)
+                .await
+            {
+                self.abandon_child(child_mm).await;
+                return Err(e);
+            }
+        }
+        let child = self.new_pid();
+        self.procs.borrow_mut().insert(
+            child,
+            Process {
+                mm: child_mm,
+                ctrl: parent.ctrl,
+                tco: parent.tco,
+                async_pending: false,
+                pins: BTreeMap::new(),
+            },
+        );
+        Ok(child)
+    }
+
+    async fn abandon_child(&self, child_mm: MmId) {
+        self.destroy_mm(child_mm).await;
+    }
+
+    /// The child's own copy of a pinned page, data and tags (Linux
+    /// `copy_present_page()`): the pin stays with the parent's page.
+    async fn fork_copy_page(
+        &self,
+        parent_mm: MmId,
+        child_mm: MmId,
+        va: VirtAddr,
+        pte: Pte,
+        vma: &crate::mm::Vma,
+    ) -> Result<(), Errno> {
+        let leaf = pte.leaf().expect("BUG: copying an entry without a page");
+        let src = leaf.pfn;
+        let dst = self
+            .alloc_copy_target(vma.is_tagged(), self.mem.page_mte_tagged(src))
+            .await
+            .ok_or(Errno::NoMem)?;
+        {
+            // The parent's page cannot change: its mmap_lock is held for
+            // writing and a pinned page is never migrated.
+            let mut phys = self.mem.phys_mut();
+            phys.contents
+                .copy_page(dst, src)
+                .expect("BUG: allocated frames are present");
+        }
+        if self.mem.page_mte_tagged(src) && self.mem.tag_storage_reserved(dst) {
+            self.mem
+                .copy_tags(dst, src)
+                .expect("BUG: allocated frames are present");
+            self.mem
+                .set_page_mte_tagged(dst)
+                .expect("BUG: a new frame is in use");
+        }
+        debug_assert_eq!(self.current_pte(parent_mm, va), Some(pte));
+        let new = with_leaf(pte, Leaf { pfn: dst, ..leaf });
+        if !self.set_pte_at(child_mm, va, Pte::None, new).await? {
+            panic!("BUG: a child's entry changed before the child existed");
+        }
+        Ok(())
+    }
+
+    /// A page to copy into: tagged (tag storage reserved, retried a few
+    /// times, when the source's tags must be kept) or plain. `None`: out of
+    /// memory, or no tag storage for tags that must be kept.
+    pub(crate) async fn alloc_copy_target(&self, tagged: bool, keep_tags: bool) -> Option<Pfn> {
+        if !tagged {
+            return self.mem.alloc(PAGE_ORDER, Gfp::USER).ok();
+        }
+        let page = self
+            .mem
+            .alloc_tagged(
+                PAGE_ORDER,
+                Gfp {
+                    zero: false,
+                    zero_tags: false,
+                    ..Gfp::USER_TAGGED
+                },
+                &mut self.mover(),
+            )
+            .await
+            .ok()?;
+        if keep_tags && !page.reserved() && !self.reserve_with_retries(page.pfn).await {
+            // The tags would be lost: give up (Linux: the copy fails).
+            super::free_unreserved(&self.mem, page.pfn);
+            return None;
+        }
+        Some(page.pfn)
+    }
+
+    /// IRG with the process's GCR_EL1.Exclude (the complement of its include
+    /// mask); draws once from the machine's RNG.
+    pub(crate) fn irg(
+        &self,
+        pid: Pid,
+        ptr: mte::TaggedPtr,
+        exclude: mte::TagMask,
+    ) -> mte::TaggedPtr {
+        let gcr = self.procs.borrow()[&pid].ctrl.include.complement();
+        mte::irg(ptr, gcr, exclude, &mut *self.rng.borrow_mut())
+    }
+
+    /// ADDG; a sum past bits 55:0 carries into the top byte (the tag field
+    /// is then replaced), as the 64-bit addition does.
+    pub(crate) fn addg(
+        &self,
+        pid: Pid,
+        ptr: mte::TaggedPtr,
+        offset: mte::GranuleOffset,
+        tag_offset: mte::TagOffset,
+    ) -> mte::TaggedPtr {
+        let exclude = self.procs.borrow()[&pid].ctrl.include.complement();
+        mte::addg(ptr, offset, tag_offset, exclude).unwrap_or_else(|_| {
+            let tag = mte::choose_non_excluded_tag(ptr.tag(), tag_offset, exclude);
+            mte::TaggedPtr::from_raw(ptr.raw().wrapping_add(offset.bytes())).with_tag(tag)
+        })
+    }
+}
+
+/// The virtual page number of `addr`.
+pub(crate) fn vpn(addr: u64) -> u64 {
+    addr >> PAGE_SHIFT
+}
+
+/// Whether `[addr, addr + len)` lies below `TASK_SIZE`.
+pub(crate) fn is_user_range(addr: u64, len: u64) -> bool {
+    addr <= TASK_SIZE && len <= TASK_SIZE - addr
+}

@@ -1,0 +1,721 @@
+//! Unit tests of the kernel's fault paths, `set_pte_at`, migration and pins
+//! (the examples of `shared/examples` are in `crates/kernel/tests`).
+
+use mte::{CheckMode, Tag, TagMask, TagStoreOp, TaggedPtr};
+use platform::Platform;
+use platform::spec::PlatformSpec;
+use uapi::{
+    AccessSize, Backing, Bound, Command, Counter, Errno, Machine, MapFlags, Op, Outcome, PageState,
+    Pid, PrctlRequest, Prot, Sharing,
+};
+
+use super::Kernel;
+use crate::mem::PageMover;
+use crate::mm::Pte;
+use crate::phys::MigrateError;
+
+fn kernel(keys: &[(&str, &str)]) -> Kernel {
+    let mut spec = PlatformSpec::default();
+    for (k, v) in keys {
+        spec.set_key(k, v).unwrap();
+    }
+    Kernel::new(&Platform::from_spec(&spec).unwrap()).unwrap()
+}
+
+/// Runs an op and asserts the invariants after it.
+fn run(k: &mut Kernel, op: Op) -> uapi::Reply {
+    let reply = k.run(&op);
+    let v = k.invariant_violations();
+    assert!(v.is_empty(), "after {op:?}: {v:#?}");
+    reply
+}
+
+fn cmd(k: &mut Kernel, pid: Pid, command: Command) -> Outcome {
+    run(k, Op::Process { pid, command }).outcome
+}
+
+fn spawn(k: &mut Kernel) -> Pid {
+    match run(k, Op::Spawn).bound {
+        Some(Bound::Process(p)) => p,
+        b => panic!("{b:?}"),
+    }
+}
+
+fn mmap(k: &mut Kernel, pid: Pid, len: u64, prot: Prot, flags: MapFlags) -> TaggedPtr {
+    let reply = run(
+        k,
+        Op::Process {
+            pid,
+            command: Command::Mmap { len, prot, flags },
+        },
+    );
+    assert_eq!(reply.outcome, Outcome::Ok);
+    match reply.bound {
+        Some(Bound::Pointer(p)) => p,
+        b => panic!("{b:?}"),
+    }
+}
+
+fn sync_mte(k: &mut Kernel, pid: Pid) {
+    let request = PrctlRequest {
+        tagged_addr: Some(true),
+        tcf: Some(CheckMode::Sync),
+        include: Some(TagMask::from_bits(0xfffe)),
+        store_only: None,
+    };
+    assert_eq!(cmd(k, pid, Command::Prctl(request)), Outcome::Ok);
+}
+
+fn rw_mte() -> Prot {
+    Prot {
+        mte: true,
+        ..Prot::READ_WRITE
+    }
+}
+
+fn load8(k: &mut Kernel, pid: Pid, ptr: TaggedPtr) -> Outcome {
+    cmd(
+        k,
+        pid,
+        Command::Load {
+            ptr,
+            size: AccessSize::B8,
+        },
+    )
+}
+
+fn store8(k: &mut Kernel, pid: Pid, ptr: TaggedPtr, value: u128) -> Outcome {
+    cmd(
+        k,
+        pid,
+        Command::Store {
+            ptr,
+            size: AccessSize::B8,
+            value,
+        },
+    )
+}
+
+fn stat(k: &Kernel, c: Counter) -> u64 {
+    k.counter(c).unwrap()
+}
+
+fn pfn_of(k: &Kernel, pid: Pid, ptr: TaggedPtr) -> Option<mte::Pfn> {
+    let mm = k.process_mm(pid)?;
+    k.current_pte(mm, ptr.addr().align_down(4096))?
+        .leaf()
+        .map(|l| l.pfn)
+}
+
+/// Linux do_anonymous_page(): a read of untouched private anonymous memory
+/// maps the zero page (fault.zero_page), a write then replaces it with a
+/// private copy (wp_page_copy: fault.cow); a first write elsewhere
+/// allocates (fault.anon); a second write to the same page faults no more.
+#[test]
+fn anonymous_fault_kinds_are_counted() {
+    let mut k = kernel(&[]);
+    let p = spawn(&mut k);
+    let a = mmap(&mut k, p, 8192, Prot::READ_WRITE, MapFlags::default());
+    assert_eq!(load8(&mut k, p, a), Outcome::Value(0));
+    assert_eq!(stat(&k, Counter::FaultZeroPage), 1);
+    assert_eq!(k.page_state(p, a, PageState::ZeroPage), Some(true));
+    assert_eq!(store8(&mut k, p, a, 5), Outcome::Ok);
+    assert_eq!(stat(&k, Counter::FaultCow), 1);
+    assert_eq!(k.page_state(p, a, PageState::Private), Some(true));
+    let b = a.checked_add(4096).unwrap();
+    assert_eq!(store8(&mut k, p, b, 6), Outcome::Ok);
+    assert_eq!(stat(&k, Counter::FaultAnon), 1);
+    assert_eq!(store8(&mut k, p, b, 7), Outcome::Ok);
+    assert_eq!(
+        (
+            stat(&k, Counter::FaultAnon),
+            stat(&k, Counter::FaultCow),
+            stat(&k, Counter::FaultZeroPage)
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(load8(&mut k, p, a), Outcome::Value(5));
+    assert_eq!(load8(&mut k, p, b), Outcome::Value(7));
+    assert_eq!(k.page_state(p, b, PageState::Untagged), Some(true));
+}
+
+/// PROT_NONE and permission faults are SEGV_ACCERR, holes SEGV_MAPERR,
+/// at the first byte of the failing page with the pointer's top byte
+/// (docs/semantics.md §14).
+#[test]
+fn fault_codes_and_addresses() {
+    let mut k = kernel(&[]);
+    let p = spawn(&mut k);
+    let a = mmap(&mut k, p, 4096, Prot::NONE, MapFlags::default());
+    let ptr = a.with_tag(Tag::new(3).unwrap());
+    assert_eq!(
+        load8(&mut k, p, ptr),
+        Outcome::Fault(uapi::Fault {
+            code: uapi::FaultCode::SegvAccErr,
+            addr: Some(ptr)
+        })
+    );
+    let ro = mmap(
+        &mut k,
+        p,
+        4096,
+        Prot {
+            read: true,
+            ..Prot::NONE
+        },
+        MapFlags::default(),
+    );
+    assert_eq!(
+        store8(&mut k, p, ro, 1),
+        Outcome::Fault(uapi::Fault {
+            code: uapi::FaultCode::SegvAccErr,
+            addr: Some(ro)
+        })
+    );
+    // A load crossing from the read-only page into the PROT_NONE one just
+    // above it (mappings are packed top-down): the fault is at the first
+    // byte of the failing page.
+    assert_eq!(ro.checked_add(4096).unwrap(), a);
+    let crossing = ro.checked_add(4092).unwrap().with_tag(Tag::new(2).unwrap());
+    assert_eq!(
+        load8(&mut k, p, crossing),
+        Outcome::Fault(uapi::Fault {
+            code: uapi::FaultCode::SegvAccErr,
+            addr: Some(a.with_tag(Tag::new(2).unwrap()))
+        })
+    );
+}
+
+/// RFC v3 set_pte_at(): a tagged entry for a page whose tag storage is not
+/// reserved is written awaiting tag storage, tags untouched; the first
+/// access reserves the storage (fault.tag_storage), initialises the tags
+/// once and maps the page valid and tagged.
+#[test]
+fn set_pte_at_maps_awaiting_until_storage_is_reserved() {
+    let mut k = kernel(&[("tag-storage", "dynamic")]);
+    let p = spawn(&mut k);
+    sync_mte(&mut k, p);
+    // Untagged data in DRAM (tag-storage-data=balance may use CMA too; the
+    // page is found wherever it is).
+    let a = mmap(&mut k, p, 4096, Prot::READ_WRITE, MapFlags::default());
+    assert_eq!(store8(&mut k, p, a, 0x1234), Outcome::Ok);
+    let pfn = pfn_of(&k, p, a).unwrap();
+    assert!(!k.mem.tag_storage_reserved(pfn));
+    let reservations = stat(&k, Counter::TagStorageReservations);
+    assert_eq!(
+        cmd(
+            &mut k,
+            p,
+            Command::Mprotect {
+                ptr: a,
+                len: 4096,
+                prot: rw_mte()
+            }
+        ),
+        Outcome::Ok
+    );
+    assert_eq!(
+        k.page_state(p, a, PageState::AwaitingTagStorage),
+        Some(true)
+    );
+    assert!(
+        !k.mem.page_mte_tagged(pfn),
+        "tags are not initialised before the fault"
+    );
+    assert_eq!(k.tags(p, a, 32), Some(vec![Tag::ZERO; 2]));
+    assert_eq!(load8(&mut k, p, a), Outcome::Value(0x1234));
+    assert!(stat(&k, Counter::FaultTagStorage) >= 1);
+    assert_eq!(k.page_state(p, a, PageState::Tagged), Some(true));
+    let now = pfn_of(&k, p, a).unwrap();
+    assert!(k.mem.tag_storage_reserved(now) && k.mem.page_mte_tagged(now));
+    if now == pfn {
+        assert!(stat(&k, Counter::TagStorageReservations) > reservations);
+    }
+}
+
+/// A page lying in tag storage that must be mapped tagged is migrated out
+/// (tag_storage.migrations, migrate.pages), and every mapping of it is
+/// rewritten through the rmap: here the parent's and the forked child's.
+#[test]
+fn migration_out_of_tag_storage_rewrites_every_mapping() {
+    let mut k = kernel(&[("tag-storage", "dynamic"), ("tag-storage-data", "prefer")]);
+    let p = spawn(&mut k);
+    sync_mte(&mut k, p);
+    let a = mmap(&mut k, p, 4096, Prot::READ_WRITE, MapFlags::default());
+    assert_eq!(
+        cmd(
+            &mut k,
+            p,
+            Command::Fill {
+                ptr: a,
+                len: 4096,
+                byte: 0xab
+            }
+        ),
+        Outcome::Ok
+    );
+    let src = pfn_of(&k, p, a).unwrap();
+    assert!(
+        k.mem.geometry().is_tag_storage(src),
+        "prefer puts untagged data in tag storage"
+    );
+    let c = match run(
+        &mut k,
+        Op::Process {
+            pid: p,
+            command: Command::Fork,
+        },
+    )
+    .bound
+    {
+        Some(Bound::Process(c)) => c,
+        b => panic!("{b:?}"),
+    };
+    assert_eq!(k.page_state(c, a, PageState::Shared), Some(true));
+    assert_eq!(
+        cmd(
+            &mut k,
+            p,
+            Command::Mprotect {
+                ptr: a,
+                len: 4096,
+                prot: rw_mte()
+            }
+        ),
+        Outcome::Ok
+    );
+    let (migrations, moved) = (
+        stat(&k, Counter::TagStorageMigrations),
+        stat(&k, Counter::MigratePages),
+    );
+    assert_eq!(
+        cmd(
+            &mut k,
+            p,
+            Command::Verify {
+                ptr: a,
+                len: 4096,
+                byte: 0xab
+            }
+        ),
+        Outcome::Ok
+    );
+    let dst = pfn_of(&k, p, a).unwrap();
+    assert_ne!(dst, src);
+    assert!(!k.mem.geometry().is_tag_storage(dst));
+    assert_eq!(
+        pfn_of(&k, c, a),
+        Some(dst),
+        "the child's entry follows the page"
+    );
+    assert_eq!(k.page_state(c, a, PageState::InTagStorage), Some(false));
+    assert_eq!(stat(&k, Counter::TagStorageMigrations), migrations + 1);
+    assert_eq!(stat(&k, Counter::MigratePages), moved + 1);
+    assert_eq!(
+        cmd(
+            &mut k,
+            c,
+            Command::Verify {
+                ptr: a,
+                len: 4096,
+                byte: 0xab
+            }
+        ),
+        Outcome::Ok
+    );
+    // Copy-on-write still separates them.
+    assert_eq!(store8(&mut k, c, a, 1), Outcome::Ok);
+    assert_eq!(load8(&mut k, p, a), Outcome::Value(0xabab_abab_abab_abab));
+}
+
+/// Migration of a pinned page fails (MigrateError::Pinned) and leaves it
+/// in place; a long-term pin moves a page out of CMA first (Linux
+/// check_and_migrate_movable_pages()), keeps it across munmap, and unpin
+/// frees it.
+#[test]
+fn pins_block_migration_and_outlive_unmapping() {
+    let mut k = kernel(&[("tag-storage", "dynamic"), ("tag-storage-data", "prefer")]);
+    let p = spawn(&mut k);
+    let a = mmap(&mut k, p, 4096, Prot::READ_WRITE, MapFlags::default());
+    assert_eq!(store8(&mut k, p, a, 9), Outcome::Ok);
+    let pfn = pfn_of(&k, p, a).unwrap();
+    assert!(k.mem.geometry().is_tag_storage(pfn));
+    // A short-term pin (not through `pin`, which would move it first).
+    k.mem.phys_mut().alloc.frame_mut(pfn).unwrap().pins += 1;
+    let result = k
+        .sched
+        .block_on(
+            async { k.mover().move_page(&k.mem, pfn).await },
+            sched::RunLimits::default(),
+        )
+        .unwrap();
+    assert_eq!(result, Err(MigrateError::Pinned));
+    assert_eq!(pfn_of(&k, p, a), Some(pfn));
+    k.mem.phys_mut().alloc.frame_mut(pfn).unwrap().pins -= 1;
+
+    assert_eq!(cmd(&mut k, p, Command::Pin { ptr: a, len: 1 }), Outcome::Ok);
+    let pinned = pfn_of(&k, p, a).unwrap();
+    assert!(
+        !k.mem.geometry().is_tag_storage(pinned),
+        "FOLL_LONGTERM leaves CMA"
+    );
+    assert_eq!(load8(&mut k, p, a), Outcome::Value(9));
+    let free = stat(&k, Counter::MemFree);
+    assert_eq!(
+        cmd(&mut k, p, Command::Munmap { ptr: a, len: 4096 }),
+        Outcome::Ok
+    );
+    assert!(k.orphans.borrow().contains(&pinned));
+    assert_eq!(
+        cmd(&mut k, p, Command::Unpin { ptr: a, len: 1 }),
+        Outcome::Ok
+    );
+    assert!(stat(&k, Counter::MemFree) > free);
+    assert_eq!(
+        cmd(&mut k, p, Command::Unpin { ptr: a, len: 1 }),
+        Outcome::Error(Errno::Inval)
+    );
+}
+
+/// fork copies a pinned private page at once (Linux copy_present_page()):
+/// the child gets its own page, with the data and tags.
+#[test]
+fn fork_copies_pinned_pages() {
+    let mut k = kernel(&[]);
+    let p = spawn(&mut k);
+    sync_mte(&mut k, p);
+    let a = mmap(&mut k, p, 4096, rw_mte(), MapFlags::default());
+    let t = a.with_tag(Tag::new(4).unwrap());
+    assert_eq!(
+        cmd(
+            &mut k,
+            p,
+            Command::StoreTag {
+                op: TagStoreOp::Stg,
+                ptr: t
+            }
+        ),
+        Outcome::Ok
+    );
+    assert_eq!(store8(&mut k, p, t, 77), Outcome::Ok);
+    assert_eq!(
+        cmd(&mut k, p, Command::Pin { ptr: a, len: 4096 }),
+        Outcome::Ok
+    );
+    let c = match run(
+        &mut k,
+        Op::Process {
+            pid: p,
+            command: Command::Fork,
+        },
+    )
+    .bound
+    {
+        Some(Bound::Process(c)) => c,
+        b => panic!("{b:?}"),
+    };
+    assert_ne!(pfn_of(&k, c, a), pfn_of(&k, p, a));
+    assert_eq!(k.page_state(c, a, PageState::Private), Some(true));
+    assert_eq!(load8(&mut k, c, t), Outcome::Value(77));
+    assert_eq!(k.tags(c, a, 16), Some(vec![Tag::new(4).unwrap()]));
+}
+
+/// Shared anonymous memory is one object: fork shares it, writes are seen
+/// by both; a private file mapping copies on write and keeps the object.
+#[test]
+fn shared_memory_and_private_files() {
+    let mut k = kernel(&[]);
+    let p = spawn(&mut k);
+    let shared = MapFlags {
+        sharing: Sharing::Shared,
+        ..MapFlags::default()
+    };
+    let s = mmap(&mut k, p, 4096, Prot::READ_WRITE, shared);
+    let c = match run(
+        &mut k,
+        Op::Process {
+            pid: p,
+            command: Command::Fork,
+        },
+    )
+    .bound
+    {
+        Some(Bound::Process(c)) => c,
+        b => panic!("{b:?}"),
+    };
+    assert_eq!(store8(&mut k, c, s, 42), Outcome::Ok);
+    assert_eq!(load8(&mut k, p, s), Outcome::Value(42));
+    assert_eq!(k.page_state(p, s, PageState::Shared), Some(true));
+    let file = MapFlags {
+        backing: Backing::File,
+        ..MapFlags::default()
+    };
+    let f = mmap(&mut k, p, 4096, Prot::READ_WRITE, file);
+    assert_eq!(load8(&mut k, p, f), Outcome::Value(0));
+    assert_eq!(store8(&mut k, p, f, 3), Outcome::Ok);
+    assert_eq!(load8(&mut k, p, f), Outcome::Value(3));
+    assert_eq!(
+        cmd(
+            &mut k,
+            p,
+            Command::Madvise {
+                ptr: f,
+                len: 4096,
+                advice: uapi::Advice::DontNeed
+            }
+        ),
+        Outcome::Ok
+    );
+    assert_eq!(load8(&mut k, p, f), Outcome::Value(0));
+    assert_eq!(cmd(&mut k, c, Command::Exit), Outcome::Ok);
+    assert_eq!(cmd(&mut k, c, Command::Yield), Outcome::Error(Errno::Srch));
+}
+
+/// A parallel block runs each op as its own task; outcomes that hold in
+/// every interleaving hold here, and the invariants after it.
+#[test]
+fn parallel_faults_on_one_page() {
+    let mut k = kernel(&[("tag-storage", "dynamic")]);
+    let p = spawn(&mut k);
+    sync_mte(&mut k, p);
+    let a = mmap(&mut k, p, 8192, rw_mte(), MapFlags::default());
+    let b = a.checked_add(4096).unwrap();
+    for seed in 0..16 {
+        let ops = vec![
+            Op::Process {
+                pid: p,
+                command: Command::Store {
+                    ptr: a,
+                    size: AccessSize::B8,
+                    value: seed,
+                },
+            },
+            Op::Process {
+                pid: p,
+                command: Command::Store {
+                    ptr: b,
+                    size: AccessSize::B8,
+                    value: seed,
+                },
+            },
+            Op::Process {
+                pid: p,
+                command: Command::Fork,
+            },
+        ];
+        let replies = k
+            .run_parallel(&ops, &mut sched::Seeded::new(seed as u64))
+            .unwrap();
+        assert!(
+            replies.iter().all(|r| r.outcome == Outcome::Ok),
+            "{replies:?}"
+        );
+        assert_eq!(k.invariant_violations(), Vec::<String>::new());
+        assert_eq!(load8(&mut k, p, a), Outcome::Value(seed));
+        if let Some(Bound::Process(c)) = replies[2].bound {
+            assert_eq!(cmd(&mut k, c, Command::Exit), Outcome::Ok);
+        }
+    }
+    assert!(matches!(
+        k.current_pte(k.process_mm(p).unwrap(), a.addr()),
+        Some(Pte::Present(_))
+    ));
+}
+
+/// Out of memory inside a fault (Linux VM_FAULT_OOM) ends the access with a
+/// fault outcome, never a loop or a panic; what was written before stays,
+/// and freeing memory makes the next access work.
+#[test]
+fn out_of_memory_in_a_fault_is_a_fault_outcome() {
+    let mut k = kernel(&[("memory", "16M"), ("tag-storage", "none")]);
+    let p = spawn(&mut k);
+    // Each below the commit limit (checked per request, Linux's
+    // OVERCOMMIT_GUESS), together more than the machine has.
+    let first = mmap(&mut k, p, 15 << 20, Prot::READ_WRITE, MapFlags::default());
+    assert_eq!(
+        cmd(
+            &mut k,
+            p,
+            Command::Fill {
+                ptr: first,
+                len: 15 << 20,
+                byte: 2
+            }
+        ),
+        Outcome::Ok
+    );
+    let a = mmap(&mut k, p, 15 << 20, Prot::READ_WRITE, MapFlags::default());
+    let outcome = cmd(
+        &mut k,
+        p,
+        Command::Fill {
+            ptr: a,
+            len: 15 << 20,
+            byte: 1,
+        },
+    );
+    let Outcome::Fault(f) = outcome else {
+        panic!("expected an OOM fault, got {outcome:?}");
+    };
+    assert_eq!(f.code, uapi::FaultCode::SegvAccErr);
+    let stopped = f.addr.unwrap().addr().as_u64() - a.addr().as_u64();
+    assert!(stopped > 0 && stopped.is_multiple_of(4096));
+    assert_eq!(
+        cmd(
+            &mut k,
+            p,
+            Command::Verify {
+                ptr: a,
+                len: stopped,
+                byte: 1
+            }
+        ),
+        Outcome::Ok
+    );
+    assert_eq!(
+        cmd(
+            &mut k,
+            p,
+            Command::Munmap {
+                ptr: first,
+                len: 15 << 20
+            }
+        ),
+        Outcome::Ok
+    );
+    let b = mmap(&mut k, p, 4096, Prot::READ_WRITE, MapFlags::default());
+    assert_eq!(store8(&mut k, p, b, 1), Outcome::Ok);
+}
+
+/// Under `static` tag storage (mainline Linux) nothing ever waits for tag
+/// storage: adding PROT_MTE maps the page tagged at once.
+#[test]
+fn static_tag_storage_never_awaits() {
+    let mut k = kernel(&[("tag-storage", "static")]);
+    let p = spawn(&mut k);
+    let a = mmap(&mut k, p, 4096, Prot::READ_WRITE, MapFlags::default());
+    assert_eq!(store8(&mut k, p, a, 3), Outcome::Ok);
+    assert_eq!(
+        cmd(
+            &mut k,
+            p,
+            Command::Mprotect {
+                ptr: a,
+                len: 4096,
+                prot: rw_mte()
+            }
+        ),
+        Outcome::Ok
+    );
+    assert_eq!(k.page_state(p, a, PageState::Tagged), Some(true));
+    assert_eq!(stat(&k, Counter::FaultTagStorage), 0);
+}
+
+/// Without MTE (`tag-storage=none`) MTE bits of prctl and PROT_MTE are
+/// EINVAL (docs/semantics.md §6, §7) and ptrace tag access is EIO; exec
+/// resets the settings.
+#[test]
+fn no_mte_machine_refuses_mte_and_exec_resets_settings() {
+    let mut k = kernel(&[("tag-storage", "none")]);
+    let p = spawn(&mut k);
+    let q = spawn(&mut k);
+    let sync = PrctlRequest {
+        tcf: Some(CheckMode::Sync),
+        ..PrctlRequest::default()
+    };
+    assert_eq!(
+        cmd(&mut k, p, Command::Prctl(sync)),
+        Outcome::Error(Errno::Inval)
+    );
+    let tagged = PrctlRequest {
+        tagged_addr: Some(true),
+        ..PrctlRequest::default()
+    };
+    assert_eq!(cmd(&mut k, p, Command::Prctl(tagged)), Outcome::Ok);
+    assert_eq!(cmd(&mut k, p, Command::PrctlGet), Outcome::Value(1));
+    assert_eq!(
+        cmd(
+            &mut k,
+            p,
+            Command::Mmap {
+                len: 4096,
+                prot: rw_mte(),
+                flags: MapFlags::default()
+            }
+        ),
+        Outcome::Error(Errno::Inval)
+    );
+    assert_eq!(
+        cmd(
+            &mut k,
+            p,
+            Command::PeekTags {
+                target: q,
+                ptr: TaggedPtr::from_raw(0x1000),
+                granules: 1
+            }
+        ),
+        Outcome::Error(Errno::Io)
+    );
+    assert_eq!(cmd(&mut k, p, Command::Exec), Outcome::Ok);
+    assert_eq!(cmd(&mut k, p, Command::PrctlGet), Outcome::Value(0));
+}
+
+/// The checker sees what it must: a leaked frame, a map count out of step
+/// with the rmap, a stale TLB entry.
+#[test]
+fn the_checker_reports_broken_invariants() {
+    let mut k = kernel(&[]);
+    let p = spawn(&mut k);
+    let a = mmap(&mut k, p, 4096, Prot::READ_WRITE, MapFlags::default());
+    assert_eq!(store8(&mut k, p, a, 1), Outcome::Ok);
+    assert_eq!(load8(&mut k, p, a), Outcome::Value(1), "fills the TLB");
+    let pfn = pfn_of(&k, p, a).unwrap();
+
+    k.mem.phys_mut().alloc.frame_mut(pfn).unwrap().mapcount += 1;
+    let v = k.invariant_violations();
+    assert!(
+        v.iter().any(|s| s.contains("map count 2, but 1 mappings")),
+        "{v:#?}"
+    );
+    k.mem.phys_mut().alloc.frame_mut(pfn).unwrap().mapcount -= 1;
+
+    let leaked = k
+        .mem
+        .alloc(super::PAGE_ORDER, crate::mem::Gfp::USER)
+        .unwrap();
+    let v = k.invariant_violations();
+    assert!(v.iter().any(|s| s.contains("accounted for")), "{v:#?}");
+    super::free_unreserved(&k.mem, leaked);
+
+    // Change the entry behind the TLB's back.
+    let mm = k.process_mm(p).unwrap();
+    {
+        let mut mms = k.mms.borrow_mut();
+        let m = mms.get_mut(&mm).unwrap();
+        let Pte::Present(mut leaf) = m.pt.pte(a.addr()) else {
+            panic!()
+        };
+        leaf.attrs.access = crate::mm::Access::ReadOnly;
+        m.pt.set_pte(
+            a.addr(),
+            Pte::Present(leaf),
+            &mut super::PtFrames { mem: &k.mem },
+        )
+        .unwrap();
+    }
+    let v = k.invariant_violations();
+    assert!(v.iter().any(|s| s.contains("TLB disagrees")), "{v:#?}");
+}
+
+/// A large machine costs what it uses: booting, a fault and the invariant
+/// check do not scan every frame.
+#[test]
+fn a_large_machine_is_cheap_to_use_and_check() {
+    let mut k = kernel(&[("memory", "64G"), ("tag-storage", "dynamic")]);
+    let p = spawn(&mut k);
+    let a = mmap(&mut k, p, 1 << 20, rw_mte(), MapFlags::default());
+    assert_eq!(store8(&mut k, p, a, 1), Outcome::Ok);
+    assert_eq!(load8(&mut k, p, a), Outcome::Value(1));
+    assert!(k.invariant_violations().is_empty());
+}
