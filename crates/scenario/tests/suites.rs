@@ -9,8 +9,10 @@
 //! - `# expect-error: LINE:COLUMN [TEXT]`: be refused as malformed at
 //!   `LINE:COLUMN`, with a message containing `TEXT` if given;
 //! - otherwise: pass (`PASS`), on the machine `# machine: KIND` names
-//!   (`kernel` by default, or `reference`). A file whose machine is not
-//!   built yet is listed as ignored, never passed.
+//!   (`kernel` by default, `reference`, or `both`: one test per machine,
+//!   named `<area>/<file>.mte@kernel` and `...@reference`), with the
+//!   machine's invariants checked after every command
+//!   ([`RunOptions::check_invariants`]).
 //!
 //! Files are found when the test runs, so a new file needs no rebuild.
 
@@ -30,14 +32,15 @@ fn suites_dir() -> PathBuf {
 struct Directives {
     /// `LINE:COLUMN` and the text the message must contain.
     expect_error: Option<(u32, u32, String)>,
-    machine: MachineKind,
+    /// The machines the file runs on (one test each).
+    machines: Vec<MachineKind>,
 }
 
 fn directives(src: &[u8]) -> Result<Directives, String> {
     let text = String::from_utf8_lossy(src);
     let mut found = Directives {
         expect_error: None,
-        machine: MachineKind::default(),
+        machines: vec![MachineKind::default()],
     };
     for line in text.lines() {
         let Some(comment) = line.trim_start().strip_prefix('#') else {
@@ -53,7 +56,10 @@ fn directives(src: &[u8]) -> Result<Directives, String> {
                 .ok_or_else(|| format!("bad `# expect-error: {rest}` (LINE:COLUMN [TEXT])"))?;
             found.expect_error = Some((line, column, needle.trim().to_owned()));
         } else if let Some(kind) = comment.strip_prefix("machine:") {
-            found.machine = kind.trim().parse().map_err(|e| format!("{e}"))?;
+            found.machines = match kind.trim() {
+                "both" => vec![MachineKind::Kernel, MachineKind::Reference],
+                one => vec![one.parse().map_err(|e| format!("{e}"))?],
+            };
         }
     }
     Ok(found)
@@ -79,10 +85,17 @@ fn files(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf)>) {
     }
 }
 
-fn check(name: &str, src: &[u8], directives: &Directives) -> Result<(), Failed> {
-    let result = scenario::run_source(name, src, &RunOptions::default(), |p: &Platform| {
-        make_machine(directives.machine, p)
-    });
+fn check(
+    name: &str,
+    src: &[u8],
+    directives: &Directives,
+    machine: MachineKind,
+) -> Result<(), Failed> {
+    let options = RunOptions {
+        check_invariants: true,
+        ..RunOptions::default()
+    };
+    let result = scenario::run_source(name, src, &options, |p: &Platform| make_machine(machine, p));
     match (&directives.expect_error, result) {
         (Some((line, column, needle)), FileResult::Malformed(e)) => {
             let message = e.to_string();
@@ -116,15 +129,20 @@ fn directives_are_read_from_comments() -> Result<(), Failed> {
     let read = |src: &str| directives(src.as_bytes());
     let want = Directives {
         expect_error: Some((4, 9, "missing offset after `+`".into())),
-        machine: MachineKind::Kernel,
+        machines: vec![MachineKind::Kernel],
     };
     if read("# expect-error: 4:9 missing offset after `+`\nspawn p\n") != Ok(want) {
         return Err("expect-error with text".into());
     }
     let plain = read("  #   machine: reference\n# expect-error: 2:1\n")?;
-    if plain.machine != MachineKind::Reference || plain.expect_error != Some((2, 1, String::new()))
+    if plain.machines != [MachineKind::Reference]
+        || plain.expect_error != Some((2, 1, String::new()))
     {
         return Err(format!("{plain:?}").into());
+    }
+    let both = read("# machine: both\n")?;
+    if both.machines != [MachineKind::Kernel, MachineKind::Reference] {
+        return Err(format!("{both:?}").into());
     }
     if read("# expect-error: four\n").is_ok() || read("# machine: qemu\n").is_ok() {
         return Err("bad directives accepted".into());
@@ -136,24 +154,33 @@ fn main() {
     let args = Arguments::from_args();
     let mut found = Vec::new();
     files(&suites_dir(), "", &mut found);
-    let harness = Trial::test("harness: directives", directives_are_read_from_comments);
-    let trials = std::iter::once(harness)
-        .chain(found.into_iter().map(|(name, path)| {
-            let src = std::fs::read(&path);
-            let plan = src
-                .as_ref()
-                .map_err(|e| format!("{}: {e}", path.display()))
-                .and_then(|src| directives(src));
-            // A machine that is not built yet cannot pass or fail a file.
-            let unavailable = matches!(&plan, Ok(d) if d.expect_error.is_none()
-                && make_machine(d.machine, &Platform::default()).is_err());
-            let trial_name = name.clone();
-            Trial::test(trial_name, move || {
-                let src = src.map_err(|e| format!("{}: {e}", path.display()))?;
-                check(&name, &src, &plan?)
-            })
-            .with_ignored_flag(unavailable)
-        }))
-        .collect();
+    let mut trials = vec![Trial::test(
+        "harness: directives",
+        directives_are_read_from_comments,
+    )];
+    for (name, path) in found {
+        let plan = std::fs::read(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))
+            .and_then(|src| Ok((directives(&src)?, src)));
+        let (directives, src) = match plan {
+            Ok(plan) => plan,
+            Err(e) => {
+                trials.push(Trial::test(name, move || Err(e.into())));
+                continue;
+            }
+        };
+        let directives = std::sync::Arc::new(directives);
+        let src: std::sync::Arc<[u8]> = src.into();
+        for &machine in &directives.machines {
+            let trial_name = match directives.machines.len() {
+                1 => name.clone(),
+                _ => format!("{name}@{machine}"),
+            };
+            let (name, src, directives) = (name.clone(), src.clone(), directives.clone());
+            trials.push(Trial::test(trial_name, move || {
+                check(&name, &src, &directives, machine)
+            }));
+        }
+    }
     libtest_mimic::run(&args, trials).exit();
 }

@@ -1,5 +1,6 @@
 //! `mtesim run FILES_OR_DIRS... [--verbose] [--json] [--seed S]
-//! [--schedule STRING] [--jobs N] [--machine kernel|reference]`: run
+//! [--schedule STRING] [--jobs N] [--machine kernel|reference]
+//! [--check-invariants]`: run
 //! scenarios, each on a fresh machine (`scenario-language.md`, "Running").
 //!
 //! Files: a directory is searched recursively for `*.mte`, in sorted order
@@ -84,6 +85,10 @@ pub struct Args {
     /// The machine to run on.
     #[arg(long, value_name = "KIND", default_value = "kernel", value_parser = parse_machine)]
     pub machine: MachineKind,
+    /// Check the invariants after every command (as if each line were
+    /// followed by `expect invariants`); a violation fails that line.
+    #[arg(long)]
+    pub check_invariants: bool,
 }
 
 fn parse_seed(text: &str) -> Result<u64, String> {
@@ -122,6 +127,7 @@ pub fn run(args: &Args) -> ExitCode {
         seed: args.seed,
         schedule: args.schedule.clone(),
         verbose: args.verbose,
+        check_invariants: args.check_invariants,
     };
     let colour = std::io::stderr().is_terminal();
     let bar = progress_bar(inputs.len(), colour);

@@ -64,6 +64,10 @@ pub struct RunOptions {
     pub schedule: Option<Schedule>,
     /// Record every command and expectation with its result.
     pub verbose: bool,
+    /// Check the machine's invariants after every command and `parallel`
+    /// block, as if each were followed by `expect invariants` (the debug
+    /// setting of `mtesim run --check-invariants`; the suites use it).
+    pub check_invariants: bool,
 }
 
 impl RunOptions {
@@ -342,6 +346,7 @@ pub struct Runner<'a, M: Machine + ?Sized> {
     machine: &'a mut M,
     verbose: bool,
     source: Option<&'a [u8]>,
+    check_invariants: bool,
     bindings: Bindings,
     chooser: Recorder<BlockChooser>,
     /// A parallel block has run (so the schedule is worth reporting).
@@ -362,6 +367,7 @@ impl<'a, M: Machine + ?Sized> Runner<'a, M> {
         Runner {
             machine,
             verbose: options.verbose,
+            check_invariants: options.check_invariants,
             source: None,
             bindings: Bindings::new(),
             chooser: Recorder::new(BlockChooser {
@@ -385,10 +391,30 @@ impl<'a, M: Machine + ?Sized> Runner<'a, M> {
         if self.stopped {
             return;
         }
-        match stmt {
-            Stmt::Command(c) => self.command(c, names),
-            Stmt::Expect(e) => self.expect(e, names),
-            Stmt::Parallel(p) => self.parallel(p, names),
+        let line = match stmt {
+            Stmt::Command(c) => {
+                self.command(c, names);
+                c.line
+            }
+            Stmt::Expect(e) => {
+                self.expect(e, names);
+                return;
+            }
+            Stmt::Parallel(p) => {
+                self.parallel(p, names);
+                p.line
+            }
+        };
+        if self.check_invariants {
+            let violations = self.machine.invariant_violations();
+            if !violations.is_empty() {
+                let message = format!(
+                    "expected invariants to hold after this line, got {} violated: {}",
+                    violations.len(),
+                    violations.join("; ")
+                );
+                self.fail(line, message);
+            }
         }
     }
 

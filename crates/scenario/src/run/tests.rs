@@ -809,3 +809,21 @@ fn run_source_streams_and_refuses_a_malformed_file_whole() {
     let result = run_source("e.mte", b"", &RunOptions::default(), make);
     assert!(matches!(&result, FileResult::Ran(r) if r.passed() && r.commands == 0));
 }
+
+#[test]
+fn check_invariants_fails_every_command_line_after_which_they_break() {
+    let src = "spawn p\np mmap a 4K\nexpect p page a tagged\np load a 8\n";
+    let mut m = Answering::plain();
+    m.double.pages.insert(PageState::Tagged, true);
+    m.double.violations = vec!["frame 7 in two states".into()];
+    assert!(run(src, &mut m).failures.is_empty(), "off by default");
+    let options = RunOptions {
+        check_invariants: true,
+        ..RunOptions::default()
+    };
+    let report = run_with(src, &mut m, &options);
+    let message = "expected invariants to hold after this line, got 1 violated: \
+                   frame 7 in two states";
+    // Commands only: an expectation changes nothing.
+    assert_eq!(lines(&report), [(1, message), (2, message), (4, message)]);
+}
