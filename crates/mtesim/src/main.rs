@@ -29,6 +29,9 @@ enum Command {
     Run(cmd::run::Args),
     /// Measure the tool's throughput.
     Bench(cmd::bench::Args),
+    /// Differential testing: random programs on the machine under test and
+    /// the reference model in lockstep; a failure is shrunk to a .mte file.
+    Fuzz(cmd::fuzz::Args),
 }
 
 fn main() -> ExitCode {
@@ -37,5 +40,6 @@ fn main() -> ExitCode {
         Command::Platform(args) => cmd::platform::run(&args),
         Command::Run(args) => cmd::run::run(&args),
         Command::Bench(args) => cmd::bench::run(&args),
+        Command::Fuzz(args) => cmd::fuzz::run(&args),
     }
 }

@@ -29,6 +29,7 @@
 pub mod ast;
 pub mod bench;
 pub mod error;
+pub mod fuzz;
 pub mod lex;
 pub mod machine;
 mod names;

@@ -3,6 +3,7 @@
 //! (`run` reports per file, and always ends stdout with its summary line).
 
 pub mod bench;
+pub mod fuzz;
 pub mod platform;
 pub mod run;
 

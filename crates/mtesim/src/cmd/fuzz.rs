@@ -1,0 +1,139 @@
+//! `mtesim fuzz [--ops N] [--seed S] [--policy none|static|dynamic]
+//! [--out FILE] [--machine kernel|reference]`: differential testing of the
+//! machine under test against the reference model
+//! ([`scenario::fuzz`]).
+//!
+//! Runs random programs of 100-300 steps under the policy, in lockstep on
+//! the machine under test (`--machine`, the kernel by default, built by
+//! [`scenario::machine::make_machine`]) and the reference model, until `N`
+//! steps have run or the first failure. A failure is shrunk and written to
+//! `--out` (default `fuzz-failure.mte`) as a runnable scenario that fails
+//! on the machine under test at the failing line; stdout then says what
+//! failed, where the file is and how long it is.
+//!
+//! The last line of stdout is always `fuzz: N ops, D divergences, V
+//! violations`. Exit status: 0 when both are 0, 1 otherwise, 2 when the
+//! machine cannot be built or the reproducer cannot be written (message on
+//! stderr). Deterministic for a seed: the same arguments print the same
+//! lines and write the same file.
+//!
+//! Panics of a machine are findings (counted as divergences), so the panic
+//! hook is silenced while fuzzing: the shrinker reproduces a panic many
+//! times and each message is in the report anyway.
+
+use std::fmt::Write as _;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use platform::num::{Suffix, parse_u64};
+use platform::{Platform, TagStoragePolicy};
+use scenario::fuzz::{FuzzConfig, FuzzReport, fuzz};
+use scenario::machine::{MachineKind, make_machine};
+use uapi::Machine;
+
+use super::{fail, print_stdout};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Steps to run in total.
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = parse_count)]
+    pub ops: u64,
+    /// Seed of the programs (decimal or 0x hex).
+    #[arg(long, value_name = "S", default_value_t = 0, value_parser = parse_count)]
+    pub seed: u64,
+    /// Tag storage policy of the generated platforms.
+    #[arg(long, value_name = "POLICY", default_value = "dynamic", value_parser = parse_policy)]
+    pub policy: TagStoragePolicy,
+    /// Where to write the shrunk failing program.
+    #[arg(long, value_name = "FILE", default_value = "fuzz-failure.mte")]
+    pub out: PathBuf,
+    /// The machine under test (the reference is always the reference model).
+    #[arg(long, value_name = "KIND", default_value = "kernel", value_parser = parse_machine)]
+    pub machine: MachineKind,
+}
+
+fn parse_count(text: &str) -> Result<u64, String> {
+    parse_u64(text, Suffix::Forbidden).map_err(|e| e.to_string())
+}
+
+fn parse_policy(text: &str) -> Result<TagStoragePolicy, String> {
+    [
+        TagStoragePolicy::None,
+        TagStoragePolicy::Static,
+        TagStoragePolicy::Dynamic,
+    ]
+    .into_iter()
+    .find(|p| p.as_str() == text)
+    .ok_or_else(|| format!("unknown policy `{text}` (expected none, static or dynamic)"))
+}
+
+fn parse_machine(text: &str) -> Result<MachineKind, String> {
+    text.parse()
+        .map_err(|e: scenario::machine::UnknownMachine| e.to_string())
+}
+
+pub fn run(args: &Args) -> ExitCode {
+    // Refuse before fuzzing when the machine does not exist at all.
+    if let Err(e) = make_machine(args.machine, &Platform::default()) {
+        return fail(format_args!("mtesim fuzz: {e}"));
+    }
+    let kind = args.machine;
+    let under_test = move |platform: &Platform| -> Result<Box<dyn Machine>, String> {
+        make_machine(kind, platform).map_err(|e| e.to_string())
+    };
+    let reference = |platform: &Platform| -> Result<Box<dyn Machine>, String> {
+        make_machine(MachineKind::Reference, platform).map_err(|e| e.to_string())
+    };
+    let config = FuzzConfig::new(args.ops, args.seed, args.policy);
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = catch_unwind(AssertUnwindSafe(|| fuzz(&config, &under_test, &reference)));
+    std::panic::set_hook(hook);
+    let report = match result {
+        Ok(Ok(report)) => report,
+        Ok(Err(e)) => return fail(format_args!("mtesim fuzz: {e}")),
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            return fail(format_args!(
+                "mtesim fuzz: BUG: the fuzzer panicked: {message}"
+            ));
+        }
+    };
+    let mut out = String::new();
+    if let Some(found) = report.found.first() {
+        if let Err(e) = std::fs::write(&args.out, &found.reproducer) {
+            return fail(format_args!("{}: cannot write: {e}", args.out.display()));
+        }
+        let _ = writeln!(
+            out,
+            "failure in program {}: {}",
+            found.program, found.failure
+        );
+        let _ = writeln!(
+            out,
+            "reproducer: {} ({} steps, shrunk from {})",
+            args.out.display(),
+            found.reproducer_len(),
+            found.original.steps.len()
+        );
+    }
+    let _ = writeln!(out, "{}", report.summary());
+    let printed = print_stdout(&out);
+    if printed != ExitCode::SUCCESS {
+        return printed;
+    }
+    exit_status(&report)
+}
+
+fn exit_status(report: &FuzzReport) -> ExitCode {
+    if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}

@@ -1,0 +1,92 @@
+//! `mtesim fuzz` as a user runs it: the summary line, exit statuses,
+//! determinism, refused arguments. The failure path (shrinking, the
+//! reproducer file) is tested in the scenario crate's `difftest`, with
+//! deliberately buggy machines the binary cannot be given.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn mtesim_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mtesim"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("the mtesim binary runs")
+}
+
+fn stdout(out: &Output) -> &str {
+    std::str::from_utf8(&out.stdout).expect("stdout is UTF-8")
+}
+
+fn stderr(out: &Output) -> &str {
+    std::str::from_utf8(&out.stderr).expect("stderr is UTF-8")
+}
+
+#[test]
+fn the_reference_against_itself_passes_under_every_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    for policy in ["none", "static", "dynamic"] {
+        let out = mtesim_in(
+            dir.path(),
+            &[
+                "fuzz",
+                "--machine",
+                "reference",
+                "--ops",
+                "2000",
+                "--seed",
+                "3",
+                "--policy",
+                policy,
+            ],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(
+            stdout(&out),
+            "fuzz: 2000 ops, 0 divergences, 0 violations\n"
+        );
+        // Nothing failed, so no reproducer is written.
+        assert!(!dir.path().join("fuzz-failure.mte").exists());
+    }
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "fuzz",
+        "--machine",
+        "reference",
+        "--ops",
+        "500",
+        "--seed",
+        "0x2a",
+    ];
+    let a = mtesim_in(dir.path(), &args);
+    let b = mtesim_in(dir.path(), &args);
+    assert_eq!(a.status.code(), Some(0));
+    assert_eq!(stdout(&a), stdout(&b));
+    assert_eq!(stdout(&a), "fuzz: 500 ops, 0 divergences, 0 violations\n");
+}
+
+#[test]
+fn the_kernel_is_the_default_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = mtesim_in(dir.path(), &["fuzz", "--ops", "300"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "fuzz: 300 ops, 0 divergences, 0 violations\n");
+}
+
+#[test]
+fn bad_arguments_are_refused_with_status_2() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["fuzz", "--policy", "carveout"][..],
+        &["fuzz", "--ops", "ten"],
+        &["fuzz", "--machine", "qemu"],
+    ] {
+        let out = mtesim_in(dir.path(), args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(stdout(&out).is_empty());
+    }
+}

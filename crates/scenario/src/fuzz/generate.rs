@@ -1,0 +1,1019 @@
+//! The program generator: random but meaningful programs, deterministic
+//! from a seed.
+//!
+//! Owns [`Weights`] (how often each kind of step is drawn) and
+//! [`generate`]. The generator keeps a model of what the program has bound
+//! (live processes, their mappings with protection and kind, the tags the
+//! program set, pins, `prctl` settings) so that most steps do something:
+//! accesses land mostly inside mapped ranges with the tag the program last
+//! set there, and sometimes one granule past the end or with a wrong tag.
+//! The model is a guide, not an oracle: it need not be exact, since the
+//! reference machine decides what is right.
+//!
+//! Memory pressure: the platform is small (`memory` 8M or 16M, often
+//! `tag-storage-data=prefer`, blocks of 4K to 64K) and pins are frequent,
+//! so tag storage reservation, migration and their failure paths run. But
+//! the reference model does not model running out of memory, so the
+//! generator keeps the pages every live process could touch (counted once
+//! per process, forks included) under a third of memory: a correct kernel
+//! never has to answer `ENOMEM` where the reference succeeds.
+//!
+//! No `parallel` blocks (the reference runs sequentially) and no
+//! `mmap fixed=` (placement is checked by every other mmap).
+
+use std::collections::BTreeMap;
+
+use mte::insn::{GranuleOffset, TagOffset};
+use mte::{CheckMode, GRANULE_SIZE, Tag, TagMask, TagStoreOp};
+use platform::{TagStorageData, TagStoragePolicy};
+use rand_core::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use uapi::{AccessSize, Advice, Backing, MteCtrl, PrctlRequest, Prot, Sharing};
+
+use super::program::{CHECK_MODES, Cmd, ProcName, Program, ProgramPlatform, PtrName, PtrRef, Step};
+use crate::ast::ADVICES;
+
+/// The kinds of step the generator draws from.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum StepKind {
+    Spawn,
+    Fork,
+    Exit,
+    Exec,
+    Prctl,
+    PrctlGet,
+    Tco,
+    Yield,
+    Mmap,
+    Munmap,
+    Mprotect,
+    Madvise,
+    Pin,
+    Unpin,
+    WriteFd,
+    ReadFd,
+    PeekTags,
+    PokeTags,
+    Load,
+    Store,
+    Fill,
+    Verify,
+    Irg,
+    Addg,
+    StoreTag,
+    SetTag,
+    Ldg,
+    Reclaim,
+    Compact,
+    KsmScan,
+}
+
+impl StepKind {
+    pub const ALL: [StepKind; 30] = [
+        StepKind::Spawn,
+        StepKind::Fork,
+        StepKind::Exit,
+        StepKind::Exec,
+        StepKind::Prctl,
+        StepKind::PrctlGet,
+        StepKind::Tco,
+        StepKind::Yield,
+        StepKind::Mmap,
+        StepKind::Munmap,
+        StepKind::Mprotect,
+        StepKind::Madvise,
+        StepKind::Pin,
+        StepKind::Unpin,
+        StepKind::WriteFd,
+        StepKind::ReadFd,
+        StepKind::PeekTags,
+        StepKind::PokeTags,
+        StepKind::Load,
+        StepKind::Store,
+        StepKind::Fill,
+        StepKind::Verify,
+        StepKind::Irg,
+        StepKind::Addg,
+        StepKind::StoreTag,
+        StepKind::SetTag,
+        StepKind::Ldg,
+        StepKind::Reclaim,
+        StepKind::Compact,
+        StepKind::KsmScan,
+    ];
+
+    /// The default weight: accesses and tag instructions dominate, the
+    /// memory-management calls that move pages come next.
+    pub const fn default_weight(self) -> u32 {
+        match self {
+            StepKind::Spawn => 1,
+            StepKind::Fork => 4,
+            StepKind::Exit => 1,
+            StepKind::Exec => 1,
+            StepKind::Prctl => 4,
+            StepKind::PrctlGet => 1,
+            StepKind::Tco => 1,
+            StepKind::Yield => 1,
+            StepKind::Mmap => 10,
+            StepKind::Munmap => 3,
+            StepKind::Mprotect => 4,
+            StepKind::Madvise => 5,
+            StepKind::Pin => 4,
+            StepKind::Unpin => 2,
+            StepKind::WriteFd => 3,
+            StepKind::ReadFd => 3,
+            StepKind::PeekTags => 2,
+            StepKind::PokeTags => 2,
+            StepKind::Load => 14,
+            StepKind::Store => 12,
+            StepKind::Fill => 5,
+            StepKind::Verify => 5,
+            StepKind::Irg => 4,
+            StepKind::Addg => 2,
+            StepKind::StoreTag => 9,
+            StepKind::SetTag => 4,
+            StepKind::Ldg => 7,
+            StepKind::Reclaim => 1,
+            StepKind::Compact => 2,
+            StepKind::KsmScan => 1,
+        }
+    }
+}
+
+/// How often each [`StepKind`] is drawn (relative weights; 0 never).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Weights(BTreeMap<StepKind, u32>);
+
+impl Default for Weights {
+    fn default() -> Self {
+        Weights(
+            StepKind::ALL
+                .into_iter()
+                .map(|k| (k, k.default_weight()))
+                .collect(),
+        )
+    }
+}
+
+impl Weights {
+    pub fn get(&self, kind: StepKind) -> u32 {
+        self.0.get(&kind).copied().unwrap_or(0)
+    }
+
+    pub fn set(&mut self, kind: StepKind, weight: u32) {
+        self.0.insert(kind, weight);
+    }
+
+    fn total(&self) -> u64 {
+        self.0.values().map(|&w| u64::from(w)).sum()
+    }
+}
+
+/// What to generate.
+#[derive(Clone, Debug)]
+pub struct GenConfig {
+    pub policy: TagStoragePolicy,
+    /// Steps in the program (at least the first `spawn`).
+    pub steps: usize,
+    pub weights: Weights,
+    /// The most processes alive at once.
+    pub max_processes: usize,
+}
+
+impl GenConfig {
+    pub fn new(policy: TagStoragePolicy, steps: usize) -> GenConfig {
+        GenConfig {
+            policy,
+            steps,
+            weights: Weights::default(),
+            max_processes: 4,
+        }
+    }
+}
+
+/// Where the tag of a granule came from, as far as the program knows.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum TagSrc {
+    Known(Tag),
+    /// Stored with a `t{n}` pointer (its tag chosen by IRG or ADDG).
+    Via(u32),
+}
+
+#[derive(Clone, Debug)]
+struct MapModel {
+    name: u32,
+    pages: u64,
+    prot: Prot,
+    sharing: Sharing,
+    backing: Backing,
+    /// Granule index within the mapping to the tag last set there.
+    tags: BTreeMap<u64, TagSrc>,
+}
+
+impl MapModel {
+    fn tagged(&self) -> bool {
+        self.prot.mte
+    }
+}
+
+#[derive(Clone, Debug)]
+struct ProcModel {
+    name: ProcName,
+    maps: Vec<MapModel>,
+    /// The settings, as far as the program knows.
+    ctrl: MteCtrl,
+    /// Pinned ranges: mapping name, first page, pages.
+    pins: Vec<(u32, u64, u64)>,
+}
+
+impl ProcModel {
+    fn new(name: ProcName) -> ProcModel {
+        ProcModel {
+            name,
+            maps: Vec::new(),
+            ctrl: MteCtrl::default(),
+            pins: Vec::new(),
+        }
+    }
+
+    fn pages(&self) -> u64 {
+        self.maps.iter().map(|m| m.pages).sum()
+    }
+}
+
+/// A `t{n}` pointer: its mapping and offset from the mapping's base.
+#[derive(Clone, Copy, Debug)]
+struct TaggedModel {
+    map: u32,
+    offset: u64,
+}
+
+struct Gen<'c> {
+    config: &'c GenConfig,
+    rng: Xoshiro256PlusPlus,
+    page: u64,
+    /// Pages all live processes may touch together, at most.
+    budget: u64,
+    procs: Vec<ProcModel>,
+    next_proc: u32,
+    next_map: u32,
+    tagged: Vec<TaggedModel>,
+    steps: Vec<Step>,
+}
+
+/// A program of `config.steps` steps for `config.policy`, from `seed`.
+pub fn generate(config: &GenConfig, seed: u64) -> Program {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let platform = draw_platform(&mut rng, config.policy, seed);
+    let spec = platform.spec();
+    let page = spec.page_size;
+    let mut gen_ = Gen {
+        config,
+        rng,
+        page,
+        budget: spec.memory / page / 3,
+        procs: Vec::new(),
+        next_proc: 0,
+        next_map: 0,
+        tagged: Vec::new(),
+        steps: Vec::with_capacity(config.steps),
+    };
+    gen_.spawn();
+    if gen_.chance(80) {
+        // Most programs check tags from the start, as MTE users do.
+        let request = PrctlRequest {
+            tagged_addr: Some(true),
+            tcf: Some(CheckMode::Sync),
+            include: Some(TagMask::from_bits(0xfffe)),
+            store_only: None,
+        };
+        gen_.prctl_step(0, request);
+    }
+    while gen_.steps.len() < config.steps {
+        gen_.one();
+    }
+    gen_.steps.truncate(config.steps);
+    Program {
+        platform,
+        steps: gen_.steps,
+    }
+}
+
+fn draw_platform(
+    rng: &mut Xoshiro256PlusPlus,
+    policy: TagStoragePolicy,
+    seed: u64,
+) -> ProgramPlatform {
+    let memory: u64 = if rng.next_u32().is_multiple_of(2) {
+        8 << 20
+    } else {
+        16 << 20
+    };
+    let (block_size, data) = match policy {
+        TagStoragePolicy::None => (None, None),
+        TagStoragePolicy::Static | TagStoragePolicy::Dynamic => {
+            let block = match rng.next_u32() % 3 {
+                0 => None,
+                1 => Some(16 << 10),
+                _ => Some(64 << 10),
+            };
+            let data = if policy == TagStoragePolicy::Static {
+                None
+            } else {
+                match rng.next_u32() % 10 {
+                    0..=6 => Some(TagStorageData::Prefer),
+                    7 | 8 => None,
+                    _ => Some(TagStorageData::Never),
+                }
+            };
+            (block, data)
+        }
+    };
+    ProgramPlatform {
+        memory,
+        policy,
+        block_size,
+        data,
+        seed: seed % 1000,
+    }
+}
+
+impl Gen<'_> {
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            return 0;
+        }
+        ((u128::from(self.rng.next_u64()) * u128::from(n)) >> 64) as u64
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize]
+    }
+
+    fn tag(&mut self) -> Tag {
+        Tag::from_low_bits(self.below(16))
+    }
+
+    fn used_pages(&self) -> u64 {
+        self.procs.iter().map(ProcModel::pages).sum()
+    }
+
+    fn push(&mut self, proc: usize, cmd: Cmd) {
+        let name = self.procs[proc].name;
+        self.steps.push(Step::Process { proc: name, cmd });
+    }
+
+    /// One step (or none, when the kind drawn cannot apply now: the caller
+    /// draws again).
+    fn one(&mut self) {
+        if self.procs.is_empty() {
+            self.spawn();
+            return;
+        }
+        let mut ticket = self.below(self.config.weights.total());
+        let mut kind = StepKind::Yield;
+        for k in StepKind::ALL {
+            let w = u64::from(self.config.weights.get(k));
+            if ticket < w {
+                kind = k;
+                break;
+            }
+            ticket -= w;
+        }
+        let p = self.below(self.procs.len() as u64) as usize;
+        match kind {
+            StepKind::Spawn => {
+                if self.procs.len() < self.config.max_processes {
+                    self.spawn();
+                }
+            }
+            StepKind::Fork => self.fork(p),
+            StepKind::Exit => {
+                self.push(p, Cmd::Exit);
+                self.procs.remove(p);
+            }
+            StepKind::Exec => {
+                self.push(p, Cmd::Exec);
+                let name = self.procs[p].name;
+                self.procs[p] = ProcModel::new(name);
+            }
+            StepKind::Prctl => self.prctl(p),
+            StepKind::PrctlGet => self.push(p, Cmd::PrctlGet),
+            StepKind::Tco => {
+                // Mostly off again: TCO on hides every check.
+                let on = self.chance(30);
+                self.push(p, Cmd::Tco(on));
+            }
+            StepKind::Yield => self.push(p, Cmd::Yield),
+            StepKind::Mmap => self.mmap(p),
+            StepKind::Munmap => self.munmap(p),
+            StepKind::Mprotect => self.mprotect(p),
+            StepKind::Madvise => self.madvise(p),
+            StepKind::Pin => self.pin(p),
+            StepKind::Unpin => self.unpin(p),
+            StepKind::WriteFd | StepKind::ReadFd => self.fd(p, kind == StepKind::WriteFd),
+            StepKind::PeekTags | StepKind::PokeTags => self.ptrace(p, kind == StepKind::PeekTags),
+            StepKind::Load
+            | StepKind::Store
+            | StepKind::Fill
+            | StepKind::Verify
+            | StepKind::StoreTag
+            | StepKind::SetTag
+            | StepKind::Ldg => self.access(p, kind),
+            StepKind::Irg | StepKind::Addg => self.make_tagged(p, kind == StepKind::Irg),
+            StepKind::Reclaim => {
+                let pages = 1 + self.below(64);
+                self.steps.push(Step::Reclaim { pages });
+            }
+            StepKind::Compact => self.steps.push(Step::Compact),
+            StepKind::KsmScan => self.steps.push(Step::KsmScan),
+        }
+    }
+
+    fn spawn(&mut self) {
+        let name = ProcName(self.next_proc);
+        self.next_proc += 1;
+        self.steps.push(Step::Spawn(name));
+        self.procs.push(ProcModel::new(name));
+    }
+
+    fn fork(&mut self, p: usize) {
+        let pages = self.procs[p].pages();
+        if self.procs.len() >= self.config.max_processes || self.used_pages() + pages > self.budget
+        {
+            return;
+        }
+        let child = ProcName(self.next_proc);
+        self.next_proc += 1;
+        self.push(p, Cmd::Fork { child });
+        let mut model = self.procs[p].clone();
+        model.name = child;
+        // Pins belong to the parent (semantics.md §11).
+        model.pins.clear();
+        self.procs.push(model);
+    }
+
+    fn prctl_step(&mut self, p: usize, request: PrctlRequest) {
+        self.push(p, Cmd::Prctl(request));
+        // A guess where the call fails (no MTE): the model is a guide.
+        let model = &mut self.procs[p];
+        model.ctrl = request.apply(model.ctrl);
+    }
+
+    fn prctl(&mut self, p: usize) {
+        let mut request = PrctlRequest::default();
+        if self.chance(50) {
+            request.tagged_addr = Some(self.chance(85));
+        }
+        if self.chance(70) {
+            request.tcf = Some(match self.below(10) {
+                0..=3 => CheckMode::Sync,
+                4 | 5 => CheckMode::Async,
+                6 | 7 => CheckMode::Asymm,
+                _ => CHECK_MODES[0],
+            });
+        }
+        if self.chance(40) {
+            let bits = match self.below(4) {
+                0 => 0xfffe,
+                1 => 0xffff,
+                2 => 0,
+                _ => self.below(0x1_0000) as u16,
+            };
+            request.include = Some(TagMask::from_bits(bits));
+        }
+        if self.chance(25) {
+            request.store_only = Some(self.chance(40));
+        }
+        if request == PrctlRequest::default() {
+            request.tcf = Some(CheckMode::Sync);
+        }
+        self.prctl_step(p, request);
+    }
+
+    fn mmap(&mut self, p: usize) {
+        let pages = match self.below(10) {
+            0..=5 => 1 + self.below(4),
+            6..=8 => 1 + self.below(16),
+            _ => 1 + self.below(64),
+        };
+        if self.used_pages() + pages > self.budget {
+            // Make room instead.
+            self.munmap(p);
+            return;
+        }
+        let mte = self.config.policy != TagStoragePolicy::None;
+        let backing = match self.below(10) {
+            0..=5 => Backing::Anon,
+            6..=8 => Backing::Shm,
+            _ => Backing::File,
+        };
+        let sharing = if self.chance(30) {
+            Sharing::Shared
+        } else {
+            Sharing::Private
+        };
+        let prot = match self.below(20) {
+            0 => Prot::NONE,
+            1 => Prot {
+                read: true,
+                ..Prot::NONE
+            },
+            2 => Prot {
+                exec: true,
+                read: true,
+                ..Prot::NONE
+            },
+            // Mostly tagged where it can be, sometimes asked where it
+            // cannot (file, no MTE: EINVAL).
+            3..=13 => Prot {
+                mte: backing != Backing::File || self.chance(10),
+                ..Prot::READ_WRITE
+            },
+            _ => Prot::READ_WRITE,
+        };
+        let populate = self.chance(20);
+        let name = self.next_map;
+        self.next_map += 1;
+        // Short of a page sometimes: the length is rounded up.
+        let len = if self.chance(10) {
+            pages * self.page - self.below(self.page - 1) - 1
+        } else {
+            pages * self.page
+        };
+        self.push(
+            p,
+            Cmd::Mmap {
+                name,
+                len,
+                prot,
+                sharing,
+                backing,
+                populate,
+            },
+        );
+        let fails = prot.mte && (!mte || backing == Backing::File);
+        if !fails {
+            self.procs[p].maps.push(MapModel {
+                name,
+                pages,
+                prot,
+                sharing,
+                backing,
+                tags: BTreeMap::new(),
+            });
+        }
+    }
+
+    fn some_map(&mut self, p: usize) -> Option<usize> {
+        let n = self.procs[p].maps.len() as u64;
+        (n > 0).then(|| self.below(n) as usize)
+    }
+
+    /// A page-aligned range of mapping `m` of process `p`: whole, or a run
+    /// of pages inside it.
+    fn page_range(&mut self, p: usize, m: usize) -> (u64, u64) {
+        let pages = self.procs[p].maps[m].pages;
+        if self.chance(50) {
+            return (0, pages);
+        }
+        let first = self.below(pages);
+        let count = 1 + self.below(pages - first);
+        (first, count)
+    }
+
+    fn munmap(&mut self, p: usize) {
+        let Some(m) = self.some_map(p) else {
+            return;
+        };
+        let map = &self.procs[p].maps[m];
+        let (name, pages) = (map.name, map.pages);
+        if pages > 1 && self.chance(30) {
+            // The tail: the mapping keeps its head.
+            let keep = 1 + self.below(pages - 1);
+            let ptr = PtrRef::at(PtrName::Map(name), keep * self.page);
+            self.push(
+                p,
+                Cmd::Munmap {
+                    ptr,
+                    len: (pages - keep) * self.page,
+                },
+            );
+            let map = &mut self.procs[p].maps[m];
+            map.pages = keep;
+            let granules = keep * self.page / GRANULE_SIZE;
+            map.tags.retain(|&g, _| g < granules);
+        } else {
+            let ptr = PtrRef::at(PtrName::Map(name), 0);
+            self.push(
+                p,
+                Cmd::Munmap {
+                    ptr,
+                    len: pages * self.page,
+                },
+            );
+            self.procs[p].maps.remove(m);
+        }
+    }
+
+    fn mprotect(&mut self, p: usize) {
+        let Some(m) = self.some_map(p) else {
+            return;
+        };
+        let (first, count) = self.page_range(p, m);
+        let map = &self.procs[p].maps[m];
+        let name = map.name;
+        let prot = match self.below(6) {
+            0 => Prot::NONE,
+            1 => Prot {
+                read: true,
+                ..Prot::NONE
+            },
+            2 | 3 => Prot {
+                mte: true,
+                ..Prot::READ_WRITE
+            },
+            _ => Prot::READ_WRITE,
+        };
+        let ptr = PtrRef::at(PtrName::Map(name), first * self.page);
+        self.push(
+            p,
+            Cmd::Mprotect {
+                ptr,
+                len: count * self.page,
+                prot,
+            },
+        );
+        let mte = self.config.policy != TagStoragePolicy::None;
+        let map = &mut self.procs[p].maps[m];
+        // Whole-mapping changes only; a part leaves the model a guess.
+        if first == 0 && count == map.pages && (!prot.mte || (mte && map.backing != Backing::File))
+        {
+            map.prot = Prot {
+                mte: map.prot.mte || prot.mte,
+                ..prot
+            };
+        }
+    }
+
+    fn madvise(&mut self, p: usize) {
+        let Some(m) = self.some_map(p) else {
+            return;
+        };
+        let (first, count) = self.page_range(p, m);
+        let advice = self.pick(&ADVICES);
+        let map = &mut self.procs[p].maps[m];
+        let name = map.name;
+        if advice == Advice::DontNeed && map.sharing == Sharing::Private {
+            let granules = self.page / GRANULE_SIZE;
+            map.tags
+                .retain(|&g, _| g < first * granules || g >= (first + count) * granules);
+        }
+        let ptr = PtrRef::at(PtrName::Map(name), first * self.page);
+        self.push(
+            p,
+            Cmd::Madvise {
+                ptr,
+                len: count * self.page,
+                advice,
+            },
+        );
+    }
+
+    fn pin(&mut self, p: usize) {
+        let Some(m) = self.some_map(p) else {
+            return;
+        };
+        let (first, count) = self.page_range(p, m);
+        let map = &self.procs[p].maps[m];
+        let name = map.name;
+        let ok =
+            map.prot.write && !(map.sharing == Sharing::Shared && map.backing == Backing::File);
+        let ptr = PtrRef::at(PtrName::Map(name), first * self.page);
+        self.push(
+            p,
+            Cmd::Pin {
+                ptr,
+                len: count * self.page,
+            },
+        );
+        if ok {
+            self.procs[p].pins.push((name, first, count));
+        }
+    }
+
+    fn unpin(&mut self, p: usize) {
+        let pins = self.procs[p].pins.len() as u64;
+        if pins == 0 || self.chance(10) {
+            // Unpinning what is not pinned: EINVAL.
+            let Some(m) = self.some_map(p) else {
+                return;
+            };
+            let name = self.procs[p].maps[m].name;
+            let ptr = PtrRef::at(PtrName::Map(name), 0);
+            self.push(
+                p,
+                Cmd::Unpin {
+                    ptr,
+                    len: self.page,
+                },
+            );
+            return;
+        }
+        let i = self.below(pins) as usize;
+        let (name, first, count) = self.procs[p].pins.remove(i);
+        let ptr = PtrRef::at(PtrName::Map(name), first * self.page);
+        self.push(
+            p,
+            Cmd::Unpin {
+                ptr,
+                len: count * self.page,
+            },
+        );
+    }
+
+    /// A pointer into mapping `m` of `p` for an access of `len` bytes:
+    /// mostly inside, with the tag last set there; sometimes one granule
+    /// past the end, or a wrong tag. Also the granule chosen, when inside.
+    fn pointer(&mut self, p: usize, m: usize, len: u64, aligned: bool) -> PtrRef {
+        let map = &self.procs[p].maps[m];
+        let (name, granules) = (map.name, map.pages * self.page / GRANULE_SIZE);
+        let span = len.div_ceil(GRANULE_SIZE).max(1);
+        let granule = if self.chance(4) {
+            granules
+        } else if self.chance(50) && !self.procs[p].maps[m].tags.is_empty() {
+            // Near a granule the program tagged.
+            let keys: Vec<u64> = self.procs[p].maps[m].tags.keys().copied().collect();
+            self.pick(&keys)
+        } else {
+            self.below(granules.saturating_sub(span - 1).max(1))
+        };
+        let within = if aligned || self.chance(60) {
+            0
+        } else {
+            self.below(GRANULE_SIZE)
+        };
+        let offset = granule * GRANULE_SIZE + within;
+        let src = self.procs[p].maps[m].tags.get(&granule).copied();
+        let mut ptr = PtrRef::at(PtrName::Map(name), offset);
+        if self.chance(8) {
+            ptr.tag = Some(self.tag());
+            return ptr;
+        }
+        match src {
+            Some(TagSrc::Known(tag)) => ptr.tag = Some(tag),
+            Some(TagSrc::Via(t)) => {
+                let model = self.tagged[t as usize];
+                if model.map == name && model.offset <= offset {
+                    ptr = PtrRef::at(PtrName::Tagged(t), offset - model.offset);
+                }
+            }
+            None => {}
+        }
+        ptr
+    }
+
+    /// Records that `p` set the tags of `granules` granules from `ptr` in
+    /// mapping `m` (and writes through shared memory reach every process's
+    /// model only as far as the model cares: not at all).
+    fn record_tags(&mut self, p: usize, m: usize, ptr: &PtrRef, granules: u64) {
+        let map_name = self.procs[p].maps[m].name;
+        let (start, src) = match ptr.base {
+            PtrName::Map(_) => (ptr.offset, TagSrc::Known(ptr.tag.unwrap_or(Tag::ZERO))),
+            PtrName::Tagged(t) => {
+                let model = self.tagged[t as usize];
+                match ptr.tag {
+                    Some(tag) => (model.offset + ptr.offset, TagSrc::Known(tag)),
+                    None => (model.offset + ptr.offset, TagSrc::Via(t)),
+                }
+            }
+        };
+        let map = &mut self.procs[p].maps[m];
+        if map.name != map_name || !map.tagged() {
+            return;
+        }
+        let first = start / GRANULE_SIZE;
+        let limit = map.pages * self.page / GRANULE_SIZE;
+        for g in first..(first + granules).min(limit) {
+            map.tags.insert(g, src);
+        }
+    }
+
+    fn access(&mut self, p: usize, kind: StepKind) {
+        let Some(m) = self.some_map(p) else {
+            self.mmap(p);
+            return;
+        };
+        match kind {
+            StepKind::Load | StepKind::Store => {
+                let size = self.pick(&[
+                    AccessSize::B1,
+                    AccessSize::B2,
+                    AccessSize::B4,
+                    AccessSize::B8,
+                    AccessSize::B8,
+                    AccessSize::B16,
+                ]);
+                let ptr = self.pointer(p, m, size.bytes(), false);
+                if kind == StepKind::Load {
+                    self.push(p, Cmd::Load { ptr, size });
+                } else {
+                    let value = (u128::from(self.rng.next_u64()) << 64
+                        | u128::from(self.rng.next_u64()))
+                        & size.max_value();
+                    self.push(p, Cmd::Store { ptr, size, value });
+                }
+            }
+            StepKind::Fill | StepKind::Verify => {
+                let len = self.below(2 * self.page) + 1;
+                let ptr = self.pointer(p, m, len, false);
+                let byte = self.pick(&[0, 0x5a, 0xff, 0x11]);
+                let cmd = if kind == StepKind::Fill {
+                    Cmd::Fill { ptr, len, byte }
+                } else {
+                    Cmd::Verify { ptr, len, byte }
+                };
+                self.push(p, cmd);
+            }
+            StepKind::StoreTag => {
+                let op = self.pick(&[
+                    TagStoreOp::Stg,
+                    TagStoreOp::Stg,
+                    TagStoreOp::Stzg,
+                    TagStoreOp::St2g,
+                    TagStoreOp::Stz2g,
+                ]);
+                let mut ptr = self.fresh_tag_pointer(p, m, 32);
+                if self.chance(3) {
+                    // Misaligned: BUS_ADRALN.
+                    ptr.offset += 1 + self.below(GRANULE_SIZE - 1);
+                }
+                let granules = if matches!(op, TagStoreOp::St2g | TagStoreOp::Stz2g) {
+                    2
+                } else {
+                    1
+                };
+                self.push(p, Cmd::StoreTag { op, ptr });
+                if ptr.offset.is_multiple_of(GRANULE_SIZE) {
+                    self.record_tags(p, m, &ptr, granules);
+                }
+            }
+            StepKind::SetTag => {
+                let granules = 1 + self.below(2 * self.page / GRANULE_SIZE);
+                let ptr = self.fresh_tag_pointer(p, m, granules * GRANULE_SIZE);
+                self.push(
+                    p,
+                    Cmd::SetTag {
+                        ptr,
+                        len: granules * GRANULE_SIZE,
+                    },
+                );
+                self.record_tags(p, m, &ptr, granules);
+            }
+            _ => {
+                let ptr = self.pointer(p, m, 1, false);
+                self.push(p, Cmd::Ldg { ptr });
+            }
+        }
+    }
+
+    /// A granule-aligned pointer into mapping `m` with a tag to set: a new
+    /// `#T`, or a `t{n}` of this mapping.
+    fn fresh_tag_pointer(&mut self, p: usize, m: usize, len: u64) -> PtrRef {
+        let name = self.procs[p].maps[m].name;
+        let candidates: Vec<u32> = (0..self.tagged.len() as u32)
+            .filter(|&t| self.tagged[t as usize].map == name)
+            .collect();
+        if !candidates.is_empty() && self.chance(40) {
+            let t = self.pick(&candidates);
+            let granules = self.procs[p].maps[m].pages * self.page / GRANULE_SIZE;
+            let start = self.tagged[t as usize].offset / GRANULE_SIZE;
+            let extra = self.below(granules.saturating_sub(start).clamp(1, 8));
+            return PtrRef::at(PtrName::Tagged(t), extra * GRANULE_SIZE);
+        }
+        let granules = self.procs[p].maps[m].pages * self.page / GRANULE_SIZE;
+        let span = len.div_ceil(GRANULE_SIZE).max(1);
+        let granule = if self.chance(4) {
+            granules
+        } else {
+            self.below(granules.saturating_sub(span - 1).max(1))
+        };
+        PtrRef {
+            base: PtrName::Map(name),
+            offset: granule * GRANULE_SIZE,
+            tag: Some(self.tag()),
+        }
+    }
+
+    fn make_tagged(&mut self, p: usize, irg: bool) {
+        let Some(m) = self.some_map(p) else {
+            return;
+        };
+        let map_name = self.procs[p].maps[m].name;
+        let granules = self.procs[p].maps[m].pages * self.page / GRANULE_SIZE;
+        let g = self.below(granules);
+        let name = self.tagged.len() as u32;
+        let base = PtrRef::at(PtrName::Map(map_name), g * GRANULE_SIZE);
+        if irg {
+            let exclude = if self.chance(30) {
+                TagMask::from_bits(self.below(0x1_0000) as u16)
+            } else {
+                TagMask::EMPTY
+            };
+            self.push(
+                p,
+                Cmd::Irg {
+                    name,
+                    ptr: base,
+                    exclude,
+                },
+            );
+            self.tagged.push(TaggedModel {
+                map: map_name,
+                offset: g * GRANULE_SIZE,
+            });
+        } else {
+            let room = (granules - g - 1).min(GranuleOffset::MAX_BYTES / GRANULE_SIZE);
+            let step = self.below(room + 1);
+            let offset = GranuleOffset::new(step * GRANULE_SIZE)
+                .unwrap_or_else(|e| unreachable!("BUG: addg offset out of range: {e}"));
+            let tag_offset = TagOffset::new(self.below(16) as u8)
+                .unwrap_or_else(|| unreachable!("BUG: addg tag offset above 15"));
+            self.push(
+                p,
+                Cmd::Addg {
+                    name,
+                    ptr: base,
+                    offset,
+                    tag_offset,
+                },
+            );
+            self.tagged.push(TaggedModel {
+                map: map_name,
+                offset: (g + step) * GRANULE_SIZE,
+            });
+        }
+    }
+
+    fn fd(&mut self, p: usize, write_fd: bool) {
+        let Some(m) = self.some_map(p) else {
+            return;
+        };
+        let len = 1 + self.below(2 * self.page);
+        let mut ptr = self.pointer(p, m, len, false);
+        if !self.procs[p].ctrl.tagged_addr && self.chance(80) {
+            // A tagged pointer without the ABI is EFAULT: mostly avoid it.
+            ptr.tag = Some(Tag::ZERO);
+        }
+        if write_fd {
+            self.push(p, Cmd::WriteFd { ptr, len });
+        } else {
+            let byte = self.pick(&[0, 0x33, 0xee]);
+            self.push(p, Cmd::ReadFd { ptr, len, byte });
+        }
+    }
+
+    fn ptrace(&mut self, tracer: usize, peek: bool) {
+        let n = self.procs.len() as u64;
+        let target = self.below(n) as usize;
+        let Some(m) = self.some_map(target) else {
+            return;
+        };
+        let ptr = self.pointer(target, m, GRANULE_SIZE, false);
+        let target_name = self.procs[target].name;
+        if peek {
+            let granules = 1 + self.below(40);
+            self.push(
+                tracer,
+                Cmd::PeekTags {
+                    target: target_name,
+                    ptr,
+                    granules,
+                },
+            );
+        } else {
+            let count = 1 + self.below(8);
+            let tags: Vec<Tag> = (0..count).map(|_| self.tag()).collect();
+            self.push(
+                tracer,
+                Cmd::PokeTags {
+                    target: target_name,
+                    ptr,
+                    tags: tags.clone(),
+                },
+            );
+            // Poked tags land from the pointer's granule on.
+            let start = PtrRef {
+                tag: tags.first().copied(),
+                ..ptr
+            };
+            if let PtrName::Map(_) = ptr.base {
+                self.record_tags(target, m, &start, 1);
+            }
+        }
+    }
+}

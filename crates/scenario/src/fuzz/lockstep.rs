@@ -1,0 +1,282 @@
+//! Lockstep execution: one program on two machines, step by step, compared.
+//!
+//! Owns [`run_program`], [`Failure`] and how two replies are compared:
+//! - outcomes exactly (fault addresses with their top byte, as
+//!   `docs/semantics.md` §1 asks of the differential tests);
+//! - what a binding step binds by meaning, after the runner's rules
+//!   (a missing binding is address 0 or no process): pointers exactly,
+//!   processes by their position in the order each machine created them,
+//!   since pid numbers are each machine's own choice;
+//! - what a non-binding step reports as bound is ignored, as the runner
+//!   ignores it.
+//!
+//! After every step the machine under test's
+//! [`Machine::invariant_violations`] must be empty (`model.md` §4). The
+//! first disagreement, violation or panic ends the run with a [`Failure`].
+//! A panic of either machine is caught (so a `BUG:` of the kernel is a
+//! finding, not the end of the fuzzer); the panic hook still prints it,
+//! which the CLI silences.
+
+use core::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use platform::Platform;
+use thiserror::Error;
+use uapi::{Bound, Machine, Reply};
+
+use super::program::{Binding, Env, Lowered, NO_PROCESS, Program, Step};
+
+/// Builds a fresh machine for a platform (the seed is the platform's).
+pub type Factory<'a> = &'a dyn Fn(&Platform) -> Result<Box<dyn Machine>, String>;
+
+/// Why a program could not be run at all.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum FuzzError {
+    #[error("platform `{platform}` cannot be built: {why}")]
+    Platform { platform: String, why: String },
+    #[error("no machine for platform `{platform}`: {why}")]
+    Machine { platform: String, why: String },
+}
+
+/// Which machine.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Side {
+    UnderTest,
+    Reference,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::UnderTest => "the machine under test",
+            Side::Reference => "the reference",
+        })
+    }
+}
+
+/// What went wrong at a step.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum FailureKind {
+    /// The two machines replied differently.
+    Divergence { under_test: Reply, reference: Reply },
+    /// The machine under test broke invariants of `model.md` §4.
+    Violation { violations: Vec<String> },
+    /// A machine panicked.
+    Panic { side: Side, message: String },
+}
+
+/// The class of a failure, which shrinking keeps.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum FailureClass {
+    Divergence,
+    Violation,
+    Panic,
+}
+
+/// A failure and where it happened.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Failure {
+    /// Index of the failing step in the program.
+    pub step: usize,
+    /// The step's command word.
+    pub word: &'static str,
+    pub kind: FailureKind,
+}
+
+/// "Fails the same way": the class and the command word of the step.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Signature {
+    pub class: FailureClass,
+    pub word: &'static str,
+}
+
+impl Failure {
+    pub fn class(&self) -> FailureClass {
+        match self.kind {
+            FailureKind::Divergence { .. } => FailureClass::Divergence,
+            FailureKind::Violation { .. } => FailureClass::Violation,
+            FailureKind::Panic { .. } => FailureClass::Panic,
+        }
+    }
+
+    pub fn signature(&self) -> Signature {
+        Signature {
+            class: self.class(),
+            word: self.word,
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.step + 1;
+        match &self.kind {
+            FailureKind::Divergence {
+                under_test,
+                reference,
+            } => write!(
+                f,
+                "step {n} ({}): divergence: machine under test {}, reference {}",
+                self.word,
+                reply_text(under_test),
+                reply_text(reference)
+            ),
+            FailureKind::Violation { violations } => write!(
+                f,
+                "step {n} ({}): invariants violated: {}",
+                self.word,
+                violations.join("; ")
+            ),
+            FailureKind::Panic { side, message } => {
+                write!(f, "step {n} ({}): {side} panicked: {message}", self.word)
+            }
+        }
+    }
+}
+
+/// A reply in the scenario syntax, with what it bound.
+pub fn reply_text(reply: &Reply) -> String {
+    let outcome = crate::run::compare::actual_text(&reply.outcome);
+    match reply.bound {
+        Some(Bound::Pointer(ptr)) => format!("{outcome} (bound {:#x})", ptr.raw()),
+        Some(Bound::Process(pid)) => format!("{outcome} (bound pid {})", pid.0),
+        None => outcome,
+    }
+}
+
+/// What running a program gave.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ProgramRun {
+    /// Steps executed (the failing one included).
+    pub steps: usize,
+    pub failure: Option<Failure>,
+}
+
+/// A machine for `program`'s platform from `factory`.
+pub fn build(program: &Program, factory: Factory<'_>) -> Result<Box<dyn Machine>, FuzzError> {
+    let spec = program.platform.spec();
+    let platform = Platform::from_spec(&spec).map_err(|e| FuzzError::Platform {
+        platform: program.platform.to_string(),
+        why: e.to_string(),
+    })?;
+    factory(&platform).map_err(|why| FuzzError::Machine {
+        platform: program.platform.to_string(),
+        why,
+    })
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+/// One step on one machine: its reply (`None` if a pointer of it cannot be
+/// evaluated, which generated programs never do), or a panic message.
+fn step_on(machine: &mut dyn Machine, env: &Env, step: &Step) -> Result<Option<Reply>, String> {
+    match env.lower(step) {
+        None => Ok(None),
+        Some(Lowered::NoProcess) => Ok(Some(Reply::new(NO_PROCESS))),
+        Some(Lowered::Op(op)) => catch_unwind(AssertUnwindSafe(|| machine.run(&op)))
+            .map(Some)
+            .map_err(|p| panic_message(&*p)),
+    }
+}
+
+/// What a binding step bound, by meaning (module doc).
+#[derive(PartialEq, Eq, Debug)]
+enum Meaning {
+    Nothing,
+    Pointer(u64),
+    Process(Option<usize>),
+}
+
+fn meaning(step: &Step, reply: &Reply, env: &Env) -> Meaning {
+    match step.binds() {
+        None => Meaning::Nothing,
+        Some(Binding::Ptr(_)) => Meaning::Pointer(match reply.bound {
+            Some(Bound::Pointer(ptr)) => ptr.raw(),
+            _ => 0,
+        }),
+        Some(Binding::Proc(_)) => Meaning::Process(match reply.bound {
+            Some(Bound::Process(pid)) => Some(env.creation_index(pid)),
+            _ => None,
+        }),
+    }
+}
+
+/// Runs `program` on a machine from `under_test` and one from `reference`
+/// in lockstep (module doc).
+pub fn run_program(
+    program: &Program,
+    under_test: Factory<'_>,
+    reference: Factory<'_>,
+) -> Result<ProgramRun, FuzzError> {
+    let mut machines = [build(program, under_test)?, build(program, reference)?];
+    let mut envs = [Env::new(), Env::new()];
+    for (i, step) in program.steps.iter().enumerate() {
+        let fail = |kind| {
+            Ok(ProgramRun {
+                steps: i + 1,
+                failure: Some(Failure {
+                    step: i,
+                    word: step.word(),
+                    kind,
+                }),
+            })
+        };
+        let mut replies = [None, None];
+        for (side, ((machine, env), reply)) in
+            machines.iter_mut().zip(&envs).zip(&mut replies).enumerate()
+        {
+            match step_on(&mut **machine, env, step) {
+                Ok(r) => *reply = r,
+                Err(message) => {
+                    let side = if side == 0 {
+                        Side::UnderTest
+                    } else {
+                        Side::Reference
+                    };
+                    return fail(FailureKind::Panic { side, message });
+                }
+            }
+        }
+        let [ut, rf] = &replies;
+        match (ut, rf) {
+            (Some(a), Some(b)) => {
+                if a.outcome != b.outcome
+                    || meaning(step, a, &envs[0]) != meaning(step, b, &envs[1])
+                {
+                    return fail(FailureKind::Divergence {
+                        under_test: a.clone(),
+                        reference: b.clone(),
+                    });
+                }
+            }
+            (None, None) => {}
+            // The two environments hold the same pointers while the
+            // machines agree, so they evaluate alike.
+            _ => unreachable!("BUG: a pointer evaluates on one machine only"),
+        }
+        for (env, reply) in envs.iter_mut().zip(&replies) {
+            env.bind(step, reply.as_ref());
+        }
+        let checked = catch_unwind(AssertUnwindSafe(|| machines[0].invariant_violations()));
+        match checked {
+            Ok(violations) if violations.is_empty() => {}
+            Ok(violations) => return fail(FailureKind::Violation { violations }),
+            Err(p) => {
+                return fail(FailureKind::Panic {
+                    side: Side::UnderTest,
+                    message: panic_message(&*p),
+                });
+            }
+        }
+    }
+    Ok(ProgramRun {
+        steps: program.steps.len(),
+        failure: None,
+    })
+}

@@ -1,0 +1,187 @@
+//! Differential testing: random scenario programs run in lockstep on the
+//! machine under test and the reference model (`model.md` §4, invariant 8,
+//! "nothing is lost"), and what `mtesim fuzz` runs.
+//!
+//! Owns the fuzz loop ([`fuzz`]) and its [`FuzzConfig`] and [`FuzzReport`].
+//! The parts:
+//! - [`program`]: programs over symbolic names, their `.mte` rendering and
+//!   their lowering to `uapi` ops (the runner's rules);
+//! - [`generate`]: the generator, deterministic from a seed, under memory
+//!   and tag storage pressure;
+//! - [`lockstep`]: one program on two machines, replies compared and the
+//!   invariants of the machine under test checked after every step;
+//! - [`shrink`]: delta debugging of a failing program, and the `.mte`
+//!   reproducer (the reference's outcome on the failing line).
+//!
+//! The loop: program `k` gets seed `k`-th draw of a
+//! `Xoshiro256PlusPlus::seed_from_u64(config.seed)` and a length drawn from
+//! `config.steps` (cut to the ops left), and runs until `config.ops` steps
+//! have run in total. A failure counts as a divergence (a panic of either
+//! machine counts as one too: the two did not give the same result) or a
+//! violation; the first is shrunk and, unless `keep_going`, ends the run.
+//! Everything but the shrinker's wall-clock safety bound is a function of
+//! the seed.
+
+pub mod generate;
+pub mod lockstep;
+pub mod program;
+pub mod shrink;
+
+#[cfg(test)]
+mod tests;
+
+use core::ops::RangeInclusive;
+
+use platform::TagStoragePolicy;
+use rand_core::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+pub use generate::{GenConfig, StepKind, Weights, generate};
+pub use lockstep::{
+    Factory, Failure, FailureClass, FailureKind, FuzzError, ProgramRun, Side, Signature,
+    run_program,
+};
+pub use program::{Cmd, Env, ProcName, Program, ProgramPlatform, PtrName, PtrRef, Step};
+pub use shrink::{Provenance, ShrinkLimits, Shrunk, reproducer, shrink};
+
+/// What `mtesim fuzz` runs.
+#[derive(Clone, Debug)]
+pub struct FuzzConfig {
+    /// Steps to run in total.
+    pub ops: u64,
+    pub seed: u64,
+    pub policy: TagStoragePolicy,
+    /// Steps per program (the last one is cut to the ops left).
+    pub steps: RangeInclusive<usize>,
+    pub weights: Weights,
+    /// Go on after a failure (each one shrunk) instead of stopping.
+    pub keep_going: bool,
+    /// `None`: report failures unshrunk.
+    pub shrink: Option<ShrinkLimits>,
+}
+
+impl FuzzConfig {
+    pub fn new(ops: u64, seed: u64, policy: TagStoragePolicy) -> FuzzConfig {
+        FuzzConfig {
+            ops,
+            seed,
+            policy,
+            steps: 100..=300,
+            weights: Weights::default(),
+            keep_going: false,
+            shrink: Some(ShrinkLimits::default()),
+        }
+    }
+}
+
+/// A failure the fuzzer found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    /// The program's index in the run.
+    pub program: u64,
+    /// The program as generated, and its failure.
+    pub original: Program,
+    pub failure: Failure,
+    /// The shrunk program, unless shrinking was off.
+    pub shrunk: Option<Shrunk>,
+    /// The `.mte` text of the shrunk program (the original's when not
+    /// shrunk).
+    pub reproducer: String,
+}
+
+impl Found {
+    /// Steps of the program written as the reproducer.
+    pub fn reproducer_len(&self) -> usize {
+        self.shrunk
+            .as_ref()
+            .map_or(self.failure.step + 1, |s| s.program.steps.len())
+    }
+}
+
+/// What a fuzz run gave.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FuzzReport {
+    /// Steps run in lockstep (the shrinker's runs not counted).
+    pub ops: u64,
+    pub programs: u64,
+    pub divergences: u64,
+    pub violations: u64,
+    pub found: Vec<Found>,
+}
+
+impl FuzzReport {
+    /// `fuzz: N ops, D divergences, V violations`.
+    pub fn summary(&self) -> String {
+        format!(
+            "fuzz: {} ops, {} divergences, {} violations",
+            self.ops, self.divergences, self.violations
+        )
+    }
+
+    pub fn passed(&self) -> bool {
+        self.divergences == 0 && self.violations == 0
+    }
+}
+
+/// Runs random programs on a machine from `under_test` and one from
+/// `reference` until `config.ops` steps have run (module doc).
+pub fn fuzz(
+    config: &FuzzConfig,
+    under_test: Factory<'_>,
+    reference: Factory<'_>,
+) -> Result<FuzzReport, FuzzError> {
+    let mut seeds = Xoshiro256PlusPlus::seed_from_u64(config.seed);
+    let mut report = FuzzReport::default();
+    let (low, high) = ((*config.steps.start()).max(1), (*config.steps.end()).max(1));
+    while report.ops < config.ops {
+        let seed = seeds.next_u64();
+        let spread = (high.max(low) - low) as u64 + 1;
+        let drawn = low as u64 + seeds.next_u64() % spread;
+        let steps = drawn.min(config.ops - report.ops) as usize;
+        let gen_config = GenConfig {
+            weights: config.weights.clone(),
+            ..GenConfig::new(config.policy, steps)
+        };
+        let program = generate(&gen_config, seed);
+        let index = report.programs;
+        report.programs += 1;
+        let run = run_program(&program, under_test, reference)?;
+        report.ops += run.steps as u64;
+        let Some(failure) = run.failure else {
+            continue;
+        };
+        match failure.class() {
+            FailureClass::Violation => report.violations += 1,
+            FailureClass::Divergence | FailureClass::Panic => report.divergences += 1,
+        }
+        let shrunk = config
+            .shrink
+            .map(|limits| shrink(&program, &failure, under_test, reference, limits))
+            .transpose()?;
+        let provenance = Provenance {
+            seed: config.seed,
+            policy: config.policy,
+            program: index,
+            original_len: program.steps.len(),
+        };
+        let text = match &shrunk {
+            Some(s) => reproducer(&s.program, &s.failure, &provenance),
+            None => {
+                let mut cut = program.clone();
+                cut.steps.truncate(failure.step + 1);
+                reproducer(&cut, &failure, &provenance)
+            }
+        };
+        report.found.push(Found {
+            program: index,
+            original: program,
+            failure,
+            shrunk,
+            reproducer: text,
+        });
+        if !config.keep_going {
+            break;
+        }
+    }
+    Ok(report)
+}

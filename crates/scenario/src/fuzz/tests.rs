@@ -1,0 +1,237 @@
+//! Unit tests of the fuzz programs: generation, rendering, lowering,
+//! pruning, reproducers.
+
+use super::*;
+use crate::ast::Stmt;
+use crate::run::lower::{self as runner_lower, Bindings};
+use mte::Tag;
+use platform::Platform;
+use uapi::{Command as UCommand, Machine, Op, Outcome, Reply};
+
+const POLICIES: [TagStoragePolicy; 3] = [
+    TagStoragePolicy::None,
+    TagStoragePolicy::Static,
+    TagStoragePolicy::Dynamic,
+];
+
+fn program(policy: TagStoragePolicy, steps: usize, seed: u64) -> Program {
+    generate(&GenConfig::new(policy, steps), seed)
+}
+
+fn reference(platform: &Platform) -> Box<dyn Machine> {
+    crate::machine::make_machine(crate::machine::MachineKind::Reference, platform).unwrap()
+}
+
+#[test]
+fn generation_is_a_function_of_the_seed() {
+    for policy in POLICIES {
+        let a = program(policy, 200, 7).render();
+        assert_eq!(a, program(policy, 200, 7).render());
+        assert_ne!(a, program(policy, 200, 8).render());
+        assert_eq!(a.lines().count(), 201, "platform line and 200 steps");
+        assert!(a.starts_with("platform memory="));
+        assert!(a.contains(&format!("tag-storage={}", policy.as_str())));
+    }
+}
+
+/// The parser's ops, beside the program's own lowering, on a live machine
+/// (so that bindings carry real values): they must be the same op for
+/// every step, so a rendered program runs what the fuzzer ran.
+#[test]
+fn rendered_programs_parse_and_lower_to_the_same_ops() {
+    for policy in POLICIES {
+        for seed in 0..6 {
+            let program = program(policy, 250, seed);
+            let text = program.render();
+            let script = crate::parse("gen.mte", text.as_bytes())
+                .unwrap_or_else(|e| panic!("seed {seed}: {e}\n{text}"));
+            assert_eq!(script.platform_spec(), program.platform.spec());
+            assert_eq!(script.stmts.len(), program.steps.len());
+            let platform = Platform::from_spec(&program.platform.spec()).unwrap();
+            let mut machine = reference(&platform);
+            let mut env = Env::new();
+            let mut bindings = Bindings::new();
+            for (step, stmt) in program.steps.iter().zip(&script.stmts) {
+                let Stmt::Command(c) = stmt else {
+                    panic!("a step rendered as {stmt:?}");
+                };
+                let ours = match env.lower(step).expect("pointers evaluate") {
+                    program::Lowered::Op(op) => Some(op),
+                    program::Lowered::NoProcess => None,
+                };
+                let theirs = match runner_lower::lower(&c.command, &bindings).unwrap() {
+                    runner_lower::Lowered::Op(op) => Some(op),
+                    runner_lower::Lowered::NoProcess => None,
+                };
+                assert_eq!(ours, theirs, "step `{step}`");
+                let reply = ours.map(|op| machine.run(&op));
+                env.bind(step, reply.as_ref());
+                runner_lower::bind(&c.command, reply.and_then(|r| r.bound), &mut bindings).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn programs_are_mostly_meaningful() {
+    // The generator's model of bindings and tags should make most accesses
+    // succeed on the reference; a generator that only produced faults would
+    // test fault paths alone.
+    let (mut accesses, mut succeeded) = (0, 0);
+    for seed in 0..4 {
+        let program = program(TagStoragePolicy::Dynamic, 300, seed);
+        let platform = Platform::from_spec(&program.platform.spec()).unwrap();
+        let mut machine = reference(&platform);
+        let mut env = Env::new();
+        for step in &program.steps {
+            let reply = match env.lower(step).unwrap() {
+                program::Lowered::Op(op) => {
+                    let reply = machine.run(&op);
+                    if let Op::Process {
+                        command: UCommand::Load { .. } | UCommand::Store { .. },
+                        ..
+                    } = op
+                    {
+                        accesses += 1;
+                        if matches!(reply.outcome, Outcome::Value(_) | Outcome::Ok) {
+                            succeeded += 1;
+                        }
+                    }
+                    Some(reply)
+                }
+                program::Lowered::NoProcess => None,
+            };
+            env.bind(step, reply.as_ref());
+        }
+    }
+    assert!(accesses > 100, "{accesses} accesses");
+    assert!(
+        succeeded * 2 > accesses,
+        "{succeeded} of {accesses} accesses succeeded"
+    );
+}
+
+#[test]
+fn pruning_drops_the_users_of_a_removed_binding() {
+    let text = |p: &Program| p.render().lines().skip(1).collect::<Vec<_>>().join("\n");
+    let map = PtrName::Map(0);
+    let mut program = Program {
+        platform: program(TagStoragePolicy::Dynamic, 1, 0).platform,
+        steps: vec![
+            Step::Spawn(ProcName(0)),
+            Step::Process {
+                proc: ProcName(0),
+                cmd: Cmd::Irg {
+                    name: 0,
+                    ptr: PtrRef::at(map, 0x10),
+                    exclude: mte::TagMask::EMPTY,
+                },
+            },
+            Step::Process {
+                proc: ProcName(0),
+                cmd: Cmd::StoreTag {
+                    op: mte::TagStoreOp::Stg,
+                    ptr: PtrRef::at(PtrName::Tagged(0), 0),
+                },
+            },
+            Step::Process {
+                proc: ProcName(1),
+                cmd: Cmd::Yield,
+            },
+            Step::Compact,
+        ],
+    };
+    // `m0` is bound nowhere, so the irg and the stg through `t0` go; `p1`
+    // is bound nowhere, so its yield goes.
+    assert_eq!(program.prune(), 3);
+    assert_eq!(text(&program), "spawn p0\ncompact");
+}
+
+#[test]
+fn steps_render_in_the_scenario_syntax() {
+    let p0 = ProcName(0);
+    let step = |cmd| Step::Process { proc: p0, cmd };
+    let ptr = PtrRef {
+        base: PtrName::Map(3),
+        offset: 0x20,
+        tag: Tag::new(5),
+    };
+    assert_eq!(
+        step(Cmd::Mmap {
+            name: 3,
+            len: 0x2000,
+            prot: uapi::Prot {
+                mte: true,
+                ..uapi::Prot::READ_WRITE
+            },
+            sharing: uapi::Sharing::Shared,
+            backing: uapi::Backing::Shm,
+            populate: true,
+        })
+        .to_string(),
+        "p0 mmap m3 0x2000 prot=r,w,mte map=shared,shm,populate"
+    );
+    assert_eq!(
+        step(Cmd::Store {
+            ptr,
+            size: uapi::AccessSize::B8,
+            value: 0x42
+        })
+        .to_string(),
+        "p0 store m3+0x20#5 8 0x42"
+    );
+    assert_eq!(
+        step(Cmd::PokeTags {
+            target: ProcName(1),
+            ptr: PtrRef::at(PtrName::Tagged(2), 0),
+            tags: vec![Tag::new(1).unwrap(), Tag::new(15).unwrap()],
+        })
+        .to_string(),
+        "p0 poketags p1 t2 1,15"
+    );
+    assert_eq!(
+        step(Cmd::Prctl(uapi::PrctlRequest {
+            tagged_addr: Some(true),
+            tcf: Some(mte::CheckMode::Asymm),
+            include: Some(mte::TagMask::from_bits(0xfffe)),
+            store_only: Some(false),
+        }))
+        .to_string(),
+        "p0 prctl tagged-addr=on tcf=asymm include=0xfffe store-only=off"
+    );
+}
+
+#[test]
+fn a_reproducer_carries_the_references_outcome_on_the_failing_line() {
+    let program = program(TagStoragePolicy::Dynamic, 40, 3);
+    let failing = program
+        .steps
+        .iter()
+        .position(|s| s.word() == "load")
+        .expect("a load among 40 steps");
+    let failure = Failure {
+        step: failing,
+        word: "load",
+        kind: FailureKind::Divergence {
+            under_test: Reply::new(Outcome::Value(1)),
+            reference: Reply::new(Outcome::Value(0x5a)),
+        },
+    };
+    let mut cut = program.clone();
+    cut.steps.truncate(failing + 1);
+    let provenance = Provenance {
+        seed: 9,
+        policy: TagStoragePolicy::Dynamic,
+        program: 2,
+        original_len: 40,
+    };
+    let text = reproducer(&cut, &failure, &provenance);
+    assert!(text.starts_with("# mtesim fuzz reproducer: --seed 9 --policy dynamic, program 2\n"));
+    assert!(text.contains(&format!(
+        "# original length 40 steps, shrunk to {} steps\n",
+        failing + 1
+    )));
+    let last = text.lines().last().unwrap();
+    assert!(last.ends_with(" => value 0x5a"), "{last}");
+    assert!(crate::parse("r.mte", text.as_bytes()).is_ok());
+}
