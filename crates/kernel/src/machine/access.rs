@@ -16,12 +16,13 @@
 //! access in the failing page; tag store faults at the granule; LDG at the
 //! aligned address; alignment faults at the pointer.
 
+use mte::packing::{Nibble, nibble_tag};
 use mte::{
     AccessKind, CheckOutcome, GRANULE_SIZE, Pfn, PhysAddr, Tag, TagStoreError, TagStoreOp,
     TaggedPtr, UaccessOutcome, VirtAddr, check_access, check_uaccess, plan_tag_load,
     plan_tag_store,
 };
-use uapi::{AccessSize, Errno, Fault, FaultCode, Outcome, Pid};
+use uapi::{AccessSize, Command, Errno, Fault, FaultCode, Outcome, Pid};
 
 use super::fault::{Need, allows};
 use super::proc::is_user_range;
@@ -115,6 +116,111 @@ impl Kernel {
         }
     }
 
+    /// The translation of the one page `[start, start + len)` lies in, when
+    /// the software TLB holds it with the access `need` wants; `None`
+    /// otherwise (the caller takes the full path, which walks and faults).
+    fn tlb_hit(&self, mm: MmId, start: u64, len: u64, need: Need) -> Option<PageMap> {
+        let base = page_base(start);
+        if page_base(start.checked_add(len - 1)?) != base {
+            return None;
+        }
+        let e = self
+            .mms
+            .borrow()
+            .get(&mm)?
+            .tlb
+            .lookup(VirtAddr::new(base)?)?;
+        let ok = match need {
+            Need::Read => matches!(e.access, Access::ReadOnly | Access::ReadWrite),
+            Need::Write => e.access == Access::ReadWrite,
+        };
+        ok.then_some(PageMap {
+            base,
+            pfn: e.pfn,
+            tagged: e.tagged,
+        })
+    }
+
+    /// The access fast path (issue: "O(1) and allocation-free"): a load or
+    /// store within one page whose translation the software TLB holds
+    /// runs synchronously, with no task, no switch point and no
+    /// allocation. Its result is the one [`Kernel::load`] /
+    /// [`Kernel::store`] would give: the same translation, tag check and
+    /// data access, in the same order. Everything else (another command,
+    /// a TLB miss, a page crossing, a missing permission) gives `None` and
+    /// takes the full kernel path.
+    pub(crate) fn fast_access(&self, pid: Pid, command: &Command) -> Option<Outcome> {
+        let (ptr, size, value) = match command {
+            Command::Load { ptr, size } => (*ptr, *size, None),
+            Command::Store { ptr, size, value } => (*ptr, *size, Some(*value)),
+            _ => return None,
+        };
+        let len = size.bytes();
+        let start = ptr.addr().as_u64();
+        let (need, kind) = match value {
+            None => (Need::Read, AccessKind::Load),
+            Some(_) => (Need::Write, AccessKind::Store),
+        };
+        let (mm, settings) = {
+            let procs = self.procs.borrow();
+            let p = procs.get(&pid)?;
+            (p.mm, p.check_settings())
+        };
+        let page = self.tlb_hit(mm, start, len, need)?;
+        let offset = (start - page.base) as usize;
+        // `tag_through` for the one page: the frame's tags sit at a fixed
+        // place in tag storage (0 where none covers it, as `read_tag`).
+        let tags = page
+            .tagged
+            .then(|| self.mem.geometry().tag_bytes_of(page.pfn));
+        let outcome = {
+            let phys = self.mem.phys();
+            check_access(ptr, len, kind, settings, |g| {
+                let first = tags?;
+                let Some(first) = first else {
+                    return Some(Tag::ZERO);
+                };
+                let granule = (g.as_u64() - page.base) / GRANULE_SIZE;
+                let at = first.as_u64() + granule / 2;
+                let mut byte = [0u8];
+                phys.contents.read_in_frame(
+                    Pfn::new(at >> PAGE_SHIFT),
+                    (at % PAGE) as usize,
+                    &mut byte,
+                );
+                let byte = byte[0];
+                let nibble = if granule.is_multiple_of(2) {
+                    Nibble::Low
+                } else {
+                    Nibble::High
+                };
+                Some(nibble_tag(byte, nibble))
+            })
+            .expect("BUG: a translated access leaves the address space")
+        };
+        if let Err(f) = self.check_verdict(pid, outcome) {
+            return Some(Outcome::Fault(f));
+        }
+        Some(match value {
+            None => {
+                let mut buf = [0u8; 16];
+                self.mem
+                    .phys()
+                    .contents
+                    .read_in_frame(page.pfn, offset, &mut buf[..len as usize]);
+                Outcome::Value(u128::from_le_bytes(buf))
+            }
+            Some(value) => {
+                self.mem
+                    .phys_mut()
+                    .contents
+                    .write_in_frame(page.pfn, offset, &value.to_le_bytes()[..len as usize])
+                    .expect("BUG: a mapped frame is present");
+                Outcome::Ok
+            }
+        })
+    }
+
     /// Translates `[start, start + len)` for an access made with `ptr`,
     /// taking faults as needed (see the module doc).
     pub(crate) async fn resolve(
@@ -176,6 +282,12 @@ impl Kernel {
         };
         let outcome = check_access(ptr, len, kind, settings, |g| self.tag_through(pages, g))
             .expect("BUG: a translated access leaves the address space");
+        self.check_verdict(pid, outcome)
+    }
+
+    /// What a tag check's outcome does: a synchronous fault, or an
+    /// asynchronous one left pending for the next kernel entry.
+    fn check_verdict(&self, pid: Pid, outcome: CheckOutcome) -> Result<(), Fault> {
         match outcome {
             CheckOutcome::Pass => Ok(()),
             CheckOutcome::SyncFault { addr } => {

@@ -719,3 +719,97 @@ fn a_large_machine_is_cheap_to_use_and_check() {
     assert_eq!(load8(&mut k, p, a), Outcome::Value(1));
     assert!(k.invariant_violations().is_empty());
 }
+
+/// The access fast path gives what the full kernel path gives: the same
+/// outcomes, counters and pending asynchronous faults, for loads and
+/// stores of every size, matching and mismatching tags, in every mode.
+#[test]
+fn the_access_fast_path_agrees_with_the_full_path() {
+    use sched::RunLimits;
+    let slow = |k: &mut Kernel, op: &Op| -> Outcome {
+        let this = &*k;
+        this.sched
+            .block_on(this.op(op), RunLimits::default())
+            .unwrap()
+            .outcome
+    };
+    let modes = [
+        CheckMode::Sync,
+        CheckMode::Async,
+        CheckMode::Asymm,
+        CheckMode::None,
+    ];
+    let mut fast_hits = 0;
+    for mode in modes {
+        for store_only in [false, true] {
+            let mut machines = [kernel(&[]), kernel(&[])];
+            let mut ops = Vec::new();
+            for k in &mut machines {
+                let pid = spawn(k);
+                sync_mte(k, pid);
+                let request = PrctlRequest {
+                    tcf: Some(mode),
+                    store_only: Some(store_only),
+                    ..PrctlRequest::default()
+                };
+                assert_eq!(cmd(k, pid, Command::Prctl(request)), Outcome::Ok);
+                let a = mmap(k, pid, 0x2000, rw_mte(), MapFlags::default());
+                let b = mmap(k, pid, 0x1000, Prot::READ_WRITE, MapFlags::default());
+                let set = |ptr: TaggedPtr| Command::SetTag { ptr, len: 0x20 };
+                let tagged = a.with_tag(Tag::new(3).unwrap());
+                assert_eq!(cmd(k, pid, set(tagged)), Outcome::Ok);
+                // Fault both pages in, so that the TLB holds them.
+                let second = a.checked_add(0x1000).unwrap();
+                for ptr in [tagged, second, b] {
+                    assert!(matches!(load8(k, pid, ptr), Outcome::Value(_)));
+                }
+                ops.clear();
+                for (base, off) in [(a, 0), (a, 0x18), (a, 0xff8), (a, 0x1000), (b, 8)] {
+                    for tag in [0, 3, 9] {
+                        let ptr = base
+                            .checked_add(off)
+                            .unwrap()
+                            .with_tag(Tag::new(tag).unwrap());
+                        for size in [AccessSize::B1, AccessSize::B8, AccessSize::B16] {
+                            ops.push(Op::Process {
+                                pid,
+                                command: Command::Load { ptr, size },
+                            });
+                            ops.push(Op::Process {
+                                pid,
+                                command: Command::Store {
+                                    ptr,
+                                    size,
+                                    value: 0x1122_3344_5566_7788_99aa,
+                                },
+                            });
+                        }
+                    }
+                }
+                // A system call reports any pending asynchronous fault.
+                ops.push(Op::Process {
+                    pid,
+                    command: Command::Yield,
+                });
+            }
+            let [fast_k, slow_k] = &mut machines;
+            for op in &ops {
+                let Op::Process { pid, command } = op else {
+                    unreachable!()
+                };
+                let expected = slow(slow_k, op);
+                let fast = fast_k.fast_access(*pid, command);
+                if fast.is_some() {
+                    fast_hits += 1;
+                }
+                let got = fast.unwrap_or_else(|| slow(fast_k, op));
+                assert_eq!(got, expected, "{mode:?} store_only={store_only} {op:?}");
+            }
+            for c in Counter::ALL {
+                assert_eq!(fast_k.counter(c), slow_k.counter(c), "{c:?}");
+            }
+            assert!(fast_k.invariant_violations().is_empty());
+        }
+    }
+    assert!(fast_hits > 100, "the fast path ran only {fast_hits} times");
+}

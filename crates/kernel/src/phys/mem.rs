@@ -206,29 +206,55 @@ impl PhysContents {
     }
 
     /// Splits `[addr, addr + len)` into (frame, offset, length) pieces,
-    /// checking every frame is present.
-    fn pieces(&self, addr: PhysAddr, len: usize) -> Result<Vec<(Pfn, usize, usize)>, MemError> {
+    /// checking every frame is present first (so a write is all or
+    /// nothing). Allocation-free: user loads and stores come through here.
+    fn pieces(&self, addr: PhysAddr, len: usize) -> Result<Pieces, MemError> {
         let shift = self.layout.geometry().page_shift();
         let page = self.page_size() as u64;
         let end = addr
             .as_u64()
             .checked_add(len as u64)
             .ok_or(MemError::Overflow { addr, len })?;
-        let mut out = Vec::new();
         let mut at = addr.as_u64();
         while at < end {
-            let pfn = PhysAddr::new(at).pfn(shift);
-            let offset = at % page;
-            let take = (page - offset).min(end - at);
-            if self.layout.region_of(pfn).is_none() {
+            if self
+                .layout
+                .region_of(PhysAddr::new(at).pfn(shift))
+                .is_none()
+            {
                 return Err(MemError::NotPresent {
                     addr: PhysAddr::new(at),
                 });
             }
-            out.push((pfn, offset as usize, take as usize));
-            at += take;
+            at = (at - at % page).saturating_add(page);
         }
-        Ok(out)
+        Ok(Pieces {
+            at: addr.as_u64(),
+            end,
+            page,
+            shift,
+        })
+    }
+
+    /// Reads `buf.len()` bytes at `offset` in present frame `pfn`, all
+    /// within the frame: the allocation-free read of the access fast path.
+    pub fn read_in_frame(&self, pfn: Pfn, offset: usize, buf: &mut [u8]) {
+        debug_assert!(self.layout.region_of(pfn).is_some(), "BUG: {pfn:?} absent");
+        match self.page_bytes(pfn) {
+            Some(bytes) => buf.copy_from_slice(&bytes[offset..offset + buf.len()]),
+            None => buf.fill(0),
+        }
+    }
+
+    /// Writes `data` at `offset` in frame `pfn`, all within the frame (the
+    /// fast path's store; zeros to a frame without a buffer allocate
+    /// nothing, as [`PhysContents::write`]).
+    pub fn write_in_frame(&mut self, pfn: Pfn, offset: usize, data: &[u8]) -> Result<(), MemError> {
+        if !self.has_buffer(pfn) && data.iter().all(|&b| b == 0) {
+            return self.check_present(pfn);
+        }
+        self.page_bytes_mut(pfn)?[offset..offset + data.len()].copy_from_slice(data);
+        Ok(())
     }
 
     /// Reads `buf.len()` bytes at `addr` (may cross frames).
@@ -370,6 +396,33 @@ impl PhysContents {
             });
         }
         out
+    }
+}
+
+/// The pieces of a physical range, frame by frame (see `pieces`).
+struct Pieces {
+    at: u64,
+    end: u64,
+    page: u64,
+    shift: u32,
+}
+
+impl Iterator for Pieces {
+    type Item = (Pfn, usize, usize);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.at >= self.end {
+            return None;
+        }
+        let offset = self.at % self.page;
+        let take = (self.page - offset).min(self.end - self.at);
+        let piece = (
+            PhysAddr::new(self.at).pfn(self.shift),
+            offset as usize,
+            take as usize,
+        );
+        self.at += take;
+        Some(piece)
     }
 }
 
