@@ -69,12 +69,24 @@ fn the_same_seed_gives_the_same_run() {
     assert_eq!(stdout(&a), "fuzz: 500 ops, 0 divergences, 0 violations\n");
 }
 
+/// The CI's fuzz smoke run: the kernel (the default machine) against the
+/// reference under each policy, bounded (the million-op runs are a manual
+/// `mtesim fuzz --ops 1000000`, see the README).
 #[test]
-fn the_kernel_is_the_default_machine() {
+fn smoke_run_of_the_kernel_under_every_policy() {
     let dir = tempfile::tempdir().unwrap();
-    let out = mtesim_in(dir.path(), &["fuzz", "--ops", "300"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(stdout(&out), "fuzz: 300 ops, 0 divergences, 0 violations\n");
+    for policy in ["none", "static", "dynamic"] {
+        let out = mtesim_in(
+            dir.path(),
+            &["fuzz", "--ops", "3000", "--seed", "7", "--policy", policy],
+        );
+        assert_eq!(out.status.code(), Some(0), "{policy}: {}", stdout(&out));
+        assert_eq!(
+            stdout(&out),
+            "fuzz: 3000 ops, 0 divergences, 0 violations\n",
+            "{policy}"
+        );
+    }
 }
 
 #[test]
