@@ -12,8 +12,9 @@
 //! process's own from the first write either way, and the objects behind
 //! private mappings are never written, so a copy made early reads the same
 //! as one made late); `pageout`, `hugepage`, `nohugepage`, `mergeable`,
-//! `unmergeable`. Memory exhaustion (`ENOMEM` from a full machine) does not
-//! exist here.
+//! `unmergeable`. Memory exhaustion does not exist here: the commit limit
+//! (`ENOMEM` from mmap or mprotect), `ENOMEM` from fork and out-of-memory
+//! faults are the kernel model's alone (docs/semantics.md §16).
 
 use mte::{AccessKind, GRANULE_SIZE, Tag, TaggedPtr, UaccessOutcome, VirtAddr, check_uaccess};
 use uapi::{Advice, Backing, Errno, MapFlags, MteCtrl, PrctlRequest, Prot, Sharing};
