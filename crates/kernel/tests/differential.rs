@@ -6,8 +6,10 @@
 //!
 //! Programs stay clear of what depends on the machine's memory
 //! (docs/semantics.md §16): every mapping is far below the commit limit,
-//! and large ones (2 MiB and more, placed 2 MiB-aligned by
-//! `thp_get_unmapped_area()`) are never populated, so no fault runs out.
+//! large ones (2 MiB and more, placed 2 MiB-aligned by
+//! `thp_get_unmapped_area()`) are never populated, and a program of 160
+//! steps touches at most a few thousand pages of its 64 MiB, so no fault
+//! and no fork runs out.
 
 mod common;
 
