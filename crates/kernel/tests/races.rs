@@ -216,3 +216,60 @@ fn mprotect_follows_pages_moved_while_it_sleeps() {
     let report = sched::explore_pct(5, 3, 48, mprotect_program);
     assert!(report.failure.is_none(), "{:?}", report.failure);
 }
+
+/// fork in one thread while another execs or exits the same process and a
+/// third faults its memory in (holding `mmap_lock` for reading): fork may
+/// find the address space it waited for replaced or gone, and then fails
+/// with ESRCH (Linux: de_thread() kills the forking thread). No panic, the
+/// invariants hold, and a fork that succeeded made a live child.
+fn fork_exec_program(chooser: &mut dyn sched::Chooser, last: Command) -> Result<(), String> {
+    let mut d = Driver::new(&[("memory", "64M"), ("tag-storage", "dynamic")]);
+    let p = d.spawn();
+    let a = d.mmap(p, 64 << 10, Prot::READ_WRITE, anon());
+    let ops = vec![
+        Op::Process {
+            pid: p,
+            command: Command::Fill {
+                ptr: a,
+                len: 64 << 10,
+                byte: 0x11,
+            },
+        },
+        Op::Process {
+            pid: p,
+            command: Command::Fork,
+        },
+        Op::Process {
+            pid: p,
+            command: last,
+        },
+    ];
+    let replies = d.k.run_parallel(&ops, chooser).map_err(|e| e.to_string())?;
+    let fork = &replies[1];
+    let forked_ok = fork.outcome == Outcome::Ok;
+    if !forked_ok && fork.outcome != error(uapi::Errno::Srch) {
+        return Err(format!("fork: {fork:?}"));
+    }
+    let v = d.k.invariant_violations();
+    if !v.is_empty() {
+        return Err(format!("{v:#?}"));
+    }
+    if let Some(uapi::Bound::Process(child)) = fork.bound.filter(|_| forked_ok) {
+        let got = d.k.run(&Op::Process {
+            pid: child,
+            command: Command::Yield,
+        });
+        if got.outcome != Outcome::Ok {
+            return Err(format!("child of a successful fork: {got:?}"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn fork_racing_exec_or_exit_fails_cleanly() {
+    for last in [Command::Exec, Command::Exit] {
+        let report = sched::explore_random(5, 64, |c| fork_exec_program(c, last.clone()));
+        assert!(report.failure.is_none(), "{last:?}: {:?}", report.failure);
+    }
+}
