@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use mte::Tag;
+use mte::{Tag, TaggedPtr};
 use uapi::{Backing, Command, Machine, Op, Outcome, Prot, Sharing};
 
 fn program(chooser: &mut dyn sched::Chooser) -> Result<(), String> {
@@ -215,4 +215,149 @@ fn mprotect_follows_pages_moved_while_it_sleeps() {
     assert!(report.failure.is_none(), "{:?}", report.failure);
     let report = sched::explore_pct(5, 3, 48, mprotect_program);
     assert!(report.failure.is_none(), "{:?}", report.failure);
+}
+
+/// fork in one thread while another execs or exits the same process and a
+/// third faults its memory in (holding `mmap_lock` for reading): fork may
+/// find the address space it waited for replaced or gone, and then fails
+/// with ESRCH (Linux: de_thread() kills the forking thread). No panic, the
+/// invariants hold, and a fork that succeeded made a live child.
+fn fork_exec_program(chooser: &mut dyn sched::Chooser, last: Command) -> Result<(), String> {
+    let mut d = Driver::new(&[("memory", "64M"), ("tag-storage", "dynamic")]);
+    let p = d.spawn();
+    let a = d.mmap(p, 64 << 10, Prot::READ_WRITE, anon());
+    let ops = vec![
+        Op::Process {
+            pid: p,
+            command: Command::Fill {
+                ptr: a,
+                len: 64 << 10,
+                byte: 0x11,
+            },
+        },
+        Op::Process {
+            pid: p,
+            command: Command::Fork,
+        },
+        Op::Process {
+            pid: p,
+            command: last,
+        },
+    ];
+    let replies = d.k.run_parallel(&ops, chooser).map_err(|e| e.to_string())?;
+    let fork = &replies[1];
+    let forked_ok = fork.outcome == Outcome::Ok;
+    if !forked_ok && fork.outcome != error(uapi::Errno::Srch) {
+        return Err(format!("fork: {fork:?}"));
+    }
+    let v = d.k.invariant_violations();
+    if !v.is_empty() {
+        return Err(format!("{v:#?}"));
+    }
+    if let Some(uapi::Bound::Process(child)) = fork.bound.filter(|_| forked_ok) {
+        let got = d.k.run(&Op::Process {
+            pid: child,
+            command: Command::Yield,
+        });
+        if got.outcome != Outcome::Ok {
+            return Err(format!("child of a successful fork: {got:?}"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn fork_racing_exec_or_exit_fails_cleanly() {
+    for last in [Command::Exec, Command::Exit] {
+        let report = sched::explore_random(5, 64, |c| fork_exec_program(c, last.clone()));
+        assert!(report.failure.is_none(), "{last:?}: {:?}", report.failure);
+    }
+}
+
+/// Any command of a thread that waits for `mmap_lock` while another thread
+/// execs or exits the process finds its address space gone: it fails as the
+/// process's other commands then do, without a panic.
+fn waiter_program(
+    chooser: &mut dyn sched::Chooser,
+    waiter: Command,
+    last: Command,
+) -> Result<(), String> {
+    let mut d = Driver::new(&[("memory", "64M"), ("tag-storage", "dynamic")]);
+    let p = d.spawn();
+    let a = d.mmap(p, 64 << 10, Prot::READ_WRITE, anon());
+    let ops = vec![
+        Op::Process {
+            pid: p,
+            command: Command::Mprotect {
+                ptr: a,
+                len: 64 << 10,
+                prot: rw_mte(),
+            },
+        },
+        Op::Process {
+            pid: p,
+            command: waiter,
+        },
+        Op::Process {
+            pid: p,
+            command: last,
+        },
+    ];
+    d.k.run_parallel(&ops, chooser).map_err(|e| e.to_string())?;
+    let v = d.k.invariant_violations();
+    if !v.is_empty() {
+        return Err(format!("{v:#?}"));
+    }
+    Ok(())
+}
+
+#[test]
+fn commands_racing_exec_or_exit_fail_cleanly() {
+    let a = TaggedPtr::from_raw(0xffff_f7ff_0000);
+    let waiters = [
+        Command::Fill {
+            ptr: a,
+            len: 8 << 10,
+            byte: 1,
+        },
+        Command::Mprotect {
+            ptr: a,
+            len: 4 << 10,
+            prot: Prot::READ_WRITE,
+        },
+        Command::Madvise {
+            ptr: a,
+            len: 8 << 10,
+            advice: uapi::Advice::DontNeed,
+        },
+        Command::Munmap {
+            ptr: a,
+            len: 4 << 10,
+        },
+        Command::Pin {
+            ptr: a,
+            len: 4 << 10,
+        },
+        Command::ReadFd {
+            ptr: a,
+            len: 100,
+            byte: 2,
+        },
+        Command::Mmap {
+            len: 4 << 10,
+            prot: Prot::READ_WRITE,
+            flags: flags(Sharing::Private, Backing::Anon, true),
+        },
+    ];
+    for waiter in waiters {
+        for last in [Command::Exec, Command::Exit] {
+            let report =
+                sched::explore_random(9, 32, |c| waiter_program(c, waiter.clone(), last.clone()));
+            assert!(
+                report.failure.is_none(),
+                "{waiter:?} / {last:?}: {:?}",
+                report.failure
+            );
+        }
+    }
 }

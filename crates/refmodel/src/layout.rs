@@ -1,10 +1,11 @@
 //! The numbers of the user address space, defined here and nowhere else.
 //!
 //! Owns [`Layout`]: the page geometry, the top of the user address space,
-//! where `mmap` starts looking, the lowest address it may hand out, the
-//! transparent huge page size that large anonymous mappings are aligned to,
-//! and the most bytes one `read`/`write` moves. Everything in the reference
-//! model that rounds, aligns or bounds an address goes through it.
+//! where `mmap` starts looking (top-down, then bottom-up), the lowest
+//! address it may hand out, the transparent huge page size that large
+//! anonymous and file mappings are aligned to, and the most bytes one
+//! `read`/`write` moves. Everything in the reference model that rounds,
+//! aligns or bounds an address goes through it.
 //!
 //! Values (Linux v6.8, arm64, 4 KiB pages, 48-bit VA):
 //! - `TASK_SIZE = 1 << 48` (`VA_BITS = 48`);
@@ -12,11 +13,14 @@
 //!   128 MiB minimum, `MIN_GAP`) below the stack, without randomisation
 //!   (the model's processes have `ADDR_NO_RANDOMIZE`);
 //! - `mmap_min_addr = 4096` (`CONFIG_DEFAULT_MMAP_MIN_ADDR`);
+//! - `TASK_UNMAPPED_BASE = TASK_SIZE / 4 = 1 << 46`, where the bottom-up
+//!   fallback of a failed top-down search starts (arm64
+//!   `PAGE_ALIGN(DEFAULT_MAP_WINDOW / 4)`);
 //! - THP size = PMD size = 2 MiB;
 //! - `MAX_RW_COUNT = INT_MAX & PAGE_MASK` (include/linux/fs.h).
 //!
 //! Invariants: every value is a multiple of the page size; `mmap_min_addr <
-//! mmap_base < task_size`.
+//! task_unmapped_base < mmap_base < task_size`.
 
 use mte::{PageGeometry, VirtAddr};
 
@@ -40,7 +44,10 @@ pub struct Layout {
     pub mmap_base: u64,
     /// The lowest address `mmap` hands out or accepts (`mmap_min_addr`).
     pub mmap_min_addr: u64,
-    /// Alignment of large private anonymous mappings (`HPAGE_PMD_SIZE`).
+    /// Where the bottom-up fallback search starts (`TASK_UNMAPPED_BASE`).
+    pub task_unmapped_base: u64,
+    /// Alignment of large private anonymous and file mappings
+    /// (`HPAGE_PMD_SIZE`).
     pub thp_size: u64,
     /// The most bytes one `read(2)`/`write(2)` transfers (`MAX_RW_COUNT`).
     pub max_rw_count: u64,
@@ -58,6 +65,7 @@ impl Layout {
             task_size,
             mmap_base: task_size - 128 * MIB,
             mmap_min_addr: page.page_size(),
+            task_unmapped_base: task_size / 4,
             thp_size: 2 * MIB,
             max_rw_count: i32::MAX as u64 & !(page.page_size() - 1),
         }
@@ -118,6 +126,7 @@ mod tests {
         // 2^48 - 128 MiB.
         assert_eq!(l.mmap_base, 0xffff_f800_0000);
         assert_eq!(l.mmap_min_addr, 0x1000);
+        assert_eq!(l.task_unmapped_base, 0x4000_0000_0000);
         assert_eq!(l.thp_size, 0x20_0000);
         // INT_MAX & PAGE_MASK.
         assert_eq!(l.max_rw_count, 0x7fff_f000);

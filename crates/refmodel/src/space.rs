@@ -36,7 +36,7 @@ use std::ops::Bound::{Excluded, Unbounded};
 
 use mte::{Tag, VirtAddr};
 use thiserror::Error;
-use uapi::{Errno, Sharing};
+use uapi::{Backing, Errno, MapFlags, Sharing};
 
 use crate::layout::{Layout, Vpn};
 use crate::memory::{Page, SharedObject};
@@ -160,12 +160,37 @@ impl Vma {
     }
 }
 
+/// How `get_unmapped_area()` aligns a new mapping (Linux v6.8
+/// `get_unmapped_area()`: private anonymous memory goes through
+/// `thp_get_unmapped_area()`, and so do regular files, whose filesystems
+/// (ext4, xfs) name it as their `get_unmapped_area`; shared anonymous
+/// memory and tmpfs go through `shmem_get_unmapped_area()`, which aligns
+/// nothing while shmem huge pages are off, the tmpfs default).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Placement {
+    /// Page alignment only.
+    Page,
+    /// 2 MiB alignment for 2 MiB or more (`thp_get_unmapped_area()`).
+    Thp,
+}
+
+impl Placement {
+    /// The placement of a new mapping with these flags.
+    pub fn of(flags: MapFlags) -> Placement {
+        match (flags.sharing, flags.backing) {
+            (Sharing::Private, Backing::Anon) | (_, Backing::File) => Placement::Thp,
+            (Sharing::Shared, Backing::Anon) | (_, Backing::Shm) => Placement::Page,
+        }
+    }
+}
+
 /// Why a VMA-level operation failed.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Error)]
 pub enum SpaceError {
-    /// No free range below `mmap_base` fits (Linux: `unmapped_area_topdown()`).
-    #[error("no free range of {len:#x} bytes aligned to {align:#x}")]
-    NoSpace { len: u64, align: u64 },
+    /// No free range fits, top-down below `mmap_base` or bottom-up above
+    /// `TASK_UNMAPPED_BASE` (Linux: `arch_get_unmapped_area_topdown()`).
+    #[error("no free range of {len:#x} bytes")]
+    NoSpace { len: u64 },
     /// The range has a hole at `addr` (mprotect, madvise).
     #[error("{addr} is not mapped")]
     Hole { addr: VirtAddr },
@@ -229,31 +254,90 @@ impl AddressSpace {
             .map(|(_, vma)| vma)
     }
 
-    /// The base for a new mapping of `len` bytes (page-aligned): the highest
-    /// address below `mmap_base` and at or above `mmap_min_addr`, aligned to
-    /// `align`, where `len` bytes fit without touching any mapping.
-    pub fn find_free(&self, len: u64, align: u64) -> Result<VirtAddr, SpaceError> {
-        let layout = &self.layout;
-        let fit = |lo: u64, hi: u64| -> Option<u64> {
-            let base = hi.checked_sub(len)? & !(align - 1);
-            (base >= lo).then_some(base)
+    /// The base for a new mapping of `len` bytes (page-aligned), as Linux
+    /// v6.8 `get_unmapped_area()` places it for `placement`.
+    pub fn find_free(&self, len: u64, placement: Placement) -> Result<VirtAddr, SpaceError> {
+        let found = match placement {
+            Placement::Page => self.search(len),
+            Placement::Thp => self.thp_search(len).or_else(|| self.search(len)),
         };
-        let mut hi = layout.mmap_base;
+        found
+            .map(|base| self.layout.virt(base))
+            .ok_or(SpaceError::NoSpace { len })
+    }
+
+    /// Linux `__thp_get_unmapped_area()` with `off = 0` (v6.8, including
+    /// "mm: thp_get_unmapped_area must honour topdown preference"): search
+    /// for `len + 2 MiB`; at the base `b` found, the mapping goes at `b`
+    /// rounded up to 2 MiB, or at `b + 2 MiB` when `b` is already aligned
+    /// (the top-down layout prefers the higher end of the padded range).
+    /// `None` (shorter than 2 MiB, or no room for the padding) makes the
+    /// caller search again for `len` alone.
+    fn thp_search(&self, len: u64) -> Option<u64> {
+        let thp = self.layout.thp_size;
+        if len < thp {
+            return None;
+        }
+        let found = self.search(len.checked_add(thp)?)?;
+        let off_sub = found.wrapping_neg() & (thp - 1);
+        Some(if off_sub == 0 {
+            found + thp
+        } else {
+            found + off_sub
+        })
+    }
+
+    /// Linux `arch_get_unmapped_area_topdown()` without a hint: the top
+    /// `len` bytes of the highest gap of `[max(PAGE_SIZE, mmap_min_addr),
+    /// mmap_base)` that holds them (`unmapped_area_topdown()`), else the
+    /// start of the lowest gap of `[TASK_UNMAPPED_BASE, TASK_SIZE)` that
+    /// does (`unmapped_area()`). No guard gaps: no mapping grows.
+    fn search(&self, len: u64) -> Option<u64> {
+        let layout = &self.layout;
+        if len > layout.task_size - layout.mmap_min_addr {
+            return None;
+        }
+        let low = layout.page_size().max(layout.mmap_min_addr);
+        self.highest_gap(len, low, layout.mmap_base)
+            .or_else(|| self.lowest_gap(len, layout.task_unmapped_base, layout.task_size))
+    }
+
+    /// The top `len` bytes of the highest gap of `[low, high)` at least
+    /// `len` long. A mapping straddling `high` closes the first gap at its
+    /// start.
+    fn highest_gap(&self, len: u64, low: u64, high: u64) -> Option<u64> {
+        let mut gap_end = high;
         for vma in self.vmas.values().rev() {
             let (start, end) = (vma.start.as_u64(), vma.end.as_u64());
-            if start >= hi {
+            if start >= gap_end {
                 continue;
             }
-            if end < hi
-                && let Some(base) = fit(end.max(layout.mmap_min_addr), hi)
-            {
-                return Ok(layout.virt(base));
+            let gap_start = end.max(low);
+            if end < gap_end && gap_end - gap_start >= len {
+                return Some(gap_end - len);
             }
-            hi = start;
+            gap_end = start;
+            if gap_end <= low {
+                return None;
+            }
         }
-        fit(layout.mmap_min_addr, hi)
-            .map(|base| layout.virt(base))
-            .ok_or(SpaceError::NoSpace { len, align })
+        (gap_end.checked_sub(low)? >= len).then(|| gap_end - len)
+    }
+
+    /// The start of the lowest gap of `[low, high)` at least `len` long.
+    fn lowest_gap(&self, len: u64, low: u64, high: u64) -> Option<u64> {
+        let mut gap_start = low;
+        for vma in self.vmas.values() {
+            let (start, end) = (vma.start.as_u64(), vma.end.as_u64());
+            if end <= gap_start {
+                continue;
+            }
+            if start >= gap_start.checked_add(len)? {
+                break;
+            }
+            gap_start = end;
+        }
+        (gap_start.checked_add(len)? <= high).then_some(gap_start)
     }
 
     /// Adds a mapping over a range that holds none.
@@ -532,32 +616,105 @@ mod tests {
         let l = layout();
         let mut s = AddressSpace::new(l);
         // An empty space: the mapping ends at mmap_base.
-        let a = s.find_free(0x4000, 0x1000).unwrap();
+        let a = s.find_free(0x4000, Placement::Page).unwrap();
         assert_eq!(a.as_u64(), l.mmap_base - 0x4000);
         s.insert(anon(a.as_u64(), l.mmap_base));
         // The next one goes right below it.
-        let b = s.find_free(0x1000, 0x1000).unwrap();
+        let b = s.find_free(0x1000, Placement::Page).unwrap();
         assert_eq!(b.as_u64(), l.mmap_base - 0x5000);
         s.insert(anon(b.as_u64(), a.as_u64()));
-        // A 2 MiB-aligned one skips down to the next 2 MiB boundary:
-        // mmap_base - 0x5000 - 2 MiB rounded down to 2 MiB.
-        let c = s.find_free(0x20_0000, 0x20_0000).unwrap();
+        // A 2 MiB-aligned one: 4 MiB found at mmap_base - 0x40_5000, rounded
+        // up to 2 MiB.
+        let c = s.find_free(0x20_0000, Placement::Thp).unwrap();
         assert_eq!(c.as_u64(), l.mmap_base - 0x40_0000);
         // Unmapping the top one reopens the hole above: a page fits there.
         s.unmap(a, va(l.mmap_base));
         assert_eq!(
-            s.find_free(0x1000, 0x1000).unwrap().as_u64(),
+            s.find_free(0x1000, Placement::Page).unwrap().as_u64(),
             l.mmap_base - 0x1000
         );
         // A gap between two mappings is used when it fits.
         s.insert(anon(l.mmap_base - 0x1000, l.mmap_base));
         assert_eq!(
-            s.find_free(0x3000, 0x1000).unwrap().as_u64(),
+            s.find_free(0x3000, Placement::Page).unwrap().as_u64(),
             l.mmap_base - 0x4000
         );
         assert_eq!(
-            s.find_free(0x4000, 0x1000).unwrap().as_u64(),
+            s.find_free(0x4000, Placement::Page).unwrap().as_u64(),
             l.mmap_base - 0x9000
+        );
+    }
+
+    #[test]
+    fn thp_placement_pads_the_search_by_2m() {
+        let l = layout();
+        let m = 0x10_0000;
+        let mut s = AddressSpace::new(l);
+        // A 3 MiB gap [mmap_base - 4M, mmap_base - 1M) holds a 2 MiB-aligned
+        // 2 MiB range, but __thp_get_unmapped_area() searches for 4 MiB:
+        // found at mmap_base - 9M below the lower mapping, rounded up.
+        s.insert(anon(l.mmap_base - m, l.mmap_base));
+        s.insert(anon(l.mmap_base - 5 * m, l.mmap_base - 4 * m));
+        assert_eq!(
+            s.find_free(2 * m, Placement::Thp).unwrap().as_u64(),
+            l.mmap_base - 8 * m
+        );
+        // Page placement takes the gap.
+        assert_eq!(
+            s.find_free(2 * m, Placement::Page).unwrap().as_u64(),
+            l.mmap_base - 3 * m
+        );
+        // Under 2 MiB is never aligned.
+        assert_eq!(
+            s.find_free(2 * m - 0x1000, Placement::Thp)
+                .unwrap()
+                .as_u64(),
+            l.mmap_base - 3 * m + 0x1000
+        );
+        // An aligned padded base gives the upper end: 4 MiB found at
+        // mmap_base - 9M - 3M = mmap_base - 12M (aligned), result + 2M.
+        s.insert(anon(l.mmap_base - 9 * m, l.mmap_base - 5 * m));
+        s.insert(anon(l.mmap_base - 16 * m, l.mmap_base - 12 * m));
+        // The gap [mmap_base - 12M, mmap_base - 9M) is 3M: too small for the
+        // padded 4M; the one below mmap_base - 16M is found.
+        assert_eq!(
+            s.find_free(2 * m, Placement::Thp).unwrap().as_u64(),
+            l.mmap_base - 18 * m
+        );
+    }
+
+    #[test]
+    fn thp_placement_falls_back_unaligned_then_bottom_up() {
+        let l = layout();
+        let mut s = AddressSpace::new(l);
+        // Everything below mmap_base but a 3 MiB gap is taken.
+        let gap = l.mmap_base - 0x30_0000;
+        s.insert(anon(0x1000, gap - 0x1000));
+        s.insert(anon(gap + 0x30_0000 - 0x1000, l.mmap_base));
+        // No room for 4 MiB anywhere below mmap_base... but bottom-up from
+        // TASK_UNMAPPED_BASE the space above mmap_base is free: the padded
+        // search finds mmap_base (aligned) and the mapping goes 2M above it.
+        assert_eq!(
+            s.find_free(0x20_0000, Placement::Thp).unwrap().as_u64(),
+            l.mmap_base + 0x20_0000
+        );
+        // Fill the space above mmap_base up to 3 MiB below TASK_SIZE: the
+        // padded search fails everywhere, the plain one takes the top of the
+        // gap below mmap_base, unaligned.
+        s.insert(anon(l.mmap_base, l.task_size - 0x30_0000));
+        assert_eq!(
+            s.find_free(0x20_0000, Placement::Thp).unwrap().as_u64(),
+            gap + 0x30_0000 - 0x1000 - 0x20_0000
+        );
+        // Bottom-up for a plain page: the lowest gap above TASK_UNMAPPED_BASE.
+        s.insert(anon(gap - 0x1000, gap + 0x30_0000 - 0x1000));
+        assert_eq!(
+            s.find_free(0x1000, Placement::Page).unwrap().as_u64(),
+            l.task_size - 0x30_0000
+        );
+        assert_eq!(
+            s.find_free(0x40_0000, Placement::Page),
+            Err(SpaceError::NoSpace { len: 0x40_0000 })
         );
     }
 
@@ -568,16 +725,14 @@ mod tests {
         // A MAP_FIXED mapping straddling mmap_base.
         s.insert(anon(l.mmap_base - 0x1000, l.mmap_base + 0x1000));
         assert_eq!(
-            s.find_free(0x1000, 0x1000).unwrap().as_u64(),
+            s.find_free(0x1000, Placement::Page).unwrap().as_u64(),
             l.mmap_base - 0x2000
         );
-        // Nothing fits a range larger than the space below mmap_base.
+        // Nothing fits a range larger than the space below mmap_base nor the
+        // one above TASK_UNMAPPED_BASE.
         assert_eq!(
-            s.find_free(l.mmap_base, 0x1000),
-            Err(SpaceError::NoSpace {
-                len: l.mmap_base,
-                align: 0x1000
-            })
+            s.find_free(l.mmap_base, Placement::Page),
+            Err(SpaceError::NoSpace { len: l.mmap_base })
         );
     }
 

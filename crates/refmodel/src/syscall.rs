@@ -12,15 +12,16 @@
 //! process's own from the first write either way, and the objects behind
 //! private mappings are never written, so a copy made early reads the same
 //! as one made late); `pageout`, `hugepage`, `nohugepage`, `mergeable`,
-//! `unmergeable`. Memory exhaustion (`ENOMEM` from a full machine) does not
-//! exist here.
+//! `unmergeable`. Memory exhaustion does not exist here: the commit limit
+//! (`ENOMEM` from mmap or mprotect), `ENOMEM` from fork and out-of-memory
+//! faults are the kernel model's alone (docs/semantics.md §16).
 
 use mte::{AccessKind, GRANULE_SIZE, Tag, TaggedPtr, UaccessOutcome, VirtAddr, check_uaccess};
 use uapi::{Advice, Backing, Errno, MapFlags, MteCtrl, PrctlRequest, Prot, Sharing};
 
 use crate::memory::{Object, ObjectKind};
 use crate::process::Process;
-use crate::space::{Mapping, Need, Perm, SpaceError, Vma};
+use crate::space::{Mapping, Need, Perm, Placement, SpaceError, Vma};
 
 /// Whether a pointer carries anything in bits 63:56.
 fn has_top_byte(ptr: TaggedPtr) -> bool {
@@ -76,23 +77,26 @@ impl Process {
                 if addr.as_u64() < layout.mmap_min_addr {
                     return Err(Errno::Perm);
                 }
-                addr
+                Some(addr)
             }
-            None => {
-                let thp_aligned = flags.sharing == Sharing::Private
-                    && flags.backing == Backing::Anon
-                    && len >= layout.thp_size;
-                let align = if thp_aligned {
-                    layout.thp_size
-                } else {
-                    layout.page_size()
-                };
-                self.space
-                    .find_free(len, align)
-                    .map_err(SpaceError::errno)?
-            }
+            None => None,
         };
-        if prot.mte && (!mte || flags.backing == Backing::File) {
+        // The spec's refusal of PROT_MTE without MTE is an argument check:
+        // it comes before the search for a free range, as
+        // arch_validate_prot() comes first in mprotect.
+        if prot.mte && !mte {
+            return Err(Errno::Inval);
+        }
+        let base = match base {
+            Some(fixed) => fixed,
+            None => self
+                .space
+                .find_free(len, Placement::of(flags))
+                .map_err(SpaceError::errno)?,
+        };
+        // arch_validate_flags(): VM_MTE needs VM_MTE_ALLOWED, which regular
+        // files never have; checked once the range is known.
+        if prot.mte && flags.backing == Backing::File {
             return Err(Errno::Inval);
         }
         let end = layout.virt(base.as_u64() + len);

@@ -184,7 +184,17 @@ impl Kernel {
         let parent_mm = self.process_mm(pid).ok_or(Errno::Srch)?;
         let lock = self.mm_lock(parent_mm).ok_or(Errno::Srch)?;
         let _guard = lock.write().await;
-        let Some(parent) = self.procs.borrow().get(&pid).cloned() else {
+        // An exec or exit of another thread that ran while this one waited
+        // for the lock replaced or destroyed the address space: the forking
+        // thread went with it (Linux de_thread() kills the other threads,
+        // and copy_process() fails on the fatal signal).
+        let Some(parent) = self
+            .procs
+            .borrow()
+            .get(&pid)
+            .filter(|p| p.mm == parent_mm)
+            .cloned()
+        else {
             return Err(Errno::Srch);
         };
         let child_mm = self.new_mm()?;

@@ -95,6 +95,31 @@ fn prot_mte_needs_mte_and_anonymous_or_shmem_memory() {
     let q = none.spawn();
     none.check(q, mmap(4096, "r,w,mte", ""), err(Errno::Inval));
     none.mmap(q, 4096, "r,w", "");
+    // Without MTE, `mte` is refused before the search for a free range: a
+    // length that fits nowhere is still EINVAL. With MTE, the search comes
+    // first (ENOMEM), and a file's refusal (arch_validate_flags()) after.
+    none.check(q, mmap(MMAP_BASE, "r,w,mte", ""), err(Errno::Inval));
+    none.check(q, mmap(MMAP_BASE, "r,w", ""), err(Errno::NoMem));
+    s.check(
+        p,
+        mmap(MMAP_BASE, "r,w,mte", "private,file"),
+        err(Errno::NoMem),
+    );
+}
+
+#[test]
+fn regular_file_mappings_are_2m_aligned_like_private_anonymous_ones() {
+    // Linux v6.8: ext4/xfs name thp_get_unmapped_area() as their
+    // get_unmapped_area; shmem aligns nothing with huge pages off.
+    let mut s = Sim::new();
+    let p = s.spawn();
+    assert_eq!(s.mmap(p, 4096, "r,w", "").raw(), MMAP_BASE - 0x1000);
+    let shm = s.mmap(p, 2 << 20, "r,w", "shared,shm").raw();
+    assert_eq!(shm, MMAP_BASE - 0x1000 - (2 << 20));
+    for map in ["shared,file", "private,file", ""] {
+        let a = s.mmap(p, 2 << 20, "r,w", map).raw();
+        assert_eq!(a % (2 << 20), 0, "{map}");
+    }
 }
 
 #[test]
