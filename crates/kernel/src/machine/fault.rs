@@ -51,8 +51,10 @@ use uapi::{Errno, FaultCode};
 use super::{Kernel, ObjectKind, PAGE_ORDER};
 use crate::mem::{Gfp, Memory, PageMover};
 use crate::mm::layout::PAGE_SIZE;
-use crate::mm::{Access, Leaf, LeafAttrs, MmId, Pgoff, Pte, VmFlags, Vma, VmaBacking, Walk};
-use crate::phys::{FrameStatus, MigrateError, PageFlag};
+use crate::mm::{
+    Access, Block, Leaf, LeafAttrs, Level, MmId, Pgoff, Pte, VmFlags, Vma, VmaBacking, Walk,
+};
+use crate::phys::{FrameStatus, MigrateError, Order, PageFlag};
 
 /// Tries of `reserve_tag_storage()` in the tag storage fault before the
 /// page is migrated instead (transient failures only; a permanent one
@@ -207,11 +209,11 @@ impl Kernel {
 
     /// `reserve_tag_storage()` of one page with bounded retries of transient
     /// failures; whether it is reserved.
-    pub(crate) async fn reserve_with_retries(&self, pfn: Pfn) -> bool {
+    pub(crate) async fn reserve_with_retries(&self, pfn: Pfn, order: Order) -> bool {
         for _ in 0..RESERVE_ATTEMPTS {
             match self
                 .mem
-                .reserve_tag_storage(pfn, PAGE_ORDER, &mut self.mover())
+                .reserve_tag_storage(pfn, order, &mut self.mover())
                 .await
             {
                 Ok(()) => return true,
@@ -240,7 +242,7 @@ impl Kernel {
                 // the block reference and cannot fail.
                 let reserved = self.mem.tag_storage_reserved(leaf.pfn)
                     || (self.mem.policy() == TagStoragePolicy::Static
-                        && self.reserve_with_retries(leaf.pfn).await);
+                        && self.reserve_with_retries(leaf.pfn, PAGE_ORDER).await);
                 if reserved {
                     self.mem
                         .init_page_tags_once(leaf.pfn)
@@ -294,7 +296,19 @@ impl Kernel {
             return Err(FaultError::Signal(FaultCode::SegvAccErr));
         }
         match walk {
-            Walk::Empty { .. } => self.do_missing(mm, page, &vma, need).await,
+            Walk::Empty { level } => {
+                // Linux __handle_mm_fault(): create_huge_pmd() on pmd_none()
+                // where THP applies, falling back to 4 KiB pages.
+                if level != Level::Pte
+                    && let Some(base) = self.thp_base(&vma, page)
+                    && self
+                        .do_huge_pmd_anonymous_page(mm, base, &vma, need)
+                        .await?
+                {
+                    return Ok(());
+                }
+                self.do_missing(mm, page, &vma, need).await
+            }
             Walk::Pte(Pte::AwaitingTagStorage(leaf)) => {
                 self.tag_storage_fault(mm, page, leaf).await
             }
@@ -308,7 +322,17 @@ impl Kernel {
             }
             Walk::Pte(Pte::None) => unreachable!("BUG: a walk reports Pte::None as Empty"),
             Walk::Pte(Pte::Swap(_)) => panic!("BUG: a swap entry without swap"),
-            Walk::Block { .. } => panic!("BUG: a block entry, but THP is never used"),
+            Walk::Block {
+                base,
+                block: Block::AwaitingTagStorage(leaf),
+            } => self.huge_tag_storage_fault(mm, base, leaf).await,
+            Walk::Block {
+                base,
+                block: Block::Present(leaf),
+            } => {
+                self.huge_pmd_fault(mm, base, &vma, leaf, need, force)
+                    .await
+            }
         }
     }
 
@@ -403,7 +427,7 @@ impl Kernel {
     }
 
     /// Linux `anon_vma_prepare()`.
-    fn prepare_anon(&self, mm: MmId, va: VirtAddr) {
+    pub(crate) fn prepare_anon(&self, mm: MmId, va: VirtAddr) {
         let mut mms = self.mms.borrow_mut();
         let m = mms.get_mut(&mm).expect("BUG: faulting in a gone mm");
         m.vmas.prepare_anon(va, &mut self.anon_ids.borrow_mut());
@@ -568,7 +592,7 @@ impl Kernel {
             return Ok(());
         }
         let in_tag_storage = self.mem.geometry().is_tag_storage(pfn);
-        if in_tag_storage || !self.reserve_with_retries(pfn).await {
+        if in_tag_storage || !self.reserve_with_retries(pfn, PAGE_ORDER).await {
             let moved = self.migrate_for_tags(pfn).await;
             drop(guard);
             return moved;
@@ -620,6 +644,8 @@ impl Kernel {
     /// rewrites every mapping found through the rmap and the page cache
     /// entry, all without a switch point. The caller frees `src`.
     pub(crate) fn move_page_now(&self, src: Pfn, dst: Pfn) {
+        // A page of a THP: its blocks become PTEs first (see `huge`).
+        self.split_blocks_mapping(src);
         self.mem.migrate_block(src, dst, PAGE_ORDER);
         let entries = self.rmap.borrow().mappings(src).to_vec();
         {

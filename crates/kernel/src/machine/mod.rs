@@ -53,6 +53,7 @@
 
 mod access;
 mod fault;
+mod huge;
 mod observe;
 mod proc;
 mod syscalls;
@@ -89,7 +90,9 @@ pub use observe::KernelViolation;
 use proc::Process;
 use tlb::Tlb;
 
-/// Order 0: every user page of the model is a single frame (no THP).
+/// Order 0: every user page of the model is held as a single frame (a
+/// transparent huge page is split into 512 of them when allocated: see
+/// `huge`).
 const PAGE_ORDER: Order = Order::new(0);
 
 /// Why a machine could not be built.
@@ -123,6 +126,10 @@ pub(crate) struct Mm {
     pub(crate) vmas: VmaTree,
     pub(crate) pt: PageTable,
     pub(crate) tlb: Tlb,
+    /// The page-table frame deposited with each block mapping, by the
+    /// block's start (Linux `pgtable_trans_huge_deposit()`): a split never
+    /// allocates.
+    pub(crate) deposits: BTreeMap<VirtAddr, Pfn>,
     /// Linux `mmap_lock`: a data-less ordering token; the data it protects
     /// is the rest of this struct, borrowed only between switch points.
     pub(crate) lock: Rc<SimRwLock<()>>,
@@ -163,6 +170,8 @@ pub struct Kernel {
     /// The IRG random source, drawn once per IRG in command order.
     rng: RefCell<Xoshiro256PlusPlus>,
     counters: Cell<KernelCounters>,
+    /// The huge zero page once allocated (never freed).
+    huge_zero: Cell<Option<Pfn>>,
 }
 
 impl core::fmt::Debug for Kernel {
@@ -262,6 +271,7 @@ impl Kernel {
             orphans: RefCell::new(BTreeSet::new()),
             rng: RefCell::new(Xoshiro256PlusPlus::seed_from_u64(seed)),
             counters: Cell::new(KernelCounters::default()),
+            huge_zero: Cell::new(None),
         })
     }
 
@@ -302,6 +312,7 @@ impl Kernel {
             vmas: VmaTree::new(self.vm_config),
             pt,
             tlb: Tlb::new(),
+            deposits: BTreeMap::new(),
             lock: Rc::new(SimRwLock::new(&self.sched, format!("mmap_lock {id}"), ())),
         };
         self.mms.borrow_mut().insert(id, mm);
@@ -367,9 +378,15 @@ impl Kernel {
         Ok(old)
     }
 
-    /// The entry for `va` in `mm` now; `None` if the address space is gone.
+    /// The entry for the page `va` in `mm` now (a block's as the 4 KiB
+    /// entry a split would give, so that a 4 KiB path that raced with a
+    /// huge fault sees the entry changed); `None` if the address space is
+    /// gone.
     fn current_pte(&self, mm: MmId, va: VirtAddr) -> Option<Pte> {
-        self.mms.borrow().get(&mm).map(|m| m.pt.pte(va))
+        self.mms
+            .borrow()
+            .get(&mm)
+            .map(|m| huge::page_entry(m.pt.walk(va), va))
     }
 
     /// Frees `pfn` if nothing holds it any more: not mapped, not in a page
