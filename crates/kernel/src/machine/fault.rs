@@ -329,10 +329,7 @@ impl Kernel {
             Walk::Block {
                 base,
                 block: Block::Present(leaf),
-            } => {
-                self.huge_pmd_fault(mm, base, &vma, leaf, need, force)
-                    .await
-            }
+            } => self.huge_pmd_fault(mm, base, &vma, leaf, need, force).await,
         }
     }
 

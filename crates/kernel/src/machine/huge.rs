@@ -175,7 +175,10 @@ impl Kernel {
 
     /// What the PMD for `base` holds now; `None` if the address space is gone.
     pub(crate) fn pmd_at(&self, mm: MmId, base: VirtAddr) -> Option<PmdView> {
-        self.mms.borrow().get(&mm).map(|m| PmdView::of(m.pt.walk(base)))
+        self.mms
+            .borrow()
+            .get(&mm)
+            .map(|m| PmdView::of(m.pt.walk(base)))
     }
 
     /// A new page-table frame to deposit with a block.
@@ -188,14 +191,14 @@ impl Kernel {
     /// `pmdp_huge_get_and_clear()` + `flush_pmd_tlb_range()`).
     fn raw_set_block(&self, m: &mut Mm, base: VirtAddr, new: Option<Block>) -> Option<Block> {
         let old = match new {
-            Some(b) => m
-                .pt
-                .set_block(base, b, &mut self.frames())
-                .unwrap_or_else(|e| panic!("BUG: writing the block at {base}: {e}")),
-            None => m
-                .pt
-                .clear_block(base)
-                .unwrap_or_else(|e| panic!("BUG: clearing the block at {base}: {e}")),
+            Some(b) => {
+                m.pt.set_block(base, b, &mut self.frames())
+                    .unwrap_or_else(|e| panic!("BUG: writing the block at {base}: {e}"))
+            }
+            None => {
+                m.pt.clear_block(base)
+                    .unwrap_or_else(|e| panic!("BUG: clearing the block at {base}: {e}"))
+            }
         };
         m.tlb.invalidate(base);
         old
@@ -271,7 +274,9 @@ impl Kernel {
     pub(crate) fn clear_block(&self, mm: MmId, base: VirtAddr) -> Block {
         let (old, deposit) = {
             let mut mms = self.mms.borrow_mut();
-            let m = mms.get_mut(&mm).expect("BUG: clearing a block of a gone mm");
+            let m = mms
+                .get_mut(&mm)
+                .expect("BUG: clearing a block of a gone mm");
             let old = self
                 .raw_set_block(m, base, None)
                 .unwrap_or_else(|| panic!("BUG: no block at {base} to clear"));
@@ -293,7 +298,9 @@ impl Kernel {
     pub(crate) fn split_huge_pmd(&self, mm: MmId, base: VirtAddr) {
         let block = {
             let mut mms = self.mms.borrow_mut();
-            let m = mms.get_mut(&mm).expect("BUG: splitting a block of a gone mm");
+            let m = mms
+                .get_mut(&mm)
+                .expect("BUG: splitting a block of a gone mm");
             let PmdView::Block(block) = PmdView::of(m.pt.walk(base)) else {
                 panic!("BUG: no block at {base} to split");
             };
@@ -332,9 +339,7 @@ impl Kernel {
                     crate::mm::LeafEntry::Block(_) => Some(at),
                     crate::mm::LeafEntry::Pte(_) => None,
                 })
-                .filter(|at| {
-                    !partial_only || *at < start || at.as_u64() + PMD_SIZE > end.as_u64()
-                })
+                .filter(|at| !partial_only || *at < start || at.as_u64() + PMD_SIZE > end.as_u64())
                 .collect()
         };
         for base in bases {
@@ -422,7 +427,13 @@ impl Kernel {
                 attrs: leaf_attrs(vma, false, true),
             };
             if self
-                .set_pmd_at(mm, base, PmdView::Empty, Block::Present(leaf), Some(deposit))
+                .set_pmd_at(
+                    mm,
+                    base,
+                    PmdView::Empty,
+                    Block::Present(leaf),
+                    Some(deposit),
+                )
                 .await?
             {
                 self.bump(|c| c.fault_zero_page += 1);
@@ -446,7 +457,13 @@ impl Kernel {
             attrs: leaf_attrs(vma, true, false),
         };
         if self
-            .set_pmd_at(mm, base, PmdView::Empty, Block::Present(leaf), Some(deposit))
+            .set_pmd_at(
+                mm,
+                base,
+                PmdView::Empty,
+                Block::Present(leaf),
+                Some(deposit),
+            )
             .await?
         {
             self.bump(|c| c.fault_anon += 1);
@@ -575,8 +592,8 @@ impl Kernel {
                 return Ok(());
             };
             let leaf = block.leaf();
-            let writable = !leaf.attrs.special
-                && (0..PAGES_PER_PMD).all(|i| self.exclusive(leaf.pfn + i));
+            let writable =
+                !leaf.attrs.special && (0..PAGES_PER_PMD).all(|i| self.exclusive(leaf.pfn + i));
             let new_leaf = Leaf {
                 attrs: leaf_attrs(vma, writable, leaf.attrs.special),
                 ..leaf

@@ -221,8 +221,7 @@ impl Kernel {
             blocks.insert(va);
             let leaf = block.leaf();
             let is_hzp = Some(leaf.pfn) == self.huge_zero.get();
-            if is_hzp != leaf.attrs.special || (is_hzp && leaf.attrs.access == Access::ReadWrite)
-            {
+            if is_hzp != leaf.attrs.special || (is_hzp && leaf.attrs.access == Access::ReadWrite) {
                 out.push(KernelViolation::HugeZeroPageEntry { mm: id, va });
             }
             let frames = (0..PAGES_PER_PMD).map(|i| leaf.pfn + i);
@@ -239,13 +238,25 @@ impl Kernel {
                     .checked_add((pfn.as_u64() - leaf.pfn.as_u64()) * PAGE)
                     .expect("BUG: a block beyond the address space");
                 if !self.mem.page_mte_tagged(pfn) {
-                    out.push(KernelViolation::TaggedEntryUninitialised { mm: id, va: at, pfn });
+                    out.push(KernelViolation::TaggedEntryUninitialised {
+                        mm: id,
+                        va: at,
+                        pfn,
+                    });
                 }
                 if !self.mem.tag_storage_reserved(pfn) {
-                    out.push(KernelViolation::TaggedEntryUnreserved { mm: id, va: at, pfn });
+                    out.push(KernelViolation::TaggedEntryUnreserved {
+                        mm: id,
+                        va: at,
+                        pfn,
+                    });
                 }
                 if self.mem.geometry().is_tag_storage(pfn) {
-                    out.push(KernelViolation::TaggedEntryInTagStorage { mm: id, va: at, pfn });
+                    out.push(KernelViolation::TaggedEntryInTagStorage {
+                        mm: id,
+                        va: at,
+                        pfn,
+                    });
                 }
             }
         }
@@ -370,15 +381,22 @@ impl Kernel {
                 let va = VirtAddr::new(e.vpn << PAGE_SHIFT).expect("BUG: TLB page above 2^56");
                 let walk = m.pt.walk(va);
                 let agrees = match walk {
-                    Walk::Block { base, block: Block::Present(l) } => e.huge
-                        && base == va
-                        && l.pfn == e.pfn
-                        && l.attrs.access == e.access
-                        && l.attrs.tagged == e.tagged,
-                    Walk::Pte(Pte::Present(l)) => !e.huge
-                        && l.pfn == e.pfn
-                        && l.attrs.access == e.access
-                        && l.attrs.tagged == e.tagged,
+                    Walk::Block {
+                        base,
+                        block: Block::Present(l),
+                    } => {
+                        e.huge
+                            && base == va
+                            && l.pfn == e.pfn
+                            && l.attrs.access == e.access
+                            && l.attrs.tagged == e.tagged
+                    }
+                    Walk::Pte(Pte::Present(l)) => {
+                        !e.huge
+                            && l.pfn == e.pfn
+                            && l.attrs.access == e.access
+                            && l.attrs.tagged == e.tagged
+                    }
                     _ => false,
                 };
                 if !agrees {

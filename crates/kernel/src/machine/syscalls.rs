@@ -25,10 +25,10 @@ use mte::{Pfn, TaggedPtr, VirtAddr};
 use uapi::{Advice, Backing, Errno, MapFlags, Prot, Sharing};
 
 use super::fault::{Need, leaf_attrs};
+use super::huge::PmdView;
 use super::proc::{is_user_range, vpn};
 use super::{Kernel, Object, ObjectKind, PAGE, PAGE_ORDER};
 use crate::mem::Gfp;
-use super::huge::PmdView;
 use crate::mm::layout::{MMAP_MIN_ADDR, PAGES_PER_PMD, PMD_SIZE, TASK_SIZE, page_align};
 use crate::mm::{
     FlagChange, Leaf, LeafEntry, MapSource, MmId, MmapRequest, Pgoff, Placement, Pte, VmaBacking,

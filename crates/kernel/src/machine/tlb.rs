@@ -176,7 +176,7 @@ mod tests {
         let inside = VirtAddr::new(0x4000_0000 + 5 * 0x1000 + 0x10).unwrap();
         let e = tlb.lookup(inside).unwrap();
         assert_eq!((e.pfn, e.huge), (Pfn::new(0x205), true));
-        assert_eq!(e.vpn, 0x4000_5);
+        assert_eq!(e.vpn, 0x40005);
         let outside = VirtAddr::new(0x4020_0000).unwrap();
         assert_eq!(tlb.lookup(outside), None);
         // A page entry wins over the block (a split block's PTE).
