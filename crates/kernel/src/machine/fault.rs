@@ -13,6 +13,8 @@
 //! | present, read-only, private | write | exclusive anonymous page: made writable (reuse); otherwise a copy, data and tags | `fault.cow` for a copy |
 //! | present, read-only, shared | write | made writable | |
 //! | awaiting tag storage | any | reserve (or migrate), then map valid | `fault.tag_storage` |
+//! | none (PMD empty), THP eligible | any | the PMD paths of `huge` (huge zero page, huge page, or fall back to the rows above) | |
+//! | block | any | the PMD paths of `huge` | |
 //!
 //! A handler that finds the entry changed after a switch point gives up
 //! (Linux `pte_same()` failing) and the access retries; retries are bounded

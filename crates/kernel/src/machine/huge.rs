@@ -581,15 +581,17 @@ impl Kernel {
     /// Rewrites the block at `base` with `vma`'s attributes (Linux
     /// `change_huge_pmd()`): write permission only for an exclusive THP;
     /// a block gaining the tagged attribute goes through `set_pmd_at`.
+    /// `Ok(false)`: there is no block there any more (a claim's migration
+    /// split it), the caller changes the PTEs.
     pub(crate) async fn change_huge_pmd(
         &self,
         mm: MmId,
         base: VirtAddr,
         vma: &Vma,
-    ) -> Result<(), Errno> {
+    ) -> Result<bool, Errno> {
         for _ in 0..4 {
             let Some(PmdView::Block(block)) = self.pmd_at(mm, base) else {
-                return Ok(());
+                return Ok(false);
             };
             let leaf = block.leaf();
             let writable =
@@ -607,7 +609,7 @@ impl Kernel {
                     .set_pmd_at(mm, base, PmdView::Block(block), new, None)
                     .await?
             {
-                return Ok(());
+                return Ok(true);
             }
         }
         panic!("BUG: a block kept changing under mmap_lock held for writing");

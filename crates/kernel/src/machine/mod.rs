@@ -14,7 +14,9 @@
 //! Submodules: `proc` (processes, prctl, fork/exec/exit), `syscalls`
 //! (mmap, munmap, mprotect, madvise, pin), `fault` (`handle_mm_fault`,
 //! `set_pte_at`/`mte_sync_tags`, the tag storage fault, migration and the
-//! [`crate::mem::PageMover`] of tag storage claims), `access` (loads, stores,
+//! [`crate::mem::PageMover`] of tag storage claims), `huge` (transparent
+//! huge pages and the huge zero page: eligibility, PMD faults,
+//! `set_pmd_at`, splitting, the deposited tables), `access` (loads, stores,
 //! tag instructions, kernel copies, ptrace tag access), `tlb` (the software
 //! TLB), `observe` (counters, page states, tags, the invariant checker).
 //!
@@ -39,9 +41,15 @@
 //! last `unpin` (Linux keeps a pinned page until `unpin_user_page()`).
 //!
 //! # Known shortcuts
-//! - Transparent huge pages and the huge zero page: `thp=always|madvise` is
-//!   treated as `never` (no block entries are ever created); `hugepage` /
-//!   `nohugepage` only set VMA flags.
+//! - Transparent huge pages (see `huge`): private anonymous memory only
+//!   (shmem THP is off, as Linux's default `shmem_enabled=never`; no large
+//!   folios in page caches); PMD-sized only (no mTHP); no khugepaged
+//!   collapse, so a split PMD stays split; a THP is split into 512 order-0
+//!   frames when allocated (each its own reference and map count) rather
+//!   than kept as one compound folio, so a PMD split never splits a folio
+//!   and migration moves 4 KiB pages after splitting the PMD (Linux can
+//!   migrate the whole THP); a pin splits the PMD it pins through; a write
+//!   to a shared THP splits the PMD and copies one 4 KiB page (6.8).
 //! - No swap: `pageout` is a hint with no effect (Linux without swap cannot
 //!   reclaim anonymous pages); `reclaim`, `compact` and `ksm-scan` answer
 //!   `ok` and change nothing: without swap, with nothing fragmented that a

@@ -301,49 +301,54 @@ impl Kernel {
                         .find(at)
                         .expect("BUG: a block outside every VMA")
                 };
-                self.change_huge_pmd(mm, at, &vma).await?;
+                if !self.change_huge_pmd(mm, at, &vma).await? {
+                    // A claim split it while an earlier entry's set_pte_at()
+                    // slept: its 512 PTEs instead.
+                    for i in 0..PAGES_PER_PMD {
+                        self.change_pte(mm, va(at.as_u64() + i * PAGE)).await?;
+                    }
+                }
                 continue;
             }
-            // A claim's migration (which takes no mmap_lock) may move a page
-            // of this range while a set_pte_at() below sleeps: each entry is
-            // read again right before it is rewritten, and rewritten again if
-            // it moved meanwhile. A page moves at most once (out of tag
-            // storage), so two tries always suffice; four are allowed.
-            let mut done = false;
-            for _ in 0..4 {
-                let (pte, vma) = {
-                    let mms = self.mms.borrow();
-                    let m = &mms[&mm];
-                    (
-                        m.pt.pte(at),
-                        *m.vmas.find(at).expect("BUG: an entry outside every VMA"),
-                    )
-                };
-                let Some(leaf) = pte.leaf() else {
-                    panic!("BUG: {pte:?} in a mapped range without swap");
-                };
-                let writable_page = !leaf.attrs.special
-                    && (vma.is_shared()
-                        || (self.exclusive(leaf.pfn) && self.is_anon_page(leaf.pfn)));
-                let attrs = leaf_attrs(&vma, writable_page, leaf.attrs.special);
-                let new_leaf = Leaf { attrs, ..leaf };
-                let new = match pte {
-                    Pte::Present(_) => Pte::Present(new_leaf),
-                    // Still awaiting tag storage, with the new attributes.
-                    Pte::AwaitingTagStorage(_) => Pte::AwaitingTagStorage(new_leaf),
-                    _ => unreachable!("BUG: checked above"),
-                };
-                if new == pte || self.set_pte_at(mm, at, pte, new).await? {
-                    done = true;
-                    break;
-                }
-            }
-            assert!(
-                done,
-                "BUG: an entry kept changing under mmap_lock held for writing"
-            );
+            self.change_pte(mm, at).await?;
         }
         Ok(())
+    }
+
+    /// Rewrites the PTE at `at` with its VMA's attributes.
+    async fn change_pte(&self, mm: MmId, at: VirtAddr) -> Result<(), Errno> {
+        // A claim's migration (which takes no mmap_lock) may move a page
+        // of this range while a set_pte_at() below sleeps: each entry is
+        // read again right before it is rewritten, and rewritten again if
+        // it moved meanwhile. A page moves at most once (out of tag
+        // storage), so two tries always suffice; four are allowed.
+        for _ in 0..4 {
+            let (pte, vma) = {
+                let mms = self.mms.borrow();
+                let m = &mms[&mm];
+                (
+                    m.pt.pte(at),
+                    *m.vmas.find(at).expect("BUG: an entry outside every VMA"),
+                )
+            };
+            let Some(leaf) = pte.leaf() else {
+                panic!("BUG: {pte:?} in a mapped range without swap");
+            };
+            let writable_page = !leaf.attrs.special
+                && (vma.is_shared() || (self.exclusive(leaf.pfn) && self.is_anon_page(leaf.pfn)));
+            let attrs = leaf_attrs(&vma, writable_page, leaf.attrs.special);
+            let new_leaf = Leaf { attrs, ..leaf };
+            let new = match pte {
+                Pte::Present(_) => Pte::Present(new_leaf),
+                // Still awaiting tag storage, with the new attributes.
+                Pte::AwaitingTagStorage(_) => Pte::AwaitingTagStorage(new_leaf),
+                _ => unreachable!("BUG: checked above"),
+            };
+            if new == pte || self.set_pte_at(mm, at, pte, new).await? {
+                return Ok(());
+            }
+        }
+        panic!("BUG: an entry kept changing under mmap_lock held for writing");
     }
 
     /// A private page (not in a page cache).

@@ -348,8 +348,10 @@ fn draw_platform(
             (block, data)
         }
     };
-    // Drawn last, so that the draws above stay those of earlier versions.
-    let thp = match rng.next_u32() % 4 {
+    // From its own stream, so that programs without THP are those of
+    // earlier versions draw for draw.
+    let mut thp_rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x7468_705f_7468_705f);
+    let thp = match thp_rng.next_u32() % 4 {
         0 => Thp::Always,
         1 => Thp::Madvise,
         _ => Thp::Never,
