@@ -189,19 +189,27 @@ impl Kernel {
     /// Writes (`Some`) or clears (`None`) the block at `base` with no
     /// bookkeeping but the TLB (Linux `set_pmd_at()`,
     /// `pmdp_huge_get_and_clear()` + `flush_pmd_tlb_range()`).
-    fn raw_set_block(&self, m: &mut Mm, base: VirtAddr, new: Option<Block>) -> Option<Block> {
+    /// `Err(ENOMEM)` if an upper table could not be allocated (nothing
+    /// changed).
+    fn raw_set_block(
+        &self,
+        m: &mut Mm,
+        base: VirtAddr,
+        new: Option<Block>,
+    ) -> Result<Option<Block>, Errno> {
         let old = match new {
-            Some(b) => {
-                m.pt.set_block(base, b, &mut self.frames())
-                    .unwrap_or_else(|e| panic!("BUG: writing the block at {base}: {e}"))
-            }
+            Some(b) => match m.pt.set_block(base, b, &mut self.frames()) {
+                Ok(old) => old,
+                Err(crate::mm::PgtableError::NoMemory { .. }) => return Err(Errno::NoMem),
+                Err(e) => panic!("BUG: writing the block at {base}: {e}"),
+            },
             None => {
                 m.pt.clear_block(base)
                     .unwrap_or_else(|e| panic!("BUG: clearing the block at {base}: {e}"))
             }
         };
         m.tlb.invalidate(base);
-        old
+        Ok(old)
     }
 
     /// Adds (`delta` 1) or removes (-1) the mapping of a block on each of
@@ -247,11 +255,19 @@ impl Kernel {
     /// Writes the block at `base` keeping the rmap, map counts and the
     /// deposit: a new block over an empty PMD takes `deposit`; replacing a
     /// block keeps the old deposit (`deposit` must be `None`).
-    fn write_block(&self, mm: MmId, base: VirtAddr, new: Block, deposit: Option<Pfn>) {
+    /// `Err(ENOMEM)`: no frame for an upper table; nothing changed (the
+    /// deposit is still the caller's).
+    fn write_block(
+        &self,
+        mm: MmId,
+        base: VirtAddr,
+        new: Block,
+        deposit: Option<Pfn>,
+    ) -> Result<(), Errno> {
         let old = {
             let mut mms = self.mms.borrow_mut();
             let m = mms.get_mut(&mm).expect("BUG: writing a block of a gone mm");
-            let old = self.raw_set_block(m, base, Some(new));
+            let old = self.raw_set_block(m, base, Some(new))?;
             match (old, deposit) {
                 (None, Some(pfn)) => {
                     m.deposits.insert(base, pfn);
@@ -267,6 +283,7 @@ impl Kernel {
             self.account_block(mm, base, old.leaf(), MapLevel::Pmd, false);
         }
         self.account_block(mm, base, new.leaf(), MapLevel::Pmd, true);
+        Ok(())
     }
 
     /// Clears the block at `base` and frees its deposit (Linux
@@ -279,6 +296,7 @@ impl Kernel {
                 .expect("BUG: clearing a block of a gone mm");
             let old = self
                 .raw_set_block(m, base, None)
+                .expect("BUG: clearing a block allocates")
                 .unwrap_or_else(|| panic!("BUG: no block at {base} to clear"));
             let deposit = m
                 .deposits
@@ -403,7 +421,7 @@ impl Kernel {
         if self.pmd_at(mm, base) != Some(expected) {
             return Ok(false);
         }
-        self.write_block(mm, base, new, deposit);
+        self.write_block(mm, base, new, deposit)?;
         Ok(true)
     }
 
@@ -426,7 +444,7 @@ impl Kernel {
                 pfn: hzp,
                 attrs: leaf_attrs(vma, false, true),
             };
-            if self
+            let mapped = self
                 .set_pmd_at(
                     mm,
                     base,
@@ -434,13 +452,13 @@ impl Kernel {
                     Block::Present(leaf),
                     Some(deposit),
                 )
-                .await?
-            {
+                .await;
+            if mapped == Ok(true) {
                 self.bump(|c| c.fault_zero_page += 1);
             } else {
                 super::free_unreserved(&self.mem, deposit);
             }
-            return Ok(true);
+            return mapped.map(|_| true).map_err(FaultError::from);
         }
         let Some(pfn) = self.alloc_huge_anon(vma.is_tagged()).await else {
             return Ok(false);
@@ -456,7 +474,7 @@ impl Kernel {
             pfn,
             attrs: leaf_attrs(vma, true, false),
         };
-        if self
+        let mapped = self
             .set_pmd_at(
                 mm,
                 base,
@@ -464,14 +482,14 @@ impl Kernel {
                 Block::Present(leaf),
                 Some(deposit),
             )
-            .await?
-        {
+            .await;
+        if mapped == Ok(true) {
             self.bump(|c| c.fault_anon += 1);
         } else {
             super::free_unreserved(&self.mem, deposit);
             self.release_huge(pfn).await;
         }
-        Ok(true)
+        mapped.map(|_| true).map_err(FaultError::from)
     }
 
     /// A new zeroed order-9 anonymous page, split into 512 order-0 frames
@@ -637,9 +655,13 @@ impl Kernel {
         };
         let shared = block_of(block, wp);
         if shared != block {
-            self.write_block(parent, base, shared, None);
+            self.write_block(parent, base, shared, None)
+                .expect("BUG: rewriting a block allocates");
         }
-        self.write_block(child, base, shared, Some(deposit));
+        if let Err(e) = self.write_block(child, base, shared, Some(deposit)) {
+            super::free_unreserved(&self.mem, deposit);
+            return Err(e);
+        }
         Ok(())
     }
 }
