@@ -212,8 +212,9 @@ impl Kernel {
         Ok(old)
     }
 
-    /// Adds (`delta` 1) or removes (-1) the mapping of a block on each of
-    /// its frames: rmap entries and map counts. Special blocks have none.
+    /// Adds (`add`) or removes the mapping of a block, at `level` (the
+    /// block itself, or the 512 PTEs of its split), on each of its frames:
+    /// rmap entries and map counts. Special blocks have none.
     fn account_block(&self, mm: MmId, base: VirtAddr, leaf: Leaf, level: MapLevel, add: bool) {
         if leaf.attrs.special {
             return;

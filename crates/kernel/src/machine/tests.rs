@@ -908,3 +908,58 @@ fn the_checker_reports_broken_block_entries() {
         .deposits
         .insert(a.addr(), deposit);
 }
+
+/// Memory running out under THP: huge faults fall back to 4 KiB pages while
+/// order-9 pages last, then the access faults (VM_FAULT_OOM) without a
+/// panic; invariants hold throughout and freeing a block lets faults work
+/// again.
+#[test]
+fn huge_faults_under_memory_exhaustion_fall_back_then_fault() {
+    let mut k = kernel(&[
+        ("memory", "16M"),
+        ("tag-storage", "none"),
+        ("thp", "always"),
+    ]);
+    let p = spawn(&mut k);
+    let mut maps = Vec::new();
+    let mut huge = 0;
+    let mut faulted = false;
+    for _ in 0..12 {
+        let a = huge_mapping(&mut k, p, Prot::READ_WRITE);
+        maps.push(a);
+        for page in 0..512u64 {
+            match store8(&mut k, p, at(a, page * 4096), 1) {
+                Outcome::Ok => {}
+                Outcome::Fault(f) => {
+                    assert_eq!(f.code, uapi::FaultCode::SegvAccErr);
+                    faulted = true;
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
+            if page == 0 && k.page_state(p, a, PageState::Huge) == Some(true) {
+                huge += 1;
+                break;
+            }
+        }
+        if faulted {
+            break;
+        }
+    }
+    assert!(huge >= 1, "some faults were huge");
+    assert!(faulted, "memory ran out");
+    let first = maps[0];
+    assert_eq!(
+        cmd(
+            &mut k,
+            p,
+            Command::Munmap {
+                ptr: first,
+                len: MIB2
+            }
+        ),
+        Outcome::Ok
+    );
+    let last = *maps.last().unwrap();
+    assert_eq!(store8(&mut k, p, last, 2), Outcome::Ok);
+}
