@@ -381,8 +381,9 @@ impl Kernel {
             m.vmas.madvise(ptr.addr(), len, advice)
         };
         // A VMA split at a boundary inside a block splits the block (Linux
-        // vma_adjust_trans_huge()); so does dontneed over part of it.
-        for piece in &outcome.visited {
+        // vma_adjust_trans_huge()): the pieces whose flags changed; dontneed
+        // over part of a block splits it in zap_range().
+        for piece in outcome.visited.iter().filter(|c| c.changed()) {
             self.split_blocks_in(mm, piece.start, piece.end, true);
         }
         if advice == Advice::PageOut {
