@@ -28,7 +28,7 @@ use super::fault::{Need, allows};
 use super::proc::is_user_range;
 use super::{Kernel, PAGE, fault_at};
 use crate::mm::layout::{PAGE_SHIFT, TASK_SIZE};
-use crate::mm::{Access, MmId, Pte, Walk};
+use crate::mm::{Access, Block, MmId, Pte, Walk};
 
 /// Fault handler runs allowed per page of one access before it gives up.
 pub(crate) const FAULT_BUDGET_PER_PAGE: u64 = 8;
@@ -92,6 +92,14 @@ impl Kernel {
                     Walk::Pte(Pte::Present(leaf)) if leaf.attrs.access.is_valid() => {
                         m.tlb.fill(base, leaf);
                         (leaf.pfn, leaf.attrs.access, leaf.attrs.tagged)
+                    }
+                    Walk::Block {
+                        base: block_base,
+                        block: Block::Present(leaf),
+                    } if leaf.attrs.access.is_valid() => {
+                        m.tlb.fill_block(block_base, leaf);
+                        let index = (base.as_u64() - block_base.as_u64()) / PAGE;
+                        (leaf.pfn + index, leaf.attrs.access, leaf.attrs.tagged)
                     }
                     _ => return Err(Miss::Fault(at)),
                 },
@@ -699,7 +707,7 @@ impl Kernel {
                 let mms = self.mms.borrow();
                 let m = mms.get(&mm)?;
                 let vma = *m.vmas.find(page)?;
-                match m.pt.pte(page) {
+                match super::huge::page_entry(m.pt.walk(page), page) {
                     Pte::Present(leaf)
                         if self.write_resolved(&vma, leaf, true)
                             && self.mem.page_mte_tagged(leaf.pfn)

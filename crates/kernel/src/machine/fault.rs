@@ -13,6 +13,8 @@
 //! | present, read-only, private | write | exclusive anonymous page: made writable (reuse); otherwise a copy, data and tags | `fault.cow` for a copy |
 //! | present, read-only, shared | write | made writable | |
 //! | awaiting tag storage | any | reserve (or migrate), then map valid | `fault.tag_storage` |
+//! | none (PMD empty), THP eligible | any | the PMD paths of `huge` (huge zero page, huge page, or fall back to the rows above) | |
+//! | block | any | the PMD paths of `huge` | |
 //!
 //! A handler that finds the entry changed after a switch point gives up
 //! (Linux `pte_same()` failing) and the access retries; retries are bounded
@@ -51,8 +53,10 @@ use uapi::{Errno, FaultCode};
 use super::{Kernel, ObjectKind, PAGE_ORDER};
 use crate::mem::{Gfp, Memory, PageMover};
 use crate::mm::layout::PAGE_SIZE;
-use crate::mm::{Access, Leaf, LeafAttrs, MmId, Pgoff, Pte, VmFlags, Vma, VmaBacking, Walk};
-use crate::phys::{FrameStatus, MigrateError, PageFlag};
+use crate::mm::{
+    Access, Block, Leaf, LeafAttrs, Level, MmId, Pgoff, Pte, VmFlags, Vma, VmaBacking, Walk,
+};
+use crate::phys::{FrameStatus, MigrateError, Order, PageFlag};
 
 /// Tries of `reserve_tag_storage()` in the tag storage fault before the
 /// page is migrated instead (transient failures only; a permanent one
@@ -207,11 +211,11 @@ impl Kernel {
 
     /// `reserve_tag_storage()` of one page with bounded retries of transient
     /// failures; whether it is reserved.
-    pub(crate) async fn reserve_with_retries(&self, pfn: Pfn) -> bool {
+    pub(crate) async fn reserve_with_retries(&self, pfn: Pfn, order: Order) -> bool {
         for _ in 0..RESERVE_ATTEMPTS {
             match self
                 .mem
-                .reserve_tag_storage(pfn, PAGE_ORDER, &mut self.mover())
+                .reserve_tag_storage(pfn, order, &mut self.mover())
                 .await
             {
                 Ok(()) => return true,
@@ -240,7 +244,7 @@ impl Kernel {
                 // the block reference and cannot fail.
                 let reserved = self.mem.tag_storage_reserved(leaf.pfn)
                     || (self.mem.policy() == TagStoragePolicy::Static
-                        && self.reserve_with_retries(leaf.pfn).await);
+                        && self.reserve_with_retries(leaf.pfn, PAGE_ORDER).await);
                 if reserved {
                     self.mem
                         .init_page_tags_once(leaf.pfn)
@@ -294,7 +298,19 @@ impl Kernel {
             return Err(FaultError::Signal(FaultCode::SegvAccErr));
         }
         match walk {
-            Walk::Empty { .. } => self.do_missing(mm, page, &vma, need).await,
+            Walk::Empty { level } => {
+                // Linux __handle_mm_fault(): create_huge_pmd() on pmd_none()
+                // where THP applies, falling back to 4 KiB pages.
+                if level != Level::Pte
+                    && let Some(base) = self.thp_base(&vma, page)
+                    && self
+                        .do_huge_pmd_anonymous_page(mm, base, &vma, need)
+                        .await?
+                {
+                    return Ok(());
+                }
+                self.do_missing(mm, page, &vma, need).await
+            }
             Walk::Pte(Pte::AwaitingTagStorage(leaf)) => {
                 self.tag_storage_fault(mm, page, leaf).await
             }
@@ -308,7 +324,14 @@ impl Kernel {
             }
             Walk::Pte(Pte::None) => unreachable!("BUG: a walk reports Pte::None as Empty"),
             Walk::Pte(Pte::Swap(_)) => panic!("BUG: a swap entry without swap"),
-            Walk::Block { .. } => panic!("BUG: a block entry, but THP is never used"),
+            Walk::Block {
+                base,
+                block: Block::AwaitingTagStorage(leaf),
+            } => self.huge_tag_storage_fault(mm, base, leaf).await,
+            Walk::Block {
+                base,
+                block: Block::Present(leaf),
+            } => self.huge_pmd_fault(mm, base, &vma, leaf, need, force).await,
         }
     }
 
@@ -403,7 +426,7 @@ impl Kernel {
     }
 
     /// Linux `anon_vma_prepare()`.
-    fn prepare_anon(&self, mm: MmId, va: VirtAddr) {
+    pub(crate) fn prepare_anon(&self, mm: MmId, va: VirtAddr) {
         let mut mms = self.mms.borrow_mut();
         let m = mms.get_mut(&mm).expect("BUG: faulting in a gone mm");
         m.vmas.prepare_anon(va, &mut self.anon_ids.borrow_mut());
@@ -568,7 +591,7 @@ impl Kernel {
             return Ok(());
         }
         let in_tag_storage = self.mem.geometry().is_tag_storage(pfn);
-        if in_tag_storage || !self.reserve_with_retries(pfn).await {
+        if in_tag_storage || !self.reserve_with_retries(pfn, PAGE_ORDER).await {
             let moved = self.migrate_for_tags(pfn).await;
             drop(guard);
             return moved;
@@ -620,6 +643,8 @@ impl Kernel {
     /// rewrites every mapping found through the rmap and the page cache
     /// entry, all without a switch point. The caller frees `src`.
     pub(crate) fn move_page_now(&self, src: Pfn, dst: Pfn) {
+        // A page of a THP: its blocks become PTEs first (see `huge`).
+        self.split_blocks_mapping(src);
         self.mem.migrate_block(src, dst, PAGE_ORDER);
         let entries = self.rmap.borrow().mappings(src).to_vec();
         {

@@ -14,7 +14,9 @@
 //! Submodules: `proc` (processes, prctl, fork/exec/exit), `syscalls`
 //! (mmap, munmap, mprotect, madvise, pin), `fault` (`handle_mm_fault`,
 //! `set_pte_at`/`mte_sync_tags`, the tag storage fault, migration and the
-//! [`crate::mem::PageMover`] of tag storage claims), `access` (loads, stores,
+//! [`crate::mem::PageMover`] of tag storage claims), `huge` (transparent
+//! huge pages and the huge zero page: eligibility, PMD faults,
+//! `set_pmd_at`, splitting, the deposited tables), `access` (loads, stores,
 //! tag instructions, kernel copies, ptrace tag access), `tlb` (the software
 //! TLB), `observe` (counters, page states, tags, the invariant checker).
 //!
@@ -39,9 +41,15 @@
 //! last `unpin` (Linux keeps a pinned page until `unpin_user_page()`).
 //!
 //! # Known shortcuts
-//! - Transparent huge pages and the huge zero page: `thp=always|madvise` is
-//!   treated as `never` (no block entries are ever created); `hugepage` /
-//!   `nohugepage` only set VMA flags.
+//! - Transparent huge pages (see `huge`): private anonymous memory only
+//!   (shmem THP is off, as Linux's default `shmem_enabled=never`; no large
+//!   folios in page caches); PMD-sized only (no mTHP); no khugepaged
+//!   collapse, so a split PMD stays split; a THP is split into 512 order-0
+//!   frames when allocated (each its own reference and map count) rather
+//!   than kept as one compound folio, so a PMD split never splits a folio
+//!   and migration moves 4 KiB pages after splitting the PMD (Linux can
+//!   migrate the whole THP); a pin splits the PMD it pins through; a write
+//!   to a shared THP splits the PMD and copies one 4 KiB page (6.8).
 //! - No swap: `pageout` is a hint with no effect (Linux without swap cannot
 //!   reclaim anonymous pages); `reclaim`, `compact` and `ksm-scan` answer
 //!   `ok` and change nothing: without swap, with nothing fragmented that a
@@ -53,6 +61,7 @@
 
 mod access;
 mod fault;
+mod huge;
 mod observe;
 mod proc;
 mod syscalls;
@@ -89,7 +98,9 @@ pub use observe::KernelViolation;
 use proc::Process;
 use tlb::Tlb;
 
-/// Order 0: every user page of the model is a single frame (no THP).
+/// Order 0: every user page of the model is held as a single frame (a
+/// transparent huge page is split into 512 of them when allocated: see
+/// `huge`).
 const PAGE_ORDER: Order = Order::new(0);
 
 /// Why a machine could not be built.
@@ -123,6 +134,10 @@ pub(crate) struct Mm {
     pub(crate) vmas: VmaTree,
     pub(crate) pt: PageTable,
     pub(crate) tlb: Tlb,
+    /// The page-table frame deposited with each block mapping, by the
+    /// block's start (Linux `pgtable_trans_huge_deposit()`): a split never
+    /// allocates.
+    pub(crate) deposits: BTreeMap<VirtAddr, Pfn>,
     /// Linux `mmap_lock`: a data-less ordering token; the data it protects
     /// is the rest of this struct, borrowed only between switch points.
     pub(crate) lock: Rc<SimRwLock<()>>,
@@ -163,6 +178,8 @@ pub struct Kernel {
     /// The IRG random source, drawn once per IRG in command order.
     rng: RefCell<Xoshiro256PlusPlus>,
     counters: Cell<KernelCounters>,
+    /// The huge zero page once allocated (never freed).
+    huge_zero: Cell<Option<Pfn>>,
 }
 
 impl core::fmt::Debug for Kernel {
@@ -262,6 +279,7 @@ impl Kernel {
             orphans: RefCell::new(BTreeSet::new()),
             rng: RefCell::new(Xoshiro256PlusPlus::seed_from_u64(seed)),
             counters: Cell::new(KernelCounters::default()),
+            huge_zero: Cell::new(None),
         })
     }
 
@@ -302,6 +320,7 @@ impl Kernel {
             vmas: VmaTree::new(self.vm_config),
             pt,
             tlb: Tlb::new(),
+            deposits: BTreeMap::new(),
             lock: Rc::new(SimRwLock::new(&self.sched, format!("mmap_lock {id}"), ())),
         };
         self.mms.borrow_mut().insert(id, mm);
@@ -367,9 +386,15 @@ impl Kernel {
         Ok(old)
     }
 
-    /// The entry for `va` in `mm` now; `None` if the address space is gone.
+    /// The entry for the page `va` in `mm` now (a block's as the 4 KiB
+    /// entry a split would give, so that a 4 KiB path that raced with a
+    /// huge fault sees the entry changed); `None` if the address space is
+    /// gone.
     fn current_pte(&self, mm: MmId, va: VirtAddr) -> Option<Pte> {
-        self.mms.borrow().get(&mm).map(|m| m.pt.pte(va))
+        self.mms
+            .borrow()
+            .get(&mm)
+            .map(|m| huge::page_entry(m.pt.walk(va), va))
     }
 
     /// Frees `pfn` if nothing holds it any more: not mapped, not in a page

@@ -13,9 +13,9 @@ use uapi::{Counter, PageState, Pid};
 
 use super::{Kernel, KernelCounters, Mm, PAGE};
 use crate::mem::MemViolation;
-use crate::mm::layout::{PAGE_SHIFT, TASK_SIZE};
+use crate::mm::layout::{PAGE_SHIFT, PAGES_PER_PMD, TASK_SIZE};
 use crate::mm::{
-    Access, LeafEntry, MmId, PgtableViolation, Pte, RmapViolation, Vma, VmaViolation, Walk,
+    Access, Block, LeafEntry, MmId, PgtableViolation, Pte, RmapViolation, Vma, VmaViolation, Walk,
 };
 
 /// One broken invariant of the machine.
@@ -67,6 +67,14 @@ pub enum KernelViolation {
     /// held twice.
     #[error("{allocated} frames allocated, {accounted} accounted for")]
     FrameCount { allocated: u64, accounted: u64 },
+    /// The huge zero page mapped writable or not special, or a special
+    /// block that is not the huge zero page.
+    #[error("mm {mm:?} {va}: a huge zero page entry is writable or not special")]
+    HugeZeroPageEntry { mm: MmId, va: VirtAddr },
+    /// A block without its deposited page table, or a deposit without a
+    /// block.
+    #[error("mm {mm:?} {va}: block and deposited page table disagree")]
+    Deposit { mm: MmId, va: VirtAddr },
     #[error("mm {mm:?} {va}: the TLB disagrees with the page table")]
     StaleTlb { mm: MmId, va: VirtAddr },
     #[error("process {pid:?}: {what}")]
@@ -107,7 +115,7 @@ impl Kernel {
             return Tag::ZERO;
         }
         let page = granule.align_down(PAGE);
-        let pfn = match m.pt.pte(page) {
+        let pfn = match super::huge::page_entry(m.pt.walk(page), page) {
             Pte::Present(l) | Pte::AwaitingTagStorage(l) => Some(l.pfn),
             Pte::None => vma.object().and_then(|object| {
                 self.objects
@@ -168,11 +176,10 @@ impl Kernel {
                 level: crate::mm::Level::Pgd,
             }
         };
-        let pte = match walk {
-            Walk::Empty { .. } => Pte::None,
-            Walk::Pte(p) => p,
-            Walk::Block { .. } => panic!("BUG: a block entry, but THP is never used"),
-        };
+        let huge = matches!(walk, Walk::Block { .. });
+        let huge_zero = matches!(walk, Walk::Block { block, .. }
+            if Some(block.leaf().pfn) == self.huge_zero.get() && block.leaf().attrs.special);
+        let pte = super::huge::page_entry(walk, addr.align_down(PAGE));
         let leaf = pte.leaf();
         let valid = matches!(pte, Pte::Present(l) if l.attrs.access.is_valid());
         Some(match state {
@@ -180,7 +187,9 @@ impl Kernel {
             PageState::ZeroPage => {
                 matches!(pte, Pte::Present(l) if l.pfn == self.mem.zero_page())
             }
-            PageState::HugeZeroPage | PageState::Huge | PageState::Swapped => false,
+            PageState::HugeZeroPage => huge_zero,
+            PageState::Huge => huge,
+            PageState::Swapped => false,
             PageState::Private => {
                 leaf.is_some_and(|l| !l.attrs.special && self.rmap.borrow().count(l.pfn) == 1)
             }
@@ -196,6 +205,66 @@ impl Kernel {
             }
             PageState::AwaitingTagStorage => matches!(pte, Pte::AwaitingTagStorage(_)),
         })
+    }
+
+    /// The checks of block entries of `m`: the huge zero page read-only and
+    /// special (and nothing else special); a valid tagged block has all 512
+    /// frames tagged, reserved and outside tag storage (invariants 1, 2,
+    /// 5); one deposit per block. Adds the frames of THPs to `mapped`.
+    fn check_blocks(&self, id: MmId, m: &Mm, mapped: &mut BTreeSet<Pfn>) -> Vec<KernelViolation> {
+        let mut out = Vec::new();
+        let mut blocks = BTreeSet::new();
+        for (va, entry) in m.pt.leaves(VirtAddr::ZERO, VirtAddr::MAX) {
+            let LeafEntry::Block(block) = entry else {
+                continue;
+            };
+            blocks.insert(va);
+            let leaf = block.leaf();
+            let is_hzp = Some(leaf.pfn) == self.huge_zero.get();
+            if is_hzp != leaf.attrs.special || (is_hzp && leaf.attrs.access == Access::ReadWrite) {
+                out.push(KernelViolation::HugeZeroPageEntry { mm: id, va });
+            }
+            let frames = (0..PAGES_PER_PMD).map(|i| leaf.pfn + i);
+            if !leaf.attrs.special {
+                mapped.extend(frames.clone());
+            }
+            let valid_tagged = matches!(block, Block::Present(l)
+                if l.attrs.access.is_valid() && l.attrs.tagged);
+            if !valid_tagged {
+                continue;
+            }
+            for pfn in frames {
+                let at = va
+                    .checked_add((pfn.as_u64() - leaf.pfn.as_u64()) * PAGE)
+                    .expect("BUG: a block beyond the address space");
+                if !self.mem.page_mte_tagged(pfn) {
+                    out.push(KernelViolation::TaggedEntryUninitialised {
+                        mm: id,
+                        va: at,
+                        pfn,
+                    });
+                }
+                if !self.mem.tag_storage_reserved(pfn) {
+                    out.push(KernelViolation::TaggedEntryUnreserved {
+                        mm: id,
+                        va: at,
+                        pfn,
+                    });
+                }
+                if self.mem.geometry().is_tag_storage(pfn) {
+                    out.push(KernelViolation::TaggedEntryInTagStorage {
+                        mm: id,
+                        va: at,
+                        pfn,
+                    });
+                }
+            }
+        }
+        let deposited: BTreeSet<VirtAddr> = m.deposits.keys().copied().collect();
+        for va in blocks.symmetric_difference(&deposited) {
+            out.push(KernelViolation::Deposit { mm: id, va: *va });
+        }
+        out
     }
 
     /// Every broken invariant (see the module doc), structured;
@@ -219,6 +288,7 @@ impl Kernel {
             page_locks: _,
             rng: _,
             counters: _,
+            huge_zero,
         } = self;
         let mut out: Vec<KernelViolation> =
             mem.check().into_iter().map(KernelViolation::Mem).collect();
@@ -267,6 +337,7 @@ impl Kernel {
                     .into_iter()
                     .map(|violation| KernelViolation::Pgtable { mm: *id, violation }),
             );
+            out.extend(self.check_blocks(*id, m, &mut mapped));
             for (va, entry) in m.pt.leaves(VirtAddr::ZERO, VirtAddr::MAX) {
                 let LeafEntry::Pte(pte) = entry else {
                     continue;
@@ -308,8 +379,26 @@ impl Kernel {
             }
             for e in m.tlb.entries() {
                 let va = VirtAddr::new(e.vpn << PAGE_SHIFT).expect("BUG: TLB page above 2^56");
-                let agrees = matches!(m.pt.pte(va), Pte::Present(l)
-                    if l.pfn == e.pfn && l.attrs.access == e.access && l.attrs.tagged == e.tagged);
+                let walk = m.pt.walk(va);
+                let agrees = match walk {
+                    Walk::Block {
+                        base,
+                        block: Block::Present(l),
+                    } => {
+                        e.huge
+                            && base == va
+                            && l.pfn == e.pfn
+                            && l.attrs.access == e.access
+                            && l.attrs.tagged == e.tagged
+                    }
+                    Walk::Pte(Pte::Present(l)) => {
+                        !e.huge
+                            && l.pfn == e.pfn
+                            && l.attrs.access == e.access
+                            && l.attrs.tagged == e.tagged
+                    }
+                    _ => false,
+                };
                 if !agrees {
                     out.push(KernelViolation::StaleTlb { mm: *id, va });
                 }
@@ -399,7 +488,9 @@ impl Kernel {
             .values()
             .map(|m| m.pt.table_frames().count() as u64)
             .sum();
-        let accounted = held.len() as u64 + tables + 1;
+        let deposits: u64 = mms.values().map(|m| m.deposits.len() as u64).sum();
+        let huge_zero_frames = huge_zero.get().map_or(0, |_| PAGES_PER_PMD);
+        let accounted = held.len() as u64 + tables + deposits + huge_zero_frames + 1;
         let allocated = phys.stats().allocated_pages;
         if allocated != accounted {
             out.push(KernelViolation::FrameCount {

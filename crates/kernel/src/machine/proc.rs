@@ -199,28 +199,38 @@ impl Kernel {
         };
         let child_mm = self.new_mm()?;
         // The VMAs, and the entries to share or copy.
-        let (entries, vmas) = {
+        let (entries, blocks, vmas) = {
             let mms = self.mms.borrow();
             let m = &mms[&parent_mm];
             let vmas = m.vmas.fork(&mut self.anon_ids.borrow_mut());
             let mut entries = Vec::new();
+            let mut blocks = Vec::new();
             for vma in m.vmas.iter().filter(|v| !v.is_shared() && v.anon.is_some()) {
                 for (va, leaf) in m.pt.leaves(vma.start, vma.end) {
                     match leaf {
                         crate::mm::LeafEntry::Pte(pte) => entries.push((va, pte, *vma)),
-                        crate::mm::LeafEntry::Block(_) => {
-                            panic!("BUG: a block entry, but THP is never used")
-                        }
+                        // A block is visited once, from the VMA holding its
+                        // start.
+                        crate::mm::LeafEntry::Block(b) if va >= vma.start => blocks.push((va, b)),
+                        crate::mm::LeafEntry::Block(_) => {}
                     }
                 }
             }
-            (entries, vmas)
+            (entries, blocks, vmas)
         };
         self.mms
             .borrow_mut()
             .get_mut(&child_mm)
             .expect("BUG: new mm vanished")
             .vmas = vmas;
+        // copy_huge_pmd(): a block is shared write-protected (a pinned page
+        // is never in a block: pin splits it).
+        for (base, block) in blocks {
+            if let Err(e) = self.copy_huge_pmd(parent_mm, child_mm, base, block) {
+                self.abandon_child(child_mm).await;
+                return Err(e);
+            }
+        }
         let mut to_copy = Vec::new();
         for (va, pte, vma) in entries {
             let Some(leaf) = pte.leaf() else {
@@ -334,7 +344,7 @@ impl Kernel {
             )
             .await
             .ok()?;
-        if keep_tags && !page.reserved() && !self.reserve_with_retries(page.pfn).await {
+        if keep_tags && !page.reserved() && !self.reserve_with_retries(page.pfn, PAGE_ORDER).await {
             // The tags would be lost: give up (Linux: the copy fails).
             super::free_unreserved(&self.mem, page.pfn);
             return None;

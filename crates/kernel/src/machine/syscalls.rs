@@ -25,10 +25,11 @@ use mte::{Pfn, TaggedPtr, VirtAddr};
 use uapi::{Advice, Backing, Errno, MapFlags, Prot, Sharing};
 
 use super::fault::{Need, leaf_attrs};
+use super::huge::PmdView;
 use super::proc::{is_user_range, vpn};
 use super::{Kernel, Object, ObjectKind, PAGE, PAGE_ORDER};
 use crate::mem::Gfp;
-use crate::mm::layout::{MMAP_MIN_ADDR, TASK_SIZE, page_align};
+use crate::mm::layout::{MMAP_MIN_ADDR, PAGES_PER_PMD, PMD_SIZE, TASK_SIZE, page_align};
 use crate::mm::{
     FlagChange, Leaf, LeafEntry, MapSource, MmId, MmapRequest, Pgoff, Placement, Pte, VmaBacking,
 };
@@ -54,7 +55,10 @@ impl Kernel {
     /// Clears every entry of `mm` in `[start, end)` and returns the frames
     /// they mapped (Linux `zap_page_range_single()`, `unmap_vmas()`); the
     /// caller releases them.
+    /// A block only partly inside the range is split first
+    /// (`__split_huge_pmd()`); a whole one is cleared (`zap_huge_pmd()`).
     pub(crate) fn zap_range(&self, mm: MmId, start: VirtAddr, end: VirtAddr) -> Vec<Pfn> {
+        self.split_blocks_in(mm, start, end, true);
         let leaves: Vec<(VirtAddr, LeafEntry)> = {
             let mms = self.mms.borrow();
             let Some(m) = mms.get(&mm) else {
@@ -64,8 +68,16 @@ impl Kernel {
         };
         let mut pfns = Vec::new();
         for (at, leaf) in leaves {
-            let LeafEntry::Pte(pte) = leaf else {
-                panic!("BUG: a block entry, but THP is never used");
+            let pte = match leaf {
+                LeafEntry::Pte(pte) => pte,
+                LeafEntry::Block(_) => {
+                    let block = self.clear_block(mm, at);
+                    let l = block.leaf();
+                    if !l.attrs.special {
+                        pfns.extend((0..PAGES_PER_PMD).map(|i| l.pfn + i));
+                    }
+                    continue;
+                }
             };
             self.write_pte(mm, at, Pte::None)
                 .expect("BUG: clearing an entry allocates");
@@ -272,6 +284,7 @@ impl Kernel {
 
     /// Linux `change_protection()` over one changed piece.
     async fn change_protection(&self, mm: MmId, change: &FlagChange) -> Result<(), Errno> {
+        self.split_blocks_in(mm, change.start, change.end, true);
         let leaves: Vec<(VirtAddr, LeafEntry)> = {
             let mms = self.mms.borrow();
             let Some(m) = mms.get(&mm) else {
@@ -281,48 +294,61 @@ impl Kernel {
         };
         for (at, entry) in leaves {
             if let LeafEntry::Block(_) = entry {
-                panic!("BUG: a block entry, but THP is never used");
-            }
-            // A claim's migration (which takes no mmap_lock) may move a page
-            // of this range while a set_pte_at() below sleeps: each entry is
-            // read again right before it is rewritten, and rewritten again if
-            // it moved meanwhile. A page moves at most once (out of tag
-            // storage), so two tries always suffice; four are allowed.
-            let mut done = false;
-            for _ in 0..4 {
-                let (pte, vma) = {
+                let vma = {
                     let mms = self.mms.borrow();
-                    let m = &mms[&mm];
-                    (
-                        m.pt.pte(at),
-                        *m.vmas.find(at).expect("BUG: an entry outside every VMA"),
-                    )
+                    *mms[&mm]
+                        .vmas
+                        .find(at)
+                        .expect("BUG: a block outside every VMA")
                 };
-                let Some(leaf) = pte.leaf() else {
-                    panic!("BUG: {pte:?} in a mapped range without swap");
-                };
-                let writable_page = !leaf.attrs.special
-                    && (vma.is_shared()
-                        || (self.exclusive(leaf.pfn) && self.is_anon_page(leaf.pfn)));
-                let attrs = leaf_attrs(&vma, writable_page, leaf.attrs.special);
-                let new_leaf = Leaf { attrs, ..leaf };
-                let new = match pte {
-                    Pte::Present(_) => Pte::Present(new_leaf),
-                    // Still awaiting tag storage, with the new attributes.
-                    Pte::AwaitingTagStorage(_) => Pte::AwaitingTagStorage(new_leaf),
-                    _ => unreachable!("BUG: checked above"),
-                };
-                if new == pte || self.set_pte_at(mm, at, pte, new).await? {
-                    done = true;
-                    break;
+                if !self.change_huge_pmd(mm, at, &vma).await? {
+                    // A claim split it while an earlier entry's set_pte_at()
+                    // slept: its 512 PTEs instead.
+                    for i in 0..PAGES_PER_PMD {
+                        self.change_pte(mm, va(at.as_u64() + i * PAGE)).await?;
+                    }
                 }
+                continue;
             }
-            assert!(
-                done,
-                "BUG: an entry kept changing under mmap_lock held for writing"
-            );
+            self.change_pte(mm, at).await?;
         }
         Ok(())
+    }
+
+    /// Rewrites the PTE at `at` with its VMA's attributes.
+    async fn change_pte(&self, mm: MmId, at: VirtAddr) -> Result<(), Errno> {
+        // A claim's migration (which takes no mmap_lock) may move a page
+        // of this range while a set_pte_at() below sleeps: each entry is
+        // read again right before it is rewritten, and rewritten again if
+        // it moved meanwhile. A page moves at most once (out of tag
+        // storage), so two tries always suffice; four are allowed.
+        for _ in 0..4 {
+            let (pte, vma) = {
+                let mms = self.mms.borrow();
+                let m = &mms[&mm];
+                (
+                    m.pt.pte(at),
+                    *m.vmas.find(at).expect("BUG: an entry outside every VMA"),
+                )
+            };
+            let Some(leaf) = pte.leaf() else {
+                panic!("BUG: {pte:?} in a mapped range without swap");
+            };
+            let writable_page = !leaf.attrs.special
+                && (vma.is_shared() || (self.exclusive(leaf.pfn) && self.is_anon_page(leaf.pfn)));
+            let attrs = leaf_attrs(&vma, writable_page, leaf.attrs.special);
+            let new_leaf = Leaf { attrs, ..leaf };
+            let new = match pte {
+                Pte::Present(_) => Pte::Present(new_leaf),
+                // Still awaiting tag storage, with the new attributes.
+                Pte::AwaitingTagStorage(_) => Pte::AwaitingTagStorage(new_leaf),
+                _ => unreachable!("BUG: checked above"),
+            };
+            if new == pte || self.set_pte_at(mm, at, pte, new).await? {
+                return Ok(());
+            }
+        }
+        panic!("BUG: an entry kept changing under mmap_lock held for writing");
     }
 
     /// A private page (not in a page cache).
@@ -354,6 +380,20 @@ impl Kernel {
             let m = mms.get_mut(&mm).ok_or(Errno::Srch)?;
             m.vmas.madvise(ptr.addr(), len, advice)
         };
+        // A VMA split at a boundary inside a block splits the block (Linux
+        // vma_adjust_trans_huge()): the pieces whose flags changed; dontneed
+        // over part of a block splits it in zap_range().
+        for piece in outcome.visited.iter().filter(|c| c.changed()) {
+            self.split_blocks_in(mm, piece.start, piece.end, true);
+        }
+        if advice == Advice::PageOut {
+            // Linux madvise_cold_or_pageout_pte_range(): a huge entry is
+            // split before its pages are reclaimed (without swap, nothing
+            // more happens: see the machine module doc).
+            for piece in &outcome.visited {
+                self.split_blocks_in(mm, piece.start, piece.end, false);
+            }
+        }
         if advice == Advice::DontNeed {
             // Linux zap_page_range_single() on every mapped part: private
             // pages go (the mapping falls back to zeros or its object), the
@@ -432,6 +472,13 @@ impl Kernel {
                 .await
                 .map_err(|_| Errno::Fault)?;
             let pfn = pages[0].pfn;
+            // A pinned page of a THP: the PMD is split first (this model's
+            // choice, see `huge`: a pin never holds a block).
+            let base = va(at).align_down(PMD_SIZE);
+            if matches!(self.pmd_at(mm, base), Some(PmdView::Block(_))) {
+                self.split_huge_pmd(mm, base);
+                continue;
+            }
             if self.mem.geometry().is_tag_storage(pfn) {
                 let guard = self.page_locks.lock(pfn).await;
                 let still = self

@@ -813,3 +813,247 @@ fn the_access_fast_path_agrees_with_the_full_path() {
     }
     assert!(fast_hits > 100, "the fast path ran only {fast_hits} times");
 }
+
+// ----- transparent huge pages (machine/huge.rs) -----------------------------
+
+const MIB2: u64 = 2 << 20;
+
+fn huge_mapping(k: &mut Kernel, pid: Pid, prot: Prot) -> TaggedPtr {
+    let a = mmap(k, pid, MIB2, prot, MapFlags::default());
+    assert!(a.addr().is_aligned(MIB2), "2M mappings are 2M aligned");
+    a
+}
+
+fn at(a: TaggedPtr, off: u64) -> TaggedPtr {
+    a.checked_add(off).unwrap()
+}
+
+/// do_huge_pmd_anonymous_page(): one order-9 page mapped by a block; every
+/// page of it is the head frame plus its index, counted mapped once each;
+/// the block has its deposited table; one block TLB entry serves every page
+/// (O(1) lookups) and invalidating any page of it drops it.
+#[test]
+fn a_huge_fault_maps_one_block_with_a_deposit_and_one_tlb_entry() {
+    let mut k = kernel(&[("tag-storage", "none"), ("thp", "always")]);
+    let p = spawn(&mut k);
+    let a = huge_mapping(&mut k, p, Prot::READ_WRITE);
+    assert_eq!(store8(&mut k, p, at(a, 0x10), 1), Outcome::Ok);
+    assert_eq!(stat(&k, Counter::FaultAnon), 1);
+    let head = pfn_of(&k, p, a).unwrap();
+    assert!(head.as_u64().is_multiple_of(512));
+    assert_eq!(pfn_of(&k, p, at(a, 0x1ff000)), Some(head + 511));
+    for off in [0x1000, 0x80000, 0x1ff008] {
+        assert_eq!(load8(&mut k, p, at(a, off)), Outcome::Value(0));
+    }
+    let mm = k.process_mm(p).unwrap();
+    {
+        let mms = k.mms.borrow();
+        let m = &mms[&mm];
+        let huge: Vec<_> = m.tlb.entries().filter(|e| e.huge).collect();
+        assert_eq!(huge.len(), 1, "{huge:?}");
+        assert_eq!(huge[0].pfn, head);
+        assert_eq!(m.tlb.entries().filter(|e| !e.huge).count(), 0);
+        assert_eq!(m.deposits.len(), 1);
+        let phys = k.mem.phys();
+        for i in [0, 1, 511] {
+            let meta = phys.alloc.frame(head + i).unwrap();
+            assert_eq!((meta.mapcount, meta.refcount), (1, 1));
+        }
+    }
+    assert_eq!(stat(&k, Counter::FaultAnon), 1, "no more faults");
+    // Unmapping one page splits the block: 511 pages stay, the TLB entry goes.
+    assert_eq!(
+        cmd(
+            &mut k,
+            p,
+            Command::Munmap {
+                ptr: at(a, 0x1000),
+                len: 4096
+            }
+        ),
+        Outcome::Ok
+    );
+    {
+        let mms = k.mms.borrow();
+        let m = &mms[&mm];
+        assert_eq!(m.tlb.entries().filter(|e| e.huge).count(), 0);
+        assert!(m.deposits.is_empty(), "the split used the deposit");
+    }
+    assert_eq!(k.page_state(p, a, PageState::Huge), Some(false));
+    assert_eq!(
+        k.mem
+            .phys()
+            .alloc
+            .frame_status(head + 1)
+            .map(|s| matches!(s, crate::phys::FrameStatus::Free { .. })),
+        Some(true)
+    );
+    assert_eq!(load8(&mut k, p, at(a, 0x10)), Outcome::Value(1));
+}
+
+/// Two CPUs fault on one empty PMD: one block wins, the loser's huge page
+/// and deposit are freed (pmd_none() rechecked under the lock), the access
+/// of each lands in it.
+#[test]
+fn parallel_huge_faults_on_one_pmd_map_one_block() {
+    let mut k = kernel(&[("tag-storage", "dynamic"), ("thp", "always")]);
+    let p = spawn(&mut k);
+    sync_mte(&mut k, p);
+    for seed in 0..12 {
+        let a = huge_mapping(&mut k, p, rw_mte());
+        let ops: Vec<Op> = [0u64, 0x100000]
+            .iter()
+            .map(|&off| Op::Process {
+                pid: p,
+                command: Command::Store {
+                    ptr: at(a, off),
+                    size: AccessSize::B8,
+                    value: u128::from(off as u32 + 1),
+                },
+            })
+            .collect();
+        let before = stat(&k, Counter::FaultAnon);
+        let replies = k.run_parallel(&ops, &mut sched::Seeded::new(seed)).unwrap();
+        assert!(
+            replies.iter().all(|r| r.outcome == Outcome::Ok),
+            "{replies:?}"
+        );
+        assert_eq!(k.invariant_violations(), Vec::<String>::new());
+        assert_eq!(stat(&k, Counter::FaultAnon), before + 1);
+        assert_eq!(k.page_state(p, a, PageState::Huge), Some(true));
+        assert_eq!(load8(&mut k, p, a), Outcome::Value(1));
+        assert_eq!(load8(&mut k, p, at(a, 0x100000)), Outcome::Value(0x100001));
+        assert_eq!(
+            cmd(&mut k, p, Command::Munmap { ptr: a, len: MIB2 }),
+            Outcome::Ok
+        );
+    }
+}
+
+/// Static tag storage (mainline): a tagged huge page never awaits tag
+/// storage; its 512 pages are tagged at once.
+#[test]
+fn static_tag_storage_maps_tagged_blocks_valid() {
+    let mut k = kernel(&[("tag-storage", "static"), ("thp", "always")]);
+    let p = spawn(&mut k);
+    sync_mte(&mut k, p);
+    let a = huge_mapping(&mut k, p, rw_mte());
+    assert_eq!(load8(&mut k, p, a), Outcome::Value(0));
+    assert_eq!(k.page_state(p, a, PageState::HugeZeroPage), Some(true));
+    assert_eq!(k.page_state(p, a, PageState::Tagged), Some(true));
+    assert_eq!(stat(&k, Counter::FaultTagStorage), 0);
+    let b = huge_mapping(&mut k, p, rw_mte());
+    assert_eq!(store8(&mut k, p, b, 1), Outcome::Ok);
+    assert_eq!(
+        k.page_state(p, at(b, 0x1ff000), PageState::Tagged),
+        Some(true)
+    );
+    assert_eq!(stat(&k, Counter::FaultTagStorage), 0);
+    assert_eq!(stat(&k, Counter::PagesTagged), 1 + 512 + 512);
+}
+
+/// The checker covers blocks: a writable huge zero page entry and a block
+/// without its deposited table are reported.
+#[test]
+fn the_checker_reports_broken_block_entries() {
+    let mut k = kernel(&[("tag-storage", "none"), ("thp", "always")]);
+    let p = spawn(&mut k);
+    let a = huge_mapping(&mut k, p, Prot::READ_WRITE);
+    assert_eq!(load8(&mut k, p, a), Outcome::Value(0));
+    let mm = k.process_mm(p).unwrap();
+    {
+        let mut mms = k.mms.borrow_mut();
+        let m = mms.get_mut(&mm).unwrap();
+        let crate::mm::Walk::Block { block, .. } = m.pt.walk(a.addr()) else {
+            panic!()
+        };
+        let mut leaf = block.leaf();
+        leaf.attrs.access = crate::mm::Access::ReadWrite;
+        m.pt.set_block(
+            a.addr(),
+            crate::mm::Block::Present(leaf),
+            &mut super::PtFrames { mem: &k.mem },
+        )
+        .unwrap();
+        m.tlb.invalidate(a.addr());
+    }
+    let v = k.invariant_violations();
+    assert!(
+        v.iter().any(|s| s.contains("huge zero page entry")),
+        "{v:#?}"
+    );
+    let deposit = {
+        let mut mms = k.mms.borrow_mut();
+        mms.get_mut(&mm)
+            .unwrap()
+            .deposits
+            .remove(&a.addr())
+            .unwrap()
+    };
+    let v = k.invariant_violations();
+    assert!(
+        v.iter().any(|s| s.contains("deposited page table")),
+        "{v:#?}"
+    );
+    k.mms
+        .borrow_mut()
+        .get_mut(&mm)
+        .unwrap()
+        .deposits
+        .insert(a.addr(), deposit);
+}
+
+/// Memory running out under THP: huge faults fall back to 4 KiB pages while
+/// order-9 pages last, then the access faults (VM_FAULT_OOM) without a
+/// panic; invariants hold throughout and freeing a block lets faults work
+/// again.
+#[test]
+fn huge_faults_under_memory_exhaustion_fall_back_then_fault() {
+    let mut k = kernel(&[
+        ("memory", "16M"),
+        ("tag-storage", "none"),
+        ("thp", "always"),
+    ]);
+    let p = spawn(&mut k);
+    let mut maps = Vec::new();
+    let mut huge = 0;
+    let mut faulted = false;
+    for _ in 0..12 {
+        let a = huge_mapping(&mut k, p, Prot::READ_WRITE);
+        maps.push(a);
+        for page in 0..512u64 {
+            match store8(&mut k, p, at(a, page * 4096), 1) {
+                Outcome::Ok => {}
+                Outcome::Fault(f) => {
+                    assert_eq!(f.code, uapi::FaultCode::SegvAccErr);
+                    faulted = true;
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
+            if page == 0 && k.page_state(p, a, PageState::Huge) == Some(true) {
+                huge += 1;
+                break;
+            }
+        }
+        if faulted {
+            break;
+        }
+    }
+    assert!(huge >= 1, "some faults were huge");
+    assert!(faulted, "memory ran out");
+    let first = maps[0];
+    assert_eq!(
+        cmd(
+            &mut k,
+            p,
+            Command::Munmap {
+                ptr: first,
+                len: MIB2
+            }
+        ),
+        Outcome::Ok
+    );
+    let last = *maps.last().unwrap();
+    assert_eq!(store8(&mut k, p, last, 2), Outcome::Ok);
+}

@@ -3,9 +3,10 @@
 //! the checker (a frame's map count must equal its mappings).
 //!
 //! Owns [`Rmap`]: per frame, a sorted list of [`RmapEntry`]s. A PTE mapping
-//! is keyed by the frame it maps; a PMD block by its first frame (Linux
-//! counts a PMD mapping once per folio, `entire_mapcount`, not once per
-//! page).
+//! is keyed by the frame it maps; a PMD block is recorded once for each of
+//! its 512 frames (at the block's start, [`MapLevel::Pmd`]), so that a
+//! frame's list length is Linux's `page_mapcount()` (`_mapcount` plus the
+//! folio's `entire_mapcount`) whatever mixes of PTE and PMD mappings exist.
 //!
 //! # Simplification
 //! Linux finds the mappings of a page without storing them per page: an
@@ -37,6 +38,7 @@ use mte::{Pfn, VirtAddr};
 use thiserror::Error;
 
 use crate::mm::MmId;
+use crate::mm::layout::PAGES_PER_PMD;
 use crate::mm::pgtable::{Block, LeafEntry, PageTable, Pte};
 
 /// The level of a mapping.
@@ -162,14 +164,17 @@ pub enum RmapViolation {
     BadList { pfn: Pfn },
 }
 
-/// The mapping a leaf records, if any (see the module doc).
-fn recorded(leaf: LeafEntry) -> Option<(Pfn, MapLevel)> {
-    let (l, level) = match leaf {
-        LeafEntry::Pte(Pte::Present(l) | Pte::AwaitingTagStorage(l)) => (l, MapLevel::Pte),
-        LeafEntry::Block(Block::Present(l) | Block::AwaitingTagStorage(l)) => (l, MapLevel::Pmd),
+/// The mappings a leaf records: its first frame, how many frames, the level
+/// (see the module doc); `None` for special and frameless entries.
+fn recorded(leaf: LeafEntry) -> Option<(Pfn, u64, MapLevel)> {
+    let (l, frames, level) = match leaf {
+        LeafEntry::Pte(Pte::Present(l) | Pte::AwaitingTagStorage(l)) => (l, 1, MapLevel::Pte),
+        LeafEntry::Block(Block::Present(l) | Block::AwaitingTagStorage(l)) => {
+            (l, PAGES_PER_PMD, MapLevel::Pmd)
+        }
         LeafEntry::Pte(Pte::None | Pte::Swap(_)) => return None,
     };
-    (!l.attrs.special).then_some((l.pfn, level))
+    (!l.attrs.special).then_some((l.pfn, frames, level))
 }
 
 /// Compares `rmap` with the page tables of every address space: each
@@ -183,11 +188,13 @@ pub fn check_against<'a>(
     for (mm, pt) in spaces {
         let everything = (VirtAddr::ZERO, VirtAddr::MAX);
         for (va, leaf) in pt.leaves(everything.0, everything.1) {
-            if let Some((pfn, level)) = recorded(leaf) {
-                expected
-                    .entry(pfn)
-                    .or_default()
-                    .push(RmapEntry { mm, va, level });
+            if let Some((first, frames, level)) = recorded(leaf) {
+                for pfn in (0..frames).map(|i| first + i) {
+                    expected
+                        .entry(pfn)
+                        .or_default()
+                        .push(RmapEntry { mm, va, level });
+                }
             }
         }
     }
@@ -345,7 +352,16 @@ mod tests {
             va: va(PMD_SIZE),
             level: MapLevel::Pmd,
         };
+        // A block is recorded for each of its 512 frames.
         r.add(Pfn::new(0x200), block).unwrap();
+        assert_eq!(
+            check_against(&r, [(ma, &a), (mb, &b)]).len(),
+            511,
+            "the other frames of the block are unrecorded"
+        );
+        for i in 1..PAGES_PER_PMD {
+            r.add(Pfn::new(0x200 + i), block).unwrap();
+        }
         assert_eq!(check_against(&r, [(ma, &a), (mb, &b)]), vec![]);
 
         r.remove(Pfn::new(7), at(2, PAGE_SIZE)).unwrap();

@@ -21,6 +21,14 @@
 //! budget, mappings of 2 MiB and more are drawn too, so that the 2 MiB
 //! aligned placement of large anonymous and file mappings is compared.
 //!
+//! Transparent huge pages: one platform in four has `thp=always`, one in
+//! four `thp=madvise`; those get 32M of memory (the huge zero page keeps 2M
+//! for ever, and a huge fault takes 2M at once) and their private anonymous
+//! mappings are sometimes 2M or 4M long (2M aligned by `mmap`, so huge
+//! faults happen), followed under `madvise` by `madvise hugepage` over the
+//! whole mapping. The reference model has no huge pages: user-visible
+//! behaviour must not change.
+//!
 //! No `parallel` blocks (the reference runs sequentially) and no
 //! `mmap fixed=` (placement is checked by every other mmap).
 
@@ -28,7 +36,7 @@ use std::collections::BTreeMap;
 
 use mte::insn::{GranuleOffset, TagOffset};
 use mte::{CheckMode, GRANULE_SIZE, Tag, TagMask, TagStoreOp};
-use platform::{TagStorageData, TagStoragePolicy};
+use platform::{TagStorageData, TagStoragePolicy, Thp};
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use uapi::{AccessSize, Advice, Backing, MteCtrl, PrctlRequest, Prot, Sharing};
@@ -261,6 +269,7 @@ struct Gen<'c> {
     page: u64,
     /// Pages all live processes may touch together, at most.
     budget: u64,
+    thp: Thp,
     procs: Vec<ProcModel>,
     next_proc: u32,
     next_map: u32,
@@ -279,6 +288,7 @@ pub fn generate(config: &GenConfig, seed: u64) -> Program {
         rng,
         page,
         budget: spec.memory / page / 3,
+        thp: platform.thp,
         procs: Vec::new(),
         next_proc: 0,
         next_map: 0,
@@ -336,11 +346,21 @@ fn draw_platform(
             (block, data)
         }
     };
+    // From its own stream, so that programs without THP are those of
+    // earlier versions draw for draw.
+    let mut thp_rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x7468_705f_7468_705f);
+    let thp = match thp_rng.next_u32() % 4 {
+        0 => Thp::Always,
+        1 => Thp::Madvise,
+        _ => Thp::Never,
+    };
+    let memory = if thp == Thp::Never { memory } else { 32 << 20 };
     ProgramPlatform {
         memory,
         policy,
         block_size,
         data,
+        thp,
         seed: seed % 1000,
     }
 }
@@ -503,6 +523,10 @@ impl Gen<'_> {
     }
 
     fn mmap(&mut self, p: usize) {
+        if self.thp != Thp::Never && self.chance(25) {
+            self.huge_mmap(p);
+            return;
+        }
         let pages = match self.below(20) {
             0..=11 => 1 + self.below(4),
             12..=17 => 1 + self.below(16),
@@ -577,6 +601,54 @@ impl Gen<'_> {
                 backing,
                 tags: BTreeMap::new(),
             });
+        }
+    }
+
+    /// A private anonymous mapping of 2M or 4M, tagged where it can be (2M
+    /// aligned: huge faults may map it); under `thp=madvise`, usually
+    /// followed by `madvise hugepage` over all of it.
+    fn huge_mmap(&mut self, p: usize) {
+        let huge_pages = (2 << 20) / self.page;
+        let pages = huge_pages * (1 + self.below(2));
+        if self.used_pages() + pages > self.budget {
+            self.munmap(p);
+            return;
+        }
+        let prot = Prot {
+            mte: self.config.policy != TagStoragePolicy::None && self.chance(70),
+            ..Prot::READ_WRITE
+        };
+        let populate = self.chance(10);
+        let name = self.next_map;
+        self.next_map += 1;
+        self.push(
+            p,
+            Cmd::Mmap {
+                name,
+                len: pages * self.page,
+                prot,
+                sharing: Sharing::Private,
+                backing: Backing::Anon,
+                populate,
+            },
+        );
+        self.procs[p].maps.push(MapModel {
+            name,
+            pages,
+            prot,
+            sharing: Sharing::Private,
+            backing: Backing::Anon,
+            tags: BTreeMap::new(),
+        });
+        if self.thp == Thp::Madvise && self.chance(80) {
+            self.push(
+                p,
+                Cmd::Madvise {
+                    ptr: PtrRef::at(PtrName::Map(name), 0),
+                    len: pages * self.page,
+                    advice: Advice::HugePage,
+                },
+            );
         }
     }
 

@@ -20,7 +20,7 @@ use core::fmt::{self, Write as _};
 
 use mte::insn::{GranuleOffset, TagOffset};
 use mte::{CheckMode, Tag, TagMask, TagStoreOp, TaggedPtr};
-use platform::{PlatformSpec, TagStorageData, TagStoragePolicy};
+use platform::{PlatformSpec, TagStorageData, TagStoragePolicy, Thp};
 use uapi::{
     AccessSize, Advice, Backing, Bound, Command as UCommand, MapFlags, Op, Outcome, Pid,
     PrctlRequest, Prot, Reply, Sharing,
@@ -462,6 +462,8 @@ pub struct ProgramPlatform {
     pub block_size: Option<u64>,
     /// `None` leaves the key out (`balance`).
     pub data: Option<TagStorageData>,
+    /// Transparent huge pages (`never` leaves the key out).
+    pub thp: Thp,
     /// The IRG seed.
     pub seed: u64,
 }
@@ -473,6 +475,7 @@ impl ProgramPlatform {
             memory: self.memory,
             tag_storage: self.policy,
             block_size: self.block_size,
+            thp: self.thp,
             seed: self.seed,
             ..PlatformSpec::default()
         };
@@ -496,6 +499,9 @@ impl fmt::Display for ProgramPlatform {
         }
         if let Some(data) = self.data {
             write!(f, " tag-storage-data={}", data.as_str())?;
+        }
+        if self.thp != Thp::Never {
+            write!(f, " thp={}", self.thp.as_str())?;
         }
         write!(f, " seed={}", self.seed)
     }

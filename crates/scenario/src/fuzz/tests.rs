@@ -235,3 +235,30 @@ fn a_reproducer_carries_the_references_outcome_on_the_failing_line() {
     assert!(last.ends_with(" => value 0x5a"), "{last}");
     assert!(crate::parse("r.mte", text.as_bytes()).is_ok());
 }
+
+/// THP platforms are drawn (thp=always and thp=madvise), with 2M and 4M
+/// mappings and, under madvise, `madvise hugepage` over them.
+#[test]
+fn some_programs_use_transparent_huge_pages() {
+    let programs: Vec<String> = (0..24)
+        .map(|seed| program(TagStoragePolicy::Dynamic, 300, seed).render())
+        .collect();
+    let always = programs.iter().filter(|p| p.contains("thp=always")).count();
+    let madvise = programs
+        .iter()
+        .filter(|p| p.contains("thp=madvise"))
+        .count();
+    assert!(always > 0 && madvise > 0, "{always} {madvise}");
+    assert!(
+        programs
+            .iter()
+            .any(|p| p.contains("thp=madvise") && p.contains("0x200000 hugepage")),
+        "madvise hugepage over a 2M mapping"
+    );
+    assert!(
+        programs
+            .iter()
+            .any(|p| p.contains("thp=always") && p.contains(" 0x400000 prot=")),
+        "4M mappings under thp=always"
+    );
+}
