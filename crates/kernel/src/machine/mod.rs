@@ -55,6 +55,7 @@ mod access;
 mod fault;
 mod observe;
 mod proc;
+mod swapping;
 mod syscalls;
 mod tlb;
 
@@ -84,6 +85,7 @@ use crate::mm::{
     RmapEntry, TableFrames, VmConfig, VmaTree,
 };
 use crate::phys::Order;
+use crate::swap::SwapDevice;
 
 pub use observe::KernelViolation;
 use proc::Process;
@@ -137,6 +139,8 @@ pub(crate) struct KernelCounters {
     pub(crate) fault_tag_storage: u64,
     pub(crate) tcf_sync: u64,
     pub(crate) tcf_async: u64,
+    pub(crate) swap_out: u64,
+    pub(crate) swap_in: u64,
 }
 
 /// The simulated kernel of one machine.
@@ -158,6 +162,12 @@ pub struct Kernel {
     cache_owner: RefCell<BTreeMap<Pfn, (ObjectId, Pgoff)>>,
     /// Frames held only by pins (unmapped, in no page cache).
     orphans: RefCell<BTreeSet<Pfn>>,
+    /// The swap device (see `swapping`).
+    swap: RefCell<SwapDevice>,
+    /// Tags restored at swap-in into a page whose tag storage is not
+    /// reserved yet, written by the page's tag initialisation (RFC v3
+    /// `tags_by_pfn`; see `swapping`).
+    restored_tags: RefCell<BTreeMap<Pfn, Vec<mte::Tag>>>,
     /// Linux `PG_locked`.
     page_locks: LockTable<Pfn>,
     /// The IRG random source, drawn once per IRG in command order.
@@ -225,6 +235,11 @@ impl Kernel {
     pub fn new(platform: &Platform) -> Result<Kernel, KernelInitError> {
         let sched = Sched::new();
         let mem = Memory::new(platform, &sched)?;
+        let swap = SwapDevice::new(
+            platform.settings().swap,
+            platform.geometry().page_size(),
+            mem.tags_per_page(),
+        );
         let mte = match platform.policy() {
             TagStoragePolicy::None => MteSupport::Absent,
             TagStoragePolicy::Dynamic | TagStoragePolicy::Static => MteSupport::Present,
@@ -260,6 +275,8 @@ impl Kernel {
             objects: RefCell::new(BTreeMap::new()),
             cache_owner: RefCell::new(BTreeMap::new()),
             orphans: RefCell::new(BTreeSet::new()),
+            swap: RefCell::new(swap),
+            restored_tags: RefCell::new(BTreeMap::new()),
             rng: RefCell::new(Xoshiro256PlusPlus::seed_from_u64(seed)),
             counters: Cell::new(KernelCounters::default()),
         })
@@ -393,6 +410,7 @@ impl Kernel {
             return;
         }
         self.orphans.borrow_mut().remove(&pfn);
+        self.restored_tags.borrow_mut().remove(&pfn);
         if self.mem.tag_storage_reserved(pfn) {
             self.mem
                 .free(pfn, PAGE_ORDER)

@@ -69,6 +69,10 @@ impl Kernel {
             };
             self.write_pte(mm, at, Pte::None)
                 .expect("BUG: clearing an entry allocates");
+            // zap_nonpresent_ptes() -> free_swap_and_cache().
+            if let Pte::Swap(slot) = pte {
+                self.swap_free(slot);
+            }
             if let Some(l) = pte.leaf().filter(|l| !l.attrs.special) {
                 pfns.push(l.pfn);
             }
@@ -298,8 +302,15 @@ impl Kernel {
                         *m.vmas.find(at).expect("BUG: an entry outside every VMA"),
                     )
                 };
-                let Some(leaf) = pte.leaf() else {
-                    panic!("BUG: {pte:?} in a mapped range without swap");
+                let leaf = match pte {
+                    Pte::Present(l) | Pte::AwaitingTagStorage(l) => l,
+                    // change_pte_range(): a swap entry keeps its slot; the
+                    // new protection applies when it is swapped in.
+                    Pte::Swap(_) => {
+                        done = true;
+                        break;
+                    }
+                    Pte::None => panic!("BUG: an empty entry listed as a leaf"),
                 };
                 let writable_page = !leaf.attrs.special
                     && (vma.is_shared()
@@ -363,6 +374,12 @@ impl Kernel {
                 pfns.extend(self.zap_range(mm, piece.start, piece.end));
             }
             self.release_all(pfns).await;
+        }
+        if advice == Advice::PageOut {
+            // madvise_pageout() on every mapped part.
+            for piece in &outcome.visited {
+                self.pageout_range(mm, piece.start, piece.end).await;
+            }
         }
         outcome.result()
     }
