@@ -8,6 +8,8 @@
 //!   live process;
 //! - the machine-wide reverse map ([`Rmap`]), the page caches of memory
 //!   objects (shmem, tmpfs files, regular files), frames held only by pins;
+//! - the swap device ([`SwapDevice`]) and the tags restored at swap-in
+//!   that wait for their page's tag storage;
 //! - page locks (`PG_locked`, a [`LockTable`] keyed by frame), the IRG RNG
 //!   and the fault/tag-check counters of `model.md` §5.
 //!
@@ -15,7 +17,8 @@
 //! (mmap, munmap, mprotect, madvise, pin), `fault` (`handle_mm_fault`,
 //! `set_pte_at`/`mte_sync_tags`, the tag storage fault, migration and the
 //! [`crate::mem::PageMover`] of tag storage claims), `access` (loads, stores,
-//! tag instructions, kernel copies, ptrace tag access), `tlb` (the software
+//! tag instructions, kernel copies, ptrace tag access), `swapping`
+//! (pageout, `do_swap_page`, tags saved and restored), `tlb` (the software
 //! TLB), `observe` (counters, page states, tags, the invariant checker).
 //!
 //! # Concurrency
@@ -34,6 +37,8 @@
 //! A user frame has `refcount` 1 (its allocation's reference, held by the
 //! page cache for object pages and by the mappings for anonymous pages),
 //! `mapcount` = its rmap entries, `pins` = the pins processes recorded on it.
+//! A swapped-out page holds no frame: its swap entries hold references to
+//! its slot (the slot's swap count).
 //! It is freed when it is neither mapped, nor in a page cache, nor pinned; a
 //! pinned frame that loses its last mapping is kept as an *orphan* until the
 //! last `unpin` (Linux keeps a pinned page until `unpin_user_page()`).
@@ -42,12 +47,18 @@
 //! - Transparent huge pages and the huge zero page: `thp=always|madvise` is
 //!   treated as `never` (no block entries are ever created); `hugepage` /
 //!   `nohugepage` only set VMA flags.
-//! - No swap: `pageout` is a hint with no effect (Linux without swap cannot
-//!   reclaim anonymous pages); `reclaim`, `compact` and `ksm-scan` answer
-//!   `ok` and change nothing: without swap, with nothing fragmented that a
-//!   user could observe and with tagged pages never merged, Linux's visible
-//!   effect on the scenario's processes is none. `swap.*` and `ksm.merged`
-//!   stay 0.
+//! - Swap (`swapping`): `madvise pageout` swaps out private anonymous pages
+//!   mapped once, saving their tags; there is **no swap cache** (a page is
+//!   dropped once written, and every swap-in reads the slot into a new
+//!   page of the faulting process, so processes sharing a slot after fork
+//!   swap in separate copies); only anonymous memory is swapped (shmem and
+//!   tmpfs pages stay in memory); `PTRACE_PEEKMTETAGS` reads the saved tags
+//!   without a swap-in. A 2 MiB block entry would be skipped by pageout
+//!   (`Kernel::pageout_block`: Linux splits it first; THP is not modelled).
+//! - `reclaim`, `compact` and `ksm-scan` answer `ok` and change nothing:
+//!   reclaim does not swap (only `madvise pageout` does), nothing is
+//!   fragmented that a user could observe, and tagged pages are never
+//!   merged. `ksm.merged` stays 0.
 //! - Out of memory inside a fault (Linux: `VM_FAULT_OOM`, the OOM killer)
 //!   is reported as `fault SEGV_ACCERR` at the faulting address.
 

@@ -41,7 +41,13 @@
 //! `set_pte_at()`; `swap_free()` then drops the slot's reference (the slot
 //! and its tags go with the last one), `swap.in` + 1. A page of a `VM_MTE`
 //! mapping swapped out untagged (`PROT_MTE` added later) gets zeroed tags
-//! like any newly tagged page.
+//! like any newly tagged page. A page swapped in for a read is mapped
+//! read-only and made writable by the write fault that reuses it (6.8 maps
+//! it writable only for a write fault).
+//!
+//! **Shortcut:** `PTRACE_PEEKMTETAGS` reads the saved tags of a swapped-out
+//! page without swapping it in (Linux's `access_remote_vm()` faults it in;
+//! the tags read are the same, only `swap.in` differs).
 //!
 //! # Tags restored into a page without tag storage (RFC v3)
 //! Under `dynamic` the new page's tag storage may not be reserved: it is

@@ -329,11 +329,20 @@ fn draw_platform(
             (block, data)
         }
     };
+    // Swap most of the time (`madvise pageout` is among the drawn advices),
+    // often small enough to fill up.
+    let swap = match rng.next_u32() % 4 {
+        0 => 0,
+        1 => 32 << 10,
+        2 => 1 << 20,
+        _ => 4 << 20,
+    };
     ProgramPlatform {
         memory,
         policy,
         block_size,
         data,
+        swap,
         seed: seed % 1000,
     }
 }

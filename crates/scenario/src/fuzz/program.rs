@@ -462,6 +462,8 @@ pub struct ProgramPlatform {
     pub block_size: Option<u64>,
     /// `None` leaves the key out (`balance`).
     pub data: Option<TagStorageData>,
+    /// Bytes of swap; 0 leaves the key out (no swap).
+    pub swap: u64,
     /// The IRG seed.
     pub seed: u64,
 }
@@ -473,6 +475,7 @@ impl ProgramPlatform {
             memory: self.memory,
             tag_storage: self.policy,
             block_size: self.block_size,
+            swap: self.swap,
             seed: self.seed,
             ..PlatformSpec::default()
         };
@@ -496,6 +499,9 @@ impl fmt::Display for ProgramPlatform {
         }
         if let Some(data) = self.data {
             write!(f, " tag-storage-data={}", data.as_str())?;
+        }
+        if self.swap != 0 {
+            write!(f, " swap={}", size_text(self.swap))?;
         }
         write!(f, " seed={}", self.seed)
     }
