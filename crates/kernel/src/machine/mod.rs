@@ -55,8 +55,9 @@
 //!   tmpfs pages stay in memory); `PTRACE_PEEKMTETAGS` reads the saved tags
 //!   without a swap-in. A 2 MiB block entry would be skipped by pageout
 //!   (`Kernel::pageout_block`: Linux splits it first; THP is not modelled).
-//! - `reclaim`, `compact` and `ksm-scan` answer `ok` and change nothing:
-//!   reclaim does not swap (only `madvise pageout` does), nothing is
+//! - `reclaim PAGES` only swaps anonymous pages out (in frame order, no
+//!   LRU; nothing without swap): page cache pages are never dropped.
+//! - `compact` and `ksm-scan` answer `ok` and change nothing: nothing is
 //!   fragmented that a user could observe, and tagged pages are never
 //!   merged. `ksm.merged` stays 0.
 //! - Out of memory inside a fault (Linux: `VM_FAULT_OOM`, the OOM killer)
@@ -487,8 +488,12 @@ impl Kernel {
                 Err(errno) => Reply::new(Outcome::Error(errno)),
             },
             Op::Process { pid, command } => self.process_op(*pid, command).await,
+            Op::Reclaim { pages } => {
+                self.reclaim(*pages).await;
+                Reply::new(Outcome::Ok)
+            }
             // See the module doc: nothing a process can observe changes.
-            Op::Reclaim { .. } | Op::Compact | Op::KsmScan => Reply::new(Outcome::Ok),
+            Op::Compact | Op::KsmScan => Reply::new(Outcome::Ok),
         }
     }
 

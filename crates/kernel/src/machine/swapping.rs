@@ -23,6 +23,11 @@
 //! - A 2 MiB block entry: see [`Kernel::pageout_block`] (THP is not
 //!   implemented here; Linux splits the folio first).
 //!
+//! # Reclaim ([`Kernel::reclaim`])
+//! `reclaim PAGES` swaps out anonymous pages the same way, in frame order,
+//! pages shared by fork included (every mapping becomes a swap entry of
+//! one slot whose swap count is the number of mappings).
+//!
 //! **Simplification: no swap cache.** Linux keeps the page in the swap
 //! cache until writeback ends and, after a swap-in, while other entries
 //! still refer to the slot. The model writes synchronously and drops the
@@ -115,6 +120,85 @@ impl Kernel {
         done
     }
 
+    /// `reclaim PAGES` (Linux `try_to_free_pages()` -> `shrink_lruvec()` ->
+    /// `shrink_folio_list()` on the anonymous LRU): swaps out up to `pages`
+    /// anonymous pages, in frame order (the model keeps no LRU), each with
+    /// every mapping of it (`try_to_unmap()` walks the rmap: unlike
+    /// `madvise pageout`, reclaim also takes pages that fork shares). Takes
+    /// no `mmap_lock`, as Linux reclaim does not: every step from the checks
+    /// to the rewrite of the entries is free of switch points, under the
+    /// page lock. Without swap, anonymous memory is not reclaimable
+    /// (`can_reclaim_anon_pages()`) and nothing happens.
+    pub(crate) async fn reclaim(&self, pages: u64) -> u64 {
+        if self.swap.borrow().slots() == 0 {
+            return 0;
+        }
+        let frames: Vec<Pfn> = self.rmap.borrow().iter().map(|(pfn, _)| pfn).collect();
+        let mut done = 0;
+        for pfn in frames {
+            if done >= pages {
+                break;
+            }
+            // Linux: cond_resched() in the shrink loop.
+            self.sched.preempt_point().await;
+            if self.reclaim_page(pfn).await == PageoutResult::SwappedOut {
+                done += 1;
+            }
+        }
+        done
+    }
+
+    /// Whether reclaim may swap `pfn` out: an anonymous page (in no page
+    /// cache, not special), mapped, not pinned.
+    fn reclaim_candidate(&self, pfn: Pfn) -> bool {
+        pfn != self.mem.zero_page()
+            && !self.cache_owner.borrow().contains_key(&pfn)
+            && self.rmap.borrow().count(pfn) > 0
+            && self
+                .mem
+                .phys()
+                .alloc
+                .frame(pfn)
+                .is_some_and(|m| !m.is_pinned())
+    }
+
+    /// Swap-out of one page found by reclaim, with every mapping of it.
+    async fn reclaim_page(&self, pfn: Pfn) -> PageoutResult {
+        if !self.reclaim_candidate(pfn) {
+            return PageoutResult::Skipped;
+        }
+        let Some(guard) = self.page_locks.try_lock(pfn).await else {
+            return PageoutResult::Skipped;
+        };
+        if !self.reclaim_candidate(pfn) {
+            return PageoutResult::Skipped;
+        }
+        let result = self.swap_out_locked(pfn);
+        drop(guard);
+        if result == PageoutResult::SwappedOut {
+            self.release_if_unused(pfn).await;
+        }
+        result
+    }
+
+    /// Writes the locked, unpinned anonymous page `pfn` to a new slot with
+    /// its tags and turns every mapping of it into a swap entry; no switch
+    /// point. The caller frees the page.
+    fn swap_out_locked(&self, pfn: Pfn) -> PageoutResult {
+        let tags = self.tags_to_save(pfn);
+        let slot = {
+            let phys = self.mem.phys();
+            let data = phys.contents.page_bytes(pfn);
+            self.swap.borrow_mut().alloc(data, tags.as_deref())
+        };
+        let Some(slot) = slot else {
+            return PageoutResult::NoSlot;
+        };
+        self.unmap_to_swap(pfn, slot);
+        self.bump(|c| c.swap_out += 1);
+        PageoutResult::SwappedOut
+    }
+
     /// THP meets swap here: Linux `madvise_cold_or_pageout_pte_range()`
     /// splits a PMD-mapped folio (`split_folio()`) before paging it out,
     /// and `do_swap_page()` only ever maps 4 KiB entries back. Transparent
@@ -169,22 +253,12 @@ impl Kernel {
         if self.current_pte(mm, va) != Some(pte) || !self.pageout_candidate(&vma, leaf) {
             return PageoutResult::Skipped;
         }
-        let pfn = leaf.pfn;
-        // From here to the rewrite of the entries: no switch point.
-        let tags = self.tags_to_save(pfn);
-        let slot = {
-            let phys = self.mem.phys();
-            let data = phys.contents.page_bytes(pfn);
-            self.swap.borrow_mut().alloc(data, tags.as_deref())
-        };
-        let Some(slot) = slot else {
-            return PageoutResult::NoSlot;
-        };
-        self.unmap_to_swap(pfn, slot);
-        self.bump(|c| c.swap_out += 1);
+        let result = self.swap_out_locked(leaf.pfn);
         drop(guard);
-        self.release_if_unused(pfn).await;
-        PageoutResult::SwappedOut
+        if result == PageoutResult::SwappedOut {
+            self.release_if_unused(leaf.pfn).await;
+        }
+        result
     }
 
     /// The tags a swap-out saves for `pfn` (Linux `mte_save_tags()`: only a
