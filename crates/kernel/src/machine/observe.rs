@@ -84,15 +84,14 @@ pub enum KernelViolation {
         count: u32,
         entries: u32,
     },
-    /// model.md §4.7: saved tags belong to a swapped-out tagged page, so
-    /// every entry referring to a slot with saved tags lies in a tagged
-    /// mapping.
-    #[error("mm {mm:?} {va}: swap slot {slot} holds saved tags, but the mapping is not tagged")]
-    SavedTagsUntagged {
-        mm: MmId,
-        va: VirtAddr,
-        slot: SwapSlot,
-    },
+    /// model.md §4.7: saved tags belong to a swapped-out tagged page, and a
+    /// machine without MTE has none. (Not checked: that an entry referring
+    /// to a slot with saved tags lies in a tagged mapping. A page shared by
+    /// fork may be mapped tagged by one process and untagged by the other,
+    /// as after `mprotect(PROT_MTE)` in one of them, and be swapped out
+    /// from both by reclaim.)
+    #[error("swap slot {slot} holds saved tags on a machine without MTE")]
+    SavedTagsWithoutMte { slot: SwapSlot },
     /// model.md §4.7: tags restored at swap-in wait only for a page that
     /// is mapped (awaiting its tag storage) and whose tags are not
     /// initialised yet.
@@ -323,10 +322,6 @@ impl Kernel {
                 };
                 if let Pte::Swap(slot) = pte {
                     *swap_entries.entry(slot).or_default() += 1;
-                    let tagged_vma = m.vmas.find(va).is_some_and(|v| v.is_tagged());
-                    if swap.saved_tags(slot).is_some() && !tagged_vma {
-                        out.push(KernelViolation::SavedTagsUntagged { mm: *id, va, slot });
-                    }
                     continue;
                 }
                 let Some(leaf) = pte.leaf() else { continue };
@@ -394,6 +389,13 @@ impl Kernel {
                     count,
                     entries,
                 });
+            }
+        }
+        if !self.has_mte() {
+            for (slot, _) in swap.counts() {
+                if swap.saved_tags(slot).is_some() {
+                    out.push(KernelViolation::SavedTagsWithoutMte { slot });
+                }
             }
         }
         for pfn in restored_tags.borrow().keys() {
