@@ -42,7 +42,7 @@
 //! instructions, kernel copies, forced ptrace writes, pins): a new page (a
 //! tagged allocation in a `VM_MTE` mapping: never from tag storage, its
 //! blocks reserved best effort), the slot's data copied in, the saved tags
-//! handed to [`Kernel::restored_tags`] and the page mapped with
+//! handed to `Kernel::restored_tags` and the page mapped with
 //! `set_pte_at()`; `swap_free()` then drops the slot's reference (the slot
 //! and its tags go with the last one), `swap.in` + 1. A page of a `VM_MTE`
 //! mapping swapped out untagged (`PROT_MTE` added later) gets zeroed tags
