@@ -6,6 +6,7 @@
 //! - [`mem`]: the physical memory manager (allocation, tag bytes, tag
 //!   storage reservation, migration copies, counters).
 //! - [`mm`]: address-space data structures (VMAs, page tables, rmap).
+//! - [`swap`]: the swap device (slots, swap counts, saved data and tags).
 //! - [`machine`]: the kernel itself, [`Kernel`], implementing
 //!   [`uapi::Machine`]: processes, faults, `set_pte_at`/`mte_sync_tags`,
 //!   migration, user accesses and observations.
@@ -17,5 +18,6 @@ pub mod machine;
 pub mod mem;
 pub mod mm;
 pub mod phys;
+pub mod swap;
 
 pub use machine::{Kernel, KernelInitError};

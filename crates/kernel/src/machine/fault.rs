@@ -15,6 +15,7 @@
 //! | awaiting tag storage | any | reserve (or migrate), then map valid | `fault.tag_storage` |
 //! | none (PMD empty), THP eligible | any | the PMD paths of `huge` (huge zero page, huge page, or fall back to the rows above) | |
 //! | block | any | the PMD paths of `huge` | |
+//! | swap entry | any | a new page with the slot's data and tags (`machine::swapping`) | `swap.in` |
 //!
 //! A handler that finds the entry changed after a switch point gives up
 //! (Linux `pte_same()` failing) and the access retries; retries are bounded
@@ -28,7 +29,9 @@
 //! page is special: its tags were zeroed at boot and it is never retagged.
 //! Under `static` tag storage (mainline Linux, no RFC) the page's storage is
 //! "reserved" on the spot (a block reference that cannot fail), so no entry
-//! ever awaits tag storage there.
+//! ever awaits tag storage there. Tags restored at swap-in into a page
+//! without reserved storage are written then instead of zeros
+//! ([`Kernel::init_or_restore_tags`]).
 //!
 //! # Tag storage fault
 //! Under the page lock, the entry is checked again; a page that lies in tag
@@ -246,10 +249,7 @@ impl Kernel {
                     || (self.mem.policy() == TagStoragePolicy::Static
                         && self.reserve_with_retries(leaf.pfn, PAGE_ORDER).await);
                 if reserved {
-                    self.mem
-                        .init_page_tags_once(leaf.pfn)
-                        .await
-                        .unwrap_or_else(|e| panic!("BUG: mapping a frame not in use: {e}"));
+                    self.init_or_restore_tags(leaf.pfn).await;
                     new
                 } else {
                     Pte::AwaitingTagStorage(leaf)
@@ -323,7 +323,7 @@ impl Kernel {
                 }
             }
             Walk::Pte(Pte::None) => unreachable!("BUG: a walk reports Pte::None as Empty"),
-            Walk::Pte(Pte::Swap(_)) => panic!("BUG: a swap entry without swap"),
+            Walk::Pte(Pte::Swap(slot)) => self.do_swap_page(mm, page, &vma, slot, need).await,
             Walk::Block {
                 base,
                 block: Block::AwaitingTagStorage(leaf),
@@ -661,6 +661,12 @@ impl Kernel {
                 self.raw_set_pte(m, e.va, new)
                     .expect("BUG: rewriting an existing entry allocates");
             }
+        }
+        // Tags restored at swap-in that wait for tag storage move with the
+        // page (RFC v3: the tags_by_pfn entry follows the folio).
+        let restored = self.restored_tags.borrow_mut().remove(&src);
+        if let Some(tags) = restored {
+            self.restored_tags.borrow_mut().insert(dst, tags);
         }
         self.rmap
             .borrow_mut()

@@ -8,6 +8,8 @@
 //!   live process;
 //! - the machine-wide reverse map ([`Rmap`]), the page caches of memory
 //!   objects (shmem, tmpfs files, regular files), frames held only by pins;
+//! - the swap device ([`SwapDevice`]) and the tags restored at swap-in
+//!   that wait for their page's tag storage;
 //! - page locks (`PG_locked`, a [`LockTable`] keyed by frame), the IRG RNG
 //!   and the fault/tag-check counters of `model.md` §5.
 //!
@@ -16,8 +18,9 @@
 //! `set_pte_at`/`mte_sync_tags`, the tag storage fault, migration and the
 //! [`crate::mem::PageMover`] of tag storage claims), `huge` (transparent
 //! huge pages and the huge zero page: eligibility, PMD faults,
-//! `set_pmd_at`, splitting, the deposited tables), `access` (loads, stores,
-//! tag instructions, kernel copies, ptrace tag access), `tlb` (the software
+//! `set_pmd_at`, splitting, the deposited tables), `swapping` (pageout,
+//! `do_swap_page`, tags saved and restored), `access` (loads, stores, tag
+//! instructions, kernel copies, ptrace tag access), `tlb` (the software
 //! TLB), `observe` (counters, page states, tags, the invariant checker).
 //!
 //! # Concurrency
@@ -36,6 +39,8 @@
 //! A user frame has `refcount` 1 (its allocation's reference, held by the
 //! page cache for object pages and by the mappings for anonymous pages),
 //! `mapcount` = its rmap entries, `pins` = the pins processes recorded on it.
+//! A swapped-out page holds no frame: its swap entries hold references to
+//! its slot (the slot's swap count).
 //! It is freed when it is neither mapped, nor in a page cache, nor pinned; a
 //! pinned frame that loses its last mapping is kept as an *orphan* until the
 //! last `unpin` (Linux keeps a pinned page until `unpin_user_page()`).
@@ -50,12 +55,19 @@
 //!   and migration moves 4 KiB pages after splitting the PMD (Linux can
 //!   migrate the whole THP); a pin splits the PMD it pins through; a write
 //!   to a shared THP splits the PMD and copies one 4 KiB page (6.8).
-//! - No swap: `pageout` is a hint with no effect (Linux without swap cannot
-//!   reclaim anonymous pages); `reclaim`, `compact` and `ksm-scan` answer
-//!   `ok` and change nothing: without swap, with nothing fragmented that a
-//!   user could observe and with tagged pages never merged, Linux's visible
-//!   effect on the scenario's processes is none. `swap.*` and `ksm.merged`
-//!   stay 0.
+//! - Swap (`swapping`): `madvise pageout` swaps out private anonymous pages
+//!   mapped once, saving their tags; there is **no swap cache** (a page is
+//!   dropped once written, and every swap-in reads the slot into a new
+//!   page of the faulting process, so processes sharing a slot after fork
+//!   swap in separate copies); only anonymous memory is swapped (shmem and
+//!   tmpfs pages stay in memory); `PTRACE_PEEKMTETAGS` reads the saved tags
+//!   without a swap-in. A 2 MiB block entry is split before pageout
+//!   (`Kernel::pageout_block`), as Linux splits a THP it cannot swap whole.
+//! - `reclaim PAGES` only swaps anonymous pages out (in frame order, no
+//!   LRU; nothing without swap): page cache pages are never dropped.
+//! - `compact` and `ksm-scan` answer `ok` and change nothing: nothing is
+//!   fragmented that a user could observe, and tagged pages are never
+//!   merged. `ksm.merged` stays 0.
 //! - Out of memory inside a fault (Linux: `VM_FAULT_OOM`, the OOM killer)
 //!   is reported as `fault SEGV_ACCERR` at the faulting address.
 
@@ -64,6 +76,7 @@ mod fault;
 mod huge;
 mod observe;
 mod proc;
+mod swapping;
 mod syscalls;
 mod tlb;
 
@@ -93,6 +106,7 @@ use crate::mm::{
     RmapEntry, TableFrames, VmConfig, VmaTree,
 };
 use crate::phys::Order;
+use crate::swap::SwapDevice;
 
 pub use observe::KernelViolation;
 use proc::Process;
@@ -152,6 +166,8 @@ pub(crate) struct KernelCounters {
     pub(crate) fault_tag_storage: u64,
     pub(crate) tcf_sync: u64,
     pub(crate) tcf_async: u64,
+    pub(crate) swap_out: u64,
+    pub(crate) swap_in: u64,
 }
 
 /// The simulated kernel of one machine.
@@ -173,6 +189,12 @@ pub struct Kernel {
     cache_owner: RefCell<BTreeMap<Pfn, (ObjectId, Pgoff)>>,
     /// Frames held only by pins (unmapped, in no page cache).
     orphans: RefCell<BTreeSet<Pfn>>,
+    /// The swap device (see `swapping`).
+    swap: RefCell<SwapDevice>,
+    /// Tags restored at swap-in into a page whose tag storage is not
+    /// reserved yet, written by the page's tag initialisation (RFC v3
+    /// `tags_by_pfn`; see `swapping`).
+    restored_tags: RefCell<BTreeMap<Pfn, Vec<mte::Tag>>>,
     /// Linux `PG_locked`.
     page_locks: LockTable<Pfn>,
     /// The IRG random source, drawn once per IRG in command order.
@@ -242,6 +264,11 @@ impl Kernel {
     pub fn new(platform: &Platform) -> Result<Kernel, KernelInitError> {
         let sched = Sched::new();
         let mem = Memory::new(platform, &sched)?;
+        let swap = SwapDevice::new(
+            platform.settings().swap,
+            platform.geometry().page_size(),
+            mem.tags_per_page(),
+        );
         let mte = match platform.policy() {
             TagStoragePolicy::None => MteSupport::Absent,
             TagStoragePolicy::Dynamic | TagStoragePolicy::Static => MteSupport::Present,
@@ -277,6 +304,8 @@ impl Kernel {
             objects: RefCell::new(BTreeMap::new()),
             cache_owner: RefCell::new(BTreeMap::new()),
             orphans: RefCell::new(BTreeSet::new()),
+            swap: RefCell::new(swap),
+            restored_tags: RefCell::new(BTreeMap::new()),
             rng: RefCell::new(Xoshiro256PlusPlus::seed_from_u64(seed)),
             counters: Cell::new(KernelCounters::default()),
             huge_zero: Cell::new(None),
@@ -418,6 +447,7 @@ impl Kernel {
             return;
         }
         self.orphans.borrow_mut().remove(&pfn);
+        self.restored_tags.borrow_mut().remove(&pfn);
         if self.mem.tag_storage_reserved(pfn) {
             self.mem
                 .free(pfn, PAGE_ORDER)
@@ -483,8 +513,12 @@ impl Kernel {
                 Err(errno) => Reply::new(Outcome::Error(errno)),
             },
             Op::Process { pid, command } => self.process_op(*pid, command).await,
+            Op::Reclaim { pages } => {
+                self.reclaim(*pages).await;
+                Reply::new(Outcome::Ok)
+            }
             // See the module doc: nothing a process can observe changes.
-            Op::Reclaim { .. } | Op::Compact | Op::KsmScan => Reply::new(Outcome::Ok),
+            Op::Compact | Op::KsmScan => Reply::new(Outcome::Ok),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Observations: counters (model.md §5), page states and tags (the
 //! scenario language's expectations), and the machine-wide invariant
-//! checker (model.md §4, invariants 1-6, plus the checks of every layer).
+//! checker (model.md §4, invariants 1-7, plus the checks of every layer:
+//! swap counts equal the swap entries referring to each slot).
 //!
 //! Observations never change the machine: no fault is taken, no counter
 //! moves, the TLB is not filled.
@@ -15,8 +16,10 @@ use super::{Kernel, KernelCounters, Mm, PAGE};
 use crate::mem::MemViolation;
 use crate::mm::layout::{PAGE_SHIFT, PAGES_PER_PMD, TASK_SIZE};
 use crate::mm::{
-    Access, Block, LeafEntry, MmId, PgtableViolation, Pte, RmapViolation, Vma, VmaViolation, Walk,
+    Access, Block, LeafEntry, MmId, PgtableViolation, Pte, RmapViolation, SwapSlot, Vma,
+    VmaViolation, Walk,
 };
+use crate::swap::SwapViolation;
 
 /// One broken invariant of the machine.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
@@ -79,6 +82,29 @@ pub enum KernelViolation {
     StaleTlb { mm: MmId, va: VirtAddr },
     #[error("process {pid:?}: {what}")]
     Process { pid: Pid, what: &'static str },
+    #[error("swap device: {0:?}")]
+    Swap(SwapViolation),
+    /// Linux `swap_map[]`: a slot's swap count equals the swap entries
+    /// that refer to it (a slot with none is free).
+    #[error("swap slot {slot}: swap count {count}, but {entries} swap entries")]
+    SwapCount {
+        slot: SwapSlot,
+        count: u32,
+        entries: u32,
+    },
+    /// model.md §4.7: saved tags belong to a swapped-out tagged page, and a
+    /// machine without MTE has none. (Not checked: that an entry referring
+    /// to a slot with saved tags lies in a tagged mapping. A page shared by
+    /// fork may be mapped tagged by one process and untagged by the other,
+    /// as after `mprotect(PROT_MTE)` in one of them, and be swapped out
+    /// from both by reclaim.)
+    #[error("swap slot {slot} holds saved tags on a machine without MTE")]
+    SavedTagsWithoutMte { slot: SwapSlot },
+    /// model.md §4.7: tags restored at swap-in wait only for a page that
+    /// is mapped (awaiting its tag storage) and whose tags are not
+    /// initialised yet.
+    #[error("{pfn}: restored tags wait for a page that is {what}")]
+    RestoredTags { pfn: Pfn, what: &'static str },
 }
 
 impl Kernel {
@@ -93,6 +119,8 @@ impl Kernel {
             fault_tag_storage,
             tcf_sync,
             tcf_async,
+            swap_out,
+            swap_in,
         } = self.counters.get();
         Some(match counter {
             Counter::FaultAnon => fault_anon,
@@ -101,15 +129,20 @@ impl Kernel {
             Counter::FaultTagStorage => fault_tag_storage,
             Counter::TcfSync => tcf_sync,
             Counter::TcfAsync => tcf_async,
-            // No swap and no KSM (see the machine module doc).
-            Counter::SwapOut | Counter::SwapIn | Counter::SwapSavedTags | Counter::KsmMerged => 0,
+            Counter::SwapOut => swap_out,
+            Counter::SwapIn => swap_in,
+            Counter::SwapSavedTags => self.swap.borrow().saved_tags_count(),
+            // No KSM (see the machine module doc).
+            Counter::KsmMerged => 0,
             other => panic!("BUG: memory counter {other} not answered by Memory"),
         })
     }
 
     /// The tag LDG would read at `granule` after its fault, without taking
     /// it: 0 in untagged mappings, where no page is present, and where the
-    /// page's tags were never initialised.
+    /// page's tags were never initialised; the saved tags of a swapped-out
+    /// page (0 if none were saved); the tags restored at swap-in of a page
+    /// awaiting tag storage.
     pub(crate) fn observed_tag(&self, m: &Mm, vma: &Vma, granule: VirtAddr) -> Tag {
         if !vma.is_tagged() {
             return Tag::ZERO;
@@ -123,8 +156,19 @@ impl Kernel {
                     .get(&object)
                     .and_then(|o| o.pages.get(&vma.pgoff_of(page)).copied())
             }),
-            Pte::Swap(_) => panic!("BUG: a swap entry without swap"),
+            Pte::Swap(slot) => {
+                let offset = (granule.as_u64() - page.as_u64()) / mte::GRANULE_SIZE;
+                return self
+                    .swap
+                    .borrow()
+                    .saved_tags(slot)
+                    .map_or(Tag::ZERO, |tags| tags[offset as usize]);
+            }
         };
+        if let Some(tags) = pfn.and_then(|p| self.restored_tags.borrow().get(&p).cloned()) {
+            let offset = (granule.as_u64() - page.as_u64()) / mte::GRANULE_SIZE;
+            return tags[offset as usize];
+        }
         match pfn {
             Some(pfn) if self.mem.page_mte_tagged(pfn) => self
                 .mem
@@ -189,7 +233,7 @@ impl Kernel {
             }
             PageState::HugeZeroPage => huge_zero,
             PageState::Huge => huge,
-            PageState::Swapped => false,
+            PageState::Swapped => matches!(pte, Pte::Swap(_)),
             PageState::Private => {
                 leaf.is_some_and(|l| !l.attrs.special && self.rmap.borrow().count(l.pfn) == 1)
             }
@@ -285,6 +329,8 @@ impl Kernel {
             objects,
             cache_owner,
             orphans,
+            swap,
+            restored_tags,
             page_locks: _,
             rng: _,
             counters: _,
@@ -323,7 +369,9 @@ impl Kernel {
             }
         }
 
-        // Address spaces, entries (invariants 1, 2, 5), TLBs.
+        // Address spaces, entries (invariants 1, 2, 5, 7), TLBs.
+        let swap = swap.borrow();
+        let mut swap_entries: BTreeMap<SwapSlot, u32> = BTreeMap::new();
         let mut mapped: BTreeSet<Pfn> = BTreeSet::new();
         for (id, m) in mms.iter() {
             out.extend(
@@ -342,6 +390,10 @@ impl Kernel {
                 let LeafEntry::Pte(pte) = entry else {
                     continue;
                 };
+                if let Pte::Swap(slot) = pte {
+                    *swap_entries.entry(slot).or_default() += 1;
+                    continue;
+                }
                 let Some(leaf) = pte.leaf() else { continue };
                 if !leaf.attrs.special {
                     mapped.insert(leaf.pfn);
@@ -409,6 +461,44 @@ impl Kernel {
                 .into_iter()
                 .map(KernelViolation::Rmap),
         );
+
+        // Swap: the device's own rules, swap counts, and restored tags
+        // (invariant 7).
+        out.extend(swap.check().into_iter().map(KernelViolation::Swap));
+        let counted: BTreeMap<SwapSlot, u32> = swap.counts().collect();
+        let slots: BTreeSet<SwapSlot> =
+            counted.keys().chain(swap_entries.keys()).copied().collect();
+        for slot in &slots {
+            let count = counted.get(slot).copied().unwrap_or(0);
+            let entries = swap_entries.get(slot).copied().unwrap_or(0);
+            if count != entries {
+                out.push(KernelViolation::SwapCount {
+                    slot: *slot,
+                    count,
+                    entries,
+                });
+            }
+        }
+        if !self.has_mte() {
+            for (slot, _) in swap.counts() {
+                if swap.saved_tags(slot).is_some() {
+                    out.push(KernelViolation::SavedTagsWithoutMte { slot });
+                }
+            }
+        }
+        for pfn in restored_tags.borrow().keys() {
+            if !mapped.contains(pfn) {
+                out.push(KernelViolation::RestoredTags {
+                    pfn: *pfn,
+                    what: "not mapped",
+                });
+            } else if mem.page_mte_tagged(*pfn) {
+                out.push(KernelViolation::RestoredTags {
+                    pfn: *pfn,
+                    what: "tagged already",
+                });
+            }
+        }
 
         // Page caches.
         let mut cached: BTreeSet<Pfn> = BTreeSet::new();

@@ -10,7 +10,9 @@
 //! (write-protected in parent and child); a pinned private anonymous page is
 //! copied at once (`page_needs_cow_for_dma()` -> `copy_present_page()`);
 //! shared VMAs and private VMAs without anonymous pages copy no entries (they
-//! refault from the page cache, `vma_needs_copy()`).
+//! refault from the page cache, `vma_needs_copy()`); a swap entry is copied
+//! as it is, its slot gaining a reference (`copy_nonpresent_pte()` ->
+//! `swap_duplicate()`).
 
 use std::collections::BTreeMap;
 
@@ -233,8 +235,22 @@ impl Kernel {
         }
         let mut to_copy = Vec::new();
         for (va, pte, vma) in entries {
-            let Some(leaf) = pte.leaf() else {
-                panic!("BUG: swap entry without swap: {pte:?}");
+            let leaf = match pte {
+                Pte::Present(l) | Pte::AwaitingTagStorage(l) => l,
+                // copy_nonpresent_pte(): swap_duplicate(), same entry.
+                Pte::Swap(slot) => {
+                    if let Err(e) = self.swap_duplicate(slot) {
+                        self.abandon_child(child_mm).await;
+                        return Err(e);
+                    }
+                    if let Err(e) = self.write_pte(child_mm, va, pte) {
+                        self.swap_free(slot);
+                        self.abandon_child(child_mm).await;
+                        return Err(e);
+                    }
+                    continue;
+                }
+                Pte::None => panic!("BUG: an empty entry listed as a leaf"),
             };
             let pinned = !leaf.attrs.special
                 && !self.cache_owner.borrow().contains_key(&leaf.pfn)

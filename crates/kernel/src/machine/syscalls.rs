@@ -81,6 +81,10 @@ impl Kernel {
             };
             self.write_pte(mm, at, Pte::None)
                 .expect("BUG: clearing an entry allocates");
+            // zap_nonpresent_ptes() -> free_swap_and_cache().
+            if let Pte::Swap(slot) = pte {
+                self.swap_free(slot);
+            }
             if let Some(l) = pte.leaf().filter(|l| !l.attrs.special) {
                 pfns.push(l.pfn);
             }
@@ -331,8 +335,12 @@ impl Kernel {
                     *m.vmas.find(at).expect("BUG: an entry outside every VMA"),
                 )
             };
-            let Some(leaf) = pte.leaf() else {
-                panic!("BUG: {pte:?} in a mapped range without swap");
+            let leaf = match pte {
+                Pte::Present(l) | Pte::AwaitingTagStorage(l) => l,
+                // change_pte_range(): a swap entry keeps its slot; the new
+                // protection applies when it is swapped in.
+                Pte::Swap(_) => return Ok(()),
+                Pte::None => panic!("BUG: an empty entry listed as a leaf"),
             };
             let writable_page = !leaf.attrs.special
                 && (vma.is_shared() || (self.exclusive(leaf.pfn) && self.is_anon_page(leaf.pfn)));
@@ -388,8 +396,7 @@ impl Kernel {
         }
         if advice == Advice::PageOut {
             // Linux madvise_cold_or_pageout_pte_range(): a huge entry is
-            // split before its pages are reclaimed (without swap, nothing
-            // more happens: see the machine module doc).
+            // split before its pages are paged out (below).
             for piece in &outcome.visited {
                 self.split_blocks_in(mm, piece.start, piece.end, false);
             }
@@ -403,6 +410,12 @@ impl Kernel {
                 pfns.extend(self.zap_range(mm, piece.start, piece.end));
             }
             self.release_all(pfns).await;
+        }
+        if advice == Advice::PageOut {
+            // madvise_pageout() on every mapped part.
+            for piece in &outcome.visited {
+                self.pageout_range(mm, piece.start, piece.end).await;
+            }
         }
         outcome.result()
     }

@@ -1057,3 +1057,197 @@ fn huge_faults_under_memory_exhaustion_fall_back_then_fault() {
     let last = *maps.last().unwrap();
     assert_eq!(store8(&mut k, p, last, 2), Outcome::Ok);
 }
+
+fn madvise(k: &mut Kernel, pid: Pid, ptr: TaggedPtr, len: u64, advice: uapi::Advice) -> Outcome {
+    cmd(k, pid, Command::Madvise { ptr, len, advice })
+}
+
+fn set_tag(k: &mut Kernel, pid: Pid, ptr: TaggedPtr, len: u64) -> Outcome {
+    cmd(k, pid, Command::SetTag { ptr, len })
+}
+
+fn slot_of(k: &Kernel, pid: Pid, ptr: TaggedPtr) -> Option<crate::mm::SwapSlot> {
+    let mm = k.process_mm(pid)?;
+    match k.current_pte(mm, ptr.addr().align_down(4096))? {
+        Pte::Swap(slot) => Some(slot),
+        _ => None,
+    }
+}
+
+/// Linux madvise_cold_or_pageout_pte_range() + shrink_folio_list(): the
+/// page is written to a slot with its tags (mte_save_tags), its entry
+/// becomes a swap entry and the frame is freed; do_swap_page() reads it
+/// back into a new frame with its tags (mte_restore_tags) and frees the
+/// slot with its tags (mte_invalidate_tags).
+#[test]
+fn pageout_saves_tags_and_swap_in_restores_them() {
+    for policy in ["static", "dynamic"] {
+        let mut k = kernel(&[("tag-storage", policy), ("swap", "64K")]);
+        let p = spawn(&mut k);
+        sync_mte(&mut k, p);
+        let a = mmap(&mut k, p, 4096, rw_mte(), MapFlags::default());
+        let t = a.with_tag(Tag::new(6).unwrap());
+        assert_eq!(set_tag(&mut k, p, t, 4096), Outcome::Ok);
+        assert_eq!(store8(&mut k, p, t, 0xabc), Outcome::Ok);
+        let old = pfn_of(&k, p, a).unwrap();
+        let tagged = stat(&k, Counter::PagesTagged);
+
+        assert_eq!(
+            madvise(&mut k, p, a, 4096, uapi::Advice::PageOut),
+            Outcome::Ok
+        );
+        let slot = slot_of(&k, p, a).expect("a swap entry");
+        assert_eq!(k.swap.borrow().get(slot).unwrap().count, 1);
+        assert_eq!(
+            k.swap.borrow().saved_tags(slot).unwrap(),
+            &[Tag::new(6).unwrap(); 256][..]
+        );
+        assert!(
+            matches!(
+                k.mem.phys().alloc.frame_status(old),
+                Some(crate::phys::FrameStatus::Free { .. })
+            ),
+            "the frame is freed"
+        );
+        assert_eq!(stat(&k, Counter::PagesTagged), tagged - 1);
+        assert_eq!(stat(&k, Counter::SwapOut), 1);
+        assert_eq!(stat(&k, Counter::SwapSavedTags), 1);
+        assert_eq!(k.tags(p, a, 16), Some(vec![Tag::new(6).unwrap()]));
+        assert_eq!(k.page_state(p, a, PageState::Swapped), Some(true));
+
+        assert_eq!(load8(&mut k, p, t), Outcome::Value(0xabc), "{policy}");
+        assert_eq!(slot_of(&k, p, a), None);
+        assert_eq!(k.swap.borrow().used(), 0, "slot and tags freed");
+        assert_eq!(stat(&k, Counter::SwapIn), 1);
+        assert_eq!(stat(&k, Counter::SwapSavedTags), 0);
+        assert_eq!(stat(&k, Counter::PagesTagged), tagged);
+        assert_eq!(k.page_state(p, a, PageState::Tagged), Some(true));
+        assert_eq!(
+            load8(&mut k, p, a.with_tag(Tag::new(1).unwrap())),
+            Outcome::Fault(uapi::Fault {
+                code: uapi::FaultCode::SegvMteSerr,
+                addr: Some(a.with_tag(Tag::new(1).unwrap())),
+            })
+        );
+    }
+}
+
+/// Two threads touching one swap entry at once: one swap-in maps the page,
+/// the other finds the entry changed (pte_same() failing) and retries on
+/// the new page; nothing leaks, whatever the interleaving.
+#[test]
+fn parallel_swap_ins_of_one_entry() {
+    let mut k = kernel(&[("tag-storage", "dynamic"), ("swap", "64K")]);
+    let p = spawn(&mut k);
+    sync_mte(&mut k, p);
+    let a = mmap(&mut k, p, 4096, rw_mte(), MapFlags::default());
+    let t = a.with_tag(Tag::new(3).unwrap());
+    assert_eq!(set_tag(&mut k, p, t, 4096), Outcome::Ok);
+    for seed in 0..16u64 {
+        assert_eq!(store8(&mut k, p, t, u128::from(seed)), Outcome::Ok);
+        assert_eq!(
+            madvise(&mut k, p, a, 4096, uapi::Advice::PageOut),
+            Outcome::Ok
+        );
+        let swap_in = stat(&k, Counter::SwapIn);
+        let load = Op::Process {
+            pid: p,
+            command: Command::Load {
+                ptr: t,
+                size: AccessSize::B8,
+            },
+        };
+        let ops = vec![load.clone(), load];
+        let replies = k.run_parallel(&ops, &mut sched::Seeded::new(seed)).unwrap();
+        for r in &replies {
+            assert_eq!(r.outcome, Outcome::Value(u128::from(seed)), "seed {seed}");
+        }
+        assert_eq!(k.invariant_violations(), Vec::<String>::new());
+        assert_eq!(stat(&k, Counter::SwapIn), swap_in + 1);
+        assert_eq!(k.swap.borrow().used(), 0);
+    }
+}
+
+/// The checker's swap rules: swap counts equal the swap entries referring
+/// to each slot, and restored tags wait only for mapped, untagged pages
+/// (model.md §4 invariant 7).
+#[test]
+fn the_checker_reports_swap_violations() {
+    let mut k = kernel(&[("tag-storage", "static"), ("swap", "64K")]);
+    let p = spawn(&mut k);
+    sync_mte(&mut k, p);
+    let a = mmap(&mut k, p, 8192, rw_mte(), MapFlags::default());
+    assert_eq!(set_tag(&mut k, p, a, 8192), Outcome::Ok);
+    assert_eq!(
+        madvise(&mut k, p, a, 4096, uapi::Advice::PageOut),
+        Outcome::Ok
+    );
+    let slot = slot_of(&k, p, a).unwrap();
+    assert!(k.violations().is_empty());
+
+    k.swap.borrow_mut().duplicate(slot).unwrap();
+    assert!(k.violations().contains(&super::KernelViolation::SwapCount {
+        slot,
+        count: 2,
+        entries: 1,
+    }));
+    k.swap_free(slot);
+
+    let b = a.checked_add(4096).unwrap();
+    let pfn = pfn_of(&k, p, b).unwrap();
+    k.restored_tags
+        .borrow_mut()
+        .insert(pfn, vec![Tag::ZERO; 256]);
+    assert!(
+        k.violations()
+            .contains(&super::KernelViolation::RestoredTags {
+                pfn,
+                what: "tagged already",
+            })
+    );
+    k.restored_tags.borrow_mut().clear();
+
+    // A swap entry whose slot is gone.
+    assert_eq!(k.swap.borrow_mut().free(slot), Ok(true));
+    assert!(k.violations().contains(&super::KernelViolation::SwapCount {
+        slot,
+        count: 0,
+        entries: 1,
+    }));
+}
+
+/// fork duplicates swap entries (swap_duplicate); exit of either gives one
+/// reference back; a swap-in by one leaves the other's entry alone.
+#[test]
+fn fork_shares_swap_slots_by_count() {
+    let mut k = kernel(&[("tag-storage", "none"), ("swap", "64K")]);
+    let p = spawn(&mut k);
+    let a = mmap(&mut k, p, 4096, Prot::READ_WRITE, MapFlags::default());
+    assert_eq!(store8(&mut k, p, a, 42), Outcome::Ok);
+    assert_eq!(
+        madvise(&mut k, p, a, 4096, uapi::Advice::PageOut),
+        Outcome::Ok
+    );
+    let slot = slot_of(&k, p, a).unwrap();
+    let c = match run(
+        &mut k,
+        Op::Process {
+            pid: p,
+            command: Command::Fork,
+        },
+    )
+    .bound
+    {
+        Some(Bound::Process(c)) => c,
+        b => panic!("{b:?}"),
+    };
+    assert_eq!(slot_of(&k, c, a), Some(slot));
+    assert_eq!(k.swap.borrow().get(slot).unwrap().count, 2);
+    assert_eq!(load8(&mut k, c, a), Outcome::Value(42));
+    assert_eq!(k.swap.borrow().get(slot).unwrap().count, 1);
+    assert_eq!(slot_of(&k, p, a), Some(slot));
+    assert_eq!(cmd(&mut k, p, Command::Exit), Outcome::Ok);
+    assert_eq!(k.swap.borrow().used(), 0);
+    assert_eq!(load8(&mut k, c, a), Outcome::Value(42));
+    assert_eq!(stat(&k, Counter::SwapSavedTags), 0, "no MTE: no tags saved");
+}

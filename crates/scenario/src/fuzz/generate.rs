@@ -346,6 +346,14 @@ fn draw_platform(
             (block, data)
         }
     };
+    // Swap most of the time (`madvise pageout` is among the drawn advices),
+    // often small enough to fill up.
+    let swap = match rng.next_u32() % 4 {
+        0 => 0,
+        1 => 32 << 10,
+        2 => 1 << 20,
+        _ => 4 << 20,
+    };
     // From its own stream, so that programs without THP are those of
     // earlier versions draw for draw.
     let mut thp_rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x7468_705f_7468_705f);
@@ -360,6 +368,7 @@ fn draw_platform(
         policy,
         block_size,
         data,
+        swap,
         thp,
         seed: seed % 1000,
     }

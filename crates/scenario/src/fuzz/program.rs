@@ -464,6 +464,8 @@ pub struct ProgramPlatform {
     pub data: Option<TagStorageData>,
     /// Transparent huge pages (`never` leaves the key out).
     pub thp: Thp,
+    /// Bytes of swap; 0 leaves the key out (no swap).
+    pub swap: u64,
     /// The IRG seed.
     pub seed: u64,
 }
@@ -476,6 +478,7 @@ impl ProgramPlatform {
             tag_storage: self.policy,
             block_size: self.block_size,
             thp: self.thp,
+            swap: self.swap,
             seed: self.seed,
             ..PlatformSpec::default()
         };
@@ -502,6 +505,9 @@ impl fmt::Display for ProgramPlatform {
         }
         if self.thp != Thp::Never {
             write!(f, " thp={}", self.thp.as_str())?;
+        }
+        if self.swap != 0 {
+            write!(f, " swap={}", size_text(self.swap))?;
         }
         write!(f, " seed={}", self.seed)
     }

@@ -262,3 +262,36 @@ fn some_programs_use_transparent_huge_pages() {
         "4M mappings under thp=always"
     );
 }
+
+/// The generated platforms often have swap and the programs page memory
+/// out and back in on the kernel (madvise pageout is among the advices):
+/// the differential fuzzer exercises swap.
+#[test]
+fn programs_swap_on_the_kernel() {
+    let (mut with_swap, mut swapped_out, mut swapped_in) = (0, 0, 0);
+    for seed in 0..8 {
+        let program = program(TagStoragePolicy::Dynamic, 300, seed);
+        if program.platform.swap > 0 {
+            with_swap += 1;
+            assert!(program.render().contains(" swap="));
+        }
+        let platform = Platform::from_spec(&program.platform.spec()).unwrap();
+        let mut machine =
+            crate::machine::make_machine(crate::machine::MachineKind::Kernel, &platform).unwrap();
+        let mut env = Env::new();
+        for step in &program.steps {
+            let reply = match env.lower(step).unwrap() {
+                program::Lowered::Op(op) => Some(machine.run(&op)),
+                program::Lowered::NoProcess => None,
+            };
+            env.bind(step, reply.as_ref());
+        }
+        swapped_out += machine.counter(uapi::Counter::SwapOut).unwrap();
+        swapped_in += machine.counter(uapi::Counter::SwapIn).unwrap();
+    }
+    assert!(with_swap >= 4, "{with_swap} of 8 platforms have swap");
+    assert!(
+        swapped_out > 0 && swapped_in > 0,
+        "out {swapped_out}, in {swapped_in}"
+    );
+}

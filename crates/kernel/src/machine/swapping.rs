@@ -1,0 +1,433 @@
+//! Swap-out (`madvise(MADV_PAGEOUT)`), swap-in (`do_swap_page()`) and the
+//! MTE tags that travel with a swapped page (Linux v6.8 `mm/madvise.c`,
+//! `mm/vmscan.c`, `mm/memory.c`, `mm/swapfile.c`,
+//! `arch/arm64/mm/mteswap.c`; RFC v3 "arm64: mte: swap: Handle tag restoring
+//! when missing tag storage").
+//!
+//! # Swap-out ([`Kernel::pageout_range`])
+//! Linux `madvise_cold_or_pageout_pte_range()` then `reclaim_pages()` ->
+//! `shrink_folio_list()`, for each entry of the range:
+//! - skipped: no page, swap entries, the zero page and other special
+//!   entries, pages in a page cache (shmem, tmpfs and regular files: an
+//!   unprivileged process may only page out anonymous memory,
+//!   `can_do_file_pageout()`, and shmem swap is not modelled), pages mapped
+//!   more than once (6.8: `folio_mapcount(folio) != 1`: "do not interfere
+//!   with other mappings"), pinned pages (`folio_maybe_dma_pinned()` in
+//!   `shrink_folio_list()`), pages whose lock is taken (`folio_trylock()`);
+//! - otherwise: a slot is taken (none left: the page stays, as
+//!   `add_to_swap()` failing activates it), the data and, for a page whose
+//!   tags are initialised, its tags are saved (`swap_writepage()` ->
+//!   `arch_prepare_to_swap()` -> `mte_save_tags()`), every mapping found
+//!   through the rmap becomes a swap entry (`try_to_unmap()`), the page is
+//!   freed, `swap.out` + 1.
+//! - A 2 MiB block entry is split first (`madvise` splits every block of
+//!   the range; reclaim splits the blocks mapping the page), as Linux
+//!   splits a PMD-mapped THP before swapping its pages.
+//!
+//! # Reclaim ([`Kernel::reclaim`])
+//! `reclaim PAGES` swaps out anonymous pages the same way, in frame order,
+//! pages shared by fork included (every mapping becomes a swap entry of
+//! one slot whose swap count is the number of mappings).
+//!
+//! **Simplification: no swap cache.** Linux keeps the page in the swap
+//! cache until writeback ends and, after a swap-in, while other entries
+//! still refer to the slot. The model writes synchronously and drops the
+//! page at once; a swap-in always reads the slot into a new page of the
+//! faulting process. Two processes sharing a slot after `fork` therefore
+//! each swap in their own copy (`swap.in` counts both) instead of sharing
+//! one read-only page until a write; the data and tags each reads are the
+//! same either way (the slot is never written after swap-out).
+//!
+//! # Swap-in ([`Kernel::do_swap_page`])
+//! A fault on a swap entry, from any access (loads, stores, tag
+//! instructions, kernel copies, forced ptrace writes, pins): a new page (a
+//! tagged allocation in a `VM_MTE` mapping: never from tag storage, its
+//! blocks reserved best effort), the slot's data copied in, the saved tags
+//! handed to `Kernel::restored_tags` and the page mapped with
+//! `set_pte_at()`; `swap_free()` then drops the slot's reference (the slot
+//! and its tags go with the last one), `swap.in` + 1. A page of a `VM_MTE`
+//! mapping swapped out untagged (`PROT_MTE` added later) gets zeroed tags
+//! like any newly tagged page. A page swapped in for a read is mapped
+//! read-only and made writable by the write fault that reuses it (6.8 maps
+//! it writable only for a write fault).
+//!
+//! **Shortcut:** `PTRACE_PEEKMTETAGS` reads the saved tags of a swapped-out
+//! page without swapping it in (Linux's `access_remote_vm()` faults it in;
+//! the tags read are the same, only `swap.in` differs).
+//!
+//! # Tags restored into a page without tag storage (RFC v3)
+//! Under `dynamic` the new page's tag storage may not be reserved: it is
+//! mapped awaiting tag storage and the saved tags wait in
+//! `Kernel::restored_tags` (the RFC's `tags_by_pfn` xarray) keyed by frame.
+//! The tag-initialisation step of `set_pte_at()` ([`Kernel::init_or_restore_tags`])
+//! writes them instead of zeros once the storage is reserved; migration moves
+//! them with the page; freeing the page drops them; a page swapped out again
+//! before that saves them.
+
+use mte::{Pfn, Tag, VirtAddr};
+use uapi::Errno;
+
+use super::fault::{FaultError, Need, leaf_attrs};
+use super::{Kernel, PAGE_ORDER};
+use crate::mem::Gfp;
+use crate::mm::{Block, Leaf, LeafEntry, MmId, Pte, SwapSlot, Vma};
+
+/// What happened to one entry offered to swap-out.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum PageoutResult {
+    /// Written to a slot, unmapped and freed.
+    SwappedOut,
+    /// Not a candidate (see the module doc).
+    Skipped,
+    /// A candidate, but the swap device is full.
+    NoSlot,
+}
+
+impl Gfp {
+    /// The page a swap-in reads into: movable, tagged for a `VM_MTE`
+    /// mapping, neither data nor tags zeroed (the slot overwrites them).
+    /// Linux `vma_alloc_folio(GFP_HIGHUSER_MOVABLE, ...)` with the RFC's
+    /// `__GFP_TAGGED` for `VM_MTE`.
+    const SWAP_IN: Gfp = Gfp {
+        movable: true,
+        tagged: false,
+        zero: false,
+        zero_tags: false,
+        kernel: false,
+    };
+}
+
+impl Kernel {
+    /// Swap-out of every suitable page of `mm` in `[start, end)`, under
+    /// `mmap_lock` held by the caller. Returns how many were swapped out.
+    pub(crate) async fn pageout_range(&self, mm: MmId, start: VirtAddr, end: VirtAddr) -> u64 {
+        let leaves: Vec<(VirtAddr, LeafEntry)> = {
+            let mms = self.mms.borrow();
+            let Some(m) = mms.get(&mm) else {
+                return 0;
+            };
+            m.pt.leaves(start, end).collect()
+        };
+        let mut done = 0;
+        for (va, entry) in leaves {
+            let result = match entry {
+                LeafEntry::Pte(pte) => self.pageout_pte(mm, va, pte).await,
+                LeafEntry::Block(block) => self.pageout_block(mm, va, block),
+            };
+            if result == PageoutResult::SwappedOut {
+                done += 1;
+            }
+        }
+        done
+    }
+
+    /// `reclaim PAGES` (Linux `try_to_free_pages()` -> `shrink_lruvec()` ->
+    /// `shrink_folio_list()` on the anonymous LRU): swaps out up to `pages`
+    /// anonymous pages, in frame order (the model keeps no LRU), each with
+    /// every mapping of it (`try_to_unmap()` walks the rmap: unlike
+    /// `madvise pageout`, reclaim also takes pages that fork shares). Takes
+    /// no `mmap_lock`, as Linux reclaim does not: every step from the checks
+    /// to the rewrite of the entries is free of switch points, under the
+    /// page lock. Without swap, anonymous memory is not reclaimable
+    /// (`can_reclaim_anon_pages()`) and nothing happens.
+    pub(crate) async fn reclaim(&self, pages: u64) -> u64 {
+        if self.swap.borrow().slots() == 0 {
+            return 0;
+        }
+        let frames: Vec<Pfn> = self.rmap.borrow().iter().map(|(pfn, _)| pfn).collect();
+        let mut done = 0;
+        for pfn in frames {
+            if done >= pages {
+                break;
+            }
+            // Linux: cond_resched() in the shrink loop.
+            self.sched.preempt_point().await;
+            if self.reclaim_page(pfn).await == PageoutResult::SwappedOut {
+                done += 1;
+            }
+        }
+        done
+    }
+
+    /// Whether reclaim may swap `pfn` out: an anonymous page (in no page
+    /// cache, not special), mapped, not pinned.
+    fn reclaim_candidate(&self, pfn: Pfn) -> bool {
+        pfn != self.mem.zero_page()
+            && !self.cache_owner.borrow().contains_key(&pfn)
+            && self.rmap.borrow().count(pfn) > 0
+            && self
+                .mem
+                .phys()
+                .alloc
+                .frame(pfn)
+                .is_some_and(|m| !m.is_pinned())
+    }
+
+    /// Swap-out of one page found by reclaim, with every mapping of it.
+    async fn reclaim_page(&self, pfn: Pfn) -> PageoutResult {
+        if !self.reclaim_candidate(pfn) {
+            return PageoutResult::Skipped;
+        }
+        let Some(guard) = self.page_locks.try_lock(pfn).await else {
+            return PageoutResult::Skipped;
+        };
+        if !self.reclaim_candidate(pfn) {
+            return PageoutResult::Skipped;
+        }
+        // try_to_unmap(TTU_SPLIT_HUGE_PMD): a page mapped by a block is
+        // unmapped as 4 KiB entries (the model splits every THP into
+        // order-0 frames when it is allocated, see `huge`).
+        self.split_blocks_mapping(pfn);
+        let result = self.swap_out_locked(pfn);
+        drop(guard);
+        if result == PageoutResult::SwappedOut {
+            self.release_if_unused(pfn).await;
+        }
+        result
+    }
+
+    /// Writes the locked, unpinned anonymous page `pfn` to a new slot with
+    /// its tags and turns every mapping of it into a swap entry; no switch
+    /// point. The caller frees the page.
+    fn swap_out_locked(&self, pfn: Pfn) -> PageoutResult {
+        let tags = self.tags_to_save(pfn);
+        let slot = {
+            let phys = self.mem.phys();
+            let data = phys.contents.page_bytes(pfn);
+            self.swap.borrow_mut().alloc(data, tags.as_deref())
+        };
+        let Some(slot) = slot else {
+            return PageoutResult::NoSlot;
+        };
+        self.unmap_to_swap(pfn, slot);
+        self.bump(|c| c.swap_out += 1);
+        PageoutResult::SwappedOut
+    }
+
+    /// THP meets swap here: Linux `madvise_cold_or_pageout_pte_range()`
+    /// splits a PMD-mapped folio before paging it out, and `do_swap_page()`
+    /// only ever maps 4 KiB entries back. `madvise pageout` splits every
+    /// block of its range before calling [`Kernel::pageout_range`], so no
+    /// block reaches this.
+    fn pageout_block(&self, _mm: MmId, va: VirtAddr, _block: Block) -> PageoutResult {
+        panic!("BUG: pageout met the block at {va}: madvise splits blocks first")
+    }
+
+    /// Whether the page behind `leaf`, mapped at `va` by a private VMA, may
+    /// be paged out (see the module doc).
+    fn pageout_candidate(&self, vma: &Vma, leaf: Leaf) -> bool {
+        if vma.is_shared() || leaf.attrs.special || leaf.pfn == self.mem.zero_page() {
+            return false;
+        }
+        // A private shm/file mapping maps the object's own page until the
+        // first write copies it: that page belongs to the page cache.
+        if self.cache_owner.borrow().contains_key(&leaf.pfn) {
+            return false;
+        }
+        if self.rmap.borrow().count(leaf.pfn) != 1 {
+            return false;
+        }
+        self.mem
+            .phys()
+            .alloc
+            .frame(leaf.pfn)
+            .is_some_and(|m| !m.is_pinned())
+    }
+
+    /// Swap-out of the page mapped by `pte` at `va`, if it is a candidate.
+    async fn pageout_pte(&self, mm: MmId, va: VirtAddr, pte: Pte) -> PageoutResult {
+        let Some(leaf) = pte.leaf() else {
+            return PageoutResult::Skipped;
+        };
+        let Some(vma) = self
+            .mms
+            .borrow()
+            .get(&mm)
+            .and_then(|m| m.vmas.find(va).copied())
+        else {
+            return PageoutResult::Skipped;
+        };
+        if !self.pageout_candidate(&vma, leaf) {
+            return PageoutResult::Skipped;
+        }
+        // shrink_folio_list(): folio_trylock(), skip if taken.
+        let Some(guard) = self.page_locks.try_lock(leaf.pfn).await else {
+            return PageoutResult::Skipped;
+        };
+        // The lock may have slept: look again.
+        if self.current_pte(mm, va) != Some(pte) || !self.pageout_candidate(&vma, leaf) {
+            return PageoutResult::Skipped;
+        }
+        let result = self.swap_out_locked(leaf.pfn);
+        drop(guard);
+        if result == PageoutResult::SwappedOut {
+            self.release_if_unused(leaf.pfn).await;
+        }
+        result
+    }
+
+    /// The tags a swap-out saves for `pfn` (Linux `mte_save_tags()`: only a
+    /// page whose tags are initialised, `page_mte_tagged()`); a page still
+    /// awaiting the tag storage for tags restored at an earlier swap-in
+    /// saves those.
+    fn tags_to_save(&self, pfn: Pfn) -> Option<Vec<Tag>> {
+        if !self.has_mte() {
+            return None;
+        }
+        if self.mem.page_mte_tagged(pfn) {
+            return Some(
+                self.mem
+                    .read_page_tags(pfn)
+                    .expect("BUG: a mapped frame is present"),
+            );
+        }
+        self.restored_tags.borrow().get(&pfn).cloned()
+    }
+
+    /// Linux `try_to_unmap()` with a swap entry: every mapping of `pfn`
+    /// becomes `Pte::Swap(slot)`, one swap reference each (the first was
+    /// taken by the allocation of the slot).
+    fn unmap_to_swap(&self, pfn: Pfn, slot: SwapSlot) {
+        let entries = self.rmap.borrow().mappings(pfn).to_vec();
+        for (i, e) in entries.iter().enumerate() {
+            if i > 0 {
+                self.swap
+                    .borrow_mut()
+                    .duplicate(slot)
+                    .unwrap_or_else(|err| panic!("BUG: {err}"));
+            }
+            self.write_pte(e.mm, e.va, Pte::Swap(slot))
+                .expect("BUG: rewriting an existing entry allocates");
+        }
+    }
+
+    /// Linux `swap_free()` of one swap entry's reference (the slot and its
+    /// saved tags go with the last one).
+    pub(crate) fn swap_free(&self, slot: SwapSlot) {
+        self.swap
+            .borrow_mut()
+            .free(slot)
+            .unwrap_or_else(|e| panic!("BUG: swap entry without its slot: {e}"));
+    }
+
+    /// Linux `swap_duplicate()` (fork copying a swap entry).
+    pub(crate) fn swap_duplicate(&self, slot: SwapSlot) -> Result<(), Errno> {
+        self.swap.borrow_mut().duplicate(slot).map_err(|e| match e {
+            crate::swap::SwapError::CountOverflow(_) => Errno::NoMem,
+            crate::swap::SwapError::NotInUse(_) => {
+                panic!("BUG: swap entry without its slot: {e}")
+            }
+        })
+    }
+
+    /// Linux `do_swap_page()`: see the module doc.
+    pub(crate) async fn do_swap_page(
+        &self,
+        mm: MmId,
+        va: VirtAddr,
+        vma: &Vma,
+        slot: SwapSlot,
+        need: Need,
+    ) -> Result<(), FaultError> {
+        let tagged = vma.is_tagged();
+        let pfn = if tagged {
+            self.mem
+                .alloc_tagged(PAGE_ORDER, Gfp::SWAP_IN, &mut self.mover())
+                .await
+                .map_err(|_| FaultError::OutOfMemory)?
+                .pfn
+        } else {
+            self.mem
+                .alloc(PAGE_ORDER, Gfp::SWAP_IN)
+                .map_err(|_| FaultError::OutOfMemory)?
+        };
+        // The allocation may have slept: another thread may have swapped
+        // this entry in (pte_same() failing).
+        if self.current_pte(mm, va) != Some(Pte::Swap(slot)) {
+            self.release_if_unused(pfn).await;
+            return Ok(());
+        }
+        self.read_slot_into(slot, pfn, tagged);
+        let leaf = Leaf {
+            pfn,
+            attrs: leaf_attrs(vma, need == Need::Write, false),
+        };
+        let mapped = match self
+            .set_pte_at(mm, va, Pte::Swap(slot), Pte::Present(leaf))
+            .await
+        {
+            Ok(mapped) => mapped,
+            Err(e) => {
+                self.release_if_unused(pfn).await;
+                return Err(e.into());
+            }
+        };
+        if mapped {
+            self.swap_free(slot);
+            self.bump(|c| c.swap_in += 1);
+        } else {
+            self.release_if_unused(pfn).await;
+        }
+        Ok(())
+    }
+
+    /// Linux `swap_read_folio()` + `arch_swap_restore()`: the slot's data
+    /// into `pfn`, its saved tags (in a tagged mapping) waiting in
+    /// `restored_tags` for the tag initialisation of `set_pte_at()`.
+    fn read_slot_into(&self, slot: SwapSlot, pfn: Pfn, tagged: bool) {
+        let swap = self.swap.borrow();
+        let state = swap
+            .get(slot)
+            .unwrap_or_else(|| panic!("BUG: swap entry without its slot {slot}"));
+        {
+            let mut phys = self.mem.phys_mut();
+            match &state.data {
+                Some(data) => phys
+                    .contents
+                    .page_bytes_mut(pfn)
+                    .expect("BUG: a new frame is present")
+                    .copy_from_slice(data),
+                None => phys
+                    .contents
+                    .zero_page(pfn)
+                    .expect("BUG: a new frame is present"),
+            }
+        }
+        // VM_MTE is never removed from a mapping (docs/semantics.md §9), so
+        // saved tags always come back into a tagged mapping; an untagged one
+        // has no use for them (Linux would restore them into the page
+        // anyway, invisibly).
+        if let (true, Some(tags)) = (tagged && self.has_mte(), &state.tags) {
+            self.restored_tags.borrow_mut().insert(pfn, tags.to_vec());
+        }
+    }
+
+    /// The tag initialisation of `set_pte_at()` for a page whose tag
+    /// storage is reserved: tags restored at swap-in if some wait for this
+    /// page (RFC v3), zeros otherwise (Linux `mte_sync_tags()`), exactly
+    /// once (`try_page_mte_tagging()`).
+    pub(crate) async fn init_or_restore_tags(&self, pfn: Pfn) {
+        let must_init = self
+            .mem
+            .try_page_mte_tagging(pfn)
+            .await
+            .unwrap_or_else(|e| panic!("BUG: mapping a frame not in use: {e}"));
+        if !must_init {
+            return;
+        }
+        let restored = self.restored_tags.borrow_mut().remove(&pfn);
+        match restored {
+            Some(tags) => self
+                .mem
+                .write_page_tags(pfn, &tags)
+                .expect("BUG: a frame in use is present"),
+            None => self
+                .mem
+                .zero_tags(pfn)
+                .expect("BUG: a frame in use is present"),
+        }
+        self.mem
+            .set_page_mte_tagged(pfn)
+            .expect("BUG: a frame in use is present");
+    }
+}
