@@ -18,9 +18,9 @@
 
 use mte::packing::{Nibble, nibble_tag};
 use mte::{
-    AccessKind, CheckOutcome, CheckTiming, GRANULE_SIZE, Pfn, PhysAddr, Tag, TagStoreError,
-    TagStoreOp, TaggedPtr, UaccessOutcome, VirtAddr, check_access, check_uaccess, plan_tag_load,
-    plan_tag_store,
+    AccessKind, CheckOutcome, CheckSettings, CheckTiming, GRANULE_SIZE, Pfn, PhysAddr, Tag,
+    TagStoreError, TagStoreOp, TaggedPtr, UaccessOutcome, VirtAddr, check_access, check_uaccess,
+    plan_tag_load, plan_tag_store,
 };
 use uapi::{AccessSize, Command, Errno, Fault, FaultCode, Outcome, Pid};
 
@@ -44,6 +44,20 @@ pub(crate) struct PageMap {
     pub(crate) pfn: Pfn,
     /// Mapped Normal Tagged.
     pub(crate) tagged: bool,
+}
+
+/// What the access fast path remembers between two accesses: the last
+/// process it served, with its address space and check settings, and the
+/// first tag byte of the last page it touched. Only ops that take a kernel
+/// path change a process (prctl, TCO, exec, exit) and every one of them
+/// clears the memo first (`Kernel::op`); where a page's tags live is a
+/// function of its frame alone.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FastMemo {
+    pid: Pid,
+    mm: MmId,
+    settings: CheckSettings,
+    tags: Option<(Pfn, Option<PhysAddr>)>,
 }
 
 /// Why a synchronous translation stopped.
@@ -169,20 +183,39 @@ impl Kernel {
             None => (Need::Read, AccessKind::Load),
             Some(_) => (Need::Write, AccessKind::Store),
         };
-        let (mm, settings) = {
-            let procs = self.procs.borrow();
-            let p = procs.get(&pid)?;
-            (p.mm, p.check_settings())
+        let memo = match self.fast_memo.get() {
+            Some(memo) if memo.pid == pid => memo,
+            _ => {
+                let procs = self.procs.borrow();
+                let p = procs.get(&pid)?;
+                FastMemo {
+                    pid,
+                    mm: p.mm,
+                    settings: p.check_settings(),
+                    tags: None,
+                }
+            }
         };
-        let page = self.tlb_hit(mm, start, len, need)?;
+        let settings = memo.settings;
+        let page = self.tlb_hit(memo.mm, start, len, need)?;
         let offset = (start - page.base) as usize;
-        // `tag_through` for the one page: the frame's tags sit at a fixed
-        // place in tag storage (0 where none covers it, as `read_tag`).
+        // The first tag byte of the page (a function of the frame alone,
+        // remembered for the next access to the same page).
+        let tags = match memo.tags {
+            Some((pfn, tags)) if pfn == page.pfn => tags,
+            _ => self.mem.geometry().tag_bytes_of(page.pfn),
+        };
+        self.fast_memo.set(Some(FastMemo {
+            tags: Some((page.pfn, tags)),
+            ..memo
+        }));
+        // `tag_through` for the one page: 0 where no tag storage covers it,
+        // as `read_tag`.
         let tag_of = |g: VirtAddr| -> Option<Tag> {
             if !page.tagged {
                 return None;
             }
-            let Some(first) = self.mem.geometry().tag_bytes_of(page.pfn) else {
+            let Some(first) = tags else {
                 return Some(Tag::ZERO);
             };
             let granule = (g.as_u64() - page.base) / GRANULE_SIZE;

@@ -202,6 +202,9 @@ pub struct Kernel {
     counters: Cell<KernelCounters>,
     /// The huge zero page once allocated (never freed).
     huge_zero: Cell<Option<Pfn>>,
+    /// The access fast path's memo of the last process it served (see
+    /// `access::FastMemo`): cleared by every op that takes a kernel path.
+    fast_memo: Cell<Option<access::FastMemo>>,
 }
 
 impl core::fmt::Debug for Kernel {
@@ -309,6 +312,7 @@ impl Kernel {
             rng: RefCell::new(Xoshiro256PlusPlus::seed_from_u64(seed)),
             counters: Cell::new(KernelCounters::default()),
             huge_zero: Cell::new(None),
+            fast_memo: Cell::new(None),
         })
     }
 
@@ -507,6 +511,9 @@ impl Kernel {
 
     /// One op, as a kernel path.
     async fn op(&self, op: &Op) -> Reply {
+        // Whatever this op changes (settings, exec, exit), the access fast
+        // path's memo cannot have seen it.
+        self.fast_memo.set(None);
         match op {
             Op::Spawn => match self.spawn() {
                 Ok(pid) => Reply::binding(Outcome::Ok, Bound::Process(pid)),

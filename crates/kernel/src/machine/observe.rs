@@ -335,6 +335,7 @@ impl Kernel {
             rng: _,
             counters: _,
             huge_zero,
+            fast_memo: _,
         } = self;
         let mut out: Vec<KernelViolation> =
             mem.check().into_iter().map(KernelViolation::Mem).collect();
