@@ -26,7 +26,7 @@ use uapi::{AccessSize, Command, Errno, Fault, FaultCode, Outcome, Pid};
 
 use super::fault::{Need, allows};
 use super::proc::is_user_range;
-use super::{Kernel, PAGE, fault_at};
+use super::{Kernel, Mm, PAGE, fault_at};
 use crate::mm::layout::{PAGE_SHIFT, TASK_SIZE};
 use crate::mm::{Access, Block, MmId, Pte, Walk};
 
@@ -76,6 +76,37 @@ fn page_base(addr: u64) -> u64 {
     addr & !(PAGE - 1)
 }
 
+/// The hardware's translation of the page at `base` (below `TASK_SIZE`)
+/// for `need`: the software TLB, else a walk of the page table whose valid
+/// leaf (a page or a 2 MiB block) is cached; `None` if nothing valid maps
+/// it or the access is not allowed (a fault).
+fn translate_page(m: &mut Mm, base: u64, need: Need) -> Option<PageMap> {
+    let at = va(base);
+    let (pfn, access, tagged) = match m.tlb.lookup(at) {
+        Some(e) => (e.pfn, e.access, e.tagged),
+        None => match m.pt.walk(at) {
+            Walk::Pte(Pte::Present(leaf)) if leaf.attrs.access.is_valid() => {
+                m.tlb.fill(at, leaf);
+                (leaf.pfn, leaf.attrs.access, leaf.attrs.tagged)
+            }
+            Walk::Block {
+                base: block_base,
+                block: Block::Present(leaf),
+            } if leaf.attrs.access.is_valid() => {
+                m.tlb.fill_block(block_base, leaf);
+                let index = (base - block_base.as_u64()) / PAGE;
+                (leaf.pfn + index, leaf.attrs.access, leaf.attrs.tagged)
+            }
+            _ => return None,
+        },
+    };
+    let ok = match need {
+        Need::Read => matches!(access, Access::ReadOnly | Access::ReadWrite),
+        Need::Write => access == Access::ReadWrite,
+    };
+    ok.then_some(PageMap { base, pfn, tagged })
+}
+
 fn pa_of(pfn: Pfn, offset: u64) -> PhysAddr {
     PhysAddr::new(pfn.addr(PAGE_SHIFT).as_u64() + offset)
 }
@@ -99,38 +130,9 @@ impl Kernel {
             if at >= TASK_SIZE {
                 return Err(Miss::Beyond(at));
             }
-            let base = va(page_base(at));
-            let (pfn, access, tagged) = match m.tlb.lookup(base) {
-                Some(e) => (e.pfn, e.access, e.tagged),
-                None => match m.pt.walk(base) {
-                    Walk::Pte(Pte::Present(leaf)) if leaf.attrs.access.is_valid() => {
-                        m.tlb.fill(base, leaf);
-                        (leaf.pfn, leaf.attrs.access, leaf.attrs.tagged)
-                    }
-                    Walk::Block {
-                        base: block_base,
-                        block: Block::Present(leaf),
-                    } if leaf.attrs.access.is_valid() => {
-                        m.tlb.fill_block(block_base, leaf);
-                        let index = (base.as_u64() - block_base.as_u64()) / PAGE;
-                        (leaf.pfn + index, leaf.attrs.access, leaf.attrs.tagged)
-                    }
-                    _ => return Err(Miss::Fault(at)),
-                },
-            };
-            let ok = match need {
-                Need::Read => matches!(access, Access::ReadOnly | Access::ReadWrite),
-                Need::Write => access == Access::ReadWrite,
-            };
-            if !ok {
-                return Err(Miss::Fault(at));
-            }
-            out.push(PageMap {
-                base: base.as_u64(),
-                pfn,
-                tagged,
-            });
-            let next = base.as_u64() + PAGE;
+            let page = translate_page(m, page_base(at), need).ok_or(Miss::Fault(at))?;
+            out.push(page);
+            let next = page.base + PAGE;
             if next > last {
                 return Ok(out);
             }
@@ -138,39 +140,27 @@ impl Kernel {
         }
     }
 
-    /// The translation of the one page `[start, start + len)` lies in, when
-    /// the software TLB holds it with the access `need` wants; `None`
-    /// otherwise (the caller takes the full path, which walks and faults).
-    fn tlb_hit(&self, mm: MmId, start: u64, len: u64, need: Need) -> Option<PageMap> {
+    /// The hardware's translation of the one page `[start, start + len)`
+    /// lies in (software TLB, else a walk that fills it); `None` when the
+    /// access crosses a page or the translation does not allow it (the
+    /// caller then takes the full path, which faults).
+    fn translate_one(&self, mm: MmId, start: u64, len: u64, need: Need) -> Option<PageMap> {
         let base = page_base(start);
-        if page_base(start.checked_add(len - 1)?) != base {
+        if base >= TASK_SIZE || page_base(start.checked_add(len - 1)?) != base {
             return None;
         }
-        let e = self
-            .mms
-            .borrow()
-            .get(&mm)?
-            .tlb
-            .lookup(VirtAddr::new(base)?)?;
-        let ok = match need {
-            Need::Read => matches!(e.access, Access::ReadOnly | Access::ReadWrite),
-            Need::Write => e.access == Access::ReadWrite,
-        };
-        ok.then_some(PageMap {
-            base,
-            pfn: e.pfn,
-            tagged: e.tagged,
-        })
+        translate_page(self.mms.borrow_mut().get_mut(&mm)?, base, need)
     }
 
     /// The access fast path (issue: "O(1) and allocation-free"): a load or
-    /// store within one page whose translation the software TLB holds
+    /// store within one page through an established mapping (the software
+    /// TLB, else the hardware's walk of the page table: no kernel entry)
     /// runs synchronously, with no task, no switch point and no
     /// allocation. Its result is the one [`Kernel::load`] /
     /// [`Kernel::store`] would give: the same translation, tag check and
     /// data access, in the same order. Everything else (another command,
-    /// a TLB miss, a page crossing, a missing permission) gives `None` and
-    /// takes the full kernel path.
+    /// an entry that faults, a page crossing) gives `None` and takes the
+    /// full kernel path.
     pub(crate) fn fast_access(&self, pid: Pid, command: &Command) -> Option<Outcome> {
         let (ptr, size, value) = match command {
             Command::Load { ptr, size } => (*ptr, *size, None),
@@ -197,7 +187,7 @@ impl Kernel {
             }
         };
         let settings = memo.settings;
-        let page = self.tlb_hit(memo.mm, start, len, need)?;
+        let page = self.translate_one(memo.mm, start, len, need)?;
         let offset = (start - page.base) as usize;
         // The first tag byte of the page (a function of the frame alone,
         // remembered for the next access to the same page).
