@@ -337,7 +337,15 @@ impl Geometry {
     pub fn tag_byte_of(&self, pa: PhysAddr) -> Option<(PhysAddr, bool)> {
         let pfn = pa.pfn(self.page_shift);
         let in_page = pa.as_u64() & (self.page_size() - 1);
-        let byte = self.tag_bytes_of(pfn)?.checked_add(in_page / TAG_RATIO)?;
+        Self::tag_byte_in(self.tag_bytes_of(pfn)?, in_page)
+    }
+
+    /// [`Geometry::tag_byte_of`] for the byte `in_page` of a data frame
+    /// whose first tag byte is `first` (as [`Geometry::tag_bytes_of`] gives
+    /// it), for callers that already know it.
+    #[inline]
+    pub fn tag_byte_in(first: PhysAddr, in_page: u64) -> Option<(PhysAddr, bool)> {
+        let byte = first.checked_add(in_page / TAG_RATIO)?;
         let granule = in_page / mte::granule::GRANULE_SIZE;
         Some((byte, granule % 2 == 1))
     }

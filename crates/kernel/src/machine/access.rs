@@ -16,7 +16,6 @@
 //! access in the failing page; tag store faults at the granule; LDG at the
 //! aligned address; alignment faults at the pointer.
 
-use mte::packing::{Nibble, nibble_tag};
 use mte::{
     AccessKind, CheckOutcome, CheckSettings, CheckTiming, GRANULE_SIZE, Pfn, PhysAddr, Tag,
     TagStoreError, TagStoreOp, TaggedPtr, UaccessOutcome, VirtAddr, check_access, check_uaccess,
@@ -188,7 +187,6 @@ impl Kernel {
         };
         let settings = memo.settings;
         let page = self.translate_one(memo.mm, start, len, need)?;
-        let offset = (start - page.base) as usize;
         // The first tag byte of the page (a function of the frame alone,
         // remembered for the next access to the same page).
         let tags = match memo.tags {
@@ -199,29 +197,10 @@ impl Kernel {
             tags: Some((page.pfn, tags)),
             ..memo
         }));
-        // `tag_through` for the one page: 0 where no tag storage covers it,
-        // as `read_tag`.
-        let tag_of = |g: VirtAddr| -> Option<Tag> {
-            if !page.tagged {
-                return None;
-            }
-            let Some(first) = tags else {
-                return Some(Tag::ZERO);
-            };
-            let granule = (g.as_u64() - page.base) / GRANULE_SIZE;
-            let at = first.as_u64() + granule / 2;
-            let mut byte = [0u8];
-            self.mem.phys().contents.read_in_frame(
-                Pfn::new(at >> PAGE_SHIFT),
-                (at % PAGE) as usize,
-                &mut byte,
-            );
-            let nibble = if granule.is_multiple_of(2) {
-                Nibble::Low
-            } else {
-                Nibble::High
-            };
-            Some(nibble_tag(byte[0], nibble))
+        // `tag_through` for the one page.
+        let tag_of = |g: VirtAddr| {
+            page.tagged
+                .then(|| self.mem.read_tag_in(tags, g.as_u64() - page.base))
         };
         // The common case decided here: an unchecked access, or a checked
         // one inside one granule whose tag matches, passes (what
@@ -240,6 +219,8 @@ impl Kernel {
         if let Err(f) = self.check_verdict(pid, outcome) {
             return Some(Outcome::Fault(f));
         }
+        // The data access: `read_through` / `write_through` of one page.
+        let offset = (start - page.base) as usize;
         Some(match value {
             None => {
                 let mut buf = [0u8; 16];
@@ -356,9 +337,11 @@ impl Kernel {
                 .find(|p| p.base == page_base(at))
                 .expect("BUG: a byte outside the translation");
             let n = ((page.base + PAGE - at) as usize).min(buf.len() - done);
-            phys.contents
-                .read(pa_of(page.pfn, at - page.base), &mut buf[done..done + n])
-                .expect("BUG: a mapped frame is present");
+            phys.contents.read_in_frame(
+                page.pfn,
+                (at - page.base) as usize,
+                &mut buf[done..done + n],
+            );
             done += n;
         }
     }
@@ -374,7 +357,7 @@ impl Kernel {
                 .expect("BUG: a byte outside the translation");
             let n = ((page.base + PAGE - at) as usize).min(data.len() - done);
             phys.contents
-                .write(pa_of(page.pfn, at - page.base), &data[done..done + n])
+                .write_in_frame(page.pfn, (at - page.base) as usize, &data[done..done + n])
                 .expect("BUG: a mapped frame is present");
             done += n;
         }

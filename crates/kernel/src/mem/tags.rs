@@ -40,6 +40,7 @@ use super::check::TagClobber;
 use crate::phys::{FrameAccessError, FrameStatus, PageFlag, PhysMem};
 use mte::packing::{Nibble, nibble_tag, pack_tags, unpack_tags, with_nibble};
 use mte::{GRANULE_SIZE, Pfn, PhysAddr, Tag};
+use platform::Geometry;
 use thiserror::Error;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
@@ -81,17 +82,28 @@ impl Memory {
 
     /// The allocation tag of the granule at `pa` (LDG's view of memory).
     pub fn read_tag(&self, pa: PhysAddr) -> Result<Tag, TagAccessError> {
-        self.check_present(pa.pfn(self.geometry.page_shift()))?;
-        let Some((byte, high)) = self.geometry.tag_byte_of(pa) else {
-            return Ok(Tag::ZERO);
+        let pfn = pa.pfn(self.geometry.page_shift());
+        self.check_present(pfn)?;
+        let in_page = pa.as_u64() & (self.geometry.page_size() - 1);
+        Ok(self.read_tag_in(self.geometry.tag_bytes_of(pfn), in_page))
+    }
+
+    /// [`Memory::read_tag`] of the byte `in_page` of a present data frame
+    /// whose first tag byte is `first` ([`Geometry::tag_bytes_of`]; `None`:
+    /// no tag storage covers it, tag 0), for the access fast path, which
+    /// remembers `first`.
+    pub fn read_tag_in(&self, first: Option<PhysAddr>, in_page: u64) -> Tag {
+        let Some((byte, high)) = first.and_then(|f| Geometry::tag_byte_in(f, in_page)) else {
+            return Tag::ZERO;
         };
-        let value = self
-            .phys
-            .borrow()
-            .contents
-            .read_u8(byte)
-            .expect("BUG: tag storage is present");
-        Ok(nibble_tag(value, nibble(high)))
+        let page = self.geometry.page_size();
+        let mut value = [0u8];
+        self.phys.borrow().contents.read_in_frame(
+            byte.pfn(self.geometry.page_shift()),
+            (byte.as_u64() % page) as usize,
+            &mut value,
+        );
+        nibble_tag(value[0], nibble(high))
     }
 
     /// Sets the allocation tag of the granule at `pa` (STG's effect on
