@@ -3,24 +3,9 @@
 //! reproducer file) is tested in the scenario crate's `difftest`, with
 //! deliberately buggy machines the binary cannot be given.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn mtesim_in(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mtesim"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("the mtesim binary runs")
-}
-
-fn stdout(out: &Output) -> &str {
-    std::str::from_utf8(&out.stdout).expect("stdout is UTF-8")
-}
-
-fn stderr(out: &Output) -> &str {
-    std::str::from_utf8(&out.stderr).expect("stderr is UTF-8")
-}
+use common::{mtesim_in, stderr, stdout};
 
 #[test]
 fn the_reference_against_itself_passes_under_every_policy() {

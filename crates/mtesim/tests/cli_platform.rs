@@ -1,26 +1,18 @@
 //! `mtesim platform` as a user runs it: the binary, real files, exit
 //! statuses, stdout and stderr.
 
+mod common;
+
+use common::{mtesim_in, stderr, stdout};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use vm_fdt::FdtWriter;
 
 const M: u64 = 1 << 20;
 
 fn mtesim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mtesim"))
-        .args(args)
-        .output()
-        .expect("the mtesim binary runs")
-}
-
-fn stdout(out: &Output) -> &str {
-    std::str::from_utf8(&out.stdout).expect("stdout is UTF-8")
-}
-
-fn stderr(out: &Output) -> &str {
-    std::str::from_utf8(&out.stderr).expect("stderr is UTF-8")
+    mtesim_in(Path::new(env!("CARGO_MANIFEST_DIR")), args)
 }
 
 /// Runs successfully and returns the parsed `--json` output.

@@ -1,28 +1,15 @@
 //! `mtesim run` as a user runs it: the binary, real files and directories,
 //! exit statuses, stdout and stderr (`scenario-language.md`, "Running").
 //!
-//! Files that must run use `--machine reference`, the machine that exists
-//! today; what is checked is the runner's behaviour, not a machine's.
+//! Files that must run use `--machine reference`: what is checked is the
+//! runner's behaviour, not a machine's.
 
+mod common;
+
+use common::{mtesim_in, stderr, stdout};
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn mtesim_in(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mtesim"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("the mtesim binary runs")
-}
-
-fn stdout(out: &Output) -> &str {
-    std::str::from_utf8(&out.stdout).expect("stdout is UTF-8")
-}
-
-fn stderr(out: &Output) -> &str {
-    std::str::from_utf8(&out.stderr).expect("stderr is UTF-8")
-}
+use std::process::Output;
 
 fn dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("a temporary directory")
