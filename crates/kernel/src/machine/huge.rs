@@ -445,19 +445,9 @@ impl Kernel {
                 pfn: hzp,
                 attrs: leaf_attrs(vma, false, true),
             };
-            let mapped = self
-                .set_pmd_at(
-                    mm,
-                    base,
-                    PmdView::Empty,
-                    Block::Present(leaf),
-                    Some(deposit),
-                )
-                .await;
+            let mapped = self.map_empty_pmd(mm, base, leaf, deposit).await;
             if mapped == Ok(true) {
                 self.bump(|c| c.fault_zero_page += 1);
-            } else {
-                super::free_unreserved(&self.mem, deposit);
             }
             return mapped.map(|_| true).map_err(FaultError::from);
         }
@@ -475,6 +465,25 @@ impl Kernel {
             pfn,
             attrs: leaf_attrs(vma, true, false),
         };
+        let mapped = self.map_empty_pmd(mm, base, leaf, deposit).await;
+        if mapped == Ok(true) {
+            self.bump(|c| c.fault_anon += 1);
+        } else {
+            self.release_huge(pfn).await;
+        }
+        mapped.map(|_| true).map_err(FaultError::from)
+    }
+
+    /// Maps `leaf` as a block at the empty PMD of `base` with its table
+    /// `deposit` ([`Kernel::set_pmd_at`]); the deposit is freed again when
+    /// nothing was mapped (the PMD changed meanwhile, or an error).
+    async fn map_empty_pmd(
+        &self,
+        mm: MmId,
+        base: VirtAddr,
+        leaf: Leaf,
+        deposit: Pfn,
+    ) -> Result<bool, Errno> {
         let mapped = self
             .set_pmd_at(
                 mm,
@@ -484,13 +493,10 @@ impl Kernel {
                 Some(deposit),
             )
             .await;
-        if mapped == Ok(true) {
-            self.bump(|c| c.fault_anon += 1);
-        } else {
+        if mapped != Ok(true) {
             super::free_unreserved(&self.mem, deposit);
-            self.release_huge(pfn).await;
         }
-        mapped.map(|_| true).map_err(FaultError::from)
+        mapped
     }
 
     /// A new zeroed order-9 anonymous page, split into 512 order-0 frames
