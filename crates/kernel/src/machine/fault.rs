@@ -425,6 +425,26 @@ impl Kernel {
         }
     }
 
+    /// Linux `copy_user_highpage()` with arm64's MTE part: the data of
+    /// `src` into the new frame `dst`, and with `tags` its tags too, `dst`
+    /// then marked tagged (its tags are initialised: `set_pte_at` must not
+    /// zero them).
+    pub(crate) fn copy_user_page(&self, dst: Pfn, src: Pfn, tags: bool) {
+        self.mem
+            .phys_mut()
+            .contents
+            .copy_page(dst, src)
+            .expect("BUG: allocated frames are present");
+        if tags {
+            self.mem
+                .copy_tags(dst, src)
+                .expect("BUG: allocated frames are present");
+            self.mem
+                .set_page_mte_tagged(dst)
+                .expect("BUG: a new frame is in use");
+        }
+    }
+
     /// Linux `anon_vma_prepare()`.
     pub(crate) fn prepare_anon(&self, mm: MmId, va: VirtAddr) {
         let mut mms = self.mms.borrow_mut();
@@ -547,19 +567,7 @@ impl Kernel {
             self.release_if_unused(dst).await;
             return Ok(false);
         }
-        self.mem
-            .phys_mut()
-            .contents
-            .copy_page(dst, src)
-            .expect("BUG: allocated frames are present");
-        if keep_tags {
-            self.mem
-                .copy_tags(dst, src)
-                .expect("BUG: allocated frames are present");
-            self.mem
-                .set_page_mte_tagged(dst)
-                .expect("BUG: a new frame is in use");
-        }
+        self.copy_user_page(dst, src, keep_tags);
         let leaf = Leaf {
             pfn: dst,
             attrs: leaf_attrs(vma, true, false),

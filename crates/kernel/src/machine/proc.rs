@@ -316,22 +316,10 @@ impl Kernel {
             .alloc_copy_target(vma.is_tagged(), self.mem.page_mte_tagged(src))
             .await
             .ok_or(Errno::NoMem)?;
-        {
-            // The parent's page cannot change: its mmap_lock is held for
-            // writing and a pinned page is never migrated.
-            let mut phys = self.mem.phys_mut();
-            phys.contents
-                .copy_page(dst, src)
-                .expect("BUG: allocated frames are present");
-        }
-        if self.mem.page_mte_tagged(src) && self.mem.tag_storage_reserved(dst) {
-            self.mem
-                .copy_tags(dst, src)
-                .expect("BUG: allocated frames are present");
-            self.mem
-                .set_page_mte_tagged(dst)
-                .expect("BUG: a new frame is in use");
-        }
+        // The parent's page cannot change: its mmap_lock is held for
+        // writing and a pinned page is never migrated.
+        let tags = self.mem.page_mte_tagged(src) && self.mem.tag_storage_reserved(dst);
+        self.copy_user_page(dst, src, tags);
         debug_assert_eq!(self.current_pte(parent_mm, va), Some(pte));
         let new = with_leaf(pte, Leaf { pfn: dst, ..leaf });
         if !self.set_pte_at(child_mm, va, Pte::None, new).await? {
