@@ -398,29 +398,22 @@ impl Kernel {
                 let pgoff = vma.pgoff_of(va);
                 let tagged = vma.is_tagged();
                 let cached = self.object_page(object, pgoff, tagged).await?;
-                if vma.is_shared() {
-                    let leaf = Leaf {
-                        pfn: cached,
-                        attrs: leaf_attrs(vma, true, false),
-                    };
-                    self.set_pte_at(mm, va, Pte::None, Pte::Present(leaf))
-                        .await?;
-                    Ok(())
-                } else if need == Need::Write {
+                if !vma.is_shared() && need == Need::Write {
                     self.prepare_anon(mm, va);
                     if self.cow_copy(mm, va, vma, Pte::None, cached).await? {
                         self.bump(|c| c.fault_anon += 1);
                     }
-                    Ok(())
-                } else {
-                    let leaf = Leaf {
-                        pfn: cached,
-                        attrs: leaf_attrs(vma, false, false),
-                    };
-                    self.set_pte_at(mm, va, Pte::None, Pte::Present(leaf))
-                        .await?;
-                    Ok(())
+                    return Ok(());
                 }
+                // The cached page itself: writable in a shared mapping,
+                // read-only (copied on a later write) in a private one.
+                let leaf = Leaf {
+                    pfn: cached,
+                    attrs: leaf_attrs(vma, vma.is_shared(), false),
+                };
+                self.set_pte_at(mm, va, Pte::None, Pte::Present(leaf))
+                    .await?;
+                Ok(())
             }
         }
     }
