@@ -1,5 +1,5 @@
 //! Any bytes end in a script or one diagnostic located inside the input,
-//! never a panic (`scenario-language.md`, "Running").
+//! never a panic (`docs/language.md`, "Running").
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -1,5 +1,5 @@
 //! The simulated kernel: a Linux-like memory manager for an Arm MTE machine
-//! whose tag storage may be managed dynamically (`shared/spec/model.md` §2).
+//! whose tag storage may be managed dynamically (`docs/model.md` §2).
 //!
 //! - [`phys`]: physical memory: frame metadata, page contents, the buddy
 //!   allocator with pageblocks and CMA, page isolation and contiguous claims.

@@ -1,7 +1,7 @@
 //! Differential test: random sequential programs run on the kernel model and
 //! on the reference model (`refmodel::RefMachine`, the executable form of
 //! docs/semantics.md); every reply and every observable tag must agree
-//! (model.md §4.8, "nothing is lost"), and the kernel's invariants hold after
+//! (docs/model.md §4.8, "nothing is lost"), and the kernel's invariants hold after
 //! every op.
 //!
 //! Programs stay clear of what depends on the machine's memory

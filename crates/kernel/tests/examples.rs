@@ -1,4 +1,4 @@
-//! The runnable examples of `shared/examples/*.mte`, op by op, with every
+//! The runnable examples of `examples/*.mte`, op by op, with every
 //! outcome and expectation of the file asserted (and the invariants after
 //! every op, which the files check only where they say `expect invariants`).
 

@@ -2,7 +2,7 @@
 //! storage (which migrates them out of tag storage), tagged allocations that
 //! claim tag blocks (which migrates whatever data the blocks hold), and
 //! untagged allocations filling tag storage, all at once. In every explored
-//! interleaving nothing is lost (model.md §4.8) and the invariants hold.
+//! interleaving nothing is lost (docs/model.md §4.8) and the invariants hold.
 
 mod common;
 

@@ -260,7 +260,7 @@ mod tests {
 
     #[test]
     fn geometry_per_arm64_page_size() {
-        // 4 KiB: 256 granules, 128 tag bytes (model.md "128 bytes of tags per
+        // 4 KiB: 256 granules, 128 tag bytes (docs/model.md "128 bytes of tags per
         // data page").
         let g = g4k();
         assert_eq!((g.page_shift(), g.page_size()), (12, 4096));

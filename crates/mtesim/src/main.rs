@@ -2,7 +2,7 @@
 //!
 //! Each subcommand lives in its own module under `cmd/` with its `clap`
 //! arguments and a `run` that returns the exit status. Exit statuses follow
-//! `shared/spec/scenario-language.md`, "Running": 0 success, 1 an
+//! `docs/language.md`, "Running": 0 success, 1 an
 //! expectation failed, 2 an input cannot be read or is malformed (clap's
 //! own usage errors also exit with 2). The tool never panics on input.
 

@@ -181,7 +181,7 @@ fn dtb_in_both_rfc_forms() {
     for (v3, name) in [(false, "fvp-v2.dtb"), (true, "fvp-v3.dtb")] {
         let path = file(d.path(), name, &fvp(v3, 62 * M));
         let v = json(&["platform", s(&path)]);
-        // 1984M / 4K; 62M / 4K; 4K blocks (model.md §1, 1/32 of memory).
+        // 1984M / 4K; 62M / 4K; 4K blocks (docs/model.md §1, 1/32 of memory).
         assert_eq!(counters(&v), (507904, 15872, 15872), "{name}");
         assert_eq!(
             v["dram"],

@@ -1,5 +1,5 @@
 //! `mtesim run` as a user runs it: the binary, real files and directories,
-//! exit statuses, stdout and stderr (`scenario-language.md`, "Running").
+//! exit statuses, stdout and stderr (`docs/language.md`, "Running").
 //!
 //! Files that must run use `--machine reference`: what is checked is the
 //! runner's behaviour, not a machine's.
@@ -66,10 +66,10 @@ fn each_failure_is_a_fail_line_and_the_run_goes_on() {
 
 #[test]
 fn a_malformed_file_is_located_with_a_caret_and_nothing_runs() {
-    // shared/examples/README.md: refused with status 2 and a message that
+    // The malformed-input example (crates/scenario/tests/bad-inputs/): refused with status 2 and a message that
     // starts `bad-input.mte:4:`.
     let d = dir();
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/bad-input.mte");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenario/tests/bad-inputs/bad-input.mte");
     std::fs::copy(&example, d.path().join("bad-input.mte")).unwrap();
     let out = run_ref(d.path(), &["bad-input.mte"]);
     assert_eq!(out.status.code(), Some(2));
@@ -194,7 +194,7 @@ fn json_puts_only_counters_on_stdout() {
     write(d.path(), "ok.mte", PASSING);
     write(d.path(), "bad-input.mte", "spawn p\np load a+ 8\n");
     // One file: the counters object itself. The reference machine keeps
-    // none, so it is empty; every key would be a model.md §5 name (see the
+    // none, so it is empty; every key would be a docs/model.md §5 name (see the
     // unit test of the document's shape).
     let out = run_ref(d.path(), &["--json", "ok.mte"]);
     assert_eq!(out.status.code(), Some(0));

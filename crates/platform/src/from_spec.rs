@@ -1,6 +1,6 @@
 //! The machine of a scenario's `platform` line (or a TOML file's keys).
 //!
-//! Layout (`shared/spec/scenario-language.md`, "Machine"): ordinary DRAM of
+//! Layout (`docs/language.md`, "Machine"): ordinary DRAM of
 //! `memory` bytes at [`DRAM_BASE`]; unless the policy is `none`, one tag
 //! storage region of `memory / 32` bytes right after DRAM, its base aligned up
 //! to the block size, covering all of DRAM with blocks of `block-size` bytes.
@@ -160,7 +160,7 @@ mod tests {
 
     #[test]
     fn default_machine_is_the_specs() {
-        // scenario-language.md "Machine": 64M, dynamic, block-size = page size.
+        // docs/language.md "Machine": 64M, dynamic, block-size = page size.
         // 64M / 4K = 16384 pages; tags 64M/32 = 2M = 512 pages = 512 blocks.
         let p = Platform::default();
         assert_eq!(p, build(&[]).unwrap());
@@ -185,7 +185,7 @@ mod tests {
 
     #[test]
     fn policy_none_has_no_tag_storage() {
-        // model.md §5: under `none` every tag_storage.* counter is 0; memory
+        // docs/model.md §5: under `none` every tag_storage.* counter is 0; memory
         // need not be a multiple of 32 pages because there are no tags.
         let p = build(&[("tag-storage", "none"), ("memory", "36K")]).unwrap();
         assert!(p.tag_regions().is_empty());
@@ -279,7 +279,7 @@ mod tests {
 
     #[test]
     fn bad_block_sizes_are_refused() {
-        // model.md §1: a power-of-two multiple of the page size.
+        // docs/model.md §1: a power-of-two multiple of the page size.
         for bs in ["2K", "12K"] {
             let err = build(&[("block-size", bs)]).unwrap_err();
             assert!(
@@ -323,7 +323,7 @@ mod tests {
 
         /// A `platform` line gives a machine exactly when its tags fill whole
         /// blocks (memory a multiple of 32 blocks), or always under `none`;
-        /// the machine then keeps the 1/32 rule (model.md §1) with the tags
+        /// the machine then keeps the 1/32 rule (docs/model.md §1) with the tags
         /// right after DRAM.
         #[test]
         fn machine_exists_iff_tags_fill_whole_blocks(

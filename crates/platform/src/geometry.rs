@@ -1,5 +1,5 @@
 //! Derived geometry: the one place that knows how data pages, tag bytes and
-//! tag blocks relate (`shared/spec/model.md` §1).
+//! tag blocks relate (`docs/model.md` §1).
 //!
 //! Every conversion between a data frame and its tags goes through
 //! [`Geometry`]; no other code multiplies by 32 or 128.

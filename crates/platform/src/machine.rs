@@ -12,7 +12,7 @@
 //! - `dram` is sorted by base address, `tag_regions` by tag storage base;
 //! - the policy is `none` exactly when there is no tag storage region: a
 //!   machine without MTE has no tag storage, and a policy that manages tag
-//!   storage has some to manage (`shared/spec/model.md` §5: under `none` every
+//!   storage has some to manage (`docs/model.md` §5: under `none` every
 //!   `tag_storage.*` counter is 0).
 //!
 //! Sources: [`Platform::from_spec`] (a scenario's `platform` line, in
@@ -73,7 +73,7 @@ impl KernelSettings {
 }
 
 impl Default for KernelSettings {
-    /// The spec's defaults (`shared/spec/scenario-language.md`, "Machine").
+    /// The spec's defaults (`docs/language.md`, "Machine").
     fn default() -> Self {
         Self::from_spec(&PlatformSpec::default())
     }
@@ -281,7 +281,7 @@ mod tests {
     #[test]
     fn new_wraps_geometry_errors() {
         let (dram, mut region) = fvp_region();
-        // 60M of tags cover 1920M, not the 1984M they claim (model.md §1: 1/32).
+        // 60M of tags cover 1920M, not the 1984M they claim (docs/model.md §1: 1/32).
         region.tags = MemRange::new(0xfc00_0000, 60 * M);
         let err = Platform::new(
             TagStoragePolicy::Dynamic,

@@ -1,6 +1,6 @@
 //! Integer literals shared by scenario files, TOML platform files and the CLI.
 //!
-//! Grammar (`shared/spec/scenario-language.md`, "Lexical rules"): decimal
+//! Grammar (`docs/language.md`, "Lexical rules"): decimal
 //! (`4096`) or hex (`0x1000`), `_` allowed between digits (`0x7f00_0000`), and
 //! for sizes and offsets an optional binary suffix `K`, `M`, `G`, `T`
 //! (`64K` = 65536). Values are unsigned; overflow is an input error, never a

@@ -1,12 +1,12 @@
 //! The platform keys: what a `platform` line of a scenario, or a TOML platform
-//! file, may say about the machine (`shared/spec/scenario-language.md`,
+//! file, may say about the machine (`docs/language.md`,
 //! "Machine"). This module owns the vocabulary and the value syntax; turning a
 //! [`PlatformSpec`] into a physical layout is [`crate::Platform`]'s job.
 
 use crate::num::{self, NumError, Suffix};
 use thiserror::Error;
 
-/// How the kernel manages tag storage (`shared/spec/model.md` §3).
+/// How the kernel manages tag storage (`docs/model.md` §3).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub enum TagStoragePolicy {
     /// No MTE: `PROT_MTE` is refused and the machine has no tag storage.

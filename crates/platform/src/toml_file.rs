@@ -284,7 +284,7 @@ cpus = 2
         // A seed beyond i64 can still be written as a string.
         let p = load("seed = \"0xffff_ffff_ffff_ffff\"\n").unwrap();
         assert_eq!(p.settings().seed, u64::MAX);
-        // A suffix is only for sizes (scenario-language.md, "Lexical rules").
+        // A suffix is only for sizes (docs/language.md, "Lexical rules").
         let (_, err) = error("seed = \"4K\"\n");
         assert_eq!(err.to_string(), "`seed`: size suffix `K` not allowed here");
     }

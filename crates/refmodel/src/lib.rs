@@ -7,7 +7,7 @@
 //! zero page and no page sharing: a process's private memory is its own map
 //! of pages from the first write, `fork` copies it at once, and shared
 //! memory is one object that every mapping of it refers to. It runs beside
-//! the kernel model in the differential tests (model.md §4, invariant 8:
+//! the kernel model in the differential tests (docs/model.md §4, invariant 8:
 //! "nothing is lost"), and it is the executable form of
 //! `docs/semantics.md`, which the kernel model follows.
 //!

@@ -1,4 +1,4 @@
-//! The typed syntax tree of a `.mte` scenario (`shared/spec/scenario-language.md`).
+//! The typed syntax tree of a `.mte` scenario (`docs/language.md`).
 //!
 //! Owns the shape of every statement after parsing and name resolution. A
 //! [`Script`] is what [`crate::parse()`] returns for a well-formed file; every
@@ -819,7 +819,7 @@ mod tests {
 
     #[test]
     fn counter_names_are_model_md_section_5() {
-        // shared/spec/model.md §5 lists 22 names (swap.out/in and
+        // docs/model.md §5 lists 22 names (swap.out/in and
         // tcf.sync/async share rows).
         assert_eq!(Counter::ALL.len(), 22);
         assert_eq!(
@@ -839,7 +839,7 @@ mod tests {
 
     #[test]
     fn advice_spellings_are_the_specs() {
-        // scenario-language.md, `madvise`: dontneed, pageout, hugepage,
+        // docs/language.md, `madvise`: dontneed, pageout, hugepage,
         // nohugepage, mergeable, unmergeable.
         let names: Vec<&str> = ADVICES.into_iter().map(advice_name).collect();
         assert_eq!(

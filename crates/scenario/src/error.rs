@@ -3,7 +3,7 @@
 //! Owns [`ParseError`], the one error a malformed file produces (the first
 //! one in reading order: nothing of a malformed file runs), and
 //! [`ErrorKind`], what was wrong. `Display` prints
-//! `file:line:column: message` as `scenario-language.md` ("Running")
+//! `file:line:column: message` as `docs/language.md` ("Running")
 //! requires; lines and columns are 1-based and columns count characters, not
 //! bytes. The [`miette::Diagnostic`] impl labels the offending text and
 //! carries the offending line, so a CLI can print a caret under it without
@@ -163,7 +163,7 @@ pub enum ErrorKind {
     #[error("unknown page state `{found}` (expected {})", PAGE_STATES)]
     UnknownPageState { found: String },
     #[error(
-        "unknown counter `{found}` (the counters of model.md §5: {})",
+        "unknown counter `{found}` (the counters of docs/model.md §5: {})",
         COUNTERS
     )]
     UnknownCounter { found: String },

@@ -1,4 +1,4 @@
-//! Lines and tokens of a `.mte` file (`scenario-language.md`, "Lexical rules").
+//! Lines and tokens of a `.mte` file (`docs/language.md`, "Lexical rules").
 //!
 //! Owns the byte-level rules: one statement per line (`\n`, or `\r\n`),
 //! tokens separated by spaces or tabs, `#` at the start of a token opens a

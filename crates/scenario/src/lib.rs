@@ -1,6 +1,6 @@
 //! The `.mte` scenario language: lexer, parser, typed syntax tree, name
 //! resolution, diagnostics, and the runner that executes scenarios on a
-//! machine (`shared/spec/scenario-language.md`).
+//! machine (`docs/language.md`).
 //!
 //! [`parse()`] turns a file into a [`Script`] or the first
 //! [`ParseError`] in it; a malformed file runs nothing. Everything that can be

@@ -108,7 +108,7 @@ mod tests {
 
     #[test]
     fn the_reference_machine_has_mte_unless_tag_storage_is_none() {
-        // scenario-language.md, "Machine": `none` means no MTE, so
+        // docs/language.md, "Machine": `none` means no MTE, so
         // `PROT_MTE` is refused (EINVAL).
         let run = |platform_line: &str| {
             let src = format!("{platform_line}\nspawn p\np mmap a 4K prot=r,w,mte\n");

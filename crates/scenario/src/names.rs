@@ -1,4 +1,4 @@
-//! Name binding (`scenario-language.md`, "Lexical rules").
+//! Name binding (`docs/language.md`, "Lexical rules").
 //!
 //! Owns the one namespace of processes and pointers while a file is parsed,
 //! and hands out the dense ids of [`crate::ast`]:

@@ -1,4 +1,4 @@
-//! The statement grammar of `.mte` files (`scenario-language.md`).
+//! The statement grammar of `.mte` files (`docs/language.md`).
 //!
 //! Owns turning lines of tokens into [`Stmt`]s: the command, outcome,
 //! expectation, pointer and list syntax, every range check that can be made
@@ -38,7 +38,7 @@ use crate::names::Scope;
 use mte::insn::{GranuleOffset, TagOffset};
 use mte::{CheckMode, GRANULE_SIZE, Tag, TagMask, TagStoreOp, TaggedPtr};
 
-/// Words that are never names (`scenario-language.md`, "Lexical rules").
+/// Words that are never names (`docs/language.md`, "Lexical rules").
 pub const KEYWORDS: [&str; 8] = [
     "platform", "spawn", "parallel", "end", "expect", "reclaim", "compact", "ksm-scan",
 ];

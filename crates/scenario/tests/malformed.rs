@@ -1,4 +1,4 @@
-//! One test per class of malformed input of `scenario-language.md` ("Lexical
+//! One test per class of malformed input of `docs/language.md` ("Lexical
 //! rules": "A script that breaks any rule of this page that can be checked
 //! before running ... is malformed as a whole"), each asserting the exact
 //! `file:line:column` and that the message names the problem. Columns are
@@ -261,7 +261,7 @@ fn platform_not_first() {
 
 #[test]
 fn platform_keys_that_make_no_machine() {
-    // Tags take memory/32 (scenario-language.md, "Machine"): 100K of memory
+    // Tags take memory/32 (docs/language.md, "Machine"): 100K of memory
     // has 3.125K of tags, not whole pages of 4K; 64M has 2M of tags, not a
     // whole number of 4M blocks. The caret goes to the key to change, where
     // the line writes it.
@@ -583,7 +583,7 @@ fn bad_counter_name() {
 
 #[test]
 fn bad_pointers() {
-    // shared/examples/bad-input.mte: `a+` has no offset; the caret is on `+`.
+    // tests/bad-inputs/bad-input.mte: `a+` has no offset; the caret is on `+`.
     assert_refused(
         &format!("{P}p load a+ 8 => value 0x0\n"),
         3,

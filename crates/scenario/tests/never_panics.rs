@@ -1,5 +1,5 @@
 //! Any input ends in a script or one diagnostic, never a panic
-//! (`scenario-language.md`, "Running": "A scenario never panics the tool"),
+//! (`docs/language.md`, "Running": "A scenario never panics the tool"),
 //! and a diagnostic always points inside the input.
 
 use proptest::prelude::*;

@@ -67,9 +67,8 @@ fn directives(src: &[u8]) -> Result<Directives, String> {
 
 /// `<area>/<file>.mte` files under `dir`, sorted, with their names.
 fn files(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf)>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
+    // A folder that cannot be read is a broken suite, not an empty one.
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     let mut entries: Vec<PathBuf> = entries.filter_map(|e| Some(e.ok()?.path())).collect();
     entries.sort();
     for path in entries {
@@ -154,6 +153,12 @@ fn main() {
     let args = Arguments::from_args();
     let mut found = Vec::new();
     files(&suites_dir(), "", &mut found);
+    assert!(
+        found.len() >= 50,
+        "only {} scenario files under {}",
+        found.len(),
+        suites_dir().display()
+    );
     let mut trials = vec![Trial::test(
         "harness: directives",
         directives_are_read_from_comments,

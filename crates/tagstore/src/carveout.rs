@@ -1,5 +1,5 @@
 //! Policy `static`: tag storage carved out at boot, as mainline Linux does
-//! (`shared/spec/model.md` §3).
+//! (`docs/model.md` §3).
 //!
 //! Every block is reserved from boot and never lent, so a reservation always
 //! succeeds, never claims, and only counts references; nothing is ever
@@ -158,7 +158,7 @@ mod tests {
 
     #[test]
     fn every_block_is_reserved_from_boot_and_never_released() {
-        // model.md §5: under `static` every block counts as reserved from
+        // docs/model.md §5: under `static` every block counts as reserved from
         // boot; 64 MiB with 4 KiB blocks has 2 MiB / 4 KiB = 512 blocks.
         let g = machine(4 << 10);
         let mut m = StaticTagStorage::new(&g, record());

@@ -89,7 +89,7 @@ pub enum TagStoreViolation {
     #[error("{block:?} is reserved but the machine has only {blocks} blocks")]
     UnknownBlock { block: TagBlock, blocks: u64 },
     /// A block's reference count is the number of live tagged frames it
-    /// covers, so it never exceeds the frames it covers (model.md §4.3).
+    /// covers, so it never exceeds the frames it covers (docs/model.md §4.3).
     #[error("{block:?} holds {refs} references but covers only {capacity} frames")]
     RefcountAboveCoverage {
         block: TagBlock,
@@ -113,7 +113,7 @@ pub enum TagStoreViolation {
         releases: u64,
     },
     /// After activation the zero page's block is reserved, for ever, and holds
-    /// the zero page's reference (RFC v2 patch 18, model.md §2).
+    /// the zero page's reference (RFC v2 patch 18, docs/model.md §2).
     #[error("the zero page {zero_page}'s tag block {block:?} holds no reference")]
     ZeroPageBlockNotReserved {
         zero_page: Pfn,

@@ -1,4 +1,4 @@
-//! The `tag_storage.*` counters a manager owns (`shared/spec/model.md` §5).
+//! The `tag_storage.*` counters a manager owns (`docs/model.md` §5).
 //!
 //! Every counter is kept exactly and in O(1) per event; `check()` recounts
 //! what can be recounted. What each policy reports:
@@ -79,7 +79,7 @@ mod tests {
 
     #[test]
     fn names_are_the_spec_names() {
-        // model.md §5 counter table.
+        // docs/model.md §5 counter table.
         let c = TagStoreCounters {
             blocks: 1,
             reserved: 2,

@@ -1,6 +1,6 @@
 //! Tag storage managers: which tag blocks are reserved for tags, for how many
 //! tagged frames each, and when a block is taken from or given back to the
-//! page allocator (`shared/spec/model.md` §2, §3).
+//! page allocator (`docs/model.md` §2, §3).
 //!
 //! A manager knows tag blocks and data frames and nothing else: no processes,
 //! page tables, printing or globals, so it can be lifted into a real kernel.

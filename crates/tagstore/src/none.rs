@@ -1,4 +1,4 @@
-//! Policy `none`: a machine without MTE (`shared/spec/model.md` §3).
+//! Policy `none`: a machine without MTE (`docs/model.md` §3).
 //!
 //! There is no tag storage and no block: reserving or activating fails with
 //! [`ReserveError::NoTagStorage`] (the kernel refuses `PROT_MTE` and never
@@ -89,7 +89,7 @@ mod tests {
 
     #[test]
     fn nothing_can_be_reserved_and_every_counter_is_zero() {
-        // model.md §5: under `none` every tag_storage.* counter is 0.
+        // docs/model.md §5: under `none` every tag_storage.* counter is 0.
         let mut m = NoTagStorage::new(record());
         let mut src = MockSource::default();
         assert_eq!(

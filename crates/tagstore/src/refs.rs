@@ -41,7 +41,7 @@ pub enum RangeError {
     #[error("frame {pfn} is not aligned to order {order}")]
     Misaligned { pfn: Pfn, order: u32 },
     /// The frame is not ordinary memory covered by a tag region (it may be
-    /// tag storage itself, which has no tags: model.md §1).
+    /// tag storage itself, which has no tags: docs/model.md §1).
     #[error("frame {pfn} has no tag storage")]
     NotCovered { pfn: Pfn },
 }

@@ -7,7 +7,7 @@ use core::fmt;
 use mte::{Tag, TaggedPtr};
 use thiserror::Error;
 
-/// A counter of `shared/spec/model.md` §5.
+/// A counter of `docs/model.md` §5.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub enum Counter {
     MemPages,
@@ -60,7 +60,7 @@ impl Counter {
         Counter::TcfAsync,
     ];
 
-    /// The name of `model.md` §5 (`tag_storage.reserved`).
+    /// The name of `docs/model.md` §5 (`tag_storage.reserved`).
     pub const fn name(self) -> &'static str {
         match self {
             Counter::MemPages => "mem.pages",
@@ -199,6 +199,6 @@ pub trait Machine {
     /// `None` if the machine does not model page tables.
     fn page_state(&self, pid: Pid, ptr: TaggedPtr, state: PageState) -> Option<bool>;
 
-    /// Every invariant of `model.md` §4 that does not hold now, described.
+    /// Every invariant of `docs/model.md` §4 that does not hold now, described.
     fn invariant_violations(&self) -> Vec<String>;
 }

@@ -1,5 +1,5 @@
 //! Transparent huge pages and the huge zero page (Linux v6.8
-//! `mm/huge_memory.c`, the PMD paths of `mm/memory.c`; model.md §2 "The
+//! `mm/huge_memory.c`, the PMD paths of `mm/memory.c`; docs/model.md §2 "The
 //! huge zero page").
 //!
 //! # Eligibility ([`Kernel::thp_base`], Linux `hugepage_vma_check()` +
@@ -28,7 +28,7 @@
 //! tags of each frame initialised once (`PG_mte_lock`/`PG_mte_tagged`);
 //! otherwise it is written [`Block::AwaitingTagStorage`]. Unlike the 4 KiB
 //! zero page, the huge zero page goes through this too: it is an ordinary
-//! page whose tags are zeroed the first time it is mapped tagged (model.md
+//! page whose tags are zeroed the first time it is mapped tagged (docs/model.md
 //! §2), under dynamic tag storage through the fault-on-access path.
 //!
 //! # Decisions

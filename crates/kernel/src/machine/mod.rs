@@ -11,7 +11,7 @@
 //! - the swap device ([`SwapDevice`]) and the tags restored at swap-in
 //!   that wait for their page's tag storage;
 //! - page locks (`PG_locked`, a [`LockTable`] keyed by frame), the IRG RNG
-//!   and the fault/tag-check counters of `model.md` §5.
+//!   and the fault/tag-check counters of `docs/model.md` §5.
 //!
 //! Submodules: `proc` (processes, prctl, fork/exec/exit), `syscalls`
 //! (mmap, munmap, mprotect, madvise, pin), `fault` (`handle_mm_fault`,
@@ -157,7 +157,7 @@ pub(crate) struct Mm {
     pub(crate) lock: Rc<SimRwLock<()>>,
 }
 
-/// Counters the kernel keeps (model.md §5; the memory ones are [`Memory`]'s).
+/// Counters the kernel keeps (docs/model.md §5; the memory ones are [`Memory`]'s).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct KernelCounters {
     pub(crate) fault_anon: u64,

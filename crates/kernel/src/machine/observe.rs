@@ -1,6 +1,6 @@
-//! Observations: counters (model.md §5), page states and tags (the
+//! Observations: counters (docs/model.md §5), page states and tags (the
 //! scenario language's expectations), and the machine-wide invariant
-//! checker (model.md §4, invariants 1-7, plus the checks of every layer:
+//! checker (docs/model.md §4, invariants 1-7, plus the checks of every layer:
 //! swap counts equal the swap entries referring to each slot).
 //!
 //! Observations never change the machine: no fault is taken, no counter
@@ -35,29 +35,29 @@ pub enum KernelViolation {
     },
     #[error("rmap: {0:?}")]
     Rmap(RmapViolation),
-    /// model.md §4.1.
+    /// docs/model.md §4.1.
     #[error("mm {mm:?} {va}: valid tagged entry maps {pfn}, whose tags are not initialised")]
     TaggedEntryUninitialised { mm: MmId, va: VirtAddr, pfn: Pfn },
-    /// model.md §4.1.
+    /// docs/model.md §4.1.
     #[error("mm {mm:?} {va}: valid tagged entry maps {pfn}, whose tag storage is not reserved")]
     TaggedEntryUnreserved { mm: MmId, va: VirtAddr, pfn: Pfn },
-    /// model.md §4.2.
+    /// docs/model.md §4.2.
     #[error("mm {mm:?} {va}: valid tagged entry maps tag storage frame {pfn}")]
     TaggedEntryInTagStorage { mm: MmId, va: VirtAddr, pfn: Pfn },
-    /// model.md §4.5.
+    /// docs/model.md §4.5.
     #[error("mm {mm:?} {va}: the zero page is mapped writable or not special")]
     ZeroPageEntry { mm: MmId, va: VirtAddr },
-    /// model.md §4.6.
+    /// docs/model.md §4.6.
     #[error("{pfn}: map count {mapcount}, but {mappings} mappings")]
     MapCount {
         pfn: Pfn,
         mapcount: u32,
         mappings: usize,
     },
-    /// model.md §4.6.
+    /// docs/model.md §4.6.
     #[error("{pfn}: pin count {pins}, but {recorded} pins recorded by processes")]
     PinCount { pfn: Pfn, pins: u32, recorded: u32 },
-    /// model.md §4.6: a user frame holds exactly its allocation's reference.
+    /// docs/model.md §4.6: a user frame holds exactly its allocation's reference.
     #[error("{pfn}: reference count {refcount}, expected 1")]
     RefCount { pfn: Pfn, refcount: u32 },
     #[error("{pfn} is held by the kernel but not allocated")]
@@ -92,7 +92,7 @@ pub enum KernelViolation {
         count: u32,
         entries: u32,
     },
-    /// model.md §4.7: saved tags belong to a swapped-out tagged page, and a
+    /// docs/model.md §4.7: saved tags belong to a swapped-out tagged page, and a
     /// machine without MTE has none. (Not checked: that an entry referring
     /// to a slot with saved tags lies in a tagged mapping. A page shared by
     /// fork may be mapped tagged by one process and untagged by the other,
@@ -100,7 +100,7 @@ pub enum KernelViolation {
     /// from both by reclaim.)
     #[error("swap slot {slot} holds saved tags on a machine without MTE")]
     SavedTagsWithoutMte { slot: SwapSlot },
-    /// model.md §4.7: tags restored at swap-in wait only for a page that
+    /// docs/model.md §4.7: tags restored at swap-in wait only for a page that
     /// is mapped (awaiting its tag storage) and whose tags are not
     /// initialised yet.
     #[error("{pfn}: restored tags wait for a page that is {what}")]

@@ -1,5 +1,5 @@
 //! Unit tests of the kernel's fault paths, `set_pte_at`, migration and pins
-//! (the examples of `shared/examples` are in `crates/kernel/tests`).
+//! (the examples of `examples/` are in `crates/kernel/tests`).
 
 use mte::{CheckMode, Tag, TagMask, TagStoreOp, TaggedPtr};
 use platform::Platform;
@@ -1170,7 +1170,7 @@ fn parallel_swap_ins_of_one_entry() {
 
 /// The checker's swap rules: swap counts equal the swap entries referring
 /// to each slot, and restored tags wait only for mapped, untagged pages
-/// (model.md §4 invariant 7).
+/// (docs/model.md §4 invariant 7).
 #[test]
 fn the_checker_reports_swap_violations() {
     let mut k = kernel(&[("tag-storage", "static"), ("swap", "64K")]);

@@ -43,7 +43,7 @@ impl ClobberLog {
     }
 }
 
-/// What is wrong with the zero page (model.md §2, §4.5).
+/// What is wrong with the zero page (docs/model.md §2, §4.5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ZeroPageFault {
     /// Not an allocated unmovable order-0 block.
@@ -98,7 +98,7 @@ pub enum MemViolation {
         pfn: Pfn,
         flag: PageFlag,
     },
-    /// A frame marked tagged whose tag storage is not reserved (model.md
+    /// A frame marked tagged whose tag storage is not reserved (docs/model.md
     /// §4.1; under `none` any tagged frame).
     TaggedWithoutReservation {
         pfn: Pfn,

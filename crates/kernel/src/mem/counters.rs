@@ -1,4 +1,4 @@
-//! The counters of `shared/spec/model.md` §5 that concern memory and tag
+//! The counters of `docs/model.md` §5 that concern memory and tag
 //! storage, as one exact snapshot ([`MemCounters`]).
 //!
 //! Sources, all O(1) to read: the allocator's own counters (`mem.*`,

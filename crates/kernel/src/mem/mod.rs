@@ -1,5 +1,5 @@
 //! The physical memory manager: the one place the rest of the kernel asks for
-//! frames, tags and tag storage (`shared/spec/model.md` §2 "Physical memory",
+//! frames, tags and tag storage (`docs/model.md` §2 "Physical memory",
 //! "Tagged allocations", "The tag storage manager", "The zero page").
 //!
 //! # What it owns
@@ -15,7 +15,7 @@
 //!   clobber each other exactly as on hardware;
 //! - the zero page (allocated, tags zeroed and marked tagged at boot; its tag
 //!   block reserved at activation and never released);
-//! - the counters of model.md §5 that concern memory and tag storage
+//! - the counters of docs/model.md §5 that concern memory and tag storage
 //!   ([`MemCounters`]), exact, O(1) to read;
 //! - the invariant checker of this layer ([`Memory::check`]).
 //!

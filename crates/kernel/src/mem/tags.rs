@@ -3,14 +3,14 @@
 //!
 //! # Tag bytes
 //! The tag of the granule at physical address `pa` is a nibble of the byte
-//! `geometry.tag_byte_of(pa)` in a tag storage frame (model.md §1: linear
+//! `geometry.tag_byte_of(pa)` in a tag storage frame (docs/model.md §1: linear
 //! mapping, even granule in the low nibble; packing rules in
 //! [`mte::packing`]). Reading and writing go through [`crate::phys::PhysContents`]
 //! like any other memory, so a tag write lands in whatever the tag storage
 //! frame holds at the time, data included.
 //!
 //! Where no tag storage covers an address (policy `none`, or a frame that is
-//! itself tag storage, which has no tags: model.md §1) tags read as 0 and
+//! itself tag storage, which has no tags: docs/model.md §1) tags read as 0 and
 //! writes are ignored, as the architecture makes LDG/STG behave on memory
 //! without allocation tags. An address outside every frame is an error.
 //!
@@ -263,7 +263,7 @@ impl Memory {
     /// CPUs waiting in [`Self::try_page_mte_tagging`]. Counts `pages.tagged`.
     ///
     /// Allowed on any frame in use, tag storage included: marking a tag
-    /// storage frame tagged is the bug of model.md §4.2, which the checker
+    /// storage frame tagged is the bug of docs/model.md §4.2, which the checker
     /// reports rather than this refusing it.
     pub fn set_page_mte_tagged(&self, pfn: Pfn) -> Result<(), FrameAccessError> {
         self.phys.borrow_mut().alloc.frame_mut(pfn)?;

@@ -1,8 +1,8 @@
 //! Tests of the physical memory manager. Frame numbers are worked out by hand
-//! from the default scenario machine (`shared/spec/scenario-language.md`,
+//! from the default scenario machine (`docs/language.md`,
 //! "Machine": 64 MiB of DRAM at 0x8000_0000 = frames 0x80000..0x84000, its
 //! 2 MiB of tag storage right after = frames 0x84000..0x84200, blocks of one
-//! 4 KiB page: 512 blocks of 32 data pages each, model.md §1) and the buddy
+//! 4 KiB page: 512 blocks of 32 data pages each, docs/model.md §1) and the buddy
 //! rules of `crate::phys::buddy`.
 
 mod model;
@@ -134,7 +134,7 @@ fn boot_under_dynamic_reserves_the_zero_pages_block() {
         ]
     );
     // mem.free: 16384 DRAM + 512 tag storage frames, less the zero page and
-    // its claimed block (model.md §5: tag storage pages included).
+    // its claimed block (docs/model.md §5: tag storage pages included).
     let c = mem.counters();
     assert_eq!(
         c,
@@ -162,7 +162,7 @@ fn boot_under_dynamic_reserves_the_zero_pages_block() {
 #[test]
 fn boot_under_static_carves_out_every_block() {
     let (_, mem) = boot(spec(TagStoragePolicy::Static, TagStorageData::Prefer));
-    // model.md §5: under static every block counts as reserved from boot and
+    // docs/model.md §5: under static every block counts as reserved from boot and
     // no tag storage page is ever free or holds data.
     let c = mem.counters();
     assert_eq!(
@@ -207,7 +207,7 @@ fn boot_under_none_has_no_tags() {
     let (_, mem) = boot(spec(TagStoragePolicy::None, TagStorageData::Balance));
     let c = mem.counters();
     assert_eq!(c.mem_free, 16384 - 1);
-    // model.md §5: under none every tag_storage.* counter is 0; the zero
+    // docs/model.md §5: under none every tag_storage.* counter is 0; the zero
     // page is not tagged (no MTE: cpu_enable_mte() never runs).
     for (counter, value) in c.list() {
         if counter.name().starts_with("tag_storage.") || counter == Counter::PagesTagged {
@@ -215,7 +215,7 @@ fn boot_under_none_has_no_tags() {
         }
     }
     assert_eq!(flags(&mem, p(BASE)), [PageFlag::Kernel]);
-    // No tag storage: tags read 0, writes are ignored (model.md §1).
+    // No tag storage: tags read 0, writes are ignored (docs/model.md §1).
     let pa = PhysAddr::new(0x8000_1000);
     mem.write_tag(pa, Tag::new(5).unwrap()).unwrap();
     assert_eq!(mem.read_tag(pa), Ok(Tag::ZERO));
@@ -546,7 +546,7 @@ fn reservation_refuses_frames_not_in_use_and_partial_ranges() {
             ..
         })
     ));
-    // A page in tag storage has no tag storage of its own (model.md §1).
+    // A page in tag storage has no tag storage of its own (docs/model.md §1).
     let cma = mem.alloc(o(0), Gfp::USER).unwrap();
     assert_eq!(cma, p(TAGS + 1));
     assert!(matches!(
@@ -618,7 +618,7 @@ fn a_refused_free_changes_nothing() {
 #[test]
 fn migrating_a_tagged_page_carries_its_tags() {
     // Compaction of a tagged DRAM page: the destination's tag storage is
-    // reserved first (model.md §2 "Migration and compaction").
+    // reserved first (docs/model.md §2 "Migration and compaction").
     let (sched, mem) = default_dynamic(TagStorageData::Balance);
     let mut mover = FrameMover::default();
     let src = run(&sched, mem.alloc_tagged(o(0), Gfp::USER_TAGGED, &mut mover)).unwrap();
@@ -654,7 +654,7 @@ fn tags_are_nibbles_of_tag_storage_bytes() {
     .unwrap();
     assert_eq!(page.pfn, p(BASE + 0x400));
     // Granule 3 of frame 0x80400 (byte 0x30): tag byte 0x8400_0000 + 0x400 *
-    // 128 + 1, high nibble (model.md §1).
+    // 128 + 1, high nibble (docs/model.md §1).
     let pa = PhysAddr::new(0x8040_0030);
     mem.write_tag(pa, Tag::new(0xa).unwrap()).unwrap();
     assert_eq!(
@@ -707,7 +707,7 @@ fn tags_are_nibbles_of_tag_storage_bytes() {
 
 #[test]
 fn tags_written_for_an_unreserved_block_clobber_cma_data() {
-    // The RFC's race (background.md): tags written into tag storage that
+    // The RFC's race (docs/model.md): tags written into tag storage that
     // still holds someone's data. The accessors let it happen; the checker
     // reports it.
     let (_, mem) = default_dynamic(TagStorageData::Prefer);
@@ -744,7 +744,7 @@ fn the_checker_reports_broken_mte_flags() {
     let (sched, mem) = default_dynamic(TagStorageData::Prefer);
     let data = mem.alloc(o(0), Gfp::USER).unwrap();
     let plain = mem.alloc(o(0), Gfp::KERNEL).unwrap();
-    // Marking a tag storage frame tagged (model.md §4.2) and a page without
+    // Marking a tag storage frame tagged (docs/model.md §4.2) and a page without
     // tag storage reserved (§4.1).
     mem.set_page_mte_tagged(data).unwrap();
     mem.set_page_mte_tagged(plain).unwrap();

@@ -14,7 +14,7 @@
 //! | call | condition | result | Linux |
 //! |---|---|---|---|
 //! | mmap | `len == 0` | `EINVAL` | `do_mmap()` |
-//! | mmap | `prot=mte` without MTE | `EINVAL` (spec; Linux ignores the bit) | scenario-language.md |
+//! | mmap | `prot=mte` without MTE | `EINVAL` (spec; Linux ignores the bit) | docs/language.md |
 //! | mmap | hint below `mmap_min_addr` | hint raised to it | `round_hint_to_min()` |
 //! | mmap | page-aligned `len` overflows | `ENOMEM` | `do_mmap()` |
 //! | mmap | `pgoff + pages` overflows | `EINVAL` (Linux `EOVERFLOW`) | `do_mmap()` |

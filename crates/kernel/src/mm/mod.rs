@@ -1,5 +1,5 @@
 //! Address spaces: the data structures a process's memory is described by
-//! (`shared/spec/model.md` §2 "Address spaces").
+//! (`docs/model.md` §2 "Address spaces").
 //!
 //! Owns, module by module:
 //! - [`layout`]: the geometry of a user address space (page and table sizes,

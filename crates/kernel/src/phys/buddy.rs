@@ -245,7 +245,7 @@ pub enum FrameStatus {
     CarvedOut,
 }
 
-/// Counters, all exact. Names map to `shared/spec/model.md` §5.
+/// Counters, all exact. Names map to `docs/model.md` §5.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct PhysStats {
     /// `mem.pages`: ordinary DRAM frames.

@@ -59,7 +59,7 @@ pub enum PhysViolation {
     OrphanTail { pfn: Pfn, head_offset: u32 },
     /// An unmovable allocation inside a CMA pageblock.
     UnmovableInCma { head: Pfn },
-    /// A tag storage frame marked tagged (`shared/spec/model.md` §4.2).
+    /// A tag storage frame marked tagged (`docs/model.md` §4.2).
     TaggedTagStorage { pfn: Pfn },
     /// A frame of a hole with metadata other than pristine.
     HoleWithMetadata { pfn: Pfn },

@@ -1,5 +1,5 @@
 //! Physical memory: the frames of the machine, what they hold, and who has
-//! them (`shared/spec/model.md` §2 "Physical memory").
+//! them (`docs/model.md` §2 "Physical memory").
 //!
 //! Owns, module by module:
 //! - [`layout`]: the validated input: buddy geometry and the memory regions

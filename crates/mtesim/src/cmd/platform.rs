@@ -5,7 +5,7 @@
 //! (0xd00dfeed), otherwise TOML with the keys of a `platform` line
 //! ([`platform::Platform::from_file`]).
 //!
-//! The output names the counters of `shared/spec/model.md` §5 that the
+//! The output names the counters of `docs/model.md` §5 that the
 //! machine alone fixes: `mem.pages`, `tag_storage.pages`,
 //! `tag_storage.blocks`. Text is for people: aligned columns, hex addresses
 //! with inclusive ends as Linux prints them, sizes as `64M`, settings
@@ -51,7 +51,7 @@ pub fn run(args: &Args) -> ExitCode {
     print_stdout(&output)
 }
 
-/// The counters the machine alone fixes, with their `model.md` §5 names.
+/// The counters the machine alone fixes, with their `docs/model.md` §5 names.
 pub fn counters(platform: &Platform) -> [(&'static str, u64); 3] {
     let g = platform.geometry();
     [

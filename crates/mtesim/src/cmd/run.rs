@@ -1,7 +1,7 @@
 //! `mtesim run FILES_OR_DIRS... [--verbose] [--json] [--seed S]
 //! [--schedule STRING] [--jobs N] [--machine kernel|reference]
 //! [--check-invariants]`: run
-//! scenarios, each on a fresh machine (`scenario-language.md`, "Running").
+//! scenarios, each on a fresh machine (`docs/language.md`, "Running").
 //!
 //! Files: a directory is searched recursively for `*.mte`, in sorted order
 //! of names at each level (symbolic links to files are followed, to
@@ -25,7 +25,7 @@
 //! files.
 //!
 //! `--json` puts the final counters on stdout as JSON, keys exactly the
-//! `model.md` §5 names of the counters the machine keeps (sorted): one
+//! `docs/model.md` §5 names of the counters the machine keeps (sorted): one
 //! object when the only argument is a file; otherwise an object keyed by
 //! file path (as printed in the other lines) whose values are those
 //! objects, `null` for a file that did not run. Everything else then goes
@@ -315,7 +315,7 @@ fn error(stderr: String) -> FileOutput {
     }
 }
 
-/// The counters of a report, keyed by their `model.md` §5 names.
+/// The counters of a report, keyed by their `docs/model.md` §5 names.
 fn counters(report: &RunReport) -> Map<String, Value> {
     report
         .counters
@@ -408,7 +408,7 @@ mod tests {
 
     #[test]
     fn json_keys_are_model_md_counter_names() {
-        // model.md §5: `--json` uses the counter names.
+        // docs/model.md §5: `--json` uses the counter names.
         let report = RunReport {
             counters: vec![
                 (Counter::MemPages, 16384),

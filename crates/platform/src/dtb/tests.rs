@@ -168,7 +168,7 @@ fn error(bytes: &[u8]) -> DtbError {
     }
 }
 
-/// The FVP numbers, worked out from model.md §1 and the RFC v3
+/// The FVP numbers, worked out from docs/model.md §1 and the RFC v3
 /// `order_to_num_blocks()`:
 /// - mem.pages = 1984M / 4K = 507904;
 /// - tag_storage.pages = 62M / 4K = 15872 = 507904 / 32;

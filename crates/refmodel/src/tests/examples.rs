@@ -1,4 +1,4 @@
-//! `shared/examples/*.mte`, line by line, without the `expect stat` and
+//! `examples/*.mte`, line by line, without the `expect stat` and
 //! `expect page` lines (the reference keeps no counters or page tables).
 //! `expect P tags` lines go through `Machine::tags`, `expect invariants`
 //! through `invariant_violations` (checked after every command by the

@@ -2,7 +2,7 @@
 //! out by hand from Linux and the architecture (each test cites its rule).
 //!
 //! - `harness`: a small driver that builds commands from scenario-like text;
-//! - `examples`: the user-visible lines of `shared/examples/*.mte`;
+//! - `examples`: the user-visible lines of `examples/*.mte`;
 //! - `processes`, `syscalls`, `kernel_access`, `ptrace`, `accesses`,
 //!   `instructions`: one command family each;
 //! - `selftests`: behaviours of Linux's `tools/testing/selftests/arm64/mte`;

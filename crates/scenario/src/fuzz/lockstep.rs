@@ -11,7 +11,7 @@
 //!   ignores it.
 //!
 //! After every step the machine under test's
-//! [`Machine::invariant_violations`] must be empty (`model.md` §4). The
+//! [`Machine::invariant_violations`] must be empty (`docs/model.md` §4). The
 //! first disagreement, violation or panic ends the run with a [`Failure`].
 //! A panic of either machine is caught (so a `BUG:` of the kernel is a
 //! finding, not the end of the fuzzer); the panic hook still prints it,
@@ -59,7 +59,7 @@ impl fmt::Display for Side {
 pub enum FailureKind {
     /// The two machines replied differently.
     Divergence { under_test: Reply, reference: Reply },
-    /// The machine under test broke invariants of `model.md` §4.
+    /// The machine under test broke invariants of `docs/model.md` §4.
     Violation { violations: Vec<String> },
     /// A machine panicked.
     Panic { side: Side, message: String },

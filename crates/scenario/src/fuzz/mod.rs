@@ -1,5 +1,5 @@
 //! Differential testing: random scenario programs run in lockstep on the
-//! machine under test and the reference model (`model.md` §4, invariant 8,
+//! machine under test and the reference model (`docs/model.md` §4, invariant 8,
 //! "nothing is lost"), and what `mtesim fuzz` runs.
 //!
 //! Owns the fuzz loop ([`fuzz`]) and its [`FuzzConfig`] and [`FuzzReport`].

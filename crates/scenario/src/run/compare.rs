@@ -1,7 +1,7 @@
 //! Outcomes: whether a result matches what a line expects, and both written
 //! in the scenario syntax for messages.
 //!
-//! Rules (`scenario-language.md`, "Statements"):
+//! Rules (`docs/language.md`, "Statements"):
 //! - values compare as numbers (`value 0x0` is `value 0`);
 //! - `ok` accepts success with or without a count: written without `N` on a
 //!   command that returns a count (`write-fd`, `read-fd`, `poketags`), it

@@ -6,7 +6,7 @@
 //! failed, so the process never existed) and one [`TaggedPtr`] per
 //! [`PtrSlot`]. No string is looked up at run time.
 //!
-//! Rules (`scenario-language.md`):
+//! Rules (`docs/language.md`):
 //! - a pointer expression is its slot's value plus a signed byte offset on
 //!   bits 55:0, the top byte (so the logical tag) kept, then bits 59:56
 //!   replaced by `#T` if written; a raw literal is taken as it is. Leaving

@@ -1,5 +1,5 @@
 //! The runner: executes a scenario on a [`Machine`] and checks what its
-//! lines expect (`scenario-language.md`, "Statements", "Concurrency",
+//! lines expect (`docs/language.md`, "Statements", "Concurrency",
 //! "Expectations", "Running").
 //!
 //! Owns the run of one file: lowering each command to a [`uapi::Op`]
@@ -132,7 +132,7 @@ pub struct RunReport {
     pub failures: Vec<Failure>,
     /// The verbose trace (empty unless [`RunOptions::verbose`]).
     pub steps: Vec<Step>,
-    /// The counters the machine keeps, at the end, in `model.md` §5 order.
+    /// The counters the machine keeps, at the end, in `docs/model.md` §5 order.
     pub counters: Vec<(Counter, u64)>,
     /// Every decision of the file's parallel blocks, when it has any: what
     /// `--schedule` replays.
@@ -156,7 +156,7 @@ pub enum Status {
 }
 
 impl Status {
-    /// `scenario-language.md`, "Running".
+    /// `docs/language.md`, "Running".
     pub const fn exit_code(self) -> u8 {
         match self {
             Status::Pass => 0,

@@ -1,5 +1,5 @@
 //! Tests of the `dynamic` policy. Expected values are worked out by hand from
-//! the geometry (model.md §1: one 4 KiB tag page holds the tags of 32 data
+//! the geometry (docs/model.md §1: one 4 KiB tag page holds the tags of 32 data
 //! pages) and from RFC v3 `reserve_tag_storage()` / `free_tag_storage()`.
 
 use super::*;
@@ -382,7 +382,7 @@ fn reserving_frames_twice_is_refused() {
 #[test]
 fn frames_without_tag_storage_cannot_be_reserved() {
     let (mut m, mut src) = dynamic(4 << 10);
-    // Tag storage frames have no tags (model.md §1).
+    // Tag storage frames have no tags (docs/model.md §1).
     assert_eq!(
         block_on(m.reserve(Pfn::new(0x84000), 0, &mut src)),
         Err(ReserveError::Range(RangeError::NotCovered {
