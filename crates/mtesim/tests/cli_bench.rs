@@ -4,7 +4,7 @@
 use std::process::Command;
 
 #[test]
-fn bench_trace_prints_the_three_stages() {
+fn bench_trace_prints_the_four_stages() {
     let out = Command::new(env!("CARGO_BIN_EXE_mtesim"))
         .args(["bench", "trace", "--lines", "2000"])
         .output()
@@ -19,10 +19,12 @@ fn bench_trace_prints_the_three_stages() {
     );
     assert!(lines[1].ends_with("1.0x baseline"), "{stdout}");
     assert!(lines[2].starts_with("read + parse "), "{stdout}");
+    assert!(lines[3].starts_with("... + lower + run (flat)"), "{stdout}");
     assert!(
-        lines[3].starts_with("read + parse + lower + run"),
+        lines[4].starts_with("... + lower + run (machine)"),
         "{stdout}"
     );
+    assert!(lines[0].contains("machine `kernel`"), "{stdout}");
     assert!(
         lines.iter().skip(1).all(|l| l.contains(" M lines/s ")),
         "{stdout}"

@@ -269,3 +269,22 @@ fn an_empty_file_is_the_default_machine() {
     let path = file(d.path(), "empty.toml", b"");
     assert_eq!(json(&["platform", s(&path)]), json(&["platform"]));
 }
+
+#[test]
+fn a_scenario_describes_its_platform_line() {
+    let d = dir();
+    let mte = file(
+        d.path(),
+        "s.mte",
+        b"# a scenario\nplatform memory=32M block-size=16K\nspawn p\n",
+    );
+    let v = json(&["platform", s(&mte)]);
+    assert_eq!(counters(&v), (8192, 256, 64));
+    // Without a platform line: the default machine.
+    let plain = file(d.path(), "plain.mte", b"spawn p\n");
+    assert_eq!(counters(&json(&["platform", s(&plain)])), (16384, 512, 512));
+    // A malformed scenario is reported as `mtesim run` reports it.
+    let bad = file(d.path(), "bad.mte", b"platform memory=\n");
+    let err = fails(&["platform", s(&bad)]);
+    assert!(err.contains("bad.mte:1:17: platform key `memory`"), "{err}");
+}

@@ -69,7 +69,8 @@ fn a_malformed_file_is_located_with_a_caret_and_nothing_runs() {
     // The malformed-input example (crates/scenario/tests/bad-inputs/): refused with status 2 and a message that
     // starts `bad-input.mte:4:`.
     let d = dir();
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenario/tests/bad-inputs/bad-input.mte");
+    let example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenario/tests/bad-inputs/bad-input.mte");
     std::fs::copy(&example, d.path().join("bad-input.mte")).unwrap();
     let out = run_ref(d.path(), &["bad-input.mte"]);
     assert_eq!(out.status.code(), Some(2));
@@ -189,29 +190,57 @@ fn verbose_prints_every_command_with_its_result() {
 }
 
 #[test]
-fn json_puts_only_counters_on_stdout() {
+fn json_is_one_document_of_one_shape() {
     let d = dir();
     write(d.path(), "ok.mte", PASSING);
     write(d.path(), "bad-input.mte", "spawn p\np load a+ 8\n");
-    // One file: the counters object itself. The reference machine keeps
-    // none, so it is empty; every key would be a docs/model.md §5 name (see the
-    // unit test of the document's shape).
+    // One file: the document with one entry. The reference machine keeps
+    // no counters, so the object is empty; every key would be a
+    // docs/model.md §5 name (see the unit test of the document's shape).
     let out = run_ref(d.path(), &["--json", "ok.mte"]);
     assert_eq!(out.status.code(), Some(0));
     let value: Value = serde_json::from_str(stdout(&out)).expect("stdout is JSON");
-    assert_eq!(value, serde_json::json!({}));
+    assert_eq!(value["schema"], "mtesim-run/1");
+    assert_eq!(value["machine"], "reference");
+    assert_eq!(value["files"].as_array().unwrap().len(), 1);
+    let file = &value["files"][0];
+    assert_eq!(file["file"], "ok.mte");
+    assert_eq!(file["status"], "pass");
+    assert_eq!(file["counters"], serde_json::json!({}));
+    assert_eq!(file["seed"], 0);
     assert_eq!(stderr(&out), "PASS ok.mte\n1 passed, 0 failed\n");
-    // Several: keyed by path, null for a file that did not run.
-    let out = run_ref(d.path(), &["--json", "ok.mte", "bad-input.mte"]);
+    // Several, one malformed: the same shape, the error given.
+    let out = run_ref(
+        d.path(),
+        &["--json", "--seed", "9", "ok.mte", "bad-input.mte"],
+    );
     assert_eq!(out.status.code(), Some(2));
     let value: Value = serde_json::from_str(stdout(&out)).expect("stdout is JSON");
-    assert_eq!(
-        value,
-        serde_json::json!({"ok.mte": {}, "bad-input.mte": null})
+    assert_eq!((&value["passed"], &value["failed"]), (&1.into(), &1.into()));
+    assert_eq!(value["files"][0]["seed"], 9);
+    let bad = &value["files"][1];
+    assert_eq!(bad["status"], "error");
+    assert_eq!(bad["counters"], Value::Null);
+    assert!(
+        bad["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("bad-input.mte:2:8: "),
+        "{bad}"
     );
-    // A single file that did not run: stdout stays empty.
-    let out = run_ref(d.path(), &["--json", "bad-input.mte"]);
-    assert_eq!((out.status.code(), stdout(&out)), (Some(2), ""));
+    // A failing expectation is listed with its line.
+    write(
+        d.path(),
+        "fail.mte",
+        "spawn p\np mmap a 4K\np load a 8 => value 1\n",
+    );
+    let out = run_ref(d.path(), &["--json", "fail.mte"]);
+    assert_eq!(out.status.code(), Some(1));
+    let value: Value = serde_json::from_str(stdout(&out)).expect("stdout is JSON");
+    assert_eq!(
+        value["files"][0]["failures"],
+        serde_json::json!([{"line": 3, "message": "expected value 0x1, got value 0x0"}])
+    );
 }
 
 #[test]
@@ -269,4 +298,98 @@ fn the_default_machine_still_refuses_malformed_files_first() {
     let out = mtesim_in(d.path(), &["run", "m.mte"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).starts_with("m.mte:2:3: unknown command `lod`"));
+}
+
+#[test]
+fn set_replaces_platform_keys_and_refuses_bad_ones_naming_the_flag() {
+    let d = dir();
+    write(
+        d.path(),
+        "s.mte",
+        "platform memory=32M\nexpect stat mem.pages == 16384\nexpect stat tag_storage.pages == 0\n",
+    );
+    let out = mtesim_in(
+        d.path(),
+        &[
+            "run",
+            "--set",
+            "memory=64M",
+            "--set",
+            "tag-storage=none",
+            "s.mte",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    for bad in ["tag-storage=bogus", "colour=red", "memory"] {
+        let out = mtesim_in(d.path(), &["run", "--set", bad, "s.mte"]);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        assert!(
+            stderr(&out).contains("--set <KEY=VALUE>"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(stdout(&out), "");
+    }
+}
+
+#[test]
+fn a_described_machine_runs_scenarios_whose_platform_line_agrees() {
+    let d = dir();
+    write(d.path(), "m.toml", "memory = \"32M\"\nswap = \"4M\"\n");
+    write(
+        d.path(),
+        "agrees.mte",
+        "platform memory=32M\nexpect stat mem.pages == 8192\n",
+    );
+    write(d.path(), "silent.mte", "expect stat mem.pages == 8192\n");
+    write(d.path(), "differs.mte", "platform swap=8M\n");
+    let out = mtesim_in(
+        d.path(),
+        &["run", "--platform", "m.toml", "agrees.mte", "silent.mte"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let out = mtesim_in(d.path(), &["run", "--platform", "m.toml", "differs.mte"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "differs.mte: cannot run: line 1: `swap=8M` disagrees with m.toml (4M); \
+         drop the key, or override it with --set\n"
+    );
+    // --set overrides a kernel setting, but not the layout the file fixes.
+    let out = mtesim_in(
+        d.path(),
+        &[
+            "run",
+            "--platform",
+            "m.toml",
+            "--set",
+            "swap=8M",
+            "differs.mte",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = mtesim_in(
+        d.path(),
+        &[
+            "run",
+            "--platform",
+            "m.toml",
+            "--set",
+            "memory=64M",
+            "silent.mte",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--set memory cannot change the machine m.toml describes"));
+    let out = mtesim_in(
+        d.path(),
+        &["run", "--platform", "missing.toml", "silent.mte"],
+    );
+    assert_eq!((out.status.code(), stdout(&out)), (Some(2), ""));
 }

@@ -1,4 +1,4 @@
-//! `mtesim bench trace [--lines N] [--repeat R] [--machine flat|reference|kernel]`:
+//! `mtesim bench trace [--lines N] [--repeat R] [--machine kernel|reference]`:
 //! how fast a recorded trace runs, against a baseline of reading it.
 //!
 //! Writes a synthetic trace of `N` lines ([`scenario::bench::synthetic_trace`]:
@@ -9,12 +9,13 @@
 //! 1. baseline: read the file, check it is UTF-8, count its lines;
 //! 2. read and parse every statement (the streaming [`scenario::Statements`]);
 //! 3. read, parse, lower and run every statement through
-//!    [`scenario::run_source`], the path `mtesim run` takes.
+//!    [`scenario::run_source`], the path `mtesim run` takes, on a flat byte
+//!    store ([`scenario::bench::FlatMemory`]: the runner's own cost);
+//! 4. the same on the machine `--machine` names (as for `mtesim run`: the
+//!    simulated kernel by default, or the reference model).
 //!
 //! It prints each stage's time, lines per second and its cost relative to
-//! the baseline. The machine of stage 3 is `flat` by default
-//! ([`scenario::bench::FlatMemory`], a byte store: the figure is then the
-//! runner's own cost), or a real one (`reference`, `kernel`).
+//! the baseline.
 //!
 //! Exit status 0, or 2 when the trace cannot be written or read, or the
 //! machine cannot be built (a benchmark has no expectations to fail; a
@@ -52,35 +53,9 @@ pub struct TraceArgs {
     /// Runs of each stage; the best is kept.
     #[arg(long, value_name = "R", default_value_t = 1)]
     pub repeat: u32,
-    /// The machine of the run stage: flat (a byte store), reference or kernel.
-    #[arg(long, value_name = "KIND", default_value = "flat", value_parser = parse_machine)]
-    pub machine: BenchMachine,
-}
-
-/// The machine of the run stage.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BenchMachine {
-    Flat,
-    Model(MachineKind),
-}
-
-fn parse_machine(text: &str) -> Result<BenchMachine, String> {
-    match text {
-        "flat" => Ok(BenchMachine::Flat),
-        _ => text
-            .parse()
-            .map(BenchMachine::Model)
-            .map_err(|_| format!("unknown machine `{text}` (expected flat, reference or kernel)")),
-    }
-}
-
-impl BenchMachine {
-    fn name(self) -> &'static str {
-        match self {
-            BenchMachine::Flat => "flat",
-            BenchMachine::Model(kind) => kind.name(),
-        }
-    }
+    /// The machine of the last stage, as for `mtesim run`.
+    #[arg(long, value_name = "KIND", default_value = "kernel", value_parser = super::run::parse_machine)]
+    pub machine: MachineKind,
 }
 
 pub fn run(args: &Args) -> ExitCode {
@@ -136,22 +111,26 @@ fn bench_trace(args: &TraceArgs) -> Result<String, String> {
         }
         check_lines(count, lines)
     })?;
-    let run = best(repeat, || {
-        let src = read(&file.0)?;
-        let result =
-            scenario::run_source("trace.mte", &src, &RunOptions::default(), |p| {
-                match args.machine {
-                    BenchMachine::Flat => Ok(Box::new(FlatMemory::new()) as Box<dyn Machine>),
-                    BenchMachine::Model(kind) => make_machine(kind, p),
+    let run_on = |flat: bool| {
+        best(repeat, || {
+            let src = read(&file.0)?;
+            let result = scenario::run_source("trace.mte", &src, &RunOptions::default(), |p| {
+                if flat {
+                    Ok(Box::new(FlatMemory::new()) as Box<dyn Machine>)
+                } else {
+                    make_machine(args.machine, p)
                 }
             });
-        match result {
-            FileResult::Ran(report) if report.passed() => check_lines(report.commands, lines),
-            FileResult::Ran(report) => Err(report.render("trace.mte", false)),
-            FileResult::Malformed(e) => Err(e.to_string()),
-            FileResult::CannotRun(why) => Err(format!("cannot run: {why}")),
-        }
-    })?;
+            match result {
+                FileResult::Ran(report) if report.passed() => check_lines(report.commands, lines),
+                FileResult::Ran(report) => Err(report.render("trace.mte", false)),
+                FileResult::Malformed(e) => Err(e.to_string()),
+                FileResult::CannotRun(why) => Err(format!("cannot run: {why}")),
+            }
+        })
+    };
+    let flat = run_on(true)?;
+    let model = run_on(false)?;
 
     let stages = [
         Stage {
@@ -163,14 +142,18 @@ fn bench_trace(args: &TraceArgs) -> Result<String, String> {
             time: parse,
         },
         Stage {
-            name: "read + parse + lower + run",
-            time: run,
+            name: "... + lower + run (flat)",
+            time: flat,
+        },
+        Stage {
+            name: "... + lower + run (machine)",
+            time: model,
         },
     ];
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "trace: {lines} lines, {:.1} MiB; run stage on machine `{}`; best of {repeat}",
+        "trace: {lines} lines, {:.1} MiB; machine `{}`; best of {repeat}",
         bytes as f64 / (1 << 20) as f64,
         args.machine.name()
     );

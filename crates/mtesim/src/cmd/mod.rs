@@ -37,3 +37,16 @@ pub fn fail(message: impl Display) -> ExitCode {
     let _ = writeln!(std::io::stderr().lock(), "{message}");
     ExitCode::from(EXIT_INPUT)
 }
+
+/// A `--set KEY=VALUE` argument: a key of the scenario `platform` line and
+/// a value it accepts (checked here, so that a bad one is a usage error
+/// naming the flag before anything runs).
+pub fn parse_set(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected KEY=VALUE, got `{text}`"))?;
+    ::platform::PlatformSpec::default()
+        .set_key(key, value)
+        .map_err(|e| e.to_string())?;
+    Ok((key.to_owned(), value.to_owned()))
+}

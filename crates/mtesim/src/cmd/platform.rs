@@ -2,7 +2,9 @@
 //! describes, or the spec's default machine without FILE.
 //!
 //! FILE is a flattened device tree if it starts with the FDT magic
-//! (0xd00dfeed), otherwise TOML with the keys of a `platform` line
+//! (0xd00dfeed), a scenario if its name ends in `.mte` (the machine its
+//! `platform` line describes; a malformed scenario is reported as `mtesim
+//! run` reports it), otherwise TOML with the keys of a `platform` line
 //! ([`platform::Platform::from_file`]).
 //!
 //! The output names the counters of `docs/model.md` §5 that the
@@ -35,6 +37,11 @@ pub struct Args {
 pub fn run(args: &Args) -> ExitCode {
     let platform = match &args.file {
         None => Platform::default(),
+        Some(path) if path.extension().is_some_and(|e| e == "mte") => match scenario_platform(path)
+        {
+            Ok(platform) => platform,
+            Err(e) => return fail(e),
+        },
         Some(path) => match Platform::from_file(path) {
             Ok(platform) => platform,
             Err(e) => return fail(e),
@@ -49,6 +56,15 @@ pub fn run(args: &Args) -> ExitCode {
         to_text(&platform)
     };
     print_stdout(&output)
+}
+
+/// The machine of a scenario's `platform` line (the defaults without one).
+fn scenario_platform(path: &std::path::Path) -> Result<Platform, String> {
+    let name = path.display().to_string();
+    let src = std::fs::read(path).map_err(|e| format!("{name}: {e}"))?;
+    let script = scenario::parse(&name, &src).map_err(|e| e.to_string())?;
+    Platform::from_spec(&script.platform_spec())
+        .map_err(|e| format!("{name}: platform cannot be built: {e}"))
 }
 
 /// The counters the machine alone fixes, with their `docs/model.md` §5 names.

@@ -24,13 +24,16 @@
 //! is drawn on stderr only when stderr is a terminal and there are several
 //! files.
 //!
-//! `--json` puts the final counters on stdout as JSON, keys exactly the
-//! `docs/model.md` §5 names of the counters the machine keeps (sorted): one
-//! object when the only argument is a file; otherwise an object keyed by
-//! file path (as printed in the other lines) whose values are those
-//! objects, `null` for a file that did not run. Everything else then goes
-//! to stderr, so stdout parses as JSON; with a single file that did not
-//! run, stdout stays empty.
+//! `--json` puts one JSON document on stdout, of the same shape for one
+//! file or many (`docs/cli.md` documents it): `schema` (`"mtesim-run/1"`),
+//! `machine`, `passed`, `failed`, and `files`, one object per file in the
+//! order of the other lines, each with `file`, `status` (`pass`, `fail` or
+//! `error`), `failures` (`line` and `message` of each `FAIL` line), `error`
+//! (why the file did not run, else null), `seed`, `schedule` (the string
+//! `--schedule` replays, null without `parallel` blocks) and `counters`
+//! (the `docs/model.md` §5 names of the counters the machine keeps, sorted;
+//! null when the file did not run). Everything else then goes to stderr,
+//! so stdout parses as JSON.
 //!
 //! `--seed` and `--schedule` apply to every file (a schedule printed by
 //! `mtesim explore` is for the one file it explored).
@@ -52,9 +55,11 @@ use std::process::ExitCode;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, SourceCode};
+use platform::Platform;
 use platform::num::{Suffix, parse_u64};
 use rayon::prelude::*;
 use scenario::machine::{MachineKind, make_machine};
+use scenario::run::described::DescribedMachine;
 use scenario::run::{FileResult, RunOptions, Status};
 use scenario::{ParseError, RunReport};
 use sched::Schedule;
@@ -89,6 +94,15 @@ pub struct Args {
     /// followed by `expect invariants`); a violation fails that line.
     #[arg(long)]
     pub check_invariants: bool,
+    /// Replace (or add) a key of every file's `platform` line, as if the
+    /// file said it (repeatable; `--seed S` is `--set seed=S`).
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = super::parse_set)]
+    pub set: Vec<(String, String)>,
+    /// Run on the machine a platform file describes (TOML or device tree)
+    /// instead of the one each file's `platform` line describes; keys that
+    /// line gives must agree with the file unless `--set` names them.
+    #[arg(long, value_name = "FILE")]
+    pub platform: Option<PathBuf>,
 }
 
 fn parse_seed(text: &str) -> Result<u64, String> {
@@ -100,7 +114,7 @@ fn parse_schedule(text: &str) -> Result<Schedule, String> {
         .map_err(|e: sched::ScheduleParseError| e.to_string())
 }
 
-fn parse_machine(text: &str) -> Result<MachineKind, String> {
+pub fn parse_machine(text: &str) -> Result<MachineKind, String> {
     text.parse()
         .map_err(|e: scenario::machine::UnknownMachine| e.to_string())
 }
@@ -117,17 +131,31 @@ struct FileOutput {
     stdout: String,
     stderr: String,
     status: Status,
-    /// The final counters, when it ran.
-    counters: Option<Map<String, Value>>,
+    /// What the run gave, when it ran.
+    report: Option<RunReport>,
+    /// Why it did not run (its first line of stderr), when it did not.
+    error: Option<String>,
 }
 
 pub fn run(args: &Args) -> ExitCode {
+    let described = match &args.platform {
+        None => None,
+        Some(path) => match Platform::from_file(path) {
+            Ok(platform) => Some(DescribedMachine {
+                file: path.display().to_string(),
+                platform,
+            }),
+            Err(e) => return super::fail(e),
+        },
+    };
     let inputs = inputs(&args.paths);
     let options = RunOptions {
         seed: args.seed,
         schedule: args.schedule.clone(),
         verbose: args.verbose,
         check_invariants: args.check_invariants,
+        set: args.set.clone(),
+        described,
     };
     let colour = std::io::stderr().is_terminal();
     let bar = progress_bar(inputs.len(), colour);
@@ -175,7 +203,7 @@ pub fn run(args: &Args) -> ExitCode {
     }
     if args.json {
         write(Stream::Stderr, &summary);
-        write(Stream::Stdout, &json(&inputs, &outcomes, args.paths.len()));
+        write(Stream::Stdout, &json(&inputs, &outcomes, args.machine));
     } else {
         write(Stream::Stdout, &summary);
     }
@@ -302,16 +330,18 @@ fn ran(name: &str, report: &RunReport, verbose: bool) -> FileOutput {
             .render_error(name)
             .map_or_else(String::new, |e| e + "\n"),
         status: report.status(),
-        counters: Some(counters(report)),
+        report: Some(report.clone()),
+        error: report.error.as_ref().map(ToString::to_string),
     }
 }
 
 fn error(stderr: String) -> FileOutput {
     FileOutput {
+        error: stderr.lines().next().map(str::to_owned),
         stdout: String::new(),
         stderr,
         status: Status::Error,
-        counters: None,
+        report: None,
     }
 }
 
@@ -325,28 +355,58 @@ fn counters(report: &RunReport) -> Map<String, Value> {
 }
 
 /// The `--json` document (see the module doc for its shape).
-fn json(inputs: &[Input], outcomes: &[FileOutput], arguments: usize) -> String {
-    let single = arguments == 1 && matches!(inputs, [Input::File(_)]);
-    let value = if single {
-        match &outcomes[0].counters {
-            Some(counters) => Value::Object(counters.clone()),
-            None => return String::new(),
-        }
-    } else {
-        let mut files = Map::new();
-        for (input, outcome) in inputs.iter().zip(outcomes) {
+fn json(inputs: &[Input], outcomes: &[FileOutput], machine: MachineKind) -> String {
+    let files: Vec<Value> = inputs
+        .iter()
+        .zip(outcomes)
+        .map(|(input, outcome)| {
             let path = match input {
                 Input::File(path) | Input::Bad(path, _) => path.display().to_string(),
             };
-            let counters = outcome.counters.clone().map_or(Value::Null, Value::Object);
-            files.insert(path, counters);
-        }
-        Value::Object(files)
-    };
+            file_json(&path, outcome)
+        })
+        .collect();
+    let passed = outcomes.iter().filter(|o| o.status == Status::Pass).count();
+    let value = serde_json::json!({
+        "schema": JSON_SCHEMA,
+        "machine": machine.name(),
+        "passed": passed,
+        "failed": outcomes.len() - passed,
+        "files": files,
+    });
     let mut text = serde_json::to_string_pretty(&value)
         .unwrap_or_else(|e| panic!("BUG: a JSON value failed to serialise: {e}"));
     text.push('\n');
     text
+}
+
+/// The name and version of the `--json` document's shape.
+const JSON_SCHEMA: &str = "mtesim-run/1";
+
+fn file_json(path: &str, outcome: &FileOutput) -> Value {
+    let status = match outcome.status {
+        Status::Pass => "pass",
+        Status::Fail => "fail",
+        Status::Error => "error",
+    };
+    let report = outcome.report.as_ref();
+    let failures: Vec<Value> = report
+        .map(|r| {
+            r.failures
+                .iter()
+                .map(|f| serde_json::json!({"line": f.line, "message": f.message}))
+                .collect()
+        })
+        .unwrap_or_default();
+    serde_json::json!({
+        "file": path,
+        "status": status,
+        "failures": failures,
+        "error": outcome.error,
+        "seed": report.map(|r| r.seed),
+        "schedule": report.and_then(|r| r.schedule.as_ref()).map(ToString::to_string),
+        "counters": report.map(|r| Value::Object(counters(r))),
+    })
 }
 
 /// `file:line:column: message` on its own line, then the offending line
@@ -407,31 +467,56 @@ mod tests {
     use uapi::Counter;
 
     #[test]
-    fn json_keys_are_model_md_counter_names() {
-        // docs/model.md §5: `--json` uses the counter names.
+    fn json_has_one_shape_for_one_file_or_many() {
+        // docs/model.md §5: counters use the counter names.
         let report = RunReport {
             counters: vec![
                 (Counter::MemPages, 16384),
                 (Counter::TagStorageReserved, 1),
                 (Counter::TcfSync, 2),
             ],
+            seed: 7,
             ..RunReport::default()
         };
         let outcome = ran("a.mte", &report, false);
-        let single = json(&[Input::File("a.mte".into())], &[outcome], 1);
+        let single = json(
+            &[Input::File("a.mte".into())],
+            &[outcome],
+            MachineKind::Kernel,
+        );
         let value: Value = serde_json::from_str(&single).unwrap();
         assert_eq!(
             value,
-            serde_json::json!({"mem.pages": 16384, "tag_storage.reserved": 1, "tcf.sync": 2})
+            serde_json::json!({
+                "schema": "mtesim-run/1",
+                "machine": "kernel",
+                "passed": 1,
+                "failed": 0,
+                "files": [{
+                    "file": "a.mte",
+                    "status": "pass",
+                    "failures": [],
+                    "error": null,
+                    "seed": 7,
+                    "schedule": null,
+                    "counters": {"mem.pages": 16384, "tag_storage.reserved": 1, "tcf.sync": 2},
+                }],
+            })
         );
-        let outcomes = [ran("a.mte", &report, false), error("b.mte: oops\n".into())];
+        let outcomes = [
+            ran("a.mte", &report, false),
+            error("b.mte:2:1: oops\n  the line\n".into()),
+        ];
         let several = json(
             &[Input::File("a.mte".into()), Input::File("b.mte".into())],
             &outcomes,
-            2,
+            MachineKind::Reference,
         );
         let value: Value = serde_json::from_str(&several).unwrap();
-        assert_eq!(value["a.mte"]["tag_storage.reserved"], 1);
-        assert_eq!(value["b.mte"], Value::Null);
+        assert_eq!(value["files"][0]["counters"]["tag_storage.reserved"], 1);
+        assert_eq!(value["files"][1]["status"], "error");
+        assert_eq!(value["files"][1]["error"], "b.mte:2:1: oops");
+        assert_eq!(value["files"][1]["counters"], Value::Null);
+        assert_eq!((&value["passed"], &value["failed"]), (&1.into(), &1.into()));
     }
 }

@@ -35,6 +35,7 @@
 //! (exit status 2), and the run ends there.
 
 pub mod compare;
+pub mod described;
 pub mod expect;
 pub mod lower;
 #[cfg(test)]
@@ -48,7 +49,8 @@ use thiserror::Error;
 use uapi::{Counter, Errno, Machine, Outcome, Reply};
 
 use crate::ast::{
-    Command, CommandStmt, ExpectStmt, Names, Outcome as Expected, ParallelBlock, Script, Span, Stmt,
+    Command, CommandStmt, ExpectStmt, Names, Outcome as Expected, ParallelBlock, PlatformLine,
+    Script, Span, Stmt,
 };
 use crate::error::ParseError;
 use crate::parse::Statements;
@@ -68,16 +70,53 @@ pub struct RunOptions {
     /// block, as if each were followed by `expect invariants` (the debug
     /// setting of `mtesim run --check-invariants`; the suites use it).
     pub check_invariants: bool,
+    /// `--set KEY=VALUE`, in order: each replaces (or adds) that key of the
+    /// platform line, as if the file said it. The values must be valid
+    /// (`PlatformSpec::set_key` accepted them): the command line checks them
+    /// before any file runs.
+    pub set: Vec<(String, String)>,
+    /// `--platform FILE`: the machine, described apart from the scenario
+    /// ([`described`] has the rule for the scenario's own platform line).
+    pub described: Option<described::DescribedMachine>,
 }
 
 impl RunOptions {
-    /// The platform to build for `spec`, with `--seed` applied.
+    /// The platform to build for `spec`, with `--set` and `--seed` applied.
     pub fn platform_spec(&self, spec: &PlatformSpec) -> PlatformSpec {
         let mut spec = spec.clone();
+        for (key, value) in &self.set {
+            if let Err(e) = spec.set_key(key, value) {
+                panic!("BUG: --set {key}={value} was not validated: {e}");
+            }
+        }
         if let Some(seed) = self.seed {
             spec.seed = seed;
         }
         spec
+    }
+
+    /// The keys `--set` and `--seed` give.
+    pub fn set_keys(&self) -> Vec<&str> {
+        let mut keys: Vec<&str> = self.set.iter().map(|(k, _)| k.as_str()).collect();
+        if self.seed.is_some() {
+            keys.push("seed");
+        }
+        keys
+    }
+
+    /// The machine a file runs on: the described one if there is one
+    /// (checked against the file's `platform` line), else the line's.
+    pub fn platform(
+        &self,
+        line: Option<&PlatformLine>,
+        spec: &PlatformSpec,
+    ) -> Result<Platform, String> {
+        match &self.described {
+            Some(described) => described
+                .for_scenario(line, spec, &self.set_keys())
+                .map_err(|e| e.to_string()),
+            None => Platform::from_spec(spec).map_err(|e| format!("platform cannot be built: {e}")),
+        }
     }
 }
 
@@ -141,6 +180,9 @@ pub struct RunReport {
     pub error: Option<RunError>,
     /// Commands run (lines inside `parallel` blocks included).
     pub commands: u64,
+    /// The seed the machine and the interleavings drew from (the platform
+    /// line's, or `--seed`).
+    pub seed: u64,
 }
 
 /// The verdict on one file, and its exit status.
@@ -271,13 +313,10 @@ pub fn run_source<'m, E: fmt::Display>(
         Some(Ok(stmt)) => Some(stmt),
         None => None,
     };
-    let spec = options.platform_spec(
-        &stmts
-            .platform()
-            .map_or_else(PlatformSpec::default, |p| p.spec.clone()),
-    );
-    let machine = Platform::from_spec(&spec)
-        .map_err(|e| format!("platform cannot be built: {e}"))
+    let line = stmts.platform();
+    let spec = options.platform_spec(&line.map_or_else(PlatformSpec::default, |p| p.spec.clone()));
+    let machine = options
+        .platform(line, &spec)
         .and_then(|platform| make_machine(&platform).map_err(|e| e.to_string()));
     let mut machine = match machine {
         Ok(machine) => machine,
@@ -360,9 +399,10 @@ impl<'a, M: Machine + ?Sized> Runner<'a, M> {
     /// A runner for a file whose platform line is `spec` (for the seed,
     /// unless `options` replaces it).
     pub fn new(machine: &'a mut M, options: &RunOptions, spec: &PlatformSpec) -> Self {
+        let seed = options.seed.unwrap_or(spec.seed);
         let strategy = match &options.schedule {
             Some(schedule) => Strategy::Replay(Replay::new(schedule.clone())),
-            None => Strategy::Seeded(Seeded::new(options.seed.unwrap_or(spec.seed))),
+            None => Strategy::Seeded(Seeded::new(seed)),
         };
         Runner {
             machine,
@@ -376,7 +416,10 @@ impl<'a, M: Machine + ?Sized> Runner<'a, M> {
             }),
             had_block: false,
             stopped: false,
-            report: RunReport::default(),
+            report: RunReport {
+                seed,
+                ..RunReport::default()
+            },
         }
     }
 

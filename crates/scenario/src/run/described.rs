@@ -1,0 +1,151 @@
+//! The machine a scenario runs on when `mtesim run --platform FILE`
+//! describes it apart from the scenario (a TOML file or a device tree), and
+//! how the scenario's own `platform` line and `--set` meet it
+//! (`docs/cli.md`, "A machine from a file").
+//!
+//! The rule: the file fixes the machine. A key the scenario's `platform`
+//! line gives must agree with it (the scenario was written for some other
+//! machine otherwise, and running it here would answer a question it did
+//! not ask), unless `--set` names that key. `--set` may change the kernel's
+//! settings (`swap`, `thp`, `seed`, `cpus`, ...) but not the layout the
+//! file describes (`memory`, `page-size`, `tag-storage`, `block-size`).
+
+use platform::num::format_size;
+use platform::spec::PlatformSpec;
+use platform::{KernelSettings, Platform};
+use thiserror::Error;
+
+use crate::ast::PlatformLine;
+
+/// A machine described by a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DescribedMachine {
+    /// The file, as named on the command line (for messages).
+    pub file: String,
+    pub platform: Platform,
+}
+
+/// Keys that say what the machine is made of, which only the file decides.
+pub const LAYOUT_KEYS: [&str; 4] = ["memory", "page-size", "tag-storage", "block-size"];
+
+/// Why a scenario cannot run on a described machine.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum DescribedError {
+    #[error(
+        "line {line}: `{key}={value}` disagrees with {file} ({actual}); drop the key, or override it with --set"
+    )]
+    Disagrees {
+        line: u32,
+        key: &'static str,
+        value: String,
+        file: String,
+        actual: String,
+    },
+    #[error("--set {key} cannot change the machine {file} describes (only kernel settings can)")]
+    LayoutSet { key: String, file: String },
+}
+
+impl DescribedMachine {
+    /// The machine for a scenario whose platform line is `line` (with
+    /// `--set` and `--seed` applied: `spec`), `set` naming the keys `--set`
+    /// (and `--seed`) gave.
+    pub fn for_scenario(
+        &self,
+        line: Option<&PlatformLine>,
+        spec: &PlatformSpec,
+        set: &[&str],
+    ) -> Result<Platform, DescribedError> {
+        if let Some(key) = set.iter().find(|k| LAYOUT_KEYS.contains(k)) {
+            return Err(DescribedError::LayoutSet {
+                key: (*key).to_owned(),
+                file: self.file.clone(),
+            });
+        }
+        let overridden = |key: &str| set.contains(&key);
+        let mut platform = self.platform.clone();
+        let wanted = KernelSettings::from_spec(spec);
+        let given = line.map_or(&[][..], |l| &l.settings[..]);
+        for setting in given.iter().filter(|s| !overridden(s.key)) {
+            if let Some((value, actual)) = self.layout_mismatch(setting.key, spec) {
+                return Err(DescribedError::Disagrees {
+                    line: line.map_or(0, |l| l.line),
+                    key: setting.key,
+                    value,
+                    file: self.file.clone(),
+                    actual,
+                });
+            }
+            if let Some((value, actual)) =
+                settings_mismatch(setting.key, &wanted, platform.settings())
+            {
+                return Err(DescribedError::Disagrees {
+                    line: line.map_or(0, |l| l.line),
+                    key: setting.key,
+                    value,
+                    file: self.file.clone(),
+                    actual,
+                });
+            }
+        }
+        // `--set` and `--seed` (already in `spec`) replace the file's
+        // settings; what neither names keeps the file's value.
+        let settings = platform.settings_mut();
+        for key in set {
+            copy_setting(key, &wanted, settings);
+        }
+        Ok(platform)
+    }
+
+    /// `(line's value, file's value)` when a layout key disagrees.
+    fn layout_mismatch(&self, key: &str, spec: &PlatformSpec) -> Option<(String, String)> {
+        let p = &self.platform;
+        let (wanted, actual) = match key {
+            "memory" => (spec.memory, p.dram().iter().map(|r| r.size).sum()),
+            "page-size" => (spec.page_size, p.page_size()),
+            "block-size" => (spec.block_size(), p.block_size().unwrap_or(0)),
+            "tag-storage" => {
+                let (wanted, actual) = (spec.tag_storage, p.policy());
+                return (wanted != actual)
+                    .then(|| (wanted.as_str().to_owned(), actual.as_str().to_owned()));
+            }
+            _ => return None,
+        };
+        (wanted != actual).then(|| (format_size(wanted), format_size(actual)))
+    }
+}
+
+/// `(line's value, file's value)` when a kernel setting disagrees.
+fn settings_mismatch(
+    key: &str,
+    wanted: &KernelSettings,
+    actual: &KernelSettings,
+) -> Option<(String, String)> {
+    let pair = |w: String, a: String| (w != a).then_some((w, a));
+    match key {
+        "tag-storage-data" => pair(
+            wanted.tag_storage_data.as_str().into(),
+            actual.tag_storage_data.as_str().into(),
+        ),
+        "swap" => pair(format_size(wanted.swap), format_size(actual.swap)),
+        "thp" => pair(wanted.thp.as_str().into(), actual.thp.as_str().into()),
+        "huge-zero-page" => {
+            let on_off = |on: bool| if on { "on" } else { "off" }.to_owned();
+            pair(on_off(wanted.huge_zero_page), on_off(actual.huge_zero_page))
+        }
+        "seed" => pair(wanted.seed.to_string(), actual.seed.to_string()),
+        "cpus" => pair(wanted.cpus.to_string(), actual.cpus.to_string()),
+        _ => None,
+    }
+}
+
+fn copy_setting(key: &str, from: &KernelSettings, to: &mut KernelSettings) {
+    match key {
+        "tag-storage-data" => to.tag_storage_data = from.tag_storage_data,
+        "swap" => to.swap = from.swap,
+        "thp" => to.thp = from.thp,
+        "huge-zero-page" => to.huge_zero_page = from.huge_zero_page,
+        "seed" => to.seed = from.seed,
+        "cpus" => to.cpus = from.cpus,
+        _ => {}
+    }
+}
