@@ -758,6 +758,9 @@ pub enum Expect {
         op: Spanned<CmpOp>,
         value: Spanned<u64>,
     },
+    /// `expect stat NAME`: observes the counter without stating a value
+    /// (`--verbose` shows it); it always holds.
+    Show { counter: Spanned<Counter> },
     /// `expect invariants`.
     Invariants,
     /// `expect P tags PTR LEN == T`.

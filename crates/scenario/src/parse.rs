@@ -929,6 +929,9 @@ impl<'a> Parser<'a> {
             );
         };
         let counter = Spanned::new(counter, tok.span());
+        if args.is_empty() {
+            return Ok(Expect::Show { counter });
+        }
         let tok = args.take("comparison (==, !=, <, <=, > or >=)")?;
         let op = match tok.text {
             "==" => CmpOp::Eq,
@@ -1196,6 +1199,11 @@ impl<'t, 'a> Args<'t, 'a> {
                 )
             }
         }
+    }
+
+    /// No argument is left.
+    fn is_empty(&self) -> bool {
+        self.next >= self.tokens.len()
     }
 
     /// Every remaining token.

@@ -9,8 +9,10 @@
 //! - `invariants`: `expected invariants to hold, got N violated: ...`;
 //! - `tags`: the first granule whose tag differs, or `unmapped memory`
 //!   where the machine has no tags for the range;
-//! - `page`: the state found (`got not tagged`), or that the machine does
-//!   not model page tables.
+//! - `page`: the states the entry is in (`got private, untagged`), or
+//!   that the machine does not model page tables;
+//! - `stat NAME` without a comparison always holds: the runner shows the
+//!   value ([`observed`]).
 
 use mte::{GRANULE_SIZE, TaggedPtr};
 use uapi::{Counter, Machine, PageState};
@@ -27,6 +29,7 @@ pub fn check<M: Machine + ?Sized>(
 ) -> Result<(), String> {
     match expect {
         Expect::Stat { counter, op, value } => stat(machine, counter.node, op.node, value.node),
+        Expect::Show { .. } => Ok(()),
         Expect::Invariants => {
             let violations = machine.invariant_violations();
             if violations.is_empty() {
@@ -94,9 +97,10 @@ pub fn check<M: Machine + ?Sized>(
                     "expected {what}, got nothing: the machine does not model page tables"
                 )),
                 Some(is) if is != negated.is_some() => Ok(()),
-                Some(is) => Err(format!(
+                Some(_) if negated.is_some() => Err(format!("expected {what}, got {}", state.node)),
+                Some(_) => Err(format!(
                     "expected {what}, got {}",
-                    state_text(is, state.node)
+                    states_text(machine, pid, ptr_value)
                 )),
             }
         }
@@ -153,11 +157,25 @@ fn granules_of(ptr: TaggedPtr, len: u64) -> Option<u64> {
     Some((last - first) / GRANULE_SIZE + 1)
 }
 
-fn state_text(is: bool, state: PageState) -> String {
-    if is {
-        state.to_string()
-    } else {
-        format!("not {state}")
+/// Every state the entry is in (`private, tagged`), for a failure message.
+fn states_text<M: Machine + ?Sized>(machine: &M, pid: uapi::Pid, ptr: TaggedPtr) -> String {
+    let states: Vec<&str> = PageState::ALL
+        .into_iter()
+        .filter(|&s| machine.page_state(pid, ptr, s) == Some(true))
+        .map(PageState::name)
+        .collect();
+    match states.is_empty() {
+        true => "none of the states".to_owned(),
+        false => states.join(", "),
+    }
+}
+
+/// What an expectation saw that the verbose trace shows beside its verdict:
+/// the counter's value for `expect stat`.
+pub fn observed<M: Machine + ?Sized>(expect: &Expect, machine: &M) -> Option<u64> {
+    match expect {
+        Expect::Stat { counter, .. } | Expect::Show { counter } => machine.counter(counter.node),
+        _ => None,
     }
 }
 

@@ -49,8 +49,8 @@ use thiserror::Error;
 use uapi::{Counter, Errno, Machine, Outcome, Reply};
 
 use crate::ast::{
-    Command, CommandStmt, ExpectStmt, Names, Outcome as Expected, ParallelBlock, PlatformLine,
-    Script, Span, Stmt,
+    Command, CommandStmt, Expect, ExpectStmt, Names, Outcome as Expected, ParallelBlock,
+    PlatformLine, Script, Span, Stmt,
 };
 use crate::error::ParseError;
 use crate::parse::Statements;
@@ -593,8 +593,21 @@ impl<'a, M: Machine + ?Sized> Runner<'a, M> {
     fn expect(&mut self, e: &ExpectStmt, names: &Names) {
         let result = expect::check(&e.expect, &*self.machine, &self.bindings, names);
         if self.verbose {
-            let verdict = if result.is_ok() { "holds" } else { "fails" };
-            self.step(e.line, e.span, || "expect".to_owned(), verdict.to_owned());
+            let verdict = match (
+                &e.expect,
+                &result,
+                expect::observed(&e.expect, &*self.machine),
+            ) {
+                (Expect::Show { .. }, _, Some(value)) => value.to_string(),
+                (_, Ok(()), Some(value)) => format!("holds ({value})"),
+                (_, Err(_), Some(value)) => format!("fails (got {value})"),
+                (_, Ok(()), None) => "holds".to_owned(),
+                (_, Err(message), None) => match message.split_once(", got ") {
+                    Some((_, got)) => format!("fails (got {got})"),
+                    None => format!("fails ({message})"),
+                },
+            };
+            self.step(e.line, e.span, || "expect".to_owned(), verdict);
         }
         if let Err(message) = result {
             self.fail(e.line, message);

@@ -515,12 +515,24 @@ fn expectations_observe_the_machine() {
                 "expected p tags a+0x10 0x30 == 7, got tag 2 at 0x10000030"
             ),
             (11, "expected p page a not tagged, got tagged"),
-            (
-                12,
-                "expected p page a in-tag-storage, got not in-tag-storage"
-            ),
+            (12, "expected p page a in-tag-storage, got tagged"),
         ]
     );
+    // A counter observed without a comparison always holds; the verbose
+    // trace shows its value, and the verdict of a comparison shows it too.
+    let verbose = RunOptions {
+        verbose: true,
+        ..RunOptions::default()
+    };
+    let report = run_with(
+        "spawn p\nexpect stat tag_storage.reserved\nexpect stat tag_storage.reserved == 3\n\
+         expect stat tag_storage.reserved < 3\n",
+        &mut m,
+        &verbose,
+    );
+    assert_eq!(lines(&report), [(4, "expected tag_storage.reserved < 3, got 3")]);
+    let results: Vec<&str> = report.steps.iter().map(|s| s.result.as_str()).collect();
+    assert_eq!(results, ["ok", "3", "holds (3)", "fails (got 3)"]);
     // The machine's replies for `tags` covered 32 bytes with 3 granules;
     // fewer than asked is a failure too.
     m.double.tags = Some(vec![Tag::new(7).unwrap()]);
