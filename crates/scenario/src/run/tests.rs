@@ -530,7 +530,10 @@ fn expectations_observe_the_machine() {
         &mut m,
         &verbose,
     );
-    assert_eq!(lines(&report), [(4, "expected tag_storage.reserved < 3, got 3")]);
+    assert_eq!(
+        lines(&report),
+        [(4, "expected tag_storage.reserved < 3, got 3")]
+    );
     let results: Vec<&str> = report.steps.iter().map(|s| s.result.as_str()).collect();
     assert_eq!(results, ["ok", "3", "holds (3)", "fails (got 3)"]);
     // The machine's replies for `tags` covered 32 bytes with 3 granules;
