@@ -66,18 +66,10 @@ impl DescribedMachine {
         let wanted = KernelSettings::from_spec(spec);
         let given = line.map_or(&[][..], |l| &l.settings[..]);
         for setting in given.iter().filter(|s| !overridden(s.key)) {
-            if let Some((value, actual)) = self.layout_mismatch(setting.key, spec) {
-                return Err(DescribedError::Disagrees {
-                    line: line.map_or(0, |l| l.line),
-                    key: setting.key,
-                    value,
-                    file: self.file.clone(),
-                    actual,
-                });
-            }
-            if let Some((value, actual)) =
-                settings_mismatch(setting.key, &wanted, platform.settings())
-            {
+            let mismatch = self
+                .layout_mismatch(setting.key, spec)
+                .or_else(|| settings_mismatch(setting.key, &wanted, platform.settings()));
+            if let Some((value, actual)) = mismatch {
                 return Err(DescribedError::Disagrees {
                     line: line.map_or(0, |l| l.line),
                     key: setting.key,
