@@ -81,6 +81,7 @@ use thiserror::Error;
 
 use crate::chooser::{ChoicePoint, ChooseError, Chooser, LowestRunnable};
 use crate::cpu::{self, CpuId};
+use crate::lockcheck::{LockChecks, LockOrder, LockViolation};
 
 /// A task: one simulated CPU's kernel path.
 pub type Task<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
@@ -117,6 +118,8 @@ pub enum WaitKind {
     Key,
     /// A [`crate::WaitQueue`] condition or [`crate::Completion`] (Linux: `wait_event()`).
     Event,
+    /// A [`crate::SimSpinLock`] (Linux: `spin_lock()`): spinning, not sleeping.
+    Spin,
 }
 
 impl fmt::Display for WaitKind {
@@ -127,6 +130,7 @@ impl fmt::Display for WaitKind {
             WaitKind::Write => "write lock",
             WaitKind::Key => "lock",
             WaitKind::Event => "wait queue",
+            WaitKind::Spin => "spin lock",
         })
     }
 }
@@ -310,6 +314,10 @@ impl Run {
 struct State {
     /// Lock names, indexed by [`LockId`].
     locks: Vec<String>,
+    /// Whether each lock is a spin lock, indexed by [`LockId`].
+    spin: Vec<bool>,
+    /// Atomic-context and lock-order checks ([`crate::lockcheck`]).
+    checks: LockChecks,
     run: Option<Run>,
     tracing: bool,
     trace: Vec<TraceEvent>,
@@ -620,9 +628,79 @@ impl Sched {
     // ---- the interface of the primitives (crate-private) ----
 
     pub(crate) fn register_lock(&self, name: String) -> LockId {
+        self.register(name, false)
+    }
+
+    /// A lock whose holder is in atomic context (a [`crate::SimSpinLock`]).
+    pub(crate) fn register_spinlock(&self, name: String) -> LockId {
+        self.register(name, true)
+    }
+
+    fn register(&self, name: String, spin: bool) -> LockId {
         let mut state = self.state.borrow_mut();
         state.locks.push(name);
+        state.spin.push(spin);
         LockId(state.locks.len() - 1)
+    }
+
+    /// Linux `might_sleep()`: the current task is about to do something that
+    /// may sleep (`what`: "allocates with reclaim", "takes mutex `x`"). If it
+    /// holds a spin lock, that is recorded as a
+    /// [`LockViolation::SleepInAtomic`]. Outside a run there is no atomic
+    /// context and nothing is checked.
+    pub fn might_sleep(&self, what: &str) {
+        let mut state = self.state.borrow_mut();
+        let Some(run) = state.run.as_ref() else {
+            return;
+        };
+        let Some(cpu) = run.current else {
+            return;
+        };
+        let spinlock = run.cpus[cpu.index()]
+            .held
+            .iter()
+            .rev()
+            .find(|h| state.spin[h.at.lock.0])
+            .map(|h| state.locks[h.at.lock.0].clone());
+        if let Some(spinlock) = spinlock {
+            state
+                .checks
+                .violations
+                .insert(LockViolation::SleepInAtomic {
+                    cpu,
+                    spinlock,
+                    what: what.to_owned(),
+                });
+        }
+    }
+
+    /// [`Sched::might_sleep`] for taking the sleeping lock `lock`.
+    pub(crate) fn might_sleep_on(&self, lock: LockId, kind: WaitKind) {
+        if self.state.borrow().run.is_none() {
+            return;
+        }
+        let what = format!("takes {kind} `{}`", self.lock_name(lock));
+        self.might_sleep(&what);
+    }
+
+    /// The locking violations recorded since the last call, in order.
+    pub fn take_lock_violations(&self) -> Vec<LockViolation> {
+        std::mem::take(&mut self.state.borrow_mut().checks.violations)
+            .into_iter()
+            .collect()
+    }
+
+    /// The lock acquisition orders seen so far (to carry them to the
+    /// machine of the next schedule of an exploration).
+    pub fn lock_order(&self) -> LockOrder {
+        self.state.borrow().checks.order.clone()
+    }
+
+    /// Adds the orders of other runs; inversions they close are recorded.
+    pub fn merge_lock_order(&self, other: &LockOrder) {
+        let mut state = self.state.borrow_mut();
+        let found = state.checks.order.merge(other);
+        state.checks.violations.extend(found);
     }
 
     pub(crate) fn lock_name(&self, lock: LockId) -> String {
@@ -754,6 +832,26 @@ impl Sched {
         let run = state.run();
         let cpu = run.current();
         run.slot(cpu).held.push(Held { at, kind });
+        let outer_count = run.slot(cpu).held.len() - 1;
+        for i in 0..outer_count {
+            let outer = state.run().slot(cpu).held[i].at.lock;
+            // Each pair of locks is looked at once: the names (the classes)
+            // are compared only the first time.
+            if outer == at.lock || !state.checks.seen.insert((outer.0, at.lock.0)) {
+                continue;
+            }
+            let (outer, taken) = (state.locks[outer.0].clone(), state.locks[at.lock.0].clone());
+            if let Some(cycle) = state.checks.order.add(&outer, &taken) {
+                state
+                    .checks
+                    .violations
+                    .insert(LockViolation::OrderInversion {
+                        held: outer,
+                        taken,
+                        cycle,
+                    });
+            }
+        }
         state.record(|s| TraceEvent::Acquired {
             cpu,
             lock: s.lock_name(at, render(key).as_deref()),

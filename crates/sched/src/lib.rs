@@ -54,9 +54,11 @@ pub mod chooser;
 pub mod cpu;
 pub mod executor;
 pub mod explore;
+pub mod lockcheck;
 pub mod mutex;
 pub mod rwlock;
 pub mod schedule;
+pub mod spin;
 pub mod table;
 pub mod wait;
 
@@ -74,8 +76,10 @@ pub use explore::{
     Exploration, ExploreError, Failure, Strategy, explore, explore_exhaustive, explore_pct,
     explore_random,
 };
+pub use lockcheck::{LockOrder, LockViolation};
 pub use mutex::{SimMutex, SimMutexGuard};
 pub use rwlock::{SimReadGuard, SimRwLock, SimWriteGuard};
 pub use schedule::{Found, Schedule, ScheduleParseError, ScheduleParseErrorKind};
+pub use spin::{SimSpinGuard, SimSpinLock};
 pub use table::{KeyGuard, LockTable};
 pub use wait::{Completion, WaitQueue};

@@ -54,6 +54,7 @@ impl<T> SimMutex<T> {
     /// Acquires the mutex, sleeping while another CPU holds it (Linux:
     /// `mutex_lock()`).
     pub async fn lock(&self) -> SimMutexGuard<'_, T> {
+        self.sched.might_sleep_on(self.id, WaitKind::Mutex);
         self.sched.preempt_point().await;
         loop {
             if let Some(guard) = self.acquire_now() {

@@ -60,6 +60,7 @@ impl<T> SimRwLock<T> {
 
     /// Acquires the lock shared (Linux: `down_read()`, `mmap_read_lock()`).
     pub async fn read(&self) -> SimReadGuard<'_, T> {
+        self.sched.might_sleep_on(self.id, WaitKind::Read);
         self.sched.preempt_point().await;
         loop {
             if let Some(guard) = self.read_now() {
@@ -71,6 +72,7 @@ impl<T> SimRwLock<T> {
 
     /// Acquires the lock exclusive (Linux: `down_write()`, `mmap_write_lock()`).
     pub async fn write(&self) -> SimWriteGuard<'_, T> {
+        self.sched.might_sleep_on(self.id, WaitKind::Write);
         self.sched.preempt_point().await;
         loop {
             if let Some(guard) = self.write_now() {

@@ -68,6 +68,7 @@ impl<K: Copy + Ord + fmt::Debug> LockTable<K> {
 
     /// Locks `key`, sleeping while another holder has it (Linux: `folio_lock()`).
     pub async fn lock(&self, key: K) -> KeyGuard<'_, K> {
+        self.sched.might_sleep_on(self.id, WaitKind::Key);
         self.sched.preempt_point().await;
         loop {
             match self.lock_now(key) {
