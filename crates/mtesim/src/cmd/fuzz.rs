@@ -1,7 +1,7 @@
 //! `mtesim fuzz [--ops N] [--seed S] [--policy none|static|dynamic]
 //! [--out FILE] [--machine kernel|reference]`: differential testing of the
 //! machine under test against the reference model
-//! ([`scenario::fuzz`]).
+//! ([`difftest`]).
 //!
 //! Runs random programs of 100-300 steps under the policy, in lockstep on
 //! the machine under test (`--machine`, the kernel by default, built by
@@ -26,9 +26,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use difftest::{FuzzConfig, FuzzReport, fuzz};
 use platform::num::{Suffix, parse_u64};
 use platform::{Platform, TagStoragePolicy};
-use scenario::fuzz::{FuzzConfig, FuzzReport, fuzz};
 use scenario::machine::{MachineKind, make_machine};
 use uapi::Machine;
 

@@ -25,7 +25,7 @@ use mte::{PtrError, TagMask, TaggedPtr};
 use thiserror::Error;
 use uapi::{Bound, Command as UCommand, MapFlags, Op, Pid};
 
-use crate::ast::{Command, Names, ProcId, ProcessOp, PtrBase, PtrExpr, PtrSlot};
+use lang::ast::{Command, Names, ProcId, ProcessOp, PtrBase, PtrExpr, PtrSlot};
 
 /// The run-time values of a script's names.
 #[derive(Clone, Debug, Default)]

@@ -47,11 +47,11 @@ use sched::{ChoicePoint, ChooseError, Chooser, CpuId, Recorder, Replay, Schedule
 use thiserror::Error;
 use uapi::{Counter, Errno, Machine, Outcome, Reply};
 
-use crate::ast::{
+use lang::ParseError;
+use lang::Statements;
+use lang::ast::{
     Command, CommandStmt, ExpectStmt, Names, Outcome as Expected, ParallelBlock, Script, Span, Stmt,
 };
-use crate::error::ParseError;
-use crate::parse::Statements;
 use lower::{Bindings, EvalError, Lowered};
 
 /// How to run (the options of `mtesim run` that change a run).
@@ -553,8 +553,8 @@ impl<'a, M: Machine + ?Sized> Runner<'a, M> {
             let verdict = if result.is_ok() { "holds" } else { "fails" };
             self.step(e.line, e.span, || "expect".to_owned(), verdict.to_owned());
         }
-        if let Err(message) = result {
-            self.fail(e.line, message);
+        if let Err(error) = result {
+            self.fail(e.line, error.to_string());
         }
     }
 

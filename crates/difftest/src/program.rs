@@ -26,7 +26,7 @@ use uapi::{
     PrctlRequest, Prot, Reply, Sharing,
 };
 
-use crate::ast::{advice_name, store_tag_name};
+use lang::ast::{advice_name, store_tag_name};
 
 /// A process name, `p{n}`.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
@@ -333,7 +333,7 @@ impl Step {
 }
 
 /// What a step binds.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub enum Binding {
     Proc(ProcName),
     Ptr(PtrName),

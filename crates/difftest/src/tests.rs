@@ -2,10 +2,10 @@
 //! pruning, reproducers.
 
 use super::*;
-use crate::ast::Stmt;
-use crate::run::lower::{self as runner_lower, Bindings};
+use lang::ast::Stmt;
 use mte::Tag;
 use platform::Platform;
+use scenario::run::lower::{self as runner_lower, Bindings};
 use uapi::{Command as UCommand, Machine, Op, Outcome, Reply};
 
 const POLICIES: [TagStoragePolicy; 3] = [
@@ -19,7 +19,7 @@ fn program(policy: TagStoragePolicy, steps: usize, seed: u64) -> Program {
 }
 
 fn reference(platform: &Platform) -> Box<dyn Machine> {
-    crate::machine::make_machine(crate::machine::MachineKind::Reference, platform).unwrap()
+    scenario::machine::make_machine(scenario::machine::MachineKind::Reference, platform).unwrap()
 }
 
 #[test]
@@ -43,7 +43,7 @@ fn rendered_programs_parse_and_lower_to_the_same_ops() {
         for seed in 0..6 {
             let program = program(policy, 250, seed);
             let text = program.render();
-            let script = crate::parse("gen.mte", text.as_bytes())
+            let script = lang::parse("gen.mte", text.as_bytes())
                 .unwrap_or_else(|e| panic!("seed {seed}: {e}\n{text}"));
             assert_eq!(script.platform_spec(), program.platform.spec());
             assert_eq!(script.stmts.len(), program.steps.len());
@@ -233,7 +233,7 @@ fn a_reproducer_carries_the_references_outcome_on_the_failing_line() {
     )));
     let last = text.lines().last().unwrap();
     assert!(last.ends_with(" => value 0x5a"), "{last}");
-    assert!(crate::parse("r.mte", text.as_bytes()).is_ok());
+    assert!(lang::parse("r.mte", text.as_bytes()).is_ok());
 }
 
 /// THP platforms are drawn (thp=always and thp=madvise), with 2M and 4M
@@ -277,7 +277,8 @@ fn programs_swap_on_the_kernel() {
         }
         let platform = Platform::from_spec(&program.platform.spec()).unwrap();
         let mut machine =
-            crate::machine::make_machine(crate::machine::MachineKind::Kernel, &platform).unwrap();
+            scenario::machine::make_machine(scenario::machine::MachineKind::Kernel, &platform)
+                .unwrap();
         let mut env = Env::new();
         for step in &program.steps {
             let reply = match env.lower(step).unwrap() {

@@ -24,7 +24,7 @@ use platform::Platform;
 use thiserror::Error;
 use uapi::{Bound, Machine, Reply};
 
-use super::program::{Binding, Env, Lowered, NO_PROCESS, Program, Step};
+use crate::program::{Binding, Env, Lowered, NO_PROCESS, Program, Step};
 
 /// Builds a fresh machine for a platform (the seed is the platform's).
 pub type Factory<'a> = &'a dyn Fn(&Platform) -> Result<Box<dyn Machine>, String>;
@@ -136,7 +136,7 @@ impl fmt::Display for Failure {
 
 /// A reply in the scenario syntax, with what it bound.
 pub fn reply_text(reply: &Reply) -> String {
-    let outcome = crate::run::compare::actual_text(&reply.outcome);
+    let outcome = scenario::run::compare::actual_text(&reply.outcome);
     match reply.bound {
         Some(Bound::Pointer(ptr)) => format!("{outcome} (bound {:#x})", ptr.raw()),
         Some(Bound::Process(pid)) => format!("{outcome} (bound pid {})", pid.0),

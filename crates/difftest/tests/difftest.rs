@@ -6,11 +6,11 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use mte::{Tag, TaggedPtr};
-use platform::{Platform, TagStoragePolicy};
-use scenario::fuzz::{
+use difftest::{
     Factory, FailureClass, FuzzConfig, FuzzReport, GenConfig, ShrinkLimits, fuzz, generate,
 };
+use mte::{Tag, TaggedPtr};
+use platform::{Platform, TagStoragePolicy};
 use scenario::machine::{MachineKind, make_machine};
 use scenario::run::{FileResult, RunOptions};
 use uapi::{Bound, Command, Counter, Machine, MachineError, Op, Outcome, PageState, Pid, Reply};
@@ -267,7 +267,7 @@ fn every_kind_of_step_is_generated() {
     }
     // Every command of the language: the process commands and the
     // machine-wide ones.
-    let expected = scenario::parse::PROCESS_COMMANDS
+    let expected = lang::parse::PROCESS_COMMANDS
         .into_iter()
         .chain(["spawn", "reclaim", "compact", "ksm-scan"]);
     let missing: Vec<&str> = expected
