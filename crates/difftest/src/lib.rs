@@ -6,8 +6,9 @@
 //!
 //! Owns the fuzz loop ([`fuzz`]) and its [`FuzzConfig`] and [`FuzzReport`].
 //! The parts:
-//! - [`program`]: programs over symbolic names, their `.mte` rendering and
-//!   their lowering to `uapi` ops (the runner's rules);
+//! - [`program`]: programs over symbolic names and their `.mte` rendering,
+//!   which is parsed back and lowered to `uapi` ops by the runner's own
+//!   lowering (`scenario::run::lower`), so a reproducer runs what ran;
 //! - [`generate`]: the generator, deterministic from a seed, under memory
 //!   and tag storage pressure;
 //! - [`lockstep`]: one program on two machines, replies compared and the

@@ -16,16 +16,16 @@
 
 use difftest::{GenConfig, generate, generate_parallel, run_program};
 use platform::{Platform, TagStoragePolicy};
-use scenario::machine::{MachineKind, make_machine};
+use scenario::machine::{MachineKind, MachineUnavailable, make_machine};
 use scenario::run::{FileResult, RunOptions};
 use uapi::Machine;
 
-fn kernel(platform: &Platform) -> Result<Box<dyn Machine>, String> {
-    make_machine(MachineKind::Kernel, platform).map_err(|e| e.to_string())
+fn kernel(platform: &Platform) -> Result<Box<dyn Machine>, MachineUnavailable> {
+    make_machine(MachineKind::Kernel, platform)
 }
 
-fn reference(platform: &Platform) -> Result<Box<dyn Machine>, String> {
-    make_machine(MachineKind::Reference, platform).map_err(|e| e.to_string())
+fn reference(platform: &Platform) -> Result<Box<dyn Machine>, MachineUnavailable> {
+    make_machine(MachineKind::Reference, platform)
 }
 
 fn agree(policy: TagStoragePolicy, seeds: core::ops::Range<u64>, steps: usize) {

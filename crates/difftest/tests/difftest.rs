@@ -11,12 +11,12 @@ use difftest::{
 };
 use mte::{Tag, TaggedPtr};
 use platform::{Platform, TagStoragePolicy};
-use scenario::machine::{MachineKind, make_machine};
+use scenario::machine::{MachineKind, MachineUnavailable, make_machine};
 use scenario::run::{FileResult, RunOptions};
 use uapi::{Bound, Command, Counter, Machine, MachineError, Op, Outcome, PageState, Pid, Reply};
 
-fn reference(platform: &Platform) -> Result<Box<dyn Machine>, String> {
-    make_machine(MachineKind::Reference, platform).map_err(|e| e.to_string())
+fn reference(platform: &Platform) -> Result<Box<dyn Machine>, MachineUnavailable> {
+    make_machine(MachineKind::Reference, platform)
 }
 
 fn refmodel(platform: &Platform) -> refmodel::RefMachine {
@@ -113,7 +113,7 @@ impl Machine for Buggy {
     }
 }
 
-fn buggy(bug: Bug) -> impl Fn(&Platform) -> Result<Box<dyn Machine>, String> {
+fn buggy(bug: Bug) -> impl Fn(&Platform) -> Result<Box<dyn Machine>, MachineUnavailable> {
     move |platform| {
         Ok(Box::new(Buggy {
             inner: refmodel(platform),

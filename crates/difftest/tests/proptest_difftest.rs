@@ -25,7 +25,7 @@ use difftest::{
 use platform::{Platform, PlatformSpec, TagStorageData, TagStoragePolicy, Thp};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError};
-use scenario::machine::{MachineKind, make_machine};
+use scenario::machine::{MachineKind, MachineUnavailable, make_machine};
 use uapi::Machine;
 
 /// Cases per platform test; six platform tests in all.
@@ -33,12 +33,12 @@ const CASES: u32 = 128;
 /// Steps per program at most.
 const MAX_STEPS: usize = 80;
 
-fn kernel(platform: &Platform) -> Result<Box<dyn Machine>, String> {
-    make_machine(MachineKind::Kernel, platform).map_err(|e| e.to_string())
+fn kernel(platform: &Platform) -> Result<Box<dyn Machine>, MachineUnavailable> {
+    make_machine(MachineKind::Kernel, platform)
 }
 
-fn reference(platform: &Platform) -> Result<Box<dyn Machine>, String> {
-    make_machine(MachineKind::Reference, platform).map_err(|e| e.to_string())
+fn reference(platform: &Platform) -> Result<Box<dyn Machine>, MachineUnavailable> {
+    make_machine(MachineKind::Reference, platform)
 }
 
 /// `memory` MiB under `policy`, the other keys left out.

@@ -581,6 +581,23 @@ fn bad_counter_name() {
     );
 }
 
+/// The malformed-input example, as a file: refused at line 4, column 9,
+/// naming the pointer without an offset.
+#[test]
+fn bad_input_example_is_refused() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad-inputs/bad-input.mte");
+    let src = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let Err(err) = lang::parse("bad-input.mte", &src) else {
+        panic!("bad-input.mte must be refused");
+    };
+    let text = err.to_string();
+    assert!(
+        text.starts_with("bad-input.mte:4:9: bad pointer `a+`: missing offset after `+`"),
+        "{text}"
+    );
+}
+
 #[test]
 fn bad_pointers() {
     // tests/bad-inputs/bad-input.mte: `a+` has no offset; the caret is on `+`.

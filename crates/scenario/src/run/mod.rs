@@ -45,7 +45,7 @@ use core::fmt;
 use platform::{Platform, PlatformSpec};
 use sched::{ChoicePoint, ChooseError, Chooser, CpuId, Recorder, Replay, Schedule, Seeded};
 use thiserror::Error;
-use uapi::{Counter, Errno, Machine, Outcome, Reply};
+use uapi::{Counter, Machine, Outcome, Reply};
 
 use lang::ParseError;
 use lang::Statements;
@@ -481,7 +481,7 @@ impl<'a, M: Machine + ?Sized> Runner<'a, M> {
             }
             Ok(Lowered::NoProcess) => {
                 self.bind(c, None);
-                Outcome::Error(Errno::Srch)
+                lower::NO_PROCESS
             }
             Err(e) => {
                 self.bind(c, None);
@@ -637,7 +637,7 @@ impl<'a, M: Machine + ?Sized> Runner<'a, M> {
                 }
                 Line::NoProcess => {
                     self.bind(c, None);
-                    Outcome::Error(Errno::Srch)
+                    lower::NO_PROCESS
                 }
                 Line::NotRun(e) => {
                     self.bind(c, None);
