@@ -200,9 +200,8 @@ pub struct GenConfig {
     /// The most processes alive at once.
     pub max_processes: usize,
     /// Run on this machine instead of one drawn from the seed (its policy
-    /// then replaces `policy`). The draws are the same either way, so a
-    /// seed gives the same steps on any platform of the same page size and
-    /// memory.
+    /// then replaces `policy`). The platform is drawn either way, so the
+    /// steps draw from the same point of the seed's stream.
     pub platform: Option<ProgramPlatform>,
 }
 
