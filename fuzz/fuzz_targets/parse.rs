@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Err(err) = scenario::parse("fuzz.mte", data) {
+    if let Err(err) = lang::parse("fuzz.mte", data) {
         let span = err.span();
         assert!(span.start <= span.end && span.end as usize <= data.len());
         let lines = data.split(|&b| b == b'\n').count();

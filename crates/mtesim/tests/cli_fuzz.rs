@@ -1,6 +1,6 @@
 //! `mtesim fuzz` as a user runs it: the summary line, exit statuses,
 //! determinism, refused arguments. The failure path (shrinking, the
-//! reproducer file) is tested in the scenario crate's `difftest`, with
+//! reproducer file) is tested by the difftest crate's `tests/difftest.rs`, with
 //! deliberately buggy machines the binary cannot be given.
 
 mod common;

@@ -23,7 +23,7 @@ fn trace(c: &mut Criterion) {
     group.bench_function("parse", |b| {
         b.iter(|| {
             let mut count = 0;
-            for stmt in scenario::Statements::new("trace.mte", black_box(&src)) {
+            for stmt in lang::Statements::new("trace.mte", black_box(&src)) {
                 black_box(stmt.unwrap());
                 count += 1;
             }

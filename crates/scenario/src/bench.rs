@@ -184,12 +184,12 @@ impl Machine for FlatMemory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ast::{Command, ProcessOp, PtrBase, Stmt};
+    use lang::ast::{Command, ProcessOp, PtrBase, Stmt};
 
     #[test]
     fn the_trace_parses_with_every_address_in_the_mapping() {
         let src = synthetic_trace(1000);
-        let script = crate::parse("trace.mte", &src).unwrap();
+        let script = lang::parse("trace.mte", &src).unwrap();
         assert_eq!(script.stmts.len(), TRACE_HEADER_LINES + 1000);
         for stmt in &script.stmts[TRACE_HEADER_LINES..] {
             let Stmt::Command(c) = stmt else {
@@ -217,7 +217,7 @@ mod tests {
         // the walk, which no earlier store wrote: 0 (fresh mmap memory is
         // zero-filled, as `mmap(2)` anonymous memory is).
         let src = synthetic_trace(1000);
-        let script = crate::parse("trace.mte", &src).unwrap();
+        let script = lang::parse("trace.mte", &src).unwrap();
         let mut machine = FlatMemory::new();
         let report = crate::run_script(&script, &mut machine, &crate::RunOptions::default());
         assert_eq!(report.failures, []);
@@ -228,7 +228,7 @@ mod tests {
             p load 0x1008 4 => value 0x55667788\n\
             p load 0x100c 2 => value 0x3344\n\
             p load 0x2000 8 => fault SEGV_MAPERR addr=0x2000\n";
-        let script = crate::parse("flat.mte", check).unwrap();
+        let script = lang::parse("flat.mte", check).unwrap();
         let report = crate::run_script(&script, &mut machine, &crate::RunOptions::default());
         assert_eq!(report.failures, []);
     }

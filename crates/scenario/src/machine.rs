@@ -112,7 +112,7 @@ mod tests {
         // `PROT_MTE` is refused (EINVAL).
         let run = |platform_line: &str| {
             let src = format!("{platform_line}\nspawn p\np mmap a 4K prot=r,w,mte\n");
-            let script = crate::parse("t.mte", src.as_bytes()).unwrap();
+            let script = lang::parse("t.mte", src.as_bytes()).unwrap();
             let platform = Platform::from_spec(&script.platform_spec()).unwrap();
             let mut machine = make_machine(MachineKind::Reference, &platform).unwrap();
             let options = crate::RunOptions {

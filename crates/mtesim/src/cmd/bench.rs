@@ -7,7 +7,7 @@
 //! stages, each from the file on disk (best of `R` runs):
 //!
 //! 1. baseline: read the file, check it is UTF-8, count its lines;
-//! 2. read and parse every statement (the streaming [`scenario::Statements`]);
+//! 2. read and parse every statement (the streaming [`lang::Statements`]);
 //! 3. read, parse, lower and run every statement through
 //!    [`scenario::run_source`], the path `mtesim run` takes, on a flat byte
 //!    store ([`scenario::bench::FlatMemory`]: the runner's own cost);
@@ -105,7 +105,7 @@ fn bench_trace(args: &TraceArgs) -> Result<String, String> {
     let parse = best(repeat, || {
         let src = read(&file.0)?;
         let mut count = 0u64;
-        for stmt in scenario::Statements::new("trace.mte", &src) {
+        for stmt in lang::Statements::new("trace.mte", &src) {
             stmt.map_err(|e| e.to_string())?;
             count += 1;
         }

@@ -1,7 +1,7 @@
 //! `mtesim fuzz [--ops N] [--seed S] [--policy none|static|dynamic]
 //! [--out FILE] [--machine kernel|reference]`: differential testing of the
 //! machine under test against the reference model
-//! ([`scenario::fuzz`]).
+//! ([`difftest`]).
 //!
 //! Runs random programs of 100-300 steps under the policy, in lockstep on
 //! the machine under test (`--machine`, the kernel by default, built by
@@ -26,11 +26,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use difftest::{FuzzConfig, FuzzReport, fuzz};
 use platform::num::{Suffix, parse_u64};
 use platform::{Platform, TagStoragePolicy};
-use scenario::fuzz::{FuzzConfig, FuzzReport, fuzz};
 use scenario::machine::{MachineKind, make_machine};
-use uapi::Machine;
 
 use super::{fail, print_stdout};
 
@@ -79,12 +78,8 @@ pub fn run(args: &Args) -> ExitCode {
         return fail(format_args!("mtesim fuzz: {e}"));
     }
     let kind = args.machine;
-    let under_test = move |platform: &Platform| -> Result<Box<dyn Machine>, String> {
-        make_machine(kind, platform).map_err(|e| e.to_string())
-    };
-    let reference = |platform: &Platform| -> Result<Box<dyn Machine>, String> {
-        make_machine(MachineKind::Reference, platform).map_err(|e| e.to_string())
-    };
+    let under_test = move |platform: &Platform| make_machine(kind, platform);
+    let reference = |platform: &Platform| make_machine(MachineKind::Reference, platform);
     let config = FuzzConfig::new(args.ops, args.seed, args.policy);
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));

@@ -54,14 +54,15 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use lang::ParseError;
 use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, SourceCode};
 use platform::Platform;
 use platform::num::{Suffix, parse_u64};
 use rayon::prelude::*;
+use scenario::RunReport;
 use scenario::machine::{MachineKind, make_machine};
 use scenario::run::described::DescribedMachine;
 use scenario::run::{FileResult, RunOptions, Status};
-use scenario::{ParseError, RunReport};
 use sched::Schedule;
 use serde_json::{Map, Value};
 

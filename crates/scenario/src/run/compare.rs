@@ -23,7 +23,7 @@
 use mte::{Tag, TaggedPtr, same_address_bits};
 use uapi::Outcome as Actual;
 
-use crate::ast::Outcome as Expected;
+use lang::ast::Outcome as Expected;
 
 /// Whether `actual` is what `expected` asks for. `addr` is the value of the
 /// expected fault's `addr=` pointer, evaluated when the line ran.
@@ -94,7 +94,7 @@ fn tag_list(tags: &[Tag]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ast::{PtrBase, PtrExpr, Span, Value128};
+    use lang::ast::{PtrBase, PtrExpr, Span, Value128};
     use mte::TagMask;
     use uapi::{Errno, Fault, FaultCode};
 

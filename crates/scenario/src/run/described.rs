@@ -15,7 +15,7 @@ use platform::spec::PlatformSpec;
 use platform::{KernelSettings, Platform};
 use thiserror::Error;
 
-use crate::ast::PlatformLine;
+use lang::ast::PlatformLine;
 
 /// A machine described by a file.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -14,19 +14,70 @@
 //! - `stat NAME` without a comparison always holds: the runner shows the
 //!   value ([`observed`]).
 
-use mte::{GRANULE_SIZE, TaggedPtr};
+use mte::{GRANULE_SIZE, Tag, TaggedPtr};
+use thiserror::Error;
 use uapi::{Counter, Machine, PageState};
 
-use crate::ast::{CmpOp, Expect, Names, ProcId, PtrExpr};
-use crate::run::lower::{Bindings, ptr_text};
+use crate::run::lower::{Bindings, EvalError, ptr_text};
+use lang::ast::{CmpOp, Expect, Names, ProcId, PtrExpr};
 
-/// `Ok` when the expectation holds, else the failure message.
+/// Why an expectation does not hold; its text is the message of the
+/// line's `FAIL` (module doc). `what` is the expectation as written
+/// (`p tags buf 0x20 == 5`), after `expected`.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum ExpectError {
+    #[error("expected {counter} {} {value}, got nothing: the machine does not keep {counter}", op.symbol())]
+    CounterNotKept {
+        counter: Counter,
+        op: CmpOp,
+        value: u64,
+    },
+    #[error("expected {counter} {} {value}, got {actual}", op.symbol())]
+    Counter {
+        counter: Counter,
+        op: CmpOp,
+        value: u64,
+        actual: u64,
+    },
+    #[error("expected invariants to hold, got {} violated: {}", violations.len(), violations.join("; "))]
+    Invariants { violations: Vec<String> },
+    #[error("expected {what}, got no process `{process}` (its spawn or fork failed)")]
+    NoProcess { what: String, process: String },
+    /// `described` is [`EvalError::describe`] with the script's names.
+    #[error("expected {what}, got a {described}")]
+    Pointer {
+        what: String,
+        described: String,
+        #[source]
+        source: EvalError,
+    },
+    #[error("expected {what}, got a range past the address space")]
+    PastAddressSpace { what: String },
+    #[error("expected {what}, got unmapped memory")]
+    Unmapped { what: String },
+    #[error("expected {what}, got tag {found} at {addr:#x}")]
+    Tag { what: String, found: Tag, addr: u64 },
+    #[error("expected {what}, got tags for only {got} of its {granules} granules")]
+    ShortTags {
+        what: String,
+        got: usize,
+        granules: u64,
+    },
+    #[error("expected {what}, got nothing: the machine does not model page tables")]
+    NoPageTables { what: String },
+    /// `found`: the states the entry is in (`private, tagged`), or the
+    /// state a negated expectation found.
+    #[error("expected {what}, got {found}")]
+    PageState { what: String, found: String },
+}
+
+/// `Ok` when the expectation holds, else why not.
 pub fn check<M: Machine + ?Sized>(
     expect: &Expect,
     machine: &M,
     bindings: &Bindings,
     names: &Names,
-) -> Result<(), String> {
+) -> Result<(), ExpectError> {
     match expect {
         Expect::Stat { counter, op, value } => stat(machine, counter.node, op.node, value.node),
         Expect::Show { .. } => Ok(()),
@@ -35,11 +86,7 @@ pub fn check<M: Machine + ?Sized>(
             if violations.is_empty() {
                 return Ok(());
             }
-            Err(format!(
-                "expected invariants to hold, got {} violated: {}",
-                violations.len(),
-                violations.join("; ")
-            ))
+            Err(ExpectError::Invariants { violations })
         }
         Expect::Tags {
             proc,
@@ -55,26 +102,32 @@ pub fn check<M: Machine + ?Sized>(
                 tag.node
             );
             let (pid, ptr_value) = operands(&what, proc.node, ptr, bindings, names)?;
-            let granules = granules_of(ptr_value, len.node)
-                .ok_or_else(|| format!("expected {what}, got a range past the address space"))?;
+            let Some(granules) = granules_of(ptr_value, len.node) else {
+                return Err(ExpectError::PastAddressSpace { what });
+            };
             if granules == 0 {
                 return Ok(());
             }
             let Some(tags) = machine.tags(pid, ptr_value, len.node) else {
-                return Err(format!("expected {what}, got unmapped memory"));
+                return Err(ExpectError::Unmapped { what });
             };
             // Granules past the range, if a machine gave any, are not asked
             // about.
             let asked = usize::try_from(granules).unwrap_or(usize::MAX);
             if let Some(i) = tags.iter().take(asked).position(|t| *t != tag.node) {
-                let at = ptr_value.addr().granule_base().as_u64() + i as u64 * GRANULE_SIZE;
-                return Err(format!("expected {what}, got tag {} at {at:#x}", tags[i]));
+                let addr = ptr_value.addr().granule_base().as_u64() + i as u64 * GRANULE_SIZE;
+                return Err(ExpectError::Tag {
+                    what,
+                    found: tags[i],
+                    addr,
+                });
             }
             if (tags.len() as u64) < granules {
-                return Err(format!(
-                    "expected {what}, got tags for only {} of its {granules} granules",
-                    tags.len()
-                ));
+                return Err(ExpectError::ShortTags {
+                    what,
+                    got: tags.len(),
+                    granules,
+                });
             }
             Ok(())
         }
@@ -93,15 +146,16 @@ pub fn check<M: Machine + ?Sized>(
             );
             let (pid, ptr_value) = operands(&what, proc.node, ptr, bindings, names)?;
             match machine.page_state(pid, ptr_value, state.node) {
-                None => Err(format!(
-                    "expected {what}, got nothing: the machine does not model page tables"
-                )),
+                None => Err(ExpectError::NoPageTables { what }),
                 Some(is) if is != negated.is_some() => Ok(()),
-                Some(_) if negated.is_some() => Err(format!("expected {what}, got {}", state.node)),
-                Some(_) => Err(format!(
-                    "expected {what}, got {}",
-                    states_text(machine, pid, ptr_value)
-                )),
+                Some(_) if negated.is_some() => Err(ExpectError::PageState {
+                    what,
+                    found: state.node.to_string(),
+                }),
+                Some(_) => Err(ExpectError::PageState {
+                    what,
+                    found: states_text(machine, pid, ptr_value),
+                }),
             }
         }
     }
@@ -112,14 +166,16 @@ fn stat<M: Machine + ?Sized>(
     counter: Counter,
     op: CmpOp,
     value: u64,
-) -> Result<(), String> {
-    let what = format!("{counter} {} {value}", op.symbol());
+) -> Result<(), ExpectError> {
     match machine.counter(counter) {
-        None => Err(format!(
-            "expected {what}, got nothing: the machine does not keep {counter}"
-        )),
+        None => Err(ExpectError::CounterNotKept { counter, op, value }),
         Some(actual) if op.holds(actual, value) => Ok(()),
-        Some(actual) => Err(format!("expected {what}, got {actual}")),
+        Some(actual) => Err(ExpectError::Counter {
+            counter,
+            op,
+            value,
+            actual,
+        }),
     }
 }
 
@@ -130,16 +186,18 @@ fn operands(
     ptr: &PtrExpr,
     bindings: &Bindings,
     names: &Names,
-) -> Result<(uapi::Pid, TaggedPtr), String> {
+) -> Result<(uapi::Pid, TaggedPtr), ExpectError> {
     let Some(pid) = bindings.process(proc) else {
-        return Err(format!(
-            "expected {what}, got no process `{}` (its spawn or fork failed)",
-            names.process(proc)
-        ));
+        return Err(ExpectError::NoProcess {
+            what: what.to_owned(),
+            process: names.process(proc).to_owned(),
+        });
     };
-    let ptr = bindings
-        .eval(ptr)
-        .map_err(|e| format!("expected {what}, got a {}", e.describe(names)))?;
+    let ptr = bindings.eval(ptr).map_err(|source| ExpectError::Pointer {
+        what: what.to_owned(),
+        described: source.describe(names),
+        source,
+    })?;
     Ok((pid, ptr))
 }
 

@@ -4,7 +4,9 @@
 //! Owns [`Bindings`], the values behind the parser's dense ids: one
 //! `Option<Pid>` per [`ProcId`] (`None` while the name's `spawn` or `fork`
 //! failed, so the process never existed) and one [`TaggedPtr`] per
-//! [`PtrSlot`]. No string is looked up at run time.
+//! [`PtrSlot`]. No string is looked up at run time. The one lowering of the
+//! workspace: the differential fuzzer (`difftest`) parses its programs'
+//! rendering and lowers them here too, so a reproducer runs what it ran.
 //!
 //! Rules (`docs/language.md`):
 //! - a pointer expression is its slot's value plus a signed byte offset on
@@ -23,9 +25,9 @@
 
 use mte::{PtrError, TagMask, TaggedPtr};
 use thiserror::Error;
-use uapi::{Bound, Command as UCommand, MapFlags, Op, Pid};
+use uapi::{Bound, Command as UCommand, Errno, MapFlags, Op, Outcome, Pid};
 
-use crate::ast::{Command, Names, ProcId, ProcessOp, PtrBase, PtrExpr, PtrSlot};
+use lang::ast::{Command, Names, ProcId, ProcessOp, PtrBase, PtrExpr, PtrSlot};
 
 /// The run-time values of a script's names.
 #[derive(Clone, Debug, Default)]
@@ -132,6 +134,10 @@ pub fn ptr_text(expr: &PtrExpr, names: &Names) -> String {
     }
     text
 }
+
+/// What the runner answers, without the machine, for a command of a process
+/// that never existed ([`Lowered::NoProcess`]).
+pub const NO_PROCESS: Outcome = Outcome::Error(Errno::Srch);
 
 /// What a command becomes.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -46,14 +46,14 @@ use core::fmt;
 use platform::{Platform, PlatformSpec};
 use sched::{ChoicePoint, ChooseError, Chooser, CpuId, Recorder, Replay, Schedule, Seeded};
 use thiserror::Error;
-use uapi::{Counter, Errno, Machine, Outcome, Reply};
+use uapi::{Counter, Machine, Outcome, Reply};
 
-use crate::ast::{
+use lang::ParseError;
+use lang::Statements;
+use lang::ast::{
     Command, CommandStmt, Expect, ExpectStmt, Names, Outcome as Expected, ParallelBlock,
     PlatformLine, Script, Span, Stmt,
 };
-use crate::error::ParseError;
-use crate::parse::Statements;
 use lower::{Bindings, EvalError, Lowered};
 
 /// How to run (the options of `mtesim run` that change a run).
@@ -524,7 +524,7 @@ impl<'a, M: Machine + ?Sized> Runner<'a, M> {
             }
             Ok(Lowered::NoProcess) => {
                 self.bind(c, None);
-                Outcome::Error(Errno::Srch)
+                lower::NO_PROCESS
             }
             Err(e) => {
                 self.bind(c, None);
@@ -602,15 +602,18 @@ impl<'a, M: Machine + ?Sized> Runner<'a, M> {
                 (_, Ok(()), Some(value)) => format!("holds ({value})"),
                 (_, Err(_), Some(value)) => format!("fails (got {value})"),
                 (_, Ok(()), None) => "holds".to_owned(),
-                (_, Err(message), None) => match message.split_once(", got ") {
-                    Some((_, got)) => format!("fails (got {got})"),
-                    None => format!("fails ({message})"),
-                },
+                (_, Err(error), None) => {
+                    let message = error.to_string();
+                    match message.split_once(", got ") {
+                        Some((_, got)) => format!("fails (got {got})"),
+                        None => format!("fails ({message})"),
+                    }
+                }
             };
             self.step(e.line, e.span, || "expect".to_owned(), verdict);
         }
-        if let Err(message) = result {
-            self.fail(e.line, message);
+        if let Err(error) = result {
+            self.fail(e.line, error.to_string());
         }
     }
 
@@ -693,7 +696,7 @@ impl<'a, M: Machine + ?Sized> Runner<'a, M> {
                 }
                 Line::NoProcess => {
                     self.bind(c, None);
-                    Outcome::Error(Errno::Srch)
+                    lower::NO_PROCESS
                 }
                 Line::NotRun(e) => {
                     self.bind(c, None);

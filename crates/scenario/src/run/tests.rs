@@ -155,7 +155,7 @@ impl Machine for Answering {
 }
 
 fn script(src: &str) -> Script {
-    crate::parse("t.mte", src.as_bytes()).unwrap_or_else(|e| panic!("{e}"))
+    lang::parse("t.mte", src.as_bytes()).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn run(src: &str, machine: &mut Answering) -> RunReport {

@@ -1,5 +1,5 @@
 //! Fuzz programs: a platform and a list of steps over symbolic names, their
-//! rendering as `.mte` text, and their lowering to [`uapi::Op`]s.
+//! rendering as `.mte` text, parsed back into the language's commands.
 //!
 //! Owns [`Program`], [`Step`], [`Cmd`] and [`PtrRef`], and [`Env`], the
 //! values one machine gave the names. Names are symbolic and never rebound:
@@ -9,24 +9,23 @@
 //! program is well formed exactly when every name is bound by an earlier
 //! step, which [`Program::prune`] restores after steps are removed.
 //!
-//! Lowering follows the runner's rules (`run::lower`) so that a rendered
-//! program runs the same ops under `mtesim run`: a command of a process
-//! whose `spawn`/`fork` failed is answered `error ESRCH` without the
-//! machine; a binding step whose reply binds nothing binds address 0 (or no
-//! process). Offsets are never negative, so a pointer expression always
-//! evaluates (bases are below 2^48 and offsets small).
+//! A program is run the way `mtesim run` runs its rendering, by the same
+//! code: [`Program::commands`] parses the rendered text with the language's
+//! parser, and [`Env`] lowers each command with the runner's lowering
+//! (`scenario::run::lower`) and binds names by its rules. So the ops a
+//! program runs in lockstep are those its reproducer file runs. Offsets are
+//! never negative, so a pointer expression always evaluates (bases are
+//! below 2^48 and offsets small).
 
 use core::fmt::{self, Write as _};
 
+use lang::ParseError;
+use lang::ast::{Command, Stmt, advice_name, store_tag_name};
 use mte::insn::{GranuleOffset, TagOffset};
-use mte::{CheckMode, Tag, TagMask, TagStoreOp, TaggedPtr};
+use mte::{CheckMode, Tag, TagMask, TagStoreOp};
 use platform::{PlatformSpec, TagStorageData, TagStoragePolicy, Thp};
-use uapi::{
-    AccessSize, Advice, Backing, Bound, Command as UCommand, MapFlags, Op, Outcome, Pid,
-    PrctlRequest, Prot, Reply, Sharing,
-};
-
-use crate::ast::{advice_name, store_tag_name};
+use scenario::run::lower::{self, Bindings, Lowered};
+use uapi::{AccessSize, Advice, Backing, Bound, Pid, PrctlRequest, Prot, Reply, Sharing};
 
 /// A process name, `p{n}`.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
@@ -333,7 +332,7 @@ impl Step {
 }
 
 /// What a step binds.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub enum Binding {
     Proc(ProcName),
     Ptr(PtrName),
@@ -581,23 +580,30 @@ impl Program {
     }
 }
 
-/// What lowering a step gave.
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub enum Lowered {
-    Op(Op),
-    /// The step's process (or ptrace target) never came to exist: the
-    /// runner answers `error ESRCH` itself.
-    NoProcess,
+impl Program {
+    /// The program as the runner sees it: its rendering parsed by the
+    /// language's parser, one command per step. Every program the generator
+    /// makes, and every pruned one, parses; an error here is a bug of the
+    /// rendering.
+    pub fn commands(&self) -> Result<Vec<Command>, ParseError> {
+        let script = lang::parse("program.mte", self.render().as_bytes())?;
+        Ok(script
+            .stmts
+            .into_iter()
+            .filter_map(|stmt| match stmt {
+                Stmt::Command(c) => Some(c.command),
+                Stmt::Expect(_) | Stmt::Parallel(_) => None,
+            })
+            .collect())
+    }
 }
 
-/// The values one machine gave a program's names (`run::lower::Bindings`
-/// over symbolic names), and the order in which it created processes, by
-/// which pids of two machines are compared.
+/// The values one machine gave a program's names (the runner's
+/// [`Bindings`]), and the order in which it created processes, by which
+/// pids of two machines are compared.
 #[derive(Clone, Debug, Default)]
 pub struct Env {
-    procs: Vec<Option<Pid>>,
-    maps: Vec<TaggedPtr>,
-    tagged: Vec<TaggedPtr>,
+    bindings: Bindings,
     /// Every pid the machine handed out, in order.
     created: Vec<Pid>,
 }
@@ -605,18 +611,6 @@ pub struct Env {
 impl Env {
     pub fn new() -> Env {
         Env::default()
-    }
-
-    pub fn process(&self, name: ProcName) -> Option<Pid> {
-        self.procs.get(name.0 as usize).copied().flatten()
-    }
-
-    pub fn pointer(&self, name: PtrName) -> TaggedPtr {
-        let (vec, i) = match name {
-            PtrName::Map(i) => (&self.maps, i),
-            PtrName::Tagged(i) => (&self.tagged, i),
-        };
-        vec.get(i as usize).copied().unwrap_or_default()
     }
 
     /// The position of `pid` among the pids this machine created (a new
@@ -628,198 +622,27 @@ impl Env {
             .unwrap_or(self.created.len())
     }
 
-    /// The value of a pointer expression; `None` if it leaves the 56-bit
-    /// address space (never for generated programs).
-    pub fn eval(&self, ptr: &PtrRef) -> Option<TaggedPtr> {
-        let base = self.pointer(ptr.base);
-        let value = base.checked_add(ptr.offset).ok()?;
-        Some(match ptr.tag {
-            Some(tag) => value.with_tag(tag),
-            None => value,
-        })
+    /// The op a command asks for (the runner's lowering); `None` if a
+    /// pointer of it cannot be evaluated (never for generated programs:
+    /// their offsets are small and never negative).
+    pub fn lower(&self, command: &Command) -> Option<Lowered> {
+        lower::lower(command, &self.bindings).ok()
     }
 
-    /// The op a step asks for; `None` if a pointer cannot be evaluated.
-    pub fn lower(&self, step: &Step) -> Option<Lowered> {
-        let (proc, cmd) = match step {
-            Step::Spawn(_) => return Some(Lowered::Op(Op::Spawn)),
-            Step::Reclaim { pages } => return Some(Lowered::Op(Op::Reclaim { pages: *pages })),
-            Step::Compact => return Some(Lowered::Op(Op::Compact)),
-            Step::KsmScan => return Some(Lowered::Op(Op::KsmScan)),
-            Step::Process { proc, cmd } => (proc, cmd),
-        };
-        let Some(pid) = self.process(*proc) else {
-            return Some(Lowered::NoProcess);
-        };
-        let e = |ptr: &PtrRef| self.eval(ptr);
-        let command = match cmd {
-            Cmd::Fork { .. } => UCommand::Fork,
-            Cmd::Exit => UCommand::Exit,
-            Cmd::Exec => UCommand::Exec,
-            Cmd::Prctl(request) => UCommand::Prctl(*request),
-            Cmd::PrctlGet => UCommand::PrctlGet,
-            Cmd::Tco(on) => UCommand::Tco(*on),
-            Cmd::Yield => UCommand::Yield,
-            Cmd::Mmap {
-                len,
-                prot,
-                sharing,
-                backing,
-                populate,
-                ..
-            } => UCommand::Mmap {
-                len: *len,
-                prot: *prot,
-                flags: MapFlags {
-                    sharing: *sharing,
-                    backing: *backing,
-                    populate: *populate,
-                    fixed: None,
-                },
-            },
-            Cmd::Munmap { ptr, len } => UCommand::Munmap {
-                ptr: e(ptr)?,
-                len: *len,
-            },
-            Cmd::Mprotect { ptr, len, prot } => UCommand::Mprotect {
-                ptr: e(ptr)?,
-                len: *len,
-                prot: *prot,
-            },
-            Cmd::Madvise { ptr, len, advice } => UCommand::Madvise {
-                ptr: e(ptr)?,
-                len: *len,
-                advice: *advice,
-            },
-            Cmd::Pin { ptr, len } => UCommand::Pin {
-                ptr: e(ptr)?,
-                len: *len,
-            },
-            Cmd::Unpin { ptr, len } => UCommand::Unpin {
-                ptr: e(ptr)?,
-                len: *len,
-            },
-            Cmd::WriteFd { ptr, len } => UCommand::WriteFd {
-                ptr: e(ptr)?,
-                len: *len,
-            },
-            Cmd::ReadFd { ptr, len, byte } => UCommand::ReadFd {
-                ptr: e(ptr)?,
-                len: *len,
-                byte: *byte,
-            },
-            Cmd::PeekTags {
-                target,
-                ptr,
-                granules,
-            } => {
-                let Some(target) = self.process(*target) else {
-                    return Some(Lowered::NoProcess);
-                };
-                UCommand::PeekTags {
-                    target,
-                    ptr: e(ptr)?,
-                    granules: *granules,
-                }
-            }
-            Cmd::PokeTags { target, ptr, tags } => {
-                let Some(target) = self.process(*target) else {
-                    return Some(Lowered::NoProcess);
-                };
-                UCommand::PokeTags {
-                    target,
-                    ptr: e(ptr)?,
-                    tags: tags.clone(),
-                }
-            }
-            Cmd::Load { ptr, size } => UCommand::Load {
-                ptr: e(ptr)?,
-                size: *size,
-            },
-            Cmd::Store { ptr, size, value } => UCommand::Store {
-                ptr: e(ptr)?,
-                size: *size,
-                value: *value,
-            },
-            Cmd::Fill { ptr, len, byte } => UCommand::Fill {
-                ptr: e(ptr)?,
-                len: *len,
-                byte: *byte,
-            },
-            Cmd::Verify { ptr, len, byte } => UCommand::Verify {
-                ptr: e(ptr)?,
-                len: *len,
-                byte: *byte,
-            },
-            Cmd::Irg { ptr, exclude, .. } => UCommand::Irg {
-                ptr: e(ptr)?,
-                exclude: *exclude,
-            },
-            Cmd::Addg {
-                ptr,
-                offset,
-                tag_offset,
-                ..
-            } => UCommand::Addg {
-                ptr: e(ptr)?,
-                offset: *offset,
-                tag_offset: *tag_offset,
-            },
-            Cmd::StoreTag { op, ptr } => UCommand::StoreTag {
-                op: *op,
-                ptr: e(ptr)?,
-            },
-            Cmd::SetTag { ptr, len } => UCommand::SetTag {
-                ptr: e(ptr)?,
-                len: *len,
-            },
-            Cmd::Ldg { ptr } => UCommand::Ldg { ptr: e(ptr)? },
-        };
-        Some(Lowered::Op(Op::Process { pid, command }))
-    }
-
-    /// Applies what `step` binds, given its reply (`None` when it did not
-    /// reach the machine): the runner's rules (`run::lower::bind`).
-    pub fn bind(&mut self, step: &Step, reply: Option<&Reply>) {
+    /// Applies what `command` binds, given its reply (`None` when it did not
+    /// reach the machine): the runner's rules. A binding of the wrong kind
+    /// leaves the name unset, as the runner does; the lockstep comparison
+    /// has already seen it (what each reply bound is compared by meaning).
+    pub fn bind(&mut self, command: &Command, reply: Option<&Reply>) {
         let bound = reply.and_then(|r| r.bound);
-        match step.binds() {
-            Some(Binding::Proc(name)) => {
-                let pid = match bound {
-                    Some(Bound::Process(pid)) => Some(pid),
-                    _ => None,
-                };
-                if let Some(pid) = pid
-                    && !self.created.contains(&pid)
-                {
-                    self.created.push(pid);
-                }
-                let i = name.0 as usize;
-                if i >= self.procs.len() {
-                    self.procs.resize(i + 1, None);
-                }
-                self.procs[i] = pid;
-            }
-            Some(Binding::Ptr(name)) => {
-                let ptr = match bound {
-                    Some(Bound::Pointer(ptr)) => ptr,
-                    _ => TaggedPtr::default(),
-                };
-                let (vec, i) = match name {
-                    PtrName::Map(i) => (&mut self.maps, i as usize),
-                    PtrName::Tagged(i) => (&mut self.tagged, i as usize),
-                };
-                if i >= vec.len() {
-                    vec.resize(i + 1, TaggedPtr::default());
-                }
-                vec[i] = ptr;
-            }
-            None => {}
+        if let Some(Bound::Process(pid)) = bound
+            && !self.created.contains(&pid)
+        {
+            self.created.push(pid);
         }
+        let _wrong_kind = lower::bind(command, bound, &mut self.bindings);
     }
 }
-
-/// The outcome the runner gives a step that never reached the machine.
-pub const NO_PROCESS: Outcome = Outcome::Error(uapi::Errno::Srch);
 
 /// `tcf=` values in the order generators and tests list them.
 pub const CHECK_MODES: [CheckMode; 4] = [

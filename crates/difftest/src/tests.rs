@@ -2,10 +2,10 @@
 //! pruning, reproducers.
 
 use super::*;
-use crate::ast::Stmt;
-use crate::run::lower::{self as runner_lower, Bindings};
+use lang::ast::Stmt;
 use mte::Tag;
 use platform::Platform;
+use scenario::run::lower::Lowered;
 use uapi::{Command as UCommand, Machine, Op, Outcome, Reply};
 
 const POLICIES: [TagStoragePolicy; 3] = [
@@ -19,7 +19,7 @@ fn program(policy: TagStoragePolicy, steps: usize, seed: u64) -> Program {
 }
 
 fn reference(platform: &Platform) -> Box<dyn Machine> {
-    crate::machine::make_machine(crate::machine::MachineKind::Reference, platform).unwrap()
+    scenario::machine::make_machine(scenario::machine::MachineKind::Reference, platform).unwrap()
 }
 
 #[test]
@@ -34,41 +34,38 @@ fn generation_is_a_function_of_the_seed() {
     }
 }
 
-/// The parser's ops, beside the program's own lowering, on a live machine
-/// (so that bindings carry real values): they must be the same op for
-/// every step, so a rendered program runs what the fuzzer ran.
+/// Every rendered program parses, on the generator's platform, to one
+/// command per step: what runs in lockstep is what its file runs.
 #[test]
-fn rendered_programs_parse_and_lower_to_the_same_ops() {
+fn rendered_programs_parse_to_one_command_per_step() {
     for policy in POLICIES {
         for seed in 0..6 {
             let program = program(policy, 250, seed);
             let text = program.render();
-            let script = crate::parse("gen.mte", text.as_bytes())
+            let script = lang::parse("gen.mte", text.as_bytes())
                 .unwrap_or_else(|e| panic!("seed {seed}: {e}\n{text}"));
             assert_eq!(script.platform_spec(), program.platform.spec());
             assert_eq!(script.stmts.len(), program.steps.len());
-            let platform = Platform::from_spec(&program.platform.spec()).unwrap();
-            let mut machine = reference(&platform);
-            let mut env = Env::new();
-            let mut bindings = Bindings::new();
-            for (step, stmt) in program.steps.iter().zip(&script.stmts) {
-                let Stmt::Command(c) = stmt else {
-                    panic!("a step rendered as {stmt:?}");
-                };
-                let ours = match env.lower(step).expect("pointers evaluate") {
-                    program::Lowered::Op(op) => Some(op),
-                    program::Lowered::NoProcess => None,
-                };
-                let theirs = match runner_lower::lower(&c.command, &bindings).unwrap() {
-                    runner_lower::Lowered::Op(op) => Some(op),
-                    runner_lower::Lowered::NoProcess => None,
-                };
-                assert_eq!(ours, theirs, "step `{step}`");
-                let reply = ours.map(|op| machine.run(&op));
-                env.bind(step, reply.as_ref());
-                runner_lower::bind(&c.command, reply.and_then(|r| r.bound), &mut bindings).unwrap();
-            }
+            assert!(script.stmts.iter().all(|s| matches!(s, Stmt::Command(_))));
+            assert_eq!(program.commands().unwrap().len(), program.steps.len());
         }
+    }
+}
+
+/// Runs `program` on `machine` alone the way lockstep runs it, giving each
+/// step's reply (`None` for a step answered without the machine) to `see`.
+fn run_alone(program: &Program, machine: &mut dyn Machine, mut see: impl FnMut(&Op, &Reply)) {
+    let mut env = Env::new();
+    for command in program.commands().unwrap() {
+        let reply = match env.lower(&command).expect("pointers evaluate") {
+            Lowered::Op(op) => {
+                let reply = machine.run(&op);
+                see(&op, &reply);
+                Some(reply)
+            }
+            Lowered::NoProcess => None,
+        };
+        env.bind(&command, reply.as_ref());
     }
 }
 
@@ -82,27 +79,18 @@ fn programs_are_mostly_meaningful() {
         let program = program(TagStoragePolicy::Dynamic, 300, seed);
         let platform = Platform::from_spec(&program.platform.spec()).unwrap();
         let mut machine = reference(&platform);
-        let mut env = Env::new();
-        for step in &program.steps {
-            let reply = match env.lower(step).unwrap() {
-                program::Lowered::Op(op) => {
-                    let reply = machine.run(&op);
-                    if let Op::Process {
-                        command: UCommand::Load { .. } | UCommand::Store { .. },
-                        ..
-                    } = op
-                    {
-                        accesses += 1;
-                        if matches!(reply.outcome, Outcome::Value(_) | Outcome::Ok) {
-                            succeeded += 1;
-                        }
-                    }
-                    Some(reply)
+        run_alone(&program, &mut *machine, |op, reply| {
+            if let Op::Process {
+                command: UCommand::Load { .. } | UCommand::Store { .. },
+                ..
+            } = op
+            {
+                accesses += 1;
+                if matches!(reply.outcome, Outcome::Value(_) | Outcome::Ok) {
+                    succeeded += 1;
                 }
-                program::Lowered::NoProcess => None,
-            };
-            env.bind(step, reply.as_ref());
-        }
+            }
+        });
     }
     assert!(accesses > 100, "{accesses} accesses");
     assert!(
@@ -233,7 +221,7 @@ fn a_reproducer_carries_the_references_outcome_on_the_failing_line() {
     )));
     let last = text.lines().last().unwrap();
     assert!(last.ends_with(" => value 0x5a"), "{last}");
-    assert!(crate::parse("r.mte", text.as_bytes()).is_ok());
+    assert!(lang::parse("r.mte", text.as_bytes()).is_ok());
 }
 
 /// THP platforms are drawn (thp=always and thp=madvise), with 2M and 4M
@@ -277,15 +265,9 @@ fn programs_swap_on_the_kernel() {
         }
         let platform = Platform::from_spec(&program.platform.spec()).unwrap();
         let mut machine =
-            crate::machine::make_machine(crate::machine::MachineKind::Kernel, &platform).unwrap();
-        let mut env = Env::new();
-        for step in &program.steps {
-            let reply = match env.lower(step).unwrap() {
-                program::Lowered::Op(op) => Some(machine.run(&op)),
-                program::Lowered::NoProcess => None,
-            };
-            env.bind(step, reply.as_ref());
-        }
+            scenario::machine::make_machine(scenario::machine::MachineKind::Kernel, &platform)
+                .unwrap();
+        run_alone(&program, &mut *machine, |_, _| {});
         swapped_out += machine.counter(uapi::Counter::SwapOut).unwrap();
         swapped_in += machine.counter(uapi::Counter::SwapIn).unwrap();
     }

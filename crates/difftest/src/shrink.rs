@@ -31,9 +31,9 @@ use mte::GRANULE_SIZE;
 use platform::TagStoragePolicy;
 use uapi::{Bound, Outcome};
 
-use super::lockstep::{Factory, Failure, FailureKind, FuzzError, Signature, run_program};
-use super::program::{Cmd, Program, Step};
-use crate::run::compare::actual_text;
+use crate::lockstep::{Factory, Failure, FailureKind, FuzzError, Signature, run_program};
+use crate::program::{Cmd, Program, Step};
+use scenario::run::compare::actual_text;
 
 /// How hard to try.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -407,7 +407,7 @@ pub fn reproducer(program: &Program, failure: &Failure, provenance: &Provenance)
         body
     };
     let with = body(true);
-    if crate::parse("fuzz-failure.mte", with.as_bytes()).is_ok() {
+    if lang::parse("fuzz-failure.mte", with.as_bytes()).is_ok() {
         text.push_str(&with);
     } else {
         // An outcome the parser refuses for this command: the file still

@@ -6,17 +6,17 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use mte::{Tag, TaggedPtr};
-use platform::{Platform, TagStoragePolicy};
-use scenario::fuzz::{
+use difftest::{
     Factory, FailureClass, FuzzConfig, FuzzReport, GenConfig, ShrinkLimits, fuzz, generate,
 };
-use scenario::machine::{MachineKind, make_machine};
+use mte::{Tag, TaggedPtr};
+use platform::{Platform, TagStoragePolicy};
+use scenario::machine::{MachineKind, MachineUnavailable, make_machine};
 use scenario::run::{FileResult, RunOptions};
 use uapi::{Bound, Command, Counter, Machine, MachineError, Op, Outcome, PageState, Pid, Reply};
 
-fn reference(platform: &Platform) -> Result<Box<dyn Machine>, String> {
-    make_machine(MachineKind::Reference, platform).map_err(|e| e.to_string())
+fn reference(platform: &Platform) -> Result<Box<dyn Machine>, MachineUnavailable> {
+    make_machine(MachineKind::Reference, platform)
 }
 
 fn refmodel(platform: &Platform) -> refmodel::RefMachine {
@@ -113,7 +113,7 @@ impl Machine for Buggy {
     }
 }
 
-fn buggy(bug: Bug) -> impl Fn(&Platform) -> Result<Box<dyn Machine>, String> {
+fn buggy(bug: Bug) -> impl Fn(&Platform) -> Result<Box<dyn Machine>, MachineUnavailable> {
     move |platform| {
         Ok(Box::new(Buggy {
             inner: refmodel(platform),
@@ -267,7 +267,7 @@ fn every_kind_of_step_is_generated() {
     }
     // Every command of the language: the process commands and the
     // machine-wide ones.
-    let expected = scenario::parse::PROCESS_COMMANDS
+    let expected = lang::parse::PROCESS_COMMANDS
         .into_iter()
         .chain(["spawn", "reclaim", "compact", "ksm-scan"]);
     let missing: Vec<&str> = expected

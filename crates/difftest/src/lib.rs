@@ -1,11 +1,14 @@
 //! Differential testing: random scenario programs run in lockstep on the
 //! machine under test and the reference model (`docs/model.md` §4, invariant 8,
-//! "nothing is lost"), and what `mtesim fuzz` runs.
+//! "nothing is lost"), and what `mtesim fuzz` runs. Its generator is the
+//! one random-program generator of the workspace: the kernel's differential
+//! and property tests (this crate's `tests/`) draw their programs from it.
 //!
 //! Owns the fuzz loop ([`fuzz`]) and its [`FuzzConfig`] and [`FuzzReport`].
 //! The parts:
-//! - [`program`]: programs over symbolic names, their `.mte` rendering and
-//!   their lowering to `uapi` ops (the runner's rules);
+//! - [`program`]: programs over symbolic names and their `.mte` rendering,
+//!   which is parsed back and lowered to `uapi` ops by the runner's own
+//!   lowering (`scenario::run::lower`), so a reproducer runs what ran;
 //! - [`generate`]: the generator, deterministic from a seed, under memory
 //!   and tag storage pressure;
 //! - [`lockstep`]: one program on two machines, replies compared and the
@@ -36,7 +39,7 @@ use platform::TagStoragePolicy;
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-pub use generate::{GenConfig, StepKind, Weights, generate};
+pub use generate::{GenConfig, ParallelProgram, StepKind, Weights, generate, generate_parallel};
 pub use lockstep::{
     Factory, Failure, FailureClass, FailureKind, FuzzError, ProgramRun, Side, Signature,
     run_program,

@@ -28,7 +28,7 @@ fn corpus_and_artifacts_parse_without_panicking() {
     let artifacts = files_in(&fuzz.join("artifacts/parse"));
     for path in corpus.iter().chain(&artifacts) {
         let src = std::fs::read(path).unwrap();
-        let result = std::panic::catch_unwind(|| scenario::parse("corpus.mte", &src));
+        let result = std::panic::catch_unwind(|| lang::parse("corpus.mte", &src));
         let Ok(result) = result else {
             panic!("parse panicked on {}", path.display());
         };
@@ -48,7 +48,7 @@ fn corpus_and_artifacts_parse_without_panicking() {
     // The seeds keep their meaning: the examples parse, the malformed seeds
     // do not.
     let parses = |name: &str| {
-        scenario::parse(
+        lang::parse(
             name,
             &std::fs::read(fuzz.join("corpus/parse").join(name)).unwrap(),
         )

@@ -20,22 +20,58 @@
 use core::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use platform::Platform;
+use platform::{Platform, PlatformError};
+use scenario::machine::MachineUnavailable;
 use thiserror::Error;
 use uapi::{Bound, Machine, Reply};
 
-use super::program::{Binding, Env, Lowered, NO_PROCESS, Program, Step};
+use lang::ParseError;
+use lang::ast::Command;
+use scenario::run::lower::{Lowered, NO_PROCESS};
 
-/// Builds a fresh machine for a platform (the seed is the platform's).
-pub type Factory<'a> = &'a dyn Fn(&Platform) -> Result<Box<dyn Machine>, String>;
+use crate::program::{Binding, Env, Program, Step};
+
+/// Builds a fresh machine for a platform (the seed is the platform's), as
+/// [`scenario::machine::make_machine`] does.
+pub type Factory<'a> = &'a dyn Fn(&Platform) -> Result<Box<dyn Machine>, MachineUnavailable>;
 
 /// Why a program could not be run at all.
-#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[derive(Debug, Error)]
 pub enum FuzzError {
-    #[error("platform `{platform}` cannot be built: {why}")]
-    Platform { platform: String, why: String },
-    #[error("no machine for platform `{platform}`: {why}")]
-    Machine { platform: String, why: String },
+    #[error("platform `{platform}` cannot be built: {source}")]
+    Platform {
+        /// The program's `platform` line.
+        platform: String,
+        /// Boxed: a large error on a rare path.
+        #[source]
+        source: Box<PlatformError>,
+    },
+    #[error("no machine for platform `{platform}`: {source}")]
+    Machine {
+        platform: String,
+        #[source]
+        source: MachineUnavailable,
+    },
+    /// The program's rendering does not parse: a bug of the rendering or of
+    /// pruning, since generated programs bind every name they read.
+    #[error("BUG: a program renders to a file the parser refuses: {source}\n{text}")]
+    Unparsable {
+        /// The rendered program.
+        text: String,
+        #[source]
+        source: ParseError,
+    },
+    /// The rendering parsed to a different number of commands than the
+    /// program has steps (a bug of the rendering).
+    #[error("BUG: a program of {steps} steps parses to {commands} commands")]
+    Commands { steps: usize, commands: usize },
+}
+
+/// A machine panicked while running a step; the panic's message.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[error("{message}")]
+struct Panicked {
+    message: String,
 }
 
 /// Which machine.
@@ -136,7 +172,7 @@ impl fmt::Display for Failure {
 
 /// A reply in the scenario syntax, with what it bound.
 pub fn reply_text(reply: &Reply) -> String {
-    let outcome = crate::run::compare::actual_text(&reply.outcome);
+    let outcome = scenario::run::compare::actual_text(&reply.outcome);
     match reply.bound {
         Some(Bound::Pointer(ptr)) => format!("{outcome} (bound {:#x})", ptr.raw()),
         Some(Bound::Process(pid)) => format!("{outcome} (bound pid {})", pid.0),
@@ -155,13 +191,13 @@ pub struct ProgramRun {
 /// A machine for `program`'s platform from `factory`.
 pub fn build(program: &Program, factory: Factory<'_>) -> Result<Box<dyn Machine>, FuzzError> {
     let spec = program.platform.spec();
-    let platform = Platform::from_spec(&spec).map_err(|e| FuzzError::Platform {
+    let platform = Platform::from_spec(&spec).map_err(|source| FuzzError::Platform {
         platform: program.platform.to_string(),
-        why: e.to_string(),
+        source: Box::new(source),
     })?;
-    factory(&platform).map_err(|why| FuzzError::Machine {
+    factory(&platform).map_err(|source| FuzzError::Machine {
         platform: program.platform.to_string(),
-        why,
+        source,
     })
 }
 
@@ -175,13 +211,19 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// One step on one machine: its reply (`None` if a pointer of it cannot be
 /// evaluated, which generated programs never do), or a panic message.
-fn step_on(machine: &mut dyn Machine, env: &Env, step: &Step) -> Result<Option<Reply>, String> {
-    match env.lower(step) {
+fn step_on(
+    machine: &mut dyn Machine,
+    env: &Env,
+    command: &Command,
+) -> Result<Option<Reply>, Panicked> {
+    match env.lower(command) {
         None => Ok(None),
         Some(Lowered::NoProcess) => Ok(Some(Reply::new(NO_PROCESS))),
         Some(Lowered::Op(op)) => catch_unwind(AssertUnwindSafe(|| machine.run(&op)))
             .map(Some)
-            .map_err(|p| panic_message(&*p)),
+            .map_err(|p| Panicked {
+                message: panic_message(&*p),
+            }),
     }
 }
 
@@ -214,9 +256,19 @@ pub fn run_program(
     under_test: Factory<'_>,
     reference: Factory<'_>,
 ) -> Result<ProgramRun, FuzzError> {
+    let commands = program.commands().map_err(|source| FuzzError::Unparsable {
+        text: program.render(),
+        source,
+    })?;
+    if commands.len() != program.steps.len() {
+        return Err(FuzzError::Commands {
+            steps: program.steps.len(),
+            commands: commands.len(),
+        });
+    }
     let mut machines = [build(program, under_test)?, build(program, reference)?];
     let mut envs = [Env::new(), Env::new()];
-    for (i, step) in program.steps.iter().enumerate() {
+    for (i, (step, command)) in program.steps.iter().zip(&commands).enumerate() {
         let fail = |kind| {
             Ok(ProgramRun {
                 steps: i + 1,
@@ -231,9 +283,9 @@ pub fn run_program(
         for (side, ((machine, env), reply)) in
             machines.iter_mut().zip(&envs).zip(&mut replies).enumerate()
         {
-            match step_on(&mut **machine, env, step) {
+            match step_on(&mut **machine, env, command) {
                 Ok(r) => *reply = r,
-                Err(message) => {
+                Err(Panicked { message }) => {
                     let side = if side == 0 {
                         Side::UnderTest
                     } else {
@@ -261,7 +313,7 @@ pub fn run_program(
             _ => unreachable!("BUG: a pointer evaluates on one machine only"),
         }
         for (env, reply) in envs.iter_mut().zip(&replies) {
-            env.bind(step, reply.as_ref());
+            env.bind(command, reply.as_ref());
         }
         let checked = catch_unwind(AssertUnwindSafe(|| machines[0].invariant_violations()));
         match checked {

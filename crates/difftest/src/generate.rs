@@ -29,10 +29,14 @@
 //! whole mapping. The reference model has no huge pages: user-visible
 //! behaviour must not change.
 //!
-//! No `parallel` blocks (the reference runs sequentially) and no
-//! `mmap fixed=` (placement is checked by every other mmap).
+//! No `mmap fixed=` (placement is checked by every other mmap). Programs
+//! run in lockstep have no `parallel` blocks (the reference runs
+//! sequentially); [`generate_parallel`] cuts a program into blocks for
+//! tests that run the machine under test alone.
 
-use std::collections::BTreeMap;
+use core::fmt::Write as _;
+use core::ops::Range;
+use std::collections::{BTreeMap, BTreeSet};
 
 use mte::insn::{GranuleOffset, TagOffset};
 use mte::{CheckMode, GRANULE_SIZE, Tag, TagMask, TagStoreOp};
@@ -41,8 +45,10 @@ use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use uapi::{AccessSize, Advice, Backing, MteCtrl, PrctlRequest, Prot, Sharing};
 
-use super::program::{CHECK_MODES, Cmd, ProcName, Program, ProgramPlatform, PtrName, PtrRef, Step};
-use crate::ast::ADVICES;
+use crate::program::{
+    Binding, CHECK_MODES, Cmd, ProcName, Program, ProgramPlatform, PtrName, PtrRef, Step,
+};
+use lang::ast::ADVICES;
 
 /// The transparent huge page size, the alignment of large private
 /// anonymous and file mappings (`HPAGE_PMD_SIZE`).
@@ -193,6 +199,10 @@ pub struct GenConfig {
     pub weights: Weights,
     /// The most processes alive at once.
     pub max_processes: usize,
+    /// Run on this machine instead of one drawn from the seed (its policy
+    /// then replaces `policy`). The platform is drawn either way, so the
+    /// steps draw from the same point of the seed's stream.
+    pub platform: Option<ProgramPlatform>,
 }
 
 impl GenConfig {
@@ -202,6 +212,15 @@ impl GenConfig {
             steps,
             weights: Weights::default(),
             max_processes: 4,
+            platform: None,
+        }
+    }
+
+    /// Programs for one fixed machine.
+    pub fn on(platform: ProgramPlatform, steps: usize) -> GenConfig {
+        GenConfig {
+            platform: Some(platform),
+            ..GenConfig::new(platform.policy, steps)
         }
     }
 }
@@ -280,7 +299,8 @@ struct Gen<'c> {
 /// A program of `config.steps` steps for `config.policy`, from `seed`.
 pub fn generate(config: &GenConfig, seed: u64) -> Program {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-    let platform = draw_platform(&mut rng, config.policy, seed);
+    let drawn = draw_platform(&mut rng, config.policy, seed);
+    let platform = config.platform.unwrap_or(drawn);
     let spec = platform.spec();
     let page = spec.page_size;
     let mut gen_ = Gen {
@@ -313,6 +333,90 @@ pub fn generate(config: &GenConfig, seed: u64) -> Program {
     Program {
         platform,
         steps: gen_.steps,
+    }
+}
+
+/// A program whose steps run in `parallel` blocks: `blocks` are ranges of
+/// `program.steps`, each one block; the steps outside them run alone.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ParallelProgram {
+    pub program: Program,
+    pub blocks: Vec<Range<usize>>,
+}
+
+/// A program of [`generate`] whose steps after the prologue (the leading
+/// `spawn` and `prctl` lines) are cut into `parallel` blocks
+/// of at most `width` commands (at least 1, at most the platform's CPUs).
+/// A block ends early before a step that reads a name bound inside it,
+/// since a block's bindings take effect at its `end`.
+///
+/// Outcomes depend on the interleaving and the reference model runs
+/// sequentially, so these programs are not run in lockstep: what they
+/// check is that the machine finishes every block and keeps its
+/// invariants.
+pub fn generate_parallel(config: &GenConfig, seed: u64, width: usize) -> ParallelProgram {
+    let program = generate(config, seed);
+    let width = width.clamp(1, platform::PlatformSpec::default().cpus as usize);
+    let mut blocks: Vec<Range<usize>> = Vec::new();
+    let mut bound = BTreeSet::new();
+    let start = program
+        .steps
+        .iter()
+        .position(|s| {
+            !matches!(s, Step::Spawn(_))
+                && !matches!(
+                    s,
+                    Step::Process {
+                        cmd: Cmd::Prctl(_),
+                        ..
+                    }
+                )
+        })
+        .unwrap_or(program.steps.len());
+    let mut open = start..start;
+    for (i, step) in program.steps.iter().enumerate().skip(start) {
+        let (procs, ptr) = step.uses();
+        let reads_bound = procs.iter().any(|p| bound.contains(&Binding::Proc(*p)))
+            || ptr.is_some_and(|p| bound.contains(&Binding::Ptr(p)));
+        if open.len() == width || reads_bound {
+            blocks.push(open.clone());
+            open = i..i;
+            bound.clear();
+        }
+        open.end = i + 1;
+        bound.extend(step.binds());
+    }
+    if !open.is_empty() {
+        blocks.push(open);
+    }
+    ParallelProgram { program, blocks }
+}
+
+impl ParallelProgram {
+    /// The `.mte` text: the platform line, the prologue's lines, then one
+    /// `parallel` ... `end` block per range.
+    pub fn render(&self) -> String {
+        let mut text = format!("{}\n", self.program.platform);
+        let mut blocks = self.blocks.iter().peekable();
+        let mut i = 0;
+        while i < self.program.steps.len() {
+            match blocks.peek() {
+                Some(block) if block.start == i => {
+                    text.push_str("parallel\n");
+                    for step in &self.program.steps[(*block).clone()] {
+                        let _ = writeln!(text, "  {step}");
+                    }
+                    text.push_str("end\n");
+                    i = block.end.max(i + 1);
+                    blocks.next();
+                }
+                _ => {
+                    let _ = writeln!(text, "{}", self.program.steps[i]);
+                    i += 1;
+                }
+            }
+        }
+        text
     }
 }
 

@@ -4,10 +4,10 @@
 //! `file:line:column` and that the message names the problem. Columns are
 //! 1-based characters.
 
-use scenario::{ErrorKind, ParseError};
+use lang::{ErrorKind, ParseError};
 
 fn refuse(src: &[u8]) -> ParseError {
-    match scenario::parse("t.mte", src) {
+    match lang::parse("t.mte", src) {
         Ok(script) => panic!("accepted a malformed script: {script:?}"),
         Err(e) => e,
     }
@@ -256,7 +256,7 @@ fn platform_not_first() {
         "`platform` must be the first statement",
     );
     // Comments and blank lines before it are fine.
-    assert!(scenario::parse("t.mte", b"# hi\n\n  platform cpus=2\nspawn p\n").is_ok());
+    assert!(lang::parse("t.mte", b"# hi\n\n  platform cpus=2\nspawn p\n").is_ok());
 }
 
 #[test]
@@ -278,7 +278,7 @@ fn platform_keys_that_make_no_machine() {
         "platform cannot be built: memory 64M has 2M of tags, not a whole number of 4M tag blocks",
     );
     assert_refused("platform block-size=4M\n", 1, 21, "4M tag blocks");
-    assert!(scenario::parse("t.mte", b"platform memory=128M block-size=4M\n").is_ok());
+    assert!(lang::parse("t.mte", b"platform memory=128M block-size=4M\n").is_ok());
 }
 
 #[test]
@@ -344,7 +344,7 @@ fn too_many_lines_in_parallel() {
     let three = "platform cpus=2\nspawn p\nparallel\np yield\np yield\np yield\nend\n";
     assert_refused(three, 6, 1, "more than 2 lines in a parallel block (cpus=2");
     assert!(
-        scenario::parse(
+        lang::parse(
             "t.mte",
             b"platform cpus=2\nspawn p\nparallel\np yield\n# c\n\np yield\nend\n"
         )
@@ -581,6 +581,23 @@ fn bad_counter_name() {
     );
 }
 
+/// The malformed-input example, as a file: refused at line 4, column 9,
+/// naming the pointer without an offset.
+#[test]
+fn bad_input_example_is_refused() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad-inputs/bad-input.mte");
+    let src = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let Err(err) = lang::parse("bad-input.mte", &src) else {
+        panic!("bad-input.mte must be refused");
+    };
+    let text = err.to_string();
+    assert!(
+        text.starts_with("bad-input.mte:4:9: bad pointer `a+`: missing offset after `+`"),
+        "{text}"
+    );
+}
+
 #[test]
 fn bad_pointers() {
     // tests/bad-inputs/bad-input.mte: `a+` has no offset; the caret is on `+`.
@@ -789,9 +806,9 @@ fn tabs_and_unicode_comments_do_not_shift_columns() {
 
 #[test]
 fn an_empty_file_is_fine_and_runs_nothing() {
-    let script = scenario::parse("t.mte", b"").unwrap();
+    let script = lang::parse("t.mte", b"").unwrap();
     assert!(script.stmts.is_empty() && script.platform.is_none());
-    let script = scenario::parse("t.mte", b"\n# only a comment\n\t \n").unwrap();
+    let script = lang::parse("t.mte", b"\n# only a comment\n\t \n").unwrap();
     assert!(script.stmts.is_empty());
 }
 

@@ -1,0 +1,78 @@
+//! Differential test: programs of the fuzz generator ([`difftest::generate`])
+//! run in lockstep on the kernel model and on the reference model
+//! (`refmodel::RefMachine`, the executable form of docs/semantics.md); every
+//! reply must agree (docs/model.md §4.8, "nothing is lost"), and the
+//! kernel's invariants hold after every step. Platforms are drawn by the
+//! generator for each tag storage policy (tag storage for data preferred,
+//! allowed or never, transparent huge pages, swap), and its memory budget
+//! keeps programs clear of what depends on the machine's memory
+//! (docs/semantics.md §16).
+//!
+//! Parallel blocks: [`difftest::generate_parallel`] programs run on the
+//! kernel alone through the scenario runner (outcomes depend on the
+//! interleaving and are not compared): every block finishes (no deadlock,
+//! no step limit, no panic) and the invariants hold after every command
+//! and block.
+
+use difftest::{GenConfig, generate, generate_parallel, run_program};
+use platform::{Platform, TagStoragePolicy};
+use scenario::machine::{MachineKind, MachineUnavailable, make_machine};
+use scenario::run::{FileResult, RunOptions};
+use uapi::Machine;
+
+fn kernel(platform: &Platform) -> Result<Box<dyn Machine>, MachineUnavailable> {
+    make_machine(MachineKind::Kernel, platform)
+}
+
+fn reference(platform: &Platform) -> Result<Box<dyn Machine>, MachineUnavailable> {
+    make_machine(MachineKind::Reference, platform)
+}
+
+fn agree(policy: TagStoragePolicy, seeds: core::ops::Range<u64>, steps: usize) {
+    for seed in seeds {
+        let program = generate(&GenConfig::new(policy, steps), seed);
+        let run = run_program(&program, &kernel, &reference)
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        if let Some(failure) = run.failure {
+            panic!("seed {seed}: {failure}\n{}", program.render());
+        }
+    }
+}
+
+#[test]
+fn kernel_agrees_with_reference_dynamic() {
+    agree(TagStoragePolicy::Dynamic, 0..40, 160);
+}
+
+#[test]
+fn kernel_agrees_with_reference_static_and_none() {
+    agree(TagStoragePolicy::Static, 200..212, 120);
+    agree(TagStoragePolicy::None, 300..310, 100);
+}
+
+#[test]
+fn parallel_blocks_keep_the_invariants() {
+    for seed in 0..24u64 {
+        let program = generate_parallel(&GenConfig::new(TagStoragePolicy::Dynamic, 120), seed, 3);
+        assert!(
+            program.blocks.iter().any(|b| b.len() > 1),
+            "seed {seed}: no block of two commands or more"
+        );
+        let text = program.render();
+        let options = RunOptions {
+            check_invariants: true,
+            ..RunOptions::default()
+        };
+        let report = match scenario::run_source("parallel.mte", text.as_bytes(), &options, |p| {
+            make_machine(MachineKind::Kernel, p)
+        }) {
+            FileResult::Ran(report) => report,
+            other => panic!("seed {seed}: {other:?}\n{text}"),
+        };
+        assert!(
+            report.passed(),
+            "seed {seed}: {}\n{text}",
+            report.render("parallel.mte", false)
+        );
+    }
+}
