@@ -38,9 +38,9 @@
 use super::Memory;
 use super::check::TagClobber;
 use crate::phys::{FrameAccessError, FrameStatus, PageFlag, PhysMem};
+use mte::Geometry;
 use mte::packing::{Nibble, nibble_tag, pack_tags, unpack_tags, with_nibble};
 use mte::{GRANULE_SIZE, Pfn, PhysAddr, Tag};
-use platform::Geometry;
 use thiserror::Error;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
@@ -293,11 +293,7 @@ fn nibble(high: bool) -> Nibble {
 
 /// The tag bytes of present frame `pfn` in `phys`; `None` where no tag
 /// storage covers it.
-pub(super) fn page_tag_bytes_in(
-    phys: &PhysMem,
-    geometry: &platform::Geometry,
-    pfn: Pfn,
-) -> Option<Vec<u8>> {
+pub(super) fn page_tag_bytes_in(phys: &PhysMem, geometry: &Geometry, pfn: Pfn) -> Option<Vec<u8>> {
     let at = geometry.tag_bytes_of(pfn)?;
     let len = usize::try_from(geometry.tag_bytes_per_page())
         .expect("BUG: tag bytes per page above usize");

@@ -969,7 +969,7 @@ pub(crate) mod tests {
     /// Pages of 4 KiB, pageblocks of 4 frames, max order 3 (blocks of up to 8),
     /// sections of 16 frames: small enough to work every pfn out by hand.
     pub(crate) fn small_geometry() -> PhysGeometry {
-        PhysGeometry::new(12, 2, 3)
+        PhysGeometry::new(mte::PageGeometry::FOUR_K, Order::new(2), Order::new(3))
             .unwrap()
             .with_section_shift(4)
             .unwrap()
@@ -1311,7 +1311,7 @@ pub(crate) mod tests {
     #[test]
     fn merging_converts_movable_unmovable_but_never_crosses_into_cma() {
         // Max order 4: DRAM [0, 8) and CMA [8, 16) are order-3 buddies.
-        let g = PhysGeometry::new(12, 2, 4)
+        let g = PhysGeometry::new(mte::PageGeometry::FOUR_K, Order::new(2), Order::new(4))
             .unwrap()
             .with_section_shift(4)
             .unwrap();
