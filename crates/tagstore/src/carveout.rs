@@ -105,7 +105,7 @@ impl TagStorage for StaticTagStorage {
     }
 
     fn block_state(&self, block: TagBlock) -> BlockState {
-        assert_block(block, self.geometry.tag_blocks());
+        assert_block(block, &self.geometry);
         BlockState::CarvedOut {
             refs: self.refs.get(block),
         }

@@ -244,7 +244,7 @@ impl TagStorage for DynamicTagStorage {
     }
 
     fn block_state(&self, block: TagBlock) -> BlockState {
-        assert_block(block, self.geometry.tag_blocks());
+        assert_block(block, &self.geometry);
         match NonZeroU64::new(self.refs.get(block)) {
             Some(refs) => BlockState::Reserved { refs },
             None => BlockState::Lent,

@@ -90,7 +90,7 @@ use core::future::Future;
 use core::num::{NonZeroU32, NonZeroU64};
 use core::ops::Range;
 use mte::Pfn;
-use mte::{Order, TagBlock};
+use mte::{Geometry, Order, TagBlock};
 use std::collections::btree_map;
 use thiserror::Error;
 
@@ -336,11 +336,12 @@ impl TagStorage for Manager {
     }
 }
 
-/// Panics unless `block` is a block of a machine with `blocks` blocks.
-fn assert_block(block: TagBlock, blocks: u64) {
+/// Panics unless `block` is a block of the machine.
+fn assert_block(block: TagBlock, geometry: &Geometry) {
     assert!(
-        block.index() < blocks,
-        "BUG: {block:?} is not a block of this machine ({blocks} blocks)"
+        geometry.block(block.index()).is_some(),
+        "BUG: {block:?} is not a block of this machine ({} blocks)",
+        geometry.tag_blocks()
     );
 }
 

@@ -278,7 +278,7 @@ impl BlockRefs {
     ) {
         let blocks = geometry.tag_blocks();
         for (block, refs) in self.iter() {
-            if block.index() >= blocks {
+            if geometry.block(block.index()).is_none() {
                 out.push(TagStoreViolation::UnknownBlock { block, blocks });
             }
             if refs > capacity {
