@@ -11,7 +11,7 @@
 //! return `None` for values that come from input.
 
 use core::fmt;
-use core::ops::{Add, Sub};
+use core::ops::{Add, AddAssign, Sub};
 
 /// A physical byte address.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -130,6 +130,12 @@ impl Add<u64> for Pfn {
             .0
             .checked_add(frames)
             .expect("BUG: page frame number overflow"))
+    }
+}
+
+impl AddAssign<u64> for Pfn {
+    fn add_assign(&mut self, frames: u64) {
+        *self = *self + frames;
     }
 }
 

@@ -160,20 +160,13 @@ impl PhysGeometry {
 
     /// The pageblocks that hold any frame of `range`, as a frame range.
     pub fn pageblocks_of(&self, range: PfnRange) -> PfnRange {
-        let start = align_down(range.start.as_u64(), self.pageblock_order);
-        let end = align_up(range.end().as_u64(), self.pageblock_order);
-        PfnRange::new(Pfn::new(start), end - start)
+        let start = range.start.align_down(self.pageblock_order);
+        let end = range
+            .end()
+            .checked_align_up(self.pageblock_order)
+            .expect("BUG: a region ends within the last pageblock of the frame numbers");
+        PfnRange::new(start, end - start)
     }
-}
-
-/// `pfn` rounded down to a multiple of `2^order`.
-pub(crate) fn align_down(pfn: u64, order: Order) -> u64 {
-    pfn & !(order.pages() - 1)
-}
-
-/// `pfn` rounded up to a multiple of `2^order`.
-pub(crate) fn align_up(pfn: u64, order: Order) -> u64 {
-    align_down(pfn + (order.pages() - 1), order)
 }
 
 /// What a region of physical memory is.
