@@ -11,10 +11,11 @@
 //! numbers, what would work) rather than as a range that breaks a rule.
 
 use crate::error::PlatformError;
-use crate::geometry::{GeometryError, MemRange, TAG_RATIO, TagRegion};
 use crate::machine::{KernelSettings, Platform};
 use crate::num::format_size;
 use crate::spec::{PlatformSpec, TagStoragePolicy};
+use mte::geometry::{GeometryError, MemRange, TagRegion};
+use mte::{DATA_BYTES_PER_TAG_BYTE as TAG_RATIO, PageGeometry};
 use thiserror::Error;
 
 /// Where the scenario machine's DRAM starts: 2 GiB, as in Arm's base memory
@@ -91,7 +92,7 @@ fn layout(spec: &PlatformSpec) -> Result<(MemRange, Vec<TagRegion>), SpecError> 
     let PlatformSpec {
         memory, page_size, ..
     } = *spec;
-    if !page_size.is_power_of_two() || page_size < 4096 {
+    if PageGeometry::from_page_size(page_size).is_err() {
         // The rule is Geometry's; checked first here only because the size
         // arithmetic below divides by the page size.
         return Err(SpecError::Geometry(GeometryError::PageSize(page_size)));
@@ -218,7 +219,7 @@ mod tests {
             (g.dram_pages(), g.tag_storage_pages(), g.tag_blocks()),
             (262144, 8192, 512)
         );
-        assert_eq!(g.blocks_for_order(9), 1);
+        assert_eq!(g.blocks_for_order(mte::Order::new(9)), 1);
     }
 
     #[test]

@@ -21,8 +21,8 @@
 //! [`Platform::new`] for a layout built by hand (tests, other crates).
 
 use crate::error::PlatformError;
-use crate::geometry::{Geometry, GeometryError, MemRange, TagRegion};
 use crate::spec::{PlatformSpec, TagStorageData, TagStoragePolicy, Thp};
+use mte::geometry::{Geometry, GeometryError, MemRange, TagRegion};
 use std::path::Path;
 use thiserror::Error;
 

@@ -154,8 +154,8 @@ fn value_text(key: &'static str, value: &DeValue<'_>) -> Result<String, TomlErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::geometry::GeometryError;
     use crate::spec::{TagStorageData, TagStoragePolicy, Thp};
+    use mte::geometry::GeometryError;
     use proptest::prelude::*;
 
     fn load(text: &str) -> Result<Platform, PlatformError> {

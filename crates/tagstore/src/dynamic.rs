@@ -49,9 +49,8 @@ use crate::{
     TagStoreCounters, assert_block,
 };
 use core::num::{NonZeroU32, NonZeroU64};
+use mte::{Geometry, Order, TagBlock};
 use mte::{Pfn, PfnRange};
-use platform::spec::TagStoragePolicy;
-use platform::{Geometry, TagBlock};
 
 /// Policy `dynamic`.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -194,17 +193,13 @@ impl DynamicTagStorage {
 }
 
 impl TagStorage for DynamicTagStorage {
-    fn policy(&self) -> TagStoragePolicy {
-        TagStoragePolicy::Dynamic
-    }
-
     async fn activate<S: BlockSource>(
         &mut self,
         zero_page: Pfn,
         source: &mut S,
     ) -> Result<(), ReserveError> {
         assert!(self.zero_page.is_none(), "BUG: tag storage activated twice");
-        self.reserve(zero_page, 0, source).await?;
+        self.reserve(zero_page, Order::new(0), source).await?;
         self.zero_page = Some(zero_page);
         Ok(())
     }
@@ -212,14 +207,14 @@ impl TagStorage for DynamicTagStorage {
     async fn reserve<S: BlockSource>(
         &mut self,
         pfn: Pfn,
-        order: u32,
+        order: Order,
         source: &mut S,
     ) -> Result<(), ReserveError> {
         let alloc = Allocation::new(&self.geometry, pfn, order)?;
         self.reserve_alloc(alloc, source).await
     }
 
-    fn release<S: BlockSource>(&mut self, pfn: Pfn, order: u32, source: &mut S) {
+    fn release<S: BlockSource>(&mut self, pfn: Pfn, order: Order, source: &mut S) {
         let checked = Allocation::new(&self.geometry, pfn, order)
             .map_err(|_| Misuse::ReleaseUncovered { pfn, order })
             .and_then(|alloc| {
@@ -249,7 +244,7 @@ impl TagStorage for DynamicTagStorage {
     }
 
     fn block_state(&self, block: TagBlock) -> BlockState {
-        assert_block(block, self.geometry.tag_blocks());
+        assert_block(block, &self.geometry);
         match NonZeroU64::new(self.refs.get(block)) {
             Some(refs) => BlockState::Reserved { refs },
             None => BlockState::Lent,

@@ -22,7 +22,13 @@
 //! chosen type. Adding a policy (Google's three free lists, XNU's cell state
 //! machine, a cleancache backend) is: a new type implementing [`TagStorage`]
 //! in its own module, one [`Manager`] variant (the compiler then points at
-//! every delegating `match`), and a `TagStoragePolicy` value in `platform`.
+//! every delegating `match`), a `TagStoragePolicy` value in `platform`, and
+//! its arm where the kernel maps that value to a manager (`kernel::mem`).
+//!
+//! Units and geometry come from the architecture crate: frames are
+//! [`mte::Pfn`], buddy orders [`mte::Order`], blocks [`TagBlock`], and every
+//! frame/block conversion goes through the machine's [`mte::Geometry`]. This
+//! crate depends on nothing but `mte`.
 //!
 //! # Block states (`dynamic`)
 //!
@@ -84,8 +90,7 @@ use core::future::Future;
 use core::num::{NonZeroU32, NonZeroU64};
 use core::ops::Range;
 use mte::Pfn;
-use platform::spec::TagStoragePolicy;
-use platform::{Geometry, TagBlock};
+use mte::{Geometry, Order, TagBlock};
 use std::collections::btree_map;
 use thiserror::Error;
 
@@ -213,8 +218,6 @@ impl Iterator for ReservedBlocks<'_> {
 /// Orders are buddy orders: `reserve(pfn, order)` covers the `2^order` data
 /// frames from `pfn`, which must be naturally aligned.
 pub trait TagStorage {
-    fn policy(&self) -> TagStoragePolicy;
-
     /// Starts managing tag storage. The zero page's tags were zeroed at boot
     /// and it counts as tagged, so its block is reserved with one reference
     /// that is never dropped. Call once, before the first tagged allocation.
@@ -234,14 +237,14 @@ pub trait TagStorage {
     fn reserve<S: BlockSource>(
         &mut self,
         pfn: Pfn,
-        order: u32,
+        order: Order,
         source: &mut S,
     ) -> impl Future<Output = Result<(), ReserveError>>;
 
     /// Drops the references of `2^order` frames from `pfn`; a block left with
     /// none is given back to `source` at once. Releasing what was not reserved
     /// is a [`Misuse`]. Linux: `free_tag_storage()`.
-    fn release<S: BlockSource>(&mut self, pfn: Pfn, order: u32, source: &mut S);
+    fn release<S: BlockSource>(&mut self, pfn: Pfn, order: Order, source: &mut S);
 
     /// Whether the tags of data frame `pfn` have storage reserved.
     fn is_reserved(&self, pfn: Pfn) -> bool;
@@ -267,22 +270,13 @@ pub trait TagStorage {
     fn check(&self) -> Vec<TagStoreViolation>;
 }
 
-/// The policy chosen at the edge (from the platform description).
+/// The policy chosen at the edge: the kernel builds the variant its platform
+/// description names (this crate knows no machine description).
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Manager {
     None(NoTagStorage),
     Static(StaticTagStorage),
     Dynamic(DynamicTagStorage),
-}
-
-impl Manager {
-    pub fn new(policy: TagStoragePolicy, geometry: &Geometry, config: TagStoreConfig) -> Self {
-        match policy {
-            TagStoragePolicy::None => Self::None(NoTagStorage::new(config)),
-            TagStoragePolicy::Static => Self::Static(StaticTagStorage::new(geometry, config)),
-            TagStoragePolicy::Dynamic => Self::Dynamic(DynamicTagStorage::new(geometry, config)),
-        }
-    }
 }
 
 macro_rules! delegate {
@@ -296,10 +290,6 @@ macro_rules! delegate {
 }
 
 impl TagStorage for Manager {
-    fn policy(&self) -> TagStoragePolicy {
-        delegate!(self, m => m.policy())
-    }
-
     async fn activate<S: BlockSource>(
         &mut self,
         zero_page: Pfn,
@@ -311,13 +301,13 @@ impl TagStorage for Manager {
     async fn reserve<S: BlockSource>(
         &mut self,
         pfn: Pfn,
-        order: u32,
+        order: Order,
         source: &mut S,
     ) -> Result<(), ReserveError> {
         delegate!(self, m => m.reserve(pfn, order, source).await)
     }
 
-    fn release<S: BlockSource>(&mut self, pfn: Pfn, order: u32, source: &mut S) {
+    fn release<S: BlockSource>(&mut self, pfn: Pfn, order: Order, source: &mut S) {
         delegate!(self, m => m.release(pfn, order, source))
     }
 
@@ -346,11 +336,12 @@ impl TagStorage for Manager {
     }
 }
 
-/// Panics unless `block` is a block of a machine with `blocks` blocks.
-fn assert_block(block: TagBlock, blocks: u64) {
+/// Panics unless `block` is a block of the machine.
+fn assert_block(block: TagBlock, geometry: &Geometry) {
     assert!(
-        block.index() < blocks,
-        "BUG: {block:?} is not a block of this machine ({blocks} blocks)"
+        geometry.block(block.index()).is_some(),
+        "BUG: {block:?} is not a block of this machine ({} blocks)",
+        geometry.tag_blocks()
     );
 }
 
@@ -366,33 +357,33 @@ mod tests {
         let zero_page = Pfn::new(BASE);
         let frame = Pfn::new(BASE + 512);
 
-        let mut none = Manager::new(TagStoragePolicy::None, &g, record());
-        assert_eq!(none.policy(), TagStoragePolicy::None);
+        let o0 = Order::new(0);
+        let mut none = Manager::None(NoTagStorage::new(record()));
         assert_eq!(
-            block_on(none.reserve(frame, 0, &mut src)),
+            block_on(none.reserve(frame, o0, &mut src)),
             Err(ReserveError::NoTagStorage)
         );
         assert_eq!(none.counters(), TagStoreCounters::default());
 
         // Static: carved out, nothing claimed.
-        let mut fixed = Manager::new(TagStoragePolicy::Static, &g, record());
+        let mut fixed = Manager::Static(StaticTagStorage::new(&g, record()));
         block_on(fixed.activate(zero_page, &mut src)).unwrap();
-        block_on(fixed.reserve(frame, 0, &mut src)).unwrap();
+        block_on(fixed.reserve(frame, o0, &mut src)).unwrap();
         assert!(src.log.is_empty());
         assert_eq!(fixed.reserved_blocks().count(), 32);
         assert_eq!(fixed.block_refcount(TagBlock::new(1)), 1);
 
         // Dynamic: 64 KiB blocks cover 512 frames each; the zero page takes
         // block 0, frame 512 block 1, each claimed once.
-        let mut dynamic = Manager::new(TagStoragePolicy::Dynamic, &g, record());
+        let mut dynamic = Manager::Dynamic(DynamicTagStorage::new(&g, record()));
         block_on(dynamic.activate(zero_page, &mut src)).unwrap();
-        block_on(dynamic.reserve(frame, 0, &mut src)).unwrap();
+        block_on(dynamic.reserve(frame, o0, &mut src)).unwrap();
         assert_eq!(
             dynamic.reserved_blocks().collect::<Vec<_>>(),
             [TagBlock::new(0), TagBlock::new(1)]
         );
         assert_eq!(dynamic.zero_page(), Some(zero_page));
-        dynamic.release(frame, 0, &mut src);
+        dynamic.release(frame, o0, &mut src);
         assert_eq!(dynamic.block_state(TagBlock::new(1)), BlockState::Lent);
         assert_eq!(dynamic.counters().releases, 1);
         assert_eq!(src.claimed.len(), 1);
@@ -414,7 +405,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "BUG: TagBlock(32) is not a block of this machine")]
     fn unknown_blocks_are_a_bug() {
-        let m = Manager::new(TagStoragePolicy::Dynamic, &machine(64 << 10), record());
+        let m = Manager::Dynamic(DynamicTagStorage::new(&machine(64 << 10), record()));
         m.block_state(TagBlock::new(32));
     }
 }

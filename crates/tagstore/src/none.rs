@@ -10,8 +10,7 @@ use crate::{
     TagStoreCounters,
 };
 use mte::Pfn;
-use platform::TagBlock;
-use platform::spec::TagStoragePolicy;
+use mte::{Order, TagBlock};
 
 /// Policy `none`.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -28,10 +27,6 @@ impl NoTagStorage {
 }
 
 impl TagStorage for NoTagStorage {
-    fn policy(&self) -> TagStoragePolicy {
-        TagStoragePolicy::None
-    }
-
     async fn activate<S: BlockSource>(
         &mut self,
         _zero_page: Pfn,
@@ -43,13 +38,13 @@ impl TagStorage for NoTagStorage {
     async fn reserve<S: BlockSource>(
         &mut self,
         _pfn: Pfn,
-        _order: u32,
+        _order: Order,
         _source: &mut S,
     ) -> Result<(), ReserveError> {
         Err(ReserveError::NoTagStorage)
     }
 
-    fn release<S: BlockSource>(&mut self, pfn: Pfn, order: u32, _source: &mut S) {
+    fn release<S: BlockSource>(&mut self, pfn: Pfn, order: Order, _source: &mut S) {
         self.misuse
             .report(Misuse::ReleaseWithoutTagStorage { pfn, order });
     }
@@ -93,7 +88,7 @@ mod tests {
         let mut m = NoTagStorage::new(record());
         let mut src = MockSource::default();
         assert_eq!(
-            block_on(m.reserve(Pfn::new(0x80000), 0, &mut src)),
+            block_on(m.reserve(Pfn::new(0x80000), Order::new(0), &mut src)),
             Err(ReserveError::NoTagStorage)
         );
         assert_eq!(
@@ -110,13 +105,13 @@ mod tests {
     #[test]
     fn releasing_is_a_misuse() {
         let mut m = NoTagStorage::new(record());
-        m.release(Pfn::new(0x80000), 0, &mut MockSource::default());
+        m.release(Pfn::new(0x80000), Order::new(0), &mut MockSource::default());
         assert_eq!(
             m.check(),
             [TagStoreViolation::Misuse {
                 first: Misuse::ReleaseWithoutTagStorage {
                     pfn: Pfn::new(0x80000),
-                    order: 0
+                    order: Order::new(0)
                 },
                 count: 1
             }]

@@ -26,8 +26,8 @@
 
 use core::fmt;
 use core::future::Future;
+use mte::TagBlock;
 use mte::{Pfn, PfnRange};
-use platform::TagBlock;
 use thiserror::Error;
 
 /// The kernel's side of a tag storage manager: takes whole tag blocks out of

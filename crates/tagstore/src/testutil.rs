@@ -4,8 +4,7 @@ use crate::{BlockSource, ClaimCause, ClaimError, OnMisuse, TagStoreConfig};
 use core::future::Future;
 use core::pin::pin;
 use core::task::{Context, Poll, Waker};
-use mte::PfnRange;
-use platform::{Geometry, MemRange, TagBlock, TagRegion};
+use mte::{Geometry, MemRange, PfnRange, TagBlock, TagRegion};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// First frame of the default machine's DRAM (0x8000_0000 / 4 KiB).

@@ -249,9 +249,7 @@ impl Memory {
         }
         let TagStorageState { manager, claimed } = &mut *state;
         let mut source = PhysSource::new(self, mover, claimed);
-        let result = manager
-            .reserve(pfn, u32::from(order.get()), &mut source)
-            .await;
+        let result = manager.reserve(pfn, order, &mut source).await;
         self.tag_counters.set(manager.counters());
         result?;
         let mut phys = self.phys.borrow_mut();
@@ -323,10 +321,10 @@ impl Memory {
         let mut unused = FrameMover::default();
         let mut source = PhysSource::new(self, &mut unused, claimed);
         if released.len() as u64 == order.pages() {
-            manager.release(pfn, u32::from(order.get()), &mut source);
+            manager.release(pfn, order, &mut source);
         } else {
             for frame in released {
-                manager.release(frame, 0, &mut source);
+                manager.release(frame, Order::new(0), &mut source);
             }
         }
         self.tag_counters.set(manager.counters());

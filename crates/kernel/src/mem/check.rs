@@ -12,7 +12,7 @@
 use super::{Events, Memory, TagStorageState, tags};
 use crate::phys::{FrameStatus, MigrateType, Order, PageFlag, PhysViolation};
 use mte::Pfn;
-use platform::TagBlock;
+use mte::TagBlock;
 use platform::spec::TagStoragePolicy;
 use std::collections::BTreeMap;
 use tagstore::{TagStorage, TagStoreCounters, TagStoreViolation};

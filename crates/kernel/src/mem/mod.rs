@@ -120,24 +120,27 @@ use crate::phys::{
 };
 use core::cell::{Cell, Ref, RefCell, RefMut};
 use core::fmt;
-use mte::Pfn;
+use mte::{Geometry, Pfn, TagBlock};
+use platform::Platform;
 use platform::spec::TagStoragePolicy;
-use platform::{Geometry, Platform, TagBlock};
 use sched::{Sched, SimMutex, WaitQueue};
 use std::collections::BTreeMap;
-use tagstore::{Manager, ReserveError, TagStorage, TagStoreConfig, TagStoreCounters};
+use tagstore::{
+    DynamicTagStorage, Manager, NoTagStorage, ReserveError, StaticTagStorage, TagStorage,
+    TagStoreConfig, TagStoreCounters,
+};
 use thiserror::Error;
 
 /// Linux arm64 with 4K pages: `pageblock_order` = `HPAGE_PMD_ORDER` = 9 (2 MiB).
-pub const PAGEBLOCK_ORDER: u8 = 9;
+pub const PAGEBLOCK_ORDER: Order = Order::new(9);
 /// Linux arm64 with 4K pages: `MAX_PAGE_ORDER` = 10 (orders 0..=10, 4 MiB).
-pub const MAX_ORDER: u8 = 10;
+pub const MAX_ORDER: Order = Order::new(10);
 
 /// How to build the memory of a machine; [`Default`] is Linux arm64 4K.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct MemConfig {
-    pub pageblock_order: u8,
-    pub max_order: u8,
+    pub pageblock_order: Order,
+    pub max_order: Order,
     /// Frames per sparse section as a power of two; `None`: the phys
     /// default (2^15 frames, Linux arm64 `SECTION_SIZE_BITS` 27). Smaller
     /// sections make small test machines cheaper to check.
@@ -221,6 +224,16 @@ impl fmt::Debug for Memory {
     }
 }
 
+/// The tag storage manager a platform's policy names: the one place the
+/// platform's description of the design meets the manager types.
+fn manager_for(policy: TagStoragePolicy, geometry: &Geometry, config: TagStoreConfig) -> Manager {
+    match policy {
+        TagStoragePolicy::None => Manager::None(NoTagStorage::new(config)),
+        TagStoragePolicy::Static => Manager::Static(StaticTagStorage::new(geometry, config)),
+        TagStoragePolicy::Dynamic => Manager::Dynamic(DynamicTagStorage::new(geometry, config)),
+    }
+}
+
 /// The allocator's layout for a platform: DRAM, and tag storage as CMA
 /// (`dynamic`) or carved out (`static`); `none` has no tag storage.
 fn phys_layout(
@@ -228,11 +241,7 @@ fn phys_layout(
     policy: TagStoragePolicy,
     config: &MemConfig,
 ) -> Result<PhysLayout, LayoutError> {
-    let mut g = PhysGeometry::new(
-        geometry.page_shift(),
-        config.pageblock_order,
-        config.max_order,
-    )?;
+    let mut g = PhysGeometry::new(geometry.page(), config.pageblock_order, config.max_order)?;
     if let Some(shift) = config.section_shift {
         g = g.with_section_shift(shift)?;
     }
@@ -292,7 +301,7 @@ impl Memory {
         phys.contents
             .zero_page(zero_page)
             .expect("BUG: the zero page is present");
-        let manager = Manager::new(policy, &geometry, config.tag_store);
+        let manager = manager_for(policy, &geometry, config.tag_store);
         let tag_counters = Cell::new(manager.counters());
         let memory = Self {
             policy,

@@ -29,8 +29,8 @@ use crate::phys::{
     Migrator, Order, PageFlag, alloc_contig_range,
 };
 use core::future::Future;
+use mte::TagBlock;
 use mte::{Pfn, PfnRange};
-use platform::TagBlock;
 use std::collections::BTreeMap;
 use tagstore::{BlockSource, ClaimCause, ClaimError};
 

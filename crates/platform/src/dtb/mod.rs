@@ -52,12 +52,13 @@ mod tests;
 pub use blob::{BlobError, FDT_MAGIC, MAX_DEPTH, StructProblem};
 
 use crate::error::PlatformError;
-use crate::geometry::{GeometryError, MemRange, TAG_RATIO, TagRegion};
 use crate::machine::{KernelSettings, Platform};
 use crate::spec::{PlatformSpec, TagStoragePolicy};
 use fdt::Fdt;
 use fdt::node::FdtNode;
+use mte::DATA_BYTES_PER_TAG_BYTE as TAG_RATIO;
 use mte::PhysAddr;
+use mte::geometry::{GeometryError, MemRange, TagRegion};
 use std::collections::BTreeMap;
 use std::path::Path;
 use thiserror::Error;
