@@ -13,15 +13,18 @@
 //! - page locks (`PG_locked`, a [`LockTable`] keyed by frame), the IRG RNG
 //!   and the fault/tag-check counters of `docs/model.md` §5.
 //!
-//! Submodules: `proc` (processes, prctl, fork/exec/exit), `syscalls`
-//! (mmap, munmap, mprotect, madvise, pin), `fault` (`handle_mm_fault`,
-//! `set_pte_at`/`mte_sync_tags`, the tag storage fault, migration and the
+//! Submodules: `proc` (processes, fork/exec/exit), `mte_abi` (the MTE user
+//! ABI: prctl, TCO, tag check fault delivery, IRG/ADDG with the include
+//! mask, ptrace tag access), `syscalls` (mmap, munmap, mprotect, madvise,
+//! pin), `fault` (`handle_mm_fault`, `set_pte_at`/`mte_sync_tags`, the tag
+//! storage fault), `migrate` (page migration and the
 //! [`crate::mem::PageMover`] of tag storage claims), `huge` (transparent
 //! huge pages and the huge zero page: eligibility, PMD faults,
 //! `set_pmd_at`, splitting, the deposited tables), `swapping` (pageout,
 //! `do_swap_page`, tags saved and restored), `access` (loads, stores, tag
 //! instructions, kernel copies, ptrace tag access), `tlb` (the software
-//! TLB), `observe` (counters, page states, tags, the invariant checker).
+//! TLB), `observe` (counters, page states, tags), `check` (the machine-wide
+//! invariant checker).
 //!
 //! # Concurrency
 //! Every op is an `async` kernel path on `&Kernel`. Mutable state sits in
@@ -72,8 +75,11 @@
 //!   is reported as `fault SEGV_ACCERR` at the faulting address.
 
 mod access;
+mod check;
 mod fault;
 mod huge;
+mod migrate;
+mod mte_abi;
 mod observe;
 mod proc;
 mod swapping;
@@ -108,7 +114,7 @@ use crate::mm::{
 use crate::phys::Order;
 use crate::swap::SwapDevice;
 
-pub use observe::KernelViolation;
+pub use check::KernelViolation;
 use proc::Process;
 use tlb::Tlb;
 
@@ -532,23 +538,12 @@ impl Kernel {
     /// A command of `pid`, reporting a pending asynchronous fault at kernel
     /// entry (docs/semantics.md §5).
     async fn process_op(&self, pid: Pid, command: &Command) -> Reply {
-        let pending = {
-            let mut procs = self.procs.borrow_mut();
-            let Some(process) = procs.get_mut(&pid) else {
-                return Reply::new(Outcome::Error(Errno::Srch));
-            };
-            command.enters_kernel() && core::mem::take(&mut process.async_pending)
+        let Some(pending) = self.take_async_fault(pid, command) else {
+            return Reply::new(Outcome::Error(Errno::Srch));
         };
         let reply = self.command(pid, command).await;
         if pending {
-            self.bump(|c| c.tcf_async += 1);
-            Reply {
-                outcome: Outcome::Fault(Fault {
-                    code: FaultCode::SegvMteAerr,
-                    addr: None,
-                }),
-                bound: reply.bound,
-            }
+            self.deliver_async_fault(reply)
         } else {
             reply
         }

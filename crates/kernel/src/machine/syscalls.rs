@@ -26,9 +26,9 @@ use uapi::{Advice, Backing, Errno, MapFlags, Prot, Sharing};
 
 use super::fault::{Need, leaf_attrs};
 use super::huge::PmdView;
+use super::migrate::MigrateReason;
 use super::proc::{is_user_range, vpn};
-use super::{Kernel, Object, ObjectKind, PAGE, PAGE_ORDER};
-use crate::mem::Gfp;
+use super::{Kernel, Object, ObjectKind, PAGE};
 use crate::mm::layout::{MMAP_MIN_ADDR, PAGES_PER_PMD, PMD_SIZE, TASK_SIZE, page_align};
 use crate::mm::{
     FlagChange, Leaf, LeafEntry, MapSource, MmId, MmapRequest, Pgoff, Placement, Pte, VmaBacking,
@@ -500,13 +500,10 @@ impl Kernel {
                     .map(|l| l.pfn)
                     == Some(pfn);
                 if still {
-                    let dst = self
-                        .mem
-                        .alloc(PAGE_ORDER, Gfp::USER_TAGGED_DESTINATION)
+                    self.migrate_page(pfn, MigrateReason::LongTermPin)
+                        .await
                         .map_err(|_| Errno::NoMem)?;
-                    self.move_page_now(pfn, dst);
                     drop(guard);
-                    super::free_unreserved(&self.mem, pfn);
                 }
                 continue;
             }
