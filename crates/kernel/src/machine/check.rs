@@ -7,7 +7,7 @@
 //! # What it owns
 //! [`KernelViolation`], one broken invariant, structured; and
 //! [`Kernel::violations`], which walks the whole machine and lists them.
-//! `uapi::Machine::invariant_violations` renders them.
+//! `uapi::Machine::invariant_violations` maps them to `uapi::Violation`s.
 //!
 //! # Contract
 //! The checker never changes the machine (it only borrows), and it is a
@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use mte::{Pfn, VirtAddr};
 use thiserror::Error;
-use uapi::Pid;
+use uapi::{Invariant, Pid, Violation};
 
 use super::{Kernel, Mm, PAGE};
 use crate::mem::MemViolation;
@@ -34,6 +34,7 @@ use crate::mm::{
     Access, Block, LeafEntry, MmId, PgtableViolation, Pte, RmapViolation, SwapSlot, VmaViolation,
     Walk,
 };
+use crate::phys::PhysViolation;
 use crate::swap::SwapViolation;
 
 /// One broken invariant of the machine.
@@ -122,6 +123,72 @@ pub enum KernelViolation {
     RestoredTags { pfn: Pfn, what: &'static str },
 }
 
+impl KernelViolation {
+    /// The rule of `docs/model.md` §4 this breaks (layer consistency for a
+    /// layer's own bookkeeping).
+    pub fn invariant(&self) -> Invariant {
+        use KernelViolation as K;
+        match self {
+            K::Mem(v) => mem_invariant(v),
+            K::TaggedEntryUninitialised { .. } | K::TaggedEntryUnreserved { .. } => {
+                Invariant::TaggedEntries
+            }
+            K::TaggedEntryInTagStorage { .. } => Invariant::TagStorageUntagged,
+            K::ZeroPageEntry { .. } | K::HugeZeroPageEntry { .. } => Invariant::ZeroPage,
+            K::MapCount { .. }
+            | K::PinCount { .. }
+            | K::RefCount { .. }
+            | K::NotAllocated { .. }
+            | K::Orphan { .. }
+            | K::FrameCount { .. }
+            | K::SwapCount { .. } => Invariant::Counts,
+            K::SavedTagsWithoutMte { .. } | K::RestoredTags { .. } => Invariant::SavedTags,
+            K::Vma { .. }
+            | K::Pgtable { .. }
+            | K::Rmap(_)
+            | K::PageCache { .. }
+            | K::Deposit { .. }
+            | K::StaleTlb { .. }
+            | K::Process { .. }
+            | K::Swap(_) => Invariant::LayerConsistency,
+        }
+    }
+
+    /// As [`uapi::Machine::invariant_violations`] reports it.
+    pub fn to_violation(&self) -> Violation {
+        Violation::new(self.invariant(), self.to_string())
+    }
+}
+
+/// The rule a violation found by the memory layer breaks.
+fn mem_invariant(v: &MemViolation) -> Invariant {
+    use MemViolation as M;
+    match v {
+        M::Phys(PhysViolation::TaggedTagStorage { .. }) | M::TagStorageFrameFlag { .. } => {
+            Invariant::TagStorageUntagged
+        }
+        M::Phys(
+            PhysViolation::FramesUnaccounted { .. }
+            | PhysViolation::FreeBlocksOverlap { .. }
+            | PhysViolation::FreeFrameInNoBlock { .. },
+        ) => Invariant::FrameStates,
+        M::TagStore(_)
+        | M::ReservedBlockFrame { .. }
+        | M::ClaimToken { .. }
+        | M::ClaimedOutsideReservedBlocks { .. }
+        | M::BlockRefcount { .. }
+        | M::ReservedWithoutTagStorage { .. } => Invariant::ReservedBlocks,
+        M::TaggedWithoutReservation { .. } => Invariant::TaggedEntries,
+        M::ZeroPage { .. } => Invariant::ZeroPage,
+        M::TagsWrittenToUnreservedStorage { .. } => Invariant::TagWrites,
+        M::Phys(_)
+        | M::MteLockHeld { .. }
+        | M::Counter { .. }
+        | M::TagCountersStale { .. }
+        | M::IsolatedPageblock { .. } => Invariant::LayerConsistency,
+    }
+}
+
 impl Kernel {
     /// The checks of block entries of `m`: the huge zero page read-only and
     /// special (and nothing else special); a valid tagged block has all 512
@@ -184,7 +251,8 @@ impl Kernel {
     }
 
     /// Every broken invariant (see the module doc), structured;
-    /// [`uapi::Machine::invariant_violations`] renders these.
+    /// [`uapi::Machine::invariant_violations`] maps these with
+    /// [`KernelViolation::to_violation`].
     pub fn violations(&self) -> Vec<KernelViolation> {
         let Kernel {
             platform: _,

@@ -102,7 +102,7 @@ use sched::{LockTable, RunLimits, Sched, SimRwLock, Task};
 use thiserror::Error;
 use uapi::{
     Bound, Command, Counter, Errno, Fault, FaultCode, Machine, MachineError, Op, Outcome,
-    PageState, Pid, Reply,
+    PageState, Pid, Reply, Violation,
 };
 
 use crate::mem::{Gfp, MemInitError, Memory};
@@ -652,7 +652,7 @@ impl Machine for Kernel {
             .collect();
         this.sched
             .run(tasks, chooser, RunLimits::default())
-            .map_err(|e| MachineError::Schedule(e.to_string()))
+            .map_err(MachineError::Schedule)
     }
 
     fn counter(&self, counter: Counter) -> Option<u64> {
@@ -667,10 +667,10 @@ impl Machine for Kernel {
         self.observe_page_state(pid, ptr, state)
     }
 
-    fn invariant_violations(&self) -> Vec<String> {
+    fn invariant_violations(&self) -> Vec<Violation> {
         self.violations()
-            .into_iter()
-            .map(|v| v.to_string())
+            .iter()
+            .map(KernelViolation::to_violation)
             .collect()
     }
 }

@@ -35,7 +35,11 @@ pub fn check<M: Machine + ?Sized>(
             Err(format!(
                 "expected invariants to hold, got {} violated: {}",
                 violations.len(),
-                violations.join("; ")
+                violations
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
             ))
         }
         Expect::Tags {
