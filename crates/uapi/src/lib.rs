@@ -9,6 +9,7 @@
 
 mod abi;
 mod command;
+pub mod event;
 mod observe;
 
 pub use abi::{

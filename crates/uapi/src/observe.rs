@@ -285,6 +285,18 @@ pub trait Machine {
 
     /// Every invariant of `docs/model.md` §4 that does not hold now.
     fn invariant_violations(&self) -> Vec<Violation>;
+
+    /// Turns the event trace on or off (off when a machine is built).
+    /// While off, a machine records nothing and pays only a flag test.
+    fn set_trace(&mut self, on: bool) {
+        let _ = on; // a machine without a trace records nothing
+    }
+
+    /// The events recorded since the last call, oldest first (empty for a
+    /// machine without a trace).
+    fn take_events(&mut self) -> Vec<crate::event::Event> {
+        Vec::new()
+    }
 }
 
 #[cfg(test)]

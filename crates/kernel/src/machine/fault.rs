@@ -45,6 +45,7 @@
 
 use mte::{Pfn, VirtAddr};
 use platform::spec::TagStoragePolicy;
+use uapi::event::{Event, FaultKind, FaultOutcome};
 use uapi::{Errno, FaultCode};
 
 use super::migrate::MigrateReason;
@@ -134,6 +135,15 @@ pub(crate) fn leaf_attrs(vma: &Vma, writable_page: bool, special: bool) -> LeafA
 }
 
 impl Kernel {
+    /// Records a fault that ended in `outcome` at the page `va`.
+    pub(crate) fn fault_event(&self, kind: FaultKind, va: VirtAddr, outcome: FaultOutcome) {
+        self.trace().emit(|| Event::Fault {
+            kind,
+            addr: va,
+            outcome,
+        });
+    }
+
     /// `reserve_tag_storage()` of one page with bounded retries of transient
     /// failures; whether it is reserved.
     pub(crate) async fn reserve_with_retries(&self, pfn: Pfn, order: Order) -> bool {
@@ -297,6 +307,7 @@ impl Kernel {
                         .await?
                     {
                         self.bump(|c| c.fault_zero_page += 1);
+                        self.fault_event(FaultKind::ZeroPage, va, FaultOutcome::Mapped);
                     }
                     return Ok(());
                 }
@@ -311,6 +322,7 @@ impl Kernel {
                     .await?
                 {
                     self.bump(|c| c.fault_anon += 1);
+                    self.fault_event(FaultKind::Anon, va, FaultOutcome::Mapped);
                 } else {
                     self.release_if_unused(pfn).await;
                 }
@@ -324,6 +336,7 @@ impl Kernel {
                     self.prepare_anon(mm, va);
                     if self.cow_copy(mm, va, vma, Pte::None, cached).await? {
                         self.bump(|c| c.fault_anon += 1);
+                        self.fault_event(FaultKind::Anon, va, FaultOutcome::Mapped);
                     }
                     return Ok(());
                 }
@@ -345,6 +358,11 @@ impl Kernel {
     /// then marked tagged (its tags are initialised: `set_pte_at` must not
     /// zero them).
     pub(crate) fn copy_user_page(&self, dst: Pfn, src: Pfn, tags: bool) {
+        self.trace().emit(|| Event::CowCopy {
+            from: src,
+            to: dst,
+            tags_copied: tags,
+        });
         self.mem
             .phys_mut()
             .contents
@@ -453,6 +471,7 @@ impl Kernel {
             .await?
         {
             self.bump(|c| c.fault_cow += 1);
+            self.fault_event(FaultKind::Cow, va, FaultOutcome::Mapped);
         }
         Ok(())
     }
@@ -519,11 +538,20 @@ impl Kernel {
             // get tag storage.
             let moved = self.migrate_page(pfn, MigrateReason::OutOfTagStorage).await;
             drop(guard);
+            let outcome = match moved {
+                Ok(_) => FaultOutcome::Migrated,
+                Err(_) => FaultOutcome::Failed,
+            };
+            self.fault_event(FaultKind::TagStorage, va, outcome);
             return moved.map(|_| ()).map_err(|_| FaultError::OutOfMemory);
         }
-        self.set_pte_at(mm, va, Pte::AwaitingTagStorage(leaf), Pte::Present(leaf))
+        let mapped = self
+            .set_pte_at(mm, va, Pte::AwaitingTagStorage(leaf), Pte::Present(leaf))
             .await?;
         drop(guard);
+        if mapped {
+            self.fault_event(FaultKind::TagStorage, va, FaultOutcome::Mapped);
+        }
         Ok(())
     }
 }

@@ -40,6 +40,7 @@
 //! retries. A page of a THP has its block entries split first (see `huge`).
 
 use mte::Pfn;
+use uapi::event::{self, Event, SplitReason};
 
 use super::{Kernel, PAGE_ORDER};
 use crate::mem::{Gfp, Memory, PageMover};
@@ -79,7 +80,15 @@ impl PageMover for KernelMover<'_> {
             || k.cache_owner.borrow().contains_key(&pfn)
             || k.orphans.borrow().contains(&pfn);
         if !ours {
-            return mem.migrate_unowned(pfn).await.map(|_| ());
+            let moved = mem.migrate_unowned(pfn).await?;
+            if let Some(dst) = moved {
+                k.trace().emit(|| Event::Migrate {
+                    from: pfn,
+                    to: dst,
+                    reason: event::MigrateReason::TagStorageClaim,
+                });
+            }
+            return Ok(());
         }
         // Linux: folio_trylock() in migrate_folio_unmap(); a page locked by a
         // fault in progress is busy (-EAGAIN), retried by the claim.
@@ -126,6 +135,16 @@ impl Gfp {
         zero_tags: false,
         kernel: false,
     };
+}
+
+impl From<MigrateReason> for event::MigrateReason {
+    fn from(reason: MigrateReason) -> Self {
+        match reason {
+            MigrateReason::TagStorageClaim => event::MigrateReason::TagStorageClaim,
+            MigrateReason::OutOfTagStorage => event::MigrateReason::OutOfTagStorage,
+            MigrateReason::LongTermPin => event::MigrateReason::LongTermPin,
+        }
+    }
 }
 
 impl Kernel {
@@ -198,9 +217,13 @@ impl Kernel {
     /// rewrites every mapping found through the rmap and the page cache
     /// entry, all without a switch point. The caller frees `src`.
     fn move_page_now(&self, src: Pfn, dst: Pfn, reason: MigrateReason) {
-        let _ = reason; // reported by the event trace
+        self.trace().emit(|| Event::Migrate {
+            from: src,
+            to: dst,
+            reason: reason.into(),
+        });
         // A page of a THP: its blocks become PTEs first (see `huge`).
-        self.split_blocks_mapping(src);
+        self.split_blocks_mapping(src, SplitReason::Migration);
         self.mem.migrate_block(src, dst, PAGE_ORDER);
         let entries = self.rmap.borrow().mappings(src).to_vec();
         {

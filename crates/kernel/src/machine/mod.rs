@@ -26,6 +26,16 @@
 //! TLB), `observe` (counters, page states, tags), `check` (the machine-wide
 //! invariant checker).
 //!
+//! # Event trace
+//! With [`Machine::set_trace`] on, each step of `uapi::event` is recorded
+//! where it happens, once: faults where their counters move (`fault`,
+//! `huge`, `swapping`), migrations in `migrate`, block splits in
+//! `huge::split_huge_pmd` (with the caller's reason), swap-out and swap-in
+//! in `swapping`, copy-on-write copies in `fault::copy_user_page`; tag
+//! block claims and releases and tag initialisation in `crate::mem` (the
+//! sink lives in [`Memory`] so that both layers record in one order). Off,
+//! each site tests a flag and builds nothing (see [`crate::trace`]).
+//!
 //! # Concurrency
 //! Every op is an `async` kernel path on `&Kernel`. Mutable state sits in
 //! `RefCell`s borrowed only between switch points; the locks Linux sleeps on
@@ -113,6 +123,7 @@ use crate::mm::{
 };
 use crate::phys::Order;
 use crate::swap::SwapDevice;
+use crate::trace::EventSink;
 
 pub use check::KernelViolation;
 use proc::Process;
@@ -340,6 +351,11 @@ impl Kernel {
         let mut c = self.counters.get();
         f(&mut c);
         self.counters.set(c);
+    }
+
+    /// The machine's event sink (kept in [`Memory`], see [`crate::trace`]).
+    pub(crate) fn trace(&self) -> &EventSink {
+        &self.mem.trace
     }
 
     fn frames(&self) -> PtFrames<'_> {
@@ -672,6 +688,14 @@ impl Machine for Kernel {
             .iter()
             .map(KernelViolation::to_violation)
             .collect()
+    }
+
+    fn set_trace(&mut self, on: bool) {
+        self.trace().set(on);
+    }
+
+    fn take_events(&mut self) -> Vec<uapi::event::Event> {
+        self.trace().take()
     }
 }
 

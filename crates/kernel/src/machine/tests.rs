@@ -14,6 +14,8 @@ use crate::mem::PageMover;
 use crate::mm::Pte;
 use crate::phys::MigrateError;
 
+mod trace;
+
 fn kernel(keys: &[(&str, &str)]) -> Kernel {
     let mut spec = PlatformSpec::default();
     for (k, v) in keys {
