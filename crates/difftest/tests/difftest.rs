@@ -104,10 +104,13 @@ impl Machine for Buggy {
         self.inner.page_state(pid, ptr, state)
     }
 
-    fn invariant_violations(&self) -> Vec<String> {
+    fn invariant_violations(&self) -> Vec<uapi::Violation> {
         let mut out = self.inner.invariant_violations();
         if self.paged_out {
-            out.push("test bug: a range was paged out".to_owned());
+            out.push(uapi::Violation::new(
+                uapi::Invariant::LayerConsistency,
+                "test bug: a range was paged out",
+            ));
         }
         out
     }

@@ -28,6 +28,7 @@ use crate::phys::{AllocError, AllocFlags, FrameStatus, FreeError, Order, PageFla
 use mte::Pfn;
 use tagstore::{ReserveError, TagStorage};
 use thiserror::Error;
+use uapi::event::Event;
 
 /// What an allocation asks for. Linux: the GFP flags that matter here.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -407,6 +408,7 @@ impl Memory {
         };
         if newly {
             self.bump(|e| e.pages_tagged += 1);
+            self.trace.emit(|| Event::TagsInitialised { pfn });
         }
     }
 }

@@ -151,6 +151,7 @@ impl Memory {
             zero_page,
             events,
             clobbers,
+            trace: _,
         } = self;
         let phys = phys.borrow();
         let state = tag_storage.borrow_unlocked();

@@ -212,6 +212,8 @@ pub struct Memory {
     zero_page: Pfn,
     events: Cell<Events>,
     clobbers: Cell<check::ClobberLog>,
+    /// The machine's event trace (see [`crate::trace`]).
+    pub(crate) trace: crate::trace::EventSink,
 }
 
 impl fmt::Debug for Memory {
@@ -321,6 +323,7 @@ impl Memory {
             zero_page,
             events: Cell::new(Events::default()),
             clobbers: Cell::new(check::ClobberLog::default()),
+            trace: crate::trace::EventSink::default(),
         };
         if policy != TagStoragePolicy::None {
             memory.boot_zero_page_tags();

@@ -454,7 +454,11 @@ impl<'a, M: Machine + ?Sized> Runner<'a, M> {
                 let message = format!(
                     "expected invariants to hold after this line, got {} violated: {}",
                     violations.len(),
-                    violations.join("; ")
+                    violations
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 );
                 self.fail(line, message);
             }
