@@ -40,29 +40,13 @@
 //! retries. A page of a THP has its block entries split first (see `huge`).
 
 use mte::Pfn;
-use uapi::event::{self, Event, SplitReason};
+pub(crate) use uapi::event::MigrateReason;
+use uapi::event::{Event, SplitReason};
 
 use super::{Kernel, PAGE_ORDER};
 use crate::mem::{Gfp, Memory, PageMover};
 use crate::mm::{Leaf, Pte};
 use crate::phys::{FrameStatus, MigrateError, PageFlag};
-
-/// Why a page moves (Linux `enum migrate_reason`); it decides the
-/// destination.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum MigrateReason {
-    /// Out of a tag block being claimed for tags (`MR_CONTIG_RANGE`): a
-    /// plain destination, nothing reserved (the claim holds
-    /// `tag_blocks_lock`).
-    TagStorageClaim,
-    /// A tagged mapping's page whose tag storage cannot be had where it is
-    /// (it lies in tag storage, or its block cannot be reserved): a tagged
-    /// allocation whose storage is reserved if possible.
-    OutOfTagStorage,
-    /// A long-term pin of a page in CMA (`check_and_migrate_movable_pages()`,
-    /// `MR_LONGTERM_PIN`): a plain destination outside CMA.
-    LongTermPin,
-}
 
 /// The [`PageMover`] of tag storage claims: moves a user page out of a tag
 /// block being claimed and rewrites its mappings (Linux
@@ -85,7 +69,7 @@ impl PageMover for KernelMover<'_> {
                 k.trace().emit(|| Event::Migrate {
                     from: pfn,
                     to: dst,
-                    reason: event::MigrateReason::TagStorageClaim,
+                    reason: MigrateReason::TagStorageClaim,
                 });
             }
             return Ok(());
@@ -137,23 +121,18 @@ impl Gfp {
     };
 }
 
-impl From<MigrateReason> for event::MigrateReason {
-    fn from(reason: MigrateReason) -> Self {
-        match reason {
-            MigrateReason::TagStorageClaim => event::MigrateReason::TagStorageClaim,
-            MigrateReason::OutOfTagStorage => event::MigrateReason::OutOfTagStorage,
-            MigrateReason::LongTermPin => event::MigrateReason::LongTermPin,
-        }
-    }
-}
-
 impl Kernel {
     pub(crate) fn mover(&self) -> KernelMover<'_> {
         KernelMover { kernel: self }
     }
 
     /// Migrates the order-0 page `src`, which the caller has locked, for
-    /// `reason`; returns the frame now holding it. `src` is freed. Fails,
+    /// `reason`; returns the frame now holding it. The reason decides the
+    /// destination: a page leaving for tags
+    /// ([`MigrateReason::OutOfTagStorage`]) gets a tagged allocation whose
+    /// storage is reserved if possible; a tag storage claim's page (the
+    /// claim holds `tag_blocks_lock`) and a long-term pin's get a plain
+    /// frame outside CMA, nothing reserved. `src` is freed. Fails,
     /// changing nothing, if `src` is pinned (or freed meanwhile) or no
     /// destination can be allocated.
     pub(crate) async fn migrate_page(
@@ -220,7 +199,7 @@ impl Kernel {
         self.trace().emit(|| Event::Migrate {
             from: src,
             to: dst,
-            reason: reason.into(),
+            reason,
         });
         // A page of a THP: its blocks become PTEs first (see `huge`).
         self.split_blocks_mapping(src, SplitReason::Migration);
