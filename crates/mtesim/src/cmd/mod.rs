@@ -6,6 +6,7 @@ pub mod bench;
 pub mod fuzz;
 pub mod platform;
 pub mod run;
+pub mod trace_json;
 
 use std::fmt::Display;
 use std::io::Write;
