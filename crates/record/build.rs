@@ -31,5 +31,8 @@ fn main() {
     let status = cmd
         .status()
         .unwrap_or_else(|e| panic!("cannot run the C compiler ({cmd:?}): {e}"));
-    assert!(status.success(), "building the recording shim failed: {cmd:?}");
+    assert!(
+        status.success(),
+        "building the recording shim failed: {cmd:?}"
+    );
 }

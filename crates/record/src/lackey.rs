@@ -206,7 +206,8 @@ impl<W: Write> LackeyParser<W> {
             }
         };
         self.in_call = false;
-        self.writer.instructions(std::mem::take(&mut self.instructions));
+        self.writer
+            .instructions(std::mem::take(&mut self.instructions));
         self.writer.event(event)
     }
 
@@ -267,8 +268,7 @@ fn parse_dec(text: &[u8]) -> Option<u64> {
         return None;
     }
     text.iter().try_fold(0u64, |acc, &b| {
-        b.is_ascii_digit()
-            .then(|| acc * 10 + u64::from(b - b'0'))
+        b.is_ascii_digit().then(|| acc * 10 + u64::from(b - b'0'))
     })
 }
 

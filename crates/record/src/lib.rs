@@ -104,7 +104,10 @@ pub fn record(options: &RecordOptions) -> Result<Recording, RecordError> {
 }
 
 fn record_inner(options: &RecordOptions) -> Result<Recording, RecordError> {
-    let (program, args) = options.command.split_first().ok_or(RecordError::NoCommand)?;
+    let (program, args) = options
+        .command
+        .split_first()
+        .ok_or(RecordError::NoCommand)?;
     let valgrind = valgrind_version()?;
     let started = Instant::now();
     let header = Header {
@@ -125,9 +128,12 @@ fn record_inner(options: &RecordOptions) -> Result<Recording, RecordError> {
         source,
     };
     let file = File::create(&options.output).map_err(output_err)?;
-    let writer =
-        TraceWriter::new(BufWriter::with_capacity(1 << 20, file), &header, options.level)
-            .map_err(output_err)?;
+    let writer = TraceWriter::new(
+        BufWriter::with_capacity(1 << 20, file),
+        &header,
+        options.level,
+    )
+    .map_err(output_err)?;
 
     let shim_dir = tempfile::Builder::new().prefix("mtesim-shim-").tempdir()?;
     let shim = shim_dir.path().join("libmtesim_shim.so");

@@ -11,7 +11,10 @@ pub fn host_description() -> String {
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty())
     };
-    let mut system = vec![std::env::consts::ARCH.to_owned(), std::env::consts::OS.to_owned()];
+    let mut system = vec![
+        std::env::consts::ARCH.to_owned(),
+        std::env::consts::OS.to_owned(),
+    ];
     system.extend(read("/proc/sys/kernel/osrelease"));
     let system = system.join(" ");
     match read("/proc/sys/kernel/hostname") {

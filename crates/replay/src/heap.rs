@@ -291,7 +291,8 @@ impl Heap {
             }
         }
         let align = align.max(GRANULE).next_power_of_two();
-        let padded = size.max(1).div_ceil(GRANULE) * GRANULE + if align > GRANULE { align } else { 0 };
+        let padded =
+            size.max(1).div_ceil(GRANULE) * GRANULE + if align > GRANULE { align } else { 0 };
         let (block, block_size, class) = if padded >= self.large {
             let len = padded.div_ceil(PAGE) * PAGE;
             let block = self.secondary_bump;
@@ -335,7 +336,12 @@ impl Heap {
     /// The recorded program freed `recorded`. Freeing an address that is
     /// not a live allocation (a double free, or memory from before the shim
     /// loaded) changes nothing.
-    pub fn free(&mut self, process: &mut Process, recorded: u64, now: u64) -> Result<(), ReplayError> {
+    pub fn free(
+        &mut self,
+        process: &mut Process,
+        recorded: u64,
+        now: u64,
+    ) -> Result<(), ReplayError> {
         let Some(p) = self.by_recorded.remove(&recorded) else {
             return Ok(());
         };

@@ -316,7 +316,9 @@ impl Replay {
                     )));
                 }
             };
-            let at = fault.addr.map_or(ptr.addr().as_u64(), |a| a.addr().as_u64());
+            let at = fault
+                .addr
+                .map_or(ptr.addr().as_u64(), |a| a.addr().as_u64());
             match fault.code {
                 FaultCode::SegvMteSerr => {
                     self.tag_fault(access, target, ptr, fault.code, at);
@@ -328,7 +330,8 @@ impl Replay {
                     // had changed the protection in a way the shim does not
                     // see (mprotect): allow it.
                     fixed_permissions = true;
-                    self.process.protect(at / PAGE * PAGE, PAGE, Prot::READ_WRITE);
+                    self.process
+                        .protect(at / PAGE * PAGE, PAGE, Prot::READ_WRITE);
                 }
                 FaultCode::SegvAccErr => {
                     return Err(ReplayError::OutOfMemory {
@@ -349,8 +352,13 @@ impl Replay {
     fn map_page(&mut self, addr: u64) -> Result<(), ReplayError> {
         let page = addr / PAGE * PAGE;
         self.implicit_pages += 1;
-        self.process
-            .map_fixed(page, PAGE, Prot::READ_WRITE, Sharing::Private, Backing::Anon)
+        self.process.map_fixed(
+            page,
+            PAGE,
+            Prot::READ_WRITE,
+            Sharing::Private,
+            Backing::Anon,
+        )
     }
 
     #[cold]
@@ -441,7 +449,10 @@ impl Replay {
                 Ok(())
             }
             Event::Brk { old_end, new_end } => {
-                let (old, new) = (old_end.next_multiple_of(PAGE), new_end.next_multiple_of(PAGE));
+                let (old, new) = (
+                    old_end.next_multiple_of(PAGE),
+                    new_end.next_multiple_of(PAGE),
+                );
                 if new > old {
                     self.recorded_map(old, new - old, PROT_READ | PROT_WRITE, 0x22);
                 } else if old > new && mappable(new, old - new) {

@@ -5,7 +5,7 @@
 use kernel::Kernel;
 use mte::{CheckMode, Tag, TagMask, TaggedPtr};
 use uapi::{
-    AccessSize, Backing, Bound, Command, Fault, FaultCode, MapFlags, Machine, Op, Outcome, Pid,
+    AccessSize, Backing, Bound, Command, Fault, FaultCode, Machine, MapFlags, Op, Outcome, Pid,
     PrctlRequest, Prot, Sharing,
 };
 

@@ -52,7 +52,11 @@ pub fn fault_text(fault: &TagFault) -> String {
             );
         }
         None => {
-            let _ = write!(text, "\n    memory tag {}: hit no allocation", fault.memory_tag);
+            let _ = write!(
+                text,
+                "\n    memory tag {}: hit no allocation",
+                fault.memory_tag
+            );
         }
     }
     text
@@ -102,11 +106,7 @@ pub fn text(summary: &Summary, header: &Header, trace: &str) -> String {
     }
     let described = summary.faults.len() as u64;
     if summary.sync_faults > described {
-        let _ = writeln!(
-            out,
-            "  ... and {} more",
-            summary.sync_faults - described
-        );
+        let _ = writeln!(out, "  ... and {} more", summary.sync_faults - described);
     }
     let _ = writeln!(out, "\ncounters");
     let width = end.counters.iter().map(|(n, _)| n.len()).max().unwrap_or(0);

@@ -30,32 +30,12 @@ fn event() -> impl Strategy<Value = Event> {
     let (a, b, c) = (any::<u64>(), any::<u64>(), any::<u64>());
     prop_oneof![
         (a, b).prop_map(|(size, ptr)| Event::Malloc { size, ptr }),
-        (a, b, c).prop_map(|(nmemb, size, ptr)| Event::Calloc {
-            nmemb,
-            size,
-            ptr
-        }),
-        (a, b, c).prop_map(|(old, size, ptr)| Event::Realloc {
-            old,
-            size,
-            ptr
-        }),
+        (a, b, c).prop_map(|(nmemb, size, ptr)| Event::Calloc { nmemb, size, ptr }),
+        (a, b, c).prop_map(|(old, size, ptr)| Event::Realloc { old, size, ptr }),
         a.prop_map(|ptr| Event::Free { ptr }),
-        (a, b, c).prop_map(|(align, size, ptr)| Event::PosixMemalign {
-            align,
-            size,
-            ptr
-        }),
-        (a, b, c).prop_map(|(align, size, ptr)| Event::AlignedAlloc {
-            align,
-            size,
-            ptr
-        }),
-        (a, b, c).prop_map(|(align, size, ptr)| Event::Memalign {
-            align,
-            size,
-            ptr
-        }),
+        (a, b, c).prop_map(|(align, size, ptr)| Event::PosixMemalign { align, size, ptr }),
+        (a, b, c).prop_map(|(align, size, ptr)| Event::AlignedAlloc { align, size, ptr }),
+        (a, b, c).prop_map(|(align, size, ptr)| Event::Memalign { align, size, ptr }),
         (
             a,
             b,
@@ -74,11 +54,7 @@ fn event() -> impl Strategy<Value = Event> {
                 offset,
                 result
             }),
-        (a, b, any::<i32>()).prop_map(|(addr, len, result)| Event::Munmap {
-            addr,
-            len,
-            result
-        }),
+        (a, b, any::<i32>()).prop_map(|(addr, len, result)| Event::Munmap { addr, len, result }),
         (a, b).prop_map(|(old_end, new_end)| Event::Brk { old_end, new_end }),
     ]
 }
