@@ -69,8 +69,7 @@ fn a_malformed_file_is_located_with_a_caret_and_nothing_runs() {
     // The malformed-input example (crates/scenario/tests/bad-inputs/): refused with status 2 and a message that
     // starts `bad-input.mte:4:`.
     let d = dir();
-    let example =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenario/tests/bad-inputs/bad-input.mte");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenario/tests/bad-inputs/bad-input.mte");
     std::fs::copy(&example, d.path().join("bad-input.mte")).unwrap();
     let out = run_ref(d.path(), &["bad-input.mte"]);
     assert_eq!(out.status.code(), Some(2));

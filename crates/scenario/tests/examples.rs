@@ -89,11 +89,7 @@ fn same_as_specification(shared: &Path) -> Result<(), Failed> {
     let theirs = shared.join("examples");
     let ours = names(&repo_examples())?;
     if ours != names(&theirs)? {
-        return Err(format!(
-            "examples/ holds {ours:?}, the specification {:?}",
-            names(&theirs)?
-        )
-        .into());
+        return Err(format!("examples/ holds {ours:?}, the specification {:?}", names(&theirs)?).into());
     }
     for name in &ours {
         same_bytes(&repo_examples().join(name), &theirs.join(name))?;
@@ -106,40 +102,26 @@ fn same_as_specification(shared: &Path) -> Result<(), Failed> {
 
 fn main() {
     let args = Arguments::from_args();
-    let mut trials = vec![Trial::test(
-        "bad-input.mte is refused",
-        bad_input_is_refused,
-    )];
+    let mut trials = vec![Trial::test("bad-input.mte is refused", bad_input_is_refused)];
     let examples = mte_files(&repo_examples()).expect("examples/ must be readable");
-    assert!(
-        examples.len() >= 5,
-        "found only {} examples",
-        examples.len()
-    );
+    assert!(examples.len() >= 5, "found only {} examples", examples.len());
     for path in examples {
-        trials.push(Trial::test(
-            format!("examples/{}", file_name(&path)),
-            move || example_passes(&path),
-        ));
+        trials.push(Trial::test(format!("examples/{}", file_name(&path)), move || {
+            example_passes(&path)
+        }));
     }
     let required = std::env::var_os("MTESIM_REQUIRE_SHARED").is_some_and(|v| v == "1");
     let compare = match shared() {
-        Some(dir) => Trial::test(
-            "examples equal the specification's (../shared)",
-            move || same_as_specification(&dir),
-        ),
+        Some(dir) => Trial::test("examples equal the specification's (../shared)", move || {
+            same_as_specification(&dir)
+        }),
         None if required => Trial::test("examples equal the specification's (../shared)", || {
             Err("MTESIM_REQUIRE_SHARED=1 but ../shared/examples is absent".into())
         }),
         None => {
-            eprintln!(
-                "warning: ../shared is absent: the examples are NOT compared with the specification's"
-            );
-            Trial::test(
-                "examples equal the specification's (../shared ABSENT: not compared)",
-                || Ok(()),
-            )
-            .with_ignored_flag(true)
+            eprintln!("warning: ../shared is absent: the examples are NOT compared with the specification's");
+            Trial::test("examples equal the specification's (../shared ABSENT: not compared)", || Ok(()))
+                .with_ignored_flag(true)
         }
     };
     trials.push(compare);
