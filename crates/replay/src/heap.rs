@@ -218,7 +218,14 @@ impl Heap {
                 ptr: TaggedPtr::from_raw(p.info.model).with_tag(p.info.tag),
                 alloc: p.info.id,
             };
-            self.cache = Some((p.info.recorded, p.window_end(), target));
+            // The overflow granule may reach into the next allocation,
+            // which claims its own addresses.
+            let next = self
+                .by_recorded
+                .range(p.info.recorded + 1..)
+                .next()
+                .map_or(u64::MAX, |(&base, _)| base);
+            self.cache = Some((p.info.recorded, p.window_end().min(next), target));
             return Target {
                 ptr: TaggedPtr::from_raw(target.ptr.raw() + (addr - p.info.recorded)),
                 alloc: target.alloc,
