@@ -105,6 +105,9 @@ pub struct Target {
     pub ptr: TaggedPtr,
     /// The id of the allocation the pointer came from (0 outside the heap).
     pub alloc: u64,
+    /// The recorded end of that allocation's last granule (0 outside the
+    /// heap).
+    pub end: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -198,7 +201,7 @@ impl Heap {
         {
             return Target {
                 ptr: TaggedPtr::from_raw(target.ptr.raw().wrapping_add(addr - start)),
-                alloc: target.alloc,
+                ..target
             };
         }
         let page = addr / PAGE;
@@ -217,6 +220,7 @@ impl Heap {
             let target = Target {
                 ptr: TaggedPtr::from_raw(p.info.model).with_tag(p.info.tag),
                 alloc: p.info.id,
+                end: p.info.recorded + p.info.size.max(1).div_ceil(GRANULE) * GRANULE,
             };
             // The overflow granule may reach into the next allocation,
             // which claims its own addresses.
@@ -228,7 +232,7 @@ impl Heap {
             self.cache = Some((p.info.recorded, p.window_end().min(next), target));
             return Target {
                 ptr: TaggedPtr::from_raw(target.ptr.raw() + (addr - p.info.recorded)),
-                alloc: target.alloc,
+                ..target
             };
         }
         // No allocation holds `addr`; the whole page is plain if the last
@@ -491,6 +495,7 @@ fn plain(addr: u64) -> Target {
     Target {
         ptr: TaggedPtr::from_raw(addr),
         alloc: 0,
+        end: 0,
     }
 }
 

@@ -90,8 +90,9 @@ pub fn text(summary: &Summary, header: &Header, trace: &str) -> String {
     );
     let _ = writeln!(
         out,
-        "  pages mapped on first touch {}; accesses skipped {}; mappings refused {}",
-        summary.implicit_pages, summary.skipped, summary.refused_mappings
+        "  pages mapped on first touch {}; accesses skipped {}; vector loads clipped {}; \
+         mappings refused {}",
+        summary.implicit_pages, summary.skipped, summary.clipped_loads, summary.refused_mappings
     );
     let _ = writeln!(
         out,
@@ -193,6 +194,7 @@ pub fn json(summary: &Summary, header: &Header, trace: &str) -> Value {
         "live_bytes": summary.end.live_bytes,
         "implicit_pages": summary.implicit_pages,
         "skipped_accesses": summary.skipped,
+        "clipped_loads": summary.clipped_loads,
         "refused_mappings": summary.refused_mappings,
         "tag_check_faults": summary.sync_faults + summary.async_faults,
         "sync_faults": summary.sync_faults,
