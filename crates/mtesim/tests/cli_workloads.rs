@@ -113,7 +113,10 @@ fn a_recorded_use_after_free_faults_in_the_replay() {
     let out = mtesim_in(dir.path(), &["replay", "uaf.mtrace"]);
     let text = stdout(&out);
     assert!(text.contains("use after free"), "{text}");
-    assert!(text.contains("pointer from allocation #2 (malloc(64)"), "{text}");
+    assert!(
+        text.contains("pointer from allocation #2 (malloc(64)"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -133,9 +136,16 @@ fn a_failing_program_reports_its_exit_status() {
     assert!(stdout(&info).contains("exit status 3"), "{}", stdout(&info));
 
     // A program valgrind cannot start leaves no trace.
-    let out = mtesim_in(dir.path(), &["record", "-o", "n.mtrace", "./no-such-program"]);
+    let out = mtesim_in(
+        dir.path(),
+        &["record", "-o", "n.mtrace", "./no-such-program"],
+    );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("did not start the program"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("did not start the program"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!dir.path().join("n.mtrace").exists());
 }
 
@@ -149,7 +159,11 @@ fn record_without_valgrind_says_how_to_install_it() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("apt-get install valgrind"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("apt-get install valgrind"),
+        "{}",
+        stderr(&out)
+    );
     assert!(out.stdout.is_empty());
 }
 
@@ -222,7 +236,10 @@ fn malformed_traces_exit_2_naming_the_byte_offset() {
     v9[8] = 9;
     std::fs::write(dir.path().join("v9.mtrace"), v9).unwrap();
     let cases = [
-        ("short.mtrace", format!("byte {}: truncated trace", bytes.len() - 5)),
+        (
+            "short.mtrace",
+            format!("byte {}: truncated trace", bytes.len() - 5),
+        ),
         ("text.mtrace", "byte 0: not an mtesim trace".to_owned()),
         ("v9.mtrace", "byte 8: trace format version 9".to_owned()),
         ("missing.mtrace", "missing.mtrace: ".to_owned()),
@@ -255,13 +272,21 @@ fn replay_reports_counters_faults_and_a_time_series() {
     assert_eq!(s["faults"][0]["diagnosis"], "out-of-bounds access");
     assert_eq!(s["faults"][1]["diagnosis"], "use after free");
     // The counters of docs/model.md §5, all of them.
-    for name in ["mem.pages", "tag_storage.reserved", "pages.tagged", "fault.anon"] {
+    for name in [
+        "mem.pages",
+        "tag_storage.reserved",
+        "pages.tagged",
+        "fault.anon",
+    ] {
         assert!(s["counters"][name].is_u64(), "{name}");
     }
     assert!(s["counters"]["tag_storage.reservations"].as_u64().unwrap() >= 1);
 
     // JSON lines: a point every 500 accesses, one at the end, the summary.
-    let out = mtesim_in(dir.path(), &["replay", "s.mtrace", "--every", "500", "--json"]);
+    let out = mtesim_in(
+        dir.path(),
+        &["replay", "s.mtrace", "--every", "500", "--json"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let lines: Vec<Value> = stdout(&out)
         .lines()
@@ -277,7 +302,10 @@ fn replay_reports_counters_faults_and_a_time_series() {
     assert_eq!(lines[1]["mem.pages"], 16384);
 
     // CSV: a header naming the counters, one row per point.
-    let out = mtesim_in(dir.path(), &["replay", "s.mtrace", "--every", "500", "--csv"]);
+    let out = mtesim_in(
+        dir.path(),
+        &["replay", "s.mtrace", "--every", "500", "--csv"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let csv: Vec<&str> = stdout(&out).lines().collect();
     assert_eq!(csv.len(), 4, "{csv:?}");
@@ -289,7 +317,15 @@ fn replay_reports_counters_faults_and_a_time_series() {
     // --set: platform keys and the replay's own.
     let out = mtesim_in(
         dir.path(),
-        &["replay", "s.mtrace", "--json", "--set", "memory=128M", "--set", "tcf=none"],
+        &[
+            "replay",
+            "s.mtrace",
+            "--json",
+            "--set",
+            "memory=128M",
+            "--set",
+            "tcf=none",
+        ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let s = json(&out);
@@ -297,7 +333,13 @@ fn replay_reports_counters_faults_and_a_time_series() {
     assert_eq!(s["tag_check_faults"], 0);
     let out = mtesim_in(
         dir.path(),
-        &["replay", "s.mtrace", "--json", "--set", "tag-storage=static"],
+        &[
+            "replay",
+            "s.mtrace",
+            "--json",
+            "--set",
+            "tag-storage=static",
+        ],
     );
     assert_eq!(json(&out)["tag_check_faults"], 2);
 }
@@ -307,17 +349,27 @@ fn bad_replay_flags_exit_2_naming_the_flag() {
     let dir = tempfile::tempdir().unwrap();
     synthetic_trace(&dir.path().join("s.mtrace"));
     for (args, expected) in [
-        (&["--set", "colour=red"][..], "--set colour=red: unknown platform key `colour`"),
+        (
+            &["--set", "colour=red"][..],
+            "--set colour=red: unknown platform key `colour`",
+        ),
         (&["--set", "memory=lots"][..], "--set memory=lots: `memory`"),
         (&["--set", "tcf=loud"][..], "--set tcf=loud: `tcf`"),
         (&["--set", "memory"][..], "--set memory: expected KEY=VALUE"),
-        (&["--every", "10"][..], "--every: a time series needs --json or --csv"),
+        (
+            &["--every", "10"][..],
+            "--every: a time series needs --json or --csv",
+        ),
     ] {
         let mut command = vec!["replay", "s.mtrace"];
         command.extend_from_slice(args);
         let out = mtesim_in(dir.path(), &command);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
-        assert!(stderr(&out).contains(expected), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(expected),
+            "{args:?}: {}",
+            stderr(&out)
+        );
         assert!(out.stdout.is_empty());
     }
 }

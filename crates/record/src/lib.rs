@@ -140,6 +140,9 @@ fn record_inner(options: &RecordOptions) -> Result<Recording, RecordError> {
     std::fs::write(&shim, SHIM)?;
 
     let (pipe_reader, pipe_writer) = io::pipe()?;
+    // A larger pipe lets lackey run ahead of the parser instead of waiting
+    // for it every few lines; the default (64 KiB) is kept if Linux refuses.
+    let _ = rustix::pipe::fcntl_setpipe_size(&pipe_writer, 1 << 20);
     // Two inheritable descriptors of the pipe's write end (dup clears
     // close-on-exec): one for lackey's log, one for the shim.
     let log_fd = rustix::io::dup(&pipe_writer).map_err(io::Error::from)?;

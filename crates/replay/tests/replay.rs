@@ -237,7 +237,10 @@ fn recorded_mappings_and_the_break_become_mappings() {
         }),
     ];
     let s = run(&records);
-    assert_eq!(s.implicit_pages, 0, "every touched page had a recorded mapping");
+    assert_eq!(
+        s.implicit_pages, 0,
+        "every touched page had a recorded mapping"
+    );
     assert_eq!(s.refused_mappings, 0);
     assert_eq!(s.sync_faults + s.other_faults, 0);
 }
@@ -285,7 +288,14 @@ fn the_time_series_samples_every_n_accesses() {
     let (_, bytes) = writer.finish(ExitStatus::Exited(0)).unwrap();
     let mut reader = TraceReader::new(&bytes[..]).unwrap();
     let mut samples = Vec::new();
-    replay(&mut reader, &config(&[]), 25, |s| samples.push(s.clone()), |_| {}).unwrap();
+    replay(
+        &mut reader,
+        &config(&[]),
+        25,
+        |s| samples.push(s.clone()),
+        |_| {},
+    )
+    .unwrap();
     let points: Vec<u64> = samples.iter().map(|s| s.accesses).collect();
     assert_eq!(points, [25, 50, 75, 100]);
     assert_eq!(samples[1].live_allocations, 1);
