@@ -143,10 +143,10 @@ fn record_inner(options: &RecordOptions) -> Result<Recording, RecordError> {
     // A larger pipe lets lackey run ahead of the parser instead of waiting
     // for it every few lines; the default (64 KiB) is kept if Linux refuses.
     let _ = rustix::pipe::fcntl_setpipe_size(&pipe_writer, 1 << 20);
-    // Two inheritable descriptors of the pipe's write end (dup clears
-    // close-on-exec): one for lackey's log, one for the shim.
-    let log_fd = rustix::io::dup(&pipe_writer).map_err(io::Error::from)?;
-    let shim_fd = rustix::io::dup(&pipe_writer).map_err(io::Error::from)?;
+    // Two inheritable descriptors of the pipe's write end: one for lackey's
+    // log, one for the shim.
+    let log_fd = inheritable_dup(&pipe_writer)?;
+    let shim_fd = inheritable_dup(&pipe_writer)?;
     drop(pipe_writer);
     let mut child = Command::new("valgrind")
         .arg("--tool=lackey")
@@ -189,6 +189,14 @@ fn record_inner(options: &RecordOptions) -> Result<Recording, RecordError> {
         file_bytes,
         elapsed: started.elapsed(),
     })
+}
+
+/// A duplicate of `fd` that a child inherits, numbered 10 or above so that
+/// it can never take the place of a closed standard stream.
+fn inheritable_dup(fd: &impl std::os::fd::AsFd) -> io::Result<std::os::fd::OwnedFd> {
+    let dup = rustix::io::fcntl_dupfd_cloexec(fd, 10)?;
+    rustix::io::fcntl_setfd(&dup, rustix::io::FdFlags::empty())?;
+    Ok(dup)
 }
 
 /// `LD_PRELOAD` with the shim first, keeping what the caller preloads.
