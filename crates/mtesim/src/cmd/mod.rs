@@ -5,7 +5,10 @@
 pub mod bench;
 pub mod fuzz;
 pub mod platform;
+pub mod record;
+pub mod replay;
 pub mod run;
+pub mod trace;
 pub mod trace_json;
 
 use std::fmt::Display;
