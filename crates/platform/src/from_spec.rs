@@ -13,7 +13,7 @@
 use crate::error::PlatformError;
 use crate::machine::{KernelSettings, Platform};
 use crate::num::format_size;
-use crate::spec::{PlatformSpec, TagStoragePolicy};
+use crate::spec::PlatformSpec;
 use mte::geometry::{GeometryError, MemRange, TagRegion};
 use mte::{DATA_BYTES_PER_TAG_BYTE as TAG_RATIO, PageGeometry};
 use thiserror::Error;
@@ -104,7 +104,7 @@ fn layout(spec: &PlatformSpec) -> Result<(MemRange, Vec<TagRegion>), SpecError> 
         .checked_add(memory)
         .ok_or(SpecError::AddressSpace { memory })?;
     let dram = MemRange::new(DRAM_BASE, memory);
-    if spec.tag_storage == TagStoragePolicy::None {
+    if !spec.tag_storage.rules().mte() {
         return Ok((dram, Vec::new()));
     }
     let block_size = spec.block_size();
@@ -138,6 +138,7 @@ fn layout(spec: &PlatformSpec) -> Result<(MemRange, Vec<TagRegion>), SpecError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::Design;
     use mte::{Pfn, PhysAddr};
     use proptest::prelude::*;
 
@@ -205,7 +206,7 @@ mod tests {
         let s = build(&[("tag-storage", "static")]).unwrap();
         let d = build(&[]).unwrap();
         assert_eq!(s.geometry(), d.geometry());
-        assert_eq!(s.policy(), TagStoragePolicy::Static);
+        assert_eq!(s.policy(), Design::STATIC);
     }
 
     #[test]
@@ -341,7 +342,7 @@ mod tests {
                 ..PlatformSpec::default()
             };
             if none {
-                s.tag_storage = TagStoragePolicy::None;
+                s.tag_storage = Design::NONE;
             }
             let fits = none || memory % (TAG_RATIO * block) == 0;
             match Platform::from_spec(&s) {

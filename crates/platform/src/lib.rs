@@ -11,7 +11,7 @@
 //! [`Geometry`] and its units are defined by the architecture crate (`mte`)
 //! and re-exported here: the tag storage managers use them without
 //! depending on this crate (and so on serde, TOML or device tree parsing).
-//! [`TagStoragePolicy`] names the design; the kernel maps it to a manager.
+//! [`Design`] names the design; the kernel maps it to a manager.
 
 pub mod dtb;
 pub mod error;
@@ -24,4 +24,4 @@ pub mod toml_file;
 pub use error::{PlatformError, Position};
 pub use machine::{KernelSettings, LayoutError, Platform};
 pub use mte::geometry::{Geometry, GeometryError, MemRange, TagBlock, TagRegion};
-pub use spec::{PlatformSpec, TagStorageData, TagStoragePolicy, Thp};
+pub use spec::{Design, PlatformSpec, TagStorageData, Thp};

@@ -14,13 +14,27 @@
 //! derived from the geometry, so they cannot drift.
 
 use crate::check::{MisuseLog, TagStoreViolation};
+use crate::design::{DesignEntry, OnReserveFailure, Rules, Storage};
 use crate::refs::{Allocation, BlockRefs, block_capacity};
 use crate::{
-    BlockSource, BlockState, ReserveError, ReservedBlocks, TagStorage, TagStoreConfig,
-    TagStoreCounters, assert_block,
+    BlockSource, BlockState, LocalBoxFuture, ReserveError, ReservedBlocks, TagStorage,
+    TagStoreConfig, TagStoreCounters, assert_block,
 };
 use mte::Pfn;
 use mte::{Geometry, Order, TagBlock};
+
+/// `static` in the design registry.
+pub(crate) const DESIGN: DesignEntry = DesignEntry::new(
+    "static",
+    "tag storage carved out at boot, never lent (mainline Linux)",
+    Rules {
+        storage: Storage::CarvedOut,
+        // Only a reference count moves: nothing sleeps, nothing fails.
+        reserve_in_atomic: true,
+        on_reserve_failure: OnReserveFailure::MigrateFaultingPage,
+    },
+    |geometry, config| Box::new(StaticTagStorage::new(geometry, config)),
+);
 
 /// Policy `static`.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -61,27 +75,29 @@ impl StaticTagStorage {
 }
 
 impl TagStorage for StaticTagStorage {
-    async fn activate<S: BlockSource>(
-        &mut self,
+    fn activate<'a>(
+        &'a mut self,
         zero_page: Pfn,
-        _source: &mut S,
-    ) -> Result<(), ReserveError> {
-        assert!(self.zero_page.is_none(), "BUG: tag storage activated twice");
-        self.add_refs(zero_page, Order::new(0))?;
-        self.zero_page = Some(zero_page);
-        Ok(())
+        _source: &'a mut dyn BlockSource,
+    ) -> LocalBoxFuture<'a, Result<(), ReserveError>> {
+        Box::pin(async move {
+            assert!(self.zero_page.is_none(), "BUG: tag storage activated twice");
+            self.add_refs(zero_page, Order::new(0))?;
+            self.zero_page = Some(zero_page);
+            Ok(())
+        })
     }
 
-    async fn reserve<S: BlockSource>(
-        &mut self,
+    fn reserve<'a>(
+        &'a mut self,
         pfn: Pfn,
         order: Order,
-        _source: &mut S,
-    ) -> Result<(), ReserveError> {
-        self.add_refs(pfn, order)
+        _source: &'a mut dyn BlockSource,
+    ) -> LocalBoxFuture<'a, Result<(), ReserveError>> {
+        Box::pin(async move { self.add_refs(pfn, order) })
     }
 
-    fn release<S: BlockSource>(&mut self, pfn: Pfn, order: Order, _source: &mut S) {
+    fn release(&mut self, pfn: Pfn, order: Order, _source: &mut dyn BlockSource) {
         let checked = Allocation::new(&self.geometry, pfn, order)
             .map_err(|_| crate::Misuse::ReleaseUncovered { pfn, order })
             .and_then(|alloc| {
@@ -117,6 +133,10 @@ impl TagStorage for StaticTagStorage {
 
     fn zero_page(&self) -> Option<Pfn> {
         self.zero_page
+    }
+
+    fn bookkeeping_entries(&self) -> u64 {
+        self.refs.len()
     }
 
     fn counters(&self) -> TagStoreCounters {

@@ -5,12 +5,25 @@
 //! asks), releasing is a [`Misuse`], and every `tag_storage.*` counter is 0.
 
 use crate::check::{Misuse, MisuseLog, TagStoreViolation};
+use crate::design::{DesignEntry, OnReserveFailure, Rules, Storage};
 use crate::{
-    BlockSource, BlockState, ReserveError, ReservedBlocks, TagStorage, TagStoreConfig,
-    TagStoreCounters,
+    BlockSource, BlockState, LocalBoxFuture, ReserveError, ReservedBlocks, TagStorage,
+    TagStoreConfig, TagStoreCounters,
 };
 use mte::Pfn;
 use mte::{Order, TagBlock};
+
+/// `none` in the design registry.
+pub(crate) const DESIGN: DesignEntry = DesignEntry::new(
+    "none",
+    "no MTE: PROT_MTE is refused and there is no tag storage",
+    Rules {
+        storage: Storage::None,
+        reserve_in_atomic: false,
+        on_reserve_failure: OnReserveFailure::MigrateFaultingPage,
+    },
+    |_, config| Box::new(NoTagStorage::new(config)),
+);
 
 /// Policy `none`.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -27,24 +40,24 @@ impl NoTagStorage {
 }
 
 impl TagStorage for NoTagStorage {
-    async fn activate<S: BlockSource>(
-        &mut self,
+    fn activate<'a>(
+        &'a mut self,
         _zero_page: Pfn,
-        _source: &mut S,
-    ) -> Result<(), ReserveError> {
-        Err(ReserveError::NoTagStorage)
+        _source: &'a mut dyn BlockSource,
+    ) -> LocalBoxFuture<'a, Result<(), ReserveError>> {
+        Box::pin(async { Err(ReserveError::NoTagStorage) })
     }
 
-    async fn reserve<S: BlockSource>(
-        &mut self,
+    fn reserve<'a>(
+        &'a mut self,
         _pfn: Pfn,
         _order: Order,
-        _source: &mut S,
-    ) -> Result<(), ReserveError> {
-        Err(ReserveError::NoTagStorage)
+        _source: &'a mut dyn BlockSource,
+    ) -> LocalBoxFuture<'a, Result<(), ReserveError>> {
+        Box::pin(async { Err(ReserveError::NoTagStorage) })
     }
 
-    fn release<S: BlockSource>(&mut self, pfn: Pfn, order: Order, _source: &mut S) {
+    fn release(&mut self, pfn: Pfn, order: Order, _source: &mut dyn BlockSource) {
         self.misuse
             .report(Misuse::ReleaseWithoutTagStorage { pfn, order });
     }
@@ -67,6 +80,10 @@ impl TagStorage for NoTagStorage {
 
     fn counters(&self) -> TagStoreCounters {
         TagStoreCounters::default()
+    }
+
+    fn bookkeeping_entries(&self) -> u64 {
+        0
     }
 
     fn check(&self) -> Vec<TagStoreViolation> {

@@ -123,11 +123,17 @@ impl MockSource {
 }
 
 impl BlockSource for MockSource {
-    async fn claim(&mut self, block: TagBlock, pfns: PfnRange) -> Result<(), ClaimError> {
-        YieldOnce(false).await;
-        let result = self.outcome(block);
-        self.log.push(Event::Claim(block, pfns, result));
-        result
+    fn claim<'a>(
+        &'a mut self,
+        block: TagBlock,
+        pfns: PfnRange,
+    ) -> crate::LocalBoxFuture<'a, Result<(), ClaimError>> {
+        Box::pin(async move {
+            YieldOnce(false).await;
+            let result = self.outcome(block);
+            self.log.push(Event::Claim(block, pfns, result));
+            result
+        })
     }
 
     fn release(&mut self, block: TagBlock, pfns: PfnRange) {

@@ -44,7 +44,6 @@
 //! `machine::migrate`'s ([`Kernel::migrate_page`]).
 
 use mte::{Pfn, VirtAddr};
-use platform::spec::TagStoragePolicy;
 use uapi::event::{Event, FaultKind, FaultOutcome};
 use uapi::{Errno, FaultCode};
 
@@ -161,6 +160,15 @@ impl Kernel {
         false
     }
 
+    /// The storage of a page about to be mapped tagged, reserved right here
+    /// when the design can do that where sleeping is forbidden
+    /// ([`tagstore::Rules::reserve_in_atomic`]: a carve-out only counts a
+    /// reference); otherwise `false`, and the page is mapped awaiting tag
+    /// storage for the fault to reserve.
+    pub(crate) async fn reserve_in_atomic(&self, pfn: Pfn, order: Order) -> bool {
+        self.mem.policy().rules().reserve_in_atomic && self.reserve_with_retries(pfn, order).await
+    }
+
     /// Linux `set_pte_at()` with the RFC's `mte_sync_tags()`: writes `new`
     /// (or, for a tagged page without reserved tag storage, the same leaf
     /// awaiting tag storage) if the entry is still `expected`. `Ok(false)`
@@ -178,8 +186,7 @@ impl Kernel {
                 // every page's storage exists, so "reserving" it only takes
                 // the block reference and cannot fail.
                 let reserved = self.mem.tag_storage_reserved(leaf.pfn)
-                    || (self.mem.policy() == TagStoragePolicy::Static
-                        && self.reserve_with_retries(leaf.pfn, PAGE_ORDER).await);
+                    || self.reserve_in_atomic(leaf.pfn, PAGE_ORDER).await;
                 if reserved {
                     self.init_or_restore_tags(leaf.pfn).await;
                     new

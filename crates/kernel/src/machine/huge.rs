@@ -56,7 +56,7 @@
 //!   CMA), as one order-9 block, on first use, and never freed.
 
 use mte::{Pfn, VirtAddr};
-use platform::spec::{TagStoragePolicy, Thp};
+use platform::spec::Thp;
 use uapi::Errno;
 use uapi::event::{Event, FaultKind, FaultOutcome, SplitReason};
 
@@ -406,8 +406,7 @@ impl Kernel {
         let new = match new {
             Block::Present(leaf) if leaf.attrs.tagged && self.has_mte() => {
                 let reserved = self.block_reserved(leaf.pfn)
-                    || (self.mem.policy() == TagStoragePolicy::Static
-                        && self.reserve_with_retries(leaf.pfn, HPAGE_ORDER).await);
+                    || self.reserve_in_atomic(leaf.pfn, HPAGE_ORDER).await;
                 if reserved {
                     for i in 0..PAGES_PER_PMD {
                         self.mem

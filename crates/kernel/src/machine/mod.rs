@@ -105,7 +105,6 @@ use std::rc::Rc;
 
 use mte::{Pfn, TaggedPtr, VirtAddr};
 use platform::Platform;
-use platform::spec::TagStoragePolicy;
 use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use sched::{LockTable, RunLimits, Sched, SimRwLock, Task};
@@ -289,16 +288,17 @@ impl Kernel {
             platform.geometry().page_size(),
             mem.tags_per_page(),
         );
-        let mte = match platform.policy() {
-            TagStoragePolicy::None => MteSupport::Absent,
-            TagStoragePolicy::Dynamic | TagStoragePolicy::Static => MteSupport::Present,
+        let rules = platform.policy().rules();
+        let mte = match rules.mte() {
+            false => MteSupport::Absent,
+            true => MteSupport::Present,
         };
         let geometry = platform.geometry();
         // Linux totalram_pages(): DRAM, plus CMA (dynamic tag storage is
         // given to the page allocator); plus swap for __vm_enough_memory().
-        let cma = match platform.policy() {
-            TagStoragePolicy::Dynamic => geometry.tag_storage_pages(),
-            TagStoragePolicy::Static | TagStoragePolicy::None => 0,
+        let cma = match rules.lends_storage() {
+            true => geometry.tag_storage_pages(),
+            false => 0,
         };
         let swap_pages = platform.settings().swap / geometry.page_size();
         let vm_config = VmConfig {

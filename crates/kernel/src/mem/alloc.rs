@@ -26,7 +26,7 @@ use super::mover::PhysSource;
 use super::{FrameMover, Memory, PageMover, TagStorageState};
 use crate::phys::{AllocError, AllocFlags, FrameStatus, FreeError, Order, PageFlag};
 use mte::Pfn;
-use tagstore::{ReserveError, TagStorage};
+use tagstore::ReserveError;
 use thiserror::Error;
 use uapi::event::Event;
 

@@ -122,13 +122,10 @@ use core::cell::{Cell, Ref, RefCell, RefMut};
 use core::fmt;
 use mte::{Geometry, Pfn, TagBlock};
 use platform::Platform;
-use platform::spec::TagStoragePolicy;
+use platform::spec::Design;
 use sched::{Sched, SimMutex, WaitQueue};
 use std::collections::BTreeMap;
-use tagstore::{
-    DynamicTagStorage, Manager, NoTagStorage, ReserveError, StaticTagStorage, TagStorage,
-    TagStoreConfig, TagStoreCounters,
-};
+use tagstore::{Manager, ReserveError, Storage, TagStoreConfig, TagStoreCounters};
 use thiserror::Error;
 
 /// Linux arm64 with 4K pages: `pageblock_order` = `HPAGE_PMD_ORDER` = 9 (2 MiB).
@@ -196,7 +193,7 @@ pub(crate) struct Events {
 
 /// The physical memory of one machine, as the kernel sees it.
 pub struct Memory {
-    policy: TagStoragePolicy,
+    policy: Design,
     geometry: Geometry,
     sched: Sched,
     phys: RefCell<PhysMem>,
@@ -226,31 +223,21 @@ impl fmt::Debug for Memory {
     }
 }
 
-/// The tag storage manager a platform's policy names: the one place the
-/// platform's description of the design meets the manager types.
-fn manager_for(policy: TagStoragePolicy, geometry: &Geometry, config: TagStoreConfig) -> Manager {
-    match policy {
-        TagStoragePolicy::None => Manager::None(NoTagStorage::new(config)),
-        TagStoragePolicy::Static => Manager::Static(StaticTagStorage::new(geometry, config)),
-        TagStoragePolicy::Dynamic => Manager::Dynamic(DynamicTagStorage::new(geometry, config)),
-    }
-}
-
 /// The allocator's layout for a platform: DRAM, and tag storage as CMA
 /// (`dynamic`) or carved out (`static`); `none` has no tag storage.
 fn phys_layout(
     geometry: &Geometry,
-    policy: TagStoragePolicy,
+    policy: Design,
     config: &MemConfig,
 ) -> Result<PhysLayout, LayoutError> {
     let mut g = PhysGeometry::new(geometry.page(), config.pageblock_order, config.max_order)?;
     if let Some(shift) = config.section_shift {
         g = g.with_section_shift(shift)?;
     }
-    let tag_kind = match policy {
-        TagStoragePolicy::Dynamic => Some(RegionKind::TagStorageCma),
-        TagStoragePolicy::Static => Some(RegionKind::TagStorageCarvedOut),
-        TagStoragePolicy::None => None,
+    let tag_kind = match policy.rules().storage {
+        Storage::Lent => Some(RegionKind::TagStorageCma),
+        Storage::CarvedOut => Some(RegionKind::TagStorageCarvedOut),
+        Storage::None => None,
     };
     let dram = geometry.dram().iter().map(|&range| Region {
         range,
@@ -303,7 +290,7 @@ impl Memory {
         phys.contents
             .zero_page(zero_page)
             .expect("BUG: the zero page is present");
-        let manager = manager_for(policy, &geometry, config.tag_store);
+        let manager = policy.build(&geometry, config.tag_store);
         let tag_counters = Cell::new(manager.counters());
         let memory = Self {
             policy,
@@ -325,14 +312,14 @@ impl Memory {
             clobbers: Cell::new(check::ClobberLog::default()),
             trace: crate::trace::EventSink::default(),
         };
-        if policy != TagStoragePolicy::None {
+        if policy.rules().mte() {
             memory.boot_zero_page_tags();
             memory.activate().map_err(MemInitError::Activate)?;
         }
         Ok(memory)
     }
 
-    pub fn policy(&self) -> TagStoragePolicy {
+    pub fn policy(&self) -> Design {
         self.policy
     }
 
@@ -373,17 +360,9 @@ impl Memory {
     /// entry, as phys estimates its trees).
     pub fn host_bytes(&self) -> usize {
         const BYTES_PER_ENTRY: usize = 48;
-        let entries = match self.policy {
-            // Reference counts and claim tokens, one entry each per block.
-            TagStoragePolicy::Dynamic => 2 * self.tag_counters.get().reserved as usize,
-            // Reference counts only for blocks holding reserved frames: at
-            // most one per allocated frame, and one per block.
-            TagStoragePolicy::Static => {
-                let allocated = self.phys.borrow().stats().allocated_pages;
-                allocated.min(self.geometry.tag_blocks()) as usize
-            }
-            TagStoragePolicy::None => 0,
-        };
+        // The manager's entries, and a claim token per claimed block.
+        let state = self.tag_storage.borrow_unlocked();
+        let entries = state.manager.bookkeeping_entries() as usize + state.claimed.len();
         size_of::<Self>() + self.phys.borrow().host_bytes() + entries * BYTES_PER_ENTRY
     }
 

@@ -32,7 +32,7 @@ use core::future::Future;
 use mte::TagBlock;
 use mte::{Pfn, PfnRange};
 use std::collections::BTreeMap;
-use tagstore::{BlockSource, ClaimCause, ClaimError};
+use tagstore::{BlockSource, ClaimCause, ClaimError, LocalBoxFuture};
 use uapi::event::{Event, ReserveFailure, ReserveHow};
 
 /// Moves an allocated block out of a range being claimed for tags.
@@ -246,8 +246,9 @@ impl<'a, M> PhysSource<'a, M> {
     }
 }
 
-impl<M: PageMover> BlockSource for PhysSource<'_, M> {
-    async fn claim(&mut self, block: TagBlock, pfns: PfnRange) -> Result<(), ClaimError> {
+impl<M: PageMover> PhysSource<'_, M> {
+    /// Linux `cma_alloc_range()` of one block: `alloc_contig_range()`.
+    async fn claim_now(&mut self, block: TagBlock, pfns: PfnRange) -> Result<(), ClaimError> {
         let mut migrator = Adapter {
             mem: self.mem,
             mover: &mut *self.mover,
@@ -286,6 +287,16 @@ impl<M: PageMover> BlockSource for PhysSource<'_, M> {
             panic!("BUG: {block:?} claimed twice ({old:?})");
         }
         Ok(())
+    }
+}
+
+impl<M: PageMover> BlockSource for PhysSource<'_, M> {
+    fn claim<'a>(
+        &'a mut self,
+        block: TagBlock,
+        pfns: PfnRange,
+    ) -> LocalBoxFuture<'a, Result<(), ClaimError>> {
+        Box::pin(self.claim_now(block, pfns))
     }
 
     fn release(&mut self, block: TagBlock, pfns: PfnRange) {

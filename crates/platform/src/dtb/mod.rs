@@ -53,7 +53,7 @@ pub use blob::{BlobError, FDT_MAGIC, MAX_DEPTH, StructProblem};
 
 use crate::error::PlatformError;
 use crate::machine::{KernelSettings, Platform};
-use crate::spec::{PlatformSpec, TagStoragePolicy};
+use crate::spec::{Design, PlatformSpec};
 use fdt::Fdt;
 use fdt::node::FdtNode;
 use mte::DATA_BYTES_PER_TAG_BYTE as TAG_RATIO;
@@ -202,9 +202,9 @@ impl Platform {
         };
         let (dram, regions) = layout(bytes).map_err(dtb)?;
         let policy = if regions.is_empty() {
-            TagStoragePolicy::None
+            Design::NONE
         } else {
-            TagStoragePolicy::Dynamic
+            Design::DYNAMIC
         };
         let spec = PlatformSpec::default();
         Self::build(

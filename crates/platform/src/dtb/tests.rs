@@ -176,7 +176,7 @@ fn error(bytes: &[u8]) -> DtbError {
 /// - data page n has its tags at 0xfc00_0000 + n * 128.
 fn assert_fvp(p: &Platform) {
     let g = p.geometry();
-    assert_eq!(p.policy(), TagStoragePolicy::Dynamic);
+    assert_eq!(p.policy(), Design::DYNAMIC);
     assert_eq!(p.dram(), &[MemRange::new(FVP_DRAM.0, FVP_DRAM.1)]);
     assert_eq!(
         p.tag_regions(),
@@ -323,7 +323,7 @@ fn bigger_blocks() {
 #[test]
 fn no_tag_storage_is_a_machine_without_mte() {
     let p = platform(&blob(root(vec![memory("memory@80000000", 1, &[FVP_DRAM])])));
-    assert_eq!(p.policy(), TagStoragePolicy::None);
+    assert_eq!(p.policy(), Design::NONE);
     let g = p.geometry();
     assert_eq!(
         (g.dram_pages(), g.tag_storage_pages(), g.tag_blocks()),
@@ -379,7 +379,7 @@ fn linux_conventions_for_memory_nodes() {
         ],
     )));
     assert_eq!(p.dram(), &[MemRange::new(0x8000_0000, 64 * M)]);
-    assert_eq!(p.policy(), TagStoragePolicy::None);
+    assert_eq!(p.policy(), Design::NONE);
 }
 
 #[test]
