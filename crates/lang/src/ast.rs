@@ -579,6 +579,9 @@ pub enum Outcome {
         code: FaultCode,
         addr: Option<Box<PtrExpr>>,
     },
+    /// `stuck`: the command cannot complete (the kernel would replay a
+    /// fault for ever).
+    Stuck,
 }
 
 impl Outcome {
@@ -593,6 +596,7 @@ impl Outcome {
             Outcome::Mismatch(_) => OutcomeKind::Mismatch,
             Outcome::Error(_) => OutcomeKind::Error,
             Outcome::Fault { .. } => OutcomeKind::Fault,
+            Outcome::Stuck => OutcomeKind::Stuck,
         }
     }
 }
@@ -609,10 +613,11 @@ pub enum OutcomeKind {
     Mismatch,
     Error,
     Fault,
+    Stuck,
 }
 
 impl OutcomeKind {
-    pub const ALL: [OutcomeKind; 9] = [
+    pub const ALL: [OutcomeKind; 10] = [
         OutcomeKind::Ok,
         OutcomeKind::OkCount,
         OutcomeKind::Value,
@@ -622,6 +627,7 @@ impl OutcomeKind {
         OutcomeKind::Mismatch,
         OutcomeKind::Error,
         OutcomeKind::Fault,
+        OutcomeKind::Stuck,
     ];
 
     /// How the outcome is written, for messages.
@@ -636,6 +642,7 @@ impl OutcomeKind {
             OutcomeKind::Mismatch => "mismatch OFFSET",
             OutcomeKind::Error => "error ERRNO",
             OutcomeKind::Fault => "fault CODE",
+            OutcomeKind::Stuck => "stuck",
         }
     }
 }
@@ -654,7 +661,7 @@ impl Command {
             | Command::Compact
             | Command::KsmScan => kind == K::Ok,
             Command::Process { op, .. } => {
-                matches!(kind, K::Error | K::Fault) || op.node.accepts(kind)
+                matches!(kind, K::Error | K::Fault | K::Stuck) || op.node.accepts(kind)
             }
         }
     }
@@ -822,9 +829,10 @@ mod tests {
 
     #[test]
     fn counter_names_are_model_md_section_5() {
-        // docs/model.md §5 lists 22 names (swap.out/in and
-        // tcf.sync/async share rows).
-        assert_eq!(Counter::ALL.len(), 22);
+        // docs/model.md §5 lists 23 names (swap.out/in and
+        // tcf.sync/async share rows), fault.stuck among them.
+        assert_eq!(Counter::ALL.len(), 23);
+        assert_eq!(Counter::from_name("fault.stuck"), Some(Counter::FaultStuck));
         assert_eq!(
             Counter::from_name("tag_storage.reserve_failures"),
             Some(Counter::TagStorageReserveFailures)

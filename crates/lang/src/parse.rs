@@ -984,6 +984,7 @@ impl<'a> Parser<'a> {
                     }
                 }
             }
+            "stuck" => Outcome::Stuck,
             "fault" => {
                 let tok = args.take("fault code")?;
                 let Some(code) = FaultCode::from_name(tok.text) else {

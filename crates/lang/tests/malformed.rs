@@ -440,7 +440,7 @@ fn bad_outcome() {
         &format!("{P}p load a 8 => ok\n"),
         3,
         15,
-        "`load` cannot give `ok` (its outcomes: value V, error ERRNO, fault CODE)",
+        "`load` cannot give `ok` (its outcomes: value V, error ERRNO, fault CODE, stuck)",
     );
     assert_refused(
         &format!("{P}p mmap b 4K => ok 4096\n"),

@@ -17,11 +17,13 @@ pub mod dtb;
 pub mod error;
 pub mod from_spec;
 pub mod machine;
+pub mod mistake;
 pub mod num;
 pub mod spec;
 pub mod toml_file;
 
 pub use error::{PlatformError, Position};
 pub use machine::{KernelSettings, LayoutError, Platform};
+pub use mistake::{Mistake, Mistakes};
 pub use mte::geometry::{Geometry, GeometryError, MemRange, TagBlock, TagRegion};
 pub use spec::{Design, PlatformSpec, TagStorageData, Thp};

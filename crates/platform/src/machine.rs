@@ -21,6 +21,7 @@
 //! [`Platform::new`] for a layout built by hand (tests, other crates).
 
 use crate::error::PlatformError;
+use crate::mistake::Mistakes;
 use crate::spec::{Design, PlatformSpec, TagStorageData, Thp};
 use mte::geometry::{Geometry, GeometryError, MemRange, TagRegion};
 use std::path::Path;
@@ -44,6 +45,8 @@ pub struct KernelSettings {
     pub seed: u64,
     /// Simulated CPUs.
     pub cpus: u32,
+    /// Known mistakes switched on (`docs/designs.md`).
+    pub mistakes: Mistakes,
 }
 
 impl KernelSettings {
@@ -60,6 +63,7 @@ impl KernelSettings {
             huge_zero_page,
             seed,
             cpus,
+            mistakes,
         } = *spec;
         Self {
             tag_storage_data,
@@ -68,6 +72,7 @@ impl KernelSettings {
             huge_zero_page,
             seed,
             cpus,
+            mistakes,
         }
     }
 }

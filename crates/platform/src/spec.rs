@@ -3,12 +3,21 @@
 //! "Machine"). This module owns the vocabulary and the value syntax; turning a
 //! [`PlatformSpec`] into a physical layout is [`crate::Platform`]'s job.
 
+use crate::mistake::{Mistake, Mistakes};
 use crate::num::{self, NumError, Suffix};
 use thiserror::Error;
 
 /// How the kernel manages tag storage (`docs/designs.md`): one of the
 /// designs the tag storage crate registers.
 pub use tagstore::Design;
+
+/// The mistakes' names, for the message of a bad `mistake=`.
+static MISTAKE_NAMES: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn mistake_names() -> String {
+    let names: Vec<String> = Mistake::ALL.iter().map(|m| format!("`{m}`")).collect();
+    format!("`none` or a comma list of {}", names.join(", "))
+}
 
 /// The registered designs' names, for the message of a bad `tag-storage=`.
 static DESIGN_NAMES: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -74,6 +83,8 @@ pub struct PlatformSpec {
     pub huge_zero_page: bool,
     pub seed: u64,
     pub cpus: u32,
+    /// Known mistakes switched on (`mistake=`).
+    pub mistakes: Mistakes,
 }
 
 impl Default for PlatformSpec {
@@ -89,6 +100,7 @@ impl Default for PlatformSpec {
             huge_zero_page: true,
             seed: 0,
             cpus: 4,
+            mistakes: Mistakes::NONE,
         }
     }
 }
@@ -105,6 +117,7 @@ pub const KEYS: &[&str] = &[
     "huge-zero-page",
     "seed",
     "cpus",
+    "mistake",
 ];
 
 /// The most simulated CPUs a machine may have.
@@ -193,6 +206,13 @@ impl PlatformSpec {
                 self.seed = num::parse_u64(value, Suffix::Forbidden)
                     .map_err(|source| KeyError::Number { key, source })?
             }
+            "mistake" => {
+                self.mistakes = Mistakes::parse(value).map_err(|name| KeyError::BadValue {
+                    key,
+                    value: name,
+                    expected: MISTAKE_NAMES.get_or_init(mistake_names).as_str(),
+                })?;
+            }
             "cpus" => {
                 let cpus = num::parse_u64(value, Suffix::Forbidden)
                     .map_err(|source| KeyError::Number { key, source })?;
@@ -245,6 +265,7 @@ mod tests {
             ("huge-zero-page", "off"),
             ("seed", "0x2a"),
             ("cpus", "2"),
+            ("mistake", "huge-zero-page"),
         ] {
             spec.set_key(key, value).unwrap();
         }
@@ -261,6 +282,7 @@ mod tests {
                 huge_zero_page: false,
                 seed: 42,
                 cpus: 2,
+                mistakes: Mistakes::NONE.with(Mistake::HugeZeroPage),
             }
         );
     }
@@ -285,6 +307,10 @@ mod tests {
         assert!(spec.set_key("seed", "4K").is_err());
         assert!(spec.set_key("cpus", "0").is_err());
         assert!(spec.set_key("cpus", "65").is_err());
+        let err = spec
+            .set_key("mistake", "huge-zero-page,retry-for-ever")
+            .unwrap_err();
+        assert!(err.to_string().contains("retry-for-ever"), "{err}");
         assert_eq!(spec, PlatformSpec::default(), "failed sets change nothing");
     }
 

@@ -8,6 +8,10 @@
 //! What a file must do, by comments in it (`tests/scenarios/README.md`):
 //! - `# expect-error: LINE:COLUMN [TEXT]`: be refused as malformed at
 //!   `LINE:COLUMN`, with a message containing `TEXT` if given;
+//! - `# fails-with: KEY=VALUE ...` (repeatable): also run with those
+//!   platform keys replaced, as `--set` does, and fail there (a known
+//!   mistake switched on must be caught), as the test
+//!   `<area>/<file>.mte@fails-with:KEY=VALUE`;
 //! - otherwise: pass (`PASS`), on the machine `# machine: KIND` names
 //!   (`kernel` by default, `reference`, or `both`: one test per machine,
 //!   named `<area>/<file>.mte@kernel` and `...@reference`), with the
@@ -21,7 +25,7 @@ use std::path::{Path, PathBuf};
 use libtest_mimic::{Arguments, Failed, Trial};
 use platform::Platform;
 use scenario::machine::{MachineKind, make_machine};
-use scenario::run::{FileResult, RunOptions};
+use scenario::run::{FileResult, RunOptions, Status};
 
 fn suites_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/scenarios")
@@ -34,6 +38,10 @@ struct Directives {
     expect_error: Option<(u32, u32, String)>,
     /// The machines the file runs on (one test each).
     machines: Vec<MachineKind>,
+    /// `# fails-with: KEY=VALUE ...`: each line one more test, which runs the
+    /// file with those keys replaced (as `--set` does) and must fail: a
+    /// known mistake switched on must be caught by the file.
+    fails_with: Vec<Vec<(String, String)>>,
 }
 
 fn directives(src: &[u8]) -> Result<Directives, String> {
@@ -41,6 +49,7 @@ fn directives(src: &[u8]) -> Result<Directives, String> {
     let mut found = Directives {
         expect_error: None,
         machines: vec![MachineKind::default()],
+        fails_with: Vec::new(),
     };
     for line in text.lines() {
         let Some(comment) = line.trim_start().strip_prefix('#') else {
@@ -55,6 +64,19 @@ fn directives(src: &[u8]) -> Result<Directives, String> {
                 .and_then(|(l, c)| Some((l.parse().ok()?, c.parse().ok()?)))
                 .ok_or_else(|| format!("bad `# expect-error: {rest}` (LINE:COLUMN [TEXT])"))?;
             found.expect_error = Some((line, column, needle.trim().to_owned()));
+        } else if let Some(rest) = comment.strip_prefix("fails-with:") {
+            let set = rest
+                .split_whitespace()
+                .map(|kv| {
+                    kv.split_once('=')
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .ok_or_else(|| format!("bad `# fails-with: {rest}` (KEY=VALUE ...)"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if set.is_empty() {
+                return Err("`# fails-with:` names no KEY=VALUE".into());
+            }
+            found.fails_with.push(set);
         } else if let Some(kind) = comment.strip_prefix("machine:") {
             found.machines = match kind.trim() {
                 "both" => vec![MachineKind::Kernel, MachineKind::Reference],
@@ -81,6 +103,28 @@ fn files(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf)>) {
         } else if name.ends_with(".mte") {
             out.push((name, path));
         }
+    }
+}
+
+/// The file with `set` replacing platform keys must run and fail.
+fn fails_with(name: &str, src: &[u8], set: &[(String, String)]) -> Result<(), Failed> {
+    let options = RunOptions {
+        check_invariants: true,
+        set: set.to_vec(),
+        ..RunOptions::default()
+    };
+    let result = scenario::run_source(name, src, &options, |p: &Platform| {
+        make_machine(MachineKind::Kernel, p)
+    });
+    match result {
+        FileResult::Ran(report) if report.status() == Status::Fail => Ok(()),
+        FileResult::Ran(report) => Err(format!(
+            "expected the file to fail with {set:?}, got {:?}",
+            report.status()
+        )
+        .into()),
+        FileResult::Malformed(e) => Err(e.to_string().into()),
+        FileResult::CannotRun(why) => Err(format!("{name}: cannot run: {why}").into()),
     }
 }
 
@@ -129,6 +173,7 @@ fn directives_are_read_from_comments() -> Result<(), Failed> {
     let want = Directives {
         expect_error: Some((4, 9, "missing offset after `+`".into())),
         machines: vec![MachineKind::Kernel],
+        fails_with: Vec::new(),
     };
     if read("# expect-error: 4:9 missing offset after `+`\nspawn p\n") != Ok(want) {
         return Err("expect-error with text".into());
@@ -143,7 +188,21 @@ fn directives_are_read_from_comments() -> Result<(), Failed> {
     if both.machines != [MachineKind::Kernel, MachineKind::Reference] {
         return Err(format!("{both:?}").into());
     }
-    if read("# expect-error: four\n").is_ok() || read("# machine: qemu\n").is_ok() {
+    let mistakes = read("# fails-with: mistake=a\n# fails-with: mistake=b tag-storage=static\n")?;
+    let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+    if mistakes.fails_with
+        != [
+            vec![pair("mistake", "a")],
+            vec![pair("mistake", "b"), pair("tag-storage", "static")],
+        ]
+    {
+        return Err(format!("{mistakes:?}").into());
+    }
+    if read("# expect-error: four\n").is_ok()
+        || read("# machine: qemu\n").is_ok()
+        || read("# fails-with: mistake\n").is_ok()
+        || read("# fails-with:\n").is_ok()
+    {
         return Err("bad directives accepted".into());
     }
     Ok(())
@@ -184,6 +243,14 @@ fn main() {
             let (name, src, directives) = (name.clone(), src.clone(), directives.clone());
             trials.push(Trial::test(trial_name, move || {
                 check(&name, &src, &directives, machine)
+            }));
+        }
+        for set in &directives.fails_with {
+            let label: Vec<String> = set.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let trial_name = format!("{name}@fails-with:{}", label.join(","));
+            let (name, src, set) = (name.clone(), src.clone(), set.clone());
+            trials.push(Trial::test(trial_name, move || {
+                fails_with(&name, &src, &set)
             }));
         }
     }

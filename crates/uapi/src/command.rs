@@ -185,6 +185,10 @@ pub enum Outcome {
     Mismatch(u64),
     Error(Errno),
     Fault(Fault),
+    /// The command cannot complete: the kernel would replay one of its
+    /// faults for ever (a livelock, `docs/model.md` §4 invariant 10). It had
+    /// no effect.
+    Stuck,
 }
 
 /// A name an op binds.

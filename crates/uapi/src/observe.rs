@@ -25,6 +25,7 @@ pub enum Counter {
     FaultZeroPage,
     FaultCow,
     FaultTagStorage,
+    FaultStuck,
     SwapOut,
     SwapIn,
     SwapSavedTags,
@@ -35,7 +36,7 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 22] = [
+    pub const ALL: [Counter; 23] = [
         Counter::MemPages,
         Counter::MemFree,
         Counter::TagStoragePages,
@@ -51,6 +52,7 @@ impl Counter {
         Counter::FaultZeroPage,
         Counter::FaultCow,
         Counter::FaultTagStorage,
+        Counter::FaultStuck,
         Counter::SwapOut,
         Counter::SwapIn,
         Counter::SwapSavedTags,
@@ -78,6 +80,7 @@ impl Counter {
             Counter::FaultZeroPage => "fault.zero_page",
             Counter::FaultCow => "fault.cow",
             Counter::FaultTagStorage => "fault.tag_storage",
+            Counter::FaultStuck => "fault.stuck",
             Counter::SwapOut => "swap.out",
             Counter::SwapIn => "swap.in",
             Counter::SwapSavedTags => "swap.saved_tags",

@@ -241,6 +241,13 @@ impl Kernel {
         })
     }
 
+    /// Records a livelock of the running command at `addr`: the command ends
+    /// `stuck`, and the liveness check (invariant 10) reports it.
+    pub(crate) fn livelock(&self, addr: VirtAddr) {
+        self.stuck.borrow_mut().insert(self.sched.current_cpu());
+        self.livelocks.borrow_mut().push(addr);
+    }
+
     /// Translates `[start, start + len)` for an access made with `ptr`,
     /// taking faults as needed (see the module doc).
     pub(crate) async fn resolve(
@@ -270,6 +277,10 @@ impl Kernel {
                 }
             }
         }
+        // Every replay found the entry faulting again: Linux would replay it
+        // for ever. The command ends `stuck` (the fault it returns is never
+        // seen: `process_op` replaces the reply).
+        self.livelock(at_va(start));
         Err(fault_at(FaultCode::SegvAccErr, ptr, at_va(start)))
     }
 

@@ -42,6 +42,10 @@ use crate::swap::SwapViolation;
 pub enum KernelViolation {
     #[error("memory: {0:?}")]
     Mem(MemViolation),
+    /// docs/model.md §4.10: a command replayed a fault at `addr` past the
+    /// bound, so it would never complete.
+    #[error("livelock: a fault at {addr} was replayed more than the bound allows")]
+    Livelock { addr: VirtAddr },
     #[error("mm {mm:?}: VMA tree: {violation:?}")]
     Vma { mm: MmId, violation: VmaViolation },
     #[error("mm {mm:?}: page table: {violation:?}")]
@@ -143,6 +147,7 @@ impl KernelViolation {
             | K::FrameCount { .. }
             | K::SwapCount { .. } => Invariant::Counts,
             K::SavedTagsWithoutMte { .. } | K::RestoredTags { .. } => Invariant::SavedTags,
+            K::Livelock { .. } => Invariant::Progress,
             K::Vma { .. }
             | K::Pgtable { .. }
             | K::Rmap(_)
@@ -276,9 +281,17 @@ impl Kernel {
             counters: _,
             huge_zero,
             fast_memo: _,
+            stuck: _,
+            livelocks,
         } = self;
         let mut out: Vec<KernelViolation> =
             mem.check().into_iter().map(KernelViolation::Mem).collect();
+        out.extend(
+            livelocks
+                .borrow()
+                .iter()
+                .map(|&addr| KernelViolation::Livelock { addr }),
+        );
         let procs = procs.borrow();
         let mms = mms.borrow();
         let rmap = rmap.borrow();

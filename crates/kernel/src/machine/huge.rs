@@ -56,6 +56,7 @@
 //!   CMA), as one order-9 block, on first use, and never freed.
 
 use mte::{Pfn, VirtAddr};
+use platform::Mistake;
 use platform::spec::Thp;
 use uapi::Errno;
 use uapi::event::{Event, FaultKind, FaultOutcome, SplitReason};
@@ -589,6 +590,20 @@ impl Kernel {
         let awaiting = PmdView::Block(Block::AwaitingTagStorage(leaf));
         let guard = self.page_locks.lock(leaf.pfn).await;
         if self.pmd_at(mm, base) != Some(awaiting) {
+            return Ok(());
+        }
+        if self.huge_zero.get() == Some(leaf.pfn)
+            && self
+                .platform
+                .settings()
+                .mistakes
+                .contains(Mistake::HugeZeroPage)
+        {
+            // RFC v3 as posted: the handler looks for the folio to reserve
+            // storage for, finds none behind a huge zero page entry, and
+            // maps the same entry again; the access replays for ever.
+            drop(guard);
+            self.fault_event(FaultKind::HugeTagStorage, base, FaultOutcome::Failed);
             return Ok(());
         }
         // A THP lying in tag storage cannot have tags: split, and the 4 KiB

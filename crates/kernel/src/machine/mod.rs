@@ -180,6 +180,8 @@ pub(crate) struct KernelCounters {
     pub(crate) fault_zero_page: u64,
     pub(crate) fault_cow: u64,
     pub(crate) fault_tag_storage: u64,
+    /// Commands that ended `stuck` (docs/model.md §4 invariant 10).
+    pub(crate) fault_stuck: u64,
     pub(crate) tcf_sync: u64,
     pub(crate) tcf_async: u64,
     pub(crate) swap_out: u64,
@@ -221,6 +223,12 @@ pub struct Kernel {
     /// The access fast path's memo of the last process it served (see
     /// `access::FastMemo`): cleared by every op that takes a kernel path.
     fast_memo: Cell<Option<access::FastMemo>>,
+    /// CPUs whose running command replayed a fault past the bound: the
+    /// command ends `stuck` (taken by `process_op`).
+    stuck: RefCell<BTreeSet<sched::CpuId>>,
+    /// Every livelock so far, where it happened: the liveness check
+    /// (invariant 10) reports each.
+    livelocks: RefCell<Vec<VirtAddr>>,
 }
 
 impl core::fmt::Debug for Kernel {
@@ -330,6 +338,8 @@ impl Kernel {
             counters: Cell::new(KernelCounters::default()),
             huge_zero: Cell::new(None),
             fast_memo: Cell::new(None),
+            stuck: RefCell::new(BTreeSet::new()),
+            livelocks: RefCell::new(Vec::new()),
         })
     }
 
@@ -558,6 +568,10 @@ impl Kernel {
             return Reply::new(Outcome::Error(Errno::Srch));
         };
         let reply = self.command(pid, command).await;
+        if self.stuck.borrow_mut().remove(&self.sched.current_cpu()) {
+            self.bump(|c| c.fault_stuck += 1);
+            return Reply::new(Outcome::Stuck);
+        }
         if pending {
             self.deliver_async_fault(reply)
         } else {

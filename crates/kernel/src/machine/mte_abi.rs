@@ -225,6 +225,8 @@ impl Kernel {
                 .await
                 .ok()?;
         }
+        // The fault kept being replayed: a livelock (see `Kernel::livelock`).
+        self.livelock(page);
         None
     }
 

@@ -101,6 +101,7 @@ impl MemCounters {
             | Counter::FaultZeroPage
             | Counter::FaultCow
             | Counter::FaultTagStorage
+            | Counter::FaultStuck
             | Counter::SwapOut
             | Counter::SwapIn
             | Counter::SwapSavedTags

@@ -37,6 +37,7 @@ pub fn matches(expected: &Expected, addr: Option<TaggedPtr>, actual: &Actual) ->
         (Expected::Tags(ts), Actual::Tags(us)) => ts[..] == us[..],
         (Expected::Mismatch(o), Actual::Mismatch(p)) => o == p,
         (Expected::Error(e), Actual::Error(f)) => e == f,
+        (Expected::Stuck, Actual::Stuck) => true,
         (Expected::Fault { code, .. }, Actual::Fault(fault)) => {
             *code == fault.code
                 && match addr {
@@ -59,6 +60,7 @@ pub fn actual_text(actual: &Actual) -> String {
         Actual::Mismatch(o) => format!("mismatch {o:#x}"),
         Actual::Error(e) => format!("error {e}"),
         Actual::Fault(fault) => fault.to_string(),
+        Actual::Stuck => "stuck".to_owned(),
     }
 }
 
@@ -77,6 +79,7 @@ pub fn expected_text(expected: &Expected, addr: Option<TaggedPtr>) -> String {
             Some(addr) => format!("fault {code} addr={:#x}", addr.raw()),
             None => format!("fault {code}"),
         },
+        Expected::Stuck => "stuck".to_owned(),
     }
 }
 

@@ -1,0 +1,115 @@
+//! The known mistakes of the dynamic tag storage RFC reviews, as switches
+//! (`mistake=NAME[,NAME...]` on a platform line, `docs/designs.md`,
+//! "Known mistakes"). Each puts one step of the kernel back the way a
+//! posted version of the series did it, so that users can watch it fail and
+//! the fix hold; the model's checkers must catch each.
+//!
+//! Only mistakes the kernel implements are accepted: a name the model does
+//! not act on is refused rather than ignored.
+
+use core::fmt;
+
+/// One known mistake.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum Mistake {
+    /// RFC v3 reserves tag storage for the 4 KiB zero page only: the huge
+    /// zero page mapped tagged is written awaiting tag storage, and the
+    /// fault handler, which finds no folio behind a huge zero page entry,
+    /// maps the same entry again, for ever (measured on the posted series
+    /// under QEMU). Caught by the liveness check: outcome `stuck`.
+    HugeZeroPage,
+}
+
+impl Mistake {
+    pub const ALL: [Mistake; 1] = [Mistake::HugeZeroPage];
+
+    /// The `mistake=` spelling.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Mistake::HugeZeroPage => "huge-zero-page",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Mistake> {
+        Mistake::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    const fn bit(self) -> u16 {
+        1 << self as u16
+    }
+}
+
+impl fmt::Display for Mistake {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The mistakes switched on (none by default).
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct Mistakes(u16);
+
+impl Mistakes {
+    pub const NONE: Mistakes = Mistakes(0);
+
+    pub const fn contains(self, mistake: Mistake) -> bool {
+        self.0 & mistake.bit() != 0
+    }
+
+    pub const fn with(self, mistake: Mistake) -> Mistakes {
+        Mistakes(self.0 | mistake.bit())
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = Mistake> {
+        Mistake::ALL.into_iter().filter(move |m| self.contains(*m))
+    }
+
+    /// A `mistake=` value: names separated by commas (`none` for none).
+    pub fn parse(value: &str) -> Result<Mistakes, String> {
+        if value == "none" {
+            return Ok(Mistakes::NONE);
+        }
+        value.split(',').try_fold(Mistakes::NONE, |set, name| {
+            Mistake::from_name(name)
+                .map(|m| set.with(m))
+                .ok_or_else(|| name.to_owned())
+        })
+    }
+}
+
+impl fmt::Display for Mistakes {
+    /// `none`, or the names joined with commas (the `mistake=` syntax).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("none");
+        }
+        let names: Vec<&str> = self.iter().map(Mistake::name).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+impl fmt::Debug for Mistakes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Mistakes({self})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_parse_and_print_back() {
+        let one = Mistakes::parse("huge-zero-page").unwrap();
+        assert!(one.contains(Mistake::HugeZeroPage));
+        assert_eq!(one.to_string(), "huge-zero-page");
+        assert_eq!(Mistakes::parse("none"), Ok(Mistakes::NONE));
+        assert_eq!(Mistakes::NONE.to_string(), "none");
+        assert_eq!(Mistakes::parse("huge-zero-page,bogus"), Err("bogus".into()));
+        assert_eq!(Mistakes::parse(""), Err(String::new()));
+    }
+}
