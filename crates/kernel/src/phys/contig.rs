@@ -404,27 +404,15 @@ pub(crate) mod testing {
 mod tests {
     use super::testing::*;
     use super::*;
-    use crate::phys::buddy::tests::{o, p, region, small_geometry};
+    use crate::phys::buddy::tests::{o, p, range, small_layout};
     use crate::phys::buddy::{AllocFlags, FreeList};
     use crate::phys::frame::Owner;
-    use crate::phys::layout::{CmaUse, PhysLayout, RegionKind};
+    use crate::phys::layout::CmaUse;
     use mte::PhysAddr;
 
     /// DRAM [0, 32), CMA [32, 48), 4 KiB pages, pageblocks of 4.
     fn machine(cma_use: CmaUse) -> RefCell<PhysMem> {
-        let layout = PhysLayout::new(
-            small_geometry(),
-            vec![
-                region(0, 32, RegionKind::Dram),
-                region(32, 16, RegionKind::TagStorageCma),
-            ],
-        )
-        .unwrap();
-        RefCell::new(PhysMem::new(layout, cma_use))
-    }
-
-    fn range(start: u64, count: u64) -> PfnRange {
-        PfnRange::new(Pfn::new(start), count)
+        RefCell::new(PhysMem::new(small_layout(), cma_use))
     }
 
     #[track_caller]
