@@ -58,18 +58,14 @@ impl<T> Exclusive<T> {
     /// Acquires the lock, waiting (as a `kind` waiter) while another CPU
     /// holds it.
     pub(crate) async fn lock(&self, kind: WaitKind) -> ExclusiveGuard<'_, T> {
-        self.sched.preempt_point().await;
-        loop {
-            if let Some(guard) = self.acquire_now() {
-                return guard;
-            }
-            let wait = Wait {
-                at: self.addr(),
-                kind,
-                key: None,
-            };
-            self.sched.sleep(wait).await;
-        }
+        let wait = || Wait {
+            at: self.addr(),
+            kind,
+            key: None,
+        };
+        self.sched
+            .acquire(|| self.acquire_now().ok_or_else(wait))
+            .await
     }
 
     /// Takes the lock if it is free, without a switch point.
