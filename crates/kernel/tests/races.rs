@@ -10,6 +10,15 @@ use common::*;
 use mte::{Tag, TaggedPtr};
 use uapi::{Backing, Command, Machine, Op, Outcome, Pid, Prot, Sharing};
 
+/// Dynamic tag storage that untagged data prefers, with 4K tag blocks: the
+/// machine of the tag storage races (the first two programs).
+const TAG_STORAGE_DATA: &[(&str, &str)] = &[
+    ("memory", "64M"),
+    ("tag-storage", "dynamic"),
+    ("tag-storage-data", "prefer"),
+    ("block-size", "4K"),
+];
+
 /// The machine's invariants hold (docs/model.md §4), or what breaks them.
 fn invariants_hold(d: &Driver) -> Result<(), String> {
     let v = d.k.invariant_violations();
@@ -35,12 +44,7 @@ fn nothing_lost(d: &mut Driver, ranges: &[(Pid, TaggedPtr, u64, u8)]) -> Result<
 }
 
 fn program(chooser: &mut dyn sched::Chooser) -> Result<(), String> {
-    let mut d = Driver::new(&[
-        ("memory", "64M"),
-        ("tag-storage", "dynamic"),
-        ("tag-storage-data", "prefer"),
-        ("block-size", "4K"),
-    ]);
+    let mut d = Driver::new(TAG_STORAGE_DATA);
     let p = d.spawn();
     let q = d.spawn();
     d.sync_mte(p);
@@ -138,12 +142,7 @@ fn tag_storage_races_lose_nothing_pct() {
 /// untagged pages of the same range out of tag storage: in every explored
 /// interleaving the call succeeds, the invariants hold and nothing is lost.
 fn mprotect_program(chooser: &mut dyn sched::Chooser) -> Result<(), String> {
-    let mut d = Driver::new(&[
-        ("memory", "64M"),
-        ("tag-storage", "dynamic"),
-        ("tag-storage-data", "prefer"),
-        ("block-size", "4K"),
-    ]);
+    let mut d = Driver::new(TAG_STORAGE_DATA);
     let p = d.spawn();
     let q = d.spawn();
     d.sync_mte(p);
