@@ -421,6 +421,23 @@ mod tests {
         assert!(v.is_empty(), "{v:#?}");
     }
 
+    /// A user allocation of `order` (CMA first under `prefer`).
+    #[track_caller]
+    fn user_alloc(phys: &RefCell<PhysMem>, order: u8) -> Pfn {
+        phys.borrow_mut()
+            .alloc
+            .alloc(o(order), AllocFlags::USER)
+            .unwrap()
+    }
+
+    /// Returns a claimed range, the machine consistent before and after.
+    #[track_caller]
+    fn give_back(phys: &RefCell<PhysMem>, claimed: ClaimedRange) {
+        clean(phys);
+        phys.borrow_mut().alloc.return_range(claimed);
+        clean(phys);
+    }
+
     #[test]
     fn free_range_takes_the_fast_path() {
         let phys = machine(CmaUse::Balance);
@@ -428,19 +445,13 @@ mod tests {
         let claimed = block_on(alloc_contig_range(&phys, range(40, 2), &mut m)).unwrap();
         assert_eq!(claimed.range(), range(40, 2));
         assert!(m.moved.is_empty());
-        clean(&phys);
-        phys.borrow_mut().alloc.return_range(claimed);
-        clean(&phys);
+        give_back(&phys, claimed);
     }
 
     #[test]
     fn data_in_the_range_is_migrated_with_its_contents() {
         let phys = machine(CmaUse::Prefer);
-        let x = phys
-            .borrow_mut()
-            .alloc
-            .alloc(o(0), AllocFlags::USER)
-            .unwrap();
+        let x = user_alloc(&phys, 0);
         assert_eq!(x, p(32), "prefer puts data in CMA");
         {
             let mut ph = phys.borrow_mut();
@@ -464,19 +475,13 @@ mod tests {
             "isolation undone"
         );
         drop(ph);
-        clean(&phys);
-        phys.borrow_mut().alloc.return_range(claimed);
-        clean(&phys);
+        give_back(&phys, claimed);
     }
 
     #[test]
     fn transient_failures_are_retried_then_give_up() {
         let phys = machine(CmaUse::Prefer);
-        let x = phys
-            .borrow_mut()
-            .alloc
-            .alloc(o(1), AllocFlags::USER)
-            .unwrap();
+        let x = user_alloc(&phys, 1);
         // Busy for 4 passes: the fifth pass succeeds (4 < MIGRATE_TRIES).
         let mut m = CopyMigrator::new(&phys);
         m.busy.insert(x, MIGRATE_TRIES - 1);
@@ -486,11 +491,7 @@ mod tests {
         clean(&phys);
         // Busy for ever: Busy after exactly MIGRATE_TRIES failed passes, and
         // nothing is left isolated or claimed.
-        let y = phys
-            .borrow_mut()
-            .alloc
-            .alloc(o(1), AllocFlags::USER)
-            .unwrap();
+        let y = user_alloc(&phys, 1);
         let mut m = CopyMigrator::new(&phys);
         m.busy.insert(y, u32::MAX);
         let err = block_on(alloc_contig_range(&phys, range(y.as_u64(), 1), &mut m)).unwrap_err();
@@ -513,11 +514,7 @@ mod tests {
     #[test]
     fn permanent_failures_are_not_retried() {
         let phys = machine(CmaUse::Prefer);
-        let x = phys
-            .borrow_mut()
-            .alloc
-            .alloc(o(0), AllocFlags::USER)
-            .unwrap();
+        let x = user_alloc(&phys, 0);
         phys.borrow_mut().alloc.frame_mut(x).unwrap().pins = 1;
         let mut m = CopyMigrator::new(&phys);
         let err = block_on(alloc_contig_range(&phys, range(32, 4), &mut m)).unwrap_err();
@@ -579,10 +576,7 @@ mod tests {
     #[test]
     fn two_overlapping_claims_interleaved_one_is_busy() {
         let phys = machine(CmaUse::Prefer);
-        phys.borrow_mut()
-            .alloc
-            .alloc(o(0), AllocFlags::USER)
-            .unwrap();
+        user_alloc(&phys, 0);
         let (mut m1, mut m2) = (CopyMigrator::new(&phys), CopyMigrator::new(&phys));
         // The first isolates [32, 36) and yields inside its migration; the
         // second finds pageblock 32 isolated.
@@ -598,26 +592,18 @@ mod tests {
                 cause: BusyCause::Isolated { pageblock: p(32) }
             }
         );
-        clean(&phys);
-        phys.borrow_mut().alloc.return_range(claimed);
-        clean(&phys);
+        give_back(&phys, claimed);
     }
 
     #[test]
     fn an_allocation_during_migration_avoids_the_isolated_range() {
         let phys = machine(CmaUse::Prefer);
-        phys.borrow_mut()
-            .alloc
-            .alloc(o(0), AllocFlags::USER)
-            .unwrap();
+        user_alloc(&phys, 0);
         let mut m = CopyMigrator::new(&phys);
         let other_cpu = async {
             // Runs while the claim is inside its migration: [32, 36) is
             // isolated, so CMA-first gives 36 (and the migration then 37).
-            phys.borrow_mut()
-                .alloc
-                .alloc(o(0), AllocFlags::USER)
-                .unwrap()
+            user_alloc(&phys, 0)
         };
         let (claimed, got) = run_both(alloc_contig_range(&phys, range(32, 4), &mut m), other_cpu);
         assert_eq!(got, p(36));
@@ -629,10 +615,7 @@ mod tests {
     #[test]
     fn dropping_the_future_undoes_the_isolation() {
         let phys = machine(CmaUse::Prefer);
-        phys.borrow_mut()
-            .alloc
-            .alloc(o(0), AllocFlags::USER)
-            .unwrap();
+        user_alloc(&phys, 0);
         let mut m = CopyMigrator::new(&phys);
         {
             let fut = alloc_contig_range(&phys, range(32, 1), &mut m);
