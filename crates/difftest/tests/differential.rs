@@ -14,19 +14,12 @@
 //! no step limit, no panic) and the invariants hold after every command
 //! and block.
 
+mod common;
+
+use common::{kernel, reference};
 use difftest::{GenConfig, generate, generate_parallel, run_program};
-use platform::{Design, Platform};
-use scenario::machine::{MachineKind, MachineUnavailable, make_machine};
+use platform::Design;
 use scenario::run::{FileResult, RunOptions};
-use uapi::Machine;
-
-fn kernel(platform: &Platform) -> Result<Box<dyn Machine>, MachineUnavailable> {
-    make_machine(MachineKind::Kernel, platform)
-}
-
-fn reference(platform: &Platform) -> Result<Box<dyn Machine>, MachineUnavailable> {
-    make_machine(MachineKind::Reference, platform)
-}
 
 fn agree(policy: Design, seeds: core::ops::Range<u64>, steps: usize) {
     for seed in seeds {
@@ -63,9 +56,7 @@ fn parallel_blocks_keep_the_invariants() {
             check_invariants: true,
             ..RunOptions::default()
         };
-        let report = match scenario::run_source("parallel.mte", text.as_bytes(), &options, |p| {
-            make_machine(MachineKind::Kernel, p)
-        }) {
+        let report = match scenario::run_source("parallel.mte", text.as_bytes(), &options, kernel) {
             FileResult::Ran(report) => report,
             other => panic!("seed {seed}: {other:?}\n{text}"),
         };

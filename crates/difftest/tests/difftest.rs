@@ -3,6 +3,9 @@
 //! write as a `.mte` file that fails on the buggy machine and passes on the
 //! reference.
 
+mod common;
+
+use common::reference;
 use std::collections::BTreeSet;
 use std::time::Instant;
 
@@ -11,13 +14,9 @@ use difftest::{
 };
 use mte::{Tag, TaggedPtr};
 use platform::{Design, Platform};
-use scenario::machine::{MachineKind, MachineUnavailable, make_machine};
+use scenario::machine::MachineUnavailable;
 use scenario::run::{FileResult, RunOptions};
 use uapi::{Bound, Command, Counter, Machine, MachineError, Op, Outcome, PageState, Pid, Reply};
-
-fn reference(platform: &Platform) -> Result<Box<dyn Machine>, MachineUnavailable> {
-    make_machine(MachineKind::Reference, platform)
-}
 
 fn refmodel(platform: &Platform) -> refmodel::RefMachine {
     refmodel::RefMachine::new(platform.policy() != Design::NONE, platform.settings().seed)

@@ -18,28 +18,21 @@
 //! cores (the CI budget for it is a minute): `CASES` programs of at most
 //! `MAX_STEPS` steps per platform, six platforms.
 
+mod common;
+
+use common::{kernel, reference};
 use difftest::{
     Factory, GenConfig, ProgramPlatform, Provenance, ShrinkLimits, generate, reproducer,
     run_program, shrink,
 };
-use platform::{Design, Platform, PlatformSpec, TagStorageData, Thp};
+use platform::{Design, PlatformSpec, TagStorageData, Thp};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError};
-use scenario::machine::{MachineKind, MachineUnavailable, make_machine};
-use uapi::Machine;
 
 /// Cases per platform test; six platform tests in all.
 const CASES: u32 = 128;
 /// Steps per program at most.
 const MAX_STEPS: usize = 80;
-
-fn kernel(platform: &Platform) -> Result<Box<dyn Machine>, MachineUnavailable> {
-    make_machine(MachineKind::Kernel, platform)
-}
-
-fn reference(platform: &Platform) -> Result<Box<dyn Machine>, MachineUnavailable> {
-    make_machine(MachineKind::Reference, platform)
-}
 
 /// `memory` MiB under `policy`, the other keys left out.
 fn platform(memory: u64, policy: Design) -> ProgramPlatform {

@@ -17,52 +17,32 @@
 //!
 //! Run: `cargo bench -p mtesim-kernel --bench access -- --warm-up-time 1 --measurement-time 3`
 
+mod common;
+
 use std::hint::black_box;
 use std::time::Instant;
 
+use common::{mmap, run, sync_process};
 use criterion::{Criterion, Throughput, criterion_group};
 use kernel::Kernel;
-use mte::{CheckMode, Tag, TagMask, TaggedPtr};
+use mte::{Tag, TaggedPtr};
 use platform::Platform;
-use uapi::{
-    AccessSize, Bound, Command, Machine, MapFlags, Op, Outcome, Pid, PrctlRequest, Prot, Reply,
-};
+use uapi::{AccessSize, Command, Machine, Op, Outcome, Pid, Prot};
 
 const LEN: u64 = 64 << 10;
 const STRIDE: u64 = 72;
 /// Loads per measured batch.
 const BATCH: u64 = 1024;
 
-fn run(k: &mut Kernel, pid: Pid, command: Command) -> Reply {
-    k.run(&Op::Process { pid, command })
-}
-
 /// A booted default machine with one process in sync mode and a populated
 /// 64 KiB mapping (tagged with tag 5 when `mte`), and its pointer.
 fn setup(mte: bool) -> (Kernel, Pid, TaggedPtr) {
-    let mut k = Kernel::new(&Platform::default()).expect("boots");
-    let Some(Bound::Process(pid)) = k.run(&Op::Spawn).bound else {
-        panic!("spawn binds a process");
-    };
-    let prctl = PrctlRequest {
-        tagged_addr: Some(true),
-        tcf: Some(CheckMode::Sync),
-        include: Some(TagMask::from_bits(0xfffe)),
-        store_only: None,
-    };
-    assert_eq!(run(&mut k, pid, Command::Prctl(prctl)).outcome, Outcome::Ok);
+    let (mut k, pid) = sync_process(&Platform::default());
     let prot = Prot {
         mte,
         ..Prot::READ_WRITE
     };
-    let mmap = Command::Mmap {
-        len: LEN,
-        prot,
-        flags: MapFlags::default(),
-    };
-    let Some(Bound::Pointer(base)) = run(&mut k, pid, mmap).bound else {
-        panic!("mmap binds a pointer");
-    };
+    let base = mmap(&mut k, pid, LEN, prot);
     let tag = Tag::new(if mte { 5 } else { 0 }).expect("a 4-bit tag");
     let base = base.with_tag(tag);
     if mte {

@@ -15,25 +15,22 @@
 //!
 //! Run: `cargo bench -p mtesim-kernel --bench trace -- --warm-up-time 1 --measurement-time 3`
 
+mod common;
+
 use std::hint::black_box;
 
+use common::{mmap, run, sync_process};
 use criterion::{Criterion, Throughput, criterion_group};
 use kernel::Kernel;
-use mte::{CheckMode, Tag, TagMask, TaggedPtr};
+use mte::Tag;
 use platform::Platform;
 use platform::spec::PlatformSpec;
-use uapi::{
-    AccessSize, Bound, Command, Machine, MapFlags, Op, Outcome, Pid, PrctlRequest, Prot, Reply,
-};
+use uapi::{AccessSize, Command, Machine, Op, Outcome, Pid, Prot};
 
 const PAGES: u64 = 16;
 const LEN: u64 = PAGES * 4096;
 /// Loads per measured access batch.
 const BATCH: u64 = 1024;
-
-fn run(k: &mut Kernel, pid: Pid, command: Command) -> Reply {
-    k.run(&Op::Process { pid, command })
-}
 
 fn rw_mte() -> Prot {
     Prot {
@@ -46,36 +43,12 @@ fn rw_mte() -> Prot {
 fn machine() -> (Kernel, Pid) {
     let mut spec = PlatformSpec::default();
     spec.set_key("tag-storage", "dynamic").expect("a valid key");
-    let platform = Platform::from_spec(&spec).expect("a valid platform");
-    let mut k = Kernel::new(&platform).expect("boots");
-    let Some(Bound::Process(pid)) = k.run(&Op::Spawn).bound else {
-        panic!("spawn binds a process");
-    };
-    let prctl = PrctlRequest {
-        tagged_addr: Some(true),
-        tcf: Some(CheckMode::Sync),
-        include: Some(TagMask::from_bits(0xfffe)),
-        store_only: None,
-    };
-    assert_eq!(run(&mut k, pid, Command::Prctl(prctl)).outcome, Outcome::Ok);
-    (k, pid)
-}
-
-fn mmap(k: &mut Kernel, pid: Pid) -> TaggedPtr {
-    let mmap = Command::Mmap {
-        len: LEN,
-        prot: rw_mte(),
-        flags: MapFlags::default(),
-    };
-    let Some(Bound::Pointer(base)) = run(k, pid, mmap).bound else {
-        panic!("mmap binds a pointer");
-    };
-    base
+    sync_process(&Platform::from_spec(&spec).expect("a valid platform"))
 }
 
 /// A populated tagged mapping (tag 5) and the loads of one batch over it.
 fn access_setup(k: &mut Kernel, pid: Pid) -> Vec<Op> {
-    let base = mmap(k, pid).with_tag(Tag::new(5).expect("a 4-bit tag"));
+    let base = mmap(k, pid, LEN, rw_mte()).with_tag(Tag::new(5).expect("a 4-bit tag"));
     let set = Command::SetTag {
         ptr: base,
         len: LEN,
@@ -100,7 +73,7 @@ fn access_batch(k: &mut Kernel, ops: &[Op]) {
 
 /// One round of the fault-heavy loop; the events it recorded, taken.
 fn fault_round(k: &mut Kernel, pid: Pid) -> usize {
-    let base = mmap(k, pid);
+    let base = mmap(k, pid, LEN, rw_mte());
     for i in 0..PAGES {
         let store = Command::Store {
             ptr: base.checked_add(i * 4096).expect("in range"),

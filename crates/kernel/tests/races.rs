@@ -8,15 +8,43 @@ mod common;
 
 use common::*;
 use mte::{Tag, TaggedPtr};
-use uapi::{Backing, Command, Machine, Op, Outcome, Prot, Sharing};
+use uapi::{Backing, Command, Machine, Op, Outcome, Pid, Prot, Sharing};
+
+/// Dynamic tag storage that untagged data prefers, with 4K tag blocks: the
+/// machine of the tag storage races (the first two programs).
+const TAG_STORAGE_DATA: &[(&str, &str)] = &[
+    ("memory", "64M"),
+    ("tag-storage", "dynamic"),
+    ("tag-storage-data", "prefer"),
+    ("block-size", "4K"),
+];
+
+/// The machine's invariants hold (docs/model.md §4), or what breaks them.
+fn invariants_hold(d: &Driver) -> Result<(), String> {
+    let v = d.k.invariant_violations();
+    if v.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{v:#?}"))
+    }
+}
+
+/// Each `(pid, ptr, len, byte)` range still holds `byte` throughout.
+fn nothing_lost(d: &mut Driver, ranges: &[(Pid, TaggedPtr, u64, u8)]) -> Result<(), String> {
+    for &(pid, ptr, len, byte) in ranges {
+        let got = d.k.run(&Op::Process {
+            pid,
+            command: Command::Verify { ptr, len, byte },
+        });
+        if got.outcome != Outcome::Ok {
+            return Err(format!("lost data at {ptr:?}: {:?}", got.outcome));
+        }
+    }
+    Ok(())
+}
 
 fn program(chooser: &mut dyn sched::Chooser) -> Result<(), String> {
-    let mut d = Driver::new(&[
-        ("memory", "64M"),
-        ("tag-storage", "dynamic"),
-        ("tag-storage-data", "prefer"),
-        ("block-size", "4K"),
-    ]);
+    let mut d = Driver::new(TAG_STORAGE_DATA);
     let p = d.spawn();
     let q = d.spawn();
     d.sync_mte(p);
@@ -80,23 +108,15 @@ fn program(chooser: &mut dyn sched::Chooser) -> Result<(), String> {
             return Err(format!("{op:?} -> {:?}", r.outcome));
         }
     }
-    let v = d.k.invariant_violations();
-    if !v.is_empty() {
-        return Err(format!("{v:#?}"));
-    }
-    for (pid, ptr, len, byte) in [
-        (p, a, 16 << 10, 0xab),
-        (p, b, 64 << 10, 0x11),
-        (q, c, 64 << 10, 0x22),
-    ] {
-        let got = d.k.run(&Op::Process {
-            pid,
-            command: Command::Verify { ptr, len, byte },
-        });
-        if got.outcome != Outcome::Ok {
-            return Err(format!("lost data at {ptr:?}: {:?}", got.outcome));
-        }
-    }
+    invariants_hold(&d)?;
+    nothing_lost(
+        &mut d,
+        &[
+            (p, a, 16 << 10, 0xab),
+            (p, b, 64 << 10, 0x11),
+            (q, c, 64 << 10, 0x22),
+        ],
+    )?;
     if d.k.tags(p, a, 16 << 10) != Some(vec![Tag::ZERO; 1024]) {
         return Err("tags of the migrated pages are not 0".into());
     }
@@ -122,12 +142,7 @@ fn tag_storage_races_lose_nothing_pct() {
 /// untagged pages of the same range out of tag storage: in every explored
 /// interleaving the call succeeds, the invariants hold and nothing is lost.
 fn mprotect_program(chooser: &mut dyn sched::Chooser) -> Result<(), String> {
-    let mut d = Driver::new(&[
-        ("memory", "64M"),
-        ("tag-storage", "dynamic"),
-        ("tag-storage-data", "prefer"),
-        ("block-size", "4K"),
-    ]);
+    let mut d = Driver::new(TAG_STORAGE_DATA);
     let p = d.spawn();
     let q = d.spawn();
     d.sync_mte(p);
@@ -189,23 +204,15 @@ fn mprotect_program(chooser: &mut dyn sched::Chooser) -> Result<(), String> {
     if replies.iter().any(|r| r.outcome != Outcome::Ok) {
         return Err(format!("{replies:?}"));
     }
-    let v = d.k.invariant_violations();
-    if !v.is_empty() {
-        return Err(format!("{v:#?}"));
-    }
-    for (pid, ptr, len, byte) in [
-        (p, tagged, 32 << 10, 0x5a),
-        (p, plain, 32 << 10, 0xa5),
-        (q, c, 256 << 10, 0x11),
-    ] {
-        let got = d.k.run(&Op::Process {
-            pid,
-            command: Command::Verify { ptr, len, byte },
-        });
-        if got.outcome != Outcome::Ok {
-            return Err(format!("lost data at {ptr:?}: {:?}", got.outcome));
-        }
-    }
+    invariants_hold(&d)?;
+    nothing_lost(
+        &mut d,
+        &[
+            (p, tagged, 32 << 10, 0x5a),
+            (p, plain, 32 << 10, 0xa5),
+            (q, c, 256 << 10, 0x11),
+        ],
+    )?;
     Ok(())
 }
 
@@ -250,10 +257,7 @@ fn fork_exec_program(chooser: &mut dyn sched::Chooser, last: Command) -> Result<
     if !forked_ok && fork.outcome != error(uapi::Errno::Srch) {
         return Err(format!("fork: {fork:?}"));
     }
-    let v = d.k.invariant_violations();
-    if !v.is_empty() {
-        return Err(format!("{v:#?}"));
-    }
+    invariants_hold(&d)?;
     if let Some(uapi::Bound::Process(child)) = fork.bound.filter(|_| forked_ok) {
         let got = d.k.run(&Op::Process {
             pid: child,
@@ -304,10 +308,7 @@ fn waiter_program(
         },
     ];
     d.k.run_parallel(&ops, chooser).map_err(|e| e.to_string())?;
-    let v = d.k.invariant_violations();
-    if !v.is_empty() {
-        return Err(format!("{v:#?}"));
-    }
+    invariants_hold(&d)?;
     Ok(())
 }
 

@@ -340,15 +340,8 @@ pub fn check_uaccess(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::{t, va};
     use proptest::prelude::*;
-
-    fn t(v: u8) -> Tag {
-        Tag::new(v).unwrap()
-    }
-
-    fn va(raw: u64) -> VirtAddr {
-        VirtAddr::new(raw).unwrap()
-    }
 
     fn p(raw: u64) -> TaggedPtr {
         TaggedPtr::from_raw(raw)

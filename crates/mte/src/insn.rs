@@ -187,13 +187,10 @@ pub fn gmi(ptr: TaggedPtr, mask: TagMask) -> TagMask {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::t;
     use proptest::prelude::*;
     use rand_core::SeedableRng;
     use rand_xoshiro::Xoshiro256PlusPlus;
-
-    fn t(v: u8) -> Tag {
-        Tag::new(v).unwrap()
-    }
 
     fn off(k: u8) -> TagOffset {
         TagOffset::new(k).unwrap()

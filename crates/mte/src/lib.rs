@@ -32,6 +32,8 @@ pub mod packing;
 pub mod ptr;
 pub mod tag;
 pub mod tag_store;
+#[cfg(test)]
+mod testutil;
 
 pub use addr::{Order, Pfn, PfnRange, PhysAddr};
 pub use check::{

@@ -172,11 +172,8 @@ fn page_tag_bytes(geometry: PageGeometry) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::t;
     use proptest::prelude::*;
-
-    fn t(v: u8) -> Tag {
-        Tag::new(v).unwrap()
-    }
 
     fn g4k() -> PageGeometry {
         PageGeometry::from_page_size(4096).unwrap()

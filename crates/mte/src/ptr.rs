@@ -250,15 +250,8 @@ pub const fn same_address_bits(a: TaggedPtr, b: TaggedPtr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::{t as tag, va};
     use proptest::prelude::*;
-
-    fn tag(v: u8) -> Tag {
-        Tag::new(v).unwrap()
-    }
-
-    fn va(raw: u64) -> VirtAddr {
-        VirtAddr::new(raw).unwrap()
-    }
 
     #[test]
     fn tag_lives_in_bits_59_to_56() {

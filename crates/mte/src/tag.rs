@@ -241,11 +241,8 @@ impl fmt::Display for TagMask {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::t;
     use proptest::prelude::*;
-
-    fn t(v: u8) -> Tag {
-        Tag::new(v).unwrap()
-    }
 
     #[test]
     fn tags_are_four_bits() {

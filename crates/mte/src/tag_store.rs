@@ -251,14 +251,7 @@ pub const fn plan_tag_load(ptr: TaggedPtr) -> TagLoad {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn t(v: u8) -> Tag {
-        Tag::new(v).unwrap()
-    }
-
-    fn va(raw: u64) -> VirtAddr {
-        VirtAddr::new(raw).unwrap()
-    }
+    use crate::testutil::{t, va};
 
     #[test]
     fn every_op_faults_on_a_misaligned_address() {

@@ -1,14 +1,13 @@
 //! `mtesim bench trace`: runs a small trace through every stage and prints
 //! one line per stage with its rate and its cost against the baseline.
 
-use std::process::Command;
+mod common;
+
+use common::mtesim;
 
 #[test]
 fn bench_trace_prints_the_four_stages() {
-    let out = Command::new(env!("CARGO_BIN_EXE_mtesim"))
-        .args(["bench", "trace", "--lines", "2000"])
-        .output()
-        .expect("the mtesim binary runs");
+    let out = mtesim(&["bench", "trace", "--lines", "2000"]);
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     let lines: Vec<&str> = stdout.lines().collect();
@@ -33,15 +32,9 @@ fn bench_trace_prints_the_four_stages() {
 
 #[test]
 fn bench_trace_refuses_a_trace_too_short_and_a_machine_not_built() {
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_mtesim"))
-            .args(args)
-            .output()
-            .expect("the mtesim binary runs")
-    };
-    let out = run(&["bench", "trace", "--lines", "2"]);
+    let out = mtesim(&["bench", "trace", "--lines", "2"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 3 lines"));
-    let out = run(&["bench", "trace", "--lines", "100", "--machine", "qemu"]);
+    let out = mtesim(&["bench", "trace", "--lines", "100", "--machine", "qemu"]);
     assert_eq!(out.status.code(), Some(2));
 }

@@ -5,11 +5,11 @@
 
 mod common;
 
-use common::{mtesim_in, stderr, stdout};
+use common::{dir, mtesim_in, stderr, stdout};
 
 #[test]
 fn the_reference_against_itself_passes_under_every_policy() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = dir();
     for policy in ["none", "static", "dynamic"] {
         let out = mtesim_in(
             dir.path(),
@@ -37,7 +37,7 @@ fn the_reference_against_itself_passes_under_every_policy() {
 
 #[test]
 fn the_same_seed_gives_the_same_run() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = dir();
     let args = [
         "fuzz",
         "--machine",
@@ -59,7 +59,7 @@ fn the_same_seed_gives_the_same_run() {
 /// `mtesim fuzz --ops 1000000`, see the README).
 #[test]
 fn smoke_run_of_the_kernel_under_every_policy() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = dir();
     for policy in ["none", "static", "dynamic"] {
         let out = mtesim_in(
             dir.path(),
@@ -84,7 +84,7 @@ fn smoke_run_of_the_kernel_under_every_policy() {
 
 #[test]
 fn bad_arguments_are_refused_with_status_2() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = dir();
     for args in [
         &["fuzz", "--set", "tag-storage=carveout"][..],
         &["fuzz", "--set", "memory=64M"],

@@ -3,17 +3,12 @@
 
 mod common;
 
-use common::{mtesim_in, stderr, stdout};
+use common::{dir, mtesim, stderr, stdout, stdout_json};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use vm_fdt::FdtWriter;
 
 const M: u64 = 1 << 20;
-
-fn mtesim(args: &[&str]) -> Output {
-    mtesim_in(Path::new(env!("CARGO_MANIFEST_DIR")), args)
-}
 
 /// Runs successfully and returns the parsed `--json` output.
 fn json(args: &[&str]) -> Value {
@@ -22,7 +17,7 @@ fn json(args: &[&str]) -> Value {
     let out = mtesim(&all);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
     assert_eq!(stderr(&out), "");
-    serde_json::from_str(stdout(&out)).expect("valid JSON")
+    stdout_json(&out)
 }
 
 fn counters(v: &Value) -> (u64, u64, u64) {
@@ -45,11 +40,6 @@ fn fails(args: &[&str]) -> String {
     let err = stderr(&out).to_owned();
     assert!(err.ends_with('\n') && err.lines().count() == 1, "{err:?}");
     err.trim_end().to_owned()
-}
-
-/// A scratch directory removed at the end of the test.
-fn dir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("a temporary directory")
 }
 
 fn file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {

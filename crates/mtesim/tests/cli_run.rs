@@ -6,14 +6,10 @@
 
 mod common;
 
-use common::{mtesim_in, stderr, stdout};
+use common::{dir, mtesim_in, stderr, stdout, stdout_json};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Output;
-
-fn dir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("a temporary directory")
-}
 
 fn write(dir: &Path, name: &str, text: &str) {
     let path = dir.join(name);
@@ -199,7 +195,7 @@ fn json_is_one_document_of_one_shape() {
     // docs/model.md §5 name (see the unit test of the document's shape).
     let out = run_ref(d.path(), &["--json", "ok.mte"]);
     assert_eq!(out.status.code(), Some(0));
-    let value: Value = serde_json::from_str(stdout(&out)).expect("stdout is JSON");
+    let value = stdout_json(&out);
     assert_eq!(value["schema"], "mtesim-run/1");
     assert_eq!(value["machine"], "reference");
     assert_eq!(value["files"].as_array().unwrap().len(), 1);
@@ -215,7 +211,7 @@ fn json_is_one_document_of_one_shape() {
         &["--json", "--seed", "9", "ok.mte", "bad-input.mte"],
     );
     assert_eq!(out.status.code(), Some(2));
-    let value: Value = serde_json::from_str(stdout(&out)).expect("stdout is JSON");
+    let value = stdout_json(&out);
     assert_eq!((&value["passed"], &value["failed"]), (&1.into(), &1.into()));
     assert_eq!(value["files"][0]["seed"], 9);
     let bad = &value["files"][1];
@@ -236,7 +232,7 @@ fn json_is_one_document_of_one_shape() {
     );
     let out = run_ref(d.path(), &["--json", "fail.mte"]);
     assert_eq!(out.status.code(), Some(1));
-    let value: Value = serde_json::from_str(stdout(&out)).expect("stdout is JSON");
+    let value = stdout_json(&out);
     assert_eq!(
         value["files"][0]["failures"],
         serde_json::json!([{"line": 3, "message": "expected value 0x1, got value 0x0"}])

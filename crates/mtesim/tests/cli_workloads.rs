@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{mtesim_in, stderr, stdout};
+use common::{dir, mtesim_in, stderr, stdout, stdout_json};
 use serde_json::Value;
 use trace::{Access, AccessKind, Event, ExitStatus, Header, Provenance, TraceWriter};
 
@@ -64,16 +64,12 @@ int main(void)
 }
 "#;
 
-fn json(out: &std::process::Output) -> Value {
-    serde_json::from_str(stdout(out)).unwrap_or_else(|e| panic!("{e}: {}", stdout(out)))
-}
-
 #[test]
 fn a_recorded_use_after_free_faults_in_the_replay() {
     if skip_without_valgrind("a_recorded_use_after_free_faults_in_the_replay") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = dir();
     let exe = compile(dir.path(), "uaf", USE_AFTER_FREE);
     let out = mtesim_in(
         dir.path(),
@@ -84,7 +80,7 @@ fn a_recorded_use_after_free_faults_in_the_replay() {
 
     let info = mtesim_in(dir.path(), &["trace", "info", "uaf.mtrace", "--json"]);
     assert!(info.status.success(), "{}", stderr(&info));
-    let info = json(&info);
+    let info = stdout_json(&info);
     assert_eq!(info["events"]["malloc"], 2);
     assert_eq!(info["events"]["free"], 2);
     assert_eq!(info["exit"], "exit status 0");
@@ -95,7 +91,7 @@ fn a_recorded_use_after_free_faults_in_the_replay() {
 
     let out = mtesim_in(dir.path(), &["replay", "uaf.mtrace", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let summary = json(&out);
+    let summary = stdout_json(&out);
     assert_eq!(summary["tag_check_faults"], 1, "{summary:#}");
     assert_eq!(summary["counters"]["tcf.sync"], 1);
     let fault = &summary["faults"][0];
@@ -124,7 +120,7 @@ fn a_failing_program_reports_its_exit_status() {
     if skip_without_valgrind("a_failing_program_reports_its_exit_status") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = dir();
     let exe = compile(dir.path(), "three", "int main(void) { return 3; }\n");
     let out = mtesim_in(
         dir.path(),
@@ -151,7 +147,7 @@ fn a_failing_program_reports_its_exit_status() {
 
 #[test]
 fn record_without_valgrind_says_how_to_install_it() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = dir();
     let out = Command::new(env!("CARGO_BIN_EXE_mtesim"))
         .current_dir(dir.path())
         .env("PATH", dir.path())
@@ -205,7 +201,7 @@ fn synthetic_trace(path: &Path) {
 
 #[test]
 fn trace_info_prints_header_and_totals() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = dir();
     synthetic_trace(&dir.path().join("s.mtrace"));
     let out = mtesim_in(dir.path(), &["trace", "info", "s.mtrace"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -226,7 +222,7 @@ fn trace_info_prints_header_and_totals() {
 
 #[test]
 fn malformed_traces_exit_2_naming_the_byte_offset() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = dir();
     let good = dir.path().join("s.mtrace");
     synthetic_trace(&good);
     let bytes = std::fs::read(&good).unwrap();
@@ -260,11 +256,11 @@ fn malformed_traces_exit_2_naming_the_byte_offset() {
 
 #[test]
 fn replay_reports_counters_faults_and_a_time_series() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = dir();
     synthetic_trace(&dir.path().join("s.mtrace"));
     let out = mtesim_in(dir.path(), &["replay", "s.mtrace", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let s = json(&out);
+    let s = stdout_json(&out);
     assert_eq!(s["accesses"], 1050);
     assert_eq!(s["allocations"], 1);
     assert_eq!(s["tag_check_faults"], 2);
@@ -328,7 +324,7 @@ fn replay_reports_counters_faults_and_a_time_series() {
         ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    let s = json(&out);
+    let s = stdout_json(&out);
     assert_eq!(s["counters"]["mem.pages"], 32768);
     assert_eq!(s["tag_check_faults"], 0);
     let out = mtesim_in(
@@ -341,12 +337,12 @@ fn replay_reports_counters_faults_and_a_time_series() {
             "tag-storage=static",
         ],
     );
-    assert_eq!(json(&out)["tag_check_faults"], 2);
+    assert_eq!(stdout_json(&out)["tag_check_faults"], 2);
 }
 
 #[test]
 fn bad_replay_flags_exit_2_naming_the_flag() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = dir();
     synthetic_trace(&dir.path().join("s.mtrace"));
     for (args, expected) in [
         (
@@ -390,7 +386,7 @@ fn the_shipped_workloads_replay() {
     assert_eq!(names, ["gzip.mtrace", "sort.mtrace"]);
     for trace in &traces {
         let path = trace.to_str().unwrap();
-        let info = json(&mtesim_in(&workloads, &["trace", "info", path, "--json"]));
+        let info = stdout_json(&mtesim_in(&workloads, &["trace", "info", path, "--json"]));
         assert!(
             info["file_bytes"].as_u64().unwrap() < 4 << 20,
             "{path}: a shipped trace stays small"
@@ -398,7 +394,7 @@ fn the_shipped_workloads_replay() {
         assert_eq!(info["exit"], "exit status 0");
         let out = mtesim_in(&workloads, &["replay", path, "--json"]);
         assert!(out.status.success(), "{path}: {}", stderr(&out));
-        let s = json(&out);
+        let s = stdout_json(&out);
         assert_eq!(s["accesses"], info["accesses"], "{path}");
         assert_eq!(s["instructions"], info["instructions"], "{path}");
         assert_eq!(s["other_faults"], 0, "{path}");

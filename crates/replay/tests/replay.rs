@@ -37,7 +37,8 @@ fn config(keys: &[(&str, &str)]) -> ReplayConfig {
     ReplayConfig::new(Platform::from_spec(&spec).unwrap())
 }
 
-fn run_with(records: &[Record], config: &ReplayConfig) -> Summary {
+/// The trace of a program that made `records` and exited with status 0.
+fn encode(records: &[Record]) -> Vec<u8> {
     let mut writer = TraceWriter::new(Vec::new(), &Header::default(), 1).unwrap();
     for r in records {
         match *r {
@@ -47,6 +48,11 @@ fn run_with(records: &[Record], config: &ReplayConfig) -> Summary {
         }
     }
     let (_, bytes) = writer.finish(ExitStatus::Exited(0)).unwrap();
+    bytes
+}
+
+fn run_with(records: &[Record], config: &ReplayConfig) -> Summary {
+    let bytes = encode(records);
     let mut reader = TraceReader::new(&bytes[..]).unwrap();
     replay(&mut reader, config, 0, |_| {}, |_| {}).unwrap()
 }
@@ -276,16 +282,7 @@ fn without_mte_nothing_faults() {
 
 #[test]
 fn the_time_series_samples_every_n_accesses() {
-    let records = clean_program();
-    let mut writer = TraceWriter::new(Vec::new(), &Header::default(), 1).unwrap();
-    for r in &records {
-        match *r {
-            Record::Access(a) => writer.access(a).unwrap(),
-            Record::Event(e) => writer.event(e).unwrap(),
-            Record::Instructions(n) => writer.instructions(n),
-        }
-    }
-    let (_, bytes) = writer.finish(ExitStatus::Exited(0)).unwrap();
+    let bytes = encode(&clean_program());
     let mut reader = TraceReader::new(&bytes[..]).unwrap();
     let mut samples = Vec::new();
     replay(

@@ -723,6 +723,19 @@ impl Sched {
         }
     }
 
+    /// The acquisition loop of every sleeping or spinning lock: a switch
+    /// point, then `now` until it takes the lock; each refusal names the
+    /// wait to sleep in before the retry.
+    pub(crate) async fn acquire<G>(&self, mut now: impl FnMut() -> Result<G, Wait>) -> G {
+        self.preempt_point().await;
+        loop {
+            match now() {
+                Ok(guard) => return guard,
+                Err(wait) => self.sleep(wait).await,
+            }
+        }
+    }
+
     /// Puts the current task to sleep until a wake-up on `wait.at`; await the
     /// returned future, then retry the operation.
     pub(crate) fn sleep(&self, wait: Wait) -> Sleep<'_> {

@@ -52,6 +52,7 @@
 
 pub mod chooser;
 pub mod cpu;
+mod exclusive;
 pub mod executor;
 pub mod explore;
 pub mod lockcheck;

@@ -18,121 +18,76 @@
 //!   releasing from another CPU is a `BUG:` panic.
 //! - Recursion deadlocks (reported), as in Linux.
 //!
-//! Invariant: `owner` is `Some(cpu)` exactly while a guard exists, and then
-//! the `RefCell` is mutably borrowed by that guard (so a protocol slip shows
-//! up as a `BUG:` panic, never as shared mutable access).
+//! Taking and releasing (and the invariant that an owner is set exactly
+//! while a guard exists) live in the one-owner core shared with
+//! [`crate::SimSpinLock`] (`exclusive.rs`).
 
 use core::fmt;
 use core::ops::{Deref, DerefMut};
-use std::cell::{Cell, Ref, RefCell, RefMut};
+use std::cell::{Ref, RefMut};
 
 use crate::cpu::CpuId;
-use crate::executor::{HoldKind, LockAddr, LockId, Sched, Wait, WaitKind};
+use crate::exclusive::{Exclusive, ExclusiveGuard};
+use crate::executor::{Sched, WaitKind};
 
 pub struct SimMutex<T> {
-    sched: Sched,
-    id: LockId,
-    owner: Cell<Option<CpuId>>,
-    data: RefCell<T>,
+    inner: Exclusive<T>,
 }
 
 impl<T> SimMutex<T> {
     /// A mutex named `name` in deadlock reports and traces.
     pub fn new(sched: &Sched, name: impl Into<String>, value: T) -> Self {
+        let id = sched.register_lock(name.into());
         Self {
-            sched: sched.clone(),
-            id: sched.register_lock(name.into()),
-            owner: Cell::new(None),
-            data: RefCell::new(value),
+            inner: Exclusive::new(sched, id, "mutex", value),
         }
-    }
-
-    fn addr(&self) -> LockAddr {
-        LockAddr::whole(self.id)
     }
 
     /// Acquires the mutex, sleeping while another CPU holds it (Linux:
     /// `mutex_lock()`).
     pub async fn lock(&self) -> SimMutexGuard<'_, T> {
-        self.sched.might_sleep_on(self.id, WaitKind::Mutex);
-        self.sched.preempt_point().await;
-        loop {
-            if let Some(guard) = self.acquire_now() {
-                return guard;
-            }
-            let wait = Wait {
-                at: self.addr(),
-                kind: WaitKind::Mutex,
-                key: None,
-            };
-            self.sched.sleep(wait).await;
+        let sched = self.inner.sched();
+        sched.might_sleep_on(self.inner.id(), WaitKind::Mutex);
+        SimMutexGuard {
+            inner: self.inner.lock(WaitKind::Mutex).await,
         }
     }
 
     /// Acquires the mutex if it is free (Linux: `mutex_trylock()`). Still a
     /// switch point: another CPU may take the mutex just before.
     pub async fn try_lock(&self) -> Option<SimMutexGuard<'_, T>> {
-        self.sched.preempt_point().await;
-        self.acquire_now()
-    }
-
-    fn acquire_now(&self) -> Option<SimMutexGuard<'_, T>> {
-        if self.owner.get().is_some() {
-            return None;
-        }
-        let cpu = self
-            .sched
-            .note_acquired(self.addr(), HoldKind::Exclusive, None);
-        self.owner.set(Some(cpu));
-        // Anyone else woken by the last release has lost the race.
-        self.sched.requeue_woken(self.addr(), |_| true);
-        let data = self
-            .data
-            .try_borrow_mut()
-            .expect("BUG: free mutex with its data borrowed");
-        Some(SimMutexGuard {
-            mutex: self,
-            cpu,
-            data,
-        })
+        self.inner.sched().preempt_point().await;
+        let inner = self.inner.acquire_now()?;
+        Some(SimMutexGuard { inner })
     }
 
     /// The CPU holding the mutex (Linux: `mutex_is_locked()` plus the owner).
     pub fn holder(&self) -> Option<CpuId> {
-        self.owner.get()
+        self.inner.holder()
     }
 
     pub fn name(&self) -> String {
-        self.sched.lock_name(self.id)
+        self.inner.name()
     }
 
     /// Reads the data outside any task (invariant checkers, expectations).
     /// Panics (`BUG:`) if the mutex is held: observers run between kernel paths.
     pub fn borrow_unlocked(&self) -> Ref<'_, T> {
-        if let Some(cpu) = self.owner.get() {
-            panic!(
-                "BUG: mutex `{}` inspected while {cpu} holds it",
-                self.name()
-            );
-        }
-        self.data.borrow()
+        self.inner.borrow_unlocked()
     }
 
     /// Changes the data outside any task (boot-time setup through a shared
     /// handle). Panics (`BUG:`) if the mutex is held.
     pub fn borrow_mut_unlocked(&self) -> RefMut<'_, T> {
-        if let Some(cpu) = self.owner.get() {
-            panic!("BUG: mutex `{}` modified while {cpu} holds it", self.name());
-        }
-        self.data.borrow_mut()
+        self.inner.borrow_mut_unlocked()
     }
 
     pub fn get_mut(&mut self) -> &mut T {
-        self.data.get_mut()
+        self.inner.get_mut()
     }
 
     pub fn into_inner(self) -> T {
-        self.data.into_inner()
+        self.inner.into_inner()
     }
 }
 
@@ -140,61 +95,41 @@ impl<T> fmt::Debug for SimMutex<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SimMutex")
             .field("name", &self.name())
-            .field("owner", &self.owner.get())
+            .field("owner", &self.holder())
             .finish_non_exhaustive()
     }
 }
 
 /// Proof of holding a [`SimMutex`]; dropping it releases the mutex.
 pub struct SimMutexGuard<'m, T> {
-    mutex: &'m SimMutex<T>,
-    cpu: CpuId,
-    data: RefMut<'m, T>,
+    inner: ExclusiveGuard<'m, T>,
 }
 
 impl<T> SimMutexGuard<'_, T> {
     /// The CPU that acquired the mutex.
     pub fn holder(&self) -> CpuId {
-        self.cpu
+        self.inner.holder()
     }
 }
 
 impl<T> Deref for SimMutexGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
-        &self.data
+        &self.inner
     }
 }
 
 impl<T> DerefMut for SimMutexGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
-        &mut self.data
-    }
-}
-
-impl<T> Drop for SimMutexGuard<'_, T> {
-    fn drop(&mut self) {
-        let mutex = self.mutex;
-        if let Some(cpu) = mutex.sched.releasing_cpu()
-            && cpu != self.cpu
-        {
-            panic!(
-                "BUG: mutex `{}` released by {cpu} but owned by {}",
-                mutex.name(),
-                self.cpu
-            );
-        }
-        mutex.owner.set(None);
-        mutex.sched.note_released(mutex.addr(), self.cpu, None);
-        mutex.sched.wake(mutex.addr(), |_| true);
+        &mut self.inner
     }
 }
 
 impl<T: fmt::Debug> fmt::Debug for SimMutexGuard<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SimMutexGuard")
-            .field("holder", &self.cpu)
-            .field("data", &*self.data)
+            .field("holder", &self.holder())
+            .field("data", &*self.inner)
             .finish()
     }
 }
@@ -206,7 +141,7 @@ mod tests {
     use crate::executor::{BlockedCpu, RunLimits, SchedError, Task};
     use crate::explore::explore_exhaustive;
     use crate::schedule::Schedule;
-    use std::cell::RefCell;
+    use std::cell::{Cell, RefCell};
 
     /// The racy counter of `executor::tests`, with the read-modify-write under
     /// a mutex: `lock; v = *c; preempt_point; *c = v + 1; unlock`.

@@ -61,25 +61,17 @@ impl<T> SimRwLock<T> {
     /// Acquires the lock shared (Linux: `down_read()`, `mmap_read_lock()`).
     pub async fn read(&self) -> SimReadGuard<'_, T> {
         self.sched.might_sleep_on(self.id, WaitKind::Read);
-        self.sched.preempt_point().await;
-        loop {
-            if let Some(guard) = self.read_now() {
-                return guard;
-            }
-            self.sleep(WaitKind::Read).await;
-        }
+        self.sched
+            .acquire(|| self.read_now().ok_or_else(|| self.wait(WaitKind::Read)))
+            .await
     }
 
     /// Acquires the lock exclusive (Linux: `down_write()`, `mmap_write_lock()`).
     pub async fn write(&self) -> SimWriteGuard<'_, T> {
         self.sched.might_sleep_on(self.id, WaitKind::Write);
-        self.sched.preempt_point().await;
-        loop {
-            if let Some(guard) = self.write_now() {
-                return guard;
-            }
-            self.sleep(WaitKind::Write).await;
-        }
+        self.sched
+            .acquire(|| self.write_now().ok_or_else(|| self.wait(WaitKind::Write)))
+            .await
     }
 
     /// Linux: `down_read_trylock()`, `mmap_read_trylock()`. A switch point.
@@ -94,13 +86,12 @@ impl<T> SimRwLock<T> {
         self.write_now()
     }
 
-    async fn sleep(&self, kind: WaitKind) {
-        let wait = Wait {
+    fn wait(&self, kind: WaitKind) -> Wait {
+        Wait {
             at: self.addr(),
             kind,
             key: None,
-        };
-        self.sched.sleep(wait).await;
+        }
     }
 
     fn read_now(&self) -> Option<SimReadGuard<'_, T>> {

@@ -15,95 +15,53 @@
 
 use core::fmt;
 use core::ops::{Deref, DerefMut};
-use std::cell::{Cell, Ref, RefCell, RefMut};
+use std::cell::{Ref, RefMut};
 
 use crate::cpu::CpuId;
-use crate::executor::{HoldKind, LockAddr, LockId, Sched, Wait, WaitKind};
+use crate::exclusive::{Exclusive, ExclusiveGuard};
+use crate::executor::{Sched, WaitKind};
 
 pub struct SimSpinLock<T> {
-    sched: Sched,
-    id: LockId,
-    owner: Cell<Option<CpuId>>,
-    data: RefCell<T>,
+    inner: Exclusive<T>,
 }
 
 impl<T> SimSpinLock<T> {
     /// A spin lock named `name` in reports and traces.
     pub fn new(sched: &Sched, name: impl Into<String>, value: T) -> Self {
+        let id = sched.register_spinlock(name.into());
         Self {
-            sched: sched.clone(),
-            id: sched.register_spinlock(name.into()),
-            owner: Cell::new(None),
-            data: RefCell::new(value),
+            inner: Exclusive::new(sched, id, "spin lock", value),
         }
-    }
-
-    fn addr(&self) -> LockAddr {
-        LockAddr::whole(self.id)
     }
 
     /// Acquires the lock, spinning while another CPU holds it.
     pub async fn lock(&self) -> SimSpinGuard<'_, T> {
-        self.sched.preempt_point().await;
-        loop {
-            if self.owner.get().is_none() {
-                let cpu = self
-                    .sched
-                    .note_acquired(self.addr(), HoldKind::Exclusive, None);
-                self.owner.set(Some(cpu));
-                self.sched.requeue_woken(self.addr(), |_| true);
-                let data = self
-                    .data
-                    .try_borrow_mut()
-                    .expect("BUG: free spin lock with its data borrowed");
-                return SimSpinGuard {
-                    lock: self,
-                    cpu,
-                    data,
-                };
-            }
-            let wait = Wait {
-                at: self.addr(),
-                kind: WaitKind::Spin,
-                key: None,
-            };
-            self.sched.sleep(wait).await;
+        SimSpinGuard {
+            inner: self.inner.lock(WaitKind::Spin).await,
         }
     }
 
     pub fn holder(&self) -> Option<CpuId> {
-        self.owner.get()
+        self.inner.holder()
     }
 
     pub fn name(&self) -> String {
-        self.sched.lock_name(self.id)
+        self.inner.name()
     }
 
     /// Reads the data outside any task (checkers). Panics (`BUG:`) while
     /// held.
     pub fn borrow_unlocked(&self) -> Ref<'_, T> {
-        if let Some(cpu) = self.owner.get() {
-            panic!(
-                "BUG: spin lock `{}` inspected while {cpu} holds it",
-                self.name()
-            );
-        }
-        self.data.borrow()
+        self.inner.borrow_unlocked()
     }
 
     /// Changes the data outside any task. Panics (`BUG:`) while held.
     pub fn borrow_mut_unlocked(&self) -> RefMut<'_, T> {
-        if let Some(cpu) = self.owner.get() {
-            panic!(
-                "BUG: spin lock `{}` modified while {cpu} holds it",
-                self.name()
-            );
-        }
-        self.data.borrow_mut()
+        self.inner.borrow_mut_unlocked()
     }
 
     pub fn into_inner(self) -> T {
-        self.data.into_inner()
+        self.inner.into_inner()
     }
 }
 
@@ -111,46 +69,26 @@ impl<T> fmt::Debug for SimSpinLock<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SimSpinLock")
             .field("name", &self.name())
-            .field("owner", &self.owner.get())
+            .field("owner", &self.holder())
             .finish_non_exhaustive()
     }
 }
 
 /// Proof of holding a [`SimSpinLock`]; dropping it releases the lock.
 pub struct SimSpinGuard<'l, T> {
-    lock: &'l SimSpinLock<T>,
-    cpu: CpuId,
-    data: RefMut<'l, T>,
+    inner: ExclusiveGuard<'l, T>,
 }
 
 impl<T> Deref for SimSpinGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
-        &self.data
+        &self.inner
     }
 }
 
 impl<T> DerefMut for SimSpinGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
-        &mut self.data
-    }
-}
-
-impl<T> Drop for SimSpinGuard<'_, T> {
-    fn drop(&mut self) {
-        let lock = self.lock;
-        if let Some(cpu) = lock.sched.releasing_cpu()
-            && cpu != self.cpu
-        {
-            panic!(
-                "BUG: spin lock `{}` released by {cpu} but owned by {}",
-                lock.name(),
-                self.cpu
-            );
-        }
-        lock.owner.set(None);
-        lock.sched.note_released(lock.addr(), self.cpu, None);
-        lock.sched.wake(lock.addr(), |_| true);
+        &mut self.inner
     }
 }
 

@@ -69,20 +69,15 @@ impl<K: Copy + Ord + fmt::Debug> LockTable<K> {
     /// Locks `key`, sleeping while another holder has it (Linux: `folio_lock()`).
     pub async fn lock(&self, key: K) -> KeyGuard<'_, K> {
         self.sched.might_sleep_on(self.id, WaitKind::Key);
-        self.sched.preempt_point().await;
-        loop {
-            match self.lock_now(key) {
-                Ok(guard) => return guard,
-                Err(instance) => {
-                    let wait = Wait {
-                        at: self.addr(instance),
-                        kind: WaitKind::Key,
-                        key: Some(format!("{key:?}")),
-                    };
-                    self.sched.sleep(wait).await;
-                }
-            }
-        }
+        self.sched
+            .acquire(|| {
+                self.lock_now(key).map_err(|instance| Wait {
+                    at: self.addr(instance),
+                    kind: WaitKind::Key,
+                    key: Some(format!("{key:?}")),
+                })
+            })
+            .await
     }
 
     /// Locks `key` if free (Linux: `folio_trylock()`). A switch point.

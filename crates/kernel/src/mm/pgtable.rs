@@ -1137,6 +1137,7 @@ fn check_va(va: VirtAddr, align: u64) -> Result<u64, PgtableError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mm::vma::tests::va;
     use proptest::prelude::*;
     use std::collections::{BTreeMap, BTreeSet};
 
@@ -1166,10 +1167,6 @@ mod tests {
             assert!(self.live.remove(&pfn), "double free of {pfn:?}");
             self.frees += 1;
         }
-    }
-
-    fn va(raw: u64) -> VirtAddr {
-        VirtAddr::new(raw).unwrap()
     }
 
     fn attrs(access: Access) -> LeafAttrs {

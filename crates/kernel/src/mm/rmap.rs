@@ -253,10 +253,7 @@ mod tests {
     use super::*;
     use crate::mm::layout::{PAGE_SIZE, PMD_SIZE};
     use crate::mm::pgtable::{Access, Leaf, LeafAttrs, TableFrames};
-
-    fn va(raw: u64) -> VirtAddr {
-        VirtAddr::new(raw).unwrap()
-    }
+    use crate::mm::vma::tests::va;
 
     fn at(mm: u64, raw: u64) -> RmapEntry {
         RmapEntry {

@@ -976,17 +976,22 @@ pub(crate) mod tests {
         }
     }
 
-    /// DRAM [0, 32) and CMA [32, 48).
-    pub(crate) fn small(cma_use: CmaUse) -> BuddyAllocator {
-        let layout = PhysLayout::new(
+    /// DRAM [0, 32) and CMA [32, 48) on [`small_geometry`]: the machine
+    /// the allocator, contiguous range and model tests work out by hand.
+    pub(crate) fn small_layout() -> PhysLayout {
+        PhysLayout::new(
             small_geometry(),
             vec![
                 region(0, 32, RegionKind::Dram),
                 region(32, 16, RegionKind::TagStorageCma),
             ],
         )
-        .unwrap();
-        BuddyAllocator::new(layout, cma_use)
+        .unwrap()
+    }
+
+    /// An allocator on [`small_layout`].
+    pub(crate) fn small(cma_use: CmaUse) -> BuddyAllocator {
+        BuddyAllocator::new(small_layout(), cma_use)
     }
 
     pub(crate) fn o(order: u8) -> Order {
@@ -995,6 +1000,11 @@ pub(crate) mod tests {
 
     pub(crate) fn p(pfn: u64) -> Pfn {
         Pfn::new(pfn)
+    }
+
+    /// `count` frames from `start`.
+    pub(crate) fn range(start: u64, count: u64) -> PfnRange {
+        PfnRange::new(Pfn::new(start), count)
     }
 
     #[track_caller]

@@ -404,33 +404,38 @@ pub(crate) mod testing {
 mod tests {
     use super::testing::*;
     use super::*;
-    use crate::phys::buddy::tests::{o, p, region, small_geometry};
+    use crate::phys::buddy::tests::{o, p, range, small_layout};
     use crate::phys::buddy::{AllocFlags, FreeList};
     use crate::phys::frame::Owner;
-    use crate::phys::layout::{CmaUse, PhysLayout, RegionKind};
+    use crate::phys::layout::CmaUse;
     use mte::PhysAddr;
 
     /// DRAM [0, 32), CMA [32, 48), 4 KiB pages, pageblocks of 4.
     fn machine(cma_use: CmaUse) -> RefCell<PhysMem> {
-        let layout = PhysLayout::new(
-            small_geometry(),
-            vec![
-                region(0, 32, RegionKind::Dram),
-                region(32, 16, RegionKind::TagStorageCma),
-            ],
-        )
-        .unwrap();
-        RefCell::new(PhysMem::new(layout, cma_use))
-    }
-
-    fn range(start: u64, count: u64) -> PfnRange {
-        PfnRange::new(Pfn::new(start), count)
+        RefCell::new(PhysMem::new(small_layout(), cma_use))
     }
 
     #[track_caller]
     fn clean(phys: &RefCell<PhysMem>) {
         let v = phys.borrow().check();
         assert!(v.is_empty(), "{v:#?}");
+    }
+
+    /// A user allocation of `order` (CMA first under `prefer`).
+    #[track_caller]
+    fn user_alloc(phys: &RefCell<PhysMem>, order: u8) -> Pfn {
+        phys.borrow_mut()
+            .alloc
+            .alloc(o(order), AllocFlags::USER)
+            .unwrap()
+    }
+
+    /// Returns a claimed range, the machine consistent before and after.
+    #[track_caller]
+    fn give_back(phys: &RefCell<PhysMem>, claimed: ClaimedRange) {
+        clean(phys);
+        phys.borrow_mut().alloc.return_range(claimed);
+        clean(phys);
     }
 
     #[test]
@@ -440,19 +445,13 @@ mod tests {
         let claimed = block_on(alloc_contig_range(&phys, range(40, 2), &mut m)).unwrap();
         assert_eq!(claimed.range(), range(40, 2));
         assert!(m.moved.is_empty());
-        clean(&phys);
-        phys.borrow_mut().alloc.return_range(claimed);
-        clean(&phys);
+        give_back(&phys, claimed);
     }
 
     #[test]
     fn data_in_the_range_is_migrated_with_its_contents() {
         let phys = machine(CmaUse::Prefer);
-        let x = phys
-            .borrow_mut()
-            .alloc
-            .alloc(o(0), AllocFlags::USER)
-            .unwrap();
+        let x = user_alloc(&phys, 0);
         assert_eq!(x, p(32), "prefer puts data in CMA");
         {
             let mut ph = phys.borrow_mut();
@@ -476,19 +475,13 @@ mod tests {
             "isolation undone"
         );
         drop(ph);
-        clean(&phys);
-        phys.borrow_mut().alloc.return_range(claimed);
-        clean(&phys);
+        give_back(&phys, claimed);
     }
 
     #[test]
     fn transient_failures_are_retried_then_give_up() {
         let phys = machine(CmaUse::Prefer);
-        let x = phys
-            .borrow_mut()
-            .alloc
-            .alloc(o(1), AllocFlags::USER)
-            .unwrap();
+        let x = user_alloc(&phys, 1);
         // Busy for 4 passes: the fifth pass succeeds (4 < MIGRATE_TRIES).
         let mut m = CopyMigrator::new(&phys);
         m.busy.insert(x, MIGRATE_TRIES - 1);
@@ -498,11 +491,7 @@ mod tests {
         clean(&phys);
         // Busy for ever: Busy after exactly MIGRATE_TRIES failed passes, and
         // nothing is left isolated or claimed.
-        let y = phys
-            .borrow_mut()
-            .alloc
-            .alloc(o(1), AllocFlags::USER)
-            .unwrap();
+        let y = user_alloc(&phys, 1);
         let mut m = CopyMigrator::new(&phys);
         m.busy.insert(y, u32::MAX);
         let err = block_on(alloc_contig_range(&phys, range(y.as_u64(), 1), &mut m)).unwrap_err();
@@ -525,11 +514,7 @@ mod tests {
     #[test]
     fn permanent_failures_are_not_retried() {
         let phys = machine(CmaUse::Prefer);
-        let x = phys
-            .borrow_mut()
-            .alloc
-            .alloc(o(0), AllocFlags::USER)
-            .unwrap();
+        let x = user_alloc(&phys, 0);
         phys.borrow_mut().alloc.frame_mut(x).unwrap().pins = 1;
         let mut m = CopyMigrator::new(&phys);
         let err = block_on(alloc_contig_range(&phys, range(32, 4), &mut m)).unwrap_err();
@@ -591,10 +576,7 @@ mod tests {
     #[test]
     fn two_overlapping_claims_interleaved_one_is_busy() {
         let phys = machine(CmaUse::Prefer);
-        phys.borrow_mut()
-            .alloc
-            .alloc(o(0), AllocFlags::USER)
-            .unwrap();
+        user_alloc(&phys, 0);
         let (mut m1, mut m2) = (CopyMigrator::new(&phys), CopyMigrator::new(&phys));
         // The first isolates [32, 36) and yields inside its migration; the
         // second finds pageblock 32 isolated.
@@ -610,26 +592,18 @@ mod tests {
                 cause: BusyCause::Isolated { pageblock: p(32) }
             }
         );
-        clean(&phys);
-        phys.borrow_mut().alloc.return_range(claimed);
-        clean(&phys);
+        give_back(&phys, claimed);
     }
 
     #[test]
     fn an_allocation_during_migration_avoids_the_isolated_range() {
         let phys = machine(CmaUse::Prefer);
-        phys.borrow_mut()
-            .alloc
-            .alloc(o(0), AllocFlags::USER)
-            .unwrap();
+        user_alloc(&phys, 0);
         let mut m = CopyMigrator::new(&phys);
         let other_cpu = async {
             // Runs while the claim is inside its migration: [32, 36) is
             // isolated, so CMA-first gives 36 (and the migration then 37).
-            phys.borrow_mut()
-                .alloc
-                .alloc(o(0), AllocFlags::USER)
-                .unwrap()
+            user_alloc(&phys, 0)
         };
         let (claimed, got) = run_both(alloc_contig_range(&phys, range(32, 4), &mut m), other_cpu);
         assert_eq!(got, p(36));
@@ -641,10 +615,7 @@ mod tests {
     #[test]
     fn dropping_the_future_undoes_the_isolation() {
         let phys = machine(CmaUse::Prefer);
-        phys.borrow_mut()
-            .alloc
-            .alloc(o(0), AllocFlags::USER)
-            .unwrap();
+        user_alloc(&phys, 0);
         let mut m = CopyMigrator::new(&phys);
         {
             let fut = alloc_contig_range(&phys, range(32, 1), &mut m);

@@ -431,12 +431,8 @@ impl BuddyAllocator {
 mod tests {
     use super::*;
     use crate::phys::buddy::AllocFlags;
-    use crate::phys::buddy::tests::{assert_clean, o, p, small};
+    use crate::phys::buddy::tests::{assert_clean, o, p, range, small};
     use crate::phys::layout::CmaUse;
-
-    fn range(start: u64, count: u64) -> PfnRange {
-        PfnRange::new(Pfn::new(start), count)
-    }
 
     #[test]
     fn isolation_moves_free_frames_and_undo_restores_them() {

@@ -87,14 +87,8 @@ impl PhysMem {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mte::{Pfn, PfnRange};
-
-    fn region(start: u64, count: u64, kind: RegionKind) -> Region {
-        Region {
-            range: PfnRange::new(Pfn::new(start), count),
-            kind,
-        }
-    }
+    use crate::phys::buddy::tests::region;
+    use mte::Pfn;
 
     /// 1 TiB of DRAM from 2 GiB (pfn 0x80000) and 32 GiB of CMA after it,
     /// with Linux arm64 4K geometry.

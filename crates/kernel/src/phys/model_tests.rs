@@ -4,7 +4,7 @@
 //! result must agree with the model (CMA rules, isolation, claims). Running
 //! the same operations twice must give the same frames (determinism).
 
-use super::buddy::tests::small_geometry;
+use super::buddy::tests::{region, small_geometry, small_layout};
 use super::contig::testing::{CopyMigrator, block_on};
 use super::*;
 use core::cell::RefCell;
@@ -64,25 +64,12 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn region(start: u64, count: u64, kind: RegionKind) -> Region {
-    Region {
-        range: PfnRange::new(Pfn::new(start), count),
-        kind,
-    }
-}
-
 /// Three machines with pageblocks of 4 frames: an aligned one (blocks up to
 /// 8), a ragged one with carved-out frames and holes, and one whose DRAM and
 /// CMA blocks are buddies (blocks up to 16).
 fn layout(which: u8) -> PhysLayout {
     let (geometry, regions) = match which {
-        0 => (
-            small_geometry(),
-            vec![
-                region(0, 32, RegionKind::Dram),
-                region(32, 16, RegionKind::TagStorageCma),
-            ],
-        ),
+        0 => return small_layout(),
         1 => (
             small_geometry(),
             vec![
