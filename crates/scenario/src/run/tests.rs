@@ -850,7 +850,10 @@ fn check_invariants_fails_every_command_line_after_which_they_break() {
 #[test]
 fn a_failure_in_or_after_a_block_prints_the_schedule() {
     // docs/language.md, "Concurrency": the schedule is part of the failure.
-    let report = run(&format!("{BLOCK}p load b 8 => value 7\n"), &mut Answering::plain());
+    let report = run(
+        &format!("{BLOCK}p load b 8 => value 7\n"),
+        &mut Answering::plain(),
+    );
     assert_eq!(report.status(), Status::Fail);
     let schedule = report.schedule.clone().unwrap();
     assert_eq!(
@@ -863,7 +866,10 @@ fn a_failure_in_or_after_a_block_prints_the_schedule() {
     assert_eq!(before.status(), Status::Fail);
     assert!(!before.render("t.mte", false).contains("schedule"));
     // The digest tells runs with different results apart.
-    let other = run(&format!("{BLOCK}p load b 8 => value 7\n"), &mut Answering::plain());
+    let other = run(
+        &format!("{BLOCK}p load b 8 => value 7\n"),
+        &mut Answering::plain(),
+    );
     assert_eq!(other.digest, report.digest);
     assert_ne!(run(BLOCK, &mut Answering::plain()).digest, report.digest);
 }
