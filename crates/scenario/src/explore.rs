@@ -147,6 +147,7 @@ pub fn explore_source<E: fmt::Display>(
     };
     let start = Instant::now();
     let mut states = BTreeSet::new();
+    let mut counted = 0;
     let exploration = sched::explore_with(
         options.strategy,
         options.max_schedules,
@@ -160,7 +161,8 @@ pub fn explore_source<E: fmt::Display>(
         },
         |digest| {
             states.insert(digest);
-            progress(states.len().max(1));
+            counted += 1;
+            progress(counted);
         },
     )
     .map_err(ExploreFileError::Nondeterministic)?;
