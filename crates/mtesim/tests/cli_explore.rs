@@ -118,6 +118,20 @@ fn a_passing_exploration_summarises_and_shards_add_up() {
         rest.ends_with("schedules, 2 distinct final states, exhausted"),
         "{rest}"
     );
+    // The reduced search reaches the same final states.
+    let out = mtesim_in(
+        d.path(),
+        &["explore", "two.mte", "--strategy", "exhaustive", "--reduce"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (reduced, rest) = summary(stdout(&out));
+    assert!(reduced <= whole);
+    assert!(
+        rest.ends_with("2 distinct final states, exhausted"),
+        "{rest}"
+    );
+    let out = mtesim_in(d.path(), &["explore", "two.mte", "--reduce"]);
+    assert_eq!(out.status.code(), Some(2));
     let mut total = 0;
     for shard in ["0/3", "1/3", "2/3"] {
         let out = mtesim_in(

@@ -6,8 +6,10 @@
 //! machine (built from the file's platform with [`RunOptions::set`] and
 //! [`RunOptions::seed`] applied, so every schedule draws the same IRG tags)
 //! with the invariants checked after every statement
-//! ([`RunOptions::check_invariants`]) and every expectation checked as
-//! `mtesim run` checks it. A schedule *fails* when its run does not pass;
+//! ([`RunOptions::check_invariants`]; the statements before the first
+//! `parallel` block run alike in every schedule, so their checks are made
+//! in the first schedule only) and every expectation checked as `mtesim
+//! run` checks it. A schedule *fails* when its run does not pass;
 //! the search ([`sched::explore_with`]) stops at the first failure.
 //!
 //! The failing schedule is then *minimised*: each decision that names a CPU
@@ -132,12 +134,22 @@ pub fn explore_source<E: fmt::Display>(
     // One machine up front: a platform the machine refuses is bad input,
     // not a failing schedule.
     make_machine(&platform).map_err(|e| ExploreFileError::CannotRun(e.to_string()))?;
+    // The statements before the first block run alike in every schedule:
+    // their invariants are checked in the first run only.
+    let mut later_options = run_options.clone();
+    later_options.invariants_from_first_block = true;
+    let first_run = std::cell::Cell::new(true);
     let one = |chooser: &mut dyn Chooser| -> RunReport {
         let mut machine = match make_machine(&platform) {
             Ok(machine) => machine,
             Err(e) => panic!("BUG: the machine was built once and now is not: {e}"),
         };
-        let mut runner = Runner::new(&mut *machine, &run_options, &spec)
+        let options = if first_run.replace(false) {
+            &run_options
+        } else {
+            &later_options
+        };
+        let mut runner = Runner::new(&mut *machine, options, &spec)
             .with_source(src)
             .with_chooser(chooser);
         for stmt in &script.stmts {

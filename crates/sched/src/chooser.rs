@@ -25,6 +25,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use thiserror::Error;
 
 use crate::cpu::{self, CpuId};
+use crate::executor::Footprint;
 use crate::schedule::Schedule;
 
 /// One decision, as the chooser sees it.
@@ -36,6 +37,10 @@ pub struct ChoicePoint<'a> {
     /// is in `runnable` when it stopped at a switch point, not when it
     /// blocked or finished.
     pub previous: Option<CpuId>,
+    /// The steps taken since the previous decision of this run (the one
+    /// that decision chose first, then any taken while only one CPU could
+    /// run), for partial-order reduction; empty at the start of a run.
+    pub steps: &'a [Footprint],
 }
 
 /// Picks the CPU to run at each decision.
@@ -65,6 +70,8 @@ pub enum ChooseError {
         wanted: CpuId,
         runnable: Vec<CpuId>,
     },
+    #[error("partial-order reduction: every runnable CPU is asleep at decision {decision}")]
+    Pruned { decision: usize },
     #[error("schedule has {len} decisions but the program made only {used}")]
     Unused { used: usize, len: usize },
     #[error(

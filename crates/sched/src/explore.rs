@@ -55,6 +55,7 @@
 
 use crate::chooser::{ChoicePoint, ChooseError, Chooser, Pct, Recorder, Sticky};
 use crate::cpu::CpuId;
+use crate::executor::Footprint;
 use crate::schedule::{Choice, Schedule};
 use thiserror::Error;
 
@@ -69,6 +70,8 @@ pub enum Strategy {
         depth: u32,
     },
     Exhaustive,
+    /// Exhaustive search with sleep sets ([`explore_reduced`]).
+    Reduced,
     /// At most this many preemptions per schedule.
     Bounded {
         preemptions: u32,
@@ -210,6 +213,7 @@ pub fn explore_with<O, E>(
             },
         )),
         Strategy::Exhaustive => systematic(max_schedules, None, shard, program, &mut counted),
+        Strategy::Reduced => explore_reduced(max_schedules, shard, program, counted),
         Strategy::Bounded { preemptions } => {
             let mut total = Exploration {
                 schedules: 0,
@@ -471,6 +475,210 @@ impl Chooser for Dfs<'_> {
     }
 }
 
+/// One decision of a reduced DFS run (see [`explore_reduced`]).
+#[derive(Clone, Debug)]
+struct Node {
+    /// The runnable CPUs in option order (the rule's first).
+    options: Vec<CpuId>,
+    index: usize,
+    /// The sleep set on entry: steps that need not be taken first here.
+    asleep: Vec<Footprint>,
+    /// The first steps of the options explored before `index`.
+    done: Vec<Footprint>,
+    /// The first step of option `index`, once the next decision saw it.
+    first_step: Option<Footprint>,
+}
+
+impl Node {
+    fn is_asleep(&self, cpu: CpuId) -> bool {
+        self.asleep.iter().any(|f| f.cpu == cpu)
+    }
+}
+
+struct SleepDfs<'p> {
+    prefix: &'p [Node],
+    taken: Vec<Node>,
+    schedule: Schedule,
+    diverged: Option<ChooseError>,
+    /// Every runnable CPU was asleep: the run repeats explored ones.
+    pruned: bool,
+}
+
+impl Chooser for SleepDfs<'_> {
+    fn choose(&mut self, point: &ChoicePoint<'_>) -> Result<CpuId, ChooseError> {
+        let decision = self.taken.len();
+        let stay = Choice::stay_at(point);
+        let options: Vec<CpuId> = core::iter::once(stay)
+            .chain(point.runnable.iter().copied().filter(|&c| c != stay))
+            .collect();
+        // The sleep set: what slept or was done at the previous decision
+        // and commutes with every step taken since (none at a new run, and
+        // none when the machine reported no steps).
+        let mut asleep = Vec::new();
+        if let (Some(prev), Some(first)) = (self.taken.last_mut(), point.steps.first())
+            && point.previous.is_some()
+        {
+            prev.first_step = Some(first.clone());
+            for f in prev.asleep.iter().chain(&prev.done) {
+                let commutes = point
+                    .steps
+                    .iter()
+                    .all(|s| s.cpu != f.cpu && f.independent(s));
+                if commutes && !asleep.iter().any(|a: &Footprint| a.cpu == f.cpu) {
+                    asleep.push(f.clone());
+                }
+            }
+        }
+        let (index, done) = match self.prefix.get(decision) {
+            Some(forced) if forced.options == options => (forced.index, forced.done.clone()),
+            Some(forced) => {
+                let error = ChooseError::Diverged {
+                    decision: decision + 1,
+                    expected: forced.options.len(),
+                    runnable: point.runnable.to_vec(),
+                };
+                self.diverged = Some(error.clone());
+                return Err(error);
+            }
+            None => {
+                let Some(index) = options
+                    .iter()
+                    .position(|&c| !asleep.iter().any(|f| f.cpu == c))
+                else {
+                    self.pruned = true;
+                    return Err(ChooseError::Pruned {
+                        decision: decision + 1,
+                    });
+                };
+                (index, Vec::new())
+            }
+        };
+        let cpu = options[index];
+        self.taken.push(Node {
+            options,
+            index,
+            asleep,
+            done,
+            first_step: None,
+        });
+        self.schedule.record(point, cpu);
+        Ok(cpu)
+    }
+}
+
+/// Exhaustive search with sleep sets (Godefroid, 1996): at each decision, a
+/// CPU whose next step was already explored from an earlier state and
+/// commutes with every step taken since (per [`Footprint::independent`])
+/// is not chosen first again, because the schedules it would start differ
+/// from explored ones only in the order of independent steps. Every final
+/// state of the full search stays reachable, *given the approximation of
+/// [`Footprint`]*: the reduction is as sound as the kernel's locking
+/// discipline. A run in which every runnable CPU is asleep only repeats
+/// explored schedules: it is abandoned ([`ChooseError::Pruned`]) and not
+/// counted. `counted` sees the values of the counted runs, as for
+/// [`explore_with`].
+pub fn explore_reduced<O, E>(
+    max_schedules: usize,
+    shard: Shard,
+    mut program: impl FnMut(&mut dyn Chooser) -> Result<O, E>,
+    mut counted: impl FnMut(O),
+) -> Result<Exploration<E>, ExploreError> {
+    let mut prefix: Vec<Node> = Vec::new();
+    let mut longest = 0;
+    let mut runs = 0;
+    let mut run = 0;
+    while runs < max_schedules {
+        run += 1;
+        let mut dfs = SleepDfs {
+            prefix: &prefix,
+            taken: Vec::with_capacity(prefix.len()),
+            schedule: Schedule::new(),
+            diverged: None,
+            pruned: false,
+        };
+        let verdict = program(&mut dfs);
+        if let Some(source) = dfs.diverged {
+            return Err(ExploreError::Nondeterministic { run, source });
+        }
+        if dfs.taken.len() < prefix.len() {
+            return Err(ExploreError::Nondeterministic {
+                run,
+                source: ChooseError::Unused {
+                    used: dfs.taken.len(),
+                    len: prefix.len(),
+                },
+            });
+        }
+        longest = longest.max(dfs.taken.len());
+        let mut taken = dfs.taken;
+        let path: Vec<Branch> = taken
+            .iter()
+            .map(|n| Branch {
+                index: n.index,
+                count: n.options.len(),
+            })
+            .collect();
+        let ours = shard.owns_path(&path);
+        if ours && !dfs.pruned {
+            runs += 1;
+            match verdict {
+                Ok(value) => counted(value),
+                Err(error) => {
+                    return Ok(Exploration {
+                        schedules: runs,
+                        exhausted: false,
+                        longest,
+                        failure: Some(Failure {
+                            schedule: dfs.schedule,
+                            error,
+                            run: runs,
+                            seed: None,
+                        }),
+                    });
+                }
+            }
+        }
+        if !ours {
+            taken.truncate(SHARD_DEPTH);
+        }
+        // Backtrack: the deepest decision with an option neither asleep
+        // nor done; the option just explored joins `done` (its first step
+        // unknown when no later decision saw it: then it conflicts with
+        // everything).
+        loop {
+            let Some(node) = taken.last_mut() else {
+                return Ok(Exploration {
+                    schedules: runs,
+                    exhausted: true,
+                    longest,
+                    failure: None,
+                });
+            };
+            let cpu = node.options[node.index];
+            let first = node.first_step.take().unwrap_or(Footprint::unknown(cpu));
+            node.done.push(first);
+            let next =
+                (node.index + 1..node.options.len()).find(|&i| !node.is_asleep(node.options[i]));
+            match next {
+                Some(i) => {
+                    node.index = i;
+                    break;
+                }
+                None => {
+                    taken.pop();
+                }
+            }
+        }
+        prefix = taken;
+    }
+    Ok(Exploration {
+        schedules: runs,
+        exhausted: false,
+        longest,
+        failure: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -708,5 +916,83 @@ mod tests {
             }
         }
         assert_eq!(Shard::new(3, 3), None);
+    }
+
+    /// Two tasks, each taking its own mutex `rounds` times, then (with
+    /// `shared`) a mutex they share; the log is the order of the shared
+    /// sections. Lock steps touch only their locks, so the sections on
+    /// private mutexes commute.
+    fn private_then_shared(rounds: usize, c: &mut dyn Chooser) -> Result<Vec<u32>, SchedError> {
+        use crate::mutex::SimMutex;
+        let sched = Sched::new();
+        let private = [
+            SimMutex::new(&sched, "p0", 0u32),
+            SimMutex::new(&sched, "p1", 0u32),
+        ];
+        let shared = SimMutex::new(&sched, "shared", Vec::new());
+        let tasks: Vec<Task<'_, ()>> = (0..2)
+            .map(|i| {
+                let (private, shared) = (&private[i], &shared);
+                Box::pin(async move {
+                    for _ in 0..rounds {
+                        *private.lock().await += 1;
+                    }
+                    shared.lock().await.push(i as u32);
+                }) as Task<'_, ()>
+            })
+            .collect();
+        sched.run(tasks, c, RunLimits::default())?;
+        Ok(shared.into_inner())
+    }
+
+    #[test]
+    fn sleep_sets_skip_reorderings_of_independent_steps_and_keep_every_outcome() {
+        let outcomes = |reduced: bool| {
+            let mut seen = std::collections::BTreeSet::new();
+            let program = |c: &mut dyn Chooser| private_then_shared(3, c).map_err(|_| ());
+            let report = if reduced {
+                explore_reduced(100_000, Shard::ALL, program, |o| {
+                    seen.insert(o);
+                })
+            } else {
+                explore_with(Strategy::Exhaustive, 100_000, Shard::ALL, program, |o| {
+                    seen.insert(o);
+                })
+            }
+            .unwrap();
+            assert!(report.exhausted && report.failure.is_none());
+            (report.schedules, seen)
+        };
+        let (full, all) = outcomes(false);
+        let (reduced, kept) = outcomes(true);
+        assert_eq!(kept, all);
+        assert_eq!(all.len(), 2, "{all:?}");
+        assert!(reduced * 4 <= full, "reduced {reduced} of {full}");
+        eprintln!("private then shared: full {full} schedules, reduced {reduced}");
+        // Plain switch points conflict with everything: no reduction, and
+        // the lost update is still found.
+        let plain = explore_reduced(
+            100,
+            Shard::ALL,
+            |c| {
+                free_running(2, 2, c).unwrap();
+                Ok::<(), ()>(())
+            },
+            |()| {},
+        )
+        .unwrap();
+        assert_eq!(plain.schedules, 20);
+        let report = explore_reduced(
+            100,
+            Shard::ALL,
+            |c| match racy_counter(c) {
+                Ok(2) => Ok(()),
+                other => Err(other),
+            },
+            |()| {},
+        )
+        .unwrap();
+        let failure = report.failure.unwrap();
+        assert_eq!(racy_counter(&mut Replay::new(failure.schedule)), Ok(1));
     }
 }

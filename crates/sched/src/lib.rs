@@ -75,11 +75,12 @@ pub use chooser::{
 };
 pub use cpu::CpuId;
 pub use executor::{
-    BlockedCpu, HoldKind, PreemptPoint, RunLimits, Sched, SchedError, Task, TraceEvent, WaitKind,
+    BlockedCpu, Footprint, HoldKind, PreemptPoint, RunLimits, Sched, SchedError, Task, TraceEvent,
+    WaitKind,
 };
 pub use explore::{
     Exploration, ExploreError, Failure, SHARD_DEPTH, Shard, Strategy, explore, explore_exhaustive,
-    explore_pct, explore_random, explore_shard, explore_with,
+    explore_pct, explore_random, explore_reduced, explore_shard, explore_with,
 };
 pub use lockcheck::{LockOrder, LockViolation};
 pub use mutex::{SimMutex, SimMutexGuard};

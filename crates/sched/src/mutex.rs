@@ -55,7 +55,7 @@ impl<T> SimMutex<T> {
     /// `mutex_lock()`).
     pub async fn lock(&self) -> SimMutexGuard<'_, T> {
         self.sched.might_sleep_on(self.id, WaitKind::Mutex);
-        self.sched.preempt_point().await;
+        self.sched.lock_point(self.id).await;
         loop {
             if let Some(guard) = self.acquire_now() {
                 return guard;
@@ -72,7 +72,7 @@ impl<T> SimMutex<T> {
     /// Acquires the mutex if it is free (Linux: `mutex_trylock()`). Still a
     /// switch point: another CPU may take the mutex just before.
     pub async fn try_lock(&self) -> Option<SimMutexGuard<'_, T>> {
-        self.sched.preempt_point().await;
+        self.sched.lock_point(self.id).await;
         self.acquire_now()
     }
 

@@ -61,7 +61,7 @@ impl<T> SimRwLock<T> {
     /// Acquires the lock shared (Linux: `down_read()`, `mmap_read_lock()`).
     pub async fn read(&self) -> SimReadGuard<'_, T> {
         self.sched.might_sleep_on(self.id, WaitKind::Read);
-        self.sched.preempt_point().await;
+        self.sched.lock_point(self.id).await;
         loop {
             if let Some(guard) = self.read_now() {
                 return guard;
@@ -73,7 +73,7 @@ impl<T> SimRwLock<T> {
     /// Acquires the lock exclusive (Linux: `down_write()`, `mmap_write_lock()`).
     pub async fn write(&self) -> SimWriteGuard<'_, T> {
         self.sched.might_sleep_on(self.id, WaitKind::Write);
-        self.sched.preempt_point().await;
+        self.sched.lock_point(self.id).await;
         loop {
             if let Some(guard) = self.write_now() {
                 return guard;
@@ -84,13 +84,13 @@ impl<T> SimRwLock<T> {
 
     /// Linux: `down_read_trylock()`, `mmap_read_trylock()`. A switch point.
     pub async fn try_read(&self) -> Option<SimReadGuard<'_, T>> {
-        self.sched.preempt_point().await;
+        self.sched.lock_point(self.id).await;
         self.read_now()
     }
 
     /// Linux: `down_write_trylock()`, `mmap_write_trylock()`. A switch point.
     pub async fn try_write(&self) -> Option<SimWriteGuard<'_, T>> {
-        self.sched.preempt_point().await;
+        self.sched.lock_point(self.id).await;
         self.write_now()
     }
 

@@ -473,6 +473,7 @@ mod tests {
         let at = |previous| ChoicePoint {
             runnable: &runnable,
             previous,
+            steps: &[],
         };
         assert_eq!(Choice::stay_at(&at(None)), CpuId::new(0));
         assert_eq!(Choice::stay_at(&at(Some(CpuId::new(2)))), CpuId::new(2));

@@ -44,7 +44,7 @@ impl<T> SimSpinLock<T> {
 
     /// Acquires the lock, spinning while another CPU holds it.
     pub async fn lock(&self) -> SimSpinGuard<'_, T> {
-        self.sched.preempt_point().await;
+        self.sched.lock_point(self.id).await;
         loop {
             if self.owner.get().is_none() {
                 let cpu = self

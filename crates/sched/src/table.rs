@@ -69,7 +69,7 @@ impl<K: Copy + Ord + fmt::Debug> LockTable<K> {
     /// Locks `key`, sleeping while another holder has it (Linux: `folio_lock()`).
     pub async fn lock(&self, key: K) -> KeyGuard<'_, K> {
         self.sched.might_sleep_on(self.id, WaitKind::Key);
-        self.sched.preempt_point().await;
+        self.sched.lock_point(self.id).await;
         loop {
             match self.lock_now(key) {
                 Ok(guard) => return guard,
@@ -87,7 +87,7 @@ impl<K: Copy + Ord + fmt::Debug> LockTable<K> {
 
     /// Locks `key` if free (Linux: `folio_trylock()`). A switch point.
     pub async fn try_lock(&self, key: K) -> Option<KeyGuard<'_, K>> {
-        self.sched.preempt_point().await;
+        self.sched.lock_point(self.id).await;
         self.lock_now(key).ok()
     }
 

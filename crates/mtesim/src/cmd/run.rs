@@ -164,6 +164,7 @@ pub fn run(args: &Args) -> ExitCode {
         schedule: args.schedule.clone(),
         verbose: args.verbose,
         check_invariants: args.check_invariants,
+        invariants_from_first_block: false,
         set: args.set.clone(),
         described,
     };

@@ -125,3 +125,40 @@ fn shell_words_are_quoted_when_needed() {
     assert_eq!(shell_word("a b"), "'a b'");
     assert_eq!(shell_word("it's"), r"'it'\''s'");
 }
+
+#[test]
+fn the_reduced_search_reaches_every_final_state_of_the_full_one() {
+    // Small enough to enumerate fully: (file, full, reduced) schedules.
+    let two_procs = "platform cpus=2\nspawn p\nspawn q\np mmap a 64K prot=r,w,mte => ok\n\
+                     q mmap b 64K => ok\nparallel\n  p store a 8 7\n  \
+                     q mprotect b 64K prot=r,w,mte => ok\nend\np load a 8 => value 7\n";
+    let fork = "platform cpus=2\nspawn p\np mmap a 8K prot=r,w,mte => ok\np store a 8 1\n\
+                parallel\n  p fork c\n  p store a+0x1000 8 2\nend\nexpect invariants\n";
+    let runner = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/scenarios/runner/parallel.mte"
+    ))
+    .unwrap();
+    for (name, src) in [
+        ("two states", TWO_STATES),
+        ("two processes", two_procs),
+        ("fork", fork),
+        ("runner/parallel.mte", runner.as_str()),
+    ] {
+        let full = explore(src, Strategy::Exhaustive, Shard::ALL);
+        let reduced = explore(src, Strategy::Reduced, Shard::ALL);
+        assert!(full.exhausted && reduced.exhausted, "{name}");
+        assert!(
+            full.failure.is_none() && reduced.failure.is_none(),
+            "{name}"
+        );
+        assert_eq!(reduced.states, full.states, "{name}");
+        assert!(reduced.schedules <= full.schedules, "{name}");
+        eprintln!(
+            "{name}: full {} schedules, reduced {}, {} final states",
+            full.schedules,
+            reduced.schedules,
+            full.states.len()
+        );
+    }
+}

@@ -77,6 +77,10 @@ pub struct RunOptions {
     /// block, as if each were followed by `expect invariants` (the debug
     /// setting of `mtesim run --check-invariants`; the suites use it).
     pub check_invariants: bool,
+    /// With `check_invariants`, skip the checks until the first `parallel`
+    /// block: `mtesim explore` runs the statements before it identically
+    /// in every schedule and checks them in its first schedule only.
+    pub invariants_from_first_block: bool,
     /// `--set KEY=VALUE`, in order: each replaces (or adds) that key of the
     /// platform line, as if the file said it. The values must be valid
     /// (`PlatformSpec::set_key` accepted them): the command line checks them
@@ -406,6 +410,7 @@ pub struct Runner<'a, M: Machine + ?Sized> {
     verbose: bool,
     source: Option<&'a [u8]>,
     check_invariants: bool,
+    invariants_from_first_block: bool,
     bindings: Bindings,
     chooser: Recorder<BlockChooser<'a>>,
     /// A parallel block has run (so the schedule is worth reporting).
@@ -450,6 +455,7 @@ impl<'a, M: Machine + ?Sized> Runner<'a, M> {
             machine,
             verbose: options.verbose,
             check_invariants: options.check_invariants,
+            invariants_from_first_block: options.invariants_from_first_block,
             source: None,
             bindings: Bindings::new(),
             chooser: Recorder::new(BlockChooser {
@@ -502,7 +508,7 @@ impl<'a, M: Machine + ?Sized> Runner<'a, M> {
                 p.line
             }
         };
-        if self.check_invariants {
+        if self.check_invariants && (self.had_block || !self.invariants_from_first_block) {
             let violations = self.machine.invariant_violations();
             if !violations.is_empty() {
                 let message = format!(

@@ -117,6 +117,7 @@ impl Machine for Answering {
                 let point = ChoicePoint {
                     runnable: &left,
                     previous,
+                    steps: &[],
                 };
                 chooser
                     .choose(&point)
