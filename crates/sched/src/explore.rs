@@ -25,10 +25,11 @@
 //!   preemptions come early. Their number for tasks that never block is the
 //!   multinomial count of interleavings of their segments: two tasks with
 //!   `k` switch points each have `k + 1` segments each and `C(2k + 2, k + 1)`
-//!   schedules. No partial-order reduction: two schedules that differ only
-//!   in the order of independent steps are both run (the kernel keeps most
-//!   of its state in cells the scheduler cannot see, so it cannot tell
-//!   which steps are independent).
+//!   schedules. Every interleaving is run, even two that differ only in
+//!   the order of independent steps.
+//! - `reduced`: the same with sleep sets ([`explore_reduced`]), which skip
+//!   reorderings of steps that are independent by their [`Footprint`]s (an
+//!   approximation that assumes the kernel's locking discipline).
 //! - `bounded`: preemption bounding (Musuvathi and Qadeer, PLDI 2007, CHESS):
 //!   the same search restricted to schedules with at most `K` preemptions
 //!   (a decision that picks another CPU while the one that ran last is still
