@@ -37,6 +37,14 @@
 //! no other runnable task costs a counter increment and returns at once, so a
 //! single-CPU run makes no decision at all.
 //!
+//! A *step* is what one task runs from one switch point to the next. The
+//! executor records each step's [`Footprint`] (the locks it touched, or
+//! that it may have touched anything) and hands the steps since the last
+//! decision to the chooser ([`ChoicePoint::steps`]), for partial-order
+//! reduction. The primitives' switch points say which lock's operation
+//! follows ([`Sched::lock_point`]); [`Sched::preempt_point`] says nothing,
+//! so the step after it may touch anything.
+//!
 //! # Errors and limits
 //!
 //! - No runnable task but some blocked: [`SchedError::Deadlock`], naming each

@@ -15,7 +15,9 @@
 //! - [`mutex`], [`rwlock`], [`table`], [`wait`]: the primitives (Linux
 //!   `struct mutex`, `rw_semaphore`, `PG_locked`, wait queues/completions).
 //! - [`chooser`]: the decision strategies; [`schedule`]: the printable record;
-//!   [`mod@explore`]: the drivers behind `mtesim explore`.
+//!   [`mod@explore`]: the drivers behind `mtesim explore` (random, PCT,
+//!   exhaustive, preemption-bounded, exhaustive with sleep sets over the
+//!   steps' [`Footprint`]s; shards).
 //!
 //! Single-threaded and `unsafe`-free: tasks are polled with a no-op waker and
 //! the scheduler keeps its own record of who is runnable; everything lives in
