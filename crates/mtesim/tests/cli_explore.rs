@@ -151,6 +151,40 @@ fn a_passing_exploration_summarises_and_shards_add_up() {
         total += n;
     }
     assert_eq!(total, whole);
+    // The shards' --json documents merge into the whole's.
+    let json = |shard: Option<&str>| -> serde_json::Value {
+        let mut args = vec!["explore", "two.mte", "--strategy", "exhaustive", "--json"];
+        if let Some(shard) = shard {
+            args.extend(["--shard", shard]);
+        }
+        let out = mtesim_in(d.path(), &args);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        serde_json::from_str(stdout(&out)).unwrap()
+    };
+    let all = json(None);
+    assert_eq!(all["schema"], "mtesim-explore/1");
+    let file = &all["files"][0];
+    assert_eq!(
+        (&file["file"], &file["status"]),
+        (&"two.mte".into(), &"pass".into())
+    );
+    assert_eq!(file["schedules"], whole);
+    let mut schedules = 0;
+    let mut states = std::collections::BTreeSet::new();
+    for shard in ["0/2", "1/2"] {
+        let part = json(Some(shard));
+        schedules += part["files"][0]["schedules"].as_u64().unwrap();
+        for state in part["files"][0]["states"].as_array().unwrap() {
+            states.insert(state.as_str().unwrap().to_owned());
+        }
+    }
+    let whole_states: std::collections::BTreeSet<String> = file["states"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!((schedules, states), (whole as u64, whole_states));
 }
 
 #[test]

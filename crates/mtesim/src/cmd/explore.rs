@@ -19,6 +19,16 @@
 //! `S + i`; the machine keeps the platform's seed (`--set seed=S` changes
 //! that), so exploring never changes the tags `irg` draws.
 //!
+//! `--json` prints one document on stdout instead (everything else goes to
+//! stderr): `schema` (`"mtesim-explore/1"`), `shard` (`index`, `count`)
+//! and `files`, one object per file in argument order with `file`,
+//! `status` (`pass`, `fail` or `error`), `schedules`, `exhausted`,
+//! `states` (the distinct final states' digests, 16 hex digits each,
+//! sorted), `seconds` and `failure` (null, or its `failures`, `schedule`
+//! and `replay`); a file that could not be explored has only `status` and
+//! `error`. The documents of the shards of one campaign merge by adding
+//! `schedules` and uniting `states` (`docs/cli.md` has the `jq` line).
+//!
 //! Exit status: 2 if any file could not be read, is malformed or could not
 //! be run; else 1 if a failing schedule was found; else 0.
 
@@ -36,6 +46,7 @@ use scenario::explore::{
 use scenario::machine::{MachineKind, make_machine};
 use scenario::run::RunOptions;
 use sched::{Shard, Strategy};
+use serde_json::Value;
 
 /// How schedules are picked (`--strategy`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -84,6 +95,10 @@ pub struct Args {
     /// same arguments and K = 0..N together run exactly one exploration.
     #[arg(long, value_name = "K/N", value_parser = parse_shard)]
     pub shard: Option<Shard>,
+    /// Print the results as one JSON document on stdout (the other lines
+    /// go to stderr); shards' documents merge (`docs/cli.md`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `K/N` with `K < N`.
@@ -106,6 +121,8 @@ struct FileOutput {
     stderr: String,
     /// 0 pass, 1 failure found, 2 input error.
     status: u8,
+    /// The file's `--json` object.
+    json: Value,
 }
 
 pub fn run(args: &Args) -> ExitCode {
@@ -155,8 +172,27 @@ pub fn run(args: &Args) -> ExitCode {
     let mut status = 0;
     for output in &outputs {
         super::eprint(&output.stderr);
-        stdout.push_str(&output.stdout);
+        if args.json {
+            super::eprint(&output.stdout);
+        } else {
+            stdout.push_str(&output.stdout);
+        }
         status = status.max(output.status);
+    }
+    if args.json {
+        let shard = options.shard;
+        let document = serde_json::json!({
+            "schema": JSON_SCHEMA,
+            "shard": {"index": shard.index, "count": shard.count},
+            "files": args.files.iter().zip(&outputs).map(|(file, o)| {
+                let mut json = o.json.clone();
+                json["file"] = Value::from(file.display().to_string());
+                json
+            }).collect::<Vec<_>>(),
+        });
+        stdout = serde_json::to_string_pretty(&document)
+            .unwrap_or_else(|e| panic!("BUG: a JSON value failed to serialise: {e}"));
+        stdout.push('\n');
     }
     match super::print_stdout(&stdout) {
         code if code == ExitCode::SUCCESS => ExitCode::from(status),
@@ -204,9 +240,16 @@ fn explore_file(file: &PathBuf, options: &ExploreOptions, bar: &ProgressBar) -> 
     }
 }
 
+/// The name and version of the `--json` document's shape.
+const JSON_SCHEMA: &str = "mtesim-explore/1";
+
 fn input_error(stderr: String) -> FileOutput {
     FileOutput {
         stdout: String::new(),
+        json: serde_json::json!({
+            "status": "error",
+            "error": stderr.lines().next().unwrap_or_default(),
+        }),
         stderr,
         status: super::EXIT_INPUT,
     }
@@ -233,10 +276,30 @@ fn explored(name: &str, options: &ExploreOptions, report: &ExploreReport) -> Fil
         }
     };
     stdout.push_str(&summary(name, report));
+    let failure = report.failure.as_ref().map(|f| {
+        serde_json::json!({
+            "failures": f.report.failures.iter()
+                .map(|l| serde_json::json!({"line": l.line, "message": l.message}))
+                .collect::<Vec<_>>(),
+            "schedule": f.schedule.to_string(),
+            "replay": replay_command(name, &options.run, &f.schedule),
+        })
+    });
+    let json = serde_json::json!({
+        "file": name,
+        "status": if status == 0 { "pass" } else { "fail" },
+        "schedules": report.schedules,
+        "exhausted": report.exhausted,
+        // Hex strings: a JSON number cannot hold every u64 exactly.
+        "states": report.states.iter().map(|d| format!("{d:016x}")).collect::<Vec<_>>(),
+        "seconds": report.elapsed.as_secs_f64(),
+        "failure": failure,
+    });
     FileOutput {
         stdout,
         stderr: String::new(),
         status,
+        json,
     }
 }
 
