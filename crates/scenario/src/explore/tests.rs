@@ -14,7 +14,11 @@ const TWO_STATES: &str = "platform cpus=2\nspawn p\np mmap a 4K => ok\nparallel\
 fn explore(src: &str, strategy: Strategy, shard: Shard) -> ExploreReport {
     let options = ExploreOptions {
         strategy,
-        max_schedules: 10_000,
+        max_schedules: if matches!(strategy, Strategy::Random { .. } | Strategy::Pct { .. }) {
+            200
+        } else {
+            10_000
+        },
         shard,
         run: RunOptions::default(),
     };
@@ -160,5 +164,34 @@ fn the_reduced_search_reaches_every_final_state_of_the_full_one() {
             reduced.schedules,
             full.states.len()
         );
+    }
+}
+
+/// The suites' scenarios with `parallel` blocks, from the repository root.
+fn suite_file(path: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/../../tests/scenarios/{path}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+#[test]
+fn the_suites_parallel_scenarios_pass_many_schedules_and_print_short() {
+    for path in ["thp/parallel.mte", "runner/parallel.mte"] {
+        let src = suite_file(path);
+        let report = explore(&src, Strategy::Random { seed: 0 }, Shard::ALL);
+        assert!(report.failure.is_none(), "{path}: {:?}", report.failure);
+        // `run`'s default schedule of a block of ~1,000 decisions (the THP
+        // faults) prints in a few dozen characters.
+        let options = RunOptions::default();
+        let FileResult::Ran(run) = crate::run_source(path, src.as_bytes(), &options, |p| {
+            make_machine(MachineKind::Kernel, p)
+        }) else {
+            panic!("{path} did not run");
+        };
+        let schedule = run.schedule.unwrap();
+        assert!(schedule.to_string().len() <= 64, "{path}: {schedule}");
+        eprintln!("{path}: {} decisions print as {schedule}", schedule.len());
     }
 }
