@@ -1,3 +1,7 @@
+//! Exploring files on the kernel: every strategy finds an order-dependent
+//! outcome and its minimised schedule replays; counts of schedules and
+//! final states, shards, the reduced search, and the schedule seed.
+
 use super::*;
 use crate::machine::{MachineKind, make_machine};
 use crate::run::FileResult;
