@@ -35,6 +35,7 @@ use sched::{
     Choice, ChoicePoint, ChooseError, Chooser, CpuId, ExploreError, Recorder, Replay, Schedule,
     Shard, Strategy,
 };
+use thiserror::Error;
 use uapi::Machine;
 
 use crate::run::{RunOptions, RunReport, Runner, Status};
@@ -95,22 +96,16 @@ pub struct FoundFailure {
 }
 
 /// Why a file could not be explored (exit status 2).
-#[derive(Debug)]
+#[derive(Debug, Error)]
 pub enum ExploreFileError {
+    #[error("{0}")]
     Malformed(ParseError),
+    #[error("cannot run: {0}")]
     CannotRun(String),
-    /// The same decisions led to different decision points.
+    /// The same decisions led to different decision points (a bug of the
+    /// machine: it must be deterministic).
+    #[error("{0}")]
     Nondeterministic(ExploreError),
-}
-
-impl fmt::Display for ExploreFileError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ExploreFileError::Malformed(e) => write!(f, "{e}"),
-            ExploreFileError::CannotRun(why) => write!(f, "cannot run: {why}"),
-            ExploreFileError::Nondeterministic(e) => write!(f, "{e}"),
-        }
-    }
 }
 
 /// Explores `file` (its text `src`) on machines from `make_machine`;
