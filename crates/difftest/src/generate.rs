@@ -40,7 +40,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use mte::insn::{GranuleOffset, TagOffset};
 use mte::{CheckMode, GRANULE_SIZE, Tag, TagMask, TagStoreOp};
-use platform::{TagStorageData, TagStoragePolicy, Thp};
+use platform::{Design, TagStorageData, Thp};
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use uapi::{AccessSize, Advice, Backing, MteCtrl, PrctlRequest, Prot, Sharing};
@@ -193,7 +193,7 @@ impl Weights {
 /// What to generate.
 #[derive(Clone, Debug)]
 pub struct GenConfig {
-    pub policy: TagStoragePolicy,
+    pub policy: Design,
     /// Steps in the program (at least the first `spawn`).
     pub steps: usize,
     pub weights: Weights,
@@ -206,7 +206,7 @@ pub struct GenConfig {
 }
 
 impl GenConfig {
-    pub fn new(policy: TagStoragePolicy, steps: usize) -> GenConfig {
+    pub fn new(policy: Design, steps: usize) -> GenConfig {
         GenConfig {
             policy,
             steps,
@@ -420,25 +420,23 @@ impl ParallelProgram {
     }
 }
 
-fn draw_platform(
-    rng: &mut Xoshiro256PlusPlus,
-    policy: TagStoragePolicy,
-    seed: u64,
-) -> ProgramPlatform {
+fn draw_platform(rng: &mut Xoshiro256PlusPlus, policy: Design, seed: u64) -> ProgramPlatform {
     let memory: u64 = if rng.next_u32().is_multiple_of(2) {
         8 << 20
     } else {
         16 << 20
     };
-    let (block_size, data) = match policy {
-        TagStoragePolicy::None => (None, None),
-        TagStoragePolicy::Static | TagStoragePolicy::Dynamic => {
+    let rules = policy.rules();
+    let (block_size, data) = match rules.mte() {
+        false => (None, None),
+        true => {
             let block = match rng.next_u32() % 3 {
                 0 => None,
                 1 => Some(16 << 10),
                 _ => Some(64 << 10),
             };
-            let data = if policy == TagStoragePolicy::Static {
+            // Where tag storage is lent, push data into it.
+            let data = if !rules.lends_storage() {
                 None
             } else {
                 match rng.next_u32() % 10 {
@@ -654,7 +652,7 @@ impl Gen<'_> {
             self.munmap(p);
             return;
         }
-        let mte = self.config.policy != TagStoragePolicy::None;
+        let mte = self.config.policy.rules().mte();
         let backing = match self.below(10) {
             0..=5 => Backing::Anon,
             6..=8 => Backing::Shm,
@@ -728,7 +726,7 @@ impl Gen<'_> {
             return;
         }
         let prot = Prot {
-            mte: self.config.policy != TagStoragePolicy::None && self.chance(70),
+            mte: self.config.policy.rules().mte() && self.chance(70),
             ..Prot::READ_WRITE
         };
         let populate = self.chance(10);
@@ -844,7 +842,7 @@ impl Gen<'_> {
                 prot,
             },
         );
-        let mte = self.config.policy != TagStoragePolicy::None;
+        let mte = self.config.policy.rules().mte();
         let map = &mut self.procs[p].maps[m];
         // Whole-mapping changes only; a part leaves the model a guess.
         if first == 0 && count == map.pages && (!prot.mte || (mte && map.backing != Backing::File))

@@ -35,7 +35,7 @@ mod tests;
 
 use core::ops::RangeInclusive;
 
-use platform::TagStoragePolicy;
+use platform::Design;
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
@@ -53,7 +53,7 @@ pub struct FuzzConfig {
     /// Steps to run in total.
     pub ops: u64,
     pub seed: u64,
-    pub policy: TagStoragePolicy,
+    pub policy: Design,
     /// Steps per program (the last one is cut to the ops left).
     pub steps: RangeInclusive<usize>,
     pub weights: Weights,
@@ -70,7 +70,7 @@ pub struct FuzzConfig {
 }
 
 impl FuzzConfig {
-    pub fn new(ops: u64, seed: u64, policy: TagStoragePolicy) -> FuzzConfig {
+    pub fn new(ops: u64, seed: u64, policy: Design) -> FuzzConfig {
         FuzzConfig {
             ops,
             seed,

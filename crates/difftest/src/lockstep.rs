@@ -96,7 +96,7 @@ pub enum FailureKind {
     /// The two machines replied differently.
     Divergence { under_test: Reply, reference: Reply },
     /// The machine under test broke invariants of `docs/model.md` §4.
-    Violation { violations: Vec<String> },
+    Violation { violations: Vec<uapi::Violation> },
     /// A machine panicked.
     Panic { side: Side, message: String },
 }
@@ -161,7 +161,11 @@ impl fmt::Display for Failure {
                 f,
                 "step {n} ({}): invariants violated: {}",
                 self.word,
-                violations.join("; ")
+                violations
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
             ),
             FailureKind::Panic { side, message } => {
                 write!(f, "step {n} ({}): {side} panicked: {message}", self.word)

@@ -23,7 +23,7 @@ use lang::ParseError;
 use lang::ast::{Command, Stmt, advice_name, store_tag_name};
 use mte::insn::{GranuleOffset, TagOffset};
 use mte::{CheckMode, Tag, TagMask, TagStoreOp};
-use platform::{PlatformSpec, TagStorageData, TagStoragePolicy, Thp};
+use platform::{Design, PlatformSpec, TagStorageData, Thp};
 use scenario::run::lower::{self, Bindings, Lowered};
 use uapi::{AccessSize, Advice, Backing, Bound, Pid, PrctlRequest, Prot, Reply, Sharing};
 
@@ -456,7 +456,7 @@ fn switch(on: bool) -> &'static str {
 pub struct ProgramPlatform {
     /// Bytes of ordinary DRAM (small, for memory pressure).
     pub memory: u64,
-    pub policy: TagStoragePolicy,
+    pub policy: Design,
     /// Bytes per tag block; `None` is one page (the key left out).
     pub block_size: Option<u64>,
     /// `None` leaves the key out (`balance`).
@@ -494,7 +494,7 @@ impl fmt::Display for ProgramPlatform {
             f,
             "platform memory={} tag-storage={}",
             size_text(self.memory),
-            self.policy.as_str()
+            self.policy.name()
         )?;
         if let Some(block) = self.block_size {
             write!(f, " block-size={}", size_text(block))?;

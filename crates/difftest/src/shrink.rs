@@ -28,7 +28,7 @@
 use std::time::{Duration, Instant};
 
 use mte::GRANULE_SIZE;
-use platform::TagStoragePolicy;
+use platform::Design;
 use uapi::{Bound, Outcome};
 
 use crate::lockstep::{Factory, Failure, FailureKind, FuzzError, Signature, run_program};
@@ -338,7 +338,7 @@ pub fn shrink(
 pub struct Provenance {
     /// The fuzzer's `--seed`.
     pub seed: u64,
-    pub policy: TagStoragePolicy,
+    pub policy: Design,
     /// The program's index in the run (0 for the first).
     pub program: u64,
     /// Steps of the program as generated.
@@ -352,7 +352,7 @@ pub fn reproducer(program: &Program, failure: &Failure, provenance: &Provenance)
     text.push_str(&format!(
         "# mtesim fuzz reproducer: --seed {} --policy {}, program {}\n",
         provenance.seed,
-        provenance.policy.as_str(),
+        provenance.policy.name(),
         provenance.program
     ));
     text.push_str(&format!(

@@ -8,13 +8,9 @@ use platform::Platform;
 use scenario::run::lower::Lowered;
 use uapi::{Command as UCommand, Machine, Op, Outcome, Reply};
 
-const POLICIES: [TagStoragePolicy; 3] = [
-    TagStoragePolicy::None,
-    TagStoragePolicy::Static,
-    TagStoragePolicy::Dynamic,
-];
+const POLICIES: [Design; 3] = [Design::NONE, Design::STATIC, Design::DYNAMIC];
 
-fn program(policy: TagStoragePolicy, steps: usize, seed: u64) -> Program {
+fn program(policy: Design, steps: usize, seed: u64) -> Program {
     generate(&GenConfig::new(policy, steps), seed)
 }
 
@@ -30,7 +26,7 @@ fn generation_is_a_function_of_the_seed() {
         assert_ne!(a, program(policy, 200, 8).render());
         assert_eq!(a.lines().count(), 201, "platform line and 200 steps");
         assert!(a.starts_with("platform memory="));
-        assert!(a.contains(&format!("tag-storage={}", policy.as_str())));
+        assert!(a.contains(&format!("tag-storage={}", policy.name())));
     }
 }
 
@@ -76,7 +72,7 @@ fn programs_are_mostly_meaningful() {
     // test fault paths alone.
     let (mut accesses, mut succeeded) = (0, 0);
     for seed in 0..4 {
-        let program = program(TagStoragePolicy::Dynamic, 300, seed);
+        let program = program(Design::DYNAMIC, 300, seed);
         let platform = Platform::from_spec(&program.platform.spec()).unwrap();
         let mut machine = reference(&platform);
         run_alone(&program, &mut *machine, |op, reply| {
@@ -104,7 +100,7 @@ fn pruning_drops_the_users_of_a_removed_binding() {
     let text = |p: &Program| p.render().lines().skip(1).collect::<Vec<_>>().join("\n");
     let map = PtrName::Map(0);
     let mut program = Program {
-        platform: program(TagStoragePolicy::Dynamic, 1, 0).platform,
+        platform: program(Design::DYNAMIC, 1, 0).platform,
         steps: vec![
             Step::Spawn(ProcName(0)),
             Step::Process {
@@ -191,7 +187,7 @@ fn steps_render_in_the_scenario_syntax() {
 
 #[test]
 fn a_reproducer_carries_the_references_outcome_on_the_failing_line() {
-    let program = program(TagStoragePolicy::Dynamic, 40, 3);
+    let program = program(Design::DYNAMIC, 40, 3);
     let failing = program
         .steps
         .iter()
@@ -209,7 +205,7 @@ fn a_reproducer_carries_the_references_outcome_on_the_failing_line() {
     cut.steps.truncate(failing + 1);
     let provenance = Provenance {
         seed: 9,
-        policy: TagStoragePolicy::Dynamic,
+        policy: Design::DYNAMIC,
         program: 2,
         original_len: 40,
     };
@@ -229,7 +225,7 @@ fn a_reproducer_carries_the_references_outcome_on_the_failing_line() {
 #[test]
 fn some_programs_use_transparent_huge_pages() {
     let programs: Vec<String> = (0..24)
-        .map(|seed| program(TagStoragePolicy::Dynamic, 300, seed).render())
+        .map(|seed| program(Design::DYNAMIC, 300, seed).render())
         .collect();
     let always = programs.iter().filter(|p| p.contains("thp=always")).count();
     let madvise = programs
@@ -258,7 +254,7 @@ fn some_programs_use_transparent_huge_pages() {
 fn programs_swap_on_the_kernel() {
     let (mut with_swap, mut swapped_out, mut swapped_in) = (0, 0, 0);
     for seed in 0..8 {
-        let program = program(TagStoragePolicy::Dynamic, 300, seed);
+        let program = program(Design::DYNAMIC, 300, seed);
         if program.platform.swap > 0 {
             with_swap += 1;
             assert!(program.render().contains(" swap="));

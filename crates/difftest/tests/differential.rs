@@ -15,7 +15,7 @@
 //! and block.
 
 use difftest::{GenConfig, generate, generate_parallel, run_program};
-use platform::{Platform, TagStoragePolicy};
+use platform::{Design, Platform};
 use scenario::machine::{MachineKind, MachineUnavailable, make_machine};
 use scenario::run::{FileResult, RunOptions};
 use uapi::Machine;
@@ -28,7 +28,7 @@ fn reference(platform: &Platform) -> Result<Box<dyn Machine>, MachineUnavailable
     make_machine(MachineKind::Reference, platform)
 }
 
-fn agree(policy: TagStoragePolicy, seeds: core::ops::Range<u64>, steps: usize) {
+fn agree(policy: Design, seeds: core::ops::Range<u64>, steps: usize) {
     for seed in seeds {
         let program = generate(&GenConfig::new(policy, steps), seed);
         let run = run_program(&program, &kernel, &reference)
@@ -41,19 +41,19 @@ fn agree(policy: TagStoragePolicy, seeds: core::ops::Range<u64>, steps: usize) {
 
 #[test]
 fn kernel_agrees_with_reference_dynamic() {
-    agree(TagStoragePolicy::Dynamic, 0..40, 160);
+    agree(Design::DYNAMIC, 0..40, 160);
 }
 
 #[test]
 fn kernel_agrees_with_reference_static_and_none() {
-    agree(TagStoragePolicy::Static, 200..212, 120);
-    agree(TagStoragePolicy::None, 300..310, 100);
+    agree(Design::STATIC, 200..212, 120);
+    agree(Design::NONE, 300..310, 100);
 }
 
 #[test]
 fn parallel_blocks_keep_the_invariants() {
     for seed in 0..24u64 {
-        let program = generate_parallel(&GenConfig::new(TagStoragePolicy::Dynamic, 120), seed, 3);
+        let program = generate_parallel(&GenConfig::new(Design::DYNAMIC, 120), seed, 3);
         assert!(
             program.blocks.iter().any(|b| b.len() > 1),
             "seed {seed}: no block of two commands or more"

@@ -10,7 +10,7 @@ use difftest::{
     Factory, FailureClass, FuzzConfig, FuzzReport, GenConfig, ShrinkLimits, fuzz, generate,
 };
 use mte::{Tag, TaggedPtr};
-use platform::{Platform, TagStoragePolicy};
+use platform::{Design, Platform};
 use scenario::machine::{MachineKind, MachineUnavailable, make_machine};
 use scenario::run::{FileResult, RunOptions};
 use uapi::{Bound, Command, Counter, Machine, MachineError, Op, Outcome, PageState, Pid, Reply};
@@ -20,10 +20,7 @@ fn reference(platform: &Platform) -> Result<Box<dyn Machine>, MachineUnavailable
 }
 
 fn refmodel(platform: &Platform) -> refmodel::RefMachine {
-    refmodel::RefMachine::new(
-        platform.policy() != TagStoragePolicy::None,
-        platform.settings().seed,
-    )
+    refmodel::RefMachine::new(platform.policy() != Design::NONE, platform.settings().seed)
 }
 
 /// What a buggy machine gets wrong.
@@ -104,10 +101,13 @@ impl Machine for Buggy {
         self.inner.page_state(pid, ptr, state)
     }
 
-    fn invariant_violations(&self) -> Vec<String> {
+    fn invariant_violations(&self) -> Vec<uapi::Violation> {
         let mut out = self.inner.invariant_violations();
         if self.paged_out {
-            out.push("test bug: a range was paged out".to_owned());
+            out.push(uapi::Violation::new(
+                uapi::Invariant::LayerConsistency,
+                "test bug: a range was paged out",
+            ));
         }
         out
     }
@@ -126,11 +126,7 @@ fn buggy(bug: Bug) -> impl Fn(&Platform) -> Result<Box<dyn Machine>, MachineUnav
 
 #[test]
 fn the_reference_agrees_with_itself() {
-    for policy in [
-        TagStoragePolicy::None,
-        TagStoragePolicy::Static,
-        TagStoragePolicy::Dynamic,
-    ] {
+    for policy in [Design::NONE, Design::STATIC, Design::DYNAMIC] {
         let config = FuzzConfig::new(6_000, 1, policy);
         let start = Instant::now();
         let report = fuzz(&config, &reference, &reference).unwrap();
@@ -143,7 +139,7 @@ fn the_reference_agrees_with_itself() {
         assert!(report.programs >= 20, "{} programs", report.programs);
         eprintln!(
             "{}: refmodel vs refmodel: {} ops in {:?} ({:.0} ops/s)",
-            policy.as_str(),
+            policy.name(),
             report.ops,
             elapsed,
             report.ops as f64 / elapsed.as_secs_f64()
@@ -154,7 +150,7 @@ fn the_reference_agrees_with_itself() {
 #[test]
 fn shards_together_run_the_unsharded_programs() {
     let whole = fuzz(
-        &FuzzConfig::new(3_000, 7, TagStoragePolicy::Dynamic),
+        &FuzzConfig::new(3_000, 7, Design::DYNAMIC),
         &reference,
         &reference,
     )
@@ -163,7 +159,7 @@ fn shards_together_run_the_unsharded_programs() {
     for index in 0..3 {
         let config = FuzzConfig {
             shard: (index, 3),
-            ..FuzzConfig::new(3_000, 7, TagStoragePolicy::Dynamic)
+            ..FuzzConfig::new(3_000, 7, Design::DYNAMIC)
         };
         let part = fuzz(&config, &reference, &reference).unwrap();
         assert!(part.passed());
@@ -175,7 +171,7 @@ fn shards_together_run_the_unsharded_programs() {
 
 #[test]
 fn fuzzing_is_deterministic() {
-    let config = FuzzConfig::new(3_000, 42, TagStoragePolicy::Dynamic);
+    let config = FuzzConfig::new(3_000, 42, Design::DYNAMIC);
     let bug = buggy(Bug::ForkDropsTags);
     let a = fuzz(&config, &bug, &reference).unwrap();
     let b = fuzz(&config, &bug, &reference).unwrap();
@@ -206,7 +202,7 @@ fn caught(bug: Bug, seed: u64) -> FuzzReport {
             max_attempts: 3000,
             ..ShrinkLimits::default()
         }),
-        ..FuzzConfig::new(30_000, seed, TagStoragePolicy::Dynamic)
+        ..FuzzConfig::new(30_000, seed, Design::DYNAMIC)
     };
     let start = Instant::now();
     let report = fuzz(&config, &buggy(bug), &reference).unwrap();
@@ -284,7 +280,7 @@ fn a_machine_that_breaks_invariants_is_caught_and_shrunk() {
 fn every_kind_of_step_is_generated() {
     let mut words = BTreeSet::new();
     for seed in 0..10 {
-        let program = generate(&GenConfig::new(TagStoragePolicy::Dynamic, 300), seed);
+        let program = generate(&GenConfig::new(Design::DYNAMIC, 300), seed);
         words.extend(program.steps.iter().map(|s| s.word()));
     }
     // Every command of the language: the process commands and the

@@ -22,7 +22,7 @@ use difftest::{
     Factory, GenConfig, ProgramPlatform, Provenance, ShrinkLimits, generate, reproducer,
     run_program, shrink,
 };
-use platform::{Platform, PlatformSpec, TagStorageData, TagStoragePolicy, Thp};
+use platform::{Design, Platform, PlatformSpec, TagStorageData, Thp};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError};
 use scenario::machine::{MachineKind, MachineUnavailable, make_machine};
@@ -42,7 +42,7 @@ fn reference(platform: &Platform) -> Result<Box<dyn Machine>, MachineUnavailable
 }
 
 /// `memory` MiB under `policy`, the other keys left out.
-fn platform(memory: u64, policy: TagStoragePolicy) -> ProgramPlatform {
+fn platform(memory: u64, policy: Design) -> ProgramPlatform {
     ProgramPlatform {
         memory: memory << 20,
         policy,
@@ -111,21 +111,21 @@ proptest! {
 
     #[test]
     fn no_mte((seed, steps) in programs()) {
-        run(platform(8, TagStoragePolicy::None), seed, steps)?;
+        run(platform(8, Design::NONE), seed, steps)?;
     }
 
     #[test]
     fn static_tag_storage((seed, steps) in programs()) {
         let p = ProgramPlatform {
             block_size: Some(16 << 10),
-            ..platform(8, TagStoragePolicy::Static)
+            ..platform(8, Design::STATIC)
         };
         run(p, seed, steps)?;
     }
 
     #[test]
     fn dynamic_tag_storage((seed, steps) in programs()) {
-        let p = ProgramPlatform { seed: 3, ..platform(16, TagStoragePolicy::Dynamic) };
+        let p = ProgramPlatform { seed: 3, ..platform(16, Design::DYNAMIC) };
         run(p, seed, steps)?;
     }
 
@@ -134,7 +134,7 @@ proptest! {
         let p = ProgramPlatform {
             data: Some(TagStorageData::Prefer),
             block_size: Some(64 << 10),
-            ..platform(8, TagStoragePolicy::Dynamic)
+            ..platform(8, Design::DYNAMIC)
         };
         run(p, seed, steps)?;
     }
@@ -145,7 +145,7 @@ proptest! {
             data: Some(TagStorageData::Prefer),
             thp: Thp::Always,
             swap: 1 << 20,
-            ..platform(32, TagStoragePolicy::Dynamic)
+            ..platform(32, Design::DYNAMIC)
         };
         run(p, seed, steps)?;
     }
@@ -154,7 +154,7 @@ proptest! {
     fn dynamic_never_tag_storage_for_data((seed, steps) in programs()) {
         let p = ProgramPlatform {
             data: Some(TagStorageData::Never),
-            ..platform(8, TagStoragePolicy::Dynamic)
+            ..platform(8, Design::DYNAMIC)
         };
         run(p, seed, steps)?;
     }

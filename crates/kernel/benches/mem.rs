@@ -14,7 +14,7 @@ use criterion::{Criterion, Throughput, criterion_group};
 use kernel::mem::{FrameMover, Gfp, Memory};
 use kernel::phys::{AllocFlags, Order};
 use mte::Pfn;
-use platform::spec::{PlatformSpec, TagStorageData, TagStoragePolicy};
+use platform::spec::{Design, PlatformSpec, TagStorageData};
 use platform::{KernelSettings, MemRange, Platform, TagRegion};
 use sched::{RunLimits, Sched};
 use std::collections::BTreeMap;
@@ -34,7 +34,7 @@ fn machine(data: TagStorageData) -> (Sched, Memory) {
 }
 
 /// 1 TiB of DRAM at 2 GiB and its 32 GiB of tag storage, 4 KiB blocks.
-fn terabyte(policy: TagStoragePolicy) -> Platform {
+fn terabyte(policy: Design) -> Platform {
     let dram = MemRange::new(0x8000_0000, 1 << 40);
     let region = TagRegion {
         tags: MemRange::new(0x8000_0000 + (1 << 40), 32 << 30),
@@ -141,7 +141,7 @@ fn reserve_release(c: &mut Criterion) {
 }
 
 fn boot(c: &mut Criterion) {
-    let platform = terabyte(TagStoragePolicy::Dynamic);
+    let platform = terabyte(Design::DYNAMIC);
     c.bench_function("mem/Memory::new 1 TiB + 32 GiB dynamic", |b| {
         b.iter(|| Memory::new(black_box(&platform), &Sched::new()).expect("boots"))
     });
@@ -156,7 +156,7 @@ fn resident_bytes() -> Option<u64> {
 
 /// Prints the boot time and host memory of 1 TiB machines under each policy.
 fn report_terabyte() {
-    for policy in [TagStoragePolicy::Dynamic, TagStoragePolicy::Static] {
+    for policy in [Design::DYNAMIC, Design::STATIC] {
         let platform = terabyte(policy);
         let before = resident_bytes();
         let start = Instant::now();

@@ -16,7 +16,8 @@ use std::time::Instant;
 
 /// Linux arm64 4K: pageblock order 9, max order 10.
 fn layout(dram_pages: u64, cma_pages: u64) -> PhysLayout {
-    let g = PhysGeometry::new(12, 9, 10).expect("valid geometry");
+    let g = PhysGeometry::new(mte::PageGeometry::FOUR_K, Order::new(9), Order::new(10))
+        .expect("valid geometry");
     let base = 0x80000;
     PhysLayout::new(
         g,

@@ -7,6 +7,7 @@
 //!   storage reservation, migration copies, counters).
 //! - [`mm`]: address-space data structures (VMAs, page tables, rmap).
 //! - [`swap`]: the swap device (slots, swap counts, saved data and tags).
+//! - [`trace`]: the event sink of a traced run.
 //! - [`machine`]: the kernel itself, [`Kernel`], implementing
 //!   [`uapi::Machine`]: processes, faults, `set_pte_at`/`mte_sync_tags`,
 //!   migration, user accesses and observations.
@@ -19,5 +20,6 @@ pub mod mem;
 pub mod mm;
 pub mod phys;
 pub mod swap;
+pub mod trace;
 
 pub use machine::{Kernel, KernelInitError};

@@ -86,9 +86,9 @@ impl sealed::Sealed for PhysAddr {
 }
 impl Address for PhysAddr {}
 
-/// Errors of page geometry construction.
+/// Why a page size is not one of the arm64 translation granules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
-pub enum GeometryError {
+pub enum PageSizeError {
     #[error("page shift {shift} is not an arm64 translation granule (12, 14 or 16)")]
     UnsupportedPageShift { shift: u32 },
     #[error("page size {size:#x} is not an arm64 translation granule (4K, 16K or 64K)")]
@@ -106,20 +106,24 @@ impl PageGeometry {
     /// (Arm ARM, TCR_EL1.TG0).
     pub const ARM64_PAGE_SHIFTS: [u32; 3] = [12, 14, 16];
 
-    pub const fn new(page_shift: u32) -> Result<PageGeometry, GeometryError> {
+    /// 4 KiB pages, the only size the kernel model runs (Linux arm64
+    /// `CONFIG_ARM64_4K_PAGES`).
+    pub const FOUR_K: PageGeometry = PageGeometry { page_shift: 12 };
+
+    pub const fn new(page_shift: u32) -> Result<PageGeometry, PageSizeError> {
         match page_shift {
             12 | 14 | 16 => Ok(PageGeometry { page_shift }),
-            shift => Err(GeometryError::UnsupportedPageShift { shift }),
+            shift => Err(PageSizeError::UnsupportedPageShift { shift }),
         }
     }
 
-    pub const fn from_page_size(page_size: u64) -> Result<PageGeometry, GeometryError> {
+    pub const fn from_page_size(page_size: u64) -> Result<PageGeometry, PageSizeError> {
         if !page_size.is_power_of_two() {
-            return Err(GeometryError::UnsupportedPageSize { size: page_size });
+            return Err(PageSizeError::UnsupportedPageSize { size: page_size });
         }
         match PageGeometry::new(page_size.trailing_zeros()) {
             Ok(g) => Ok(g),
-            Err(_) => Err(GeometryError::UnsupportedPageSize { size: page_size }),
+            Err(_) => Err(PageSizeError::UnsupportedPageSize { size: page_size }),
         }
     }
 
@@ -279,15 +283,15 @@ mod tests {
         );
         assert_eq!(
             PageGeometry::new(13),
-            Err(GeometryError::UnsupportedPageShift { shift: 13 })
+            Err(PageSizeError::UnsupportedPageShift { shift: 13 })
         );
         assert_eq!(
             PageGeometry::from_page_size(3000),
-            Err(GeometryError::UnsupportedPageSize { size: 3000 })
+            Err(PageSizeError::UnsupportedPageSize { size: 3000 })
         );
         assert_eq!(
             PageGeometry::from_page_size(8192),
-            Err(GeometryError::UnsupportedPageSize { size: 8192 })
+            Err(PageSizeError::UnsupportedPageSize { size: 8192 })
         );
         assert_eq!(format!("{g:?}"), "PageGeometry(page_size=0x1000)");
     }

@@ -36,6 +36,14 @@ enum Command {
     /// Differential testing: random programs on the machine under test and
     /// the reference model in lockstep; a failure is shrunk to a .mte file.
     Fuzz(cmd::fuzz::Args),
+    /// Record a program's memory accesses and allocation calls into a trace
+    /// (runs it under Valgrind).
+    Record(cmd::record::Args),
+    /// Replay a recorded trace on the simulated machine and report tag
+    /// check faults and counters.
+    Replay(cmd::replay::Args),
+    /// Inspect trace files.
+    Trace(cmd::trace::Args),
 }
 
 fn main() -> ExitCode {
@@ -46,5 +54,8 @@ fn main() -> ExitCode {
         Command::Explore(args) => cmd::explore::run(&args),
         Command::Bench(args) => cmd::bench::run(&args),
         Command::Fuzz(args) => cmd::fuzz::run(&args),
+        Command::Record(args) => cmd::record::run(&args),
+        Command::Replay(args) => cmd::replay::run(&args),
+        Command::Trace(args) => cmd::trace::run(&args),
     }
 }

@@ -21,8 +21,8 @@ fn the_reference_against_itself_passes_under_every_policy() {
                 "2000",
                 "--seed",
                 "3",
-                "--policy",
-                policy,
+                "--set",
+                &format!("tag-storage={policy}"),
             ],
         );
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -63,7 +63,15 @@ fn smoke_run_of_the_kernel_under_every_policy() {
     for policy in ["none", "static", "dynamic"] {
         let out = mtesim_in(
             dir.path(),
-            &["fuzz", "--ops", "3000", "--seed", "7", "--policy", policy],
+            &[
+                "fuzz",
+                "--ops",
+                "3000",
+                "--seed",
+                "7",
+                "--set",
+                &format!("tag-storage={policy}"),
+            ],
         );
         assert_eq!(out.status.code(), Some(0), "{policy}: {}", stdout(&out));
         assert_eq!(
@@ -78,7 +86,8 @@ fn smoke_run_of_the_kernel_under_every_policy() {
 fn bad_arguments_are_refused_with_status_2() {
     let dir = tempfile::tempdir().unwrap();
     for args in [
-        &["fuzz", "--policy", "carveout"][..],
+        &["fuzz", "--set", "tag-storage=carveout"][..],
+        &["fuzz", "--set", "memory=64M"],
         &["fuzz", "--ops", "ten"],
         &["fuzz", "--machine", "qemu"],
     ] {

@@ -393,3 +393,74 @@ fn a_described_machine_runs_scenarios_whose_platform_line_agrees() {
     );
     assert_eq!((out.status.code(), stdout(&out)), (Some(2), ""));
 }
+
+#[test]
+fn trace_shows_the_kernel_events_under_each_command() {
+    let d = dir();
+    write(
+        d.path(),
+        "t.mte",
+        "spawn p\np mmap a 4K prot=r,w,mte => ok\np load a 8 => value 0\n\
+         p store a 8 1 => ok\np munmap a 4K => ok\n",
+    );
+    let out = mtesim_in(d.path(), &["run", "--trace", "t.mte"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let under = |line: &str| -> Vec<String> {
+        let lines: Vec<&str> = text.lines().collect();
+        let at = lines.iter().position(|l| l.starts_with(line)).expect(line);
+        lines[at + 1..]
+            .iter()
+            .take_while(|l| l.starts_with("        "))
+            .map(|l| l.trim().split(' ').take(2).collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    assert_eq!(
+        under("  2: "),
+        Vec::<String>::new(),
+        "mmap faults nothing in"
+    );
+    assert_eq!(under("  3: "), ["fault zero-page"]);
+    // The write copies the zero page into a tagged page: its block is
+    // reserved first, then the copy, the tags, the fault's end.
+    assert_eq!(
+        under("  4: "),
+        [
+            "tag-reserve block",
+            "cow-copy pfn",
+            "tags-init pfn",
+            "fault cow"
+        ]
+    );
+    assert_eq!(under("  5: "), ["tag-release block"]);
+    // The same events as JSON lines.
+    let out = mtesim_in(d.path(), &["run", "--trace-json", "t.jsonl", "t.mte"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        stdout(&out),
+        "PASS t.mte\n1 passed, 0 failed\n",
+        "no text trace"
+    );
+    let json = std::fs::read_to_string(d.path().join("t.jsonl")).unwrap();
+    let events: Vec<Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<(u64, &str)> = events
+        .iter()
+        .map(|e| (e["line"].as_u64().unwrap(), e["event"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (3, "fault"),
+            (4, "tag-reserve"),
+            (4, "cow-copy"),
+            (4, "tags-init"),
+            (4, "fault"),
+            (5, "tag-release")
+        ]
+    );
+    assert_eq!(events[0]["command"], "p load a 8");
+    assert_eq!(events[1]["how"], "fast-path");
+}

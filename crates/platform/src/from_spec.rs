@@ -11,10 +11,11 @@
 //! numbers, what would work) rather than as a range that breaks a rule.
 
 use crate::error::PlatformError;
-use crate::geometry::{GeometryError, MemRange, TAG_RATIO, TagRegion};
 use crate::machine::{KernelSettings, Platform};
 use crate::num::format_size;
-use crate::spec::{PlatformSpec, TagStoragePolicy};
+use crate::spec::PlatformSpec;
+use mte::geometry::{GeometryError, MemRange, TagRegion};
+use mte::{DATA_BYTES_PER_TAG_BYTE as TAG_RATIO, PageGeometry};
 use thiserror::Error;
 
 /// Where the scenario machine's DRAM starts: 2 GiB, as in Arm's base memory
@@ -91,7 +92,7 @@ fn layout(spec: &PlatformSpec) -> Result<(MemRange, Vec<TagRegion>), SpecError> 
     let PlatformSpec {
         memory, page_size, ..
     } = *spec;
-    if !page_size.is_power_of_two() || page_size < 4096 {
+    if PageGeometry::from_page_size(page_size).is_err() {
         // The rule is Geometry's; checked first here only because the size
         // arithmetic below divides by the page size.
         return Err(SpecError::Geometry(GeometryError::PageSize(page_size)));
@@ -103,7 +104,7 @@ fn layout(spec: &PlatformSpec) -> Result<(MemRange, Vec<TagRegion>), SpecError> 
         .checked_add(memory)
         .ok_or(SpecError::AddressSpace { memory })?;
     let dram = MemRange::new(DRAM_BASE, memory);
-    if spec.tag_storage == TagStoragePolicy::None {
+    if !spec.tag_storage.rules().mte() {
         return Ok((dram, Vec::new()));
     }
     let block_size = spec.block_size();
@@ -137,6 +138,7 @@ fn layout(spec: &PlatformSpec) -> Result<(MemRange, Vec<TagRegion>), SpecError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::Design;
     use mte::{Pfn, PhysAddr};
     use proptest::prelude::*;
 
@@ -204,7 +206,7 @@ mod tests {
         let s = build(&[("tag-storage", "static")]).unwrap();
         let d = build(&[]).unwrap();
         assert_eq!(s.geometry(), d.geometry());
-        assert_eq!(s.policy(), TagStoragePolicy::Static);
+        assert_eq!(s.policy(), Design::STATIC);
     }
 
     #[test]
@@ -218,7 +220,7 @@ mod tests {
             (g.dram_pages(), g.tag_storage_pages(), g.tag_blocks()),
             (262144, 8192, 512)
         );
-        assert_eq!(g.blocks_for_order(9), 1);
+        assert_eq!(g.blocks_for_order(mte::Order::new(9)), 1);
     }
 
     #[test]
@@ -340,7 +342,7 @@ mod tests {
                 ..PlatformSpec::default()
             };
             if none {
-                s.tag_storage = TagStoragePolicy::None;
+                s.tag_storage = Design::NONE;
             }
             let fits = none || memory % (TAG_RATIO * block) == 0;
             match Platform::from_spec(&s) {

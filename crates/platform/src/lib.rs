@@ -7,17 +7,21 @@
 //! [`Geometry::new`], into a [`Platform`] whose [`Geometry`] every other layer
 //! uses for page, granule and tag-block arithmetic. Errors of every source
 //! are one [`PlatformError`].
+//!
+//! [`Geometry`] and its units are defined by the architecture crate (`mte`)
+//! and re-exported here: the tag storage managers use them without
+//! depending on this crate (and so on serde, TOML or device tree parsing).
+//! [`Design`] names the design; the kernel maps it to a manager.
 
 pub mod dtb;
 pub mod error;
 pub mod from_spec;
-pub mod geometry;
 pub mod machine;
 pub mod num;
 pub mod spec;
 pub mod toml_file;
 
 pub use error::{PlatformError, Position};
-pub use geometry::{Geometry, GeometryError, MemRange, TagBlock, TagRegion};
 pub use machine::{KernelSettings, LayoutError, Platform};
-pub use spec::{PlatformSpec, TagStorageData, TagStoragePolicy, Thp};
+pub use mte::geometry::{Geometry, GeometryError, MemRange, TagBlock, TagRegion};
+pub use spec::{Design, PlatformSpec, TagStorageData, Thp};

@@ -21,8 +21,8 @@
 //! [`Platform::new`] for a layout built by hand (tests, other crates).
 
 use crate::error::PlatformError;
-use crate::geometry::{Geometry, GeometryError, MemRange, TagRegion};
-use crate::spec::{PlatformSpec, TagStorageData, TagStoragePolicy, Thp};
+use crate::spec::{Design, PlatformSpec, TagStorageData, Thp};
+use mte::geometry::{Geometry, GeometryError, MemRange, TagRegion};
 use std::path::Path;
 use thiserror::Error;
 
@@ -95,7 +95,7 @@ pub enum LayoutError {
 /// The validated machine: kernel settings, physical layout and geometry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Platform {
-    policy: TagStoragePolicy,
+    policy: Design,
     settings: KernelSettings,
     page_size: u64,
     dram: Vec<MemRange>,
@@ -108,20 +108,20 @@ impl Platform {
     /// [`Geometry::new`]; the policy must be `none` exactly when
     /// `tag_regions` is empty.
     pub fn new(
-        policy: TagStoragePolicy,
+        policy: Design,
         settings: KernelSettings,
         page_size: u64,
         dram: &[MemRange],
         tag_regions: &[TagRegion],
     ) -> Result<Self, PlatformError> {
-        match (policy, tag_regions.len()) {
-            (TagStoragePolicy::None, 0) => {}
-            (TagStoragePolicy::None, regions) => {
+        match (policy.rules().mte(), tag_regions.len()) {
+            (false, 0) => {}
+            (false, regions) => {
                 return Err(LayoutError::TagStorageUnderNone { regions }.into());
             }
-            (policy, 0) => {
+            (true, 0) => {
                 return Err(LayoutError::NoTagStorage {
-                    policy: policy.as_str(),
+                    policy: policy.name(),
                 }
                 .into());
             }
@@ -134,14 +134,14 @@ impl Platform {
     /// Builds the machine once the policy/region pairing is known to hold;
     /// every source funnels through here so the invariants have one home.
     pub(crate) fn build(
-        policy: TagStoragePolicy,
+        policy: Design,
         settings: KernelSettings,
         page_size: u64,
         dram: &[MemRange],
         tag_regions: &[TagRegion],
     ) -> Result<Self, GeometryError> {
         assert_eq!(
-            policy == TagStoragePolicy::None,
+            !policy.rules().mte(),
             tag_regions.is_empty(),
             "BUG: policy {policy:?} with {} tag storage regions",
             tag_regions.len()
@@ -181,7 +181,7 @@ impl Platform {
         }
     }
 
-    pub fn policy(&self) -> TagStoragePolicy {
+    pub fn policy(&self) -> Design {
         self.policy
     }
 
@@ -230,7 +230,7 @@ impl Default for Platform {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::TagStoragePolicy;
+    use crate::spec::Design;
 
     const M: u64 = 1 << 20;
 
@@ -248,8 +248,7 @@ mod tests {
     fn new_checks_that_the_policy_matches_the_tag_storage() {
         let (dram, region) = fvp_region();
         let settings = KernelSettings::default();
-        let err =
-            Platform::new(TagStoragePolicy::None, settings, 4096, &[dram], &[region]).unwrap_err();
+        let err = Platform::new(Design::NONE, settings, 4096, &[dram], &[region]).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -257,23 +256,15 @@ mod tests {
             ),
             "{err}"
         );
-        let err =
-            Platform::new(TagStoragePolicy::Static, settings, 4096, &[dram], &[]).unwrap_err();
+        let err = Platform::new(Design::STATIC, settings, 4096, &[dram], &[]).unwrap_err();
         assert_eq!(
             err.to_string(),
             "tag-storage=static needs tag storage, but the layout has none"
         );
-        let ok = Platform::new(
-            TagStoragePolicy::Dynamic,
-            settings,
-            4096,
-            &[dram],
-            &[region],
-        )
-        .unwrap();
+        let ok = Platform::new(Design::DYNAMIC, settings, 4096, &[dram], &[region]).unwrap();
         assert_eq!(ok.block_size(), Some(4096));
         assert_eq!(ok.geometry().tag_blocks(), 62 * M / 4096);
-        let none = Platform::new(TagStoragePolicy::None, settings, 4096, &[dram], &[]).unwrap();
+        let none = Platform::new(Design::NONE, settings, 4096, &[dram], &[]).unwrap();
         assert_eq!(none.block_size(), None);
         assert_eq!(none.geometry().tag_storage_pages(), 0);
     }
@@ -284,7 +275,7 @@ mod tests {
         // 60M of tags cover 1920M, not the 1984M they claim (docs/model.md §1: 1/32).
         region.tags = MemRange::new(0xfc00_0000, 60 * M);
         let err = Platform::new(
-            TagStoragePolicy::Dynamic,
+            Design::DYNAMIC,
             KernelSettings::default(),
             4096,
             &[dram],
@@ -305,7 +296,7 @@ mod tests {
         let low = MemRange::new(0x8000_0000, 64 * M);
         let high = MemRange::new(0x1_0000_0000, 64 * M);
         let p = Platform::new(
-            TagStoragePolicy::None,
+            Design::NONE,
             KernelSettings::default(),
             4096,
             &[high, low],
@@ -321,6 +312,6 @@ mod tests {
         let mut p = Platform::default();
         p.settings_mut().seed = 42;
         assert_eq!(p.settings().seed, 42);
-        assert_eq!(p.policy(), TagStoragePolicy::Dynamic);
+        assert_eq!(p.policy(), Design::DYNAMIC);
     }
 }

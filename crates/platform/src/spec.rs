@@ -6,17 +6,12 @@
 use crate::num::{self, NumError, Suffix};
 use thiserror::Error;
 
-/// How the kernel manages tag storage (`docs/model.md` §3).
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
-pub enum TagStoragePolicy {
-    /// No MTE: `PROT_MTE` is refused and the machine has no tag storage.
-    None,
-    /// Tag storage carved out at boot and never usable as memory (mainline).
-    Static,
-    /// The RFC design: tag storage pages are CMA memory until a block is needed.
-    #[default]
-    Dynamic,
-}
+/// How the kernel manages tag storage (`docs/designs.md`): one of the
+/// designs the tag storage crate registers.
+pub use tagstore::Design;
+
+/// The registered designs' names, for the message of a bad `tag-storage=`.
+static DESIGN_NAMES: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// How untagged movable allocations use free tag storage pages (`dynamic` only).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -38,17 +33,6 @@ pub enum Thp {
     Never,
     Madvise,
     Always,
-}
-
-impl TagStoragePolicy {
-    /// The keyword a platform line uses for this policy (`tag-storage=...`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::Static => "static",
-            Self::Dynamic => "dynamic",
-        }
-    }
 }
 
 impl TagStorageData {
@@ -80,7 +64,7 @@ pub struct PlatformSpec {
     pub memory: u64,
     /// Bytes per page.
     pub page_size: u64,
-    pub tag_storage: TagStoragePolicy,
+    pub tag_storage: Design,
     /// Bytes per tag storage block; `None` means one page.
     pub block_size: Option<u64>,
     pub tag_storage_data: TagStorageData,
@@ -97,7 +81,7 @@ impl Default for PlatformSpec {
         Self {
             memory: 64 << 20,
             page_size: 4 << 10,
-            tag_storage: TagStoragePolicy::Dynamic,
+            tag_storage: Design::DYNAMIC,
             block_size: None,
             tag_storage_data: TagStorageData::Balance,
             swap: 0,
@@ -175,11 +159,9 @@ impl PlatformSpec {
                 self.page_size = page_size;
             }
             "tag-storage" => {
-                self.tag_storage = match value {
-                    "none" => TagStoragePolicy::None,
-                    "static" => TagStoragePolicy::Static,
-                    "dynamic" => TagStoragePolicy::Dynamic,
-                    _ => return Err(bad("`none`, `static` or `dynamic`")),
+                self.tag_storage = match Design::by_name(value) {
+                    Some(design) => design,
+                    None => return Err(bad(DESIGN_NAMES.get_or_init(Design::names).as_str())),
                 }
             }
             "block-size" => self.block_size = Some(size()?),
@@ -239,7 +221,7 @@ mod tests {
         let spec = PlatformSpec::default();
         assert_eq!(spec.memory, 64 << 20);
         assert_eq!(spec.page_size, 4096);
-        assert_eq!(spec.tag_storage, TagStoragePolicy::Dynamic);
+        assert_eq!(spec.tag_storage, Design::DYNAMIC);
         assert_eq!(spec.block_size(), 4096);
         assert_eq!(spec.tag_storage_data, TagStorageData::Balance);
         assert_eq!(
@@ -271,7 +253,7 @@ mod tests {
             PlatformSpec {
                 memory: 128 << 20,
                 page_size: 4096,
-                tag_storage: TagStoragePolicy::Static,
+                tag_storage: Design::STATIC,
                 block_size: Some(64 << 10),
                 tag_storage_data: TagStorageData::Prefer,
                 swap: 16 << 20,
@@ -309,12 +291,8 @@ mod tests {
     #[test]
     fn keywords_round_trip_through_set_key() {
         let mut spec = PlatformSpec::default();
-        for policy in [
-            TagStoragePolicy::None,
-            TagStoragePolicy::Static,
-            TagStoragePolicy::Dynamic,
-        ] {
-            spec.set_key("tag-storage", policy.as_str()).unwrap();
+        for policy in [Design::NONE, Design::STATIC, Design::DYNAMIC] {
+            spec.set_key("tag-storage", policy.name()).unwrap();
             assert_eq!(spec.tag_storage, policy);
         }
         for data in [

@@ -154,8 +154,8 @@ fn value_text(key: &'static str, value: &DeValue<'_>) -> Result<String, TomlErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::geometry::GeometryError;
-    use crate::spec::{TagStorageData, TagStoragePolicy, Thp};
+    use crate::spec::{Design, TagStorageData, Thp};
+    use mte::geometry::GeometryError;
     use proptest::prelude::*;
 
     fn load(text: &str) -> Result<Platform, PlatformError> {
@@ -193,7 +193,7 @@ cpus = 2
 "#,
         )
         .unwrap();
-        assert_eq!(p.policy(), TagStoragePolicy::Static);
+        assert_eq!(p.policy(), Design::STATIC);
         assert_eq!(p.dram()[0].size, 128 << 20);
         assert_eq!(p.block_size(), Some(64 << 10));
         let s = p.settings();

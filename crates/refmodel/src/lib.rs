@@ -47,8 +47,8 @@ use mte::{Tag, TaggedPtr};
 use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use uapi::{
-    Bound, Command, Counter, Errno, Fault, FaultCode, Machine, MachineError, MteCtrl, Op, Outcome,
-    PageState, Pid, Reply,
+    Bound, Command, Counter, Errno, Fault, FaultCode, Invariant, Machine, MachineError, MteCtrl,
+    Op, Outcome, PageState, Pid, Reply, Violation,
 };
 
 use crate::layout::Layout;
@@ -298,7 +298,9 @@ impl Machine for RefMachine {
         None
     }
 
-    fn invariant_violations(&self) -> Vec<String> {
+    /// The reference model's own bookkeeping only (it has no physical
+    /// memory for the numbered invariants to speak of).
+    fn invariant_violations(&self) -> Vec<Violation> {
         let RefMachine {
             mte,
             layout: _,
@@ -333,7 +335,9 @@ impl Machine for RefMachine {
                     .map(|v| format!("process {pid:?}: {v}")),
             );
         }
-        out
+        out.into_iter()
+            .map(|message| Violation::new(Invariant::LayerConsistency, message))
+            .collect()
     }
 }
 

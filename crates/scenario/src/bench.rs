@@ -176,7 +176,7 @@ impl Machine for FlatMemory {
         None
     }
 
-    fn invariant_violations(&self) -> Vec<String> {
+    fn invariant_violations(&self) -> Vec<uapi::Violation> {
         Vec::new()
     }
 }

@@ -18,7 +18,7 @@
 use core::fmt;
 use core::str::FromStr;
 
-use platform::{Platform, TagStoragePolicy};
+use platform::{Design, Platform};
 use thiserror::Error;
 use uapi::Machine;
 
@@ -83,7 +83,7 @@ pub fn make_machine(
             .map(|k| Box::new(k) as Box<dyn Machine>)
             .map_err(|e| MachineUnavailable::Boot(e.to_string())),
         MachineKind::Reference => Ok(Box::new(refmodel::RefMachine::new(
-            platform.policy() != TagStoragePolicy::None,
+            platform.policy() != Design::NONE,
             platform.settings().seed,
         ))),
     }

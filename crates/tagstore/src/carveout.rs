@@ -14,14 +14,27 @@
 //! derived from the geometry, so they cannot drift.
 
 use crate::check::{MisuseLog, TagStoreViolation};
+use crate::design::{DesignEntry, OnReserveFailure, Rules, Storage};
 use crate::refs::{Allocation, BlockRefs, block_capacity};
 use crate::{
-    BlockSource, BlockState, ReserveError, ReservedBlocks, TagStorage, TagStoreConfig,
-    TagStoreCounters, assert_block,
+    BlockSource, BlockState, LocalBoxFuture, ReserveError, ReservedBlocks, TagStorage,
+    TagStoreConfig, TagStoreCounters, assert_block,
 };
 use mte::Pfn;
-use platform::spec::TagStoragePolicy;
-use platform::{Geometry, TagBlock};
+use mte::{Geometry, Order, TagBlock};
+
+/// `static` in the design registry.
+pub(crate) const DESIGN: DesignEntry = DesignEntry::new(
+    "static",
+    "tag storage carved out at boot, never lent (mainline Linux)",
+    Rules {
+        storage: Storage::CarvedOut,
+        // Only a reference count moves: nothing sleeps, nothing fails.
+        reserve_in_atomic: true,
+        on_reserve_failure: OnReserveFailure::MigrateFaultingPage,
+    },
+    |geometry, config| Box::new(StaticTagStorage::new(geometry, config)),
+);
 
 /// Policy `static`.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -45,7 +58,7 @@ impl StaticTagStorage {
         }
     }
 
-    fn add_refs(&mut self, pfn: Pfn, order: u32) -> Result<(), ReserveError> {
+    fn add_refs(&mut self, pfn: Pfn, order: Order) -> Result<(), ReserveError> {
         let alloc = Allocation::new(&self.geometry, pfn, order)?;
         if let Err(misuse) = self
             .refs
@@ -62,31 +75,29 @@ impl StaticTagStorage {
 }
 
 impl TagStorage for StaticTagStorage {
-    fn policy(&self) -> TagStoragePolicy {
-        TagStoragePolicy::Static
-    }
-
-    async fn activate<S: BlockSource>(
-        &mut self,
+    fn activate<'a>(
+        &'a mut self,
         zero_page: Pfn,
-        _source: &mut S,
-    ) -> Result<(), ReserveError> {
-        assert!(self.zero_page.is_none(), "BUG: tag storage activated twice");
-        self.add_refs(zero_page, 0)?;
-        self.zero_page = Some(zero_page);
-        Ok(())
+        _source: &'a mut dyn BlockSource,
+    ) -> LocalBoxFuture<'a, Result<(), ReserveError>> {
+        Box::pin(async move {
+            assert!(self.zero_page.is_none(), "BUG: tag storage activated twice");
+            self.add_refs(zero_page, Order::new(0))?;
+            self.zero_page = Some(zero_page);
+            Ok(())
+        })
     }
 
-    async fn reserve<S: BlockSource>(
-        &mut self,
+    fn reserve<'a>(
+        &'a mut self,
         pfn: Pfn,
-        order: u32,
-        _source: &mut S,
-    ) -> Result<(), ReserveError> {
-        self.add_refs(pfn, order)
+        order: Order,
+        _source: &'a mut dyn BlockSource,
+    ) -> LocalBoxFuture<'a, Result<(), ReserveError>> {
+        Box::pin(async move { self.add_refs(pfn, order) })
     }
 
-    fn release<S: BlockSource>(&mut self, pfn: Pfn, order: u32, _source: &mut S) {
+    fn release(&mut self, pfn: Pfn, order: Order, _source: &mut dyn BlockSource) {
         let checked = Allocation::new(&self.geometry, pfn, order)
             .map_err(|_| crate::Misuse::ReleaseUncovered { pfn, order })
             .and_then(|alloc| {
@@ -110,7 +121,7 @@ impl TagStorage for StaticTagStorage {
     }
 
     fn block_state(&self, block: TagBlock) -> BlockState {
-        assert_block(block, self.geometry.tag_blocks());
+        assert_block(block, &self.geometry);
         BlockState::CarvedOut {
             refs: self.refs.get(block),
         }
@@ -122,6 +133,10 @@ impl TagStorage for StaticTagStorage {
 
     fn zero_page(&self) -> Option<Pfn> {
         self.zero_page
+    }
+
+    fn bookkeeping_entries(&self) -> u64 {
+        self.refs.len()
     }
 
     fn counters(&self) -> TagStoreCounters {
@@ -179,10 +194,10 @@ mod tests {
         );
 
         // Order 9 counts 32 references in each of 16 blocks, claims nothing.
-        block_on(m.reserve(Pfn::new(BASE), 9, &mut src)).unwrap();
+        block_on(m.reserve(Pfn::new(BASE), Order::new(9), &mut src)).unwrap();
         assert_eq!(m.block_refcount(TagBlock::new(15)), 32);
         assert_eq!(m.block_refcount(TagBlock::new(16)), 0);
-        m.release(Pfn::new(BASE), 9, &mut src);
+        m.release(Pfn::new(BASE), Order::new(9), &mut src);
         assert_eq!(
             m.block_state(TagBlock::new(0)),
             BlockState::CarvedOut { refs: 0 }
@@ -200,13 +215,13 @@ mod tests {
         block_on(m.activate(Pfn::new(BASE + 5), &mut src)).unwrap();
         assert_eq!(m.block_refcount(TagBlock::new(0)), 1);
         assert_eq!(m.zero_page(), Some(Pfn::new(BASE + 5)));
-        m.release(Pfn::new(BASE + 6), 0, &mut src);
+        m.release(Pfn::new(BASE + 6), Order::new(0), &mut src);
         assert_eq!(
             m.check(),
             [TagStoreViolation::Misuse {
                 first: Misuse::ReleaseUnreserved {
                     pfn: Pfn::new(BASE + 6),
-                    order: 0,
+                    order: Order::new(0),
                     block: TagBlock::new(0),
                     refs: 0,
                     frames: 1

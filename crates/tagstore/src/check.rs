@@ -13,7 +13,7 @@
 //! buggy run in release builds uses constant memory.
 
 use mte::Pfn;
-use platform::TagBlock;
+use mte::{Order, TagBlock};
 use thiserror::Error;
 
 /// What a manager does when its caller breaks the contract.
@@ -48,20 +48,20 @@ pub enum Misuse {
     )]
     ReleaseUnreserved {
         pfn: Pfn,
-        order: u32,
+        order: Order,
         block: TagBlock,
         refs: u64,
         frames: u64,
     },
     /// Linux: `WARN_ONCE(ret, "Missing tag storage block for pfn 0x%lx")`.
     #[error("released frames {pfn} order {order}, which have no tag storage")]
-    ReleaseUncovered { pfn: Pfn, order: u32 },
+    ReleaseUncovered { pfn: Pfn, order: Order },
     /// The zero page's reference is never dropped (RFC v2 patch 18).
     #[error("released the zero page {zero_page} (frames {pfn} order {order})")]
     ReleaseZeroPage {
         zero_page: Pfn,
         pfn: Pfn,
-        order: u32,
+        order: Order,
     },
     /// A block cannot hold more references than the frames it covers: some of
     /// these frames were reserved already. (Linux avoids this with the
@@ -72,14 +72,14 @@ pub enum Misuse {
     )]
     DoubleReservation {
         pfn: Pfn,
-        order: u32,
+        order: Order,
         block: TagBlock,
         refs: u64,
         capacity: u64,
     },
     /// Under policy `none` nothing is ever reserved, so nothing can be released.
     #[error("released frames {pfn} order {order} on a machine without tag storage")]
-    ReleaseWithoutTagStorage { pfn: Pfn, order: u32 },
+    ReleaseWithoutTagStorage { pfn: Pfn, order: Order },
 }
 
 /// One broken invariant of a tag storage manager.

@@ -43,15 +43,28 @@
 //! (RFC "Perform CMOs for tag blocks") belong to the kernel side.
 
 use crate::check::{Misuse, MisuseLog, TagStoreViolation};
+use crate::design::{DesignEntry, OnReserveFailure, Rules, Storage};
 use crate::refs::{Allocation, BlockRefs, block_capacity};
 use crate::{
-    BlockSource, BlockState, ReserveError, ReservedBlocks, TagStorage, TagStoreConfig,
-    TagStoreCounters, assert_block,
+    BlockSource, BlockState, LocalBoxFuture, ReserveError, ReservedBlocks, TagStorage,
+    TagStoreConfig, TagStoreCounters, assert_block,
 };
 use core::num::{NonZeroU32, NonZeroU64};
+use mte::{Geometry, Order, TagBlock};
 use mte::{Pfn, PfnRange};
-use platform::spec::TagStoragePolicy;
-use platform::{Geometry, TagBlock};
+
+/// `dynamic` in the design registry.
+pub(crate) const DESIGN: DesignEntry = DesignEntry::new(
+    "dynamic",
+    "RFC v3 with its known mistakes fixed: tag storage lent as CMA, blocks reserved on demand",
+    Rules {
+        storage: Storage::Lent,
+        // A claim migrates (sleeps) and may fail.
+        reserve_in_atomic: false,
+        on_reserve_failure: OnReserveFailure::MigrateFaultingPage,
+    },
+    |geometry, config| Box::new(DynamicTagStorage::new(geometry, config)),
+);
 
 /// Policy `dynamic`.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -78,7 +91,7 @@ struct ClaimedBlock {
 
 impl ClaimedBlock {
     /// Linux: `cma_release()` on the error path of `reserve_tag_storage()`.
-    fn give_back<S: BlockSource>(self, source: &mut S) {
+    fn give_back<S: BlockSource + ?Sized>(self, source: &mut S) {
         source.release(self.block, self.pfns);
     }
 }
@@ -86,7 +99,7 @@ impl ClaimedBlock {
 /// Claims one block, retrying transient failures up to `attempts` tries.
 ///
 /// Linux: `cma_alloc_range(cma, block, block_size_pages, 3, gfp)`.
-async fn claim_block<S: BlockSource>(
+async fn claim_block<S: BlockSource + ?Sized>(
     source: &mut S,
     block: TagBlock,
     pfns: PfnRange,
@@ -130,7 +143,7 @@ impl DynamicTagStorage {
     }
 
     /// Claims the blocks `alloc` lacks, in block order, then commits.
-    async fn reserve_alloc<S: BlockSource>(
+    async fn reserve_alloc<S: BlockSource + ?Sized>(
         &mut self,
         alloc: Allocation,
         source: &mut S,
@@ -194,32 +207,32 @@ impl DynamicTagStorage {
 }
 
 impl TagStorage for DynamicTagStorage {
-    fn policy(&self) -> TagStoragePolicy {
-        TagStoragePolicy::Dynamic
-    }
-
-    async fn activate<S: BlockSource>(
-        &mut self,
+    fn activate<'a>(
+        &'a mut self,
         zero_page: Pfn,
-        source: &mut S,
-    ) -> Result<(), ReserveError> {
-        assert!(self.zero_page.is_none(), "BUG: tag storage activated twice");
-        self.reserve(zero_page, 0, source).await?;
-        self.zero_page = Some(zero_page);
-        Ok(())
+        source: &'a mut dyn BlockSource,
+    ) -> LocalBoxFuture<'a, Result<(), ReserveError>> {
+        Box::pin(async move {
+            assert!(self.zero_page.is_none(), "BUG: tag storage activated twice");
+            self.reserve(zero_page, Order::new(0), source).await?;
+            self.zero_page = Some(zero_page);
+            Ok(())
+        })
     }
 
-    async fn reserve<S: BlockSource>(
-        &mut self,
+    fn reserve<'a>(
+        &'a mut self,
         pfn: Pfn,
-        order: u32,
-        source: &mut S,
-    ) -> Result<(), ReserveError> {
-        let alloc = Allocation::new(&self.geometry, pfn, order)?;
-        self.reserve_alloc(alloc, source).await
+        order: Order,
+        source: &'a mut dyn BlockSource,
+    ) -> LocalBoxFuture<'a, Result<(), ReserveError>> {
+        Box::pin(async move {
+            let alloc = Allocation::new(&self.geometry, pfn, order)?;
+            self.reserve_alloc(alloc, source).await
+        })
     }
 
-    fn release<S: BlockSource>(&mut self, pfn: Pfn, order: u32, source: &mut S) {
+    fn release(&mut self, pfn: Pfn, order: Order, source: &mut dyn BlockSource) {
         let checked = Allocation::new(&self.geometry, pfn, order)
             .map_err(|_| Misuse::ReleaseUncovered { pfn, order })
             .and_then(|alloc| {
@@ -249,7 +262,7 @@ impl TagStorage for DynamicTagStorage {
     }
 
     fn block_state(&self, block: TagBlock) -> BlockState {
-        assert_block(block, self.geometry.tag_blocks());
+        assert_block(block, &self.geometry);
         match NonZeroU64::new(self.refs.get(block)) {
             Some(refs) => BlockState::Reserved { refs },
             None => BlockState::Lent,
@@ -266,6 +279,10 @@ impl TagStorage for DynamicTagStorage {
 
     fn counters(&self) -> TagStoreCounters {
         self.counters
+    }
+
+    fn bookkeeping_entries(&self) -> u64 {
+        self.refs.len()
     }
 
     fn check(&self) -> Vec<TagStoreViolation> {

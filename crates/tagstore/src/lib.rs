@@ -22,7 +22,13 @@
 //! chosen type. Adding a policy (Google's three free lists, XNU's cell state
 //! machine, a cleancache backend) is: a new type implementing [`TagStorage`]
 //! in its own module, one [`Manager`] variant (the compiler then points at
-//! every delegating `match`), and a `TagStoragePolicy` value in `platform`.
+//! every delegating `match`), a `Design` value in `platform`, and
+//! its arm where the kernel maps that value to a manager (`kernel::mem`).
+//!
+//! Units and geometry come from the architecture crate: frames are
+//! [`mte::Pfn`], buddy orders [`mte::Order`], blocks [`TagBlock`], and every
+//! frame/block conversion goes through the machine's [`mte::Geometry`]. This
+//! crate depends on nothing but `mte`.
 //!
 //! # Block states (`dynamic`)
 //!
@@ -65,6 +71,7 @@
 mod carveout;
 pub mod check;
 pub mod counters;
+pub mod design;
 mod dynamic;
 mod none;
 mod refs;
@@ -75,17 +82,18 @@ mod testutil;
 pub use carveout::StaticTagStorage;
 pub use check::{Misuse, OnMisuse, TagStoreViolation};
 pub use counters::TagStoreCounters;
+pub use design::{Design, OnReserveFailure, Rules, Storage};
 pub use dynamic::DynamicTagStorage;
 pub use none::NoTagStorage;
 pub use refs::RangeError;
 pub use source::{BlockSource, ClaimCause, ClaimError};
 
+use core::fmt;
 use core::future::Future;
 use core::num::{NonZeroU32, NonZeroU64};
 use core::ops::Range;
 use mte::Pfn;
-use platform::spec::TagStoragePolicy;
-use platform::{Geometry, TagBlock};
+use mte::{Geometry, Order, TagBlock};
 use std::collections::btree_map;
 use thiserror::Error;
 
@@ -208,13 +216,17 @@ impl Iterator for ReservedBlocks<'_> {
     }
 }
 
-/// A tag storage policy.
+/// A future the simulated kernel polls on one host thread.
+pub type LocalBoxFuture<'a, T> = core::pin::Pin<Box<dyn Future<Output = T> + 'a>>;
+
+/// A tag storage manager: the state of one design on one machine.
 ///
 /// Orders are buddy orders: `reserve(pfn, order)` covers the `2^order` data
-/// frames from `pfn`, which must be naturally aligned.
-pub trait TagStorage {
-    fn policy(&self) -> TagStoragePolicy;
-
+/// frames from `pfn`, which must be naturally aligned. The trait is object
+/// safe: the kernel holds a [`Manager`] (`Box<dyn TagStorage>`) built from
+/// the [`Design`] its platform names, and asks the design's [`Rules`]
+/// whatever it must decide, never which design it runs.
+pub trait TagStorage: fmt::Debug {
     /// Starts managing tag storage. The zero page's tags were zeroed at boot
     /// and it counts as tagged, so its block is reserved with one reference
     /// that is never dropped. Call once, before the first tagged allocation.
@@ -222,26 +234,26 @@ pub trait TagStorage {
     /// Linux: `reserve_tag_storage(ZERO_PAGE(0), 0, GFP_HIGHUSER)` in
     /// `mte_enable_tag_storage()` (RFC v3 patch 25), whose result Linux
     /// ignores; here a failure is returned and nothing is recorded.
-    fn activate<S: BlockSource>(
-        &mut self,
+    fn activate<'a>(
+        &'a mut self,
         zero_page: Pfn,
-        source: &mut S,
-    ) -> impl Future<Output = Result<(), ReserveError>>;
+        source: &'a mut dyn BlockSource,
+    ) -> LocalBoxFuture<'a, Result<(), ReserveError>>;
 
     /// Reserves the tag storage of `2^order` frames from `pfn`: blocks already
     /// reserved gain references, the others are claimed from `source`. All or
     /// nothing. Linux: `reserve_tag_storage()`.
-    fn reserve<S: BlockSource>(
-        &mut self,
+    fn reserve<'a>(
+        &'a mut self,
         pfn: Pfn,
-        order: u32,
-        source: &mut S,
-    ) -> impl Future<Output = Result<(), ReserveError>>;
+        order: Order,
+        source: &'a mut dyn BlockSource,
+    ) -> LocalBoxFuture<'a, Result<(), ReserveError>>;
 
     /// Drops the references of `2^order` frames from `pfn`; a block left with
     /// none is given back to `source` at once. Releasing what was not reserved
     /// is a [`Misuse`]. Linux: `free_tag_storage()`.
-    fn release<S: BlockSource>(&mut self, pfn: Pfn, order: u32, source: &mut S);
+    fn release(&mut self, pfn: Pfn, order: Order, source: &mut dyn BlockSource);
 
     /// Whether the tags of data frame `pfn` have storage reserved.
     fn is_reserved(&self, pfn: Pfn) -> bool;
@@ -263,94 +275,23 @@ pub trait TagStorage {
 
     fn counters(&self) -> TagStoreCounters;
 
+    /// Entries of the manager's per-block bookkeeping now (the kernel's
+    /// estimate of the host memory a machine uses).
+    fn bookkeeping_entries(&self) -> u64;
+
     /// Every broken invariant; empty when all hold.
     fn check(&self) -> Vec<TagStoreViolation>;
 }
 
-/// The policy chosen at the edge (from the platform description).
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub enum Manager {
-    None(NoTagStorage),
-    Static(StaticTagStorage),
-    Dynamic(DynamicTagStorage),
-}
+/// The manager of a machine, of whichever design.
+pub type Manager = Box<dyn TagStorage>;
 
-impl Manager {
-    pub fn new(policy: TagStoragePolicy, geometry: &Geometry, config: TagStoreConfig) -> Self {
-        match policy {
-            TagStoragePolicy::None => Self::None(NoTagStorage::new(config)),
-            TagStoragePolicy::Static => Self::Static(StaticTagStorage::new(geometry, config)),
-            TagStoragePolicy::Dynamic => Self::Dynamic(DynamicTagStorage::new(geometry, config)),
-        }
-    }
-}
-
-macro_rules! delegate {
-    ($self:expr, $m:ident => $body:expr) => {
-        match $self {
-            Manager::None($m) => $body,
-            Manager::Static($m) => $body,
-            Manager::Dynamic($m) => $body,
-        }
-    };
-}
-
-impl TagStorage for Manager {
-    fn policy(&self) -> TagStoragePolicy {
-        delegate!(self, m => m.policy())
-    }
-
-    async fn activate<S: BlockSource>(
-        &mut self,
-        zero_page: Pfn,
-        source: &mut S,
-    ) -> Result<(), ReserveError> {
-        delegate!(self, m => m.activate(zero_page, source).await)
-    }
-
-    async fn reserve<S: BlockSource>(
-        &mut self,
-        pfn: Pfn,
-        order: u32,
-        source: &mut S,
-    ) -> Result<(), ReserveError> {
-        delegate!(self, m => m.reserve(pfn, order, source).await)
-    }
-
-    fn release<S: BlockSource>(&mut self, pfn: Pfn, order: u32, source: &mut S) {
-        delegate!(self, m => m.release(pfn, order, source))
-    }
-
-    fn is_reserved(&self, pfn: Pfn) -> bool {
-        delegate!(self, m => m.is_reserved(pfn))
-    }
-
-    fn block_state(&self, block: TagBlock) -> BlockState {
-        delegate!(self, m => m.block_state(block))
-    }
-
-    fn reserved_blocks(&self) -> ReservedBlocks<'_> {
-        delegate!(self, m => m.reserved_blocks())
-    }
-
-    fn zero_page(&self) -> Option<Pfn> {
-        delegate!(self, m => m.zero_page())
-    }
-
-    fn counters(&self) -> TagStoreCounters {
-        delegate!(self, m => m.counters())
-    }
-
-    fn check(&self) -> Vec<TagStoreViolation> {
-        delegate!(self, m => m.check())
-    }
-}
-
-/// Panics unless `block` is a block of a machine with `blocks` blocks.
-fn assert_block(block: TagBlock, blocks: u64) {
+/// Panics unless `block` is a block of the machine.
+fn assert_block(block: TagBlock, geometry: &Geometry) {
     assert!(
-        block.index() < blocks,
-        "BUG: {block:?} is not a block of this machine ({blocks} blocks)"
+        geometry.block(block.index()).is_some(),
+        "BUG: {block:?} is not a block of this machine ({} blocks)",
+        geometry.tag_blocks()
     );
 }
 
@@ -360,39 +301,39 @@ mod tests {
     use crate::testutil::{BASE, MockSource, block_on, machine, record};
 
     #[test]
-    fn the_manager_delegates_to_the_chosen_policy() {
+    fn each_design_builds_its_manager() {
         let g = machine(64 << 10);
         let mut src = MockSource::default();
         let zero_page = Pfn::new(BASE);
         let frame = Pfn::new(BASE + 512);
 
-        let mut none = Manager::new(TagStoragePolicy::None, &g, record());
-        assert_eq!(none.policy(), TagStoragePolicy::None);
+        let o0 = Order::new(0);
+        let mut none = Design::NONE.build(&g, record());
         assert_eq!(
-            block_on(none.reserve(frame, 0, &mut src)),
+            block_on(none.reserve(frame, o0, &mut src)),
             Err(ReserveError::NoTagStorage)
         );
         assert_eq!(none.counters(), TagStoreCounters::default());
 
         // Static: carved out, nothing claimed.
-        let mut fixed = Manager::new(TagStoragePolicy::Static, &g, record());
+        let mut fixed = Design::STATIC.build(&g, record());
         block_on(fixed.activate(zero_page, &mut src)).unwrap();
-        block_on(fixed.reserve(frame, 0, &mut src)).unwrap();
+        block_on(fixed.reserve(frame, o0, &mut src)).unwrap();
         assert!(src.log.is_empty());
         assert_eq!(fixed.reserved_blocks().count(), 32);
         assert_eq!(fixed.block_refcount(TagBlock::new(1)), 1);
 
         // Dynamic: 64 KiB blocks cover 512 frames each; the zero page takes
         // block 0, frame 512 block 1, each claimed once.
-        let mut dynamic = Manager::new(TagStoragePolicy::Dynamic, &g, record());
+        let mut dynamic = Design::DYNAMIC.build(&g, record());
         block_on(dynamic.activate(zero_page, &mut src)).unwrap();
-        block_on(dynamic.reserve(frame, 0, &mut src)).unwrap();
+        block_on(dynamic.reserve(frame, o0, &mut src)).unwrap();
         assert_eq!(
             dynamic.reserved_blocks().collect::<Vec<_>>(),
             [TagBlock::new(0), TagBlock::new(1)]
         );
         assert_eq!(dynamic.zero_page(), Some(zero_page));
-        dynamic.release(frame, 0, &mut src);
+        dynamic.release(frame, o0, &mut src);
         assert_eq!(dynamic.block_state(TagBlock::new(1)), BlockState::Lent);
         assert_eq!(dynamic.counters().releases, 1);
         assert_eq!(src.claimed.len(), 1);
@@ -414,7 +355,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "BUG: TagBlock(32) is not a block of this machine")]
     fn unknown_blocks_are_a_bug() {
-        let m = Manager::new(TagStoragePolicy::Dynamic, &machine(64 << 10), record());
+        let m = Design::DYNAMIC.build(&machine(64 << 10), record());
         m.block_state(TagBlock::new(32));
     }
 }

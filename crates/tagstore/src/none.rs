@@ -5,13 +5,25 @@
 //! asks), releasing is a [`Misuse`], and every `tag_storage.*` counter is 0.
 
 use crate::check::{Misuse, MisuseLog, TagStoreViolation};
+use crate::design::{DesignEntry, OnReserveFailure, Rules, Storage};
 use crate::{
-    BlockSource, BlockState, ReserveError, ReservedBlocks, TagStorage, TagStoreConfig,
-    TagStoreCounters,
+    BlockSource, BlockState, LocalBoxFuture, ReserveError, ReservedBlocks, TagStorage,
+    TagStoreConfig, TagStoreCounters,
 };
 use mte::Pfn;
-use platform::TagBlock;
-use platform::spec::TagStoragePolicy;
+use mte::{Order, TagBlock};
+
+/// `none` in the design registry.
+pub(crate) const DESIGN: DesignEntry = DesignEntry::new(
+    "none",
+    "no MTE: PROT_MTE is refused and there is no tag storage",
+    Rules {
+        storage: Storage::None,
+        reserve_in_atomic: false,
+        on_reserve_failure: OnReserveFailure::MigrateFaultingPage,
+    },
+    |_, config| Box::new(NoTagStorage::new(config)),
+);
 
 /// Policy `none`.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -28,28 +40,24 @@ impl NoTagStorage {
 }
 
 impl TagStorage for NoTagStorage {
-    fn policy(&self) -> TagStoragePolicy {
-        TagStoragePolicy::None
-    }
-
-    async fn activate<S: BlockSource>(
-        &mut self,
+    fn activate<'a>(
+        &'a mut self,
         _zero_page: Pfn,
-        _source: &mut S,
-    ) -> Result<(), ReserveError> {
-        Err(ReserveError::NoTagStorage)
+        _source: &'a mut dyn BlockSource,
+    ) -> LocalBoxFuture<'a, Result<(), ReserveError>> {
+        Box::pin(async { Err(ReserveError::NoTagStorage) })
     }
 
-    async fn reserve<S: BlockSource>(
-        &mut self,
+    fn reserve<'a>(
+        &'a mut self,
         _pfn: Pfn,
-        _order: u32,
-        _source: &mut S,
-    ) -> Result<(), ReserveError> {
-        Err(ReserveError::NoTagStorage)
+        _order: Order,
+        _source: &'a mut dyn BlockSource,
+    ) -> LocalBoxFuture<'a, Result<(), ReserveError>> {
+        Box::pin(async { Err(ReserveError::NoTagStorage) })
     }
 
-    fn release<S: BlockSource>(&mut self, pfn: Pfn, order: u32, _source: &mut S) {
+    fn release(&mut self, pfn: Pfn, order: Order, _source: &mut dyn BlockSource) {
         self.misuse
             .report(Misuse::ReleaseWithoutTagStorage { pfn, order });
     }
@@ -74,6 +82,10 @@ impl TagStorage for NoTagStorage {
         TagStoreCounters::default()
     }
 
+    fn bookkeeping_entries(&self) -> u64 {
+        0
+    }
+
     fn check(&self) -> Vec<TagStoreViolation> {
         let Self { misuse } = self;
         let mut out = Vec::new();
@@ -93,7 +105,7 @@ mod tests {
         let mut m = NoTagStorage::new(record());
         let mut src = MockSource::default();
         assert_eq!(
-            block_on(m.reserve(Pfn::new(0x80000), 0, &mut src)),
+            block_on(m.reserve(Pfn::new(0x80000), Order::new(0), &mut src)),
             Err(ReserveError::NoTagStorage)
         );
         assert_eq!(
@@ -110,13 +122,13 @@ mod tests {
     #[test]
     fn releasing_is_a_misuse() {
         let mut m = NoTagStorage::new(record());
-        m.release(Pfn::new(0x80000), 0, &mut MockSource::default());
+        m.release(Pfn::new(0x80000), Order::new(0), &mut MockSource::default());
         assert_eq!(
             m.check(),
             [TagStoreViolation::Misuse {
                 first: Misuse::ReleaseWithoutTagStorage {
                     pfn: Pfn::new(0x80000),
-                    order: 0
+                    order: Order::new(0)
                 },
                 count: 1
             }]

@@ -27,8 +27,7 @@
 
 use crate::check::{Misuse, TagStoreViolation};
 use core::num::NonZeroU64;
-use mte::Pfn;
-use platform::{Geometry, TagBlock};
+use mte::{Geometry, Order, Pfn, TagBlock};
 use std::collections::BTreeMap;
 use std::collections::btree_map;
 use thiserror::Error;
@@ -36,10 +35,8 @@ use thiserror::Error;
 /// Why a run of frames cannot have tag storage.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Error)]
 pub enum RangeError {
-    #[error("order {order} allocation at frame {pfn} runs past the end of the frame numbers")]
-    OrderTooLarge { pfn: Pfn, order: u32 },
     #[error("frame {pfn} is not aligned to order {order}")]
-    Misaligned { pfn: Pfn, order: u32 },
+    Misaligned { pfn: Pfn, order: Order },
     /// The frame is not ordinary memory covered by a tag region (it may be
     /// tag storage itself, which has no tags: docs/model.md §1).
     #[error("frame {pfn} has no tag storage")]
@@ -58,29 +55,20 @@ pub(crate) struct BlockShare {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) struct Allocation {
     pub(crate) pfn: Pfn,
-    pub(crate) order: u32,
+    pub(crate) order: Order,
     last: Pfn,
 }
 
 impl Allocation {
     /// Validates `2^order` frames from `pfn` (buddy allocations are naturally
     /// aligned).
-    pub(crate) fn new(geometry: &Geometry, pfn: Pfn, order: u32) -> Result<Self, RangeError> {
-        let count = 1u64
-            .checked_shl(order)
-            .ok_or(RangeError::OrderTooLarge { pfn, order })?;
-        if !pfn.as_u64().is_multiple_of(count) {
+    pub(crate) fn new(geometry: &Geometry, pfn: Pfn, order: Order) -> Result<Self, RangeError> {
+        if !pfn.is_aligned(order) {
             return Err(RangeError::Misaligned { pfn, order });
         }
-        let last = pfn
-            .as_u64()
-            .checked_add(count - 1)
-            .ok_or(RangeError::OrderTooLarge { pfn, order })?;
-        let alloc = Self {
-            pfn,
-            order,
-            last: Pfn::new(last),
-        };
+        // Cannot overflow: an aligned block ends at a multiple of its size.
+        let last = pfn + (order.pages() - 1);
+        let alloc = Self { pfn, order, last };
         for share in alloc.walk(geometry) {
             share.map_err(|pfn| RangeError::NotCovered { pfn })?;
         }
@@ -290,7 +278,7 @@ impl BlockRefs {
     ) {
         let blocks = geometry.tag_blocks();
         for (block, refs) in self.iter() {
-            if block.index() >= blocks {
+            if geometry.block(block.index()).is_none() {
                 out.push(TagStoreViolation::UnknownBlock { block, blocks });
             }
             if refs > capacity {
@@ -315,8 +303,8 @@ mod tests {
     use super::*;
     use crate::testutil::{BASE, machine, machine_at};
 
-    fn shares(g: &Geometry, pfn: u64, order: u32) -> Vec<(u64, u64)> {
-        Allocation::new(g, Pfn::new(pfn), order)
+    fn shares(g: &Geometry, pfn: u64, order: u8) -> Vec<(u64, u64)> {
+        Allocation::new(g, Pfn::new(pfn), Order::new(order))
             .unwrap()
             .shares(g)
             .map(|s| (s.block.index(), s.frames))
@@ -350,15 +338,14 @@ mod tests {
     #[test]
     fn bad_ranges_are_refused() {
         let g = machine(4 << 10);
-        let new = |pfn, order| Allocation::new(&g, Pfn::new(pfn), order).unwrap_err();
+        let new = |pfn, order| Allocation::new(&g, Pfn::new(pfn), Order::new(order)).unwrap_err();
         assert_eq!(
             new(BASE + 1, 1),
             RangeError::Misaligned {
                 pfn: Pfn::new(BASE + 1),
-                order: 1
+                order: Order::new(1)
             }
         );
-        assert!(matches!(new(0, 64), RangeError::OrderTooLarge { .. }));
         // Tag storage itself (right after the 64 MiB of DRAM) has no tags.
         let tags = BASE + (64 << 20) / 4096;
         assert_eq!(

@@ -25,10 +25,11 @@
 //!   only warns on a range it does not own).
 
 use core::fmt;
-use core::future::Future;
+use mte::TagBlock;
 use mte::{Pfn, PfnRange};
-use platform::TagBlock;
 use thiserror::Error;
+
+use crate::LocalBoxFuture;
 
 /// The kernel's side of a tag storage manager: takes whole tag blocks out of
 /// the page allocator and gives them back.
@@ -37,11 +38,11 @@ pub trait BlockSource {
     /// any data they hold. All or nothing.
     ///
     /// Linux: `cma_alloc_range()` -> `alloc_contig_range()`.
-    fn claim(
-        &mut self,
+    fn claim<'a>(
+        &'a mut self,
         block: TagBlock,
         pfns: PfnRange,
-    ) -> impl Future<Output = Result<(), ClaimError>>;
+    ) -> LocalBoxFuture<'a, Result<(), ClaimError>>;
 
     /// Gives the frames of a block claimed earlier back to the page allocator.
     ///

@@ -4,8 +4,7 @@ use crate::{BlockSource, ClaimCause, ClaimError, OnMisuse, TagStoreConfig};
 use core::future::Future;
 use core::pin::pin;
 use core::task::{Context, Poll, Waker};
-use mte::PfnRange;
-use platform::{Geometry, MemRange, TagBlock, TagRegion};
+use mte::{Geometry, MemRange, PfnRange, TagBlock, TagRegion};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// First frame of the default machine's DRAM (0x8000_0000 / 4 KiB).
@@ -124,11 +123,17 @@ impl MockSource {
 }
 
 impl BlockSource for MockSource {
-    async fn claim(&mut self, block: TagBlock, pfns: PfnRange) -> Result<(), ClaimError> {
-        YieldOnce(false).await;
-        let result = self.outcome(block);
-        self.log.push(Event::Claim(block, pfns, result));
-        result
+    fn claim<'a>(
+        &'a mut self,
+        block: TagBlock,
+        pfns: PfnRange,
+    ) -> crate::LocalBoxFuture<'a, Result<(), ClaimError>> {
+        Box::pin(async move {
+            YieldOnce(false).await;
+            let result = self.outcome(block);
+            self.log.push(Event::Claim(block, pfns, result));
+            result
+        })
     }
 
     fn release(&mut self, block: TagBlock, pfns: PfnRange) {

@@ -9,6 +9,7 @@
 
 mod abi;
 mod command;
+pub mod event;
 mod observe;
 
 pub use abi::{
@@ -16,7 +17,7 @@ pub use abi::{
     Sharing,
 };
 pub use command::{Bound, Command, Op, Outcome, Reply};
-pub use observe::{Counter, Machine, MachineError, PageState};
+pub use observe::{Counter, Invariant, Machine, MachineError, PageState, Violation};
 
 /// A process of the simulated machine. Handed out by the machine; never reused
 /// within one machine, so a stale handle names an exited process (`ESRCH`).

@@ -163,11 +163,95 @@ impl fmt::Display for PageState {
 pub enum MachineError {
     /// A scheduler failure in a parallel block (deadlock, step limit, a
     /// replayed schedule that does not fit).
-    #[error("{0}")]
-    Schedule(String),
+    #[error(transparent)]
+    Schedule(#[from] sched::SchedError),
     /// The machine does not model this op or observation.
     #[error("not modelled by this machine: {0}")]
     Unsupported(&'static str),
+}
+
+/// The rule a [`Violation`] breaks: one of the invariants of
+/// `docs/model.md` §4 (numbered as there), or the consistency of one
+/// layer's own bookkeeping (a VMA tree, a page table, the reverse map, a
+/// TLB, swap counts, page caches, the process table).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum Invariant {
+    /// §4.1: a valid tagged entry maps a tagged, initialised, reserved frame.
+    TaggedEntries,
+    /// §4.2: tag storage is never tagged nor mapped by a valid tagged entry.
+    TagStorageUntagged,
+    /// §4.3: reserved blocks hold no data and count their tagged frames.
+    ReservedBlocks,
+    /// §4.4: every frame is in exactly one state; the counts add up.
+    FrameStates,
+    /// §4.5: the zero page is never writable, its tags are 0.
+    ZeroPage,
+    /// §4.6: reference and map counts equal the references held.
+    Counts,
+    /// §4.7: saved tags exist exactly for swapped-out tagged pages.
+    SavedTags,
+    /// §4.8: no tag is written into tag storage that is not reserved.
+    TagWrites,
+    /// §4.9: no CPU sleeps holding a spinlock.
+    NoSleepUnderSpinlock,
+    /// §4.10: every command completes.
+    Progress,
+    /// §4.11: nothing is lost.
+    NothingLost,
+    /// A layer's own bookkeeping disagrees with itself or another layer.
+    LayerConsistency,
+}
+
+impl Invariant {
+    /// The number of `docs/model.md` §4, `None` for layer consistency.
+    pub const fn number(self) -> Option<u8> {
+        Some(match self {
+            Invariant::TaggedEntries => 1,
+            Invariant::TagStorageUntagged => 2,
+            Invariant::ReservedBlocks => 3,
+            Invariant::FrameStates => 4,
+            Invariant::ZeroPage => 5,
+            Invariant::Counts => 6,
+            Invariant::SavedTags => 7,
+            Invariant::TagWrites => 8,
+            Invariant::NoSleepUnderSpinlock => 9,
+            Invariant::Progress => 10,
+            Invariant::NothingLost => 11,
+            Invariant::LayerConsistency => return None,
+        })
+    }
+}
+
+impl fmt::Display for Invariant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.number() {
+            Some(n) => write!(f, "invariant {n}"),
+            None => f.write_str("layer consistency"),
+        }
+    }
+}
+
+/// One broken invariant of a machine: which rule, and what the machine
+/// found (shown as `invariant 6: ...` or `layer consistency: ...`).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct Violation {
+    pub invariant: Invariant,
+    pub message: String,
+}
+
+impl Violation {
+    pub fn new(invariant: Invariant, message: impl Into<String>) -> Violation {
+        Violation {
+            invariant,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.invariant, self.message)
+    }
 }
 
 /// A simulated machine that runs scenario ops and answers observations.
@@ -199,6 +283,52 @@ pub trait Machine {
     /// `None` if the machine does not model page tables.
     fn page_state(&self, pid: Pid, ptr: TaggedPtr, state: PageState) -> Option<bool>;
 
-    /// Every invariant of `docs/model.md` §4 that does not hold now, described.
-    fn invariant_violations(&self) -> Vec<String>;
+    /// Every invariant of `docs/model.md` §4 that does not hold now.
+    fn invariant_violations(&self) -> Vec<Violation>;
+
+    /// Turns the event trace on or off (off when a machine is built).
+    /// While off, a machine records nothing and pays only a flag test.
+    fn set_trace(&mut self, on: bool) {
+        let _ = on; // a machine without a trace records nothing
+    }
+
+    /// The events recorded since the last call, oldest first (empty for a
+    /// machine without a trace).
+    fn take_events(&mut self) -> Vec<crate::event::Event> {
+        Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn violations_name_their_invariant() {
+        let v = Violation::new(Invariant::Counts, "frame 7: map count 2, but 1 mappings");
+        assert_eq!(
+            v.to_string(),
+            "invariant 6: frame 7: map count 2, but 1 mappings"
+        );
+        let v = Violation::new(Invariant::LayerConsistency, "stale TLB");
+        assert_eq!(v.to_string(), "layer consistency: stale TLB");
+        assert_eq!(Invariant::NothingLost.number(), Some(11));
+        assert_eq!(Invariant::TaggedEntries.number(), Some(1));
+    }
+
+    #[test]
+    fn schedule_errors_keep_their_structure() {
+        let e = MachineError::from(sched::SchedError::StepLimit {
+            limit: 3,
+            unfinished: vec![sched::CpuId::new(1)],
+        });
+        assert!(matches!(
+            e,
+            MachineError::Schedule(sched::SchedError::StepLimit { limit: 3, .. })
+        ));
+        assert_eq!(
+            e.to_string(),
+            "step limit: 3 switch points reached; unfinished: cpu1"
+        );
+    }
 }

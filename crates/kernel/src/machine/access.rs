@@ -67,11 +67,11 @@ enum Miss {
     Beyond(u64),
 }
 
-fn va(raw: u64) -> VirtAddr {
+pub(super) fn va(raw: u64) -> VirtAddr {
     VirtAddr::new(raw).expect("BUG: a user address above 2^56")
 }
 
-fn page_base(addr: u64) -> u64 {
+pub(super) fn page_base(addr: u64) -> u64 {
     addr & !(PAGE - 1)
 }
 
@@ -106,7 +106,7 @@ fn translate_page(m: &mut Mm, base: u64, need: Need) -> Option<PageMap> {
     ok.then_some(PageMap { base, pfn, tagged })
 }
 
-fn pa_of(pfn: Pfn, offset: u64) -> PhysAddr {
+pub(super) fn pa_of(pfn: Pfn, offset: u64) -> PhysAddr {
     PhysAddr::new(pfn.addr(PAGE_SHIFT).as_u64() + offset)
 }
 
@@ -303,27 +303,6 @@ impl Kernel {
         let outcome = check_access(ptr, len, kind, settings, |g| self.tag_through(pages, g))
             .expect("BUG: a translated access leaves the address space");
         self.check_verdict(pid, outcome)
-    }
-
-    /// What a tag check's outcome does: a synchronous fault, or an
-    /// asynchronous one left pending for the next kernel entry.
-    fn check_verdict(&self, pid: Pid, outcome: CheckOutcome) -> Result<(), Fault> {
-        match outcome {
-            CheckOutcome::Pass => Ok(()),
-            CheckOutcome::SyncFault { addr } => {
-                self.bump(|c| c.tcf_sync += 1);
-                Err(Fault {
-                    code: FaultCode::SegvMteSerr,
-                    addr: Some(addr),
-                })
-            }
-            CheckOutcome::AsyncFault => {
-                if let Some(p) = self.procs.borrow_mut().get_mut(&pid) {
-                    p.async_pending = true;
-                }
-                Ok(())
-            }
-        }
     }
 
     /// Copies `buf.len()` bytes from `start` through the translation.
@@ -611,126 +590,5 @@ impl Kernel {
         byte: u8,
     ) -> Result<u64, Errno> {
         self.kernel_copy(pid, ptr, len, Some(byte)).await
-    }
-
-    /// The tracee of a ptrace request: `ESRCH` if gone or the tracer itself,
-    /// `EIO` without MTE, `EFAULT` for zero granules.
-    fn tracee(&self, tracer: Pid, target: Pid, granules: u64) -> Result<MmId, Errno> {
-        if target == tracer {
-            return Err(Errno::Srch);
-        }
-        let mm = self.process_mm(target).ok_or(Errno::Srch)?;
-        if !self.has_mte() {
-            return Err(Errno::Io);
-        }
-        if granules == 0 {
-            return Err(Errno::Fault);
-        }
-        Ok(mm)
-    }
-
-    /// `PTRACE_PEEKMTETAGS` (`FOLL_FORCE`): any tagged mapping is readable;
-    /// tags are read as LDG would after its fault, without taking it (same
-    /// values: 0 where no page or no initialised tags).
-    pub(crate) fn peek_tags(
-        &self,
-        pid: Pid,
-        target: Pid,
-        ptr: TaggedPtr,
-        granules: u64,
-    ) -> Result<Vec<Tag>, Errno> {
-        let mm = self.tracee(pid, target, granules)?;
-        let mms = self.mms.borrow();
-        let m = mms.get(&mm).ok_or(Errno::Srch)?;
-        let mut tags = Vec::new();
-        let mut addr = ptr.addr().granule_base().as_u64();
-        while (tags.len() as u64) < granules && addr < TASK_SIZE {
-            let Some(vma) = m.vmas.find(va(addr)) else {
-                break;
-            };
-            if !vma.is_tagged() {
-                break;
-            }
-            tags.push(self.observed_tag(m, vma, va(addr)));
-            addr += GRANULE_SIZE;
-        }
-        if tags.is_empty() {
-            return Err(Errno::Io);
-        }
-        Ok(tags)
-    }
-
-    /// `PTRACE_POKEMTETAGS` (`FOLL_FORCE`): private tagged mappings whatever
-    /// their protection (copy-on-write into the tracee's own page), shared
-    /// ones only if writable.
-    pub(crate) async fn poke_tags(
-        &self,
-        pid: Pid,
-        target: Pid,
-        ptr: TaggedPtr,
-        tags: &[Tag],
-    ) -> Result<u64, Errno> {
-        let mm = self.tracee(pid, target, tags.len() as u64)?;
-        let mut addr = ptr.addr().granule_base().as_u64();
-        let mut done = 0usize;
-        while done < tags.len() && addr < TASK_SIZE {
-            let vma = {
-                let mms = self.mms.borrow();
-                mms.get(&mm).and_then(|m| m.vmas.find(va(addr)).copied())
-            };
-            let Some(vma) = vma else {
-                break;
-            };
-            if !vma.is_tagged() || (vma.is_shared() && !allows(&vma, Need::Write)) {
-                break;
-            }
-            let in_page = ((page_base(addr) + PAGE - addr) / GRANULE_SIZE) as usize;
-            let n = in_page.min(tags.len() - done);
-            let Some(pfn) = self.forced_write_page(mm, va(page_base(addr))).await else {
-                break;
-            };
-            for (i, tag) in tags[done..done + n].iter().enumerate() {
-                let g = addr + i as u64 * GRANULE_SIZE;
-                self.mem
-                    .write_tag(pa_of(pfn, g - page_base(g)), *tag)
-                    .expect("BUG: a mapped frame is present");
-            }
-            done += n;
-            addr += n as u64 * GRANULE_SIZE;
-        }
-        if done == 0 {
-            return Err(Errno::Io);
-        }
-        Ok(done as u64)
-    }
-
-    /// The page at `page` that a forced write may change, faulted in
-    /// (`get_user_pages_remote(FOLL_FORCE | FOLL_WRITE)`); its tags are
-    /// initialised and its storage reserved. `None` if it cannot be had.
-    async fn forced_write_page(&self, mm: MmId, page: VirtAddr) -> Option<Pfn> {
-        for _ in 0..FAULT_BUDGET_PER_PAGE {
-            let found = {
-                let mms = self.mms.borrow();
-                let m = mms.get(&mm)?;
-                let vma = *m.vmas.find(page)?;
-                match super::huge::page_entry(m.pt.walk(page), page) {
-                    Pte::Present(leaf)
-                        if self.write_resolved(&vma, leaf, true)
-                            && self.mem.page_mte_tagged(leaf.pfn)
-                            && self.mem.tag_storage_reserved(leaf.pfn) =>
-                    {
-                        Some(leaf.pfn)
-                    }
-                    _ => None,
-                }
-            };
-            if found.is_some() {
-                return found;
-            }
-            self.handle_mm_fault(mm, page, Need::Write, true)
-                .await
-                .ok()?;
-        }
-        None
     }
 }

@@ -1,6 +1,6 @@
-//! Page faults, `set_pte_at` / `mte_sync_tags`, the tag storage fault, and
-//! page migration (Linux `mm/memory.c`, `arch/arm64/kernel/mte.c`, RFC v3
-//! `arch/arm64/kernel/mte_tag_storage.c`, `mm/migrate.c`).
+//! Page faults, `set_pte_at` / `mte_sync_tags` and the tag storage fault
+//! (Linux `mm/memory.c`, `arch/arm64/kernel/mte.c`, RFC v3
+//! `arch/arm64/kernel/mte_tag_storage.c`).
 //!
 //! # Fault kinds ([`Kernel::handle_mm_fault`], under `mmap_lock` for reading)
 //! | entry | access | action | counter |
@@ -40,26 +40,21 @@
 //! storage is reserved with [`RESERVE_ATTEMPTS`] tries; if that keeps
 //! failing, the page is migrated to a page whose storage could be reserved.
 //!
-//! # Migration (decision)
-//! [`Kernel::move_page_now`] copies (through [`Memory::migrate_block`]) and
-//! rewrites every mapping found through the rmap *with no switch point in
-//! between*, under the source's page lock. Linux needs migration entries
-//! because other CPUs may touch the page while it is copied; here no CPU can
-//! run between the copy and the rewrite, so the rewrite is atomic and no
-//! placeholder entry exists. A fault that slept across a migration sees its
-//! entry changed and retries.
+//! Migration itself (the page moved, its mappings rewritten) is
+//! `machine::migrate`'s ([`Kernel::migrate_page`]).
 
 use mte::{Pfn, VirtAddr};
-use platform::spec::TagStoragePolicy;
+use uapi::event::{Event, FaultKind, FaultOutcome};
 use uapi::{Errno, FaultCode};
 
+use super::migrate::MigrateReason;
 use super::{Kernel, ObjectKind, PAGE_ORDER};
-use crate::mem::{Gfp, Memory, PageMover};
+use crate::mem::Gfp;
 use crate::mm::layout::PAGE_SIZE;
 use crate::mm::{
     Access, Block, Leaf, LeafAttrs, Level, MmId, Pgoff, Pte, VmFlags, Vma, VmaBacking, Walk,
 };
-use crate::phys::{FrameStatus, MigrateError, Order, PageFlag};
+use crate::phys::Order;
 
 /// Tries of `reserve_tag_storage()` in the tag storage fault before the
 /// page is migrated instead (transient failures only; a permanent one
@@ -138,78 +133,14 @@ pub(crate) fn leaf_attrs(vma: &Vma, writable_page: bool, special: bool) -> LeafA
     }
 }
 
-/// The [`PageMover`] of tag storage claims: moves a user page out of a tag
-/// block being claimed and rewrites its mappings (Linux
-/// `migrate_pages(..., MR_CONTIG_RANGE)`).
-pub(crate) struct KernelMover<'k> {
-    kernel: &'k Kernel,
-}
-
-impl PageMover for KernelMover<'_> {
-    async fn move_page(&mut self, mem: &Memory, pfn: Pfn) -> Result<(), MigrateError> {
-        let k = self.kernel;
-        // Linux: the migrate_pages() loop reschedules between folios.
-        mem.sched().preempt_point().await;
-        let ours = k.rmap.borrow().count(pfn) > 0
-            || k.cache_owner.borrow().contains_key(&pfn)
-            || k.orphans.borrow().contains(&pfn);
-        if !ours {
-            return mem.migrate_unowned(pfn).await.map(|_| ());
-        }
-        // Linux: folio_trylock() in migrate_folio_unmap(); a page locked by a
-        // fault in progress is busy (-EAGAIN), retried by the claim.
-        let Some(guard) = k.page_locks.try_lock(pfn).await else {
-            return Err(MigrateError::Busy);
-        };
-        {
-            let phys = mem.phys();
-            match phys.alloc.frame_status(pfn) {
-                Some(FrameStatus::Allocated { head, order, .. })
-                    if head == pfn && order == PAGE_ORDER => {}
-                // Freed while this CPU slept on the lock: nothing to move.
-                _ => return Ok(()),
-            }
-            let meta = phys.alloc.frame(pfn).expect("BUG: allocated frame");
-            if meta.is_pinned() {
-                return Err(MigrateError::Pinned);
-            }
-            if meta.flags.contains(PageFlag::MteLock) {
-                return Err(MigrateError::Busy);
-            }
-            // A tagged page would need its destination's tag storage
-            // reserved, which a mover running under tag_blocks_lock must not
-            // do; pages in tag storage are never tagged anyway.
-            if meta.flags.contains(PageFlag::Tagged)
-                || meta.flags.contains(PageFlag::TagStorageReserved)
-            {
-                return Err(MigrateError::Unmovable);
-            }
-        }
-        let dst = mem
-            .alloc(PAGE_ORDER, Gfp::USER_TAGGED_DESTINATION)
-            .map_err(|_| MigrateError::NoMemory)?;
-        k.move_page_now(pfn, dst);
-        drop(guard);
-        super::free_unreserved(mem, pfn);
-        Ok(())
-    }
-}
-
-impl Gfp {
-    /// A migration destination outside tag storage: movable, never CMA, no
-    /// zeroing (the copy overwrites it), nothing reserved.
-    pub(crate) const USER_TAGGED_DESTINATION: Gfp = Gfp {
-        movable: true,
-        tagged: true,
-        zero: false,
-        zero_tags: false,
-        kernel: false,
-    };
-}
-
 impl Kernel {
-    pub(crate) fn mover(&self) -> KernelMover<'_> {
-        KernelMover { kernel: self }
+    /// Records a fault that ended in `outcome` at the page `va`.
+    pub(crate) fn fault_event(&self, kind: FaultKind, va: VirtAddr, outcome: FaultOutcome) {
+        self.trace().emit(|| Event::Fault {
+            kind,
+            addr: va,
+            outcome,
+        });
     }
 
     /// `reserve_tag_storage()` of one page with bounded retries of transient
@@ -229,6 +160,15 @@ impl Kernel {
         false
     }
 
+    /// The storage of a page about to be mapped tagged, reserved right here
+    /// when the design can do that where sleeping is forbidden
+    /// ([`tagstore::Rules::reserve_in_atomic`]: a carve-out only counts a
+    /// reference); otherwise `false`, and the page is mapped awaiting tag
+    /// storage for the fault to reserve.
+    pub(crate) async fn reserve_in_atomic(&self, pfn: Pfn, order: Order) -> bool {
+        self.mem.policy().rules().reserve_in_atomic && self.reserve_with_retries(pfn, order).await
+    }
+
     /// Linux `set_pte_at()` with the RFC's `mte_sync_tags()`: writes `new`
     /// (or, for a tagged page without reserved tag storage, the same leaf
     /// awaiting tag storage) if the entry is still `expected`. `Ok(false)`
@@ -246,8 +186,7 @@ impl Kernel {
                 // every page's storage exists, so "reserving" it only takes
                 // the block reference and cannot fail.
                 let reserved = self.mem.tag_storage_reserved(leaf.pfn)
-                    || (self.mem.policy() == TagStoragePolicy::Static
-                        && self.reserve_with_retries(leaf.pfn, PAGE_ORDER).await);
+                    || self.reserve_in_atomic(leaf.pfn, PAGE_ORDER).await;
                 if reserved {
                     self.init_or_restore_tags(leaf.pfn).await;
                     new
@@ -375,6 +314,7 @@ impl Kernel {
                         .await?
                     {
                         self.bump(|c| c.fault_zero_page += 1);
+                        self.fault_event(FaultKind::ZeroPage, va, FaultOutcome::Mapped);
                     }
                     return Ok(());
                 }
@@ -389,6 +329,7 @@ impl Kernel {
                     .await?
                 {
                     self.bump(|c| c.fault_anon += 1);
+                    self.fault_event(FaultKind::Anon, va, FaultOutcome::Mapped);
                 } else {
                     self.release_if_unused(pfn).await;
                 }
@@ -402,6 +343,7 @@ impl Kernel {
                     self.prepare_anon(mm, va);
                     if self.cow_copy(mm, va, vma, Pte::None, cached).await? {
                         self.bump(|c| c.fault_anon += 1);
+                        self.fault_event(FaultKind::Anon, va, FaultOutcome::Mapped);
                     }
                     return Ok(());
                 }
@@ -423,6 +365,11 @@ impl Kernel {
     /// then marked tagged (its tags are initialised: `set_pte_at` must not
     /// zero them).
     pub(crate) fn copy_user_page(&self, dst: Pfn, src: Pfn, tags: bool) {
+        self.trace().emit(|| Event::CowCopy {
+            from: src,
+            to: dst,
+            tags_copied: tags,
+        });
         self.mem
             .phys_mut()
             .contents
@@ -531,6 +478,7 @@ impl Kernel {
             .await?
         {
             self.bump(|c| c.fault_cow += 1);
+            self.fault_event(FaultKind::Cow, va, FaultOutcome::Mapped);
         }
         Ok(())
     }
@@ -593,95 +541,24 @@ impl Kernel {
         }
         let in_tag_storage = self.mem.geometry().is_tag_storage(pfn);
         if in_tag_storage || !self.reserve_with_retries(pfn, PAGE_ORDER).await {
-            let moved = self.migrate_for_tags(pfn).await;
-            drop(guard);
-            return moved;
-        }
-        self.set_pte_at(mm, va, Pte::AwaitingTagStorage(leaf), Pte::Present(leaf))
-            .await?;
-        drop(guard);
-        Ok(())
-    }
-
-    /// Moves `src` (locked by the caller, not reserved) to a tagged
-    /// allocation outside tag storage, its storage reserved if possible; the
-    /// entries mapping `src` now map the new page (still awaiting where they
-    /// were; the retry of the access reserves or maps).
-    async fn migrate_for_tags(&self, src: Pfn) -> Result<(), FaultError> {
-        if self
-            .mem
-            .phys()
-            .alloc
-            .frame(src)
-            .is_some_and(|m| m.is_pinned())
-        {
             // Linux: migration of a pinned page fails; the access cannot
             // get tag storage.
-            return Err(FaultError::OutOfMemory);
+            let moved = self.migrate_page(pfn, MigrateReason::OutOfTagStorage).await;
+            drop(guard);
+            let outcome = match moved {
+                Ok(_) => FaultOutcome::Migrated,
+                Err(_) => FaultOutcome::Failed,
+            };
+            self.fault_event(FaultKind::TagStorage, va, outcome);
+            return moved.map(|_| ()).map_err(|_| FaultError::OutOfMemory);
         }
-        let page = self
-            .mem
-            .alloc_tagged(PAGE_ORDER, Gfp::USER_TAGGED_DESTINATION, &mut self.mover())
-            .await
-            .map_err(|_| FaultError::OutOfMemory)?;
-        if self
-            .mem
-            .phys()
-            .alloc
-            .frame(src)
-            .is_none_or(|m| m.is_pinned())
-        {
-            self.release_if_unused(page.pfn).await;
-            return Err(FaultError::OutOfMemory);
+        let mapped = self
+            .set_pte_at(mm, va, Pte::AwaitingTagStorage(leaf), Pte::Present(leaf))
+            .await?;
+        drop(guard);
+        if mapped {
+            self.fault_event(FaultKind::TagStorage, va, FaultOutcome::Mapped);
         }
-        self.move_page_now(src, page.pfn);
-        super::free_unreserved(&self.mem, src);
         Ok(())
-    }
-
-    /// Moves the unpinned, unreserved page `src` into the fresh frame `dst`:
-    /// copies data (and tags, if any) through [`Memory::migrate_block`],
-    /// rewrites every mapping found through the rmap and the page cache
-    /// entry, all without a switch point. The caller frees `src`.
-    pub(crate) fn move_page_now(&self, src: Pfn, dst: Pfn) {
-        // A page of a THP: its blocks become PTEs first (see `huge`).
-        self.split_blocks_mapping(src);
-        self.mem.migrate_block(src, dst, PAGE_ORDER);
-        let entries = self.rmap.borrow().mappings(src).to_vec();
-        {
-            let mut mms = self.mms.borrow_mut();
-            for e in &entries {
-                let m = mms.get_mut(&e.mm).expect("BUG: rmap names a gone mm");
-                let new = match m.pt.pte(e.va) {
-                    Pte::Present(l) if l.pfn == src => Pte::Present(Leaf { pfn: dst, ..l }),
-                    Pte::AwaitingTagStorage(l) if l.pfn == src => {
-                        Pte::AwaitingTagStorage(Leaf { pfn: dst, ..l })
-                    }
-                    other => panic!("BUG: rmap entry {e:?} of {src} finds {other:?}"),
-                };
-                self.raw_set_pte(m, e.va, new)
-                    .expect("BUG: rewriting an existing entry allocates");
-            }
-        }
-        // Tags restored at swap-in that wait for tag storage move with the
-        // page (RFC v3: the tags_by_pfn entry follows the folio).
-        let restored = self.restored_tags.borrow_mut().remove(&src);
-        if let Some(tags) = restored {
-            self.restored_tags.borrow_mut().insert(dst, tags);
-        }
-        self.rmap
-            .borrow_mut()
-            .move_frame(src, dst)
-            .unwrap_or_else(|e| panic!("BUG: rmap move: {e}"));
-        let owner = self.cache_owner.borrow_mut().remove(&src);
-        if let Some((object, pgoff)) = owner {
-            self.cache_owner.borrow_mut().insert(dst, (object, pgoff));
-            self.objects
-                .borrow_mut()
-                .get_mut(&object)
-                .expect("BUG: cached page of a gone object")
-                .pages
-                .insert(pgoff, dst);
-        }
     }
 }

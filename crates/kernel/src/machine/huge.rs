@@ -56,8 +56,9 @@
 //!   CMA), as one order-9 block, on first use, and never freed.
 
 use mte::{Pfn, VirtAddr};
-use platform::spec::{TagStoragePolicy, Thp};
+use platform::spec::Thp;
 use uapi::Errno;
+use uapi::event::{Event, FaultKind, FaultOutcome, SplitReason};
 
 use super::fault::{FaultError, Need, leaf_attrs};
 use super::{Kernel, Mm};
@@ -314,7 +315,8 @@ impl Kernel {
     /// (the deposited one) of 512 entries: the huge zero page gives
     /// zero-page PTEs, a THP PTEs mapping its frames in the same state.
     /// Never fails: the table was deposited when the block was mapped.
-    pub(crate) fn split_huge_pmd(&self, mm: MmId, base: VirtAddr) {
+    pub(crate) fn split_huge_pmd(&self, mm: MmId, base: VirtAddr, reason: SplitReason) {
+        self.trace().emit(|| Event::HugeSplit { pmd: base, reason });
         let block = {
             let mut mms = self.mms.borrow_mut();
             let m = mms
@@ -349,6 +351,7 @@ impl Kernel {
         start: VirtAddr,
         end: VirtAddr,
         partial_only: bool,
+        reason: SplitReason,
     ) {
         let bases: Vec<VirtAddr> = {
             let mms = self.mms.borrow();
@@ -362,13 +365,13 @@ impl Kernel {
                 .collect()
         };
         for base in bases {
-            self.split_huge_pmd(mm, base);
+            self.split_huge_pmd(mm, base, reason);
         }
     }
 
     /// Splits every block mapping `pfn` (before it is migrated as a 4 KiB
     /// page: see the module doc).
-    pub(crate) fn split_blocks_mapping(&self, pfn: Pfn) {
+    pub(crate) fn split_blocks_mapping(&self, pfn: Pfn, reason: SplitReason) {
         let blocks: Vec<RmapEntry> = self
             .rmap
             .borrow()
@@ -378,7 +381,7 @@ impl Kernel {
             .copied()
             .collect();
         for e in blocks {
-            self.split_huge_pmd(e.mm, e.va);
+            self.split_huge_pmd(e.mm, e.va, reason);
         }
     }
 
@@ -403,8 +406,7 @@ impl Kernel {
         let new = match new {
             Block::Present(leaf) if leaf.attrs.tagged && self.has_mte() => {
                 let reserved = self.block_reserved(leaf.pfn)
-                    || (self.mem.policy() == TagStoragePolicy::Static
-                        && self.reserve_with_retries(leaf.pfn, HPAGE_ORDER).await);
+                    || self.reserve_in_atomic(leaf.pfn, HPAGE_ORDER).await;
                 if reserved {
                     for i in 0..PAGES_PER_PMD {
                         self.mem
@@ -448,6 +450,7 @@ impl Kernel {
             let mapped = self.map_empty_pmd(mm, base, leaf, deposit).await;
             if mapped == Ok(true) {
                 self.bump(|c| c.fault_zero_page += 1);
+                self.fault_event(FaultKind::HugeZeroPage, base, FaultOutcome::Mapped);
             }
             return mapped.map(|_| true).map_err(FaultError::from);
         }
@@ -468,6 +471,7 @@ impl Kernel {
         let mapped = self.map_empty_pmd(mm, base, leaf, deposit).await;
         if mapped == Ok(true) {
             self.bump(|c| c.fault_anon += 1);
+            self.fault_event(FaultKind::Huge, base, FaultOutcome::Mapped);
         } else {
             self.release_huge(pfn).await;
         }
@@ -545,13 +549,13 @@ impl Kernel {
         if leaf.attrs.special {
             // The huge zero page: split, and the retry takes the 4 KiB
             // copy-on-write of one zero-page entry.
-            self.split_huge_pmd(mm, base);
+            self.split_huge_pmd(mm, base, SplitReason::CopyOnWrite);
             return Ok(());
         }
         let exclusive = (0..PAGES_PER_PMD).all(|i| self.exclusive(leaf.pfn + i));
         if !exclusive {
             // 6.8: a shared THP is split and one 4 KiB page copied.
-            self.split_huge_pmd(mm, base);
+            self.split_huge_pmd(mm, base, SplitReason::CopyOnWrite);
             return Ok(());
         }
         if force && !crate::machine::fault::allows(vma, Need::Write) {
@@ -592,14 +596,19 @@ impl Kernel {
         let in_tag_storage = self.mem.geometry().is_tag_storage(leaf.pfn);
         if in_tag_storage || !self.reserve_with_retries(leaf.pfn, HPAGE_ORDER).await {
             if self.pmd_at(mm, base) == Some(awaiting) {
-                self.split_huge_pmd(mm, base);
+                self.split_huge_pmd(mm, base, SplitReason::TagStorage);
+                self.fault_event(FaultKind::HugeTagStorage, base, FaultOutcome::Split);
             }
             drop(guard);
             return Ok(());
         }
-        self.set_pmd_at(mm, base, awaiting, Block::Present(leaf), None)
+        let mapped = self
+            .set_pmd_at(mm, base, awaiting, Block::Present(leaf), None)
             .await?;
         drop(guard);
+        if mapped {
+            self.fault_event(FaultKind::HugeTagStorage, base, FaultOutcome::Mapped);
+        }
         Ok(())
     }
 

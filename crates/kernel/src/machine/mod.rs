@@ -13,15 +13,28 @@
 //! - page locks (`PG_locked`, a [`LockTable`] keyed by frame), the IRG RNG
 //!   and the fault/tag-check counters of `docs/model.md` §5.
 //!
-//! Submodules: `proc` (processes, prctl, fork/exec/exit), `syscalls`
-//! (mmap, munmap, mprotect, madvise, pin), `fault` (`handle_mm_fault`,
-//! `set_pte_at`/`mte_sync_tags`, the tag storage fault, migration and the
+//! Submodules: `proc` (processes, fork/exec/exit), `mte_abi` (the MTE user
+//! ABI: prctl, TCO, tag check fault delivery, IRG/ADDG with the include
+//! mask, ptrace tag access), `syscalls` (mmap, munmap, mprotect, madvise,
+//! pin), `fault` (`handle_mm_fault`, `set_pte_at`/`mte_sync_tags`, the tag
+//! storage fault), `migrate` (page migration and the
 //! [`crate::mem::PageMover`] of tag storage claims), `huge` (transparent
 //! huge pages and the huge zero page: eligibility, PMD faults,
 //! `set_pmd_at`, splitting, the deposited tables), `swapping` (pageout,
 //! `do_swap_page`, tags saved and restored), `access` (loads, stores, tag
 //! instructions, kernel copies, ptrace tag access), `tlb` (the software
-//! TLB), `observe` (counters, page states, tags, the invariant checker).
+//! TLB), `observe` (counters, page states, tags), `check` (the machine-wide
+//! invariant checker).
+//!
+//! # Event trace
+//! With [`Machine::set_trace`] on, each step of `uapi::event` is recorded
+//! where it happens, once: faults where their counters move (`fault`,
+//! `huge`, `swapping`), migrations in `migrate`, block splits in
+//! `huge::split_huge_pmd` (with the caller's reason), swap-out and swap-in
+//! in `swapping`, copy-on-write copies in `fault::copy_user_page`; tag
+//! block claims and releases and tag initialisation in `crate::mem` (the
+//! sink lives in [`Memory`] so that both layers record in one order). Off,
+//! each site tests a flag and builds nothing (see [`crate::trace`]).
 //!
 //! # Concurrency
 //! Every op is an `async` kernel path on `&Kernel`. Mutable state sits in
@@ -72,8 +85,11 @@
 //!   is reported as `fault SEGV_ACCERR` at the faulting address.
 
 mod access;
+mod check;
 mod fault;
 mod huge;
+mod migrate;
+mod mte_abi;
 mod observe;
 mod proc;
 mod swapping;
@@ -89,14 +105,13 @@ use std::rc::Rc;
 
 use mte::{Pfn, TaggedPtr, VirtAddr};
 use platform::Platform;
-use platform::spec::TagStoragePolicy;
 use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use sched::{LockTable, RunLimits, Sched, SimRwLock, Task};
 use thiserror::Error;
 use uapi::{
     Bound, Command, Counter, Errno, Fault, FaultCode, Machine, MachineError, Op, Outcome,
-    PageState, Pid, Reply,
+    PageState, Pid, Reply, Violation,
 };
 
 use crate::mem::{Gfp, MemInitError, Memory};
@@ -107,8 +122,9 @@ use crate::mm::{
 };
 use crate::phys::Order;
 use crate::swap::SwapDevice;
+use crate::trace::EventSink;
 
-pub use observe::KernelViolation;
+pub use check::KernelViolation;
 use proc::Process;
 use tlb::Tlb;
 
@@ -272,16 +288,17 @@ impl Kernel {
             platform.geometry().page_size(),
             mem.tags_per_page(),
         );
-        let mte = match platform.policy() {
-            TagStoragePolicy::None => MteSupport::Absent,
-            TagStoragePolicy::Dynamic | TagStoragePolicy::Static => MteSupport::Present,
+        let rules = platform.policy().rules();
+        let mte = match rules.mte() {
+            false => MteSupport::Absent,
+            true => MteSupport::Present,
         };
         let geometry = platform.geometry();
         // Linux totalram_pages(): DRAM, plus CMA (dynamic tag storage is
         // given to the page allocator); plus swap for __vm_enough_memory().
-        let cma = match platform.policy() {
-            TagStoragePolicy::Dynamic => geometry.tag_storage_pages(),
-            TagStoragePolicy::Static | TagStoragePolicy::None => 0,
+        let cma = match rules.lends_storage() {
+            true => geometry.tag_storage_pages(),
+            false => 0,
         };
         let swap_pages = platform.settings().swap / geometry.page_size();
         let vm_config = VmConfig {
@@ -334,6 +351,11 @@ impl Kernel {
         let mut c = self.counters.get();
         f(&mut c);
         self.counters.set(c);
+    }
+
+    /// The machine's event sink (kept in [`Memory`], see [`crate::trace`]).
+    pub(crate) fn trace(&self) -> &EventSink {
+        &self.mem.trace
     }
 
     fn frames(&self) -> PtFrames<'_> {
@@ -532,23 +554,12 @@ impl Kernel {
     /// A command of `pid`, reporting a pending asynchronous fault at kernel
     /// entry (docs/semantics.md §5).
     async fn process_op(&self, pid: Pid, command: &Command) -> Reply {
-        let pending = {
-            let mut procs = self.procs.borrow_mut();
-            let Some(process) = procs.get_mut(&pid) else {
-                return Reply::new(Outcome::Error(Errno::Srch));
-            };
-            command.enters_kernel() && core::mem::take(&mut process.async_pending)
+        let Some(pending) = self.take_async_fault(pid, command) else {
+            return Reply::new(Outcome::Error(Errno::Srch));
         };
         let reply = self.command(pid, command).await;
         if pending {
-            self.bump(|c| c.tcf_async += 1);
-            Reply {
-                outcome: Outcome::Fault(Fault {
-                    code: FaultCode::SegvMteAerr,
-                    addr: None,
-                }),
-                bound: reply.bound,
-            }
+            self.deliver_async_fault(reply)
         } else {
             reply
         }
@@ -657,7 +668,7 @@ impl Machine for Kernel {
             .collect();
         this.sched
             .run(tasks, chooser, RunLimits::default())
-            .map_err(|e| MachineError::Schedule(e.to_string()))
+            .map_err(MachineError::Schedule)
     }
 
     fn counter(&self, counter: Counter) -> Option<u64> {
@@ -672,11 +683,19 @@ impl Machine for Kernel {
         self.observe_page_state(pid, ptr, state)
     }
 
-    fn invariant_violations(&self) -> Vec<String> {
+    fn invariant_violations(&self) -> Vec<Violation> {
         self.violations()
-            .into_iter()
-            .map(|v| v.to_string())
+            .iter()
+            .map(KernelViolation::to_violation)
             .collect()
+    }
+
+    fn set_trace(&mut self, on: bool) {
+        self.trace().set(on);
+    }
+
+    fn take_events(&mut self) -> Vec<uapi::event::Event> {
+        self.trace().take()
     }
 }
 

@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 
 use mte::{CheckSettings, Pfn, VirtAddr};
-use uapi::{Errno, MteCtrl, Pid, PrctlRequest};
+use uapi::{Errno, MteCtrl, Pid};
 
 use super::{Kernel, PAGE_ORDER};
 use crate::mem::Gfp;
@@ -96,27 +96,6 @@ impl Kernel {
 
     pub(crate) fn process_mm(&self, pid: Pid) -> Option<MmId> {
         self.procs.borrow().get(&pid).map(|p| p.mm)
-    }
-
-    /// Linux `set_tagged_addr_ctrl()` with the keys of `request` applied.
-    pub(crate) fn prctl(&self, pid: Pid, request: PrctlRequest) -> Result<(), Errno> {
-        let mte = self.has_mte();
-        let mut procs = self.procs.borrow_mut();
-        let process = procs.get_mut(&pid).ok_or(Errno::Srch)?;
-        let word = request.apply(process.ctrl).encode();
-        process.ctrl = MteCtrl::decode(word, mte).ok_or(Errno::Inval)?;
-        Ok(())
-    }
-
-    pub(crate) fn prctl_get(&self, pid: Pid) -> Result<u64, Errno> {
-        let procs = self.procs.borrow();
-        Ok(procs.get(&pid).ok_or(Errno::Srch)?.ctrl.encode())
-    }
-
-    pub(crate) fn set_tco(&self, pid: Pid, on: bool) -> Result<(), Errno> {
-        let mut procs = self.procs.borrow_mut();
-        procs.get_mut(&pid).ok_or(Errno::Srch)?.tco = on;
-        Ok(())
     }
 
     /// Unmaps everything of `mm` and frees its page tables (Linux
@@ -354,34 +333,6 @@ impl Kernel {
             return None;
         }
         Some(page.pfn)
-    }
-
-    /// IRG with the process's GCR_EL1.Exclude (the complement of its include
-    /// mask); draws once from the machine's RNG.
-    pub(crate) fn irg(
-        &self,
-        pid: Pid,
-        ptr: mte::TaggedPtr,
-        exclude: mte::TagMask,
-    ) -> mte::TaggedPtr {
-        let gcr = self.procs.borrow()[&pid].ctrl.include.complement();
-        mte::irg(ptr, gcr, exclude, &mut *self.rng.borrow_mut())
-    }
-
-    /// ADDG; a sum past bits 55:0 carries into the top byte (the tag field
-    /// is then replaced), as the 64-bit addition does.
-    pub(crate) fn addg(
-        &self,
-        pid: Pid,
-        ptr: mte::TaggedPtr,
-        offset: mte::GranuleOffset,
-        tag_offset: mte::TagOffset,
-    ) -> mte::TaggedPtr {
-        let exclude = self.procs.borrow()[&pid].ctrl.include.complement();
-        mte::addg(ptr, offset, tag_offset, exclude).unwrap_or_else(|_| {
-            let tag = mte::choose_non_excluded_tag(ptr.tag(), tag_offset, exclude);
-            mte::TaggedPtr::from_raw(ptr.raw().wrapping_add(offset.bytes())).with_tag(tag)
-        })
     }
 }
 

@@ -66,6 +66,7 @@
 
 use mte::{Pfn, Tag, VirtAddr};
 use uapi::Errno;
+use uapi::event::{Event, FaultKind, FaultOutcome, SplitReason};
 
 use super::fault::{FaultError, Need, leaf_attrs};
 use super::{Kernel, PAGE_ORDER};
@@ -177,7 +178,7 @@ impl Kernel {
         // try_to_unmap(TTU_SPLIT_HUGE_PMD): a page mapped by a block is
         // unmapped as 4 KiB entries (the model splits every THP into
         // order-0 frames when it is allocated, see `huge`).
-        self.split_blocks_mapping(pfn);
+        self.split_blocks_mapping(pfn, SplitReason::Pageout);
         let result = self.swap_out_locked(pfn);
         drop(guard);
         if result == PageoutResult::SwappedOut {
@@ -201,6 +202,11 @@ impl Kernel {
         };
         self.unmap_to_swap(pfn, slot);
         self.bump(|c| c.swap_out += 1);
+        self.trace().emit(|| Event::SwapOut {
+            pfn,
+            slot: slot.get(),
+            tags_saved: tags.is_some(),
+        });
         PageoutResult::SwappedOut
     }
 
@@ -348,6 +354,7 @@ impl Kernel {
             return Ok(());
         }
         self.read_slot_into(slot, pfn, tagged);
+        let tags_restored = self.restored_tags.borrow().contains_key(&pfn);
         let leaf = Leaf {
             pfn,
             attrs: leaf_attrs(vma, need == Need::Write, false),
@@ -365,6 +372,12 @@ impl Kernel {
         if mapped {
             self.swap_free(slot);
             self.bump(|c| c.swap_in += 1);
+            self.fault_event(FaultKind::SwapIn, va, FaultOutcome::Mapped);
+            self.trace().emit(|| Event::SwapIn {
+                pfn,
+                slot: slot.get(),
+                tags_restored,
+            });
         } else {
             self.release_if_unused(pfn).await;
         }

@@ -22,13 +22,14 @@
 //!   block.
 
 use mte::{Pfn, TaggedPtr, VirtAddr};
+use uapi::event::SplitReason;
 use uapi::{Advice, Backing, Errno, MapFlags, Prot, Sharing};
 
 use super::fault::{Need, leaf_attrs};
 use super::huge::PmdView;
+use super::migrate::MigrateReason;
 use super::proc::{is_user_range, vpn};
-use super::{Kernel, Object, ObjectKind, PAGE, PAGE_ORDER};
-use crate::mem::Gfp;
+use super::{Kernel, Object, ObjectKind, PAGE};
 use crate::mm::layout::{MMAP_MIN_ADDR, PAGES_PER_PMD, PMD_SIZE, TASK_SIZE, page_align};
 use crate::mm::{
     FlagChange, Leaf, LeafEntry, MapSource, MmId, MmapRequest, Pgoff, Placement, Pte, VmaBacking,
@@ -58,7 +59,7 @@ impl Kernel {
     /// A block only partly inside the range is split first
     /// (`__split_huge_pmd()`); a whole one is cleared (`zap_huge_pmd()`).
     pub(crate) fn zap_range(&self, mm: MmId, start: VirtAddr, end: VirtAddr) -> Vec<Pfn> {
-        self.split_blocks_in(mm, start, end, true);
+        self.split_blocks_in(mm, start, end, true, SplitReason::PartialRange);
         let leaves: Vec<(VirtAddr, LeafEntry)> = {
             let mms = self.mms.borrow();
             let Some(m) = mms.get(&mm) else {
@@ -288,7 +289,13 @@ impl Kernel {
 
     /// Linux `change_protection()` over one changed piece.
     async fn change_protection(&self, mm: MmId, change: &FlagChange) -> Result<(), Errno> {
-        self.split_blocks_in(mm, change.start, change.end, true);
+        self.split_blocks_in(
+            mm,
+            change.start,
+            change.end,
+            true,
+            SplitReason::PartialRange,
+        );
         let leaves: Vec<(VirtAddr, LeafEntry)> = {
             let mms = self.mms.borrow();
             let Some(m) = mms.get(&mm) else {
@@ -392,13 +399,13 @@ impl Kernel {
         // vma_adjust_trans_huge()): the pieces whose flags changed; dontneed
         // over part of a block splits it in zap_range().
         for piece in outcome.visited.iter().filter(|c| c.changed()) {
-            self.split_blocks_in(mm, piece.start, piece.end, true);
+            self.split_blocks_in(mm, piece.start, piece.end, true, SplitReason::PartialRange);
         }
         if advice == Advice::PageOut {
             // Linux madvise_cold_or_pageout_pte_range(): a huge entry is
             // split before its pages are paged out (below).
             for piece in &outcome.visited {
-                self.split_blocks_in(mm, piece.start, piece.end, false);
+                self.split_blocks_in(mm, piece.start, piece.end, false, SplitReason::Pageout);
             }
         }
         if advice == Advice::DontNeed {
@@ -489,7 +496,7 @@ impl Kernel {
             // choice, see `huge`: a pin never holds a block).
             let base = va(at).align_down(PMD_SIZE);
             if matches!(self.pmd_at(mm, base), Some(PmdView::Block(_))) {
-                self.split_huge_pmd(mm, base);
+                self.split_huge_pmd(mm, base, SplitReason::Pin);
                 continue;
             }
             if self.mem.geometry().is_tag_storage(pfn) {
@@ -500,13 +507,10 @@ impl Kernel {
                     .map(|l| l.pfn)
                     == Some(pfn);
                 if still {
-                    let dst = self
-                        .mem
-                        .alloc(PAGE_ORDER, Gfp::USER_TAGGED_DESTINATION)
+                    self.migrate_page(pfn, MigrateReason::LongTermPin)
+                        .await
                         .map_err(|_| Errno::NoMem)?;
-                    self.move_page_now(pfn, dst);
                     drop(guard);
-                    super::free_unreserved(&self.mem, pfn);
                 }
                 continue;
             }

@@ -14,6 +14,8 @@ use crate::mem::PageMover;
 use crate::mm::Pte;
 use crate::phys::MigrateError;
 
+mod trace;
+
 fn kernel(keys: &[(&str, &str)]) -> Kernel {
     let mut spec = PlatformSpec::default();
     for (k, v) in keys {
@@ -510,7 +512,7 @@ fn parallel_faults_on_one_page() {
             replies.iter().all(|r| r.outcome == Outcome::Ok),
             "{replies:?}"
         );
-        assert_eq!(k.invariant_violations(), Vec::<String>::new());
+        assert_eq!(k.invariant_violations(), Vec::<uapi::Violation>::new());
         assert_eq!(load8(&mut k, p, a), Outcome::Value(seed));
         if let Some(Bound::Process(c)) = replies[2].bound {
             assert_eq!(cmd(&mut k, c, Command::Exit), Outcome::Ok);
@@ -675,7 +677,8 @@ fn the_checker_reports_broken_invariants() {
     k.mem.phys_mut().alloc.frame_mut(pfn).unwrap().mapcount += 1;
     let v = k.invariant_violations();
     assert!(
-        v.iter().any(|s| s.contains("map count 2, but 1 mappings")),
+        v.iter().any(|s| s.invariant == uapi::Invariant::Counts
+            && s.message.contains("map count 2, but 1 mappings")),
         "{v:#?}"
     );
     k.mem.phys_mut().alloc.frame_mut(pfn).unwrap().mapcount -= 1;
@@ -685,7 +688,10 @@ fn the_checker_reports_broken_invariants() {
         .alloc(super::PAGE_ORDER, crate::mem::Gfp::USER)
         .unwrap();
     let v = k.invariant_violations();
-    assert!(v.iter().any(|s| s.contains("accounted for")), "{v:#?}");
+    assert!(
+        v.iter().any(|s| s.message.contains("accounted for")),
+        "{v:#?}"
+    );
     super::free_unreserved(&k.mem, leaked);
 
     // Change the entry behind the TLB's back.
@@ -705,7 +711,12 @@ fn the_checker_reports_broken_invariants() {
         .unwrap();
     }
     let v = k.invariant_violations();
-    assert!(v.iter().any(|s| s.contains("TLB disagrees")), "{v:#?}");
+    assert!(
+        v.iter()
+            .any(|s| s.invariant == uapi::Invariant::LayerConsistency
+                && s.message.contains("TLB disagrees")),
+        "{v:#?}"
+    );
 }
 
 /// A large machine costs what it uses: booting, a fault and the invariant
@@ -918,7 +929,7 @@ fn parallel_huge_faults_on_one_pmd_map_one_block() {
             replies.iter().all(|r| r.outcome == Outcome::Ok),
             "{replies:?}"
         );
-        assert_eq!(k.invariant_violations(), Vec::<String>::new());
+        assert_eq!(k.invariant_violations(), Vec::<uapi::Violation>::new());
         assert_eq!(stat(&k, Counter::FaultAnon), before + 1);
         assert_eq!(k.page_state(p, a, PageState::Huge), Some(true));
         assert_eq!(load8(&mut k, p, a), Outcome::Value(1));
@@ -979,7 +990,7 @@ fn the_checker_reports_broken_block_entries() {
     }
     let v = k.invariant_violations();
     assert!(
-        v.iter().any(|s| s.contains("huge zero page entry")),
+        v.iter().any(|s| s.message.contains("huge zero page entry")),
         "{v:#?}"
     );
     let deposit = {
@@ -992,7 +1003,7 @@ fn the_checker_reports_broken_block_entries() {
     };
     let v = k.invariant_violations();
     assert!(
-        v.iter().any(|s| s.contains("deposited page table")),
+        v.iter().any(|s| s.message.contains("deposited page table")),
         "{v:#?}"
     );
     k.mms
@@ -1162,7 +1173,7 @@ fn parallel_swap_ins_of_one_entry() {
         for r in &replies {
             assert_eq!(r.outcome, Outcome::Value(u128::from(seed)), "seed {seed}");
         }
-        assert_eq!(k.invariant_violations(), Vec::<String>::new());
+        assert_eq!(k.invariant_violations(), Vec::<uapi::Violation>::new());
         assert_eq!(stat(&k, Counter::SwapIn), swap_in + 1);
         assert_eq!(k.swap.borrow().used(), 0);
     }

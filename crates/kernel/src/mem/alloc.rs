@@ -26,8 +26,9 @@ use super::mover::PhysSource;
 use super::{FrameMover, Memory, PageMover, TagStorageState};
 use crate::phys::{AllocError, AllocFlags, FrameStatus, FreeError, Order, PageFlag};
 use mte::Pfn;
-use tagstore::{ReserveError, TagStorage};
+use tagstore::ReserveError;
 use thiserror::Error;
+use uapi::event::Event;
 
 /// What an allocation asks for. Linux: the GFP flags that matter here.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -249,9 +250,7 @@ impl Memory {
         }
         let TagStorageState { manager, claimed } = &mut *state;
         let mut source = PhysSource::new(self, mover, claimed);
-        let result = manager
-            .reserve(pfn, u32::from(order.get()), &mut source)
-            .await;
+        let result = manager.reserve(pfn, order, &mut source).await;
         self.tag_counters.set(manager.counters());
         result?;
         let mut phys = self.phys.borrow_mut();
@@ -323,10 +322,10 @@ impl Memory {
         let mut unused = FrameMover::default();
         let mut source = PhysSource::new(self, &mut unused, claimed);
         if released.len() as u64 == order.pages() {
-            manager.release(pfn, u32::from(order.get()), &mut source);
+            manager.release(pfn, order, &mut source);
         } else {
             for frame in released {
-                manager.release(frame, 0, &mut source);
+                manager.release(frame, Order::new(0), &mut source);
             }
         }
         self.tag_counters.set(manager.counters());
@@ -409,6 +408,7 @@ impl Memory {
         };
         if newly {
             self.bump(|e| e.pages_tagged += 1);
+            self.trace.emit(|| Event::TagsInitialised { pfn });
         }
     }
 }

@@ -12,10 +12,9 @@
 use super::{Events, Memory, TagStorageState, tags};
 use crate::phys::{FrameStatus, MigrateType, Order, PageFlag, PhysViolation};
 use mte::Pfn;
-use platform::TagBlock;
-use platform::spec::TagStoragePolicy;
+use mte::TagBlock;
 use std::collections::BTreeMap;
-use tagstore::{TagStorage, TagStoreCounters, TagStoreViolation};
+use tagstore::{Storage, TagStoreCounters, TagStoreViolation};
 use uapi::Counter;
 
 /// A tag write into tag storage that was not taken out of the allocator.
@@ -151,6 +150,7 @@ impl Memory {
             zero_page,
             events,
             clobbers,
+            trace: _,
         } = self;
         let phys = phys.borrow();
         let state = tag_storage.borrow_unlocked();
@@ -192,7 +192,7 @@ impl Memory {
                 }
                 if reserved {
                     match geometry.block_of(pfn) {
-                        Some(block) if *policy != TagStoragePolicy::None => {
+                        Some(block) if policy.rules().mte() => {
                             *refs.entry(block).or_default() += 1;
                         }
                         _ => out.push(MemViolation::ReservedWithoutTagStorage { pfn }),
@@ -215,8 +215,11 @@ impl Memory {
 
         // Blocks: reference counts, frames and tokens.
         let claimed_pages = phys.stats().claimed_pages;
-        match policy {
-            TagStoragePolicy::Dynamic => {
+        // What the blocks must look like follows from what the design does
+        // with tag storage frames.
+        let storage = policy.rules().storage;
+        match storage {
+            Storage::Lent => {
                 let reserved: Vec<TagBlock> = manager.reserved_blocks().collect();
                 for &block in &reserved {
                     let pfns = geometry.block_pfns(block);
@@ -265,15 +268,15 @@ impl Memory {
                     }
                 }
             }
-            TagStoragePolicy::Static => {
+            Storage::CarvedOut => {
                 // Every block is carved out (the phys checker holds their
                 // frames to CarvedOut); only the counts need comparing.
                 let blocks = manager.reserved_blocks();
                 check_refcounts(blocks, &refs, |b| manager.block_refcount(b), &mut out);
             }
-            TagStoragePolicy::None => {}
+            Storage::None => {}
         }
-        if *policy != TagStoragePolicy::Dynamic {
+        if storage != Storage::Lent {
             for &block in claimed.keys() {
                 out.push(MemViolation::ClaimToken {
                     block,
@@ -324,7 +327,7 @@ impl Memory {
             .alloc
             .frame(pfn)
             .expect("BUG: allocated frame without metadata");
-        let mte = self.policy != TagStoragePolicy::None;
+        let mte = self.policy.rules().mte();
         if !meta.flags.contains(PageFlag::Kernel) {
             fault(ZeroPageFault::NotKernel);
         }

@@ -120,24 +120,24 @@ use crate::phys::{
 };
 use core::cell::{Cell, Ref, RefCell, RefMut};
 use core::fmt;
-use mte::Pfn;
-use platform::spec::TagStoragePolicy;
-use platform::{Geometry, Platform, TagBlock};
+use mte::{Geometry, Pfn, TagBlock};
+use platform::Platform;
+use platform::spec::Design;
 use sched::{Sched, SimMutex, WaitQueue};
 use std::collections::BTreeMap;
-use tagstore::{Manager, ReserveError, TagStorage, TagStoreConfig, TagStoreCounters};
+use tagstore::{Manager, ReserveError, Storage, TagStoreConfig, TagStoreCounters};
 use thiserror::Error;
 
 /// Linux arm64 with 4K pages: `pageblock_order` = `HPAGE_PMD_ORDER` = 9 (2 MiB).
-pub const PAGEBLOCK_ORDER: u8 = 9;
+pub const PAGEBLOCK_ORDER: Order = Order::new(9);
 /// Linux arm64 with 4K pages: `MAX_PAGE_ORDER` = 10 (orders 0..=10, 4 MiB).
-pub const MAX_ORDER: u8 = 10;
+pub const MAX_ORDER: Order = Order::new(10);
 
 /// How to build the memory of a machine; [`Default`] is Linux arm64 4K.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct MemConfig {
-    pub pageblock_order: u8,
-    pub max_order: u8,
+    pub pageblock_order: Order,
+    pub max_order: Order,
     /// Frames per sparse section as a power of two; `None`: the phys
     /// default (2^15 frames, Linux arm64 `SECTION_SIZE_BITS` 27). Smaller
     /// sections make small test machines cheaper to check.
@@ -193,7 +193,7 @@ pub(crate) struct Events {
 
 /// The physical memory of one machine, as the kernel sees it.
 pub struct Memory {
-    policy: TagStoragePolicy,
+    policy: Design,
     geometry: Geometry,
     sched: Sched,
     phys: RefCell<PhysMem>,
@@ -209,6 +209,8 @@ pub struct Memory {
     zero_page: Pfn,
     events: Cell<Events>,
     clobbers: Cell<check::ClobberLog>,
+    /// The machine's event trace (see [`crate::trace`]).
+    pub(crate) trace: crate::trace::EventSink,
 }
 
 impl fmt::Debug for Memory {
@@ -225,21 +227,17 @@ impl fmt::Debug for Memory {
 /// (`dynamic`) or carved out (`static`); `none` has no tag storage.
 fn phys_layout(
     geometry: &Geometry,
-    policy: TagStoragePolicy,
+    policy: Design,
     config: &MemConfig,
 ) -> Result<PhysLayout, LayoutError> {
-    let mut g = PhysGeometry::new(
-        geometry.page_shift(),
-        config.pageblock_order,
-        config.max_order,
-    )?;
+    let mut g = PhysGeometry::new(geometry.page(), config.pageblock_order, config.max_order)?;
     if let Some(shift) = config.section_shift {
         g = g.with_section_shift(shift)?;
     }
-    let tag_kind = match policy {
-        TagStoragePolicy::Dynamic => Some(RegionKind::TagStorageCma),
-        TagStoragePolicy::Static => Some(RegionKind::TagStorageCarvedOut),
-        TagStoragePolicy::None => None,
+    let tag_kind = match policy.rules().storage {
+        Storage::Lent => Some(RegionKind::TagStorageCma),
+        Storage::CarvedOut => Some(RegionKind::TagStorageCarvedOut),
+        Storage::None => None,
     };
     let dram = geometry.dram().iter().map(|&range| Region {
         range,
@@ -292,7 +290,7 @@ impl Memory {
         phys.contents
             .zero_page(zero_page)
             .expect("BUG: the zero page is present");
-        let manager = Manager::new(policy, &geometry, config.tag_store);
+        let manager = policy.build(&geometry, config.tag_store);
         let tag_counters = Cell::new(manager.counters());
         let memory = Self {
             policy,
@@ -312,15 +310,16 @@ impl Memory {
             zero_page,
             events: Cell::new(Events::default()),
             clobbers: Cell::new(check::ClobberLog::default()),
+            trace: crate::trace::EventSink::default(),
         };
-        if policy != TagStoragePolicy::None {
+        if policy.rules().mte() {
             memory.boot_zero_page_tags();
             memory.activate().map_err(MemInitError::Activate)?;
         }
         Ok(memory)
     }
 
-    pub fn policy(&self) -> TagStoragePolicy {
+    pub fn policy(&self) -> Design {
         self.policy
     }
 
@@ -361,17 +360,9 @@ impl Memory {
     /// entry, as phys estimates its trees).
     pub fn host_bytes(&self) -> usize {
         const BYTES_PER_ENTRY: usize = 48;
-        let entries = match self.policy {
-            // Reference counts and claim tokens, one entry each per block.
-            TagStoragePolicy::Dynamic => 2 * self.tag_counters.get().reserved as usize,
-            // Reference counts only for blocks holding reserved frames: at
-            // most one per allocated frame, and one per block.
-            TagStoragePolicy::Static => {
-                let allocated = self.phys.borrow().stats().allocated_pages;
-                allocated.min(self.geometry.tag_blocks()) as usize
-            }
-            TagStoragePolicy::None => 0,
-        };
+        // The manager's entries, and a claim token per claimed block.
+        let state = self.tag_storage.borrow_unlocked();
+        let entries = state.manager.bookkeeping_entries() as usize + state.claimed.len();
         size_of::<Self>() + self.phys.borrow().host_bytes() + entries * BYTES_PER_ENTRY
     }
 

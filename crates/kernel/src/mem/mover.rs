@@ -29,10 +29,11 @@ use crate::phys::{
     Migrator, Order, PageFlag, alloc_contig_range,
 };
 use core::future::Future;
+use mte::TagBlock;
 use mte::{Pfn, PfnRange};
-use platform::TagBlock;
 use std::collections::BTreeMap;
-use tagstore::{BlockSource, ClaimCause, ClaimError};
+use tagstore::{BlockSource, ClaimCause, ClaimError, LocalBoxFuture};
+use uapi::event::{Event, ReserveFailure, ReserveHow};
 
 /// Moves an allocated block out of a range being claimed for tags.
 ///
@@ -245,19 +246,57 @@ impl<'a, M> PhysSource<'a, M> {
     }
 }
 
-impl<M: PageMover> BlockSource for PhysSource<'_, M> {
-    async fn claim(&mut self, block: TagBlock, pfns: PfnRange) -> Result<(), ClaimError> {
+impl<M: PageMover> PhysSource<'_, M> {
+    /// Linux `cma_alloc_range()` of one block: `alloc_contig_range()`.
+    async fn claim_now(&mut self, block: TagBlock, pfns: PfnRange) -> Result<(), ClaimError> {
         let mut migrator = Adapter {
             mem: self.mem,
             mover: &mut *self.mover,
         };
-        let claimed = alloc_contig_range(&self.mem.phys, pfns, &mut migrator)
-            .await
-            .map_err(claim_error)?;
+        let moved_before = self.mem.events.get().migrate_pages;
+        let claimed = alloc_contig_range(&self.mem.phys, pfns, &mut migrator).await;
+        let claimed = match claimed {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                let e = claim_error(e);
+                self.mem.trace.emit(|| Event::TagReserve {
+                    block: block.index(),
+                    how: ReserveHow::Failed(match e.cause() {
+                        ClaimCause::Busy => ReserveFailure::Busy,
+                        ClaimCause::Pinned => ReserveFailure::Pinned,
+                        ClaimCause::Unmovable => ReserveFailure::Unmovable,
+                        ClaimCause::NoMemory => ReserveFailure::NoMemory,
+                        ClaimCause::Interrupted => ReserveFailure::Interrupted,
+                    }),
+                });
+                return Err(e);
+            }
+        };
+        self.mem.trace.emit(|| {
+            let migrated = self.mem.events.get().migrate_pages - moved_before;
+            Event::TagReserve {
+                block: block.index(),
+                how: if migrated == 0 {
+                    ReserveHow::FastPath
+                } else {
+                    ReserveHow::Claimed { migrated }
+                },
+            }
+        });
         if let Some(old) = self.claimed.insert(block, claimed) {
             panic!("BUG: {block:?} claimed twice ({old:?})");
         }
         Ok(())
+    }
+}
+
+impl<M: PageMover> BlockSource for PhysSource<'_, M> {
+    fn claim<'a>(
+        &'a mut self,
+        block: TagBlock,
+        pfns: PfnRange,
+    ) -> LocalBoxFuture<'a, Result<(), ClaimError>> {
+        Box::pin(self.claim_now(block, pfns))
     }
 
     fn release(&mut self, block: TagBlock, pfns: PfnRange) {
@@ -271,6 +310,9 @@ impl<M: PageMover> BlockSource for PhysSource<'_, M> {
             "BUG: {block:?} claimed with other frames"
         );
         self.mem.phys.borrow_mut().alloc.return_range(claimed);
+        self.mem.trace.emit(|| Event::TagRelease {
+            block: block.index(),
+        });
     }
 }
 

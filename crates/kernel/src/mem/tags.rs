@@ -38,9 +38,9 @@
 use super::Memory;
 use super::check::TagClobber;
 use crate::phys::{FrameAccessError, FrameStatus, PageFlag, PhysMem};
+use mte::Geometry;
 use mte::packing::{Nibble, nibble_tag, pack_tags, unpack_tags, with_nibble};
-use mte::{GRANULE_SIZE, Pfn, PhysAddr, Tag};
-use platform::Geometry;
+use mte::{Pfn, PhysAddr, Tag};
 use thiserror::Error;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
@@ -56,7 +56,7 @@ pub enum TagAccessError {
 impl Memory {
     /// Granules (tags) per page.
     pub fn tags_per_page(&self) -> usize {
-        usize::try_from(self.geometry.page_size() / GRANULE_SIZE)
+        usize::try_from(self.geometry.page().granules_per_page())
             .expect("BUG: granules per page above usize")
     }
 
@@ -82,9 +82,9 @@ impl Memory {
 
     /// The allocation tag of the granule at `pa` (LDG's view of memory).
     pub fn read_tag(&self, pa: PhysAddr) -> Result<Tag, TagAccessError> {
-        let pfn = pa.pfn(self.geometry.page_shift());
+        let pfn = self.geometry.pfn_of(pa);
         self.check_present(pfn)?;
-        let in_page = pa.as_u64() & (self.geometry.page_size() - 1);
+        let in_page = self.geometry.page().page_offset(pa);
         Ok(self.read_tag_in(self.geometry.tag_bytes_of(pfn), in_page))
     }
 
@@ -96,11 +96,10 @@ impl Memory {
         let Some((byte, high)) = first.and_then(|f| Geometry::tag_byte_in(f, in_page)) else {
             return Tag::ZERO;
         };
-        let page = self.geometry.page_size();
         let mut value = [0u8];
         self.phys.borrow().contents.read_in_frame(
-            byte.pfn(self.geometry.page_shift()),
-            (byte.as_u64() % page) as usize,
+            self.geometry.pfn_of(byte),
+            self.geometry.page().page_offset(byte) as usize,
             &mut value,
         );
         nibble_tag(value[0], nibble(high))
@@ -109,7 +108,7 @@ impl Memory {
     /// Sets the allocation tag of the granule at `pa` (STG's effect on
     /// memory); ignored where no tag storage covers `pa`.
     pub fn write_tag(&self, pa: PhysAddr, tag: Tag) -> Result<(), TagAccessError> {
-        let pfn = pa.pfn(self.geometry.page_shift());
+        let pfn = self.geometry.pfn_of(pa);
         self.check_present(pfn)?;
         let Some((byte, high)) = self.geometry.tag_byte_of(pa) else {
             return Ok(());
@@ -211,7 +210,7 @@ impl Memory {
     /// no reserved block: free, or somebody's data (the RFC's race: "the copy
     /// writes tags into tag storage that still holds someone's data").
     fn note_tag_write(&self, data_pfn: Pfn, at: PhysAddr) {
-        let tag_pfn = at.pfn(self.geometry.page_shift());
+        let tag_pfn = self.geometry.pfn_of(at);
         let status = self.phys.borrow().alloc.frame_status(tag_pfn);
         if !matches!(status, Some(FrameStatus::Claimed | FrameStatus::CarvedOut)) {
             let mut log = self.clobbers.get();
@@ -293,11 +292,7 @@ fn nibble(high: bool) -> Nibble {
 
 /// The tag bytes of present frame `pfn` in `phys`; `None` where no tag
 /// storage covers it.
-pub(super) fn page_tag_bytes_in(
-    phys: &PhysMem,
-    geometry: &platform::Geometry,
-    pfn: Pfn,
-) -> Option<Vec<u8>> {
+pub(super) fn page_tag_bytes_in(phys: &PhysMem, geometry: &Geometry, pfn: Pfn) -> Option<Vec<u8>> {
     let at = geometry.tag_bytes_of(pfn)?;
     let len = usize::try_from(geometry.tag_bytes_per_page())
         .expect("BUG: tag bytes per page above usize");

@@ -16,7 +16,8 @@ use mte::{PhysAddr, Tag};
 use platform::spec::{PlatformSpec, TagStorageData};
 use platform::{MemRange, TagRegion};
 use sched::{Chooser, RunLimits, Task, explore_exhaustive};
-use tagstore::{ClaimCause, ClaimError, TagStorage};
+use tagstore::Storage;
+use tagstore::{ClaimCause, ClaimError};
 use uapi::Counter;
 
 const BASE: u64 = 0x80000;
@@ -31,7 +32,7 @@ fn o(order: u8) -> Order {
     Order::new(order)
 }
 
-fn spec(policy: TagStoragePolicy, data: TagStorageData) -> PlatformSpec {
+fn spec(policy: Design, data: TagStorageData) -> PlatformSpec {
     PlatformSpec {
         tag_storage: policy,
         tag_storage_data: data,
@@ -47,7 +48,7 @@ fn boot(spec: PlatformSpec) -> (Sched, Memory) {
 }
 
 fn default_dynamic(data: TagStorageData) -> (Sched, Memory) {
-    boot(spec(TagStoragePolicy::Dynamic, data))
+    boot(spec(Design::DYNAMIC, data))
 }
 
 /// Runs one kernel path to completion on CPU 0.
@@ -161,7 +162,7 @@ fn boot_under_dynamic_reserves_the_zero_pages_block() {
 
 #[test]
 fn boot_under_static_carves_out_every_block() {
-    let (_, mem) = boot(spec(TagStoragePolicy::Static, TagStorageData::Prefer));
+    let (_, mem) = boot(spec(Design::STATIC, TagStorageData::Prefer));
     // docs/model.md §5: under static every block counts as reserved from boot and
     // no tag storage page is ever free or holds data.
     let c = mem.counters();
@@ -204,7 +205,7 @@ fn boot_under_static_carves_out_every_block() {
 
 #[test]
 fn boot_under_none_has_no_tags() {
-    let (_, mem) = boot(spec(TagStoragePolicy::None, TagStorageData::Balance));
+    let (_, mem) = boot(spec(Design::NONE, TagStorageData::Balance));
     let c = mem.counters();
     assert_eq!(c.mem_free, 16384 - 1);
     // docs/model.md §5: under none every tag_storage.* counter is 0; the zero
@@ -239,14 +240,14 @@ fn a_cma_region_sharing_a_pageblock_with_dram_is_refused() {
     // 1 MiB of DRAM ends inside the pageblock 0x80000..0x80200 where its
     // 32 KiB of tag storage starts: Linux's cma_init_reserved_mem() refuses
     // such an area. Static carves it out, which is fine.
-    let mut s = spec(TagStoragePolicy::Dynamic, TagStorageData::Balance);
+    let mut s = spec(Design::DYNAMIC, TagStorageData::Balance);
     s.memory = 1 << 20;
     let platform = Platform::from_spec(&s).unwrap();
     assert!(matches!(
         Memory::new(&platform, &Sched::new()),
         Err(MemInitError::Layout(LayoutError::CmaSharesPageblock { .. }))
     ));
-    s.tag_storage = TagStoragePolicy::Static;
+    s.tag_storage = Design::STATIC;
     let platform = Platform::from_spec(&s).unwrap();
     let mem = Memory::new(&platform, &Sched::new()).unwrap();
     clean(&mem);
@@ -256,7 +257,7 @@ fn a_cma_region_sharing_a_pageblock_with_dram_is_refused() {
 
 /// 4 MiB of DRAM (frames 0x80000..0x80400) and 128 KiB of tag storage
 /// (0x80400..0x80420, 32 blocks), sections of 1024 frames.
-fn small(policy: TagStoragePolicy, data: TagStorageData) -> (Sched, Memory) {
+fn small(policy: Design, data: TagStorageData) -> (Sched, Memory) {
     let mut s = spec(policy, data);
     s.memory = 4 << 20;
     let platform = Platform::from_spec(&s).unwrap();
@@ -271,7 +272,7 @@ fn small(policy: TagStoragePolicy, data: TagStorageData) -> (Sched, Memory) {
 
 #[test]
 fn tagged_allocations_never_come_from_cma() {
-    let (sched, mem) = small(TagStoragePolicy::Dynamic, TagStorageData::Prefer);
+    let (sched, mem) = small(Design::DYNAMIC, TagStorageData::Prefer);
     // Fill DRAM with tagged pages allocated without reservation (the
     // synchronous path): 1024 frames less the zero page.
     let tagged = Gfp {
@@ -984,15 +985,15 @@ fn a_free_during_a_reservation_waits_for_the_lock() {
 
 /// 1 TiB of DRAM at 2 GiB and its 32 GiB of tag storage (4 KiB blocks: 8 Mi
 /// blocks) under `policy`.
-pub(crate) fn terabyte(policy: TagStoragePolicy) -> Platform {
+pub(crate) fn terabyte(policy: Design) -> Platform {
     let dram = MemRange::new(0x8000_0000, 1 << 40);
     let regions = [TagRegion {
         tags: MemRange::new(0x8000_0000 + (1 << 40), 32 << 30),
         covers: dram,
         block_size: 4096,
     }];
-    let regions: &[TagRegion] = match policy {
-        TagStoragePolicy::None => &[],
+    let regions: &[TagRegion] = match policy.rules().storage {
+        Storage::None => &[],
         _ => &regions,
     };
     Platform::new(
@@ -1009,14 +1010,14 @@ pub(crate) fn terabyte(policy: TagStoragePolicy) -> Platform {
 fn a_terabyte_machine_boots_in_little_host_memory() {
     // The bound: under 64 MiB of host memory (time is measured by the
     // `mem` bench, not here).
-    for policy in [TagStoragePolicy::Dynamic, TagStoragePolicy::Static] {
+    for policy in [Design::DYNAMIC, Design::STATIC] {
         let mem = Memory::new(&terabyte(policy), &Sched::new()).unwrap();
         let bytes = mem.host_bytes();
         assert!(bytes < 64 << 20, "{policy:?}: {bytes} bytes");
         assert_eq!(mem.counters().mem_pages, 1 << 28);
         assert_eq!(mem.counters().tag_storage_blocks, 1 << 23);
     }
-    let mem = Memory::new(&terabyte(TagStoragePolicy::Dynamic), &Sched::new()).unwrap();
+    let mem = Memory::new(&terabyte(Design::DYNAMIC), &Sched::new()).unwrap();
     assert_eq!(mem.counters().mem_free, (1 << 28) + (1 << 23) - 2);
     clean(&mem);
 }

@@ -1,5 +1,8 @@
 //! The geometry of a user address space: the one place its numbers are
-//! defined. Everything else derives from [`PAGE_SHIFT`] and [`LEVELS`].
+//! defined. Everything else derives from [`PAGE`] (the machine's page
+//! geometry, `mte::PageGeometry`, which also gives the physical side its
+//! page size) and [`LEVELS`]; [`PAGE_SHIFT`] and [`PAGE_SIZE`] are its
+//! values as constants for the table arithmetic.
 //!
 //! The model runs arm64 Linux with 4 KiB pages, 48-bit user virtual
 //! addresses (`CONFIG_ARM64_VA_BITS_48`) and no address-space layout
@@ -15,16 +18,19 @@
 //!   MMAP_MIN_ADDR 0x1000           nothing is mapped below
 //! ```
 //!
-//! The kernel checks at boot that the platform's page size is
-//! [`PAGE_SIZE`]: the spec offers only 4 KiB pages today, and a 16 or
-//! 64 KiB granule would change [`LEVELS`] and the block size (Arm ARM,
-//! "Translation granule"), which this module would then have to derive too.
+//! The platform offers only 4 KiB pages today (its `page-size` key accepts
+//! nothing else); a 16 or 64 KiB granule would change [`LEVELS`] and the
+//! block size (Arm ARM, "Translation granule"), which this module would
+//! then have to derive too.
 
-use mte::VirtAddr;
+use mte::{PageGeometry, VirtAddr};
 
-/// log2 of the page size (Linux: `PAGE_SHIFT`, 4 KiB pages).
-pub const PAGE_SHIFT: u32 = 12;
-pub const PAGE_SIZE: u64 = 1 << PAGE_SHIFT;
+/// The page geometry of the address space (Linux arm64
+/// `CONFIG_ARM64_4K_PAGES`).
+pub const PAGE: PageGeometry = PageGeometry::FOUR_K;
+/// log2 of the page size (Linux: `PAGE_SHIFT`).
+pub const PAGE_SHIFT: u32 = PAGE.page_shift();
+pub const PAGE_SIZE: u64 = PAGE.page_size();
 
 /// log2 of the size of one translation table descriptor (8 bytes).
 pub const DESCRIPTOR_SHIFT: u32 = 3;

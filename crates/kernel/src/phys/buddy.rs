@@ -57,7 +57,7 @@
 //!   (`prep_move_freepages_block()`).
 
 use crate::phys::frame::{FrameMeta, FrameState, FrameTable, MigrateType, PageFlag};
-use crate::phys::layout::{CmaUse, Order, PhysGeometry, PhysLayout, RegionKind, align_down};
+use crate::phys::layout::{CmaUse, Order, PhysGeometry, PhysLayout, RegionKind};
 use crate::phys::runs::BlockRuns;
 use mte::{Pfn, PfnRange};
 use thiserror::Error;
@@ -342,7 +342,7 @@ impl BuddyAllocator {
             cma_use,
         };
         for range in allocatable {
-            this.free_pieces(range.start.as_u64(), range.end().as_u64());
+            this.free_pieces(range.start, range.end());
         }
         this
     }
@@ -458,19 +458,14 @@ impl BuddyAllocator {
             return Some(FrameStatus::CarvedOut);
         }
         let (head, order, list) = self
-            .find_free_block(pfn.as_u64())
+            .find_free_block(pfn)
             .unwrap_or_else(|| panic!("BUG: free frame {pfn} is in no free block"));
-        Some(FrameStatus::Free {
-            head: Pfn::new(head),
-            order,
-            list,
-        })
+        Some(FrameStatus::Free { head, order, list })
     }
 
     /// The pageblock holding `pfn`; `None` outside the layout's span.
     pub fn pageblock(&self, pfn: Pfn) -> Option<Pageblock> {
-        self.pageblock_index(pfn.as_u64())
-            .map(|i| self.pageblocks[i])
+        self.pageblock_index(pfn).map(|i| self.pageblocks[i])
     }
 
     /// Host bytes used by the allocator's own structures (an estimate for the
@@ -508,10 +503,10 @@ impl BuddyAllocator {
             .rmqueue(order, start, use_cma)
             .ok_or(AllocError::OutOfMemory { order, flags })?;
         self.mark_allocated(head, order, start);
-        Ok(Pfn::new(head))
+        Ok(head)
     }
 
-    fn rmqueue(&mut self, order: Order, start: MigrateType, use_cma: bool) -> Option<u64> {
+    fn rmqueue(&mut self, order: Order, start: MigrateType, use_cma: bool) -> Option<Pfn> {
         let cma_first = use_cma
             && match self.cma_use {
                 CmaUse::Prefer => true,
@@ -547,7 +542,7 @@ impl BuddyAllocator {
 
     /// Linux `__rmqueue_smallest()`: the lowest block of the smallest order
     /// that fits, split down to `order`.
-    pub(crate) fn take_smallest(&mut self, order: Order, list: FreeList) -> Option<u64> {
+    pub(crate) fn take_smallest(&mut self, order: Order, list: FreeList) -> Option<Pfn> {
         for current in order.get()..=self.geometry().max_order().get() {
             let current = Order::new(current);
             let Some(head) = self.list(current, list).first() else {
@@ -578,7 +573,7 @@ impl BuddyAllocator {
 
     /// Linux `__rmqueue_claim()`: from the largest order down, try to take a
     /// fallback block together with its whole pageblock.
-    fn rmqueue_claim(&mut self, order: Order, start: MigrateType) -> Option<u64> {
+    fn rmqueue_claim(&mut self, order: Order, start: MigrateType) -> Option<Pfn> {
         let fallback = Self::fallback(start);
         for current in (order.get()..=self.geometry().max_order().get()).rev() {
             let current = Order::new(current);
@@ -598,12 +593,12 @@ impl BuddyAllocator {
     /// Linux `try_to_claim_block()`.
     fn try_to_claim_block(
         &mut self,
-        head: u64,
+        head: Pfn,
         current: Order,
         order: Order,
         start: MigrateType,
         block_list: FreeList,
-    ) -> Option<u64> {
+    ) -> Option<Pfn> {
         let g = *self.geometry();
         if current >= g.pageblock_order() {
             self.del_free(head, current, block_list);
@@ -611,7 +606,7 @@ impl BuddyAllocator {
             self.expand(head, order, current, start.into());
             return Some(head);
         }
-        let pb_start = align_down(head, g.pageblock_order());
+        let pb_start = head.align_down(g.pageblock_order());
         if !self.pageblock_fully_present(pb_start) {
             return None;
         }
@@ -637,7 +632,7 @@ impl BuddyAllocator {
 
     /// Linux `__rmqueue_steal()`: the smallest fallback block, its pageblock's
     /// type left alone.
-    fn rmqueue_steal(&mut self, order: Order, start: MigrateType) -> Option<u64> {
+    fn rmqueue_steal(&mut self, order: Order, start: MigrateType) -> Option<Pfn> {
         let fallback = Self::fallback(start);
         for current in order.get()..=self.geometry().max_order().get() {
             let current = Order::new(current);
@@ -653,7 +648,7 @@ impl BuddyAllocator {
 
     /// Free frames on `list` and movable allocated frames in the pageblock
     /// (Linux `prep_move_freepages_block()`).
-    fn pageblock_usage(&self, pb_start: u64, list: FreeList) -> (u64, u64) {
+    fn pageblock_usage(&self, pb_start: Pfn, list: FreeList) -> (u64, u64) {
         let g = self.geometry();
         let pb_end = pb_start + g.pageblock_pages();
         let free = (0..=g.pageblock_order().get())
@@ -665,7 +660,7 @@ impl BuddyAllocator {
         let mut movable = 0;
         let mut pfn = pb_start;
         while pfn < pb_end {
-            match self.frames.get(Pfn::new(pfn)).map(FrameMeta::state) {
+            match self.frames.get(pfn).map(FrameMeta::state) {
                 Some(FrameState::Allocated { order, migratetype }) => {
                     if migratetype == MigrateType::Movable {
                         movable += order.pages();
@@ -678,19 +673,19 @@ impl BuddyAllocator {
         (free, movable)
     }
 
-    fn pageblock_fully_present(&self, pb_start: u64) -> bool {
-        let range = PfnRange::new(Pfn::new(pb_start), self.geometry().pageblock_pages());
+    fn pageblock_fully_present(&self, pb_start: Pfn) -> bool {
+        let range = PfnRange::new(pb_start, self.geometry().pageblock_pages());
         self.layout().first_hole_in(range).is_none()
     }
 
     /// Moves every free block inside the pageblock at `pb_start` from `from`
     /// to `to`. Linux `__move_freepages_block()`.
-    pub(crate) fn move_free_blocks(&mut self, pb_start: u64, from: FreeList, to: FreeList) {
+    pub(crate) fn move_free_blocks(&mut self, pb_start: Pfn, from: FreeList, to: FreeList) {
         let g = *self.geometry();
         let pb_end = pb_start + g.pageblock_pages();
         for o in 0..=g.pageblock_order().get() {
             let o = Order::new(o);
-            let heads: Vec<u64> = self.list(o, from).heads_in(pb_start, pb_end).collect();
+            let heads: Vec<Pfn> = self.list(o, from).heads_in(pb_start, pb_end).collect();
             for head in heads {
                 self.del_free(head, o, from);
                 self.add_free(head, o, to);
@@ -699,7 +694,7 @@ impl BuddyAllocator {
     }
 
     /// Linux `change_pageblock_range()`.
-    fn change_pageblock_range(&mut self, head: u64, order: Order, mt: MigrateType) {
+    fn change_pageblock_range(&mut self, head: Pfn, order: Order, mt: MigrateType) {
         let g = *self.geometry();
         let mut pb = head;
         while pb < head + order.pages() {
@@ -711,8 +706,8 @@ impl BuddyAllocator {
         }
     }
 
-    fn mark_allocated(&mut self, head: u64, order: Order, migratetype: MigrateType) {
-        let block = self.frames.materialise_block(Pfn::new(head), order.pages());
+    fn mark_allocated(&mut self, head: Pfn, order: Order, migratetype: MigrateType) {
+        let block = self.frames.materialise_block(head, order.pages());
         for (offset, meta) in block.iter_mut().enumerate() {
             debug_assert!(meta.is_pristine(), "BUG: allocating a used frame");
             meta.set_state(if offset == 0 {
@@ -772,13 +767,13 @@ impl BuddyAllocator {
             meta.reset();
         }
         self.counters.allocated -= order.pages();
-        if self.pageblock_type(pfn.as_u64()) == MigrateType::Cma {
+        if self.pageblock_type(pfn) == MigrateType::Cma {
             self.counters.cma_allocated -= order.pages();
         }
         // Linux free_one_page() -> split_large_buddy(): a block larger than a
         // pageblock is freed pageblock by pageblock when their lists differ
         // (some may be isolated), so each part lands on its own list.
-        self.free_pieces(pfn.as_u64(), pfn.as_u64() + order.pages());
+        self.free_pieces(pfn, pfn + order.pages());
         Ok(())
     }
 
@@ -838,27 +833,27 @@ impl BuddyAllocator {
         &self.free_lists[usize::from(order.get())][list.index()]
     }
 
-    pub(crate) fn add_free(&mut self, head: u64, order: Order, list: FreeList) {
+    pub(crate) fn add_free(&mut self, head: Pfn, order: Order, list: FreeList) {
         let inserted = self.free_lists[usize::from(order.get())][list.index()].insert(head);
         assert!(
             inserted,
-            "BUG: free block {head:#x} order {order} already on {list:?}"
+            "BUG: free block {head} order {order} already on {list:?}"
         );
         self.counters.free[list.index()] += order.pages();
     }
 
-    pub(crate) fn del_free(&mut self, head: u64, order: Order, list: FreeList) {
+    pub(crate) fn del_free(&mut self, head: Pfn, order: Order, list: FreeList) {
         let removed = self.free_lists[usize::from(order.get())][list.index()].remove(head);
         assert!(
             removed,
-            "BUG: free block {head:#x} order {order} not on {list:?}"
+            "BUG: free block {head} order {order} not on {list:?}"
         );
         self.counters.free[list.index()] -= order.pages();
     }
 
     /// Linux `expand()`: of the block `head` of order `high`, keeps the lowest
     /// `2^low` frames and frees the upper halves onto `list`.
-    fn expand(&mut self, head: u64, low: Order, high: Order, list: FreeList) {
+    fn expand(&mut self, head: Pfn, low: Order, high: Order, list: FreeList) {
         for o in (low.get()..high.get()).rev() {
             let o = Order::new(o);
             self.add_free(head + o.pages(), o, list);
@@ -867,11 +862,11 @@ impl BuddyAllocator {
 
     /// Linux `__free_one_page()`: puts a block whose frames are pristine on
     /// its pageblock's list, merging with free buddies where allowed.
-    pub(crate) fn free_one(&mut self, mut head: u64, mut order: Order) {
+    pub(crate) fn free_one(&mut self, mut head: Pfn, mut order: Order) {
         let g = *self.geometry();
         let list = self.list_of(head).expect("BUG: freeing outside the span");
         while order < g.max_order() {
-            let buddy = head ^ order.pages();
+            let buddy = head.buddy(order);
             let Some(buddy_list) = self.list_of(buddy) else {
                 break;
             };
@@ -897,11 +892,11 @@ impl BuddyAllocator {
     /// Frees the pristine frames `[start, end)` as the largest aligned blocks
     /// that fit and whose pageblocks share one list (Linux
     /// `__free_pages_memory()`).
-    pub(crate) fn free_pieces(&mut self, start: u64, end: u64) {
+    pub(crate) fn free_pieces(&mut self, start: Pfn, end: Pfn) {
         let g = *self.geometry();
         let mut pfn = start;
         while pfn < end {
-            let mut order = (pfn.trailing_zeros().min(63) as u8).min(g.max_order().get());
+            let mut order = (pfn.as_u64().trailing_zeros().min(63) as u8).min(g.max_order().get());
             while pfn + Order::new(order).pages() > end {
                 order -= 1;
             }
@@ -915,7 +910,7 @@ impl BuddyAllocator {
 
     /// Whether every pageblock of the block has the same list, and it is not
     /// Isolate (isolated blocks never span pageblocks).
-    fn uniform_list(&self, head: u64, order: Order) -> bool {
+    fn uniform_list(&self, head: Pfn, order: Order) -> bool {
         let g = self.geometry();
         let first = self.list_of(head);
         first != Some(FreeList::Isolate)
@@ -924,10 +919,9 @@ impl BuddyAllocator {
     }
 
     /// The free block holding `pfn`, as (head, order, list).
-    pub(crate) fn find_free_block(&self, pfn: u64) -> Option<(u64, Order, FreeList)> {
-        for o in 0..=self.geometry().max_order().get() {
-            let o = Order::new(o);
-            let head = align_down(pfn, o);
+    pub(crate) fn find_free_block(&self, pfn: Pfn) -> Option<(Pfn, Order, FreeList)> {
+        for o in self.geometry().max_order().and_below() {
+            let head = pfn.align_down(o);
             let Some(list) = self.list_of(head) else {
                 continue;
             };
@@ -940,20 +934,20 @@ impl BuddyAllocator {
 
     // ----- pageblocks -------------------------------------------------------
 
-    pub(crate) fn pageblock_index(&self, pfn: u64) -> Option<usize> {
-        let pb =
-            (pfn >> self.geometry().pageblock_order().get()).checked_sub(self.first_pageblock)?;
+    pub(crate) fn pageblock_index(&self, pfn: Pfn) -> Option<usize> {
+        let pb = (pfn.as_u64() >> self.geometry().pageblock_order().get())
+            .checked_sub(self.first_pageblock)?;
         let pb = usize::try_from(pb).ok()?;
         (pb < self.pageblocks.len()).then_some(pb)
     }
 
     /// The list free frames of `pfn`'s pageblock are on.
-    pub(crate) fn list_of(&self, pfn: u64) -> Option<FreeList> {
+    pub(crate) fn list_of(&self, pfn: Pfn) -> Option<FreeList> {
         self.pageblock_index(pfn)
             .map(|i| self.pageblocks[i].free_list())
     }
 
-    fn pageblock_type(&self, pfn: u64) -> MigrateType {
+    fn pageblock_type(&self, pfn: Pfn) -> MigrateType {
         self.pageblocks[self
             .pageblock_index(pfn)
             .expect("BUG: frame outside the span")]
@@ -969,7 +963,7 @@ pub(crate) mod tests {
     /// Pages of 4 KiB, pageblocks of 4 frames, max order 3 (blocks of up to 8),
     /// sections of 16 frames: small enough to work every pfn out by hand.
     pub(crate) fn small_geometry() -> PhysGeometry {
-        PhysGeometry::new(12, 2, 3)
+        PhysGeometry::new(mte::PageGeometry::FOUR_K, Order::new(2), Order::new(3))
             .unwrap()
             .with_section_shift(4)
             .unwrap()
@@ -1045,7 +1039,7 @@ pub(crate) mod tests {
             PhysLayout::new(small_geometry(), vec![region(3, 27, RegionKind::Dram)]).unwrap();
         let a = BuddyAllocator::new(layout, CmaUse::Balance);
         assert_clean(&a);
-        let blocks: Vec<(u64, u8)> = (0..=3)
+        let blocks: Vec<(Pfn, u8)> = (0..=3)
             .flat_map(|ord| {
                 a.list(o(ord), FreeList::Movable)
                     .iter()
@@ -1057,7 +1051,14 @@ pub(crate) mod tests {
         blocks.sort();
         assert_eq!(
             blocks,
-            vec![(3, 0), (4, 2), (8, 3), (16, 3), (24, 2), (28, 1)]
+            vec![
+                (p(3), 0),
+                (p(4), 2),
+                (p(8), 3),
+                (p(16), 3),
+                (p(24), 2),
+                (p(28), 1)
+            ]
         );
         assert_eq!(a.stats().free_pages, 27);
     }
@@ -1311,7 +1312,7 @@ pub(crate) mod tests {
     #[test]
     fn merging_converts_movable_unmovable_but_never_crosses_into_cma() {
         // Max order 4: DRAM [0, 8) and CMA [8, 16) are order-3 buddies.
-        let g = PhysGeometry::new(12, 2, 4)
+        let g = PhysGeometry::new(mte::PageGeometry::FOUR_K, Order::new(2), Order::new(4))
             .unwrap()
             .with_section_shift(4)
             .unwrap();

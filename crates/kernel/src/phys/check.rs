@@ -87,13 +87,13 @@ pub enum PhysViolation {
 /// A free block found on a list.
 #[derive(Clone, Copy)]
 struct FreeBlock {
-    head: u64,
+    head: Pfn,
     order: Order,
     list: FreeList,
 }
 
 impl FreeBlock {
-    fn end(self) -> u64 {
+    fn end(self) -> Pfn {
         self.head + self.order.pages()
     }
 }
@@ -148,8 +148,8 @@ impl BuddyAllocator {
         for pair in blocks.windows(2) {
             if pair[0].end() > pair[1].head {
                 out.push(PhysViolation::FreeBlocksOverlap {
-                    first: Pfn::new(pair[0].head),
-                    second: Pfn::new(pair[1].head),
+                    first: pair[0].head,
+                    second: pair[1].head,
                 });
             }
         }
@@ -157,7 +157,7 @@ impl BuddyAllocator {
             if b.order >= g.max_order() {
                 continue;
             }
-            let buddy = b.head ^ b.order.pages();
+            let buddy = b.head.buddy(b.order);
             if buddy < b.head {
                 continue;
             }
@@ -168,8 +168,8 @@ impl BuddyAllocator {
             let allowed = b.order < g.pageblock_order() || FreeList::may_merge(b.list, other.list);
             if other.order == b.order && allowed {
                 out.push(PhysViolation::FreeBuddiesNotMerged {
-                    head: Pfn::new(b.head),
-                    buddy: Pfn::new(buddy),
+                    head: b.head,
+                    buddy,
                     order: b.order,
                 });
             }
@@ -226,8 +226,8 @@ impl BuddyAllocator {
     fn check_free_block(&self, b: FreeBlock, out: &mut Vec<PhysViolation>) {
         let layout = self.layout();
         let g = layout.geometry();
-        let head = Pfn::new(b.head);
-        if !b.head.is_multiple_of(b.order.pages()) {
+        let head = b.head;
+        if !head.is_aligned(b.order) {
             out.push(PhysViolation::FreeBlockMisaligned {
                 head,
                 order: b.order,
@@ -254,7 +254,7 @@ impl BuddyAllocator {
                 order: b.order,
             });
         }
-        let mut pb = g.pageblock_start(head).as_u64();
+        let mut pb = g.pageblock_start(head);
         while pb < b.end() {
             let expected = self.list_of(pb);
             if expected != Some(b.list) {
@@ -262,7 +262,7 @@ impl BuddyAllocator {
                     head,
                     order: b.order,
                     list: b.list,
-                    pageblock: Pfn::new(pb),
+                    pageblock: pb,
                     expected: expected.unwrap_or(FreeList::Isolate),
                 });
             }
@@ -300,11 +300,11 @@ impl BuddyAllocator {
             let to = region.range.end().min(range.end()).as_u64();
             for pfn in from..to {
                 let meta = meta_of(pfn);
-                while *cursor < blocks.len() && blocks[*cursor].end() <= pfn {
+                let at = Pfn::new(pfn);
+                while *cursor < blocks.len() && blocks[*cursor].end() <= at {
                     *cursor += 1;
                 }
-                let covered = blocks.get(*cursor).is_some_and(|b| b.head <= pfn);
-                let at = Pfn::new(pfn);
+                let covered = blocks.get(*cursor).is_some_and(|b| b.head <= at);
                 if region.kind.is_tag_storage() && meta.flags.contains(PageFlag::Tagged) {
                     out.push(PhysViolation::TaggedTagStorage { pfn: at });
                 }
@@ -411,7 +411,7 @@ mod tests {
     fn checker_catches_a_lost_free_block_and_a_bad_counter() {
         let mut a = small(CmaUse::Never);
         // Remove a free block behind the allocator's back.
-        a.del_free(8, o(3), FreeList::Movable);
+        a.del_free(Pfn::new(8), o(3), FreeList::Movable);
         let v = a.check();
         assert!(
             v.contains(&PhysViolation::FramesUnaccounted {
@@ -436,9 +436,9 @@ mod tests {
     fn checker_catches_unmerged_buddies_and_wrong_lists() {
         let mut a = small(CmaUse::Never);
         // Split an order-3 block by hand into two order-2 halves: buddies.
-        a.del_free(0, o(3), FreeList::Movable);
-        a.add_free(0, o(2), FreeList::Movable);
-        a.add_free(4, o(2), FreeList::Movable);
+        a.del_free(Pfn::new(0), o(3), FreeList::Movable);
+        a.add_free(Pfn::new(0), o(2), FreeList::Movable);
+        a.add_free(Pfn::new(4), o(2), FreeList::Movable);
         assert_eq!(
             a.check(),
             vec![PhysViolation::FreeBuddiesNotMerged {
@@ -448,8 +448,8 @@ mod tests {
             }]
         );
         let mut a = small(CmaUse::Never);
-        a.del_free(8, o(3), FreeList::Movable);
-        a.add_free(8, o(3), FreeList::Unmovable);
+        a.del_free(Pfn::new(8), o(3), FreeList::Movable);
+        a.add_free(Pfn::new(8), o(3), FreeList::Unmovable);
         let v = a.check();
         assert!(
             matches!(

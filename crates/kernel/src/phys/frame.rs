@@ -343,7 +343,7 @@ mod tests {
 
     #[test]
     fn sections_materialise_with_carved_out_frames() {
-        let g = PhysGeometry::new(12, 2, 3)
+        let g = PhysGeometry::new(mte::PageGeometry::FOUR_K, Order::new(2), Order::new(3))
             .unwrap()
             .with_section_shift(4)
             .unwrap();

@@ -168,7 +168,7 @@ impl BuddyAllocator {
             }
         }
         for pb in starts {
-            self.isolate_pageblock(pb);
+            self.isolate_pageblock(Pfn::new(pb));
         }
         Ok(IsolatedRange { range, pageblocks })
     }
@@ -244,7 +244,7 @@ impl BuddyAllocator {
     /// a free block larger than the pageblock is split first (its other
     /// pageblocks re-merge on their own), then the pageblock's free blocks
     /// move to the Isolate list.
-    fn isolate_pageblock(&mut self, pb_start: u64) {
+    fn isolate_pageblock(&mut self, pb_start: Pfn) {
         let g = *self.geometry();
         let large = self
             .find_free_block(pb_start)
@@ -270,8 +270,8 @@ impl BuddyAllocator {
     pub fn undo_isolate_range(&mut self, isolated: IsolatedRange) {
         let g = *self.geometry();
         let IsolatedRange { pageblocks, .. } = isolated;
-        let mut pb = pageblocks.start.as_u64();
-        while pb < pageblocks.end().as_u64() {
+        let mut pb = pageblocks.start;
+        while pb < pageblocks.end() {
             let i = self
                 .pageblock_index(pb)
                 .expect("BUG: pageblock outside the span");
@@ -368,22 +368,21 @@ impl BuddyAllocator {
     /// Takes the free frames of `range` out of their free blocks, putting the
     /// parts of those blocks outside `range` back. All or nothing.
     fn carve(&mut self, range: PfnRange, isolated: bool) -> Result<ClaimedRange, ClaimError> {
-        let end = range.end().as_u64();
+        let end = range.end();
         let mut blocks = Vec::new();
-        let mut pfn = range.start.as_u64();
+        let mut pfn = range.start;
         while pfn < end {
             let Some((head, order, list)) = self.find_free_block(pfn) else {
-                let at = Pfn::new(pfn);
                 let status = self
-                    .frame_status(at)
+                    .frame_status(pfn)
                     .expect("BUG: present frame without status");
-                return Err(ClaimError::NotFree { pfn: at, status });
+                return Err(ClaimError::NotFree { pfn, status });
             };
             match (isolated, list == FreeList::Isolate) {
                 (true, false) => {
-                    panic!("BUG: free block {head:#x} of an isolated pageblock on {list:?}")
+                    panic!("BUG: free block {head} of an isolated pageblock on {list:?}")
                 }
-                (false, true) => return Err(ClaimError::Isolated { pfn: Pfn::new(pfn) }),
+                (false, true) => return Err(ClaimError::Isolated { pfn }),
                 _ => {}
             }
             blocks.push((head, order, list));
@@ -391,9 +390,9 @@ impl BuddyAllocator {
         }
         for (head, order, list) in blocks {
             self.del_free(head, order, list);
-            let from = head.max(range.start.as_u64());
+            let from = head.max(range.start);
             let to = (head + order.pages()).min(end);
-            for meta in self.frames.materialise_block(Pfn::new(from), to - from) {
+            for meta in self.frames.materialise_block(from, to - from) {
                 meta.set_state(FrameState::Claimed);
             }
             self.free_pieces(head, from);
@@ -424,7 +423,7 @@ impl BuddyAllocator {
             pfn = section_end;
         }
         self.counters.claimed -= range.count;
-        self.free_pieces(range.start.as_u64(), end);
+        self.free_pieces(range.start, range.end());
     }
 }
 

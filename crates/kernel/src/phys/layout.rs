@@ -20,69 +20,24 @@
 //! memory is split into the largest aligned buddies that fit, as Linux's
 //! `memblock_free_all()` -> `__free_pages_memory()` does.
 
-use core::fmt;
-use mte::{Pfn, PfnRange};
+pub use mte::Order;
+use mte::{PageGeometry, Pfn, PfnRange};
 use thiserror::Error;
-
-/// A buddy order: a block of `2^order` frames.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Order(u8);
-
-impl Order {
-    /// The largest order a frame count can express (`2^63` frames).
-    pub const LIMIT: u8 = 63;
-
-    /// An order from a literal; panics (a `BUG:`) above [`Self::LIMIT`].
-    pub const fn new(order: u8) -> Self {
-        assert!(order <= Self::LIMIT, "BUG: order above 63");
-        Self(order)
-    }
-
-    pub const fn try_new(order: u8) -> Option<Self> {
-        if order <= Self::LIMIT {
-            Some(Self(order))
-        } else {
-            None
-        }
-    }
-
-    pub const fn get(self) -> u8 {
-        self.0
-    }
-
-    /// Frames in a block of this order.
-    pub const fn pages(self) -> u64 {
-        1 << self.0
-    }
-}
-
-impl fmt::Debug for Order {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Order({})", self.0)
-    }
-}
-
-impl fmt::Display for Order {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
 
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum LayoutError {
-    #[error("page shift {page_shift} is outside {min}..={max}")]
-    PageShift { page_shift: u32, min: u32, max: u32 },
-    #[error("maximum order {max_order} is above {limit}")]
-    MaxOrder { max_order: u8, limit: u8 },
     #[error("pageblock order {pageblock_order} is above the maximum order {max_order}")]
-    PageblockOrder { pageblock_order: u8, max_order: u8 },
+    PageblockOrder {
+        pageblock_order: Order,
+        max_order: Order,
+    },
     #[error(
         "section shift {section_shift} must lie in {max_order}..={limit} (a max-order block \
          fits in one section; Linux: SECTION_SIZE_BITS >= MAX_PAGE_ORDER + PAGE_SHIFT)"
     )]
     SectionShift {
         section_shift: u32,
-        max_order: u8,
+        max_order: Order,
         limit: u32,
     },
     #[error("the layout has no memory region")]
@@ -105,11 +60,12 @@ pub enum LayoutError {
     },
 }
 
-/// The allocator's geometry: the one place that defines page, pageblock,
-/// max-order and section sizes.
+/// The allocator's geometry: the one place that defines pageblock, max-order
+/// and section sizes. The page size is the machine's [`PageGeometry`] (from
+/// its `mte::Geometry`), held here, not redefined.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct PhysGeometry {
-    page_shift: u32,
+    page: PageGeometry,
     pageblock_order: Order,
     max_order: Order,
     section_shift: u32,
@@ -119,40 +75,29 @@ impl PhysGeometry {
     /// Frames per sparse section as a power of two: 2^15 frames, 128 MiB with
     /// 4 KiB pages (Linux arm64: `SECTION_SIZE_BITS` 27).
     pub const DEFAULT_SECTION_SHIFT: u32 = 15;
-    /// Page sizes from 256 bytes to 1 MiB are accepted; Arm has 4K, 16K, 64K.
-    pub const PAGE_SHIFTS: core::ops::RangeInclusive<u32> = 8..=20;
-    /// Orders above this would make a single block larger than any machine.
-    pub const MAX_ORDER_LIMIT: u8 = 20;
     /// Sections larger than 2^32 frames would overflow in-section indices.
     pub const SECTION_SHIFT_LIMIT: u32 = 32;
 
     /// `max_order` is inclusive (Linux `MAX_PAGE_ORDER`, 10 on arm64 4K:
     /// orders 0..=10); `pageblock_order` is 9 for 4K pages (2 MiB).
-    pub fn new(page_shift: u32, pageblock_order: u8, max_order: u8) -> Result<Self, LayoutError> {
-        if !Self::PAGE_SHIFTS.contains(&page_shift) {
-            return Err(LayoutError::PageShift {
-                page_shift,
-                min: *Self::PAGE_SHIFTS.start(),
-                max: *Self::PAGE_SHIFTS.end(),
-            });
-        }
-        if max_order > Self::MAX_ORDER_LIMIT {
-            return Err(LayoutError::MaxOrder {
-                max_order,
-                limit: Self::MAX_ORDER_LIMIT,
-            });
-        }
+    /// Orders of at most [`Order::MAX`] are accepted (larger would make a
+    /// single block larger than any machine).
+    pub fn new(
+        page: PageGeometry,
+        pageblock_order: Order,
+        max_order: Order,
+    ) -> Result<Self, LayoutError> {
         if pageblock_order > max_order {
             return Err(LayoutError::PageblockOrder {
                 pageblock_order,
                 max_order,
             });
         }
-        let section_shift = Self::DEFAULT_SECTION_SHIFT.max(u32::from(max_order));
+        let section_shift = Self::DEFAULT_SECTION_SHIFT.max(u32::from(max_order.get()));
         Ok(Self {
-            page_shift,
-            pageblock_order: Order::new(pageblock_order),
-            max_order: Order::new(max_order),
+            page,
+            pageblock_order,
+            max_order,
             section_shift,
         })
     }
@@ -164,7 +109,7 @@ impl PhysGeometry {
         {
             return Err(LayoutError::SectionShift {
                 section_shift,
-                max_order: self.max_order.get(),
+                max_order: self.max_order,
                 limit: Self::SECTION_SHIFT_LIMIT,
             });
         }
@@ -174,12 +119,17 @@ impl PhysGeometry {
         })
     }
 
+    /// The machine's page size and what follows from it.
+    pub fn page(&self) -> PageGeometry {
+        self.page
+    }
+
     pub fn page_shift(&self) -> u32 {
-        self.page_shift
+        self.page.page_shift()
     }
 
     pub fn page_size(&self) -> u64 {
-        1 << self.page_shift
+        self.page.page_size()
     }
 
     pub fn pageblock_order(&self) -> Order {
@@ -205,25 +155,18 @@ impl PhysGeometry {
 
     /// The pageblock holding `pfn`, as the frame that starts it.
     pub fn pageblock_start(&self, pfn: Pfn) -> Pfn {
-        Pfn::new(align_down(pfn.as_u64(), self.pageblock_order))
+        pfn.align_down(self.pageblock_order)
     }
 
     /// The pageblocks that hold any frame of `range`, as a frame range.
     pub fn pageblocks_of(&self, range: PfnRange) -> PfnRange {
-        let start = align_down(range.start.as_u64(), self.pageblock_order);
-        let end = align_up(range.end().as_u64(), self.pageblock_order);
-        PfnRange::new(Pfn::new(start), end - start)
+        let start = range.start.align_down(self.pageblock_order);
+        let end = range
+            .end()
+            .checked_align_up(self.pageblock_order)
+            .expect("BUG: a region ends within the last pageblock of the frame numbers");
+        PfnRange::new(start, end - start)
     }
-}
-
-/// `pfn` rounded down to a multiple of `2^order`.
-pub(crate) fn align_down(pfn: u64, order: Order) -> u64 {
-    pfn & !(order.pages() - 1)
-}
-
-/// `pfn` rounded up to a multiple of `2^order`.
-pub(crate) fn align_up(pfn: u64, order: Order) -> u64 {
-    align_down(pfn + (order.pages() - 1), order)
 }
 
 /// What a region of physical memory is.
@@ -306,7 +249,7 @@ impl PhysLayout {
                 .start
                 .as_u64()
                 .checked_add(region.range.count)
-                .is_some_and(|end| end <= u64::MAX >> geometry.page_shift);
+                .is_some_and(|end| end <= u64::MAX >> geometry.page_shift());
             if !fits {
                 return Err(LayoutError::RegionOverflow {
                     range: region.range,
@@ -431,18 +374,15 @@ mod tests {
     #[test]
     fn geometry_validates_orders_and_sections() {
         // Linux arm64 4K: PAGE_SHIFT 12, pageblock_order 9, MAX_PAGE_ORDER 10.
-        let g = PhysGeometry::new(12, 9, 10).unwrap();
+        let g =
+            PhysGeometry::new(mte::PageGeometry::FOUR_K, Order::new(9), Order::new(10)).unwrap();
         assert_eq!(g.page_size(), 4096);
         assert_eq!(g.pageblock_pages(), 512);
         assert_eq!(g.max_order().pages(), 1024);
         assert_eq!(g.section_pages(), 1 << 15);
         assert!(matches!(
-            PhysGeometry::new(12, 11, 10),
+            PhysGeometry::new(mte::PageGeometry::FOUR_K, Order::new(11), Order::new(10)),
             Err(LayoutError::PageblockOrder { .. })
-        ));
-        assert!(matches!(
-            PhysGeometry::new(7, 2, 3),
-            Err(LayoutError::PageShift { .. })
         ));
         assert!(matches!(
             g.with_section_shift(9),
@@ -457,7 +397,7 @@ mod tests {
 
     #[test]
     fn layout_sorts_and_rejects_overlap() {
-        let g = PhysGeometry::new(12, 2, 3).unwrap();
+        let g = PhysGeometry::new(mte::PageGeometry::FOUR_K, Order::new(2), Order::new(3)).unwrap();
         let l = PhysLayout::new(
             g,
             vec![
@@ -497,7 +437,7 @@ mod tests {
     #[test]
     fn cma_must_not_share_a_pageblock_with_other_memory() {
         // Pageblocks of 4 frames: DRAM [0, 10) and CMA [10, 14) share [8, 12).
-        let g = PhysGeometry::new(12, 2, 3).unwrap();
+        let g = PhysGeometry::new(mte::PageGeometry::FOUR_K, Order::new(2), Order::new(3)).unwrap();
         let err = PhysLayout::new(
             g,
             vec![

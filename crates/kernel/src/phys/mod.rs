@@ -99,7 +99,8 @@ mod tests {
     /// 1 TiB of DRAM from 2 GiB (pfn 0x80000) and 32 GiB of CMA after it,
     /// with Linux arm64 4K geometry.
     fn terabyte() -> PhysLayout {
-        let g = PhysGeometry::new(12, 9, 10).unwrap();
+        let g =
+            PhysGeometry::new(mte::PageGeometry::FOUR_K, Order::new(9), Order::new(10)).unwrap();
         let dram = 1u64 << 28;
         PhysLayout::new(
             g,

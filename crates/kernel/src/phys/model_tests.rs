@@ -93,7 +93,7 @@ fn layout(which: u8) -> PhysLayout {
             ],
         ),
         _ => (
-            PhysGeometry::new(12, 2, 4)
+            PhysGeometry::new(mte::PageGeometry::FOUR_K, Order::new(2), Order::new(4))
                 .unwrap()
                 .with_section_shift(4)
                 .unwrap(),

@@ -11,8 +11,10 @@
 //!
 //! Invariants: runs are disjoint, never adjacent (adjacent runs are joined),
 //! every head is a multiple of the block size, and `len` is the number of
-//! heads.
+//! heads. Heads are [`Pfn`]s at the interface and plain frame numbers inside
+//! the map, where the run arithmetic lives.
 
+use mte::Pfn;
 use std::collections::BTreeMap;
 
 #[derive(Clone, Debug)]
@@ -49,18 +51,22 @@ impl BlockRuns {
         (head < start + count * self.block).then_some((start, count))
     }
 
-    pub(crate) fn contains(&self, head: u64) -> bool {
+    pub(crate) fn contains(&self, head: Pfn) -> bool {
+        let head = head.as_u64();
         self.run_of(head)
             .is_some_and(|(start, _)| (head - start).is_multiple_of(self.block))
     }
 
     /// The lowest head.
-    pub(crate) fn first(&self) -> Option<u64> {
-        self.runs.first_key_value().map(|(&start, _)| start)
+    pub(crate) fn first(&self) -> Option<Pfn> {
+        self.runs
+            .first_key_value()
+            .map(|(&start, _)| Pfn::new(start))
     }
 
     /// Adds `head`; false if it was already there.
-    pub(crate) fn insert(&mut self, head: u64) -> bool {
+    pub(crate) fn insert(&mut self, head: Pfn) -> bool {
+        let head = head.as_u64();
         debug_assert_eq!(head % self.block, 0, "BUG: misaligned free block head");
         if self.run_of(head).is_some() {
             return false;
@@ -83,7 +89,8 @@ impl BlockRuns {
     }
 
     /// Removes `head`; false if it was not there.
-    pub(crate) fn remove(&mut self, head: u64) -> bool {
+    pub(crate) fn remove(&mut self, head: Pfn) -> bool {
+        let head = head.as_u64();
         let Some((start, count)) = self.run_of(head) else {
             return false;
         };
@@ -104,21 +111,23 @@ impl BlockRuns {
     }
 
     /// The heads in `[from, to)`, lowest first.
-    pub(crate) fn heads_in(&self, from: u64, to: u64) -> impl Iterator<Item = u64> + '_ {
+    pub(crate) fn heads_in(&self, from: Pfn, to: Pfn) -> impl Iterator<Item = Pfn> + '_ {
+        let (from, to) = (from.as_u64(), to.as_u64());
         let block = self.block;
         let first_run = self.run_of(from).map_or(from, |(start, _)| start);
         self.runs
             .range(first_run..to)
             .flat_map(move |(&start, &count)| (0..count).map(move |i| start + i * block))
             .filter(move |&head| head >= from && head < to)
+            .map(Pfn::new)
     }
 
     /// Every head, lowest first.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = Pfn> + '_ {
         let block = self.block;
         self.runs
             .iter()
-            .flat_map(move |(&start, &count)| (0..count).map(move |i| start + i * block))
+            .flat_map(move |(&start, &count)| (0..count).map(move |i| Pfn::new(start + i * block)))
     }
 
     /// Every run as (first head, blocks).
@@ -136,21 +145,22 @@ mod tests {
 
     #[test]
     fn runs_join_and_split() {
+        let p = Pfn::new;
         let mut r = BlockRuns::new(4);
-        assert!(r.insert(8));
-        assert!(r.insert(16));
+        assert!(r.insert(p(8)));
+        assert!(r.insert(p(16)));
         assert_eq!(r.runs(), 2);
-        assert!(r.insert(12), "joins [8] and [16] into one run");
+        assert!(r.insert(p(12)), "joins [8] and [16] into one run");
         assert_eq!(r.runs(), 1);
-        assert!(!r.insert(12));
+        assert!(!r.insert(p(12)));
         assert_eq!(r.len(), 3);
-        assert!(r.contains(12) && !r.contains(13) && !r.contains(20));
-        assert!(r.remove(12));
+        assert!(r.contains(p(12)) && !r.contains(p(13)) && !r.contains(p(20)));
+        assert!(r.remove(p(12)));
         assert_eq!(r.runs(), 2);
-        assert_eq!(r.iter().collect::<Vec<_>>(), vec![8, 16]);
-        assert_eq!(r.first(), Some(8));
-        assert!(!r.remove(12));
-        assert_eq!(r.heads_in(9, 100).collect::<Vec<_>>(), vec![16]);
+        assert_eq!(r.iter().collect::<Vec<_>>(), vec![p(8), p(16)]);
+        assert_eq!(r.first(), Some(p(8)));
+        assert!(!r.remove(p(12)));
+        assert_eq!(r.heads_in(p(9), p(100)).collect::<Vec<_>>(), vec![p(16)]);
     }
 
     proptest! {
@@ -162,7 +172,7 @@ mod tests {
             let mut runs = BlockRuns::new(2);
             let mut model = BTreeSet::new();
             for (insert, slot) in ops {
-                let head = slot * 2;
+                let head = Pfn::new(slot * 2);
                 if insert {
                     prop_assert_eq!(runs.insert(head), model.insert(head));
                 } else {
@@ -179,10 +189,10 @@ mod tests {
             prop_assert_eq!(runs.iter().collect::<Vec<_>>(), model.iter().copied().collect::<Vec<_>>());
             let to = from + len;
             prop_assert_eq!(
-                runs.heads_in(from, to).collect::<Vec<_>>(),
-                model.range(from..to.max(from)).copied().collect::<Vec<_>>()
+                runs.heads_in(Pfn::new(from), Pfn::new(to)).collect::<Vec<_>>(),
+                model.range(Pfn::new(from)..Pfn::new(to.max(from))).copied().collect::<Vec<_>>()
             );
-            for head in 0..140 {
+            for head in (0..140).map(Pfn::new) {
                 prop_assert_eq!(runs.contains(head), model.contains(&head));
             }
         }

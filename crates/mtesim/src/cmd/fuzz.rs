@@ -1,10 +1,14 @@
-//! `mtesim fuzz [--ops N] [--seed S] [--policy none|static|dynamic]
+//! `mtesim fuzz [--ops N] [--seed S] [--set tag-storage=DESIGN]
 //! [--out FILE] [--machine kernel|reference] [--shard K/N]`: differential
 //! testing of the
 //! machine under test against the reference model
 //! ([`difftest`]).
 //!
-//! Runs random programs of 100-300 steps under the policy, in lockstep on
+//! The generator draws every platform key itself (memory, block size, swap,
+//! THP, ...) except the design, which `--set tag-storage=` chooses (the
+//! default, `dynamic`, otherwise); `--set` of any other key is refused.
+//!
+//! Runs random programs of 100-300 steps under the design, in lockstep on
 //! the machine under test (`--machine`, the kernel by default, built by
 //! [`scenario::machine::make_machine`]) and the reference model, until `N`
 //! steps have run or the first failure. A failure is shrunk and written to
@@ -34,7 +38,7 @@ use std::process::ExitCode;
 
 use difftest::{FuzzConfig, FuzzReport, fuzz};
 use platform::num::{Suffix, parse_u64};
-use platform::{Platform, TagStoragePolicy};
+use platform::{Design, Platform};
 use scenario::machine::{MachineKind, make_machine};
 
 use super::{fail, print_stdout};
@@ -47,9 +51,10 @@ pub struct Args {
     /// Seed of the programs (decimal or 0x hex).
     #[arg(long, value_name = "S", default_value_t = 0, value_parser = parse_count)]
     pub seed: u64,
-    /// Tag storage policy of the generated platforms.
-    #[arg(long, value_name = "POLICY", default_value = "dynamic", value_parser = parse_policy)]
-    pub policy: TagStoragePolicy,
+    /// `tag-storage=DESIGN`: the tag storage design of the generated
+    /// platforms (the generator draws every other key).
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
+    pub set: Vec<Design>,
     /// Where to write the shrunk failing program.
     #[arg(long, value_name = "FILE", default_value = "fuzz-failure.mte")]
     pub out: PathBuf,
@@ -66,15 +71,16 @@ fn parse_count(text: &str) -> Result<u64, String> {
     parse_u64(text, Suffix::Forbidden).map_err(|e| e.to_string())
 }
 
-fn parse_policy(text: &str) -> Result<TagStoragePolicy, String> {
-    [
-        TagStoragePolicy::None,
-        TagStoragePolicy::Static,
-        TagStoragePolicy::Dynamic,
-    ]
-    .into_iter()
-    .find(|p| p.as_str() == text)
-    .ok_or_else(|| format!("unknown policy `{text}` (expected none, static or dynamic)"))
+fn parse_set(text: &str) -> Result<Design, String> {
+    let (key, _) = super::parse_set(text)?;
+    match text.split_once('=') {
+        Some(("tag-storage", name)) => {
+            Design::by_name(name).ok_or_else(|| format!("BUG: `{name}` passed parse_set"))
+        }
+        _ => Err(format!(
+            "the fuzzer draws `{key}` itself; only `tag-storage` can be set"
+        )),
+    }
 }
 
 fn parse_machine(text: &str) -> Result<MachineKind, String> {
@@ -90,11 +96,12 @@ pub fn run(args: &Args) -> ExitCode {
     let kind = args.machine;
     let under_test = move |platform: &Platform| make_machine(kind, platform);
     let reference = |platform: &Platform| make_machine(MachineKind::Reference, platform);
+    let design = args.set.last().copied().unwrap_or_default();
     let config = FuzzConfig {
         shard: args
             .shard
             .map_or((0, 1), |s| (u64::from(s.index), u64::from(s.count))),
-        ..FuzzConfig::new(args.ops, args.seed, args.policy)
+        ..FuzzConfig::new(args.ops, args.seed, design)
     };
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));

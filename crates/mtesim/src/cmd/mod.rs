@@ -6,7 +6,11 @@ pub mod bench;
 pub mod explore;
 pub mod fuzz;
 pub mod platform;
+pub mod record;
+pub mod replay;
 pub mod run;
+pub mod trace;
+pub mod trace_json;
 
 use std::fmt::Display;
 use std::io::Write;

@@ -99,7 +99,7 @@ fn to_text(platform: &Platform) -> String {
     let machine = vec![
         vec![
             "tag-storage".to_owned(),
-            platform.policy().as_str().to_owned(),
+            platform.policy().name().to_owned(),
         ],
         vec!["page-size".to_owned(), format_size(platform.page_size())],
         vec!["block-size".to_owned(), block_size],
@@ -193,7 +193,7 @@ fn to_json(platform: &Platform) -> Value {
     let settings = platform.settings();
     let span = |r: MemRange| json!({ "base": r.base.as_u64(), "size": r.size });
     let mut object = json!({
-        "policy": platform.policy().as_str(),
+        "policy": platform.policy().name(),
         "page_size": platform.page_size(),
         "block_size": platform.block_size(),
         "settings": {

@@ -1,4 +1,4 @@
-//! `mtesim run FILES_OR_DIRS... [--verbose] [--json] [--seed S]
+//! `mtesim run FILES_OR_DIRS... [--verbose] [--trace] [--trace-json FILE] [--json] [--seed S]
 //! [--schedule-seed S] [--schedule STRING] [--jobs N] [--machine kernel|reference]
 //! [--check-invariants]`: run
 //! scenarios, each on a fresh machine (`docs/language.md`, "Running").
@@ -11,11 +11,16 @@
 //! the order of that list: arguments in the order given, each directory
 //! expanded in place.
 //!
+//! With `--trace`, the verbose trace shows under each command the events
+//! the machine recorded while it ran (`uapi::event`); `--trace-json FILE`
+//! writes the same events as JSON lines ([`super::trace_json`]).
+//!
 //! Output, per file, on stdout: with `--verbose` every command and
 //! expectation with its result (`  12: p load a#7 8 => value 0x0`), then
 //! `  schedule: STRING`, the schedule of its parallel blocks (also without
 //! `--verbose` when a line failed inside or after a `parallel` block), then
-//! one `FAIL file:line: expected X, got Y` per failure, or `PASS file`. On stderr: a malformed file's
+//! one `FAIL file:line: expected X, got Y` per failure, or `PASS file`.
+//! On stderr: a malformed file's
 //! `file:line:column: message` followed by the offending line with a caret
 //! (miette, no colours unless stderr is a terminal), `file: error` for an
 //! unreadable file, `file: cannot run: ...` when no machine can be built,
@@ -77,6 +82,15 @@ pub struct Args {
     /// Print every command and expectation with its result.
     #[arg(long)]
     pub verbose: bool,
+    /// Print, under each command, what the machine did inside (faults, tag
+    /// block reservations, migrations, splits, swap, COW copies); implies
+    /// --verbose.
+    #[arg(long)]
+    pub trace: bool,
+    /// Write the machine's events as JSON lines to FILE (docs/cli.md has
+    /// the schema).
+    #[arg(long, value_name = "FILE")]
+    pub trace_json: Option<PathBuf>,
     /// Print the final counters as JSON on stdout (everything else goes to
     /// stderr).
     #[arg(long)]
@@ -162,7 +176,8 @@ pub fn run(args: &Args) -> ExitCode {
         seed: args.seed,
         schedule_seed: args.schedule_seed,
         schedule: args.schedule.clone(),
-        verbose: args.verbose,
+        verbose: args.verbose || args.trace,
+        trace: args.trace || args.trace_json.is_some(),
         check_invariants: args.check_invariants,
         invariants_from_first_block: false,
         set: args.set.clone(),
@@ -191,6 +206,20 @@ pub fn run(args: &Args) -> ExitCode {
         },
     };
     bar.finish_and_clear();
+    if let Some(path) = &args.trace_json {
+        let mut text = String::new();
+        for (input, outcome) in inputs.iter().zip(&outcomes) {
+            if let (Input::File(file), Some(report)) = (input, &outcome.report) {
+                text.push_str(&super::trace_json::lines(
+                    &file.display().to_string(),
+                    &report.steps,
+                ));
+            }
+        }
+        if let Err(e) = std::fs::write(path, text) {
+            return super::fail(format_args!("{}: {e}", path.display()));
+        }
+    }
 
     let passed = outcomes.iter().filter(|o| o.status == Status::Pass).count();
     let failed = outcomes.len() - passed;

@@ -52,12 +52,13 @@ mod tests;
 pub use blob::{BlobError, FDT_MAGIC, MAX_DEPTH, StructProblem};
 
 use crate::error::PlatformError;
-use crate::geometry::{GeometryError, MemRange, TAG_RATIO, TagRegion};
 use crate::machine::{KernelSettings, Platform};
-use crate::spec::{PlatformSpec, TagStoragePolicy};
+use crate::spec::{Design, PlatformSpec};
 use fdt::Fdt;
 use fdt::node::FdtNode;
+use mte::DATA_BYTES_PER_TAG_BYTE as TAG_RATIO;
 use mte::PhysAddr;
+use mte::geometry::{GeometryError, MemRange, TagRegion};
 use std::collections::BTreeMap;
 use std::path::Path;
 use thiserror::Error;
@@ -201,9 +202,9 @@ impl Platform {
         };
         let (dram, regions) = layout(bytes).map_err(dtb)?;
         let policy = if regions.is_empty() {
-            TagStoragePolicy::None
+            Design::NONE
         } else {
-            TagStoragePolicy::Dynamic
+            Design::DYNAMIC
         };
         let spec = PlatformSpec::default();
         Self::build(

@@ -2,7 +2,7 @@
 //! number; and every way a tree can fail.
 
 use super::*;
-use crate::geometry::TagBlock;
+use mte::geometry::TagBlock;
 use mte::{Pfn, PhysAddr};
 use proptest::prelude::*;
 use vm_fdt::FdtWriter;
@@ -176,7 +176,7 @@ fn error(bytes: &[u8]) -> DtbError {
 /// - data page n has its tags at 0xfc00_0000 + n * 128.
 fn assert_fvp(p: &Platform) {
     let g = p.geometry();
-    assert_eq!(p.policy(), TagStoragePolicy::Dynamic);
+    assert_eq!(p.policy(), Design::DYNAMIC);
     assert_eq!(p.dram(), &[MemRange::new(FVP_DRAM.0, FVP_DRAM.1)]);
     assert_eq!(
         p.tag_regions(),
@@ -207,10 +207,10 @@ fn assert_fvp(p: &Platform) {
     assert!(!g.is_dram(Pfn::new(0xfc000)) && g.is_tag_storage(Pfn::new(0xfc000)));
     assert_eq!(g.tag_bytes_of(Pfn::new(0xfc000)), None);
     // order 0..5: one tag page; order 9 (2M): 512/32 = 16; order 10: 32.
-    assert_eq!(g.blocks_for_order(0), 1);
-    assert_eq!(g.blocks_for_order(5), 1);
-    assert_eq!(g.blocks_for_order(9), 16);
-    assert_eq!(g.blocks_for_order(10), 32);
+    assert_eq!(g.blocks_for_order(mte::Order::new(0)), 1);
+    assert_eq!(g.blocks_for_order(mte::Order::new(5)), 1);
+    assert_eq!(g.blocks_for_order(mte::Order::new(9)), 16);
+    assert_eq!(g.blocks_for_order(mte::Order::new(10)), 32);
     assert_eq!(*p.settings(), KernelSettings::default());
 }
 
@@ -316,14 +316,14 @@ fn bigger_blocks() {
     ])));
     let g = p.geometry();
     assert_eq!((g.block_pages(), g.tag_blocks()), (16, 992));
-    assert_eq!(g.blocks_for_order(9), 1);
+    assert_eq!(g.blocks_for_order(mte::Order::new(9)), 1);
     assert_eq!(p.block_size(), Some(64 << 10));
 }
 
 #[test]
 fn no_tag_storage_is_a_machine_without_mte() {
     let p = platform(&blob(root(vec![memory("memory@80000000", 1, &[FVP_DRAM])])));
-    assert_eq!(p.policy(), TagStoragePolicy::None);
+    assert_eq!(p.policy(), Design::NONE);
     let g = p.geometry();
     assert_eq!(
         (g.dram_pages(), g.tag_storage_pages(), g.tag_blocks()),
@@ -379,7 +379,7 @@ fn linux_conventions_for_memory_nodes() {
         ],
     )));
     assert_eq!(p.dram(), &[MemRange::new(0x8000_0000, 64 * M)]);
-    assert_eq!(p.policy(), TagStoragePolicy::None);
+    assert_eq!(p.policy(), Design::NONE);
 }
 
 #[test]

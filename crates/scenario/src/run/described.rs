@@ -98,7 +98,7 @@ impl DescribedMachine {
             "tag-storage" => {
                 let (wanted, actual) = (spec.tag_storage, p.policy());
                 return (wanted != actual)
-                    .then(|| (wanted.as_str().to_owned(), actual.as_str().to_owned()));
+                    .then(|| (wanted.name().to_owned(), actual.name().to_owned()));
             }
             _ => return None,
         };

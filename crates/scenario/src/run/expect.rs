@@ -16,7 +16,7 @@
 
 use mte::{GRANULE_SIZE, Tag, TaggedPtr};
 use thiserror::Error;
-use uapi::{Counter, Machine, PageState};
+use uapi::{Counter, Machine, PageState, Violation};
 
 use crate::run::lower::{Bindings, EvalError, ptr_text};
 use lang::ast::{CmpOp, Expect, Names, ProcId, PtrExpr};
@@ -39,8 +39,8 @@ pub enum ExpectError {
         value: u64,
         actual: u64,
     },
-    #[error("expected invariants to hold, got {} violated: {}", violations.len(), violations.join("; "))]
-    Invariants { violations: Vec<String> },
+    #[error("expected invariants to hold, got {} violated: {}", violations.len(), join(violations))]
+    Invariants { violations: Vec<Violation> },
     #[error("expected {what}, got no process `{process}` (its spawn or fork failed)")]
     NoProcess { what: String, process: String },
     /// `described` is [`EvalError::describe`] with the script's names.
@@ -69,6 +69,11 @@ pub enum ExpectError {
     /// state a negated expectation found.
     #[error("expected {what}, got {found}")]
     PageState { what: String, found: String },
+}
+
+fn join(violations: &[Violation]) -> String {
+    let texts: Vec<String> = violations.iter().map(ToString::to_string).collect();
+    texts.join("; ")
 }
 
 /// `Ok` when the expectation holds, else why not.

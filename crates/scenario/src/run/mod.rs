@@ -48,6 +48,7 @@ use core::fmt;
 use platform::{Platform, PlatformSpec};
 use sched::{ChoicePoint, ChooseError, Chooser, CpuId, Recorder, Replay, Schedule, Sticky};
 use thiserror::Error;
+use uapi::event::Event;
 use uapi::{Counter, Machine, Outcome, Reply};
 
 use lang::ParseError;
@@ -73,6 +74,10 @@ pub struct RunOptions {
     pub schedule: Option<Schedule>,
     /// Record every command and expectation with its result.
     pub verbose: bool,
+    /// Also record, under each command, the machine's events
+    /// ([`uapi::event::Event`]: faults, tag block reservations, migrations,
+    /// ...). Implies `verbose`.
+    pub trace: bool,
     /// Check the machine's invariants after every command and `parallel`
     /// block, as if each were followed by `expect invariants` (the debug
     /// setting of `mtesim run --check-invariants`; the suites use it).
@@ -158,12 +163,21 @@ pub struct Step {
     /// The result in the scenario syntax (`value 0x0`), `holds` or `fails`
     /// for an expectation, the decisions made for a `parallel` block.
     pub result: String,
+    /// What the machine did inside while the line ran, oldest first (only
+    /// with [`RunOptions::trace`]).
+    pub events: Vec<Event>,
 }
 
 impl Step {
-    /// `  12: p load a#7 8 => value 0x0`.
+    /// `  12: p load a#7 8 => value 0x0`, then one indented line per event
+    /// (`        fault anon 0x7fff0000 mapped`).
     pub fn render(&self) -> String {
-        format!("  {}: {} => {}", self.line, self.text, self.result)
+        let mut out = format!("  {}: {} => {}", self.line, self.text, self.result);
+        for event in &self.events {
+            out.push_str("\n        ");
+            out.push_str(&event.to_string());
+        }
+        out
     }
 }
 
@@ -408,6 +422,8 @@ impl Chooser for BlockChooser<'_> {
 pub struct Runner<'a, M: Machine + ?Sized> {
     machine: &'a mut M,
     verbose: bool,
+    /// Collect the machine's events under each line's step.
+    trace: bool,
     source: Option<&'a [u8]>,
     check_invariants: bool,
     invariants_from_first_block: bool,
@@ -451,9 +467,11 @@ impl<'a, M: Machine + ?Sized> Runner<'a, M> {
             Some(schedule) => Strategy::Replay(Replay::new(schedule.clone())),
             None => Strategy::Sticky(Sticky::new(schedule_seed)),
         };
+        machine.set_trace(options.trace);
         Runner {
             machine,
-            verbose: options.verbose,
+            verbose: options.verbose || options.trace,
+            trace: options.trace,
             check_invariants: options.check_invariants,
             invariants_from_first_block: options.invariants_from_first_block,
             source: None,
@@ -508,13 +526,24 @@ impl<'a, M: Machine + ?Sized> Runner<'a, M> {
                 p.line
             }
         };
+        if self.trace {
+            let events = self.machine.take_events();
+            match self.report.steps.last_mut() {
+                Some(step) if step.line == line => step.events = events,
+                _ => debug_assert!(events.is_empty(), "BUG: events of line {line} with no step"),
+            }
+        }
         if self.check_invariants && (self.had_block || !self.invariants_from_first_block) {
             let violations = self.machine.invariant_violations();
             if !violations.is_empty() {
                 let message = format!(
                     "expected invariants to hold after this line, got {} violated: {}",
                     violations.len(),
-                    violations.join("; ")
+                    violations
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 );
                 self.fail(line, message);
             }
@@ -564,7 +593,12 @@ impl<'a, M: Machine + ?Sized> Runner<'a, M> {
             }
             None => fallback(),
         };
-        self.report.steps.push(Step { line, text, result });
+        self.report.steps.push(Step {
+            line,
+            text,
+            result,
+            events: Vec::new(),
+        });
     }
 
     /// The value of the outcome's `addr=`, if it has one.

@@ -24,7 +24,7 @@ struct Double {
     counters: BTreeMap<Counter, u64>,
     tags: Option<Vec<Tag>>,
     pages: BTreeMap<PageState, bool>,
-    violations: Vec<String>,
+    violations: Vec<uapi::Violation>,
     /// `run_parallel` fails this way (after asking the chooser).
     parallel_error: Option<MachineError>,
     /// The order `run_parallel` ran its ops in, per block.
@@ -121,7 +121,7 @@ impl Machine for Answering {
                 };
                 chooser
                     .choose(&point)
-                    .map_err(|e| MachineError::Schedule(e.to_string()))?
+                    .map_err(|e| MachineError::Schedule(e.into()))?
             };
             if let Some(error) = self.double.parallel_error.clone() {
                 return Err(error);
@@ -150,7 +150,7 @@ impl Machine for Answering {
         Some(self.double.pages.get(&state).copied().unwrap_or(false))
     }
 
-    fn invariant_violations(&self) -> Vec<String> {
+    fn invariant_violations(&self) -> Vec<uapi::Violation> {
         self.double.violations.clone()
     }
 }
@@ -483,7 +483,10 @@ fn expectations_observe_the_machine() {
         Tag::new(2).unwrap(),
     ]);
     m.double.pages.insert(PageState::Tagged, true);
-    m.double.violations = vec!["block 3 refcount 2, 1 tagged page".into()];
+    m.double.violations = vec![uapi::Violation::new(
+        uapi::Invariant::ReservedBlocks,
+        "block 3 refcount 2, 1 tagged page",
+    )];
     let report = run(
         "spawn p\np mmap a 4K\n\
          expect stat tag_storage.reserved == 3\n\
@@ -509,7 +512,8 @@ fn expectations_observe_the_machine() {
             ),
             (
                 6,
-                "expected invariants to hold, got 1 violated: block 3 refcount 2, 1 tagged page"
+                "expected invariants to hold, got 1 violated: invariant 3: block 3 refcount 2, \
+                 1 tagged page"
             ),
             (
                 8,
@@ -741,13 +745,17 @@ fn a_schedule_that_does_not_fit_is_a_run_error() {
 #[test]
 fn a_machine_that_cannot_finish_a_block_fails_it_and_stops_the_run() {
     let mut m = Answering::plain();
-    m.double.parallel_error = Some(MachineError::Schedule("deadlock: cpu0 and cpu1".into()));
+    m.double.parallel_error = Some(MachineError::Schedule(sched::SchedError::StepLimit {
+        limit: 7,
+        unfinished: vec![sched::CpuId::new(0), sched::CpuId::new(1)],
+    }));
     let report = run(&format!("{BLOCK}expect invariants\n"), &mut m);
     assert_eq!(
         lines(&report),
         [(
             4,
-            "expected the parallel block to complete, got deadlock: cpu0 and cpu1"
+            "expected the parallel block to complete, got step limit: 7 switch points reached; \
+             unfinished: cpu0, cpu1"
         )]
     );
     assert_eq!(report.status(), Status::Fail);
@@ -835,7 +843,10 @@ fn check_invariants_fails_every_command_line_after_which_they_break() {
     let src = "spawn p\np mmap a 4K\nexpect p page a tagged\np load a 8\n";
     let mut m = Answering::plain();
     m.double.pages.insert(PageState::Tagged, true);
-    m.double.violations = vec!["frame 7 in two states".into()];
+    m.double.violations = vec![uapi::Violation::new(
+        uapi::Invariant::FrameStates,
+        "frame 7 in two states",
+    )];
     assert!(run(src, &mut m).failures.is_empty(), "off by default");
     let options = RunOptions {
         check_invariants: true,
@@ -843,7 +854,7 @@ fn check_invariants_fails_every_command_line_after_which_they_break() {
     };
     let report = run_with(src, &mut m, &options);
     let message = "expected invariants to hold after this line, got 1 violated: \
-                   frame 7 in two states";
+                   invariant 4: frame 7 in two states";
     // Commands only: an expectation changes nothing.
     assert_eq!(lines(&report), [(1, message), (2, message), (4, message)]);
 }

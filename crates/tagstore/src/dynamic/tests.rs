@@ -8,7 +8,7 @@ use crate::testutil::{
     record,
 };
 use crate::{ClaimCause, ClaimError, OnMisuse, RangeError};
-use platform::{MemRange, TagRegion};
+use mte::{MemRange, TagRegion};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -43,7 +43,7 @@ fn tag_pfns(index: u64, block_pages: u64) -> PfnRange {
 fn order_0_reserves_one_block_with_one_reference() {
     // 4 KiB blocks: frame 33 has its tags in tag page 1 = block 1.
     let (mut m, mut src) = dynamic(4 << 10);
-    block_on(m.reserve(pfn(33), 0, &mut src)).unwrap();
+    block_on(m.reserve(pfn(33), Order::new(0), &mut src)).unwrap();
     assert_eq!(refs(&m), [(1, 1)]);
     assert_eq!(src.log, [Event::Claim(b(1), tag_pfns(1, 1), Ok(()))]);
     assert!(m.is_reserved(pfn(33)) && m.is_reserved(pfn(63)));
@@ -65,7 +65,7 @@ fn order_9_with_4k_blocks_takes_16_blocks_of_32_references() {
     // 512 frames / 32 frames per tag page = 16 one-page blocks, each holding
     // min(2^9, 32 * 1) = 32 references (RFC block_ref_add()).
     let (mut m, mut src) = dynamic(4 << 10);
-    block_on(m.reserve(pfn(512), 9, &mut src)).unwrap();
+    block_on(m.reserve(pfn(512), Order::new(9), &mut src)).unwrap();
     let expected: Vec<_> = (16..32).map(|i| (i, 32)).collect();
     assert_eq!(refs(&m), expected);
     assert_eq!(src.claims(), 16);
@@ -79,8 +79,8 @@ fn order_9_with_64k_blocks_takes_one_block_of_512_references() {
     // A 64 KiB block is 16 tag pages = the tags of 512 frames: one block with
     // min(2^9, 32 * 16) = 512 references. Order 0 in the next block: 1.
     let (mut m, mut src) = dynamic(64 << 10);
-    block_on(m.reserve(pfn(0), 9, &mut src)).unwrap();
-    block_on(m.reserve(pfn(513), 0, &mut src)).unwrap();
+    block_on(m.reserve(pfn(0), Order::new(9), &mut src)).unwrap();
+    block_on(m.reserve(pfn(513), Order::new(0), &mut src)).unwrap();
     assert_eq!(refs(&m), [(0, 512), (1, 1)]);
     assert_eq!(
         src.log,
@@ -90,7 +90,7 @@ fn order_9_with_64k_blocks_takes_one_block_of_512_references() {
         ]
     );
     // Order 10 spans two 64 KiB blocks of 512 references each.
-    block_on(m.reserve(pfn(1024), 10, &mut src)).unwrap();
+    block_on(m.reserve(pfn(1024), Order::new(10), &mut src)).unwrap();
     assert_eq!(refs(&m), [(0, 512), (1, 1), (2, 512), (3, 512)]);
     assert!(m.check().is_empty());
 }
@@ -98,9 +98,9 @@ fn order_9_with_64k_blocks_takes_one_block_of_512_references() {
 #[test]
 fn shared_blocks_gain_references_without_a_claim() {
     let (mut m, mut src) = dynamic(4 << 10);
-    block_on(m.reserve(pfn(0), 0, &mut src)).unwrap();
-    block_on(m.reserve(pfn(1), 0, &mut src)).unwrap();
-    block_on(m.reserve(pfn(8), 3, &mut src)).unwrap();
+    block_on(m.reserve(pfn(0), Order::new(0), &mut src)).unwrap();
+    block_on(m.reserve(pfn(1), Order::new(0), &mut src)).unwrap();
+    block_on(m.reserve(pfn(8), Order::new(3), &mut src)).unwrap();
     // 1 + 1 + 8 frames, all with tags in block 0; claimed once.
     assert_eq!(refs(&m), [(0, 10)]);
     assert_eq!(src.claims(), 1);
@@ -110,12 +110,12 @@ fn shared_blocks_gain_references_without_a_claim() {
 #[test]
 fn a_block_is_released_when_its_last_reference_goes() {
     let (mut m, mut src) = dynamic(4 << 10);
-    block_on(m.reserve(pfn(0), 0, &mut src)).unwrap();
-    block_on(m.reserve(pfn(1), 0, &mut src)).unwrap();
-    m.release(pfn(1), 0, &mut src);
+    block_on(m.reserve(pfn(0), Order::new(0), &mut src)).unwrap();
+    block_on(m.reserve(pfn(1), Order::new(0), &mut src)).unwrap();
+    m.release(pfn(1), Order::new(0), &mut src);
     assert_eq!(refs(&m), [(0, 1)]);
     assert_eq!(src.claimed, BTreeSet::from([b(0)]));
-    m.release(pfn(0), 0, &mut src);
+    m.release(pfn(0), Order::new(0), &mut src);
     assert_eq!(refs(&m), []);
     assert_eq!(src.log.last(), Some(&Event::Release(b(0), tag_pfns(0, 1))));
     assert!(src.claimed.is_empty());
@@ -129,7 +129,7 @@ fn transient_failures_are_retried_then_succeed() {
     // cma_alloc_range(..., 3, gfp): up to 3 tries on -EBUSY.
     let (mut m, mut src) = dynamic(4 << 10);
     src.transient.insert(b(0), 2);
-    block_on(m.reserve(pfn(0), 0, &mut src)).unwrap();
+    block_on(m.reserve(pfn(0), Order::new(0), &mut src)).unwrap();
     assert_eq!(
         src.log,
         [
@@ -147,7 +147,7 @@ fn retries_are_bounded() {
     let (mut m, mut src) = dynamic(4 << 10);
     src.transient.insert(b(0), 3);
     let before = m.clone();
-    let err = block_on(m.reserve(pfn(0), 0, &mut src)).unwrap_err();
+    let err = block_on(m.reserve(pfn(0), Order::new(0), &mut src)).unwrap_err();
     assert_eq!(
         err,
         ReserveError::Claim {
@@ -161,7 +161,7 @@ fn retries_are_bounded() {
     assert_eq!(m.counters().reserve_failures, 1);
     assert_eq!(refs(&m), refs(&before));
     // The fault path tries again later: the fourth claim succeeds.
-    block_on(m.reserve(pfn(0), 0, &mut src)).unwrap();
+    block_on(m.reserve(pfn(0), Order::new(0), &mut src)).unwrap();
     assert_eq!(refs(&m), [(0, 1)]);
 }
 
@@ -174,7 +174,7 @@ fn the_number_of_attempts_is_configurable() {
     let mut m = DynamicTagStorage::new(&machine(4 << 10), config);
     let mut src = MockSource::default();
     src.transient.insert(b(0), 1);
-    let err = block_on(m.reserve(pfn(0), 0, &mut src)).unwrap_err();
+    let err = block_on(m.reserve(pfn(0), Order::new(0), &mut src)).unwrap_err();
     assert!(matches!(err, ReserveError::Claim { attempts: 1, .. }));
     assert_eq!(src.claims(), 1);
 }
@@ -183,7 +183,7 @@ fn the_number_of_attempts_is_configurable() {
 fn permanent_failures_are_not_retried() {
     let (mut m, mut src) = dynamic(4 << 10);
     src.permanent.insert(b(0));
-    let err = block_on(m.reserve(pfn(0), 0, &mut src)).unwrap_err();
+    let err = block_on(m.reserve(pfn(0), Order::new(0), &mut src)).unwrap_err();
     assert_eq!(
         err,
         ReserveError::Claim {
@@ -204,10 +204,10 @@ fn a_failed_multi_block_reservation_rolls_everything_back() {
     // the RFC's out_error loop does. An earlier reservation (block 16) is
     // untouched.
     let (mut m, mut src) = dynamic(4 << 10);
-    block_on(m.reserve(pfn(512), 0, &mut src)).unwrap();
+    block_on(m.reserve(pfn(512), Order::new(0), &mut src)).unwrap();
     let (m_before, src_before) = (m.clone(), src.clone());
     src.permanent.insert(b(7));
-    let err = block_on(m.reserve(pfn(0), 9, &mut src)).unwrap_err();
+    let err = block_on(m.reserve(pfn(0), Order::new(9), &mut src)).unwrap_err();
     assert!(matches!(err, ReserveError::Claim { block, attempts: 1, .. } if block == b(7)));
 
     let mut after = m.clone();
@@ -233,10 +233,10 @@ fn rollback_keeps_the_references_of_shared_blocks() {
     let g = machine_at(0x8001_0000, 4 << 10);
     let mut m = DynamicTagStorage::new(&g, record());
     let mut src = MockSource::default();
-    block_on(m.reserve(Pfn::new(0x80030), 0, &mut src)).unwrap();
+    block_on(m.reserve(Pfn::new(0x80030), Order::new(0), &mut src)).unwrap();
     let before = m.clone();
     src.transient.insert(b(3), 5);
-    let err = block_on(m.reserve(Pfn::new(0x80040), 6, &mut src)).unwrap_err();
+    let err = block_on(m.reserve(Pfn::new(0x80040), Order::new(6), &mut src)).unwrap_err();
     assert_eq!(
         err,
         ReserveError::Claim {
@@ -250,7 +250,7 @@ fn rollback_keeps_the_references_of_shared_blocks() {
     assert_eq!(src.claimed, BTreeSet::from([b(1)]));
     // Once the block can be claimed the same call succeeds with exact shares.
     src.transient.clear();
-    block_on(m.reserve(Pfn::new(0x80040), 6, &mut src)).unwrap();
+    block_on(m.reserve(Pfn::new(0x80040), Order::new(6), &mut src)).unwrap();
     assert_eq!(refs(&m), [(1, 17), (2, 32), (3, 16)]);
     assert!(m.check().is_empty());
 }
@@ -264,11 +264,11 @@ fn the_zero_page_block_is_reserved_for_ever() {
     assert_eq!(m.zero_page(), Some(pfn(5)));
     assert_eq!(refs(&m), [(0, 1)]);
     assert_eq!(m.counters().reservations, 1);
-    block_on(m.reserve(pfn(6), 0, &mut src)).unwrap();
-    block_on(m.reserve(pfn(16), 4, &mut src)).unwrap();
+    block_on(m.reserve(pfn(6), Order::new(0), &mut src)).unwrap();
+    block_on(m.reserve(pfn(16), Order::new(4), &mut src)).unwrap();
     assert_eq!(refs(&m), [(0, 18)]);
-    m.release(pfn(6), 0, &mut src);
-    m.release(pfn(16), 4, &mut src);
+    m.release(pfn(6), Order::new(0), &mut src);
+    m.release(pfn(16), Order::new(4), &mut src);
     assert_eq!(refs(&m), [(0, 1)]);
     assert_eq!(src.claims(), 1);
     assert!(!src.log.iter().any(|e| matches!(e, Event::Release(..))));
@@ -280,18 +280,18 @@ fn releasing_the_zero_page_or_its_reference_is_a_misuse() {
     let (mut m, mut src) = dynamic(4 << 10);
     block_on(m.activate(pfn(5), &mut src)).unwrap();
     let before = m.clone();
-    m.release(pfn(5), 0, &mut src);
+    m.release(pfn(5), Order::new(0), &mut src);
     // Frame 6 was never reserved: dropping "its" reference would take the
     // zero page's.
-    m.release(pfn(6), 0, &mut src);
-    m.release(pfn(0), 3, &mut src);
+    m.release(pfn(6), Order::new(0), &mut src);
+    m.release(pfn(0), Order::new(3), &mut src);
     assert_eq!(
         m.check(),
         [TagStoreViolation::Misuse {
             first: Misuse::ReleaseZeroPage {
                 zero_page: pfn(5),
                 pfn: pfn(5),
-                order: 0
+                order: Order::new(0)
             },
             count: 3
         }]
@@ -299,13 +299,13 @@ fn releasing_the_zero_page_or_its_reference_is_a_misuse() {
     assert_eq!(refs(&m), refs(&before), "refused calls change nothing");
     assert_eq!(m.counters(), before.counters());
     let mut m = before;
-    m.release(pfn(6), 0, &mut src);
+    m.release(pfn(6), Order::new(0), &mut src);
     assert_eq!(
         m.check(),
         [TagStoreViolation::Misuse {
             first: Misuse::ReleaseUnreserved {
                 pfn: pfn(6),
-                order: 0,
+                order: Order::new(0),
                 block: b(0),
                 refs: 0,
                 frames: 1
@@ -318,17 +318,17 @@ fn releasing_the_zero_page_or_its_reference_is_a_misuse() {
 #[test]
 fn releasing_unreserved_frames_is_refused_whole() {
     let (mut m, mut src) = dynamic(4 << 10);
-    block_on(m.reserve(pfn(0), 5, &mut src)).unwrap();
+    block_on(m.reserve(pfn(0), Order::new(5), &mut src)).unwrap();
     // Order 6 from frame 0 also covers block 1, which holds nothing.
-    m.release(pfn(0), 6, &mut src);
-    m.release(Pfn::new(0x84000), 0, &mut src);
+    m.release(pfn(0), Order::new(6), &mut src);
+    m.release(Pfn::new(0x84000), Order::new(0), &mut src);
     assert_eq!(refs(&m), [(0, 32)]);
     assert_eq!(
         m.check(),
         [TagStoreViolation::Misuse {
             first: Misuse::ReleaseUnreserved {
                 pfn: pfn(0),
-                order: 6,
+                order: Order::new(6),
                 block: b(1),
                 refs: 0,
                 frames: 32
@@ -346,7 +346,7 @@ fn releasing_unreserved_frames_panics_when_told_to() {
         ..TagStoreConfig::default()
     };
     let mut m = DynamicTagStorage::new(&machine(4 << 10), config);
-    m.release(pfn(0), 0, &mut MockSource::default());
+    m.release(pfn(0), Order::new(0), &mut MockSource::default());
 }
 
 #[test]
@@ -354,11 +354,11 @@ fn reserving_frames_twice_is_refused() {
     // 4 KiB blocks: block 0 covers 32 frames; 32 + 1 references is more
     // than it covers.
     let (mut m, mut src) = dynamic(4 << 10);
-    block_on(m.reserve(pfn(0), 5, &mut src)).unwrap();
-    let err = block_on(m.reserve(pfn(0), 0, &mut src)).unwrap_err();
+    block_on(m.reserve(pfn(0), Order::new(5), &mut src)).unwrap();
+    let err = block_on(m.reserve(pfn(0), Order::new(0), &mut src)).unwrap_err();
     let misuse = Misuse::DoubleReservation {
         pfn: pfn(0),
-        order: 0,
+        order: Order::new(0),
         block: b(0),
         refs: 33,
         capacity: 32,
@@ -384,16 +384,16 @@ fn frames_without_tag_storage_cannot_be_reserved() {
     let (mut m, mut src) = dynamic(4 << 10);
     // Tag storage frames have no tags (docs/model.md §1).
     assert_eq!(
-        block_on(m.reserve(Pfn::new(0x84000), 0, &mut src)),
+        block_on(m.reserve(Pfn::new(0x84000), Order::new(0), &mut src)),
         Err(ReserveError::Range(RangeError::NotCovered {
             pfn: Pfn::new(0x84000)
         }))
     );
     assert_eq!(
-        block_on(m.reserve(pfn(1), 1, &mut src)),
+        block_on(m.reserve(pfn(1), Order::new(1), &mut src)),
         Err(ReserveError::Range(RangeError::Misaligned {
             pfn: pfn(1),
-            order: 1
+            order: Order::new(1)
         }))
     );
     assert!(src.log.is_empty());
@@ -447,8 +447,8 @@ fn blocks_follow_the_tag_regions_not_the_memory_order() {
     .unwrap();
     let mut m = DynamicTagStorage::new(&g, record());
     let mut src = MockSource::default();
-    block_on(m.reserve(Pfn::new(0x80000), 0, &mut src)).unwrap();
-    block_on(m.reserve(Pfn::new(0x88000), 0, &mut src)).unwrap();
+    block_on(m.reserve(Pfn::new(0x80000), Order::new(0), &mut src)).unwrap();
+    block_on(m.reserve(Pfn::new(0x88000), Order::new(0), &mut src)).unwrap();
     assert_eq!(refs(&m), [(0, 1), (256, 1)]);
     assert_eq!(
         src.log[0],
@@ -460,11 +460,11 @@ fn blocks_follow_the_tag_regions_not_the_memory_order() {
 fn counters_are_exact() {
     let (mut m, mut src) = dynamic(4 << 10);
     block_on(m.activate(pfn(0), &mut src)).unwrap(); // block 0
-    block_on(m.reserve(pfn(64), 6, &mut src)).unwrap(); // blocks 2, 3
+    block_on(m.reserve(pfn(64), Order::new(6), &mut src)).unwrap(); // blocks 2, 3
     src.permanent.insert(b(4));
-    let _ = block_on(m.reserve(pfn(128), 6, &mut src)); // 4 fails: 1 failure
-    m.release(pfn(64), 6, &mut src); // blocks 2, 3 released
-    block_on(m.reserve(pfn(32), 0, &mut src)).unwrap(); // block 1
+    let _ = block_on(m.reserve(pfn(128), Order::new(6), &mut src)); // 4 fails: 1 failure
+    m.release(pfn(64), Order::new(6), &mut src); // blocks 2, 3 released
+    block_on(m.reserve(pfn(32), Order::new(0), &mut src)).unwrap(); // block 1
     assert_eq!(
         m.counters().list(),
         [
@@ -482,7 +482,7 @@ fn counters_are_exact() {
 fn check_finds_each_broken_invariant() {
     let (mut m, mut src) = dynamic(4 << 10);
     block_on(m.activate(pfn(0), &mut src)).unwrap();
-    block_on(m.reserve(pfn(32), 0, &mut src)).unwrap();
+    block_on(m.reserve(pfn(32), Order::new(0), &mut src)).unwrap();
     assert!(m.check().is_empty());
 
     let mut bad = m.clone();
@@ -554,7 +554,7 @@ fn claims_may_suspend() {
     // The mock's claim is pending once before it completes: reserve() must
     // carry its state across the suspension.
     let (mut m, mut src) = dynamic(4 << 10);
-    let mut fut = core::pin::pin!(m.reserve(pfn(0), 0, &mut src));
+    let mut fut = core::pin::pin!(m.reserve(pfn(0), Order::new(0), &mut src));
     let mut cx = core::task::Context::from_waker(core::task::Waker::noop());
     assert!(fut.as_mut().poll(&mut cx).is_pending());
     assert_eq!(fut.as_mut().poll(&mut cx), core::task::Poll::Ready(Ok(())));
@@ -656,7 +656,7 @@ fn run(block_size: u64, ops: &[Op]) -> Result<(), TestCaseError> {
                     continue;
                 }
                 let (m_before, claimed_before) = (m.clone(), src.claimed.clone());
-                match block_on(m.reserve(Pfn::new(start), order, &mut src)) {
+                match block_on(m.reserve(Pfn::new(start), Order::new(order as u8), &mut src)) {
                     Ok(()) => {
                         model.live.insert(Pfn::new(start), order);
                         let added = model.expected(&g).len() - before.len();
@@ -683,7 +683,7 @@ fn run(block_size: u64, ops: &[Op]) -> Result<(), TestCaseError> {
                     continue;
                 }
                 let (&p, &o) = model.live.iter().nth(pick % model.live.len()).unwrap();
-                m.release(p, o, &mut src);
+                m.release(p, Order::new(o as u8), &mut src);
                 model.live.remove(&p);
                 let gone = before.len() - model.expected(&g).len();
                 model.counters.reserved -= gone as u64;

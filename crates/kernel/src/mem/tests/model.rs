@@ -11,6 +11,7 @@
 use super::*;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
+use tagstore::Storage;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -99,42 +100,12 @@ impl Live {
 /// whose frame 0x80201 is where `prefer` puts the first data page.
 fn machine(which: u8) -> (Sched, Memory, u64) {
     let (policy, data, memory, block_size) = match which {
-        0 => (
-            TagStoragePolicy::Dynamic,
-            TagStorageData::Prefer,
-            2 << 20,
-            4 << 10,
-        ),
-        1 => (
-            TagStoragePolicy::Dynamic,
-            TagStorageData::Prefer,
-            2 << 20,
-            8 << 10,
-        ),
-        2 => (
-            TagStoragePolicy::Dynamic,
-            TagStorageData::Balance,
-            4 << 20,
-            16 << 10,
-        ),
-        3 => (
-            TagStoragePolicy::Dynamic,
-            TagStorageData::Never,
-            2 << 20,
-            4 << 10,
-        ),
-        4 => (
-            TagStoragePolicy::Static,
-            TagStorageData::Prefer,
-            4 << 20,
-            4 << 10,
-        ),
-        _ => (
-            TagStoragePolicy::None,
-            TagStorageData::Prefer,
-            4 << 20,
-            4 << 10,
-        ),
+        0 => (Design::DYNAMIC, TagStorageData::Prefer, 2 << 20, 4 << 10),
+        1 => (Design::DYNAMIC, TagStorageData::Prefer, 2 << 20, 8 << 10),
+        2 => (Design::DYNAMIC, TagStorageData::Balance, 4 << 20, 16 << 10),
+        3 => (Design::DYNAMIC, TagStorageData::Never, 2 << 20, 4 << 10),
+        4 => (Design::STATIC, TagStorageData::Prefer, 4 << 20, 4 << 10),
+        _ => (Design::NONE, TagStorageData::Prefer, 4 << 20, 4 << 10),
     };
     let mut s = spec(policy, data);
     s.memory = memory;
@@ -201,10 +172,10 @@ impl Harness {
                     follow(&mut self.live, mover);
                     let Ok(page) = got else { return };
                     assert!(mem.geometry().is_dram(page.pfn), "tagged page from CMA");
-                    match policy {
-                        TagStoragePolicy::None => assert!(!page.reserved()),
-                        TagStoragePolicy::Static => assert!(page.reserved()),
-                        TagStoragePolicy::Dynamic => {}
+                    match policy.rules().storage {
+                        Storage::None => assert!(!page.reserved()),
+                        Storage::CarvedOut => assert!(page.reserved()),
+                        Storage::Lent => {}
                     }
                     let tags = page
                         .reserved()
@@ -330,18 +301,18 @@ impl Harness {
                 let after = mem.counters().tag_storage_reserve_failures;
                 match got {
                     Ok(()) => {
-                        assert!(!in_tag_storage && policy != TagStoragePolicy::None);
+                        assert!(!in_tag_storage && policy != Design::NONE);
                         self.live[i].reserved = true;
                     }
                     Err(ReserveTagError::TagStorage(ReserveError::NoTagStorage)) => {
-                        assert_eq!(policy, TagStoragePolicy::None);
+                        assert_eq!(policy, Design::NONE);
                     }
                     Err(ReserveTagError::TagStorage(ReserveError::Range(_))) => {
                         assert!(in_tag_storage);
                         assert_eq!(after, failures, "a refusal is not a failure");
                     }
                     Err(ReserveTagError::TagStorage(ReserveError::Claim { .. })) => {
-                        assert_eq!(policy, TagStoragePolicy::Dynamic);
+                        assert_eq!(policy, Design::DYNAMIC);
                         assert_eq!(after, failures + 1);
                     }
                     Err(e) => panic!("unexpected {e:?}"),
@@ -356,7 +327,7 @@ impl Harness {
         let v = mem.check();
         assert!(v.is_empty(), "violations: {v:#?}");
         let g = mem.geometry();
-        let mte = mem.policy() != TagStoragePolicy::None;
+        let mte = mem.policy() != Design::NONE;
         let mut used = self.prefill;
         let mut tagged = u64::from(mte);
         let mut in_cma = 0;
@@ -393,16 +364,16 @@ impl Harness {
         assert_eq!(c.pages_tagged, tagged);
         assert_eq!(c.tag_storage_data_pages, in_cma);
         let (dram, tag_pages) = (g.dram_pages(), g.tag_storage_pages());
-        let expected_free = match mem.policy() {
-            TagStoragePolicy::Dynamic => {
+        let expected_free = match mem.policy().rules().storage {
+            Storage::Lent => {
                 assert_eq!(c.tag_storage_reserved, blocks.len() as u64);
                 dram + tag_pages - 1 - used - blocks.len() as u64 * g.block_pages()
             }
-            TagStoragePolicy::Static => {
+            Storage::CarvedOut => {
                 assert_eq!(c.tag_storage_reserved, g.tag_blocks());
                 dram - 1 - used
             }
-            TagStoragePolicy::None => {
+            Storage::None => {
                 assert_eq!(c.tag_storage_reserved, 0);
                 dram - 1 - used
             }
@@ -441,8 +412,8 @@ proptest! {
         h.verify();
         let c = h.mem.counters();
         let g = h.mem.geometry();
-        match h.mem.policy() {
-            TagStoragePolicy::Dynamic => {
+        match h.mem.policy().rules().storage {
+            Storage::Lent => {
                 prop_assert_eq!(c.tag_storage_reserved, 1);
                 prop_assert_eq!(
                     c.mem_free,

@@ -1,12 +1,16 @@
-//! Derived geometry: the one place that knows how data pages, tag bytes and
-//! tag blocks relate (`docs/model.md` §1).
+//! The machine's geometry: the one place that knows how data pages, tag bytes
+//! and tag blocks relate (`docs/model.md` §1).
 //!
 //! Every conversion between a data frame and its tags goes through
-//! [`Geometry`]; no other code multiplies by 32 or 128.
+//! [`Geometry`]; no other code multiplies by 32 or 128. The page-level part
+//! (page size, granules per page, tag bytes per page) is the machine's
+//! [`PageGeometry`], which [`Geometry::page`] hands to code that needs only
+//! that; the platform crate builds a `Geometry` from a machine description,
+//! the tag storage managers and the kernel only read it.
 //!
 //! - Tags take 4 bits per 16-byte granule, so one byte of tag storage holds the
-//!   tags of [`TAG_RATIO`] = 32 bytes of data, and a data page has
-//!   `page_size / 32` bytes of tags (128 for 4 KiB pages).
+//!   tags of [`DATA_BYTES_PER_TAG_BYTE`] = 32 bytes of data, and a data page
+//!   has `page_size / 32` bytes of tags (128 for 4 KiB pages).
 //! - A tag region covers one contiguous range of DRAM exactly 32 times its own
 //!   size; the tags of a data frame are at `tags.base + (pfn - covers.base_pfn)
 //!   * (page_size / 32)`, the even granule in the low nibble.
@@ -15,12 +19,10 @@
 //!   regions ([`TagBlock`]), region by region in address order.
 
 use core::fmt;
-use mte::{Pfn, PfnRange, PhysAddr};
 use thiserror::Error;
 
-/// Bytes of data whose tags fit in one byte of tag storage: two 4-bit tags per
-/// byte, one per 16-byte granule; the architecture crate defines it.
-pub const TAG_RATIO: u64 = mte::granule::DATA_BYTES_PER_TAG_BYTE;
+use crate::addr::{Order, Pfn, PfnRange, PhysAddr};
+use crate::granule::{DATA_BYTES_PER_TAG_BYTE, GRANULE_SIZE, PageGeometry};
 
 /// A range of physical memory in bytes.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -66,13 +68,18 @@ impl fmt::Debug for MemRange {
 pub struct TagRegion {
     /// The tag storage itself.
     pub tags: MemRange,
-    /// The data memory it covers: exactly `TAG_RATIO` times `tags.size`.
+    /// The data memory it covers: exactly [`DATA_BYTES_PER_TAG_BYTE`] times
+    /// `tags.size`.
     pub covers: MemRange,
     /// Bytes per tag block.
     pub block_size: u64,
 }
 
 /// A tag storage block, numbered densely across all regions.
+///
+/// Any index can be named; whether a machine has the block is the
+/// geometry's to say ([`Geometry::block`] checks, [`Geometry::tag_blocks`]
+/// counts them).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct TagBlock(u64);
 
@@ -83,6 +90,19 @@ impl TagBlock {
 
     pub const fn index(self) -> u64 {
         self.0
+    }
+
+    /// The block `n` further on, `None` past `u64::MAX`.
+    pub const fn checked_add(self, n: u64) -> Option<Self> {
+        match self.0.checked_add(n) {
+            Some(i) => Some(Self(i)),
+            None => None,
+        }
+    }
+
+    /// The blocks `[self, end)`, in order.
+    pub fn up_to(self, end: TagBlock) -> impl DoubleEndedIterator<Item = TagBlock> + Clone {
+        (self.0..end.0).map(Self)
     }
 }
 
@@ -95,7 +115,7 @@ impl fmt::Debug for TagBlock {
 /// Why a layout cannot be a machine.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum GeometryError {
-    #[error("page size {0:#x} is not a power of two of at least 4K")]
+    #[error("page size {0:#x} is not an arm64 page size (4K, 16K or 64K)")]
     PageSize(u64),
     #[error("the machine has no memory")]
     NoMemory,
@@ -110,7 +130,7 @@ pub enum GeometryError {
     #[error("{a:?} overlaps {b:?}")]
     Overlap { a: MemRange, b: MemRange },
     #[error(
-        "tag storage {tags:?} is {} bytes but must be exactly 1/32 of the {} bytes of memory it covers ({covers:?})",
+        "tag storage {tags:?} is {} bytes but must be exactly 1/{DATA_BYTES_PER_TAG_BYTE} of the {} bytes of memory it covers ({covers:?})",
         tags.size,
         covers.size
     )]
@@ -138,7 +158,7 @@ struct RegionGeometry {
 /// The validated layout of a machine, with every page/tag/block conversion.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Geometry {
-    page_shift: u32,
+    page: PageGeometry,
     block_pages: u64,
     dram: Vec<PfnRange>,
     regions: Vec<RegionGeometry>,
@@ -153,13 +173,12 @@ impl Geometry {
         dram: &[MemRange],
         tag_regions: &[TagRegion],
     ) -> Result<Self, GeometryError> {
-        if !page_size.is_power_of_two() || page_size < 4096 {
-            return Err(GeometryError::PageSize(page_size));
-        }
+        let page = PageGeometry::from_page_size(page_size)
+            .map_err(|_| GeometryError::PageSize(page_size))?;
         if dram.is_empty() {
             return Err(GeometryError::NoMemory);
         }
-        let page_shift = page_size.trailing_zeros();
+        let page_shift = page.page_shift();
         let check = |what, range: MemRange| {
             if range.end().is_none() {
                 return Err(GeometryError::Wraps { what, range });
@@ -201,7 +220,7 @@ impl Geometry {
                     block_size: bs,
                 });
             }
-            if region.tags.size.checked_mul(TAG_RATIO) != Some(region.covers.size) {
+            if region.tags.size.checked_mul(DATA_BYTES_PER_TAG_BYTE) != Some(region.covers.size) {
                 return Err(GeometryError::TagRatio {
                     tags: region.tags,
                     covers: region.covers,
@@ -255,29 +274,45 @@ impl Geometry {
         let mut dram: Vec<PfnRange> = dram.iter().map(|&r| pfns(r)).collect();
         dram.sort();
         Ok(Self {
-            page_shift,
+            page,
             block_pages,
             dram,
             regions,
         })
     }
 
+    /// The page size and everything about granules that follows from it.
+    pub fn page(&self) -> PageGeometry {
+        self.page
+    }
+
     pub fn page_size(&self) -> u64 {
-        1 << self.page_shift
+        self.page.page_size()
     }
 
     pub fn page_shift(&self) -> u32 {
-        self.page_shift
+        self.page.page_shift()
     }
 
     /// Bytes of tags per data page (128 for 4 KiB pages).
     pub fn tag_bytes_per_page(&self) -> u64 {
-        self.page_size() / TAG_RATIO
+        self.page.tag_bytes_per_page()
     }
 
     /// Data pages whose tags share one tag storage page (32).
     pub fn data_pages_per_tag_page(&self) -> u64 {
-        TAG_RATIO
+        DATA_BYTES_PER_TAG_BYTE
+    }
+
+    /// The frame holding `pa`.
+    pub fn pfn_of(&self, pa: PhysAddr) -> Pfn {
+        pa.pfn(self.page_shift())
+    }
+
+    /// The address of the first byte of frame `pfn`, `None` past the
+    /// physical address space.
+    pub fn addr_of(&self, pfn: Pfn) -> Option<PhysAddr> {
+        pfn.checked_addr(self.page_shift())
     }
 
     /// Pages per tag block: `lcm(page size, block-size) / page size` (RFC v3).
@@ -329,14 +364,18 @@ impl Geometry {
     pub fn tag_bytes_of(&self, pfn: Pfn) -> Option<PhysAddr> {
         let region = self.region_covering(pfn)?;
         let offset = (pfn - region.covers.start) * self.tag_bytes_per_page();
-        region.tags.start.addr(self.page_shift).checked_add(offset)
+        region
+            .tags
+            .start
+            .addr(self.page_shift())
+            .checked_add(offset)
     }
 
     /// The byte of tag storage holding the tag of the granule at `pa`, and
     /// whether the tag is in its high nibble (odd granule) or low (even).
     pub fn tag_byte_of(&self, pa: PhysAddr) -> Option<(PhysAddr, bool)> {
-        let pfn = pa.pfn(self.page_shift);
-        let in_page = pa.as_u64() & (self.page_size() - 1);
+        let pfn = self.pfn_of(pa);
+        let in_page = self.page.page_offset(pa);
         Self::tag_byte_in(self.tag_bytes_of(pfn)?, in_page)
     }
 
@@ -345,14 +384,14 @@ impl Geometry {
     /// it), for callers that already know it.
     #[inline]
     pub fn tag_byte_in(first: PhysAddr, in_page: u64) -> Option<(PhysAddr, bool)> {
-        let byte = first.checked_add(in_page / TAG_RATIO)?;
-        let granule = in_page / mte::granule::GRANULE_SIZE;
+        let byte = first.checked_add(in_page / DATA_BYTES_PER_TAG_BYTE)?;
+        let granule = in_page / GRANULE_SIZE;
         Some((byte, granule % 2 == 1))
     }
 
     /// The tag storage page holding the tags of data frame `pfn`.
     pub fn tag_page_of(&self, pfn: Pfn) -> Option<Pfn> {
-        Some(self.tag_bytes_of(pfn)?.pfn(self.page_shift))
+        Some(self.pfn_of(self.tag_bytes_of(pfn)?))
     }
 
     /// The block holding the tags of data frame `pfn`.
@@ -374,6 +413,16 @@ impl Geometry {
             _ => 0..0,
         };
         span.map(TagBlock)
+    }
+
+    /// Block `index`, `None` if the machine has no such block.
+    pub fn block(&self, index: u64) -> Option<TagBlock> {
+        (index < self.tag_blocks()).then_some(TagBlock(index))
+    }
+
+    /// Every block of the machine, in order.
+    pub fn blocks(&self) -> impl DoubleEndedIterator<Item = TagBlock> + Clone {
+        TagBlock(0).up_to(TagBlock(self.tag_blocks()))
     }
 
     /// The tag storage frames of `block`.
@@ -398,8 +447,8 @@ impl Geometry {
     /// The number of blocks an order-`order` allocation needs:
     /// `ceil(max(2^order / 32, 1) / block_pages)` (RFC v3,
     /// `order_to_num_blocks()`); exact for naturally aligned allocations.
-    pub fn blocks_for_order(&self, order: u32) -> u64 {
-        let tag_pages = ((1u64 << order) / TAG_RATIO).max(1);
+    pub fn blocks_for_order(&self, order: Order) -> u64 {
+        let tag_pages = (order.pages() / DATA_BYTES_PER_TAG_BYTE).max(1);
         tag_pages.div_ceil(self.block_pages)
     }
 }
@@ -481,12 +530,16 @@ mod tests {
         );
         assert_eq!(g.block_containing(Pfn::new(0x84001)), Some(TagBlock(1)));
         // order 0..5 need one tag page; order 9 (512 pages) needs 16.
-        assert_eq!(g.blocks_for_order(0), 1);
-        assert_eq!(g.blocks_for_order(5), 1);
-        assert_eq!(g.blocks_for_order(9), 16);
+        let o = Order::new;
+        assert_eq!(g.blocks_for_order(o(0)), 1);
+        assert_eq!(g.blocks_for_order(o(5)), 1);
+        assert_eq!(g.blocks_for_order(o(9)), 16);
+        assert_eq!(g.block(511), Some(TagBlock(511)));
+        assert_eq!(g.block(512), None);
+        assert_eq!(g.blocks().count(), 512);
         let g = default_machine(64 << 10);
-        assert_eq!(g.blocks_for_order(9), 1);
-        assert_eq!(g.blocks_for_order(10), 2);
+        assert_eq!(g.blocks_for_order(o(9)), 1);
+        assert_eq!(g.blocks_for_order(o(10)), 2);
         assert_eq!(g.block_of(base + 16 * 32), Some(TagBlock(1)));
     }
 

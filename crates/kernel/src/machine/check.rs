@@ -1,0 +1,534 @@
+//! The machine-wide invariant checker: every invariant of `docs/model.md`
+//! §4 that can be checked from state (1, 2, 5, 6, 7 here; 3, 4 and 8 by
+//! [`Memory::check`](crate::mem::Memory::check) and the tag storage
+//! manager), plus the consistency checks of every layer (VMA trees, page
+//! tables, rmap, TLBs, swap counts, page caches, processes, frame counts).
+//!
+//! # What it owns
+//! [`KernelViolation`], one broken invariant, structured; and
+//! [`Kernel::violations`], which walks the whole machine and lists them.
+//! `uapi::Machine::invariant_violations` maps them to `uapi::Violation`s.
+//!
+//! # Contract
+//! The checker never changes the machine (it only borrows), and it is a
+//! count, not a scan, of physical memory: machines may have billions of
+//! frames. Invariant 9 (no sleep under a spinlock) is the scheduler's, 10
+//! (every command completes) the access path's, and 11 (nothing is lost)
+//! the differential tests' against the reference model.
+//!
+//! Linux has no single counterpart: the checks are those of
+//! `CONFIG_DEBUG_VM` (`VM_BUG_ON_PAGE` on map and reference counts,
+//! `check_mm()`), of `swap_map[]` accounting, and the RFC's own
+//! `PG_tag_storage_reserved` rules.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use mte::{Pfn, VirtAddr};
+use thiserror::Error;
+use uapi::{Invariant, Pid, Violation};
+
+use super::{Kernel, Mm, PAGE};
+use crate::mem::MemViolation;
+use crate::mm::layout::{PAGE_SHIFT, PAGES_PER_PMD};
+use crate::mm::{
+    Access, Block, LeafEntry, MmId, PgtableViolation, Pte, RmapViolation, SwapSlot, VmaViolation,
+    Walk,
+};
+use crate::phys::PhysViolation;
+use crate::swap::SwapViolation;
+
+/// One broken invariant of the machine.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum KernelViolation {
+    #[error("memory: {0:?}")]
+    Mem(MemViolation),
+    #[error("mm {mm:?}: VMA tree: {violation:?}")]
+    Vma { mm: MmId, violation: VmaViolation },
+    #[error("mm {mm:?}: page table: {violation:?}")]
+    Pgtable {
+        mm: MmId,
+        violation: PgtableViolation,
+    },
+    #[error("rmap: {0:?}")]
+    Rmap(RmapViolation),
+    /// docs/model.md §4.1.
+    #[error("mm {mm:?} {va}: valid tagged entry maps {pfn}, whose tags are not initialised")]
+    TaggedEntryUninitialised { mm: MmId, va: VirtAddr, pfn: Pfn },
+    /// docs/model.md §4.1.
+    #[error("mm {mm:?} {va}: valid tagged entry maps {pfn}, whose tag storage is not reserved")]
+    TaggedEntryUnreserved { mm: MmId, va: VirtAddr, pfn: Pfn },
+    /// docs/model.md §4.2.
+    #[error("mm {mm:?} {va}: valid tagged entry maps tag storage frame {pfn}")]
+    TaggedEntryInTagStorage { mm: MmId, va: VirtAddr, pfn: Pfn },
+    /// docs/model.md §4.5.
+    #[error("mm {mm:?} {va}: the zero page is mapped writable or not special")]
+    ZeroPageEntry { mm: MmId, va: VirtAddr },
+    /// docs/model.md §4.6.
+    #[error("{pfn}: map count {mapcount}, but {mappings} mappings")]
+    MapCount {
+        pfn: Pfn,
+        mapcount: u32,
+        mappings: usize,
+    },
+    /// docs/model.md §4.6.
+    #[error("{pfn}: pin count {pins}, but {recorded} pins recorded by processes")]
+    PinCount { pfn: Pfn, pins: u32, recorded: u32 },
+    /// docs/model.md §4.6: a user frame holds exactly its allocation's reference.
+    #[error("{pfn}: reference count {refcount}, expected 1")]
+    RefCount { pfn: Pfn, refcount: u32 },
+    #[error("{pfn} is held by the kernel but not allocated")]
+    NotAllocated { pfn: Pfn },
+    #[error("{pfn}: an orphan that is mapped, cached or not pinned")]
+    Orphan { pfn: Pfn },
+    #[error("{pfn}: page cache bookkeeping disagrees")]
+    PageCache { pfn: Pfn },
+    /// A frame allocated but held by nothing the kernel knows (a leak), or
+    /// held twice.
+    #[error("{allocated} frames allocated, {accounted} accounted for")]
+    FrameCount { allocated: u64, accounted: u64 },
+    /// The huge zero page mapped writable or not special, or a special
+    /// block that is not the huge zero page.
+    #[error("mm {mm:?} {va}: a huge zero page entry is writable or not special")]
+    HugeZeroPageEntry { mm: MmId, va: VirtAddr },
+    /// A block without its deposited page table, or a deposit without a
+    /// block.
+    #[error("mm {mm:?} {va}: block and deposited page table disagree")]
+    Deposit { mm: MmId, va: VirtAddr },
+    #[error("mm {mm:?} {va}: the TLB disagrees with the page table")]
+    StaleTlb { mm: MmId, va: VirtAddr },
+    #[error("process {pid:?}: {what}")]
+    Process { pid: Pid, what: &'static str },
+    #[error("swap device: {0:?}")]
+    Swap(SwapViolation),
+    /// Linux `swap_map[]`: a slot's swap count equals the swap entries
+    /// that refer to it (a slot with none is free).
+    #[error("swap slot {slot}: swap count {count}, but {entries} swap entries")]
+    SwapCount {
+        slot: SwapSlot,
+        count: u32,
+        entries: u32,
+    },
+    /// docs/model.md §4.7: saved tags belong to a swapped-out tagged page, and a
+    /// machine without MTE has none. (Not checked: that an entry referring
+    /// to a slot with saved tags lies in a tagged mapping. A page shared by
+    /// fork may be mapped tagged by one process and untagged by the other,
+    /// as after `mprotect(PROT_MTE)` in one of them, and be swapped out
+    /// from both by reclaim.)
+    #[error("swap slot {slot} holds saved tags on a machine without MTE")]
+    SavedTagsWithoutMte { slot: SwapSlot },
+    /// docs/model.md §4.7: tags restored at swap-in wait only for a page that
+    /// is mapped (awaiting its tag storage) and whose tags are not
+    /// initialised yet.
+    #[error("{pfn}: restored tags wait for a page that is {what}")]
+    RestoredTags { pfn: Pfn, what: &'static str },
+}
+
+impl KernelViolation {
+    /// The rule of `docs/model.md` §4 this breaks (layer consistency for a
+    /// layer's own bookkeeping).
+    pub fn invariant(&self) -> Invariant {
+        use KernelViolation as K;
+        match self {
+            K::Mem(v) => mem_invariant(v),
+            K::TaggedEntryUninitialised { .. } | K::TaggedEntryUnreserved { .. } => {
+                Invariant::TaggedEntries
+            }
+            K::TaggedEntryInTagStorage { .. } => Invariant::TagStorageUntagged,
+            K::ZeroPageEntry { .. } | K::HugeZeroPageEntry { .. } => Invariant::ZeroPage,
+            K::MapCount { .. }
+            | K::PinCount { .. }
+            | K::RefCount { .. }
+            | K::NotAllocated { .. }
+            | K::Orphan { .. }
+            | K::FrameCount { .. }
+            | K::SwapCount { .. } => Invariant::Counts,
+            K::SavedTagsWithoutMte { .. } | K::RestoredTags { .. } => Invariant::SavedTags,
+            K::Vma { .. }
+            | K::Pgtable { .. }
+            | K::Rmap(_)
+            | K::PageCache { .. }
+            | K::Deposit { .. }
+            | K::StaleTlb { .. }
+            | K::Process { .. }
+            | K::Swap(_) => Invariant::LayerConsistency,
+        }
+    }
+
+    /// As [`uapi::Machine::invariant_violations`] reports it.
+    pub fn to_violation(&self) -> Violation {
+        Violation::new(self.invariant(), self.to_string())
+    }
+}
+
+/// The rule a violation found by the memory layer breaks.
+fn mem_invariant(v: &MemViolation) -> Invariant {
+    use MemViolation as M;
+    match v {
+        M::Phys(PhysViolation::TaggedTagStorage { .. }) | M::TagStorageFrameFlag { .. } => {
+            Invariant::TagStorageUntagged
+        }
+        M::Phys(
+            PhysViolation::FramesUnaccounted { .. }
+            | PhysViolation::FreeBlocksOverlap { .. }
+            | PhysViolation::FreeFrameInNoBlock { .. },
+        ) => Invariant::FrameStates,
+        M::TagStore(_)
+        | M::ReservedBlockFrame { .. }
+        | M::ClaimToken { .. }
+        | M::ClaimedOutsideReservedBlocks { .. }
+        | M::BlockRefcount { .. }
+        | M::ReservedWithoutTagStorage { .. } => Invariant::ReservedBlocks,
+        M::TaggedWithoutReservation { .. } => Invariant::TaggedEntries,
+        M::ZeroPage { .. } => Invariant::ZeroPage,
+        M::TagsWrittenToUnreservedStorage { .. } => Invariant::TagWrites,
+        M::Phys(_)
+        | M::MteLockHeld { .. }
+        | M::Counter { .. }
+        | M::TagCountersStale { .. }
+        | M::IsolatedPageblock { .. } => Invariant::LayerConsistency,
+    }
+}
+
+impl Kernel {
+    /// The checks of block entries of `m`: the huge zero page read-only and
+    /// special (and nothing else special); a valid tagged block has all 512
+    /// frames tagged, reserved and outside tag storage (invariants 1, 2,
+    /// 5); one deposit per block. Adds the frames of THPs to `mapped`.
+    fn check_blocks(&self, id: MmId, m: &Mm, mapped: &mut BTreeSet<Pfn>) -> Vec<KernelViolation> {
+        let mut out = Vec::new();
+        let mut blocks = BTreeSet::new();
+        for (va, entry) in m.pt.leaves(VirtAddr::ZERO, VirtAddr::MAX) {
+            let LeafEntry::Block(block) = entry else {
+                continue;
+            };
+            blocks.insert(va);
+            let leaf = block.leaf();
+            let is_hzp = Some(leaf.pfn) == self.huge_zero.get();
+            if is_hzp != leaf.attrs.special || (is_hzp && leaf.attrs.access == Access::ReadWrite) {
+                out.push(KernelViolation::HugeZeroPageEntry { mm: id, va });
+            }
+            let frames = (0..PAGES_PER_PMD).map(|i| leaf.pfn + i);
+            if !leaf.attrs.special {
+                mapped.extend(frames.clone());
+            }
+            let valid_tagged = matches!(block, Block::Present(l)
+                if l.attrs.access.is_valid() && l.attrs.tagged);
+            if !valid_tagged {
+                continue;
+            }
+            for pfn in frames {
+                let at = va
+                    .checked_add((pfn.as_u64() - leaf.pfn.as_u64()) * PAGE)
+                    .expect("BUG: a block beyond the address space");
+                if !self.mem.page_mte_tagged(pfn) {
+                    out.push(KernelViolation::TaggedEntryUninitialised {
+                        mm: id,
+                        va: at,
+                        pfn,
+                    });
+                }
+                if !self.mem.tag_storage_reserved(pfn) {
+                    out.push(KernelViolation::TaggedEntryUnreserved {
+                        mm: id,
+                        va: at,
+                        pfn,
+                    });
+                }
+                if self.mem.geometry().is_tag_storage(pfn) {
+                    out.push(KernelViolation::TaggedEntryInTagStorage {
+                        mm: id,
+                        va: at,
+                        pfn,
+                    });
+                }
+            }
+        }
+        let deposited: BTreeSet<VirtAddr> = m.deposits.keys().copied().collect();
+        for va in blocks.symmetric_difference(&deposited) {
+            out.push(KernelViolation::Deposit { mm: id, va: *va });
+        }
+        out
+    }
+
+    /// Every broken invariant (see the module doc), structured;
+    /// [`uapi::Machine::invariant_violations`] maps these with
+    /// [`KernelViolation::to_violation`].
+    pub fn violations(&self) -> Vec<KernelViolation> {
+        let Kernel {
+            platform: _,
+            sched: _,
+            mem,
+            vm_config: _,
+            procs,
+            next_pid,
+            mms,
+            mm_ids: _,
+            anon_ids: _,
+            object_ids: _,
+            rmap,
+            objects,
+            cache_owner,
+            orphans,
+            swap,
+            restored_tags,
+            page_locks: _,
+            rng: _,
+            counters: _,
+            huge_zero,
+            fast_memo: _,
+        } = self;
+        let mut out: Vec<KernelViolation> =
+            mem.check().into_iter().map(KernelViolation::Mem).collect();
+        let procs = procs.borrow();
+        let mms = mms.borrow();
+        let rmap = rmap.borrow();
+        let objects = objects.borrow();
+        let cache_owner = cache_owner.borrow();
+        let orphans = orphans.borrow();
+        let zero = mem.zero_page();
+        let geometry = mem.geometry();
+
+        // Processes.
+        for (pid, p) in procs.iter() {
+            if pid.0 >= next_pid.get() {
+                out.push(KernelViolation::Process {
+                    pid: *pid,
+                    what: "pid not handed out yet",
+                });
+            }
+            if !mms.contains_key(&p.mm) {
+                out.push(KernelViolation::Process {
+                    pid: *pid,
+                    what: "its address space is gone",
+                });
+            }
+            if uapi::MteCtrl::decode(p.ctrl.encode(), self.has_mte()) != Some(p.ctrl) {
+                out.push(KernelViolation::Process {
+                    pid: *pid,
+                    what: "settings prctl would refuse",
+                });
+            }
+        }
+
+        // Address spaces, entries (invariants 1, 2, 5, 7), TLBs.
+        let swap = swap.borrow();
+        let mut swap_entries: BTreeMap<SwapSlot, u32> = BTreeMap::new();
+        let mut mapped: BTreeSet<Pfn> = BTreeSet::new();
+        for (id, m) in mms.iter() {
+            out.extend(
+                m.vmas
+                    .check()
+                    .into_iter()
+                    .map(|violation| KernelViolation::Vma { mm: *id, violation }),
+            );
+            out.extend(
+                m.pt.check()
+                    .into_iter()
+                    .map(|violation| KernelViolation::Pgtable { mm: *id, violation }),
+            );
+            out.extend(self.check_blocks(*id, m, &mut mapped));
+            for (va, entry) in m.pt.leaves(VirtAddr::ZERO, VirtAddr::MAX) {
+                let LeafEntry::Pte(pte) = entry else {
+                    continue;
+                };
+                if let Pte::Swap(slot) = pte {
+                    *swap_entries.entry(slot).or_default() += 1;
+                    continue;
+                }
+                let Some(leaf) = pte.leaf() else { continue };
+                if !leaf.attrs.special {
+                    mapped.insert(leaf.pfn);
+                }
+                if leaf.pfn == zero
+                    && (!leaf.attrs.special || leaf.attrs.access == Access::ReadWrite)
+                {
+                    out.push(KernelViolation::ZeroPageEntry { mm: *id, va });
+                }
+                let valid_tagged =
+                    matches!(pte, Pte::Present(l) if l.attrs.access.is_valid() && l.attrs.tagged);
+                if valid_tagged {
+                    if !mem.page_mte_tagged(leaf.pfn) {
+                        out.push(KernelViolation::TaggedEntryUninitialised {
+                            mm: *id,
+                            va,
+                            pfn: leaf.pfn,
+                        });
+                    }
+                    if !mem.tag_storage_reserved(leaf.pfn) {
+                        out.push(KernelViolation::TaggedEntryUnreserved {
+                            mm: *id,
+                            va,
+                            pfn: leaf.pfn,
+                        });
+                    }
+                    if geometry.is_tag_storage(leaf.pfn) {
+                        out.push(KernelViolation::TaggedEntryInTagStorage {
+                            mm: *id,
+                            va,
+                            pfn: leaf.pfn,
+                        });
+                    }
+                }
+            }
+            for e in m.tlb.entries() {
+                let va = VirtAddr::new(e.vpn << PAGE_SHIFT).expect("BUG: TLB page above 2^56");
+                let walk = m.pt.walk(va);
+                let agrees = match walk {
+                    Walk::Block {
+                        base,
+                        block: Block::Present(l),
+                    } => {
+                        e.huge
+                            && base == va
+                            && l.pfn == e.pfn
+                            && l.attrs.access == e.access
+                            && l.attrs.tagged == e.tagged
+                    }
+                    Walk::Pte(Pte::Present(l)) => {
+                        !e.huge
+                            && l.pfn == e.pfn
+                            && l.attrs.access == e.access
+                            && l.attrs.tagged == e.tagged
+                    }
+                    _ => false,
+                };
+                if !agrees {
+                    out.push(KernelViolation::StaleTlb { mm: *id, va });
+                }
+            }
+        }
+        out.extend(
+            crate::mm::rmap::check_against(&rmap, mms.iter().map(|(id, m)| (*id, &m.pt)))
+                .into_iter()
+                .map(KernelViolation::Rmap),
+        );
+
+        // Swap: the device's own rules, swap counts, and restored tags
+        // (invariant 7).
+        out.extend(swap.check().into_iter().map(KernelViolation::Swap));
+        let counted: BTreeMap<SwapSlot, u32> = swap.counts().collect();
+        let slots: BTreeSet<SwapSlot> =
+            counted.keys().chain(swap_entries.keys()).copied().collect();
+        for slot in &slots {
+            let count = counted.get(slot).copied().unwrap_or(0);
+            let entries = swap_entries.get(slot).copied().unwrap_or(0);
+            if count != entries {
+                out.push(KernelViolation::SwapCount {
+                    slot: *slot,
+                    count,
+                    entries,
+                });
+            }
+        }
+        if !self.has_mte() {
+            for (slot, _) in swap.counts() {
+                if swap.saved_tags(slot).is_some() {
+                    out.push(KernelViolation::SavedTagsWithoutMte { slot });
+                }
+            }
+        }
+        for pfn in restored_tags.borrow().keys() {
+            if !mapped.contains(pfn) {
+                out.push(KernelViolation::RestoredTags {
+                    pfn: *pfn,
+                    what: "not mapped",
+                });
+            } else if mem.page_mte_tagged(*pfn) {
+                out.push(KernelViolation::RestoredTags {
+                    pfn: *pfn,
+                    what: "tagged already",
+                });
+            }
+        }
+
+        // Page caches.
+        let mut cached: BTreeSet<Pfn> = BTreeSet::new();
+        for (id, o) in objects.iter() {
+            for (pgoff, pfn) in &o.pages {
+                cached.insert(*pfn);
+                if cache_owner.get(pfn) != Some(&(*id, *pgoff)) {
+                    out.push(KernelViolation::PageCache { pfn: *pfn });
+                }
+            }
+        }
+        for pfn in cache_owner.keys() {
+            if !cached.contains(pfn) {
+                out.push(KernelViolation::PageCache { pfn: *pfn });
+            }
+        }
+
+        // Pins recorded by processes.
+        let mut pins: BTreeMap<Pfn, u32> = BTreeMap::new();
+        for p in procs.values() {
+            for pfn in p.pins.values().flatten() {
+                *pins.entry(*pfn).or_default() += 1;
+            }
+        }
+        for pfn in orphans.iter() {
+            if mapped.contains(pfn) || cached.contains(pfn) || !pins.contains_key(pfn) {
+                out.push(KernelViolation::Orphan { pfn: *pfn });
+            }
+        }
+
+        // Counts of every user frame (invariant 6), and no frame unaccounted.
+        let held: BTreeSet<Pfn> = mapped
+            .iter()
+            .chain(cached.iter())
+            .chain(orphans.iter())
+            .chain(pins.keys())
+            .copied()
+            .collect();
+        let phys = mem.phys();
+        for pfn in &held {
+            let Some(meta) = phys.alloc.frame(*pfn).filter(|_| {
+                matches!(
+                    phys.alloc.frame_status(*pfn),
+                    Some(crate::phys::FrameStatus::Allocated { .. })
+                )
+            }) else {
+                out.push(KernelViolation::NotAllocated { pfn: *pfn });
+                continue;
+            };
+            let mappings = rmap.count(*pfn);
+            if meta.mapcount as usize != mappings {
+                out.push(KernelViolation::MapCount {
+                    pfn: *pfn,
+                    mapcount: meta.mapcount,
+                    mappings,
+                });
+            }
+            let recorded = pins.get(pfn).copied().unwrap_or(0);
+            if meta.pins != recorded {
+                out.push(KernelViolation::PinCount {
+                    pfn: *pfn,
+                    pins: meta.pins,
+                    recorded,
+                });
+            }
+            if meta.refcount != 1 {
+                out.push(KernelViolation::RefCount {
+                    pfn: *pfn,
+                    refcount: meta.refcount,
+                });
+            }
+        }
+        // Every allocated frame is accounted for: user frames held as above,
+        // page-table frames, the zero page. (A count, not a scan: machines
+        // may have billions of frames.)
+        let tables: u64 = mms
+            .values()
+            .map(|m| m.pt.table_frames().count() as u64)
+            .sum();
+        let deposits: u64 = mms.values().map(|m| m.deposits.len() as u64).sum();
+        let huge_zero_frames = huge_zero.get().map_or(0, |_| PAGES_PER_PMD);
+        let accounted = held.len() as u64 + tables + deposits + huge_zero_frames + 1;
+        let allocated = phys.stats().allocated_pages;
+        if allocated != accounted {
+            out.push(KernelViolation::FrameCount {
+                allocated,
+                accounted,
+            });
+        }
+        out
+    }
+}
