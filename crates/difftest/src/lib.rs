@@ -61,6 +61,12 @@ pub struct FuzzConfig {
     pub keep_going: bool,
     /// `None`: report failures unshrunk.
     pub shrink: Option<ShrinkLimits>,
+    /// Run only programs `k` with `k % count == index` (`mtesim fuzz
+    /// --shard index/count`): the programs and their lengths are drawn as
+    /// without sharding and the others are skipped, so `count` shards
+    /// together run exactly the programs of one unsharded run (of one that
+    /// no failure stopped early).
+    pub shard: (u64, u64),
 }
 
 impl FuzzConfig {
@@ -73,6 +79,7 @@ impl FuzzConfig {
             weights: Weights::default(),
             keep_going: false,
             shrink: Some(ShrinkLimits::default()),
+            shard: (0, 1),
         }
     }
 }
@@ -136,17 +143,27 @@ pub fn fuzz(
     let mut seeds = Xoshiro256PlusPlus::seed_from_u64(config.seed);
     let mut report = FuzzReport::default();
     let (low, high) = ((*config.steps.start()).max(1), (*config.steps.end()).max(1));
-    while report.ops < config.ops {
+    let (shard, shards) = (config.shard.0, config.shard.1.max(1));
+    // Ops of every program drawn so far, this shard's or not.
+    let mut planned = 0;
+    let mut drawn_programs = 0u64;
+    while planned < config.ops {
         let seed = seeds.next_u64();
         let spread = (high.max(low) - low) as u64 + 1;
         let drawn = low as u64 + seeds.next_u64() % spread;
-        let steps = drawn.min(config.ops - report.ops) as usize;
+        let steps = drawn.min(config.ops - planned) as usize;
+        planned += steps as u64;
+        let ours = drawn_programs % shards == shard;
+        drawn_programs += 1;
+        if !ours {
+            continue;
+        }
         let gen_config = GenConfig {
             weights: config.weights.clone(),
             ..GenConfig::new(config.policy, steps)
         };
         let program = generate(&gen_config, seed);
-        let index = report.programs;
+        let index = drawn_programs - 1;
         report.programs += 1;
         let run = run_program(&program, under_test, reference)?;
         report.ops += run.steps as u64;

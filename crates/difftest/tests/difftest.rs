@@ -147,6 +147,28 @@ fn the_reference_agrees_with_itself() {
 }
 
 #[test]
+fn shards_together_run_the_unsharded_programs() {
+    let whole = fuzz(
+        &FuzzConfig::new(3_000, 7, Design::DYNAMIC),
+        &reference,
+        &reference,
+    )
+    .unwrap();
+    let (mut ops, mut programs) = (0, 0);
+    for index in 0..3 {
+        let config = FuzzConfig {
+            shard: (index, 3),
+            ..FuzzConfig::new(3_000, 7, Design::DYNAMIC)
+        };
+        let part = fuzz(&config, &reference, &reference).unwrap();
+        assert!(part.passed());
+        ops += part.ops;
+        programs += part.programs;
+    }
+    assert_eq!((ops, programs), (whole.ops, whole.programs));
+}
+
+#[test]
 fn fuzzing_is_deterministic() {
     let config = FuzzConfig::new(3_000, 42, Design::DYNAMIC);
     let bug = buggy(Bug::ForkDropsTags);

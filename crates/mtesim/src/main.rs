@@ -27,6 +27,10 @@ enum Command {
     /// Run scenarios (.mte files), each on a fresh machine, and check what
     /// they expect.
     Run(cmd::run::Args),
+    /// Run scenarios under many interleavings of their parallel blocks
+    /// (random, PCT, exhaustive or preemption-bounded search) and print the
+    /// first failing schedule with the command that replays it.
+    Explore(cmd::explore::Args),
     /// Measure the tool's throughput.
     Bench(cmd::bench::Args),
     /// Differential testing: random programs on the machine under test and
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Platform(args) => cmd::platform::run(&args),
         Command::Run(args) => cmd::run::run(&args),
+        Command::Explore(args) => cmd::explore::run(&args),
         Command::Bench(args) => cmd::bench::run(&args),
         Command::Fuzz(args) => cmd::fuzz::run(&args),
         Command::Record(args) => cmd::record::run(&args),

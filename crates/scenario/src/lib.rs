@@ -21,6 +21,7 @@
 //! states, the `Machine` trait) is the `uapi` crate's.
 
 pub mod bench;
+pub mod explore;
 pub mod machine;
 pub mod run;
 

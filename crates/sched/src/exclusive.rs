@@ -64,7 +64,7 @@ impl<T> Exclusive<T> {
             key: None,
         };
         self.sched
-            .acquire(|| self.acquire_now().ok_or_else(wait))
+            .acquire(self.id, || self.acquire_now().ok_or_else(wait))
             .await
     }
 

@@ -37,6 +37,14 @@
 //! no other runnable task costs a counter increment and returns at once, so a
 //! single-CPU run makes no decision at all.
 //!
+//! A *step* is what one task runs from one switch point to the next. The
+//! executor records each step's [`Footprint`] (the locks it touched, or
+//! that it may have touched anything) and hands the steps since the last
+//! decision to the chooser ([`ChoicePoint::steps`]), for partial-order
+//! reduction. The primitives' switch points say which lock's operation
+//! follows ([`Sched::lock_point`]); [`Sched::preempt_point`] says nothing,
+//! so the step after it may touch anything.
+//!
 //! # Errors and limits
 //!
 //! - No runnable task but some blocked: [`SchedError::Deadlock`], naming each
@@ -232,6 +240,69 @@ impl fmt::Display for TraceEvent {
     }
 }
 
+/// What one *step* (a CPU's execution from one switch point to the next)
+/// touched, as far as the scheduler can tell: the locks it operated on or
+/// held, and whether it may have touched anything else.
+///
+/// The approximation, and what it assumes: a step that starts at a plain
+/// [`Sched::preempt_point`] (the kernel's own switch points, which mark
+/// racy accesses), at a wait-queue condition, or at the task's start, or
+/// that passes such a point without switching, is `global`: it may touch
+/// anything. A step that starts at a lock operation touches the locks it
+/// operates on and the locks its CPU holds during it, and, *assuming the
+/// kernel's locking discipline* (data shared between CPUs is only touched
+/// under a lock that protects it, or after a plain switch point), nothing
+/// else that another CPU's step could touch. Locks are compared by lock,
+/// not by key (all the keys of a [`crate::LockTable`] conflict), and shared
+/// holds conflict like exclusive ones: both err on the side of dependence.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Footprint {
+    /// The CPU that took the step.
+    pub cpu: CpuId,
+    /// The step may have touched anything.
+    pub global: bool,
+    /// The locks (by registration number), sorted, without repeats.
+    locks: Vec<usize>,
+}
+
+impl Footprint {
+    /// A step of `cpu` nothing is known about: it may touch anything.
+    pub fn unknown(cpu: CpuId) -> Self {
+        Self {
+            cpu,
+            global: true,
+            locks: Vec::new(),
+        }
+    }
+
+    fn touch(&mut self, lock: LockId) {
+        if let Err(i) = self.locks.binary_search(&lock.0) {
+            self.locks.insert(i, lock.0);
+        }
+    }
+
+    /// Whether the two steps commute (in the approximation above): two
+    /// steps of one CPU never do.
+    pub fn independent(&self, other: &Footprint) -> bool {
+        if self.cpu == other.cpu || self.global || other.global {
+            return false;
+        }
+        let (mut a, mut b) = (self.locks.iter().peekable(), other.locks.iter().peekable());
+        while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
+            match x.cmp(y) {
+                core::cmp::Ordering::Less => {
+                    a.next();
+                }
+                core::cmp::Ordering::Greater => {
+                    b.next();
+                }
+                core::cmp::Ordering::Equal => return false,
+            }
+        }
+        true
+    }
+}
+
 /// Identity of a lock (or wait queue) registered with a [`Sched`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct LockId(usize);
@@ -279,6 +350,9 @@ struct Held {
 struct CpuSlot {
     task: TaskState,
     held: Vec<Held>,
+    /// The lock whose operation the task stopped at, if it stopped at a
+    /// lock's switch point or sleeps on a lock (see [`Footprint`]).
+    resume_at: Option<LockId>,
 }
 
 #[derive(Debug)]
@@ -295,6 +369,8 @@ struct Run {
     yielded: bool,
     /// Dropping unfinished tasks after an error: releases wake nobody.
     tearing_down: bool,
+    /// The footprint of the step being taken.
+    step: Footprint,
 }
 
 impl Run {
@@ -435,6 +511,17 @@ impl Sched {
         PreemptPoint {
             sched: self,
             yielded: false,
+            lock: None,
+        }
+    }
+
+    /// The switch point before an operation on `lock` (the primitives'):
+    /// the step after it starts with that operation (see [`Footprint`]).
+    pub(crate) fn lock_point(&self, lock: LockId) -> PreemptPoint<'_> {
+        PreemptPoint {
+            sched: self,
+            yielded: false,
+            lock: Some(lock),
         }
     }
 
@@ -464,6 +551,7 @@ impl Sched {
                 .map(|_| CpuSlot {
                     task: TaskState::Runnable,
                     held: Vec::new(),
+                    resume_at: None,
                 })
                 .collect(),
             current: None,
@@ -473,6 +561,7 @@ impl Sched {
             over_limit: false,
             yielded: false,
             tearing_down: false,
+            step: Footprint::default(),
         });
     }
 
@@ -485,6 +574,8 @@ impl Sched {
         let mut cx = Context::from_waker(Waker::noop());
         let mut runnable = Vec::with_capacity(live.len());
         let mut previous = None;
+        // The steps taken since the last decision.
+        let mut steps: Vec<Footprint> = Vec::new();
         loop {
             self.collect_runnable(&mut runnable)?;
             let cpu = match runnable.as_slice() {
@@ -494,7 +585,9 @@ impl Sched {
                     let chosen = chooser.choose(&ChoicePoint {
                         runnable: &runnable,
                         previous,
+                        steps: &steps,
                     })?;
+                    steps.clear();
                     if !runnable.contains(&chosen) {
                         return Err(SchedError::NotRunnable {
                             chosen,
@@ -513,6 +606,19 @@ impl Sched {
                 let run = state.run();
                 run.current = Some(cpu);
                 run.yielded = false;
+                let slot = run.slot(cpu);
+                let mut step = Footprint {
+                    cpu,
+                    global: slot.resume_at.is_none(),
+                    locks: Vec::new(),
+                };
+                if let Some(lock) = slot.resume_at.take() {
+                    step.touch(lock);
+                }
+                for held in &slot.held {
+                    step.touch(held.at.lock);
+                }
+                run.step = step;
             }
             let task = live[cpu.index()]
                 .as_mut()
@@ -529,6 +635,7 @@ impl Sched {
             let mut state = self.state.borrow_mut();
             let run = state.run();
             run.current = None;
+            steps.push(std::mem::take(&mut run.step));
             if run.over_limit {
                 return Err(SchedError::StepLimit {
                     limit: run.max_steps,
@@ -707,18 +814,24 @@ impl Sched {
         self.state.borrow().locks[lock.0].clone()
     }
 
-    fn reach_switch_point(&self) -> Switch {
+    fn reach_switch_point(&self, lock: Option<LockId>) -> Switch {
         let mut state = self.state.borrow_mut();
         let run = state.run();
-        run.current();
+        let cpu = run.current();
         run.steps += 1;
         if run.steps > run.max_steps {
             run.over_limit = true;
             Switch::Abort
         } else if run.runnable > 1 {
             run.yielded = true;
+            run.slot(cpu).resume_at = lock;
             Switch::Yield
         } else {
+            // The step goes on through the switch point.
+            match lock {
+                Some(lock) => run.step.touch(lock),
+                None => run.step.global = true,
+            }
             Switch::Continue
         }
     }
@@ -726,8 +839,12 @@ impl Sched {
     /// The acquisition loop of every sleeping or spinning lock: a switch
     /// point, then `now` until it takes the lock; each refusal names the
     /// wait to sleep in before the retry.
-    pub(crate) async fn acquire<G>(&self, mut now: impl FnMut() -> Result<G, Wait>) -> G {
-        self.preempt_point().await;
+    pub(crate) async fn acquire<G>(
+        &self,
+        lock: LockId,
+        mut now: impl FnMut() -> Result<G, Wait>,
+    ) -> G {
+        self.lock_point(lock).await;
         loop {
             match now() {
                 Ok(guard) => return guard,
@@ -757,8 +874,12 @@ impl Sched {
         );
         let (at, kind) = (wait.at, wait.kind);
         let key = wait.key.clone();
+        // A woken task retries its lock operation, or re-evaluates its
+        // wait-queue condition (anything).
+        slot.resume_at = (kind != WaitKind::Event).then_some(at.lock);
         slot.task = TaskState::Blocked(wait);
         run.runnable -= 1;
+        run.step.touch(at.lock);
         state.record(|s| TraceEvent::Blocked {
             cpu,
             lock: s.lock_name(at, key.as_deref()),
@@ -786,6 +907,7 @@ impl Sched {
         let Some(run) = state.run.as_mut().filter(|run| !run.tearing_down) else {
             return 0;
         };
+        run.step.touch(at.lock);
         let mut woken = 0;
         for slot in &mut run.cpus {
             if matches!(&slot.task, TaskState::Blocked(w) if w.at == at && kinds(w.kind)) {
@@ -844,6 +966,7 @@ impl Sched {
         let mut state = self.state.borrow_mut();
         let run = state.run();
         let cpu = run.current();
+        run.step.touch(at.lock);
         run.slot(cpu).held.push(Held { at, kind });
         let outer_count = run.slot(cpu).held.len() - 1;
         for i in 0..outer_count {
@@ -888,6 +1011,7 @@ impl Sched {
         if let Some(i) = slot.held.iter().rposition(|h| h.at == at) {
             slot.held.remove(i);
         }
+        run.step.touch(at.lock);
         state.record(|s| TraceEvent::Released {
             cpu: holder,
             lock: s.lock_name(at, render(key).as_deref()),
@@ -936,6 +1060,8 @@ impl Drop for EndRun<'_> {
 pub struct PreemptPoint<'s> {
     sched: &'s Sched,
     yielded: bool,
+    /// The lock whose operation follows (a primitive's switch point).
+    lock: Option<LockId>,
 }
 
 impl Future for PreemptPoint<'_> {
@@ -945,7 +1071,7 @@ impl Future for PreemptPoint<'_> {
         if self.yielded {
             return Poll::Ready(());
         }
-        match self.sched.reach_switch_point() {
+        match self.sched.reach_switch_point(self.lock) {
             Switch::Continue => Poll::Ready(()),
             Switch::Yield | Switch::Abort => {
                 self.yielded = true;

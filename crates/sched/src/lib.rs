@@ -5,7 +5,8 @@
 //! lock operation and every point where Linux could be preempted or raced is
 //! an `.await` at which this crate's scheduler may switch CPUs. Which CPU runs
 //! at each such decision comes from a [`Chooser`]: a seed ([`Seeded`], [`Pct`]),
-//! a printed [`Schedule`] ([`Replay`]), or a systematic search
+//! a printed [`Schedule`] ([`Replay`]), rare random preemptions
+//! ([`Sticky`], what `mtesim run` uses), or a systematic search
 //! ([`explore_exhaustive`]). The crate knows nothing about the kernel: tasks
 //! are opaque futures, locks are named.
 //!
@@ -14,7 +15,9 @@
 //! - [`mutex`], [`rwlock`], [`table`], [`wait`]: the primitives (Linux
 //!   `struct mutex`, `rw_semaphore`, `PG_locked`, wait queues/completions).
 //! - [`chooser`]: the decision strategies; [`schedule`]: the printable record;
-//!   [`mod@explore`]: the drivers behind `mtesim explore`.
+//!   [`mod@explore`]: the drivers behind `mtesim explore` (random, PCT,
+//!   exhaustive, preemption-bounded, exhaustive with sleep sets over the
+//!   steps' [`Footprint`]s; shards).
 //!
 //! Single-threaded and `unsafe`-free: tasks are polled with a no-op waker and
 //! the scheduler keeps its own record of who is runnable; everything lives in
@@ -47,7 +50,10 @@
 //!
 //! let report = explore_exhaustive(100, program).unwrap();
 //! let failure = report.failure.unwrap();
-//! assert_eq!(failure.schedule.to_string(), "0.1.0");
+//! // cpu0 starts (the first decision keeps to the rule: `+1`) and is
+//! // preempted by cpu1 between its read and its write (`1`); then the rule
+//! // again (`+1`): both read before either writes.
+//! assert_eq!(failure.schedule.to_string(), "+1.1.+1");
 //! ```
 
 pub mod chooser;
@@ -68,19 +74,21 @@ mod properties;
 
 pub use chooser::{
     ChoicePoint, ChooseError, Chooser, LowestRunnable, OnExhausted, Pct, Recorder, Replay, Seeded,
+    Sticky,
 };
 pub use cpu::CpuId;
 pub use executor::{
-    BlockedCpu, HoldKind, PreemptPoint, RunLimits, Sched, SchedError, Task, TraceEvent, WaitKind,
+    BlockedCpu, Footprint, HoldKind, PreemptPoint, RunLimits, Sched, SchedError, Task, TraceEvent,
+    WaitKind,
 };
 pub use explore::{
-    Exploration, ExploreError, Failure, Strategy, explore, explore_exhaustive, explore_pct,
-    explore_random,
+    Exploration, ExploreError, Failure, SHARD_DEPTH, Shard, Strategy, explore, explore_exhaustive,
+    explore_pct, explore_random, explore_reduced, explore_shard, explore_with,
 };
 pub use lockcheck::{LockOrder, LockViolation};
 pub use mutex::{SimMutex, SimMutexGuard};
 pub use rwlock::{SimReadGuard, SimRwLock, SimWriteGuard};
-pub use schedule::{Found, Schedule, ScheduleParseError, ScheduleParseErrorKind};
+pub use schedule::{Choice, Found, Schedule, ScheduleParseError, ScheduleParseErrorKind};
 pub use spin::{SimSpinGuard, SimSpinLock};
 pub use table::{KeyGuard, LockTable};
 pub use wait::{Completion, WaitQueue};

@@ -56,7 +56,7 @@ impl<T> SimMutex<T> {
     /// Acquires the mutex if it is free (Linux: `mutex_trylock()`). Still a
     /// switch point: another CPU may take the mutex just before.
     pub async fn try_lock(&self) -> Option<SimMutexGuard<'_, T>> {
-        self.inner.sched().preempt_point().await;
+        self.inner.sched().lock_point(self.inner.id()).await;
         let inner = self.inner.acquire_now()?;
         Some(SimMutexGuard { inner })
     }
@@ -205,13 +205,13 @@ mod tests {
             sched.run(tasks, chooser, RunLimits::default())?;
             Ok(())
         }
-        // DFS order: "0.0.0" (cpu0 takes both), "0.0.1.0" (cpu1 reaches its
-        // lock point, cpu0 takes b first), then "0.0.1.1.0": cpu0 holds a,
-        // cpu1 takes b, cpu0 sleeps on b, cpu1 runs alone and sleeps on a.
+        // DFS order (stay first): "+3" (cpu0 takes both), "+2.1.+2" (cpu1
+        // preempts cpu0 holding a and takes b; cpu0 sleeps on b, cpu1 runs
+        // alone and sleeps on a).
         let report = explore_exhaustive(1000, ab_ba).unwrap();
         let failure = report.failure.expect("the AB-BA deadlock is reachable");
-        assert_eq!(failure.schedule.to_string(), "0.0.1.1.0");
-        assert_eq!(failure.run, 3);
+        assert_eq!(failure.schedule.to_string(), "+2.1.+2");
+        assert_eq!(failure.run, 2);
         let expected = SchedError::Deadlock {
             blocked: vec![
                 BlockedCpu {

@@ -62,7 +62,9 @@ impl<T> SimRwLock<T> {
     pub async fn read(&self) -> SimReadGuard<'_, T> {
         self.sched.might_sleep_on(self.id, WaitKind::Read);
         self.sched
-            .acquire(|| self.read_now().ok_or_else(|| self.wait(WaitKind::Read)))
+            .acquire(self.id, || {
+                self.read_now().ok_or_else(|| self.wait(WaitKind::Read))
+            })
             .await
     }
 
@@ -70,19 +72,21 @@ impl<T> SimRwLock<T> {
     pub async fn write(&self) -> SimWriteGuard<'_, T> {
         self.sched.might_sleep_on(self.id, WaitKind::Write);
         self.sched
-            .acquire(|| self.write_now().ok_or_else(|| self.wait(WaitKind::Write)))
+            .acquire(self.id, || {
+                self.write_now().ok_or_else(|| self.wait(WaitKind::Write))
+            })
             .await
     }
 
     /// Linux: `down_read_trylock()`, `mmap_read_trylock()`. A switch point.
     pub async fn try_read(&self) -> Option<SimReadGuard<'_, T>> {
-        self.sched.preempt_point().await;
+        self.sched.lock_point(self.id).await;
         self.read_now()
     }
 
     /// Linux: `down_write_trylock()`, `mmap_write_trylock()`. A switch point.
     pub async fn try_write(&self) -> Option<SimWriteGuard<'_, T>> {
-        self.sched.preempt_point().await;
+        self.sched.lock_point(self.id).await;
         self.write_now()
     }
 

@@ -1,27 +1,45 @@
 //! Schedules: the printable record of every scheduling decision of a program.
 //!
-//! A schedule lists, in order, the CPU chosen at each *decision*: each moment
-//! when two or more tasks were runnable (see [`crate::executor`]). Moments with
-//! one runnable task are not decisions and leave no trace, so a single-CPU
-//! program has the empty schedule. A program made of several runs (one per
-//! `parallel` block) has one schedule: the runs' decisions concatenated.
+//! A schedule lists, in order, what was chosen at each *decision*: each
+//! moment when two or more tasks were runnable (see [`crate::executor`]).
+//! Moments with one runnable task are not decisions and leave no trace, so a
+//! single-CPU program has the empty schedule. A program made of several runs
+//! (one per `parallel` block) has one schedule: the runs' decisions
+//! concatenated.
+//!
+//! Each decision is a [`Choice`]: either a named CPU, or [`Choice::Stay`],
+//! "keep running the CPU that ran last if it is runnable, else the lowest
+//! runnable CPU" (the rule a run follows when nothing preempts it). A
+//! [`crate::Recorder`] writes `Stay` for every decision that followed that
+//! rule, so a schedule names only the CPUs of the preemptions and of the
+//! decisions that deviated from the rule (a choice-index encoding); runs of
+//! `Stay` print as one count. A run that preempts rarely (the default
+//! chooser of `mtesim run`, [`crate::Sticky`]) thus prints a few dozen
+//! characters however many decisions it made.
 //!
 //! # Text format
 //!
 //! ```text
 //! schedule := "-"                      the empty schedule ("" is accepted too)
-//!           | item ("." item)*
-//! item     := cpu ("*" count)?         `count` copies of `cpu`, count >= 1
+//!           | "..."                    the empty prefix
+//!           | item ("." item)* ["..."]
+//! item     := cpu ("*" count)?         `count` decisions choosing `cpu`, count >= 1
+//!           | "+" count                `count` decisions of `Stay`, count >= 1
 //! cpu      := decimal digits           fits in u32
 //! count    := decimal digits
 //! ```
 //!
-//! `0.1.1.1.0` is printed `0.1*3.0`: [`Display`](fmt::Display) compresses runs
-//! of three or more equal choices (where `c*n` is never longer than the
-//! spelled-out run) and prints the empty schedule as `-` so it is visible on a
-//! command line. Parsing accepts any mix of both spellings, leading zeros
-//! included; nothing else (no spaces, no signs). Parsing never panics; errors
-//! name the 1-based character column and the problem.
+//! `+3.1.+2.0.+7` reads: three decisions keep the running CPU, the fourth
+//! switches to CPU 1, two more keep CPU 1 running, the seventh switches to
+//! CPU 0, seven more keep running. [`Display`](fmt::Display) compresses runs
+//! of three or more equal CPUs (`0.1.1.1.0` is `0.1*3.0`) and every run of
+//! `Stay` (`+n`), and prints the empty schedule as `-` so it is visible on a
+//! command line. A trailing `...` makes the schedule a *prefix*: a replay
+//! follows it, then picks the lowest runnable CPU at every further decision
+//! (instead of failing when the schedule runs out; see
+//! [`crate::Replay::new`]). Parsing accepts any mix of the spellings, leading
+//! zeros included; nothing else (no spaces, no signs). Parsing never panics;
+//! errors name the 1-based character column and the problem.
 //!
 //! Parsing accepts at most [`Schedule::MAX_LEN`] decisions, so a hostile
 //! `0*99999999999` is an error, not an allocation. (A recorder can produce a
@@ -33,50 +51,153 @@ use core::str::FromStr;
 
 use thiserror::Error;
 
+use crate::chooser::ChoicePoint;
 use crate::cpu::CpuId;
 
-/// The CPUs chosen at a program's decisions, in order.
+/// What one decision chose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Choice {
+    /// Keep running the CPU that ran last if it is runnable, else the lowest
+    /// runnable CPU.
+    Stay,
+    /// This CPU.
+    Cpu(CpuId),
+}
+
+impl Choice {
+    /// The CPU [`Choice::Stay`] stands for at `point`.
+    pub fn stay_at(point: &ChoicePoint<'_>) -> CpuId {
+        match point.previous {
+            Some(previous) if point.runnable.contains(&previous) => previous,
+            _ => point.runnable[0],
+        }
+    }
+
+    /// The CPU this choice picks at `point` (not necessarily runnable for
+    /// [`Choice::Cpu`]).
+    pub fn resolve(self, point: &ChoicePoint<'_>) -> CpuId {
+        match self {
+            Choice::Stay => Self::stay_at(point),
+            Choice::Cpu(cpu) => cpu,
+        }
+    }
+
+    /// The canonical record of choosing `cpu` at `point`: [`Choice::Stay`]
+    /// when that is what the rule picks.
+    pub fn of(point: &ChoicePoint<'_>, cpu: CpuId) -> Self {
+        if Self::stay_at(point) == cpu {
+            Choice::Stay
+        } else {
+            Choice::Cpu(cpu)
+        }
+    }
+}
+
+/// What was chosen at a program's decisions, in order, and whether the
+/// schedule is a prefix (printed with a trailing `...`).
 #[derive(Clone, PartialEq, Eq, Hash, Default)]
-pub struct Schedule(Vec<CpuId>);
+pub struct Schedule {
+    choices: Vec<Choice>,
+    prefix: bool,
+}
 
 impl Schedule {
-    /// The longest schedule that parses (4 Mi decisions, 16 MiB).
+    /// The longest schedule that parses (4 Mi decisions).
     pub const MAX_LEN: usize = 1 << 22;
 
     pub const fn new() -> Self {
-        Self(Vec::new())
+        Self {
+            choices: Vec::new(),
+            prefix: false,
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.choices.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.choices.is_empty()
     }
 
-    pub fn as_slice(&self) -> &[CpuId] {
-        &self.0
+    pub fn as_slice(&self) -> &[Choice] {
+        &self.choices
     }
 
+    /// Appends an explicit choice of `cpu`.
     pub fn push(&mut self, cpu: CpuId) {
-        self.0.push(cpu);
+        self.choices.push(Choice::Cpu(cpu));
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = CpuId> + '_ {
-        self.0.iter().copied()
+    /// Appends the choice of `cpu` at `point`, canonically ([`Choice::of`]).
+    pub fn record(&mut self, point: &ChoicePoint<'_>, cpu: CpuId) {
+        self.choices.push(Choice::of(point, cpu));
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Choice> + '_ {
+        self.choices.iter().copied()
+    }
+
+    /// A replay of a prefix goes on with the lowest runnable CPU when the
+    /// schedule runs out.
+    pub fn is_prefix(&self) -> bool {
+        self.prefix
+    }
+
+    /// This schedule as a prefix (`...`) or as a whole schedule.
+    pub fn with_prefix(mut self, prefix: bool) -> Self {
+        self.prefix = prefix;
+        self
+    }
+
+    /// The decisions that name a CPU other than what the rule of
+    /// [`Choice::Stay`] picks (what a schedule costs to print).
+    pub fn deviations(&self) -> usize {
+        self.choices
+            .iter()
+            .filter(|c| matches!(c, Choice::Cpu(_)))
+            .count()
+    }
+
+    /// The first `len` decisions.
+    pub fn truncated(&self, len: usize) -> Self {
+        Self {
+            choices: self.choices[..len.min(self.choices.len())].to_vec(),
+            prefix: self.prefix,
+        }
     }
 }
 
 impl From<Vec<CpuId>> for Schedule {
     fn from(choices: Vec<CpuId>) -> Self {
-        Self(choices)
+        choices.into_iter().collect()
+    }
+}
+
+impl From<Vec<Choice>> for Schedule {
+    fn from(choices: Vec<Choice>) -> Self {
+        Self {
+            choices,
+            prefix: false,
+        }
     }
 }
 
 impl FromIterator<CpuId> for Schedule {
     fn from_iter<I: IntoIterator<Item = CpuId>>(iter: I) -> Self {
-        Self(iter.into_iter().collect())
+        Self {
+            choices: iter.into_iter().map(Choice::Cpu).collect(),
+            prefix: false,
+        }
+    }
+}
+
+impl FromIterator<Choice> for Schedule {
+    fn from_iter<I: IntoIterator<Item = Choice>>(iter: I) -> Self {
+        Self {
+            choices: iter.into_iter().collect(),
+            prefix: false,
+        }
     }
 }
 
@@ -88,29 +209,34 @@ impl fmt::Debug for Schedule {
 
 impl fmt::Display for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_empty() {
-            return f.write_str("-");
+        if self.choices.is_empty() {
+            return f.write_str(if self.prefix { "..." } else { "-" });
         }
-        let mut rest = self.0.as_slice();
+        let mut rest = self.choices.as_slice();
         let mut first = true;
-        while let Some(&cpu) = rest.first() {
-            let run = rest.iter().take_while(|&&c| c == cpu).count();
+        while let Some(&choice) = rest.first() {
+            let run = rest.iter().take_while(|&&c| c == choice).count();
             if !first {
                 f.write_str(".")?;
             }
             first = false;
-            // `c*3` is never longer than `c.c.c`; for two it can be (`10*2`).
-            if run >= 3 {
-                write!(f, "{}*{run}", cpu.as_u32())?;
-            } else {
-                for i in 0..run {
-                    if i > 0 {
-                        f.write_str(".")?;
+            match choice {
+                Choice::Stay => write!(f, "+{run}")?,
+                // `c*3` is never longer than `c.c.c`; for two it can be (`10*2`).
+                Choice::Cpu(cpu) if run >= 3 => write!(f, "{}*{run}", cpu.as_u32())?,
+                Choice::Cpu(cpu) => {
+                    for i in 0..run {
+                        if i > 0 {
+                            f.write_str(".")?;
+                        }
+                        write!(f, "{}", cpu.as_u32())?;
                     }
-                    write!(f, "{}", cpu.as_u32())?;
                 }
             }
             rest = &rest[run..];
+        }
+        if self.prefix {
+            f.write_str("...")?;
         }
         Ok(())
     }
@@ -134,11 +260,11 @@ impl fmt::Display for Found {
 
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum ScheduleParseErrorKind {
-    #[error("expected a CPU number, found {found}")]
+    #[error("expected a CPU number or `+`, found {found}")]
     ExpectedCpu { found: Found },
     #[error("expected `.`, `*` or the end after a CPU number, found {found}")]
     ExpectedSeparator { found: Found },
-    #[error("expected a repeat count after `*`, found {found}")]
+    #[error("expected a repeat count after `*` or `+`, found {found}")]
     ExpectedCount { found: Found },
     #[error("expected `.` or the end after a repeat count, found {found}")]
     ExpectedDot { found: Found },
@@ -165,7 +291,14 @@ impl FromStr for Schedule {
         if text.is_empty() || text == "-" {
             return Ok(Self::new());
         }
-        Parser::new(text).schedule()
+        let (body, prefix) = match text.strip_suffix("...") {
+            Some(body) => (body, true),
+            None => (text, false),
+        };
+        if body.is_empty() {
+            return Ok(Self::new().with_prefix(true));
+        }
+        Ok(Parser::new(body).schedule()?.with_prefix(prefix))
     }
 }
 
@@ -204,63 +337,71 @@ impl Parser {
         (self.pos > start).then(|| (start, self.chars[start..self.pos].iter().collect()))
     }
 
+    /// A repeat count (after `*` or `+`) that keeps the schedule within
+    /// [`Schedule::MAX_LEN`].
+    fn count(&mut self, so_far: usize) -> Result<usize, ScheduleParseError> {
+        let Some((start, digits)) = self.digits() else {
+            return Err(self.error(
+                self.pos,
+                ScheduleParseErrorKind::ExpectedCount { found: self.peek() },
+            ));
+        };
+        let too_long = ScheduleParseErrorKind::TooLong {
+            max: Schedule::MAX_LEN,
+        };
+        let count = digits
+            .parse::<usize>()
+            .map_err(|_| self.error(start, too_long.clone()))?;
+        if count == 0 {
+            return Err(self.error(start, ScheduleParseErrorKind::ZeroCount));
+        }
+        if count > Schedule::MAX_LEN - so_far {
+            return Err(self.error(start, too_long));
+        }
+        match self.peek() {
+            Found::End | Found::Char('.') => Ok(count),
+            found => Err(self.error(self.pos, ScheduleParseErrorKind::ExpectedDot { found })),
+        }
+    }
+
     fn schedule(mut self) -> Result<Schedule, ScheduleParseError> {
         let mut choices = Vec::new();
         loop {
-            let Some((start, digits)) = self.digits() else {
-                return Err(self.error(
-                    self.pos,
-                    ScheduleParseErrorKind::ExpectedCpu { found: self.peek() },
-                ));
-            };
-            let cpu = digits.parse::<u32>().map_err(|_| {
-                self.error(
-                    start,
-                    ScheduleParseErrorKind::CpuOutOfRange {
-                        digits: digits.clone(),
-                    },
-                )
-            })?;
-            let mut count = 1usize;
-            if self.peek() == Found::Char('*') {
+            if self.peek() == Found::Char('+') {
                 self.pos += 1;
+                let count = self.count(choices.len())?;
+                choices.extend(core::iter::repeat_n(Choice::Stay, count));
+            } else {
                 let Some((start, digits)) = self.digits() else {
                     return Err(self.error(
                         self.pos,
-                        ScheduleParseErrorKind::ExpectedCount { found: self.peek() },
+                        ScheduleParseErrorKind::ExpectedCpu { found: self.peek() },
                     ));
                 };
-                let too_long = ScheduleParseErrorKind::TooLong {
-                    max: Schedule::MAX_LEN,
-                };
-                count = digits
-                    .parse::<usize>()
-                    .map_err(|_| self.error(start, too_long.clone()))?;
-                if count == 0 {
-                    return Err(self.error(start, ScheduleParseErrorKind::ZeroCount));
+                let cpu = digits.parse::<u32>().map_err(|_| {
+                    self.error(
+                        start,
+                        ScheduleParseErrorKind::CpuOutOfRange {
+                            digits: digits.clone(),
+                        },
+                    )
+                })?;
+                let mut count = 1usize;
+                if self.peek() == Found::Char('*') {
+                    self.pos += 1;
+                    count = self.count(choices.len())?;
+                } else if choices.len() == Schedule::MAX_LEN {
+                    return Err(self.error(
+                        start,
+                        ScheduleParseErrorKind::TooLong {
+                            max: Schedule::MAX_LEN,
+                        },
+                    ));
                 }
-                if count > Schedule::MAX_LEN - choices.len() {
-                    return Err(self.error(start, too_long));
-                }
-                match self.peek() {
-                    Found::End | Found::Char('.') => {}
-                    found => {
-                        return Err(
-                            self.error(self.pos, ScheduleParseErrorKind::ExpectedDot { found })
-                        );
-                    }
-                }
-            } else if choices.len() == Schedule::MAX_LEN {
-                return Err(self.error(
-                    start,
-                    ScheduleParseErrorKind::TooLong {
-                        max: Schedule::MAX_LEN,
-                    },
-                ));
+                choices.extend(core::iter::repeat_n(Choice::Cpu(CpuId::new(cpu)), count));
             }
-            choices.extend(core::iter::repeat_n(CpuId::new(cpu), count));
             match self.peek() {
-                Found::End => return Ok(Schedule(choices)),
+                Found::End => return Ok(Schedule::from(choices)),
                 Found::Char('.') => self.pos += 1,
                 found => {
                     return Err(self.error(
@@ -293,6 +434,56 @@ mod tests {
         assert_eq!(sched(&[0, 1, 1, 0]).to_string(), "0.1.1.0");
         assert_eq!(sched(&[0, 1, 1, 1, 0]).to_string(), "0.1*3.0");
         assert_eq!(sched(&[12, 12, 3, 3, 3, 3]).to_string(), "12.12.3*4");
+    }
+
+    #[test]
+    fn stays_print_as_counts_and_prefixes_end_in_dots() {
+        let s: Schedule = [
+            Choice::Stay,
+            Choice::Stay,
+            Choice::Stay,
+            Choice::Cpu(CpuId::new(1)),
+            Choice::Stay,
+            Choice::Cpu(CpuId::new(0)),
+            Choice::Cpu(CpuId::new(0)),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(s.to_string(), "+3.1.+1.0.0");
+        assert_eq!(s.deviations(), 3);
+        assert_eq!("+3.1.+1.0.0".parse::<Schedule>().unwrap(), s);
+        let prefix = "+3.1...".parse::<Schedule>().unwrap();
+        assert!(prefix.is_prefix());
+        assert_eq!(prefix.len(), 4);
+        assert_eq!(prefix.to_string(), "+3.1...");
+        let empty = "...".parse::<Schedule>().unwrap();
+        assert!(empty.is_prefix() && empty.is_empty());
+        assert_eq!(empty.to_string(), "...");
+        assert_eq!(err("+0").kind, ScheduleParseErrorKind::ZeroCount);
+        assert_eq!(
+            err("+").kind,
+            ScheduleParseErrorKind::ExpectedCount { found: Found::End }
+        );
+        assert_eq!(err("0.1....").column, 5);
+    }
+
+    #[test]
+    fn stay_keeps_the_previous_cpu_else_the_lowest() {
+        let runnable = [CpuId::new(0), CpuId::new(2)];
+        let at = |previous| ChoicePoint {
+            runnable: &runnable,
+            previous,
+            steps: &[],
+        };
+        assert_eq!(Choice::stay_at(&at(None)), CpuId::new(0));
+        assert_eq!(Choice::stay_at(&at(Some(CpuId::new(2)))), CpuId::new(2));
+        // cpu1 blocked or finished: the lowest runnable.
+        assert_eq!(Choice::stay_at(&at(Some(CpuId::new(1)))), CpuId::new(0));
+        assert_eq!(
+            Choice::of(&at(Some(CpuId::new(2))), CpuId::new(0)),
+            Choice::Cpu(CpuId::new(0))
+        );
+        assert_eq!(Choice::of(&at(None), CpuId::new(0)), Choice::Stay);
     }
 
     #[test]
@@ -412,7 +603,7 @@ mod tests {
         assert_eq!(e.column, 1);
         assert_eq!(
             err("0.x").to_string(),
-            "schedule, column 3: expected a CPU number, found 'x'"
+            "schedule, column 3: expected a CPU number or `+`, found 'x'"
         );
     }
 
@@ -422,9 +613,15 @@ mod tests {
         #[test]
         fn display_then_parse_round_trips(
             cpus in prop::collection::vec(
-                prop_oneof![4 => 0u32..3, 1 => any::<u32>()], 0..40)
+                prop_oneof![4 => 0u32..3, 1 => any::<u32>(), 3 => Just(u32::MAX)], 0..40),
+            prefix in any::<bool>(),
         ) {
-            let s = sched(&cpus);
+            // u32::MAX stands for a `Stay` here.
+            let s: Schedule = cpus
+                .iter()
+                .map(|&c| if c == u32::MAX { Choice::Stay } else { Choice::Cpu(CpuId::new(c)) })
+                .collect::<Schedule>()
+                .with_prefix(prefix);
             let text = s.to_string();
             prop_assert_eq!(text.parse::<Schedule>().unwrap(), s);
         }

@@ -70,7 +70,7 @@ impl<K: Copy + Ord + fmt::Debug> LockTable<K> {
     pub async fn lock(&self, key: K) -> KeyGuard<'_, K> {
         self.sched.might_sleep_on(self.id, WaitKind::Key);
         self.sched
-            .acquire(|| {
+            .acquire(self.id, || {
                 self.lock_now(key).map_err(|instance| Wait {
                     at: self.addr(instance),
                     kind: WaitKind::Key,
@@ -82,7 +82,7 @@ impl<K: Copy + Ord + fmt::Debug> LockTable<K> {
 
     /// Locks `key` if free (Linux: `folio_trylock()`). A switch point.
     pub async fn try_lock(&self, key: K) -> Option<KeyGuard<'_, K>> {
-        self.sched.preempt_point().await;
+        self.sched.lock_point(self.id).await;
         self.lock_now(key).ok()
     }
 

@@ -1,5 +1,6 @@
 //! `mtesim fuzz [--ops N] [--seed S] [--set tag-storage=DESIGN]
-//! [--out FILE] [--machine kernel|reference]`: differential testing of the
+//! [--out FILE] [--machine kernel|reference] [--shard K/N]`: differential
+//! testing of the
 //! machine under test against the reference model
 //! ([`difftest`]).
 //!
@@ -20,6 +21,11 @@
 //! machine cannot be built or the reproducer cannot be written (message on
 //! stderr). Deterministic for a seed: the same arguments print the same
 //! lines and write the same file.
+//!
+//! `--shard K/N` runs the programs `k` with `k mod N = K` of the ones an
+//! unsharded run draws (same seeds, same lengths, the same `N` ops in all),
+//! so `N` shards together run what one run would (when no failure stops it
+//! early); each shard's summary counts its own ops.
 //!
 //! Panics of a machine are findings (counted as divergences), so the panic
 //! hook is silenced while fuzzing: the shrinker reproduces a panic many
@@ -55,6 +61,10 @@ pub struct Args {
     /// The machine under test (the reference is always the reference model).
     #[arg(long, value_name = "KIND", default_value = "kernel", value_parser = parse_machine)]
     pub machine: MachineKind,
+    /// Run only the programs of part K (from 0) of N: N runs with the same
+    /// arguments and K = 0..N together run the programs of one run.
+    #[arg(long, value_name = "K/N", value_parser = super::explore::parse_shard)]
+    pub shard: Option<sched::Shard>,
 }
 
 fn parse_count(text: &str) -> Result<u64, String> {
@@ -87,7 +97,12 @@ pub fn run(args: &Args) -> ExitCode {
     let under_test = move |platform: &Platform| make_machine(kind, platform);
     let reference = |platform: &Platform| make_machine(MachineKind::Reference, platform);
     let design = args.set.last().copied().unwrap_or_default();
-    let config = FuzzConfig::new(args.ops, args.seed, design);
+    let config = FuzzConfig {
+        shard: args
+            .shard
+            .map_or((0, 1), |s| (u64::from(s.index), u64::from(s.count))),
+        ..FuzzConfig::new(args.ops, args.seed, design)
+    };
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let result = catch_unwind(AssertUnwindSafe(|| fuzz(&config, &under_test, &reference)));

@@ -3,6 +3,7 @@
 //! (`run` reports per file, and always ends stdout with its summary line).
 
 pub mod bench;
+pub mod explore;
 pub mod fuzz;
 pub mod platform;
 pub mod record;
@@ -31,6 +32,17 @@ pub fn print_stdout(output: &str) -> ExitCode {
         // not an error worth a message.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => fail(format_args!("cannot write the output: {e}")),
+    }
+}
+
+/// Writes `text` on stderr as it is (nothing sensible is left to do if
+/// stderr itself is gone).
+pub fn eprint(text: &str) {
+    if !text.is_empty() {
+        let mut stderr = std::io::stderr().lock();
+        let _ = stderr
+            .write_all(text.as_bytes())
+            .and_then(|()| stderr.flush());
     }
 }
 

@@ -1,5 +1,5 @@
 //! `mtesim run FILES_OR_DIRS... [--verbose] [--trace] [--trace-json FILE] [--json] [--seed S]
-//! [--schedule STRING] [--jobs N] [--machine kernel|reference]
+//! [--schedule-seed S] [--schedule STRING] [--jobs N] [--machine kernel|reference]
 //! [--check-invariants]`: run
 //! scenarios, each on a fresh machine (`docs/language.md`, "Running").
 //!
@@ -16,9 +16,11 @@
 //! writes the same events as JSON lines ([`super::trace_json`]).
 //!
 //! Output, per file, on stdout: with `--verbose` every command and
-//! expectation with its result (`  12: p load a#7 8 => value 0x0`) and the
-//! schedule of its parallel blocks, then one `FAIL file:line: expected X,
-//! got Y` per failure, or `PASS file`. On stderr: a malformed file's
+//! expectation with its result (`  12: p load a#7 8 => value 0x0`), then
+//! `  schedule: STRING`, the schedule of its parallel blocks (also without
+//! `--verbose` when a line failed inside or after a `parallel` block), then
+//! one `FAIL file:line: expected X, got Y` per failure, or `PASS file`.
+//! On stderr: a malformed file's
 //! `file:line:column: message` followed by the offending line with a caret
 //! (miette, no colours unless stderr is a terminal), `file: error` for an
 //! unreadable file, `file: cannot run: ...` when no machine can be built,
@@ -39,8 +41,10 @@
 //! null when the file did not run). Everything else then goes to stderr,
 //! so stdout parses as JSON.
 //!
-//! `--seed` and `--schedule` apply to every file (a schedule printed by
-//! `mtesim explore` is for the one file it explored).
+//! `--seed` (the platform's: IRG and the machine's other random choices),
+//! `--schedule-seed` (the interleavings only) and `--schedule` apply to
+//! every file (a schedule printed by `mtesim explore` is for the one file
+//! it explored).
 //!
 //! Exit status: 2 if any file could not be read, is malformed or could not
 //! be run (a run that panics, a bug, counts so too and the other files
@@ -91,11 +95,16 @@ pub struct Args {
     /// stderr).
     #[arg(long)]
     pub json: bool,
-    /// Replace the platform line's seed (decimal or 0x hex).
+    /// Replace the platform line's seed (decimal or 0x hex): IRG and the
+    /// machine's other random choices, not the interleavings.
     #[arg(long, value_name = "S", value_parser = parse_seed)]
     pub seed: Option<u64>,
+    /// The seed of the interleavings of parallel blocks (default 0).
+    #[arg(long, value_name = "S", value_parser = parse_seed)]
+    pub schedule_seed: Option<u64>,
     /// Replay this schedule of the parallel blocks exactly (as printed by
-    /// `mtesim explore` or `--verbose`).
+    /// `mtesim explore`, `--verbose` or a failure), or as a prefix when it
+    /// ends in `...` (then the lowest runnable CPU first).
     #[arg(long, value_name = "STRING", value_parser = parse_schedule)]
     pub schedule: Option<Schedule>,
     /// Run at most N files at once (default: one per core).
@@ -119,7 +128,7 @@ pub struct Args {
     pub platform: Option<PathBuf>,
 }
 
-fn parse_seed(text: &str) -> Result<u64, String> {
+pub fn parse_seed(text: &str) -> Result<u64, String> {
     parse_u64(text, Suffix::Forbidden).map_err(|e| e.to_string())
 }
 
@@ -165,10 +174,12 @@ pub fn run(args: &Args) -> ExitCode {
     let inputs = inputs(&args.paths);
     let options = RunOptions {
         seed: args.seed,
+        schedule_seed: args.schedule_seed,
         schedule: args.schedule.clone(),
         verbose: args.verbose || args.trace,
         trace: args.trace || args.trace_json.is_some(),
         check_invariants: args.check_invariants,
+        invariants_from_first_block: false,
         set: args.set.clone(),
         described,
     };
@@ -440,7 +451,7 @@ fn file_json(path: &str, outcome: &FileOutput) -> Value {
 
 /// `file:line:column: message` on its own line, then the offending line
 /// with a caret under the problem (and a help line where there is one).
-fn diagnostic(error: &ParseError, colour: bool) -> String {
+pub fn diagnostic(error: &ParseError, colour: bool) -> String {
     let theme = if colour {
         GraphicalTheme::unicode()
     } else {

@@ -20,10 +20,12 @@
 //!   [`Machine::run_parallel`], one CPU per line that reaches the machine
 //!   (CPU `n` is the `n`-th such line: lines answered without the machine,
 //!   a never-created process or a bad pointer, take none), with one chooser
-//!   for the whole file: a [`sched::Seeded`] from the seed (`--seed`, else
-//!   the platform's), or a strict [`sched::Replay`] of `--schedule`. Every
-//!   decision is recorded: [`RunReport::schedule`] is the string that
-//!   `--schedule` replays;
+//!   for the whole file: a [`sched::Sticky`] from the schedule seed
+//!   ([`RunOptions::schedule_seed`], 0 by default; never the platform's
+//!   seed, which only the machine draws from), a [`sched::Replay`] of
+//!   `--schedule`, or the caller's ([`Runner::with_chooser`], what `mtesim
+//!   explore` uses). Every decision is recorded: [`RunReport::schedule`] is
+//!   the string that `--schedule` replays;
 //! - an expectation observes the machine and fails its line when it does
 //!   not hold.
 //!
@@ -44,7 +46,7 @@ mod tests;
 use core::fmt;
 
 use platform::{Platform, PlatformSpec};
-use sched::{ChoicePoint, ChooseError, Chooser, CpuId, Recorder, Replay, Schedule, Seeded};
+use sched::{ChoicePoint, ChooseError, Chooser, CpuId, Recorder, Replay, Schedule, Sticky};
 use thiserror::Error;
 use uapi::event::Event;
 use uapi::{Counter, Machine, Outcome, Reply};
@@ -60,10 +62,15 @@ use lower::{Bindings, EvalError, Lowered};
 /// How to run (the options of `mtesim run` that change a run).
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
-    /// Replaces the platform line's `seed` (IRG, reclaim order and the
-    /// interleaving of `parallel` blocks all derive from it).
+    /// Replaces the platform line's `seed` (IRG and the machine's other
+    /// random choices derive from it; interleavings do not).
     pub seed: Option<u64>,
-    /// Replay this schedule exactly instead of choosing from the seed.
+    /// The seed of the interleavings of `parallel` blocks (0 when `None`):
+    /// it changes nothing else, so exploring schedules never changes the
+    /// tags `irg` draws.
+    pub schedule_seed: Option<u64>,
+    /// Replay this schedule instead of choosing from the schedule seed
+    /// (exactly, or as a prefix if it ends in `...`).
     pub schedule: Option<Schedule>,
     /// Record every command and expectation with its result.
     pub verbose: bool,
@@ -75,6 +82,10 @@ pub struct RunOptions {
     /// block, as if each were followed by `expect invariants` (the debug
     /// setting of `mtesim run --check-invariants`; the suites use it).
     pub check_invariants: bool,
+    /// With `check_invariants`, skip the checks until the first `parallel`
+    /// block: `mtesim explore` runs the statements before it identically
+    /// in every schedule and checks them in its first schedule only.
+    pub invariants_from_first_block: bool,
     /// `--set KEY=VALUE`, in order: each replaces (or adds) that key of the
     /// platform line, as if the file said it. The values must be valid
     /// (`PlatformSpec::set_key` accepted them): the command line checks them
@@ -194,9 +205,18 @@ pub struct RunReport {
     pub error: Option<RunError>,
     /// Commands run (lines inside `parallel` blocks included).
     pub commands: u64,
-    /// The seed the machine and the interleavings drew from (the platform
-    /// line's, or `--seed`).
+    /// The seed the machine drew from (the platform line's, or `--seed`).
     pub seed: u64,
+    /// The seed the interleavings drew from (unless replayed).
+    pub schedule_seed: u64,
+    /// Some line failed inside or after a `parallel` block: the schedule is
+    /// part of what reproduces the failure, so [`RunReport::render`] prints
+    /// it even when not verbose.
+    pub failed_after_block: bool,
+    /// A digest of everything the run observed: each command's line and
+    /// result and each expectation's verdict, in order (with the final
+    /// counters, what `mtesim explore` counts distinct final states by).
+    pub digest: u64,
 }
 
 /// The verdict on one file, and its exit status.
@@ -248,9 +268,11 @@ impl RunReport {
                 out.push_str(&step.render());
                 out.push('\n');
             }
-            if let Some(schedule) = &self.schedule {
-                out.push_str(&format!("  schedule: {schedule}\n"));
-            }
+        }
+        if let Some(schedule) = &self.schedule
+            && (verbose || self.failed_after_block)
+        {
+            out.push_str(&format!("  schedule: {schedule}\n"));
         }
         for failure in &self.failures {
             out.push_str(&failure.render(file));
@@ -369,21 +391,23 @@ pub fn run_source<'m, E: fmt::Display>(
 
 /// Chooses for `parallel` blocks and keeps the first error of a replay, so
 /// that a schedule that does not fit is told apart from a machine failure.
-struct BlockChooser {
-    strategy: Strategy,
+struct BlockChooser<'a> {
+    strategy: Strategy<'a>,
     error: Option<ChooseError>,
 }
 
-enum Strategy {
-    Seeded(Seeded),
+enum Strategy<'a> {
+    Sticky(Sticky),
     Replay(Replay),
+    Given(&'a mut dyn Chooser),
 }
 
-impl Chooser for BlockChooser {
+impl Chooser for BlockChooser<'_> {
     fn choose(&mut self, point: &ChoicePoint<'_>) -> Result<CpuId, ChooseError> {
         let chosen = match &mut self.strategy {
-            Strategy::Seeded(seeded) => seeded.choose(point),
+            Strategy::Sticky(sticky) => sticky.choose(point),
             Strategy::Replay(replay) => replay.choose(point),
+            Strategy::Given(chooser) => chooser.choose(point),
         };
         if let Err(e) = &chosen {
             self.error.get_or_insert_with(|| e.clone());
@@ -402,13 +426,35 @@ pub struct Runner<'a, M: Machine + ?Sized> {
     trace: bool,
     source: Option<&'a [u8]>,
     check_invariants: bool,
+    invariants_from_first_block: bool,
     bindings: Bindings,
-    chooser: Recorder<BlockChooser>,
+    chooser: Recorder<BlockChooser<'a>>,
     /// A parallel block has run (so the schedule is worth reporting).
     had_block: bool,
     /// The run ended early (see the module doc, "Stops").
     stopped: bool,
     report: RunReport,
+    digest: Digest,
+}
+
+/// FNV-1a over what a run observed: stable across platforms and Rust
+/// versions, so digests can be compared between runs and machines.
+struct Digest(u64);
+
+impl Digest {
+    fn new() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn add(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        // A separator, so that ("ab", "c") and ("a", "bc") differ.
+        self.0 ^= 0xff;
+        self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+    }
 }
 
 impl<'a, M: Machine + ?Sized> Runner<'a, M> {
@@ -416,9 +462,10 @@ impl<'a, M: Machine + ?Sized> Runner<'a, M> {
     /// unless `options` replaces it).
     pub fn new(machine: &'a mut M, options: &RunOptions, spec: &PlatformSpec) -> Self {
         let seed = options.seed.unwrap_or(spec.seed);
+        let schedule_seed = options.schedule_seed.unwrap_or(0);
         let strategy = match &options.schedule {
             Some(schedule) => Strategy::Replay(Replay::new(schedule.clone())),
-            None => Strategy::Seeded(Seeded::new(seed)),
+            None => Strategy::Sticky(Sticky::new(schedule_seed)),
         };
         machine.set_trace(options.trace);
         Runner {
@@ -426,6 +473,7 @@ impl<'a, M: Machine + ?Sized> Runner<'a, M> {
             verbose: options.verbose || options.trace,
             trace: options.trace,
             check_invariants: options.check_invariants,
+            invariants_from_first_block: options.invariants_from_first_block,
             source: None,
             bindings: Bindings::new(),
             chooser: Recorder::new(BlockChooser {
@@ -436,9 +484,21 @@ impl<'a, M: Machine + ?Sized> Runner<'a, M> {
             stopped: false,
             report: RunReport {
                 seed,
+                schedule_seed,
                 ..RunReport::default()
             },
+            digest: Digest::new(),
         }
+    }
+
+    /// Lets `chooser` make every decision of the file's `parallel` blocks
+    /// (instead of the schedule seed or `--schedule`).
+    pub fn with_chooser(mut self, chooser: &'a mut dyn Chooser) -> Self {
+        self.chooser = Recorder::new(BlockChooser {
+            strategy: Strategy::Given(chooser),
+            error: None,
+        });
+        self
     }
 
     /// The file's text, for the verbose trace.
@@ -473,7 +533,7 @@ impl<'a, M: Machine + ?Sized> Runner<'a, M> {
                 _ => debug_assert!(events.is_empty(), "BUG: events of line {line} with no step"),
             }
         }
-        if self.check_invariants {
+        if self.check_invariants && (self.had_block || !self.invariants_from_first_block) {
             let violations = self.machine.invariant_violations();
             if !violations.is_empty() {
                 let message = format!(
@@ -507,10 +567,16 @@ impl<'a, M: Machine + ?Sized> Runner<'a, M> {
             .into_iter()
             .filter_map(|c| self.machine.counter(c).map(|v| (c, v)))
             .collect();
+        for (counter, value) in &self.report.counters {
+            self.digest.add(counter.name().as_bytes());
+            self.digest.add(&value.to_le_bytes());
+        }
+        self.report.digest = self.digest.0;
         self.report
     }
 
     fn fail(&mut self, line: u32, message: String) {
+        self.report.failed_after_block |= self.had_block;
         self.report.failures.push(Failure { line, message });
     }
 
@@ -614,12 +680,15 @@ impl<'a, M: Machine + ?Sized> Runner<'a, M> {
                 Ok(_) => {}
             }
         }
+        let result = compare::actual_text(outcome);
+        self.digest.add(&c.line.to_le_bytes());
+        self.digest.add(result.as_bytes());
         if self.verbose {
             self.step(
                 c.line,
                 command_span(c),
                 || fallback_text(&c.command, names),
-                compare::actual_text(outcome),
+                result,
             );
         }
     }
@@ -646,6 +715,8 @@ impl<'a, M: Machine + ?Sized> Runner<'a, M> {
             };
             self.step(e.line, e.span, || "expect".to_owned(), verdict);
         }
+        self.digest.add(&e.line.to_le_bytes());
+        self.digest.add(&[u8::from(result.is_ok())]);
         if let Err(error) = result {
             self.fail(e.line, error.to_string());
         }

@@ -117,6 +117,7 @@ impl Machine for Answering {
                 let point = ChoicePoint {
                     runnable: &left,
                     previous,
+                    steps: &[],
                 };
                 chooser
                     .choose(&point)
@@ -624,13 +625,17 @@ fn parallel_blocks_run_with_a_recorded_seeded_schedule() {
     let schedule = report.schedule.clone().expect("a block ran");
     assert_eq!(schedule.len(), 2);
     let order = m.double.orders[0].clone();
-    assert_eq!(
-        order[..2],
-        [
-            schedule.as_slice()[0].index(),
-            schedule.as_slice()[1].index()
-        ]
-    );
+    // Each decision names its CPU unless it is the lowest runnable one
+    // (nobody ran before, or the one that ran finished): `Stay`.
+    let lowest_left = |i: usize| (0..3).find(|c| !order[..i].contains(c)).unwrap();
+    for (i, choice) in schedule.iter().enumerate() {
+        let expected = if order[i] == lowest_left(i) {
+            sched::Choice::Stay
+        } else {
+            sched::Choice::Cpu(sched::CpuId::new(order[i] as u32))
+        };
+        assert_eq!(choice, expected, "decision {i} of {order:?}");
+    }
     // The block's binding is visible after `end`.
     assert!(matches!(
         process_ops(&m).last(),
@@ -651,7 +656,7 @@ fn parallel_blocks_run_with_a_recorded_seeded_schedule() {
         (replayed.status(), replayed.schedule),
         (Status::Pass, Some(schedule))
     );
-    // Some seed among a few orders the block differently (3! orders).
+    // Some schedule seed among a few orders the block differently (3! orders).
     let orders: std::collections::BTreeSet<Vec<usize>> = (0..16)
         .map(|seed| {
             let mut m = Answering::plain();
@@ -659,7 +664,7 @@ fn parallel_blocks_run_with_a_recorded_seeded_schedule() {
                 BLOCK,
                 &mut m,
                 &RunOptions {
-                    seed: Some(seed),
+                    schedule_seed: Some(seed),
                     ..RunOptions::default()
                 },
             );
@@ -852,4 +857,31 @@ fn check_invariants_fails_every_command_line_after_which_they_break() {
                    invariant 4: frame 7 in two states";
     // Commands only: an expectation changes nothing.
     assert_eq!(lines(&report), [(1, message), (2, message), (4, message)]);
+}
+
+#[test]
+fn a_failure_in_or_after_a_block_prints_the_schedule() {
+    // docs/language.md, "Concurrency": the schedule is part of the failure.
+    let report = run(
+        &format!("{BLOCK}p load b 8 => value 7\n"),
+        &mut Answering::plain(),
+    );
+    assert_eq!(report.status(), Status::Fail);
+    let schedule = report.schedule.clone().unwrap();
+    assert_eq!(
+        report.render("t.mte", false),
+        format!("  schedule: {schedule}\nFAIL t.mte:10: expected value 0x7, got value 0x0\n")
+    );
+    // A failure before any block does not.
+    let early = BLOCK.replace("p mmap a 4K\n", "p mmap a 4K => error EINVAL\n");
+    let before = run(&early, &mut Answering::plain());
+    assert_eq!(before.status(), Status::Fail);
+    assert!(!before.render("t.mte", false).contains("schedule"));
+    // The digest tells runs with different results apart.
+    let other = run(
+        &format!("{BLOCK}p load b 8 => value 7\n"),
+        &mut Answering::plain(),
+    );
+    assert_eq!(other.digest, report.digest);
+    assert_ne!(run(BLOCK, &mut Answering::plain()).digest, report.digest);
 }
