@@ -290,19 +290,7 @@ fn seeded_runs<O, E>(
         longest = longest.max(schedule.len());
         match verdict {
             Ok(value) => counted(value),
-            Err(error) => {
-                return Exploration {
-                    schedules: runs,
-                    exhausted: false,
-                    longest,
-                    failure: Some(Failure {
-                        schedule,
-                        error,
-                        run: runs,
-                        seed: Some(run_seed),
-                    }),
-                };
-            }
+            Err(error) => return failed(runs, longest, schedule, error, Some(run_seed)),
         }
     }
     Exploration {
@@ -367,19 +355,7 @@ fn systematic<O, E>(
             runs += 1;
             match verdict {
                 Ok(value) => counted(value),
-                Err(error) => {
-                    return Ok(Exploration {
-                        schedules: runs,
-                        exhausted: false,
-                        longest,
-                        failure: Some(Failure {
-                            schedule: dfs.schedule,
-                            error,
-                            run: runs,
-                            seed: None,
-                        }),
-                    });
-                }
+                Err(error) => return Ok(failed(runs, longest, dfs.schedule, error, None)),
             }
         }
         if !ours {
@@ -624,19 +600,7 @@ pub fn explore_reduced<O, E>(
             runs += 1;
             match verdict {
                 Ok(value) => counted(value),
-                Err(error) => {
-                    return Ok(Exploration {
-                        schedules: runs,
-                        exhausted: false,
-                        longest,
-                        failure: Some(Failure {
-                            schedule: dfs.schedule,
-                            error,
-                            run: runs,
-                            seed: None,
-                        }),
-                    });
-                }
+                Err(error) => return Ok(failed(runs, longest, dfs.schedule, error, None)),
             }
         }
         if !ours {
@@ -678,6 +642,28 @@ pub fn explore_reduced<O, E>(
         longest,
         failure: None,
     })
+}
+
+/// The end of a search at its first failure: run `runs`, whose schedule
+/// (drawn from `seed` for the random strategies) is `schedule`.
+fn failed<E>(
+    runs: usize,
+    longest: usize,
+    schedule: Schedule,
+    error: E,
+    seed: Option<u64>,
+) -> Exploration<E> {
+    Exploration {
+        schedules: runs,
+        exhausted: false,
+        longest,
+        failure: Some(Failure {
+            schedule,
+            error,
+            run: runs,
+            seed,
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -157,15 +157,9 @@ pub fn run(args: &Args) -> ExitCode {
             .map(|file| explore_file(file, &options, &bar))
             .collect::<Vec<FileOutput>>()
     };
-    let outputs = match args.jobs {
-        None => run_all(),
-        Some(jobs) => match rayon::ThreadPoolBuilder::new()
-            .num_threads(jobs.get())
-            .build()
-        {
-            Ok(pool) => pool.install(run_all),
-            Err(e) => return super::fail(format_args!("cannot start {jobs} threads: {e}")),
-        },
+    let outputs = match super::with_jobs(args.jobs, run_all) {
+        Ok(outputs) => outputs,
+        Err(code) => return code,
     };
     bar.finish_and_clear();
     let mut stdout = String::new();

@@ -66,3 +66,21 @@ pub fn parse_set(text: &str) -> Result<(String, String), String> {
         .map_err(|e| e.to_string())?;
     Ok((key.to_owned(), value.to_owned()))
 }
+
+/// Runs `work` on `jobs` threads (rayon's default of one per core when
+/// `None`), for the subcommands that handle files in parallel.
+pub fn with_jobs<T: Send>(
+    jobs: Option<std::num::NonZeroUsize>,
+    work: impl FnOnce() -> T + Send,
+) -> Result<T, ExitCode> {
+    match jobs {
+        None => Ok(work()),
+        Some(jobs) => match rayon::ThreadPoolBuilder::new()
+            .num_threads(jobs.get())
+            .build()
+        {
+            Ok(pool) => Ok(pool.install(work)),
+            Err(e) => Err(fail(format_args!("cannot start {jobs} threads: {e}"))),
+        },
+    }
+}

@@ -195,15 +195,9 @@ pub fn run(args: &Args) -> ExitCode {
             })
             .collect::<Vec<FileOutput>>()
     };
-    let outcomes = match args.jobs {
-        None => run_all(),
-        Some(jobs) => match rayon::ThreadPoolBuilder::new()
-            .num_threads(jobs.get())
-            .build()
-        {
-            Ok(pool) => pool.install(run_all),
-            Err(e) => return super::fail(format_args!("cannot start {jobs} threads: {e}")),
-        },
+    let outcomes = match super::with_jobs(args.jobs, run_all) {
+        Ok(outcomes) => outcomes,
+        Err(code) => return code,
     };
     bar.finish_and_clear();
     if let Some(path) = &args.trace_json {
