@@ -40,7 +40,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use mte::insn::{GranuleOffset, TagOffset};
 use mte::{CheckMode, GRANULE_SIZE, Tag, TagMask, TagStoreOp};
-use platform::{Design, TagStorageData, Thp};
+use platform::{Design, Mistakes, TagStorageData, Thp};
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use uapi::{AccessSize, Advice, Backing, MteCtrl, PrctlRequest, Prot, Sharing};
@@ -194,6 +194,8 @@ impl Weights {
 #[derive(Clone, Debug)]
 pub struct GenConfig {
     pub policy: Design,
+    /// Known mistakes the drawn platforms switch on.
+    pub mistakes: Mistakes,
     /// Steps in the program (at least the first `spawn`).
     pub steps: usize,
     pub weights: Weights,
@@ -209,6 +211,7 @@ impl GenConfig {
     pub fn new(policy: Design, steps: usize) -> GenConfig {
         GenConfig {
             policy,
+            mistakes: Mistakes::NONE,
             steps,
             weights: Weights::default(),
             max_processes: 4,
@@ -299,7 +302,10 @@ struct Gen<'c> {
 /// A program of `config.steps` steps for `config.policy`, from `seed`.
 pub fn generate(config: &GenConfig, seed: u64) -> Program {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-    let drawn = draw_platform(&mut rng, config.policy, seed);
+    let drawn = ProgramPlatform {
+        mistakes: config.mistakes,
+        ..draw_platform(&mut rng, config.policy, seed)
+    };
     let platform = config.platform.unwrap_or(drawn);
     let spec = platform.spec();
     let page = spec.page_size;
@@ -473,6 +479,7 @@ fn draw_platform(rng: &mut Xoshiro256PlusPlus, policy: Design, seed: u64) -> Pro
         swap,
         thp,
         seed: seed % 1000,
+        mistakes: Mistakes::NONE,
     }
 }
 

@@ -35,7 +35,7 @@ mod tests;
 
 use core::ops::RangeInclusive;
 
-use platform::Design;
+use platform::{Design, Mistakes};
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
@@ -54,6 +54,8 @@ pub struct FuzzConfig {
     pub ops: u64,
     pub seed: u64,
     pub policy: Design,
+    /// Known mistakes every generated platform switches on.
+    pub mistakes: Mistakes,
     /// Steps per program (the last one is cut to the ops left).
     pub steps: RangeInclusive<usize>,
     pub weights: Weights,
@@ -75,6 +77,7 @@ impl FuzzConfig {
             ops,
             seed,
             policy,
+            mistakes: Mistakes::NONE,
             steps: 100..=300,
             weights: Weights::default(),
             keep_going: false,
@@ -160,6 +163,7 @@ pub fn fuzz(
         }
         let gen_config = GenConfig {
             weights: config.weights.clone(),
+            mistakes: config.mistakes,
             ..GenConfig::new(config.policy, steps)
         };
         let program = generate(&gen_config, seed);

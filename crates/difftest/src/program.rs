@@ -23,7 +23,7 @@ use lang::ParseError;
 use lang::ast::{Command, Stmt, advice_name, store_tag_name};
 use mte::insn::{GranuleOffset, TagOffset};
 use mte::{CheckMode, Tag, TagMask, TagStoreOp};
-use platform::{Design, PlatformSpec, TagStorageData, Thp};
+use platform::{Design, Mistakes, PlatformSpec, TagStorageData, Thp};
 use scenario::run::lower::{self, Bindings, Lowered};
 use uapi::{AccessSize, Advice, Backing, Bound, Pid, PrctlRequest, Prot, Reply, Sharing};
 
@@ -467,6 +467,8 @@ pub struct ProgramPlatform {
     pub swap: u64,
     /// The IRG seed.
     pub seed: u64,
+    /// Known mistakes switched on (`mistake=`; none leaves the key out).
+    pub mistakes: Mistakes,
 }
 
 impl ProgramPlatform {
@@ -479,6 +481,7 @@ impl ProgramPlatform {
             thp: self.thp,
             swap: self.swap,
             seed: self.seed,
+            mistakes: self.mistakes,
             ..PlatformSpec::default()
         };
         if let Some(data) = self.data {
@@ -507,6 +510,9 @@ impl fmt::Display for ProgramPlatform {
         }
         if self.swap != 0 {
             write!(f, " swap={}", size_text(self.swap))?;
+        }
+        if !self.mistakes.is_empty() {
+            write!(f, " mistake={}", self.mistakes)?;
         }
         write!(f, " seed={}", self.seed)
     }

@@ -350,7 +350,7 @@ pub struct Provenance {
 pub fn reproducer(program: &Program, failure: &Failure, provenance: &Provenance) -> String {
     let mut text = String::new();
     text.push_str(&format!(
-        "# mtesim fuzz reproducer: --seed {} --policy {}, program {}\n",
+        "# mtesim fuzz reproducer: --seed {} --set tag-storage={}, program {}\n",
         provenance.seed,
         provenance.policy.name(),
         provenance.program

@@ -210,7 +210,11 @@ fn a_reproducer_carries_the_references_outcome_on_the_failing_line() {
         original_len: 40,
     };
     let text = reproducer(&cut, &failure, &provenance);
-    assert!(text.starts_with("# mtesim fuzz reproducer: --seed 9 --policy dynamic, program 2\n"));
+    assert!(
+        text.starts_with(
+            "# mtesim fuzz reproducer: --seed 9 --set tag-storage=dynamic, program 2\n"
+        )
+    );
     assert!(text.contains(&format!(
         "# original length 40 steps, shrunk to {} steps\n",
         failing + 1

@@ -44,6 +44,7 @@ fn platform(memory: u64, policy: Design) -> ProgramPlatform {
         thp: Thp::Never,
         swap: 0,
         seed: PlatformSpec::default().seed,
+        mistakes: platform::Mistakes::NONE,
     }
 }
 

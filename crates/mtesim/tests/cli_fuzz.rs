@@ -96,3 +96,36 @@ fn bad_arguments_are_refused_with_status_2() {
         assert!(stdout(&out).is_empty());
     }
 }
+
+#[test]
+fn the_fuzzer_finds_the_huge_zero_page_livelock_and_shrinks_it() {
+    // designs.md "Known mistakes": RFC v3's livelock on the huge zero page
+    // (a THP-eligible PROT_MTE read never completes). Seed 0 finds it in
+    // the third program, a few hundred ops in.
+    let d = dir();
+    let out = mtesim_in(
+        d.path(),
+        &[
+            "fuzz",
+            "--ops",
+            "5000",
+            "--set",
+            "mistake=huge-zero-page",
+            "--out",
+            "hzp.mte",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("machine under test stuck"),
+        "{}",
+        stdout(&out)
+    );
+    let repro = std::fs::read_to_string(d.path().join("hzp.mte")).unwrap();
+    assert!(repro.contains("mistake=huge-zero-page"), "{repro}");
+    // The reproducer fails as written and passes without the mistake.
+    let failing = mtesim_in(d.path(), &["run", "hzp.mte"]);
+    assert_eq!(failing.status.code(), Some(1), "{}", stdout(&failing));
+    let fixed = mtesim_in(d.path(), &["run", "--set", "mistake=none", "hzp.mte"]);
+    assert_eq!(fixed.status.code(), Some(0), "{}", stdout(&fixed));
+}

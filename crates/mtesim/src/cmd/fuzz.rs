@@ -38,7 +38,7 @@ use std::process::ExitCode;
 
 use difftest::{FuzzConfig, FuzzReport, fuzz};
 use platform::num::{Suffix, parse_u64};
-use platform::{Design, Platform};
+use platform::{Design, Mistakes, Platform};
 use scenario::machine::{MachineKind, make_machine};
 
 use super::{fail, print_stdout};
@@ -51,10 +51,11 @@ pub struct Args {
     /// Seed of the programs (decimal or 0x hex).
     #[arg(long, value_name = "S", default_value_t = 0, value_parser = parse_count)]
     pub seed: u64,
-    /// `tag-storage=DESIGN`: the tag storage design of the generated
-    /// platforms (the generator draws every other key).
+    /// `tag-storage=DESIGN` (the design of the generated platforms) or
+    /// `mistake=NAMES` (known mistakes they switch on); the generator draws
+    /// every other key.
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
-    pub set: Vec<Design>,
+    pub set: Vec<FuzzSet>,
     /// Where to write the shrunk failing program.
     #[arg(long, value_name = "FILE", default_value = "fuzz-failure.mte")]
     pub out: PathBuf,
@@ -71,14 +72,24 @@ fn parse_count(text: &str) -> Result<u64, String> {
     parse_u64(text, Suffix::Forbidden).map_err(|e| e.to_string())
 }
 
-fn parse_set(text: &str) -> Result<Design, String> {
-    let (key, _) = super::parse_set(text)?;
-    match text.split_once('=') {
-        Some(("tag-storage", name)) => {
-            Design::by_name(name).ok_or_else(|| format!("BUG: `{name}` passed parse_set"))
-        }
+/// A key of the generated platforms that `--set` fixes.
+#[derive(Clone, Copy, Debug)]
+pub enum FuzzSet {
+    Design(Design),
+    Mistakes(Mistakes),
+}
+
+fn parse_set(text: &str) -> Result<FuzzSet, String> {
+    let (key, value) = super::parse_set(text)?;
+    match key.as_str() {
+        "tag-storage" => Design::by_name(&value)
+            .map(FuzzSet::Design)
+            .ok_or_else(|| format!("BUG: `{value}` passed parse_set")),
+        "mistake" => Mistakes::parse(&value)
+            .map(FuzzSet::Mistakes)
+            .map_err(|name| format!("BUG: `{name}` passed parse_set")),
         _ => Err(format!(
-            "the fuzzer draws `{key}` itself; only `tag-storage` can be set"
+            "the fuzzer draws `{key}` itself; only `tag-storage` and `mistake` can be set"
         )),
     }
 }
@@ -96,8 +107,16 @@ pub fn run(args: &Args) -> ExitCode {
     let kind = args.machine;
     let under_test = move |platform: &Platform| make_machine(kind, platform);
     let reference = |platform: &Platform| make_machine(MachineKind::Reference, platform);
-    let design = args.set.last().copied().unwrap_or_default();
+    let mut design = Design::default();
+    let mut mistakes = Mistakes::NONE;
+    for set in &args.set {
+        match *set {
+            FuzzSet::Design(d) => design = d,
+            FuzzSet::Mistakes(m) => mistakes = m,
+        }
+    }
     let config = FuzzConfig {
+        mistakes,
         shard: args
             .shard
             .map_or((0, 1), |s| (u64::from(s.index), u64::from(s.count))),
