@@ -18,15 +18,21 @@ pub enum Mistake {
     /// maps the same entry again, for ever (measured on the posted series
     /// under QEMU). Caught by the liveness check: outcome `stuck`.
     HugeZeroPage,
+    /// A tag write (STG, ST2G) to a shared or zero page writes the tags in
+    /// place instead of taking a write fault that copies the page first
+    /// (the seed thread's question). Caught by the reference model (another
+    /// process sees the tags change) and invariant 5 (the zero page's tags).
+    TagWriteInPlace,
 }
 
 impl Mistake {
-    pub const ALL: [Mistake; 1] = [Mistake::HugeZeroPage];
+    pub const ALL: [Mistake; 2] = [Mistake::HugeZeroPage, Mistake::TagWriteInPlace];
 
     /// The `mistake=` spelling.
     pub const fn name(self) -> &'static str {
         match self {
             Mistake::HugeZeroPage => "huge-zero-page",
+            Mistake::TagWriteInPlace => "tag-write-in-place",
         }
     }
 
@@ -110,6 +116,8 @@ mod tests {
         assert_eq!(Mistakes::parse("none"), Ok(Mistakes::NONE));
         assert_eq!(Mistakes::NONE.to_string(), "none");
         assert_eq!(Mistakes::parse("huge-zero-page,bogus"), Err("bogus".into()));
+        let both = Mistakes::parse("tag-write-in-place,huge-zero-page").unwrap();
+        assert_eq!(both.to_string(), "huge-zero-page,tag-write-in-place");
         assert_eq!(Mistakes::parse(""), Err(String::new()));
     }
 }

@@ -21,6 +21,7 @@ use mte::{
     TagStoreError, TagStoreOp, TaggedPtr, UaccessOutcome, VirtAddr, check_access, check_uaccess,
     plan_tag_load, plan_tag_store,
 };
+use platform::Mistake;
 use uapi::{AccessSize, Command, Errno, Fault, FaultCode, Outcome, Pid};
 
 use super::fault::{Need, allows};
@@ -466,11 +467,26 @@ impl Kernel {
         };
         let first = plan.first_granule_addr.as_u64();
         let bytes = plan.granules.get() * GRANULE_SIZE;
-        let pages = match self.resolve(pid, ptr, first, bytes, Need::Write).await {
+        let zero = plan.data_bytes() > 0;
+        // `mistake=tag-write-in-place`: a tag-only write to a writable
+        // mapping is taken as a read, so a shared or zero page is not copied
+        // first and its tags change under every mapping of it.
+        let need = if !zero
+            && self
+                .platform
+                .settings()
+                .mistakes
+                .contains(Mistake::TagWriteInPlace)
+            && self.range_writable(pid, first, bytes)
+        {
+            Need::Read
+        } else {
+            Need::Write
+        };
+        let pages = match self.resolve(pid, ptr, first, bytes, need).await {
             Ok(p) => p,
             Err(f) => return Outcome::Fault(f),
         };
-        let zero = plan.data_bytes() > 0;
         for granule in plan.granule_addrs() {
             let g = granule.as_u64();
             let page = *pages
@@ -487,6 +503,21 @@ impl Kernel {
             }
         }
         Outcome::Ok
+    }
+
+    /// Whether every byte of `[start, start + len)` lies in a mapping of
+    /// `pid` that allows writes.
+    fn range_writable(&self, pid: Pid, start: u64, len: u64) -> bool {
+        let Some(mm) = self.process_mm(pid) else {
+            return false;
+        };
+        let mms = self.mms.borrow();
+        let Some(m) = mms.get(&mm) else {
+            return false;
+        };
+        [start, start + len - 1]
+            .into_iter()
+            .all(|at| m.vmas.find(va(at)).is_some_and(|v| allows(v, Need::Write)))
     }
 
     /// `settag`: STG granule after granule, stopping at the first fault.
