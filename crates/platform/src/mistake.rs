@@ -12,6 +12,12 @@ use core::fmt;
 /// One known mistake.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub enum Mistake {
+    /// Tag storage activation does not reserve the zero page's block, so it
+    /// is lent to the page allocator while the zero page's tags live in it
+    /// (the seed thread, v2 18/27). Caught by the invariants (the zero page
+    /// is tagged without reserved storage) and by a tagged load of
+    /// never-written memory once data reused the block.
+    ZeroPageBlock,
     /// RFC v3 reserves tag storage for the 4 KiB zero page only: the huge
     /// zero page mapped tagged is written awaiting tag storage, and the
     /// fault handler, which finds no folio behind a huge zero page entry,
@@ -26,11 +32,16 @@ pub enum Mistake {
 }
 
 impl Mistake {
-    pub const ALL: [Mistake; 2] = [Mistake::HugeZeroPage, Mistake::TagWriteInPlace];
+    pub const ALL: [Mistake; 3] = [
+        Mistake::ZeroPageBlock,
+        Mistake::HugeZeroPage,
+        Mistake::TagWriteInPlace,
+    ];
 
     /// The `mistake=` spelling.
     pub const fn name(self) -> &'static str {
         match self {
+            Mistake::ZeroPageBlock => "zero-page-block",
             Mistake::HugeZeroPage => "huge-zero-page",
             Mistake::TagWriteInPlace => "tag-write-in-place",
         }

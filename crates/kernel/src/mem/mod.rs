@@ -314,7 +314,14 @@ impl Memory {
         };
         if policy.rules().mte() {
             memory.boot_zero_page_tags();
-            memory.activate().map_err(MemInitError::Activate)?;
+            // `mistake=zero-page-block`: the zero page's block is left lent.
+            if !platform
+                .settings()
+                .mistakes
+                .contains(platform::Mistake::ZeroPageBlock)
+            {
+                memory.activate().map_err(MemInitError::Activate)?;
+            }
         }
         Ok(memory)
     }
