@@ -7,7 +7,9 @@
 //!   [`MigrateReason`]; the reason picks the destination (see below). Every
 //!   migration of a page the kernel maps or caches goes through it (the tag
 //!   storage claim's [`KernelMover`], the tag storage fault, long-term pins;
-//!   compaction and KSM are to call it too);
+//!   KSM is to call it too); compaction (`compact`) picks its destination
+//!   with its own free scanner and calls the copy-and-rewrite step
+//!   (`move_page_now`) directly, under the same rules;
 //! - [`KernelMover`], the [`PageMover`] that `alloc_contig_range()` (a tag
 //!   storage claim, `crate::mem`) calls for each allocated page in the
 //!   range: pages nobody maps go to [`Memory::migrate_unowned`], the others
@@ -195,7 +197,7 @@ impl Kernel {
     /// copies data (and tags, if any) through [`Memory::migrate_block`],
     /// rewrites every mapping found through the rmap and the page cache
     /// entry, all without a switch point. The caller frees `src`.
-    fn move_page_now(&self, src: Pfn, dst: Pfn, reason: MigrateReason) {
+    pub(super) fn move_page_now(&self, src: Pfn, dst: Pfn, reason: MigrateReason) {
         self.trace().emit(|| Event::Migrate {
             from: src,
             to: dst,
