@@ -32,6 +32,16 @@
 //! claim's migrations); the page lock is held across it and the page is
 //! checked again afterwards.
 //!
+//! # Paths in flight (decision)
+//! Linux's migration backs off a page that a fault or `get_user_pages()` is
+//! handling: they hold a reference (and the page-table lock), so the
+//! reference count is not the expected one. The model's faults hold a
+//! frame number across switch points without a reference, so a page is
+//! moved only when no other CPU is inside a path holding an `mmap_lock`
+//! (checked with no switch point before the rewrite); otherwise it is
+//! busy and stays. Reclaim and tag storage claims lock the pages they
+//! move, which compaction only tries.
+//!
 //! # Known shortcuts
 //! - The scanners meet at a frame, not at a pageblock (Linux
 //!   `compact_scanners_met()`), and a wholly free pageblock is a destination
@@ -47,7 +57,7 @@ use mte::Pfn;
 
 use super::migrate::MigrateReason;
 use super::{Kernel, PAGE_ORDER};
-use crate::mm::MapLevel;
+use crate::mm::{MapLevel, MmId};
 use crate::phys::{FrameStatus, FreeList, MigrateError, PageFlag};
 
 /// The scanners' state (Linux `struct compact_control`): the next frame
@@ -64,7 +74,10 @@ impl Kernel {
     /// A full compaction of the zone (Linux `compact_node()` ->
     /// `compact_zone()` with `order == -1`, `MIGRATE_SYNC`): returns the
     /// number of pages moved.
-    pub(crate) async fn compact_zone(&self) -> u64 {
+    ///
+    /// `own`: the address space whose `mmap_lock` the caller holds for
+    /// reading (a THP fault's direct compaction), `None` for `compact`.
+    pub(crate) async fn compact_zone(&self, own: Option<MmId>) -> u64 {
         let span = self.mem.phys().alloc.layout().span();
         let mut cc = CompactControl {
             migrate_pfn: span.start,
@@ -80,7 +93,7 @@ impl Kernel {
             let Some(dst) = self.compaction_alloc(&mut cc, src) else {
                 break;
             };
-            match self.compact_page(src, dst).await {
+            match self.compact_page(src, dst, own).await {
                 Ok(()) => moved += 1,
                 // Linux compaction_free(): an unused destination goes back
                 // to the list, a reserved one to the allocator.
@@ -210,7 +223,12 @@ impl Kernel {
     /// tried, never waited for; a page with reserved tag storage gets its
     /// destination's reserved first. On an error nothing moved and `dst` is
     /// the caller's.
-    async fn compact_page(&self, src: Pfn, dst: Pfn) -> Result<(), MigrateError> {
+    async fn compact_page(
+        &self,
+        src: Pfn,
+        dst: Pfn,
+        own: Option<MmId>,
+    ) -> Result<(), MigrateError> {
         let Some(guard) = self.page_locks.try_lock(src).await else {
             return Err(MigrateError::Busy);
         };
@@ -229,6 +247,10 @@ impl Kernel {
                 return Err(MigrateError::Busy);
             }
         }
+        // No switch point from here to the rewrite.
+        if !self.no_mm_path_in_flight(own) {
+            return Err(MigrateError::Busy);
+        }
         self.move_page_now(src, dst, MigrateReason::Compaction);
         if reserved {
             // The source's block reference goes (may take tag_blocks_lock).
@@ -241,5 +263,20 @@ impl Kernel {
         }
         drop(guard);
         Ok(())
+    }
+
+    /// Whether no other CPU is inside a path that holds an `mmap_lock`
+    /// (faults, pins, ptrace and kernel copies, mm system calls, fork,
+    /// exit): `own`'s lock may be held for reading once, by the caller.
+    /// Such paths carry frame numbers across switch points without the
+    /// page reference and page-table lock that make Linux's migration of
+    /// the same page back off (`folio_migrate_mapping()`: the reference
+    /// count is not the expected one), so compaction backs off (`-EAGAIN`)
+    /// while one runs.
+    fn no_mm_path_in_flight(&self, own: Option<MmId>) -> bool {
+        self.mms.borrow().iter().all(|(id, m)| {
+            let allowed = u32::from(own == Some(*id));
+            m.lock.writer().is_none() && m.lock.readers() <= allowed
+        })
     }
 }

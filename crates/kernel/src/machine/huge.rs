@@ -454,7 +454,7 @@ impl Kernel {
             }
             return mapped.map(|_| true).map_err(FaultError::from);
         }
-        let Some(pfn) = self.alloc_huge_anon(vma.is_tagged()).await else {
+        let Some(pfn) = self.alloc_huge_anon(mm, vma.is_tagged()).await else {
             return Ok(false);
         };
         let deposit = match self.alloc_deposit() {
@@ -507,14 +507,16 @@ impl Kernel {
     /// (see the module doc); tagged: a tagged allocation with tags zeroed
     /// where its storage could be reserved. `None` if no order-9 page is
     /// free.
-    async fn alloc_huge_anon(&self, tagged: bool) -> Option<Pfn> {
+    /// `mm`: the faulting address space, whose `mmap_lock` the caller
+    /// holds for reading.
+    async fn alloc_huge_anon(&self, mm: MmId, tagged: bool) -> Option<Pfn> {
         let pfn = match self.alloc_huge_block(tagged).await {
             Some(pfn) => pfn,
             None => {
                 // Linux __alloc_pages_slowpath() -> __alloc_pages_direct_compact():
                 // compact once, then retry, before the caller falls back
                 // to 4 KiB pages (see `compact`).
-                self.compact_zone().await;
+                self.compact_zone(Some(mm)).await;
                 self.alloc_huge_block(tagged).await?
             }
         };

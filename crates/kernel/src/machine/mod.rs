@@ -549,7 +549,7 @@ impl Kernel {
                 Reply::new(Outcome::Ok)
             }
             Op::Compact => {
-                self.compact_zone().await;
+                self.compact_zone(None).await;
                 Reply::new(Outcome::Ok)
             }
             // See the module doc: nothing a process can observe changes.
