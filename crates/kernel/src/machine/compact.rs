@@ -119,7 +119,14 @@ impl Kernel {
                 match phys.alloc.frame_status(pfn) {
                     Some(FrameStatus::Allocated { head, order, .. }) => head + order.pages(),
                     Some(FrameStatus::Free { head, order, .. }) => head + order.pages(),
-                    Some(FrameStatus::Claimed | FrameStatus::CarvedOut) => pfn + 1,
+                    Some(FrameStatus::Claimed) => pfn + 1,
+                    // A carved-out region holds nothing to move: past it.
+                    Some(FrameStatus::CarvedOut) => phys
+                        .alloc
+                        .layout()
+                        .region_of(pfn)
+                        .filter(|r| !r.kind.is_allocatable())
+                        .map_or(pfn + 1, |r| r.range.end()),
                     None => {
                         // A hole: on to the next region.
                         let regions = phys.alloc.layout().regions();
@@ -198,7 +205,15 @@ impl Kernel {
                     Some(FrameStatus::Free { head, .. } | FrameStatus::Allocated { head, .. }) => {
                         Some(head)
                     }
-                    Some(FrameStatus::Claimed | FrameStatus::CarvedOut) => Some(pfn),
+                    Some(FrameStatus::Claimed) => Some(pfn),
+                    // A carved-out region has no free frame: below it.
+                    Some(FrameStatus::CarvedOut) => Some(
+                        phys.alloc
+                            .layout()
+                            .region_of(pfn)
+                            .filter(|r| !r.kind.is_allocatable())
+                            .map_or(pfn, |r| r.range.start.max(src + 1)),
+                    ),
                     None => {
                         // A hole: down to the end of the region below.
                         let regions = phys.alloc.layout().regions();
