@@ -23,9 +23,11 @@
 //! - A pinned page never moves (Linux: `folio_maybe_dma_pinned()` makes the
 //!   expected reference count check fail): [`MigrateError::Pinned`].
 //! - The destination is never in tag storage (`Gfp::USER_TAGGED_DESTINATION`
-//!   is movable, not CMA); its tag storage is reserved only for a page
+//!   is movable, not CMA; compaction's free scanner takes movable
+//!   pageblocks only); its tag storage is reserved only for a page
 //!   leaving tag storage because it needs tags
-//!   ([`MigrateReason::OutOfTagStorage`]); a claim's mover runs under
+//!   ([`MigrateReason::OutOfTagStorage`]) and for a compacted page whose
+//!   own is reserved (see `compact`); a claim's mover runs under
 //!   `tag_blocks_lock` and must not reserve.
 //! - Copy and rewrite happen with no switch point in between (decision
 //!   below), and the source is freed right after (it holds no reserved tag
