@@ -460,3 +460,43 @@ fn trace_shows_the_kernel_events_under_each_command() {
     assert_eq!(events[0]["command"], "p load a 8");
     assert_eq!(events[1]["how"], "fast-path");
 }
+
+/// `compact` under `--trace`: one `migrate ... compaction` event per page
+/// moved, lowest frame first, each to a frame above it (the free scanner
+/// comes down from the top).
+#[test]
+fn trace_shows_compaction_migrations() {
+    let d = dir();
+    write(
+        d.path(),
+        "c.mte",
+        "platform memory=16M tag-storage=static\nspawn p\n\
+         p mmap a 8K prot=r,w,mte => ok\np settag a#5 8K => ok\n\
+         p mmap u 4K => ok\np store u 8 1 => ok\ncompact => ok\n",
+    );
+    let out = mtesim_in(d.path(), &["run", "--trace", "c.mte"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.contains(": compact => ok"))
+        .expect("the compact line");
+    let moves: Vec<(u64, u64)> = lines[at + 1..]
+        .iter()
+        .take_while(|l| l.starts_with("        "))
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(
+                (w[0], w[1], w[3], w[5]),
+                ("migrate", "pfn", "->", "compaction"),
+                "{l}"
+            );
+            let pfn = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap();
+            (pfn(w[2]), pfn(w[4]))
+        })
+        .collect();
+    assert_eq!(moves.len(), 3, "{text}");
+    assert!(moves.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 > w[1].1));
+    assert!(moves.iter().all(|(from, to)| from < to));
+}

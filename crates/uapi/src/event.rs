@@ -125,6 +125,8 @@ pub enum MigrateReason {
     OutOfTagStorage,
     /// A long-term pin of a page in CMA (`MR_LONGTERM_PIN`).
     LongTermPin,
+    /// Memory compaction, `compact` or direct compaction (`MR_COMPACTION`).
+    Compaction,
 }
 
 /// Why a block entry was split.
@@ -188,6 +190,7 @@ impl MigrateReason {
             MigrateReason::TagStorageClaim => "tag-storage-claim",
             MigrateReason::OutOfTagStorage => "out-of-tag-storage",
             MigrateReason::LongTermPin => "long-term-pin",
+            MigrateReason::Compaction => "compaction",
         }
     }
 }

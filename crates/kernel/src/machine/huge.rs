@@ -16,7 +16,7 @@
 //! |---|---|---|---|
 //! | none, eligible | read, `huge-zero-page=on` | map the huge zero page read-only, special | `fault.zero_page` |
 //! | none, eligible | write / tag write | a new order-9 page, data and tags zeroed, mapped by a block | `fault.anon` (once) |
-//! | none, eligible | any, no order-9 page free | fall back to 4 KiB pages (`VM_FAULT_FALLBACK`) | as for small pages |
+//! | none, eligible | any, no order-9 page free | direct compaction once (`compact`) and retry; still none: fall back to 4 KiB pages (`VM_FAULT_FALLBACK`) | as for small pages |
 //! | huge zero page | write | split into 512 zero-page PTEs; the retry copies one page | `fault.cow` |
 //! | anon block, read-only, shared (fork) | write | split the PMD; the retry copies one 4 KiB page (6.8) | `fault.cow` |
 //! | anon block, read-only, exclusive | write | made writable (reuse) | |
@@ -455,7 +455,7 @@ impl Kernel {
             }
             return mapped.map(|_| true).map_err(FaultError::from);
         }
-        let Some(pfn) = self.alloc_huge_anon(vma.is_tagged()).await else {
+        let Some(pfn) = self.alloc_huge_anon(mm, vma.is_tagged()).await else {
             return Ok(false);
         };
         let deposit = match self.alloc_deposit() {
@@ -508,7 +508,29 @@ impl Kernel {
     /// (see the module doc); tagged: a tagged allocation with tags zeroed
     /// where its storage could be reserved. `None` if no order-9 page is
     /// free.
-    async fn alloc_huge_anon(&self, tagged: bool) -> Option<Pfn> {
+    /// `mm`: the faulting address space, whose `mmap_lock` the caller
+    /// holds for reading.
+    async fn alloc_huge_anon(&self, mm: MmId, tagged: bool) -> Option<Pfn> {
+        let pfn = match self.alloc_huge_block(tagged).await {
+            Some(pfn) => pfn,
+            None => {
+                // Linux __alloc_pages_slowpath() -> __alloc_pages_direct_compact():
+                // compact once, then retry, before the caller falls back
+                // to 4 KiB pages (see `compact`).
+                self.compact_zone(Some(mm)).await;
+                self.alloc_huge_block(tagged).await?
+            }
+        };
+        self.mem
+            .phys_mut()
+            .alloc
+            .split(pfn, HPAGE_ORDER)
+            .unwrap_or_else(|e| panic!("BUG: splitting a new huge page: {e}"));
+        Some(pfn)
+    }
+
+    /// One order-9 allocation, tagged or not (not split yet).
+    async fn alloc_huge_block(&self, tagged: bool) -> Option<Pfn> {
         let pfn = if tagged {
             self.mem
                 .alloc_tagged(HPAGE_ORDER, Gfp::USER_TAGGED, &mut self.mover())
@@ -518,11 +540,6 @@ impl Kernel {
         } else {
             self.mem.alloc(HPAGE_ORDER, Gfp::USER_ZERO).ok()?
         };
-        self.mem
-            .phys_mut()
-            .alloc
-            .split(pfn, HPAGE_ORDER)
-            .unwrap_or_else(|e| panic!("BUG: splitting a new huge page: {e}"));
         Some(pfn)
     }
 

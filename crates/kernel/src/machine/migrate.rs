@@ -7,7 +7,9 @@
 //!   [`MigrateReason`]; the reason picks the destination (see below). Every
 //!   migration of a page the kernel maps or caches goes through it (the tag
 //!   storage claim's [`KernelMover`], the tag storage fault, long-term pins;
-//!   compaction and KSM are to call it too);
+//!   KSM is to call it too); compaction (`compact`) picks its destination
+//!   with its own free scanner and calls the copy-and-rewrite step
+//!   (`move_page_now`) directly, under the same rules;
 //! - [`KernelMover`], the [`PageMover`] that `alloc_contig_range()` (a tag
 //!   storage claim, `crate::mem`) calls for each allocated page in the
 //!   range: pages nobody maps go to [`Memory::migrate_unowned`], the others
@@ -21,9 +23,11 @@
 //! - A pinned page never moves (Linux: `folio_maybe_dma_pinned()` makes the
 //!   expected reference count check fail): [`MigrateError::Pinned`].
 //! - The destination is never in tag storage (`Gfp::USER_TAGGED_DESTINATION`
-//!   is movable, not CMA); its tag storage is reserved only for a page
+//!   is movable, not CMA; compaction's free scanner takes movable
+//!   pageblocks only); its tag storage is reserved only for a page
 //!   leaving tag storage because it needs tags
-//!   ([`MigrateReason::OutOfTagStorage`]); a claim's mover runs under
+//!   ([`MigrateReason::OutOfTagStorage`]) and for a compacted page whose
+//!   own is reserved (see `compact`); a claim's mover runs under
 //!   `tag_blocks_lock` and must not reserve.
 //! - Copy and rewrite happen with no switch point in between (decision
 //!   below), and the source is freed right after (it holds no reserved tag
@@ -195,7 +199,7 @@ impl Kernel {
     /// copies data (and tags, if any) through [`Memory::migrate_block`],
     /// rewrites every mapping found through the rmap and the page cache
     /// entry, all without a switch point. The caller frees `src`.
-    fn move_page_now(&self, src: Pfn, dst: Pfn, reason: MigrateReason) {
+    pub(super) fn move_page_now(&self, src: Pfn, dst: Pfn, reason: MigrateReason) {
         self.trace().emit(|| Event::Migrate {
             from: src,
             to: dst,

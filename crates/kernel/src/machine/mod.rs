@@ -18,7 +18,8 @@
 //! mask, ptrace tag access), `syscalls` (mmap, munmap, mprotect, madvise,
 //! pin), `fault` (`handle_mm_fault`, `set_pte_at`/`mte_sync_tags`, the tag
 //! storage fault), `migrate` (page migration and the
-//! [`crate::mem::PageMover`] of tag storage claims), `huge` (transparent
+//! [`crate::mem::PageMover`] of tag storage claims), `compact` (memory
+//! compaction: `compact` and direct compaction), `huge` (transparent
 //! huge pages and the huge zero page: eligibility, PMD faults,
 //! `set_pmd_at`, splitting, the deposited tables), `swapping` (pageout,
 //! `do_swap_page`, tags saved and restored), `access` (loads, stores, tag
@@ -78,14 +79,15 @@
 //!   (`Kernel::pageout_block`), as Linux splits a THP it cannot swap whole.
 //! - `reclaim PAGES` only swaps anonymous pages out (in frame order, no
 //!   LRU; nothing without swap): page cache pages are never dropped.
-//! - `compact` and `ksm-scan` answer `ok` and change nothing: nothing is
-//!   fragmented that a user could observe, and tagged pages are never
-//!   merged. `ksm.merged` stays 0.
+//! - `compact` runs a full compaction (see `compact` for what it simplifies);
+//!   `ksm-scan` answers `ok` and changes nothing (tagged pages are never
+//!   merged, and no other merging is modelled). `ksm.merged` stays 0.
 //! - Out of memory inside a fault (Linux: `VM_FAULT_OOM`, the OOM killer)
 //!   is reported as `fault SEGV_ACCERR` at the faulting address.
 
 mod access;
 mod check;
+mod compact;
 mod fault;
 mod huge;
 mod migrate;
@@ -556,8 +558,12 @@ impl Kernel {
                 self.reclaim(*pages).await;
                 Reply::new(Outcome::Ok)
             }
+            Op::Compact => {
+                self.compact_zone(None).await;
+                Reply::new(Outcome::Ok)
+            }
             // See the module doc: nothing a process can observe changes.
-            Op::Compact | Op::KsmScan => Reply::new(Outcome::Ok),
+            Op::KsmScan => Reply::new(Outcome::Ok),
         }
     }
 

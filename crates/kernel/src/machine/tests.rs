@@ -14,6 +14,7 @@ use crate::mem::PageMover;
 use crate::mm::Pte;
 use crate::phys::MigrateError;
 
+mod compact;
 mod trace;
 
 fn kernel(keys: &[(&str, &str)]) -> Kernel {

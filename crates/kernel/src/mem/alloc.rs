@@ -179,6 +179,14 @@ impl Memory {
         Ok(pfn)
     }
 
+    /// Takes the free frame `pfn` of a movable pageblock as an order-0
+    /// user page (nothing zeroed, nothing reserved): a destination of the
+    /// compaction free scanner. `false` if the frame is not such a free
+    /// frame. Linux: `isolate_freepages_block()`.
+    pub fn take_free_frame(&self, pfn: Pfn) -> bool {
+        self.phys.borrow_mut().alloc.take_free_frame(pfn)
+    }
+
     /// A tagged allocation with best-effort reservation (RFC v3
     /// `post_alloc_hook()` -> `reserve_tag_storage()`, result ignored):
     /// allocates outside CMA, reserves the tag storage of every frame with

@@ -506,6 +506,42 @@ impl BuddyAllocator {
         Ok(head)
     }
 
+    /// Takes the free frame `pfn` as an order-0 movable allocation, if it
+    /// is free on the movable list (not CMA, not unmovable, not isolated);
+    /// its free block is split around it and the other pieces stay free.
+    /// Returns whether it was taken.
+    ///
+    /// Linux: the free scanner of compaction, `isolate_freepages_block()`
+    /// -> `__isolate_free_page()` on the buddy holding the frame, then
+    /// `split_map_pages()`; `suitable_migration_target()` limits it to
+    /// movable pageblocks (here CMA is left out too: see
+    /// `machine::compact`).
+    pub fn take_free_frame(&mut self, pfn: Pfn) -> bool {
+        let Some((head, order, list)) = self.find_free_block(pfn) else {
+            return false;
+        };
+        if list != FreeList::Movable {
+            return false;
+        }
+        self.del_free(head, order, list);
+        // Halve the block down to `pfn`, freeing the half without it.
+        let (mut block, mut current) = (head, order);
+        while current.get() > 0 {
+            let half = Order::new(current.get() - 1);
+            let upper = block + half.pages();
+            if pfn < upper {
+                self.add_free(upper, half, list);
+            } else {
+                self.add_free(block, half, list);
+                block = upper;
+            }
+            current = half;
+        }
+        debug_assert_eq!(block, pfn);
+        self.mark_allocated(pfn, Order::new(0), MigrateType::Movable);
+        true
+    }
+
     fn rmqueue(&mut self, order: Order, start: MigrateType, use_cma: bool) -> Option<Pfn> {
         let cma_first = use_cma
             && match self.cma_use {
@@ -1039,6 +1075,37 @@ pub(crate) mod tests {
             0,
             "boot touches no metadata"
         );
+    }
+
+    #[test]
+    fn compaction_takes_one_free_frame_and_leaves_the_rest_free() {
+        let mut a = small(CmaUse::Balance);
+        assert!(a.take_free_frame(p(13)));
+        assert_clean(&a);
+        assert_eq!(
+            a.frame_status(p(13)),
+            Some(FrameStatus::Allocated {
+                head: p(13),
+                order: o(0),
+                migratetype: MigrateType::Movable
+            })
+        );
+        assert_eq!(a.stats().free_pages, 47);
+        // The rest of its order-3 block: 8(o2) 12(o0) 14(o1).
+        assert_eq!(
+            a.frame_status(p(12)),
+            Some(FrameStatus::Free {
+                head: p(12),
+                order: o(0),
+                list: FreeList::Movable
+            })
+        );
+        assert!(!a.take_free_frame(p(13)), "already taken");
+        assert!(!a.take_free_frame(p(40)), "CMA is never a destination");
+        assert!(!a.take_free_frame(p(48)), "a hole");
+        a.free(p(13), o(0)).unwrap();
+        assert_clean(&a);
+        assert_eq!(a.free_blocks(o(3), FreeList::Movable), 4, "merged back");
     }
 
     #[test]
