@@ -334,18 +334,7 @@ fn systematic<O, E>(
             preemptions: 0,
         };
         let verdict = program(&mut dfs);
-        if let Some(source) = dfs.diverged {
-            return Err(ExploreError::Nondeterministic { run, source });
-        }
-        if dfs.taken.len() < prefix.len() {
-            return Err(ExploreError::Nondeterministic {
-                run,
-                source: ChooseError::Unused {
-                    used: dfs.taken.len(),
-                    len: prefix.len(),
-                },
-            });
-        }
+        replayed(run, dfs.diverged.take(), dfs.taken.len(), prefix.len())?;
         longest = longest.max(dfs.taken.len());
         let mut taken = dfs.taken;
         let ours = shard.owns_path(&taken);
@@ -574,18 +563,7 @@ pub fn explore_reduced<O, E>(
             pruned: false,
         };
         let verdict = program(&mut dfs);
-        if let Some(source) = dfs.diverged {
-            return Err(ExploreError::Nondeterministic { run, source });
-        }
-        if dfs.taken.len() < prefix.len() {
-            return Err(ExploreError::Nondeterministic {
-                run,
-                source: ChooseError::Unused {
-                    used: dfs.taken.len(),
-                    len: prefix.len(),
-                },
-            });
-        }
+        replayed(run, dfs.diverged.take(), dfs.taken.len(), prefix.len())?;
         longest = longest.max(dfs.taken.len());
         let mut taken = dfs.taken;
         let path: Vec<Branch> = taken
@@ -642,6 +620,26 @@ pub fn explore_reduced<O, E>(
         longest,
         failure: None,
     })
+}
+
+/// Whether run `run` followed the prefix it was given: a program that
+/// diverged from it, or stopped before using it up, is not deterministic.
+fn replayed(
+    run: usize,
+    diverged: Option<ChooseError>,
+    used: usize,
+    prefix: usize,
+) -> Result<(), ExploreError> {
+    if let Some(source) = diverged {
+        return Err(ExploreError::Nondeterministic { run, source });
+    }
+    if used < prefix {
+        return Err(ExploreError::Nondeterministic {
+            run,
+            source: ChooseError::Unused { used, len: prefix },
+        });
+    }
+    Ok(())
 }
 
 /// The end of a search at its first failure: run `runs`, whose schedule
