@@ -756,38 +756,45 @@ impl Sched {
     /// [`LockViolation::SleepInAtomic`]. Outside a run there is no atomic
     /// context and nothing is checked.
     pub fn might_sleep(&self, what: &str) {
-        let mut state = self.state.borrow_mut();
-        let Some(run) = state.run.as_ref() else {
-            return;
+        self.check_sleep(|| what.to_owned());
+    }
+
+    /// [`Sched::might_sleep`] for taking the sleeping lock `lock`.
+    pub(crate) fn might_sleep_on(&self, lock: LockId, kind: WaitKind) {
+        self.check_sleep(|| format!("takes {kind} `{}`", self.lock_name(lock)));
+    }
+
+    /// Records a sleep in atomic context if the current CPU holds a spin
+    /// lock; `what` is only built then (every sleeping lock acquisition
+    /// passes here).
+    fn check_sleep(&self, what: impl FnOnce() -> String) {
+        let spinlock = {
+            let state = self.state.borrow();
+            let Some(run) = state.run.as_ref() else {
+                return;
+            };
+            let Some(cpu) = run.current else {
+                return;
+            };
+            run.cpus[cpu.index()]
+                .held
+                .iter()
+                .rev()
+                .find(|h| state.spin[h.at.lock.0])
+                .map(|h| (cpu, state.locks[h.at.lock.0].clone()))
         };
-        let Some(cpu) = run.current else {
-            return;
-        };
-        let spinlock = run.cpus[cpu.index()]
-            .held
-            .iter()
-            .rev()
-            .find(|h| state.spin[h.at.lock.0])
-            .map(|h| state.locks[h.at.lock.0].clone());
-        if let Some(spinlock) = spinlock {
-            state
+        if let Some((cpu, spinlock)) = spinlock {
+            let what = what();
+            self.state
+                .borrow_mut()
                 .checks
                 .violations
                 .insert(LockViolation::SleepInAtomic {
                     cpu,
                     spinlock,
-                    what: what.to_owned(),
+                    what,
                 });
         }
-    }
-
-    /// [`Sched::might_sleep`] for taking the sleeping lock `lock`.
-    pub(crate) fn might_sleep_on(&self, lock: LockId, kind: WaitKind) {
-        if self.state.borrow().run.is_none() {
-            return;
-        }
-        let what = format!("takes {kind} `{}`", self.lock_name(lock));
-        self.might_sleep(&what);
     }
 
     /// The locking violations recorded since the last call, in order.
