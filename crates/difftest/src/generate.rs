@@ -86,11 +86,10 @@ pub enum StepKind {
     Ldg,
     Reclaim,
     Compact,
-    KsmScan,
 }
 
 impl StepKind {
-    pub const ALL: [StepKind; 30] = [
+    pub const ALL: [StepKind; 29] = [
         StepKind::Spawn,
         StepKind::Fork,
         StepKind::Exit,
@@ -120,7 +119,6 @@ impl StepKind {
         StepKind::Ldg,
         StepKind::Reclaim,
         StepKind::Compact,
-        StepKind::KsmScan,
     ];
 
     /// The default weight: accesses and tag instructions dominate, the
@@ -156,7 +154,6 @@ impl StepKind {
             StepKind::Ldg => 7,
             StepKind::Reclaim => 1,
             StepKind::Compact => 2,
-            StepKind::KsmScan => 1,
         }
     }
 }
@@ -575,7 +572,6 @@ impl Gen<'_> {
                 self.steps.push(Step::Reclaim { pages });
             }
             StepKind::Compact => self.steps.push(Step::Compact),
-            StepKind::KsmScan => self.steps.push(Step::KsmScan),
         }
     }
 

@@ -256,8 +256,6 @@ pub enum Command {
     Reclaim { pages: Spanned<u64> },
     /// `compact`. Linux: `compact_nodes()`.
     Compact,
-    /// `ksm-scan`: one full pass of `ksm_do_scan()`.
-    KsmScan,
 }
 
 /// What a process does: the commands of the Processes, System calls and
@@ -656,10 +654,7 @@ impl Command {
     pub fn accepts(&self, kind: OutcomeKind) -> bool {
         use OutcomeKind as K;
         match self {
-            Command::Spawn { .. }
-            | Command::Reclaim { .. }
-            | Command::Compact
-            | Command::KsmScan => kind == K::Ok,
+            Command::Spawn { .. } | Command::Reclaim { .. } | Command::Compact => kind == K::Ok,
             Command::Process { op, .. } => {
                 matches!(kind, K::Error | K::Fault | K::Stuck) || op.node.accepts(kind)
             }
@@ -675,7 +670,6 @@ impl Command {
             Command::Process { op, .. } => op.node.name(),
             Command::Reclaim { .. } => "reclaim",
             Command::Compact => "compact",
-            Command::KsmScan => "ksm-scan",
         }
     }
 }

@@ -135,13 +135,20 @@ pub enum ErrorKind {
     NestedParallel,
     #[error("`end` without `parallel`")]
     EndWithoutParallel,
+    /// A command of the language that the model does not implement yet: it
+    /// is refused rather than accepted and ignored.
+    #[error("`{command}` is not modelled yet: {why}")]
+    NotModelled {
+        command: &'static str,
+        why: &'static str,
+    },
     #[error("more than {cpus} lines in a parallel block (cpus={cpus}: one CPU per line)")]
     TooManyInParallel { cpus: u32 },
     #[error("`{keyword}` is not allowed inside a parallel block (only commands are)")]
     NotInParallel { keyword: &'static str },
 
     #[error(
-        "unknown outcome `{found}` (expected ok, value, tag, tag-in, tags, mismatch, error or fault)"
+        "unknown outcome `{found}` (expected ok, value, tag, tag-in, tags, mismatch, error, fault or stuck)"
     )]
     UnknownOutcome { found: String },
     #[error("`{command}` cannot give `{outcome}` (its outcomes: {possible})")]

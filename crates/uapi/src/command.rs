@@ -169,7 +169,6 @@ pub enum Op {
         pages: u64,
     },
     Compact,
-    KsmScan,
 }
 
 /// What an op produced, as a scenario outcome compares it.

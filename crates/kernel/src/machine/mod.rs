@@ -79,9 +79,9 @@
 //!   (`Kernel::pageout_block`), as Linux splits a THP it cannot swap whole.
 //! - `reclaim PAGES` only swaps anonymous pages out (in frame order, no
 //!   LRU; nothing without swap): page cache pages are never dropped.
-//! - `compact` runs a full compaction (see `compact` for what it simplifies);
-//!   `ksm-scan` answers `ok` and changes nothing (tagged pages are never
-//!   merged, and no other merging is modelled). `ksm.merged` stays 0.
+//! - `compact` runs a full compaction (see `compact` for what it simplifies).
+//!   KSM is not modelled (`ksm-scan` is refused by the language);
+//!   `madvise mergeable` only sets `VM_MERGEABLE`, and `ksm.merged` stays 0.
 //! - Out of memory inside a fault (Linux: `VM_FAULT_OOM`, the OOM killer)
 //!   is reported as `fault SEGV_ACCERR` at the faulting address.
 
@@ -562,8 +562,6 @@ impl Kernel {
                 self.compact_zone(None).await;
                 Reply::new(Outcome::Ok)
             }
-            // See the module doc: nothing a process can observe changes.
-            Op::KsmScan => Reply::new(Outcome::Ok),
         }
     }
 
