@@ -44,6 +44,9 @@ enum Command {
     Replay(cmd::replay::Args),
     /// Inspect trace files.
     Trace(cmd::trace::Args),
+    /// Turn a scenario into the C program a real arm64 Linux kernel runs
+    /// (the RFC v3 reference harness, tools/rfc-v3/).
+    ExportC(cmd::export_c::Args),
 }
 
 fn main() -> ExitCode {
@@ -57,5 +60,6 @@ fn main() -> ExitCode {
         Command::Record(args) => cmd::record::run(&args),
         Command::Replay(args) => cmd::replay::run(&args),
         Command::Trace(args) => cmd::trace::run(&args),
+        Command::ExportC(args) => cmd::export_c::run(&args),
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod explore;
+pub mod export_c;
 pub mod fuzz;
 pub mod platform;
 pub mod record;

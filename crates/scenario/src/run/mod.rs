@@ -550,6 +550,17 @@ impl<'a, M: Machine + ?Sized> Runner<'a, M> {
         }
     }
 
+    /// The machine, to read between statements (the reference comparison
+    /// reads its counters after every command).
+    pub fn machine(&self) -> &M {
+        self.machine
+    }
+
+    /// The steps recorded so far (with `verbose`).
+    pub fn steps(&self) -> &[Step] {
+        &self.report.steps
+    }
+
     /// The report, with the final counters; a replayed schedule must have
     /// been used up.
     pub fn finish(mut self) -> RunReport {
