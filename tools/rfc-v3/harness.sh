@@ -133,10 +133,10 @@ nodes = f"""
 		}};
 	}};
 """
-text = open(path).read()
-head, sep, _ = text.partition("/ {\n")
-assert sep, "no root node in the dumped device tree"
-open(path, "w").write(head + sep + nodes + text[len(head) + len(sep):])
+text = open(path).read().rstrip()
+# Subnodes follow the root's properties: append ours before its closing brace.
+assert text.endswith("};"), "the dumped device tree does not end with the root node"
+open(path, "w").write(text[:-2] + nodes + "};\n")
 PY
   dtc -q -I dts -O dtb -o "$RUN/virt-tag.dtb" "$RUN/virt.dts"
 }

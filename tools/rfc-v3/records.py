@@ -22,11 +22,15 @@ def parse_log(path):
     """{name: {"start": {...}, "steps": [...], "finished": bool}}"""
     work = {}
     block = None  # the dict a counter block fills
+    current = None  # the workload running
+    warnings = []  # kernel warnings since the last step's line
     for raw in open(path, errors="replace"):
         line = raw.rstrip("\r\n")
         m = re.match(r"^== (\S+)$", line)
         if m:
-            work[m.group(1)] = {"start": {}, "steps": [], "finished": False}
+            current = m.group(1)
+            work[current] = {"start": {}, "steps": [], "finished": False}
+            warnings = []
             continue
         m = re.match(r"^-- snap (\S+) start$", line)
         if m:
@@ -34,8 +38,12 @@ def parse_log(path):
             continue
         m = re.match(r"^-- step (\S+) (\d+) (\d+) (.*)$", line)
         if m:
+            # The console prints what the kernel says while a step runs
+            # before the step's own line: a WARN_ON belongs to this step.
             step = {"index": int(m.group(2)), "line": int(m.group(3)),
-                    "result": m.group(4), "counters": {}}
+                    "result": m.group(4), "counters": {},
+                    "kernel_warnings": warnings}
+            warnings = []
             work[m.group(1)]["steps"].append(step)
             block = step["counters"]
             continue
@@ -46,6 +54,11 @@ def parse_log(path):
         if m:
             w = work[m.group(1)]
             w["finished"] = not any(s["result"] == "stuck" for s in w["steps"])
+            continue
+        m = re.match(r"^(?:\[[ \d.]+\] )?(WARNING: .*|BUG: .*|Out of memory: .*)$", line)
+        if m and current is not None:
+            # Process ids change from run to run; the place does not.
+            warnings.append(re.sub(r"CPU: \d+ PID: \d+ ", "", m.group(1)))
             continue
         if block is not None:
             parts = line.split()

@@ -235,24 +235,26 @@ void rt_exit(struct rt_proc *self)
 }
 
 /* A process is gone once it is a zombie: its memory is released by then. */
-static void wait_gone(pid_t pid)
+static int process_gone(pid_t pid)
 {
 	char path[64], buf[256];
 	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-	for (;;) {
-		int fd = open(path, O_RDONLY);
-		if (fd < 0)
-			return;
-		ssize_t n = read(fd, buf, sizeof(buf) - 1);
-		close(fd);
-		if (n <= 0)
-			return;
-		buf[n] = 0;
-		char *p = strrchr(buf, ')');
-		if (p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X'))
-			return;
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return 1;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 1;
+	buf[n] = 0;
+	char *p = strrchr(buf, ')');
+	return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
+}
+
+static void wait_gone(pid_t pid)
+{
+	while (!process_gone(pid))
 		usleep(1000);
-	}
 }
 
 /* --- machine commands --------------------------------------------------------- */
@@ -600,16 +602,21 @@ static int make_swap(unsigned long bytes)
 
 /* --- the workload ------------------------------------------------------------- */
 
-static int wait_done(int step)
+/* 0: the step finished; -1: it did not within RT_STUCK_SECONDS (the kernel
+ * keeps retrying it); -2: its process died first (the OOM killer). */
+static int wait_done(int step, pid_t owner)
 {
-	struct timespec slice = { 1, 0 };
+	struct timespec slice = { 0, 100 * 1000 * 1000 };
 	for (int waited = 0; ctl->done != step;) {
 		int seen = ctl->done;
 		if (seen == step)
 			break;
-		if (futex(&ctl->done, FUTEX_WAIT, seen, &slice) < 0 && errno == ETIMEDOUT &&
-		    ++waited >= RT_STUCK_SECONDS)
-			return -1;
+		if (futex(&ctl->done, FUTEX_WAIT, seen, &slice) < 0 && errno == ETIMEDOUT) {
+			if (ctl->done != step && process_gone(owner))
+				return -2;
+			if (++waited >= RT_STUCK_SECONDS * 10)
+				return -1;
+		}
 	}
 	return 0;
 }
@@ -658,8 +665,12 @@ int rt_run_workload(const struct rt_workload *w)
 		} else {
 			ctl->go = i;
 			wake(&ctl->go);
-			if (wait_done(i) < 0) {
-				printf("-- step %s %d %d stuck\n", w->name, i, s->line);
+			int waited = wait_done(i, ctl->pid[s->proc]);
+			if (waited < 0) {
+				/* `killed`: no outcome of the language; the comparison
+				 * reports it as the kernel's. */
+				printf("-- step %s %d %d %s\n", w->name, i, s->line,
+				       waited == -1 ? "stuck" : "killed");
 				kill_all(w);
 				print_counters();
 				status = 2;
