@@ -275,7 +275,7 @@ void rt_compact(void)
 
 /* --- system calls ---------------------------------------------------------- */
 
-void rt_prctl(int tagged, int tcf, int include, int store_only)
+void rt_prctl(int tagged, int tcf, int include)
 {
 	long ctrl = prctl(PR_GET_TAGGED_ADDR_CTRL, 0, 0, 0, 0);
 	if (ctrl < 0) {
@@ -294,11 +294,6 @@ void rt_prctl(int tagged, int tcf, int include, int store_only)
 	}
 	if (include >= 0)
 		ctrl = (ctrl & ~RT_TAG_MASK) | ((long)include << RT_TAG_SHIFT);
-	if (store_only >= 0) {
-		/* PR_MTE_STORE_ONLY came after v6.8. */
-		rt_error(EINVAL);
-		return;
-	}
 	if (prctl(PR_SET_TAGGED_ADDR_CTRL, ctrl, 0, 0, 0) < 0)
 		rt_error(errno);
 }

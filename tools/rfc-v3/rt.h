@@ -72,7 +72,7 @@ void rt_spawn(struct rt_proc *self, int id);
 void rt_fork(struct rt_proc *self, int child);
 void rt_exit(struct rt_proc *self);
 void rt_compact(void);
-void rt_prctl(int tagged, int tcf, int include, int store_only);
+void rt_prctl(int tagged, int tcf, int include);
 void rt_prctl_get(void);
 void rt_tco(int on);
 void rt_yield(void);

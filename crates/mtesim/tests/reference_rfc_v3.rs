@@ -426,3 +426,33 @@ fn tolerances_hold_only_what_they_say() {
         Rule::Within(Tolerance::Exact)
     ));
 }
+
+#[test]
+fn every_workload_exports_as_a_c_program() {
+    let dir = reference_dir().join("workloads");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("a directory entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "mte"))
+        .collect();
+    paths.sort();
+    for path in paths {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mtesim"))
+            .arg("export-c")
+            .arg(&path)
+            .output()
+            .expect("mtesim runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stem = path.file_stem().expect("a file name").to_string_lossy();
+        assert!(
+            text.contains(&format!("const struct rt_workload wl_{stem} = {{")),
+            "{text}"
+        );
+    }
+}

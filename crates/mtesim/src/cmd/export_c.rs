@@ -231,11 +231,16 @@ fn step(c: &CommandStmt) -> Result<Step, (Span, String)> {
                     "rt_exit(rt_self);".into()
                 }
                 ProcessOp::Prctl(s) => {
+                    if let Some(store_only) = s.store_only {
+                        return refuse(
+                            store_only.span,
+                            "`store-only` (PR_MTE_STORE_ONLY) came after Linux v6.8",
+                        );
+                    }
                     let tagged = s.tagged_addr.map_or(-1, |t| i32::from(t.node.is_on()));
                     let tcf = s.tcf.map_or(-1, |t| t.node as i32);
                     let include = s.include.map_or(-1, |m| i32::from(m.node.bits()));
-                    let store_only = s.store_only.map_or(-1, |t| i32::from(t.node.is_on()));
-                    format!("rt_prctl({tagged}, {tcf}, {include}, {store_only});")
+                    format!("rt_prctl({tagged}, {tcf}, {include});")
                 }
                 ProcessOp::PrctlGet => "rt_prctl_get();".into(),
                 ProcessOp::Tco(s) => format!("rt_tco({});", u8::from(s.node.is_on())),
@@ -464,7 +469,7 @@ mod tests {
         .unwrap();
         assert!(c.contains("case 0: /* line 2"), "{c}");
         assert!(c.contains("rt_spawn(rt_self, 0);"), "{c}");
-        assert!(c.contains("rt_prctl(1, 1, -1, -1);"), "{c}");
+        assert!(c.contains("rt_prctl(1, 1, -1);"), "{c}");
         assert!(
             c.contains(
                 "rt_mmap(0, 65536UL, PROT_READ | PROT_WRITE | PROT_MTE, MAP_PRIVATE, RT_ANON, 0);"
@@ -501,6 +506,11 @@ mod tests {
         let e = export_text("spawn p\n").unwrap_err();
         assert!(
             e.starts_with("w.mte:1:1: the reference machine has memory=512M"),
+            "{e}"
+        );
+        let e = export_text("platform memory=512M\nspawn p\np prctl store-only=on\n").unwrap_err();
+        assert!(
+            e.starts_with("w.mte:3:9: cannot be exported: `store-only`"),
             "{e}"
         );
         let e = export_text("platform memory=512M swap=128M\n").unwrap_err();
