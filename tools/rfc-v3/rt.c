@@ -273,6 +273,35 @@ void rt_compact(void)
 	write_file("/proc/sys/vm/compact_memory", "1");
 }
 
+static long read_long(const char *path)
+{
+	char buf[64];
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
+	return atol(buf);
+}
+
+/* `ksm-scan`: let ksmd make `passes` full passes over the mergeable memory,
+ * as fast as it can, then stop it (merged pages stay merged). */
+void rt_ksm_scan(int passes)
+{
+	const char *full = "/sys/kernel/mm/ksm/full_scans";
+	write_file("/sys/kernel/mm/ksm/pages_to_scan", "100000");
+	write_file("/sys/kernel/mm/ksm/sleep_millisecs", "0");
+	long start = read_long(full);
+	write_file("/sys/kernel/mm/ksm/run", "1");
+	/* A pass that began before the start does not count: wait for one more. */
+	while (read_long(full) < start + passes + 1)
+		usleep(1000);
+	write_file("/sys/kernel/mm/ksm/run", "0");
+}
+
 /* --- system calls ---------------------------------------------------------- */
 
 void rt_prctl(int tagged, int tcf, int include)

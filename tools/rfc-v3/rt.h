@@ -72,6 +72,7 @@ void rt_spawn(struct rt_proc *self, int id);
 void rt_fork(struct rt_proc *self, int child);
 void rt_exit(struct rt_proc *self);
 void rt_compact(void);
+void rt_ksm_scan(int passes);
 void rt_prctl(int tagged, int tcf, int include);
 void rt_prctl_get(void);
 void rt_tco(int on);
