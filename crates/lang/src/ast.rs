@@ -825,8 +825,9 @@ mod tests {
     fn counter_names_are_model_md_section_5() {
         // docs/model.md §5 lists 23 names (swap.out/in and
         // tcf.sync/async share rows), fault.stuck among them, and the
-        // cost.* family (cost.total and ten kinds).
-        assert_eq!(Counter::ALL.len(), 34);
+        // cost.* family (cost.total and ten kinds) and
+        // tag_storage.contig_allocs.
+        assert_eq!(Counter::ALL.len(), 35);
         assert_eq!(Counter::from_name("cost.total"), Some(Counter::CostTotal));
         assert_eq!(Counter::from_name("fault.stuck"), Some(Counter::FaultStuck));
         assert_eq!(

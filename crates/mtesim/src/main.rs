@@ -44,6 +44,9 @@ enum Command {
     Replay(cmd::replay::Args),
     /// Inspect trace files.
     Trace(cmd::trace::Args),
+    /// Run traces and scenarios under several designs and compare them
+    /// side by side (table, JSON, CSV, HTML report with plots).
+    Compare(cmd::compare::Args),
 }
 
 fn main() -> ExitCode {
@@ -57,5 +60,6 @@ fn main() -> ExitCode {
         Command::Record(args) => cmd::record::run(&args),
         Command::Replay(args) => cmd::replay::run(&args),
         Command::Trace(args) => cmd::trace::run(&args),
+        Command::Compare(args) => cmd::compare::run(&args),
     }
 }

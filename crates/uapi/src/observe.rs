@@ -45,10 +45,13 @@ pub enum Counter {
     CostMigration,
     CostSplit,
     CostSwap,
+    /// Tag block claims made through contiguous allocation
+    /// (`alloc_contig_range()`), failed ones included.
+    TagStorageContigAllocs,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 34] = [
+    pub const ALL: [Counter; 35] = [
         Counter::MemPages,
         Counter::MemFree,
         Counter::TagStoragePages,
@@ -83,6 +86,7 @@ impl Counter {
         Counter::CostMigration,
         Counter::CostSplit,
         Counter::CostSwap,
+        Counter::TagStorageContigAllocs,
     ];
 
     /// The `cost.KIND` counters, whose sum is `cost.total`.
@@ -136,6 +140,7 @@ impl Counter {
             Counter::CostMigration => "cost.migration",
             Counter::CostSplit => "cost.split",
             Counter::CostSwap => "cost.swap",
+            Counter::TagStorageContigAllocs => "tag_storage.contig_allocs",
         }
     }
 

@@ -118,7 +118,8 @@ impl MemCounters {
             | Counter::CostCacheMaint
             | Counter::CostMigration
             | Counter::CostSplit
-            | Counter::CostSwap => None,
+            | Counter::CostSwap
+            | Counter::TagStorageContigAllocs => None,
         }
     }
 }
