@@ -177,15 +177,9 @@ fn cost_plot(designs: &[String], runs: &[Run]) -> String {
         let stacks: Vec<Vec<f64>> = runs
             .iter()
             .map(|run| {
-                let end = run.points.last();
                 Counter::COST_KINDS
                     .iter()
-                    .map(|k| {
-                        end.map_or(0.0, |p| {
-                            let i = Counter::ALL.iter().position(|c| c == k).unwrap_or(0);
-                            p.values.get(i).copied().unwrap_or(0) as f64 / 1e6
-                        })
-                    })
+                    .map(|k| run.added(*k) as f64 / 1e6)
                     .collect()
             })
             .collect();
@@ -194,7 +188,7 @@ fn cost_plot(designs: &[String], runs: &[Run]) -> String {
             .map(|s| s.iter().sum::<f64>())
             .fold(0.0, f64::max)
             .max(1e-3)
-            * 1.1;
+            * 1.6;
         let n = designs.len() as f64;
         let label = design_axis_label(designs);
         let mut chart = ChartBuilder::on(root)
@@ -202,7 +196,6 @@ fn cost_plot(designs: &[String], runs: &[Run]) -> String {
             .margin(12)
             .x_label_area_size(42)
             .y_label_area_size(70)
-            .right_y_label_area_size(150)
             .build_cartesian_2d(-0.5f64..n - 0.5, 0f64..max)
             .map_err(|e| e.to_string())?;
         chart
@@ -264,18 +257,13 @@ fn events_plot(designs: &[String], runs: &[Run]) -> String {
         (Counter::TagStorageReleases, "releases"),
     ];
     svg(title, |root| {
-        let value = |run: &Run, counter: Counter| {
-            run.points.last().map_or(0.0, |p| {
-                let i = Counter::ALL.iter().position(|c| *c == counter).unwrap_or(0);
-                p.values.get(i).copied().unwrap_or(0) as f64
-            })
-        };
+        let value = |run: &Run, counter: Counter| run.added(counter) as f64;
         let max = runs
             .iter()
             .flat_map(|r| series.iter().map(move |(c, _)| value(r, *c)))
             .fold(0.0, f64::max)
             .max(1.0)
-            * 1.15;
+            * 1.6;
         let n = designs.len() as f64;
         let label = design_axis_label(designs);
         let mut chart = ChartBuilder::on(root)
@@ -283,7 +271,6 @@ fn events_plot(designs: &[String], runs: &[Run]) -> String {
             .margin(12)
             .x_label_area_size(42)
             .y_label_area_size(70)
-            .right_y_label_area_size(190)
             .build_cartesian_2d(-0.5f64..n - 0.5, 0f64..max)
             .map_err(|e| e.to_string())?;
         chart
@@ -291,9 +278,16 @@ fn events_plot(designs: &[String], runs: &[Run]) -> String {
             .disable_x_mesh()
             .x_labels(designs.len().max(2))
             .x_label_formatter(&label)
-            .y_label_formatter(&|y| format_value(*y, false))
+            .y_label_formatter(&|y| {
+                // Counts: no label between two integers.
+                if (y - y.round()).abs() < 1e-9 {
+                    format_value(*y, false)
+                } else {
+                    String::new()
+                }
+            })
             .x_desc("design")
-            .y_desc("count over the run")
+            .y_desc("count during the run")
             .axis_desc_style(("sans-serif", 14))
             .draw()
             .map_err(|e| e.to_string())?;
