@@ -385,11 +385,11 @@ pub fn html(c: &Comparison) -> String {
         c.inputs.len(),
         c.designs.len()
     );
-    let _ = write!(
+    let _ = writeln!(
         out,
         "<dl class=\"meta\"><dt>command</dt><dd><code>{}</code></dd>\
          <dt>version</dt><dd>mtesim {} (plots: plotters 0.3, SVG)</dd>\
-         <dt>settings</dt><dd>{}</dd></dl>\n",
+         <dt>settings</dt><dd>{}</dd></dl>",
         escape(&c.command.join(" ")),
         env!("CARGO_PKG_VERSION"),
         if c.sets.is_empty() {
@@ -425,9 +425,9 @@ pub fn html(c: &Comparison) -> String {
         "<h2>Summary</h2>\n<table><tr><th>input</th><th>measure</th>{designs_th}</tr>\n"
     );
     for (input, runs) in c.inputs.iter().zip(&c.runs) {
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "<tr class=\"group\"><td colspan=\"{}\">{} <span class=\"sub\">({})</span></td></tr>\n",
+            "<tr class=\"group\"><td colspan=\"{}\">{} <span class=\"sub\">({})</span></td></tr>",
             c.designs.len() + 2,
             escape(&input.path.display().to_string()),
             escape(&input.what)
