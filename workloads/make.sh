@@ -22,3 +22,8 @@ awk 'BEGIN { x = 7; for (i = 0; i < 3000; i++) {
     > "$work/all.txt"
 head -c 32768 "$work/all.txt" > "$work/data.txt"
 "$MTESIM" record -o gzip.mtrace -- gzip -c "$work/data.txt" > /dev/null
+
+# A C program with a use after free and a heap overflow (src/uaf.c): its
+# replay shows the tag check faults MTE would raise.
+cc -O0 -g -o "$work/uaf" src/uaf.c
+"$MTESIM" record -o uaf.mtrace -- "$work/uaf" > /dev/null

@@ -15,6 +15,7 @@
 //! Layering: `kernel` uses `mte` (addresses) and `platform` (the machine
 //! description) and drives `tagstore`; nothing below knows the kernel.
 
+pub mod cost;
 pub mod machine;
 pub mod mem;
 pub mod mm;

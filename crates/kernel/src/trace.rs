@@ -3,10 +3,11 @@
 //! to the runner by [`uapi::Machine::take_events`].
 //!
 //! # Contract
-//! - Off by default. While off, [`EventSink::emit`] tests one flag and
-//!   returns: the event is built by a closure that is never called, so
-//!   nothing is allocated or formatted (the access fast path never emits at
-//!   all).
+//! - Every event is charged to the cost model ([`crate::cost`]), traced or
+//!   not: `cost.*` counters do not depend on the trace.
+//! - Recording is off by default. While off, [`EventSink::emit`] builds
+//!   the event (a plain `Copy` value) for the cost model only: nothing is
+//!   allocated or formatted (the access fast path never emits at all).
 //! - Owned by the machine (inside [`crate::mem::Memory`], so that the
 //!   memory layer's steps, tag block claims and releases and tag
 //!   initialisation, are recorded in the same order as the kernel's); no
@@ -18,20 +19,39 @@ use core::cell::{Cell, RefCell};
 
 use uapi::event::Event;
 
+use crate::cost::CostMeter;
+
 /// Where a machine records its events.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct EventSink {
     on: Cell<bool>,
     events: RefCell<Vec<Event>>,
+    cost: CostMeter,
 }
 
 impl EventSink {
-    /// Records the event `make` builds, if tracing is on.
+    /// A sink charging events with `platform`'s cost table.
+    pub fn new(platform: &platform::Platform) -> Self {
+        Self {
+            on: Cell::new(false),
+            events: RefCell::new(Vec::new()),
+            cost: CostMeter::new(platform),
+        }
+    }
+
+    /// Charges the event `make` builds, and records it if tracing is on.
     #[inline]
     pub fn emit(&self, make: impl FnOnce() -> Event) {
+        let event = make();
+        self.cost.charge(&event);
         if self.on.get() {
-            self.events.borrow_mut().push(make());
+            self.events.borrow_mut().push(event);
         }
+    }
+
+    /// The cost model's totals.
+    pub fn cost(&self) -> &CostMeter {
+        &self.cost
     }
 
     /// Whether events are being recorded.
@@ -57,15 +77,20 @@ mod tests {
     use uapi::event::Event;
 
     #[test]
-    fn nothing_is_built_while_off() {
-        let sink = EventSink::default();
-        sink.emit(|| unreachable!("built while tracing is off"));
+    fn nothing_is_recorded_while_off_but_everything_is_charged() {
+        let sink = EventSink::new(&platform::Platform::default());
+        sink.emit(|| Event::TagRelease { block: 1 });
         assert!(sink.take().is_empty());
         sink.set(true);
         sink.emit(|| Event::TagRelease { block: 2 });
         sink.set(false);
-        sink.emit(|| unreachable!("built while tracing is off"));
+        sink.emit(|| Event::TagRelease { block: 3 });
         assert_eq!(sink.take(), [Event::TagRelease { block: 2 }]);
         assert!(sink.take().is_empty());
+        let release = platform::CostEntry::Release.default_cycles();
+        assert_eq!(
+            sink.cost().counter(uapi::Counter::CostReserve),
+            Some(3 * release)
+        );
     }
 }

@@ -824,8 +824,11 @@ mod tests {
     #[test]
     fn counter_names_are_model_md_section_5() {
         // docs/model.md §5 lists 23 names (swap.out/in and
-        // tcf.sync/async share rows), fault.stuck among them.
-        assert_eq!(Counter::ALL.len(), 23);
+        // tcf.sync/async share rows), fault.stuck among them, and the
+        // cost.* family (cost.total and ten kinds) and
+        // tag_storage.contig_allocs.
+        assert_eq!(Counter::ALL.len(), 35);
+        assert_eq!(Counter::from_name("cost.total"), Some(Counter::CostTotal));
         assert_eq!(Counter::from_name("fault.stuck"), Some(Counter::FaultStuck));
         assert_eq!(
             Counter::from_name("tag_storage.reserve_failures"),

@@ -47,6 +47,9 @@ enum Command {
     /// Turn a scenario into the C program a real arm64 Linux kernel runs
     /// (the RFC v3 reference harness, tools/rfc-v3/).
     ExportC(cmd::export_c::Args),
+    /// Run traces and scenarios under several designs and compare them
+    /// side by side (table, JSON, CSV, HTML report with plots).
+    Compare(cmd::compare::Args),
 }
 
 fn main() -> ExitCode {
@@ -61,5 +64,6 @@ fn main() -> ExitCode {
         Command::Replay(args) => cmd::replay::run(&args),
         Command::Trace(args) => cmd::trace::run(&args),
         Command::ExportC(args) => cmd::export_c::run(&args),
+        Command::Compare(args) => cmd::compare::run(&args),
     }
 }

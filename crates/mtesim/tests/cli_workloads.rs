@@ -383,7 +383,7 @@ fn the_shipped_workloads_replay() {
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names, ["gzip.mtrace", "sort.mtrace"]);
+    assert_eq!(names, ["gzip.mtrace", "sort.mtrace", "uaf.mtrace"]);
     for trace in &traces {
         let path = trace.to_str().unwrap();
         let info = stdout_json(&mtesim_in(&workloads, &["trace", "info", path, "--json"]));
@@ -401,4 +401,54 @@ fn the_shipped_workloads_replay() {
         assert_eq!(s["skipped_accesses"], 0, "{path}");
         assert!(s["counters"]["fault.anon"].as_u64().unwrap() > 0, "{path}");
     }
+}
+
+#[test]
+fn the_shipped_use_after_free_trace_shows_both_bugs() {
+    // workloads/src/uaf.c: a session read after it was freed, and a
+    // 32-byte buffer written one byte past its end.
+    let workloads = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../workloads");
+    let out = mtesim_in(&workloads, &["replay", "uaf.mtrace", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = stdout_json(&out);
+    assert_eq!(s["tag_check_faults"], 2, "{s:#}");
+    let (uaf, overflow) = (&s["faults"][0], &s["faults"][1]);
+
+    assert_eq!(uaf["diagnosis"], "use after free");
+    assert_eq!(uaf["kind"], "load");
+    assert_eq!(uaf["size"], 8);
+    let from = &uaf["pointer_from"];
+    assert_eq!(from["call"], "malloc");
+    assert_eq!(from["size"], 32, "struct session");
+    assert!(from["freed_at"].as_u64().unwrap() < uaf["access"].as_u64().unwrap());
+    assert_eq!(uaf["addr"], from["recorded_addr"], "session->id");
+    assert_eq!(uaf["hit"]["id"], from["id"]);
+    assert_ne!(
+        uaf["memory_tag"], from["tag"],
+        "the block was retagged on free"
+    );
+
+    assert_eq!(overflow["diagnosis"], "out-of-bounds access");
+    assert_eq!(overflow["kind"], "store");
+    assert_eq!(overflow["size"], 1);
+    let from = &overflow["pointer_from"];
+    assert_eq!(from["size"], 32);
+    assert!(from["freed_at"].is_null());
+    assert_eq!(
+        overflow["addr"].as_u64().unwrap(),
+        from["recorded_addr"].as_u64().unwrap() + 32,
+        "name[32]"
+    );
+    assert_ne!(
+        overflow["hit"]["id"], from["id"],
+        "it lands in the neighbour"
+    );
+    assert_ne!(overflow["memory_tag"], from["tag"]);
+
+    let text = stdout(&mtesim_in(&workloads, &["replay", "uaf.mtrace"])).to_owned();
+    assert!(
+        text.contains("use after free\n    pointer from allocation #2 (malloc(32)"),
+        "{text}"
+    );
+    assert!(text.contains("out-of-bounds access"), "{text}");
 }

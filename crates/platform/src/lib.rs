@@ -13,6 +13,7 @@
 //! depending on this crate (and so on serde, TOML or device tree parsing).
 //! [`Design`] names the design; the kernel maps it to a manager.
 
+pub mod cost;
 pub mod dtb;
 pub mod error;
 pub mod from_spec;
@@ -22,6 +23,7 @@ pub mod num;
 pub mod spec;
 pub mod toml_file;
 
+pub use cost::{CostEntry, CostFileError, CostTable};
 pub use error::{PlatformError, Position};
 pub use machine::{KernelSettings, LayoutError, Platform};
 pub use mistake::{Mistake, Mistakes};

@@ -20,6 +20,7 @@
 //! (`dtb`), [`Platform::from_file`] (either file, by content), and
 //! [`Platform::new`] for a layout built by hand (tests, other crates).
 
+use crate::cost::CostTable;
 use crate::error::PlatformError;
 use crate::mistake::Mistakes;
 use crate::spec::{Design, PlatformSpec, TagStorageData, Thp};
@@ -106,6 +107,9 @@ pub struct Platform {
     dram: Vec<MemRange>,
     tag_regions: Vec<TagRegion>,
     geometry: Geometry,
+    /// The cycles the machine charges for each event (the documented
+    /// defaults unless `--cost` replaced entries).
+    cost: CostTable,
 }
 
 impl Platform {
@@ -163,6 +167,7 @@ impl Platform {
             dram,
             tag_regions,
             geometry,
+            cost: CostTable::default(),
         })
     }
 
@@ -221,6 +226,17 @@ impl Platform {
 
     pub fn geometry(&self) -> &Geometry {
         &self.geometry
+    }
+
+    /// The cost model's table (`docs/cost-model.md`).
+    pub fn cost(&self) -> &CostTable {
+        &self.cost
+    }
+
+    /// Replaces the cost table (`--cost FILE`); the machine is otherwise
+    /// the same.
+    pub fn set_cost(&mut self, cost: CostTable) {
+        self.cost = cost;
     }
 }
 

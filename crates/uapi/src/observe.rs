@@ -33,10 +33,25 @@ pub enum Counter {
     KsmMerged,
     TcfSync,
     TcfAsync,
+    /// Modelled cycles (`docs/workloads.md` §3): the total, then each kind.
+    CostTotal,
+    CostFault,
+    CostTagInit,
+    CostCopy,
+    CostReserve,
+    CostContig,
+    CostLruIpi,
+    CostCacheMaint,
+    CostMigration,
+    CostSplit,
+    CostSwap,
+    /// Tag block claims made through contiguous allocation
+    /// (`alloc_contig_range()`), failed ones included.
+    TagStorageContigAllocs,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 23] = [
+    pub const ALL: [Counter; 35] = [
         Counter::MemPages,
         Counter::MemFree,
         Counter::TagStoragePages,
@@ -60,6 +75,32 @@ impl Counter {
         Counter::KsmMerged,
         Counter::TcfSync,
         Counter::TcfAsync,
+        Counter::CostTotal,
+        Counter::CostFault,
+        Counter::CostTagInit,
+        Counter::CostCopy,
+        Counter::CostReserve,
+        Counter::CostContig,
+        Counter::CostLruIpi,
+        Counter::CostCacheMaint,
+        Counter::CostMigration,
+        Counter::CostSplit,
+        Counter::CostSwap,
+        Counter::TagStorageContigAllocs,
+    ];
+
+    /// The `cost.KIND` counters, whose sum is `cost.total`.
+    pub const COST_KINDS: [Counter; 10] = [
+        Counter::CostFault,
+        Counter::CostTagInit,
+        Counter::CostCopy,
+        Counter::CostReserve,
+        Counter::CostContig,
+        Counter::CostLruIpi,
+        Counter::CostCacheMaint,
+        Counter::CostMigration,
+        Counter::CostSplit,
+        Counter::CostSwap,
     ];
 
     /// The name of `docs/model.md` §5 (`tag_storage.reserved`).
@@ -88,6 +129,18 @@ impl Counter {
             Counter::KsmMerged => "ksm.merged",
             Counter::TcfSync => "tcf.sync",
             Counter::TcfAsync => "tcf.async",
+            Counter::CostTotal => "cost.total",
+            Counter::CostFault => "cost.fault",
+            Counter::CostTagInit => "cost.tag_init",
+            Counter::CostCopy => "cost.copy",
+            Counter::CostReserve => "cost.reserve",
+            Counter::CostContig => "cost.contig",
+            Counter::CostLruIpi => "cost.lru_ipi",
+            Counter::CostCacheMaint => "cost.cache_maint",
+            Counter::CostMigration => "cost.migration",
+            Counter::CostSplit => "cost.split",
+            Counter::CostSwap => "cost.swap",
+            Counter::TagStorageContigAllocs => "tag_storage.contig_allocs",
         }
     }
 

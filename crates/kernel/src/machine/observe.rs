@@ -16,6 +16,9 @@ impl Kernel {
         if let Some(v) = self.mem.counters().get(counter) {
             return Some(v);
         }
+        if let Some(v) = self.trace().cost().counter(counter) {
+            return Some(v);
+        }
         let KernelCounters {
             fault_anon,
             fault_zero_page,

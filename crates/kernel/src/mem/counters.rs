@@ -107,7 +107,19 @@ impl MemCounters {
             | Counter::SwapSavedTags
             | Counter::KsmMerged
             | Counter::TcfSync
-            | Counter::TcfAsync => None,
+            | Counter::TcfAsync
+            | Counter::CostTotal
+            | Counter::CostFault
+            | Counter::CostTagInit
+            | Counter::CostCopy
+            | Counter::CostReserve
+            | Counter::CostContig
+            | Counter::CostLruIpi
+            | Counter::CostCacheMaint
+            | Counter::CostMigration
+            | Counter::CostSplit
+            | Counter::CostSwap
+            | Counter::TagStorageContigAllocs => None,
         }
     }
 }

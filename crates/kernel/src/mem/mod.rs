@@ -310,7 +310,7 @@ impl Memory {
             zero_page,
             events: Cell::new(Events::default()),
             clobbers: Cell::new(check::ClobberLog::default()),
-            trace: crate::trace::EventSink::default(),
+            trace: crate::trace::EventSink::new(platform),
         };
         if policy.rules().mte() {
             memory.boot_zero_page_tags();

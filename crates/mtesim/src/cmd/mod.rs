@@ -3,6 +3,8 @@
 //! (`run` reports per file, and always ends stdout with its summary line).
 
 pub mod bench;
+pub mod compare;
+pub mod compare_report;
 pub mod explore;
 pub mod export_c;
 pub mod fuzz;
@@ -66,6 +68,17 @@ pub fn parse_set(text: &str) -> Result<(String, String), String> {
         .set_key(key, value)
         .map_err(|e| e.to_string())?;
     Ok((key.to_owned(), value.to_owned()))
+}
+
+/// The cost model's table: the defaults, with the entries of `--cost
+/// FILE` replaced. A bad file is an input error (`file:line:column:`).
+pub fn cost_table(path: Option<&std::path::Path>) -> Result<::platform::CostTable, ExitCode> {
+    match path {
+        None => Ok(::platform::CostTable::default()),
+        Some(path) => {
+            ::platform::CostTable::from_file(path).map_err(|e| fail(format_args!("--cost {e}")))
+        }
+    }
 }
 
 /// Runs `work` on `jobs` threads (rayon's default of one per core when

@@ -49,10 +49,14 @@ pub struct Args {
     /// CSV of the time series (or of the end state alone).
     #[arg(long)]
     pub csv: bool,
+    /// Replace entries of the cost model's table (TOML, `entry = cycles`;
+    /// docs/cost-model.md): the `cost.*` counters follow it.
+    #[arg(long, value_name = "FILE")]
+    pub cost: Option<PathBuf>,
 }
 
 /// Builds the replay's configuration from the `--set` flags.
-fn config(sets: &[String]) -> Result<ReplayConfig, String> {
+pub fn config(sets: &[String]) -> Result<ReplayConfig, String> {
     let mut spec = PlatformSpec::default();
     let mut tcf = CheckMode::Sync;
     let mut large = replay::DEFAULT_LARGE;
@@ -91,10 +95,14 @@ fn config(sets: &[String]) -> Result<ReplayConfig, String> {
 }
 
 pub fn run(args: &Args) -> ExitCode {
-    let config = match config(&args.set) {
+    let mut config = match config(&args.set) {
         Ok(config) => config,
         Err(message) => return fail(message),
     };
+    match super::cost_table(args.cost.as_deref()) {
+        Ok(cost) => config.platform.set_cost(cost),
+        Err(code) => return code,
+    }
     if args.every.is_some() && !args.json && !args.csv {
         return fail("--every: a time series needs --json or --csv");
     }

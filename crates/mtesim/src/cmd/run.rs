@@ -126,6 +126,10 @@ pub struct Args {
     /// line gives must agree with the file unless `--set` names them.
     #[arg(long, value_name = "FILE")]
     pub platform: Option<PathBuf>,
+    /// Replace entries of the cost model's table (TOML, `entry = cycles`;
+    /// docs/cost-model.md): the `cost.*` counters follow it.
+    #[arg(long, value_name = "FILE")]
+    pub cost: Option<PathBuf>,
 }
 
 pub fn parse_seed(text: &str) -> Result<u64, String> {
@@ -171,6 +175,10 @@ pub fn run(args: &Args) -> ExitCode {
             Err(e) => return super::fail(e),
         },
     };
+    let cost = match super::cost_table(args.cost.as_deref()) {
+        Ok(cost) => cost,
+        Err(code) => return code,
+    };
     let inputs = inputs(&args.paths);
     let options = RunOptions {
         seed: args.seed,
@@ -189,7 +197,7 @@ pub fn run(args: &Args) -> ExitCode {
         inputs
             .par_iter()
             .map(|input| {
-                let outcome = run_input(input, &options, args.machine, colour);
+                let outcome = run_input(input, &options, args.machine, &cost, colour);
                 bar.inc(1);
                 outcome
             })
@@ -329,6 +337,7 @@ fn run_input(
     input: &Input,
     options: &RunOptions,
     machine: MachineKind,
+    cost: &platform::CostTable,
     colour: bool,
 ) -> FileOutput {
     let (path, src) = match input {
@@ -344,7 +353,9 @@ fn run_input(
     // not the whole run.
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
         scenario::run_source(&name, &src, options, |platform| {
-            make_machine(machine, platform)
+            let mut platform = platform.clone();
+            platform.set_cost(*cost);
+            make_machine(machine, &platform)
         })
     }));
     let Ok(result) = result else {
