@@ -86,10 +86,11 @@ pub enum StepKind {
     Ldg,
     Reclaim,
     Compact,
+    KsmScan,
 }
 
 impl StepKind {
-    pub const ALL: [StepKind; 29] = [
+    pub const ALL: [StepKind; 30] = [
         StepKind::Spawn,
         StepKind::Fork,
         StepKind::Exit,
@@ -119,6 +120,7 @@ impl StepKind {
         StepKind::Ldg,
         StepKind::Reclaim,
         StepKind::Compact,
+        StepKind::KsmScan,
     ];
 
     /// The default weight: accesses and tag instructions dominate, the
@@ -154,6 +156,7 @@ impl StepKind {
             StepKind::Ldg => 7,
             StepKind::Reclaim => 1,
             StepKind::Compact => 2,
+            StepKind::KsmScan => 1,
         }
     }
 }
@@ -572,6 +575,7 @@ impl Gen<'_> {
                 self.steps.push(Step::Reclaim { pages });
             }
             StepKind::Compact => self.steps.push(Step::Compact),
+            StepKind::KsmScan => self.steps.push(Step::KsmScan),
         }
     }
 

@@ -33,10 +33,16 @@ pub enum Counter {
     KsmMerged,
     TcfSync,
     TcfAsync,
+    /// KSM pages in use now (Linux `pages_shared`).
+    KsmSharing,
+    /// Mappings of KSM pages beyond the first of each: the pages KSM saves
+    /// now (Linux `pages_sharing`). Not in the spec's list: a `--json`
+    /// extra that the ported `ksm_tests.c` checks need.
+    KsmSaved,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 23] = [
+    pub const ALL: [Counter; 25] = [
         Counter::MemPages,
         Counter::MemFree,
         Counter::TagStoragePages,
@@ -60,6 +66,8 @@ impl Counter {
         Counter::KsmMerged,
         Counter::TcfSync,
         Counter::TcfAsync,
+        Counter::KsmSharing,
+        Counter::KsmSaved,
     ];
 
     /// The name of `docs/model.md` §5 (`tag_storage.reserved`).
@@ -88,6 +96,8 @@ impl Counter {
             Counter::KsmMerged => "ksm.merged",
             Counter::TcfSync => "tcf.sync",
             Counter::TcfAsync => "tcf.async",
+            Counter::KsmSharing => "ksm.sharing",
+            Counter::KsmSaved => "ksm.saved",
         }
     }
 
@@ -116,10 +126,12 @@ pub enum PageState {
     Untagged,
     InTagStorage,
     AwaitingTagStorage,
+    /// Maps a page merged by KSM.
+    Ksm,
 }
 
 impl PageState {
-    pub const ALL: [PageState; 11] = [
+    pub const ALL: [PageState; 12] = [
         PageState::Unmapped,
         PageState::ZeroPage,
         PageState::HugeZeroPage,
@@ -131,6 +143,7 @@ impl PageState {
         PageState::Untagged,
         PageState::InTagStorage,
         PageState::AwaitingTagStorage,
+        PageState::Ksm,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -146,6 +159,7 @@ impl PageState {
             PageState::Untagged => "untagged",
             PageState::InTagStorage => "in-tag-storage",
             PageState::AwaitingTagStorage => "awaiting-tag-storage",
+            PageState::Ksm => "ksm",
         }
     }
 
