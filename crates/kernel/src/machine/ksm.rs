@@ -295,7 +295,7 @@ impl Kernel {
                 same_page = true;
                 return true;
             }
-            if !self.mm_writer_free(tmm) {
+            if !self.mm_writer_free(tmm) || !self.still_ksm_vma(tmm, tva) {
                 return true;
             }
             partner = Some((tmm, tva, tpfn));
@@ -326,6 +326,16 @@ impl Kernel {
     /// read lock, the model leaves it for the next pass).
     fn mm_writer_free(&self, mm: MmId) -> bool {
         self.mm_lock(mm).is_some_and(|l| l.writer().is_none())
+    }
+
+    /// Whether the VMA at `va` of `mm` is still one ksmd scans (a parallel
+    /// `madvise` or `mprotect` may have changed it since it was seen).
+    fn still_ksm_vma(&self, mm: MmId, va: VirtAddr) -> bool {
+        self.mms
+            .borrow()
+            .get(&mm)
+            .and_then(|m| m.vmas.find(va))
+            .is_some_and(ksm_vma)
     }
 
     /// `pfn` becomes a KSM page: its blocks split, every entry of it
