@@ -589,7 +589,7 @@ impl Gen<'_> {
                 // A page merges on its second pass (the first records its
                 // checksum): often two passes in a row.
                 self.steps.push(Step::KsmScan);
-                if self.ksm_rng.next_u32() % 2 == 0 {
+                if self.ksm_rng.next_u32().is_multiple_of(2) {
                     self.steps.push(Step::KsmScan);
                 }
             }
@@ -730,8 +730,8 @@ impl Gen<'_> {
         // KSM's candidates: private untagged memory, mostly made mergeable;
         // tagged memory sometimes too (KSM must leave it alone).
         let mergeable = match prot.mte {
-            false => self.ksm_rng.next_u32() % 4 != 0,
-            true => self.ksm_rng.next_u32() % 8 == 0,
+            false => !self.ksm_rng.next_u32().is_multiple_of(4),
+            true => self.ksm_rng.next_u32().is_multiple_of(8),
         };
         if !fails && sharing == Sharing::Private && mergeable {
             self.push(
