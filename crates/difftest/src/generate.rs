@@ -29,6 +29,11 @@
 //! whole mapping. The reference model has no huge pages: user-visible
 //! behaviour must not change.
 //!
+//! KSM: three in four private untagged mappings (one in eight tagged ones)
+//! are made `mergeable` right after `mmap` (and `madvise` draws `mergeable` and `unmergeable`
+//! too); `ksm-scan` comes alone or as two passes in a row, since a page
+//! merges on its second pass. Both draws come from a stream of their own.
+//!
 //! No `mmap fixed=` (placement is checked by every other mmap). Programs
 //! run in lockstep have no `parallel` blocks (the reference runs
 //! sequentially); [`generate_parallel`] cuts a program into blocks for
@@ -86,10 +91,11 @@ pub enum StepKind {
     Ldg,
     Reclaim,
     Compact,
+    KsmScan,
 }
 
 impl StepKind {
-    pub const ALL: [StepKind; 29] = [
+    pub const ALL: [StepKind; 30] = [
         StepKind::Spawn,
         StepKind::Fork,
         StepKind::Exit,
@@ -119,6 +125,7 @@ impl StepKind {
         StepKind::Ldg,
         StepKind::Reclaim,
         StepKind::Compact,
+        StepKind::KsmScan,
     ];
 
     /// The default weight: accesses and tag instructions dominate, the
@@ -154,6 +161,7 @@ impl StepKind {
             StepKind::Ldg => 7,
             StepKind::Reclaim => 1,
             StepKind::Compact => 2,
+            StepKind::KsmScan => 1,
         }
     }
 }
@@ -294,6 +302,10 @@ struct Gen<'c> {
     next_map: u32,
     tagged: Vec<TaggedModel>,
     steps: Vec<Step>,
+    /// The draws of KSM's extra steps (`madvise mergeable` after an mmap,
+    /// a second `ksm-scan`), from their own stream so that the other steps
+    /// of a seed are those of versions without them.
+    ksm_rng: Xoshiro256PlusPlus,
 }
 
 /// A program of `config.steps` steps for `config.policy`, from `seed`.
@@ -317,6 +329,7 @@ pub fn generate(config: &GenConfig, seed: u64) -> Program {
         next_map: 0,
         tagged: Vec::new(),
         steps: Vec::with_capacity(config.steps),
+        ksm_rng: Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x6b73_6d5f_7363_616e),
     };
     gen_.spawn();
     if gen_.chance(80) {
@@ -572,6 +585,14 @@ impl Gen<'_> {
                 self.steps.push(Step::Reclaim { pages });
             }
             StepKind::Compact => self.steps.push(Step::Compact),
+            StepKind::KsmScan => {
+                // A page merges on its second pass (the first records its
+                // checksum): often two passes in a row.
+                self.steps.push(Step::KsmScan);
+                if self.ksm_rng.next_u32().is_multiple_of(2) {
+                    self.steps.push(Step::KsmScan);
+                }
+            }
         }
     }
 
@@ -706,6 +727,22 @@ impl Gen<'_> {
             },
         );
         let fails = prot.mte && (!mte || backing == Backing::File);
+        // KSM's candidates: private untagged memory, mostly made mergeable;
+        // tagged memory sometimes too (KSM must leave it alone).
+        let mergeable = match prot.mte {
+            false => !self.ksm_rng.next_u32().is_multiple_of(4),
+            true => self.ksm_rng.next_u32().is_multiple_of(8),
+        };
+        if !fails && sharing == Sharing::Private && mergeable {
+            self.push(
+                p,
+                Cmd::Madvise {
+                    ptr: PtrRef::at(PtrName::Map(name), 0),
+                    len,
+                    advice: Advice::Mergeable,
+                },
+            );
+        }
         if !fails {
             self.procs[p].maps.push(MapModel {
                 name,

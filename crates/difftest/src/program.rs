@@ -232,6 +232,7 @@ pub enum Step {
     Process { proc: ProcName, cmd: Cmd },
     Reclaim { pages: u64 },
     Compact,
+    KsmScan,
 }
 
 impl Step {
@@ -241,6 +242,7 @@ impl Step {
             Step::Spawn(_) => "spawn",
             Step::Reclaim { .. } => "reclaim",
             Step::Compact => "compact",
+            Step::KsmScan => "ksm-scan",
             Step::Process { cmd, .. } => match cmd {
                 Cmd::Fork { .. } => "fork",
                 Cmd::Exit => "exit",
@@ -324,7 +326,7 @@ impl Step {
                 }
                 _ => None,
             },
-            Step::Reclaim { .. } | Step::Compact => None,
+            Step::Reclaim { .. } | Step::Compact | Step::KsmScan => None,
         }
     }
 }
@@ -342,6 +344,7 @@ impl fmt::Display for Step {
             Step::Spawn(p) => return write!(f, "spawn {p}"),
             Step::Reclaim { pages } => return write!(f, "reclaim {pages}"),
             Step::Compact => return f.write_str("compact"),
+            Step::KsmScan => return f.write_str("ksm-scan"),
             Step::Process { proc, cmd } => (proc, cmd),
         };
         write!(f, "{proc} {}", self.word())?;

@@ -67,3 +67,37 @@ fn parallel_blocks_keep_the_invariants() {
         );
     }
 }
+
+/// The generator reaches KSM's merging and breaking: over a few programs
+/// per policy that can merge (MTE or not), pages are merged, and the
+/// kernel still agrees with the reference (checked by `agree` above for
+/// the same seeds' kind of programs).
+#[test]
+fn generated_programs_merge_pages() {
+    for policy in [Design::DYNAMIC, Design::STATIC, Design::NONE] {
+        let mut merged = 0;
+        for seed in 0..12u64 {
+            let program = generate(&GenConfig::new(policy, 300), seed);
+            let text = program.render();
+            let options = RunOptions {
+                check_invariants: true,
+                ..RunOptions::default()
+            };
+            let report = match scenario::run_source("ksm.mte", text.as_bytes(), &options, kernel) {
+                FileResult::Ran(report) => report,
+                other => panic!("seed {seed}: {other:?}\n{text}"),
+            };
+            assert!(
+                report.passed(),
+                "seed {seed}: {}\n{text}",
+                report.render("ksm.mte", false)
+            );
+            merged += report
+                .counters
+                .iter()
+                .find(|(c, _)| *c == uapi::Counter::KsmMerged)
+                .map_or(0, |&(_, v)| v);
+        }
+        assert!(merged > 0, "{policy:?}: no page merged in 12 programs");
+    }
+}

@@ -256,6 +256,8 @@ pub enum Command {
     Reclaim { pages: Spanned<u64> },
     /// `compact`. Linux: `compact_nodes()`.
     Compact,
+    /// `ksm-scan`: one full pass of `ksm_do_scan()`.
+    KsmScan,
 }
 
 /// What a process does: the commands of the Processes, System calls and
@@ -654,7 +656,10 @@ impl Command {
     pub fn accepts(&self, kind: OutcomeKind) -> bool {
         use OutcomeKind as K;
         match self {
-            Command::Spawn { .. } | Command::Reclaim { .. } | Command::Compact => kind == K::Ok,
+            Command::Spawn { .. }
+            | Command::Reclaim { .. }
+            | Command::Compact
+            | Command::KsmScan => kind == K::Ok,
             Command::Process { op, .. } => {
                 matches!(kind, K::Error | K::Fault | K::Stuck) || op.node.accepts(kind)
             }
@@ -670,6 +675,7 @@ impl Command {
             Command::Process { op, .. } => op.node.name(),
             Command::Reclaim { .. } => "reclaim",
             Command::Compact => "compact",
+            Command::KsmScan => "ksm-scan",
         }
     }
 }
@@ -823,12 +829,13 @@ mod tests {
 
     #[test]
     fn counter_names_are_model_md_section_5() {
-        // docs/model.md §5 lists 23 names (swap.out/in and
-        // tcf.sync/async share rows), fault.stuck among them, and the
-        // cost.* family (cost.total and ten kinds) and
-        // tag_storage.contig_allocs.
-        assert_eq!(Counter::ALL.len(), 35);
+        // docs/model.md §5 lists 25 names (swap.out/in and
+        // tcf.sync/async share rows), fault.stuck, ksm.sharing and the
+        // extra ksm.saved among them; then the cost.* family (cost.total
+        // and ten kinds) and tag_storage.contig_allocs.
+        assert_eq!(Counter::ALL.len(), 37);
         assert_eq!(Counter::from_name("cost.total"), Some(Counter::CostTotal));
+        assert_eq!(Counter::from_name("ksm.sharing"), Some(Counter::KsmSharing));
         assert_eq!(Counter::from_name("fault.stuck"), Some(Counter::FaultStuck));
         assert_eq!(
             Counter::from_name("tag_storage.reserve_failures"),

@@ -195,13 +195,13 @@ fn platform_message(source: &KeyError) -> String {
 }
 
 const PAGE_STATES: &str = "unmapped, zero-page, huge-zero-page, private, shared, huge, swapped, \
-     tagged, untagged, in-tag-storage or awaiting-tag-storage";
+     tagged, untagged, in-tag-storage, awaiting-tag-storage or ksm";
 
 const COUNTERS: &str = "mem.pages, mem.free, tag_storage.pages, tag_storage.blocks, \
      tag_storage.reserved, tag_storage.data_pages, tag_storage.reservations, \
      tag_storage.releases, tag_storage.migrations, tag_storage.reserve_failures, pages.tagged, \
      fault.anon, fault.zero_page, fault.cow, fault.tag_storage, swap.out, swap.in, \
-     swap.saved_tags, migrate.pages, ksm.merged, tcf.sync, tcf.async";
+     swap.saved_tags, migrate.pages, ksm.merged, tcf.sync, tcf.async, ksm.sharing, ksm.saved";
 
 /// The one diagnostic of a malformed scenario.
 ///

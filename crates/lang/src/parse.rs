@@ -430,15 +430,7 @@ impl<'a> Parser<'a> {
                 (Command::Reclaim { pages }, None)
             }
             "compact" => (Command::Compact, None),
-            "ksm-scan" => {
-                return fail(
-                    first.span(),
-                    ErrorKind::NotModelled {
-                        command: "ksm-scan",
-                        why: "the model has no same-page merging (KSM) yet (docs/model.md §6)",
-                    },
-                );
-            }
+            "ksm-scan" => (Command::KsmScan, None),
             _ => {
                 let proc = self.command_process(tokens)?;
                 let word = args.take("command")?;
@@ -2039,17 +2031,11 @@ mod tests {
 
     #[test]
     fn machine_commands() {
-        let script = ok("reclaim 128 => ok\ncompact\n");
+        let script = ok("reclaim 128 => ok\ncompact\nksm-scan => ok\n");
         let c = commands(&script);
         assert!(matches!(c[0].command, Command::Reclaim { pages } if pages.node == 128));
         assert_eq!(c[1].command, Command::Compact);
-        // KSM is not modelled: refused, never accepted and ignored.
-        let err = parse("t.mte", b"spawn p\nksm-scan => ok\n").unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("t.mte:2:1: `ksm-scan` is not modelled yet"),
-            "{err}"
-        );
+        assert_eq!(c[2].command, Command::KsmScan);
     }
 
     #[test]

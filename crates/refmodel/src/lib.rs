@@ -256,7 +256,7 @@ impl Machine for RefMachine {
             }
             // Reclaim, compaction and KSM move pages, which the reference
             // does not have; nothing a process sees changes.
-            Op::Reclaim { .. } | Op::Compact => Reply::new(Outcome::Ok),
+            Op::Reclaim { .. } | Op::Compact | Op::KsmScan => Reply::new(Outcome::Ok),
         }
     }
 

@@ -169,6 +169,7 @@ pub enum Op {
         pages: u64,
     },
     Compact,
+    KsmScan,
 }
 
 /// What an op produced, as a scenario outcome compares it.

@@ -144,6 +144,9 @@ pub enum SplitReason {
     TagStorage,
     /// A write to the huge zero page or to a shared THP.
     CopyOnWrite,
+    /// KSM merges one of its pages (`try_to_merge_one_page()` splits the
+    /// THP first).
+    Ksm,
 }
 
 impl FaultKind {
@@ -204,6 +207,7 @@ impl SplitReason {
             SplitReason::Migration => "migration",
             SplitReason::TagStorage => "tag-storage",
             SplitReason::CopyOnWrite => "copy-on-write",
+            SplitReason::Ksm => "ksm",
         }
     }
 }

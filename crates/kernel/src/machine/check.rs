@@ -125,6 +125,13 @@ pub enum KernelViolation {
     /// initialised yet.
     #[error("{pfn}: restored tags wait for a page that is {what}")]
     RestoredTags { pfn: Pfn, what: &'static str },
+    /// docs/model.md §4.6: a KSM page is held by its mappings only.
+    #[error("KSM page {pfn}: {what}")]
+    KsmCount { pfn: Pfn, what: &'static str },
+    /// A KSM page flagged tagged, or mapped writable, tagged or by a block
+    /// (see `ksm`).
+    #[error("KSM page {pfn}: {what}")]
+    KsmPage { pfn: Pfn, what: &'static str },
 }
 
 impl KernelViolation {
@@ -145,7 +152,8 @@ impl KernelViolation {
             | K::NotAllocated { .. }
             | K::Orphan { .. }
             | K::FrameCount { .. }
-            | K::SwapCount { .. } => Invariant::Counts,
+            | K::SwapCount { .. }
+            | K::KsmCount { .. } => Invariant::Counts,
             K::SavedTagsWithoutMte { .. } | K::RestoredTags { .. } => Invariant::SavedTags,
             K::Livelock { .. } => Invariant::Progress,
             K::Vma { .. }
@@ -155,7 +163,8 @@ impl KernelViolation {
             | K::Deposit { .. }
             | K::StaleTlb { .. }
             | K::Process { .. }
-            | K::Swap(_) => Invariant::LayerConsistency,
+            | K::Swap(_)
+            | K::KsmPage { .. } => Invariant::LayerConsistency,
         }
     }
 
@@ -283,6 +292,7 @@ impl Kernel {
             fast_memo: _,
             stuck: _,
             livelocks,
+            ksm,
         } = self;
         let mut out: Vec<KernelViolation> =
             mem.check().into_iter().map(KernelViolation::Mem).collect();
@@ -292,6 +302,7 @@ impl Kernel {
                 .iter()
                 .map(|&addr| KernelViolation::Livelock { addr }),
         );
+        out.extend(self.ksm_violations(&ksm.borrow()));
         let procs = procs.borrow();
         let mms = mms.borrow();
         let rmap = rmap.borrow();

@@ -282,12 +282,14 @@ impl Kernel {
             || (force && !leaf.attrs.special && (vma.is_shared() || self.exclusive(leaf.pfn)))
     }
 
-    /// An anonymous page mapped once and in no page cache (Linux
-    /// `PageAnonExclusive()` / the reuse test of `do_wp_page()`).
+    /// An anonymous page mapped once, in no page cache and not a KSM page
+    /// (Linux `PageAnonExclusive()` / the reuse test of `do_wp_page()`:
+    /// `wp_can_reuse_anon_folio()` never reuses a KSM folio).
     pub(crate) fn exclusive(&self, pfn: Pfn) -> bool {
         pfn != self.mem.zero_page()
             && self.rmap.borrow().count(pfn) == 1
             && !self.cache_owner.borrow().contains_key(&pfn)
+            && !self.is_ksm(pfn)
     }
 
     /// A fault on a missing entry (Linux `do_anonymous_page()`,
@@ -487,7 +489,7 @@ impl Kernel {
     /// data and tags (Linux `wp_page_copy()`, arm64 `copy_highpage()`);
     /// whether the copy was mapped. The source is locked across the
     /// allocation so that a claim cannot move it meanwhile.
-    async fn cow_copy(
+    pub(crate) async fn cow_copy(
         &self,
         mm: MmId,
         va: VirtAddr,

@@ -7,7 +7,7 @@
 //!   [`MigrateReason`]; the reason picks the destination (see below). Every
 //!   migration of a page the kernel maps or caches goes through it (the tag
 //!   storage claim's [`KernelMover`], the tag storage fault, long-term pins;
-//!   KSM is to call it too); compaction (`compact`) picks its destination
+//!   KSM pages move like any other, keeping their KSM state); compaction (`compact`) picks its destination
 //!   with its own free scanner and calls the copy-and-rewrite step
 //!   (`move_page_now`) directly, under the same rules;
 //! - [`KernelMover`], the [`PageMover`] that `alloc_contig_range()` (a tag
@@ -226,6 +226,8 @@ impl Kernel {
         }
         // Tags restored at swap-in that wait for tag storage move with the
         // page (RFC v3: the tags_by_pfn entry follows the folio).
+        // A KSM page stays one (Linux folio_migrate_ksm()).
+        self.ksm_frame_moved(src, Some(dst));
         let restored = self.restored_tags.borrow_mut().remove(&src);
         if let Some(tags) = restored {
             self.restored_tags.borrow_mut().insert(dst, tags);

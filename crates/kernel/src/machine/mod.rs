@@ -17,7 +17,8 @@
 //! ABI: prctl, TCO, tag check fault delivery, IRG/ADDG with the include
 //! mask, ptrace tag access), `syscalls` (mmap, munmap, mprotect, madvise,
 //! pin), `fault` (`handle_mm_fault`, `set_pte_at`/`mte_sync_tags`, the tag
-//! storage fault), `migrate` (page migration and the
+//! storage fault), `ksm` (same-page merging: `ksm-scan`, unmerging),
+//! `migrate` (page migration and the
 //! [`crate::mem::PageMover`] of tag storage claims), `compact` (memory
 //! compaction: `compact` and direct compaction), `huge` (transparent
 //! huge pages and the huge zero page: eligibility, PMD faults,
@@ -80,8 +81,8 @@
 //! - `reclaim PAGES` only swaps anonymous pages out (in frame order, no
 //!   LRU; nothing without swap): page cache pages are never dropped.
 //! - `compact` runs a full compaction (see `compact` for what it simplifies).
-//!   KSM is not modelled (`ksm-scan` is refused by the language);
-//!   `madvise mergeable` only sets `VM_MERGEABLE`, and `ksm.merged` stays 0.
+//! - `ksm-scan` is one full pass of ksmd (see `ksm` for the trees, what
+//!   merges and what the model simplifies); tagged pages never merge.
 //! - Out of memory inside a fault (Linux: `VM_FAULT_OOM`, the OOM killer)
 //!   is reported as `fault SEGV_ACCERR` at the faulting address.
 
@@ -90,6 +91,7 @@ mod check;
 mod compact;
 mod fault;
 mod huge;
+mod ksm;
 mod migrate;
 mod mte_abi;
 mod observe;
@@ -231,6 +233,8 @@ pub struct Kernel {
     /// Every livelock so far, where it happened: the liveness check
     /// (invariant 10) reports each.
     livelocks: RefCell<Vec<VirtAddr>>,
+    /// KSM's pages and checksums (see `ksm`).
+    ksm: RefCell<ksm::KsmState>,
 }
 
 impl core::fmt::Debug for Kernel {
@@ -342,6 +346,7 @@ impl Kernel {
             fast_memo: Cell::new(None),
             stuck: RefCell::new(BTreeSet::new()),
             livelocks: RefCell::new(Vec::new()),
+            ksm: RefCell::new(ksm::KsmState::default()),
         })
     }
 
@@ -486,6 +491,7 @@ impl Kernel {
         }
         self.orphans.borrow_mut().remove(&pfn);
         self.restored_tags.borrow_mut().remove(&pfn);
+        self.ksm_frame_moved(pfn, None);
         if self.mem.tag_storage_reserved(pfn) {
             self.mem
                 .free(pfn, PAGE_ORDER)
@@ -560,6 +566,10 @@ impl Kernel {
             }
             Op::Compact => {
                 self.compact_zone(None).await;
+                Reply::new(Outcome::Ok)
+            }
+            Op::KsmScan => {
+                self.ksm_scan().await;
                 Reply::new(Outcome::Ok)
             }
         }

@@ -41,8 +41,9 @@ impl Kernel {
             Counter::SwapOut => swap_out,
             Counter::SwapIn => swap_in,
             Counter::SwapSavedTags => self.swap.borrow().saved_tags_count(),
-            // No KSM (see the machine module doc).
-            Counter::KsmMerged => 0,
+            Counter::KsmMerged => self.ksm_counters().0,
+            Counter::KsmSharing => self.ksm_counters().1,
+            Counter::KsmSaved => self.ksm_counters().2,
             other => panic!("BUG: memory counter {other} not answered by Memory"),
         })
     }
@@ -157,6 +158,7 @@ impl Kernel {
                 leaf.is_some_and(|l| self.mem.geometry().is_tag_storage(l.pfn))
             }
             PageState::AwaitingTagStorage => matches!(pte, Pte::AwaitingTagStorage(_)),
+            PageState::Ksm => leaf.is_some_and(|l| !l.attrs.special && self.is_ksm(l.pfn)),
         })
     }
 }

@@ -32,7 +32,8 @@ use super::proc::{is_user_range, vpn};
 use super::{Kernel, Object, ObjectKind, PAGE};
 use crate::mm::layout::{MMAP_MIN_ADDR, PAGES_PER_PMD, PMD_SIZE, TASK_SIZE, page_align};
 use crate::mm::{
-    FlagChange, Leaf, LeafEntry, MapSource, MmId, MmapRequest, Pgoff, Placement, Pte, VmaBacking,
+    FlagChange, Leaf, LeafEntry, MapSource, MmId, MmapRequest, Pgoff, Placement, Pte, VmFlags,
+    VmaBacking,
 };
 
 /// The end of the user address space as an address.
@@ -287,8 +288,14 @@ impl Kernel {
         outcome.result()
     }
 
-    /// Linux `change_protection()` over one changed piece.
+    /// Linux `change_protection()` over one changed piece. A piece gaining
+    /// `PROT_MTE` has its KSM pages unmerged first (`ksm`: a KSM page is
+    /// never mapped tagged).
     async fn change_protection(&self, mm: MmId, change: &FlagChange) -> Result<(), Errno> {
+        if change.new.contains(VmFlags::MTE) && !change.old.contains(VmFlags::MTE) {
+            self.ksm_unmerge_range(mm, change.start, change.end, super::ksm::now_tagged)
+                .await?;
+        }
         self.split_blocks_in(
             mm,
             change.start,
@@ -390,6 +397,13 @@ impl Kernel {
         }
         let lock = self.mm_lock(mm).ok_or(Errno::Srch)?;
         let _guard = lock.write().await;
+        if advice == Advice::Unmergeable {
+            // ksm_madvise(): unmerge_ksm_pages() before VM_MERGEABLE is
+            // cleared; if a copy fails, nothing changes.
+            let end = ptr.addr().as_u64().saturating_add(len).min(TASK_SIZE);
+            self.ksm_unmerge_range(mm, ptr.addr(), va(end), super::ksm::was_mergeable)
+                .await?;
+        }
         let outcome = {
             let mut mms = self.mms.borrow_mut();
             let m = mms.get_mut(&mm).ok_or(Errno::Srch)?;

@@ -106,6 +106,8 @@ impl MemCounters {
             | Counter::SwapIn
             | Counter::SwapSavedTags
             | Counter::KsmMerged
+            | Counter::KsmSharing
+            | Counter::KsmSaved
             | Counter::TcfSync
             | Counter::TcfAsync
             | Counter::CostTotal

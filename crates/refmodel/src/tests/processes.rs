@@ -219,7 +219,7 @@ fn whole_machine_ops_change_nothing_visible() {
     let a = s.mmap(p, 4096, "r,w,mte", "");
     s.ok(p, settag(a.tagged(3), 16));
     s.ok(p, store(a.tagged(3), 8, 5));
-    for op in [Op::Reclaim { pages: 100 }, Op::Compact] {
+    for op in [Op::Reclaim { pages: 100 }, Op::Compact, Op::KsmScan] {
         assert_eq!(s.m.run(&op), Reply::new(Outcome::Ok));
     }
     s.check(p, load(a.tagged(3), 8), value(5));

@@ -155,6 +155,7 @@ pub fn lower(command: &Command, bindings: &Bindings) -> Result<Lowered, EvalErro
         Command::Spawn { .. } => return Ok(Lowered::Op(Op::Spawn)),
         Command::Reclaim { pages } => return Ok(Lowered::Op(Op::Reclaim { pages: pages.node })),
         Command::Compact => return Ok(Lowered::Op(Op::Compact)),
+        Command::KsmScan => return Ok(Lowered::Op(Op::KsmScan)),
         Command::Process { proc, op } => (proc.node, &op.node),
     };
     let Some(pid) = bindings.process(proc) else {
@@ -304,7 +305,7 @@ pub fn bind(
             ProcessOp::Irg { name, .. } | ProcessOp::Addg { name, .. } => (None, Some(name.node)),
             _ => (None, None),
         },
-        Command::Reclaim { .. } | Command::Compact => (None, None),
+        Command::Reclaim { .. } | Command::Compact | Command::KsmScan => (None, None),
     };
     match (process, pointer, bound) {
         (Some(id), _, Some(Bound::Process(pid))) => bindings.set_process(id, Some(pid)),

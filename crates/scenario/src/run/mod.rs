@@ -842,6 +842,6 @@ fn fallback_text(command: &Command, names: &Names) -> String {
             format!("{} {}", names.process(proc.node), op.node.name())
         }
         Command::Reclaim { pages } => format!("reclaim {}", pages.node),
-        Command::Compact => command.name().to_owned(),
+        Command::Compact | Command::KsmScan => command.name().to_owned(),
     }
 }
