@@ -196,6 +196,16 @@ impl Kernel {
             }
             other => other,
         };
+        // pte_offset_map_lock(): the check and the store under the
+        // page-table lock. (Linux runs mte_sync_tags() under it too; the
+        // model initialises the tags just before, because its exactly-once
+        // wait is a wait queue and `static`'s block reference takes
+        // `tag_blocks_lock`, where Linux spins or only counts: neither is a
+        // sleep there, and both would be reported as one under the lock.)
+        let Some(ptl) = self.mm_ptl(mm) else {
+            return Ok(false);
+        };
+        let _ptl = ptl.lock().await;
         if self.current_pte(mm, va) != Some(expected) {
             return Ok(false);
         }

@@ -109,7 +109,7 @@ use mte::{Pfn, TaggedPtr, VirtAddr};
 use platform::Platform;
 use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
-use sched::{LockTable, RunLimits, Sched, SimRwLock, Task};
+use sched::{LockOrder, LockTable, LockViolation, RunLimits, Sched, SimRwLock, SimSpinLock, Task};
 use thiserror::Error;
 use uapi::{
     Bound, Command, Counter, Errno, Fault, FaultCode, Machine, MachineError, Op, Outcome,
@@ -173,6 +173,13 @@ pub(crate) struct Mm {
     /// Linux `mmap_lock`: a data-less ordering token; the data it protects
     /// is the rest of this struct, borrowed only between switch points.
     pub(crate) lock: Rc<SimRwLock<()>>,
+    /// Linux `mm->page_table_lock` (one per address space: split PTE locks
+    /// are not modelled), a spin lock: its holder is in atomic context, so
+    /// the scheduler reports anything that may sleep under it (invariant 9).
+    /// Data-less like `lock`; held where Linux holds it around an entry's
+    /// `pte_same()` check and write (`set_pte_at`, `set_pmd_at`) and around
+    /// fork's copy of a pinned page (`copy_present_page()`).
+    pub(crate) ptl: Rc<SimSpinLock<()>>,
 }
 
 /// Counters the kernel keeps (docs/model.md §5; the memory ones are [`Memory`]'s).
@@ -231,6 +238,10 @@ pub struct Kernel {
     /// Every livelock so far, where it happened: the liveness check
     /// (invariant 10) reports each.
     livelocks: RefCell<Vec<VirtAddr>>,
+    /// Every locking violation the scheduler recorded so far (sleeping
+    /// under a spin lock, a lock-order inversion), kept so that the checker
+    /// reports each from then on (invariant 9).
+    lock_violations: RefCell<BTreeSet<LockViolation>>,
 }
 
 impl core::fmt::Debug for Kernel {
@@ -249,8 +260,11 @@ pub(crate) struct PtFrames<'a> {
 
 impl TableFrames for PtFrames<'_> {
     fn alloc_table(&mut self) -> Option<Pfn> {
+        // Linux allocates a table (pte_alloc()) before it takes the
+        // page-table lock; the model allocates it at the store, under the
+        // lock, so this is not a might-sleep point.
         self.mem
-            .alloc(
+            .alloc_atomic(
                 PAGE_ORDER,
                 Gfp {
                     zero: true,
@@ -342,6 +356,7 @@ impl Kernel {
             fast_memo: Cell::new(None),
             stuck: RefCell::new(BTreeSet::new()),
             livelocks: RefCell::new(Vec::new()),
+            lock_violations: RefCell::new(BTreeSet::new()),
         })
     }
 
@@ -374,6 +389,18 @@ impl Kernel {
         PtFrames { mem: &self.mem }
     }
 
+    /// The page-table lock of `mm`, `None` once the address space is gone.
+    pub(crate) fn mm_ptl(&self, mm: MmId) -> Option<Rc<SimSpinLock<()>>> {
+        self.mms.borrow().get(&mm).map(|m| Rc::clone(&m.ptl))
+    }
+
+    /// The locking violations recorded so far (see `lock_violations`).
+    pub(crate) fn lock_violations(&self) -> Vec<LockViolation> {
+        let mut seen = self.lock_violations.borrow_mut();
+        seen.extend(self.sched.take_lock_violations());
+        seen.iter().cloned().collect()
+    }
+
     /// The `mmap_lock` of `mm`, `None` once the address space is gone.
     fn mm_lock(&self, mm: MmId) -> Option<Rc<SimRwLock<()>>> {
         self.mms.borrow().get(&mm).map(|m| Rc::clone(&m.lock))
@@ -389,6 +416,10 @@ impl Kernel {
             tlb: Tlb::new(),
             deposits: BTreeMap::new(),
             lock: Rc::new(SimRwLock::new(&self.sched, format!("mmap_lock {id}"), ())),
+            // One lock class for every address space's (lockdep keys locks
+            // by class, and an inversion between two page-table locks is
+            // not an order the model's callers can take).
+            ptl: Rc::new(SimSpinLock::new(&self.sched, "page_table_lock", ())),
         };
         self.mms.borrow_mut().insert(id, mm);
         Ok(id)
@@ -710,6 +741,14 @@ impl Machine for Kernel {
 
     fn set_trace(&mut self, on: bool) {
         self.trace().set(on);
+    }
+
+    fn lock_order(&self) -> Option<LockOrder> {
+        Some(self.sched.lock_order())
+    }
+
+    fn merge_lock_order(&mut self, order: &LockOrder) {
+        self.sched.merge_lock_order(order);
     }
 
     fn take_events(&mut self) -> Vec<uapi::event::Event> {
