@@ -44,7 +44,10 @@
 //! and pins, write for mmap/munmap/mprotect/madvise/fork/exec/exit), page
 //! locks (held by the tag storage fault and copy-on-write across their
 //! allocations, so that a claim's migration of that page reports `Busy`),
-//! and `tag_blocks_lock` inside [`Memory`]. A user access is synchronous
+//! and `tag_blocks_lock` inside [`Memory`]. The page-table lock is a spin
+//! lock per address space (`Mm::ptl`), so the scheduler reports a sleep
+//! under it; [`Kernel::violations`] reports what the scheduler recorded
+//! (invariant 9). A user access is synchronous
 //! (TLB, then hardware walk); a miss runs the fault handler and retries, and
 //! the final translation, tag check and data access happen with no switch
 //! point in between.
