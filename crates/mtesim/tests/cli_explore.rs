@@ -78,7 +78,10 @@ fn a_failing_schedule_is_printed_with_a_command_that_replays_it() {
         );
         let schedule = lines[1].strip_prefix("  schedule: ").expect(text);
         let replay = lines[2].strip_prefix("  replay: ").expect(text);
-        assert!(lines[3].starts_with("racy.mte: 1 schedule"), "{text}");
+        // Found within a few schedules (how many depends on the kernel's
+        // switch points: the page-table lock added one per entry written).
+        assert!(lines[3].starts_with("racy.mte: "), "{text}");
+        assert!(lines[3].contains(" schedule"), "{text}");
         assert!(replay.contains(" --set seed=5 "), "{replay}");
         // Run the command as printed: the same failure, and the schedule.
         let words = shell_words(replay);
@@ -250,4 +253,45 @@ fn run_takes_a_prefix_and_prints_the_schedule_of_a_failing_block() {
         (again.status.code(), stdout(&again)),
         (out.status.code(), text)
     );
+}
+
+/// The races of the reviews with their mistakes switched on
+/// (`tests/scenarios/races/`): `explore` finds each, and the printed
+/// `mtesim run FILE --set mistake=X --schedule STRING` fails again.
+#[test]
+fn each_race_mistake_is_found_and_its_printed_replay_fails() {
+    let races = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/scenarios/races");
+    for (file, mistake) in [
+        ("migration-vs-mprotect.mte", "migration-race"),
+        ("swapin-vs-fault.mte", "flag-before-restore"),
+        ("fork-vs-tag-write.mte", "atomic-alloc"),
+    ] {
+        let set = format!("mistake={mistake}");
+        let out = mtesim_in(
+            &races,
+            &["explore", file, "--strategy", "exhaustive", "--set", &set],
+        );
+        assert_eq!(out.status.code(), Some(1), "{file}: {}", stderr(&out));
+        let text = stdout(&out);
+        let replay = text
+            .lines()
+            .find_map(|l| l.strip_prefix("  replay: "))
+            .expect(text);
+        assert!(
+            replay.contains(&format!(" --set {set} --schedule ")),
+            "{replay}"
+        );
+        let words = shell_words(replay);
+        let args: Vec<&str> = words[1..].iter().map(String::as_str).collect();
+        let again = mtesim_in(&races, &args);
+        assert_eq!(again.status.code(), Some(1), "{file}: {}", stdout(&again));
+        // On the design the same file passes every schedule.
+        let fixed = mtesim_in(&races, &["explore", file, "--strategy", "exhaustive"]);
+        assert_eq!(fixed.status.code(), Some(0), "{file}: {}", stdout(&fixed));
+        assert!(
+            stdout(&fixed).contains(", exhausted,"),
+            "{}",
+            stdout(&fixed)
+        );
+    }
 }

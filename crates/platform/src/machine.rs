@@ -22,7 +22,7 @@
 
 use crate::cost::CostTable;
 use crate::error::PlatformError;
-use crate::mistake::Mistakes;
+use crate::mistake::{Mistake, Mistakes};
 use crate::spec::{Design, PlatformSpec, TagStorageData, Thp};
 use mte::geometry::{Geometry, GeometryError, MemRange, TagRegion};
 use std::path::Path;
@@ -66,6 +66,9 @@ impl KernelSettings {
             cpus,
             mistakes,
         } = *spec;
+        // A design with mistakes built in (`rfc-v3`) switches them on as if
+        // the platform line said so, beside the line's own.
+        let mistakes = mistakes.union(design_mistakes(spec.tag_storage));
         Self {
             tag_storage_data,
             swap,
@@ -76,6 +79,17 @@ impl KernelSettings {
             mistakes,
         }
     }
+}
+
+/// The mistakes `design` has built in (`tagstore::DesignEntry::mistakes`).
+pub fn design_mistakes(design: Design) -> Mistakes {
+    design.mistakes().iter().fold(Mistakes::NONE, |set, name| {
+        set.with(
+            Mistake::from_name(name).unwrap_or_else(|| {
+                panic!("BUG: design `{design}` names the unknown mistake `{name}`")
+            }),
+        )
+    })
 }
 
 impl Default for KernelSettings {
@@ -254,6 +268,31 @@ mod tests {
     use crate::spec::Design;
 
     const M: u64 = 1 << 20;
+
+    #[test]
+    fn a_design_s_mistakes_join_the_platform_line_s() {
+        for design in Design::all() {
+            // Every name a design lists is a known mistake (no panic).
+            let _ = design_mistakes(design);
+        }
+        let spec = |line: &str| {
+            let mut spec = PlatformSpec::default();
+            for kv in line.split(' ') {
+                let (k, v) = kv.split_once('=').unwrap();
+                spec.set_key(k, v).unwrap();
+            }
+            KernelSettings::from_spec(&spec).mistakes
+        };
+        assert_eq!(spec("tag-storage=dynamic").to_string(), "none");
+        assert_eq!(
+            spec("tag-storage=rfc-v3").to_string(),
+            "huge-zero-page,atomic-alloc"
+        );
+        assert_eq!(
+            spec("tag-storage=rfc-v3 mistake=migration-race").to_string(),
+            "huge-zero-page,atomic-alloc,migration-race"
+        );
+    }
 
     fn fvp_region() -> (MemRange, TagRegion) {
         let dram = MemRange::new(0x8000_0000, 1984 * M);

@@ -29,13 +29,36 @@ pub enum Mistake {
     /// (the seed thread's question). Caught by the reference model (another
     /// process sees the tags change) and invariant 5 (the zero page's tags).
     TagWriteInPlace,
+    /// RFC v3's `copy_highpage()` allocates the per-frame tag buffer (the
+    /// `tags_by_pfn` entry of the destination) with a sleeping allocation,
+    /// and is reached with the page-table lock held (fork's
+    /// `copy_present_page()` of a pinned page): the v3 review's blocker.
+    /// Caught by the atomic-context check (invariant 9) on every schedule
+    /// that copies a tagged page there.
+    AtomicAlloc,
+    /// RFC v1's migration: the destination is allocated untagged (the
+    /// source was untagged then) before the source is locked, and the copy
+    /// copies tags whenever the source is tagged when it runs; an
+    /// `mprotect(PROT_MTE)` and an access in between write the tags into a
+    /// destination whose tag storage is lent (the RFC v1 review). Caught by
+    /// invariant 8 under `mtesim explore`.
+    MigrationRace,
+    /// Swap-in marks the page's tags initialised (the flag that lets a
+    /// fault map it tagged) before it restores the tags saved for it, and
+    /// maps it; a racing access reads tags not yet restored (the v3
+    /// review). Caught under `mtesim explore` by the scenario's
+    /// expectations (nothing is lost, invariant 11).
+    FlagBeforeRestore,
 }
 
 impl Mistake {
-    pub const ALL: [Mistake; 3] = [
+    pub const ALL: [Mistake; 6] = [
         Mistake::ZeroPageBlock,
         Mistake::HugeZeroPage,
         Mistake::TagWriteInPlace,
+        Mistake::AtomicAlloc,
+        Mistake::MigrationRace,
+        Mistake::FlagBeforeRestore,
     ];
 
     /// The `mistake=` spelling.
@@ -44,6 +67,9 @@ impl Mistake {
             Mistake::ZeroPageBlock => "zero-page-block",
             Mistake::HugeZeroPage => "huge-zero-page",
             Mistake::TagWriteInPlace => "tag-write-in-place",
+            Mistake::AtomicAlloc => "atomic-alloc",
+            Mistake::MigrationRace => "migration-race",
+            Mistake::FlagBeforeRestore => "flag-before-restore",
         }
     }
 
@@ -75,6 +101,11 @@ impl Mistakes {
 
     pub const fn with(self, mistake: Mistake) -> Mistakes {
         Mistakes(self.0 | mistake.bit())
+    }
+
+    /// Both sets' mistakes.
+    pub const fn union(self, other: Mistakes) -> Mistakes {
+        Mistakes(self.0 | other.0)
     }
 
     pub fn is_empty(self) -> bool {

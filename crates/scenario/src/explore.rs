@@ -21,6 +21,11 @@
 //! The result is replayed once more, strictly, as `mtesim run --schedule`
 //! will, so the printed schedule is known to reproduce the failure.
 //!
+//! The lock acquisition orders of every schedule's machine are carried to
+//! the next ([`uapi::Machine::merge_lock_order`]), so a lock-order
+//! inversion between two schedules is reported (invariant 9) even when no
+//! schedule deadlocked.
+//!
 //! Distinct final states are counted by [`RunReport::digest`]: every
 //! command's result and every expectation's verdict, in order, and the
 //! final counters.
@@ -134,11 +139,18 @@ pub fn explore_source<E: fmt::Display>(
     let mut later_options = run_options.clone();
     later_options.invariants_from_first_block = true;
     let first_run = std::cell::Cell::new(true);
+    // The lock orders seen so far, carried from each schedule's machine to
+    // the next: two schedules taking two locks in opposite orders are a
+    // possible deadlock even if neither deadlocked (invariant 9).
+    let orders: std::cell::RefCell<Option<sched::LockOrder>> = std::cell::RefCell::new(None);
     let one = |chooser: &mut dyn Chooser| -> RunReport {
         let mut machine = match make_machine(&platform) {
             Ok(machine) => machine,
             Err(e) => panic!("BUG: the machine was built once and now is not: {e}"),
         };
+        if let Some(order) = orders.borrow().as_ref() {
+            machine.merge_lock_order(order);
+        }
         let options = if first_run.replace(false) {
             &run_options
         } else {
@@ -150,7 +162,11 @@ pub fn explore_source<E: fmt::Display>(
         for stmt in &script.stmts {
             runner.statement(stmt, &script.names);
         }
-        runner.finish()
+        let report = runner.finish();
+        if let Some(order) = machine.lock_order() {
+            *orders.borrow_mut() = Some(order);
+        }
+        report
     };
     let start = Instant::now();
     let mut states = BTreeSet::new();

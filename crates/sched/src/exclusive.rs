@@ -64,18 +64,19 @@ impl<T> Exclusive<T> {
             key: None,
         };
         self.sched
-            .acquire(self.id, || self.acquire_now().ok_or_else(wait))
+            .acquire(self.id, || self.acquire_now(false).ok_or_else(wait))
             .await
     }
 
-    /// Takes the lock if it is free, without a switch point.
-    pub(crate) fn acquire_now(&self) -> Option<ExclusiveGuard<'_, T>> {
+    /// Takes the lock if it is free, without a switch point (`trylock`: as
+    /// a trylock, which records no lock order).
+    pub(crate) fn acquire_now(&self, trylock: bool) -> Option<ExclusiveGuard<'_, T>> {
         if self.owner.get().is_some() {
             return None;
         }
         let cpu = self
             .sched
-            .note_acquired(self.addr(), HoldKind::Exclusive, None);
+            .note_acquired(self.addr(), HoldKind::Exclusive, None, trylock);
         self.owner.set(Some(cpu));
         // Anyone else woken by the last release has lost the race.
         self.sched.requeue_woken(self.addr(), |_| true);

@@ -964,18 +964,27 @@ impl Sched {
     }
 
     /// Records that the current task now holds `at`; returns its CPU.
+    /// A `trylock` acquisition records no lock order: it cannot wait, so it
+    /// cannot close a deadlock (lockdep adds no dependency for a trylock
+    /// either; a claim's migration trylocks page locks under
+    /// `tag_blocks_lock`, which a fault takes under a page lock).
     pub(crate) fn note_acquired(
         &self,
         at: LockAddr,
         kind: HoldKind,
         key: Option<&dyn fmt::Debug>,
+        trylock: bool,
     ) -> CpuId {
         let mut state = self.state.borrow_mut();
         let run = state.run();
         let cpu = run.current();
         run.step.touch(at.lock);
         run.slot(cpu).held.push(Held { at, kind });
-        let outer_count = run.slot(cpu).held.len() - 1;
+        let outer_count = if trylock {
+            0
+        } else {
+            run.slot(cpu).held.len() - 1
+        };
         for i in 0..outer_count {
             let outer = state.run().slot(cpu).held[i].at.lock;
             // Each pair of locks is looked at once: the names (the classes)

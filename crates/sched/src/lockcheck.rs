@@ -12,7 +12,9 @@
 //!   uncontended path too, so the check fires on every schedule that reaches
 //!   the call.
 //! - **Lock order**: every time a CPU acquires lock class `B` while holding
-//!   class `A` (`A != B`), the edge `A -> B` is recorded. An edge that closes
+//!   class `A` (`A != B`), the edge `A -> B` is recorded, unless `B` was
+//!   taken by a trylock, which cannot wait and so adds no dependency (as in
+//!   lockdep). An edge that closes
 //!   a cycle (some path `B -> ... -> A` was seen before, on this run or an
 //!   earlier one of the same [`crate::Sched`], or one merged in with
 //!   [`crate::Sched::merge_lock_order`]) is a potential deadlock even if no

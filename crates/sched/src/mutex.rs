@@ -57,7 +57,7 @@ impl<T> SimMutex<T> {
     /// switch point: another CPU may take the mutex just before.
     pub async fn try_lock(&self) -> Option<SimMutexGuard<'_, T>> {
         self.inner.sched().lock_point(self.inner.id()).await;
-        let inner = self.inner.acquire_now()?;
+        let inner = self.inner.acquire_now(true)?;
         Some(SimMutexGuard { inner })
     }
 

@@ -104,7 +104,7 @@ impl<T> SimRwLock<T> {
         }
         let cpu = self
             .sched
-            .note_acquired(self.addr(), HoldKind::Shared, None);
+            .note_acquired(self.addr(), HoldKind::Shared, None, false);
         self.readers.set(
             self.readers
                 .get()
@@ -130,7 +130,7 @@ impl<T> SimRwLock<T> {
         }
         let cpu = self
             .sched
-            .note_acquired(self.addr(), HoldKind::Exclusive, None);
+            .note_acquired(self.addr(), HoldKind::Exclusive, None, false);
         self.writer.set(Some(cpu));
         self.sched.requeue_woken(self.addr(), |_| true);
         let data = self

@@ -191,6 +191,30 @@ mod tests {
     }
 
     #[test]
+    fn a_trylock_records_no_order() {
+        // A fault takes a page lock, then `tag_blocks_lock`; a claim's
+        // migration holds `tag_blocks_lock` and only trylocks page locks.
+        let sched = Sched::new();
+        let pages = crate::LockTable::new(&sched, "page_lock");
+        let blocks = SimMutex::new(&sched, "tag_blocks_lock", ());
+        let task: Task<'_, ()> = Box::pin(async {
+            {
+                let _page = pages.lock(1u64).await;
+                let _blocks = blocks.lock().await;
+            }
+            let _blocks = blocks.lock().await;
+            assert!(pages.try_lock(2u64).await.is_some());
+        });
+        sched
+            .run(vec![task], &mut Seeded::new(0), RunLimits::default())
+            .unwrap();
+        assert_eq!(sched.take_lock_violations(), []);
+        let order = sched.lock_order();
+        let found: Vec<(&str, &str)> = order.edges().collect();
+        assert_eq!(found, [("page_lock", "tag_blocks_lock")]);
+    }
+
+    #[test]
     fn opposite_orders_on_two_runs_are_a_possible_deadlock() {
         // Each run takes the locks in one order and never deadlocks; the
         // second run's order closes a cycle with the first's.

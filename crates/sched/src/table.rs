@@ -71,7 +71,7 @@ impl<K: Copy + Ord + fmt::Debug> LockTable<K> {
         self.sched.might_sleep_on(self.id, WaitKind::Key);
         self.sched
             .acquire(self.id, || {
-                self.lock_now(key).map_err(|instance| Wait {
+                self.lock_now(key, false).map_err(|instance| Wait {
                     at: self.addr(instance),
                     kind: WaitKind::Key,
                     key: Some(format!("{key:?}")),
@@ -83,11 +83,11 @@ impl<K: Copy + Ord + fmt::Debug> LockTable<K> {
     /// Locks `key` if free (Linux: `folio_trylock()`). A switch point.
     pub async fn try_lock(&self, key: K) -> Option<KeyGuard<'_, K>> {
         self.sched.lock_point(self.id).await;
-        self.lock_now(key).ok()
+        self.lock_now(key, true).ok()
     }
 
     /// On contention, the instance to sleep on.
-    fn lock_now(&self, key: K) -> Result<KeyGuard<'_, K>, u64> {
+    fn lock_now(&self, key: K, trylock: bool) -> Result<KeyGuard<'_, K>, u64> {
         let mut entries = self.entries.borrow_mut();
         let instance = match entries.get(&key) {
             Some(&Entry::Held { instance, .. }) => return Err(instance),
@@ -105,7 +105,7 @@ impl<K: Copy + Ord + fmt::Debug> LockTable<K> {
         let at = self.addr(instance);
         let cpu = self
             .sched
-            .note_acquired(at, HoldKind::Exclusive, Some(&key));
+            .note_acquired(at, HoldKind::Exclusive, Some(&key), trylock);
         entries.insert(
             key,
             Entry::Held {

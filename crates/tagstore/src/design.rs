@@ -75,7 +75,12 @@ pub struct DesignEntry {
     /// One line for listings and `--help`.
     pub summary: &'static str,
     pub rules: Rules,
-    build: fn(&Geometry, TagStoreConfig) -> Manager,
+    pub(crate) build: fn(&Geometry, TagStoreConfig) -> Manager,
+    /// The known mistakes the design has built in, by their `mistake=`
+    /// names (`docs/designs.md`, "Known mistakes"): the platform switches
+    /// them on as if the platform line said so, together with its own.
+    /// Names, because the mistakes' switch lives above this crate.
+    pub mistakes: &'static [&'static str],
 }
 
 impl DesignEntry {
@@ -90,16 +95,23 @@ impl DesignEntry {
             summary,
             rules,
             build,
+            mistakes: &[],
         }
+    }
+
+    /// The same design with `mistakes` built in (see [`Self::mistakes`]).
+    pub(crate) const fn with_mistakes(self, mistakes: &'static [&'static str]) -> Self {
+        Self { mistakes, ..self }
     }
 }
 
 /// Every design, in the order listings show them. The first three are the
 /// [`Design`] constants.
-pub static DESIGNS: [DesignEntry; 3] = [
+pub static DESIGNS: [DesignEntry; 4] = [
     crate::none::DESIGN,
     crate::carveout::DESIGN,
     crate::dynamic::DESIGN,
+    crate::rfc_v3::DESIGN,
 ];
 
 /// A handle to one registered design.
@@ -150,6 +162,12 @@ impl Design {
         self.entry().rules
     }
 
+    /// The known mistakes built into the design, by name (see
+    /// [`DesignEntry::mistakes`]).
+    pub fn mistakes(self) -> &'static [&'static str] {
+        self.entry().mistakes
+    }
+
     /// A manager of this design for a machine of `geometry`.
     pub fn build(self, geometry: &Geometry, config: TagStoreConfig) -> Manager {
         (self.entry().build)(geometry, config)
@@ -190,7 +208,7 @@ mod tests {
         assert_eq!(Design::DYNAMIC.name(), "dynamic");
         assert_eq!(Design::by_name("dynamic"), Some(Design::DYNAMIC));
         assert_eq!(Design::by_name("bogus"), None);
-        assert_eq!(Design::names(), "`none`, `static` or `dynamic`");
+        assert_eq!(Design::names(), "`none`, `static`, `dynamic` or `rfc-v3`");
     }
 
     #[test]
@@ -200,5 +218,13 @@ mod tests {
         assert!(fixed.mte() && !fixed.lends_storage() && fixed.reserve_in_atomic);
         let dynamic = Design::DYNAMIC.rules();
         assert!(dynamic.mte() && dynamic.lends_storage() && !dynamic.reserve_in_atomic);
+        assert!(Design::DYNAMIC.mistakes().is_empty());
+    }
+
+    #[test]
+    fn rfc_v3_is_dynamic_with_its_two_mistakes() {
+        let v3 = Design::by_name("rfc-v3").unwrap();
+        assert_eq!(v3.rules(), Design::DYNAMIC.rules());
+        assert_eq!(v3.mistakes(), ["huge-zero-page", "atomic-alloc"]);
     }
 }

@@ -75,6 +75,7 @@ pub mod design;
 mod dynamic;
 mod none;
 mod refs;
+mod rfc_v3;
 pub mod source;
 #[cfg(test)]
 mod testutil;

@@ -367,6 +367,21 @@ pub trait Machine {
     fn take_events(&mut self) -> Vec<crate::event::Event> {
         Vec::new()
     }
+
+    /// The lock acquisition orders this machine's runs have seen (`None`
+    /// for a machine without simulated locks). An exploration carries them
+    /// from each schedule's machine to the next, so that two schedules
+    /// taking two locks in opposite orders are reported as a possible
+    /// deadlock (lockdep style, `docs/model.md` §4, invariant 9).
+    fn lock_order(&self) -> Option<sched::LockOrder> {
+        None
+    }
+
+    /// Adds orders seen on other machines; an inversion they close is then
+    /// one of [`Machine::invariant_violations`].
+    fn merge_lock_order(&mut self, order: &sched::LockOrder) {
+        let _ = order; // a machine without simulated locks has no order
+    }
 }
 
 #[cfg(test)]

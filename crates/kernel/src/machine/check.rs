@@ -12,9 +12,11 @@
 //! # Contract
 //! The checker never changes the machine (it only borrows), and it is a
 //! count, not a scan, of physical memory: machines may have billions of
-//! frames. Invariant 9 (no sleep under a spinlock) is the scheduler's, 10
-//! (every command completes) the access path's, and 11 (nothing is lost)
-//! the differential tests' against the reference model.
+//! frames. Invariant 9 (no sleep under a spinlock, and the lock order) is
+//! recorded by the scheduler as the kernel runs and reported here (each
+//! violation from the moment it happened on), 10 (every command completes)
+//! by the access path, and 11 (nothing is lost) is the differential tests'
+//! against the reference model.
 //!
 //! Linux has no single counterpart: the checks are those of
 //! `CONFIG_DEBUG_VM` (`VM_BUG_ON_PAGE` on map and reference counts,
@@ -46,6 +48,11 @@ pub enum KernelViolation {
     /// bound, so it would never complete.
     #[error("livelock: a fault at {addr} was replayed more than the bound allows")]
     Livelock { addr: VirtAddr },
+    /// docs/model.md §4.9: a CPU slept (or might have) holding a spin lock,
+    /// or two paths take two locks in opposite orders (a possible
+    /// deadlock), as the scheduler recorded it.
+    #[error("{0}")]
+    Lock(sched::LockViolation),
     #[error("mm {mm:?}: VMA tree: {violation:?}")]
     Vma { mm: MmId, violation: VmaViolation },
     #[error("mm {mm:?}: page table: {violation:?}")]
@@ -156,6 +163,7 @@ impl KernelViolation {
             | K::KsmCount { .. } => Invariant::Counts,
             K::SavedTagsWithoutMte { .. } | K::RestoredTags { .. } => Invariant::SavedTags,
             K::Livelock { .. } => Invariant::Progress,
+            K::Lock(_) => Invariant::NoSleepUnderSpinlock,
             K::Vma { .. }
             | K::Pgtable { .. }
             | K::Rmap(_)
@@ -293,6 +301,7 @@ impl Kernel {
             stuck: _,
             livelocks,
             ksm,
+            lock_violations: _,
         } = self;
         let mut out: Vec<KernelViolation> =
             mem.check().into_iter().map(KernelViolation::Mem).collect();
@@ -303,6 +312,11 @@ impl Kernel {
                 .map(|&addr| KernelViolation::Livelock { addr }),
         );
         out.extend(self.ksm_violations(&ksm.borrow()));
+        out.extend(
+            self.lock_violations()
+                .into_iter()
+                .map(KernelViolation::Lock),
+        );
         let procs = procs.borrow();
         let mms = mms.borrow();
         let rmap = rmap.borrow();

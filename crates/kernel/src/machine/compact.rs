@@ -54,6 +54,7 @@
 //!   end (`compact_finished()` with `order == -1`).
 
 use mte::Pfn;
+use platform::Mistake;
 
 use super::migrate::MigrateReason;
 use super::{Kernel, PAGE_ORDER};
@@ -244,6 +245,20 @@ impl Kernel {
         dst: Pfn,
         own: Option<MmId>,
     ) -> Result<(), MigrateError> {
+        // `mistake=migration-race` (found in the RFC v1 review,
+        // docs/designs.md "Known mistakes"): RFC v1 chose the destination's
+        // kind when it allocated it (get_new_folio(), before the source is
+        // locked), from the source as it was then: untagged, nothing to
+        // reserve. The copy below still copies tags whenever the source is
+        // tagged when it runs, so an mprotect(PROT_MTE) and an access on
+        // another CPU in between write tags into the destination's lent tag
+        // storage (invariant 8). The design decides under the page lock.
+        let decided_early = self
+            .platform
+            .settings()
+            .mistakes
+            .contains(Mistake::MigrationRace)
+            .then(|| self.mem.tag_storage_reserved(src));
         let Some(guard) = self.page_locks.try_lock(src).await else {
             return Err(MigrateError::Busy);
         };
@@ -251,7 +266,7 @@ impl Kernel {
         if !self.compactable(src) {
             return Err(MigrateError::Busy);
         }
-        let reserved = self.mem.tag_storage_reserved(src);
+        let reserved = decided_early.unwrap_or_else(|| self.mem.tag_storage_reserved(src));
         if reserved {
             self.mem
                 .reserve_tag_storage(dst, PAGE_ORDER, &mut self.mover())
@@ -267,7 +282,9 @@ impl Kernel {
             return Err(MigrateError::Busy);
         }
         self.move_page_now(src, dst, MigrateReason::Compaction);
-        if reserved {
+        // The source's own state (the same as `reserved` unless the
+        // destination was decided early).
+        if self.mem.tag_storage_reserved(src) {
             // The source's block reference goes (may take tag_blocks_lock).
             self.mem
                 .free(src, PAGE_ORDER)

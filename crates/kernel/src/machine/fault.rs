@@ -27,6 +27,9 @@
 //! tags are left alone; otherwise the tags are initialised exactly once
 //! ([`Memory::init_page_tags_once`]: `PG_mte_lock`/`PG_mte_tagged`). The zero
 //! page is special: its tags were zeroed at boot and it is never retagged.
+//! The entry's check and store happen under the address space's page-table
+//! lock (a spin lock: nothing may sleep while it is held, invariant 9); the
+//! tags are initialised just before it is taken.
 //! Under `static` tag storage (mainline Linux, no RFC) the page's storage is
 //! "reserved" on the spot (a block reference that cannot fail), so no entry
 //! ever awaits tag storage there. Tags restored at swap-in into a page
@@ -196,6 +199,16 @@ impl Kernel {
             }
             other => other,
         };
+        // pte_offset_map_lock(): the check and the store under the
+        // page-table lock. (Linux runs mte_sync_tags() under it too; the
+        // model initialises the tags just before, because its exactly-once
+        // wait is a wait queue and `static`'s block reference takes
+        // `tag_blocks_lock`, where Linux spins or only counts: neither is a
+        // sleep there, and both would be reported as one under the lock.)
+        let Some(ptl) = self.mm_ptl(mm) else {
+            return Ok(false);
+        };
+        let _ptl = ptl.lock().await;
         if self.current_pte(mm, va) != Some(expected) {
             return Ok(false);
         }

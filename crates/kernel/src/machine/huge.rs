@@ -422,6 +422,12 @@ impl Kernel {
             }
             other => other,
         };
+        // pmd_lock(): the check and the store under the page-table lock
+        // (the tags initialised before it, as `set_pte_at` does).
+        let Some(ptl) = self.mm_ptl(mm) else {
+            return Ok(false);
+        };
+        let _ptl = ptl.lock().await;
         if self.pmd_at(mm, base) != Some(expected) {
             return Ok(false);
         }

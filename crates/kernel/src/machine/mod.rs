@@ -45,7 +45,10 @@
 //! and pins, write for mmap/munmap/mprotect/madvise/fork/exec/exit), page
 //! locks (held by the tag storage fault and copy-on-write across their
 //! allocations, so that a claim's migration of that page reports `Busy`),
-//! and `tag_blocks_lock` inside [`Memory`]. A user access is synchronous
+//! and `tag_blocks_lock` inside [`Memory`]. The page-table lock is a spin
+//! lock per address space (`Mm::ptl`), so the scheduler reports a sleep
+//! under it; [`Kernel::violations`] reports what the scheduler recorded
+//! (invariant 9). A user access is synchronous
 //! (TLB, then hardware walk); a miss runs the fault handler and retries, and
 //! the final translation, tag check and data access happen with no switch
 //! point in between.
@@ -111,7 +114,7 @@ use mte::{Pfn, TaggedPtr, VirtAddr};
 use platform::Platform;
 use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
-use sched::{LockTable, RunLimits, Sched, SimRwLock, Task};
+use sched::{LockOrder, LockTable, LockViolation, RunLimits, Sched, SimRwLock, SimSpinLock, Task};
 use thiserror::Error;
 use uapi::{
     Bound, Command, Counter, Errno, Fault, FaultCode, Machine, MachineError, Op, Outcome,
@@ -175,6 +178,13 @@ pub(crate) struct Mm {
     /// Linux `mmap_lock`: a data-less ordering token; the data it protects
     /// is the rest of this struct, borrowed only between switch points.
     pub(crate) lock: Rc<SimRwLock<()>>,
+    /// Linux `mm->page_table_lock` (one per address space: split PTE locks
+    /// are not modelled), a spin lock: its holder is in atomic context, so
+    /// the scheduler reports anything that may sleep under it (invariant 9).
+    /// Data-less like `lock`; held where Linux holds it around an entry's
+    /// `pte_same()` check and write (`set_pte_at`, `set_pmd_at`) and around
+    /// fork's copy of a pinned page (`copy_present_page()`).
+    pub(crate) ptl: Rc<SimSpinLock<()>>,
 }
 
 /// Counters the kernel keeps (docs/model.md §5; the memory ones are [`Memory`]'s).
@@ -235,6 +245,10 @@ pub struct Kernel {
     livelocks: RefCell<Vec<VirtAddr>>,
     /// KSM's pages and checksums (see `ksm`).
     ksm: RefCell<ksm::KsmState>,
+    /// Every locking violation the scheduler recorded so far (sleeping
+    /// under a spin lock, a lock-order inversion), kept so that the checker
+    /// reports each from then on (invariant 9).
+    lock_violations: RefCell<BTreeSet<LockViolation>>,
 }
 
 impl core::fmt::Debug for Kernel {
@@ -253,8 +267,11 @@ pub(crate) struct PtFrames<'a> {
 
 impl TableFrames for PtFrames<'_> {
     fn alloc_table(&mut self) -> Option<Pfn> {
+        // Linux allocates a table (pte_alloc()) before it takes the
+        // page-table lock; the model allocates it at the store, under the
+        // lock, so this is not a might-sleep point.
         self.mem
-            .alloc(
+            .alloc_atomic(
                 PAGE_ORDER,
                 Gfp {
                     zero: true,
@@ -347,6 +364,7 @@ impl Kernel {
             stuck: RefCell::new(BTreeSet::new()),
             livelocks: RefCell::new(Vec::new()),
             ksm: RefCell::new(ksm::KsmState::default()),
+            lock_violations: RefCell::new(BTreeSet::new()),
         })
     }
 
@@ -379,6 +397,18 @@ impl Kernel {
         PtFrames { mem: &self.mem }
     }
 
+    /// The page-table lock of `mm`, `None` once the address space is gone.
+    pub(crate) fn mm_ptl(&self, mm: MmId) -> Option<Rc<SimSpinLock<()>>> {
+        self.mms.borrow().get(&mm).map(|m| Rc::clone(&m.ptl))
+    }
+
+    /// The locking violations recorded so far (see `lock_violations`).
+    pub(crate) fn lock_violations(&self) -> Vec<LockViolation> {
+        let mut seen = self.lock_violations.borrow_mut();
+        seen.extend(self.sched.take_lock_violations());
+        seen.iter().cloned().collect()
+    }
+
     /// The `mmap_lock` of `mm`, `None` once the address space is gone.
     fn mm_lock(&self, mm: MmId) -> Option<Rc<SimRwLock<()>>> {
         self.mms.borrow().get(&mm).map(|m| Rc::clone(&m.lock))
@@ -394,6 +424,10 @@ impl Kernel {
             tlb: Tlb::new(),
             deposits: BTreeMap::new(),
             lock: Rc::new(SimRwLock::new(&self.sched, format!("mmap_lock {id}"), ())),
+            // One lock class for every address space's (lockdep keys locks
+            // by class, and an inversion between two page-table locks is
+            // not an order the model's callers can take).
+            ptl: Rc::new(SimSpinLock::new(&self.sched, "page_table_lock", ())),
         };
         self.mms.borrow_mut().insert(id, mm);
         Ok(id)
@@ -720,6 +754,14 @@ impl Machine for Kernel {
 
     fn set_trace(&mut self, on: bool) {
         self.trace().set(on);
+    }
+
+    fn lock_order(&self) -> Option<LockOrder> {
+        Some(self.sched.lock_order())
+    }
+
+    fn merge_lock_order(&mut self, order: &LockOrder) {
+        self.sched.merge_lock_order(order);
     }
 
     fn take_events(&mut self) -> Vec<uapi::event::Event> {

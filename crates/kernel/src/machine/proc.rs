@@ -17,6 +17,7 @@
 use std::collections::BTreeMap;
 
 use mte::{CheckSettings, Pfn, VirtAddr};
+use platform::Mistake;
 use uapi::{Errno, MteCtrl, Pid};
 
 use super::{Kernel, PAGE_ORDER};
@@ -298,10 +299,32 @@ impl Kernel {
         // The parent's page cannot change: its mmap_lock is held for
         // writing and a pinned page is never migrated.
         let tags = self.mem.page_mte_tagged(src) && self.mem.tag_storage_reserved(dst);
+        // copy_pte_range() holds the parent's page-table lock (and the
+        // child's) across copy_present_page(): the copy runs in atomic
+        // context (the destination was allocated before, as Linux
+        // preallocates it outside the lock).
+        let ptl = self.mm_ptl(parent_mm).expect("BUG: forking a gone mm");
+        let guard = ptl.lock().await;
+        if tags
+            && self
+                .platform
+                .settings()
+                .mistakes
+                .contains(Mistake::AtomicAlloc)
+        {
+            // `mistake=atomic-alloc` (the v3 review's blocker, docs/designs.md
+            // "Known mistakes"): RFC v3's copy_highpage() allocates the
+            // destination's per-frame tag buffer (its `tags_by_pfn` entry)
+            // with GFP_KERNEL, which may sleep, here under the lock.
+            self.sched
+                .might_sleep("allocates a tag buffer with GFP_KERNEL in copy_highpage()");
+        }
         self.copy_user_page(dst, src, tags);
         debug_assert_eq!(self.current_pte(parent_mm, va), Some(pte));
         let new = with_leaf(pte, Leaf { pfn: dst, ..leaf });
-        if !self.set_pte_at(child_mm, va, Pte::None, new).await? {
+        let mapped = self.set_pte_at(child_mm, va, Pte::None, new).await?;
+        drop(guard);
+        if !mapped {
             panic!("BUG: a child's entry changed before the child existed");
         }
         Ok(())

@@ -65,6 +65,7 @@
 //! before that saves them.
 
 use mte::{Pfn, Tag, VirtAddr};
+use platform::Mistake;
 use uapi::Errno;
 use uapi::event::{Event, FaultKind, FaultOutcome, SplitReason};
 
@@ -359,16 +360,53 @@ impl Kernel {
             pfn,
             attrs: leaf_attrs(vma, need == Need::Write, false),
         };
+        // `mistake=flag-before-restore` (found in the v3 review,
+        // docs/designs.md "Known mistakes"): the page is flagged as holding
+        // its tags before they are restored, so set_pte_at() maps it valid
+        // at once and the saved tags are written after the entry; an
+        // access on another CPU in between reads tags not yet restored.
+        // The design restores first (set_pte_at's tag initialisation).
+        let flagged_early = if tags_restored
+            && self.mem.tag_storage_reserved(pfn)
+            && self
+                .platform
+                .settings()
+                .mistakes
+                .contains(Mistake::FlagBeforeRestore)
+        {
+            // Linux holds the folio lock across do_swap_page(): nothing
+            // swaps the page out or moves it before the restore.
+            let guard = self.page_locks.lock(pfn).await;
+            let tags = self.restored_tags.borrow_mut().remove(&pfn);
+            self.mem
+                .set_page_mte_tagged(pfn)
+                .expect("BUG: a new frame is in use");
+            tags.map(|t| (t, guard))
+        } else {
+            None
+        };
         let mapped = match self
             .set_pte_at(mm, va, Pte::Swap(slot), Pte::Present(leaf))
             .await
         {
             Ok(mapped) => mapped,
             Err(e) => {
+                drop(flagged_early);
                 self.release_if_unused(pfn).await;
                 return Err(e.into());
             }
         };
+        if let Some((tags, guard)) = flagged_early {
+            // The restore, after the entry (a switch point first: the
+            // page-table lock was just released).
+            self.sched.preempt_point().await;
+            if mapped {
+                self.mem
+                    .write_page_tags(pfn, &tags)
+                    .expect("BUG: a frame in use is present");
+            }
+            drop(guard);
+        }
         if mapped {
             self.swap_free(slot);
             self.bump(|c| c.swap_in += 1);

@@ -159,7 +159,23 @@ impl Memory {
     ///
     /// Linux: `alloc_pages()`; `kernel` pages get `PG_reserved`-like
     /// [`PageFlag::Kernel`] on every frame.
+    ///
+    /// A might-sleep point (`docs/model.md` §4, invariant 9): Linux's
+    /// allocator calls `might_sleep_if(gfpflags_allow_blocking())`, and every
+    /// allocation the model makes through here may enter direct reclaim or
+    /// compaction in Linux. Page tables, which Linux allocates before taking
+    /// the page-table lock and the model allocates lazily at the store, use
+    /// [`Self::alloc_atomic`].
     pub fn alloc(&self, order: Order, gfp: Gfp) -> Result<Pfn, AllocError> {
+        self.sched
+            .might_sleep("allocates memory (may reclaim or migrate)");
+        self.alloc_atomic(order, gfp)
+    }
+
+    /// [`Self::alloc`] without the might-sleep point: for the page-table
+    /// frames the model allocates while the page-table lock is held (see
+    /// there).
+    pub fn alloc_atomic(&self, order: Order, gfp: Gfp) -> Result<Pfn, AllocError> {
         let mut phys = self.phys.borrow_mut();
         let pfn = phys.alloc.alloc(order, gfp.alloc_flags())?;
         for frame in (0..order.pages()).map(|i| pfn + i) {
