@@ -319,6 +319,12 @@ pub struct ProgramRun {
     /// A replayed block schedule did not fit the block (a CPU it names is
     /// not runnable): the run stopped there, without a verdict.
     pub unfit: bool,
+    /// Blocks whose replies only their line order explains (a race
+    /// observed going the written way).
+    pub only_line_order: usize,
+    /// Blocks whose replies their line order does not explain (a race
+    /// observed going the other way).
+    pub not_line_order: usize,
 }
 
 /// A machine for `program`'s platform from `factory`.
@@ -526,7 +532,8 @@ struct Orders<'a> {
     under_test: &'a [Option<Reply>],
     ut_env: &'a Env,
     ref_env: &'a Env,
-    matched: Vec<(Box<dyn Machine>, Vec<Option<Reply>>)>,
+    /// The final state, the replies by line and the order.
+    matched: Vec<(Box<dyn Machine>, Vec<Option<Reply>>, Vec<usize>)>,
     mismatches: Vec<OrderMismatch>,
     /// The reference could not be copied.
     no_snapshot: bool,
@@ -545,7 +552,8 @@ impl Orders<'_> {
             .filter(|i| !prefix.contains(i))
             .collect();
         if rest.is_empty() {
-            self.matched.push((machine, replies.clone()));
+            self.matched
+                .push((machine, replies.clone(), prefix.clone()));
             return;
         }
         let mut machine = Some(machine);
@@ -625,6 +633,8 @@ pub fn run_program(
         schedules: Vec::new(),
         max_candidates: 1,
         unfit: false,
+        only_line_order: 0,
+        not_line_order: 0,
     };
     let mut capped = false;
     for (i, (step, commands)) in program.steps.iter().zip(&commands).enumerate() {
@@ -664,8 +674,13 @@ pub fn run_program(
                             ut_env.bind(command, reply.as_ref());
                         }
                         match checked {
-                            Ok(over_cap) => {
-                                capped |= over_cap;
+                            Ok(explained) => {
+                                capped |= explained.capped;
+                                match (explained.line_order, explained.other_order) {
+                                    (true, false) => run.only_line_order += 1,
+                                    (false, _) => run.not_line_order += 1,
+                                    (true, true) => {}
+                                }
                                 None
                             }
                             Err(orders) => {
@@ -764,8 +779,18 @@ fn check_step(
     }
 }
 
-/// A block on every candidate in every order (module doc). `Ok(capped)`:
-/// the new candidates (capped or not); `Err`: the orders of the first
+/// Which orders explained a block.
+struct Explained {
+    /// Candidates were dropped at [`MAX_CANDIDATES`].
+    capped: bool,
+    /// The block's line order explains its replies.
+    line_order: bool,
+    /// Some other order does.
+    other_order: bool,
+}
+
+/// A block on every candidate in every order (module doc). `Ok`: the new
+/// candidates are in `candidates`; `Err`: the orders of the first
 /// candidate, where each first differs.
 fn check_block(
     steps: &[Step],
@@ -773,7 +798,8 @@ fn check_block(
     replies: &[Option<Reply>],
     ut_env: &Env,
     candidates: &mut Vec<Candidate>,
-) -> Result<Result<bool, Vec<OrderMismatch>>, FuzzError> {
+) -> Result<Result<Explained, Vec<OrderMismatch>>, FuzzError> {
+    let (mut line_order, mut other_order) = (false, false);
     let mut next = Vec::new();
     let mut first_mismatches = None;
     for candidate in candidates.iter() {
@@ -798,7 +824,12 @@ fn check_block(
         if orders.no_snapshot {
             return Err(FuzzError::NoSnapshot);
         }
-        for (machine, ref_replies) in orders.matched {
+        for (machine, ref_replies, order) in orders.matched {
+            if order.iter().enumerate().all(|(i, &line)| i == line) {
+                line_order = true;
+            } else {
+                other_order = true;
+            }
             let mut env = candidate.env.clone();
             for (command, reply) in commands.iter().zip(&ref_replies) {
                 env.bind(command, reply.as_ref());
@@ -814,7 +845,11 @@ fn check_block(
     let capped = next.len() > MAX_CANDIDATES;
     next.truncate(MAX_CANDIDATES);
     *candidates = next;
-    Ok(Ok(capped))
+    Ok(Ok(Explained {
+        capped,
+        line_order,
+        other_order,
+    }))
 }
 
 /// Keeps one of each set of candidates in the same state with the same
