@@ -13,6 +13,12 @@
 //! interleaving and are not compared): every block finishes (no deadlock,
 //! no step limit, no panic) and the invariants hold after every command
 //! and block.
+//!
+//! Linearizability: programs with `parallel` blocks ([`GenConfig::parallel`])
+//! run in lockstep with the kernel's interleavings drawn per block, each
+//! block's replies explained by some serial order on the reference; races
+//! are observed going both ways (the line order alone explains some
+//! blocks, only another order others).
 
 mod common;
 
@@ -66,4 +72,32 @@ fn parallel_blocks_keep_the_invariants() {
             report.render("parallel.mte", false)
         );
     }
+}
+
+#[test]
+fn parallel_blocks_are_linearizable_and_race_both_ways() {
+    let (mut blocks, mut only_line_order, mut not_line_order) = (0, 0, 0);
+    for (policy, seeds) in [(Design::DYNAMIC, 0..16u64), (Design::STATIC, 100..106)] {
+        for seed in seeds {
+            let config = GenConfig {
+                parallel: difftest::DEFAULT_PARALLEL,
+                ..GenConfig::new(policy, 200)
+            };
+            let program = generate(&config, seed);
+            let run = run_program(&program, &kernel, &reference)
+                .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+            if let Some(failure) = run.failure {
+                panic!("{policy:?} seed {seed}: {failure}\n{}", program.render());
+            }
+            blocks += run.schedules.len();
+            only_line_order += run.only_line_order;
+            not_line_order += run.not_line_order;
+        }
+    }
+    eprintln!(
+        "{blocks} blocks: {only_line_order} explained by their line order only, \
+         {not_line_order} by another order only"
+    );
+    assert!(blocks > 300, "{blocks} blocks");
+    assert!(only_line_order > 0 && not_line_order > 0);
 }

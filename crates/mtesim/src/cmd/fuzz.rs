@@ -184,8 +184,8 @@ pub fn run(args: &Args) -> ExitCode {
         );
     }
     if report.blocks > 0 {
-        let _ = writeln!(
-            out,
+        // On stderr: stdout is the findings and the summary.
+        eprintln!(
             "parallel: {} blocks, at most {} candidate reference states",
             report.blocks, report.max_candidates
         );
