@@ -217,7 +217,7 @@ pub fn fuzz(
             seed: config.seed,
             policy: config.policy,
             program: index,
-            original_len: program.steps.len(),
+            original_len: program.ops(),
         };
         let text = match &shrunk {
             Some(s) => reproducer(&s.program, &s.failure, &provenance),

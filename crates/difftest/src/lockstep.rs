@@ -319,12 +319,12 @@ pub struct ProgramRun {
     /// A replayed block schedule did not fit the block (a CPU it names is
     /// not runnable): the run stopped there, without a verdict.
     pub unfit: bool,
-    /// Blocks whose replies only their line order explains (a race
-    /// observed going the written way).
-    pub only_line_order: usize,
+    /// Blocks whose replies their line order explains and some other
+    /// order does not (a race observed going the written way).
+    pub raced_as_written: usize,
     /// Blocks whose replies their line order does not explain (a race
-    /// observed going the other way).
-    pub not_line_order: usize,
+    /// observed going another way).
+    pub raced_reordered: usize,
 }
 
 /// A machine for `program`'s platform from `factory`.
@@ -633,8 +633,8 @@ pub fn run_program(
         schedules: Vec::new(),
         max_candidates: 1,
         unfit: false,
-        only_line_order: 0,
-        not_line_order: 0,
+        raced_as_written: 0,
+        raced_reordered: 0,
     };
     let mut capped = false;
     for (i, (step, commands)) in program.steps.iter().zip(&commands).enumerate() {
@@ -676,10 +676,10 @@ pub fn run_program(
                         match checked {
                             Ok(explained) => {
                                 capped |= explained.capped;
-                                match (explained.line_order, explained.other_order) {
-                                    (true, false) => run.only_line_order += 1,
-                                    (false, _) => run.not_line_order += 1,
-                                    (true, true) => {}
+                                if explained.line_order && explained.some_order_failed {
+                                    run.raced_as_written += 1;
+                                } else if !explained.line_order {
+                                    run.raced_reordered += 1;
                                 }
                                 None
                             }
@@ -785,8 +785,8 @@ struct Explained {
     capped: bool,
     /// The block's line order explains its replies.
     line_order: bool,
-    /// Some other order does.
-    other_order: bool,
+    /// Some order does not.
+    some_order_failed: bool,
 }
 
 /// A block on every candidate in every order (module doc). `Ok`: the new
@@ -799,7 +799,7 @@ fn check_block(
     ut_env: &Env,
     candidates: &mut Vec<Candidate>,
 ) -> Result<Result<Explained, Vec<OrderMismatch>>, FuzzError> {
-    let (mut line_order, mut other_order) = (false, false);
+    let (mut line_order, mut some_order_failed) = (false, false);
     let mut next = Vec::new();
     let mut first_mismatches = None;
     for candidate in candidates.iter() {
@@ -825,17 +825,14 @@ fn check_block(
             return Err(FuzzError::NoSnapshot);
         }
         for (machine, ref_replies, order) in orders.matched {
-            if order.iter().enumerate().all(|(i, &line)| i == line) {
-                line_order = true;
-            } else {
-                other_order = true;
-            }
+            line_order |= order.iter().enumerate().all(|(i, &line)| i == line);
             let mut env = candidate.env.clone();
             for (command, reply) in commands.iter().zip(&ref_replies) {
                 env.bind(command, reply.as_ref());
             }
             next.push(Candidate { machine, env });
         }
+        some_order_failed |= !orders.mismatches.is_empty();
         first_mismatches.get_or_insert(orders.mismatches);
     }
     if next.is_empty() {
@@ -848,7 +845,7 @@ fn check_block(
     Ok(Ok(Explained {
         capped,
         line_order,
-        other_order,
+        some_order_failed,
     }))
 }
 

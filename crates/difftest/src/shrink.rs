@@ -20,8 +20,9 @@
 //! goes on with the lowest runnable CPU. A candidate whose schedule names
 //! a CPU that is not runnable is not kept. A kept candidate's blocks take
 //! the schedules its own run recorded, so the shrunk program's schedules
-//! replay it exactly. Blocks shrink too: single lines removed from a block,
-//! a block unwrapped into sequential lines (kept only if the failure needs
+//! replay it exactly. Blocks shrink too: single lines removed from a block
+//! (with the block's schedule as a prefix, else with a few schedules drawn
+//! afresh), a block unwrapped into sequential lines (kept only if the failure needs
 //! no concurrency), and a block's schedule cut to the empty prefix `...`
 //! or to halves of itself.
 //!
@@ -75,12 +76,17 @@ impl Default for ShrinkLimits {
     }
 }
 
+/// Schedules drawn afresh for a block that lost a line, when its own no
+/// longer fails (seeds 0, 1, ...: random and PCT alternately).
+const REDRAWS: u64 = 8;
+
 /// A shrunk failing program.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Shrunk {
     pub program: Program,
     /// The failure of [`Shrunk::program`] (its step is the last one).
     pub failure: Failure,
+    /// Commands of the program as given (a block's lines each).
     pub original_len: usize,
     /// Candidate programs run.
     pub attempts: usize,
@@ -149,7 +155,21 @@ impl Shrinker<'_> {
                     break;
                 }
                 block.steps.remove(line);
-                if !self.try_candidate(candidate)? {
+                // With the schedule kept as a prefix, else re-drawn (the
+                // CPUs after the removed line are renumbered, so the old
+                // schedule may name one that no longer runs).
+                let mut removed = self.try_candidate(candidate.clone())?;
+                for seed in 0..REDRAWS {
+                    if removed || self.exhausted() {
+                        break;
+                    }
+                    let mut redrawn = candidate.clone();
+                    if let Some(Step::Parallel(block)) = redrawn.steps.get_mut(i) {
+                        block.schedule = BlockSchedule::Seed(seed);
+                    }
+                    removed = self.try_candidate(redrawn)?;
+                }
+                if !removed {
                     line += 1;
                 }
             }
@@ -435,7 +455,7 @@ pub fn shrink(
     Ok(Shrunk {
         program: shrinker.best,
         failure: shrinker.failure,
-        original_len: program.steps.len(),
+        original_len: program.ops(),
         attempts: shrinker.attempts,
     })
 }
@@ -477,7 +497,7 @@ pub struct Provenance {
     pub policy: Design,
     /// The program's index in the run (0 for the first).
     pub program: u64,
-    /// Steps of the program as generated.
+    /// Commands of the program as generated (a block's lines each).
     pub original_len: usize,
 }
 
@@ -494,7 +514,7 @@ pub fn reproducer(program: &Program, failure: &Failure, provenance: &Provenance)
     text.push_str(&format!(
         "# original length {} steps, shrunk to {} steps\n",
         provenance.original_len,
-        program.steps.len()
+        program.ops()
     ));
     for line in failure.to_string().lines() {
         text.push_str(&format!("# {line}\n"));

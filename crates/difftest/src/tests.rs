@@ -467,11 +467,11 @@ fn a_block_is_explained_by_the_one_order_that_gives_its_replies() {
     // Line order: the load sees the store.
     let run = run_permuting(&program, &[0, 1], None);
     assert_eq!(run.failure, None);
-    assert_eq!((run.only_line_order, run.not_line_order), (1, 0));
+    assert_eq!((run.raced_as_written, run.raced_reordered), (1, 0));
     // The other order: the load sees 0, which only the order 1, 0 gives.
     let run = run_permuting(&program, &[1, 0], None);
     assert_eq!(run.failure, None);
-    assert_eq!((run.only_line_order, run.not_line_order), (0, 1));
+    assert_eq!((run.raced_as_written, run.raced_reordered), (0, 1));
     assert_eq!((run.steps, run.ops, run.max_candidates), (4, 5, 1));
 }
 
@@ -585,6 +585,31 @@ fn a_block_failure_shrinks_to_a_block_with_its_schedule() {
         .filter(|s| matches!(s, Stmt::Parallel(_)))
         .count();
     assert_eq!(blocks, shrunk.program.replayed_schedules().unwrap().len());
+    // It replays with the schedule of its header: it fails on the machine
+    // under test at the block, and passes on the reference.
+    let schedule: sched::Schedule = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# replay: mtesim run fuzz-failure.mte --schedule "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let options = scenario::run::RunOptions {
+        schedule: Some(schedule),
+        ..scenario::run::RunOptions::default()
+    };
+    let run = |factory: Factory<'_>| match scenario::run_source(
+        "fuzz-failure.mte",
+        text.as_bytes(),
+        &options,
+        factory,
+    ) {
+        scenario::run::FileResult::Ran(report) => report,
+        other => panic!("{other:?}"),
+    };
+    let on_bug = run(&under_test);
+    assert_eq!(on_bug.error, None);
+    assert_eq!(on_bug.failures.len(), 1, "{:?}\n{text}", on_bug.failures);
+    assert!(run(&reference_factory).passed());
 }
 
 /// Programs with blocks render to text that parses back to the same

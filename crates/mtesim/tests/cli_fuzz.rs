@@ -140,7 +140,10 @@ fn parallel_blocks_are_on_by_default_and_can_be_switched_off() {
         args.extend_from_slice(extra);
         let out = mtesim_in(dir.path(), &args);
         assert_eq!(out.status.code(), Some(0), "{extra:?}: {}", stdout(&out));
-        assert_eq!(stdout(&out), "fuzz: 2000 ops, 0 divergences, 0 violations\n");
+        assert_eq!(
+            stdout(&out),
+            "fuzz: 2000 ops, 0 divergences, 0 violations\n"
+        );
         stderr(&out)
     };
     assert!(run(&[]).contains("parallel: "), "blocks by default");
