@@ -523,6 +523,10 @@ fn reference_line(machine: &mut dyn Machine, line: &BlockLine) -> Result<Option<
     }
 }
 
+/// An order that gives the machine under test's replies: the final state,
+/// the reference's replies by line, the order.
+type Matched = (Box<dyn Machine>, Vec<Option<Reply>>, Vec<usize>);
+
 /// The serial orders of a block on one candidate (module doc): the final
 /// state and the reference's replies (by line) of each order that gives
 /// the machine under test's replies, and where the others first differ.
@@ -532,8 +536,7 @@ struct Orders<'a> {
     under_test: &'a [Option<Reply>],
     ut_env: &'a Env,
     ref_env: &'a Env,
-    /// The final state, the replies by line and the order.
-    matched: Vec<(Box<dyn Machine>, Vec<Option<Reply>>, Vec<usize>)>,
+    matched: Vec<Matched>,
     mismatches: Vec<OrderMismatch>,
     /// The reference could not be copied.
     no_snapshot: bool,

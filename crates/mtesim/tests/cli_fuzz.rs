@@ -144,7 +144,7 @@ fn parallel_blocks_are_on_by_default_and_can_be_switched_off() {
             stdout(&out),
             "fuzz: 2000 ops, 0 divergences, 0 violations\n"
         );
-        stderr(&out)
+        stderr(&out).to_owned()
     };
     assert!(run(&[]).contains("parallel: "), "blocks by default");
     assert!(run(&["--parallel", "50"]).contains("parallel: "));
