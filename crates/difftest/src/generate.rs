@@ -221,8 +221,9 @@ pub struct GenConfig {
     pub parallel: u32,
 }
 
-/// [`GenConfig::parallel`] of `mtesim fuzz --parallel on`: about a third
-/// of the commands run inside blocks.
+/// [`GenConfig::parallel`] of `mtesim fuzz --parallel on`: about a
+/// quarter of the commands run inside blocks (a block ends early before a
+/// command that may not join it).
 pub const DEFAULT_PARALLEL: u32 = 20;
 
 impl GenConfig {
