@@ -296,8 +296,7 @@ void rt_ksm_scan(int passes)
 	write_file("/sys/kernel/mm/ksm/sleep_millisecs", "0");
 	long start = read_long(full);
 	write_file("/sys/kernel/mm/ksm/run", "1");
-	/* A pass that began before the start does not count: wait for one more. */
-	while (read_long(full) < start + passes + 1)
+	while (read_long(full) < start + passes)
 		usleep(1000);
 	write_file("/sys/kernel/mm/ksm/run", "0");
 }

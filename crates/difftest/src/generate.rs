@@ -34,10 +34,23 @@
 //! too); `ksm-scan` comes alone or as two passes in a row, since a page
 //! merges on its second pass. Both draws come from a stream of their own.
 //!
-//! No `mmap fixed=` (placement is checked by every other mmap). Programs
-//! run in lockstep have no `parallel` blocks (the reference runs
-//! sequentially); [`generate_parallel`] cuts a program into blocks for
-//! tests that run the machine under test alone.
+//! No `mmap fixed=` (placement is checked by every other mmap).
+//!
+//! `parallel` blocks ([`GenConfig::parallel`]): once the steps are drawn,
+//! a second random stream (from the seed, apart from the steps' stream, so
+//! that a program's steps are the same with blocks or without) groups
+//! runs of 2 to 4 consecutive steps after the prologue into blocks, each
+//! with a schedule seed ([`BlockSchedule::Seed`]). A block never holds
+//! `exit` or `exec` (a process ending or replacing itself under its other
+//! threads is not what the blocks test), nor the commands that are not
+//! atomic in Linux (`fill`, `verify`, `read-fd`, `write-fd`, `peektags`,
+//! `poketags`, `settag`: loops over a range that a racing `munmap` or
+//! `fork` may cut part way, which no serial order explains and Linux
+//! allows), nor a step that reads a name bound
+//! earlier in the block (bindings take effect at the block's `end`); the
+//! lockstep run checks each block's replies against every serial order.
+//! [`generate_parallel`] instead cuts a whole program into blocks for tests
+//! that run the machine under test alone.
 
 use core::fmt::Write as _;
 use core::ops::Range;
@@ -51,7 +64,8 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use uapi::{AccessSize, Advice, Backing, MteCtrl, PrctlRequest, Prot, Sharing};
 
 use crate::program::{
-    Binding, CHECK_MODES, Cmd, ProcName, Program, ProgramPlatform, PtrName, PtrRef, Step,
+    Binding, Block, BlockSchedule, CHECK_MODES, Cmd, ProcName, Program, ProgramPlatform, PtrName,
+    PtrRef, Step,
 };
 use lang::ast::ADVICES;
 
@@ -210,7 +224,15 @@ pub struct GenConfig {
     /// then replaces `policy`). The platform is drawn either way, so the
     /// steps draw from the same point of the seed's stream.
     pub platform: Option<ProgramPlatform>,
+    /// Percent chance that a step after the prologue opens a `parallel`
+    /// block (module doc); 0 draws none.
+    pub parallel: u32,
 }
+
+/// [`GenConfig::parallel`] of `mtesim fuzz --parallel on`: about a
+/// quarter of the commands run inside blocks (a block ends early before a
+/// command that may not join it).
+pub const DEFAULT_PARALLEL: u32 = 20;
 
 impl GenConfig {
     pub fn new(policy: Design, steps: usize) -> GenConfig {
@@ -221,6 +243,7 @@ impl GenConfig {
             weights: Weights::default(),
             max_processes: 4,
             platform: None,
+            parallel: 0,
         }
     }
 
@@ -346,10 +369,95 @@ pub fn generate(config: &GenConfig, seed: u64) -> Program {
         gen_.one();
     }
     gen_.steps.truncate(config.steps);
-    Program {
-        platform,
-        steps: gen_.steps,
+    let mut steps = gen_.steps;
+    if config.parallel > 0 {
+        steps = group_blocks(steps, config.parallel, seed, spec.cpus);
     }
+    Program { platform, steps }
+}
+
+/// Whether a step may run inside a block (module doc).
+fn groupable(step: &Step) -> bool {
+    match step {
+        Step::Parallel(_) => false,
+        Step::Spawn(_) | Step::Reclaim { .. } | Step::Compact | Step::KsmScan => true,
+        Step::Process { cmd, .. } => !matches!(
+            cmd,
+            Cmd::Exit
+                | Cmd::Exec
+                // Not atomic in Linux: user loops and kernel copies over a
+                // range, which a racing munmap, mprotect or fork may cut
+                // part way (a short read, a fault in the middle, a child
+                // with half the bytes), giving replies no serial order
+                // gives and Linux allows.
+                | Cmd::Fill { .. }
+                | Cmd::Verify { .. }
+                | Cmd::ReadFd { .. }
+                | Cmd::WriteFd { .. }
+                | Cmd::PeekTags { .. }
+                | Cmd::PokeTags { .. }
+                | Cmd::SetTag { .. }
+        ),
+    }
+}
+
+/// Groups runs of consecutive steps after the prologue into `parallel`
+/// blocks (module doc), from a stream of its own.
+fn group_blocks(steps: Vec<Step>, percent: u32, seed: u64, cpus: u32) -> Vec<Step> {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x7061_7261_6c6c_656c);
+    let widest = cpus.clamp(2, 4) as u64;
+    let start = prologue_len(&steps);
+    let mut out = Vec::with_capacity(steps.len());
+    let mut steps = steps.into_iter().peekable();
+    out.extend(steps.by_ref().take(start));
+    while let Some(step) = steps.next() {
+        if u64::from(percent) <= rng.next_u64() % 100 || !groupable(&step) {
+            out.push(step);
+            continue;
+        }
+        let width = 2 + rng.next_u64() % (widest - 1);
+        let mut bound: BTreeSet<Binding> = step.binds().into_iter().collect();
+        let mut block = vec![step];
+        while (block.len() as u64) < width {
+            let Some(next) = steps.peek() else {
+                break;
+            };
+            let (procs, ptr) = next.uses();
+            let reads_bound = procs.iter().any(|p| bound.contains(&Binding::Proc(*p)))
+                || ptr.is_some_and(|p| bound.contains(&Binding::Ptr(p)));
+            if reads_bound || !groupable(next) {
+                break;
+            }
+            bound.extend(next.binds());
+            block.extend(steps.next());
+        }
+        if block.len() < 2 {
+            out.extend(block);
+            continue;
+        }
+        out.push(Step::Parallel(Block {
+            steps: block,
+            schedule: BlockSchedule::Seed(rng.next_u64()),
+        }));
+    }
+    out
+}
+
+/// The leading `spawn` and `prctl` lines.
+fn prologue_len(steps: &[Step]) -> usize {
+    steps
+        .iter()
+        .position(|s| {
+            !matches!(s, Step::Spawn(_))
+                && !matches!(
+                    s,
+                    Step::Process {
+                        cmd: Cmd::Prctl(_),
+                        ..
+                    }
+                )
+        })
+        .unwrap_or(steps.len())
 }
 
 /// A program whose steps run in `parallel` blocks: `blocks` are ranges of

@@ -16,6 +16,12 @@
 //! - [`shrink`]: delta debugging of a failing program, and the `.mte`
 //!   reproducer (the reference's outcome on the failing line).
 //!
+//! Concurrency: with [`FuzzConfig::parallel`] above 0, programs hold
+//! `parallel` blocks of 2-4 commands run under a schedule drawn from the
+//! program's seed, and each block's replies must be those of some serial
+//! order of its commands on the reference (a linearizability check; see
+//! [`lockstep`]). Ops count commands, a block's lines each.
+//!
 //! The loop: program `k` gets seed `k`-th draw of a
 //! `Xoshiro256PlusPlus::seed_from_u64(config.seed)` and a length drawn from
 //! `config.steps` (cut to the ops left), and runs until `config.ops` steps
@@ -39,13 +45,19 @@ use platform::{Design, Mistakes};
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-pub use generate::{GenConfig, ParallelProgram, StepKind, Weights, generate, generate_parallel};
-pub use lockstep::{
-    Factory, Failure, FailureClass, FailureKind, FuzzError, ProgramRun, Side, Signature,
-    run_program,
+pub use generate::{
+    DEFAULT_PARALLEL, GenConfig, ParallelProgram, StepKind, Weights, generate, generate_parallel,
 };
-pub use program::{Cmd, Env, ProcName, Program, ProgramPlatform, PtrName, PtrRef, Step};
-pub use shrink::{Provenance, ShrinkLimits, Shrunk, reproducer, shrink};
+pub use lockstep::{
+    Factory, Failure, FailureClass, FailureKind, FuzzError, MAX_CANDIDATES, NotLinearizable,
+    OrderMismatch, ProgramRun, Side, Signature, run_program,
+};
+pub use program::{
+    Block, BlockSchedule, Cmd, Env, ProcName, Program, ProgramPlatform, PtrName, PtrRef, Step,
+};
+pub use shrink::{
+    Provenance, ShrinkLimits, Shrunk, file_schedule, replay_schedules, reproducer, shrink,
+};
 
 /// What `mtesim fuzz` runs.
 #[derive(Clone, Debug)]
@@ -63,6 +75,9 @@ pub struct FuzzConfig {
     pub keep_going: bool,
     /// `None`: report failures unshrunk.
     pub shrink: Option<ShrinkLimits>,
+    /// Percent chance that a step opens a `parallel` block
+    /// ([`GenConfig::parallel`]; `mtesim fuzz --parallel`).
+    pub parallel: u32,
     /// Run only programs `k` with `k % count == index` (`mtesim fuzz
     /// --shard index/count`): the programs and their lengths are drawn as
     /// without sharding and the others are skipped, so `count` shards
@@ -82,6 +97,7 @@ impl FuzzConfig {
             weights: Weights::default(),
             keep_going: false,
             shrink: Some(ShrinkLimits::default()),
+            parallel: DEFAULT_PARALLEL,
             shard: (0, 1),
         }
     }
@@ -103,11 +119,18 @@ pub struct Found {
 }
 
 impl Found {
-    /// Steps of the program written as the reproducer.
+    /// Commands of the program written as the reproducer (a block's lines
+    /// each).
     pub fn reproducer_len(&self) -> usize {
-        self.shrunk
-            .as_ref()
-            .map_or(self.failure.step + 1, |s| s.program.steps.len())
+        self.shrunk.as_ref().map_or_else(
+            || {
+                self.original.steps[..=self.failure.step]
+                    .iter()
+                    .map(Step::ops)
+                    .sum()
+            },
+            |s| s.program.ops(),
+        )
     }
 }
 
@@ -120,6 +143,11 @@ pub struct FuzzReport {
     pub divergences: u64,
     pub violations: u64,
     pub found: Vec<Found>,
+    /// `parallel` blocks run (and checked against every order).
+    pub blocks: u64,
+    /// The most candidate reference states one program held at once
+    /// ([`lockstep`]: orders with the same replies and different states).
+    pub max_candidates: usize,
 }
 
 impl FuzzReport {
@@ -164,13 +192,16 @@ pub fn fuzz(
         let gen_config = GenConfig {
             weights: config.weights.clone(),
             mistakes: config.mistakes,
+            parallel: config.parallel,
             ..GenConfig::new(config.policy, steps)
         };
         let program = generate(&gen_config, seed);
         let index = drawn_programs - 1;
         report.programs += 1;
         let run = run_program(&program, under_test, reference)?;
-        report.ops += run.steps as u64;
+        report.ops += run.ops as u64;
+        report.blocks += run.schedules.len() as u64;
+        report.max_candidates = report.max_candidates.max(run.max_candidates);
         let Some(failure) = run.failure else {
             continue;
         };
@@ -186,13 +217,14 @@ pub fn fuzz(
             seed: config.seed,
             policy: config.policy,
             program: index,
-            original_len: program.steps.len(),
+            original_len: program.ops(),
         };
         let text = match &shrunk {
             Some(s) => reproducer(&s.program, &s.failure, &provenance),
             None => {
                 let mut cut = program.clone();
                 cut.steps.truncate(failure.step + 1);
+                replay_schedules(&mut cut, &run.schedules);
                 reproducer(&cut, &failure, &provenance)
             }
         };

@@ -25,6 +25,7 @@ use mte::insn::{GranuleOffset, TagOffset};
 use mte::{CheckMode, Tag, TagMask, TagStoreOp};
 use platform::{Design, Mistakes, PlatformSpec, TagStorageData, Thp};
 use scenario::run::lower::{self, Bindings, Lowered};
+use sched::Schedule;
 use uapi::{AccessSize, Advice, Backing, Bound, Pid, PrctlRequest, Prot, Reply, Sharing};
 
 /// A process name, `p{n}`.
@@ -225,14 +226,58 @@ impl Cmd {
     }
 }
 
-/// One step of a program (one line of its `.mte` file).
+/// One step of a program (one line of its `.mte` file, or one `parallel`
+/// block).
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Step {
     Spawn(ProcName),
-    Process { proc: ProcName, cmd: Cmd },
-    Reclaim { pages: u64 },
+    Process {
+        proc: ProcName,
+        cmd: Cmd,
+    },
+    Reclaim {
+        pages: u64,
+    },
     Compact,
     KsmScan,
+    /// A `parallel` block: its steps run together, one CPU each.
+    Parallel(Block),
+}
+
+/// A `parallel` block: steps that are not blocks themselves and read only
+/// names bound before the block (a block's bindings take effect at its
+/// `end`), and how its interleaving is chosen.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Block {
+    pub steps: Vec<Step>,
+    pub schedule: BlockSchedule,
+}
+
+/// How the interleaving of one `parallel` block is chosen. The schedule
+/// is part of the program: a failure inside or after a block is a failure
+/// of that interleaving.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum BlockSchedule {
+    /// Drawn from this seed: a uniformly random CPU at every decision
+    /// ([`sched::Seeded`]) for an even seed, PCT of depth 3
+    /// ([`sched::Pct`]) for an odd one.
+    Seed(u64),
+    /// Replayed decision by decision ([`sched::Replay`]): exactly, or, for
+    /// a prefix (`...`), then the lowest runnable CPU.
+    Replay(Schedule),
+}
+
+impl BlockSchedule {
+    /// The chooser that carries the schedule out.
+    pub fn chooser(&self) -> Box<dyn sched::Chooser> {
+        match self {
+            BlockSchedule::Seed(seed) if seed % 2 == 0 => Box::new(sched::Seeded::new(*seed)),
+            // Change points among the first 64 decisions: a block of a few
+            // commands makes tens of decisions (more when it faults).
+            BlockSchedule::Seed(seed) => Box::new(sched::Pct::new(*seed, 3, 64)),
+            BlockSchedule::Replay(schedule) => Box::new(sched::Replay::new(schedule.clone())),
+        }
+    }
 }
 
 impl Step {
@@ -243,6 +288,7 @@ impl Step {
             Step::Reclaim { .. } => "reclaim",
             Step::Compact => "compact",
             Step::KsmScan => "ksm-scan",
+            Step::Parallel(_) => "parallel",
             Step::Process { cmd, .. } => match cmd {
                 Cmd::Fork { .. } => "fork",
                 Cmd::Exit => "exit",
@@ -275,7 +321,7 @@ impl Step {
     }
 
     /// The names the step reads (its process, a ptrace target, its
-    /// pointer's base).
+    /// pointer's base); nothing for a block (see [`Step::inner`]).
     pub fn uses(&self) -> (Vec<ProcName>, Option<PtrName>) {
         let Step::Process { proc, cmd } = self else {
             return (Vec::new(), None);
@@ -314,7 +360,22 @@ impl Step {
         (procs, ptr)
     }
 
-    /// The name the step binds, if any.
+    /// The steps a block runs together; a step that is no block is its own
+    /// only step.
+    pub fn inner(&self) -> &[Step] {
+        match self {
+            Step::Parallel(block) => &block.steps,
+            _ => core::slice::from_ref(self),
+        }
+    }
+
+    /// Commands the step runs (a block's lines; 1 otherwise).
+    pub fn ops(&self) -> usize {
+        self.inner().len()
+    }
+
+    /// The name the step binds, if any (`None` for a block: see
+    /// [`Step::inner`]).
     pub fn binds(&self) -> Option<Binding> {
         match self {
             Step::Spawn(p) => Some(Binding::Proc(*p)),
@@ -326,7 +387,7 @@ impl Step {
                 }
                 _ => None,
             },
-            Step::Reclaim { .. } | Step::Compact | Step::KsmScan => None,
+            Step::Reclaim { .. } | Step::Compact | Step::KsmScan | Step::Parallel(_) => None,
         }
     }
 }
@@ -345,6 +406,13 @@ impl fmt::Display for Step {
             Step::Reclaim { pages } => return write!(f, "reclaim {pages}"),
             Step::Compact => return f.write_str("compact"),
             Step::KsmScan => return f.write_str("ksm-scan"),
+            Step::Parallel(block) => {
+                f.write_str("parallel\n")?;
+                for step in &block.steps {
+                    writeln!(f, "  {step}")?;
+                }
+                return f.write_str("end");
+            }
             Step::Process { proc, cmd } => (proc, cmd),
         };
         write!(f, "{proc} {}", self.word())?;
@@ -553,36 +621,80 @@ impl Program {
     /// (so the steps that depended on a dropped binding go too), and
     /// returns how many went. Afterwards the program renders to a file the
     /// parser accepts.
+    ///
+    /// Inside a block, a step is kept when it reads names bound before the
+    /// block; the block's bindings count from its end; a block left empty
+    /// goes. Removed steps are counted as commands.
     pub fn prune(&mut self) -> usize {
-        let mut procs = std::collections::BTreeSet::new();
-        let mut ptrs = std::collections::BTreeSet::new();
-        let before = self.steps.len();
-        self.steps.retain(|step| {
-            let (used_procs, used_ptr) = step.uses();
-            let bound = used_procs.iter().all(|p| procs.contains(p))
-                && used_ptr.is_none_or(|p| ptrs.contains(&p));
-            // A name is bound once: a second binding of it would be a
-            // rebinding the parser refuses for processes.
-            let fresh = match step.binds() {
-                Some(Binding::Proc(p)) => !procs.contains(&p),
-                Some(Binding::Ptr(p)) => !ptrs.contains(&p),
-                None => true,
-            };
-            if !(bound && fresh) {
-                return false;
-            }
-            match step.binds() {
-                Some(Binding::Proc(p)) => {
-                    procs.insert(p);
+        let mut bound = Names::default();
+        let before: usize = self.steps.iter().map(Step::ops).sum();
+        self.steps.retain_mut(|step| match step {
+            Step::Parallel(block) => {
+                let mut inside = Vec::new();
+                block.steps.retain(|inner| {
+                    // No name bound twice, inside the block either.
+                    let fresh = inner.binds().is_none_or(|b| !inside.contains(&b));
+                    let keep = fresh && bound.admits(inner);
+                    if keep {
+                        inside.extend(inner.binds());
+                    }
+                    keep
+                });
+                for binding in inside {
+                    bound.add(binding);
                 }
-                Some(Binding::Ptr(p)) => {
-                    ptrs.insert(p);
-                }
-                None => {}
+                !block.steps.is_empty()
             }
-            true
+            _ => {
+                let keep = bound.admits(step);
+                if keep {
+                    bound.add_of(step);
+                }
+                keep
+            }
         });
-        before - self.steps.len()
+        before - self.steps.iter().map(Step::ops).sum::<usize>()
+    }
+}
+
+/// The names bound so far, for [`Program::prune`].
+#[derive(Default)]
+struct Names {
+    procs: std::collections::BTreeSet<ProcName>,
+    ptrs: std::collections::BTreeSet<PtrName>,
+}
+
+impl Names {
+    /// Whether `step` reads only bound names and binds a fresh one.
+    fn admits(&self, step: &Step) -> bool {
+        let (used_procs, used_ptr) = step.uses();
+        let bound = used_procs.iter().all(|p| self.procs.contains(p))
+            && used_ptr.is_none_or(|p| self.ptrs.contains(&p));
+        // A name is bound once: a second binding of it would be a
+        // rebinding the parser refuses for processes.
+        let fresh = match step.binds() {
+            Some(Binding::Proc(p)) => !self.procs.contains(&p),
+            Some(Binding::Ptr(p)) => !self.ptrs.contains(&p),
+            None => true,
+        };
+        bound && fresh
+    }
+
+    fn add_of(&mut self, step: &Step) {
+        if let Some(binding) = step.binds() {
+            self.add(binding);
+        }
+    }
+
+    fn add(&mut self, binding: Binding) {
+        match binding {
+            Binding::Proc(p) => {
+                self.procs.insert(p);
+            }
+            Binding::Ptr(p) => {
+                self.ptrs.insert(p);
+            }
+        }
     }
 }
 
@@ -592,22 +704,51 @@ impl Program {
     /// makes, and every pruned one, parses; an error here is a bug of the
     /// rendering.
     pub fn commands(&self) -> Result<Vec<Command>, ParseError> {
+        Ok(self.step_commands()?.into_iter().flatten().collect())
+    }
+
+    /// [`Program::commands`] step by step: one command for an ordinary
+    /// step, a block's commands for a block.
+    pub fn step_commands(&self) -> Result<Vec<Vec<Command>>, ParseError> {
         let script = lang::parse("program.mte", self.render().as_bytes())?;
         Ok(script
             .stmts
             .into_iter()
             .filter_map(|stmt| match stmt {
-                Stmt::Command(c) => Some(c.command),
-                Stmt::Expect(_) | Stmt::Parallel(_) => None,
+                Stmt::Command(c) => Some(vec![c.command]),
+                Stmt::Parallel(block) => {
+                    Some(block.commands.into_iter().map(|c| c.command).collect())
+                }
+                Stmt::Expect(_) => None,
             })
             .collect())
+    }
+
+    /// Commands the program runs (a block's lines each).
+    pub fn ops(&self) -> usize {
+        self.steps.iter().map(Step::ops).sum()
+    }
+
+    /// The `parallel` blocks' schedules, in order, if every block replays
+    /// one; `None` if some block draws from a seed.
+    pub fn replayed_schedules(&self) -> Option<Vec<&Schedule>> {
+        self.steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Parallel(block) => Some(match &block.schedule {
+                    BlockSchedule::Replay(schedule) => Some(schedule),
+                    BlockSchedule::Seed(_) => None,
+                }),
+                _ => None,
+            })
+            .collect()
     }
 }
 
 /// The values one machine gave a program's names (the runner's
 /// [`Bindings`]), and the order in which it created processes, by which
 /// pids of two machines are compared.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
 pub struct Env {
     bindings: Bindings,
     /// Every pid the machine handed out, in order.

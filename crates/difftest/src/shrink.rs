@@ -13,13 +13,32 @@
 //! 4. a plainer platform (default `tag-storage-data` and `block-size`,
 //!    8M of memory, seed 0).
 //!
+//! `parallel` blocks: the schedule is part of the program. Before the
+//! first candidate, each block's schedule becomes the one it ran with
+//! (recorded by the failing run), marked as a prefix (`...`): a candidate
+//! replays it and, where a removal left the block wanting more decisions,
+//! goes on with the lowest runnable CPU. A candidate whose schedule names
+//! a CPU that is not runnable is not kept. A kept candidate's blocks take
+//! the schedules its own run recorded, so the shrunk program's schedules
+//! replay it exactly. Blocks shrink too: single lines removed from a block
+//! (with the block's schedule as a prefix, else with a few schedules drawn
+//! afresh), a block unwrapped into sequential lines (kept only if the failure needs
+//! no concurrency), and a block's schedule cut to the empty prefix `...`
+//! or to halves of itself.
+//!
 //! Bounded by [`ShrinkLimits`]: a number of candidate runs (deterministic)
 //! and, as a safety net only, wall-clock time.
 //!
 //! The reproducer is the shrunk program with the reference's outcome on the
 //! failing step (so `mtesim run` on the machine under test fails at that
 //! line, and passes on the reference), `expect invariants` after it for a
-//! violation, and a comment header. Known limits: a divergence only in a
+//! violation, and a comment header. With `parallel` blocks, the header
+//! gives the `mtesim run FILE --schedule S` command that replays the run
+//! (`S`: the blocks' schedules, concatenated); a block that no serial order
+//! explains gets, on its first line that differs in the block's own line
+//! order, the reference's outcome in that order (the order in which the
+//! reference's `run_parallel` runs a block). The reference may then fail
+//! the file at an earlier block whose replies only another order explains. Known limits: a divergence only in a
 //! fault address's top byte passes as a scenario (outcomes compare bits
 //! 55:0); a divergence only in the base `mmap` bound is checked by an
 //! `mprotect` of the reference's base on the next line; a panic gets no
@@ -31,9 +50,12 @@ use mte::GRANULE_SIZE;
 use platform::Design;
 use uapi::{Bound, Outcome};
 
-use crate::lockstep::{Factory, Failure, FailureKind, FuzzError, Signature, run_program};
-use crate::program::{Cmd, Program, Step};
+use crate::lockstep::{
+    Factory, Failure, FailureKind, FuzzError, NotLinearizable, Signature, run_program,
+};
+use crate::program::{BlockSchedule, Cmd, Program, Step};
 use scenario::run::compare::actual_text;
+use sched::Schedule;
 
 /// How hard to try.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,12 +76,17 @@ impl Default for ShrinkLimits {
     }
 }
 
+/// Schedules drawn afresh for a block that lost a line, when its own no
+/// longer fails (seeds 0, 1, ...: random and PCT alternately).
+const REDRAWS: u64 = 8;
+
 /// A shrunk failing program.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Shrunk {
     pub program: Program,
     /// The failure of [`Shrunk::program`] (its step is the last one).
     pub failure: Failure,
+    /// Commands of the program as given (a block's lines each).
     pub original_len: usize,
     /// Candidate programs run.
     pub attempts: usize,
@@ -90,14 +117,89 @@ impl Shrinker<'_> {
         self.attempts += 1;
         let run = run_program(&candidate, self.under_test, self.reference)?;
         match run.failure {
-            Some(failure) if failure.signature() == self.signature => {
+            Some(failure) if failure.signature() == self.signature && !run.unfit => {
                 candidate.steps.truncate(failure.step + 1);
+                replay_schedules(&mut candidate, &run.schedules);
                 self.best = candidate;
                 self.failure = failure;
                 Ok(true)
             }
             _ => Ok(false),
         }
+    }
+
+    /// Lines removed from blocks one at a time, blocks unwrapped, and
+    /// block schedules cut (module doc).
+    fn simplify_blocks(&mut self) -> Result<(), FuzzError> {
+        let mut i = 0;
+        while i < self.best.steps.len() && !self.exhausted() {
+            let Step::Parallel(block) = &self.best.steps[i] else {
+                i += 1;
+                continue;
+            };
+            let lines = block.steps.len();
+            // Unwrapped: the failure needs no concurrency.
+            let mut candidate = self.best.clone();
+            let inner = block.steps.clone();
+            candidate.steps.splice(i..=i, inner);
+            if self.try_candidate(candidate)? {
+                continue;
+            }
+            let mut line = 0;
+            while line < lines && !self.exhausted() {
+                let mut candidate = self.best.clone();
+                let Some(Step::Parallel(block)) = candidate.steps.get_mut(i) else {
+                    break;
+                };
+                if line >= block.steps.len() || block.steps.len() < 2 {
+                    break;
+                }
+                block.steps.remove(line);
+                // With the schedule kept as a prefix, else re-drawn (the
+                // CPUs after the removed line are renumbered, so the old
+                // schedule may name one that no longer runs).
+                let mut removed = self.try_candidate(candidate.clone())?;
+                for seed in 0..REDRAWS {
+                    if removed || self.exhausted() {
+                        break;
+                    }
+                    let mut redrawn = candidate.clone();
+                    if let Some(Step::Parallel(block)) = redrawn.steps.get_mut(i) {
+                        block.schedule = BlockSchedule::Seed(seed);
+                    }
+                    removed = self.try_candidate(redrawn)?;
+                }
+                if !removed {
+                    line += 1;
+                }
+            }
+            // Shorter schedules: none (lowest runnable after `...`), then
+            // a quarter, a half, three quarters.
+            let Some(Step::Parallel(block)) = self.best.steps.get(i) else {
+                i += 1;
+                continue;
+            };
+            if let BlockSchedule::Replay(schedule) = block.schedule.clone() {
+                let full = schedule.len();
+                let mut lens = vec![0, full / 4, full / 2, full * 3 / 4];
+                lens.dedup();
+                for len in lens.into_iter().filter(|&l| l < full) {
+                    if self.exhausted() {
+                        break;
+                    }
+                    let mut candidate = self.best.clone();
+                    if let Some(Step::Parallel(b)) = candidate.steps.get_mut(i) {
+                        b.schedule =
+                            BlockSchedule::Replay(schedule.truncated(len).with_prefix(true));
+                    }
+                    if self.try_candidate(candidate)? {
+                        break;
+                    }
+                }
+            }
+            i += 1;
+        }
+        Ok(())
     }
 
     fn remove_chunks(&mut self) -> Result<bool, FuzzError> {
@@ -125,6 +227,27 @@ impl Shrinker<'_> {
     fn simplify_steps(&mut self) -> Result<(), FuzzError> {
         let mut i = 0;
         while i < self.best.steps.len() && !self.exhausted() {
+            if let Step::Parallel(block) = &self.best.steps[i] {
+                for line in 0..block.steps.len() {
+                    let Some(Step::Parallel(block)) = self.best.steps.get(i) else {
+                        break;
+                    };
+                    let Some(step) = block.steps.get(line) else {
+                        break;
+                    };
+                    for simpler in simpler_steps(step, self.page()) {
+                        let mut candidate = self.best.clone();
+                        if let Some(Step::Parallel(b)) = candidate.steps.get_mut(i) {
+                            b.steps[line] = simpler;
+                        }
+                        if self.try_candidate(candidate)? {
+                            break;
+                        }
+                    }
+                }
+                i += 1;
+                continue;
+            }
             for simpler in simpler_steps(&self.best.steps[i], self.page()) {
                 let mut candidate = self.best.clone();
                 candidate.steps[i] = simpler;
@@ -303,6 +426,9 @@ pub fn shrink(
 ) -> Result<Shrunk, FuzzError> {
     let mut best = program.clone();
     best.steps.truncate(failure.step + 1);
+    // The blocks' schedules as the failing run drew them.
+    let run = run_program(&best, under_test, reference)?;
+    replay_schedules(&mut best, &run.schedules);
     let mut shrinker = Shrinker {
         signature: failure.signature(),
         under_test,
@@ -318,6 +444,7 @@ pub fn shrink(
     // round: repeat while either changes the program (a few rounds).
     for _ in 0..4 {
         let before = shrinker.best.clone();
+        shrinker.simplify_blocks()?;
         shrinker.simplify_steps()?;
         shrinker.simplify_platform()?;
         while shrinker.remove_chunks()? && !shrinker.exhausted() {}
@@ -328,9 +455,38 @@ pub fn shrink(
     Ok(Shrunk {
         program: shrinker.best,
         failure: shrinker.failure,
-        original_len: program.steps.len(),
+        original_len: program.ops(),
         attempts: shrinker.attempts,
     })
+}
+
+/// Gives the program's blocks, in order, the schedules a run of it
+/// recorded, as prefixes (module doc); blocks the run did not reach keep
+/// theirs.
+pub fn replay_schedules(program: &mut Program, schedules: &[Schedule]) {
+    let blocks = program.steps.iter_mut().filter_map(|s| match s {
+        Step::Parallel(block) => Some(block),
+        _ => None,
+    });
+    for (block, schedule) in blocks.zip(schedules) {
+        block.schedule = BlockSchedule::Replay(schedule.clone().with_prefix(true));
+    }
+}
+
+/// The `--schedule` of a program's `.mte` file: its blocks' replayed
+/// schedules, concatenated (exact, no `...`); `None` without blocks or if
+/// some block draws from a seed.
+pub fn file_schedule(program: &Program) -> Option<Schedule> {
+    let schedules = program.replayed_schedules()?;
+    if schedules.is_empty() {
+        return None;
+    }
+    Some(
+        schedules
+            .into_iter()
+            .flat_map(|s| s.iter())
+            .collect::<Schedule>(),
+    )
 }
 
 /// Where a reproducer came from, for its header.
@@ -341,7 +497,7 @@ pub struct Provenance {
     pub policy: Design,
     /// The program's index in the run (0 for the first).
     pub program: u64,
-    /// Steps of the program as generated.
+    /// Commands of the program as generated (a block's lines each).
     pub original_len: usize,
 }
 
@@ -358,10 +514,15 @@ pub fn reproducer(program: &Program, failure: &Failure, provenance: &Provenance)
     text.push_str(&format!(
         "# original length {} steps, shrunk to {} steps\n",
         provenance.original_len,
-        program.steps.len()
+        program.ops()
     ));
     for line in failure.to_string().lines() {
         text.push_str(&format!("# {line}\n"));
+    }
+    if let Some(schedule) = file_schedule(program) {
+        text.push_str(&format!(
+            "# replay: mtesim run fuzz-failure.mte --schedule {schedule}\n"
+        ));
     }
     let body = |with_outcome: bool| {
         let mut body = format!("{}\n", program.platform);
@@ -371,6 +532,9 @@ pub fn reproducer(program: &Program, failure: &Failure, provenance: &Provenance)
                 continue;
             }
             match &failure.kind {
+                FailureKind::NotLinearizable(block) if with_outcome => {
+                    body.push_str(&block_with_outcome(step, block));
+                }
                 FailureKind::Divergence {
                     under_test,
                     reference,
@@ -399,7 +563,9 @@ pub fn reproducer(program: &Program, failure: &Failure, provenance: &Provenance)
                 FailureKind::Violation { .. } => {
                     body.push_str(&format!("{step}\nexpect invariants\n"));
                 }
-                FailureKind::Divergence { .. } | FailureKind::Panic { .. } => {
+                FailureKind::Divergence { .. }
+                | FailureKind::Panic { .. }
+                | FailureKind::NotLinearizable(_) => {
                     body.push_str(&format!("{step}\n"));
                 }
             }
@@ -415,5 +581,32 @@ pub fn reproducer(program: &Program, failure: &Failure, provenance: &Provenance)
         text.push_str("# (the reference's outcome cannot be written on this command)\n");
         text.push_str(&body(false));
     }
+    text
+}
+
+/// A block that no order explains, with the reference's outcome in the
+/// block's line order on the first line that differs in that order (module
+/// doc); the block as it is if that order differs nowhere it can say.
+fn block_with_outcome(step: &Step, failure: &NotLinearizable) -> String {
+    let Step::Parallel(block) = step else {
+        return format!("{step}\n");
+    };
+    // The identity order's mismatch: the one whose prefix is 0, 1, ..., k.
+    let identity = failure
+        .orders
+        .iter()
+        .find(|o| o.prefix.iter().enumerate().all(|(i, &line)| i == line));
+    let mut text = String::from("parallel\n");
+    for (i, line) in block.steps.iter().enumerate() {
+        let outcome = identity.and_then(|o| match (&o.reference, o.prefix.last()) {
+            (Ok(Some(reply)), Some(&last)) if last == i => Some(actual_text(&reply.outcome)),
+            _ => None,
+        });
+        match outcome {
+            Some(outcome) => text.push_str(&format!("  {line} => {outcome}\n")),
+            None => text.push_str(&format!("  {line}\n")),
+        }
+    }
+    text.push_str("end\n");
     text
 }

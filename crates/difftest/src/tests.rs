@@ -318,3 +318,346 @@ fn compact_moves_tagged_pages_on_the_kernel() {
         );
     }
 }
+
+/// The reference, except that a `parallel` block runs its ops one after
+/// the other in `order` (indexes into the block's ops), and `tamper`
+/// replaces the outcome of one op of every block: a machine under test
+/// whose interleavings are chosen by hand.
+struct Permuting {
+    inner: Box<dyn Machine>,
+    order: Vec<usize>,
+    tamper: Option<(usize, Outcome)>,
+}
+
+impl Machine for Permuting {
+    fn run(&mut self, op: &Op) -> Reply {
+        self.inner.run(op)
+    }
+
+    fn run_parallel(
+        &mut self,
+        ops: &[Op],
+        _chooser: &mut dyn sched::Chooser,
+    ) -> Result<Vec<Reply>, uapi::MachineError> {
+        let mut replies = vec![None; ops.len()];
+        for &i in self.order.iter().filter(|&&i| i < ops.len()) {
+            replies[i] = Some(self.inner.run(&ops[i]));
+        }
+        if let Some((i, outcome)) = &self.tamper
+            && let Some(Some(reply)) = replies.get_mut(*i)
+        {
+            reply.outcome = outcome.clone();
+        }
+        Ok(replies.into_iter().map(|r| r.unwrap()).collect())
+    }
+
+    fn counter(&self, counter: uapi::Counter) -> Option<u64> {
+        self.inner.counter(counter)
+    }
+
+    fn tags(&self, pid: uapi::Pid, ptr: mte::TaggedPtr, len: u64) -> Option<Vec<Tag>> {
+        self.inner.tags(pid, ptr, len)
+    }
+
+    fn page_state(
+        &self,
+        pid: uapi::Pid,
+        ptr: mte::TaggedPtr,
+        state: uapi::PageState,
+    ) -> Option<bool> {
+        self.inner.page_state(pid, ptr, state)
+    }
+
+    fn invariant_violations(&self) -> Vec<uapi::Violation> {
+        self.inner.invariant_violations()
+    }
+}
+
+fn plain_platform() -> ProgramPlatform {
+    ProgramPlatform {
+        memory: 8 << 20,
+        policy: Design::DYNAMIC,
+        block_size: None,
+        data: None,
+        thp: platform::Thp::Never,
+        swap: 0,
+        seed: 0,
+        mistakes: platform::Mistakes::NONE,
+    }
+}
+
+const P0: ProcName = ProcName(0);
+const M0: PtrRef = PtrRef::at(PtrName::Map(0), 0);
+
+fn on_p0(cmd: Cmd) -> Step {
+    Step::Process { proc: P0, cmd }
+}
+
+fn store(value: u128) -> Step {
+    on_p0(Cmd::Store {
+        ptr: M0,
+        size: uapi::AccessSize::B8,
+        value,
+    })
+}
+
+fn load() -> Step {
+    on_p0(Cmd::Load {
+        ptr: M0,
+        size: uapi::AccessSize::B8,
+    })
+}
+
+/// `spawn p0`, a page mapped at `m0`, the block, then `after`.
+fn block_program(block: Vec<Step>, after: Vec<Step>) -> Program {
+    let mut steps = vec![
+        Step::Spawn(P0),
+        on_p0(Cmd::Mmap {
+            name: 0,
+            len: 0x1000,
+            prot: uapi::Prot::READ_WRITE,
+            sharing: uapi::Sharing::Private,
+            backing: uapi::Backing::Anon,
+            populate: false,
+        }),
+        Step::Parallel(Block {
+            steps: block,
+            schedule: BlockSchedule::Seed(0),
+        }),
+    ];
+    steps.extend(after);
+    Program {
+        platform: plain_platform(),
+        steps,
+    }
+}
+
+fn run_permuting(
+    program: &Program,
+    order: &[usize],
+    tamper: Option<(usize, Outcome)>,
+) -> ProgramRun {
+    let order = order.to_vec();
+    let under_test = move |platform: &Platform| -> Result<Box<dyn Machine>, _> {
+        Ok(Box::new(Permuting {
+            inner: reference(platform),
+            order: order.clone(),
+            tamper: tamper.clone(),
+        }) as Box<dyn Machine>)
+    };
+    run_program(program, &under_test, &reference_factory).unwrap()
+}
+
+fn reference_factory(
+    platform: &Platform,
+) -> Result<Box<dyn Machine>, scenario::machine::MachineUnavailable> {
+    Ok(reference(platform))
+}
+
+/// A store and a load of one address: the load's value says which ran
+/// first, and exactly one order explains each of the two replies.
+#[test]
+fn a_block_is_explained_by_the_one_order_that_gives_its_replies() {
+    let program = block_program(vec![store(7), load()], vec![load()]);
+    let text = program.render();
+    assert!(
+        text.contains("parallel\n  p0 store m0 8 0x7\n  p0 load m0 8\nend\n"),
+        "{text}"
+    );
+    // Line order: the load sees the store.
+    let run = run_permuting(&program, &[0, 1], None);
+    assert_eq!(run.failure, None);
+    assert_eq!((run.raced_as_written, run.raced_reordered), (1, 0));
+    // The other order: the load sees 0, which only the order 1, 0 gives.
+    let run = run_permuting(&program, &[1, 0], None);
+    assert_eq!(run.failure, None);
+    assert_eq!((run.raced_as_written, run.raced_reordered), (0, 1));
+    assert_eq!((run.steps, run.ops, run.max_candidates), (4, 5, 1));
+}
+
+/// A load value that no order gives: every order is listed with its first
+/// differing reply.
+#[test]
+fn a_block_no_order_explains_is_reported_with_every_order() {
+    let program = block_program(vec![store(7), load()], Vec::new());
+    let run = run_permuting(&program, &[0, 1], Some((1, Outcome::Value(5))));
+    let failure = run.failure.expect("not linearizable");
+    assert_eq!((failure.step, failure.word), (2, "parallel"));
+    let FailureKind::NotLinearizable(block) = &failure.kind else {
+        panic!("{failure}");
+    };
+    assert_eq!(
+        block.under_test[1].as_ref().unwrap().outcome,
+        Outcome::Value(5)
+    );
+    let orders: Vec<(Vec<usize>, Outcome)> = block
+        .orders
+        .iter()
+        .map(|o| {
+            (
+                o.prefix.clone(),
+                o.reference.clone().unwrap().unwrap().outcome,
+            )
+        })
+        .collect();
+    assert_eq!(
+        orders,
+        vec![
+            (vec![0, 1], Outcome::Value(7)),
+            // The load first: it differs at once, whatever follows.
+            (vec![1], Outcome::Value(0)),
+        ]
+    );
+    let text = failure.to_string();
+    assert!(text.contains("line 1: p0 load m0 8 => value 0x5"), "{text}");
+    assert!(text.contains("order 0,1: line 1 => value 0x7"), "{text}");
+    assert!(text.contains("order 1,...: line 1 => value 0x0"), "{text}");
+    assert_eq!(failure.class(), FailureClass::Divergence);
+}
+
+/// Two stores to one address reply alike in either order and leave
+/// different memory: both states are kept until a later load decides, and
+/// a load value neither gives is a divergence.
+#[test]
+fn orders_with_equal_replies_stay_candidates_until_a_later_step_decides() {
+    let program = block_program(vec![store(1), store(2)], vec![load(), load()]);
+    for order in [[0, 1], [1, 0]] {
+        let run = run_permuting(&program, &order, None);
+        assert_eq!(run.failure, None, "order {order:?}");
+        assert_eq!(run.max_candidates, 2);
+    }
+    // A later load of a value neither store wrote.
+    let mut tampered = program.clone();
+    tampered.steps.push(Step::Parallel(Block {
+        steps: vec![load(), load()],
+        schedule: BlockSchedule::Seed(1),
+    }));
+    let run = run_permuting(&tampered, &[0, 1], Some((0, Outcome::Value(9))));
+    assert!(matches!(
+        run.failure.map(|f| f.kind),
+        Some(FailureKind::NotLinearizable(_))
+    ));
+    // Stores of equal values: one state, kept once.
+    let same = block_program(vec![store(3), store(3)], vec![load()]);
+    assert_eq!(run_permuting(&same, &[1, 0], None).max_candidates, 1);
+}
+
+/// A machine under test whose loads in blocks read a value no order
+/// gives: the fuzzer finds it, and the reproducer keeps a block with its
+/// (replayable) schedule.
+#[test]
+fn a_block_failure_shrinks_to_a_block_with_its_schedule() {
+    let under_test = |platform: &Platform| -> Result<Box<dyn Machine>, _> {
+        Ok(Box::new(Permuting {
+            inner: reference(platform),
+            order: vec![0, 1, 2, 3],
+            tamper: Some((0, Outcome::Value(0x5a5a))),
+        }) as Box<dyn Machine>)
+    };
+    let config = FuzzConfig {
+        parallel: 40,
+        ..FuzzConfig::new(20_000, 3, Design::DYNAMIC)
+    };
+    let report = fuzz(&config, &under_test, &reference_factory).unwrap();
+    assert!(report.blocks > 0);
+    let found = report.found.first().expect("a tampered block is found");
+    assert_eq!(found.failure.word, "parallel");
+    let shrunk = found.shrunk.as_ref().unwrap();
+    let last = shrunk.program.steps.last().unwrap();
+    assert!(
+        matches!(last, Step::Parallel(_)),
+        "{}",
+        shrunk.program.render()
+    );
+    assert!(shrunk.program.ops() <= found.original.ops());
+    assert!(shrunk.program.replayed_schedules().is_some());
+    let text = &found.reproducer;
+    assert!(text.contains("\nparallel\n"), "{text}");
+    assert!(
+        text.contains("# replay: mtesim run fuzz-failure.mte --schedule "),
+        "{text}"
+    );
+    // The reproducer parses, and its blocks are the shrunk program's.
+    let script = lang::parse("fuzz-failure.mte", text.as_bytes()).unwrap();
+    let blocks = script
+        .stmts
+        .iter()
+        .filter(|s| matches!(s, Stmt::Parallel(_)))
+        .count();
+    assert_eq!(blocks, shrunk.program.replayed_schedules().unwrap().len());
+    // It replays with the schedule of its header: it fails on the machine
+    // under test at the block, and passes on the reference.
+    let schedule: sched::Schedule = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# replay: mtesim run fuzz-failure.mte --schedule "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let options = scenario::run::RunOptions {
+        schedule: Some(schedule),
+        ..scenario::run::RunOptions::default()
+    };
+    let run = |factory: Factory<'_>| match scenario::run_source(
+        "fuzz-failure.mte",
+        text.as_bytes(),
+        &options,
+        factory,
+    ) {
+        scenario::run::FileResult::Ran(report) => report,
+        other => panic!("{other:?}"),
+    };
+    let on_bug = run(&under_test);
+    assert_eq!(on_bug.error, None);
+    assert_eq!(on_bug.failures.len(), 1, "{:?}\n{text}", on_bug.failures);
+    assert!(run(&reference_factory).passed());
+}
+
+/// Programs with blocks render to text that parses back to the same
+/// blocks, and pruning keeps blocks well formed.
+#[test]
+fn programs_with_blocks_round_trip_and_prune() {
+    let config = GenConfig {
+        parallel: DEFAULT_PARALLEL,
+        ..GenConfig::new(Design::DYNAMIC, 300)
+    };
+    for seed in 0..6 {
+        let program = generate(&config, seed);
+        let blocks: Vec<&Block> = program
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Parallel(b) => Some(b),
+                _ => None,
+            })
+            .collect();
+        assert!(!blocks.is_empty(), "seed {seed}");
+        assert!(blocks.iter().all(|b| (2..=4).contains(&b.steps.len())));
+        assert_eq!(program.ops(), 300);
+        let per_step = program.step_commands().unwrap();
+        assert_eq!(per_step.len(), program.steps.len());
+        for (step, commands) in program.steps.iter().zip(&per_step) {
+            assert_eq!(step.ops(), commands.len());
+        }
+        // The same steps as without blocks, grouped.
+        let flat = generate(&GenConfig::new(Design::DYNAMIC, 300), seed);
+        let inner: Vec<Step> = program
+            .steps
+            .iter()
+            .flat_map(|s| s.inner().to_vec())
+            .collect();
+        assert_eq!(inner, flat.steps);
+        // Removing the steps that bind names keeps the rest parseable.
+        let mut pruned = program.clone();
+        pruned.steps.retain(|s| {
+            !matches!(
+                s,
+                Step::Process {
+                    cmd: Cmd::Mmap { .. },
+                    ..
+                }
+            )
+        });
+        pruned.prune();
+        assert!(pruned.step_commands().is_ok());
+    }
+}

@@ -201,6 +201,9 @@ fn caught(bug: Bug, seed: u64) -> FuzzReport {
             max_attempts: 3000,
             ..ShrinkLimits::default()
         }),
+        // These bugs are sequential (the buggy machine runs blocks
+        // without its bug): no blocks, so the seeds keep their programs.
+        parallel: 0,
         ..FuzzConfig::new(30_000, seed, Design::DYNAMIC)
     };
     let start = Instant::now();

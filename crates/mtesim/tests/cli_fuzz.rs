@@ -90,6 +90,8 @@ fn bad_arguments_are_refused_with_status_2() {
         &["fuzz", "--set", "memory=64M"],
         &["fuzz", "--ops", "ten"],
         &["fuzz", "--machine", "qemu"],
+        &["fuzz", "--parallel", "101"],
+        &["fuzz", "--parallel", "sometimes"],
     ] {
         let out = mtesim_in(dir.path(), args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -128,4 +130,23 @@ fn the_fuzzer_finds_the_huge_zero_page_livelock_and_shrinks_it() {
     assert_eq!(failing.status.code(), Some(1), "{}", stdout(&failing));
     let fixed = mtesim_in(d.path(), &["run", "--set", "mistake=none", "hzp.mte"]);
     assert_eq!(fixed.status.code(), Some(0), "{}", stdout(&fixed));
+}
+
+#[test]
+fn parallel_blocks_are_on_by_default_and_can_be_switched_off() {
+    let dir = dir();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["fuzz", "--ops", "2000", "--seed", "5"];
+        args.extend_from_slice(extra);
+        let out = mtesim_in(dir.path(), &args);
+        assert_eq!(out.status.code(), Some(0), "{extra:?}: {}", stdout(&out));
+        assert_eq!(
+            stdout(&out),
+            "fuzz: 2000 ops, 0 divergences, 0 violations\n"
+        );
+        stderr(&out).to_owned()
+    };
+    assert!(run(&[]).contains("parallel: "), "blocks by default");
+    assert!(run(&["--parallel", "50"]).contains("parallel: "));
+    assert!(!run(&["--parallel", "off"]).contains("parallel: "));
 }

@@ -55,7 +55,7 @@ use crate::layout::Layout;
 use crate::process::Process;
 
 /// The reference machine.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct RefMachine {
     /// Whether the machine has MTE (`tag-storage` is not `none`).
     mte: bool,
@@ -82,6 +82,45 @@ impl RefMachine {
             processes: BTreeMap::new(),
             next_pid: Self::FIRST_PID.0,
         }
+    }
+
+    /// A copy that runs on independently: the processes cloned (private
+    /// pages shared copy-on-write), and each shared object copied once, so
+    /// that the copy's mappings share their objects exactly as the
+    /// original's do. Costs a map entry per page, not a page copy.
+    pub fn snapshot(&self) -> RefMachine {
+        // Keyed by the original's address: a lookup, never iterated, so
+        // the addresses leak into nothing.
+        let mut copies: BTreeMap<usize, memory::SharedObject> = BTreeMap::new();
+        let mut copy = |object: &memory::SharedObject| {
+            let key = std::rc::Rc::as_ptr(object) as usize;
+            copies
+                .entry(key)
+                .or_insert_with(|| {
+                    std::rc::Rc::new(core::cell::RefCell::new(object.borrow().clone()))
+                })
+                .clone()
+        };
+        let mut processes = self.processes.clone();
+        for process in processes.values_mut() {
+            process.space.replace_objects(&mut copy);
+        }
+        RefMachine {
+            mte: self.mte,
+            layout: self.layout,
+            rng: self.rng.clone(),
+            processes,
+            next_pid: self.next_pid,
+        }
+    }
+
+    /// Whether `other` is in the same state: every field equal, objects
+    /// compared by contents (pages still shared copy-on-write compare by
+    /// address first). Which mappings share one object is not compared:
+    /// two states reached from one state by the same commands in two
+    /// orders share alike, since only `mmap` and `fork` make sharing.
+    pub fn same_state(&self, other: &RefMachine) -> bool {
+        self == other
     }
 
     pub fn has_mte(&self) -> bool {
@@ -230,6 +269,19 @@ impl RefMachine {
 }
 
 impl Machine for RefMachine {
+    fn snapshot(&self) -> Option<Box<dyn Machine>> {
+        Some(Box::new(RefMachine::snapshot(self)))
+    }
+
+    fn as_any(&self) -> Option<&dyn core::any::Any> {
+        Some(self)
+    }
+
+    fn same_state(&self, other: &dyn Machine) -> Option<bool> {
+        let other = other.as_any()?.downcast_ref::<RefMachine>()?;
+        Some(RefMachine::same_state(self, other))
+    }
+
     fn run(&mut self, op: &Op) -> Reply {
         match op {
             Op::Spawn => self.spawn(),

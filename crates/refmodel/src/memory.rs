@@ -105,14 +105,16 @@ impl ObjectKind {
 }
 
 /// A zero-filled file (or shared anonymous memory) of a fixed size.
-#[derive(Debug)]
+#[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Object {
     pub kind: ObjectKind,
     /// Its size in pages; mappings never reach past it (the model has no
     /// `ftruncate` or `mremap`).
     pub len_pages: u64,
-    /// Pages written so far, by page index in the object.
-    pub pages: BTreeMap<u64, Page>,
+    /// Pages written so far, by page index in the object; shared with the
+    /// copies of [`crate::RefMachine::snapshot`] until written
+    /// (`Rc::make_mut`).
+    pub pages: BTreeMap<u64, Rc<Page>>,
 }
 
 /// An object shared by every mapping of it.

@@ -30,7 +30,7 @@ use crate::layout::{Layout, Vpn};
 use crate::space::AddressSpace;
 
 /// One process of the reference machine.
-#[derive(Clone, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Process {
     pub ctrl: MteCtrl,
     /// PSTATE.TCO.

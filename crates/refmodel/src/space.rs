@@ -33,6 +33,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound::{Excluded, Unbounded};
+use std::rc::Rc;
 
 use mte::{Tag, VirtAddr};
 use thiserror::Error;
@@ -69,7 +70,7 @@ pub enum Need {
 }
 
 /// What backs a mapping.
-#[derive(Clone, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Mapping {
     /// `MAP_PRIVATE | MAP_ANONYMOUS`.
     PrivateAnon,
@@ -83,7 +84,7 @@ pub enum Mapping {
 }
 
 /// A mapping (Linux: `struct vm_area_struct`).
-#[derive(Clone, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Vma {
     pub start: VirtAddr,
     /// One past the last byte.
@@ -211,14 +212,16 @@ impl SpaceError {
 }
 
 /// A process's address space. Cloning it is `fork(2)`'s copy: private pages
-/// are copied, objects are shared.
-#[derive(Clone, Debug)]
+/// are copied (lazily: the copies share each page until one of them writes
+/// it), objects are shared.
+#[derive(Clone, PartialEq, Eq, Debug)]
 pub struct AddressSpace {
     layout: Layout,
     /// By start address.
     vmas: BTreeMap<VirtAddr, Vma>,
-    /// Pages written through private mappings.
-    private: BTreeMap<Vpn, Page>,
+    /// Pages written through private mappings (copy-on-write between
+    /// clones: `Rc::make_mut` on write).
+    private: BTreeMap<Vpn, Rc<Page>>,
 }
 
 impl AddressSpace {
@@ -473,7 +476,7 @@ impl AddressSpace {
             return read(Some(page));
         }
         match vma.object_page(&self.layout, addr) {
-            Some((object, index)) => read(object.borrow().pages.get(&index)),
+            Some((object, index)) => read(object.borrow().pages.get(&index).map(|p| &**p)),
             None => read(None),
         }
     }
@@ -495,16 +498,27 @@ impl AddressSpace {
             let page = object
                 .pages
                 .entry(index)
-                .or_insert_with(|| Page::zeroed(geometry));
-            return write(page);
+                .or_insert_with(|| Rc::new(Page::zeroed(geometry)));
+            return write(Rc::make_mut(page));
         }
         let vpn = self.layout.vpn(addr);
         let page = self.private.entry(vpn).or_insert_with(|| {
             behind
                 .and_then(|(object, index)| object.borrow().pages.get(&index).cloned())
-                .unwrap_or_else(|| Page::zeroed(geometry))
+                .unwrap_or_else(|| Rc::new(Page::zeroed(geometry)))
         });
-        write(page)
+        write(Rc::make_mut(page))
+    }
+
+    /// Replaces every object behind a mapping by what `copy` gives for it
+    /// (what [`crate::RefMachine::snapshot`] uses to give a copy of the
+    /// machine its own objects, shared as the originals were).
+    pub fn replace_objects(&mut self, copy: &mut impl FnMut(&SharedObject) -> SharedObject) {
+        for vma in self.vmas.values_mut() {
+            if let Mapping::Object { object, .. } = &mut vma.mapping {
+                *object = copy(object);
+            }
+        }
     }
 
     /// The allocation tag of the granule at `addr` as a checked access or
@@ -800,7 +814,10 @@ mod tests {
         let object = Object::new_shared(ObjectKind::Tmpfs, 4);
         let mut written = Page::zeroed(l.page);
         written.data[0] = 0x5a;
-        object.borrow_mut().pages.insert(1, written);
+        object
+            .borrow_mut()
+            .pages
+            .insert(1, std::rc::Rc::new(written));
         let mut private = AddressSpace::new(l);
         private.insert(Vma {
             mapping: Mapping::Object {

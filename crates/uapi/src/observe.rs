@@ -382,6 +382,28 @@ pub trait Machine {
     fn merge_lock_order(&mut self, order: &sched::LockOrder) {
         let _ = order; // a machine without simulated locks has no order
     }
+
+    /// A copy of the machine that runs on independently of this one, or
+    /// `None` if the machine cannot be copied. The fuzzer's
+    /// linearizability check runs a `parallel` block's commands in every
+    /// serial order on copies of the reference.
+    fn snapshot(&self) -> Option<Box<dyn Machine>> {
+        None
+    }
+
+    /// The machine as [`core::any::Any`] (for [`Machine::same_state`]
+    /// between two machines of one type); `None` if it does not say.
+    fn as_any(&self) -> Option<&dyn core::any::Any> {
+        None
+    }
+
+    /// Whether `other` is in the same state as this machine: the same
+    /// reply to every op from now on. `None` if the machine cannot tell
+    /// (then two machines are taken to differ).
+    fn same_state(&self, other: &dyn Machine) -> Option<bool> {
+        let _ = other;
+        None
+    }
 }
 
 #[cfg(test)]

@@ -214,6 +214,8 @@ fn step(c: &CommandStmt) -> Result<Step, (Span, String)> {
             (None, format!("rt_spawn(rt_self, {});", proc.node.0))
         }
         Command::Compact => (None, "rt_compact();".to_string()),
+        // One `ksm-scan` is one full pass of ksmd (`docs/language.md`).
+        Command::KsmScan => (None, "rt_ksm_scan(1);".to_string()),
         Command::Reclaim { pages } => {
             return refuse(
                 pages.span,

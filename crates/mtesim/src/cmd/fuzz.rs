@@ -1,5 +1,6 @@
 //! `mtesim fuzz [--ops N] [--seed S] [--set tag-storage=DESIGN]
-//! [--out FILE] [--machine kernel|reference] [--shard K/N]`: differential
+//! [--out FILE] [--machine kernel|reference] [--shard K/N]
+//! [--parallel on|off|PERCENT]`: differential
 //! testing of the
 //! machine under test against the reference model
 //! ([`difftest`]).
@@ -26,6 +27,12 @@
 //! unsharded run draws (same seeds, same lengths, the same `N` ops in all),
 //! so `N` shards together run what one run would (when no failure stops it
 //! early); each shard's summary counts its own ops.
+//!
+//! `--parallel` (on by default) puts `parallel` blocks of 2-4 commands
+//! into the programs; each block's replies must be explained by some
+//! serial order of its commands on the reference (see [`difftest`]). A
+//! failing program's reproducer then names the `--schedule` that replays
+//! it.
 //!
 //! Panics of a machine are findings (counted as divergences), so the panic
 //! hook is silenced while fuzzing: the shrinker reproduces a panic many
@@ -66,6 +73,23 @@ pub struct Args {
     /// arguments and K = 0..N together run the programs of one run.
     #[arg(long, value_name = "K/N", value_parser = super::explore::parse_shard)]
     pub shard: Option<sched::Shard>,
+    /// `parallel` blocks: `on` (the default), `off`, or the percent chance
+    /// (0-100) that a step opens one.
+    #[arg(long, value_name = "on|off|PERCENT", default_value = "on", value_parser = parse_parallel)]
+    pub parallel: u32,
+}
+
+fn parse_parallel(text: &str) -> Result<u32, String> {
+    match text {
+        "on" => Ok(difftest::DEFAULT_PARALLEL),
+        "off" => Ok(0),
+        _ => match parse_u64(text, Suffix::Forbidden) {
+            Ok(p) if p <= 100 => Ok(p as u32),
+            _ => Err(format!(
+                "`{text}` is not on, off or a percentage from 0 to 100"
+            )),
+        },
+    }
 }
 
 fn parse_count(text: &str) -> Result<u64, String> {
@@ -120,6 +144,7 @@ pub fn run(args: &Args) -> ExitCode {
         shard: args
             .shard
             .map_or((0, 1), |s| (u64::from(s.index), u64::from(s.count))),
+        parallel: args.parallel,
         ..FuzzConfig::new(args.ops, args.seed, design)
     };
     let hook = std::panic::take_hook();
@@ -155,7 +180,14 @@ pub fn run(args: &Args) -> ExitCode {
             "reproducer: {} ({} steps, shrunk from {})",
             args.out.display(),
             found.reproducer_len(),
-            found.original.steps.len()
+            found.original.ops()
+        );
+    }
+    if report.blocks > 0 {
+        // On stderr: stdout is the findings and the summary.
+        eprintln!(
+            "parallel: {} blocks, at most {} candidate reference states",
+            report.blocks, report.max_candidates
         );
     }
     let _ = writeln!(out, "{}", report.summary());

@@ -247,3 +247,33 @@ fn parallel_runs_in_order_and_keeps_no_counters() {
     assert_eq!(s.m.counter(uapi::Counter::FaultCow), None);
     assert_eq!(s.m.page_state(p, a, uapi::PageState::Private), None);
 }
+
+/// A snapshot runs on alone: writes to it reach neither the original's
+/// private pages nor its shared objects, and two processes sharing an
+/// object in the original share the copy's object.
+#[test]
+fn a_snapshot_is_independent_and_shares_as_the_original() {
+    let mut s = Sim::new();
+    let p = s.sync_process();
+    let private = s.mmap(p, 4096, "r,w", "private,anon");
+    let shared = s.mmap(p, 4096, "r,w", "shared,anon");
+    s.ok(p, store(private, 8, 1));
+    s.ok(p, store(shared, 8, 2));
+    let c = s.fork(p);
+    let mut copy = Sim { m: s.m.snapshot() };
+    assert!(copy.m.same_state(&s.m));
+    copy.ok(p, store(private, 8, 11));
+    copy.ok(c, store(shared, 8, 22));
+    assert!(!copy.m.same_state(&s.m));
+    // The original is untouched.
+    s.check(p, load(private, 8), Outcome::Value(1));
+    s.check(p, load(shared, 8), Outcome::Value(2));
+    // The copy's child wrote the copy's object, which its parent sees.
+    copy.check(p, load(shared, 8), Outcome::Value(22));
+    copy.check(p, load(private, 8), Outcome::Value(11));
+    copy.check(c, load(private, 8), Outcome::Value(1));
+    // Through the trait too.
+    let boxed = Machine::snapshot(&s.m).unwrap();
+    assert_eq!(boxed.same_state(&s.m), Some(true));
+    assert_eq!(Machine::same_state(&copy.m, &*boxed), Some(false));
+}

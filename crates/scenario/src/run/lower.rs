@@ -30,7 +30,7 @@ use uapi::{Bound, Command as UCommand, Errno, MapFlags, Op, Outcome, Pid};
 use lang::ast::{Command, Names, ProcId, ProcessOp, PtrBase, PtrExpr, PtrSlot};
 
 /// The run-time values of a script's names.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
 pub struct Bindings {
     processes: Vec<Option<Pid>>,
     pointers: Vec<TaggedPtr>,
