@@ -243,7 +243,10 @@ mod tests {
         block_on(m.activate(Pfn::new(BASE), &mut src)).unwrap();
         assert_eq!(m.counters().reserved, 511);
         assert_eq!(m.block_state(TagBlock::new(7)), BlockState::Lent);
-        assert_eq!(m.block_state(TagBlock::new(0)), BlockState::Held { refs: 1 });
+        assert_eq!(
+            m.block_state(TagBlock::new(0)),
+            BlockState::Held { refs: 1 }
+        );
         assert!(m.check().is_empty(), "{:?}", m.check());
     }
 
@@ -254,7 +257,11 @@ mod tests {
         // Untagged data entered block 3: it is no FREE block any more.
         src.used.insert(Pfn::new(BASE + 32 * 3));
         let runs = m.tagged_placement(Order::new(0), &src);
-        assert_eq!(runs[0].start, Pfn::new(BASE), "the zero page's TAGGED block");
+        assert_eq!(
+            runs[0].start,
+            Pfn::new(BASE),
+            "the zero page's TAGGED block"
+        );
         assert_eq!(runs[1].start, Pfn::new(BASE + 32), "then FREE blocks");
         assert!(runs.iter().all(|r| r.start != Pfn::new(BASE + 32 * 3)));
         // The refill releases its T (FREE -> UNTAGGED) ...
@@ -264,12 +271,18 @@ mod tests {
         // ... and holds it again once all 33 pages are free.
         src.used.clear();
         assert!(block_on(m.refill(Order::new(0), &mut src)));
-        assert_eq!(m.block_state(TagBlock::new(3)), BlockState::Held { refs: 0 });
+        assert_eq!(
+            m.block_state(TagBlock::new(3)),
+            BlockState::Held { refs: 0 }
+        );
         // Freeing tagged frames keeps T held.
         let frame = Pfn::new(BASE + 32 * 9);
         block_on(m.reserve(frame, Order::new(0), &mut src)).unwrap();
         m.release(frame, Order::new(0), &mut src);
-        assert_eq!(m.block_state(TagBlock::new(9)), BlockState::Held { refs: 0 });
+        assert_eq!(
+            m.block_state(TagBlock::new(9)),
+            BlockState::Held { refs: 0 }
+        );
         assert!(m.check().is_empty(), "{:?}", m.check());
     }
 }

@@ -304,8 +304,7 @@ impl HeldBlocks {
                 .geometry
                 .blocks_of(covers.start, order.pages())
                 .collect();
-            if in_window.len() as u64 == per_window && in_window.iter().all(|&b| self.is_held(b))
-            {
+            if in_window.len() as u64 == per_window && in_window.iter().all(|&b| self.is_held(b)) {
                 out.push(PfnRange::new(covers.start, order.pages()));
             }
         }

@@ -62,8 +62,8 @@ use crate::check::TagStoreViolation;
 use crate::design::{DesignEntry, OnReserveFailure, Rules, Storage, TaggedPlacement};
 use crate::held::HeldBlocks;
 use crate::{
-    BlockSource, BlockState, ClaimCause, LocalBoxFuture, ReserveError, ReservedBlocks,
-    TagStorage, TagStoreConfig, TagStoreCounters,
+    BlockSource, BlockState, ClaimCause, LocalBoxFuture, ReserveError, ReservedBlocks, TagStorage,
+    TagStoreConfig, TagStoreCounters,
 };
 use mte::{Geometry, Order, Pfn, PfnRange, TagBlock};
 use std::collections::{BTreeMap, BTreeSet};
@@ -413,8 +413,14 @@ mod tests {
         src.used.insert(zero);
         block_on(m.activate(zero, &mut src)).unwrap();
         assert_eq!(m.counters().reserved, 1 + 64);
-        assert_eq!(m.block_state(TagBlock::new(0)), BlockState::Held { refs: 1 });
-        assert_eq!(m.block_state(TagBlock::new(64)), BlockState::Held { refs: 0 });
+        assert_eq!(
+            m.block_state(TagBlock::new(0)),
+            BlockState::Held { refs: 1 }
+        );
+        assert_eq!(
+            m.block_state(TagBlock::new(64)),
+            BlockState::Held { refs: 0 }
+        );
         assert_eq!(m.block_state(TagBlock::new(65)), BlockState::Lent);
         assert!(m.check().is_empty(), "{:?}", m.check());
         assert_eq!(Design::by_name("xnu").map(|d| d.name()), Some("xnu"));
@@ -432,11 +438,17 @@ mod tests {
         assert_eq!(runs[0].start, Pfn::new(BASE));
         assert_eq!(runs[1].start, Pfn::new(BASE + 32 * 5));
         m.release(frame, Order::new(0), &mut src);
-        assert_eq!(m.block_state(TagBlock::new(5)), BlockState::Held { refs: 0 });
+        assert_eq!(
+            m.block_state(TagBlock::new(5)),
+            BlockState::Held { refs: 0 }
+        );
         assert_eq!(m.counters().releases, 0, "release is lazy");
         // A THP (order 9) needs 16 consecutive ACTIVE cells, aligned.
         let thp = m.tagged_placement(Order::new(9), &src);
-        assert!(thp.iter().all(|r| r.count == 512 && r.start.is_aligned(Order::new(9))));
+        assert!(
+            thp.iter()
+                .all(|r| r.count == 512 && r.start.is_aligned(Order::new(9)))
+        );
         assert!(!thp.is_empty());
     }
 

@@ -206,11 +206,12 @@ impl Memory {
         };
         let pfn = match self.policy.rules().tagged_placement {
             TaggedPlacement::Anywhere => self.alloc(order, gfp)?,
-            TaggedPlacement::HeldStorage => match self.alloc_in_held_storage(order, gfp, mover).await
-            {
-                Some(pfn) => pfn,
-                None => self.alloc(order, gfp)?,
-            },
+            TaggedPlacement::HeldStorage => {
+                match self.alloc_in_held_storage(order, gfp, mover).await {
+                    Some(pfn) => pfn,
+                    None => self.alloc(order, gfp)?,
+                }
+            }
         };
         let reservation = self.reserve_tag_storage(pfn, order, mover).await;
         if reservation.is_ok() && gfp.zero_tags {

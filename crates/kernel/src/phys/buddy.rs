@@ -551,7 +551,12 @@ impl BuddyAllocator {
     /// For designs that serve tagged allocations only from frames whose
     /// tag storage they hold (XNU's tagged grab from ACTIVE cells, Google's
     /// tagged free list): the kernel asks the design for the ranges.
-    pub fn alloc_within(&mut self, range: PfnRange, order: Order, flags: AllocFlags) -> Option<Pfn> {
+    pub fn alloc_within(
+        &mut self,
+        range: PfnRange,
+        order: Order,
+        flags: AllocFlags,
+    ) -> Option<Pfn> {
         if order > self.geometry().max_order()
             || !range.start.is_aligned(order)
             || !range.count.is_multiple_of(order.pages())
