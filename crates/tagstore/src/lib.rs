@@ -16,6 +16,12 @@
 //!   boot and never lent; reservations only count references.
 //! - [`DynamicTagStorage`] (`dynamic`, the 2023-24 RFC): blocks are CMA memory
 //!   until tagged frames need them.
+//! - [`XnuTagStorage`] (`xnu`, Apple XNU) and [`GoogleTagStorage`]
+//!   (`google`, Google's carve-out proposal): storage is *held* ahead of
+//!   tagged allocations, which the kernel serves only from frames whose
+//!   storage is held ([`TaggedPlacement::HeldStorage`]); blocks may be held
+//!   with no tagged frame ([`BlockState::Held`]) and go back only when the
+//!   design's refill decides.
 //!
 //! [`TagStorage`] has generic `async` methods, so it is not object-safe; the
 //! policy is chosen at the edge as a [`Manager`] enum that delegates to the
