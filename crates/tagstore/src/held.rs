@@ -353,7 +353,7 @@ impl HeldBlocks {
         }
         if let Some(zero_page) = self.zero_page {
             let block = self.geometry.block_of(zero_page);
-            if !block.is_some_and(|b| self.tagged(b).is_some_and(|t| t >= 1)) {
+            if block.is_none_or(|b| self.tagged(b).is_none_or(|t| t == 0)) {
                 out.push(TagStoreViolation::ZeroPageBlockNotReserved { zero_page, block });
             }
         }

@@ -295,7 +295,8 @@ impl TagStorage for XnuTagStorage {
             let zero = self.blocks.zero_block();
             let cells: Vec<TagBlock> = self.blocks.geometry.blocks().collect();
             for block in cells {
-                if self.blocks.held() - 1 >= limit {
+                // The zero page's cell is not part of the boot pool.
+                if self.blocks.held() > limit {
                     break;
                 }
                 let covers = self.blocks.covers(block);

@@ -288,7 +288,7 @@ impl Memory {
                     free += block_end - pfn;
                     pfn = block_end;
                 }
-                _ => pfn = pfn + 1,
+                _ => pfn += 1,
             }
         }
         free
