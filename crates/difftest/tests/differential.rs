@@ -50,9 +50,31 @@ fn kernel_agrees_with_reference_static_and_none() {
 }
 
 #[test]
+fn kernel_agrees_with_reference_xnu_and_google() {
+    for name in ["xnu", "google"] {
+        let design = Design::by_name(name).expect("registered");
+        agree(design, 400..416, 160);
+    }
+}
+
+#[test]
 fn parallel_blocks_keep_the_invariants() {
-    for seed in 0..24u64 {
-        let program = generate_parallel(&GenConfig::new(Design::DYNAMIC, 120), seed, 3);
+    parallel_blocks_keep_the_invariants_of(Design::DYNAMIC, 0..24);
+}
+
+/// The holding designs' refill runs inside the tagged allocation of
+/// whichever CPU found no taggable frame: parallel blocks interleave it.
+#[test]
+fn parallel_blocks_keep_the_invariants_xnu_and_google() {
+    for name in ["xnu", "google"] {
+        let design = Design::by_name(name).expect("registered");
+        parallel_blocks_keep_the_invariants_of(design, 0..12);
+    }
+}
+
+fn parallel_blocks_keep_the_invariants_of(design: Design, seeds: core::ops::Range<u64>) {
+    for seed in seeds {
+        let program = generate_parallel(&GenConfig::new(design, 120), seed, 3);
         assert!(
             program.blocks.iter().any(|b| b.len() > 1),
             "seed {seed}: no block of two commands or more"

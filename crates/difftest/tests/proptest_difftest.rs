@@ -29,7 +29,7 @@ use platform::{Design, PlatformSpec, TagStorageData, Thp};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError};
 
-/// Cases per platform test; six platform tests in all.
+/// Cases per platform test; eight platform tests in all.
 const CASES: u32 = 128;
 /// Steps per program at most.
 const MAX_STEPS: usize = 80;
@@ -46,6 +46,12 @@ fn platform(memory: u64, policy: Design) -> ProgramPlatform {
         seed: PlatformSpec::default().seed,
         mistakes: platform::Mistakes::NONE,
     }
+}
+
+/// A registered design by name (the designs past the first three have no
+/// constant).
+fn design(name: &str) -> Design {
+    Design::by_name(name).unwrap_or_else(|| panic!("design {name} is registered"))
 }
 
 fn run(platform: ProgramPlatform, seed: u64, steps: usize) -> Result<(), TestCaseError> {
@@ -140,6 +146,30 @@ proptest! {
             thp: Thp::Always,
             swap: 1 << 20,
             ..platform(32, Design::DYNAMIC)
+        };
+        run(p, seed, steps)?;
+    }
+
+    #[test]
+    fn xnu_tag_storage((seed, steps) in programs()) {
+        // Huge pages (an ACTIVE run of 16 cells), swap and untagged data
+        // in the tag storage (CLAIMED cells the refill must reclaim).
+        let p = ProgramPlatform {
+            data: Some(TagStorageData::Prefer),
+            thp: Thp::Always,
+            swap: 1 << 20,
+            ..platform(16, design("xnu"))
+        };
+        run(p, seed, steps)?;
+    }
+
+    #[test]
+    fn google_tag_storage((seed, steps) in programs()) {
+        let p = ProgramPlatform {
+            data: Some(TagStorageData::Prefer),
+            thp: Thp::Always,
+            block_size: Some(16 << 10),
+            ..platform(16, design("google"))
         };
         run(p, seed, steps)?;
     }

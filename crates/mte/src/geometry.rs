@@ -436,6 +436,21 @@ impl Geometry {
         PfnRange::new(start, self.block_pages)
     }
 
+    /// The data frames whose tags `block` holds: `block_pages * 32`
+    /// frames (the inverse of [`Geometry::block_of`]).
+    pub fn block_covers(&self, block: TagBlock) -> PfnRange {
+        let region = self
+            .regions
+            .iter()
+            .find(|r| (r.first_block..r.first_block + r.blocks).contains(&block.0))
+            .unwrap_or_else(|| panic!("BUG: {block:?} is not a block of this machine"));
+        let frames = self.block_pages * DATA_BYTES_PER_TAG_BYTE;
+        PfnRange::new(
+            region.covers.start + (block.0 - region.first_block) * frames,
+            frames,
+        )
+    }
+
     /// The block that tag storage frame `pfn` belongs to.
     pub fn block_containing(&self, pfn: Pfn) -> Option<TagBlock> {
         let region = self.regions.iter().find(|r| r.tags.contains(pfn))?;
@@ -484,6 +499,19 @@ mod tests {
         assert_eq!(g.tag_bytes_per_page(), 128);
         let g = default_machine(64 << 10);
         assert_eq!((g.block_pages(), g.tag_blocks()), (16, 32));
+    }
+
+    #[test]
+    fn block_covers_is_the_inverse_of_block_of() {
+        for block_size in [4096, 64 << 10] {
+            let g = default_machine(block_size);
+            for block in g.blocks() {
+                let covers = g.block_covers(block);
+                assert_eq!(covers.count, g.block_pages() * 32);
+                assert_eq!(g.block_of(covers.start), Some(block));
+                assert_eq!(g.block_of(covers.start + (covers.count - 1)), Some(block));
+            }
+        }
     }
 
     #[test]

@@ -119,6 +119,11 @@ pub enum TagStoreViolation {
         zero_page: Pfn,
         block: Option<TagBlock>,
     },
+    /// `xnu`, `google` (their form of invariant 3): a tagged frame lies only
+    /// in a block whose tag storage the design holds (an ACTIVE cell, a
+    /// FREE or TAGGED Tag Block).
+    #[error("{frames} tagged frame(s) lie in {block:?}, whose tag storage is not held")]
+    TaggedOutsideHeldStorage { block: TagBlock, frames: u64 },
     /// The caller broke the contract; `first` is the first such call.
     #[error("{count} call(s) broke the tag storage contract; the first: {first}")]
     Misuse { first: Misuse, count: u64 },

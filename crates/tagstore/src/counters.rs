@@ -11,6 +11,13 @@
 //! | `tag_storage.releases` | 0 | 0 | blocks whose last reference went so far |
 //! | `tag_storage.reserve_failures` | 0 | 0 | reserve (and activate) calls that failed to claim a block |
 //!
+//! Under `xnu` a block is a cell: `reserved` counts ACTIVE cells,
+//! `reservations` activations (boot included), `releases` deactivations
+//! (the drain), `reserve_failures` failed activations and reclaims. Under
+//! `google` a block is a Tag Block: `reserved` counts FREE and TAGGED blocks
+//! (T held), `reservations` conversions to FREE (boot included), `releases`
+//! conversions to UNTAGGED, `reserve_failures` failed T claims.
+//!
 //! So `reserved == reservations - releases` under every policy. A block claimed
 //! and given back because another block of the same call failed counts as
 //! neither a reservation nor a release: it was never reserved. A failed call

@@ -45,6 +45,20 @@ pub enum OnReserveFailure {
     MigrateFaultingPage,
 }
 
+/// Where the page allocator takes the frames of a tagged allocation.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum TaggedPlacement {
+    /// Wherever the buddy allocator finds them; the tag storage is reserved
+    /// afterwards (the RFC's `post_alloc_hook()`).
+    Anywhere,
+    /// Only from frames whose tag storage the design already holds, in the
+    /// order [`crate::TagStorage::tagged_placement`] gives; when none is free
+    /// the kernel asks [`crate::TagStorage::refill`] to make some, and falls
+    /// back to [`TaggedPlacement::Anywhere`] only when that made none (XNU's
+    /// tagged grab from ACTIVE cells, Google's tagged free list).
+    HeldStorage,
+}
+
 /// The answers a design gives the kernel; fixed for the machine's life.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Rules {
@@ -54,6 +68,7 @@ pub struct Rules {
     /// lock) instead of writing an entry awaiting tag storage.
     pub reserve_in_atomic: bool,
     pub on_reserve_failure: OnReserveFailure,
+    pub tagged_placement: TaggedPlacement,
 }
 
 impl Rules {
@@ -107,11 +122,13 @@ impl DesignEntry {
 
 /// Every design, in the order listings show them. The first three are the
 /// [`Design`] constants.
-pub static DESIGNS: [DesignEntry; 4] = [
+pub static DESIGNS: [DesignEntry; 6] = [
     crate::none::DESIGN,
     crate::carveout::DESIGN,
     crate::dynamic::DESIGN,
     crate::rfc_v3::DESIGN,
+    crate::google::DESIGN,
+    crate::xnu::DESIGN,
 ];
 
 /// A handle to one registered design.
@@ -208,7 +225,10 @@ mod tests {
         assert_eq!(Design::DYNAMIC.name(), "dynamic");
         assert_eq!(Design::by_name("dynamic"), Some(Design::DYNAMIC));
         assert_eq!(Design::by_name("bogus"), None);
-        assert_eq!(Design::names(), "`none`, `static`, `dynamic` or `rfc-v3`");
+        assert_eq!(
+            Design::names(),
+            "`none`, `static`, `dynamic`, `rfc-v3`, `google` or `xnu`"
+        );
     }
 
     #[test]

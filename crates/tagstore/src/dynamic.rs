@@ -43,7 +43,7 @@
 //! (RFC "Perform CMOs for tag blocks") belong to the kernel side.
 
 use crate::check::{Misuse, MisuseLog, TagStoreViolation};
-use crate::design::{DesignEntry, OnReserveFailure, Rules, Storage};
+use crate::design::{DesignEntry, OnReserveFailure, Rules, Storage, TaggedPlacement};
 use crate::refs::{Allocation, BlockRefs, block_capacity};
 use crate::{
     BlockSource, BlockState, LocalBoxFuture, ReserveError, ReservedBlocks, TagStorage,
@@ -62,6 +62,7 @@ pub(crate) const DESIGN: DesignEntry = DesignEntry::new(
         // A claim migrates (sleeps) and may fail.
         reserve_in_atomic: false,
         on_reserve_failure: OnReserveFailure::MigrateFaultingPage,
+        tagged_placement: TaggedPlacement::Anywhere,
     },
     |geometry, config| Box::new(DynamicTagStorage::new(geometry, config)),
 );

@@ -16,6 +16,12 @@
 //!   boot and never lent; reservations only count references.
 //! - [`DynamicTagStorage`] (`dynamic`, the 2023-24 RFC): blocks are CMA memory
 //!   until tagged frames need them.
+//! - [`XnuTagStorage`] (`xnu`, Apple XNU) and [`GoogleTagStorage`]
+//!   (`google`, Google's carve-out proposal): storage is *held* ahead of
+//!   tagged allocations, which the kernel serves only from frames whose
+//!   storage is held ([`TaggedPlacement::HeldStorage`]); blocks may be held
+//!   with no tagged frame ([`BlockState::Held`]) and go back only when the
+//!   design's refill decides.
 //!
 //! [`TagStorage`] has generic `async` methods, so it is not object-safe; the
 //! policy is chosen at the edge as a [`Manager`] enum that delegates to the
@@ -73,29 +79,34 @@ pub mod check;
 pub mod counters;
 pub mod design;
 mod dynamic;
+mod google;
+mod held;
 mod none;
 mod refs;
 mod rfc_v3;
 pub mod source;
 #[cfg(test)]
 mod testutil;
+mod xnu;
 
 pub use carveout::StaticTagStorage;
 pub use check::{Misuse, OnMisuse, TagStoreViolation};
 pub use counters::TagStoreCounters;
-pub use design::{Design, OnReserveFailure, Rules, Storage};
+pub use design::{Design, OnReserveFailure, Rules, Storage, TaggedPlacement};
 pub use dynamic::DynamicTagStorage;
+pub use google::GoogleTagStorage;
 pub use none::NoTagStorage;
 pub use refs::RangeError;
 pub use source::{BlockSource, ClaimCause, ClaimError};
+pub use xnu::XnuTagStorage;
 
 use core::fmt;
 use core::future::Future;
 use core::num::{NonZeroU32, NonZeroU64};
 use core::ops::Range;
 use mte::Pfn;
-use mte::{Geometry, Order, TagBlock};
-use std::collections::btree_map;
+use mte::{Geometry, Order, PfnRange, TagBlock};
+use std::collections::{BTreeMap, btree_map};
 use thiserror::Error;
 
 /// How many times a block claim is tried before a transient failure makes the
@@ -168,6 +179,11 @@ pub enum BlockState {
     /// `static`: carved out at boot for ever, holding the tags of `refs` live
     /// tagged frames.
     CarvedOut { refs: u64 },
+    /// `xnu`, `google`: taken out of the page allocator and held as tag
+    /// storage, holding the tags of `refs` live tagged frames, possibly none
+    /// (these designs keep storage for tags after its last tagged frame is
+    /// freed: an ACTIVE cell, a FREE Tag Block).
+    Held { refs: u64 },
 }
 
 impl BlockState {
@@ -176,7 +192,7 @@ impl BlockState {
         match self {
             Self::Lent => 0,
             Self::Reserved { refs } => refs.get(),
-            Self::CarvedOut { refs } => refs,
+            Self::CarvedOut { refs } | Self::Held { refs } => refs,
         }
     }
 
@@ -194,6 +210,7 @@ pub struct ReservedBlocks<'a>(ReservedInner<'a>);
 enum ReservedInner<'a> {
     All(Range<u64>),
     Sparse(btree_map::Keys<'a, TagBlock, NonZeroU64>),
+    Listed(std::vec::IntoIter<TagBlock>),
 }
 
 impl<'a> ReservedBlocks<'a> {
@@ -204,6 +221,11 @@ impl<'a> ReservedBlocks<'a> {
     fn sparse(keys: btree_map::Keys<'a, TagBlock, NonZeroU64>) -> Self {
         Self(ReservedInner::Sparse(keys))
     }
+
+    /// `blocks` must be in block order.
+    fn listed(blocks: Vec<TagBlock>) -> Self {
+        Self(ReservedInner::Listed(blocks.into_iter()))
+    }
 }
 
 impl Iterator for ReservedBlocks<'_> {
@@ -213,6 +235,7 @@ impl Iterator for ReservedBlocks<'_> {
         match &mut self.0 {
             ReservedInner::All(range) => range.next().map(TagBlock::new),
             ReservedInner::Sparse(keys) => keys.next().copied(),
+            ReservedInner::Listed(blocks) => blocks.next(),
         }
     }
 }
@@ -282,6 +305,43 @@ pub trait TagStorage: fmt::Debug {
 
     /// Every broken invariant; empty when all hold.
     fn check(&self) -> Vec<TagStoreViolation>;
+
+    /// Invariant 3 in this design's own form (`docs/model.md` §4), given
+    /// what the kernel recounted: for each block, the allocated frames
+    /// marked `TagStorageReserved` whose tags it holds. The kernel checks
+    /// the part every design shares (a reserved block's count equals its
+    /// frames; no such frame outside a reserved block); this adds the rest.
+    /// The RFC designs need nothing more: a `Reserved` block has at least
+    /// one reference by construction.
+    fn check_coverage(&self, frames: &BTreeMap<TagBlock, u64>) -> Vec<TagStoreViolation> {
+        let _ = frames;
+        Vec::new()
+    }
+
+    /// Where a tagged allocation of `order` should come from, best first,
+    /// when the design's rules say [`TaggedPlacement::HeldStorage`]: runs
+    /// of data frames whose tag storage the design holds (it may ask
+    /// `source` which frames are free). Empty for the others.
+    fn tagged_placement(&self, order: Order, source: &dyn BlockSource) -> Vec<PfnRange> {
+        let _ = (order, source);
+        Vec::new()
+    }
+
+    /// No frame of [`Self::tagged_placement`] was free for a tagged
+    /// allocation of `order`: make storage taggable the design's way
+    /// (XNU: inline activation, then the refill thread's work; Google:
+    /// convert free groups of the untagged list back into Tag Blocks).
+    /// Returns whether anything changed, so that the kernel asks
+    /// [`Self::tagged_placement`] again. May claim and release blocks
+    /// through `source`.
+    fn refill<'a>(
+        &'a mut self,
+        order: Order,
+        source: &'a mut dyn BlockSource,
+    ) -> LocalBoxFuture<'a, bool> {
+        let _ = (order, source);
+        Box::pin(async { false })
+    }
 }
 
 /// The manager of a machine, of whichever design.

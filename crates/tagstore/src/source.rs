@@ -48,6 +48,12 @@ pub trait BlockSource {
     ///
     /// Linux: `cma_release()`.
     fn release(&mut self, block: TagBlock, pfns: PfnRange);
+
+    /// How many frames of `pfns` are free in the page allocator now: the
+    /// designs that pick blocks by how full they are (XNU's cell buckets,
+    /// Google's whole free Tag Blocks) ask this. Frames the machine does
+    /// not have count as not free.
+    fn free_frames(&self, pfns: PfnRange) -> u64;
 }
 
 /// Why the frames of a block could not be taken, in Linux's terms.

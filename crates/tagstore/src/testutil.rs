@@ -99,6 +99,10 @@ pub(crate) struct MockSource {
     pub(crate) transient: BTreeMap<TagBlock, u32>,
     /// Blocks whose claims always fail permanently.
     pub(crate) permanent: BTreeSet<TagBlock>,
+    /// Frames the mock's page allocator has in use (every other frame is
+    /// free, including the frames of claimed blocks: tests that care mark
+    /// them).
+    pub(crate) used: BTreeSet<mte::Pfn>,
 }
 
 impl MockSource {
@@ -142,5 +146,10 @@ impl BlockSource for MockSource {
             "mock: {block:?} released but not claimed"
         );
         self.log.push(Event::Release(block, pfns));
+    }
+
+    fn free_frames(&self, pfns: PfnRange) -> u64 {
+        let used = self.used.range(pfns.start..pfns.end()).count() as u64;
+        pfns.count - used
     }
 }

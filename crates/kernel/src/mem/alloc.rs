@@ -25,8 +25,8 @@
 use super::mover::PhysSource;
 use super::{FrameMover, Memory, PageMover, TagStorageState};
 use crate::phys::{AllocError, AllocFlags, FrameStatus, FreeError, Order, PageFlag};
-use mte::Pfn;
-use tagstore::ReserveError;
+use mte::{Pfn, PfnRange};
+use tagstore::{ReserveError, TaggedPlacement};
 use thiserror::Error;
 use uapi::event::Event;
 
@@ -220,7 +220,15 @@ impl Memory {
             kernel: false,
             ..gfp
         };
-        let pfn = self.alloc(order, gfp)?;
+        let pfn = match self.policy.rules().tagged_placement {
+            TaggedPlacement::Anywhere => self.alloc(order, gfp)?,
+            TaggedPlacement::HeldStorage => {
+                match self.alloc_in_held_storage(order, gfp, mover).await {
+                    Some(pfn) => pfn,
+                    None => self.alloc(order, gfp)?,
+                }
+            }
+        };
         let reservation = self.reserve_tag_storage(pfn, order, mover).await;
         if reservation.is_ok() && gfp.zero_tags {
             self.clear_tags_of_new_page(pfn, order);
@@ -230,6 +238,76 @@ impl Memory {
             order,
             reservation,
         })
+    }
+
+    /// A tagged allocation from the frames whose tag storage the design
+    /// holds ([`TaggedPlacement::HeldStorage`]): the design's runs, best
+    /// first; if none has a free fitting block, the design's refill (which
+    /// may claim and migrate, under `tag_blocks_lock`) and the runs again.
+    /// `None` when even then nothing fits: the caller falls back to the
+    /// allocator's own choice and the design's reservation of it.
+    async fn alloc_in_held_storage<M: PageMover>(
+        &self,
+        order: Order,
+        gfp: Gfp,
+        mover: &mut M,
+    ) -> Option<Pfn> {
+        let mut state = self.tag_storage.lock().await;
+        let TagStorageState { manager, claimed } = &mut *state;
+        let mut source = PhysSource::new(self, mover, claimed);
+        for refilled in [false, true] {
+            let runs = manager.tagged_placement(order, &source);
+            if let Some(pfn) = self.alloc_in_runs(&runs, order, gfp) {
+                return Some(pfn);
+            }
+            if refilled {
+                break;
+            }
+            let changed = manager.refill(order, &mut source).await;
+            self.tag_counters.set(manager.counters());
+            if !changed {
+                break;
+            }
+        }
+        None
+    }
+
+    /// Allocates `2^order` frames inside the first of `runs` that has a
+    /// free fitting block, prepared as [`Self::alloc`] prepares them.
+    fn alloc_in_runs(&self, runs: &[PfnRange], order: Order, gfp: Gfp) -> Option<Pfn> {
+        let mut phys = self.phys.borrow_mut();
+        let pfn = runs
+            .iter()
+            .find_map(|&run| phys.alloc.alloc_within(run, order, gfp.alloc_flags()))?;
+        for frame in (0..order.pages()).map(|i| pfn + i) {
+            if gfp.zero {
+                phys.contents
+                    .zero_page(frame)
+                    .expect("BUG: allocated frame is present");
+            }
+        }
+        Some(pfn)
+    }
+
+    /// Frames of `pfns` free in the allocator (what a design asks through
+    /// its `BlockSource`).
+    pub(crate) fn free_frames_in(&self, pfns: PfnRange) -> u64 {
+        let phys = self.phys.borrow();
+        let end = pfns.end();
+        let mut pfn = pfns.start;
+        let mut free = 0;
+        while pfn < end {
+            match phys.alloc.frame_status(pfn) {
+                Some(FrameStatus::Free { head, order, .. }) => {
+                    // Skip the rest of the free block at once.
+                    let block_end = (head + order.pages()).min(end);
+                    free += block_end - pfn;
+                    pfn = block_end;
+                }
+                _ => pfn += 1,
+            }
+        }
+        free
     }
 
     /// Linux `tag_clear_highpage()` on each frame of a new page whose tag

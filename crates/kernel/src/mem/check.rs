@@ -237,7 +237,7 @@ impl Memory {
                     }
                 }
                 for &block in claimed.keys() {
-                    if manager.block_refcount(block) == 0 {
+                    if !manager.block_state(block).is_reserved() {
                         out.push(MemViolation::ClaimToken {
                             block,
                             reserved: false,
@@ -259,7 +259,7 @@ impl Memory {
                 );
                 // Frames marked reserved whose block is not.
                 for (&block, &frames) in &refs {
-                    if manager.block_refcount(block) == 0 {
+                    if !manager.block_state(block).is_reserved() {
                         out.push(MemViolation::BlockRefcount {
                             block,
                             refs: 0,
@@ -276,6 +276,14 @@ impl Memory {
             }
             Storage::None => {}
         }
+        // Invariant 3 in the design's own form (XNU: an ACTIVE cell may
+        // cover no tagged frame, tagged frames lie only in ACTIVE cells).
+        out.extend(
+            manager
+                .check_coverage(&refs)
+                .into_iter()
+                .map(MemViolation::TagStore),
+        );
         if storage != Storage::Lent {
             for &block in claimed.keys() {
                 out.push(MemViolation::ClaimToken {

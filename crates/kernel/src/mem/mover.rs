@@ -314,6 +314,10 @@ impl<M: PageMover> BlockSource for PhysSource<'_, M> {
             block: block.index(),
         });
     }
+
+    fn free_frames(&self, pfns: PfnRange) -> u64 {
+        self.mem.free_frames_in(pfns)
+    }
 }
 
 /// Lets a [`PageMover`] serve as phys's [`Migrator`].

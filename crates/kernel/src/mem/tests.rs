@@ -1021,3 +1021,54 @@ fn a_terabyte_machine_boots_in_little_host_memory() {
     assert_eq!(mem.counters().mem_free, (1 << 28) + (1 << 23) - 2);
     clean(&mem);
 }
+
+/// `xnu` serves tagged pages only from ACTIVE cells: with the cells of
+/// the lowest free frames INACTIVE, a tagged page still lands in an ACTIVE
+/// cell, reserves nothing, and its free leaves the cell ACTIVE; the checker
+/// holds the design's form of invariant 3 (tagged frames only in ACTIVE
+/// cells, an ACTIVE cell may cover none).
+#[test]
+fn xnu_tagged_pages_come_from_active_cells_and_release_is_lazy() {
+    let xnu = Design::by_name("xnu").expect("registered");
+    let (sched, mem) = boot(spec(xnu, TagStorageData::Balance));
+    let booted = mem.counters().tag_storage_reservations;
+    assert_eq!(booted, 65, "cells/8 of 512, and the zero page's");
+    clean(&mem);
+    let untagged = mem.alloc(o(0), Gfp::USER).unwrap();
+    // 40 tagged pages: more than one cell's 32 frames.
+    let pages: Vec<Pfn> = (0..40)
+        .map(|_| {
+            let page = run(
+                &sched,
+                mem.alloc_tagged(o(0), Gfp::USER_TAGGED, &mut FrameMover::default()),
+            )
+            .unwrap();
+            assert!(page.reserved());
+            page.pfn
+        })
+        .collect();
+    let zero_block = mem.geometry().block_of(mem.zero_page()).unwrap();
+    let blocks: std::collections::BTreeSet<TagBlock> = pages
+        .iter()
+        .map(|&pfn| mem.geometry().block_of(pfn).unwrap())
+        .collect();
+    assert!(blocks.len() >= 2);
+    assert_eq!(mem.counters().tag_storage_reservations, booted);
+    clean(&mem);
+    for pfn in pages {
+        run(&sched, mem.free(pfn, o(0))).unwrap();
+    }
+    // Every cell stays ACTIVE, the zero page's with its one frame.
+    for block in blocks {
+        let refs = u64::from(block == zero_block);
+        assert_eq!(
+            mem.tag_storage().block_state(block),
+            tagstore::BlockState::Held { refs }
+        );
+    }
+    assert_eq!(mem.counters().tag_storage_releases, 0);
+    assert_eq!(mem.counters().tag_storage_reserved, booted);
+    clean(&mem);
+    run(&sched, mem.free(untagged, o(0))).unwrap();
+    clean(&mem);
+}

@@ -542,6 +542,64 @@ impl BuddyAllocator {
         true
     }
 
+    /// Allocates `2^order` frames inside `range` (aligned to `order`, a
+    /// whole number of such blocks) from the request's own free list only
+    /// (never CMA, never another type's pageblocks), lowest fitting block
+    /// first; `None` if no free block there fits. The free block holding
+    /// the frames is split around them and the other pieces stay free.
+    ///
+    /// For designs that serve tagged allocations only from frames whose
+    /// tag storage they hold (XNU's tagged grab from ACTIVE cells, Google's
+    /// tagged free list): the kernel asks the design for the ranges.
+    pub fn alloc_within(
+        &mut self,
+        range: PfnRange,
+        order: Order,
+        flags: AllocFlags,
+    ) -> Option<Pfn> {
+        if order > self.geometry().max_order()
+            || !range.start.is_aligned(order)
+            || !range.count.is_multiple_of(order.pages())
+            || range.count == 0
+        {
+            return None;
+        }
+        let start = flags.migratetype();
+        let list = FreeList::from(start);
+        let end = range.end();
+        for o in order.get()..=self.geometry().max_order().get() {
+            let o = Order::new(o);
+            let from = range.start.align_down(o);
+            let found = self.list(o, list).heads_in(from, end).find_map(|head| {
+                let at = head.max(range.start);
+                let block_end = head + o.pages();
+                (at + order.pages() <= block_end && at + order.pages() <= end).then_some((head, at))
+            });
+            let Some((head, at)) = found else {
+                continue;
+            };
+            self.del_free(head, o, list);
+            // Halve the block down to the `order` block at `at`, freeing
+            // the halves without it.
+            let (mut block, mut current) = (head, o);
+            while current > order {
+                let half = Order::new(current.get() - 1);
+                let upper = block + half.pages();
+                if at < upper {
+                    self.add_free(upper, half, list);
+                } else {
+                    self.add_free(block, half, list);
+                    block = upper;
+                }
+                current = half;
+            }
+            debug_assert_eq!(block, at);
+            self.mark_allocated(at, order, start);
+            return Some(at);
+        }
+        None
+    }
+
     fn rmqueue(&mut self, order: Order, start: MigrateType, use_cma: bool) -> Option<Pfn> {
         let cma_first = use_cma
             && match self.cma_use {
@@ -1104,6 +1162,30 @@ pub(crate) mod tests {
         assert!(!a.take_free_frame(p(40)), "CMA is never a destination");
         assert!(!a.take_free_frame(p(48)), "a hole");
         a.free(p(13), o(0)).unwrap();
+        assert_clean(&a);
+        assert_eq!(a.free_blocks(o(3), FreeList::Movable), 4, "merged back");
+    }
+
+    #[test]
+    fn alloc_within_takes_the_lowest_fit_inside_the_range() {
+        let mut a = small(CmaUse::Balance);
+        let user = AllocFlags::USER_TAGGED;
+        // Frames 20..24 lie inside the free order-3 block at 16.
+        assert_eq!(a.alloc_within(range(20, 4), o(1), user), Some(p(20)));
+        assert_eq!(a.alloc_within(range(20, 4), o(1), user), Some(p(22)));
+        assert_eq!(a.alloc_within(range(20, 4), o(1), user), None, "full");
+        assert_clean(&a);
+        assert_eq!(a.stats().free_pages, 44);
+        // A range larger than the request: the lowest free block in it.
+        assert_eq!(a.alloc_within(range(16, 8), o(0), user), Some(p(16)));
+        // Never CMA, never misaligned or empty ranges.
+        assert_eq!(a.alloc_within(range(32, 8), o(0), user), None);
+        assert_eq!(a.alloc_within(range(1, 2), o(1), user), None);
+        assert_eq!(a.alloc_within(range(0, 0), o(0), user), None);
+        for pfn in [20, 22] {
+            a.free(p(pfn), o(1)).unwrap();
+        }
+        a.free(p(16), o(0)).unwrap();
         assert_clean(&a);
         assert_eq!(a.free_blocks(o(3), FreeList::Movable), 4, "merged back");
     }

@@ -1,0 +1,288 @@
+//! Design `google`: the dynamic tag storage carve-out proposed by Google,
+//! after google/sanitizers `mte-dynamic-carveout/spec.md` (Collingbourne,
+//! Stepanov) and its prototype, pcc/linux branch `mte-dynamic`
+//! (`mm/page_alloc.c`: tagged and untagged free areas, Tag Blocks at order 5).
+//!
+//! A *Tag Block* is 32 data pages and their tag page T (here: the data
+//! frames one tag storage block covers, and that block). A block is
+//! - FREE: T held, no frame of the block in use (on the Tag Block list);
+//! - TAGGED: T held, tagged frames in use or free (the tagged page list);
+//! - UNTAGGED: T released to the page allocator, the block's frames (T
+//!   included: "33 untagged pages") serve untagged data.
+//!
+//! FREE and TAGGED are [`BlockState::Held`]; UNTAGGED is lent.
+//!
+//! Rules:
+//! - **Boot** (spec: "the Tag Block freelist contains all available Tag
+//!   Blocks"): every block whose data frames and T are free is FREE (T
+//!   claimed, so `tag_storage.reserved` starts at every such block); the
+//!   zero page's block is TAGGED; blocks with boot allocations are UNTAGGED.
+//! - **Tagged allocation** ([`TaggedPlacement::HeldStorage`]): from TAGGED
+//!   blocks first, most tagged first (the smallest fit on the tagged list),
+//!   then FREE blocks in address order (a Tag Block split into 32 tagged
+//!   pages). Never from an UNTAGGED block or from a held block that untagged
+//!   data has entered.
+//! - **No tagged frame free** ([`TagStorage::refill`], spec: "the other
+//!   page freelist is searched for groups of pages that may be converted
+//!   into Tag Block freelist entries"): every UNTAGGED block whose data
+//!   frames and T are all free becomes FREE (T claimed again, after the Tag
+//!   Storage Clean). The same pass converts held blocks with no tagged frame
+//!   whose data frames hold untagged data into UNTAGGED (T released: the
+//!   allocator's untagged side took the block).
+//! - **Fallback** (spec's last resort before OOM: "migrate the first page's
+//!   tag page (if not free) to the second page"): a reservation of frames in
+//!   an UNTAGGED block claims its T with migration. If that fails the
+//!   kernel's common path (an entry awaiting tag storage) takes over.
+//! - **Free**: the block's tagged count drops; T stays held (TAGGED becomes
+//!   FREE when its frames are free; the block is converted only on demand).
+//!
+//! Counters: `tag_storage.reserved` = FREE + TAGGED blocks, `reservations` =
+//! UNTAGGED -> FREE conversions (boot included), `releases` = FREE ->
+//! UNTAGGED conversions, `reserve_failures` = failed T claims; the kernel's
+//! `tag_storage.migrations` counts T moves.
+//!
+//! Invariant 3, Google's form: tagged frames lie only in blocks whose T is
+//! held (`check_coverage`); a held block may cover no tagged frame.
+//!
+//! Modelling decisions (`docs/designs.md`): the page allocator serves
+//! untagged requests without asking the design, so a FREE block that
+//! untagged data entered becomes UNTAGGED at the next refill rather than at
+//! that allocation; compaction into Tag Blocks (spec F(b)) is not modelled.
+
+use crate::check::TagStoreViolation;
+use crate::design::{DesignEntry, OnReserveFailure, Rules, Storage, TaggedPlacement};
+use crate::held::HeldBlocks;
+use crate::{
+    BlockSource, BlockState, LocalBoxFuture, ReserveError, ReservedBlocks, TagStorage,
+    TagStoreConfig, TagStoreCounters,
+};
+use mte::{Geometry, Order, Pfn, PfnRange, TagBlock};
+use std::collections::BTreeMap;
+
+/// `google` in the design registry.
+pub(crate) const DESIGN: DesignEntry = DesignEntry::new(
+    "google",
+    "Google's dynamic carve-out: untagged, tagged and Tag Block lists, blocks converted on demand",
+    Rules {
+        storage: Storage::Lent,
+        // Holding T again may migrate its data (the spec's fallback).
+        reserve_in_atomic: false,
+        on_reserve_failure: OnReserveFailure::MigrateFaultingPage,
+        tagged_placement: TaggedPlacement::HeldStorage,
+    },
+    |geometry, config| Box::new(GoogleTagStorage::new(geometry, config)),
+);
+
+/// Design `google`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct GoogleTagStorage {
+    blocks: HeldBlocks,
+}
+
+impl GoogleTagStorage {
+    pub fn new(geometry: &Geometry, config: TagStoreConfig) -> Self {
+        Self {
+            blocks: HeldBlocks::new(geometry, config),
+        }
+    }
+
+    /// Whether every frame of `block`'s Tag Block (data and T) is free.
+    fn all_free(&self, block: TagBlock, source: &dyn BlockSource) -> bool {
+        let covers = self.blocks.covers(block);
+        source.free_frames(covers) == covers.count && self.blocks.storage_free(block, source)
+    }
+
+    async fn refill_now(&mut self, source: &mut dyn BlockSource) -> bool {
+        let zero = self.blocks.zero_block();
+        let snapshot: Vec<(TagBlock, Option<u64>)> = self.blocks.iter().collect();
+        let mut gained = false;
+        for (block, tagged) in snapshot {
+            match tagged {
+                // UNTAGGED, and all 33 pages free: back to a Tag Block.
+                None if self.all_free(block, source) => {
+                    gained |= self.blocks.hold(block, source).await.is_ok();
+                }
+                // Held without tags, but untagged data lives in it: the
+                // untagged side converted it; release T.
+                Some(0) if Some(block) != zero => {
+                    let covers = self.blocks.covers(block);
+                    if source.free_frames(covers) < covers.count {
+                        self.blocks.give_back(block, source);
+                    }
+                }
+                _ => {}
+            }
+        }
+        gained
+    }
+}
+
+impl TagStorage for GoogleTagStorage {
+    fn activate<'a>(
+        &'a mut self,
+        zero_page: Pfn,
+        source: &'a mut dyn BlockSource,
+    ) -> LocalBoxFuture<'a, Result<(), ReserveError>> {
+        Box::pin(async move {
+            self.blocks.hold_zero_page(zero_page, source).await?;
+            let cells: Vec<TagBlock> = self.blocks.geometry.blocks().collect();
+            for block in cells {
+                if !self.blocks.is_held(block) && self.all_free(block, source) {
+                    self.blocks.hold(block, source).await?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn reserve<'a>(
+        &'a mut self,
+        pfn: Pfn,
+        order: Order,
+        source: &'a mut dyn BlockSource,
+    ) -> LocalBoxFuture<'a, Result<(), ReserveError>> {
+        Box::pin(self.blocks.reserve(pfn, order, source))
+    }
+
+    fn release(&mut self, pfn: Pfn, order: Order, _source: &mut dyn BlockSource) {
+        self.blocks.release(pfn, order);
+    }
+
+    fn is_reserved(&self, pfn: Pfn) -> bool {
+        self.blocks
+            .geometry
+            .block_of(pfn)
+            .is_some_and(|b| self.blocks.is_held(b))
+    }
+
+    fn block_state(&self, block: TagBlock) -> BlockState {
+        self.blocks.state(block)
+    }
+
+    fn reserved_blocks(&self) -> ReservedBlocks<'_> {
+        ReservedBlocks::listed(
+            self.blocks
+                .iter()
+                .filter(|(_, t)| t.is_some())
+                .map(|(b, _)| b)
+                .collect(),
+        )
+    }
+
+    fn zero_page(&self) -> Option<Pfn> {
+        self.blocks.zero_page
+    }
+
+    fn counters(&self) -> TagStoreCounters {
+        self.blocks.counters
+    }
+
+    fn bookkeeping_entries(&self) -> u64 {
+        // The prototype keeps no per-block structure (the lists are buddy
+        // free areas); the model keeps one entry per block.
+        self.blocks.geometry.tag_blocks()
+    }
+
+    fn check(&self) -> Vec<TagStoreViolation> {
+        let mut out = Vec::new();
+        self.blocks.check(&mut out);
+        out
+    }
+
+    fn check_coverage(&self, frames: &BTreeMap<TagBlock, u64>) -> Vec<TagStoreViolation> {
+        let mut out = Vec::new();
+        self.blocks.check_coverage(frames, &mut out);
+        out
+    }
+
+    fn tagged_placement(&self, order: Order, source: &dyn BlockSource) -> Vec<PfnRange> {
+        // The tagged list (TAGGED blocks, most tagged first), then the Tag
+        // Block list (FREE blocks: held, no frame in use).
+        let mut tagged: Vec<(u64, TagBlock)> = Vec::new();
+        let mut free: Vec<TagBlock> = Vec::new();
+        for (block, t) in self.blocks.iter() {
+            match t {
+                Some(0) => {
+                    let covers = self.blocks.covers(block);
+                    if source.free_frames(covers) == covers.count {
+                        free.push(block);
+                    }
+                }
+                Some(t) => tagged.push((t, block)),
+                None => {}
+            }
+        }
+        tagged.sort_by_key(|&(t, b)| (core::cmp::Reverse(t), b));
+        let blocks: Vec<TagBlock> = tagged.into_iter().map(|(_, b)| b).chain(free).collect();
+        self.blocks.runs(order, &blocks)
+    }
+
+    fn refill<'a>(
+        &'a mut self,
+        _order: Order,
+        source: &'a mut dyn BlockSource,
+    ) -> LocalBoxFuture<'a, bool> {
+        Box::pin(self.refill_now(source))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{BASE, MockSource, block_on, machine, record};
+
+    fn google() -> (GoogleTagStorage, MockSource) {
+        let g = machine(4096);
+        (GoogleTagStorage::new(&g, record()), MockSource::default())
+    }
+
+    #[test]
+    fn boot_holds_every_free_block_and_leaves_used_ones_untagged() {
+        let (mut m, mut src) = google();
+        src.used.insert(Pfn::new(BASE + 32 * 7 + 3));
+        block_on(m.activate(Pfn::new(BASE), &mut src)).unwrap();
+        assert_eq!(m.counters().reserved, 511);
+        assert_eq!(m.block_state(TagBlock::new(7)), BlockState::Lent);
+        assert_eq!(
+            m.block_state(TagBlock::new(0)),
+            BlockState::Held { refs: 1 }
+        );
+        assert!(m.check().is_empty(), "{:?}", m.check());
+    }
+
+    #[test]
+    fn tagged_list_before_tag_blocks_and_conversions_on_demand() {
+        let (mut m, mut src) = google();
+        block_on(m.activate(Pfn::new(BASE), &mut src)).unwrap();
+        // Untagged data entered block 3: it is no FREE block any more.
+        src.used.insert(Pfn::new(BASE + 32 * 3));
+        let runs = m.tagged_placement(Order::new(0), &src);
+        assert_eq!(
+            runs[0].start,
+            Pfn::new(BASE),
+            "the zero page's TAGGED block"
+        );
+        assert_eq!(runs[1].start, Pfn::new(BASE + 32), "then FREE blocks");
+        assert!(runs.iter().all(|r| r.start != Pfn::new(BASE + 32 * 3)));
+        // The refill releases its T (FREE -> UNTAGGED) ...
+        block_on(m.refill(Order::new(0), &mut src));
+        assert_eq!(m.block_state(TagBlock::new(3)), BlockState::Lent);
+        assert_eq!(m.counters().releases, 1);
+        // ... and holds it again once all 33 pages are free.
+        src.used.clear();
+        assert!(block_on(m.refill(Order::new(0), &mut src)));
+        assert_eq!(
+            m.block_state(TagBlock::new(3)),
+            BlockState::Held { refs: 0 }
+        );
+        // Freeing tagged frames keeps T held.
+        let frame = Pfn::new(BASE + 32 * 9);
+        block_on(m.reserve(frame, Order::new(0), &mut src)).unwrap();
+        m.release(frame, Order::new(0), &mut src);
+        assert_eq!(
+            m.block_state(TagBlock::new(9)),
+            BlockState::Held { refs: 0 }
+        );
+        assert!(m.check().is_empty(), "{:?}", m.check());
+    }
+}
