@@ -90,6 +90,7 @@ mod check;
 mod compact;
 mod fault;
 mod huge;
+mod incremental;
 mod migrate;
 mod mte_abi;
 mod observe;
@@ -127,6 +128,7 @@ use crate::swap::SwapDevice;
 use crate::trace::EventSink;
 
 pub use check::KernelViolation;
+pub use incremental::{FULL_CHECK_EVERY, same_verdict};
 use proc::Process;
 use tlb::Tlb;
 
@@ -231,6 +233,10 @@ pub struct Kernel {
     /// Every livelock so far, where it happened: the liveness check
     /// (invariant 10) reports each.
     livelocks: RefCell<Vec<VirtAddr>>,
+    /// Calls of `invariant_violations` so far (see `incremental`).
+    checks: Cell<u64>,
+    /// What the incremental checker keeps between checks (see `check`).
+    check_cache: RefCell<check::CheckCache>,
 }
 
 impl core::fmt::Debug for Kernel {
@@ -342,6 +348,8 @@ impl Kernel {
             fast_memo: Cell::new(None),
             stuck: RefCell::new(BTreeSet::new()),
             livelocks: RefCell::new(Vec::new()),
+            checks: Cell::new(0),
+            check_cache: RefCell::default(),
         })
     }
 
@@ -702,7 +710,7 @@ impl Machine for Kernel {
     }
 
     fn invariant_violations(&self) -> Vec<Violation> {
-        self.violations()
+        self.checked_violations()
             .iter()
             .map(KernelViolation::to_violation)
             .collect()
