@@ -582,17 +582,24 @@ impl Kernel {
         held.sort_unstable();
         held.dedup();
         let phys = mem.phys();
+        // The rmap's counts, joined with `held` (both in frame order).
+        let mut counts = rmap.iter().map(|(pfn, list)| (pfn, list.len())).peekable();
         for pfn in &held {
-            let Some(meta) = phys.alloc.frame(*pfn).filter(|_| {
-                matches!(
+            let allocated = |meta: &crate::phys::FrameMeta| match meta.state() {
+                crate::phys::FrameState::Allocated { .. } => true,
+                // A tail's head is looked up (a missing head is a `BUG:`).
+                crate::phys::FrameState::Tail { .. } => matches!(
                     phys.alloc.frame_status(*pfn),
                     Some(crate::phys::FrameStatus::Allocated { .. })
-                )
-            }) else {
+                ),
+                _ => false,
+            };
+            let Some(meta) = phys.alloc.frame(*pfn).filter(|m| allocated(m)) else {
                 out.push(KernelViolation::NotAllocated { pfn: *pfn });
                 continue;
             };
-            let mappings = rmap.count(*pfn);
+            while counts.next_if(|(p, _)| p < pfn).is_some() {}
+            let mappings = counts.next_if(|(p, _)| p == pfn).map_or(0, |(_, n)| n);
             if meta.mapcount as usize != mappings {
                 out.push(KernelViolation::MapCount {
                     pfn: *pfn,

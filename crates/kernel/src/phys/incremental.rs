@@ -11,7 +11,8 @@
 //! rechecked are: those of the dirty log ([`crate::phys::dirty`], every
 //! `&mut FrameMeta` handed out), closed one step over blocks (a changed
 //! head: its old and new block; a changed tail: its old and new head);
-//! the frames of free blocks added or removed since the last check; the
+//! the frames whose coverage by free blocks changed since the last check
+//! (a split or merge changes none); the
 //! frames of pageblocks whose type changed. Counts are kept as sums of the
 //! per-frame contributions. The result equals the full checker's as a
 //! multiset (the order differs); `crate::machine::tests::incremental` runs
@@ -71,28 +72,49 @@ fn add(sums: &mut Counters, c: &Counters, sign: bool) {
     f(&mut sums.claimed, c.claimed);
 }
 
-/// `(first, pages)` ranges in one sorted list and not the other.
-fn block_changes(old: &[(Pfn, Order)], new: &[(Pfn, Order)], out: &mut Vec<(Pfn, u64)>) {
-    let (mut i, mut j) = (0, 0);
-    while i < old.len() || j < new.len() {
-        match (old.get(i), new.get(j)) {
-            (Some(a), Some(b)) if a == b => {
-                i += 1;
-                j += 1;
+/// The union of `blocks` (sorted by head) as disjoint `[start, end)`
+/// intervals in order: the frames a free block covers.
+fn coverage(blocks: &[(Pfn, Order)]) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for &(head, order) in blocks {
+        let (start, end) = (head.as_u64(), head.as_u64() + order.pages());
+        match out.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => out.push((start, end)),
+        }
+    }
+    out
+}
+
+/// The frames covered in one of `old` and `new` but not the other, as
+/// `(first, pages)` ranges (a split or a merge of free blocks covers the
+/// same frames and adds nothing).
+fn coverage_changes(old: &[(Pfn, Order)], new: &[(Pfn, Order)], out: &mut Vec<(Pfn, u64)>) {
+    // Boundary sweep over both interval lists: a frame changed where
+    // exactly one of them covers it.
+    let (a, b) = (coverage(old), coverage(new));
+    let mut points: Vec<(u64, i8, usize)> = Vec::with_capacity(2 * (a.len() + b.len()));
+    for (which, list) in [(0, &a), (1, &b)] {
+        for &(s, e) in list {
+            points.push((s, 1, which));
+            points.push((e, -1, which));
+        }
+    }
+    points.sort_unstable();
+    let mut inside = [false, false];
+    let mut since: Option<u64> = None;
+    for (at, delta, which) in points {
+        inside[which] = delta > 0;
+        let differs = inside[0] != inside[1];
+        match (since, differs) {
+            (None, true) => since = Some(at),
+            (Some(from), false) => {
+                if at > from {
+                    out.push((Pfn::new(from), at - from));
+                }
+                since = None;
             }
-            (Some(a), Some(b)) if a < b => {
-                out.push((a.0, a.1.pages()));
-                i += 1;
-            }
-            (Some(a), None) => {
-                out.push((a.0, a.1.pages()));
-                i += 1;
-            }
-            (_, Some(b)) => {
-                out.push((b.0, b.1.pages()));
-                j += 1;
-            }
-            (None, None) => unreachable!(),
+            _ => {}
         }
     }
 }
@@ -128,7 +150,7 @@ impl BuddyAllocator {
         let rechecked = match dirty {
             DirtyFrames::Ranges(ranges) if cache.primed => {
                 let mut ranges = ranges;
-                block_changes(&cache.blocks, &sorted, &mut ranges);
+                coverage_changes(&cache.blocks, &sorted, &mut ranges);
                 let pb_pages = self.geometry().pageblock_pages();
                 let pb_order = self.geometry().pageblock_order().get();
                 for (i, (a, b)) in cache.pageblocks.iter().zip(&pageblocks).enumerate() {
