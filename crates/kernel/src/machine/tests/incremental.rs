@@ -63,20 +63,29 @@ fn steps(p: Pid, a: TaggedPtr, b: TaggedPtr) -> Vec<Op> {
 const PLANT_AFTER: usize = 4;
 
 /// Runs the program on `policy`, planting `bug` after step
-/// [`PLANT_AFTER`]; returns the first step whose verdict is not empty and
-/// the verdict then. Both checkers agree at every step (else a panic).
-fn run_with_bug(policy: &str, bug: Plant) -> (usize, Vec<String>) {
+/// [`PLANT_AFTER`] (and stopping there when a bug is planted: the kernel
+/// may trip over the broken state later); returns the first step whose
+/// verdict is not empty and the verdict then. Both checkers agree at every
+/// step (else a panic).
+fn run_with_bug(policy: &str, bug: Option<Plant>) -> (usize, Vec<String>) {
     let mut k = kernel(&[("tag-storage", policy)]);
     let p = spawn(&mut k);
-    sync_mte(&mut k, p);
-    let a = mmap(&mut k, p, 16 * 4096, rw_mte(), MapFlags::default());
+    let prot = if policy == "none" {
+        Prot::READ_WRITE
+    } else {
+        sync_mte(&mut k, p);
+        rw_mte()
+    };
+    let a = mmap(&mut k, p, 16 * 4096, prot, MapFlags::default());
     let b = mmap(&mut k, p, 4 * 4096, Prot::READ_WRITE, MapFlags::default());
     let a = a.with_tag(Tag::new(0).unwrap());
     let mut first = None;
     for (i, op) in steps(p, a, b).into_iter().enumerate() {
         let reply = k.run(&op);
         assert!(!matches!(reply.outcome, Outcome::Stuck), "{op:?}");
-        if i == PLANT_AFTER {
+        if i == PLANT_AFTER
+            && let Some(bug) = bug
+        {
             bug(&mut k, p, b);
         }
         let incremental = k.violations_incremental();
@@ -89,6 +98,9 @@ fn run_with_bug(policy: &str, bug: Plant) -> (usize, Vec<String>) {
         );
         if first.is_none() && !full.is_empty() {
             first = Some((i, sorted(&full)));
+        }
+        if i == PLANT_AFTER && bug.is_some() {
+            break;
         }
     }
     first.unwrap_or((usize::MAX, Vec::new()))
@@ -156,9 +168,19 @@ fn orphan_tail(k: &mut Kernel, p: Pid, b: TaggedPtr) {
 }
 
 fn tag_write_into_lent_storage(k: &mut Kernel, p: Pid, b: TaggedPtr) {
-    // Tags written for an untagged page, whose tag storage is not reserved
-    // (lent to the allocator under `dynamic`).
-    let pfn = pfn_of(k, p, b).expect("b is mapped");
+    // Tags written for a data page whose tag storage is lent to the
+    // allocator (not claimed for a reserved block) under `dynamic`.
+    let from = pfn_of(k, p, b).expect("b is mapped");
+    let g = k.mem.geometry().clone();
+    let pfn = (0..1 << 16)
+        .map(|i| from + i * 64)
+        .find(|&pfn| {
+            g.tag_bytes_of(pfn).is_some_and(|at| {
+                let status = k.mem.phys().alloc.frame_status(g.pfn_of(at));
+                !matches!(status, Some(crate::phys::FrameStatus::Claimed))
+            })
+        })
+        .expect("a data frame whose tag storage is lent");
     let tags = vec![Tag::new(3).unwrap(); k.mem.tags_per_page()];
     k.mem.write_page_tags(pfn, &tags).unwrap();
 }
@@ -188,7 +210,7 @@ fn stale_rmap(k: &mut Kernel, p: Pid, b: TaggedPtr) {
 #[test]
 fn without_bugs_both_checkers_stay_silent() {
     for policy in ["dynamic", "static", "none"] {
-        assert_eq!(run_with_bug(policy, |_, _, _| {}).0, usize::MAX, "{policy}");
+        assert_eq!(run_with_bug(policy, None).0, usize::MAX, "{policy}");
     }
 }
 
@@ -217,7 +239,7 @@ fn planted_bugs_are_found_by_both_checkers_at_the_planted_step() {
         ("stale rmap", stale_rmap, "Unrecorded"),
     ];
     for (name, bug, expected) in bugs {
-        let (step, verdict) = run_with_bug("dynamic", bug);
+        let (step, verdict) = run_with_bug("dynamic", Some(bug));
         assert_eq!(step, PLANT_AFTER, "{name}: {verdict:#?}");
         assert!(
             verdict.iter().any(|v| v.contains(expected)),
