@@ -18,10 +18,16 @@
 //! free blocks and the pageblock types; the kernel layer's state is keyed
 //! by generation counters, see `crate::machine::check`).
 //!
-//! The log is bounded: past [`MAX_RANGES`] ranges it collapses to "every
-//! frame", and the next check is a full one. It records nothing until the
-//! first [`DirtyLog::take`], so machines that never run the incremental
-//! checker (trace replay, benchmarks) pay one flag test per access.
+//! A section materialised since the last check is listed as new, not as
+//! dirty: its frames start pristine (or carved out), so only those a
+//! pristine frame's verdict is not empty for need a look (the checker takes
+//! the frames no free block covers and the carved-out ones).
+//!
+//! The log records from the table's creation (so a machine's first check
+//! costs what boot touched, not a scan), and is bounded: past
+//! [`MAX_RANGES`] entries it collapses to "every frame", and the next check
+//! is a full one. A machine that never checks (trace replay) thus keeps at
+//! most [`MAX_RANGES`] entries.
 
 use mte::Pfn;
 
@@ -33,23 +39,26 @@ pub(crate) const MAX_RANGES: usize = 4096;
 pub(crate) enum DirtyFrames {
     /// Anything may have changed (the first check, or the log overflowed).
     All,
-    /// Only frames in these `(first, pages)` ranges (unsorted, may overlap).
-    Ranges(Vec<(Pfn, u64)>),
+    /// Only frames in these `(first, pages)` ranges (unsorted, may
+    /// overlap), and the sections materialised since (their first frames).
+    Ranges {
+        ranges: Vec<(Pfn, u64)>,
+        new_sections: Vec<Pfn>,
+    },
 }
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct DirtyLog {
-    /// Recording (set by the first `take`).
-    on: bool,
     overflow: bool,
     ranges: Vec<(Pfn, u64)>,
+    new_sections: Vec<Pfn>,
 }
 
 impl DirtyLog {
     /// Records that the `pages` frames from `pfn` may change.
     #[inline]
     pub(crate) fn note(&mut self, pfn: Pfn, pages: u64) {
-        if !self.on || self.overflow {
+        if self.overflow {
             return;
         }
         // A run of writes to one frame (counts, then flags) logs it once.
@@ -57,23 +66,42 @@ impl DirtyLog {
             return;
         }
         if self.ranges.len() == MAX_RANGES {
-            self.overflow = true;
-            self.ranges = Vec::new();
+            self.collapse();
             return;
         }
         self.ranges.push((pfn, pages));
     }
 
+    /// Records that the section starting at `start` was materialised.
+    pub(crate) fn note_section(&mut self, start: Pfn) {
+        if self.overflow {
+            return;
+        }
+        if self.new_sections.len() == MAX_RANGES {
+            self.collapse();
+            return;
+        }
+        self.new_sections.push(start);
+    }
+
+    fn collapse(&mut self) {
+        self.overflow = true;
+        self.ranges = Vec::new();
+        self.new_sections = Vec::new();
+    }
+
     /// The frames logged since the last call, and a fresh log.
     pub(crate) fn take(&mut self) -> DirtyFrames {
-        let was_on = self.on;
-        self.on = true;
         let overflow = core::mem::take(&mut self.overflow);
         let ranges = core::mem::take(&mut self.ranges);
-        if !was_on || overflow {
+        let new_sections = core::mem::take(&mut self.new_sections);
+        if overflow {
             DirtyFrames::All
         } else {
-            DirtyFrames::Ranges(ranges)
+            DirtyFrames::Ranges {
+                ranges,
+                new_sections,
+            }
         }
     }
 }
@@ -82,18 +110,27 @@ impl DirtyLog {
 mod tests {
     use super::*;
 
+    fn ranges(ranges: Vec<(Pfn, u64)>, new_sections: Vec<Pfn>) -> DirtyFrames {
+        DirtyFrames::Ranges {
+            ranges,
+            new_sections,
+        }
+    }
+
     #[test]
-    fn the_log_starts_with_all_then_records_and_collapses_when_full() {
+    fn the_log_records_and_collapses_when_full() {
         let mut log = DirtyLog::default();
-        log.note(Pfn::new(1), 1);
-        assert_eq!(log.take(), DirtyFrames::All, "off until the first take");
         log.note(Pfn::new(3), 2);
         log.note(Pfn::new(3), 2);
-        assert_eq!(log.take(), DirtyFrames::Ranges(vec![(Pfn::new(3), 2)]));
+        log.note_section(Pfn::new(0));
+        assert_eq!(
+            log.take(),
+            ranges(vec![(Pfn::new(3), 2)], vec![Pfn::new(0)])
+        );
         for i in 0..=MAX_RANGES as u64 {
             log.note(Pfn::new(i), 1);
         }
         assert_eq!(log.take(), DirtyFrames::All);
-        assert_eq!(log.take(), DirtyFrames::Ranges(vec![]));
+        assert_eq!(log.take(), ranges(vec![], vec![]));
     }
 }

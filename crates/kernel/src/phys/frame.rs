@@ -235,8 +235,7 @@ impl FrameTable {
     }
 
     /// The frames handed out mutably since the last call (the incremental
-    /// checker's input; see [`crate::phys::dirty`]). The first call turns
-    /// recording on and answers [`DirtyFrames::All`].
+    /// checker's input; see [`crate::phys::dirty`]).
     pub(crate) fn take_dirty(&mut self) -> DirtyFrames {
         self.dirty.take()
     }
@@ -273,13 +272,10 @@ impl FrameTable {
             layout.region_of(pfn).is_some(),
             "BUG: frame {pfn} is a hole"
         );
-        if self.sections.is_materialised(pfn) {
-            self.dirty.note(pfn, pages);
-        } else {
-            // A new section: every frame of it starts being checked.
-            let start = self.sections.section_start(pfn);
-            self.dirty.note(start, self.sections.section_pages());
+        if !self.sections.is_materialised(pfn) {
+            self.dirty.note_section(self.sections.section_start(pfn));
         }
+        self.dirty.note(pfn, pages);
         self.sections
             .get_or_materialise_slice(pfn, pages, |start, slice| {
                 let section = mte::PfnRange::new(start, slice.len() as u64);

@@ -20,13 +20,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use mte::Pfn;
+use mte::{Pfn, PfnRange};
 
 use crate::phys::buddy::{BuddyAllocator, Counters};
 use crate::phys::check::PhysViolation;
 use crate::phys::dirty::DirtyFrames;
 use crate::phys::frame::{FrameState, MigrateType};
-use crate::phys::layout::Order;
+use crate::phys::layout::{Order, RegionKind};
 
 /// What one frame contributed at the last check.
 #[derive(Clone, Debug, Default)]
@@ -148,15 +148,55 @@ impl BuddyAllocator {
         };
 
         let rechecked = match dirty {
-            DirtyFrames::Ranges(ranges) if cache.primed => {
-                let mut ranges = ranges;
-                coverage_changes(&cache.blocks, &sorted, &mut ranges);
-                let pb_pages = self.geometry().pageblock_pages();
-                let pb_order = self.geometry().pageblock_order().get();
-                for (i, (a, b)) in cache.pageblocks.iter().zip(&pageblocks).enumerate() {
-                    if a != b {
-                        let start = Pfn::new((self.first_pageblock + i as u64) << pb_order);
-                        ranges.push((start, pb_pages));
+            DirtyFrames::Ranges {
+                mut ranges,
+                new_sections,
+            } => {
+                let new_sections: Vec<Pfn> = if cache.primed {
+                    coverage_changes(&cache.blocks, &sorted, &mut ranges);
+                    let pb_pages = self.geometry().pageblock_pages();
+                    let pb_order = self.geometry().pageblock_order().get();
+                    for (i, (a, b)) in cache.pageblocks.iter().zip(&pageblocks).enumerate() {
+                        if a != b {
+                            let start = Pfn::new((self.first_pageblock + i as u64) << pb_order);
+                            ranges.push((start, pb_pages));
+                        }
+                    }
+                    new_sections
+                } else {
+                    // The first check: every frame changed since boot is
+                    // in the log; the sections are all new to the checker.
+                    self.frames.sections().map(|(start, _)| start).collect()
+                };
+                // In a new section, a pristine frame's verdict is empty
+                // where a free block covers it; the others get a look,
+                // with the carved-out frames (not pristine from the start).
+                let cov = coverage(&sorted);
+                let section_pages = self.frames.section_pages();
+                // (Holes stay pristine unless handed out, which the log has.)
+                for start in new_sections {
+                    let span = PfnRange::new(start, section_pages);
+                    for region in self.frames.layout().regions_in(span) {
+                        let s = region.range.start.max(start).as_u64();
+                        let e = region.range.end().min(span.end()).as_u64();
+                        if region.kind == RegionKind::TagStorageCarvedOut {
+                            ranges.push((Pfn::new(s), e - s));
+                            continue;
+                        }
+                        let mut at = s;
+                        let first = cov.partition_point(|&(_, end)| end <= s);
+                        for &(cs, ce) in &cov[first..] {
+                            if cs >= e {
+                                break;
+                            }
+                            if cs > at {
+                                ranges.push((Pfn::new(at), cs - at));
+                            }
+                            at = at.max(ce);
+                        }
+                        if at < e {
+                            ranges.push((Pfn::new(at), e - at));
+                        }
                     }
                 }
                 let mut pfns: Vec<Pfn> = Vec::new();
@@ -187,9 +227,10 @@ impl BuddyAllocator {
                 for &pfn in &pfns {
                     self.recheck_frame(cache, pfn, &covered);
                 }
+                cache.primed = true;
                 Rechecked::Frames(pfns)
             }
-            _ => {
+            DirtyFrames::All => {
                 cache.records.clear();
                 cache.with_violations.clear();
                 cache.sums = Counters::default();
