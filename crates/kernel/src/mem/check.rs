@@ -154,10 +154,9 @@ impl Memory {
         &self,
         cache: Option<&mut super::incremental::MemCheckCache>,
     ) -> Vec<MemViolation> {
-        let dirty = match cache {
-            Some(_) => Some(self.phys.borrow_mut().alloc.frames.take_dirty()),
-            None => None,
-        };
+        let dirty = cache
+            .as_ref()
+            .map(|_| self.phys.borrow_mut().alloc.frames.take_dirty());
         let Self {
             policy,
             geometry,
