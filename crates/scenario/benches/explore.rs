@@ -7,12 +7,13 @@
 //! iteration, and the element throughput criterion prints is schedules per
 //! second.
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use scenario::explore::{ExploreOptions, explore_source};
 use scenario::machine::{MachineKind, make_machine};
 use scenario::run::{FileResult, RunOptions};
 use sched::{Shard, Strategy};
 use std::hint::black_box;
+use std::time::Instant;
 
 /// Two CPUs: a store faulting in a tagged page, an mprotect of another
 /// mapping; then a check of the store.
@@ -73,7 +74,50 @@ fn explore(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // The figures in one timing loop: runs/s of the sequential run,
+    // schedules/s of exploration, and their ratio.
+    let run_once = || {
+        let result = scenario::run_source(
+            "bench.mte",
+            SCENARIO.as_bytes(),
+            &RunOptions::default(),
+            |p| make_machine(MachineKind::Kernel, p),
+        );
+        assert!(matches!(result, FileResult::Ran(ref r) if r.passed()));
+    };
+    let rounds = 300;
+    let start = Instant::now();
+    for _ in 0..rounds {
+        run_once();
+    }
+    let runs = rounds as f64 / start.elapsed().as_secs_f64();
+    let options = ExploreOptions {
+        strategy: Strategy::Random { seed: 0 },
+        max_schedules: 1000,
+        shard: Shard::ALL,
+        run: RunOptions::default(),
+    };
+    let start = Instant::now();
+    let report = explore_source(
+        "bench.mte",
+        SCENARIO.as_bytes(),
+        &options,
+        |p| make_machine(MachineKind::Kernel, p),
+        |_| {},
+    )
+    .unwrap();
+    let schedules = report.schedules as f64 / start.elapsed().as_secs_f64();
+    println!("ratio run once (sequential baseline): {runs:.0} runs/s");
+    println!(
+        "ratio explore (random): {schedules:.0} schedules/s, {:.2}x the sequential run's rate",
+        schedules / runs
+    );
 }
 
 criterion_group!(benches, explore);
-criterion_main!(benches);
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -18,12 +18,25 @@
 //! by the access path, and 11 (nothing is lost) is the differential tests'
 //! against the reference model.
 //!
+//! # Incremental form
+//! [`Kernel::violations_incremental`] gives the same verdict while
+//! deriving less: the per-frame checks of the memory layer come from
+//! `crate::phys::incremental` and `crate::mem::incremental` (frames of the
+//! dirty log only); what this checker derives from an address space's page
+//! table alone (its leaves, the table's own check) is kept per address
+//! space and reused while the table's generation
+//! ([`crate::mm::PageTable::generation`]) is unchanged, and the rmap check
+//! while the rmap's and every table's generations are. Everything else
+//! (per-leaf checks against frame flags, counts, swap, page caches, pins)
+//! is recomputed at every check from the kept leaves.
+//!
 //! Linux has no single counterpart: the checks are those of
 //! `CONFIG_DEBUG_VM` (`VM_BUG_ON_PAGE` on map and reference counts,
 //! `check_mm()`), of `swap_map[]` accounting, and the RFC's own
 //! `PG_tag_storage_reserved` rules.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 
 use mte::{Pfn, VirtAddr};
 use thiserror::Error;
@@ -33,8 +46,8 @@ use super::{Kernel, Mm, PAGE};
 use crate::mem::MemViolation;
 use crate::mm::layout::{PAGE_SHIFT, PAGES_PER_PMD};
 use crate::mm::{
-    Access, Block, LeafEntry, MmId, PgtableViolation, Pte, RmapViolation, SwapSlot, VmaViolation,
-    Walk,
+    Access, Block, LeafEntry, MmId, PageTable, PgtableViolation, Pte, RmapViolation, SwapSlot,
+    VmaViolation, Walk,
 };
 use crate::phys::PhysViolation;
 use crate::swap::SwapViolation;
@@ -216,10 +229,16 @@ impl Kernel {
     /// special (and nothing else special); a valid tagged block has all 512
     /// frames tagged, reserved and outside tag storage (invariants 1, 2,
     /// 5); one deposit per block. Adds the frames of THPs to `mapped`.
-    fn check_blocks(&self, id: MmId, m: &Mm, mapped: &mut BTreeSet<Pfn>) -> Vec<KernelViolation> {
+    fn check_blocks(
+        &self,
+        id: MmId,
+        m: &Mm,
+        leaves: &[(VirtAddr, LeafEntry)],
+        mapped: &mut Vec<Pfn>,
+    ) -> Vec<KernelViolation> {
         let mut out = Vec::new();
         let mut blocks = BTreeSet::new();
-        for (va, entry) in m.pt.leaves(VirtAddr::ZERO, VirtAddr::MAX) {
+        for &(va, entry) in leaves {
             let LeafEntry::Block(block) = entry else {
                 continue;
             };
@@ -276,6 +295,19 @@ impl Kernel {
     /// [`uapi::Machine::invariant_violations`] maps these with
     /// [`KernelViolation::to_violation`].
     pub fn violations(&self) -> Vec<KernelViolation> {
+        self.violations_with(false)
+    }
+
+    /// [`Self::violations`] by the incremental checker: the same
+    /// violations (compared as multisets: the order may differ), with the
+    /// per-frame checks recomputed only for what changed since the last
+    /// incremental check (see `crate::phys::dirty` for the contract of
+    /// mutation paths, and `crate::machine::incremental`).
+    pub fn violations_incremental(&self) -> Vec<KernelViolation> {
+        self.violations_with(true)
+    }
+
+    fn violations_with(&self, incremental: bool) -> Vec<KernelViolation> {
         let Kernel {
             platform: _,
             sched: _,
@@ -302,9 +334,17 @@ impl Kernel {
             livelocks,
             ksm,
             lock_violations: _,
+            checks: _,
+            check_cache: _,
         } = self;
-        let mut out: Vec<KernelViolation> =
-            mem.check().into_iter().map(KernelViolation::Mem).collect();
+        let mem_violations = match incremental {
+            true => mem.check_incremental(),
+            false => mem.check(),
+        };
+        let mut out: Vec<KernelViolation> = mem_violations
+            .into_iter()
+            .map(KernelViolation::Mem)
+            .collect();
         out.extend(
             livelocks
                 .borrow()
@@ -351,8 +391,27 @@ impl Kernel {
         // Address spaces, entries (invariants 1, 2, 5, 7), TLBs.
         let swap = swap.borrow();
         let mut swap_entries: BTreeMap<SwapSlot, u32> = BTreeMap::new();
-        let mut mapped: BTreeSet<Pfn> = BTreeSet::new();
-        for (id, m) in mms.iter() {
+        // Sorted and deduplicated after the loop over address spaces.
+        let mut mapped: Vec<Pfn> = Vec::new();
+        let frame_flags = |pfn: Pfn| {
+            mem.phys()
+                .alloc
+                .frame(pfn)
+                .map(|m| m.flags)
+                .unwrap_or_default()
+        };
+        let mut cache = incremental.then(|| self.check_cache.borrow_mut());
+        let scans: Vec<Rc<MmScan>> = mms
+            .iter()
+            .map(|(id, m)| match cache.as_mut() {
+                Some(cache) => cache.scan(*id, &m.pt),
+                None => Rc::new(MmScan::of(&m.pt)),
+            })
+            .collect();
+        if let Some(cache) = cache.as_mut() {
+            cache.mms.retain(|id, _| mms.contains_key(id));
+        }
+        for ((id, m), scan) in mms.iter().zip(&scans) {
             out.extend(
                 m.vmas
                     .check()
@@ -360,12 +419,13 @@ impl Kernel {
                     .map(|violation| KernelViolation::Vma { mm: *id, violation }),
             );
             out.extend(
-                m.pt.check()
-                    .into_iter()
+                scan.pt
+                    .iter()
+                    .cloned()
                     .map(|violation| KernelViolation::Pgtable { mm: *id, violation }),
             );
-            out.extend(self.check_blocks(*id, m, &mut mapped));
-            for (va, entry) in m.pt.leaves(VirtAddr::ZERO, VirtAddr::MAX) {
+            out.extend(self.check_blocks(*id, m, &scan.leaves, &mut mapped));
+            for &(va, entry) in &scan.leaves {
                 let LeafEntry::Pte(pte) = entry else {
                     continue;
                 };
@@ -375,7 +435,7 @@ impl Kernel {
                 }
                 let Some(leaf) = pte.leaf() else { continue };
                 if !leaf.attrs.special {
-                    mapped.insert(leaf.pfn);
+                    mapped.push(leaf.pfn);
                 }
                 if leaf.pfn == zero
                     && (!leaf.attrs.special || leaf.attrs.access == Access::ReadWrite)
@@ -385,14 +445,15 @@ impl Kernel {
                 let valid_tagged =
                     matches!(pte, Pte::Present(l) if l.attrs.access.is_valid() && l.attrs.tagged);
                 if valid_tagged {
-                    if !mem.page_mte_tagged(leaf.pfn) {
+                    let flags = frame_flags(leaf.pfn);
+                    if !flags.contains(crate::phys::PageFlag::Tagged) {
                         out.push(KernelViolation::TaggedEntryUninitialised {
                             mm: *id,
                             va,
                             pfn: leaf.pfn,
                         });
                     }
-                    if !mem.tag_storage_reserved(leaf.pfn) {
+                    if !flags.contains(crate::phys::PageFlag::TagStorageReserved) {
                         out.push(KernelViolation::TaggedEntryUnreserved {
                             mm: *id,
                             va,
@@ -435,11 +496,37 @@ impl Kernel {
                 }
             }
         }
-        out.extend(
-            crate::mm::rmap::check_against(&rmap, mms.iter().map(|(id, m)| (*id, &m.pt)))
-                .into_iter()
-                .map(KernelViolation::Rmap),
+        mapped.sort_unstable();
+        mapped.dedup();
+        let rmap_key: RmapKey = (
+            rmap.generation(),
+            mms.keys()
+                .zip(&scans)
+                .map(|(id, scan)| (*id, scan.generation))
+                .collect(),
         );
+        let rmap_violations = match cache.as_mut().and_then(|c| {
+            c.rmap
+                .as_ref()
+                .filter(|(key, _)| *key == rmap_key)
+                .map(|(_, v)| v.clone())
+        }) {
+            Some(kept) => kept,
+            None => {
+                let found = crate::mm::rmap::check_against_leaves(
+                    &rmap,
+                    mms.keys()
+                        .zip(&scans)
+                        .map(|(id, scan)| (*id, scan.leaves.as_slice())),
+                );
+                if let Some(cache) = cache.as_mut() {
+                    cache.rmap = Some((rmap_key, found.clone()));
+                }
+                found
+            }
+        };
+        drop(cache);
+        out.extend(rmap_violations.into_iter().map(KernelViolation::Rmap));
 
         // Swap: the device's own rules, swap counts, and restored tags
         // (invariant 7).
@@ -466,7 +553,7 @@ impl Kernel {
             }
         }
         for pfn in restored_tags.borrow().keys() {
-            if !mapped.contains(pfn) {
+            if mapped.binary_search(pfn).is_err() {
                 out.push(KernelViolation::RestoredTags {
                     pfn: *pfn,
                     what: "not mapped",
@@ -503,31 +590,41 @@ impl Kernel {
             }
         }
         for pfn in orphans.iter() {
-            if mapped.contains(pfn) || cached.contains(pfn) || !pins.contains_key(pfn) {
+            if mapped.binary_search(pfn).is_ok() || cached.contains(pfn) || !pins.contains_key(pfn)
+            {
                 out.push(KernelViolation::Orphan { pfn: *pfn });
             }
         }
 
         // Counts of every user frame (invariant 6), and no frame unaccounted.
-        let held: BTreeSet<Pfn> = mapped
+        let mut held: Vec<Pfn> = mapped
             .iter()
             .chain(cached.iter())
             .chain(orphans.iter())
             .chain(pins.keys())
             .copied()
             .collect();
+        held.sort_unstable();
+        held.dedup();
         let phys = mem.phys();
+        // The rmap's counts, joined with `held` (both in frame order).
+        let mut counts = rmap.iter().map(|(pfn, list)| (pfn, list.len())).peekable();
         for pfn in &held {
-            let Some(meta) = phys.alloc.frame(*pfn).filter(|_| {
-                matches!(
+            let allocated = |meta: &crate::phys::FrameMeta| match meta.state() {
+                crate::phys::FrameState::Allocated { .. } => true,
+                // A tail's head is looked up (a missing head is a `BUG:`).
+                crate::phys::FrameState::Tail { .. } => matches!(
                     phys.alloc.frame_status(*pfn),
                     Some(crate::phys::FrameStatus::Allocated { .. })
-                )
-            }) else {
+                ),
+                _ => false,
+            };
+            let Some(meta) = phys.alloc.frame(*pfn).filter(|m| allocated(m)) else {
                 out.push(KernelViolation::NotAllocated { pfn: *pfn });
                 continue;
             };
-            let mappings = rmap.count(*pfn);
+            while counts.next_if(|(p, _)| p < pfn).is_some() {}
+            let mappings = counts.next_if(|(p, _)| p == pfn).map_or(0, |(_, n)| n);
             if meta.mapcount as usize != mappings {
                 out.push(KernelViolation::MapCount {
                     pfn: *pfn,
@@ -568,5 +665,51 @@ impl Kernel {
             });
         }
         out
+    }
+}
+
+/// What the checker derives from one page table alone: its leaves (in
+/// address order) and the table's own check.
+#[derive(Debug)]
+pub(crate) struct MmScan {
+    /// The table's generation when scanned.
+    generation: u64,
+    leaves: Vec<(VirtAddr, LeafEntry)>,
+    pt: Vec<crate::mm::PgtableViolation>,
+}
+
+impl MmScan {
+    fn of(pt: &PageTable) -> MmScan {
+        MmScan {
+            generation: pt.generation(),
+            leaves: pt.leaves(VirtAddr::ZERO, VirtAddr::MAX).collect(),
+            pt: pt.check(),
+        }
+    }
+}
+
+/// The generations the rmap check read: the rmap's, and each table's.
+type RmapKey = (u64, Vec<(MmId, u64)>);
+
+/// What the incremental checker keeps between checks (see the module doc).
+#[derive(Debug, Default)]
+pub(crate) struct CheckCache {
+    mms: BTreeMap<MmId, Rc<MmScan>>,
+    /// The rmap check's verdict, keyed by every table's generation and the
+    /// rmap's.
+    rmap: Option<(RmapKey, Vec<crate::mm::RmapViolation>)>,
+}
+
+impl CheckCache {
+    /// The scan of `pt` (address space `id`), reused while unchanged.
+    fn scan(&mut self, id: MmId, pt: &PageTable) -> Rc<MmScan> {
+        match self.mms.get(&id) {
+            Some(scan) if scan.generation == pt.generation() => Rc::clone(scan),
+            _ => {
+                let scan = Rc::new(MmScan::of(pt));
+                self.mms.insert(id, Rc::clone(&scan));
+                scan
+            }
+        }
     }
 }

@@ -94,6 +94,7 @@ mod check;
 mod compact;
 mod fault;
 mod huge;
+mod incremental;
 mod ksm;
 mod migrate;
 mod mte_abi;
@@ -132,6 +133,7 @@ use crate::swap::SwapDevice;
 use crate::trace::EventSink;
 
 pub use check::KernelViolation;
+pub use incremental::{FULL_CHECK_EVERY, same_verdict};
 use proc::Process;
 use tlb::Tlb;
 
@@ -249,6 +251,10 @@ pub struct Kernel {
     /// under a spin lock, a lock-order inversion), kept so that the checker
     /// reports each from then on (invariant 9).
     lock_violations: RefCell<BTreeSet<LockViolation>>,
+    /// Calls of `invariant_violations` so far (see `incremental`).
+    checks: Cell<u64>,
+    /// What the incremental checker keeps between checks (see `check`).
+    check_cache: RefCell<check::CheckCache>,
 }
 
 impl core::fmt::Debug for Kernel {
@@ -365,6 +371,8 @@ impl Kernel {
             livelocks: RefCell::new(Vec::new()),
             ksm: RefCell::new(ksm::KsmState::default()),
             lock_violations: RefCell::new(BTreeSet::new()),
+            checks: Cell::new(0),
+            check_cache: RefCell::default(),
         })
     }
 
@@ -746,7 +754,7 @@ impl Machine for Kernel {
     }
 
     fn invariant_violations(&self) -> Vec<Violation> {
-        self.violations()
+        self.checked_violations()
             .iter()
             .map(KernelViolation::to_violation)
             .collect()

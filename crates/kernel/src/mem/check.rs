@@ -139,6 +139,24 @@ pub enum MemViolation {
 impl Memory {
     /// Every broken invariant; empty when all hold.
     pub fn check(&self) -> Vec<MemViolation> {
+        self.check_with(None)
+    }
+
+    /// [`Self::check`] by the incremental checker (`super::incremental`):
+    /// the same violations (in another order), recomputing per-frame
+    /// verdicts only for frames that may have changed since its last call.
+    pub fn check_incremental(&self) -> Vec<MemViolation> {
+        let mut cache = self.incremental.borrow_mut();
+        self.check_with(Some(&mut cache))
+    }
+
+    fn check_with(
+        &self,
+        cache: Option<&mut super::incremental::MemCheckCache>,
+    ) -> Vec<MemViolation> {
+        let dirty = cache
+            .as_ref()
+            .map(|_| self.phys.borrow_mut().alloc.frames.take_dirty());
         let Self {
             policy,
             geometry,
@@ -151,11 +169,44 @@ impl Memory {
             events,
             clobbers,
             trace: _,
+            incremental: _,
         } = self;
         let phys = phys.borrow();
         let state = tag_storage.borrow_unlocked();
         let TagStorageState { manager, claimed } = &*state;
-        let mut out: Vec<MemViolation> = phys.check().into_iter().map(MemViolation::Phys).collect();
+        let mut out: Vec<MemViolation>;
+        // Frame flags, and the recounts they feed.
+        let mut frame_out = Vec::new();
+        let mut tagged = 0u64;
+        let mut refs: BTreeMap<TagBlock, u64> = BTreeMap::new();
+        match (cache, dirty) {
+            (Some(cache), Some(dirty)) => {
+                let (phys_out, rechecked) = phys.alloc.check_incremental(&mut cache.frames, dirty);
+                out = phys_out.into_iter().map(MemViolation::Phys).collect();
+                let contents = cache.contents_check(&phys.contents);
+                out.extend(contents.into_iter().map(MemViolation::Phys));
+                cache.flags.update(self, &phys, rechecked);
+                cache.flags.report(&mut frame_out, &mut tagged, &mut refs);
+            }
+            _ => {
+                out = phys.check().into_iter().map(MemViolation::Phys).collect();
+                for (start, section) in phys.alloc.frames.sections() {
+                    for (i, meta) in section.iter().enumerate() {
+                        if meta.flags.is_empty() {
+                            continue;
+                        }
+                        let pfn = start + i as u64;
+                        self.check_frame_flags(
+                            pfn,
+                            meta.flags,
+                            &mut frame_out,
+                            &mut tagged,
+                            &mut refs,
+                        );
+                    }
+                }
+            }
+        }
         out.extend(manager.check().into_iter().map(MemViolation::TagStore));
         if tag_counters.get() != manager.counters() {
             out.push(MemViolation::TagCountersStale {
@@ -163,43 +214,7 @@ impl Memory {
                 actual: manager.counters(),
             });
         }
-
-        // Frame flags, and the recounts they feed.
-        let mut tagged = 0u64;
-        let mut refs: BTreeMap<TagBlock, u64> = BTreeMap::new();
-        for (start, section) in phys.alloc.frames.sections() {
-            for (i, meta) in section.iter().enumerate() {
-                let flags = meta.flags;
-                if flags.is_empty() {
-                    continue;
-                }
-                let pfn = start + i as u64;
-                tagged += u64::from(flags.contains(PageFlag::Tagged));
-                if geometry.is_tag_storage(pfn) {
-                    for flag in [PageFlag::TagStorageReserved, PageFlag::MteLock] {
-                        if flags.contains(flag) {
-                            out.push(MemViolation::TagStorageFrameFlag { pfn, flag });
-                        }
-                    }
-                    continue;
-                }
-                if flags.contains(PageFlag::MteLock) && !flags.contains(PageFlag::Tagged) {
-                    out.push(MemViolation::MteLockHeld { pfn });
-                }
-                let reserved = flags.contains(PageFlag::TagStorageReserved);
-                if flags.contains(PageFlag::Tagged) && !reserved {
-                    out.push(MemViolation::TaggedWithoutReservation { pfn });
-                }
-                if reserved {
-                    match geometry.block_of(pfn) {
-                        Some(block) if policy.rules().mte() => {
-                            *refs.entry(block).or_default() += 1;
-                        }
-                        _ => out.push(MemViolation::ReservedWithoutTagStorage { pfn }),
-                    }
-                }
-            }
-        }
+        out.extend(frame_out);
         let Events {
             tag_storage_migrations: _,
             migrate_pages: _,
@@ -317,6 +332,44 @@ impl Memory {
             });
         }
         out
+    }
+
+    /// The verdict of one frame's flags (non-empty): violations, and what
+    /// it adds to the count of tagged pages and to its block's references.
+    /// Reads only `flags` and the static geometry and policy.
+    pub(super) fn check_frame_flags(
+        &self,
+        pfn: Pfn,
+        flags: crate::phys::FrameFlags,
+        out: &mut Vec<MemViolation>,
+        tagged: &mut u64,
+        refs: &mut BTreeMap<TagBlock, u64>,
+    ) {
+        let geometry = &self.geometry;
+        *tagged += u64::from(flags.contains(PageFlag::Tagged));
+        if geometry.is_tag_storage(pfn) {
+            for flag in [PageFlag::TagStorageReserved, PageFlag::MteLock] {
+                if flags.contains(flag) {
+                    out.push(MemViolation::TagStorageFrameFlag { pfn, flag });
+                }
+            }
+            return;
+        }
+        if flags.contains(PageFlag::MteLock) && !flags.contains(PageFlag::Tagged) {
+            out.push(MemViolation::MteLockHeld { pfn });
+        }
+        let reserved = flags.contains(PageFlag::TagStorageReserved);
+        if flags.contains(PageFlag::Tagged) && !reserved {
+            out.push(MemViolation::TaggedWithoutReservation { pfn });
+        }
+        if reserved {
+            match geometry.block_of(pfn) {
+                Some(block) if self.policy.rules().mte() => {
+                    *refs.entry(block).or_default() += 1;
+                }
+                _ => out.push(MemViolation::ReservedWithoutTagStorage { pfn }),
+            }
+        }
     }
 
     fn check_zero_page(&self, phys: &crate::phys::PhysMem, pfn: Pfn, out: &mut Vec<MemViolation>) {

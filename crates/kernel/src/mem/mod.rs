@@ -103,6 +103,7 @@
 mod alloc;
 mod check;
 mod counters;
+mod incremental;
 mod mover;
 mod tags;
 #[cfg(test)]
@@ -211,6 +212,8 @@ pub struct Memory {
     clobbers: Cell<check::ClobberLog>,
     /// The machine's event trace (see [`crate::trace`]).
     pub(crate) trace: crate::trace::EventSink,
+    /// What the incremental checker remembers between checks.
+    incremental: RefCell<incremental::MemCheckCache>,
 }
 
 impl fmt::Debug for Memory {
@@ -311,6 +314,7 @@ impl Memory {
             events: Cell::new(Events::default()),
             clobbers: Cell::new(check::ClobberLog::default()),
             trace: crate::trace::EventSink::new(platform),
+            incremental: RefCell::default(),
         };
         if policy.rules().mte() {
             memory.boot_zero_page_tags();

@@ -20,6 +20,7 @@
 //! them; each operation here returns what the caller must do to the pages
 //! (the VMAs it removed, the ranges whose flags it changed).
 
+pub(crate) mod generation;
 pub mod layout;
 pub mod mmap;
 pub mod pgtable;

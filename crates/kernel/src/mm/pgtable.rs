@@ -485,6 +485,9 @@ pub struct PageTable {
     free_slots: Vec<TableId>,
     root: TableId,
     counts: PtCounts,
+    /// Taken afresh by every mutable access to a table
+    /// ([`crate::mm::generation`]).
+    generation: u64,
 }
 
 impl PageTable {
@@ -499,6 +502,7 @@ impl PageTable {
         Ok(Self {
             tables: vec![Some(Table::new(pfn, Level::Pgd))],
             free_slots: Vec::new(),
+            generation: super::generation::next(),
             root: TableId(0),
             counts,
         })
@@ -519,7 +523,13 @@ impl PageTable {
             .unwrap_or_else(|| panic!("BUG: {id:?} is not allocated"))
     }
 
+    /// The generation of the tables now: equal numbers, equal tables.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     fn table_mut(&mut self, id: TableId) -> &mut Table {
+        self.generation = super::generation::next();
         self.tables[id.index()]
             .as_mut()
             .unwrap_or_else(|| panic!("BUG: {id:?} is not allocated"))
@@ -536,6 +546,7 @@ impl PageTable {
             va: user_va(va),
         })?;
         let table = Table::new(pfn, level);
+        self.generation = super::generation::next();
         let id = match self.free_slots.pop() {
             Some(id) => {
                 self.tables[id.index()] = Some(table);
@@ -554,6 +565,7 @@ impl PageTable {
     }
 
     fn release_table(&mut self, id: TableId, frames: &mut impl TableFrames) {
+        self.generation = super::generation::next();
         let table = self.tables[id.index()]
             .take()
             .unwrap_or_else(|| panic!("BUG: double free of {id:?}"));
@@ -960,6 +972,7 @@ impl PageTable {
             free_slots,
             root,
             counts,
+            generation: _,
         } = self;
         let mut out = Vec::new();
         if !matches!(tables.get(root.index()), Some(Some(t)) if t.level == Level::Pgd) {

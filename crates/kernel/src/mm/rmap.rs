@@ -75,6 +75,9 @@ pub enum RmapError {
 #[derive(Clone, Debug, Default)]
 pub struct Rmap {
     frames: BTreeMap<Pfn, Vec<RmapEntry>>,
+    /// Taken afresh by every update ([`crate::mm::generation`]); 0 for
+    /// an rmap never updated.
+    generation: u64,
 }
 
 impl Rmap {
@@ -82,8 +85,14 @@ impl Rmap {
         Self::default()
     }
 
+    /// The generation of the map now: equal numbers, equal maps.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// Records that `entry` maps `pfn` (Linux `folio_add_*_rmap_*()`).
     pub fn add(&mut self, pfn: Pfn, entry: RmapEntry) -> Result<(), RmapError> {
+        self.generation = super::generation::next();
         let list = self.frames.entry(pfn).or_default();
         match list.binary_search(&entry) {
             Ok(_) => Err(RmapError::Duplicate { pfn, entry }),
@@ -96,6 +105,7 @@ impl Rmap {
 
     /// Forgets that `entry` maps `pfn` (Linux `folio_remove_rmap_*()`).
     pub fn remove(&mut self, pfn: Pfn, entry: RmapEntry) -> Result<(), RmapError> {
+        self.generation = super::generation::next();
         let list = self
             .frames
             .get_mut(&pfn)
@@ -113,6 +123,7 @@ impl Rmap {
     /// Moves every mapping of `old` to `new`, which must have none (Linux
     /// `remove_migration_ptes()` after a migration). Returns how many moved.
     pub fn move_frame(&mut self, old: Pfn, new: Pfn) -> Result<usize, RmapError> {
+        self.generation = super::generation::next();
         if old == new {
             return Ok(self.count(old));
         }
@@ -184,17 +195,24 @@ pub fn check_against<'a>(
     rmap: &Rmap,
     spaces: impl IntoIterator<Item = (MmId, &'a PageTable)>,
 ) -> Vec<RmapViolation> {
-    let mut expected: BTreeMap<Pfn, Vec<RmapEntry>> = BTreeMap::new();
-    for (mm, pt) in spaces {
-        let everything = (VirtAddr::ZERO, VirtAddr::MAX);
-        for (va, leaf) in pt.leaves(everything.0, everything.1) {
+    let leaves: Vec<(MmId, Vec<(VirtAddr, LeafEntry)>)> = spaces
+        .into_iter()
+        .map(|(mm, pt)| (mm, pt.leaves(VirtAddr::ZERO, VirtAddr::MAX).collect()))
+        .collect();
+    check_against_leaves(rmap, leaves.iter().map(|(mm, l)| (*mm, l.as_slice())))
+}
+
+/// [`check_against`] given every leaf of each address space (in address
+/// order, as [`PageTable::leaves`] yields them).
+pub fn check_against_leaves<'a>(
+    rmap: &Rmap,
+    spaces: impl IntoIterator<Item = (MmId, &'a [(VirtAddr, LeafEntry)])>,
+) -> Vec<RmapViolation> {
+    let mut want: Vec<(Pfn, RmapEntry)> = Vec::new();
+    for (mm, leaves) in spaces {
+        for &(va, leaf) in leaves {
             if let Some((first, frames, level)) = recorded(leaf) {
-                for pfn in (0..frames).map(|i| first + i) {
-                    expected
-                        .entry(pfn)
-                        .or_default()
-                        .push(RmapEntry { mm, va, level });
-                }
+                want.extend((0..frames).map(|i| (first + i, RmapEntry { mm, va, level })));
             }
         }
     }
@@ -204,10 +222,6 @@ pub fn check_against<'a>(
             out.push(RmapViolation::BadList { pfn: *pfn });
         }
     }
-    let mut want: Vec<(Pfn, RmapEntry)> = expected
-        .into_iter()
-        .flat_map(|(p, l)| l.into_iter().map(move |e| (p, e)))
-        .collect();
     want.sort();
     let have: Vec<(Pfn, RmapEntry)> = rmap
         .frames

@@ -85,15 +85,15 @@ pub enum PhysViolation {
 }
 
 /// A free block found on a list.
-#[derive(Clone, Copy)]
-struct FreeBlock {
-    head: Pfn,
-    order: Order,
-    list: FreeList,
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct FreeBlock {
+    pub(crate) head: Pfn,
+    pub(crate) order: Order,
+    pub(crate) list: FreeList,
 }
 
 impl FreeBlock {
-    fn end(self) -> Pfn {
+    pub(crate) fn end(self) -> Pfn {
         self.head + self.order.pages()
     }
 }
@@ -101,21 +101,28 @@ impl FreeBlock {
 impl BuddyAllocator {
     /// Every broken invariant of the allocator; empty when all hold.
     pub fn check(&self) -> Vec<PhysViolation> {
-        let Self {
-            frames,
-            free_lists,
-            pageblocks,
-            first_pageblock,
-            counters,
-            cma_use: _,
-        } = self;
-        let layout = frames.layout();
-        let g = *layout.geometry();
         let mut out = Vec::new();
+        let (blocks, mut recount) = self.check_lists(&mut out);
+        // Frames of materialised sections.
+        let mut cursor = 0;
+        for (start, section) in self.frames.sections() {
+            self.check_section(start, section, &blocks, &mut cursor, &mut recount, &mut out);
+        }
+        self.check_totals(&recount, &mut out);
+        out
+    }
+
+    /// The checks that read the pageblocks and the free lists in full (the
+    /// incremental checker runs them at every check too): pageblock types,
+    /// every free block, overlaps, unmerged buddies. Returns the free
+    /// blocks sorted by head and the free counts recounted from the lists.
+    pub(crate) fn check_lists(&self, out: &mut Vec<PhysViolation>) -> (Vec<FreeBlock>, Counters) {
+        let layout = self.frames.layout();
+        let g = *layout.geometry();
 
         // Pageblock types against the regions.
-        for (i, pb) in pageblocks.iter().enumerate() {
-            let start = Pfn::new((first_pageblock + i as u64) << g.pageblock_order().get());
+        for (i, pb) in self.pageblocks.iter().enumerate() {
+            let start = Pfn::new((self.first_pageblock + i as u64) << g.pageblock_order().get());
             let blocks = PfnRange::new(start, g.pageblock_pages());
             let has_cma = layout
                 .regions_in(blocks)
@@ -132,7 +139,7 @@ impl BuddyAllocator {
         // Free blocks.
         let mut recount = Counters::default();
         let mut blocks = Vec::new();
-        for (order, lists) in free_lists.iter().enumerate() {
+        for (order, lists) in self.free_lists.iter().enumerate() {
             let order = Order::new(order as u8);
             for list in FreeList::ALL {
                 for head in lists[list.index()].iter() {
@@ -142,7 +149,7 @@ impl BuddyAllocator {
             }
         }
         for b in &blocks {
-            self.check_free_block(*b, &mut out);
+            self.check_free_block(*b, out);
         }
         blocks.sort_by_key(|b| b.head);
         for pair in blocks.windows(2) {
@@ -174,15 +181,13 @@ impl BuddyAllocator {
                 });
             }
         }
+        (blocks, recount)
+    }
 
-        // Frames of materialised sections.
-        let mut cursor = 0;
-        for (start, section) in frames.sections() {
-            self.check_section(start, section, &blocks, &mut cursor, &mut recount, &mut out);
-        }
-
-        // Counters and the global account.
-        let kept = counters;
+    /// The kept counters against `recount`, and the global account.
+    pub(crate) fn check_totals(&self, recount: &Counters, out: &mut Vec<PhysViolation>) {
+        let layout = self.frames.layout();
+        let kept = &self.counters;
         for list in FreeList::ALL {
             let i = list.index();
             if kept.free[i] != recount.free[i] {
@@ -220,7 +225,6 @@ impl BuddyAllocator {
                 accounted,
             });
         }
-        out
     }
 
     fn check_free_block(&self, b: FreeBlock, out: &mut Vec<PhysViolation>) {
@@ -299,68 +303,90 @@ impl BuddyAllocator {
             let from = region.range.start.max(start).as_u64();
             let to = region.range.end().min(range.end()).as_u64();
             for pfn in from..to {
-                let meta = meta_of(pfn);
                 let at = Pfn::new(pfn);
                 while *cursor < blocks.len() && blocks[*cursor].end() <= at {
                     *cursor += 1;
                 }
                 let covered = blocks.get(*cursor).is_some_and(|b| b.head <= at);
-                if region.kind.is_tag_storage() && meta.flags.contains(PageFlag::Tagged) {
-                    out.push(PhysViolation::TaggedTagStorage { pfn: at });
+                self.check_present_frame(at, region.kind, covered, section, start, recount, out);
+            }
+        }
+    }
+
+    /// The verdict of the present frame `at` of the materialised `section`
+    /// starting at `start` (`covered`: inside a free block): its state
+    /// against its region and free blocks, its allocated block's tails or
+    /// its tail's head; adds its pages to `recount`. It reads only the
+    /// frame, its allocated block's frames (a head's tails, a tail's
+    /// head), its pageblock's type and the static layout: the incremental
+    /// checker's dirty closure rests on this.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn check_present_frame(
+        &self,
+        at: Pfn,
+        kind: RegionKind,
+        covered: bool,
+        section: &[FrameMeta],
+        start: Pfn,
+        recount: &mut Counters,
+        out: &mut Vec<PhysViolation>,
+    ) {
+        let pfn = at.as_u64();
+        let meta_of = |pfn: u64| &section[(pfn - start.as_u64()) as usize];
+        let meta = meta_of(pfn);
+        if kind.is_tag_storage() && meta.flags.contains(PageFlag::Tagged) {
+            out.push(PhysViolation::TaggedTagStorage { pfn: at });
+        }
+        if covered {
+            if !meta.is_pristine() {
+                out.push(PhysViolation::FreeFrameNotPristine {
+                    pfn: at,
+                    meta: meta.clone(),
+                });
+            }
+            return;
+        }
+        let carved = kind == RegionKind::TagStorageCarvedOut;
+        match meta.state() {
+            FrameState::CarvedOut if carved => {}
+            state @ FrameState::CarvedOut => {
+                out.push(PhysViolation::StateOutsideRegion {
+                    pfn: at,
+                    state,
+                    kind,
+                });
+            }
+            state if carved => {
+                out.push(PhysViolation::StateOutsideRegion {
+                    pfn: at,
+                    state,
+                    kind,
+                });
+            }
+            FrameState::Free => out.push(PhysViolation::FreeFrameInNoBlock { pfn: at }),
+            FrameState::Claimed => recount.claimed += 1,
+            FrameState::Allocated { order, migratetype } => {
+                recount.allocated += order.pages();
+                let in_cma = self.pageblock(at).map(|b| b.migratetype) == Some(MigrateType::Cma);
+                if in_cma {
+                    recount.cma_allocated += order.pages();
+                    if migratetype != MigrateType::Movable {
+                        out.push(PhysViolation::UnmovableInCma { head: at });
+                    }
                 }
-                if covered {
-                    if !meta.is_pristine() {
-                        out.push(PhysViolation::FreeFrameNotPristine {
-                            pfn: at,
-                            meta: meta.clone(),
-                        });
-                    }
-                    continue;
-                }
-                let carved = region.kind == RegionKind::TagStorageCarvedOut;
-                match meta.state() {
-                    FrameState::CarvedOut if carved => {}
-                    state @ FrameState::CarvedOut => {
-                        out.push(PhysViolation::StateOutsideRegion {
-                            pfn: at,
-                            state,
-                            kind: region.kind,
-                        });
-                    }
-                    state if carved => {
-                        out.push(PhysViolation::StateOutsideRegion {
-                            pfn: at,
-                            state,
-                            kind: region.kind,
-                        });
-                    }
-                    FrameState::Free => out.push(PhysViolation::FreeFrameInNoBlock { pfn: at }),
-                    FrameState::Claimed => recount.claimed += 1,
-                    FrameState::Allocated { order, migratetype } => {
-                        recount.allocated += order.pages();
-                        let in_cma =
-                            self.pageblock(at).map(|b| b.migratetype) == Some(MigrateType::Cma);
-                        if in_cma {
-                            recount.cma_allocated += order.pages();
-                            if migratetype != MigrateType::Movable {
-                                out.push(PhysViolation::UnmovableInCma { head: at });
-                            }
-                        }
-                        self.check_allocated_block(at, order, section, start, out);
-                    }
-                    FrameState::Tail { head_offset } => {
-                        let head = pfn.checked_sub(u64::from(head_offset));
-                        let ok = head.filter(|&h| h >= start.as_u64()).is_some_and(|h| {
-                            matches!(meta_of(h).state(), FrameState::Allocated { order, .. }
-                                if u64::from(head_offset) < order.pages())
-                        });
-                        if !ok {
-                            out.push(PhysViolation::OrphanTail {
-                                pfn: at,
-                                head_offset,
-                            });
-                        }
-                    }
+                self.check_allocated_block(at, order, section, start, out);
+            }
+            FrameState::Tail { head_offset } => {
+                let head = pfn.checked_sub(u64::from(head_offset));
+                let ok = head.filter(|&h| h >= start.as_u64()).is_some_and(|h| {
+                    matches!(meta_of(h).state(), FrameState::Allocated { order, .. }
+                        if u64::from(head_offset) < order.pages())
+                });
+                if !ok {
+                    out.push(PhysViolation::OrphanTail {
+                        pfn: at,
+                        head_offset,
+                    });
                 }
             }
         }

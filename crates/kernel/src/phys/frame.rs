@@ -29,6 +29,7 @@
 //! Shortcut: Linux's `_mapcount` starts at -1 and pins are folded into
 //! `_refcount` (`GUP_PIN_COUNTING_BIAS`); here both are plain counts from 0.
 
+use crate::phys::dirty::{DirtyFrames, DirtyLog};
 use crate::phys::layout::{Order, PhysLayout, RegionKind};
 use crate::phys::sparse::Sparse;
 use core::fmt;
@@ -211,16 +212,32 @@ impl FrameMeta {
 }
 
 /// The sparse array of [`FrameMeta`] over the layout's span.
+///
+/// Every `&mut FrameMeta` it hands out goes through [`Self::get_mut`],
+/// [`Self::materialise_block`] or [`Self::block_mut`], which record the
+/// frames in the dirty log of the incremental checker
+/// ([`crate::phys::dirty`]): no frame can change unrecorded.
 #[derive(Clone, Debug)]
 pub struct FrameTable {
     layout: PhysLayout,
     sections: Sparse<FrameMeta>,
+    dirty: DirtyLog,
 }
 
 impl FrameTable {
     pub fn new(layout: PhysLayout) -> Self {
         let sections = Sparse::new(layout.span(), layout.geometry().section_shift());
-        Self { layout, sections }
+        Self {
+            layout,
+            sections,
+            dirty: DirtyLog::default(),
+        }
+    }
+
+    /// The frames handed out mutably since the last call (the incremental
+    /// checker's input; see [`crate::phys::dirty`]).
+    pub(crate) fn take_dirty(&mut self) -> DirtyFrames {
+        self.dirty.take()
     }
 
     pub fn layout(&self) -> &PhysLayout {
@@ -236,6 +253,7 @@ impl FrameTable {
 
     pub(crate) fn get_mut(&mut self, pfn: Pfn) -> Option<&mut FrameMeta> {
         self.layout.region_of(pfn)?;
+        self.dirty.note(pfn, 1);
         self.sections.get_mut(pfn)
     }
 
@@ -254,6 +272,10 @@ impl FrameTable {
             layout.region_of(pfn).is_some(),
             "BUG: frame {pfn} is a hole"
         );
+        if !self.sections.is_materialised(pfn) {
+            self.dirty.note_section(self.sections.section_start(pfn));
+        }
+        self.dirty.note(pfn, pages);
         self.sections
             .get_or_materialise_slice(pfn, pages, |start, slice| {
                 let section = mte::PfnRange::new(start, slice.len() as u64);
@@ -278,6 +300,7 @@ impl FrameTable {
 
     /// Like [`Self::block`]; a `BUG:` if the section was never materialised.
     pub(crate) fn block_mut(&mut self, pfn: Pfn, pages: u64) -> &mut [FrameMeta] {
+        self.dirty.note(pfn, pages);
         self.sections
             .slice_mut(pfn, pages)
             .unwrap_or_else(|| panic!("BUG: no metadata for {pages} frames at {pfn}"))

@@ -68,6 +68,10 @@ pub struct PhysContents {
     /// Empty slots, reused last-freed first (deterministic).
     free_slots: Vec<u32>,
     pages_with_data: u64,
+    /// Taken afresh whenever a buffer is added or dropped (the index and
+    /// slots change; data writes do not), so that the incremental checker
+    /// can reuse the verdict of [`Self::check`] (`crate::mm::generation`).
+    generation: u64,
 }
 
 impl PhysContents {
@@ -79,6 +83,7 @@ impl PhysContents {
             slots: Vec::new(),
             free_slots: Vec::new(),
             pages_with_data: 0,
+            generation: crate::mm::generation::next(),
         }
     }
 
@@ -87,6 +92,11 @@ impl PhysContents {
     }
 
     /// Frames holding a buffer.
+    /// The generation of the index and slots (see the field).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
     pub fn pages_with_data(&self) -> u64 {
         self.pages_with_data
     }
@@ -120,6 +130,7 @@ impl PhysContents {
             pfn,
             bytes: vec![0; self.page_size()].into_boxed_slice(),
         };
+        self.generation = crate::mm::generation::next();
         let index = match self.free_slots.pop() {
             Some(i) => {
                 self.slots[i as usize] = Some(buffer);
@@ -170,6 +181,7 @@ impl PhysContents {
     pub fn zero_page(&mut self, pfn: Pfn) -> Result<(), MemError> {
         self.check_present(pfn)?;
         if let Some(slot) = self.page_slot(pfn) {
+            self.generation = crate::mm::generation::next();
             self.slots[slot.index as usize] = None;
             self.free_slots.push(slot.index);
             *self
@@ -348,6 +360,7 @@ impl PhysContents {
             slots,
             free_slots,
             pages_with_data,
+            generation: _,
         } = self;
         let mut out = Vec::new();
         let mut used = 0;

@@ -25,7 +25,9 @@
 pub mod buddy;
 pub mod check;
 pub mod contig;
+pub(crate) mod dirty;
 pub mod frame;
+pub(crate) mod incremental;
 pub mod isolate;
 pub mod layout;
 pub mod mem;

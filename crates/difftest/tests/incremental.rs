@@ -1,0 +1,95 @@
+//! The incremental invariant checker equals the full one on random
+//! programs: every program the fuzzer draws runs on a kernel whose
+//! `invariant_violations` computes both verdicts after every step and
+//! panics (a finding the fuzzer reports) when they differ as multisets.
+//! With the known mistakes switched on, programs also reach broken states,
+//! so the two checkers are compared on violations too, step by step.
+
+use platform::{Design, Mistake, Mistakes, Platform};
+use scenario::machine::MachineUnavailable;
+use uapi::{Counter, Machine, MachineError, Op, PageState, Pid, Reply};
+
+use difftest::{FuzzConfig, fuzz};
+use kernel::Kernel;
+use kernel::machine::same_verdict;
+
+mod common;
+
+/// The kernel, checked both ways.
+struct Twin {
+    k: Kernel,
+}
+
+impl Machine for Twin {
+    fn run(&mut self, op: &Op) -> Reply {
+        self.k.run(op)
+    }
+
+    fn run_parallel(
+        &mut self,
+        ops: &[Op],
+        chooser: &mut dyn sched::Chooser,
+    ) -> Result<Vec<Reply>, MachineError> {
+        self.k.run_parallel(ops, chooser)
+    }
+
+    fn counter(&self, counter: Counter) -> Option<u64> {
+        self.k.counter(counter)
+    }
+
+    fn tags(&self, pid: Pid, ptr: mte::TaggedPtr, len: u64) -> Option<Vec<mte::Tag>> {
+        self.k.tags(pid, ptr, len)
+    }
+
+    fn page_state(&self, pid: Pid, ptr: mte::TaggedPtr, state: PageState) -> Option<bool> {
+        self.k.page_state(pid, ptr, state)
+    }
+
+    fn invariant_violations(&self) -> Vec<uapi::Violation> {
+        let incremental = self.k.violations_incremental();
+        let full = self.k.violations();
+        assert!(
+            same_verdict(&incremental, &full),
+            "incremental {incremental:#?}\nfull {full:#?}"
+        );
+        full.iter().map(|v| v.to_violation()).collect()
+    }
+}
+
+fn twin(platform: &Platform) -> Result<Box<dyn Machine>, MachineUnavailable> {
+    let k = Kernel::new(platform).expect("a machine the generator drew boots");
+    Ok(Box::new(Twin { k }))
+}
+
+#[test]
+fn incremental_equals_full_on_random_programs() {
+    for policy in [Design::NONE, Design::STATIC, Design::DYNAMIC] {
+        let config = FuzzConfig::new(4_000, 7, policy);
+        let report = fuzz(&config, &twin, &common::reference).unwrap();
+        // A disagreement of the checkers is a panic, reported as a divergence.
+        assert!(report.passed(), "{policy:?}: {:#?}", report.found);
+        assert_eq!(report.ops, 4_000);
+    }
+}
+
+#[test]
+fn incremental_equals_full_on_programs_that_break_invariants() {
+    let mut violations = 0;
+    for mistake in Mistake::ALL {
+        let config = FuzzConfig {
+            mistakes: Mistakes::NONE.with(mistake),
+            shrink: None,
+            ..FuzzConfig::new(3_000, 11, Design::DYNAMIC)
+        };
+        let report = fuzz(&config, &twin, &common::reference).unwrap();
+        for found in &report.found {
+            assert!(
+                !format!("{:?}", found.failure).contains("incremental"),
+                "{mistake:?}: the checkers disagree: {:#?}",
+                found.failure
+            );
+        }
+        violations += report.violations;
+    }
+    assert!(violations > 0, "the mistakes broke no invariant");
+}
