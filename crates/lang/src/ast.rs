@@ -824,8 +824,10 @@ mod tests {
     #[test]
     fn counter_names_are_model_md_section_5() {
         // docs/model.md §5 lists 23 names (swap.out/in and
-        // tcf.sync/async share rows), fault.stuck among them.
-        assert_eq!(Counter::ALL.len(), 23);
+        // tcf.sync/async share rows), fault.stuck among them; reclaim adds
+        // file.*, reclaim.direct and cleancache.* (docs/model.md §5).
+        assert_eq!(Counter::ALL.len(), 30);
+        assert_eq!(Counter::from_name("file.reads"), Some(Counter::FileReads));
         assert_eq!(Counter::from_name("fault.stuck"), Some(Counter::FaultStuck));
         assert_eq!(
             Counter::from_name("tag_storage.reserve_failures"),

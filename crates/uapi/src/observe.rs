@@ -33,10 +33,17 @@ pub enum Counter {
     KsmMerged,
     TcfSync,
     TcfAsync,
+    FileWriteback,
+    FileDropped,
+    FileReads,
+    ReclaimDirect,
+    CleancachePuts,
+    CleancacheHits,
+    CleancacheDrops,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 23] = [
+    pub const ALL: [Counter; 30] = [
         Counter::MemPages,
         Counter::MemFree,
         Counter::TagStoragePages,
@@ -60,6 +67,13 @@ impl Counter {
         Counter::KsmMerged,
         Counter::TcfSync,
         Counter::TcfAsync,
+        Counter::FileWriteback,
+        Counter::FileDropped,
+        Counter::FileReads,
+        Counter::ReclaimDirect,
+        Counter::CleancachePuts,
+        Counter::CleancacheHits,
+        Counter::CleancacheDrops,
     ];
 
     /// The name of `docs/model.md` §5 (`tag_storage.reserved`).
@@ -88,6 +102,13 @@ impl Counter {
             Counter::KsmMerged => "ksm.merged",
             Counter::TcfSync => "tcf.sync",
             Counter::TcfAsync => "tcf.async",
+            Counter::FileWriteback => "file.writeback",
+            Counter::FileDropped => "file.dropped",
+            Counter::FileReads => "file.reads",
+            Counter::ReclaimDirect => "reclaim.direct",
+            Counter::CleancachePuts => "cleancache.puts",
+            Counter::CleancacheHits => "cleancache.hits",
+            Counter::CleancacheDrops => "cleancache.drops",
         }
     }
 

@@ -90,10 +90,12 @@ mod check;
 mod compact;
 mod fault;
 mod huge;
+mod lru;
 mod migrate;
 mod mte_abi;
 mod observe;
 mod proc;
+mod reclaim;
 mod swapping;
 mod syscalls;
 mod tlb;
@@ -120,7 +122,7 @@ use crate::mem::{Gfp, MemInitError, Memory};
 use crate::mm::layout::PAGE_SIZE;
 use crate::mm::{
     AnonId, IdAlloc, MmId, MteSupport, ObjectId, Overcommit, PageTable, Pgoff, Pte, Rmap,
-    RmapEntry, TableFrames, VmConfig, VmaTree,
+    RmapEntry, SwapSlot, TableFrames, VmConfig, VmaTree,
 };
 use crate::phys::Order;
 use crate::swap::SwapDevice;
@@ -159,6 +161,17 @@ pub(crate) struct Object {
     pub(crate) kind: ObjectKind,
     /// Cached pages by page offset; a page is created on first touch.
     pub(crate) pages: BTreeMap<Pgoff, Pfn>,
+    /// A regular file's contents on disk as last written back, by page
+    /// offset (absent: zeros, the file was created zero-filled). A page
+    /// dropped from the page cache is read back from here.
+    pub(crate) disk: BTreeMap<Pgoff, Box<[u8]>>,
+    /// Offsets whose cached page is dirty (`PG_dirty`: written through a
+    /// shared mapping since its last writeback). Kept by offset, so that
+    /// migration of the page leaves it alone.
+    pub(crate) dirty: BTreeSet<Pgoff>,
+    /// Offsets whose page reclaim dropped and no fault has read back yet
+    /// (what `file.reads` counts).
+    pub(crate) dropped: BTreeSet<Pgoff>,
 }
 
 /// One address space (Linux `struct mm_struct`).
@@ -188,6 +201,16 @@ pub(crate) struct KernelCounters {
     pub(crate) tcf_async: u64,
     pub(crate) swap_out: u64,
     pub(crate) swap_in: u64,
+    /// Dirty file pages written back by reclaim (`pageout()`).
+    pub(crate) file_writeback: u64,
+    /// Clean file pages reclaim dropped from their page cache.
+    pub(crate) file_dropped: u64,
+    /// Faults that read a dropped file page back (from disk, or from the
+    /// cleancache when the design keeps one).
+    pub(crate) file_reads: u64,
+    /// Pages reclaimed by allocations that found no free page (direct
+    /// reclaim, `__alloc_pages_direct_reclaim()`).
+    pub(crate) direct_reclaim: u64,
 }
 
 /// The simulated kernel of one machine.
@@ -209,6 +232,13 @@ pub struct Kernel {
     cache_owner: RefCell<BTreeMap<Pfn, (ObjectId, Pgoff)>>,
     /// Frames held only by pins (unmapped, in no page cache).
     orphans: RefCell<BTreeSet<Pfn>>,
+    /// The LRU lists (see `lru`, `reclaim`).
+    lru: RefCell<lru::Lru>,
+    /// The swap cache (Linux `swapper_spaces`): the page a swap slot was
+    /// read into while swap entries still refer to the slot, by slot, and
+    /// the slot of each such page (see `swapping`).
+    swap_cache: RefCell<BTreeMap<SwapSlot, Pfn>>,
+    swap_cache_slot: RefCell<BTreeMap<Pfn, SwapSlot>>,
     /// The swap device (see `swapping`).
     swap: RefCell<SwapDevice>,
     /// Tags restored at swap-in into a page whose tag storage is not
@@ -334,6 +364,9 @@ impl Kernel {
             objects: RefCell::new(BTreeMap::new()),
             cache_owner: RefCell::new(BTreeMap::new()),
             orphans: RefCell::new(BTreeSet::new()),
+            lru: RefCell::new(lru::Lru::default()),
+            swap_cache: RefCell::new(BTreeMap::new()),
+            swap_cache_slot: RefCell::new(BTreeMap::new()),
             swap: RefCell::new(swap),
             restored_tags: RefCell::new(BTreeMap::new()),
             rng: RefCell::new(Xoshiro256PlusPlus::seed_from_u64(seed)),
@@ -439,6 +472,7 @@ impl Kernel {
                 .expect("BUG: map count underflow");
         }
         if let Some(leaf) = pte.leaf().filter(|l| !l.attrs.special) {
+            self.lru_add(leaf.pfn);
             self.rmap
                 .borrow_mut()
                 .add(leaf.pfn, entry)
@@ -467,7 +501,10 @@ impl Kernel {
     /// Frees `pfn` if nothing holds it any more: not mapped, not in a page
     /// cache; a pinned frame becomes an orphan instead.
     async fn release_if_unused(&self, pfn: Pfn) {
-        if pfn == self.mem.zero_page() || self.cache_owner.borrow().contains_key(&pfn) {
+        if pfn == self.mem.zero_page()
+            || self.cache_owner.borrow().contains_key(&pfn)
+            || self.swap_cache_slot.borrow().contains_key(&pfn)
+        {
             return;
         }
         let (mapcount, pins) = {
@@ -486,6 +523,7 @@ impl Kernel {
         }
         self.orphans.borrow_mut().remove(&pfn);
         self.restored_tags.borrow_mut().remove(&pfn);
+        self.lru.borrow_mut().remove(pfn);
         if self.mem.tag_storage_reserved(pfn) {
             self.mem
                 .free(pfn, PAGE_ORDER)
@@ -535,6 +573,7 @@ impl Kernel {
         };
         let mut pfns = Vec::new();
         for object in dead {
+            self.cleancache_forget(&object);
             for pfn in object.pages.into_values() {
                 self.cache_owner.borrow_mut().remove(&pfn);
                 pfns.push(pfn);

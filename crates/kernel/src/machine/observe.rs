@@ -26,6 +26,10 @@ impl Kernel {
             tcf_async,
             swap_out,
             swap_in,
+            file_writeback,
+            file_dropped,
+            file_reads,
+            direct_reclaim,
         } = self.counters.get();
         Some(match counter {
             Counter::FaultAnon => fault_anon,
@@ -37,6 +41,13 @@ impl Kernel {
             Counter::TcfAsync => tcf_async,
             Counter::SwapOut => swap_out,
             Counter::SwapIn => swap_in,
+            Counter::FileWriteback => file_writeback,
+            Counter::FileDropped => file_dropped,
+            Counter::FileReads => file_reads,
+            Counter::ReclaimDirect => direct_reclaim,
+            Counter::CleancachePuts => self.cleancache_stats().puts,
+            Counter::CleancacheHits => self.cleancache_stats().hits,
+            Counter::CleancacheDrops => self.cleancache_stats().drops,
             Counter::SwapSavedTags => self.swap.borrow().saved_tags_count(),
             // No KSM (see the machine module doc).
             Counter::KsmMerged => 0,

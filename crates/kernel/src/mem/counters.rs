@@ -107,7 +107,14 @@ impl MemCounters {
             | Counter::SwapSavedTags
             | Counter::KsmMerged
             | Counter::TcfSync
-            | Counter::TcfAsync => None,
+            | Counter::TcfAsync
+            | Counter::FileWriteback
+            | Counter::FileDropped
+            | Counter::FileReads
+            | Counter::ReclaimDirect
+            | Counter::CleancachePuts
+            | Counter::CleancacheHits
+            | Counter::CleancacheDrops => None,
         }
     }
 }
