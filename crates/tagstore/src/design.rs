@@ -33,6 +33,11 @@ pub enum Storage {
     /// Lent to the page allocator as CMA memory: movable, untagged data may
     /// live there until a block is claimed for tags (the RFC's design).
     Lent,
+    /// Never given to the page allocator: while a block holds no tags, its
+    /// frames hold clean copies of page-cache pages that reclaim evicted (a
+    /// cleancache). Claiming a block drops the copies it holds: no
+    /// migration, never waits, never fails.
+    Cleancache,
 }
 
 /// What the fault on an entry awaiting tag storage does when the
@@ -66,6 +71,12 @@ impl Rules {
     pub const fn lends_storage(&self) -> bool {
         matches!(self.storage, Storage::Lent)
     }
+
+    /// Whether tag storage frames keep clean page-cache copies that reclaim
+    /// hands over and a fault reads back.
+    pub const fn keeps_cleancache(&self) -> bool {
+        matches!(self.storage, Storage::Cleancache)
+    }
 }
 
 /// One registered design.
@@ -96,10 +107,11 @@ impl DesignEntry {
 
 /// Every design, in the order listings show them. The first three are the
 /// [`Design`] constants.
-pub static DESIGNS: [DesignEntry; 3] = [
+pub static DESIGNS: [DesignEntry; 4] = [
     crate::none::DESIGN,
     crate::carveout::DESIGN,
     crate::dynamic::DESIGN,
+    crate::cleancache::DESIGN,
 ];
 
 /// A handle to one registered design.
@@ -190,7 +202,10 @@ mod tests {
         assert_eq!(Design::DYNAMIC.name(), "dynamic");
         assert_eq!(Design::by_name("dynamic"), Some(Design::DYNAMIC));
         assert_eq!(Design::by_name("bogus"), None);
-        assert_eq!(Design::names(), "`none`, `static` or `dynamic`");
+        assert_eq!(
+            Design::names(),
+            "`none`, `static`, `dynamic` or `cleancache`"
+        );
     }
 
     #[test]

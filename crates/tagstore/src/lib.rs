@@ -70,6 +70,7 @@
 
 mod carveout;
 pub mod check;
+mod cleancache;
 pub mod counters;
 pub mod design;
 mod dynamic;

@@ -196,7 +196,8 @@ fn mem_invariant(v: &MemViolation) -> Invariant {
         | M::ClaimToken { .. }
         | M::ClaimedOutsideReservedBlocks { .. }
         | M::BlockRefcount { .. }
-        | M::ReservedWithoutTagStorage { .. } => Invariant::ReservedBlocks,
+        | M::ReservedWithoutTagStorage { .. }
+        | M::CleancacheInReservedBlock { .. } => Invariant::ReservedBlocks,
         M::TaggedWithoutReservation { .. } => Invariant::TaggedEntries,
         M::ZeroPage { .. } => Invariant::ZeroPage,
         M::TagsWrittenToUnreservedStorage { .. } => Invariant::TagWrites,
@@ -204,7 +205,8 @@ fn mem_invariant(v: &MemViolation) -> Invariant {
         | M::MteLockHeld { .. }
         | M::Counter { .. }
         | M::TagCountersStale { .. }
-        | M::IsolatedPageblock { .. } => Invariant::LayerConsistency,
+        | M::IsolatedPageblock { .. }
+        | M::CleancacheBookkeeping { .. } => Invariant::LayerConsistency,
     }
 }
 
@@ -485,13 +487,13 @@ impl Kernel {
                 bad("the page is also in a page cache");
             }
             let phys = mem.phys();
-            let Some(bytes) = phys.contents.page_bytes(*pfn) else {
-                bad("the page is not present");
-                continue;
-            };
-            let same = match &state.data {
-                Some(data) => bytes == &data[..],
-                None => bytes.iter().all(|&b| b == 0),
+            // No buffer: all zeros.
+            let bytes = phys.contents.page_bytes(*pfn);
+            let same = match (&state.data, bytes) {
+                (Some(data), Some(bytes)) => bytes == &data[..],
+                (Some(data), None) => data.iter().all(|&b| b == 0),
+                (None, Some(bytes)) => bytes.iter().all(|&b| b == 0),
+                (None, None) => true,
             };
             if !same {
                 bad("the page's data differs from the slot's");

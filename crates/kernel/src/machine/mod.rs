@@ -560,7 +560,7 @@ impl Kernel {
             .values()
             .flat_map(|m| m.vmas.iter().filter_map(|v| v.object()))
             .collect();
-        let dead: Vec<Object> = {
+        let dead: Vec<(ObjectId, Object)> = {
             let mut objects = self.objects.borrow_mut();
             let ids: Vec<ObjectId> = objects
                 .keys()
@@ -568,12 +568,12 @@ impl Kernel {
                 .filter(|id| !live.contains(id))
                 .collect();
             ids.into_iter()
-                .filter_map(|id| objects.remove(&id))
+                .filter_map(|id| objects.remove(&id).map(|o| (id, o)))
                 .collect()
         };
         let mut pfns = Vec::new();
-        for object in dead {
-            self.cleancache_forget(&object);
+        for (id, object) in dead {
+            self.cleancache_forget(id, &object);
             for pfn in object.pages.into_values() {
                 self.cache_owner.borrow_mut().remove(&pfn);
                 pfns.push(pfn);

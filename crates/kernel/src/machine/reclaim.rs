@@ -45,7 +45,12 @@
 //! allocation of a user page that finds no free page reclaims
 //! [`SWAP_CLUSTER_MAX`] pages and tries again, while reclaim makes
 //! progress; only when nothing can be reclaimed does it fail (out of
-//! memory: the fault's outcome as before).
+//! memory: the fault's outcome as before). The allocations that do so are
+//! the user pages of faults: anonymous and page-cache pages, swap-in
+//! pages, copy-on-write copies. **Simplification:** page-table frames and
+//! the destination of the tag storage fault's migration do not reclaim
+//! (Linux's do), so out of memory there stays what it was; reclaiming
+//! there would evict the very page the tag storage fault is mapping.
 //!
 //! # Dirty tracking of file pages
 //! A shared file mapping is write-notify (`vma_wants_writenotify()`): a
@@ -487,23 +492,32 @@ impl Kernel {
 const PAGE_SIZE_BYTES: usize = crate::mm::layout::PAGE_SIZE as usize;
 
 impl Kernel {
-    fn cleancache_put(&self, _object: ObjectId, _pgoff: Pgoff, _pfn: Pfn) {}
-    fn cleancache_get(&self, _object: ObjectId, _pgoff: Pgoff) -> Option<Box<[u8]>> {
-        None
+    /// Hands the clean file page `pfn` (of `object` at `pgoff`), which
+    /// reclaim is dropping, to the design's cleancache, if it keeps one
+    /// (`cleancache_put_page()` in `__remove_mapping()`).
+    fn cleancache_put(&self, object: ObjectId, pgoff: Pgoff, pfn: Pfn) {
+        self.mem.cleancache_put(cache_key(object, pgoff), pfn);
     }
-    pub(crate) fn cleancache_forget(&self, _object: &super::Object) {}
+
+    /// The cleancache's copy of `object` at `pgoff`, taken out of it.
+    fn cleancache_get(&self, object: ObjectId, pgoff: Pgoff) -> Option<Box<[u8]>> {
+        self.mem.cleancache_get(cache_key(object, pgoff))
+    }
+
+    /// Forgets the cleancache copies of a dying object
+    /// (`cleancache_invalidate_inode()`).
+    pub(crate) fn cleancache_forget(&self, id: ObjectId, object: &super::Object) {
+        for pgoff in &object.dropped {
+            self.mem.cleancache_invalidate(cache_key(id, *pgoff));
+        }
+    }
+
+    pub(crate) fn cleancache_stats(&self) -> crate::mem::CleancacheStats {
+        self.mem.cleancache_stats()
+    }
 }
 
-/// What the cleancache did so far.
-#[derive(Clone, Copy, Default, Debug)]
-pub(crate) struct CleancacheStats {
-    pub(crate) puts: u64,
-    pub(crate) hits: u64,
-    pub(crate) drops: u64,
-}
-
-impl Kernel {
-    pub(crate) fn cleancache_stats(&self) -> CleancacheStats {
-        CleancacheStats::default()
-    }
+/// The cleancache's key of a file page.
+fn cache_key(object: ObjectId, pgoff: Pgoff) -> crate::mem::CacheKey {
+    (object.get(), pgoff.get())
 }
