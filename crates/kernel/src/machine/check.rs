@@ -593,6 +593,9 @@ impl Kernel {
                 .and_then(|(o, _)| objects.get(o))
                 .map(|o| o.kind);
             let right = match kind {
+                // A pinned page that lost its page cache (the object went)
+                // keeps the list it had (Linux: until the last put).
+                None if orphans.contains(&pfn) => true,
                 None => !home.is_file() && home != super::lru::LruList::Unevictable,
                 Some(ObjectKind::File) => home.is_file(),
                 Some(_) => home == super::lru::LruList::Unevictable,

@@ -22,7 +22,9 @@
 //! compaction: `compact` and direct compaction), `huge` (transparent
 //! huge pages and the huge zero page: eligibility, PMD faults,
 //! `set_pmd_at`, splitting, the deposited tables), `swapping` (pageout,
-//! `do_swap_page`, tags saved and restored), `access` (loads, stores, tag
+//! `do_swap_page`, the swap cache, tags saved and restored), `lru` (the
+//! LRU lists), `reclaim` (reclaim over them, file writeback and read-back,
+//! direct reclaim, the cleancache hooks), `access` (loads, stores, tag
 //! instructions, kernel copies, ptrace tag access), `tlb` (the software
 //! TLB), `observe` (counters, page states, tags), `check` (the machine-wide
 //! invariant checker).
@@ -70,20 +72,21 @@
 //!   migrate the whole THP); a pin splits the PMD it pins through; a write
 //!   to a shared THP splits the PMD and copies one 4 KiB page (6.8).
 //! - Swap (`swapping`): `madvise pageout` swaps out private anonymous pages
-//!   mapped once, saving their tags; there is **no swap cache** (a page is
-//!   dropped once written, and every swap-in reads the slot into a new
-//!   page of the faulting process, so processes sharing a slot after fork
-//!   swap in separate copies); only anonymous memory is swapped (shmem and
-//!   tmpfs pages stay in memory); `PTRACE_PEEKMTETAGS` reads the saved tags
+//!   mapped once, saving their tags; a swap cache only for slots still
+//!   shared at swap-in (a slot of one entry is read straight into the
+//!   faulting process's page); only anonymous memory is swapped (shmem and
+//!   tmpfs pages are unevictable); `PTRACE_PEEKMTETAGS` reads the saved tags
 //!   without a swap-in. A 2 MiB block entry is split before pageout
 //!   (`Kernel::pageout_block`), as Linux splits a THP it cannot swap whole.
-//! - `reclaim PAGES` only swaps anonymous pages out (in frame order, no
-//!   LRU; nothing without swap): page cache pages are never dropped.
+//! - Reclaim (`reclaim`, over the LRU lists of `lru`): no kswapd, no
+//!   swappiness balancing, synchronous writeback; page-table allocations
+//!   do not reclaim.
 //! - `compact` runs a full compaction (see `compact` for what it simplifies).
 //!   KSM is not modelled (`ksm-scan` is refused by the language);
 //!   `madvise mergeable` only sets `VM_MERGEABLE`, and `ksm.merged` stays 0.
-//! - Out of memory inside a fault (Linux: `VM_FAULT_OOM`, the OOM killer)
-//!   is reported as `fault SEGV_ACCERR` at the faulting address.
+//! - Out of memory inside a fault (Linux: `VM_FAULT_OOM`, the OOM killer),
+//!   after direct reclaim freed nothing, is reported as `fault SEGV_ACCERR`
+//!   at the faulting address.
 
 mod access;
 mod check;

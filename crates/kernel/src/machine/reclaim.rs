@@ -331,13 +331,12 @@ impl Kernel {
         }
         let mapped = self.rmap.borrow().count(pfn) > 0;
         if !mapped {
-            return match self.swap_cache_slot.borrow().contains_key(&pfn) {
-                true => {
-                    self.swap_cache_delete(pfn);
-                    PageoutResult::SwappedOut
-                }
-                false => PageoutResult::Skipped,
-            };
+            let in_swap_cache = self.swap_cache_slot.borrow().contains_key(&pfn);
+            if !in_swap_cache {
+                return PageoutResult::Skipped;
+            }
+            self.swap_cache_delete(pfn);
+            return PageoutResult::SwappedOut;
         }
         // try_to_unmap(TTU_SPLIT_HUGE_PMD).
         self.split_blocks_mapping(pfn, SplitReason::Pageout);

@@ -24,26 +24,36 @@
 //!   the range; reclaim splits the blocks mapping the page), as Linux
 //!   splits a PMD-mapped THP before swapping its pages.
 //!
-//! # Reclaim ([`Kernel::reclaim`])
-//! `reclaim PAGES` swaps out anonymous pages the same way, in frame order,
-//! pages shared by fork included (every mapping becomes a swap entry of
-//! one slot whose swap count is the number of mappings).
+//! # Reclaim
+//! `reclaim PAGES` and direct reclaim (module `reclaim`) swap anonymous
+//! pages out with [`Kernel::swap_out_locked`], pages shared by fork
+//! included (every mapping becomes a swap entry of one slot whose swap
+//! count is the number of mappings). A page in the swap cache keeps its
+//! slot: it is unmapped to it again without a write.
 //!
-//! **Simplification: no swap cache.** Linux keeps the page in the swap
-//! cache until writeback ends and, after a swap-in, while other entries
-//! still refer to the slot. The model writes synchronously and drops the
-//! page at once; a swap-in always reads the slot into a new page of the
-//! faulting process. Two processes sharing a slot after `fork` therefore
-//! each swap in their own copy (`swap.in` counts both) instead of sharing
-//! one read-only page until a write; the data and tags each reads are the
-//! same either way (the slot is never written after swap-out).
+//! # The swap cache (Linux `mm/swap_state.c`)
+//! A swap-in of a slot that other swap entries still refer to
+//! (`__read_swap_cache_async()`) reads it into a page that joins the swap
+//! cache, keyed by the slot; the other entries' faults find it there
+//! (`swap_cache_get_folio()`) and map it, without a read and without
+//! `swap.in`, read-only while the slot still has references (a write then
+//! copies: the page is not exclusive). The tags are restored once, when the
+//! slot is read. The page leaves the swap cache when the slot's last
+//! reference goes (`swap_free()` -> `folio_free_swap()`), or when reclaim
+//! drops it unmapped. Nothing writes a page while it is in the swap
+//! cache, so its data and tags stay those of the slot (checked).
+//! **Simplification:** a slot of a single entry is read straight into the
+//! faulting process's page and freed at once (`SWP_SYNCHRONOUS_IO`-like).
 //!
 //! # Swap-in ([`Kernel::do_swap_page`])
 //! A fault on a swap entry, from any access (loads, stores, tag
-//! instructions, kernel copies, forced ptrace writes, pins): a new page (a
+//! instructions, kernel copies, forced ptrace writes, pins): the swap
+//! cache's page if the slot is there, else a new page (a
 //! tagged allocation in a `VM_MTE` mapping: never from tag storage, its
-//! blocks reserved best effort), the slot's data copied in, the saved tags
-//! handed to `Kernel::restored_tags` and the page mapped with
+//! blocks reserved best effort; direct reclaim if none is free), the
+//! slot's data copied in, the saved tags handed to `Kernel::restored_tags`
+//! (whatever maps it: another mapping may map it tagged from the swap
+//! cache) and the page mapped with
 //! `set_pte_at()`; `swap_free()` then drops the slot's reference (the slot
 //! and its tags go with the last one), `swap.in` + 1. A page of a `VM_MTE`
 //! mapping swapped out untagged (`PROT_MTE` added later) gets zeroed tags
