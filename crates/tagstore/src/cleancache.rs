@@ -52,7 +52,7 @@ pub(crate) const DESIGN: DesignEntry = DesignEntry::new(
 #[cfg(test)]
 mod tests {
     use crate::testutil::{BASE, MockSource, block_on, machine, record};
-    use crate::{BlockState, Design, TagStorage};
+    use crate::{BlockState, Design};
     use mte::{Order, Pfn, TagBlock};
 
     #[test]
