@@ -832,10 +832,12 @@ mod tests {
         // docs/model.md §5 lists 25 names (swap.out/in and
         // tcf.sync/async share rows), fault.stuck, ksm.sharing and the
         // extra ksm.saved among them; then the cost.* family (cost.total
-        // and ten kinds) and tag_storage.contig_allocs.
-        assert_eq!(Counter::ALL.len(), 37);
+        // and ten kinds) and tag_storage.contig_allocs; reclaim adds
+        // file.*, reclaim.direct and cleancache.*.
+        assert_eq!(Counter::ALL.len(), 44);
         assert_eq!(Counter::from_name("cost.total"), Some(Counter::CostTotal));
         assert_eq!(Counter::from_name("ksm.sharing"), Some(Counter::KsmSharing));
+        assert_eq!(Counter::from_name("file.reads"), Some(Counter::FileReads));
         assert_eq!(Counter::from_name("fault.stuck"), Some(Counter::FaultStuck));
         assert_eq!(
             Counter::from_name("tag_storage.reserve_failures"),

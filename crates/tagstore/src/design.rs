@@ -33,6 +33,11 @@ pub enum Storage {
     /// Lent to the page allocator as CMA memory: movable, untagged data may
     /// live there until a block is claimed for tags (the RFC's design).
     Lent,
+    /// Never given to the page allocator: while a block holds no tags, its
+    /// frames hold clean copies of page-cache pages that reclaim evicted (a
+    /// cleancache). Claiming a block drops the copies it holds: no
+    /// migration, never waits, never fails.
+    Cleancache,
 }
 
 /// What the fault on an entry awaiting tag storage does when the
@@ -81,6 +86,12 @@ impl Rules {
     pub const fn lends_storage(&self) -> bool {
         matches!(self.storage, Storage::Lent)
     }
+
+    /// Whether tag storage frames keep clean page-cache copies that reclaim
+    /// hands over and a fault reads back.
+    pub const fn keeps_cleancache(&self) -> bool {
+        matches!(self.storage, Storage::Cleancache)
+    }
 }
 
 /// One registered design.
@@ -122,13 +133,14 @@ impl DesignEntry {
 
 /// Every design, in the order listings show them. The first three are the
 /// [`Design`] constants.
-pub static DESIGNS: [DesignEntry; 6] = [
+pub static DESIGNS: [DesignEntry; 7] = [
     crate::none::DESIGN,
     crate::carveout::DESIGN,
     crate::dynamic::DESIGN,
     crate::rfc_v3::DESIGN,
     crate::google::DESIGN,
     crate::xnu::DESIGN,
+    crate::cleancache::DESIGN,
 ];
 
 /// A handle to one registered design.
@@ -227,7 +239,7 @@ mod tests {
         assert_eq!(Design::by_name("bogus"), None);
         assert_eq!(
             Design::names(),
-            "`none`, `static`, `dynamic`, `rfc-v3`, `google` or `xnu`"
+            "`none`, `static`, `dynamic`, `rfc-v3`, `google`, `xnu` or `cleancache`"
         );
     }
 

@@ -76,6 +76,7 @@
 
 mod carveout;
 pub mod check;
+mod cleancache;
 pub mod counters;
 pub mod design;
 mod dynamic;

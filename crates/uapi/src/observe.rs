@@ -54,10 +54,17 @@ pub enum Counter {
     /// now (Linux `pages_sharing`). Not in the spec's list: a `--json`
     /// extra that the ported `ksm_tests.c` checks need.
     KsmSaved,
+    FileWriteback,
+    FileDropped,
+    FileReads,
+    ReclaimDirect,
+    CleancachePuts,
+    CleancacheHits,
+    CleancacheDrops,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 37] = [
+    pub const ALL: [Counter; 44] = [
         Counter::MemPages,
         Counter::MemFree,
         Counter::TagStoragePages,
@@ -95,6 +102,13 @@ impl Counter {
         Counter::TagStorageContigAllocs,
         Counter::KsmSharing,
         Counter::KsmSaved,
+        Counter::FileWriteback,
+        Counter::FileDropped,
+        Counter::FileReads,
+        Counter::ReclaimDirect,
+        Counter::CleancachePuts,
+        Counter::CleancacheHits,
+        Counter::CleancacheDrops,
     ];
 
     /// The `cost.KIND` counters, whose sum is `cost.total`.
@@ -151,6 +165,13 @@ impl Counter {
             Counter::TagStorageContigAllocs => "tag_storage.contig_allocs",
             Counter::KsmSharing => "ksm.sharing",
             Counter::KsmSaved => "ksm.saved",
+            Counter::FileWriteback => "file.writeback",
+            Counter::FileDropped => "file.dropped",
+            Counter::FileReads => "file.reads",
+            Counter::ReclaimDirect => "reclaim.direct",
+            Counter::CleancachePuts => "cleancache.puts",
+            Counter::CleancacheHits => "cleancache.hits",
+            Counter::CleancacheDrops => "cleancache.drops",
         }
     }
 

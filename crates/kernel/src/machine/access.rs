@@ -84,8 +84,15 @@ fn translate_page(m: &mut Mm, base: u64, need: Need) -> Option<PageMap> {
     let at = va(base);
     let (pfn, access, tagged) = match m.tlb.lookup(at) {
         Some(e) => (e.pfn, e.access, e.tagged),
+        // The walk sets the access flag of a leaf that lacks it (ARMv8.1
+        // hardware AF update): only a TLB miss can find it clear, because
+        // reclaim flushes the TLB entry when it clears the flag
+        // (`ptep_clear_flush_young()`), so a TLB hit costs nothing extra.
         None => match m.pt.walk(at) {
             Walk::Pte(Pte::Present(leaf)) if leaf.attrs.access.is_valid() => {
+                if !leaf.attrs.young {
+                    m.pt.set_young(at, true);
+                }
                 m.tlb.fill(at, leaf);
                 (leaf.pfn, leaf.attrs.access, leaf.attrs.tagged)
             }
@@ -93,6 +100,9 @@ fn translate_page(m: &mut Mm, base: u64, need: Need) -> Option<PageMap> {
                 base: block_base,
                 block: Block::Present(leaf),
             } if leaf.attrs.access.is_valid() => {
+                if !leaf.attrs.young {
+                    m.pt.set_young(block_base, true);
+                }
                 m.tlb.fill_block(block_base, leaf);
                 let index = (base - block_base.as_u64()) / PAGE;
                 (leaf.pfn + index, leaf.attrs.access, leaf.attrs.tagged)

@@ -42,7 +42,7 @@ use mte::{Pfn, VirtAddr};
 use thiserror::Error;
 use uapi::{Invariant, Pid, Violation};
 
-use super::{Kernel, Mm, PAGE};
+use super::{Kernel, Mm, ObjectKind, PAGE};
 use crate::mem::MemViolation;
 use crate::mm::layout::{PAGE_SHIFT, PAGES_PER_PMD};
 use crate::mm::{
@@ -152,6 +152,18 @@ pub enum KernelViolation {
     /// (see `ksm`).
     #[error("KSM page {pfn}: {what}")]
     KsmPage { pfn: Pfn, what: &'static str },
+    /// Every user page is on exactly one LRU list of its type, or isolated
+    /// by reclaim; nothing else is (see `lru`).
+    #[error("{pfn}: LRU: {what}")]
+    Lru { pfn: Pfn, what: &'static str },
+    /// The swap cache holds, for a slot that swap entries still refer to,
+    /// one page with the slot's data and saved tags (see `swapping`).
+    #[error("swap cache, slot {slot}: {what}")]
+    SwapCache { slot: SwapSlot, what: &'static str },
+    /// A file page mapped writable is dirty: otherwise a write through the
+    /// entry would be lost when reclaim drops the page (see `reclaim`).
+    #[error("mm {mm:?} {va}: a clean file page is mapped writable")]
+    CleanFileWritable { mm: MmId, va: VirtAddr },
 }
 
 impl KernelViolation {
@@ -175,6 +187,8 @@ impl KernelViolation {
             | K::SwapCount { .. }
             | K::KsmCount { .. } => Invariant::Counts,
             K::SavedTagsWithoutMte { .. } | K::RestoredTags { .. } => Invariant::SavedTags,
+            K::SwapCache { .. } | K::CleanFileWritable { .. } => Invariant::NothingLost,
+            K::Lru { .. } => Invariant::LayerConsistency,
             K::Livelock { .. } => Invariant::Progress,
             K::Lock(_) => Invariant::NoSleepUnderSpinlock,
             K::Vma { .. }
@@ -212,7 +226,8 @@ fn mem_invariant(v: &MemViolation) -> Invariant {
         | M::ClaimToken { .. }
         | M::ClaimedOutsideReservedBlocks { .. }
         | M::BlockRefcount { .. }
-        | M::ReservedWithoutTagStorage { .. } => Invariant::ReservedBlocks,
+        | M::ReservedWithoutTagStorage { .. }
+        | M::CleancacheInReservedBlock { .. } => Invariant::ReservedBlocks,
         M::TaggedWithoutReservation { .. } => Invariant::TaggedEntries,
         M::ZeroPage { .. } => Invariant::ZeroPage,
         M::TagsWrittenToUnreservedStorage { .. } => Invariant::TagWrites,
@@ -220,7 +235,8 @@ fn mem_invariant(v: &MemViolation) -> Invariant {
         | M::MteLockHeld { .. }
         | M::Counter { .. }
         | M::TagCountersStale { .. }
-        | M::IsolatedPageblock { .. } => Invariant::LayerConsistency,
+        | M::IsolatedPageblock { .. }
+        | M::CleancacheBookkeeping { .. } => Invariant::LayerConsistency,
     }
 }
 
@@ -323,6 +339,9 @@ impl Kernel {
             objects,
             cache_owner,
             orphans,
+            lru,
+            swap_cache,
+            swap_cache_slot,
             swap,
             restored_tags,
             page_locks: _,
@@ -552,8 +571,59 @@ impl Kernel {
                 }
             }
         }
+        // The swap cache: both maps agree, each slot is in use (entries
+        // still refer to it), each page is an allocated anonymous page with
+        // the slot's data and, once its tags are set, the slot's tags.
+        let swap_cache = swap_cache.borrow();
+        let swap_cache_slot = swap_cache_slot.borrow();
+        let cached_swap: BTreeSet<Pfn> = swap_cache_slot.keys().copied().collect();
+        if swap_cache.len() != swap_cache_slot.len() {
+            for (slot, _) in swap_cache.iter() {
+                out.push(KernelViolation::SwapCache {
+                    slot: *slot,
+                    what: "its two maps differ in size",
+                });
+            }
+        }
+        for (slot, pfn) in swap_cache.iter() {
+            let slot = *slot;
+            let mut bad = |what| out.push(KernelViolation::SwapCache { slot, what });
+            if swap_cache_slot.get(pfn) != Some(&slot) {
+                bad("page and slot maps disagree");
+            }
+            let Some(state) = swap.get(slot) else {
+                bad("a page cached for a free slot");
+                continue;
+            };
+            if cache_owner.contains_key(pfn) {
+                bad("the page is also in a page cache");
+            }
+            let phys = mem.phys();
+            // No buffer: all zeros.
+            let bytes = phys.contents.page_bytes(*pfn);
+            let same = match (&state.data, bytes) {
+                (Some(data), Some(bytes)) => bytes == &data[..],
+                (Some(data), None) => data.iter().all(|&b| b == 0),
+                (None, Some(bytes)) => bytes.iter().all(|&b| b == 0),
+                (None, None) => true,
+            };
+            if !same {
+                bad("the page's data differs from the slot's");
+            }
+            drop(phys);
+            if let Some(saved) = &state.tags {
+                let now = if mem.page_mte_tagged(*pfn) {
+                    mem.read_page_tags(*pfn).ok()
+                } else {
+                    restored_tags.borrow().get(pfn).cloned()
+                };
+                if now.as_deref().is_some_and(|t| t != &saved[..]) {
+                    bad("the page's tags differ from the slot's saved tags");
+                }
+            }
+        }
         for pfn in restored_tags.borrow().keys() {
-            if mapped.binary_search(pfn).is_err() {
+            if mapped.binary_search(pfn).is_err() && !cached_swap.contains(pfn) {
                 out.push(KernelViolation::RestoredTags {
                     pfn: *pfn,
                     what: "not mapped",
@@ -597,15 +667,90 @@ impl Kernel {
         }
 
         // Counts of every user frame (invariant 6), and no frame unaccounted.
+        for pfn in orphans.iter() {
+            if cached_swap.contains(pfn) {
+                out.push(KernelViolation::Orphan { pfn: *pfn });
+            }
+        }
         let mut held: Vec<Pfn> = mapped
             .iter()
             .chain(cached.iter())
             .chain(orphans.iter())
             .chain(pins.keys())
+            .chain(cached_swap.iter())
             .copied()
             .collect();
         held.sort_unstable();
         held.dedup();
+
+        // LRU membership: every held page on one list of its type (or
+        // isolated), nothing else on any.
+        let lru = lru.borrow();
+        if !lru.consistent() {
+            out.push(KernelViolation::Lru {
+                pfn: zero,
+                what: "the lists and the places disagree",
+            });
+        }
+        for (pfn, place) in lru.all() {
+            if held.binary_search(&pfn).is_err() {
+                out.push(KernelViolation::Lru {
+                    pfn,
+                    what: "on a list but not a user page",
+                });
+                continue;
+            }
+            let home = match place {
+                super::lru::LruPlace::On(l) | super::lru::LruPlace::Isolated { home: l } => l,
+            };
+            let kind = cache_owner
+                .get(&pfn)
+                .and_then(|(o, _)| objects.get(o))
+                .map(|o| o.kind);
+            let right = match kind {
+                // A pinned page that lost its page cache (the object went)
+                // keeps the list it had (Linux: until the last put).
+                None if orphans.contains(&pfn) => true,
+                None => !home.is_file() && home != super::lru::LruList::Unevictable,
+                Some(ObjectKind::File) => home.is_file(),
+                Some(_) => home == super::lru::LruList::Unevictable,
+            };
+            if !right {
+                out.push(KernelViolation::Lru {
+                    pfn,
+                    what: "on a list of the wrong type",
+                });
+            }
+        }
+        for pfn in &held {
+            if lru.place(*pfn).is_none() {
+                out.push(KernelViolation::Lru {
+                    pfn: *pfn,
+                    what: "a user page on no list",
+                });
+            }
+        }
+
+        // Dirty tracking: a writable entry of a file page means a dirty page.
+        for (id, m) in mms.iter() {
+            for (va, entry) in m.pt.leaves(VirtAddr::ZERO, VirtAddr::MAX) {
+                let LeafEntry::Pte(Pte::Present(leaf)) = entry else {
+                    continue;
+                };
+                if !leaf.attrs.access.is_writable() {
+                    continue;
+                }
+                let Some((object, pgoff)) = cache_owner.get(&leaf.pfn) else {
+                    continue;
+                };
+                if objects
+                    .get(object)
+                    .is_some_and(|o| o.kind == ObjectKind::File && !o.dirty.contains(pgoff))
+                {
+                    out.push(KernelViolation::CleanFileWritable { mm: *id, va });
+                }
+            }
+        }
         let phys = mem.phys();
         // The rmap's counts, joined with `held` (both in frame order).
         let mut counts = rmap.iter().map(|(pfn, list)| (pfn, list.len())).peekable();

@@ -176,7 +176,9 @@ impl Kernel {
         if mappings.iter().any(|e| e.level != MapLevel::Pte) {
             return false;
         }
-        !mappings.is_empty() || self.cache_owner.borrow().contains_key(&pfn)
+        !mappings.is_empty()
+            || self.cache_owner.borrow().contains_key(&pfn)
+            || self.swap_cache_slot.borrow().contains_key(&pfn)
     }
 
     /// Linux `compaction_alloc()`: a destination above `src` from the list

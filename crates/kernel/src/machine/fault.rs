@@ -303,6 +303,7 @@ impl Kernel {
             && self.rmap.borrow().count(pfn) == 1
             && !self.cache_owner.borrow().contains_key(&pfn)
             && !self.is_ksm(pfn)
+            && !self.swap_cache_slot.borrow().contains_key(&pfn)
     }
 
     /// A fault on a missing entry (Linux `do_anonymous_page()`,
@@ -363,13 +364,23 @@ impl Kernel {
                     return Ok(());
                 }
                 // The cached page itself: writable in a shared mapping,
-                // read-only (copied on a later write) in a private one.
+                // read-only (copied on a later write) in a private one. A
+                // shared file mapping is write-notify: writable only for a
+                // write fault, which dirties the page (see `reclaim`).
+                let file = matches!(vma.backing, VmaBacking::File { .. });
+                let writable = vma.is_shared() && (!file || need == Need::Write);
                 let leaf = Leaf {
                     pfn: cached,
-                    attrs: leaf_attrs(vma, vma.is_shared(), false),
+                    attrs: leaf_attrs(vma, writable, false),
                 };
-                self.set_pte_at(mm, va, Pte::None, Pte::Present(leaf))
-                    .await?;
+                if self
+                    .set_pte_at(mm, va, Pte::None, Pte::Present(leaf))
+                    .await?
+                    && writable
+                    && file
+                {
+                    self.mark_dirty(object, pgoff);
+                }
                 Ok(())
             }
         }
@@ -410,18 +421,39 @@ impl Kernel {
     /// A new zeroed anonymous page; tagged: a tagged allocation with tags
     /// zeroed where its storage could be reserved (best effort).
     async fn alloc_anon(&self, tagged: bool) -> Result<Pfn, FaultError> {
-        if tagged {
-            let page = self
-                .mem
-                .alloc_tagged(PAGE_ORDER, Gfp::USER_TAGGED, &mut self.mover())
-                .await
-                .map_err(|_| FaultError::OutOfMemory)?;
-            Ok(page.pfn)
+        let gfp = if tagged {
+            Gfp::USER_TAGGED
         } else {
-            self.mem
-                .alloc(PAGE_ORDER, Gfp::USER_ZERO)
-                .map_err(|_| FaultError::OutOfMemory)
+            Gfp::USER_ZERO
+        };
+        self.alloc_user_page(tagged, gfp)
+            .await
+            .ok_or(FaultError::OutOfMemory)
+    }
+
+    /// An order-0 user page (a tagged allocation for a `VM_MTE` mapping),
+    /// reclaiming when none is free (Linux `__alloc_pages_slowpath()` ->
+    /// `__alloc_pages_direct_reclaim()`, see `reclaim`): `None` only when
+    /// reclaim can free nothing more (out of memory).
+    pub(crate) async fn alloc_user_page(&self, tagged: bool, gfp: Gfp) -> Option<Pfn> {
+        for _ in 0..=super::reclaim::MAX_RECLAIM_RETRIES {
+            let got = if tagged {
+                self.mem
+                    .alloc_tagged(PAGE_ORDER, gfp, &mut self.mover())
+                    .await
+                    .ok()
+                    .map(|page| page.pfn)
+            } else {
+                self.mem.alloc(PAGE_ORDER, gfp).ok()
+            };
+            if got.is_some() {
+                return got;
+            }
+            if !self.direct_reclaim_retry().await {
+                return None;
+            }
         }
+        None
     }
 
     /// The page cache page of `object` at `pgoff`, created zeroed on first
@@ -448,6 +480,11 @@ impl Kernel {
             self.release_if_unused(pfn).await;
             return Ok(theirs);
         }
+        if kind == ObjectKind::File {
+            // filemap_read_folio(): a page reclaim dropped comes back from
+            // the file (or the cleancache) with what was written back.
+            self.read_file_page(object, pgoff, pfn);
+        }
         self.objects
             .borrow_mut()
             .get_mut(&object)
@@ -455,6 +492,7 @@ impl Kernel {
             .pages
             .insert(pgoff, pfn);
         self.cache_owner.borrow_mut().insert(pfn, (object, pgoff));
+        self.lru_add(pfn);
         Ok(pfn)
     }
 
@@ -468,13 +506,19 @@ impl Kernel {
         leaf: Leaf,
     ) -> Result<(), FaultError> {
         if vma.is_shared() {
-            // wp_page_shared(): the object's page, now writable.
+            // wp_page_shared(): the object's page, now writable; a file
+            // page is dirtied (do_page_mkwrite(), fault_dirty_shared_page()).
             let new = Leaf {
                 attrs: leaf_attrs(vma, true, false),
                 ..leaf
             };
-            self.set_pte_at(mm, va, Pte::Present(leaf), Pte::Present(new))
-                .await?;
+            if self
+                .set_pte_at(mm, va, Pte::Present(leaf), Pte::Present(new))
+                .await?
+                && let VmaBacking::File { object, .. } = vma.backing
+            {
+                self.mark_dirty(object, vma.pgoff_of(va));
+            }
             return Ok(());
         }
         if !leaf.attrs.special && self.exclusive(leaf.pfn) {
@@ -515,7 +559,10 @@ impl Kernel {
             return Ok(false);
         }
         let keep_tags = vma.is_tagged() && self.mem.page_mte_tagged(src);
-        let Some(dst) = self.alloc_copy_target(vma.is_tagged(), keep_tags).await else {
+        let Some(dst) = self
+            .alloc_copy_target_reclaiming(vma.is_tagged(), keep_tags)
+            .await
+        else {
             return Err(FaultError::OutOfMemory);
         };
         if self.current_pte(mm, va) != Some(expected) {

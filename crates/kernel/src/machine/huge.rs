@@ -241,6 +241,9 @@ impl Kernel {
                 .frame_mut(pfn)
                 .unwrap_or_else(|e| panic!("BUG: a block's frame not in use: {e}"));
             if add {
+                self.lru
+                    .borrow_mut()
+                    .add(pfn, super::lru::LruList::InactiveAnon);
                 rmap.add(pfn, entry)
                     .unwrap_or_else(|e| panic!("BUG: rmap out of step: {e}"));
                 meta.mapcount += 1;

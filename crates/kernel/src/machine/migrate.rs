@@ -66,6 +66,7 @@ impl PageMover for KernelMover<'_> {
         mem.sched().preempt_point().await;
         let ours = k.rmap.borrow().count(pfn) > 0
             || k.cache_owner.borrow().contains_key(&pfn)
+            || k.swap_cache_slot.borrow().contains_key(&pfn)
             || k.orphans.borrow().contains(&pfn);
         if !ours {
             let moved = mem.migrate_unowned(pfn).await?;
@@ -236,6 +237,12 @@ impl Kernel {
             .borrow_mut()
             .move_frame(src, dst)
             .unwrap_or_else(|e| panic!("BUG: rmap move: {e}"));
+        self.lru.borrow_mut().replace(src, dst);
+        let cached = self.swap_cache_slot.borrow_mut().remove(&src);
+        if let Some(slot) = cached {
+            self.swap_cache_slot.borrow_mut().insert(dst, slot);
+            self.swap_cache.borrow_mut().insert(slot, dst);
+        }
         let owner = self.cache_owner.borrow_mut().remove(&src);
         if let Some((object, pgoff)) = owner {
             self.cache_owner.borrow_mut().insert(dst, (object, pgoff));

@@ -23,7 +23,9 @@
 //! compaction: `compact` and direct compaction), `huge` (transparent
 //! huge pages and the huge zero page: eligibility, PMD faults,
 //! `set_pmd_at`, splitting, the deposited tables), `swapping` (pageout,
-//! `do_swap_page`, tags saved and restored), `access` (loads, stores, tag
+//! `do_swap_page`, the swap cache, tags saved and restored), `lru` (the
+//! LRU lists), `reclaim` (reclaim over them, file writeback and read-back,
+//! direct reclaim, the cleancache hooks), `access` (loads, stores, tag
 //! instructions, kernel copies, ptrace tag access), `tlb` (the software
 //! TLB), `observe` (counters, page states, tags), `check` (the machine-wide
 //! invariant checker).
@@ -74,20 +76,21 @@
 //!   migrate the whole THP); a pin splits the PMD it pins through; a write
 //!   to a shared THP splits the PMD and copies one 4 KiB page (6.8).
 //! - Swap (`swapping`): `madvise pageout` swaps out private anonymous pages
-//!   mapped once, saving their tags; there is **no swap cache** (a page is
-//!   dropped once written, and every swap-in reads the slot into a new
-//!   page of the faulting process, so processes sharing a slot after fork
-//!   swap in separate copies); only anonymous memory is swapped (shmem and
-//!   tmpfs pages stay in memory); `PTRACE_PEEKMTETAGS` reads the saved tags
+//!   mapped once, saving their tags; a swap cache only for slots still
+//!   shared at swap-in (a slot of one entry is read straight into the
+//!   faulting process's page); only anonymous memory is swapped (shmem and
+//!   tmpfs pages are unevictable); `PTRACE_PEEKMTETAGS` reads the saved tags
 //!   without a swap-in. A 2 MiB block entry is split before pageout
 //!   (`Kernel::pageout_block`), as Linux splits a THP it cannot swap whole.
-//! - `reclaim PAGES` only swaps anonymous pages out (in frame order, no
-//!   LRU; nothing without swap): page cache pages are never dropped.
+//! - Reclaim (`reclaim`, over the LRU lists of `lru`): no kswapd, no
+//!   swappiness balancing, synchronous writeback; page-table allocations
+//!   do not reclaim.
 //! - `compact` runs a full compaction (see `compact` for what it simplifies).
 //! - `ksm-scan` is one full pass of ksmd (see `ksm` for the trees, what
 //!   merges and what the model simplifies); tagged pages never merge.
-//! - Out of memory inside a fault (Linux: `VM_FAULT_OOM`, the OOM killer)
-//!   is reported as `fault SEGV_ACCERR` at the faulting address.
+//! - Out of memory inside a fault (Linux: `VM_FAULT_OOM`, the OOM killer),
+//!   after direct reclaim freed nothing, is reported as `fault SEGV_ACCERR`
+//!   at the faulting address.
 
 mod access;
 mod check;
@@ -96,10 +99,12 @@ mod fault;
 mod huge;
 mod incremental;
 mod ksm;
+mod lru;
 mod migrate;
 mod mte_abi;
 mod observe;
 mod proc;
+mod reclaim;
 mod swapping;
 mod syscalls;
 mod tlb;
@@ -126,7 +131,7 @@ use crate::mem::{Gfp, MemInitError, Memory};
 use crate::mm::layout::PAGE_SIZE;
 use crate::mm::{
     AnonId, IdAlloc, MmId, MteSupport, ObjectId, Overcommit, PageTable, Pgoff, Pte, Rmap,
-    RmapEntry, TableFrames, VmConfig, VmaTree,
+    RmapEntry, SwapSlot, TableFrames, VmConfig, VmaTree,
 };
 use crate::phys::Order;
 use crate::swap::SwapDevice;
@@ -166,6 +171,17 @@ pub(crate) struct Object {
     pub(crate) kind: ObjectKind,
     /// Cached pages by page offset; a page is created on first touch.
     pub(crate) pages: BTreeMap<Pgoff, Pfn>,
+    /// A regular file's contents on disk as last written back, by page
+    /// offset (absent: zeros, the file was created zero-filled). A page
+    /// dropped from the page cache is read back from here.
+    pub(crate) disk: BTreeMap<Pgoff, Box<[u8]>>,
+    /// Offsets whose cached page is dirty (`PG_dirty`: written through a
+    /// shared mapping since its last writeback). Kept by offset, so that
+    /// migration of the page leaves it alone.
+    pub(crate) dirty: BTreeSet<Pgoff>,
+    /// Offsets whose page reclaim dropped and no fault has read back yet
+    /// (what `file.reads` counts).
+    pub(crate) dropped: BTreeSet<Pgoff>,
 }
 
 /// One address space (Linux `struct mm_struct`).
@@ -202,6 +218,16 @@ pub(crate) struct KernelCounters {
     pub(crate) tcf_async: u64,
     pub(crate) swap_out: u64,
     pub(crate) swap_in: u64,
+    /// Dirty file pages written back by reclaim (`pageout()`).
+    pub(crate) file_writeback: u64,
+    /// Clean file pages reclaim dropped from their page cache.
+    pub(crate) file_dropped: u64,
+    /// Faults that read a dropped file page back (from disk, or from the
+    /// cleancache when the design keeps one).
+    pub(crate) file_reads: u64,
+    /// Pages reclaimed by allocations that found no free page (direct
+    /// reclaim, `__alloc_pages_direct_reclaim()`).
+    pub(crate) direct_reclaim: u64,
 }
 
 /// The simulated kernel of one machine.
@@ -223,6 +249,13 @@ pub struct Kernel {
     cache_owner: RefCell<BTreeMap<Pfn, (ObjectId, Pgoff)>>,
     /// Frames held only by pins (unmapped, in no page cache).
     orphans: RefCell<BTreeSet<Pfn>>,
+    /// The LRU lists (see `lru`, `reclaim`).
+    lru: RefCell<lru::Lru>,
+    /// The swap cache (Linux `swapper_spaces`): the page a swap slot was
+    /// read into while swap entries still refer to the slot, by slot, and
+    /// the slot of each such page (see `swapping`).
+    swap_cache: RefCell<BTreeMap<SwapSlot, Pfn>>,
+    swap_cache_slot: RefCell<BTreeMap<Pfn, SwapSlot>>,
     /// The swap device (see `swapping`).
     swap: RefCell<SwapDevice>,
     /// Tags restored at swap-in into a page whose tag storage is not
@@ -361,6 +394,9 @@ impl Kernel {
             objects: RefCell::new(BTreeMap::new()),
             cache_owner: RefCell::new(BTreeMap::new()),
             orphans: RefCell::new(BTreeSet::new()),
+            lru: RefCell::new(lru::Lru::default()),
+            swap_cache: RefCell::new(BTreeMap::new()),
+            swap_cache_slot: RefCell::new(BTreeMap::new()),
             swap: RefCell::new(swap),
             restored_tags: RefCell::new(BTreeMap::new()),
             rng: RefCell::new(Xoshiro256PlusPlus::seed_from_u64(seed)),
@@ -486,6 +522,7 @@ impl Kernel {
                 .expect("BUG: map count underflow");
         }
         if let Some(leaf) = pte.leaf().filter(|l| !l.attrs.special) {
+            self.lru_add(leaf.pfn);
             self.rmap
                 .borrow_mut()
                 .add(leaf.pfn, entry)
@@ -514,7 +551,10 @@ impl Kernel {
     /// Frees `pfn` if nothing holds it any more: not mapped, not in a page
     /// cache; a pinned frame becomes an orphan instead.
     async fn release_if_unused(&self, pfn: Pfn) {
-        if pfn == self.mem.zero_page() || self.cache_owner.borrow().contains_key(&pfn) {
+        if pfn == self.mem.zero_page()
+            || self.cache_owner.borrow().contains_key(&pfn)
+            || self.swap_cache_slot.borrow().contains_key(&pfn)
+        {
             return;
         }
         let (mapcount, pins) = {
@@ -534,6 +574,7 @@ impl Kernel {
         self.orphans.borrow_mut().remove(&pfn);
         self.restored_tags.borrow_mut().remove(&pfn);
         self.ksm_frame_moved(pfn, None);
+        self.lru.borrow_mut().remove(pfn);
         if self.mem.tag_storage_reserved(pfn) {
             self.mem
                 .free(pfn, PAGE_ORDER)
@@ -570,7 +611,7 @@ impl Kernel {
             .values()
             .flat_map(|m| m.vmas.iter().filter_map(|v| v.object()))
             .collect();
-        let dead: Vec<Object> = {
+        let dead: Vec<(ObjectId, Object)> = {
             let mut objects = self.objects.borrow_mut();
             let ids: Vec<ObjectId> = objects
                 .keys()
@@ -578,11 +619,12 @@ impl Kernel {
                 .filter(|id| !live.contains(id))
                 .collect();
             ids.into_iter()
-                .filter_map(|id| objects.remove(&id))
+                .filter_map(|id| objects.remove(&id).map(|o| (id, o)))
                 .collect()
         };
         let mut pfns = Vec::new();
-        for object in dead {
+        for (id, object) in dead {
+            self.cleancache_forget(id, &object);
             for pfn in object.pages.into_values() {
                 self.cache_owner.borrow_mut().remove(&pfn);
                 pfns.push(pfn);

@@ -224,7 +224,9 @@ impl Kernel {
                         return Err(e);
                     }
                     if let Err(e) = self.write_pte(child_mm, va, pte) {
-                        self.swap_free(slot);
+                        // The parent's entry still refers to the slot.
+                        let orphan = self.swap_free(slot);
+                        debug_assert!(orphan.is_none(), "BUG: the parent's slot was freed");
                         self.abandon_child(child_mm).await;
                         return Err(e);
                     }
@@ -328,6 +330,24 @@ impl Kernel {
             panic!("BUG: a child's entry changed before the child existed");
         }
         Ok(())
+    }
+
+    /// [`Self::alloc_copy_target`] with direct reclaim when it fails (a
+    /// fault's copy: see `reclaim`).
+    pub(crate) async fn alloc_copy_target_reclaiming(
+        &self,
+        tagged: bool,
+        keep_tags: bool,
+    ) -> Option<Pfn> {
+        for _ in 0..=super::reclaim::MAX_RECLAIM_RETRIES {
+            if let Some(pfn) = self.alloc_copy_target(tagged, keep_tags).await {
+                return Some(pfn);
+            }
+            if !self.direct_reclaim_retry().await {
+                return None;
+            }
+        }
+        None
     }
 
     /// A page to copy into: tagged (tag storage reserved, retried a few

@@ -24,26 +24,36 @@
 //!   the range; reclaim splits the blocks mapping the page), as Linux
 //!   splits a PMD-mapped THP before swapping its pages.
 //!
-//! # Reclaim ([`Kernel::reclaim`])
-//! `reclaim PAGES` swaps out anonymous pages the same way, in frame order,
-//! pages shared by fork included (every mapping becomes a swap entry of
-//! one slot whose swap count is the number of mappings).
+//! # Reclaim
+//! `reclaim PAGES` and direct reclaim (module `reclaim`) swap anonymous
+//! pages out with [`Kernel::swap_out_locked`], pages shared by fork
+//! included (every mapping becomes a swap entry of one slot whose swap
+//! count is the number of mappings). A page in the swap cache keeps its
+//! slot: it is unmapped to it again without a write.
 //!
-//! **Simplification: no swap cache.** Linux keeps the page in the swap
-//! cache until writeback ends and, after a swap-in, while other entries
-//! still refer to the slot. The model writes synchronously and drops the
-//! page at once; a swap-in always reads the slot into a new page of the
-//! faulting process. Two processes sharing a slot after `fork` therefore
-//! each swap in their own copy (`swap.in` counts both) instead of sharing
-//! one read-only page until a write; the data and tags each reads are the
-//! same either way (the slot is never written after swap-out).
+//! # The swap cache (Linux `mm/swap_state.c`)
+//! A swap-in of a slot that other swap entries still refer to
+//! (`__read_swap_cache_async()`) reads it into a page that joins the swap
+//! cache, keyed by the slot; the other entries' faults find it there
+//! (`swap_cache_get_folio()`) and map it, without a read and without
+//! `swap.in`, read-only while the slot still has references (a write then
+//! copies: the page is not exclusive). The tags are restored once, when the
+//! slot is read. The page leaves the swap cache when the slot's last
+//! reference goes (`swap_free()` -> `folio_free_swap()`), or when reclaim
+//! drops it unmapped. Nothing writes a page while it is in the swap
+//! cache, so its data and tags stay those of the slot (checked).
+//! **Simplification:** a slot of a single entry is read straight into the
+//! faulting process's page and freed at once (`SWP_SYNCHRONOUS_IO`-like).
 //!
 //! # Swap-in ([`Kernel::do_swap_page`])
 //! A fault on a swap entry, from any access (loads, stores, tag
-//! instructions, kernel copies, forced ptrace writes, pins): a new page (a
+//! instructions, kernel copies, forced ptrace writes, pins): the swap
+//! cache's page if the slot is there, else a new page (a
 //! tagged allocation in a `VM_MTE` mapping: never from tag storage, its
-//! blocks reserved best effort), the slot's data copied in, the saved tags
-//! handed to `Kernel::restored_tags` and the page mapped with
+//! blocks reserved best effort; direct reclaim if none is free), the
+//! slot's data copied in, the saved tags handed to `Kernel::restored_tags`
+//! (whatever maps it: another mapping may map it tagged from the swap
+//! cache) and the page mapped with
 //! `set_pte_at()`; `swap_free()` then drops the slot's reference (the slot
 //! and its tags go with the last one), `swap.in` + 1. A page of a `VM_MTE`
 //! mapping swapped out untagged (`PROT_MTE` added later) gets zeroed tags
@@ -67,10 +77,10 @@
 use mte::{Pfn, Tag, VirtAddr};
 use platform::Mistake;
 use uapi::Errno;
-use uapi::event::{Event, FaultKind, FaultOutcome, SplitReason};
+use uapi::event::{Event, FaultKind, FaultOutcome};
 
+use super::Kernel;
 use super::fault::{FaultError, Need, leaf_attrs};
-use super::{Kernel, PAGE_ORDER};
 use crate::mem::Gfp;
 use crate::mm::{Block, Leaf, LeafEntry, MmId, Pte, SwapSlot, Vma};
 
@@ -123,75 +133,26 @@ impl Kernel {
         done
     }
 
-    /// `reclaim PAGES` (Linux `try_to_free_pages()` -> `shrink_lruvec()` ->
-    /// `shrink_folio_list()` on the anonymous LRU): swaps out up to `pages`
-    /// anonymous pages, in frame order (the model keeps no LRU), each with
-    /// every mapping of it (`try_to_unmap()` walks the rmap: unlike
-    /// `madvise pageout`, reclaim also takes pages that fork shares). Takes
-    /// no `mmap_lock`, as Linux reclaim does not: every step from the checks
-    /// to the rewrite of the entries is free of switch points, under the
-    /// page lock. Without swap, anonymous memory is not reclaimable
-    /// (`can_reclaim_anon_pages()`) and nothing happens.
-    pub(crate) async fn reclaim(&self, pages: u64) -> u64 {
-        if self.swap.borrow().slots() == 0 {
-            return 0;
-        }
-        let frames: Vec<Pfn> = self.rmap.borrow().iter().map(|(pfn, _)| pfn).collect();
-        let mut done = 0;
-        for pfn in frames {
-            if done >= pages {
-                break;
-            }
-            // Linux: cond_resched() in the shrink loop.
-            self.sched.preempt_point().await;
-            if self.reclaim_page(pfn).await == PageoutResult::SwappedOut {
-                done += 1;
-            }
-        }
-        done
-    }
-
-    /// Whether reclaim may swap `pfn` out: an anonymous page (in no page
-    /// cache, not special), mapped, not pinned.
-    fn reclaim_candidate(&self, pfn: Pfn) -> bool {
-        pfn != self.mem.zero_page()
-            && !self.cache_owner.borrow().contains_key(&pfn)
-            && self.rmap.borrow().count(pfn) > 0
-            && self
-                .mem
-                .phys()
-                .alloc
-                .frame(pfn)
-                .is_some_and(|m| !m.is_pinned())
-    }
-
-    /// Swap-out of one page found by reclaim, with every mapping of it.
-    async fn reclaim_page(&self, pfn: Pfn) -> PageoutResult {
-        if !self.reclaim_candidate(pfn) {
-            return PageoutResult::Skipped;
-        }
-        let Some(guard) = self.page_locks.try_lock(pfn).await else {
-            return PageoutResult::Skipped;
-        };
-        if !self.reclaim_candidate(pfn) {
-            return PageoutResult::Skipped;
-        }
-        // try_to_unmap(TTU_SPLIT_HUGE_PMD): a page mapped by a block is
-        // unmapped as 4 KiB entries (the model splits every THP into
-        // order-0 frames when it is allocated, see `huge`).
-        self.split_blocks_mapping(pfn, SplitReason::Pageout);
-        let result = self.swap_out_locked(pfn);
-        drop(guard);
-        if result == PageoutResult::SwappedOut {
-            self.release_if_unused(pfn).await;
-        }
-        result
-    }
-
     /// Writes the locked, unpinned anonymous page `pfn` to a new slot with
     /// its tags and turns every mapping of it into a swap entry; no switch
     /// point. The caller frees the page.
-    fn swap_out_locked(&self, pfn: Pfn) -> PageoutResult {
+    pub(crate) fn swap_out_locked(&self, pfn: Pfn) -> PageoutResult {
+        // A page in the swap cache has its slot, written when it was
+        // swapped out and never changed since (nothing writes a page while
+        // it is in the swap cache: writes copy it). Linux: the folio is
+        // clean, `pageout()` is skipped, `__remove_mapping()` drops it.
+        let cached = self.swap_cache_slot.borrow().get(&pfn).copied();
+        if let Some(slot) = cached {
+            self.unmap_to_swap(pfn, slot, true);
+            self.swap_cache_delete(pfn);
+            self.bump(|c| c.swap_out += 1);
+            self.trace().emit(|| Event::SwapOut {
+                pfn,
+                slot: slot.get(),
+                tags_saved: self.swap.borrow().saved_tags(slot).is_some(),
+            });
+            return PageoutResult::SwappedOut;
+        }
         let tags = self.tags_to_save(pfn);
         let slot = {
             let phys = self.mem.phys();
@@ -201,7 +162,7 @@ impl Kernel {
         let Some(slot) = slot else {
             return PageoutResult::NoSlot;
         };
-        self.unmap_to_swap(pfn, slot);
+        self.unmap_to_swap(pfn, slot, false);
         self.bump(|c| c.swap_out += 1);
         self.trace().emit(|| Event::SwapOut {
             pfn,
@@ -292,12 +253,13 @@ impl Kernel {
     }
 
     /// Linux `try_to_unmap()` with a swap entry: every mapping of `pfn`
-    /// becomes `Pte::Swap(slot)`, one swap reference each (the first was
-    /// taken by the allocation of the slot).
-    fn unmap_to_swap(&self, pfn: Pfn, slot: SwapSlot) {
+    /// becomes `Pte::Swap(slot)`, one swap reference each (for a new slot
+    /// the first was taken by its allocation; `in_use`: the slot is in use
+    /// already, every entry adds one).
+    fn unmap_to_swap(&self, pfn: Pfn, slot: SwapSlot, in_use: bool) {
         let entries = self.rmap.borrow().mappings(pfn).to_vec();
         for (i, e) in entries.iter().enumerate() {
-            if i > 0 {
+            if i > 0 || in_use {
                 self.swap
                     .borrow_mut()
                     .duplicate(slot)
@@ -309,12 +271,36 @@ impl Kernel {
     }
 
     /// Linux `swap_free()` of one swap entry's reference (the slot and its
-    /// saved tags go with the last one).
-    pub(crate) fn swap_free(&self, slot: SwapSlot) {
-        self.swap
+    /// saved tags go with the last one). When the slot goes, its page
+    /// leaves the swap cache (Linux `folio_free_swap()`, which 6.8 does
+    /// at once when the swap space is short; the model always does):
+    /// returned, for the caller to release if nothing else holds it.
+    #[must_use = "a page leaving the swap cache must be released"]
+    pub(crate) fn swap_free(&self, slot: SwapSlot) -> Option<Pfn> {
+        let freed = self
+            .swap
             .borrow_mut()
             .free(slot)
             .unwrap_or_else(|e| panic!("BUG: swap entry without its slot: {e}"));
+        if !freed {
+            return None;
+        }
+        let pfn = self.swap_cache.borrow().get(&slot).copied()?;
+        self.swap_cache_delete(pfn);
+        Some(pfn)
+    }
+
+    /// Linux `__delete_from_swap_cache()`.
+    pub(crate) fn swap_cache_delete(&self, pfn: Pfn) {
+        if let Some(slot) = self.swap_cache_slot.borrow_mut().remove(&pfn) {
+            self.swap_cache.borrow_mut().remove(&slot);
+        }
+    }
+
+    /// Linux `add_to_swap_cache()`.
+    fn swap_cache_add(&self, slot: SwapSlot, pfn: Pfn) {
+        self.swap_cache.borrow_mut().insert(slot, pfn);
+        self.swap_cache_slot.borrow_mut().insert(pfn, slot);
     }
 
     /// Linux `swap_duplicate()` (fork copying a swap entry).
@@ -336,29 +322,37 @@ impl Kernel {
         slot: SwapSlot,
         need: Need,
     ) -> Result<(), FaultError> {
+        // swap_cache_get_folio(): another mapping of the slot read it in.
+        let cached = self.swap_cache.borrow().get(&slot).copied();
+        if let Some(pfn) = cached {
+            return self.map_swap_cache_page(mm, va, vma, slot, pfn, need).await;
+        }
         let tagged = vma.is_tagged();
-        let pfn = if tagged {
-            self.mem
-                .alloc_tagged(PAGE_ORDER, Gfp::SWAP_IN, &mut self.mover())
-                .await
-                .map_err(|_| FaultError::OutOfMemory)?
-                .pfn
-        } else {
-            self.mem
-                .alloc(PAGE_ORDER, Gfp::SWAP_IN)
-                .map_err(|_| FaultError::OutOfMemory)?
+        let Some(pfn) = self.alloc_user_page(tagged, Gfp::SWAP_IN).await else {
+            return Err(FaultError::OutOfMemory);
         };
-        // The allocation may have slept: another thread may have swapped
-        // this entry in (pte_same() failing).
-        if self.current_pte(mm, va) != Some(Pte::Swap(slot)) {
+        // The allocation may have slept (or reclaimed): another thread may
+        // have swapped this entry in (pte_same() failing), or read the
+        // slot into the swap cache.
+        if self.current_pte(mm, va) != Some(Pte::Swap(slot))
+            || self.swap_cache.borrow().contains_key(&slot)
+        {
             self.release_if_unused(pfn).await;
             return Ok(());
         }
-        self.read_slot_into(slot, pfn, tagged);
+        // __read_swap_cache_async(): a slot other entries still refer to
+        // is read into a page of the swap cache, which those entries will
+        // find; a slot of this entry alone is read straight into the page
+        // (SWP_SYNCHRONOUS_IO-like: the slot goes at once).
+        let shared = self.swap.borrow().get(slot).is_some_and(|s| s.count > 1);
+        self.read_slot_into(slot, pfn);
+        if shared {
+            self.swap_cache_add(slot, pfn);
+        }
         let tags_restored = self.restored_tags.borrow().contains_key(&pfn);
         let leaf = Leaf {
             pfn,
-            attrs: leaf_attrs(vma, need == Need::Write, false),
+            attrs: leaf_attrs(vma, need == Need::Write && !shared, false),
         };
         // `mistake=flag-before-restore` (found in the v3 review,
         // docs/designs.md "Known mistakes"): the page is flagged as holding
@@ -392,6 +386,7 @@ impl Kernel {
             Ok(mapped) => mapped,
             Err(e) => {
                 drop(flagged_early);
+                self.swap_cache_delete(pfn);
                 self.release_if_unused(pfn).await;
                 return Err(e.into());
             }
@@ -408,7 +403,9 @@ impl Kernel {
             drop(guard);
         }
         if mapped {
-            self.swap_free(slot);
+            if let Some(page) = self.swap_free(slot) {
+                self.release_if_unused(page).await;
+            }
             self.bump(|c| c.swap_in += 1);
             self.fault_event(FaultKind::SwapIn, va, FaultOutcome::Mapped);
             self.trace().emit(|| Event::SwapIn {
@@ -417,7 +414,44 @@ impl Kernel {
                 tags_restored,
             });
         } else {
+            self.swap_cache_delete(pfn);
             self.release_if_unused(pfn).await;
+        }
+        Ok(())
+    }
+
+    /// The swap-cache hit of `do_swap_page()`: the page the slot was read
+    /// into is mapped here too (read-only while other entries still refer
+    /// to the slot: a write then copies it), with no read and no
+    /// `swap.in`; the tags were restored when it was read.
+    async fn map_swap_cache_page(
+        &self,
+        mm: MmId,
+        va: VirtAddr,
+        vma: &Vma,
+        slot: SwapSlot,
+        pfn: Pfn,
+        need: Need,
+    ) -> Result<(), FaultError> {
+        // folio_lock_or_retry().
+        let guard = self.page_locks.lock(pfn).await;
+        if self.current_pte(mm, va) != Some(Pte::Swap(slot))
+            || self.swap_cache.borrow().get(&slot) != Some(&pfn)
+        {
+            return Ok(());
+        }
+        let last = self.swap.borrow().get(slot).is_some_and(|s| s.count == 1);
+        let exclusive = last && self.rmap.borrow().count(pfn) == 0;
+        let leaf = Leaf {
+            pfn,
+            attrs: leaf_attrs(vma, exclusive && need == Need::Write, false),
+        };
+        let mapped = self
+            .set_pte_at(mm, va, Pte::Swap(slot), Pte::Present(leaf))
+            .await?;
+        drop(guard);
+        if mapped && let Some(page) = self.swap_free(slot) {
+            self.release_if_unused(page).await;
         }
         Ok(())
     }
@@ -425,7 +459,7 @@ impl Kernel {
     /// Linux `swap_read_folio()` + `arch_swap_restore()`: the slot's data
     /// into `pfn`, its saved tags (in a tagged mapping) waiting in
     /// `restored_tags` for the tag initialisation of `set_pte_at()`.
-    fn read_slot_into(&self, slot: SwapSlot, pfn: Pfn, tagged: bool) {
+    fn read_slot_into(&self, slot: SwapSlot, pfn: Pfn) {
         let swap = self.swap.borrow();
         let state = swap
             .get(slot)
@@ -444,11 +478,10 @@ impl Kernel {
                     .expect("BUG: a new frame is present"),
             }
         }
-        // VM_MTE is never removed from a mapping (docs/semantics.md §9), so
-        // saved tags always come back into a tagged mapping; an untagged one
-        // has no use for them (Linux would restore them into the page
-        // anyway, invisibly).
-        if let (true, Some(tags)) = (tagged && self.has_mte(), &state.tags) {
+        // Linux restores saved tags into the page whatever maps it
+        // (`arch_swap_restore()`): a page read for an untagged mapping may
+        // be in the swap cache and mapped tagged by another later.
+        if let (true, Some(tags)) = (self.has_mte(), &state.tags) {
             self.restored_tags.borrow_mut().insert(pfn, tags.to_vec());
         }
     }

@@ -84,8 +84,10 @@ impl Kernel {
             self.write_pte(mm, at, Pte::None)
                 .expect("BUG: clearing an entry allocates");
             // zap_nonpresent_ptes() -> free_swap_and_cache().
-            if let Pte::Swap(slot) = pte {
-                self.swap_free(slot);
+            if let Pte::Swap(slot) = pte
+                && let Some(page) = self.swap_free(slot)
+            {
+                pfns.push(page);
             }
             if let Some(l) = pte.leaf().filter(|l| !l.attrs.special) {
                 pfns.push(l.pfn);
@@ -167,6 +169,9 @@ impl Kernel {
                 Object {
                     kind,
                     pages: Default::default(),
+                    disk: Default::default(),
+                    dirty: Default::default(),
+                    dropped: Default::default(),
                 },
             );
             (id, kind)
@@ -356,8 +361,13 @@ impl Kernel {
                 Pte::Swap(_) => return Ok(()),
                 Pte::None => panic!("BUG: an empty entry listed as a leaf"),
             };
+            // A shared file page stays write-protected until it is dirty
+            // (can_change_pte_writable() of a write-notify mapping).
+            let shared_writable = vma.is_shared()
+                && (!matches!(vma.backing, VmaBacking::File { .. })
+                    || self.file_page_dirty(leaf.pfn));
             let writable_page = !leaf.attrs.special
-                && (vma.is_shared() || (self.exclusive(leaf.pfn) && self.is_anon_page(leaf.pfn)));
+                && (shared_writable || (self.exclusive(leaf.pfn) && self.is_anon_page(leaf.pfn)));
             let attrs = leaf_attrs(&vma, writable_page, leaf.attrs.special);
             let new_leaf = Leaf { attrs, ..leaf };
             let new = match pte {

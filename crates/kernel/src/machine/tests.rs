@@ -1205,7 +1205,7 @@ fn the_checker_reports_swap_violations() {
         count: 2,
         entries: 1,
     }));
-    k.swap_free(slot);
+    assert_eq!(k.swap_free(slot), None);
 
     let b = a.checked_add(4096).unwrap();
     let pfn = pfn_of(&k, p, b).unwrap();

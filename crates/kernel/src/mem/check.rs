@@ -129,6 +129,17 @@ pub enum MemViolation {
     IsolatedPageblock {
         pageblock: Pfn,
     },
+    /// A cleancache copy in a frame of a reserved block (docs/model.md §4.3:
+    /// a reserved block's pages hold no data; the copy would be overwritten
+    /// by tags, or overwrite them).
+    CleancacheInReservedBlock {
+        block: TagBlock,
+        pfn: Pfn,
+    },
+    /// The cleancache's maps disagree, or a copy lies outside tag storage.
+    CleancacheBookkeeping {
+        pfn: Pfn,
+    },
     /// Tags were written into tag storage holding no reserved block.
     TagsWrittenToUnreservedStorage {
         first: TagClobber,
@@ -168,6 +179,7 @@ impl Memory {
             zero_page,
             events,
             clobbers,
+            cleancache,
             trace: _,
             incremental: _,
         } = self;
@@ -289,6 +301,26 @@ impl Memory {
                 let blocks = manager.reserved_blocks();
                 check_refcounts(blocks, &refs, |b| manager.block_refcount(b), &mut out);
             }
+            Storage::Cleancache => {
+                // Frames carved out (never the allocator's); reserved blocks
+                // count their frames as under `dynamic` and hold no copy.
+                let reserved: Vec<TagBlock> = manager.reserved_blocks().collect();
+                check_refcounts(
+                    reserved.iter().copied(),
+                    &refs,
+                    |b| manager.block_refcount(b),
+                    &mut out,
+                );
+                for (&block, &frames) in &refs {
+                    if manager.block_refcount(block) == 0 {
+                        out.push(MemViolation::BlockRefcount {
+                            block,
+                            refs: 0,
+                            frames,
+                        });
+                    }
+                }
+            }
             Storage::None => {}
         }
         // Invariant 3 in the design's own form (XNU: an ACTIVE cell may
@@ -313,6 +345,27 @@ impl Memory {
                 });
             }
         }
+
+        // The cleancache (empty under every other design).
+        let cache = cleancache.borrow();
+        if !cache.consistent() {
+            out.push(MemViolation::CleancacheBookkeeping { pfn: *zero_page });
+        }
+        for pfn in cache.frames() {
+            match geometry.tag_storage().find(|r| r.contains(pfn)) {
+                None => out.push(MemViolation::CleancacheBookkeeping { pfn }),
+                Some(_) => {
+                    let block = geometry
+                        .blocks()
+                        .find(|b| geometry.block_pfns(*b).contains(pfn))
+                        .expect("BUG: a tag storage frame outside every block");
+                    if manager.block_state(block).is_reserved() {
+                        out.push(MemViolation::CleancacheInReservedBlock { block, pfn });
+                    }
+                }
+            }
+        }
+        drop(cache);
 
         self.check_zero_page(&phys, *zero_page, &mut out);
 

@@ -121,7 +121,14 @@ impl MemCounters {
             | Counter::CostMigration
             | Counter::CostSplit
             | Counter::CostSwap
-            | Counter::TagStorageContigAllocs => None,
+            | Counter::TagStorageContigAllocs
+            | Counter::FileWriteback
+            | Counter::FileDropped
+            | Counter::FileReads
+            | Counter::ReclaimDirect
+            | Counter::CleancachePuts
+            | Counter::CleancacheHits
+            | Counter::CleancacheDrops => None,
         }
     }
 }
@@ -138,7 +145,8 @@ impl Memory {
             tag_storage_pages: self.geometry.tag_storage_pages(),
             tag_storage_blocks: tags.blocks,
             tag_storage_reserved: tags.reserved,
-            tag_storage_data_pages: phys.cma_data_pages,
+            // Lent to the allocator (CMA data pages), or to the cleancache.
+            tag_storage_data_pages: phys.cma_data_pages + self.cleancache.borrow().len(),
             tag_storage_reservations: tags.reservations,
             tag_storage_releases: tags.releases,
             tag_storage_migrations: events.tag_storage_migrations,

@@ -102,6 +102,7 @@
 
 mod alloc;
 mod check;
+mod cleancache;
 mod counters;
 mod incremental;
 mod mover;
@@ -111,6 +112,7 @@ mod tests;
 
 pub use alloc::{Gfp, MemFreeError, ReserveTagError, TaggedPage};
 pub use check::{MemViolation, TagClobber, ZeroPageFault};
+pub use cleancache::{CacheKey, CleancacheStats};
 pub use counters::MemCounters;
 pub use mover::{FrameMover, PageMover};
 pub use tags::TagAccessError;
@@ -210,6 +212,9 @@ pub struct Memory {
     zero_page: Pfn,
     events: Cell<Events>,
     clobbers: Cell<check::ClobberLog>,
+    /// Clean page-cache copies in unreserved tag blocks (design
+    /// `cleancache` only, see `cleancache`).
+    cleancache: RefCell<cleancache::Cleancache>,
     /// The machine's event trace (see [`crate::trace`]).
     pub(crate) trace: crate::trace::EventSink,
     /// What the incremental checker remembers between checks.
@@ -239,7 +244,9 @@ fn phys_layout(
     }
     let tag_kind = match policy.rules().storage {
         Storage::Lent => Some(RegionKind::TagStorageCma),
-        Storage::CarvedOut => Some(RegionKind::TagStorageCarvedOut),
+        // Never given to the allocator: a cleancache holds clean copies
+        // in the frames of unreserved blocks.
+        Storage::CarvedOut | Storage::Cleancache => Some(RegionKind::TagStorageCarvedOut),
         Storage::None => None,
     };
     let dram = geometry.dram().iter().map(|&range| Region {
@@ -313,6 +320,7 @@ impl Memory {
             zero_page,
             events: Cell::new(Events::default()),
             clobbers: Cell::new(check::ClobberLog::default()),
+            cleancache: RefCell::new(cleancache::Cleancache::default()),
             trace: crate::trace::EventSink::new(platform),
             incremental: RefCell::default(),
         };

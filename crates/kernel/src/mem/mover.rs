@@ -249,6 +249,16 @@ impl<'a, M> PhysSource<'a, M> {
 impl<M: PageMover> PhysSource<'_, M> {
     /// Linux `cma_alloc_range()` of one block: `alloc_contig_range()`.
     async fn claim_now(&mut self, block: TagBlock, pfns: PfnRange) -> Result<(), ClaimError> {
+        if self.mem.policy().rules().keeps_cleancache() {
+            // The block's frames were never the allocator's: the claim drops
+            // the clean copies they hold, with nothing to migrate or wait for.
+            self.mem.cleancache_drop_range(pfns);
+            self.mem.trace.emit(|| Event::TagReserve {
+                block: block.index(),
+                how: ReserveHow::FastPath,
+            });
+            return Ok(());
+        }
         let mut migrator = Adapter {
             mem: self.mem,
             mover: &mut *self.mover,
@@ -300,6 +310,13 @@ impl<M: PageMover> BlockSource for PhysSource<'_, M> {
     }
 
     fn release(&mut self, block: TagBlock, pfns: PfnRange) {
+        if self.mem.policy().rules().keeps_cleancache() {
+            // Back to the cleancache (its frames hold no copy now).
+            self.mem.trace.emit(|| Event::TagRelease {
+                block: block.index(),
+            });
+            return;
+        }
         let claimed = self
             .claimed
             .remove(&block)

@@ -212,7 +212,10 @@ impl Memory {
     fn note_tag_write(&self, data_pfn: Pfn, at: PhysAddr) {
         let tag_pfn = self.geometry.pfn_of(at);
         let status = self.phys.borrow().alloc.frame_status(tag_pfn);
-        if !matches!(status, Some(FrameStatus::Claimed | FrameStatus::CarvedOut)) {
+        // A frame holding a cleancache copy is not reserved either: the tag
+        // write overwrites the copy.
+        let cached = self.cleancache.borrow().holds(tag_pfn);
+        if cached || !matches!(status, Some(FrameStatus::Claimed | FrameStatus::CarvedOut)) {
             let mut log = self.clobbers.get();
             log.note(TagClobber {
                 data_pfn,

@@ -665,6 +665,43 @@ impl PageTable {
         }
     }
 
+    /// Sets the access flag (`PTE_AF`, `young`) of the present leaf (PTE or
+    /// block) that maps `va` to `young`, in place: what the hardware's
+    /// access-flag update does on a walk (`young = true`, ARMv8.1 HAFDBS)
+    /// and what `ptep_test_and_clear_young()` does for reclaim (`false`).
+    /// Returns the flag's old value; `None` if no present leaf maps `va`.
+    /// Never allocates; the caller flushes the TLB when clearing.
+    pub fn set_young(&mut self, va: VirtAddr, young: bool) -> Option<bool> {
+        let v = va.as_u64();
+        if v >= TASK_SIZE {
+            return None;
+        }
+        let pmd = self.pmd_table(v)?;
+        let index = Level::Pmd.index(v);
+        match self.table(pmd).pmds()[index] {
+            Pmd::None => None,
+            Pmd::Block(Block::Present(mut leaf)) => {
+                let old = leaf.attrs.young;
+                leaf.attrs.young = young;
+                self.table_mut(pmd).pmds_mut()[index] = Pmd::Block(Block::Present(leaf));
+                Some(old)
+            }
+            Pmd::Block(_) => None,
+            Pmd::Table(t) => {
+                let i = Level::Pte.index(v);
+                match self.table(t).ptes()[i] {
+                    Pte::Present(mut leaf) => {
+                        let old = leaf.attrs.young;
+                        leaf.attrs.young = young;
+                        self.table_mut(t).ptes_mut()[i] = Pte::Present(leaf);
+                        Some(old)
+                    }
+                    _ => None,
+                }
+            }
+        }
+    }
+
     /// The PTE for `va` ([`Pte::None`] also when no PTE table exists or a
     /// block covers it; use [`PageTable::walk`] to tell those apart).
     pub fn pte(&self, va: VirtAddr) -> Pte {

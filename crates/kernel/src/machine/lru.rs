@@ -1,0 +1,266 @@
+//! The page LRU lists (Linux v6.8 `include/linux/mmzone.h` `enum lru_list`,
+//! `mm/swap.c`, the classic two-list LRU of `mm/vmscan.c`; multi-gen LRU
+//! `lru_gen` is not modelled, as on a kernel built without
+//! `CONFIG_LRU_GEN` or with it disabled).
+//!
+//! # Contract
+//! Every user page (an anonymous page, a page cache page, a swap cache
+//! page, a pinned orphan) is on exactly one list or *isolated* (taken off
+//! by reclaim while it works on the page, Linux `folio_isolate_lru()`);
+//! nothing else is. Pages enter when they are first mapped or inserted
+//! into a page cache (`folio_add_lru()`: new pages start on the inactive
+//! list of their type) and leave when they are freed; migration puts the
+//! new frame where the old one was (`folio_putback_lru()` of the
+//! destination, same list).
+//!
+//! Each list is kept oldest first: reclaim takes from the oldest end (the
+//! tail of Linux's list) and pages are added at the newest end (the head).
+//! Positions are sequence numbers in a `BTreeMap`, so every operation is
+//! O(log n) and the order is deterministic.
+//!
+//! `PG_referenced` (the folio flag, [`Lru::test_clear_referenced`]) is kept
+//! here; the page-table young bit (`PTE_AF`) lives in the entries and is
+//! handled by the kernel (`reclaim`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use mte::Pfn;
+
+/// Linux `enum lru_list` (without `LRU_UNEVICTABLE`'s mlock: the model's
+/// unevictable pages are shmem and tmpfs pages, whose swap is not
+/// modelled).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub(crate) enum LruList {
+    InactiveAnon,
+    ActiveAnon,
+    InactiveFile,
+    ActiveFile,
+    Unevictable,
+}
+
+impl LruList {
+    pub(crate) const ALL: [LruList; 5] = [
+        LruList::InactiveAnon,
+        LruList::ActiveAnon,
+        LruList::InactiveFile,
+        LruList::ActiveFile,
+        LruList::Unevictable,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The active list of the same type (unevictable stays).
+    pub(crate) fn active(self) -> LruList {
+        match self {
+            LruList::InactiveAnon | LruList::ActiveAnon => LruList::ActiveAnon,
+            LruList::InactiveFile | LruList::ActiveFile => LruList::ActiveFile,
+            LruList::Unevictable => LruList::Unevictable,
+        }
+    }
+
+    /// The inactive list of the same type (unevictable stays).
+    pub(crate) fn inactive(self) -> LruList {
+        match self {
+            LruList::InactiveAnon | LruList::ActiveAnon => LruList::InactiveAnon,
+            LruList::InactiveFile | LruList::ActiveFile => LruList::InactiveFile,
+            LruList::Unevictable => LruList::Unevictable,
+        }
+    }
+
+    pub(crate) fn is_file(self) -> bool {
+        matches!(self, LruList::InactiveFile | LruList::ActiveFile)
+    }
+}
+
+/// Where a page is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum LruPlace {
+    On(LruList),
+    /// Taken off by reclaim; goes back to `home` unless freed meanwhile.
+    Isolated {
+        home: LruList,
+    },
+}
+
+/// The lists of the machine's single node and zone (Linux `struct lruvec`).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Lru {
+    lists: [BTreeMap<u64, Pfn>; 5],
+    place: BTreeMap<Pfn, (LruPlace, u64)>,
+    referenced: BTreeSet<Pfn>,
+    next: u64,
+}
+
+impl Lru {
+    /// Adds `pfn` at the newest end of `list`, if it is on no list yet.
+    pub(crate) fn add(&mut self, pfn: Pfn, list: LruList) {
+        if self.place.contains_key(&pfn) {
+            return;
+        }
+        self.insert(pfn, list);
+    }
+
+    fn insert(&mut self, pfn: Pfn, list: LruList) {
+        let seq = self.next;
+        self.next += 1;
+        self.lists[list.index()].insert(seq, pfn);
+        self.place.insert(pfn, (LruPlace::On(list), seq));
+    }
+
+    fn unlink(&mut self, pfn: Pfn) -> Option<LruPlace> {
+        let (place, seq) = self.place.remove(&pfn)?;
+        if let LruPlace::On(list) = place {
+            self.lists[list.index()].remove(&seq);
+        }
+        Some(place)
+    }
+
+    /// Takes `pfn` off whatever list (or isolation) it is on: the page is
+    /// freed (Linux `lruvec_del_folio()` in `__folio_put()`).
+    pub(crate) fn remove(&mut self, pfn: Pfn) {
+        self.unlink(pfn);
+        self.referenced.remove(&pfn);
+    }
+
+    /// Where `pfn` is, if anywhere.
+    pub(crate) fn place(&self, pfn: Pfn) -> Option<LruPlace> {
+        self.place.get(&pfn).map(|&(p, _)| p)
+    }
+
+    /// Linux `isolate_lru_folios()` of one page: the oldest of `list`,
+    /// taken off (isolated). `None` when the list is empty.
+    pub(crate) fn isolate_oldest(&mut self, list: LruList) -> Option<Pfn> {
+        let (&seq, &pfn) = self.lists[list.index()].iter().next()?;
+        self.lists[list.index()].remove(&seq);
+        self.place
+            .insert(pfn, (LruPlace::Isolated { home: list }, seq));
+        Some(pfn)
+    }
+
+    /// Puts an isolated page back at the newest end of `list` (Linux
+    /// `move_folios_to_lru()`); nothing if it was freed meanwhile (then it
+    /// is on no list) or is not isolated.
+    pub(crate) fn putback(&mut self, pfn: Pfn, list: LruList) {
+        if let Some((LruPlace::Isolated { .. }, _)) = self.place.get(&pfn) {
+            self.place.remove(&pfn);
+            self.insert(pfn, list);
+        }
+    }
+
+    /// Migration: `dst` takes `src`'s place, position and flag.
+    pub(crate) fn replace(&mut self, src: Pfn, dst: Pfn) {
+        let Some((place, seq)) = self.place.remove(&src) else {
+            return;
+        };
+        if let LruPlace::On(list) = place {
+            self.lists[list.index()].insert(seq, dst);
+        }
+        self.place.insert(dst, (place, seq));
+        if self.referenced.remove(&src) {
+            self.referenced.insert(dst);
+        }
+    }
+
+    /// Pages on `list` now.
+    pub(crate) fn len(&self, list: LruList) -> usize {
+        self.lists[list.index()].len()
+    }
+
+    /// Pages of `list`, oldest first.
+    #[cfg(test)]
+    pub(crate) fn pages(&self, list: LruList) -> impl Iterator<Item = Pfn> + '_ {
+        self.lists[list.index()].values().copied()
+    }
+
+    /// Every page known here, with its place.
+    pub(crate) fn all(&self) -> impl Iterator<Item = (Pfn, LruPlace)> + '_ {
+        self.place.iter().map(|(&pfn, &(p, _))| (pfn, p))
+    }
+
+    /// Linux `folio_set_referenced()`.
+    pub(crate) fn set_referenced(&mut self, pfn: Pfn) {
+        if self.place.contains_key(&pfn) {
+            self.referenced.insert(pfn);
+        }
+    }
+
+    /// Linux `folio_test_clear_referenced()`.
+    pub(crate) fn test_clear_referenced(&mut self, pfn: Pfn) -> bool {
+        self.referenced.remove(&pfn)
+    }
+
+    /// Whether the bookkeeping agrees with itself: each list's entries and
+    /// the places name each other, flags only on known pages.
+    pub(crate) fn consistent(&self) -> bool {
+        let listed: usize = self.lists.iter().map(BTreeMap::len).sum();
+        let on = self
+            .place
+            .values()
+            .filter(|(p, _)| matches!(p, LruPlace::On(_)))
+            .count();
+        listed == on
+            && LruList::ALL.iter().all(|&l| {
+                self.lists[l.index()]
+                    .iter()
+                    .all(|(seq, pfn)| self.place.get(pfn) == Some(&(LruPlace::On(l), *seq)))
+            })
+            && self.referenced.iter().all(|p| self.place.contains_key(p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(n: u64) -> Pfn {
+        Pfn::new(n)
+    }
+
+    #[test]
+    fn oldest_first_isolation_putback_and_removal() {
+        let mut lru = Lru::default();
+        lru.add(p(3), LruList::InactiveAnon);
+        lru.add(p(1), LruList::InactiveAnon);
+        lru.add(p(1), LruList::ActiveFile); // already on a list: ignored
+        assert_eq!(
+            lru.pages(LruList::InactiveAnon).collect::<Vec<_>>(),
+            [p(3), p(1)]
+        );
+        assert_eq!(lru.isolate_oldest(LruList::InactiveAnon), Some(p(3)));
+        assert_eq!(
+            lru.place(p(3)),
+            Some(LruPlace::Isolated {
+                home: LruList::InactiveAnon
+            })
+        );
+        lru.putback(p(3), LruList::ActiveAnon);
+        assert_eq!(lru.place(p(3)), Some(LruPlace::On(LruList::ActiveAnon)));
+        // An isolated page freed meanwhile is not put back.
+        assert_eq!(lru.isolate_oldest(LruList::InactiveAnon), Some(p(1)));
+        lru.remove(p(1));
+        lru.putback(p(1), LruList::InactiveAnon);
+        assert_eq!(lru.place(p(1)), None);
+        assert!(lru.consistent());
+    }
+
+    #[test]
+    fn replace_keeps_position_and_flag() {
+        let mut lru = Lru::default();
+        lru.add(p(1), LruList::InactiveFile);
+        lru.add(p(2), LruList::InactiveFile);
+        lru.set_referenced(p(1));
+        lru.replace(p(1), p(9));
+        assert_eq!(
+            lru.pages(LruList::InactiveFile).collect::<Vec<_>>(),
+            [p(9), p(2)]
+        );
+        assert!(lru.test_clear_referenced(p(9)));
+        assert!(!lru.test_clear_referenced(p(9)));
+        assert_eq!(lru.isolate_oldest(LruList::InactiveFile), Some(p(9)));
+        lru.putback(p(9), LruList::ActiveFile);
+        assert_eq!(lru.len(LruList::ActiveFile), 1);
+        assert!(lru.consistent());
+    }
+}
