@@ -290,10 +290,13 @@ pub enum ProcessOp {
         len: Spanned<u64>,
         advice: Spanned<Advice>,
     },
-    /// A long-term pin (`FOLL_LONGTERM`), as `vmsplice(2)` takes.
+    /// A pin: long-term (`FOLL_LONGTERM`, a registered I/O buffer) by
+    /// default, short-term with `longterm=off` (as `vmsplice(2)` takes one).
     Pin {
         ptr: PtrExpr,
         len: Spanned<u64>,
+        /// `longterm=`: `On` unless the line says `longterm=off`.
+        longterm: Spanned<Switch>,
     },
     Unpin {
         ptr: PtrExpr,

@@ -47,6 +47,8 @@ pub struct KernelSettings {
     pub cpus: u32,
     /// Known mistakes switched on (`docs/designs.md`).
     pub mistakes: Mistakes,
+    /// `reserve-fast-path=on` (`docs/designs.md`).
+    pub reserve_fast_path: bool,
 }
 
 impl KernelSettings {
@@ -64,6 +66,7 @@ impl KernelSettings {
             seed,
             cpus,
             mistakes,
+            reserve_fast_path,
         } = *spec;
         Self {
             tag_storage_data,
@@ -73,6 +76,7 @@ impl KernelSettings {
             seed,
             cpus,
             mistakes,
+            reserve_fast_path,
         }
     }
 }

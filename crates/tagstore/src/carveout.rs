@@ -14,7 +14,7 @@
 //! derived from the geometry, so they cannot drift.
 
 use crate::check::{MisuseLog, TagStoreViolation};
-use crate::design::{DesignEntry, OnReserveFailure, Rules, Storage};
+use crate::design::{DesignEntry, OnReserveFailure, ReserveAt, Rules, Storage};
 use crate::refs::{Allocation, BlockRefs, block_capacity};
 use crate::{
     BlockSource, BlockState, LocalBoxFuture, ReserveError, ReservedBlocks, TagStorage,
@@ -32,6 +32,7 @@ pub(crate) const DESIGN: DesignEntry = DesignEntry::new(
         // Only a reference count moves: nothing sleeps, nothing fails.
         reserve_in_atomic: true,
         on_reserve_failure: OnReserveFailure::MigrateFaultingPage,
+        reserve_at: ReserveAt::AfterAllocation,
     },
     |geometry, config| Box::new(StaticTagStorage::new(geometry, config)),
 );

@@ -43,6 +43,25 @@ pub enum OnReserveFailure {
     /// storage is reserved there (RFC v3 `replace_folio_with_tagged()`), and
     /// replay the access. Never loses data and never loops.
     MigrateFaultingPage,
+    /// Retry the reservation and replay the access, never migrating the
+    /// faulting page unless it lies in tag storage itself (RFC v2 patch 21).
+    /// A block that can never be claimed (a page of it held by a short-term
+    /// pin) keeps the access replaying: the liveness check reports it and
+    /// the command ends `stuck`.
+    RetryAndReplay,
+}
+
+/// Where a tagged allocation's tag storage is reserved.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ReserveAt {
+    /// After the page is allocated, best effort (RFC v3 `arch_alloc_page()`
+    /// from `post_alloc_hook()`): a failure leaves the page without storage,
+    /// to be mapped awaiting it.
+    AfterAllocation,
+    /// Inside the allocation (RFC v2 `arch_prep_new_page()`): a page whose
+    /// reservation fails goes back to the buddy allocator and the allocator
+    /// tries the next one.
+    InAllocation,
 }
 
 /// The answers a design gives the kernel; fixed for the machine's life.
@@ -54,6 +73,7 @@ pub struct Rules {
     /// lock) instead of writing an entry awaiting tag storage.
     pub reserve_in_atomic: bool,
     pub on_reserve_failure: OnReserveFailure,
+    pub reserve_at: ReserveAt,
 }
 
 impl Rules {
@@ -96,10 +116,11 @@ impl DesignEntry {
 
 /// Every design, in the order listings show them. The first three are the
 /// [`Design`] constants.
-pub static DESIGNS: [DesignEntry; 3] = [
+pub static DESIGNS: [DesignEntry; 4] = [
     crate::none::DESIGN,
     crate::carveout::DESIGN,
     crate::dynamic::DESIGN,
+    crate::rfc_v2::DESIGN,
 ];
 
 /// A handle to one registered design.
@@ -190,7 +211,7 @@ mod tests {
         assert_eq!(Design::DYNAMIC.name(), "dynamic");
         assert_eq!(Design::by_name("dynamic"), Some(Design::DYNAMIC));
         assert_eq!(Design::by_name("bogus"), None);
-        assert_eq!(Design::names(), "`none`, `static` or `dynamic`");
+        assert_eq!(Design::names(), "`none`, `static`, `dynamic` or `rfc-v2`");
     }
 
     #[test]

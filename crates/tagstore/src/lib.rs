@@ -75,6 +75,7 @@ pub mod design;
 mod dynamic;
 mod none;
 mod refs;
+pub mod rfc_v2;
 pub mod source;
 #[cfg(test)]
 mod testutil;
@@ -82,7 +83,7 @@ mod testutil;
 pub use carveout::StaticTagStorage;
 pub use check::{Misuse, OnMisuse, TagStoreViolation};
 pub use counters::TagStoreCounters;
-pub use design::{Design, OnReserveFailure, Rules, Storage};
+pub use design::{Design, OnReserveFailure, ReserveAt, Rules, Storage};
 pub use dynamic::DynamicTagStorage;
 pub use none::NoTagStorage;
 pub use refs::RangeError;
@@ -113,6 +114,9 @@ pub struct TagStoreConfig {
     pub claim_attempts: NonZeroU32,
     /// What a contract violation by the caller does.
     pub on_misuse: OnMisuse,
+    /// Count blocks per allocation as RFC v2 did (`crate::rfc_v2`): the
+    /// design `rfc-v2`, or `mistake=v2-block-count` on `dynamic`.
+    pub v2_block_count: bool,
 }
 
 impl Default for TagStoreConfig {
@@ -120,6 +124,7 @@ impl Default for TagStoreConfig {
         Self {
             claim_attempts: NonZeroU32::new(CLAIM_ATTEMPTS).expect("CLAIM_ATTEMPTS is not 0"),
             on_misuse: OnMisuse::default(),
+            v2_block_count: false,
         }
     }
 }
@@ -193,6 +198,7 @@ pub struct ReservedBlocks<'a>(ReservedInner<'a>);
 enum ReservedInner<'a> {
     All(Range<u64>),
     Sparse(btree_map::Keys<'a, TagBlock, NonZeroU64>),
+    Listed(std::vec::IntoIter<TagBlock>),
 }
 
 impl<'a> ReservedBlocks<'a> {
@@ -203,6 +209,11 @@ impl<'a> ReservedBlocks<'a> {
     fn sparse(keys: btree_map::Keys<'a, TagBlock, NonZeroU64>) -> Self {
         Self(ReservedInner::Sparse(keys))
     }
+
+    /// Blocks listed in block order.
+    fn listed(blocks: Vec<TagBlock>) -> Self {
+        Self(ReservedInner::Listed(blocks.into_iter()))
+    }
 }
 
 impl Iterator for ReservedBlocks<'_> {
@@ -212,6 +223,7 @@ impl Iterator for ReservedBlocks<'_> {
         match &mut self.0 {
             ReservedInner::All(range) => range.next().map(TagBlock::new),
             ReservedInner::Sparse(keys) => keys.next().copied(),
+            ReservedInner::Listed(blocks) => blocks.next(),
         }
     }
 }
@@ -265,6 +277,14 @@ pub trait TagStorage: fmt::Debug {
     /// Live tagged frames whose tags `block` holds.
     fn block_refcount(&self, block: TagBlock) -> u64 {
         self.block_state(block).refs()
+    }
+
+    /// The references of `block` that stand for live tagged frames it
+    /// covers: the design's own form of invariant 3, which the kernel checks
+    /// against the frames it finds tagged (`docs/model.md` §4). The RFC's
+    /// bookkeeping has no other references.
+    fn frame_refcount(&self, block: TagBlock) -> u64 {
+        self.block_refcount(block)
     }
 
     /// The blocks reserved now, in block order.

@@ -5,7 +5,7 @@
 //! asks), releasing is a [`Misuse`], and every `tag_storage.*` counter is 0.
 
 use crate::check::{Misuse, MisuseLog, TagStoreViolation};
-use crate::design::{DesignEntry, OnReserveFailure, Rules, Storage};
+use crate::design::{DesignEntry, OnReserveFailure, ReserveAt, Rules, Storage};
 use crate::{
     BlockSource, BlockState, LocalBoxFuture, ReserveError, ReservedBlocks, TagStorage,
     TagStoreConfig, TagStoreCounters,
@@ -21,6 +21,7 @@ pub(crate) const DESIGN: DesignEntry = DesignEntry::new(
         storage: Storage::None,
         reserve_in_atomic: false,
         on_reserve_failure: OnReserveFailure::MigrateFaultingPage,
+        reserve_at: ReserveAt::AfterAllocation,
     },
     |_, config| Box::new(NoTagStorage::new(config)),
 );

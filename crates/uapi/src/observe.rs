@@ -33,10 +33,12 @@ pub enum Counter {
     KsmMerged,
     TcfSync,
     TcfAsync,
+    TagStorageFastPath,
+    TagStorageContig,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 23] = [
+    pub const ALL: [Counter; 25] = [
         Counter::MemPages,
         Counter::MemFree,
         Counter::TagStoragePages,
@@ -60,6 +62,8 @@ impl Counter {
         Counter::KsmMerged,
         Counter::TcfSync,
         Counter::TcfAsync,
+        Counter::TagStorageFastPath,
+        Counter::TagStorageContig,
     ];
 
     /// The name of `docs/model.md` §5 (`tag_storage.reserved`).
@@ -88,6 +92,8 @@ impl Counter {
             Counter::KsmMerged => "ksm.merged",
             Counter::TcfSync => "tcf.sync",
             Counter::TcfAsync => "tcf.async",
+            Counter::TagStorageFastPath => "tag_storage.fast_path",
+            Counter::TagStorageContig => "tag_storage.contig",
         }
     }
 
