@@ -97,17 +97,29 @@ fn v2_range(geometry: &Geometry, alloc: &Allocation) -> Range<u64> {
 #[derive(Clone, PartialEq, Eq, Debug)]
 struct Extra {
     last: Pfn,
-    /// Frames of the allocation not yet released.
-    live: u64,
+    /// Which of the allocation's frames are not yet released: a frame freed
+    /// on its own (a split huge page) may be allocated and reserved again
+    /// while the rest of the allocation lives, so frames are tracked one by
+    /// one, never counted twice.
+    live: Vec<bool>,
+    live_count: u64,
     blocks: Vec<TagBlock>,
 }
+
+/// Allocations larger than this never exist (buddy orders stop well
+/// below), so an allocation overlapping a frame starts at most this far
+/// before it.
+const LARGEST_ALLOCATION: u64 = 1 << 20;
 
 /// The references v2's block count adds beyond the blocks covering an
 /// allocation's frames: one per extra block per live allocation.
 #[derive(Clone, PartialEq, Eq, Debug, Default)]
 pub(crate) struct V2Blocks {
-    /// Live allocations with extra blocks, by first frame.
-    allocs: BTreeMap<Pfn, Extra>,
+    /// Live allocations with extra blocks, by first frame and then by the
+    /// order they were reserved in (a frame's new allocation may start
+    /// where an older, partly released one did).
+    allocs: BTreeMap<(Pfn, u64), Extra>,
+    next: u64,
     refs: BTreeMap<TagBlock, u64>,
 }
 
@@ -137,42 +149,44 @@ impl V2Blocks {
         for &b in &blocks {
             *self.refs.entry(b).or_default() += 1;
         }
-        let last = alloc.pfn + (alloc.order.pages() - 1);
-        let old = self.allocs.insert(
-            alloc.pfn,
-            Extra {
-                last,
-                live: alloc.order.pages(),
-                blocks,
-            },
-        );
-        assert!(old.is_none(), "BUG: {alloc:?} reserved twice");
+        let pages = alloc.order.pages();
+        let extra = Extra {
+            last: alloc.pfn + (pages - 1),
+            live: vec![true; pages as usize],
+            live_count: pages,
+            blocks,
+        };
+        self.allocs.insert((alloc.pfn, self.next), extra);
+        self.next += 1;
     }
 
     /// Releases the frames of `alloc`; returns the extra blocks left with no
     /// reference by allocations whose last frame went.
     pub(crate) fn release(&mut self, alloc: &Allocation) -> Vec<TagBlock> {
         let last = alloc.pfn + (alloc.order.pages() - 1);
-        let overlapping: Vec<Pfn> = self
+        let from = Pfn::new(alloc.pfn.as_u64().saturating_sub(LARGEST_ALLOCATION));
+        let overlapping: Vec<(Pfn, u64)> = self
             .allocs
-            .range(..=last)
+            .range((from, 0)..=(last, u64::MAX))
             .filter(|(_, e)| e.last >= alloc.pfn)
-            .map(|(&p, _)| p)
+            .map(|(&k, _)| k)
             .collect();
         let mut freed = Vec::new();
-        for head in overlapping {
-            let extra = self.allocs.get_mut(&head).expect("BUG: listed above");
-            let from = head.max(alloc.pfn);
-            let to = extra.last.min(last);
-            let frames = to.as_u64() - from.as_u64() + 1;
-            extra.live = extra
-                .live
-                .checked_sub(frames)
-                .expect("BUG: more frames released than allocated");
-            if extra.live > 0 {
+        for key in overlapping {
+            let extra = self.allocs.get_mut(&key).expect("BUG: listed above");
+            let head = key.0;
+            let lo = head.max(alloc.pfn).as_u64();
+            let hi = extra.last.min(last).as_u64();
+            for pfn in lo..=hi {
+                let live = &mut extra.live[(pfn - head.as_u64()) as usize];
+                if core::mem::take(live) {
+                    extra.live_count -= 1;
+                }
+            }
+            if extra.live_count > 0 {
                 continue;
             }
-            let extra = self.allocs.remove(&head).expect("BUG: present");
+            let extra = self.allocs.remove(&key).expect("BUG: present");
             for b in extra.blocks {
                 let refs = self.refs.get_mut(&b).expect("BUG: an extra block lost");
                 *refs -= 1;
@@ -254,6 +268,27 @@ mod tests {
         m.release(pfn + 1, Order::new(0), &mut src);
         assert_eq!(m.counters().reserved, 4);
         assert_eq!(m.block_state(TagBlock::new(5)), BlockState::Lent);
+        assert!(m.check().is_empty(), "{:?}", m.check());
+    }
+
+    #[test]
+    fn a_frame_of_a_split_allocation_reserved_again() {
+        let g = machine(16 << 10);
+        let mut m = Design::by_name("rfc-v2").unwrap().build(&g, record());
+        let mut src = MockSource::default();
+        block_on(m.activate(Pfn::new(BASE), &mut src)).unwrap();
+        let pfn = Pfn::new(BASE + 512);
+        block_on(m.reserve(pfn, Order::new(2), &mut src)).unwrap();
+        let reserved = m.counters().reserved;
+        // Its first frame freed alone, allocated and reserved again, then
+        // every frame freed: the extras go exactly once.
+        m.release(pfn, Order::new(0), &mut src);
+        block_on(m.reserve(pfn, Order::new(0), &mut src)).unwrap();
+        assert!(m.check().is_empty(), "{:?}", m.check());
+        for i in 0..4 {
+            m.release(pfn + i, Order::new(0), &mut src);
+        }
+        assert_eq!(m.counters().reserved, 4, "was {reserved}");
         assert!(m.check().is_empty(), "{:?}", m.check());
     }
 
