@@ -430,6 +430,8 @@ fn pinned_data_makes_the_reservation_fail_and_changes_nothing() {
         MemCounters {
             mem_free: before.mem_free - 1,
             tag_storage_reserve_failures: 1,
+            // The block held data: the claim went the contiguous way.
+            tag_storage_contig: before.tag_storage_contig + 1,
             ..before
         }
     );
