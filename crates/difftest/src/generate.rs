@@ -58,7 +58,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use mte::insn::{GranuleOffset, TagOffset};
 use mte::{CheckMode, GRANULE_SIZE, Tag, TagMask, TagStoreOp};
-use platform::{Design, Mistakes, TagStorageData, Thp};
+use platform::{Design, Mistakes, OnReserveFailure, TagStorageData, Thp};
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use uapi::{AccessSize, Advice, Backing, MteCtrl, PrctlRequest, Prot, Sharing};
@@ -287,8 +287,9 @@ struct ProcModel {
     maps: Vec<MapModel>,
     /// The settings, as far as the program knows.
     ctrl: MteCtrl,
-    /// Pinned ranges: mapping name, first page, pages.
-    pins: Vec<(u32, u64, u64)>,
+    /// Pinned ranges: mapping name, first page, pages, and whether the pin
+    /// is short-term (`longterm=off`).
+    pins: Vec<(u32, u64, u64, bool)>,
 }
 
 impl ProcModel {
@@ -305,6 +306,9 @@ impl ProcModel {
         self.maps.iter().map(|m| m.pages).sum()
     }
 }
+
+/// The most pages short-term pins hold at once in a program.
+const SHORT_TERM_PIN_PAGES: u64 = 4;
 
 /// A `t{n}` pointer: its mapping and offset from the mapping's base.
 #[derive(Clone, Copy, Debug)]
@@ -975,7 +979,12 @@ impl Gen<'_> {
                 read: true,
                 ..Prot::NONE
             },
-            2 | 3 => Prot {
+            // A page held by a short-term pin cannot move, so one turned
+            // tagged where its storage cannot be had (it lies in tag
+            // storage, or its block cannot be claimed) replays its fault
+            // until unpinned: a livelock of the program, not of the kernel.
+            // Not drawn while such a pin is held.
+            2 | 3 if !self.short_term_pin_held() => Prot {
                 mte: true,
                 ..Prot::READ_WRITE
             },
@@ -1026,25 +1035,66 @@ impl Gen<'_> {
         );
     }
 
+    /// Whether a short-term pin may be drawn: not under a design whose
+    /// fault path retries a failed reservation for ever (`rfc-v2`), where a
+    /// held short-term pin in a block a tagged fault needs is a documented
+    /// livelock (question e of `docs/designs.md`), not a finding. With
+    /// `mistake=retry-forever` switched on explicitly they are drawn: that
+    /// livelock is what the fuzzer must find.
+    fn short_term_pins_allowed(&self) -> bool {
+        self.config.policy.rules().on_reserve_failure != OnReserveFailure::RetryAndReplay
+    }
+
+    /// Whether some process holds a short-term pin.
+    fn short_term_pin_held(&self) -> bool {
+        self.procs
+            .iter()
+            .any(|p| p.pins.iter().any(|&(_, _, _, short)| short))
+    }
+
     fn pin(&mut self, p: usize) {
         let Some(m) = self.some_map(p) else {
             return;
         };
-        let (first, count) = self.page_range(p, m);
+        let (first, mut count) = self.page_range(p, m);
+        // A long-term pin migrates a page out of tag storage first, which
+        // fails (ENOMEM, as in Linux) for a page a short-term pin holds
+        // there: where the page lies is invisible to the reference, so no
+        // long-term pin is drawn while a short-term one is held.
+        let longterm =
+            !(self.short_term_pins_allowed() && (self.short_term_pin_held() || self.chance(50)));
+        if !longterm {
+            // Short-term pins are short: a pipe holds 16 pages at most.
+            // Few and small, so that a tagged page can still find a block
+            // to reserve on the smallest machines drawn.
+            let held: u64 = self
+                .procs
+                .iter()
+                .flat_map(|p| p.pins.iter())
+                .filter(|pin| pin.3)
+                .map(|pin| pin.2)
+                .sum();
+            if held >= SHORT_TERM_PIN_PAGES {
+                return;
+            }
+            count = count.min(SHORT_TERM_PIN_PAGES - held);
+        }
         let map = &self.procs[p].maps[m];
         let name = map.name;
-        let ok =
-            map.prot.write && !(map.sharing == Sharing::Shared && map.backing == Backing::File);
+        // FOLL_LONGTERM refuses a shared file mapping (dirty tracking).
+        let ok = map.prot.write
+            && !(longterm && map.sharing == Sharing::Shared && map.backing == Backing::File);
         let ptr = PtrRef::at(PtrName::Map(name), first * self.page);
         self.push(
             p,
             Cmd::Pin {
                 ptr,
                 len: count * self.page,
+                longterm,
             },
         );
         if ok {
-            self.procs[p].pins.push((name, first, count));
+            self.procs[p].pins.push((name, first, count, !longterm));
         }
     }
 
@@ -1067,7 +1117,7 @@ impl Gen<'_> {
             return;
         }
         let i = self.below(pins) as usize;
-        let (name, first, count) = self.procs[p].pins.remove(i);
+        let (name, first, count, _) = self.procs[p].pins.remove(i);
         let ptr = PtrRef::at(PtrName::Map(name), first * self.page);
         self.push(
             p,

@@ -125,6 +125,8 @@ pub enum Cmd {
     Pin {
         ptr: PtrRef,
         len: u64,
+        /// `false`: `longterm=off`, a short-term pin.
+        longterm: bool,
     },
     Unpin {
         ptr: PtrRef,
@@ -462,8 +464,14 @@ impl fmt::Display for Step {
                 }
                 Ok(())
             }
+            Cmd::Pin { ptr, len, longterm } => {
+                write!(f, " {ptr} {len:#x}")?;
+                if !longterm {
+                    f.write_str(" longterm=off")?;
+                }
+                Ok(())
+            }
             Cmd::Munmap { ptr, len }
-            | Cmd::Pin { ptr, len }
             | Cmd::Unpin { ptr, len }
             | Cmd::WriteFd { ptr, len }
             | Cmd::SetTag { ptr, len } => write!(f, " {ptr} {len:#x}"),

@@ -343,7 +343,11 @@ fn simpler_steps(step: &Step, page: u64) -> Vec<Step> {
             len,
             advice: *advice,
         }),
-        Cmd::Pin { ptr, len } => shorter(*len, &[page], &|len| Cmd::Pin { ptr: *ptr, len }),
+        Cmd::Pin { ptr, len, longterm } => shorter(*len, &[page], &|len| Cmd::Pin {
+            ptr: *ptr,
+            len,
+            longterm: *longterm,
+        }),
         Cmd::Unpin { ptr, len } => shorter(*len, &[page], &|len| Cmd::Unpin { ptr: *ptr, len }),
         Cmd::WriteFd { ptr, len } => {
             shorter(*len, &[1, 16], &|len| Cmd::WriteFd { ptr: *ptr, len });

@@ -29,9 +29,6 @@ pub struct CostMeter {
     /// are per page).
     block_pages: u64,
     totals: Cell<[u64; Counter::COST_KINDS.len()]>,
-    /// `tag_storage.contig_allocs`: the meter sees every claim, so it
-    /// counts them too.
-    contig_allocs: Cell<u64>,
 }
 
 impl CostMeter {
@@ -42,7 +39,6 @@ impl CostMeter {
             cpus: u64::from(platform.settings().cpus.max(1)),
             block_pages: platform.block_size().map_or(1, |b| (b / page).max(1)),
             totals: Cell::new([0; Counter::COST_KINDS.len()]),
-            contig_allocs: Cell::new(0),
         }
     }
 
@@ -95,7 +91,6 @@ impl CostMeter {
                     // A claim goes through alloc_contig_range() whether it
                     // succeeds or not; its migrations are their own events.
                     ReserveHow::Claimed { .. } | ReserveHow::Failed(_) => {
-                        self.contig_allocs.set(self.contig_allocs.get() + 1);
                         self.add(
                             Counter::CostContig,
                             c(E::ContigCall).saturating_add(self.block_pages * c(E::ContigPage)),
@@ -124,12 +119,8 @@ impl CostMeter {
         }
     }
 
-    /// A `cost.*` counter's value (and `tag_storage.contig_allocs`),
-    /// `None` for any other counter.
+    /// A `cost.*` counter's value, `None` for any other counter.
     pub fn counter(&self, counter: Counter) -> Option<u64> {
-        if counter == Counter::TagStorageContigAllocs {
-            return Some(self.contig_allocs.get());
-        }
         let totals = self.totals.get();
         if counter == Counter::CostTotal {
             return Some(totals.iter().fold(0u64, |a, b| a.saturating_add(*b)));
@@ -178,7 +169,10 @@ mod tests {
             block: 2,
             how: ReserveHow::Failed(ReserveFailure::Pinned),
         });
-        assert_eq!(m.counter(Counter::TagStorageContigAllocs), Some(1));
+        assert_eq!(
+            m.counter(Counter::CostContig),
+            Some(t.get(CostEntry::ContigCall) + t.get(CostEntry::ContigPage))
+        );
         let cpus = u64::from(Platform::default().settings().cpus);
         assert_eq!(
             m.counter(Counter::CostLruIpi),

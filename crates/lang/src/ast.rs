@@ -292,10 +292,13 @@ pub enum ProcessOp {
         len: Spanned<u64>,
         advice: Spanned<Advice>,
     },
-    /// A long-term pin (`FOLL_LONGTERM`), as `vmsplice(2)` takes.
+    /// A pin: long-term (`FOLL_LONGTERM`, a registered I/O buffer) by
+    /// default, short-term with `longterm=off` (as `vmsplice(2)` takes one).
     Pin {
         ptr: PtrExpr,
         len: Spanned<u64>,
+        /// `longterm=`: `On` unless the line says `longterm=off`.
+        longterm: Spanned<Switch>,
     },
     Unpin {
         ptr: PtrExpr,
@@ -832,9 +835,14 @@ mod tests {
         // docs/model.md §5 lists 25 names (swap.out/in and
         // tcf.sync/async share rows), fault.stuck, ksm.sharing and the
         // extra ksm.saved among them; then the cost.* family (cost.total
-        // and ten kinds) and tag_storage.contig_allocs; reclaim adds
-        // file.*, reclaim.direct and cleancache.*.
-        assert_eq!(Counter::ALL.len(), 44);
+        // and ten kinds); reclaim adds file.*, reclaim.direct and
+        // cleancache.*; the fast path adds tag_storage.fast_path and
+        // tag_storage.contig.
+        assert_eq!(Counter::ALL.len(), 45);
+        assert_eq!(
+            Counter::from_name("tag_storage.contig"),
+            Some(Counter::TagStorageContig)
+        );
         assert_eq!(Counter::from_name("cost.total"), Some(Counter::CostTotal));
         assert_eq!(Counter::from_name("ksm.sharing"), Some(Counter::KsmSharing));
         assert_eq!(Counter::from_name("file.reads"), Some(Counter::FileReads));

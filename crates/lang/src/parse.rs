@@ -517,10 +517,12 @@ impl<'a> Parser<'a> {
                 len: size(args.take("length")?, "length")?,
                 advice: advice(args.take("advice")?)?,
             },
-            "pin" => ProcessOp::Pin {
-                ptr: self.ptr(args.take("pointer")?)?,
-                len: size(args.take("length")?, "length")?,
-            },
+            "pin" => {
+                let ptr = self.ptr(args.take("pointer")?)?;
+                let len = size(args.take("length")?, "length")?;
+                let longterm = pin_longterm(args.rest(), word)?;
+                ProcessOp::Pin { ptr, len, longterm }
+            }
             "unpin" => ProcessOp::Unpin {
                 ptr: self.ptr(args.take("pointer")?)?,
                 len: size(args.take("length")?, "length")?,
@@ -1489,6 +1491,35 @@ fn access_size(tok: Token<'_>) -> PResult<Spanned<AccessSize>> {
         Some(size) => Ok(Spanned::new(size, tok.span())),
         None => out_of_range(tok, "access size", "1, 2, 4, 8 or 16 bytes"),
     }
+}
+
+/// The optional `longterm=on|off` of `pin` (default on, spanning the
+/// command word when absent).
+fn pin_longterm(rest: &[Token<'_>], word: Token<'_>) -> PResult<Spanned<Switch>> {
+    let mut longterm: Option<Spanned<Switch>> = None;
+    for &tok in rest {
+        let (key, value) = key_value(tok)?;
+        if key.text != "longterm" {
+            return fail(
+                key.span(),
+                ErrorKind::UnknownKey {
+                    key: key.text.into(),
+                    command: "pin",
+                    expected: "longterm",
+                },
+            );
+        }
+        let parsed = switch(value, "longterm")?;
+        if longterm.replace(parsed).is_some() {
+            return fail(
+                key.span(),
+                ErrorKind::DuplicateKey {
+                    key: key.text.into(),
+                },
+            );
+        }
+    }
+    Ok(longterm.unwrap_or_else(|| Spanned::new(Switch::On, word.span())))
 }
 
 fn switch(tok: Token<'_>, what: &'static str) -> PResult<Spanned<Switch>> {

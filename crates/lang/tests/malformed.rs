@@ -707,6 +707,26 @@ fn bad_lists_and_choices() {
     );
     assert_refused(&format!("{P}p tco maybe\n"), 3, 7, "`on` or `off`");
     assert_refused(
+        &format!("{P}p pin a 4K longterm=no\n"),
+        3,
+        21,
+        "`on` or `off`",
+    );
+    assert_refused(
+        &format!("{P}p pin a 4K short=on\n"),
+        3,
+        12,
+        "unknown key `short`",
+    );
+    assert_refused(
+        &format!("{P}p pin a 4K longterm=off longterm=on\n"),
+        3,
+        25,
+        "`longterm=` is given twice",
+    );
+    let ok = format!("{P}p pin a 4K longterm=off\np unpin a 4K\np pin a 4K longterm=on\n");
+    assert!(lang::parse("ok.mte", ok.as_bytes()).is_ok());
+    assert_refused(
         &format!("{P}p prctl tcf=strict\n"),
         3,
         13,

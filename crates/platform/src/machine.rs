@@ -48,6 +48,8 @@ pub struct KernelSettings {
     pub cpus: u32,
     /// Known mistakes switched on (`docs/designs.md`).
     pub mistakes: Mistakes,
+    /// `reserve-fast-path=on` (`docs/designs.md`).
+    pub reserve_fast_path: bool,
 }
 
 impl KernelSettings {
@@ -65,6 +67,7 @@ impl KernelSettings {
             seed,
             cpus,
             mistakes,
+            reserve_fast_path,
         } = *spec;
         // A design with mistakes built in (`rfc-v3`) switches them on as if
         // the platform line said so, beside the line's own.
@@ -77,6 +80,7 @@ impl KernelSettings {
             seed,
             cpus,
             mistakes,
+            reserve_fast_path,
         }
     }
 }

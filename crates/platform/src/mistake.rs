@@ -49,16 +49,32 @@ pub enum Mistake {
     /// review). Caught under `mtesim explore` by the scenario's
     /// expectations (nothing is lost, invariant 11).
     FlagBeforeRestore,
+    /// RFC v2's tag storage fault: when the reservation fails, retry it and
+    /// replay the access, never migrating the faulting page (v2 patch 21);
+    /// a page of the block held by a short-term pin (`pin ... longterm=off`)
+    /// then keeps the access from ever completing (the v2 review: pinned
+    /// pages, `vmsplice`). Caught by the liveness check: outcome `stuck`.
+    RetryForever,
+    /// RFC v2's block count, `max(2^order / 32, 1) * block_size_pages`
+    /// blocks per allocation instead of `DIV_ROUND_UP(max(2^order / 32, 1),
+    /// block_size_pages)` (v2 patch 26, found by the v2 review): with blocks
+    /// of more than one page, blocks holding none of the allocation's tags
+    /// are reserved. Caught by invariant 3 (a reserved block's references
+    /// are not its live tagged frames) and `tag_storage.reserved`.
+    V2BlockCount,
 }
 
 impl Mistake {
-    pub const ALL: [Mistake; 6] = [
+    /// In the order of `docs/designs.md`'s table.
+    pub const ALL: [Mistake; 8] = [
         Mistake::ZeroPageBlock,
         Mistake::HugeZeroPage,
         Mistake::TagWriteInPlace,
-        Mistake::AtomicAlloc,
         Mistake::MigrationRace,
+        Mistake::RetryForever,
+        Mistake::V2BlockCount,
         Mistake::FlagBeforeRestore,
+        Mistake::AtomicAlloc,
     ];
 
     /// The `mistake=` spelling.
@@ -70,6 +86,8 @@ impl Mistake {
             Mistake::AtomicAlloc => "atomic-alloc",
             Mistake::MigrationRace => "migration-race",
             Mistake::FlagBeforeRestore => "flag-before-restore",
+            Mistake::RetryForever => "retry-forever",
+            Mistake::V2BlockCount => "v2-block-count",
         }
     }
 

@@ -9,7 +9,7 @@ use thiserror::Error;
 
 /// How the kernel manages tag storage (`docs/designs.md`): one of the
 /// designs the tag storage crate registers.
-pub use tagstore::Design;
+pub use tagstore::{Design, OnReserveFailure};
 
 /// The mistakes' names, for the message of a bad `mistake=`.
 static MISTAKE_NAMES: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -85,6 +85,10 @@ pub struct PlatformSpec {
     pub cpus: u32,
     /// Known mistakes switched on (`mistake=`).
     pub mistakes: Mistakes,
+    /// `reserve-fast-path=`: a one-page tag block whose page is free is
+    /// taken straight off the buddy allocator (RFC v3 patch 10); off, every
+    /// claim goes through `alloc_contig_range()`.
+    pub reserve_fast_path: bool,
 }
 
 impl Default for PlatformSpec {
@@ -101,6 +105,7 @@ impl Default for PlatformSpec {
             seed: 0,
             cpus: 4,
             mistakes: Mistakes::NONE,
+            reserve_fast_path: true,
         }
     }
 }
@@ -118,6 +123,7 @@ pub const KEYS: &[&str] = &[
     "seed",
     "cpus",
     "mistake",
+    "reserve-fast-path",
 ];
 
 /// The most simulated CPUs a machine may have.
@@ -202,6 +208,13 @@ impl PlatformSpec {
                     _ => return Err(bad("`on` or `off`")),
                 }
             }
+            "reserve-fast-path" => {
+                self.reserve_fast_path = match value {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(bad("`on` or `off`")),
+                }
+            }
             "seed" => {
                 self.seed = num::parse_u64(value, Suffix::Forbidden)
                     .map_err(|source| KeyError::Number { key, source })?
@@ -266,6 +279,7 @@ mod tests {
             ("seed", "0x2a"),
             ("cpus", "2"),
             ("mistake", "huge-zero-page"),
+            ("reserve-fast-path", "off"),
         ] {
             spec.set_key(key, value).unwrap();
         }
@@ -283,6 +297,7 @@ mod tests {
                 seed: 42,
                 cpus: 2,
                 mistakes: Mistakes::NONE.with(Mistake::HugeZeroPage),
+                reserve_fast_path: false,
             }
         );
     }

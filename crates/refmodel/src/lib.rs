@@ -225,6 +225,9 @@ impl RefMachine {
                     }
                     Command::Pin { ptr, len } => result(process.pin(*ptr, *len)),
                     Command::Unpin { ptr, len } => result(process.unpin(*ptr, *len)),
+                    Command::PinShortTerm { ptr, len } => {
+                        result(process.pin_short_term(*ptr, *len))
+                    }
                     Command::Yield => Reply::new(Outcome::Ok),
                     Command::WriteFd { ptr, len } => count(process.write_fd(*ptr, *len)),
                     Command::ReadFd { ptr, len, byte } => count(process.read_fd(*ptr, *len, *byte)),

@@ -251,6 +251,19 @@ impl Process {
     /// io_uring takes for a registered buffer) of every page the range
     /// touches, all or nothing.
     pub fn pin(&mut self, ptr: TaggedPtr, len: u64) -> Result<(), Errno> {
+        self.pin_with(ptr, len, true)
+    }
+
+    /// `pin ... longterm=off`: a short-term pin (`FOLL_PIN` without
+    /// `FOLL_LONGTERM`, as `vmsplice(2)` takes one). What a process sees
+    /// differs from a long-term pin only in that a shared file mapping may
+    /// be pinned (`writable_file_mapping_allowed()` applies to long-term pins
+    /// only); where the page lies is invisible here.
+    pub fn pin_short_term(&mut self, ptr: TaggedPtr, len: u64) -> Result<(), Errno> {
+        self.pin_with(ptr, len, false)
+    }
+
+    fn pin_with(&mut self, ptr: TaggedPtr, len: u64, longterm: bool) -> Result<(), Errno> {
         if len == 0 {
             return Ok(());
         }
@@ -264,11 +277,12 @@ impl Process {
             if !vma.perm.write {
                 return Err(Errno::Fault);
             }
-            if let Mapping::Object {
-                sharing: Sharing::Shared,
-                object,
-                ..
-            } = &vma.mapping
+            if longterm
+                && let Mapping::Object {
+                    sharing: Sharing::Shared,
+                    object,
+                    ..
+                } = &vma.mapping
                 && object.borrow().kind.needs_dirty_tracking()
             {
                 return Err(Errno::Fault);

@@ -18,12 +18,26 @@
 //!   machine's invariants checked after every command
 //!   ([`RunOptions::check_invariants`]).
 //!
+//! Every design runs every suite: a kernel file also runs under each
+//! registered design (`platform::Design::all()`, so a new design joins
+//! without a change here) other than its own, with `tag-storage=` replaced
+//! as `--set` does, as the test `<area>/<file>.mte@design=NAME`. Where its
+//! expectations hold:
+//! - `# designs: NAME,...`: under those designs (`all`: every design;
+//!   `mte`: every design with MTE, so that new ones join);
+//! - else a platform line naming `tag-storage=NAME`: under that one only;
+//! - else (the default design): under every design.
+//!
+//! A design named by `# fails-with: tag-storage=NAME` must fail instead
+//! (its own test). Designs a file does not hold for are listed as ignored
+//! tests, so the gap is visible.
+//!
 //! Files are found when the test runs, so a new file needs no rebuild.
 
 use std::path::{Path, PathBuf};
 
 use libtest_mimic::{Arguments, Failed, Trial};
-use platform::Platform;
+use platform::{Design, Platform};
 use scenario::machine::{MachineKind, make_machine};
 use scenario::run::{FileResult, RunOptions, Status};
 
@@ -42,6 +56,9 @@ struct Directives {
     /// file with those keys replaced (as `--set` does) and must fail: a
     /// known mistake switched on must be caught by the file.
     fails_with: Vec<Vec<(String, String)>>,
+    /// `# designs: NAME,...`: the designs whose behaviour the file's
+    /// expectations describe (`None`: see [`holds_under`]).
+    designs: Option<Vec<String>>,
 }
 
 fn directives(src: &[u8]) -> Result<Directives, String> {
@@ -50,6 +67,7 @@ fn directives(src: &[u8]) -> Result<Directives, String> {
         expect_error: None,
         machines: vec![MachineKind::default()],
         fails_with: Vec::new(),
+        designs: None,
     };
     for line in text.lines() {
         let Some(comment) = line.trim_start().strip_prefix('#') else {
@@ -77,6 +95,26 @@ fn directives(src: &[u8]) -> Result<Directives, String> {
                 return Err("`# fails-with:` names no KEY=VALUE".into());
             }
             found.fails_with.push(set);
+        } else if let Some(rest) = comment.strip_prefix("designs:") {
+            // The list is the first word; the rest of the line says why.
+            let rest = rest.split_whitespace().next().unwrap_or_default();
+            let names: Vec<String> = if rest == "all" {
+                Design::all().map(|d| d.name().to_owned()).collect()
+            } else if rest == "mte" {
+                Design::all()
+                    .filter(|d| d.rules().mte())
+                    .map(|d| d.name().to_owned())
+                    .collect()
+            } else {
+                rest.split(',').map(|n| n.trim().to_owned()).collect()
+            };
+            if let Some(bad) = names.iter().find(|n| Design::by_name(n).is_none()) {
+                return Err(format!(
+                    "`# designs: {rest}`: `{bad}` is not a design ({})",
+                    Design::names()
+                ));
+            }
+            found.designs = Some(names);
         } else if let Some(kind) = comment.strip_prefix("machine:") {
             found.machines = match kind.trim() {
                 "both" => vec![MachineKind::Kernel, MachineKind::Reference],
@@ -85,6 +123,35 @@ fn directives(src: &[u8]) -> Result<Directives, String> {
         }
     }
     Ok(found)
+}
+
+/// The `tag-storage=` value of the file's platform line, if it names one.
+fn own_design(src: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(src);
+    let line = text
+        .lines()
+        .map(str::trim_start)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))?;
+    let rest = line.strip_prefix("platform")?;
+    rest.split_whitespace()
+        .take_while(|tok| !tok.starts_with('#'))
+        .find_map(|tok| tok.strip_prefix("tag-storage="))
+        .map(str::to_owned)
+}
+
+/// The designs under which the file's expectations hold (see the module
+/// doc), and the design it runs under as written.
+fn holds_under(src: &[u8], directives: &Directives) -> (Vec<String>, String) {
+    let own = own_design(src);
+    let written = own
+        .clone()
+        .unwrap_or_else(|| Design::default().name().to_owned());
+    let holds = match (&directives.designs, own) {
+        (Some(names), _) => names.clone(),
+        (None, Some(own)) => vec![own],
+        (None, None) => Design::all().map(|d| d.name().to_owned()).collect(),
+    };
+    (holds, written)
 }
 
 /// `<area>/<file>.mte` files under `dir`, sorted, with their names.
@@ -133,9 +200,11 @@ fn check(
     src: &[u8],
     directives: &Directives,
     machine: MachineKind,
+    set: &[(String, String)],
 ) -> Result<(), Failed> {
     let options = RunOptions {
         check_invariants: true,
+        set: set.to_vec(),
         ..RunOptions::default()
     };
     let result = scenario::run_source(name, src, &options, |p: &Platform| make_machine(machine, p));
@@ -174,6 +243,7 @@ fn directives_are_read_from_comments() -> Result<(), Failed> {
         expect_error: Some((4, 9, "missing offset after `+`".into())),
         machines: vec![MachineKind::Kernel],
         fails_with: Vec::new(),
+        designs: None,
     };
     if read("# expect-error: 4:9 missing offset after `+`\nspawn p\n") != Ok(want) {
         return Err("expect-error with text".into());
@@ -198,7 +268,21 @@ fn directives_are_read_from_comments() -> Result<(), Failed> {
     {
         return Err(format!("{mistakes:?}").into());
     }
+    let designs = read("# designs: dynamic,static (why)\nplatform tag-storage=none\n")?;
+    if designs.designs != Some(vec!["dynamic".into(), "static".into()]) {
+        return Err(format!("{designs:?}").into());
+    }
+    let src = b"# a file\nplatform memory=16M tag-storage=static # why\n";
+    let none = read("")?;
+    if holds_under(src, &none) != (vec!["static".into()], "static".into())
+        || own_design(b"spawn p\n").is_some()
+        || holds_under(b"spawn p\n", &none).0.len() != Design::all().count()
+        || holds_under(b"spawn p\n", &designs).0 != ["dynamic", "static"]
+    {
+        return Err("the designs a file holds for".into());
+    }
     if read("# expect-error: four\n").is_ok()
+        || read("# designs: bogus\n").is_ok()
         || read("# machine: qemu\n").is_ok()
         || read("# fails-with: mistake\n").is_ok()
         || read("# fails-with:\n").is_ok()
@@ -242,8 +326,35 @@ fn main() {
             };
             let (name, src, directives) = (name.clone(), src.clone(), directives.clone());
             trials.push(Trial::test(trial_name, move || {
-                check(&name, &src, &directives, machine)
+                check(&name, &src, &directives, machine, &[])
             }));
+        }
+        // Every other design, on the kernel (the reference model has none).
+        let design_runs =
+            directives.expect_error.is_none() && directives.machines.contains(&MachineKind::Kernel);
+        if design_runs {
+            let (holds, written) = holds_under(&src, &directives);
+            let must_fail = |d: &str| {
+                directives
+                    .fails_with
+                    .iter()
+                    .any(|set| set.iter().any(|(k, v)| k == "tag-storage" && v == d))
+            };
+            for design in Design::all().map(Design::name) {
+                if design == written || must_fail(design) {
+                    continue;
+                }
+                let trial_name = format!("{name}@design={design}");
+                if !holds.iter().any(|h| h == design) {
+                    trials.push(Trial::test(trial_name, || Ok(())).with_ignored_flag(true));
+                    continue;
+                }
+                let set = vec![("tag-storage".to_owned(), design.to_owned())];
+                let (name, src, directives) = (name.clone(), src.clone(), directives.clone());
+                trials.push(Trial::test(trial_name, move || {
+                    check(&name, &src, &directives, MachineKind::Kernel, &set)
+                }));
+            }
         }
         for set in &directives.fails_with {
             let label: Vec<String> = set.iter().map(|(k, v)| format!("{k}={v}")).collect();

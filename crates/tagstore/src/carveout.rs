@@ -14,7 +14,7 @@
 //! derived from the geometry, so they cannot drift.
 
 use crate::check::{MisuseLog, TagStoreViolation};
-use crate::design::{DesignEntry, OnReserveFailure, Rules, Storage, TaggedPlacement};
+use crate::design::{DesignEntry, OnReserveFailure, ReserveAt, Rules, Storage, TaggedPlacement};
 use crate::refs::{Allocation, BlockRefs, block_capacity};
 use crate::{
     BlockSource, BlockState, LocalBoxFuture, ReserveError, ReservedBlocks, TagStorage,
@@ -33,6 +33,7 @@ pub(crate) const DESIGN: DesignEntry = DesignEntry::new(
         reserve_in_atomic: true,
         on_reserve_failure: OnReserveFailure::MigrateFaultingPage,
         tagged_placement: TaggedPlacement::Anywhere,
+        reserve_at: ReserveAt::AfterAllocation,
     },
     |geometry, config| Box::new(StaticTagStorage::new(geometry, config)),
 );

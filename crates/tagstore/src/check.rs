@@ -127,6 +127,15 @@ pub enum TagStoreViolation {
     /// The caller broke the contract; `first` is the first such call.
     #[error("{count} call(s) broke the tag storage contract; the first: {first}")]
     Misuse { first: Misuse, count: u64 },
+    /// RFC v2's block count: a block's extra references (one per live
+    /// allocation whose v2 range reaches it without covering it) disagree
+    /// with the live allocations (`crate::rfc_v2`).
+    #[error("{block:?} holds {refs} extra references but {live} live allocations reach it")]
+    ExtraRefs {
+        block: TagBlock,
+        refs: u64,
+        live: u64,
+    },
 }
 
 /// The misuses of one manager: the first, and how many.

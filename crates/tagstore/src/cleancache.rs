@@ -33,7 +33,7 @@
 //! pages is `kernel::machine::reclaim`.
 
 use crate::DynamicTagStorage;
-use crate::design::{DesignEntry, OnReserveFailure, Rules, Storage, TaggedPlacement};
+use crate::design::{DesignEntry, OnReserveFailure, ReserveAt, Rules, Storage, TaggedPlacement};
 
 /// `cleancache` in the design registry.
 pub(crate) const DESIGN: DesignEntry = DesignEntry::new(
@@ -46,6 +46,7 @@ pub(crate) const DESIGN: DesignEntry = DesignEntry::new(
         // Never taken (a reservation cannot fail); kept for the contract.
         on_reserve_failure: OnReserveFailure::MigrateFaultingPage,
         tagged_placement: TaggedPlacement::Anywhere,
+        reserve_at: ReserveAt::AfterAllocation,
     },
     |geometry, config| Box::new(DynamicTagStorage::new(geometry, config)),
 );

@@ -48,6 +48,25 @@ pub enum OnReserveFailure {
     /// storage is reserved there (RFC v3 `replace_folio_with_tagged()`), and
     /// replay the access. Never loses data and never loops.
     MigrateFaultingPage,
+    /// Retry the reservation and replay the access, never migrating the
+    /// faulting page unless it lies in tag storage itself (RFC v2 patch 21).
+    /// A block that can never be claimed (a page of it held by a short-term
+    /// pin) keeps the access replaying: the liveness check reports it and
+    /// the command ends `stuck`.
+    RetryAndReplay,
+}
+
+/// Where a tagged allocation's tag storage is reserved.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ReserveAt {
+    /// After the page is allocated, best effort (RFC v3 `arch_alloc_page()`
+    /// from `post_alloc_hook()`): a failure leaves the page without storage,
+    /// to be mapped awaiting it.
+    AfterAllocation,
+    /// Inside the allocation (RFC v2 `arch_prep_new_page()`): a page whose
+    /// reservation fails goes back to the buddy allocator and the allocator
+    /// tries the next one.
+    InAllocation,
 }
 
 /// Where the page allocator takes the frames of a tagged allocation.
@@ -74,6 +93,7 @@ pub struct Rules {
     pub reserve_in_atomic: bool,
     pub on_reserve_failure: OnReserveFailure,
     pub tagged_placement: TaggedPlacement,
+    pub reserve_at: ReserveAt,
 }
 
 impl Rules {
@@ -133,11 +153,12 @@ impl DesignEntry {
 
 /// Every design, in the order listings show them. The first three are the
 /// [`Design`] constants.
-pub static DESIGNS: [DesignEntry; 7] = [
+pub static DESIGNS: [DesignEntry; 8] = [
     crate::none::DESIGN,
     crate::carveout::DESIGN,
     crate::dynamic::DESIGN,
     crate::rfc_v3::DESIGN,
+    crate::rfc_v2::DESIGN,
     crate::google::DESIGN,
     crate::xnu::DESIGN,
     crate::cleancache::DESIGN,
@@ -239,7 +260,7 @@ mod tests {
         assert_eq!(Design::by_name("bogus"), None);
         assert_eq!(
             Design::names(),
-            "`none`, `static`, `dynamic`, `rfc-v3`, `google`, `xnu` or `cleancache`"
+            "`none`, `static`, `dynamic`, `rfc-v3`, `rfc-v2`, `google`, `xnu` or `cleancache`"
         );
     }
 

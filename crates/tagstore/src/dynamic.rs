@@ -43,8 +43,9 @@
 //! (RFC "Perform CMOs for tag blocks") belong to the kernel side.
 
 use crate::check::{Misuse, MisuseLog, TagStoreViolation};
-use crate::design::{DesignEntry, OnReserveFailure, Rules, Storage, TaggedPlacement};
+use crate::design::{DesignEntry, OnReserveFailure, ReserveAt, Rules, Storage, TaggedPlacement};
 use crate::refs::{Allocation, BlockRefs, block_capacity};
+use crate::rfc_v2::V2Blocks;
 use crate::{
     BlockSource, BlockState, LocalBoxFuture, ReserveError, ReservedBlocks, TagStorage,
     TagStoreConfig, TagStoreCounters, assert_block,
@@ -63,6 +64,7 @@ pub(crate) const DESIGN: DesignEntry = DesignEntry::new(
         reserve_in_atomic: false,
         on_reserve_failure: OnReserveFailure::MigrateFaultingPage,
         tagged_placement: TaggedPlacement::Anywhere,
+        reserve_at: ReserveAt::AfterAllocation,
     },
     |geometry, config| Box::new(DynamicTagStorage::new(geometry, config)),
 );
@@ -79,6 +81,11 @@ pub struct DynamicTagStorage {
     counters: TagStoreCounters,
     zero_page: Option<Pfn>,
     misuse: MisuseLog,
+    /// RFC v2's block count (`crate::rfc_v2`): the extra blocks, when on.
+    v2: Option<V2Blocks>,
+    /// Whether invariant 3 is v2's form (the design `rfc-v2`) rather than
+    /// the RFC v3 one (`dynamic`, where extra references are the mistake).
+    v2_form: bool,
 }
 
 /// A block taken out of the page allocator by the running reservation and not
@@ -128,6 +135,7 @@ impl DynamicTagStorage {
         let TagStoreConfig {
             claim_attempts,
             on_misuse,
+            v2_block_count,
         } = config;
         Self {
             geometry: geometry.clone(),
@@ -140,7 +148,31 @@ impl DynamicTagStorage {
             },
             zero_page: None,
             misuse: MisuseLog::new(on_misuse),
+            v2: v2_block_count.then(V2Blocks::default),
+            v2_form: false,
         }
+    }
+
+    /// The manager of the design `rfc-v2`: blocks counted as v2 did when
+    /// `config.v2_block_count`, and invariant 3 in v2's form.
+    pub fn new_v2(geometry: &Geometry, config: TagStoreConfig) -> Self {
+        Self {
+            v2_form: true,
+            ..Self::new(geometry, config)
+        }
+    }
+
+    /// The blocks with any reference, in block order.
+    fn reserved_list(&self, v2: &V2Blocks) -> Vec<TagBlock> {
+        let mut blocks: Vec<TagBlock> = self.refs.blocks().copied().chain(v2.blocks()).collect();
+        blocks.sort_unstable();
+        blocks.dedup();
+        blocks
+    }
+
+    /// Every reference of `block`: the frames' and v2's extra ones.
+    fn total_refs(&self, block: TagBlock) -> u64 {
+        self.refs.get(block) + self.v2.as_ref().map_or(0, |v2| v2.get(block))
     }
 
     /// Claims the blocks `alloc` lacks, in block order, then commits.
@@ -156,13 +188,21 @@ impl DynamicTagStorage {
             self.misuse.report(misuse);
             return Err(ReserveError::Misuse(misuse));
         }
+        let extra = match self.v2 {
+            Some(_) => V2Blocks::extra_blocks(&self.geometry, &alloc),
+            None => Vec::new(),
+        };
+        let mut wanted: Vec<TagBlock> = alloc.shares(&self.geometry).map(|s| s.block).collect();
+        wanted.extend(extra.iter().copied());
+        wanted.sort_unstable();
+        wanted.dedup();
         let mut claimed = Vec::new();
-        for share in alloc.shares(&self.geometry) {
-            if self.refs.get(share.block) != 0 {
+        for block in wanted {
+            if self.total_refs(block) != 0 {
                 continue;
             }
-            let pfns = self.geometry.block_pfns(share.block);
-            match claim_block(source, share.block, pfns, self.claim_attempts).await {
+            let pfns = self.geometry.block_pfns(block);
+            match claim_block(source, block, pfns, self.claim_attempts).await {
                 Ok(token) => claimed.push(token),
                 Err(err) => {
                     for token in claimed {
@@ -173,36 +213,38 @@ impl DynamicTagStorage {
                 }
             }
         }
-        self.commit(&alloc, claimed);
+        self.commit(&alloc, claimed, extra);
         Ok(())
     }
 
     /// Adds every reference of `alloc`; `claimed` are its blocks that had
-    /// none, in block order.
-    fn commit(&mut self, alloc: &Allocation, claimed: Vec<ClaimedBlock>) {
-        let mut claimed = claimed.into_iter().peekable();
+    /// none, in block order; `extra` the blocks v2's count adds.
+    fn commit(&mut self, alloc: &Allocation, claimed: Vec<ClaimedBlock>, extra: Vec<TagBlock>) {
+        for ClaimedBlock { block, pfns: _ } in claimed {
+            assert_eq!(
+                self.total_refs(block),
+                0,
+                "BUG: claimed {block:?}, which was reserved"
+            );
+            self.counters.reserved += 1;
+            self.counters.reservations += 1;
+        }
         for share in alloc.shares(&self.geometry) {
-            match claimed.next_if(|token| token.block == share.block) {
-                Some(ClaimedBlock { block, pfns: _ }) => {
-                    assert_eq!(
-                        self.refs.get(block),
-                        0,
-                        "BUG: claimed {block:?}, which was reserved"
-                    );
-                    self.counters.reserved += 1;
-                    self.counters.reservations += 1;
-                }
-                None => assert_ne!(
-                    self.refs.get(share.block),
-                    0,
-                    "BUG: {:?} was neither reserved nor claimed",
-                    share.block
-                ),
-            }
             self.refs.add(share.block, share.frames);
         }
-        if let Some(token) = claimed.next() {
-            panic!("BUG: claimed {token:?} outside the allocation {alloc:?}");
+        if let Some(v2) = &mut self.v2 {
+            v2.add(alloc, extra);
+        }
+    }
+
+    /// Gives `block` back if nothing references it any more.
+    fn release_if_unreferenced(&mut self, block: TagBlock, source: &mut dyn BlockSource) {
+        if self.total_refs(block) == 0 {
+            // Linux: __xa_erase() + cma_release() once the last reference
+            // goes.
+            source.release(block, self.geometry.block_pfns(block));
+            self.counters.reserved -= 1;
+            self.counters.releases += 1;
         }
     }
 }
@@ -245,33 +287,48 @@ impl TagStorage for DynamicTagStorage {
             Ok(alloc) => alloc,
             Err(misuse) => return self.misuse.report(misuse),
         };
-        for share in alloc.shares(&self.geometry) {
+        let shares: Vec<_> = alloc.shares(&self.geometry).collect();
+        for share in shares {
             if self.refs.sub(share.block, share.frames) == 0 {
-                // Linux: __xa_erase() + cma_release() once the last reference
-                // goes.
-                source.release(share.block, self.geometry.block_pfns(share.block));
-                self.counters.reserved -= 1;
-                self.counters.releases += 1;
+                self.release_if_unreferenced(share.block, source);
             }
+        }
+        let freed = match &mut self.v2 {
+            Some(v2) => v2.release(&alloc),
+            None => Vec::new(),
+        };
+        for block in freed {
+            self.release_if_unreferenced(block, source);
         }
     }
 
     fn is_reserved(&self, pfn: Pfn) -> bool {
         self.geometry
             .block_of(pfn)
-            .is_some_and(|block| self.refs.get(block) != 0)
+            .is_some_and(|block| self.total_refs(block) != 0)
     }
 
     fn block_state(&self, block: TagBlock) -> BlockState {
         assert_block(block, &self.geometry);
-        match NonZeroU64::new(self.refs.get(block)) {
+        match NonZeroU64::new(self.total_refs(block)) {
             Some(refs) => BlockState::Reserved { refs },
             None => BlockState::Lent,
         }
     }
 
+    fn frame_refcount(&self, block: TagBlock) -> u64 {
+        if self.v2_form {
+            self.refs.get(block)
+        } else {
+            self.total_refs(block)
+        }
+    }
+
     fn reserved_blocks(&self) -> ReservedBlocks<'_> {
-        ReservedBlocks::sparse(self.refs.blocks())
+        match &self.v2 {
+            None => ReservedBlocks::sparse(self.refs.blocks()),
+            Some(v2) => ReservedBlocks::listed(self.reserved_list(v2)),
+        }
     }
 
     fn zero_page(&self) -> Option<Pfn> {
@@ -283,7 +340,7 @@ impl TagStorage for DynamicTagStorage {
     }
 
     fn bookkeeping_entries(&self) -> u64 {
-        self.refs.len()
+        self.refs.len() + self.v2.as_ref().map_or(0, |v2| v2.blocks().count() as u64)
     }
 
     fn check(&self) -> Vec<TagStoreViolation> {
@@ -295,8 +352,17 @@ impl TagStorage for DynamicTagStorage {
             counters,
             zero_page,
             misuse,
+            v2,
+            v2_form: _,
         } = self;
         let mut out = Vec::new();
+        let reserved_now = match v2 {
+            None => refs.len(),
+            Some(v2) => {
+                v2.check(&mut out);
+                self.reserved_list(v2).len() as u64
+            }
+        };
         refs.check(geometry, *capacity, *zero_page, &mut out);
         let TagStoreCounters {
             blocks,
@@ -315,7 +381,7 @@ impl TagStorage for DynamicTagStorage {
             }
         };
         recount("tag_storage.blocks", blocks, geometry.tag_blocks());
-        recount("tag_storage.reserved", reserved, refs.len());
+        recount("tag_storage.reserved", reserved, reserved_now);
         if reservations.checked_sub(releases) != Some(reserved) {
             out.push(TagStoreViolation::CounterBalance {
                 reserved,

@@ -50,7 +50,7 @@
 //! that allocation; compaction into Tag Blocks (spec F(b)) is not modelled.
 
 use crate::check::TagStoreViolation;
-use crate::design::{DesignEntry, OnReserveFailure, Rules, Storage, TaggedPlacement};
+use crate::design::{DesignEntry, OnReserveFailure, ReserveAt, Rules, Storage, TaggedPlacement};
 use crate::held::HeldBlocks;
 use crate::{
     BlockSource, BlockState, LocalBoxFuture, ReserveError, ReservedBlocks, TagStorage,
@@ -69,6 +69,7 @@ pub(crate) const DESIGN: DesignEntry = DesignEntry::new(
         reserve_in_atomic: false,
         on_reserve_failure: OnReserveFailure::MigrateFaultingPage,
         tagged_placement: TaggedPlacement::HeldStorage,
+        reserve_at: ReserveAt::AfterAllocation,
     },
     |geometry, config| Box::new(GoogleTagStorage::new(geometry, config)),
 );

@@ -84,6 +84,7 @@ mod google;
 mod held;
 mod none;
 mod refs;
+pub mod rfc_v2;
 mod rfc_v3;
 pub mod source;
 #[cfg(test)]
@@ -93,7 +94,7 @@ mod xnu;
 pub use carveout::StaticTagStorage;
 pub use check::{Misuse, OnMisuse, TagStoreViolation};
 pub use counters::TagStoreCounters;
-pub use design::{Design, OnReserveFailure, Rules, Storage, TaggedPlacement};
+pub use design::{Design, OnReserveFailure, ReserveAt, Rules, Storage, TaggedPlacement};
 pub use dynamic::DynamicTagStorage;
 pub use google::GoogleTagStorage;
 pub use none::NoTagStorage;
@@ -126,6 +127,9 @@ pub struct TagStoreConfig {
     pub claim_attempts: NonZeroU32,
     /// What a contract violation by the caller does.
     pub on_misuse: OnMisuse,
+    /// Count blocks per allocation as RFC v2 did (`crate::rfc_v2`): the
+    /// design `rfc-v2`, or `mistake=v2-block-count` on `dynamic`.
+    pub v2_block_count: bool,
 }
 
 impl Default for TagStoreConfig {
@@ -133,6 +137,7 @@ impl Default for TagStoreConfig {
         Self {
             claim_attempts: NonZeroU32::new(CLAIM_ATTEMPTS).expect("CLAIM_ATTEMPTS is not 0"),
             on_misuse: OnMisuse::default(),
+            v2_block_count: false,
         }
     }
 }
@@ -290,6 +295,14 @@ pub trait TagStorage: fmt::Debug {
     /// Live tagged frames whose tags `block` holds.
     fn block_refcount(&self, block: TagBlock) -> u64 {
         self.block_state(block).refs()
+    }
+
+    /// The references of `block` that stand for live tagged frames it
+    /// covers: the design's own form of invariant 3, which the kernel checks
+    /// against the frames it finds tagged (`docs/model.md` §4). The RFC's
+    /// bookkeeping has no other references.
+    fn frame_refcount(&self, block: TagBlock) -> u64 {
+        self.block_refcount(block)
     }
 
     /// The blocks reserved now, in block order.

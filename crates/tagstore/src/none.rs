@@ -5,7 +5,7 @@
 //! asks), releasing is a [`Misuse`], and every `tag_storage.*` counter is 0.
 
 use crate::check::{Misuse, MisuseLog, TagStoreViolation};
-use crate::design::{DesignEntry, OnReserveFailure, Rules, Storage, TaggedPlacement};
+use crate::design::{DesignEntry, OnReserveFailure, ReserveAt, Rules, Storage, TaggedPlacement};
 use crate::{
     BlockSource, BlockState, LocalBoxFuture, ReserveError, ReservedBlocks, TagStorage,
     TagStoreConfig, TagStoreCounters,
@@ -22,6 +22,7 @@ pub(crate) const DESIGN: DesignEntry = DesignEntry::new(
         reserve_in_atomic: false,
         on_reserve_failure: OnReserveFailure::MigrateFaultingPage,
         tagged_placement: TaggedPlacement::Anywhere,
+        reserve_at: ReserveAt::AfterAllocation,
     },
     |_, config| Box::new(NoTagStorage::new(config)),
 );

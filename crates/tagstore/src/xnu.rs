@@ -59,7 +59,7 @@
 //! (100 reserved ACTIVE cells, batches of 64) are scaled to the machine.
 
 use crate::check::TagStoreViolation;
-use crate::design::{DesignEntry, OnReserveFailure, Rules, Storage, TaggedPlacement};
+use crate::design::{DesignEntry, OnReserveFailure, ReserveAt, Rules, Storage, TaggedPlacement};
 use crate::held::HeldBlocks;
 use crate::{
     BlockSource, BlockState, ClaimCause, LocalBoxFuture, ReserveError, ReservedBlocks, TagStorage,
@@ -78,6 +78,7 @@ pub(crate) const DESIGN: DesignEntry = DesignEntry::new(
         reserve_in_atomic: false,
         on_reserve_failure: OnReserveFailure::MigrateFaultingPage,
         tagged_placement: TaggedPlacement::HeldStorage,
+        reserve_at: ReserveAt::AfterAllocation,
     },
     |geometry, config| Box::new(XnuTagStorage::new(geometry, config)),
 );

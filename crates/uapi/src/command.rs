@@ -124,6 +124,13 @@ pub enum Command {
     Ldg {
         ptr: TaggedPtr,
     },
+    /// A short-term pin (`pin ... longterm=off`, as `vmsplice(2)` takes
+    /// one): the pages stay where they are, in tag storage too, and cannot
+    /// be migrated until unpinned. [`Command::Pin`] is the long-term one.
+    PinShortTerm {
+        ptr: TaggedPtr,
+        len: u64,
+    },
 }
 
 impl Command {

@@ -45,9 +45,6 @@ pub enum Counter {
     CostMigration,
     CostSplit,
     CostSwap,
-    /// Tag block claims made through contiguous allocation
-    /// (`alloc_contig_range()`), failed ones included.
-    TagStorageContigAllocs,
     /// KSM pages in use now (Linux `pages_shared`).
     KsmSharing,
     /// Mappings of KSM pages beyond the first of each: the pages KSM saves
@@ -61,10 +58,16 @@ pub enum Counter {
     CleancachePuts,
     CleancacheHits,
     CleancacheDrops,
+    /// Tag block claims taken straight off the buddy allocator (the fast
+    /// path, `reserve-fast-path=on`).
+    TagStorageFastPath,
+    /// Tag block claims through contiguous allocation
+    /// (`alloc_contig_range()`), failed ones included.
+    TagStorageContig,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 44] = [
+    pub const ALL: [Counter; 45] = [
         Counter::MemPages,
         Counter::MemFree,
         Counter::TagStoragePages,
@@ -99,7 +102,6 @@ impl Counter {
         Counter::CostMigration,
         Counter::CostSplit,
         Counter::CostSwap,
-        Counter::TagStorageContigAllocs,
         Counter::KsmSharing,
         Counter::KsmSaved,
         Counter::FileWriteback,
@@ -109,6 +111,8 @@ impl Counter {
         Counter::CleancachePuts,
         Counter::CleancacheHits,
         Counter::CleancacheDrops,
+        Counter::TagStorageFastPath,
+        Counter::TagStorageContig,
     ];
 
     /// The `cost.KIND` counters, whose sum is `cost.total`.
@@ -162,7 +166,6 @@ impl Counter {
             Counter::CostMigration => "cost.migration",
             Counter::CostSplit => "cost.split",
             Counter::CostSwap => "cost.swap",
-            Counter::TagStorageContigAllocs => "tag_storage.contig_allocs",
             Counter::KsmSharing => "ksm.sharing",
             Counter::KsmSaved => "ksm.saved",
             Counter::FileWriteback => "file.writeback",
@@ -172,6 +175,8 @@ impl Counter {
             Counter::CleancachePuts => "cleancache.puts",
             Counter::CleancacheHits => "cleancache.hits",
             Counter::CleancacheDrops => "cleancache.drops",
+            Counter::TagStorageFastPath => "tag_storage.fast_path",
+            Counter::TagStorageContig => "tag_storage.contig",
         }
     }
 

@@ -57,7 +57,9 @@ use crate::mm::layout::PAGE_SIZE;
 use crate::mm::{
     Access, Block, Leaf, LeafAttrs, Level, MmId, Pgoff, Pte, VmFlags, Vma, VmaBacking, Walk,
 };
+use crate::phys::MigrateError;
 use crate::phys::Order;
+use tagstore::OnReserveFailure;
 
 /// Tries of `reserve_tag_storage()` in the tag storage fault before the
 /// page is migrated instead (transient failures only; a permanent one
@@ -169,7 +171,7 @@ impl Kernel {
     /// reference); otherwise `false`, and the page is mapped awaiting tag
     /// storage for the fault to reserve.
     pub(crate) async fn reserve_in_atomic(&self, pfn: Pfn, order: Order) -> bool {
-        self.mem.policy().rules().reserve_in_atomic && self.reserve_with_retries(pfn, order).await
+        self.mem.rules().reserve_in_atomic && self.reserve_with_retries(pfn, order).await
     }
 
     /// Linux `set_pte_at()` with the RFC's `mte_sync_tags()`: writes `new`
@@ -602,9 +604,19 @@ impl Kernel {
             return Ok(());
         }
         let in_tag_storage = self.mem.geometry().is_tag_storage(pfn);
-        if in_tag_storage || !self.reserve_with_retries(pfn, PAGE_ORDER).await {
-            // Linux: migration of a pinned page fails; the access cannot
-            // get tag storage.
+        if !in_tag_storage
+            && !self.reserve_with_retries(pfn, PAGE_ORDER).await
+            && self.mem.rules().on_reserve_failure == OnReserveFailure::RetryAndReplay
+        {
+            // RFC v2 (and `mistake=retry-forever`): never migrate a page
+            // that is not tag storage itself; the access replays and the
+            // next fault retries the reservation. A block that can never
+            // be claimed makes the replays run past the bound: `stuck`.
+            drop(guard);
+            self.fault_event(FaultKind::TagStorage, va, FaultOutcome::Failed);
+            return Ok(());
+        }
+        if in_tag_storage || !self.mem.tag_storage_reserved(pfn) {
             let moved = self.migrate_page(pfn, MigrateReason::OutOfTagStorage).await;
             drop(guard);
             let outcome = match moved {
@@ -612,7 +624,15 @@ impl Kernel {
                 Err(_) => FaultOutcome::Failed,
             };
             self.fault_event(FaultKind::TagStorage, va, outcome);
-            return moved.map(|_| ()).map_err(|_| FaultError::OutOfMemory);
+            return match moved {
+                Ok(_) => Ok(()),
+                // Linux: migration fails while the page holds an extra
+                // reference (a short-term pin, `folio_migrate_mapping()`);
+                // the fault returns and the access replays until the pin
+                // goes (past the bound: `stuck`).
+                Err(MigrateError::Pinned | MigrateError::Busy) => Ok(()),
+                Err(_) => Err(FaultError::OutOfMemory),
+            };
         }
         let mapped = self
             .set_pte_at(mm, va, Pte::AwaitingTagStorage(leaf), Pte::Present(leaf))

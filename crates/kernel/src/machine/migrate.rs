@@ -153,7 +153,7 @@ impl Kernel {
         }
         let page = self
             .mem
-            .alloc_tagged(PAGE_ORDER, Gfp::USER_TAGGED_DESTINATION, &mut self.mover())
+            .alloc_tagged_reservable(PAGE_ORDER, Gfp::USER_TAGGED_DESTINATION, &mut self.mover())
             .await
             .map_err(|_| MigrateError::NoMemory)?;
         // The reservation may have slept: pinned or freed meanwhile?

@@ -107,6 +107,7 @@ mod proc;
 mod reclaim;
 mod swapping;
 mod syscalls;
+use syscalls::PinKind;
 mod tlb;
 
 #[cfg(test)]
@@ -713,8 +714,13 @@ impl Kernel {
             Command::Madvise { ptr, len, advice } => {
                 result(self.madvise(pid, *ptr, *len, *advice).await)
             }
-            Command::Pin { ptr, len } => result(self.pin(pid, *ptr, *len).await),
+            Command::Pin { ptr, len } => {
+                result(self.pin_with(pid, *ptr, *len, PinKind::LongTerm).await)
+            }
             Command::Unpin { ptr, len } => result(self.unpin(pid, *ptr, *len).await),
+            Command::PinShortTerm { ptr, len } => {
+                result(self.pin_with(pid, *ptr, *len, PinKind::ShortTerm).await)
+            }
             Command::WriteFd { ptr, len } => count(self.write_fd(pid, *ptr, *len).await),
             Command::ReadFd { ptr, len, byte } => count(self.read_fd(pid, *ptr, *len, *byte).await),
             Command::PeekTags {

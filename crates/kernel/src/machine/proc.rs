@@ -357,19 +357,23 @@ impl Kernel {
         if !tagged {
             return self.mem.alloc(PAGE_ORDER, Gfp::USER).ok();
         }
-        let page = self
-            .mem
-            .alloc_tagged(
-                PAGE_ORDER,
-                Gfp {
-                    zero: false,
-                    zero_tags: false,
-                    ..Gfp::USER_TAGGED
-                },
-                &mut self.mover(),
-            )
-            .await
-            .ok()?;
+        let gfp = Gfp {
+            zero: false,
+            zero_tags: false,
+            ..Gfp::USER_TAGGED
+        };
+        // A copy that keeps tags needs its storage now: take a page whose
+        // block can be reserved (a block held by a short-term pin cannot).
+        let page = if keep_tags {
+            self.mem
+                .alloc_tagged_reservable(PAGE_ORDER, gfp, &mut self.mover())
+                .await
+        } else {
+            self.mem
+                .alloc_tagged(PAGE_ORDER, gfp, &mut self.mover())
+                .await
+        }
+        .ok()?;
         if keep_tags && !page.reserved() && !self.reserve_with_retries(page.pfn, PAGE_ORDER).await {
             // The tags would be lost: give up (Linux: the copy fails).
             super::free_unreserved(&self.mem, page.pfn);

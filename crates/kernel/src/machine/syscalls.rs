@@ -20,6 +20,14 @@
 //!   (`check_and_migrate_movable_pages()`), first migrates a page that lies
 //!   in CMA (tag storage) out of it, so a long-term pin never blocks a tag
 //!   block.
+//! - `pin ... longterm=off` (a short-term pin, `FOLL_PIN` alone, as
+//!   `vmsplice(2)` takes one) faults each page in the same way but leaves it
+//!   where it is, in lent tag storage too: while it is pinned, migration of
+//!   the page fails (Linux `folio_migrate_mapping()` refuses a folio with
+//!   more references than its mappings explain), so a claim of its tag
+//!   block fails and a design without a fallback can starve a reservation
+//!   (`docs/designs.md`, question e). It may pin a shared file mapping
+//!   (`writable_file_mapping_allowed()` is for long-term pins only).
 
 use mte::{Pfn, TaggedPtr, VirtAddr};
 use uapi::event::SplitReason;
@@ -47,6 +55,15 @@ fn has_top_byte(ptr: TaggedPtr) -> bool {
 
 fn va(raw: u64) -> VirtAddr {
     VirtAddr::new(raw).expect("BUG: a user address above 2^56")
+}
+
+/// Which pin `pin` takes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum PinKind {
+    /// `FOLL_LONGTERM`: the page is first migrated out of CMA (tag storage).
+    LongTerm,
+    /// `FOLL_PIN` alone (`longterm=off`): the page stays where it is.
+    ShortTerm,
 }
 
 impl Kernel {
@@ -462,9 +479,15 @@ impl Kernel {
         Some((first, last - first + 1))
     }
 
-    /// `pin`: a writable long-term pin of every page touched, all or nothing
-    /// (docs/semantics.md §11).
-    pub(crate) async fn pin(&self, pid: uapi::Pid, ptr: TaggedPtr, len: u64) -> Result<(), Errno> {
+    /// `pin`: a writable pin of every page touched, all or nothing
+    /// (docs/semantics.md §11), long-term or short-term.
+    pub(crate) async fn pin_with(
+        &self,
+        pid: uapi::Pid,
+        ptr: TaggedPtr,
+        len: u64,
+        kind: PinKind,
+    ) -> Result<(), Errno> {
         let mm = self.mm_of(pid)?;
         if len == 0 {
             return Ok(());
@@ -481,7 +504,10 @@ impl Kernel {
                 if !super::fault::allows(vma, Need::Write) {
                     return Err(Errno::Fault);
                 }
-                if vma.is_shared() && matches!(vma.backing, VmaBacking::File { .. }) {
+                if kind == PinKind::LongTerm
+                    && vma.is_shared()
+                    && matches!(vma.backing, VmaBacking::File { .. })
+                {
                     return Err(Errno::Fault);
                 }
             }
@@ -489,7 +515,7 @@ impl Kernel {
         let mut pinned = Vec::new();
         for i in 0..count {
             let at = (first + i) * PAGE;
-            let pfn = match self.pin_one(pid, mm, at).await {
+            let pfn = match self.pin_one(pid, mm, at, kind).await {
                 Ok(pfn) => pfn,
                 Err(e) => {
                     self.unpin_frames(pinned.iter().map(|&(_, p)| p).collect())
@@ -507,9 +533,16 @@ impl Kernel {
         Ok(())
     }
 
-    /// Faults the page at `at` in for writing, moves it out of CMA, and pins
-    /// it (Linux `__get_user_pages()` + `check_and_migrate_movable_pages()`).
-    async fn pin_one(&self, pid: uapi::Pid, mm: MmId, at: u64) -> Result<Pfn, Errno> {
+    /// Faults the page at `at` in for writing, moves it out of CMA for a
+    /// long-term pin, and pins it (Linux `__get_user_pages()` +
+    /// `check_and_migrate_movable_pages()` for `FOLL_LONGTERM`).
+    async fn pin_one(
+        &self,
+        pid: uapi::Pid,
+        mm: MmId,
+        at: u64,
+        kind: PinKind,
+    ) -> Result<Pfn, Errno> {
         for _ in 0..8 {
             let pages = self
                 .resolve(pid, va(at).to_ptr(), at, 1, Need::Write)
@@ -523,7 +556,7 @@ impl Kernel {
                 self.split_huge_pmd(mm, base, SplitReason::Pin);
                 continue;
             }
-            if self.mem.geometry().is_tag_storage(pfn) {
+            if kind == PinKind::LongTerm && self.mem.geometry().is_tag_storage(pfn) {
                 let guard = self.page_locks.lock(pfn).await;
                 let still = self
                     .current_pte(mm, va(at))

@@ -26,9 +26,17 @@ use super::mover::PhysSource;
 use super::{FrameMover, Memory, PageMover, TagStorageState};
 use crate::phys::{AllocError, AllocFlags, FrameStatus, FreeError, Order, PageFlag};
 use mte::{Pfn, PfnRange};
-use tagstore::{ReserveError, TaggedPlacement};
+use tagstore::{ReserveAt, ReserveError, TaggedPlacement};
 use thiserror::Error;
 use uapi::event::Event;
+
+/// Blocks whose reservation a tagged allocation tries under a design that
+/// reserves inside the allocation ([`ReserveAt::InAllocation`], RFC v2), or
+/// for a migration destination, before it returns a page without storage.
+pub const PREP_NEW_PAGE_TRIES: u32 = 16;
+
+/// The most pages held aside by that search.
+pub const PREP_NEW_PAGE_HELD: u64 = 4096;
 
 /// What an allocation asks for. Linux: the GFP flags that matter here.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -204,7 +212,9 @@ impl Memory {
     }
 
     /// A tagged allocation with best-effort reservation (RFC v3
-    /// `post_alloc_hook()` -> `reserve_tag_storage()`, result ignored):
+    /// `post_alloc_hook()` -> `reserve_tag_storage()`, result ignored;
+    /// under RFC v2's rule a page whose reservation fails is given back and
+    /// the next one tried, see [`Self::search_reservable`]):
     /// allocates outside CMA, reserves the tag storage of every frame with
     /// `mover` moving whatever data the claimed blocks hold, and, if that
     /// worked and `gfp.zero_tags`, zeroes the tags and marks the frames
@@ -230,6 +240,15 @@ impl Memory {
             }
         };
         let reservation = self.reserve_tag_storage(pfn, order, mover).await;
+        let (pfn, reservation) =
+            if reservation.is_err() && self.rules.reserve_at == ReserveAt::InAllocation {
+                // RFC v2 `arch_prep_new_page()`: the page goes back to the
+                // buddy allocator and the allocator tries the next one.
+                self.search_reservable(pfn, reservation, order, gfp, mover)
+                    .await
+            } else {
+                (pfn, reservation)
+            };
         if reservation.is_ok() && gfp.zero_tags {
             self.clear_tags_of_new_page(pfn, order);
         }
@@ -308,6 +327,89 @@ impl Memory {
             }
         }
         free
+    }
+
+    /// A tagged allocation whose tag storage is reserved if any page of a
+    /// few blocks can have it: the destination of a page migrated because
+    /// its own storage cannot be had (RFC v3 `replace_folio_with_tagged()`;
+    /// a destination in the same unclaimable block would only move the
+    /// problem). As [`Self::alloc_tagged`] otherwise.
+    pub async fn alloc_tagged_reservable<M: PageMover>(
+        &self,
+        order: Order,
+        gfp: Gfp,
+        mover: &mut M,
+    ) -> Result<TaggedPage, AllocError> {
+        let gfp = Gfp {
+            tagged: true,
+            kernel: false,
+            ..gfp
+        };
+        let pfn = self.alloc(order, gfp)?;
+        let reservation = self.reserve_tag_storage(pfn, order, mover).await;
+        let (pfn, reservation) = match reservation {
+            Ok(()) => (pfn, reservation),
+            Err(_) => {
+                self.search_reservable(pfn, reservation, order, gfp, mover)
+                    .await
+            }
+        };
+        if reservation.is_ok() && gfp.zero_tags {
+            self.clear_tags_of_new_page(pfn, order);
+        }
+        Ok(TaggedPage {
+            pfn,
+            order,
+            reservation,
+        })
+    }
+
+    /// After `first`'s reservation failed: takes further pages until one
+    /// whose storage can be reserved, holding the pages refused so that the
+    /// allocator hands out others (pages whose first block already failed
+    /// are refused without a try). Gives up after
+    /// [`PREP_NEW_PAGE_TRIES`] failed blocks, or [`PREP_NEW_PAGE_HELD`]
+    /// pages held, or when memory runs out; the last page taken is then
+    /// returned without storage (with the last failure, which may be a
+    /// sibling's in the same block). The refused pages go back to the buddy
+    /// allocator. (RFC v2 walks the zone's free lists; the bounds are the
+    /// model's.)
+    async fn search_reservable<M: PageMover>(
+        &self,
+        first: Pfn,
+        first_result: Result<(), ReserveTagError>,
+        order: Order,
+        gfp: Gfp,
+        mover: &mut M,
+    ) -> (Pfn, Result<(), ReserveTagError>) {
+        let mut failed_blocks = Vec::new();
+        failed_blocks.extend(self.geometry.block_of(first));
+        let (mut pfn, mut reservation) = (first, first_result);
+        let mut refused = Vec::new();
+        while (failed_blocks.len() as u32) < PREP_NEW_PAGE_TRIES
+            && (refused.len() as u64) < PREP_NEW_PAGE_HELD
+        {
+            let Ok(next) = self.alloc(order, gfp) else {
+                break;
+            };
+            refused.push(pfn);
+            pfn = next;
+            let block = self.geometry.block_of(pfn);
+            if block.is_some_and(|b| failed_blocks.contains(&b)) {
+                continue;
+            }
+            reservation = self.reserve_tag_storage(pfn, order, mover).await;
+            if reservation.is_ok() {
+                break;
+            }
+            failed_blocks.extend(block);
+        }
+        for page in refused {
+            self.free(page, order)
+                .await
+                .expect("BUG: a page just allocated cannot be freed");
+        }
+        (pfn, reservation)
     }
 
     /// Linux `tag_clear_highpage()` on each frame of a new page whose tag

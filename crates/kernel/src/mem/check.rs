@@ -170,6 +170,8 @@ impl Memory {
             .map(|_| self.phys.borrow_mut().alloc.frames.take_dirty());
         let Self {
             policy,
+            rules: _,
+            reserve_fast_path: _,
             geometry,
             sched: _,
             phys,
@@ -231,6 +233,8 @@ impl Memory {
             tag_storage_migrations: _,
             migrate_pages: _,
             pages_tagged,
+            tag_storage_fast_path: _,
+            tag_storage_contig: _,
         } = events.get();
         if pages_tagged != tagged {
             out.push(MemViolation::Counter {
@@ -281,7 +285,7 @@ impl Memory {
                 check_refcounts(
                     reserved.iter().copied(),
                     &refs,
-                    |b| manager.block_refcount(b),
+                    |b| manager.frame_refcount(b),
                     &mut out,
                 );
                 // Frames marked reserved whose block is not.

@@ -44,11 +44,17 @@ pub struct MemCounters {
     pub pages_tagged: u64,
     /// `migrate.pages`: pages migrated so far, for any reason.
     pub migrate_pages: u64,
+    /// `tag_storage.fast_path`: block claims that took a free one-page
+    /// block straight off the buddy allocator (`reserve-fast-path=on`).
+    pub tag_storage_fast_path: u64,
+    /// `tag_storage.contig`: block claims that went through
+    /// `alloc_contig_range()` (isolate, migrate, take), failed ones too.
+    pub tag_storage_contig: u64,
 }
 
 impl MemCounters {
     /// The counters this layer keeps, with their names.
-    pub fn list(&self) -> [(Counter, u64); 12] {
+    pub fn list(&self) -> [(Counter, u64); 14] {
         let Self {
             mem_pages,
             mem_free,
@@ -62,6 +68,8 @@ impl MemCounters {
             tag_storage_reserve_failures,
             pages_tagged,
             migrate_pages,
+            tag_storage_fast_path,
+            tag_storage_contig,
         } = *self;
         [
             (Counter::MemPages, mem_pages),
@@ -79,6 +87,8 @@ impl MemCounters {
             ),
             (Counter::PagesTagged, pages_tagged),
             (Counter::MigratePages, migrate_pages),
+            (Counter::TagStorageFastPath, tag_storage_fast_path),
+            (Counter::TagStorageContig, tag_storage_contig),
         ]
     }
 
@@ -97,6 +107,8 @@ impl MemCounters {
             Counter::TagStorageReserveFailures => Some(self.tag_storage_reserve_failures),
             Counter::PagesTagged => Some(self.pages_tagged),
             Counter::MigratePages => Some(self.migrate_pages),
+            Counter::TagStorageFastPath => Some(self.tag_storage_fast_path),
+            Counter::TagStorageContig => Some(self.tag_storage_contig),
             Counter::FaultAnon
             | Counter::FaultZeroPage
             | Counter::FaultCow
@@ -121,7 +133,6 @@ impl MemCounters {
             | Counter::CostMigration
             | Counter::CostSplit
             | Counter::CostSwap
-            | Counter::TagStorageContigAllocs
             | Counter::FileWriteback
             | Counter::FileDropped
             | Counter::FileReads
@@ -153,6 +164,8 @@ impl Memory {
             tag_storage_reserve_failures: tags.reserve_failures,
             pages_tagged: events.pages_tagged,
             migrate_pages: events.migrate_pages,
+            tag_storage_fast_path: events.tag_storage_fast_path,
+            tag_storage_contig: events.tag_storage_contig,
         }
     }
 }

@@ -128,7 +128,9 @@ use platform::Platform;
 use platform::spec::Design;
 use sched::{Sched, SimMutex, WaitQueue};
 use std::collections::BTreeMap;
-use tagstore::{Manager, ReserveError, Storage, TagStoreConfig, TagStoreCounters};
+use tagstore::{
+    Manager, OnReserveFailure, ReserveError, Rules, Storage, TagStoreConfig, TagStoreCounters,
+};
 use thiserror::Error;
 
 /// Linux arm64 with 4K pages: `pageblock_order` = `HPAGE_PMD_ORDER` = 9 (2 MiB).
@@ -192,11 +194,20 @@ pub(crate) struct Events {
     pub(crate) migrate_pages: u64,
     /// `pages.tagged`, kept on every change of [`PageFlag::Tagged`].
     pub(crate) pages_tagged: u64,
+    /// `tag_storage.fast_path`.
+    pub(crate) tag_storage_fast_path: u64,
+    /// `tag_storage.contig`.
+    pub(crate) tag_storage_contig: u64,
 }
 
 /// The physical memory of one machine, as the kernel sees it.
 pub struct Memory {
     policy: Design,
+    /// The design's rules with the known mistakes that change them applied
+    /// (`mistake=retry-forever`: the fault path retries for ever).
+    rules: Rules,
+    /// `reserve-fast-path=on`: see [`mover`].
+    pub(crate) reserve_fast_path: bool,
     geometry: Geometry,
     sched: Sched,
     phys: RefCell<PhysMem>,
@@ -300,10 +311,24 @@ impl Memory {
         phys.contents
             .zero_page(zero_page)
             .expect("BUG: the zero page is present");
-        let manager = policy.build(&geometry, config.tag_store);
+        let mistakes = platform.settings().mistakes;
+        // `mistake=v2-block-count`: the manager counts blocks as RFC v2 did.
+        let tag_store = TagStoreConfig {
+            v2_block_count: config.tag_store.v2_block_count
+                || mistakes.contains(platform::Mistake::V2BlockCount),
+            ..config.tag_store
+        };
+        let manager = policy.build(&geometry, tag_store);
+        let mut rules = policy.rules();
+        // `mistake=retry-forever`: RFC v2's fault path on any design.
+        if mistakes.contains(platform::Mistake::RetryForever) {
+            rules.on_reserve_failure = OnReserveFailure::RetryAndReplay;
+        }
         let tag_counters = Cell::new(manager.counters());
         let memory = Self {
             policy,
+            rules,
+            reserve_fast_path: platform.settings().reserve_fast_path,
             geometry,
             sched: sched.clone(),
             phys: RefCell::new(phys),
@@ -336,6 +361,12 @@ impl Memory {
             }
         }
         Ok(memory)
+    }
+
+    /// What the kernel asks the design (`tagstore::Rules`), with the known
+    /// mistakes that change an answer applied.
+    pub fn rules(&self) -> Rules {
+        self.rules
     }
 
     pub fn policy(&self) -> Design {

@@ -152,6 +152,10 @@ fn boot_under_dynamic_reserves_the_zero_pages_block() {
             tag_storage_reserve_failures: 0,
             pages_tagged: 1,
             migrate_pages: 0,
+            // The zero page's free one-page block, straight off the buddy
+            // allocator.
+            tag_storage_fast_path: 1,
+            tag_storage_contig: 0,
         }
     );
     assert_eq!(c.get(Counter::MemFree), Some(16894));
@@ -181,6 +185,8 @@ fn boot_under_static_carves_out_every_block() {
             tag_storage_reserve_failures: 0,
             pages_tagged: 1,
             migrate_pages: 0,
+            tag_storage_fast_path: 0,
+            tag_storage_contig: 0,
         }
     );
     assert_eq!(status(&mem, p(TAGS + 7)), Some(FrameStatus::CarvedOut));
@@ -424,6 +430,8 @@ fn pinned_data_makes_the_reservation_fail_and_changes_nothing() {
         MemCounters {
             mem_free: before.mem_free - 1,
             tag_storage_reserve_failures: 1,
+            // The block held data: the claim went the contiguous way.
+            tag_storage_contig: before.tag_storage_contig + 1,
             ..before
         }
     );

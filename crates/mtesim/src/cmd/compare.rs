@@ -216,7 +216,7 @@ impl Run {
             max(&reserved),
             counter(Counter::TagStorageReservations),
             counter(Counter::TagStorageReleases),
-            counter(Counter::TagStorageContigAllocs),
+            counter(Counter::TagStorageContig),
             counter(Counter::TagStorageReserveFailures),
             counter(Counter::TagStorageMigrations),
             counter(Counter::MigratePages),

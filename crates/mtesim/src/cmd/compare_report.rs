@@ -248,7 +248,7 @@ fn events_plot(designs: &[String], runs: &[Run]) -> String {
     let title = "Tag block reservations, contiguous allocations and migrations";
     let series = [
         (Counter::TagStorageReservations, "reservations"),
-        (Counter::TagStorageContigAllocs, "contiguous allocations"),
+        (Counter::TagStorageContig, "contiguous allocations"),
         (Counter::TagStorageReserveFailures, "reservation failures"),
         (
             Counter::TagStorageMigrations,

@@ -193,7 +193,11 @@ pub fn lower(command: &Command, bindings: &Bindings) -> Result<Lowered, EvalErro
             len: len.node,
             advice: advice.node,
         },
-        ProcessOp::Pin { ptr, len } => UCommand::Pin {
+        ProcessOp::Pin { ptr, len, longterm } if longterm.node.is_on() => UCommand::Pin {
+            ptr: eval(ptr)?,
+            len: len.node,
+        },
+        ProcessOp::Pin { ptr, len, .. } => UCommand::PinShortTerm {
             ptr: eval(ptr)?,
             len: len.node,
         },
