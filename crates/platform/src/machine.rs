@@ -294,7 +294,7 @@ mod tests {
         );
         assert_eq!(
             spec("tag-storage=rfc-v3 mistake=migration-race").to_string(),
-            "huge-zero-page,atomic-alloc,migration-race"
+            "huge-zero-page,migration-race,atomic-alloc"
         );
     }
 

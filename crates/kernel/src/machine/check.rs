@@ -353,6 +353,7 @@ impl Kernel {
             livelocks,
             ksm,
             lock_violations: _,
+            freeing: _,
             checks: _,
             check_cache: _,
         } = self;

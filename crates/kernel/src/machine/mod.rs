@@ -285,6 +285,9 @@ pub struct Kernel {
     /// under a spin lock, a lock-order inversion), kept so that the checker
     /// reports each from then on (invariant 9).
     lock_violations: RefCell<BTreeSet<LockViolation>>,
+    /// Frames some path is freeing now (waiting for `tag_blocks_lock`):
+    /// no other path frees them again (see `release_if_unused`).
+    freeing: RefCell<BTreeSet<Pfn>>,
     /// Calls of `invariant_violations` so far (see `incremental`).
     checks: Cell<u64>,
     /// What the incremental checker keeps between checks (see `check`).
@@ -408,6 +411,7 @@ impl Kernel {
             livelocks: RefCell::new(Vec::new()),
             ksm: RefCell::new(ksm::KsmState::default()),
             lock_violations: RefCell::new(BTreeSet::new()),
+            freeing: RefCell::new(BTreeSet::new()),
             checks: Cell::new(0),
             check_cache: RefCell::default(),
         })
@@ -550,9 +554,11 @@ impl Kernel {
     }
 
     /// Frees `pfn` if nothing holds it any more: not mapped, not in a page
-    /// cache; a pinned frame becomes an orphan instead.
+    /// cache, not being freed by another path; a pinned frame becomes an
+    /// orphan instead.
     async fn release_if_unused(&self, pfn: Pfn) {
         if pfn == self.mem.zero_page()
+            || self.freeing.borrow().contains(&pfn)
             || self.cache_owner.borrow().contains_key(&pfn)
             || self.swap_cache_slot.borrow().contains_key(&pfn)
         {
@@ -560,6 +566,17 @@ impl Kernel {
         }
         let (mapcount, pins) = {
             let phys = self.mem.phys();
+            // Two paths may each have taken the frame off what held it
+            // (exec's teardown zapped the mapping, another CPU's munmap
+            // then dropped the page cache) before either frees it: the
+            // model has no page reference count to say which put is the
+            // last, so the second finds the frame free and leaves it.
+            if !matches!(
+                phys.alloc.frame_status(pfn),
+                Some(crate::phys::FrameStatus::Allocated { .. })
+            ) {
+                return;
+            }
             match phys.alloc.frame(pfn) {
                 Some(m) => (m.mapcount, m.pins),
                 None => return,
@@ -577,10 +594,17 @@ impl Kernel {
         self.ksm_frame_moved(pfn, None);
         self.lru.borrow_mut().remove(pfn);
         if self.mem.tag_storage_reserved(pfn) {
-            self.mem
-                .free(pfn, PAGE_ORDER)
-                .await
-                .unwrap_or_else(|e| panic!("BUG: freeing unused {pfn}: {e}"));
+            // Freeing reserved storage waits for `tag_blocks_lock`: until it
+            // is done the frame still looks allocated and unused, and
+            // another path that held it (exec's teardown after this path
+            // dropped its page cache) must not free it again. Linux: only
+            // the put that drops the last reference frees the folio.
+            if !self.freeing.borrow_mut().insert(pfn) {
+                return;
+            }
+            let freed = self.mem.free(pfn, PAGE_ORDER).await;
+            self.freeing.borrow_mut().remove(&pfn);
+            freed.unwrap_or_else(|e| panic!("BUG: freeing unused {pfn}: {e}"));
         } else {
             free_unreserved(&self.mem, pfn);
         }
