@@ -8,8 +8,8 @@
 //! header, so a device of `n` pages has `n` usable slots). For each slot in
 //! use:
 //! - its *swap count*: the number of swap page-table entries that refer to
-//!   it (Linux `swap_map[offset]` without `SWAP_HAS_CACHE`: the model keeps
-//!   no swap cache, see `machine::swapping`);
+//!   it (Linux `swap_map[offset]` without `SWAP_HAS_CACHE`; the swap cache
+//!   is `machine::swapping`'s);
 //! - the page's data as written at swap-out (`None`: all zeros);
 //! - the page's saved tags, one per granule, if the page was tagged
 //!   (Linux `mte_save_tags()` keeps 128 bytes per page in `mte_pages`; the

@@ -40,8 +40,9 @@
 //!   mapping is left. It is freed with its last mapping; migration and
 //!   compaction move it with its KSM state (`folio_migrate_ksm()`); reclaim
 //!   swaps it out through the rmap like a page fork shares
-//!   (`rmap_walk_ksm()`), and each mapping swaps in its own private copy
-//!   (there is no swap cache: see `swapping`).
+//!   (`rmap_walk_ksm()`); the slot its mappings share is read back once
+//!   through the swap cache into one page they share, no longer a KSM page
+//!   (see `swapping`).
 //! - `madvise unmergeable` ([`Kernel::ksm_unmerge_range`], Linux
 //!   `unmerge_ksm_pages()` -> `break_ksm()`) copies every KSM page of the
 //!   range back into a private page before `VM_MERGEABLE` is cleared; out
