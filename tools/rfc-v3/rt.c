@@ -566,16 +566,9 @@ static const char *vmstat_keys[] = {
 
 static void print_value_file(const char *key, const char *path)
 {
-	char buf[64];
-	int fd = open(path, O_RDONLY);
-	if (fd < 0)
-		return;
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return;
-	buf[n] = 0;
-	printf("%s %lld\n", key, atoll(buf));
+	long value = read_long(path);
+	if (value >= 0)
+		printf("%s %ld\n", key, value);
 }
 
 static void print_counters(void)

@@ -337,31 +337,37 @@ fn compare(record: &Record, design: &str, table: &mut String) -> (Vec<String>, V
     (problems, explained)
 }
 
-fn records() -> Vec<Record> {
-    let dir = reference_dir().join("records");
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+/// The files of `dir` whose name ends in `.EXT`, in name order.
+fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.expect("a directory entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
         .collect();
     paths.sort();
-    paths.iter().map(|p| load_record(p)).collect()
+    paths
+}
+
+fn records() -> Vec<Record> {
+    files(&reference_dir().join("records"), "json")
+        .iter()
+        .map(|p| load_record(p))
+        .collect()
 }
 
 #[test]
 fn every_workload_has_a_record_and_every_record_a_workload() {
     let dir = reference_dir();
     let names = |sub: &str, ext: &str| -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(dir.join(sub))
-            .unwrap_or_else(|e| panic!("{sub}: {e}"))
-            .filter_map(|e| {
-                let p = e.ok()?.path();
-                let stem = p.file_stem()?.to_string_lossy().into_owned();
-                (p.extension()? == ext).then_some(stem)
+        files(&dir.join(sub), ext)
+            .iter()
+            .map(|p| {
+                p.file_stem()
+                    .expect("a file name")
+                    .to_string_lossy()
+                    .into_owned()
             })
-            .collect();
-        v.sort();
-        v
+            .collect()
     };
     let workloads = names("workloads", "mte");
     assert_eq!(workloads, names("records", "json"));
@@ -429,13 +435,7 @@ fn tolerances_hold_only_what_they_say() {
 
 #[test]
 fn every_workload_exports_as_a_c_program() {
-    let dir = reference_dir().join("workloads");
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.expect("a directory entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "mte"))
-        .collect();
-    paths.sort();
+    let paths = files(&reference_dir().join("workloads"), "mte");
     for path in paths {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_mtesim"))
             .arg("export-c")
