@@ -49,15 +49,10 @@
 //! untagged data entered becomes UNTAGGED at the next refill rather than at
 //! that allocation; compaction into Tag Blocks (spec F(b)) is not modelled.
 
-use crate::check::TagStoreViolation;
 use crate::design::{DesignEntry, OnReserveFailure, ReserveAt, Rules, Storage, TaggedPlacement};
-use crate::held::HeldBlocks;
-use crate::{
-    BlockSource, BlockState, LocalBoxFuture, ReserveError, ReservedBlocks, TagStorage,
-    TagStoreConfig, TagStoreCounters,
-};
+use crate::held::{HeldBlocks, delegate_to_held_blocks};
+use crate::{BlockSource, LocalBoxFuture, ReserveError, TagStorage, TagStoreConfig};
 use mte::{Geometry, Order, Pfn, PfnRange, TagBlock};
-use std::collections::BTreeMap;
 
 /// `google` in the design registry.
 pub(crate) const DESIGN: DesignEntry = DesignEntry::new(
@@ -119,6 +114,8 @@ impl GoogleTagStorage {
 }
 
 impl TagStorage for GoogleTagStorage {
+    delegate_to_held_blocks!(blocks);
+
     fn activate<'a>(
         &'a mut self,
         zero_page: Pfn,
@@ -136,64 +133,10 @@ impl TagStorage for GoogleTagStorage {
         })
     }
 
-    fn reserve<'a>(
-        &'a mut self,
-        pfn: Pfn,
-        order: Order,
-        source: &'a mut dyn BlockSource,
-    ) -> LocalBoxFuture<'a, Result<(), ReserveError>> {
-        Box::pin(self.blocks.reserve(pfn, order, source))
-    }
-
-    fn release(&mut self, pfn: Pfn, order: Order, _source: &mut dyn BlockSource) {
-        self.blocks.release(pfn, order);
-    }
-
-    fn is_reserved(&self, pfn: Pfn) -> bool {
-        self.blocks
-            .geometry
-            .block_of(pfn)
-            .is_some_and(|b| self.blocks.is_held(b))
-    }
-
-    fn block_state(&self, block: TagBlock) -> BlockState {
-        self.blocks.state(block)
-    }
-
-    fn reserved_blocks(&self) -> ReservedBlocks<'_> {
-        ReservedBlocks::listed(
-            self.blocks
-                .iter()
-                .filter(|(_, t)| t.is_some())
-                .map(|(b, _)| b)
-                .collect(),
-        )
-    }
-
-    fn zero_page(&self) -> Option<Pfn> {
-        self.blocks.zero_page
-    }
-
-    fn counters(&self) -> TagStoreCounters {
-        self.blocks.counters
-    }
-
     fn bookkeeping_entries(&self) -> u64 {
         // The prototype keeps no per-block structure (the lists are buddy
         // free areas); the model keeps one entry per block.
         self.blocks.geometry.tag_blocks()
-    }
-
-    fn check(&self) -> Vec<TagStoreViolation> {
-        let mut out = Vec::new();
-        self.blocks.check(&mut out);
-        out
-    }
-
-    fn check_coverage(&self, frames: &BTreeMap<TagBlock, u64>) -> Vec<TagStoreViolation> {
-        let mut out = Vec::new();
-        self.blocks.check_coverage(frames, &mut out);
-        out
     }
 
     fn tagged_placement(&self, order: Order, source: &dyn BlockSource) -> Vec<PfnRange> {
@@ -230,6 +173,7 @@ impl TagStorage for GoogleTagStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::BlockState;
     use crate::testutil::{BASE, MockSource, block_on, machine, record};
 
     fn google() -> (GoogleTagStorage, MockSource) {

@@ -377,3 +377,75 @@ impl HeldBlocks {
         }
     }
 }
+
+/// The [`crate::TagStorage`] methods every holding design answers the same
+/// way, straight from its [`HeldBlocks`] (the field named by the argument):
+/// reservation, release, the block queries, the counters and both checks.
+/// Used inside `impl TagStorage for ...`; what differs between the designs
+/// (activation, placement, refill, bookkeeping size) stays in their impls.
+macro_rules! delegate_to_held_blocks {
+    ($blocks:ident) => {
+        fn reserve<'a>(
+            &'a mut self,
+            pfn: ::mte::Pfn,
+            order: ::mte::Order,
+            source: &'a mut dyn $crate::BlockSource,
+        ) -> $crate::LocalBoxFuture<'a, Result<(), $crate::ReserveError>> {
+            Box::pin(self.$blocks.reserve(pfn, order, source))
+        }
+
+        fn release(
+            &mut self,
+            pfn: ::mte::Pfn,
+            order: ::mte::Order,
+            _source: &mut dyn $crate::BlockSource,
+        ) {
+            self.$blocks.release(pfn, order);
+        }
+
+        fn is_reserved(&self, pfn: ::mte::Pfn) -> bool {
+            self.$blocks
+                .geometry
+                .block_of(pfn)
+                .is_some_and(|b| self.$blocks.is_held(b))
+        }
+
+        fn block_state(&self, block: ::mte::TagBlock) -> $crate::BlockState {
+            self.$blocks.state(block)
+        }
+
+        fn reserved_blocks(&self) -> $crate::ReservedBlocks<'_> {
+            $crate::ReservedBlocks::listed(
+                self.$blocks
+                    .iter()
+                    .filter(|(_, t)| t.is_some())
+                    .map(|(b, _)| b)
+                    .collect(),
+            )
+        }
+
+        fn zero_page(&self) -> Option<::mte::Pfn> {
+            self.$blocks.zero_page
+        }
+
+        fn counters(&self) -> $crate::TagStoreCounters {
+            self.$blocks.counters
+        }
+
+        fn check(&self) -> Vec<$crate::TagStoreViolation> {
+            let mut out = Vec::new();
+            self.$blocks.check(&mut out);
+            out
+        }
+
+        fn check_coverage(
+            &self,
+            frames: &::std::collections::BTreeMap<::mte::TagBlock, u64>,
+        ) -> Vec<$crate::TagStoreViolation> {
+            let mut out = Vec::new();
+            self.$blocks.check_coverage(frames, &mut out);
+            out
+        }
+    };
+}
+pub(crate) use delegate_to_held_blocks;

@@ -229,7 +229,7 @@ impl<'a> ReservedBlocks<'a> {
     }
 
     /// `blocks` must be in block order.
-    fn listed(blocks: Vec<TagBlock>) -> Self {
+    pub(crate) fn listed(blocks: Vec<TagBlock>) -> Self {
         Self(ReservedInner::Listed(blocks.into_iter()))
     }
 }

@@ -58,15 +58,11 @@
 //! magazines and claimed queues are not modelled; XNU's absolute tunables
 //! (100 reserved ACTIVE cells, batches of 64) are scaled to the machine.
 
-use crate::check::TagStoreViolation;
 use crate::design::{DesignEntry, OnReserveFailure, ReserveAt, Rules, Storage, TaggedPlacement};
-use crate::held::HeldBlocks;
-use crate::{
-    BlockSource, BlockState, ClaimCause, LocalBoxFuture, ReserveError, ReservedBlocks, TagStorage,
-    TagStoreConfig, TagStoreCounters,
-};
+use crate::held::{HeldBlocks, delegate_to_held_blocks};
+use crate::{BlockSource, ClaimCause, LocalBoxFuture, ReserveError, TagStorage, TagStoreConfig};
 use mte::{Geometry, Order, Pfn, PfnRange, TagBlock};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 /// `xnu` in the design registry.
 pub(crate) const DESIGN: DesignEntry = DesignEntry::new(
@@ -285,6 +281,8 @@ impl XnuTagStorage {
 }
 
 impl TagStorage for XnuTagStorage {
+    delegate_to_held_blocks!(blocks);
+
     fn activate<'a>(
         &'a mut self,
         zero_page: Pfn,
@@ -312,63 +310,9 @@ impl TagStorage for XnuTagStorage {
         })
     }
 
-    fn reserve<'a>(
-        &'a mut self,
-        pfn: Pfn,
-        order: Order,
-        source: &'a mut dyn BlockSource,
-    ) -> LocalBoxFuture<'a, Result<(), ReserveError>> {
-        Box::pin(self.blocks.reserve(pfn, order, source))
-    }
-
-    fn release(&mut self, pfn: Pfn, order: Order, _source: &mut dyn BlockSource) {
-        self.blocks.release(pfn, order);
-    }
-
-    fn is_reserved(&self, pfn: Pfn) -> bool {
-        self.blocks
-            .geometry
-            .block_of(pfn)
-            .is_some_and(|b| self.blocks.is_held(b))
-    }
-
-    fn block_state(&self, block: TagBlock) -> BlockState {
-        self.blocks.state(block)
-    }
-
-    fn reserved_blocks(&self) -> ReservedBlocks<'_> {
-        ReservedBlocks::listed(
-            self.blocks
-                .iter()
-                .filter(|(_, t)| t.is_some())
-                .map(|(b, _)| b)
-                .collect(),
-        )
-    }
-
-    fn zero_page(&self) -> Option<Pfn> {
-        self.blocks.zero_page
-    }
-
-    fn counters(&self) -> TagStoreCounters {
-        self.blocks.counters
-    }
-
     fn bookkeeping_entries(&self) -> u64 {
         // XNU: a 12-byte cell per tag page, whatever its state.
         self.cells() + self.pinned.len() as u64
-    }
-
-    fn check(&self) -> Vec<TagStoreViolation> {
-        let mut out = Vec::new();
-        self.blocks.check(&mut out);
-        out
-    }
-
-    fn check_coverage(&self, frames: &BTreeMap<TagBlock, u64>) -> Vec<TagStoreViolation> {
-        let mut out = Vec::new();
-        self.blocks.check_coverage(frames, &mut out);
-        out
     }
 
     fn tagged_placement(&self, order: Order, _source: &dyn BlockSource) -> Vec<PfnRange> {
@@ -398,8 +342,10 @@ impl TagStorage for XnuTagStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Design;
+    use crate::check::TagStoreViolation;
     use crate::testutil::{BASE, MockSource, block_on, machine, record};
+    use crate::{BlockState, Design};
+    use std::collections::BTreeMap;
 
     fn xnu() -> (XnuTagStorage, MockSource) {
         let g = machine(4096);
