@@ -356,6 +356,39 @@ pub trait TagStorage: fmt::Debug {
         let _ = (order, source);
         Box::pin(async { false })
     }
+
+    /// Whether the design has a background thread that makes storage
+    /// taggable (XNU's refill thread, `mteinfo_fill_continue`). The kernel
+    /// then runs [`Self::refill_thread`] as a kernel task of its own on the
+    /// scheduler, beside every command (`docs/designs.md`), and a tagged
+    /// allocation that [`Self::refill`] could not serve wakes it and waits.
+    fn has_refill_thread(&self) -> bool {
+        false
+    }
+
+    /// One pass of the design's background thread, woken by the kernel:
+    /// `wanted` is the largest order a tagged allocation waits for (`None`:
+    /// woken for housekeeping only, XNU's drain). Returns whether storage
+    /// became taggable, so that waiters ask [`Self::tagged_placement`]
+    /// again. May claim (and migrate) and release blocks through `source`.
+    fn refill_thread<'a>(
+        &'a mut self,
+        wanted: Option<Order>,
+        source: &'a mut dyn BlockSource,
+    ) -> LocalBoxFuture<'a, bool> {
+        let _ = (wanted, source);
+        Box::pin(async { false })
+    }
+
+    /// Whether a tagged allocation that found no frame in held storage,
+    /// even after [`Self::refill`] (and the thread), may take frames
+    /// anywhere, the design then claiming their storage with
+    /// [`Self::reserve`] (its last-resort fallback). `false`: the
+    /// allocation fails as out of memory, and the kernel's slow path
+    /// (direct reclaim, then the OOM outcome) takes over.
+    fn falls_back_anywhere(&self) -> bool {
+        true
+    }
 }
 
 /// The manager of a machine, of whichever design.

@@ -241,24 +241,41 @@ impl XnuTagStorage {
         }
     }
 
-    async fn refill_now(&mut self, order: Order, source: &mut dyn BlockSource) -> bool {
-        let target = REFILL_PAGES.max(order.pages());
+    /// Cells that are not ACTIVE, fullest first (address order breaks
+    /// ties: XNU takes the bucket's head), split into CLAIMED and INACTIVE.
+    fn claimed_and_inactive(&self, source: &dyn BlockSource) -> (Vec<Candidate>, Vec<Candidate>) {
         let mut candidates = self.candidates(source);
-        // Fullest first; address order breaks ties (XNU takes the bucket's
-        // head).
         candidates.sort_by_key(|c| (core::cmp::Reverse(c.free), c.block));
-        let (claimed, inactive): (Vec<Candidate>, Vec<Candidate>) =
-            candidates.into_iter().partition(|c| c.claimed);
-        // Inline activation: INACTIVE cells more than half free.
+        candidates.into_iter().partition(|c| c.claimed)
+    }
+
+    /// The inline activation of the allocating thread
+    /// (`mteinfo_tag_storage_try_activate`): INACTIVE cells more than half
+    /// free, fullest first, until [`REFILL_PAGES`] (or `order`'s) free
+    /// frames are gained.
+    async fn refill_inline(&mut self, order: Order, source: &mut dyn BlockSource) -> bool {
+        let target = REFILL_PAGES.max(order.pages());
+        let (_, inactive) = self.claimed_and_inactive(source);
         let min_free = self.inline_min_free();
         let inline: Vec<Candidate> = inactive
-            .iter()
-            .copied()
+            .into_iter()
             .filter(|c| c.free >= min_free)
             .collect();
-        let mut changed = self.activate_cells(&inline, target, source).await;
-        if !changed {
-            // The refill thread's step.
+        self.activate_cells(&inline, target, source).await
+    }
+
+    /// One pass of the refill thread (`mteinfo_fill_continue`): when a
+    /// tagged allocation waits (`wanted`), one step of
+    /// `mteinfo_tag_storage_active_refill` (activate INACTIVE cells from
+    /// bucket `min(i, 3)` up if `i != 0 && i >= min(3, c)`, else reclaim
+    /// the best CLAIMED cell); then the drain, always. The waiter wakes the
+    /// thread again while it is not served and the pass made progress
+    /// (XNU's thread loops while tagged waiters remain).
+    async fn thread_pass(&mut self, wanted: Option<Order>, source: &mut dyn BlockSource) -> bool {
+        let mut changed = false;
+        if let Some(order) = wanted {
+            let target = REFILL_PAGES.max(order.pages());
+            let (claimed, inactive) = self.claimed_and_inactive(source);
             let i = inactive.first().map_or(0, |c| self.bucket(c.free));
             let c = claimed.first().map_or(0, |c| self.bucket(c.free));
             if i != 0 && i >= c.min(3) {
@@ -274,6 +291,7 @@ impl XnuTagStorage {
                     claimed.iter().copied().filter(|x| x.free > 0).collect();
                 changed = self.reclaim(&cells, source).await;
             }
+            // Else XNU's thread parks: no cell to activate or reclaim.
         }
         self.drain(source);
         changed
@@ -335,7 +353,19 @@ impl TagStorage for XnuTagStorage {
         order: Order,
         source: &'a mut dyn BlockSource,
     ) -> LocalBoxFuture<'a, bool> {
-        Box::pin(self.refill_now(order, source))
+        Box::pin(self.refill_inline(order, source))
+    }
+
+    fn has_refill_thread(&self) -> bool {
+        true
+    }
+
+    fn refill_thread<'a>(
+        &'a mut self,
+        wanted: Option<Order>,
+        source: &'a mut dyn BlockSource,
+    ) -> LocalBoxFuture<'a, bool> {
+        Box::pin(self.thread_pass(wanted, source))
     }
 }
 
@@ -421,15 +451,17 @@ mod tests {
                 src.used.insert(g.block_pfns(block).start);
             }
         }
+        // The inline activation finds no cell more than half free.
+        assert!(!block_on(m.refill(Order::new(0), &mut src)));
         // The thread: top INACTIVE bucket 2 (9-16 free) >= min(3, 2):
         // activate cell 200.
-        assert!(block_on(m.refill(Order::new(0), &mut src)));
+        assert!(block_on(m.refill_thread(Some(Order::new(0)), &mut src)));
         assert!(m.blocks.is_held(TagBlock::new(200)));
         // No INACTIVE cell left: reclaim a CLAIMED one; a pinned one fails
         // and is marked, the next succeeds.
         let first = g.blocks().find(|b| !m.blocks.is_held(*b)).unwrap();
         src.permanent.insert(first);
-        assert!(block_on(m.refill(Order::new(0), &mut src)));
+        assert!(block_on(m.refill_thread(Some(Order::new(0)), &mut src)));
         assert!(m.pinned.contains(&first));
         assert_eq!(m.counters().reserve_failures, 1);
         // Drain: fill every ACTIVE cell without tagged frames; more than
@@ -440,7 +472,8 @@ mod tests {
             }
         }
         let before = m.counters().reserved;
-        block_on(m.refill(Order::new(0), &mut src));
+        // Woken for housekeeping only: no activation, the drain.
+        assert!(!block_on(m.refill_thread(None, &mut src)));
         assert!(m.counters().releases > 0);
         assert!(m.counters().reserved < before);
         assert!(m.check().is_empty(), "{:?}", m.check());

@@ -785,6 +785,37 @@ impl Kernel {
     }
 }
 
+impl Kernel {
+    /// Runs `ops`, one task each (CPUs 0..n), and the design's refill
+    /// thread as one more task, the last CPU (`crate::mem`'s `refill`
+    /// module: the thread returns once every command has finished and no
+    /// wake-up is pending). Returns the commands' replies in order.
+    fn run_with_refill_thread(
+        &self,
+        ops: &[Op],
+        chooser: &mut dyn sched::Chooser,
+    ) -> Result<Vec<Reply>, sched::SchedError> {
+        let mut tasks: Vec<Task<'_, Option<Reply>>> = ops
+            .iter()
+            .map(|op| {
+                Box::pin(async move {
+                    let reply = self.op(op).await;
+                    self.mem.refill_task_done();
+                    Some(reply)
+                }) as Task<'_, Option<Reply>>
+            })
+            .collect();
+        tasks.push(Box::pin(async move {
+            self.mem.run_refill_thread(&mut self.mover()).await;
+            None
+        }));
+        self.mem.begin_refill_run(ops.len());
+        let outcome = self.sched.run(tasks, chooser, RunLimits::default());
+        self.mem.end_refill_run();
+        Ok(outcome?.into_iter().flatten().collect())
+    }
+}
+
 impl Machine for Kernel {
     fn run(&mut self, op: &Op) -> Reply {
         if let Op::Process { pid, command } = op
@@ -793,6 +824,15 @@ impl Machine for Kernel {
             return Reply::new(outcome);
         }
         let this = &*self;
+        if this.mem.has_refill_thread() {
+            // The command and the design's refill thread; the lowest
+            // runnable task runs, so the thread runs exactly when the
+            // command waits for it or has finished (deterministic).
+            return this
+                .run_with_refill_thread(std::slice::from_ref(op), &mut sched::LowestRunnable)
+                .map(|mut replies| replies.pop().expect("BUG: one command, one reply"))
+                .unwrap_or_else(|e| panic!("BUG: a single kernel path failed to finish: {e}"));
+        }
         this.sched
             .block_on(this.op(op), RunLimits::default())
             .unwrap_or_else(|e| panic!("BUG: a single kernel path failed to finish: {e}"))
@@ -804,6 +844,11 @@ impl Machine for Kernel {
         chooser: &mut dyn sched::Chooser,
     ) -> Result<Vec<Reply>, MachineError> {
         let this = &*self;
+        if this.mem.has_refill_thread() {
+            return this
+                .run_with_refill_thread(ops, chooser)
+                .map_err(MachineError::Schedule);
+        }
         let tasks: Vec<Task<'_, Reply>> = ops
             .iter()
             .map(|op| Box::pin(this.op(op)) as Task<'_, Reply>)

@@ -151,6 +151,16 @@ pub enum MemFreeError {
     Phys(#[from] FreeError),
 }
 
+/// How a tagged allocation in held storage ended.
+enum HeldAlloc {
+    /// Frames whose storage the design holds.
+    Got(Pfn),
+    /// None fitted: the allocator chooses, the design reserves after.
+    Anywhere,
+    /// None fitted and the design has no fallback.
+    Refused,
+}
+
 /// How many frames of a range have their tag storage reserved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Reservation {
@@ -234,8 +244,18 @@ impl Memory {
             TaggedPlacement::Anywhere => self.alloc(order, gfp)?,
             TaggedPlacement::HeldStorage => {
                 match self.alloc_in_held_storage(order, gfp, mover).await {
-                    Some(pfn) => pfn,
-                    None => self.alloc(order, gfp)?,
+                    HeldAlloc::Got(pfn) => pfn,
+                    HeldAlloc::Anywhere => self.alloc(order, gfp)?,
+                    // The design has no last resort (`google-fallback=none`):
+                    // out of memory, whatever the other lists hold.
+                    HeldAlloc::Refused => {
+                        self.sched
+                            .might_sleep("allocates memory (may reclaim or migrate)");
+                        return Err(AllocError::OutOfMemory {
+                            order,
+                            flags: gfp.alloc_flags(),
+                        });
+                    }
                 }
             }
         };
@@ -261,34 +281,85 @@ impl Memory {
 
     /// A tagged allocation from the frames whose tag storage the design
     /// holds ([`TaggedPlacement::HeldStorage`]): the design's runs, best
-    /// first; if none has a free fitting block, the design's refill (which
-    /// may claim and migrate, under `tag_blocks_lock`) and the runs again.
-    /// `None` when even then nothing fits: the caller falls back to the
-    /// allocator's own choice and the design's reservation of it.
+    /// first; if none has a free fitting block, the design's inline refill
+    /// (which may claim and migrate, under `tag_blocks_lock`) and the runs
+    /// again; then, if the design has a refill thread, wake it and wait for
+    /// its passes (`refill`) while they make progress. `None` when even
+    /// then nothing fits: the caller falls back to the allocator's own
+    /// choice and the design's reservation of it, if the design allows
+    /// ([`tagstore::TagStorage::falls_back_anywhere`]).
     async fn alloc_in_held_storage<M: PageMover>(
         &self,
         order: Order,
         gfp: Gfp,
         mover: &mut M,
-    ) -> Option<Pfn> {
-        let mut state = self.tag_storage.lock().await;
-        let TagStorageState { manager, claimed } = &mut *state;
-        let mut source = PhysSource::new(self, mover, claimed);
-        for refilled in [false, true] {
+    ) -> HeldAlloc {
+        {
+            let mut state = self.tag_storage.lock().await;
+            let TagStorageState { manager, claimed } = &mut *state;
+            let mut source = PhysSource::new(self, mover, claimed);
             let runs = manager.tagged_placement(order, &source);
             if let Some(pfn) = self.alloc_in_runs(&runs, order, gfp) {
-                return Some(pfn);
-            }
-            if refilled {
-                break;
+                return HeldAlloc::Got(pfn);
             }
             let changed = manager.refill(order, &mut source).await;
             self.tag_counters.set(manager.counters());
-            if !changed {
+            if changed {
+                let runs = manager.tagged_placement(order, &source);
+                if let Some(pfn) = self.alloc_in_runs(&runs, order, gfp) {
+                    drop(state);
+                    self.nudge_refill_thread();
+                    return HeldAlloc::Got(pfn);
+                }
+            }
+            if !manager.has_refill_thread() {
+                drop(source);
+                drop(state);
+                return self.held_fallback().await;
+            }
+            if !self.refill_thread_in_run() {
+                // No thread task beside this one (the memory layer on its
+                // own): run the thread's passes here.
+                for _ in 0..super::refill::MAX_REFILL_WAITS {
+                    let progress = manager.refill_thread(Some(order), &mut source).await;
+                    self.tag_counters.set(manager.counters());
+                    let runs = manager.tagged_placement(order, &source);
+                    if let Some(pfn) = self.alloc_in_runs(&runs, order, gfp) {
+                        return HeldAlloc::Got(pfn);
+                    }
+                    if !progress {
+                        break;
+                    }
+                }
+                drop(source);
+                drop(state);
+                return self.held_fallback().await;
+            }
+        }
+        for _ in 0..super::refill::MAX_REFILL_WAITS {
+            let progress = self.wait_for_refill(order).await;
+            let mut state = self.tag_storage.lock().await;
+            let TagStorageState { manager, claimed } = &mut *state;
+            let source = PhysSource::new(self, mover, claimed);
+            let runs = manager.tagged_placement(order, &source);
+            if let Some(pfn) = self.alloc_in_runs(&runs, order, gfp) {
+                return HeldAlloc::Got(pfn);
+            }
+            if !progress {
                 break;
             }
         }
-        None
+        self.held_fallback().await
+    }
+
+    /// Nothing fitted in held storage: whether the design lets the
+    /// allocator choose instead.
+    async fn held_fallback(&self) -> HeldAlloc {
+        if self.tag_storage.lock().await.manager.falls_back_anywhere() {
+            HeldAlloc::Anywhere
+        } else {
+            HeldAlloc::Refused
+        }
     }
 
     /// Allocates `2^order` frames inside the first of `runs` that has a

@@ -184,6 +184,7 @@ impl Memory {
             cleancache,
             trace: _,
             incremental: _,
+            refill: _,
         } = self;
         let phys = phys.borrow();
         let state = tag_storage.borrow_unlocked();

@@ -21,7 +21,8 @@
 //!
 //! Submodules: `alloc` (allocation, reservation, freeing), `mover` (the
 //! [`PageMover`] contract, the built-in [`FrameMover`], the `BlockSource` that
-//! claims blocks with `alloc_contig_range`), `tags` (tag bytes and the
+//! claims blocks with `alloc_contig_range`), `refill` (a design's
+//! background refill thread as a kernel task), `tags` (tag bytes and the
 //! `PG_mte_lock`/`PG_mte_tagged` protocol), `counters`, `check`.
 //!
 //! # Contract with the layers above
@@ -106,6 +107,7 @@ mod cleancache;
 mod counters;
 mod incremental;
 mod mover;
+mod refill;
 mod tags;
 #[cfg(test)]
 mod tests;
@@ -230,6 +232,8 @@ pub struct Memory {
     pub(crate) trace: crate::trace::EventSink,
     /// What the incremental checker remembers between checks.
     incremental: RefCell<incremental::MemCheckCache>,
+    /// The design's background refill thread, if it has one (`refill`).
+    refill: refill::RefillThread,
 }
 
 impl fmt::Debug for Memory {
@@ -325,6 +329,7 @@ impl Memory {
             rules.on_reserve_failure = OnReserveFailure::RetryAndReplay;
         }
         let tag_counters = Cell::new(manager.counters());
+        let refill = refill::RefillThread::new(sched, manager.has_refill_thread());
         let memory = Self {
             policy,
             rules,
@@ -348,6 +353,7 @@ impl Memory {
             cleancache: RefCell::new(cleancache::Cleancache::default()),
             trace: crate::trace::EventSink::new(platform),
             incremental: RefCell::default(),
+            refill,
         };
         if policy.rules().mte() {
             memory.boot_zero_page_tags();
