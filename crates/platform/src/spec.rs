@@ -9,7 +9,7 @@ use thiserror::Error;
 
 /// How the kernel manages tag storage (`docs/designs.md`): one of the
 /// designs the tag storage crate registers.
-pub use tagstore::{Design, OnReserveFailure};
+pub use tagstore::{Design, GoogleFallback, OnReserveFailure};
 
 /// The mistakes' names, for the message of a bad `mistake=`.
 static MISTAKE_NAMES: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -89,6 +89,9 @@ pub struct PlatformSpec {
     /// taken straight off the buddy allocator (RFC v3 patch 10); off, every
     /// claim goes through `alloc_contig_range()`.
     pub reserve_fast_path: bool,
+    /// `google-fallback=spec|none`: design `google`'s last resort
+    /// (`docs/designs.md`, "google").
+    pub google_fallback: GoogleFallback,
 }
 
 impl Default for PlatformSpec {
@@ -106,6 +109,7 @@ impl Default for PlatformSpec {
             cpus: 4,
             mistakes: Mistakes::NONE,
             reserve_fast_path: true,
+            google_fallback: GoogleFallback::Spec,
         }
     }
 }
@@ -124,6 +128,7 @@ pub const KEYS: &[&str] = &[
     "cpus",
     "mistake",
     "reserve-fast-path",
+    "google-fallback",
 ];
 
 /// The most simulated CPUs a machine may have.
@@ -215,6 +220,10 @@ impl PlatformSpec {
                     _ => return Err(bad("`on` or `off`")),
                 }
             }
+            "google-fallback" => {
+                self.google_fallback =
+                    GoogleFallback::by_name(value).ok_or_else(|| bad("`spec` or `none`"))?
+            }
             "seed" => {
                 self.seed = num::parse_u64(value, Suffix::Forbidden)
                     .map_err(|source| KeyError::Number { key, source })?
@@ -280,6 +289,7 @@ mod tests {
             ("cpus", "2"),
             ("mistake", "huge-zero-page"),
             ("reserve-fast-path", "off"),
+            ("google-fallback", "none"),
         ] {
             spec.set_key(key, value).unwrap();
         }
@@ -298,6 +308,7 @@ mod tests {
                 cpus: 2,
                 mistakes: Mistakes::NONE.with(Mistake::HugeZeroPage),
                 reserve_fast_path: false,
+                google_fallback: GoogleFallback::None,
             }
         );
     }

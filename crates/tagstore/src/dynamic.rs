@@ -136,6 +136,7 @@ impl DynamicTagStorage {
             claim_attempts,
             on_misuse,
             v2_block_count,
+            google_fallback: _,
         } = config;
         Self {
             geometry: geometry.clone(),

@@ -51,7 +51,9 @@
 
 use crate::design::{DesignEntry, OnReserveFailure, ReserveAt, Rules, Storage, TaggedPlacement};
 use crate::held::{HeldBlocks, delegate_to_held_blocks};
-use crate::{BlockSource, LocalBoxFuture, ReserveError, TagStorage, TagStoreConfig};
+use crate::{
+    BlockSource, GoogleFallback, LocalBoxFuture, ReserveError, TagStorage, TagStoreConfig,
+};
 use mte::{Geometry, Order, Pfn, PfnRange, TagBlock};
 
 /// `google` in the design registry.
@@ -73,12 +75,15 @@ pub(crate) const DESIGN: DesignEntry = DesignEntry::new(
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct GoogleTagStorage {
     blocks: HeldBlocks,
+    /// `google-fallback=`.
+    fallback: GoogleFallback,
 }
 
 impl GoogleTagStorage {
     pub fn new(geometry: &Geometry, config: TagStoreConfig) -> Self {
         Self {
             blocks: HeldBlocks::new(geometry, config),
+            fallback: config.google_fallback,
         }
     }
 
@@ -108,6 +113,42 @@ impl GoogleTagStorage {
                 }
                 _ => {}
             }
+        }
+        gained
+    }
+
+    /// One pass of the asynchronous compaction (spec F(b), `spec` only):
+    /// the conversions of [`Self::refill_now`], then the UNTAGGED block with
+    /// the fewest data frames in use (some, with T free) has its data moved
+    /// out (`BlockSource::evacuate`) and becomes FREE. One block per pass,
+    /// address order breaking ties.
+    async fn compact(&mut self, source: &mut dyn BlockSource) -> bool {
+        let mut gained = self.refill_now(source).await;
+        let best = self
+            .blocks
+            .iter()
+            .filter(|(block, tagged)| tagged.is_none() && self.blocks.storage_free(*block, source))
+            .map(|(block, _)| {
+                let covers = self.blocks.covers(block);
+                (covers.count - source.free_frames(covers), block)
+            })
+            .filter(|&(used, _)| used > 0)
+            .min();
+        // The data goes to other UNTAGGED blocks, never into held ones.
+        let avoid: Vec<PfnRange> = self
+            .blocks
+            .iter()
+            .filter(|(_, tagged)| tagged.is_some())
+            .map(|(block, _)| self.blocks.covers(block))
+            .collect();
+        if let Some((_, block)) = best
+            && source
+                .evacuate(self.blocks.covers(block), &avoid)
+                .await
+                .is_ok()
+            && self.all_free(block, source)
+        {
+            gained |= self.blocks.hold(block, source).await.is_ok();
         }
         gained
     }
@@ -167,6 +208,30 @@ impl TagStorage for GoogleTagStorage {
         source: &'a mut dyn BlockSource,
     ) -> LocalBoxFuture<'a, bool> {
         Box::pin(self.refill_now(source))
+    }
+
+    fn has_refill_thread(&self) -> bool {
+        // The spec's compaction is asynchronous: a kernel task.
+        self.fallback == GoogleFallback::Spec
+    }
+
+    fn refill_thread<'a>(
+        &'a mut self,
+        _wanted: Option<Order>,
+        source: &'a mut dyn BlockSource,
+    ) -> LocalBoxFuture<'a, bool> {
+        Box::pin(self.compact(source))
+    }
+
+    fn falls_back_anywhere(&self) -> bool {
+        // Spec F(c): any page, its tag page's data moved (the claim of T
+        // migrates it). The prototype has no fallback.
+        self.fallback == GoogleFallback::Spec
+    }
+
+    fn waits_for_refill_thread(&self) -> bool {
+        // Spec: "meanwhile" the request is served by F(c).
+        false
     }
 }
 

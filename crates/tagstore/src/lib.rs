@@ -130,6 +130,41 @@ pub struct TagStoreConfig {
     /// Count blocks per allocation as RFC v2 did (`crate::rfc_v2`): the
     /// design `rfc-v2`, or `mistake=v2-block-count` on `dynamic`.
     pub v2_block_count: bool,
+    /// `google-fallback=`: what design `google` does when no tagged frame is
+    /// free (`google` only).
+    pub google_fallback: GoogleFallback,
+}
+
+/// `google-fallback=`: design `google`'s last resort when a tagged request
+/// finds no free frame in a held block even after converting free groups
+/// (`docs/designs.md`, "google").
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum GoogleFallback {
+    /// The spec (`mte-dynamic-carveout/spec.md`, the default): compaction
+    /// of the untagged list into Tag Blocks runs asynchronously (a kernel
+    /// task), while the request is served from any page whose tag page's
+    /// data is moved away.
+    #[default]
+    Spec,
+    /// The prototype (pcc/linux `mte-dynamic`): no fallback; the request
+    /// fails as out of memory (the kernel's slow path, then OOM), even
+    /// while the untagged list has free pages.
+    None,
+}
+
+impl GoogleFallback {
+    /// The `google-fallback=` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Spec => "spec",
+            Self::None => "none",
+        }
+    }
+
+    /// The value a `google-fallback=` value names.
+    pub fn by_name(name: &str) -> Option<Self> {
+        [Self::Spec, Self::None].into_iter().find(|f| f.name() == name)
+    }
 }
 
 impl Default for TagStoreConfig {
@@ -138,6 +173,7 @@ impl Default for TagStoreConfig {
             claim_attempts: NonZeroU32::new(CLAIM_ATTEMPTS).expect("CLAIM_ATTEMPTS is not 0"),
             on_misuse: OnMisuse::default(),
             v2_block_count: false,
+            google_fallback: GoogleFallback::Spec,
         }
     }
 }
@@ -387,6 +423,15 @@ pub trait TagStorage: fmt::Debug {
     /// allocation fails as out of memory, and the kernel's slow path
     /// (direct reclaim, then the OOM outcome) takes over.
     fn falls_back_anywhere(&self) -> bool {
+        true
+    }
+
+    /// Whether a tagged allocation that [`Self::refill`] could not serve
+    /// waits for the thread's passes (XNU) or only wakes the thread and
+    /// takes the fallback at once (Google's spec: compaction runs
+    /// asynchronously while the request is served by moving a tag page's
+    /// data). Only asked when [`Self::has_refill_thread`].
+    fn waits_for_refill_thread(&self) -> bool {
         true
     }
 }

@@ -54,6 +54,27 @@ pub trait BlockSource {
     /// Google's whole free Tag Blocks) ask this. Frames the machine does
     /// not have count as not free.
     fn free_frames(&self, pfns: PfnRange) -> u64;
+
+    /// Moves the data of every allocated page of `pfns` to free frames
+    /// outside `pfns` and outside every range of `avoid`, leaving `pfns`
+    /// free in the page allocator (Google's compaction of the untagged list
+    /// into Tag Blocks: the data goes to other untagged blocks, not into
+    /// held ones). Stops at the first page that cannot move; pages moved
+    /// stay moved. A source that cannot move pages refuses with
+    /// [`ClaimCause::Unmovable`].
+    fn evacuate<'a>(
+        &'a mut self,
+        pfns: PfnRange,
+        avoid: &'a [PfnRange],
+    ) -> LocalBoxFuture<'a, Result<(), ClaimError>> {
+        let _ = avoid;
+        Box::pin(async move {
+            Err(ClaimError::Permanent {
+                cause: ClaimCause::Unmovable,
+                pfn: Some(pfns.start),
+            })
+        })
+    }
 }
 
 /// Why the frames of a block could not be taken, in Linux's terms.

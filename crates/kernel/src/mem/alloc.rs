@@ -221,6 +221,13 @@ impl Memory {
         self.phys.borrow_mut().alloc.take_free_frame(pfn)
     }
 
+    /// Takes the free frame `pfn` whatever its pageblock (not an isolated
+    /// one) as an order-0 page; `false` if it is not free. See
+    /// `phys`'s `take_any_free_frame`.
+    pub(crate) fn take_any_free_frame(&self, pfn: Pfn) -> bool {
+        self.phys.borrow_mut().alloc.take_any_free_frame(pfn)
+    }
+
     /// A tagged allocation with best-effort reservation (RFC v3
     /// `post_alloc_hook()` -> `reserve_tag_storage()`, result ignored;
     /// under RFC v2's rule a page whose reservation fails is given back and
@@ -315,6 +322,14 @@ impl Memory {
             if !manager.has_refill_thread() {
                 drop(source);
                 drop(state);
+                return self.held_fallback().await;
+            }
+            if !manager.waits_for_refill_thread() {
+                // The thread works asynchronously; this request takes the
+                // design's fallback at once.
+                drop(source);
+                drop(state);
+                self.wake_refill_thread(order);
                 return self.held_fallback().await;
             }
             if !self.refill_thread_in_run() {

@@ -320,6 +320,7 @@ impl Memory {
         let tag_store = TagStoreConfig {
             v2_block_count: config.tag_store.v2_block_count
                 || mistakes.contains(platform::Mistake::V2BlockCount),
+            google_fallback: platform.settings().google_fallback,
             ..config.tag_store
         };
         let manager = policy.build(&geometry, tag_store);

@@ -327,6 +327,14 @@ impl<M: PageMover> BlockSource for PhysSource<'_, M> {
         Box::pin(self.claim_now(block, pfns))
     }
 
+    fn evacuate<'a>(
+        &'a mut self,
+        pfns: PfnRange,
+        avoid: &'a [PfnRange],
+    ) -> LocalBoxFuture<'a, Result<(), ClaimError>> {
+        Box::pin(self.evacuate_now(pfns, avoid))
+    }
+
     fn release(&mut self, block: TagBlock, pfns: PfnRange) {
         if self.mem.policy().rules().keeps_cleancache() {
             // Back to the cleancache (its frames hold no copy now).
@@ -368,6 +376,60 @@ impl<M: PageMover> Migrator for Adapter<'_, M> {
 }
 
 /// A failed `alloc_contig_range()` in the manager's terms.
+impl<M: PageMover> PhysSource<'_, M> {
+    /// [`BlockSource::evacuate`]: the free frames of `pfns` and `avoid` are
+    /// taken first (so that no destination lands inside), then each allocated block is
+    /// moved by the mover (`migrate.pages` counts them), then the frames
+    /// taken are freed again. Linux has no such call; Google's spec leaves
+    /// the compaction's mechanism open (`docs/designs.md`, "google").
+    async fn evacuate_now(&mut self, pfns: PfnRange, avoid: &[PfnRange]) -> Result<(), ClaimError> {
+        let mut held: Vec<Pfn> = core::iter::once(pfns)
+            .chain(avoid.iter().copied())
+            .flat_map(|range| range.iter())
+            .filter(|&pfn| self.mem.take_any_free_frame(pfn))
+            .collect();
+        let mut result = Ok(());
+        for pfn in pfns.iter() {
+            let order = match self.mem.phys.borrow().alloc.frame_status(pfn) {
+                Some(FrameStatus::Allocated { head, order, .. }) if head == pfn => order,
+                _ => continue,
+            };
+            if held.contains(&pfn) {
+                continue;
+            }
+            if let Err(e) = self.mover.move_page(self.mem, pfn).await {
+                let cause = match e {
+                    MigrateError::Busy => ClaimCause::Busy,
+                    MigrateError::Pinned => ClaimCause::Pinned,
+                    MigrateError::Unmovable => ClaimCause::Unmovable,
+                    MigrateError::NoMemory => ClaimCause::NoMemory,
+                };
+                let pfn = Some(pfn);
+                result = Err(if cause == ClaimCause::Busy {
+                    ClaimError::Transient { cause, pfn }
+                } else {
+                    ClaimError::Permanent { cause, pfn }
+                });
+                break;
+            }
+            // The source is free now: hold its frames too, or the next
+            // page's destination could be one of them.
+            held.extend(
+                (0..order.pages())
+                    .map(|i| pfn + i)
+                    .filter(|&f| pfns.contains(f) && self.mem.take_any_free_frame(f)),
+            );
+        }
+        for pfn in held {
+            self.mem
+                .free(pfn, Order::new(0))
+                .await
+                .unwrap_or_else(|e| panic!("BUG: a frame held by compaction {pfn} did not free: {e}"));
+        }
+        result
+    }
+}
+
 fn claim_error(e: ContigError) -> ClaimError {
     match e {
         ContigError::InvalidRange { range, source } => {

@@ -161,6 +161,15 @@ impl Memory {
         }
     }
 
+    /// Wakes the thread for an allocation of `order` without waiting (a
+    /// design whose thread works asynchronously; no-op without a thread
+    /// task in the run).
+    pub(crate) fn wake_refill_thread(&self, order: Order) {
+        if self.refill.enabled && self.refill.in_run.get() {
+            self.refill.post(Some(order));
+        }
+    }
+
     /// Whether a thread task runs beside the caller (else the caller runs
     /// the pass itself, see the module documentation).
     pub(crate) fn refill_thread_in_run(&self) -> bool {

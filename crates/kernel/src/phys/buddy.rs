@@ -517,12 +517,25 @@ impl BuddyAllocator {
     /// movable pageblocks (here CMA is left out too: see
     /// `machine::compact`).
     pub fn take_free_frame(&mut self, pfn: Pfn) -> bool {
+        self.take_free_frame_if(pfn, |list| list == FreeList::Movable)
+    }
+
+    /// [`Self::take_free_frame`] from whichever free list holds `pfn`,
+    /// except an isolated pageblock's: the frame keeps its pageblock's
+    /// migrate type. For a caller that must keep every free frame of a
+    /// range out of other allocations for a while (design `google`'s
+    /// compaction keeps destinations out of held blocks).
+    pub fn take_any_free_frame(&mut self, pfn: Pfn) -> bool {
+        self.take_free_frame_if(pfn, |list| list != FreeList::Isolate)
+    }
+
+    fn take_free_frame_if(&mut self, pfn: Pfn, allowed: impl Fn(FreeList) -> bool) -> bool {
         let Some((head, order, list)) = self.find_free_block(pfn) else {
             return false;
         };
-        if list != FreeList::Movable {
+        let Some(migratetype) = list.migratetype().filter(|_| allowed(list)) else {
             return false;
-        }
+        };
         self.del_free(head, order, list);
         // Halve the block down to `pfn`, freeing the half without it.
         let (mut block, mut current) = (head, order);
@@ -538,7 +551,7 @@ impl BuddyAllocator {
             current = half;
         }
         debug_assert_eq!(block, pfn);
-        self.mark_allocated(pfn, Order::new(0), MigrateType::Movable);
+        self.mark_allocated(pfn, Order::new(0), migratetype);
         true
     }
 
