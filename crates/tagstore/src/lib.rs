@@ -163,7 +163,9 @@ impl GoogleFallback {
 
     /// The value a `google-fallback=` value names.
     pub fn by_name(name: &str) -> Option<Self> {
-        [Self::Spec, Self::None].into_iter().find(|f| f.name() == name)
+        [Self::Spec, Self::None]
+            .into_iter()
+            .find(|f| f.name() == name)
     }
 }
 

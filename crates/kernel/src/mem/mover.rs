@@ -421,10 +421,9 @@ impl<M: PageMover> PhysSource<'_, M> {
             );
         }
         for pfn in held {
-            self.mem
-                .free(pfn, Order::new(0))
-                .await
-                .unwrap_or_else(|e| panic!("BUG: a frame held by compaction {pfn} did not free: {e}"));
+            self.mem.free(pfn, Order::new(0)).await.unwrap_or_else(|e| {
+                panic!("BUG: a frame held by compaction {pfn} did not free: {e}")
+            });
         }
         result
     }
