@@ -63,7 +63,9 @@ fn parallel_blocks_keep_the_invariants() {
 }
 
 /// The holding designs' refill runs inside the tagged allocation of
-/// whichever CPU found no taggable frame: parallel blocks interleave it.
+/// whichever CPU found no taggable frame, and their background task (XNU's
+/// refill thread, Google's compaction) beside every block's commands:
+/// parallel blocks interleave both.
 #[test]
 fn parallel_blocks_keep_the_invariants_xnu_and_google() {
     for name in ["xnu", "google"] {

@@ -29,10 +29,19 @@
 //!   Storage Clean). The same pass converts held blocks with no tagged frame
 //!   whose data frames hold untagged data into UNTAGGED (T released: the
 //!   allocator's untagged side took the block).
-//! - **Fallback** (spec's last resort before OOM: "migrate the first page's
-//!   tag page (if not free) to the second page"): a reservation of frames in
-//!   an UNTAGGED block claims its T with migration. If that fails the
-//!   kernel's common path (an entry awaiting tag storage) takes over.
+//! - **Fallback** (`google-fallback=`, [`GoogleFallback`]): `spec` (the
+//!   spec's last resort before OOM): the allocation wakes the compaction
+//!   ([`TagStorage::refill_thread`], a kernel task: spec F(b), "the other
+//!   list is compacted asynchronously") without waiting for it and is
+//!   served at once from any free page, its block's T claimed with
+//!   migration (F(c): "migrate the first page's tag page (if not free) to
+//!   the second page"); if that claim fails the kernel's common path (an
+//!   entry awaiting tag storage) takes over. Each compaction pass converts
+//!   as the refill does, then moves the pages of the UNTAGGED block (T
+//!   free) with the fewest pages in use to free frames outside every held
+//!   block ([`crate::BlockSource::evacuate`]) and holds its T. `none` (the
+//!   prototype): no fallback, no compaction; the allocation fails as out
+//!   of memory.
 //! - **Free**: the block's tagged count drops; T stays held (TAGGED becomes
 //!   FREE when its frames are free; the block is converted only on demand).
 //!
@@ -47,7 +56,8 @@
 //! Modelling decisions (`docs/designs.md`): the page allocator serves
 //! untagged requests without asking the design, so a FREE block that
 //! untagged data entered becomes UNTAGGED at the next refill rather than at
-//! that allocation; compaction into Tag Blocks (spec F(b)) is not modelled.
+//! that allocation (and untagged requests are served from the tagged list,
+//! spec F(c)'s other half, whenever the allocator finds its pages there).
 
 use crate::design::{DesignEntry, OnReserveFailure, ReserveAt, Rules, Storage, TaggedPlacement};
 use crate::held::{HeldBlocks, delegate_to_held_blocks};

@@ -20,11 +20,14 @@
 //!   covered frames of ACTIVE cells, most tagged cell first (XNU takes the
 //!   highest ACTIVE free queue, a contiguous run within one cell). Never a
 //!   page awaiting tag storage in the normal course.
-//! - **No taggable frame** ([`TagStorage::refill`]): first the inline
-//!   activation (`mteinfo_tag_storage_try_activate`): INACTIVE cells with
-//!   more than half their covered frames free (bucket 17-24 and up: 17 of
-//!   32), fullest first, until [`REFILL_PAGES`] free frames are gained;
-//!   else the refill thread's step (`mteinfo_tag_storage_active_refill`):
+//! - **No taggable frame** ([`TagStorage::refill`], in the allocating
+//!   task): the inline activation (`mteinfo_tag_storage_try_activate`):
+//!   INACTIVE cells with more than half their covered frames free (bucket
+//!   17-24 and up: 17 of 32), fullest first, until [`REFILL_PAGES`] free
+//!   frames are gained; else the allocation wakes the refill thread
+//!   ([`TagStorage::refill_thread`], a kernel task of its own) and waits
+//!   for its pass (`mteinfo_fill_continue`): one step of
+//!   `mteinfo_tag_storage_active_refill`:
 //!   with `i` and `c` the top INACTIVE and CLAIMED buckets, activate
 //!   INACTIVE cells from bucket `min(i, 3)` up if `i != 0 && i >= min(3,
 //!   c)`, else reclaim the best CLAIMED cell (copy its tag page's data out
@@ -51,12 +54,12 @@
 //! Invariant 3, XNU's form: an ACTIVE cell may cover no tagged frame, and
 //! tagged frames lie only in ACTIVE cells (`check_coverage`).
 //!
-//! Modelling decisions (`docs/designs.md`): the refill thread's step runs in
-//! the allocating task when a tagged allocation found no taggable frame
-//! (XNU wakes the thread and waits for it), so it interleaves with other
-//! CPUs at its claims' switch points but is not a task of its own; per-CPU
-//! magazines and claimed queues are not modelled; XNU's absolute tunables
-//! (100 reserved ACTIVE cells, batches of 64) are scaled to the machine.
+//! Modelling decisions (`docs/designs.md`): the refill thread is a kernel
+//! task of the scheduler (the kernel's `mem::refill`), woken by a waiting
+//! tagged allocation (with its order) or, for the drain alone, by one that
+//! needed the inline activation; per-CPU magazines and claimed queues are
+//! not modelled; XNU's absolute tunables (100 reserved ACTIVE cells,
+//! batches of 64) are scaled to the machine.
 
 use crate::design::{DesignEntry, OnReserveFailure, ReserveAt, Rules, Storage, TaggedPlacement};
 use crate::held::{HeldBlocks, delegate_to_held_blocks};
