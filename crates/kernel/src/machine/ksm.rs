@@ -222,6 +222,7 @@ impl Kernel {
             && Some(pfn) != self.huge_zero.get()
             && !self.cache_owner.borrow().contains_key(&pfn)
             && !self.page_locks.is_locked(pfn)
+            && self.rmap_ptls_free(pfn)
             && !self.mem.page_mte_tagged(pfn)
             && self
                 .mem

@@ -222,7 +222,9 @@ impl Kernel {
         let Some(guard) = self.page_locks.try_lock(leaf.pfn).await else {
             return PageoutResult::Skipped;
         };
-        // The lock may have slept: look again.
+        // try_to_unmap()'s page-table locks (see `wait_rmap_ptls`).
+        self.wait_rmap_ptls(leaf.pfn).await;
+        // The locks may have slept: look again.
         if self.current_pte(mm, va) != Some(pte) || !self.pageout_candidate(&vma, leaf) {
             return PageoutResult::Skipped;
         }
