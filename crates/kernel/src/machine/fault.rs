@@ -58,7 +58,8 @@ use super::{Kernel, ObjectKind, PAGE_ORDER};
 use crate::mem::Gfp;
 use crate::mm::layout::PAGE_SIZE;
 use crate::mm::{
-    Access, Block, Leaf, LeafAttrs, Level, MmId, Pgoff, Pte, VmFlags, Vma, VmaBacking, Walk,
+    Access, Block, Leaf, LeafAttrs, Level, MmId, ObjectId, Pgoff, Pte, VmFlags, Vma, VmaBacking,
+    Walk,
 };
 use crate::phys::MigrateError;
 use crate::phys::Order;
@@ -395,9 +396,10 @@ impl Kernel {
                 let pgoff = vma.pgoff_of(va);
                 let tagged = vma.is_tagged();
                 let cached = self.object_page(object, pgoff, tagged).await?;
+                let owner = Some((object, pgoff));
                 if !vma.is_shared() && need == Need::Write {
                     self.prepare_anon(mm, va);
-                    if self.cow_copy(mm, va, vma, Pte::None, cached).await? {
+                    if self.cow_copy(mm, va, vma, Pte::None, cached, owner).await? {
                         self.bump(|c| c.fault_anon += 1);
                         self.fault_event(FaultKind::Anon, va, FaultOutcome::Mapped);
                     }
@@ -413,12 +415,21 @@ impl Kernel {
                     pfn: cached,
                     attrs: leaf_attrs(vma, writable, false),
                 };
-                if self
+                // Linux finish_fault() maps the folio __do_fault() returned
+                // locked (and referenced): reclaim and migration, which try
+                // the page lock, leave it until it is mapped. Looked up
+                // again once locked: the lock may have slept while reclaim
+                // dropped the page or a claim moved it (then the access
+                // retries).
+                let guard = self.page_locks.lock(cached).await;
+                if !self.caches(cached, owner) {
+                    return Ok(());
+                }
+                let mapped = self
                     .set_pte_at(mm, va, Pte::None, Pte::Present(leaf))
-                    .await?
-                    && writable
-                    && file
-                {
+                    .await?;
+                drop(guard);
+                if mapped && writable && file {
                     self.mark_dirty(object, pgoff);
                 }
                 Ok(())
@@ -573,7 +584,7 @@ impl Kernel {
         }
         self.prepare_anon(mm, va);
         if self
-            .cow_copy(mm, va, vma, Pte::Present(leaf), leaf.pfn)
+            .cow_copy(mm, va, vma, Pte::Present(leaf), leaf.pfn, None)
             .await?
         {
             self.bump(|c| c.fault_cow += 1);
@@ -593,9 +604,14 @@ impl Kernel {
         vma: &Vma,
         expected: Pte,
         src: Pfn,
+        cached: Option<(ObjectId, Pgoff)>,
     ) -> Result<bool, FaultError> {
         let guard = self.page_locks.lock(src).await;
-        if self.current_pte(mm, va) != Some(expected) {
+        // The entry still maps `src` (its mapping keeps it), or, for a page
+        // cache page this entry does not map (`cached`: its object and
+        // offset), the cache still holds it: reclaim may have dropped it
+        // and a claim moved it while the lock slept. Locked, it stays.
+        if self.current_pte(mm, va) != Some(expected) || !self.caches(src, cached) {
             return Ok(false);
         }
         let keep_tags = vma.is_tagged() && self.mem.page_mte_tagged(src);
@@ -625,6 +641,12 @@ impl Kernel {
             self.release_if_unused(dst).await;
         }
         Ok(mapped)
+    }
+
+    /// Whether `pfn` is still the page cache page `owner` (its object and
+    /// offset); `None`: nothing to check.
+    fn caches(&self, pfn: Pfn, owner: Option<(ObjectId, Pgoff)>) -> bool {
+        owner.is_none_or(|o| self.cache_owner.borrow().get(&pfn) == Some(&o))
     }
 
     /// A fault on an entry awaiting tag storage (RFC v3

@@ -426,7 +426,7 @@ impl Kernel {
                 _ => continue,
             };
             match self
-                .cow_copy(mm, at, &vma, Pte::Present(leaf), leaf.pfn)
+                .cow_copy(mm, at, &vma, Pte::Present(leaf), leaf.pfn, None)
                 .await
             {
                 Ok(_) => {}
