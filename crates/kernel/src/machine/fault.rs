@@ -27,9 +27,12 @@
 //! tags are left alone; otherwise the tags are initialised exactly once
 //! ([`Memory::init_page_tags_once`]: `PG_mte_lock`/`PG_mte_tagged`). The zero
 //! page is special: its tags were zeroed at boot and it is never retagged.
-//! The entry's check and store happen under the address space's page-table
-//! lock (a spin lock: nothing may sleep while it is held, invariant 9); the
-//! tags are initialised just before it is taken.
+//! The entry's check, the tags' initialisation and the store happen under
+//! the address space's page-table lock (a spin lock: nothing may sleep while
+//! it is held, invariant 9), as in Linux, so no reclaim or migration can
+//! unmap and free the frame in between (they wait for the lock:
+//! [`Kernel::wait_rmap_ptls`]). A design that reserves in atomic context
+//! reserves before the lock is taken (the model's reservation may sleep).
 //! Under `static` tag storage (mainline Linux, no RFC) the page's storage is
 //! "reserved" on the spot (a block reference that cannot fail), so no entry
 //! ever awaits tag storage there. Tags restored at swap-in into a page
@@ -55,7 +58,8 @@ use super::{Kernel, ObjectKind, PAGE_ORDER};
 use crate::mem::Gfp;
 use crate::mm::layout::PAGE_SIZE;
 use crate::mm::{
-    Access, Block, Leaf, LeafAttrs, Level, MmId, Pgoff, Pte, VmFlags, Vma, VmaBacking, Walk,
+    Access, Block, Leaf, LeafAttrs, Level, MmId, ObjectId, Pgoff, Pte, VmFlags, Vma, VmaBacking,
+    Walk,
 };
 use crate::phys::MigrateError;
 use crate::phys::Order;
@@ -174,10 +178,22 @@ impl Kernel {
         self.mem.rules().reserve_in_atomic && self.reserve_with_retries(pfn, order).await
     }
 
+    /// Whether mapping `leaf` present runs `mte_sync_tags()` on its page: a
+    /// tagged, non-special page on a machine with MTE.
+    pub(crate) fn maps_tagged(&self, leaf: Leaf) -> bool {
+        leaf.attrs.tagged && !leaf.attrs.special && self.has_mte()
+    }
+
     /// Linux `set_pte_at()` with the RFC's `mte_sync_tags()`: writes `new`
     /// (or, for a tagged page without reserved tag storage, the same leaf
     /// awaiting tag storage) if the entry is still `expected`. `Ok(false)`
     /// if it changed meanwhile (nothing written).
+    ///
+    /// The caller keeps the frame of `new` in use until this returns (a
+    /// fresh page, or one it holds the page lock of); a design that reserves
+    /// in atomic context reserves here, before the page-table lock, because
+    /// the model's reservation may sleep (`static`'s block reference takes
+    /// `tag_blocks_lock`, where Linux only counts).
     pub(crate) async fn set_pte_at(
         &self,
         mm: MmId,
@@ -185,14 +201,47 @@ impl Kernel {
         expected: Pte,
         new: Pte,
     ) -> Result<bool, Errno> {
+        if let Pte::Present(leaf) = new
+            && self.maps_tagged(leaf)
+            && !self.mem.tag_storage_reserved(leaf.pfn)
+        {
+            self.reserve_in_atomic(leaf.pfn, PAGE_ORDER).await;
+        }
+        // pte_offset_map_lock(): the check, mte_sync_tags() and the store
+        // under the page-table lock.
+        let Some(ptl) = self.mm_ptl(mm) else {
+            return Ok(false);
+        };
+        let _ptl = ptl.lock().await;
+        if self.current_pte(mm, va) != Some(expected) {
+            return Ok(false);
+        }
+        self.set_pte_locked(mm, va, new).await
+    }
+
+    /// The part of `set_pte_at()` under the page-table lock of `mm`, which
+    /// the caller holds and under which it read the entry now at `va`:
+    /// `mte_sync_tags()` (tags initialised exactly once, or the entry
+    /// written awaiting tag storage when the page's is not reserved), then
+    /// the store.
+    ///
+    /// While the lock is held no reverse-map walker (reclaim, migration,
+    /// KSM) rewrites an entry of `mm` ([`Kernel::wait_rmap_ptls`]), so the
+    /// frame the entry maps stays in use across the tags' initialisation,
+    /// which is a switch point (`try_page_mte_tagging()`'s atomic bit; its
+    /// wait is Linux's spin on `PG_mte_tagged`, not a sleep). The entry is
+    /// compared again after it, for the paths that write entries with no
+    /// switch point and without the lock: `Ok(false)` if it changed.
+    pub(crate) async fn set_pte_locked(
+        &self,
+        mm: MmId,
+        va: VirtAddr,
+        new: Pte,
+    ) -> Result<bool, Errno> {
+        let before = self.current_pte(mm, va);
         let new = match new {
-            Pte::Present(leaf) if leaf.attrs.tagged && !leaf.attrs.special && self.has_mte() => {
-                // Static tag storage (mainline Linux) has no awaiting state:
-                // every page's storage exists, so "reserving" it only takes
-                // the block reference and cannot fail.
-                let reserved = self.mem.tag_storage_reserved(leaf.pfn)
-                    || self.reserve_in_atomic(leaf.pfn, PAGE_ORDER).await;
-                if reserved {
+            Pte::Present(leaf) if self.maps_tagged(leaf) => {
+                if self.mem.tag_storage_reserved(leaf.pfn) {
                     self.init_or_restore_tags(leaf.pfn).await;
                     new
                 } else {
@@ -201,17 +250,7 @@ impl Kernel {
             }
             other => other,
         };
-        // pte_offset_map_lock(): the check and the store under the
-        // page-table lock. (Linux runs mte_sync_tags() under it too; the
-        // model initialises the tags just before, because its exactly-once
-        // wait is a wait queue and `static`'s block reference takes
-        // `tag_blocks_lock`, where Linux spins or only counts: neither is a
-        // sleep there, and both would be reported as one under the lock.)
-        let Some(ptl) = self.mm_ptl(mm) else {
-            return Ok(false);
-        };
-        let _ptl = ptl.lock().await;
-        if self.current_pte(mm, va) != Some(expected) {
+        if self.current_pte(mm, va) != before {
             return Ok(false);
         }
         self.write_pte(mm, va, new)?;
@@ -357,9 +396,10 @@ impl Kernel {
                 let pgoff = vma.pgoff_of(va);
                 let tagged = vma.is_tagged();
                 let cached = self.object_page(object, pgoff, tagged).await?;
+                let owner = Some((object, pgoff));
                 if !vma.is_shared() && need == Need::Write {
                     self.prepare_anon(mm, va);
-                    if self.cow_copy(mm, va, vma, Pte::None, cached).await? {
+                    if self.cow_copy(mm, va, vma, Pte::None, cached, owner).await? {
                         self.bump(|c| c.fault_anon += 1);
                         self.fault_event(FaultKind::Anon, va, FaultOutcome::Mapped);
                     }
@@ -375,12 +415,21 @@ impl Kernel {
                     pfn: cached,
                     attrs: leaf_attrs(vma, writable, false),
                 };
-                if self
+                // Linux finish_fault() maps the folio __do_fault() returned
+                // locked (and referenced): reclaim and migration, which try
+                // the page lock, leave it until it is mapped. Looked up
+                // again once locked: the lock may have slept while reclaim
+                // dropped the page or a claim moved it (then the access
+                // retries).
+                let guard = self.page_locks.lock(cached).await;
+                if !self.caches(cached, owner) {
+                    return Ok(());
+                }
+                let mapped = self
                     .set_pte_at(mm, va, Pte::None, Pte::Present(leaf))
-                    .await?
-                    && writable
-                    && file
-                {
+                    .await?;
+                drop(guard);
+                if mapped && writable && file {
                     self.mark_dirty(object, pgoff);
                 }
                 Ok(())
@@ -535,7 +584,7 @@ impl Kernel {
         }
         self.prepare_anon(mm, va);
         if self
-            .cow_copy(mm, va, vma, Pte::Present(leaf), leaf.pfn)
+            .cow_copy(mm, va, vma, Pte::Present(leaf), leaf.pfn, None)
             .await?
         {
             self.bump(|c| c.fault_cow += 1);
@@ -555,9 +604,14 @@ impl Kernel {
         vma: &Vma,
         expected: Pte,
         src: Pfn,
+        cached: Option<(ObjectId, Pgoff)>,
     ) -> Result<bool, FaultError> {
         let guard = self.page_locks.lock(src).await;
-        if self.current_pte(mm, va) != Some(expected) {
+        // The entry still maps `src` (its mapping keeps it), or, for a page
+        // cache page this entry does not map (`cached`: its object and
+        // offset), the cache still holds it: reclaim may have dropped it
+        // and a claim moved it while the lock slept. Locked, it stays.
+        if self.current_pte(mm, va) != Some(expected) || !self.caches(src, cached) {
             return Ok(false);
         }
         let keep_tags = vma.is_tagged() && self.mem.page_mte_tagged(src);
@@ -587,6 +641,12 @@ impl Kernel {
             self.release_if_unused(dst).await;
         }
         Ok(mapped)
+    }
+
+    /// Whether `pfn` is still the page cache page `owner` (its object and
+    /// offset); `None`: nothing to check.
+    fn caches(&self, pfn: Pfn, owner: Option<(ObjectId, Pgoff)>) -> bool {
+        owner.is_none_or(|o| self.cache_owner.borrow().get(&pfn) == Some(&o))
     }
 
     /// A fault on an entry awaiting tag storage (RFC v3

@@ -407,11 +407,28 @@ impl Kernel {
         new: Block,
         deposit: Option<Pfn>,
     ) -> Result<bool, Errno> {
+        if let Block::Present(leaf) = new
+            && leaf.attrs.tagged
+            && self.has_mte()
+            && !self.block_reserved(leaf.pfn)
+        {
+            // Before the lock: the model's reservation may sleep (see
+            // `set_pte_at`).
+            self.reserve_in_atomic(leaf.pfn, HPAGE_ORDER).await;
+        }
+        // pmd_lock(): the check, mte_sync_tags() and the store under the
+        // page-table lock (see `set_pte_at`: reverse-map walkers wait for
+        // it, so the 512 frames stay in use across the tags' switch points).
+        let Some(ptl) = self.mm_ptl(mm) else {
+            return Ok(false);
+        };
+        let _ptl = ptl.lock().await;
+        if self.pmd_at(mm, base) != Some(expected) {
+            return Ok(false);
+        }
         let new = match new {
             Block::Present(leaf) if leaf.attrs.tagged && self.has_mte() => {
-                let reserved = self.block_reserved(leaf.pfn)
-                    || self.reserve_in_atomic(leaf.pfn, HPAGE_ORDER).await;
-                if reserved {
+                if self.block_reserved(leaf.pfn) {
                     for i in 0..PAGES_PER_PMD {
                         self.mem
                             .init_page_tags_once(leaf.pfn + i)
@@ -425,12 +442,8 @@ impl Kernel {
             }
             other => other,
         };
-        // pmd_lock(): the check and the store under the page-table lock
-        // (the tags initialised before it, as `set_pte_at` does).
-        let Some(ptl) = self.mm_ptl(mm) else {
-            return Ok(false);
-        };
-        let _ptl = ptl.lock().await;
+        // Paths that write entries without the lock and with no switch
+        // point may have changed it while the tags were initialised.
         if self.pmd_at(mm, base) != Some(expected) {
             return Ok(false);
         }

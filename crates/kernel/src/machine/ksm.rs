@@ -222,6 +222,7 @@ impl Kernel {
             && Some(pfn) != self.huge_zero.get()
             && !self.cache_owner.borrow().contains_key(&pfn)
             && !self.page_locks.is_locked(pfn)
+            && self.rmap_ptls_free(pfn)
             && !self.mem.page_mte_tagged(pfn)
             && self
                 .mem
@@ -425,7 +426,7 @@ impl Kernel {
                 _ => continue,
             };
             match self
-                .cow_copy(mm, at, &vma, Pte::Present(leaf), leaf.pfn)
+                .cow_copy(mm, at, &vma, Pte::Present(leaf), leaf.pfn, None)
                 .await
             {
                 Ok(_) => {}

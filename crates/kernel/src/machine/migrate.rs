@@ -84,6 +84,8 @@ impl PageMover for KernelMover<'_> {
         let Some(guard) = k.page_locks.try_lock(pfn).await else {
             return Err(MigrateError::Busy);
         };
+        // try_to_migrate()'s page-table locks (see `wait_rmap_ptls`).
+        k.wait_rmap_ptls(pfn).await;
         {
             let phys = mem.phys();
             match phys.alloc.frame_status(pfn) {
@@ -156,6 +158,8 @@ impl Kernel {
             .alloc_tagged_reservable(PAGE_ORDER, Gfp::USER_TAGGED_DESTINATION, &mut self.mover())
             .await
             .map_err(|_| MigrateError::NoMemory)?;
+        // try_to_migrate()'s page-table locks (see `wait_rmap_ptls`).
+        self.wait_rmap_ptls(src).await;
         // The reservation may have slept: pinned or freed meanwhile?
         if !self.movable(src) {
             self.release_if_unused(page.pfn).await;

@@ -553,6 +553,42 @@ impl Kernel {
             .map(|m| huge::page_entry(m.pt.walk(va), va))
     }
 
+    /// The page-table lock of an address space that maps `pfn` and that a
+    /// CPU holds now, if any.
+    fn held_rmap_ptl(&self, pfn: Pfn) -> Option<Rc<SimSpinLock<()>>> {
+        let rmap = self.rmap.borrow();
+        let mms = self.mms.borrow();
+        rmap.mappings(pfn).iter().find_map(|e| {
+            mms.get(&e.mm)
+                .filter(|m| m.ptl.holder().is_some())
+                .map(|m| Rc::clone(&m.ptl))
+        })
+    }
+
+    /// Waits until no CPU holds the page-table lock of any address space
+    /// mapping `pfn`. Linux's reverse-map walkers (`try_to_unmap()`,
+    /// `try_to_migrate()`, `folio_mkclean()`, `folio_referenced()`) take
+    /// each mapping's page-table lock in turn (`page_vma_mapped_walk()`);
+    /// the model's rewrite every mapping with no switch point, which is the
+    /// same as taking and releasing each lock in turn provided none is held
+    /// when they start. So a walker calls this as its last switch point:
+    /// a path holding the lock across a read-modify-write of an entry
+    /// (`change_pte_range()`, `set_pte_at()`'s tag initialisation) is never
+    /// interleaved with an unmap of that entry, and the frame it read stays
+    /// in use until it stores.
+    pub(crate) async fn wait_rmap_ptls(&self, pfn: Pfn) {
+        while let Some(ptl) = self.held_rmap_ptl(pfn) {
+            drop(ptl.lock().await);
+        }
+    }
+
+    /// Whether no CPU holds the page-table lock of an address space mapping
+    /// `pfn`: a walker that cannot wait (KSM's merge has no switch point)
+    /// leaves the page for later instead, as for a page lock it cannot take.
+    pub(crate) fn rmap_ptls_free(&self, pfn: Pfn) -> bool {
+        self.held_rmap_ptl(pfn).is_none()
+    }
+
     /// Frees `pfn` if nothing holds it any more: not mapped, not in a page
     /// cache, not being freed by another path; a pinned frame becomes an
     /// orphan instead.

@@ -278,7 +278,10 @@ impl Kernel {
         let Some(guard) = self.page_locks.try_lock(pfn).await else {
             return Some(inactive);
         };
-        // The lock may have slept: freed meanwhile? (Then it is off the
+        // try_to_unmap() and folio_mkclean() take each mapping's page-table
+        // lock: the last switch point before the unmap below.
+        self.wait_rmap_ptls(pfn).await;
+        // The locks may have slept: freed meanwhile? (Then it is off the
         // LRU and the putback does nothing.)
         if !matches!(
             self.lru.borrow().place(pfn),

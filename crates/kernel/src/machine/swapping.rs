@@ -222,7 +222,9 @@ impl Kernel {
         let Some(guard) = self.page_locks.try_lock(leaf.pfn).await else {
             return PageoutResult::Skipped;
         };
-        // The lock may have slept: look again.
+        // try_to_unmap()'s page-table locks (see `wait_rmap_ptls`).
+        self.wait_rmap_ptls(leaf.pfn).await;
+        // The locks may have slept: look again.
         if self.current_pte(mm, va) != Some(pte) || !self.pageout_candidate(&vma, leaf) {
             return PageoutResult::Skipped;
         }
@@ -331,12 +333,18 @@ impl Kernel {
         let Some(pfn) = self.alloc_user_page(tagged, Gfp::SWAP_IN).await else {
             return Err(FaultError::OutOfMemory);
         };
-        // The allocation may have slept (or reclaimed): another thread may
-        // have swapped this entry in (pte_same() failing), or read the
-        // slot into the swap cache.
+        // Linux holds the new folio's lock across do_swap_page() (it is
+        // locked before it joins the swap cache): nothing swaps it out or
+        // moves it (a claim's migration tries the lock) before it is mapped.
+        // Nobody else can see the page yet, so the lock is free.
+        let guard = self.page_locks.lock(pfn).await;
+        // The allocation and the lock may have slept (or reclaimed): another
+        // thread may have swapped this entry in (pte_same() failing), or
+        // read the slot into the swap cache.
         if self.current_pte(mm, va) != Some(Pte::Swap(slot))
             || self.swap_cache.borrow().contains_key(&slot)
         {
+            drop(guard);
             self.release_if_unused(pfn).await;
             return Ok(());
         }
@@ -368,14 +376,13 @@ impl Kernel {
                 .mistakes
                 .contains(Mistake::FlagBeforeRestore)
         {
-            // Linux holds the folio lock across do_swap_page(): nothing
-            // swaps the page out or moves it before the restore.
-            let guard = self.page_locks.lock(pfn).await;
+            // The folio lock is held: nothing swaps the page out or moves
+            // it before the restore.
             let tags = self.restored_tags.borrow_mut().remove(&pfn);
             self.mem
                 .set_page_mte_tagged(pfn)
                 .expect("BUG: a new frame is in use");
-            tags.map(|t| (t, guard))
+            tags
         } else {
             None
         };
@@ -385,13 +392,13 @@ impl Kernel {
         {
             Ok(mapped) => mapped,
             Err(e) => {
-                drop(flagged_early);
+                drop(guard);
                 self.swap_cache_delete(pfn);
                 self.release_if_unused(pfn).await;
                 return Err(e.into());
             }
         };
-        if let Some((tags, guard)) = flagged_early {
+        if let Some(tags) = flagged_early {
             // The restore, after the entry (a switch point first: the
             // page-table lock was just released).
             self.sched.preempt_point().await;
@@ -400,8 +407,8 @@ impl Kernel {
                     .write_page_tags(pfn, &tags)
                     .expect("BUG: a frame in use is present");
             }
-            drop(guard);
         }
+        drop(guard);
         if mapped {
             if let Some(page) = self.swap_free(slot) {
                 self.release_if_unused(page).await;

@@ -355,14 +355,25 @@ impl Kernel {
         Ok(())
     }
 
-    /// Rewrites the PTE at `at` with its VMA's attributes.
+    /// Rewrites the PTE at `at` with its VMA's attributes (Linux
+    /// `change_pte_range()`): the entry is read, rewritten and stored, tags
+    /// initialised on the way, all under the page-table lock, so reclaim or
+    /// migration on another CPU cannot unmap and free its frame in between
+    /// (they wait for the lock, [`Kernel::wait_rmap_ptls`]).
     async fn change_pte(&self, mm: MmId, at: VirtAddr) -> Result<(), Errno> {
-        // A claim's migration (which takes no mmap_lock) may move a page
-        // of this range while a set_pte_at() below sleeps: each entry is
-        // read again right before it is rewritten, and rewritten again if
-        // it moved meanwhile. A page moves at most once (out of tag
-        // storage), so two tries always suffice; four are allowed.
+        let Some(ptl) = self.mm_ptl(mm) else {
+            return Ok(());
+        };
+        // A frame whose storage this call reserved already: if that failed,
+        // the entry is written awaiting tag storage (no second try).
+        let mut reserved_for = None;
+        // A path that writes entries without the lock (a claim's migration
+        // takes no mmap_lock) may change the entry while the tags are
+        // initialised: the entry is read again and rewritten. A page moves
+        // at most once (out of tag storage), so two tries always suffice;
+        // four are allowed.
         for _ in 0..4 {
+            let guard = ptl.lock().await;
             let (pte, vma) = {
                 let mms = self.mms.borrow();
                 let m = &mms[&mm];
@@ -374,9 +385,12 @@ impl Kernel {
             let leaf = match pte {
                 Pte::Present(l) | Pte::AwaitingTagStorage(l) => l,
                 // change_pte_range(): a swap entry keeps its slot; the new
-                // protection applies when it is swapped in.
+                // protection applies when it is swapped in. Reclaim may have
+                // swapped the page out since the range's leaves were listed.
                 Pte::Swap(_) => return Ok(()),
-                Pte::None => panic!("BUG: an empty entry listed as a leaf"),
+                // Emptied since the range's leaves were listed (reclaim of
+                // a file page unmaps it): nothing to change.
+                Pte::None => return Ok(()),
             };
             // A shared file page stays write-protected until it is dirty
             // (can_change_pte_writable() of a write-notify mapping).
@@ -393,11 +407,46 @@ impl Kernel {
                 Pte::AwaitingTagStorage(_) => Pte::AwaitingTagStorage(new_leaf),
                 _ => unreachable!("BUG: checked above"),
             };
-            if new == pte || self.set_pte_at(mm, at, pte, new).await? {
+            if new == pte {
+                return Ok(());
+            }
+            if let Pte::Present(l) = new
+                && self.mem.rules().reserve_in_atomic
+                && self.maps_tagged(l)
+                && !self.mem.tag_storage_reserved(l.pfn)
+                && reserved_for != Some(l.pfn)
+            {
+                // The design reserves where Linux's mte_sync_tags() runs,
+                // but the model's reservation may sleep: it happens with the
+                // lock dropped, under the page lock (reclaim and migration
+                // try that lock and leave the page), then the entry is read
+                // again under the page-table lock.
+                drop(guard);
+                reserved_for = Some(l.pfn);
+                self.reserve_mapped(mm, at, l.pfn).await;
+                continue;
+            }
+            if self.set_pte_locked(mm, at, new).await? {
                 return Ok(());
             }
         }
         panic!("BUG: an entry kept changing under mmap_lock held for writing");
+    }
+
+    /// Reserves the tag storage of `pfn`, which `mm` maps at `at`, under its
+    /// page lock, if the entry still maps it once the lock is held (the
+    /// entry's mapping keeps the frame in use: the holder of `mmap_lock` for
+    /// writing is the only other path that could unmap it).
+    async fn reserve_mapped(&self, mm: MmId, at: VirtAddr, pfn: Pfn) {
+        let guard = self.page_locks.lock(pfn).await;
+        let still = self
+            .current_pte(mm, at)
+            .and_then(|p| p.leaf())
+            .is_some_and(|l| l.pfn == pfn);
+        if still {
+            self.reserve_with_retries(pfn, super::PAGE_ORDER).await;
+        }
+        drop(guard);
     }
 
     /// A private page (not in a page cache).
