@@ -87,7 +87,7 @@ impl CpuTlb {
     }
 
     /// The entry of page `vpn` of `mm`.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn lookup(&self, mm: MmId, vpn: u64) -> Option<CpuTlbEntry> {
         self.entries[Self::slot(vpn)].filter(|e| e.vpn == vpn && e.mm == mm)
     }
@@ -99,13 +99,13 @@ impl CpuTlb {
         self.entries[Self::slot(entry.vpn)] = Some(entry);
     }
 
-    /// Replaces the buffer hints of a cached entry (found again after the
-    /// hint went stale).
-    pub(crate) fn refresh(&mut self, entry: CpuTlbEntry) {
-        let slot = &mut self.entries[Self::slot(entry.vpn)];
-        if slot.is_some_and(|e| e.vpn == entry.vpn && e.mm == entry.mm) {
-            *slot = Some(entry);
-        }
+    /// The entry of page `vpn` of `mm`, to use and to replace its buffer
+    /// hints in place.
+    #[inline]
+    pub(crate) fn lookup_mut(&mut self, mm: MmId, vpn: u64) -> Option<&mut CpuTlbEntry> {
+        self.entries[Self::slot(vpn)]
+            .as_mut()
+            .filter(|e| e.vpn == vpn && e.mm == mm)
     }
 
     fn invalidate(&mut self, mm: MmId, vpn: u64) {

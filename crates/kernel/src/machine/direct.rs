@@ -63,9 +63,43 @@ fn tag_in(bytes: Option<(&[u8], usize)>, in_page: u64) -> Tag {
     }
 }
 
+/// The `size` bytes at `offset` of `bytes`, little endian: one fixed-size
+/// copy per size (a copy of variable length is a `memcpy` call and a
+/// store-forwarding stall when the value is read back, most of an access).
+#[inline]
+fn read_le(bytes: &[u8], offset: usize, size: AccessSize) -> u128 {
+    fn at<const N: usize>(bytes: &[u8], offset: usize) -> [u8; N] {
+        bytes[offset..offset + N]
+            .try_into()
+            .expect("BUG: a slice of N bytes")
+    }
+    match size {
+        AccessSize::B1 => u128::from(bytes[offset]),
+        AccessSize::B2 => u128::from(u16::from_le_bytes(at(bytes, offset))),
+        AccessSize::B4 => u128::from(u32::from_le_bytes(at(bytes, offset))),
+        AccessSize::B8 => u128::from(u64::from_le_bytes(at(bytes, offset))),
+        AccessSize::B16 => u128::from_le_bytes(at(bytes, offset)),
+    }
+}
+
+/// Writes the low `size` bytes of `value` at `offset` of `bytes`.
+#[inline]
+fn write_le(bytes: &mut [u8], offset: usize, size: AccessSize, value: u128) {
+    let le = value.to_le_bytes();
+    match size {
+        AccessSize::B1 => bytes[offset] = le[0],
+        AccessSize::B2 => bytes[offset..offset + 2].copy_from_slice(&le[..2]),
+        AccessSize::B4 => bytes[offset..offset + 4].copy_from_slice(&le[..4]),
+        AccessSize::B8 => bytes[offset..offset + 8].copy_from_slice(&le[..8]),
+        AccessSize::B16 => bytes[offset..offset + 16].copy_from_slice(&le),
+    }
+}
+
 impl Kernel {
     /// A load of `size` bytes at `ptr` by `pid`: the direct path when the
     /// page is established, else the full path (see the module doc).
+    /// Inlined, like [`Self::store_direct`], into the caller's loop.
+    #[inline]
     pub fn load_direct(&mut self, pid: Pid, ptr: TaggedPtr, size: AccessSize) -> Outcome {
         match self.direct_access(pid, ptr, size, None) {
             Some(outcome) => outcome,
@@ -74,6 +108,7 @@ impl Kernel {
     }
 
     /// A store of the low `size` bytes of `value` at `ptr` by `pid`.
+    #[inline]
     pub fn store_direct(
         &mut self,
         pid: Pid,
@@ -88,6 +123,7 @@ impl Kernel {
     }
 
     #[cold]
+    #[inline(never)]
     fn full_access(&mut self, pid: Pid, command: Command) -> Outcome {
         self.run(&Op::Process { pid, command }).outcome
     }
@@ -160,7 +196,10 @@ impl Kernel {
 
     /// The direct path (see the module doc): `Some` with the outcome the
     /// full path would give, or `None` when the full path must run.
-    #[inline]
+    /// Inlined into its callers so that the outcome is built where it is
+    /// returned (a copy of it read back wider than it was written stalls
+    /// store forwarding, which cost more than the rest of an access).
+    #[inline(always)]
     pub(crate) fn direct_access(
         &self,
         pid: Pid,
@@ -181,18 +220,16 @@ impl Kernel {
         };
         let mut tlbs = self.cpu_tlbs.borrow_mut();
         let cpu = tlbs.cpu(DIRECT_CPU);
-        let mut entry = match cpu.lookup(memo.mm, vpn) {
-            Some(e) => e,
-            None => {
-                let e = self.direct_entry(memo.mm, vpn)?;
-                cpu.fill(e);
-                e
-            }
-        };
+        if cpu.lookup_mut(memo.mm, vpn).is_none() {
+            let e = self.direct_entry(memo.mm, vpn)?;
+            cpu.fill(e);
+        }
+        let entry = cpu
+            .lookup_mut(memo.mm, vpn)
+            .expect("BUG: an entry just filled is gone");
         if !permits(entry.access, need) {
             return None;
         }
-        let mut refreshed = false;
         let mut phys = self.mem.phys_mut();
         let contents = &mut phys.contents;
         let in_page = start & (PAGE - 1);
@@ -200,25 +237,20 @@ impl Kernel {
         let outcome = if !entry.tagged || settings.timing(kind) == CheckTiming::Unchecked {
             CheckOutcome::Pass
         } else {
-            // Where the page's tags are: the hint, else looked up again.
-            let bytes = match entry.tags {
+            let c = &*contents;
+            // Where the page's tags are: the hint, else looked up again
+            // (and the hint replaced).
+            let bytes = match entry.tags.as_mut() {
                 None => None,
-                Some(loc) => {
-                    let hinted = loc.slot.filter(|&s| contents.slot_bytes(s).is_some());
-                    let slot = match hinted {
-                        Some(s) => Some(s),
-                        None => {
-                            let found = contents.page_slot(loc.frame);
-                            if found != loc.slot {
-                                entry.tags = Some(TagLoc { slot: found, ..loc });
-                                refreshed = true;
-                            }
-                            found
-                        }
-                    };
-                    slot.and_then(|s| contents.slot_bytes(s))
-                        .map(|b| (b, loc.offset))
-                }
+                Some(loc) => match loc.slot.and_then(|s| c.slot_bytes(s)) {
+                    Some(b) => Some((b, loc.offset)),
+                    None => {
+                        loc.slot = c.page_slot(loc.frame);
+                        loc.slot
+                            .and_then(|s| c.slot_bytes(s))
+                            .map(|b| (b, loc.offset))
+                    }
+                },
             };
             // One granule whose tag matches passes (what `check_access`
             // decides for it); anything else is `check_access`'s to decide.
@@ -233,55 +265,38 @@ impl Kernel {
                 .expect("BUG: a translated access leaves the address space")
             }
         };
-        if let Err(f) = self.check_verdict(pid, outcome) {
-            if refreshed {
-                cpu.refresh(entry);
-            }
+        if !matches!(outcome, CheckOutcome::Pass)
+            && let Err(f) = self.check_verdict(pid, outcome)
+        {
             return Some(Outcome::Fault(f));
         }
         let offset = in_page as usize;
-        let n = len as usize;
-        let result = match value {
+        Some(match value {
             None => {
-                let mut buf = [0u8; 16];
-                let hinted = entry.data.and_then(|s| contents.slot_bytes(s));
-                match hinted {
-                    Some(bytes) => buf[..n].copy_from_slice(&bytes[offset..offset + n]),
+                let c = &*contents;
+                let value = match entry.data.and_then(|s| c.slot_bytes(s)) {
+                    Some(bytes) => read_le(bytes, offset, size),
                     None => {
-                        let found = contents.page_slot(entry.pfn);
-                        if found != entry.data {
-                            entry.data = found;
-                            refreshed = true;
-                        }
-                        if let Some(bytes) = found.and_then(|s| contents.slot_bytes(s)) {
-                            buf[..n].copy_from_slice(&bytes[offset..offset + n]);
-                        }
+                        entry.data = c.page_slot(entry.pfn);
+                        entry
+                            .data
+                            .and_then(|s| c.slot_bytes(s))
+                            .map_or(0, |bytes| read_le(bytes, offset, size))
                     }
-                }
-                Outcome::Value(u128::from_le_bytes(buf))
+                };
+                Outcome::Value(value)
             }
             Some(value) => {
-                let data = &value.to_le_bytes()[..n];
-                let hinted = entry.data.and_then(|s| contents.slot_bytes_mut(s));
-                match hinted {
-                    Some(bytes) => bytes[offset..offset + n].copy_from_slice(data),
-                    None => {
-                        contents
-                            .write_in_frame(entry.pfn, offset, data)
-                            .expect("BUG: a mapped frame is present");
-                        let found = contents.page_slot(entry.pfn);
-                        if found != entry.data {
-                            entry.data = found;
-                            refreshed = true;
-                        }
-                    }
+                if let Some(bytes) = entry.data.and_then(|s| contents.slot_bytes_mut(s)) {
+                    write_le(bytes, offset, size, value);
+                } else {
+                    contents
+                        .write_in_frame(entry.pfn, offset, &value.to_le_bytes()[..len as usize])
+                        .expect("BUG: a mapped frame is present");
+                    entry.data = contents.page_slot(entry.pfn);
                 }
                 Outcome::Ok
             }
-        };
-        if refreshed {
-            cpu.refresh(entry);
-        }
-        Some(result)
+        })
     }
 }
