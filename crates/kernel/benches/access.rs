@@ -1,19 +1,23 @@
-//! The access fast path: 8-byte loads through established mappings, as
-//! `mtesim run` issues them (`Machine::run` of one `load` op: dispatch, the
-//! kernel path as a scheduler task, software TLB, tag check, data read),
-//! next to a baseline measured in the same run: a plain array lookup with a
-//! nibble compare, the least any tag-checked load can cost.
+//! The checked access: 8-byte loads and stores through established
+//! mappings, next to a baseline measured in the same run: a plain array
+//! access with a nibble compare, the least any tag-checked access can cost.
 //!
-//! - `checked`: a `PROT_MTE` mapping, sync mode, pointer tag = allocation
-//!   tag (the check runs and passes);
-//! - `unchecked`: the same loads on an untagged mapping (no check);
-//! - `baseline`: `data[i]` guarded by `tags[i / 32] >> nibble & 0xf == tag`
-//!   over arrays of the same size.
+//! - `direct checked load/store {sync,async,asymm}`: the direct access API
+//!   (`Kernel::load_direct` / `store_direct`, per-CPU TLB hits) on a
+//!   `PROT_MTE` mapping, pointer tag = allocation tag (the check runs and
+//!   passes);
+//! - `direct unchecked load/store`: the same on an untagged mapping;
+//! - `run checked load`: `Machine::run` of a prebuilt `load` op (what
+//!   `mtesim run` issues: an `Op` in, a `Reply` out, then the direct path);
+//! - `baseline load/store`: `data[i]` guarded by
+//!   `tags[i / 32] >> nibble & 0xf == tag` over arrays of the same size.
 //!
-//! Each walks 64 KiB (16 pages, all in the software TLB) with a stride of
-//! 72 bytes, so consecutive loads hit different granules and pages. The
-//! ratios against the baseline are printed once after the criterion
-//! groups (`ratio` lines), from the criterion-independent timing loop.
+//! Each walks 64 KiB (16 pages, all in the TLB) with a stride of 72 bytes,
+//! so consecutive accesses hit different granules and pages. After the
+//! criterion groups, `ratio` lines give each against the baseline from one
+//! timing loop (rounds of every variant interleaved, the median of the
+//! per-round ratios, and the lowest and highest: the machine is shared).
+//! Targets (issue 13): checked ≤ 3×, unchecked ≤ 2×.
 //!
 //! Run: `cargo bench -p mtesim-kernel --bench access -- --warm-up-time 1 --measurement-time 3`
 
@@ -25,19 +29,24 @@ use std::time::Instant;
 use common::{mmap, run, sync_process};
 use criterion::{Criterion, Throughput, criterion_group};
 use kernel::Kernel;
-use mte::{Tag, TaggedPtr};
+use mte::{CheckMode, Tag, TaggedPtr};
 use platform::Platform;
-use uapi::{AccessSize, Command, Machine, Op, Outcome, Pid, Prot};
+use uapi::{AccessSize, Command, Machine, Op, Outcome, Pid, PrctlRequest, Prot};
 
 const LEN: u64 = 64 << 10;
 const STRIDE: u64 = 72;
-/// Loads per measured batch.
+/// Accesses per measured batch.
 const BATCH: u64 = 1024;
 
-/// A booted default machine with one process in sync mode and a populated
+/// A booted default machine with one process in `mode` and a populated
 /// 64 KiB mapping (tagged with tag 5 when `mte`), and its pointer.
-fn setup(mte: bool) -> (Kernel, Pid, TaggedPtr) {
+fn setup(mte: bool, mode: CheckMode) -> (Kernel, Pid, TaggedPtr) {
     let (mut k, pid) = sync_process(&Platform::default());
+    let prctl = PrctlRequest {
+        tcf: Some(mode),
+        ..PrctlRequest::default()
+    };
+    assert_eq!(run(&mut k, pid, Command::Prctl(prctl)).outcome, Outcome::Ok);
     let prot = Prot {
         mte,
         ..Prot::READ_WRITE
@@ -61,26 +70,21 @@ fn setup(mte: bool) -> (Kernel, Pid, TaggedPtr) {
     (k, pid, base)
 }
 
-/// The loads of one batch, prebuilt so that building ops is not measured.
-fn loads(base: TaggedPtr) -> Vec<Op> {
-    (0..BATCH)
-        .map(|i| Op::Process {
-            pid: Pid(0),
-            command: Command::Load {
-                ptr: base
-                    .checked_add((i * STRIDE) % (LEN - 8))
-                    .expect("in range"),
-                size: AccessSize::from_bytes(8).expect("8 bytes"),
-            },
-        })
-        .collect()
+/// The offsets of one batch.
+fn offset(i: u64) -> u64 {
+    (i * STRIDE) % (LEN - 8)
 }
 
-fn with_pid(ops: Vec<Op>, pid: Pid) -> Vec<Op> {
-    ops.into_iter()
-        .map(|op| match op {
-            Op::Process { command, .. } => Op::Process { pid, command },
-            other => other,
+/// The loads of one batch as ops, prebuilt so that building ops is not
+/// measured.
+fn loads(base: TaggedPtr, pid: Pid) -> Vec<Op> {
+    (0..BATCH)
+        .map(|i| Op::Process {
+            pid,
+            command: Command::Load {
+                ptr: base.checked_add(offset(i)).expect("in range"),
+                size: AccessSize::B8,
+            },
         })
         .collect()
 }
@@ -99,70 +103,232 @@ impl Flat {
         }
     }
 
+    fn tag_ok(&self, offset: u64, tag: u8) -> bool {
+        let granule = (offset / 16) as usize;
+        (self.tags[granule / 2] >> ((granule % 2) * 4)) & 0xf == tag
+    }
+
     /// A checked 8-byte load at `offset` with pointer tag `tag`.
     fn load(&self, offset: u64, tag: u8) -> Option<u64> {
-        let granule = (offset / 16) as usize;
-        let allocation = (self.tags[granule / 2] >> ((granule % 2) * 4)) & 0xf;
-        (allocation == tag).then(|| self.data[(offset / 8) as usize])
+        self.tag_ok(offset, tag)
+            .then(|| self.data[(offset / 8) as usize])
+    }
+
+    /// A checked 8-byte store.
+    fn store(&mut self, offset: u64, tag: u8, value: u64) -> bool {
+        let ok = self.tag_ok(offset, tag);
+        if ok {
+            self.data[(offset / 8) as usize] = value;
+        }
+        ok
     }
 }
 
-fn run_batch(k: &mut Kernel, ops: &[Op]) {
-    for op in ops {
-        let reply = k.run(op);
-        debug_assert!(matches!(reply.outcome, Outcome::Value(_)), "{reply:?}");
-        black_box(reply);
+/// One machine under test.
+struct Target {
+    k: Kernel,
+    pid: Pid,
+    base: TaggedPtr,
+    ops: Vec<Op>,
+}
+
+impl Target {
+    fn new(mte: bool, mode: CheckMode) -> Target {
+        let (k, pid, base) = setup(mte, mode);
+        let ops = loads(base, pid);
+        let mut t = Target { k, pid, base, ops };
+        // Every access must succeed (a fault would be measured otherwise).
+        for i in 0..BATCH {
+            let ptr = t.ptr(i);
+            assert!(matches!(
+                t.k.load_direct(t.pid, ptr, AccessSize::B8),
+                Outcome::Value(_)
+            ));
+            assert_eq!(
+                t.k.store_direct(t.pid, ptr, AccessSize::B8, 0x5a5a_5a5a_5a5a_5a5a),
+                Outcome::Ok
+            );
+        }
+        t
+    }
+
+    fn ptr(&self, i: u64) -> TaggedPtr {
+        self.base.checked_add(offset(i)).expect("in range")
+    }
+
+    fn direct_loads(&mut self) {
+        for i in 0..BATCH {
+            let ptr = self.ptr(i);
+            // Consumed as a program would: the value, or the fault.
+            match self.k.load_direct(self.pid, black_box(ptr), AccessSize::B8) {
+                Outcome::Value(v) => black_box(v as u64),
+                other => panic!("{other:?}"),
+            };
+        }
+    }
+
+    fn direct_stores(&mut self) {
+        for i in 0..BATCH {
+            let ptr = self.ptr(i);
+            black_box(
+                self.k
+                    .store_direct(self.pid, black_box(ptr), AccessSize::B8, u128::from(i)),
+            );
+        }
+    }
+
+    fn run_loads(&mut self) {
+        for op in &self.ops {
+            black_box(self.k.run(op));
+        }
     }
 }
 
-fn flat_batch(flat: &Flat) {
+fn flat_loads(flat: &Flat) {
     for i in 0..BATCH {
-        black_box(flat.load(black_box((i * STRIDE) % (LEN - 8)), 5));
+        black_box(flat.load(black_box(offset(i)), 5));
     }
 }
+
+fn flat_stores(flat: &mut Flat) {
+    for i in 0..BATCH {
+        black_box(flat.store(black_box(offset(i)), 5, i));
+    }
+}
+
+type Variant<'a> = (&'a str, Box<dyn FnMut() + 'a>);
 
 fn bench(c: &mut Criterion) {
-    let (mut tagged, tpid, tbase) = setup(true);
-    let (mut plain, ppid, pbase) = setup(false);
-    let checked = with_pid(loads(tbase), tpid);
-    let unchecked = with_pid(loads(pbase), ppid);
-    // Every load of the batch must succeed (a fault would be measured as
-    // the fast path otherwise).
-    for (k, ops) in [(&mut tagged, &checked), (&mut plain, &unchecked)] {
-        for op in ops {
-            assert!(matches!(k.run(op).outcome, Outcome::Value(_)), "{op:?}");
-        }
-    }
+    let mut sync = Target::new(true, CheckMode::Sync);
+    let mut asy = Target::new(true, CheckMode::Async);
+    let mut asymm = Target::new(true, CheckMode::Asymm);
+    let mut plain = Target::new(false, CheckMode::Sync);
+    let mut run_sync = Target::new(true, CheckMode::Sync);
     let flat = Flat::new();
-    let mut group = c.benchmark_group("access");
-    group.throughput(Throughput::Elements(BATCH));
-    group.bench_function("checked load 8B", |b| {
-        b.iter(|| run_batch(&mut tagged, &checked));
-    });
-    group.bench_function("unchecked load 8B", |b| {
-        b.iter(|| run_batch(&mut plain, &unchecked));
-    });
-    group.bench_function("baseline array+nibble", |b| b.iter(|| flat_batch(&flat)));
-    group.finish();
+    let mut flat2 = Flat::new();
+    {
+        let mut group = c.benchmark_group("access");
+        group.throughput(Throughput::Elements(BATCH));
+        group.bench_function("direct checked load 8B sync", |b| {
+            b.iter(|| sync.direct_loads())
+        });
+        group.bench_function("direct checked store 8B sync", |b| {
+            b.iter(|| sync.direct_stores())
+        });
+        group.bench_function("direct unchecked load 8B", |b| {
+            b.iter(|| plain.direct_loads())
+        });
+        group.bench_function("run checked load 8B sync", |b| {
+            b.iter(|| run_sync.run_loads())
+        });
+        group.bench_function("baseline load array+nibble", |b| {
+            b.iter(|| flat_loads(&flat))
+        });
+        group.bench_function("baseline store array+nibble", |b| {
+            b.iter(|| flat_stores(&mut flat2))
+        });
+        group.finish();
+    }
 
-    // The ratios, from one timing loop over all three in the same run.
+    // Stores run on machines of their own.
+    let mut sync_s = Target::new(true, CheckMode::Sync);
+    let mut asy_s = Target::new(true, CheckMode::Async);
+    let mut asymm_s = Target::new(true, CheckMode::Asymm);
+    let mut plain_s = Target::new(false, CheckMode::Sync);
+    // The ratios: rounds of every variant interleaved, so that a noisy
+    // stretch of the shared machine hits them all alike.
+    let loads_base: Variant = ("baseline load", Box::new(|| flat_loads(&flat)));
+    let stores_base: Variant = ("baseline store", Box::new(|| flat_stores(&mut flat2)));
+    let mut bases = [loads_base, stores_base];
+    let mut variants: Vec<(Variant, usize)> = vec![
+        (
+            ("direct checked load sync", Box::new(|| sync.direct_loads())),
+            0,
+        ),
+        (
+            ("direct checked load async", Box::new(|| asy.direct_loads())),
+            0,
+        ),
+        (
+            (
+                "direct checked load asymm",
+                Box::new(|| asymm.direct_loads()),
+            ),
+            0,
+        ),
+        (
+            ("direct unchecked load", Box::new(|| plain.direct_loads())),
+            0,
+        ),
+        (
+            ("run checked load sync", Box::new(|| run_sync.run_loads())),
+            0,
+        ),
+    ];
+    variants.push((
+        (
+            "direct checked store sync",
+            Box::new(|| sync_s.direct_stores()),
+        ),
+        1,
+    ));
+    variants.push((
+        (
+            "direct checked store async",
+            Box::new(|| asy_s.direct_stores()),
+        ),
+        1,
+    ));
+    variants.push((
+        (
+            "direct checked store asymm",
+            Box::new(|| asymm_s.direct_stores()),
+        ),
+        1,
+    ));
+    variants.push((
+        (
+            "direct unchecked store",
+            Box::new(|| plain_s.direct_stores()),
+        ),
+        1,
+    ));
     let time = |f: &mut dyn FnMut()| {
-        let rounds = 2000;
         let start = Instant::now();
-        for _ in 0..rounds {
+        for _ in 0..20 {
             f();
         }
-        start.elapsed().as_secs_f64() / (rounds * BATCH) as f64
+        start.elapsed().as_secs_f64() / (20 * BATCH) as f64
     };
-    let base = time(&mut || flat_batch(&flat));
-    let chk = time(&mut || run_batch(&mut tagged, &checked));
-    let unchk = time(&mut || run_batch(&mut plain, &unchecked));
-    for (name, t) in [("checked", chk), ("unchecked", unchk), ("baseline", base)] {
+    let rounds = 101;
+    let mut base_ns = vec![Vec::new(); bases.len()];
+    let mut ratios = vec![Vec::new(); variants.len()];
+    let mut ns = vec![Vec::new(); variants.len()];
+    for _ in 0..rounds {
+        let b: Vec<f64> = bases.iter_mut().map(|(_, f)| time(f.as_mut())).collect();
+        for (i, t) in b.iter().enumerate() {
+            base_ns[i].push(t * 1e9);
+        }
+        for (i, ((_, f), base)) in variants.iter_mut().enumerate() {
+            let t = time(f.as_mut());
+            ns[i].push(t * 1e9);
+            ratios[i].push(t / b[*base]);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2], v[v.len() / 10], v[v.len() * 9 / 10])
+    };
+    for (i, (name, _)) in bases.iter().enumerate() {
+        let (m, lo, hi) = median(&mut base_ns[i]);
+        println!("ratio {name}: {m:.2} ns/access (p10-p90 {lo:.2}-{hi:.2})");
+    }
+    for (i, ((name, _), base)) in variants.iter().enumerate() {
+        let (t, _, _) = median(&mut ns[i]);
+        let (r, lo, hi) = median(&mut ratios[i]);
         println!(
-            "ratio {name}: {:.1} ns/load, {:.1} M loads/s, {:.1}x baseline",
-            t * 1e9,
-            1e-6 / t,
-            t / base
+            "ratio {name}: {t:.2} ns/access, {r:.2}x {} (p10-p90 {lo:.2}-{hi:.2}x)",
+            bases[*base].0
         );
     }
 }

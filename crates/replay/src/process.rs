@@ -171,18 +171,14 @@ impl Process {
         }
     }
 
-    /// One load or store of 1, 2, 4, 8 or 16 bytes.
+    /// One load or store of 1, 2, 4, 8 or 16 bytes, through the kernel's
+    /// direct access API (the per-CPU TLB; the full path on a miss).
     #[inline]
     pub fn access(&mut self, ptr: TaggedPtr, size: AccessSize, store: bool) -> Outcome {
-        let command = if store {
-            Command::Store {
-                ptr,
-                size,
-                value: 0,
-            }
+        if store {
+            self.machine.store_direct(self.pid, ptr, size, 0)
         } else {
-            Command::Load { ptr, size }
-        };
-        self.run(command).outcome
+            self.machine.load_direct(self.pid, ptr, size)
+        }
     }
 }

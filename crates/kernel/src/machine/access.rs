@@ -17,12 +17,11 @@
 //! aligned address; alignment faults at the pointer.
 
 use mte::{
-    AccessKind, CheckOutcome, CheckSettings, CheckTiming, GRANULE_SIZE, Pfn, PhysAddr, Tag,
-    TagStoreError, TagStoreOp, TaggedPtr, UaccessOutcome, VirtAddr, check_access, check_uaccess,
-    plan_tag_load, plan_tag_store,
+    AccessKind, GRANULE_SIZE, Pfn, PhysAddr, Tag, TagStoreError, TagStoreOp, TaggedPtr,
+    UaccessOutcome, VirtAddr, check_access, check_uaccess, plan_tag_load, plan_tag_store,
 };
 use platform::Mistake;
-use uapi::{AccessSize, Command, Errno, Fault, FaultCode, Outcome, Pid};
+use uapi::{AccessSize, Errno, Fault, FaultCode, Outcome, Pid};
 
 use super::fault::{Need, allows};
 use super::proc::is_user_range;
@@ -46,20 +45,6 @@ pub(crate) struct PageMap {
     pub(crate) tagged: bool,
 }
 
-/// What the access fast path remembers between two accesses: the last
-/// process it served, with its address space and check settings, and the
-/// first tag byte of the last page it touched. Only ops that take a kernel
-/// path change a process (prctl, TCO, exec, exit) and every one of them
-/// clears the memo first (`Kernel::op`); where a page's tags live is a
-/// function of its frame alone.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct FastMemo {
-    pid: Pid,
-    mm: MmId,
-    settings: CheckSettings,
-    tags: Option<(Pfn, Option<PhysAddr>)>,
-}
-
 /// Why a synchronous translation stopped.
 enum Miss {
     /// The page of this byte needs the fault handler.
@@ -76,14 +61,28 @@ pub(super) fn page_base(addr: u64) -> u64 {
     addr & !(PAGE - 1)
 }
 
-/// The hardware's translation of the page at `base` (below `TASK_SIZE`)
-/// for `need`: the software TLB, else a walk of the page table whose valid
-/// leaf (a page or a 2 MiB block) is cached; `None` if nothing valid maps
-/// it or the access is not allowed (a fault).
-fn translate_page(m: &mut Mm, base: u64, need: Need) -> Option<PageMap> {
+/// One page's translation as the MMU finds it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LeafTranslation {
+    pub(crate) pfn: Pfn,
+    pub(crate) access: Access,
+    pub(crate) tagged: bool,
+    /// Found through a 2 MiB block entry.
+    pub(crate) huge: bool,
+}
+
+/// The hardware's translation of the page at `base` (below `TASK_SIZE`):
+/// the software TLB, else a walk of the page table whose valid leaf (a page
+/// or a 2 MiB block) is cached; `None` if nothing valid maps it.
+pub(crate) fn translate_leaf(m: &mut Mm, base: u64) -> Option<LeafTranslation> {
     let at = va(base);
-    let (pfn, access, tagged) = match m.tlb.lookup(at) {
-        Some(e) => (e.pfn, e.access, e.tagged),
+    Some(match m.tlb.lookup(at) {
+        Some(e) => LeafTranslation {
+            pfn: e.pfn,
+            access: e.access,
+            tagged: e.tagged,
+            huge: e.huge,
+        },
         // The walk sets the access flag of a leaf that lacks it (ARMv8.1
         // hardware AF update): only a TLB miss can find it clear, because
         // reclaim flushes the TLB entry when it clears the flag
@@ -94,7 +93,12 @@ fn translate_page(m: &mut Mm, base: u64, need: Need) -> Option<PageMap> {
                     m.pt.set_young(at, true);
                 }
                 m.tlb.fill(at, leaf);
-                (leaf.pfn, leaf.attrs.access, leaf.attrs.tagged)
+                LeafTranslation {
+                    pfn: leaf.pfn,
+                    access: leaf.attrs.access,
+                    tagged: leaf.attrs.tagged,
+                    huge: false,
+                }
             }
             Walk::Block {
                 base: block_base,
@@ -105,16 +109,36 @@ fn translate_page(m: &mut Mm, base: u64, need: Need) -> Option<PageMap> {
                 }
                 m.tlb.fill_block(block_base, leaf);
                 let index = (base - block_base.as_u64()) / PAGE;
-                (leaf.pfn + index, leaf.attrs.access, leaf.attrs.tagged)
+                LeafTranslation {
+                    pfn: leaf.pfn + index,
+                    access: leaf.attrs.access,
+                    tagged: leaf.attrs.tagged,
+                    huge: true,
+                }
             }
             _ => return None,
         },
-    };
-    let ok = match need {
+    })
+}
+
+/// Whether a leaf allowing `access` allows `need`.
+#[inline]
+pub(crate) fn permits(access: Access, need: Need) -> bool {
+    match need {
         Need::Read => matches!(access, Access::ReadOnly | Access::ReadWrite),
         Need::Write => access == Access::ReadWrite,
-    };
-    ok.then_some(PageMap { base, pfn, tagged })
+    }
+}
+
+/// [`translate_leaf`] for `need`: `None` also when the leaf does not allow
+/// the access (a fault).
+fn translate_page(m: &mut Mm, base: u64, need: Need) -> Option<PageMap> {
+    let t = translate_leaf(m, base)?;
+    permits(t.access, need).then_some(PageMap {
+        base,
+        pfn: t.pfn,
+        tagged: t.tagged,
+    })
 }
 
 pub(super) fn pa_of(pfn: Pfn, offset: u64) -> PhysAddr {
@@ -148,108 +172,6 @@ impl Kernel {
             }
             at = next;
         }
-    }
-
-    /// The hardware's translation of the one page `[start, start + len)`
-    /// lies in (software TLB, else a walk that fills it); `None` when the
-    /// access crosses a page or the translation does not allow it (the
-    /// caller then takes the full path, which faults).
-    fn translate_one(&self, mm: MmId, start: u64, len: u64, need: Need) -> Option<PageMap> {
-        let base = page_base(start);
-        if base >= TASK_SIZE || page_base(start.checked_add(len - 1)?) != base {
-            return None;
-        }
-        translate_page(self.mms.borrow_mut().get_mut(&mm)?, base, need)
-    }
-
-    /// The access fast path (issue: "O(1) and allocation-free"): a load or
-    /// store within one page through an established mapping (the software
-    /// TLB, else the hardware's walk of the page table: no kernel entry)
-    /// runs synchronously, with no task, no switch point and no
-    /// allocation. Its result is the one [`Kernel::load`] /
-    /// [`Kernel::store`] would give: the same translation, tag check and
-    /// data access, in the same order. Everything else (another command,
-    /// an entry that faults, a page crossing) gives `None` and takes the
-    /// full kernel path.
-    pub(crate) fn fast_access(&self, pid: Pid, command: &Command) -> Option<Outcome> {
-        let (ptr, size, value) = match command {
-            Command::Load { ptr, size } => (*ptr, *size, None),
-            Command::Store { ptr, size, value } => (*ptr, *size, Some(*value)),
-            _ => return None,
-        };
-        let len = size.bytes();
-        let start = ptr.addr().as_u64();
-        let (need, kind) = match value {
-            None => (Need::Read, AccessKind::Load),
-            Some(_) => (Need::Write, AccessKind::Store),
-        };
-        let memo = match self.fast_memo.get() {
-            Some(memo) if memo.pid == pid => memo,
-            _ => {
-                let procs = self.procs.borrow();
-                let p = procs.get(&pid)?;
-                FastMemo {
-                    pid,
-                    mm: p.mm,
-                    settings: p.check_settings(),
-                    tags: None,
-                }
-            }
-        };
-        let settings = memo.settings;
-        let page = self.translate_one(memo.mm, start, len, need)?;
-        // The first tag byte of the page (a function of the frame alone,
-        // remembered for the next access to the same page).
-        let tags = match memo.tags {
-            Some((pfn, tags)) if pfn == page.pfn => tags,
-            _ => self.mem.geometry().tag_bytes_of(page.pfn),
-        };
-        self.fast_memo.set(Some(FastMemo {
-            tags: Some((page.pfn, tags)),
-            ..memo
-        }));
-        // `tag_through` for the one page.
-        let tag_of = |g: VirtAddr| {
-            page.tagged
-                .then(|| self.mem.read_tag_in(tags, g.as_u64() - page.base))
-        };
-        // The common case decided here: an unchecked access, or a checked
-        // one inside one granule whose tag matches, passes (what
-        // `check_access` decides for them); anything else is decided by
-        // `check_access` itself.
-        let first_granule = start & !(GRANULE_SIZE - 1);
-        let one_granule = (start + len - 1) & !(GRANULE_SIZE - 1) == first_granule;
-        let unchecked = settings.timing(kind) == CheckTiming::Unchecked || !page.tagged;
-        let outcome = if unchecked || (one_granule && tag_of(va(first_granule)) == Some(ptr.tag()))
-        {
-            CheckOutcome::Pass
-        } else {
-            check_access(ptr, len, kind, settings, tag_of)
-                .expect("BUG: a translated access leaves the address space")
-        };
-        if let Err(f) = self.check_verdict(pid, outcome) {
-            return Some(Outcome::Fault(f));
-        }
-        // The data access: `read_through` / `write_through` of one page.
-        let offset = (start - page.base) as usize;
-        Some(match value {
-            None => {
-                let mut buf = [0u8; 16];
-                self.mem
-                    .phys()
-                    .contents
-                    .read_in_frame(page.pfn, offset, &mut buf[..len as usize]);
-                Outcome::Value(u128::from_le_bytes(buf))
-            }
-            Some(value) => {
-                self.mem
-                    .phys_mut()
-                    .contents
-                    .write_in_frame(page.pfn, offset, &value.to_le_bytes()[..len as usize])
-                    .expect("BUG: a mapped frame is present");
-                Outcome::Ok
-            }
-        })
     }
 
     /// Records a livelock of the running command at `addr`: the command ends

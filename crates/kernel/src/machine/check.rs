@@ -349,6 +349,7 @@ impl Kernel {
             counters: _,
             huge_zero,
             fast_memo: _,
+            cpu_tlbs,
             stuck: _,
             livelocks,
             ksm,
@@ -514,6 +515,39 @@ impl Kernel {
                 if !agrees {
                     out.push(KernelViolation::StaleTlb { mm: *id, va });
                 }
+            }
+            // The per-CPU TLBs of the direct path: each page entry agrees
+            // with the walk (one made from a block, with the block's page).
+            for e in cpu_tlbs.borrow().entries().filter(|e| e.mm == *id) {
+                let va = VirtAddr::new(e.vpn << PAGE_SHIFT).expect("BUG: TLB page above 2^56");
+                let agrees = match m.pt.walk(va) {
+                    Walk::Block {
+                        base,
+                        block: Block::Present(l),
+                    } => {
+                        e.huge
+                            && l.pfn + ((va.as_u64() - base.as_u64()) >> PAGE_SHIFT) == e.pfn
+                            && l.attrs.access == e.access
+                            && l.attrs.tagged == e.tagged
+                    }
+                    Walk::Pte(Pte::Present(l)) => {
+                        !e.huge
+                            && l.pfn == e.pfn
+                            && l.attrs.access == e.access
+                            && l.attrs.tagged == e.tagged
+                    }
+                    _ => false,
+                };
+                if !agrees {
+                    out.push(KernelViolation::StaleTlb { mm: *id, va });
+                }
+            }
+        }
+        // An address space that is gone leaves no per-CPU entry behind.
+        for e in cpu_tlbs.borrow().entries() {
+            if !mms.contains_key(&e.mm) {
+                let va = VirtAddr::new(e.vpn << PAGE_SHIFT).expect("BUG: TLB page above 2^56");
+                out.push(KernelViolation::StaleTlb { mm: e.mm, va });
             }
         }
         mapped.sort_unstable();

@@ -27,7 +27,8 @@
 //! LRU lists), `reclaim` (reclaim over them, file writeback and read-back,
 //! direct reclaim, the cleancache hooks), `access` (loads, stores, tag
 //! instructions, kernel copies, ptrace tag access), `tlb` (the software
-//! TLB), `observe` (counters, page states, tags), `check` (the machine-wide
+//! TLB of each address space), `cpu_tlb` and `direct` (the per-CPU TLB and
+//! the direct access API of the hot loops), `observe` (counters, page states, tags), `check` (the machine-wide
 //! invariant checker).
 //!
 //! # Event trace
@@ -95,6 +96,8 @@
 mod access;
 mod check;
 mod compact;
+mod cpu_tlb;
+mod direct;
 mod fault;
 mod huge;
 mod incremental;
@@ -272,7 +275,10 @@ pub struct Kernel {
     huge_zero: Cell<Option<Pfn>>,
     /// The access fast path's memo of the last process it served (see
     /// `access::FastMemo`): cleared by every op that takes a kernel path.
-    fast_memo: Cell<Option<access::FastMemo>>,
+    fast_memo: Cell<Option<direct::FastMemo>>,
+    /// The per-CPU TLBs of the direct access path (see `cpu_tlb`), shared
+    /// with every address space's TLB so that its flushes reach them.
+    cpu_tlbs: Rc<RefCell<cpu_tlb::CpuTlbs>>,
     /// CPUs whose running command replayed a fault past the bound: the
     /// command ends `stuck` (taken by `process_op`).
     stuck: RefCell<BTreeSet<sched::CpuId>>,
@@ -407,6 +413,7 @@ impl Kernel {
             counters: Cell::new(KernelCounters::default()),
             huge_zero: Cell::new(None),
             fast_memo: Cell::new(None),
+            cpu_tlbs: Rc::default(),
             stuck: RefCell::new(BTreeSet::new()),
             livelocks: RefCell::new(Vec::new()),
             ksm: RefCell::new(ksm::KsmState::default()),
@@ -470,7 +477,7 @@ impl Kernel {
         let mm = Mm {
             vmas: VmaTree::new(self.vm_config),
             pt,
-            tlb: Tlb::new(),
+            tlb: Tlb::with_cpus(id, Rc::clone(&self.cpu_tlbs)),
             deposits: BTreeMap::new(),
             lock: Rc::new(SimRwLock::new(&self.sched, format!("mmap_lock {id}"), ())),
             // One lock class for every address space's (lockdep keys locks

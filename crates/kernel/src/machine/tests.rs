@@ -15,6 +15,7 @@ use crate::mm::Pte;
 use crate::phys::MigrateError;
 
 mod compact;
+mod direct;
 mod incremental;
 mod ksm;
 mod trace;

@@ -15,8 +15,19 @@
 //!
 //! Only valid entries ([`Access::is_valid`]) are cached: an invalid one
 //! (`PROT_NONE`, awaiting tag storage) faults anyway.
+//!
+//! Every invalidation is also broadcast to the per-CPU TLBs of the direct
+//! access path (`cpu_tlb`), whose entries are made from this TLB's
+//! translations: one flush point serves both, and a `Tlb` dropped with its
+//! address space drops that space's per-CPU entries.
+
+use core::cell::RefCell;
+use std::rc::Rc;
 
 use mte::{Pfn, VirtAddr};
+
+use super::cpu_tlb::CpuTlbs;
+use crate::mm::MmId;
 
 use crate::mm::layout::{PAGE_SHIFT, PMD_SHIFT};
 use crate::mm::{Access, Leaf};
@@ -39,17 +50,30 @@ pub(crate) struct TlbEntry {
     pub(crate) huge: bool,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct Tlb {
     entries: [Option<TlbEntry>; TLB_ENTRIES],
     blocks: [Option<TlbEntry>; TLB_BLOCK_ENTRIES],
+    /// This address space and the per-CPU TLBs its flushes reach.
+    broadcast: Option<(MmId, Rc<RefCell<CpuTlbs>>)>,
 }
 
 impl Tlb {
+    #[cfg(test)]
     pub(crate) fn new() -> Self {
         Self {
             entries: [None; TLB_ENTRIES],
             blocks: [None; TLB_BLOCK_ENTRIES],
+            broadcast: None,
+        }
+    }
+
+    /// The TLB of address space `mm`, whose flushes also reach `cpus`.
+    pub(crate) fn with_cpus(mm: MmId, cpus: Rc<RefCell<CpuTlbs>>) -> Self {
+        Self {
+            entries: [None; TLB_ENTRIES],
+            blocks: [None; TLB_BLOCK_ENTRIES],
+            broadcast: Some((mm, cpus)),
         }
     }
 
@@ -111,6 +135,9 @@ impl Tlb {
     /// Linux `flush_tlb_page()`: the page entry of `va` and the block entry
     /// covering it.
     pub(crate) fn invalidate(&mut self, va: VirtAddr) {
+        if let Some((mm, cpus)) = &self.broadcast {
+            cpus.borrow_mut().invalidate(*mm, va.as_u64());
+        }
         let vpn = va.as_u64() >> PAGE_SHIFT;
         let slot = &mut self.entries[Self::slot(vpn)];
         if slot.is_some_and(|e| e.vpn == vpn) {
@@ -130,6 +157,14 @@ impl Tlb {
             .chain(self.blocks.iter())
             .flatten()
             .copied()
+    }
+}
+
+impl Drop for Tlb {
+    fn drop(&mut self) {
+        if let Some((mm, cpus)) = &self.broadcast {
+            cpus.borrow_mut().flush_mm(*mm);
+        }
     }
 }
 

@@ -395,6 +395,7 @@ impl Memory {
     }
 
     /// The allocator and contents, read-only. Never hold across an `.await`.
+    #[inline]
     pub fn phys(&self) -> Ref<'_, PhysMem> {
         self.phys.borrow()
     }
@@ -402,6 +403,7 @@ impl Memory {
     /// The allocator and contents, for the caller's fields of the frame
     /// metadata (counts, pins, owner) and page contents. Never hold across an
     /// `.await`; leave the MTE flags to [`Memory`].
+    #[inline]
     pub fn phys_mut(&self) -> RefMut<'_, PhysMem> {
         self.phys.borrow_mut()
     }

@@ -112,6 +112,7 @@ impl PhysContents {
 
     /// The handle of `pfn`'s buffer; `None` when it has none (all zero) or is
     /// not present.
+    #[inline]
     pub fn page_slot(&self, pfn: Pfn) -> Option<PageSlot> {
         let &entry = self.index.get(pfn)?;
         (entry != 0).then(|| PageSlot {
@@ -147,6 +148,7 @@ impl PhysContents {
     }
 
     /// The bytes behind a handle; `None` if the handle is stale.
+    #[inline]
     pub fn slot_bytes(&self, slot: PageSlot) -> Option<&[u8]> {
         match self.slots.get(slot.index as usize)? {
             Some(b) if b.pfn == slot.pfn => Some(&b.bytes),
@@ -154,6 +156,7 @@ impl PhysContents {
         }
     }
 
+    #[inline]
     pub fn slot_bytes_mut(&mut self, slot: PageSlot) -> Option<&mut [u8]> {
         match self.slots.get_mut(slot.index as usize)? {
             Some(b) if b.pfn == slot.pfn => Some(&mut b.bytes),

@@ -1,0 +1,236 @@
+//! The per-CPU software TLB of the direct access path (`direct`): one small
+//! direct-mapped cache per CPU whose entries hold everything a load or store
+//! through an established mapping needs, so that a hit touches no map of the
+//! kernel: the address space (as an ASID: entries of every address space
+//! share the cache), the virtual page, the frame, what the leaf allows, the
+//! tagged bit, the handle of the frame's data buffer and where the page's
+//! tags live (the tag storage frame, the first tag byte in it, the handle of
+//! that frame's buffer).
+//!
+//! Contract: every entry translates as the page table does now. It holds
+//! because entries are only made from a translation of the per-address-space
+//! TLB or a walk (`access::translate_leaf`, which sets the access flag as
+//! the full path does), and every place Linux flushes the TLB (the writes of
+//! `Kernel::raw_set_pte`, block writes and splits in `huge`, reclaim's
+//! `ptep_clear_flush_young()`) calls [`super::tlb::Tlb::invalidate`], which
+//! broadcasts to every CPU here ([`CpuTlbs::invalidate`], as `TLBI ...IS`
+//! reaches every CPU of the inner shareable domain). An address space that
+//! is torn down drops its entries (`Tlb`'s `Drop`, Linux: the ASID is
+//! retired); ids are never reused anyway.
+//!
+//! The buffer handles are hints, not part of the translation: a handle
+//! whose buffer was dropped or never existed (a frame of zeros) is detected
+//! ([`crate::phys::PhysContents::slot_bytes`] checks the frame) and looked
+//! up again, so contents changes need no flush (they do not on hardware
+//! either).
+
+use mte::Pfn;
+
+use crate::mm::layout::PAGE_SHIFT;
+use crate::mm::{Access, MmId};
+use crate::phys::PageSlot;
+
+/// Entries per CPU (direct mapped by virtual page number).
+pub(crate) const CPU_TLB_ENTRIES: usize = 256;
+
+/// Pages per 2 MiB block.
+const BLOCK_PAGES_SHIFT: u32 = crate::mm::layout::PMD_SHIFT - PAGE_SHIFT;
+
+/// Where the tags of a page live.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct TagLoc {
+    /// The tag storage frame.
+    pub(crate) frame: Pfn,
+    /// The page's first tag byte within that frame.
+    pub(crate) offset: usize,
+    /// The frame's buffer (a hint, see the module doc).
+    pub(crate) slot: Option<PageSlot>,
+}
+
+/// One cached translation and what an access through it needs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct CpuTlbEntry {
+    pub(crate) mm: MmId,
+    pub(crate) vpn: u64,
+    pub(crate) pfn: Pfn,
+    pub(crate) access: Access,
+    /// Mapped Normal Tagged.
+    pub(crate) tagged: bool,
+    /// Made from a 2 MiB block translation (a block flush drops it).
+    pub(crate) huge: bool,
+    /// The frame's data buffer (a hint, see the module doc).
+    pub(crate) data: Option<PageSlot>,
+    /// `None`: no tag storage covers the frame (its tags read 0).
+    pub(crate) tags: Option<TagLoc>,
+}
+
+/// The TLB of one CPU.
+#[derive(Clone, Debug)]
+pub(crate) struct CpuTlb {
+    entries: Vec<Option<CpuTlbEntry>>,
+    /// Entries made from blocks since the last time none was left: while 0,
+    /// a flush looks at one slot only.
+    huge: usize,
+}
+
+impl CpuTlb {
+    fn new() -> CpuTlb {
+        CpuTlb {
+            entries: vec![None; CPU_TLB_ENTRIES],
+            huge: 0,
+        }
+    }
+
+    #[inline]
+    fn slot(vpn: u64) -> usize {
+        (vpn % CPU_TLB_ENTRIES as u64) as usize
+    }
+
+    /// The entry of page `vpn` of `mm`.
+    #[cfg(test)]
+    pub(crate) fn lookup(&self, mm: MmId, vpn: u64) -> Option<CpuTlbEntry> {
+        self.entries[Self::slot(vpn)].filter(|e| e.vpn == vpn && e.mm == mm)
+    }
+
+    pub(crate) fn fill(&mut self, entry: CpuTlbEntry) {
+        if entry.huge {
+            self.huge += 1;
+        }
+        self.entries[Self::slot(entry.vpn)] = Some(entry);
+    }
+
+    /// The entry of page `vpn` of `mm`, to use and to replace its buffer
+    /// hints in place.
+    #[inline]
+    pub(crate) fn lookup_mut(&mut self, mm: MmId, vpn: u64) -> Option<&mut CpuTlbEntry> {
+        self.entries[Self::slot(vpn)]
+            .as_mut()
+            .filter(|e| e.vpn == vpn && e.mm == mm)
+    }
+
+    fn invalidate(&mut self, mm: MmId, vpn: u64) {
+        let slot = &mut self.entries[Self::slot(vpn)];
+        if slot.is_some_and(|e| e.vpn == vpn && e.mm == mm) {
+            *slot = None;
+        }
+        if self.huge > 0 {
+            // A block flush drops every page entry made from that block.
+            let block = vpn >> BLOCK_PAGES_SHIFT;
+            let mut left = 0;
+            for slot in &mut self.entries {
+                if let Some(e) = slot.filter(|e| e.huge) {
+                    if e.mm == mm && e.vpn >> BLOCK_PAGES_SHIFT == block {
+                        *slot = None;
+                    } else {
+                        left += 1;
+                    }
+                }
+            }
+            self.huge = left;
+        }
+    }
+
+    fn flush_mm(&mut self, mm: MmId) {
+        for slot in &mut self.entries {
+            if slot.is_some_and(|e| e.mm == mm) {
+                *slot = None;
+            }
+        }
+        self.huge = self.entries.iter().flatten().filter(|e| e.huge).count();
+    }
+}
+
+/// Every CPU's TLB (made on first use of a CPU).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct CpuTlbs {
+    cpus: Vec<CpuTlb>,
+}
+
+impl CpuTlbs {
+    /// The TLB of CPU `cpu`.
+    #[inline]
+    pub(crate) fn cpu(&mut self, cpu: usize) -> &mut CpuTlb {
+        if cpu >= self.cpus.len() {
+            self.cpus.resize_with(cpu + 1, CpuTlb::new);
+        }
+        &mut self.cpus[cpu]
+    }
+
+    /// Linux `flush_tlb_page()` broadcast: the entry of the page holding
+    /// `va` in `mm` on every CPU, and every entry made from a block
+    /// covering it.
+    pub(crate) fn invalidate(&mut self, mm: MmId, va: u64) {
+        let vpn = va >> PAGE_SHIFT;
+        for cpu in &mut self.cpus {
+            cpu.invalidate(mm, vpn);
+        }
+    }
+
+    /// Every entry of `mm` on every CPU (its address space is gone).
+    pub(crate) fn flush_mm(&mut self, mm: MmId) {
+        for cpu in &mut self.cpus {
+            cpu.flush_mm(mm);
+        }
+    }
+
+    /// Every cached entry, CPU by CPU (for the checker).
+    pub(crate) fn entries(&self) -> impl Iterator<Item = CpuTlbEntry> + '_ {
+        self.cpus
+            .iter()
+            .flat_map(|c| c.entries.iter().flatten().copied())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mm::Id;
+
+    fn entry(mm: u64, vpn: u64, huge: bool) -> CpuTlbEntry {
+        CpuTlbEntry {
+            mm: MmId::from_raw(mm),
+            vpn,
+            pfn: Pfn::new(vpn + 100),
+            access: Access::ReadWrite,
+            tagged: false,
+            huge,
+            data: None,
+            tags: None,
+        }
+    }
+
+    #[test]
+    fn a_flush_reaches_every_cpu_and_only_its_address_space() {
+        let mut tlbs = CpuTlbs::default();
+        let a = MmId::from_raw(1);
+        let b = MmId::from_raw(2);
+        tlbs.cpu(0).fill(entry(1, 7, false));
+        tlbs.cpu(1).fill(entry(1, 7, false));
+        tlbs.cpu(1).fill(entry(2, 8, false));
+        tlbs.invalidate(a, 7 << PAGE_SHIFT);
+        assert_eq!(tlbs.cpu(0).lookup(a, 7), None);
+        assert_eq!(tlbs.cpu(1).lookup(a, 7), None);
+        assert!(tlbs.cpu(1).lookup(b, 8).is_some());
+        // Same page number, other address space: a miss.
+        assert_eq!(tlbs.cpu(1).lookup(a, 8), None);
+        tlbs.flush_mm(b);
+        assert_eq!(tlbs.entries().count(), 0);
+    }
+
+    #[test]
+    fn a_block_flush_drops_every_page_entry_made_from_the_block() {
+        let mut tlbs = CpuTlbs::default();
+        let a = MmId::from_raw(1);
+        let block = 0x4000_0000u64 >> PAGE_SHIFT;
+        for i in [0, 5, 511] {
+            tlbs.cpu(0).fill(entry(1, block + i, true));
+        }
+        tlbs.cpu(0).fill(entry(1, block + 512, true));
+        tlbs.cpu(0).fill(entry(1, block + 3, false));
+        tlbs.invalidate(a, (block + 200) << PAGE_SHIFT);
+        let mut left: Vec<u64> = tlbs.entries().map(|e| e.vpn - block).collect();
+        left.sort_unstable();
+        assert_eq!(left, vec![3, 512]);
+        assert_eq!(tlbs.cpu(0).huge, 1);
+    }
+}
