@@ -77,6 +77,8 @@ impl CostMeter {
                 );
             }
             Event::TagsInitialised { .. } => self.add(Counter::CostTagInit, c(E::TagInit)),
+            // A console line: no modelled cost.
+            Event::KernelWarning { .. } => {}
             Event::CowCopy { tags_copied, .. } => {
                 let tags = if tags_copied { c(E::CopyTags) } else { 0 };
                 self.add(Counter::CostCopy, c(E::CopyPage).saturating_add(tags));

@@ -294,11 +294,11 @@ mod tests {
         assert_eq!(spec("tag-storage=dynamic").to_string(), "none");
         assert_eq!(
             spec("tag-storage=rfc-v3").to_string(),
-            "huge-zero-page,atomic-alloc"
+            "huge-zero-page,atomic-alloc,tags-by-pfn"
         );
         assert_eq!(
             spec("tag-storage=rfc-v3 mistake=migration-race").to_string(),
-            "huge-zero-page,migration-race,atomic-alloc"
+            "huge-zero-page,migration-race,atomic-alloc,tags-by-pfn"
         );
     }
 

@@ -62,11 +62,25 @@ pub enum Mistake {
     /// are reserved. Caught by invariant 3 (a reserved block's references
     /// are not its live tagged frames) and `tag_storage.reserved`.
     V2BlockCount,
+    /// RFC v3's tags saved by frame (`mte_save_tags_for_pfn()`) for a page
+    /// without tag storage: compaction migrates a tagged page without
+    /// reserving its destination's storage (the page is mapped awaiting it,
+    /// its tags wait in the frame's `tags_by_pfn` entry);
+    /// `reserve_tag_storage()` restores them (`mte_restore_tags_for_pfn()`)
+    /// before it sets the reserved flag (a `WARN_ON_ONCE` in
+    /// `set_page_mte_tagged()`); and a page freed while awaiting storage
+    /// keeps its entry (`free_tag_storage()` erases entries only for a page
+    /// whose storage is reserved), so the frame's next tagged allocation
+    /// gets the old owner's tags restored (the same warning, and a second in
+    /// `tag_clear_highpage()`, which finds the new page tagged already).
+    /// Measured on the posted series under QEMU (both warnings). Caught by
+    /// the invariants: saved tags waiting for a frame nobody maps.
+    TagsByPfn,
 }
 
 impl Mistake {
     /// In the order of `docs/designs.md`'s table.
-    pub const ALL: [Mistake; 8] = [
+    pub const ALL: [Mistake; 9] = [
         Mistake::ZeroPageBlock,
         Mistake::HugeZeroPage,
         Mistake::TagWriteInPlace,
@@ -75,6 +89,7 @@ impl Mistake {
         Mistake::V2BlockCount,
         Mistake::FlagBeforeRestore,
         Mistake::AtomicAlloc,
+        Mistake::TagsByPfn,
     ];
 
     /// The `mistake=` spelling.
@@ -88,6 +103,7 @@ impl Mistake {
             Mistake::FlagBeforeRestore => "flag-before-restore",
             Mistake::RetryForever => "retry-forever",
             Mistake::V2BlockCount => "v2-block-count",
+            Mistake::TagsByPfn => "tags-by-pfn",
         }
     }
 

@@ -275,9 +275,12 @@ mod tests {
     }
 
     #[test]
-    fn rfc_v3_is_dynamic_with_its_two_mistakes() {
+    fn rfc_v3_is_dynamic_with_its_three_mistakes() {
         let v3 = Design::by_name("rfc-v3").unwrap();
         assert_eq!(v3.rules(), Design::DYNAMIC.rules());
-        assert_eq!(v3.mistakes(), ["huge-zero-page", "atomic-alloc"]);
+        assert_eq!(
+            v3.mistakes(),
+            ["huge-zero-page", "atomic-alloc", "tags-by-pfn"]
+        );
     }
 }

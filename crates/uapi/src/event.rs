@@ -53,6 +53,31 @@ pub enum Event {
         to: Pfn,
         tags_copied: bool,
     },
+    /// A kernel warning printed (`WARN_ON_ONCE`: once per site and machine).
+    KernelWarning { site: WarnSite },
+}
+
+/// Where a kernel warning fires (the function Linux names in its
+/// `WARNING: at` line).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum WarnSite {
+    /// `set_page_mte_tagged()` on a page whose tag storage is not reserved
+    /// yet, from `mte_restore_tags_for_pfn()` (RFC v3).
+    RestoreTagsForPfn,
+    /// `tag_clear_highpage()` on a new page that is tagged already (RFC v3).
+    TagClearHighpage,
+}
+
+impl WarnSite {
+    pub const ALL: [WarnSite; 2] = [WarnSite::RestoreTagsForPfn, WarnSite::TagClearHighpage];
+
+    /// The function Linux's `WARNING: at` line names.
+    pub const fn name(self) -> &'static str {
+        match self {
+            WarnSite::RestoreTagsForPfn => "mte_restore_tags_for_pfn",
+            WarnSite::TagClearHighpage => "tag_clear_highpage",
+        }
+    }
 }
 
 /// Which fault handler ran.
@@ -265,6 +290,8 @@ impl fmt::Display for Event {
                 "cow-copy pfn {from} -> {to} tags-copied={}",
                 yes_no(tags_copied)
             ),
+            // Linux's console line, without the offset.
+            Event::KernelWarning { site } => write!(f, "WARNING: at {}", site.name()),
         }
     }
 }

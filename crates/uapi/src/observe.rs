@@ -64,10 +64,18 @@ pub enum Counter {
     /// Tag block claims through contiguous allocation
     /// (`alloc_contig_range()`), failed ones included.
     TagStorageContig,
+    /// Kernel warnings printed (`WARN_ON_ONCE`: each site once per
+    /// machine), the sum of the `kernel.warn.SITE` counters.
+    KernelWarn,
+    /// `WARN_ON_ONCE` in `set_page_mte_tagged()` reached from
+    /// `mte_restore_tags_for_pfn()` (`tags-by-pfn`): printed or not (0/1).
+    KernelWarnRestoreTagsForPfn,
+    /// `WARN_ON_ONCE` in `tag_clear_highpage()` (`tags-by-pfn`): 0/1.
+    KernelWarnTagClearHighpage,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 45] = [
+    pub const ALL: [Counter; 48] = [
         Counter::MemPages,
         Counter::MemFree,
         Counter::TagStoragePages,
@@ -113,6 +121,9 @@ impl Counter {
         Counter::CleancacheDrops,
         Counter::TagStorageFastPath,
         Counter::TagStorageContig,
+        Counter::KernelWarn,
+        Counter::KernelWarnRestoreTagsForPfn,
+        Counter::KernelWarnTagClearHighpage,
     ];
 
     /// The `cost.KIND` counters, whose sum is `cost.total`.
@@ -177,6 +188,9 @@ impl Counter {
             Counter::CleancacheDrops => "cleancache.drops",
             Counter::TagStorageFastPath => "tag_storage.fast_path",
             Counter::TagStorageContig => "tag_storage.contig",
+            Counter::KernelWarn => "kernel.warn",
+            Counter::KernelWarnRestoreTagsForPfn => "kernel.warn.mte_restore_tags_for_pfn",
+            Counter::KernelWarnTagClearHighpage => "kernel.warn.tag_clear_highpage",
         }
     }
 

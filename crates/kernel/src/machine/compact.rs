@@ -28,7 +28,9 @@
 //! reserves in `post_alloc_hook()` for the tagged destination); when that
 //! fails the page is left where it is and the destination goes back to the
 //! scanner's list: compaction is an optimisation and never makes a page
-//! await tag storage. The reservation may sleep (`tag_blocks_lock`, a
+//! await tag storage. Except under `mistake=tags-by-pfn` (`rfc-v3`): the
+//! series moves a tagged page without reserving its destination, the tags
+//! saved by frame and the page mapped awaiting storage (`tags_by_pfn`). The reservation may sleep (`tag_blocks_lock`, a
 //! claim's migrations); the page lock is held across it and the page is
 //! checked again afterwards.
 //!
@@ -269,7 +271,10 @@ impl Kernel {
             return Err(MigrateError::Busy);
         }
         let reserved = decided_early.unwrap_or_else(|| self.mem.tag_storage_reserved(src));
-        if reserved {
+        // `mistake=tags-by-pfn` (RFC v3 as posted, `tags_by_pfn`): the
+        // destination is not reserved; the page moves awaiting storage.
+        let awaiting = reserved && self.compact_awaiting(src);
+        if reserved && !awaiting {
             self.mem
                 .reserve_tag_storage(dst, PAGE_ORDER, &mut self.mover())
                 .await
@@ -283,7 +288,15 @@ impl Kernel {
         if !self.no_mm_path_in_flight(own) {
             return Err(MigrateError::Busy);
         }
+        let saved = if awaiting && self.compact_awaiting(src) {
+            Some(self.take_tags_for_migration(src))
+        } else {
+            None
+        };
         self.move_page_now(src, dst, MigrateReason::Compaction);
+        if let Some(tags) = saved {
+            self.await_tag_storage_after_migration(dst, tags);
+        }
         // The source's own state (the same as `reserved` unless the
         // destination was decided early).
         if self.mem.tag_storage_reserved(src) {

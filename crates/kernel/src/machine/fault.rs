@@ -489,11 +489,18 @@ impl Kernel {
     pub(crate) async fn alloc_user_page(&self, tagged: bool, gfp: Gfp) -> Option<Pfn> {
         for _ in 0..=super::reclaim::MAX_RECLAIM_RETRIES {
             let got = if tagged {
-                self.mem
+                let pfn = self
+                    .mem
                     .alloc_tagged(PAGE_ORDER, gfp, &mut self.mover())
                     .await
                     .ok()
-                    .map(|page| page.pfn)
+                    .map(|page| page.pfn);
+                // `mistake=tags-by-pfn`: the frame's last owner may have
+                // left saved tags behind.
+                if let Some(pfn) = pfn {
+                    self.stale_saved_tags_at_allocation(pfn, gfp.zero_tags);
+                }
+                pfn
             } else {
                 self.mem.alloc(PAGE_ORDER, gfp).ok()
             };
@@ -694,6 +701,9 @@ impl Kernel {
                 Err(_) => Err(FaultError::OutOfMemory),
             };
         }
+        // Reserved in place: RFC v3 restores tags saved by frame inside
+        // reserve_tag_storage() (`tags_by_pfn`: its warning).
+        self.restored_in_reservation(pfn);
         let mapped = self
             .set_pte_at(mm, va, Pte::AwaitingTagStorage(leaf), Pte::Present(leaf))
             .await?;

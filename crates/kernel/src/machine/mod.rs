@@ -110,6 +110,7 @@ mod proc;
 mod reclaim;
 mod swapping;
 mod syscalls;
+mod tags_by_pfn;
 use syscalls::PinKind;
 mod tlb;
 
@@ -232,6 +233,9 @@ pub(crate) struct KernelCounters {
     /// Pages reclaimed by allocations that found no free page (direct
     /// reclaim, `__alloc_pages_direct_reclaim()`).
     pub(crate) direct_reclaim: u64,
+    /// `WARN_ON_ONCE`s printed, per site (0 or 1; see `tags_by_pfn`).
+    pub(crate) warn_restore_tags_for_pfn: u64,
+    pub(crate) warn_tag_clear_highpage: u64,
 }
 
 /// The simulated kernel of one machine.
@@ -633,7 +637,11 @@ impl Kernel {
             return;
         }
         self.orphans.borrow_mut().remove(&pfn);
-        self.restored_tags.borrow_mut().remove(&pfn);
+        // `mistake=tags-by-pfn` keeps the entry of a page freed awaiting
+        // tag storage (see `tags_by_pfn`).
+        if !self.keeps_saved_tags_of_freed(pfn) {
+            self.restored_tags.borrow_mut().remove(&pfn);
+        }
         self.ksm_frame_moved(pfn, None);
         self.lru.borrow_mut().remove(pfn);
         if self.mem.tag_storage_reserved(pfn) {

@@ -33,6 +33,8 @@ impl Kernel {
             file_dropped,
             file_reads,
             direct_reclaim,
+            warn_restore_tags_for_pfn,
+            warn_tag_clear_highpage,
         } = self.counters.get();
         Some(match counter {
             Counter::FaultAnon => fault_anon,
@@ -48,6 +50,9 @@ impl Kernel {
             Counter::FileDropped => file_dropped,
             Counter::FileReads => file_reads,
             Counter::ReclaimDirect => direct_reclaim,
+            Counter::KernelWarn => warn_restore_tags_for_pfn + warn_tag_clear_highpage,
+            Counter::KernelWarnRestoreTagsForPfn => warn_restore_tags_for_pfn,
+            Counter::KernelWarnTagClearHighpage => warn_tag_clear_highpage,
             Counter::CleancachePuts => self.cleancache_stats().puts,
             Counter::CleancacheHits => self.cleancache_stats().hits,
             Counter::CleancacheDrops => self.cleancache_stats().drops,

@@ -120,6 +120,9 @@ impl MemCounters {
             | Counter::KsmMerged
             | Counter::KsmSharing
             | Counter::KsmSaved
+            | Counter::KernelWarn
+            | Counter::KernelWarnRestoreTagsForPfn
+            | Counter::KernelWarnTagClearHighpage
             | Counter::TcfSync
             | Counter::TcfAsync
             | Counter::CostTotal

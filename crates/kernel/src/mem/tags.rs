@@ -274,6 +274,23 @@ impl Memory {
         Ok(())
     }
 
+    /// Clears the page's `PG_mte_tagged` (RFC v3 `mistake=tags-by-pfn`:
+    /// a page moved awaiting tag storage leaves its tags behind by frame);
+    /// `pages.tagged` follows.
+    pub fn clear_page_mte_tagged(&self, pfn: Pfn) -> Result<(), FrameAccessError> {
+        let was = {
+            let mut phys = self.phys.borrow_mut();
+            let meta = phys.alloc.frame_mut(pfn)?;
+            let was = meta.flags.contains(PageFlag::Tagged);
+            meta.flags.remove(PageFlag::Tagged);
+            was
+        };
+        if was {
+            self.bump(|e| e.pages_tagged -= 1);
+        }
+        Ok(())
+    }
+
     /// Initialises the tags of `pfn` to 0 unless already done: Linux
     /// `mte_sync_tags()` for one page (`try_page_mte_tagging()`,
     /// `mte_clear_page_tags()`, `set_page_mte_tagged()`). Returns whether this

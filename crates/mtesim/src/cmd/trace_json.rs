@@ -104,6 +104,7 @@ pub fn event_json(event: &Event) -> Value {
             "to": to.as_u64(),
             "tags_copied": tags_copied,
         }),
+        Event::KernelWarning { site } => json!({"event": "kernel-warning", "site": site.name()}),
     }
 }
 
