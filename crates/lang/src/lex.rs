@@ -119,6 +119,29 @@ impl<'a> Lexer<'a> {
         Some(lexed.map(|()| line))
     }
 
+    /// The file as text (when it is valid UTF-8) and the offset of the next
+    /// line: what the parser's fast path for access lines reads
+    /// (`parse::fast`).
+    pub(crate) fn rest(&self) -> Option<(&'a str, usize)> {
+        let text = self.text?;
+        (self.pos < text.len()).then_some((text, self.pos))
+    }
+
+    /// Consumes the line at the current offset, which the caller has lexed
+    /// itself and found clean; `next` is the offset just after its `\n` (or
+    /// the file's end). The line number advances as [`Lexer::next_line`]
+    /// advances it.
+    pub(crate) fn skip_line(&mut self, next: usize) -> Line {
+        debug_assert!(next > self.pos && next <= self.src.len());
+        self.line += 1;
+        let line = Line {
+            number: self.line,
+            start: self.pos as u32,
+        };
+        self.pos = next;
+        line
+    }
+
     fn lex_line(&mut self, tokens: &mut Vec<Token<'a>>) -> Result<(), LexError> {
         let src = self.src;
         let mut i = self.pos;

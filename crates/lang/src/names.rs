@@ -70,6 +70,11 @@ impl<'a> Scope<'a> {
         }
     }
 
+    /// Whether a parallel block is open (its lines see pending bindings).
+    pub fn in_block(&self) -> bool {
+        self.block.is_some()
+    }
+
     /// Whether `name` is a bound process (for telling an unknown statement
     /// from a command of an unbound process).
     pub fn is_process(&self, name: &str) -> bool {

@@ -38,6 +38,8 @@ use crate::names::Scope;
 use mte::insn::{GranuleOffset, TagOffset};
 use mte::{CheckMode, GRANULE_SIZE, Tag, TagMask, TagStoreOp, TaggedPtr};
 
+mod fast;
+
 /// Words that are never names (`docs/language.md`, "Lexical rules").
 pub const KEYWORDS: [&str; 8] = [
     "platform", "spawn", "parallel", "end", "expect", "reclaim", "compact", "ksm-scan",
@@ -126,6 +128,16 @@ impl<'a> Statements<'a> {
         }
     }
 
+    /// The same statements through the general path only (for the test
+    /// that compares it with the fast path).
+    #[cfg(test)]
+    fn without_fast_path(mut self) -> Statements<'a> {
+        if let Some(parser) = &mut self.parser {
+            parser.fast_path = false;
+        }
+        self
+    }
+
     /// The platform line, once the statement after it has been read.
     pub fn platform(&self) -> Option<&PlatformLine> {
         self.parser.as_ref()?.platform.as_ref()
@@ -199,6 +211,11 @@ struct Parser<'a> {
     /// A statement has been read (so `platform` may no longer appear).
     seen_stmt: bool,
     failed: bool,
+    /// Whether plain access lines take the fast path (`fast` module); off
+    /// only in the test that compares the two paths.
+    fast_path: bool,
+    /// The process name the fast path resolved last, and its id.
+    last_process: Option<(&'a str, ProcId)>,
 }
 
 impl<'a> Parser<'a> {
@@ -213,6 +230,8 @@ impl<'a> Parser<'a> {
             cpus: PlatformSpec::default().cpus,
             seen_stmt: false,
             failed: false,
+            fast_path: true,
+            last_process: None,
         }
     }
 
@@ -221,6 +240,9 @@ impl<'a> Parser<'a> {
     }
 
     fn next_stmt(&mut self) -> PResult<Option<Stmt>> {
+        if let Some(stmt) = self.fast_access_line() {
+            return Ok(Some(stmt));
+        }
         let mut tokens = core::mem::take(&mut self.tokens);
         let stmt = self.next_stmt_in(&mut tokens);
         self.tokens = tokens;
@@ -1081,6 +1103,15 @@ impl<'a> Parser<'a> {
         match bytes.first() {
             None => return bad(0, 0, "empty pointer"),
             Some(b'0'..=b'9') => {
+                // A plain literal has no `+`, `-` or `#` (not digits): one
+                // pass over the bytes for the common case of a trace.
+                if let Some(raw) = plain_u64(text) {
+                    return Ok(PtrExpr {
+                        span: tok.span(),
+                        base: PtrBase::Raw(TaggedPtr::from_raw(raw)),
+                        tag: None,
+                    });
+                }
                 // A byte scan: a raw address is most of a trace line, and
                 // `str::find` with a set of chars decodes every character.
                 if let Some(i) = bytes.iter().position(|&b| matches!(b, b'+' | b'-' | b'#')) {
@@ -1382,6 +1413,21 @@ fn plain_u64(text: &str) -> Option<u64> {
         Some(hex) => (hex.as_bytes(), 16u8, 16),
         None => (text.as_bytes(), 10u8, 19),
     };
+    // Digits only (the usual case): a shift or multiply and an add each.
+    if (1..=max_digits).contains(&digits.len()) {
+        let mut value = 0u64;
+        let mut all_digits = true;
+        for &b in digits {
+            let digit = DIGIT_VALUE[usize::from(b)];
+            all_digits &= digit < radix;
+            value = value
+                .wrapping_mul(u64::from(radix))
+                .wrapping_add(u64::from(digit));
+        }
+        if all_digits {
+            return Some(value);
+        }
+    }
     let mut value = 0u64;
     let mut count = 0;
     let mut after_digit = false;

@@ -20,6 +20,8 @@
 //! `fault SEGV_MTESERR addr=0x500...` (values, offsets, masks and addresses
 //! in hex, addresses with their top byte).
 
+use std::fmt;
+
 use mte::{Tag, TaggedPtr, same_address_bits};
 use uapi::Outcome as Actual;
 
@@ -51,6 +53,41 @@ pub fn matches(expected: &Expected, addr: Option<TaggedPtr>, actual: &Actual) ->
 
 /// A result in the scenario syntax (`value 0x42`).
 pub fn actual_text(actual: &Actual) -> String {
+    let mut text = String::new();
+    // Writing to a `String` cannot fail.
+    let _ = write_actual(&mut text, actual);
+    text
+}
+
+/// [`actual_text`] written to `out`, without allocating for the results of
+/// loads and stores: the runner hashes every line's result into the run's
+/// digest, and on a trace that is every line.
+pub fn write_actual(out: &mut impl fmt::Write, actual: &Actual) -> fmt::Result {
+    match actual {
+        Actual::Ok => out.write_str("ok"),
+        Actual::Value(v) => {
+            // `{v:#x}` by hand: the formatting machinery costs more than
+            // the access it reports.
+            let mut digits = [0u8; 32];
+            let mut i = digits.len();
+            let mut rest = *v;
+            loop {
+                i -= 1;
+                digits[i] = b"0123456789abcdef"[(rest & 0xf) as usize];
+                rest >>= 4;
+                if rest == 0 {
+                    break;
+                }
+            }
+            out.write_str("value 0x")?;
+            // Hex digits are ASCII.
+            out.write_str(core::str::from_utf8(&digits[i..]).unwrap_or("?"))
+        }
+        other => out.write_str(&other_text(other)),
+    }
+}
+
+fn other_text(actual: &Actual) -> String {
     match actual {
         Actual::Ok => "ok".to_owned(),
         Actual::Count(n) => format!("ok {n}"),
@@ -100,6 +137,23 @@ mod tests {
     use lang::ast::{PtrBase, PtrExpr, Span, Value128};
     use mte::TagMask;
     use uapi::{Errno, Fault, FaultCode};
+
+    #[test]
+    fn values_are_written_as_the_formatter_writes_them() {
+        for v in [
+            0,
+            1,
+            0xf,
+            0x10,
+            0xdead_beef,
+            u128::from(u64::MAX),
+            u128::MAX,
+        ] {
+            assert_eq!(actual_text(&Actual::Value(v)), format!("value {v:#x}"));
+        }
+        assert_eq!(actual_text(&Actual::Ok), "ok");
+        assert_eq!(actual_text(&Actual::Count(48)), "ok 48");
+    }
 
     fn tag(v: u8) -> Tag {
         Tag::new(v).unwrap()
