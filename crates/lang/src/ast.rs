@@ -837,8 +837,13 @@ mod tests {
         // extra ksm.saved among them; then the cost.* family (cost.total
         // and ten kinds); reclaim adds file.*, reclaim.direct and
         // cleancache.*; the fast path adds tag_storage.fast_path and
-        // tag_storage.contig.
-        assert_eq!(Counter::ALL.len(), 45);
+        // tag_storage.contig; `mistake=tags-by-pfn` adds kernel.warn and
+        // its two sites.
+        assert_eq!(Counter::ALL.len(), 48);
+        assert_eq!(
+            Counter::from_name("kernel.warn.tag_clear_highpage"),
+            Some(Counter::KernelWarnTagClearHighpage)
+        );
         assert_eq!(
             Counter::from_name("tag_storage.contig"),
             Some(Counter::TagStorageContig)

@@ -288,11 +288,11 @@ impl Kernel {
         if !self.no_mm_path_in_flight(own) {
             return Err(MigrateError::Busy);
         }
-        let saved = if awaiting && self.compact_awaiting(src) {
-            Some(self.take_tags_for_migration(src))
-        } else {
-            None
-        };
+        // Still only tagged page entries map it (the checks above slept)?
+        if awaiting && !self.compact_awaiting(src) {
+            return Err(MigrateError::Busy);
+        }
+        let saved = awaiting.then(|| self.take_tags_for_migration(src));
         self.move_page_now(src, dst, MigrateReason::Compaction);
         if let Some(tags) = saved {
             self.await_tag_storage_after_migration(dst, tags);
