@@ -215,7 +215,11 @@ fn run_model(path: &Path, design: &str) -> (BTreeMap<Counter, i64>, Vec<ModelSte
     let script = scenario::parse(&file, &src).unwrap_or_else(|e| panic!("{e}"));
     let options = RunOptions {
         verbose: true,
-        set: vec![("tag-storage".into(), design.into())],
+        set: vec![
+            ("tag-storage".into(), design.into()),
+            ("pcp".into(), "on".into()),
+            ("reserve-fast-path".into(), "off".into()),
+        ],
         ..RunOptions::default()
     };
     let spec = options.platform_spec(&script.platform_spec());

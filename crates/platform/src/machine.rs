@@ -50,6 +50,8 @@ pub struct KernelSettings {
     pub mistakes: Mistakes,
     /// `reserve-fast-path=on` (`docs/designs.md`).
     pub reserve_fast_path: bool,
+    /// `pcp=on`: per-CPU page lists (`docs/model.md` §6).
+    pub pcp: bool,
 }
 
 impl KernelSettings {
@@ -68,6 +70,7 @@ impl KernelSettings {
             cpus,
             mistakes,
             reserve_fast_path,
+            pcp,
         } = *spec;
         // A design with mistakes built in (`rfc-v3`) switches them on as if
         // the platform line said so, beside the line's own.
@@ -81,6 +84,7 @@ impl KernelSettings {
             cpus,
             mistakes,
             reserve_fast_path,
+            pcp,
         }
     }
 }

@@ -89,6 +89,10 @@ pub struct PlatformSpec {
     /// taken straight off the buddy allocator (RFC v3 patch 10); off, every
     /// claim goes through `alloc_contig_range()`.
     pub reserve_fast_path: bool,
+    /// `pcp=`: Linux's per-CPU page lists in front of the buddy allocator
+    /// (`docs/model.md` §6); off by default so that scenario counters stay
+    /// those of the plain allocator.
+    pub pcp: bool,
 }
 
 impl Default for PlatformSpec {
@@ -106,6 +110,7 @@ impl Default for PlatformSpec {
             cpus: 4,
             mistakes: Mistakes::NONE,
             reserve_fast_path: true,
+            pcp: false,
         }
     }
 }
@@ -124,6 +129,7 @@ pub const KEYS: &[&str] = &[
     "cpus",
     "mistake",
     "reserve-fast-path",
+    "pcp",
 ];
 
 /// The most simulated CPUs a machine may have.
@@ -215,6 +221,13 @@ impl PlatformSpec {
                     _ => return Err(bad("`on` or `off`")),
                 }
             }
+            "pcp" => {
+                self.pcp = match value {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(bad("`on` or `off`")),
+                }
+            }
             "seed" => {
                 self.seed = num::parse_u64(value, Suffix::Forbidden)
                     .map_err(|source| KeyError::Number { key, source })?
@@ -280,6 +293,7 @@ mod tests {
             ("cpus", "2"),
             ("mistake", "huge-zero-page"),
             ("reserve-fast-path", "off"),
+            ("pcp", "on"),
         ] {
             spec.set_key(key, value).unwrap();
         }
@@ -298,6 +312,7 @@ mod tests {
                 cpus: 2,
                 mistakes: Mistakes::NONE.with(Mistake::HugeZeroPage),
                 reserve_fast_path: false,
+                pcp: true,
             }
         );
     }
