@@ -410,7 +410,7 @@ impl BuddyAllocator {
                 .iter()
                 .map(|(&head, &(cpu, list))| {
                     let list = list as usize;
-                    let ty = if list % PCP_TYPES == 0 {
+                    let ty = if list % PCP_TYPES == pcp_type(MigrateType::Unmovable) {
                         FreeList::Unmovable
                     } else {
                         FreeList::Movable
