@@ -71,15 +71,14 @@ enum Tolerance {
     /// The same number.
     Exact,
     /// Blocks of 4 KiB tagged pages: the real count lies in `[model - 1,
-    /// model + 9]`. Both allocators now have per-CPU lists (`pcp=on`) with
-    /// tagged allocations bypassing them (patch 4), so a workload run alone
-    /// places its pages alike; the real kernel runs every workload in one
-    /// boot, and the free pages the earlier ones (and the runtime) leave
-    /// scattered, drained from the per-CPU lists by the first reservation,
-    /// are what its tagged allocations take first (smallest order first):
-    /// up to 9 more blocks over these records, and a tagged copy that fits
-    /// in a hole of a reserved block saves one reservation the model makes
-    /// (w09: one release fewer at `q exit`).
+    /// model + 9]`. Both allocators have per-CPU lists (`pcp=on`) with
+    /// tagged allocations bypassing them (patch 4), which moves no count:
+    /// the real kernel's LIFO buddy lists and its runtime's allocations
+    /// between commands leave the small free blocks its tagged allocations
+    /// take first scattered over more 32-page groups (up to 9 more blocks
+    /// over these records), and a tagged copy that fits in a hole of a
+    /// reserved block saves one reservation the model makes (w09: one
+    /// release fewer at `q exit`).
     Placement,
     /// Migrations where tagged 4 KiB pages are allocated: a released
     /// block's page goes through the releasing CPU's per-CPU list and the
