@@ -13,7 +13,7 @@
 //!   buddy free list, and it is not counted in the free counters (Linux
 //!   `NR_FREE_PAGES` does not count pcp pages either) but in
 //!   [`PhysStats::pcp_pages`](crate::phys::PhysStats::pcp_pages).
-//!   [`FrameStatus::PcpFree`] names it.
+//!   [`FrameStatus::PcpFree`](crate::phys::FrameStatus::PcpFree) names it.
 //! - Lists exist per CPU, per pcp migrate type (Unmovable, Movable; CMA
 //!   pages go on Movable as `free_unref_page()` puts them) and per order
 //!   0..=`PAGE_ALLOC_COSTLY_ORDER`, plus pageblock-order pages (THP,
