@@ -215,6 +215,8 @@ pub struct GenConfig {
     pub policy: Design,
     /// Known mistakes the drawn platforms switch on.
     pub mistakes: Mistakes,
+    /// The drawn platforms have per-CPU page lists (`pcp=on`).
+    pub pcp: bool,
     /// Steps in the program (at least the first `spawn`).
     pub steps: usize,
     pub weights: Weights,
@@ -239,6 +241,7 @@ impl GenConfig {
         GenConfig {
             policy,
             mistakes: Mistakes::NONE,
+            pcp: false,
             steps,
             weights: Weights::default(),
             max_processes: 4,
@@ -340,6 +343,7 @@ pub fn generate(config: &GenConfig, seed: u64) -> Program {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     let drawn = ProgramPlatform {
         mistakes: config.mistakes,
+        pcp: config.pcp,
         ..draw_platform(&mut rng, config.policy, seed)
     };
     let platform = config.platform.unwrap_or(drawn);
@@ -602,6 +606,7 @@ fn draw_platform(rng: &mut Xoshiro256PlusPlus, policy: Design, seed: u64) -> Pro
         thp,
         seed: seed % 1000,
         mistakes: Mistakes::NONE,
+        pcp: false,
     }
 }
 

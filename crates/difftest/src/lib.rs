@@ -68,6 +68,8 @@ pub struct FuzzConfig {
     pub policy: Design,
     /// Known mistakes every generated platform switches on.
     pub mistakes: Mistakes,
+    /// Every generated platform has per-CPU page lists (`pcp=on`).
+    pub pcp: bool,
     /// Steps per program (the last one is cut to the ops left).
     pub steps: RangeInclusive<usize>,
     pub weights: Weights,
@@ -93,6 +95,7 @@ impl FuzzConfig {
             seed,
             policy,
             mistakes: Mistakes::NONE,
+            pcp: false,
             steps: 100..=300,
             weights: Weights::default(),
             keep_going: false,
@@ -192,6 +195,7 @@ pub fn fuzz(
         let gen_config = GenConfig {
             weights: config.weights.clone(),
             mistakes: config.mistakes,
+            pcp: config.pcp,
             parallel: config.parallel,
             ..GenConfig::new(config.policy, steps)
         };

@@ -545,6 +545,8 @@ pub struct ProgramPlatform {
     pub seed: u64,
     /// Known mistakes switched on (`mistake=`; none leaves the key out).
     pub mistakes: Mistakes,
+    /// `pcp=on` (off leaves the key out).
+    pub pcp: bool,
 }
 
 impl ProgramPlatform {
@@ -558,6 +560,7 @@ impl ProgramPlatform {
             swap: self.swap,
             seed: self.seed,
             mistakes: self.mistakes,
+            pcp: self.pcp,
             ..PlatformSpec::default()
         };
         if let Some(data) = self.data {
@@ -589,6 +592,9 @@ impl fmt::Display for ProgramPlatform {
         }
         if !self.mistakes.is_empty() {
             write!(f, " mistake={}", self.mistakes)?;
+        }
+        if self.pcp {
+            write!(f, " pcp=on")?;
         }
         write!(f, " seed={}", self.seed)
     }

@@ -125,17 +125,24 @@ fn warning_divergence(workload: &str, design: &str, line: u64) -> Option<&'stati
 enum Tolerance {
     /// The same number.
     Exact,
-    /// Blocks of 4 KiB tagged pages. Linux hands out order-0 pages through
-    /// per-CPU free lists while tagged allocations bypass them (patch 4), so
-    /// the pages of a tagged range are scattered over more 32-page groups
-    /// (tag blocks) than the model's allocator, which packs them, and blocks
-    /// are freed later (a block is released when its last tagged page goes):
-    /// the real count lies within `model/16 + 8` of the model's.
+    /// Blocks of 4 KiB tagged pages: the real count lies in `[model - 1,
+    /// model + min(9, model/16 + 8)]` (the earlier bound, `model/16 + 8`
+    /// either way, capped by what the records show). Both allocators have per-CPU lists (`pcp=on`) with
+    /// tagged allocations bypassing them (patch 4), which moves no count:
+    /// the real kernel's LIFO buddy lists and its runtime's allocations
+    /// between commands leave the small free blocks its tagged allocations
+    /// take first scattered over more 32-page groups (up to 9 more blocks
+    /// over these records), and a tagged copy that fits in a hole of a
+    /// reserved block saves one reservation the model makes (w09: one
+    /// release fewer at `q exit`).
     Placement,
-    /// Migrations where tagged 4 KiB pages are allocated: blocks released
-    /// into the per-CPU lists are recycled for untagged data and migrated
-    /// out again when needed; the model has no per-CPU lists. The real
-    /// count lies in `[model, model + 4]`.
+    /// Migrations where tagged 4 KiB pages are allocated: a released
+    /// block's page goes through the releasing CPU's per-CPU list and the
+    /// next untagged movable allocation there takes it (the model does this
+    /// too); the real kernel's runtime allocates between commands, the
+    /// model's does not, so on the real kernel up to 2 such pages hold data
+    /// when a tagged touch needs their block back. The real count lies in
+    /// `[model, model + 2]`.
     Recycled,
     /// Pages compaction moves: within 10% (each allocator's placement
     /// leaves different holes for the scanners).
@@ -163,8 +170,8 @@ impl Tolerance {
     fn holds(self, real: i64, model: i64) -> bool {
         match self {
             Tolerance::Exact => real == model,
-            Tolerance::Placement => (real - model).abs() <= model / 16 + 8,
-            Tolerance::Recycled => real >= model && real <= model + 4,
+            Tolerance::Placement => (-1..=(model / 16 + 8).min(9)).contains(&(real - model)),
+            Tolerance::Recycled => (0..=2).contains(&(real - model)),
             Tolerance::Compaction => (real - model).abs() * 10 <= model.max(real),
             Tolerance::LruBatch => real <= model && real >= model - 15,
             // With the next scan's value: `holds_or_next`.
@@ -317,7 +324,18 @@ fn run_model(path: &Path, design: &str) -> (BTreeMap<Counter, i64>, Vec<ModelSte
     let script = scenario::parse(&file, &src).unwrap_or_else(|e| panic!("{e}"));
     let options = RunOptions {
         verbose: true,
-        set: vec![("tag-storage".into(), design.into())],
+        // The reference kernel's allocator: per-CPU lists, and no fast
+        // path (patch 10's `cma_alloc_pages_fastpath()` tests `start - end
+        // != 1 << order_per_bit`, which is true for every range, and
+        // returns -EINVAL: every reservation goes through
+        // alloc_contig_range() and its drains).
+        set: vec![
+            ("tag-storage".into(), design.into()),
+            ("pcp".into(), "on".into()),
+            ("reserve-fast-path".into(), "off".into()),
+            // `-smp 2`: the per-CPU lists' `high` is split over 2 CPUs.
+            ("cpus".into(), "2".into()),
+        ],
         ..RunOptions::default()
     };
     let spec = options.platform_spec(&script.platform_spec());
@@ -567,9 +585,13 @@ fn tolerances_hold_only_what_they_say() {
     assert!(!Tolerance::Exact.holds(17, 16));
     assert!(Tolerance::Placement.holds(137, 128));
     assert!(Tolerance::Placement.holds(0, 1));
-    assert!(!Tolerance::Placement.holds(145, 128));
+    assert!(Tolerance::Placement.holds(9, 1));
+    assert!(!Tolerance::Placement.holds(10, 1));
+    assert!(!Tolerance::Placement.holds(138, 128));
+    assert!(!Tolerance::Placement.holds(126, 128));
     assert!(Tolerance::Recycled.holds(2, 0));
-    assert!(!Tolerance::Recycled.holds(5, 0));
+    assert!(!Tolerance::Recycled.holds(3, 0));
+    assert!(!Tolerance::Recycled.holds(0, 1));
     assert!(Tolerance::Compaction.holds(3235, 3328));
     assert!(!Tolerance::Compaction.holds(2900, 3328));
     assert!(matches!(

@@ -52,6 +52,8 @@ pub struct KernelSettings {
     pub reserve_fast_path: bool,
     /// `google-fallback=` (`docs/designs.md`).
     pub google_fallback: crate::spec::GoogleFallback,
+    /// `pcp=on`: per-CPU page lists (`docs/model.md` §6).
+    pub pcp: bool,
 }
 
 impl KernelSettings {
@@ -71,6 +73,7 @@ impl KernelSettings {
             mistakes,
             reserve_fast_path,
             google_fallback,
+            pcp,
         } = *spec;
         // A design with mistakes built in (`rfc-v3`) switches them on as if
         // the platform line said so, beside the line's own.
@@ -85,6 +88,7 @@ impl KernelSettings {
             mistakes,
             reserve_fast_path,
             google_fallback,
+            pcp,
         }
     }
 }

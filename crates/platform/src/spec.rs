@@ -92,6 +92,10 @@ pub struct PlatformSpec {
     /// `google-fallback=spec|none`: design `google`'s last resort
     /// (`docs/designs.md`, "google").
     pub google_fallback: GoogleFallback,
+    /// `pcp=`: Linux's per-CPU page lists in front of the buddy allocator
+    /// (`docs/model.md` §6); off by default so that scenario counters stay
+    /// those of the plain allocator.
+    pub pcp: bool,
 }
 
 impl Default for PlatformSpec {
@@ -110,6 +114,7 @@ impl Default for PlatformSpec {
             mistakes: Mistakes::NONE,
             reserve_fast_path: true,
             google_fallback: GoogleFallback::Spec,
+            pcp: false,
         }
     }
 }
@@ -129,6 +134,7 @@ pub const KEYS: &[&str] = &[
     "mistake",
     "reserve-fast-path",
     "google-fallback",
+    "pcp",
 ];
 
 /// The most simulated CPUs a machine may have.
@@ -224,6 +230,13 @@ impl PlatformSpec {
                 self.google_fallback =
                     GoogleFallback::by_name(value).ok_or_else(|| bad("`spec` or `none`"))?
             }
+            "pcp" => {
+                self.pcp = match value {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(bad("`on` or `off`")),
+                }
+            }
             "seed" => {
                 self.seed = num::parse_u64(value, Suffix::Forbidden)
                     .map_err(|source| KeyError::Number { key, source })?
@@ -290,6 +303,7 @@ mod tests {
             ("mistake", "huge-zero-page"),
             ("reserve-fast-path", "off"),
             ("google-fallback", "none"),
+            ("pcp", "on"),
         ] {
             spec.set_key(key, value).unwrap();
         }
@@ -309,6 +323,7 @@ mod tests {
                 mistakes: Mistakes::NONE.with(Mistake::HugeZeroPage),
                 reserve_fast_path: false,
                 google_fallback: GoogleFallback::None,
+                pcp: true,
             }
         );
     }

@@ -121,7 +121,10 @@ impl Kernel {
                 let phys = self.mem.phys();
                 match phys.alloc.frame_status(pfn) {
                     Some(FrameStatus::Allocated { head, order, .. }) => head + order.pages(),
-                    Some(FrameStatus::Free { head, order, .. }) => head + order.pages(),
+                    Some(
+                        FrameStatus::Free { head, order, .. }
+                        | FrameStatus::PcpFree { head, order, .. },
+                    ) => head + order.pages(),
                     Some(FrameStatus::Claimed) => pfn + 1,
                     // A carved-out region holds nothing to move: past it.
                     Some(FrameStatus::CarvedOut) => phys
@@ -207,9 +210,12 @@ impl Kernel {
                         list: FreeList::Movable,
                         ..
                     }) => None,
-                    Some(FrameStatus::Free { head, .. } | FrameStatus::Allocated { head, .. }) => {
-                        Some(head)
-                    }
+                    // A block on a per-CPU list is not PageBuddy: skipped.
+                    Some(
+                        FrameStatus::Free { head, .. }
+                        | FrameStatus::Allocated { head, .. }
+                        | FrameStatus::PcpFree { head, .. },
+                    ) => Some(head),
                     Some(FrameStatus::Claimed) => Some(pfn),
                     // A carved-out region has no free frame: below it.
                     Some(FrameStatus::CarvedOut) => Some(

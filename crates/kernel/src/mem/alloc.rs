@@ -195,7 +195,7 @@ impl Memory {
     /// there).
     pub fn alloc_atomic(&self, order: Order, gfp: Gfp) -> Result<Pfn, AllocError> {
         let mut phys = self.phys.borrow_mut();
-        let pfn = phys.alloc.alloc(order, gfp.alloc_flags())?;
+        let pfn = phys.alloc.alloc_on(self.cpu(), order, gfp.alloc_flags())?;
         for frame in (0..order.pages()).map(|i| pfn + i) {
             if gfp.kernel {
                 phys.alloc
@@ -647,7 +647,7 @@ impl Memory {
         );
         if !is_head {
             // Not a block of this order: the allocator says why, unchanged.
-            phys.alloc.free(pfn, order)?;
+            phys.alloc.free_on(self.cpu(), pfn, order)?;
             panic!("BUG: the allocator freed {pfn} order {order}, which is not such a block");
         }
         let mut saved = Vec::with_capacity(order.pages() as usize);
@@ -660,7 +660,7 @@ impl Memory {
             meta.flags.remove(PageFlag::Tagged);
             meta.flags.remove(PageFlag::TagStorageReserved);
         }
-        if let Err(e) = phys.alloc.free(pfn, order) {
+        if let Err(e) = phys.alloc.free_on(self.cpu(), pfn, order) {
             for (i, flags) in saved.into_iter().enumerate() {
                 phys.alloc
                     .frame_mut(pfn + i as u64)
@@ -681,6 +681,12 @@ impl Memory {
             .filter(|(_, f)| f.contains(PageFlag::TagStorageReserved))
             .map(|(i, _)| pfn + i as u64)
             .collect())
+    }
+
+    /// The CPU whose per-CPU page lists serve the running task (CPU 0
+    /// outside a run); the allocator takes it modulo the machine's CPUs.
+    pub(crate) fn cpu(&self) -> usize {
+        self.sched.try_current_cpu().map_or(0, |c| c.index())
     }
 
     /// Sets [`PageFlag::Tagged`] on an allocated frame, counting it.

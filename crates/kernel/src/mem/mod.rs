@@ -315,6 +315,21 @@ impl Memory {
         phys.contents
             .zero_page(zero_page)
             .expect("BUG: the zero page is present");
+        if platform.settings().pcp {
+            // Linux setup_per_cpu_pageset(), after the boot allocations:
+            // the lists of a zone of every DRAM and CMA frame.
+            let layout = phys.alloc.layout();
+            let managed =
+                layout.pages_of(RegionKind::Dram) + layout.pages_of(RegionKind::TagStorageCma);
+            let g = *layout.geometry();
+            let params = crate::phys::PcpParams::for_zone(
+                managed,
+                g.page().page_size(),
+                g.pageblock_pages(),
+                platform.settings().cpus,
+            );
+            phys.alloc.enable_pcp(params);
+        }
         let mistakes = platform.settings().mistakes;
         // `mistake=v2-block-count`: the manager counts blocks as RFC v2 did.
         let tag_store = TagStoreConfig {

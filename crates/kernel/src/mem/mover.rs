@@ -352,7 +352,12 @@ impl<M: PageMover> BlockSource for PhysSource<'_, M> {
             pfns,
             "BUG: {block:?} claimed with other frames"
         );
-        self.mem.phys.borrow_mut().alloc.return_range(claimed);
+        let cpu = self.mem.cpu();
+        self.mem
+            .phys
+            .borrow_mut()
+            .alloc
+            .return_range_on(cpu, claimed);
         self.mem.trace.emit(|| Event::TagRelease {
             block: block.index(),
         });

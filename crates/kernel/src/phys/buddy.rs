@@ -11,8 +11,9 @@
 //!
 //! # Invariants (checked by [`BuddyAllocator::check`])
 //! - Every present frame is in exactly one state: inside exactly one free
-//!   block, allocated (head or tail of one block), claimed, or carved out; the
-//!   counts add up to the machine's frames.
+//!   block, inside one block on a per-CPU list, allocated (head or tail of
+//!   one block), claimed, or carved out; the counts add up to the machine's
+//!   frames.
 //! - A free block of order `o` starts at a multiple of `2^o`, covers only
 //!   allocatable present frames (DRAM or CMA), and sits on the list of its
 //!   pageblock: `Isolate` if the pageblock is isolated, else its migrate type.
@@ -47,8 +48,8 @@
 //! # Shortcuts (and why)
 //! - One zone, no watermarks, no reclaim, no compaction: the kernel layer
 //!   decides what to do when [`AllocError::OutOfMemory`] comes back.
-//! - No per-CPU page lists (`pcp`): they are a cache over the same free
-//!   lists, and the drains `alloc_contig_range()` does would be no-ops.
+//! - Per-CPU page lists (`pcp`) only with `pcp=on` ([`crate::phys::pcp`]);
+//!   off, every allocation and free goes straight to the free lists.
 //! - No `MIGRATE_RECLAIMABLE`, `MIGRATE_HIGHATOMIC` or `ALLOC_NOFRAGMENT`.
 //! - Isolated free blocks never merge across pageblocks (Linux may merge two
 //!   isolated buddies and splits them again on un-isolation).
@@ -58,6 +59,7 @@
 
 use crate::phys::frame::{FrameMeta, FrameState, FrameTable, MigrateType, PageFlag};
 use crate::phys::layout::{CmaUse, Order, PhysGeometry, PhysLayout, RegionKind};
+use crate::phys::pcp::Pcp;
 use crate::phys::runs::BlockRuns;
 use mte::{Pfn, PfnRange};
 use thiserror::Error;
@@ -243,6 +245,13 @@ pub enum FrameStatus {
     },
     Claimed,
     CarvedOut,
+    /// Inside the block `head` of `order` on CPU `cpu`'s per-CPU list:
+    /// free, but not in the buddy allocator (`pcp=on`).
+    PcpFree {
+        head: Pfn,
+        order: Order,
+        cpu: u32,
+    },
 }
 
 /// Counters, all exact. Names map to `docs/model.md` §5.
@@ -268,6 +277,9 @@ pub struct PhysStats {
     pub claimed_pages: u64,
     /// Tag storage frames carved out at boot (`static`).
     pub carved_out_pages: u64,
+    /// Free frames on per-CPU lists (`pcp=on`), not in `free_pages` (as
+    /// Linux's `NR_FREE_PAGES` leaves them out).
+    pub pcp_pages: u64,
 }
 
 /// Counters maintained on every list and state change.
@@ -279,6 +291,9 @@ pub(crate) struct Counters {
     /// Allocated frames in CMA pageblocks.
     pub(crate) cma_allocated: u64,
     pub(crate) claimed: u64,
+    /// Frames on per-CPU lists (recounted by the checker; the lists keep
+    /// their own counts).
+    pub(crate) pcp: u64,
 }
 
 /// The page allocator of one machine.
@@ -293,6 +308,8 @@ pub struct BuddyAllocator {
     pub(crate) first_pageblock: u64,
     pub(crate) counters: Counters,
     pub(crate) cma_use: CmaUse,
+    /// The per-CPU lists, when on.
+    pub(crate) pcp: Option<Pcp>,
 }
 
 impl BuddyAllocator {
@@ -340,6 +357,7 @@ impl BuddyAllocator {
             first_pageblock,
             counters: Counters::default(),
             cma_use,
+            pcp: None,
         };
         for range in allocatable {
             this.free_pieces(range.start, range.end());
@@ -379,6 +397,7 @@ impl BuddyAllocator {
             cma_data_pages: self.counters.cma_allocated,
             claimed_pages: self.counters.claimed,
             carved_out_pages: layout.pages_of(RegionKind::TagStorageCarvedOut),
+            pcp_pages: self.pcp_pages(),
         }
     }
 
@@ -457,6 +476,13 @@ impl BuddyAllocator {
         if region.kind == RegionKind::TagStorageCarvedOut {
             return Some(FrameStatus::CarvedOut);
         }
+        if let Some((head, order, cpu)) = self
+            .pcp
+            .as_ref()
+            .and_then(|p| p.block_of(pfn, self.geometry().pageblock_order()))
+        {
+            return Some(FrameStatus::PcpFree { head, order, cpu });
+        }
         let (head, order, list) = self
             .find_free_block(pfn)
             .unwrap_or_else(|| panic!("BUG: free frame {pfn} is in no free block"));
@@ -486,11 +512,26 @@ impl BuddyAllocator {
 
     // ----- allocation -------------------------------------------------------
 
-    /// Allocates `2^order` contiguous frames; returns the first.
-    ///
-    /// Linux: `__alloc_pages()` -> `rmqueue()` -> `__rmqueue()`. The head gets
-    /// `refcount` 1; the other frames become tails.
+    /// Allocates `2^order` contiguous frames; returns the first. On CPU 0:
+    /// see [`Self::alloc_on`].
     pub fn alloc(&mut self, order: Order, flags: AllocFlags) -> Result<Pfn, AllocError> {
+        self.alloc_on(0, order, flags)
+    }
+
+    /// Allocates `2^order` contiguous frames on `cpu` (whose per-CPU list
+    /// serves it when `pcp=on`; taken modulo the CPUs); returns the first.
+    ///
+    /// Linux: `__alloc_pages()` -> `rmqueue()` -> `rmqueue_pcplist()` or
+    /// `__rmqueue()`. The head gets `refcount` 1; the other frames become
+    /// tails. Before reporting that memory ran out, the per-CPU lists are
+    /// drained and the request tried again (Linux drains them after direct
+    /// reclaim fails, `__alloc_pages_direct_reclaim()`).
+    pub fn alloc_on(
+        &mut self,
+        cpu: usize,
+        order: Order,
+        flags: AllocFlags,
+    ) -> Result<Pfn, AllocError> {
         let max = self.geometry().max_order();
         if order > max {
             return Err(AllocError::OrderTooLarge { order, max });
@@ -498,10 +539,16 @@ impl BuddyAllocator {
         let start = flags.migratetype();
         // Linux gfp_to_alloc_flags_cma() + the RFC's arch_alloc_cma(): tag
         // storage has no tags of its own, so tagged pages never come from it.
-        let use_cma = flags.movable && !flags.tagged && self.cma_use != CmaUse::Never;
-        let head = self
-            .rmqueue(order, start, use_cma)
-            .ok_or(AllocError::OutOfMemory { order, flags })?;
+        let use_cma = self.may_use_cma(flags.movable, flags.tagged);
+        let mut head = self
+            .pcp_alloc(cpu, order, start, use_cma)
+            .or_else(|| self.rmqueue(order, start, use_cma));
+        if head.is_none() && self.drain_all_pages() > 0 {
+            head = self
+                .pcp_alloc(cpu, order, start, use_cma)
+                .or_else(|| self.rmqueue(order, start, use_cma));
+        }
+        let head = head.ok_or(AllocError::OutOfMemory { order, flags })?;
         self.mark_allocated(head, order, start);
         Ok(head)
     }
@@ -613,7 +660,12 @@ impl BuddyAllocator {
         None
     }
 
-    fn rmqueue(&mut self, order: Order, start: MigrateType, use_cma: bool) -> Option<Pfn> {
+    pub(crate) fn rmqueue(
+        &mut self,
+        order: Order,
+        start: MigrateType,
+        use_cma: bool,
+    ) -> Option<Pfn> {
         let cma_first = use_cma
             && match self.cma_use {
                 CmaUse::Prefer => true,
@@ -834,14 +886,21 @@ impl BuddyAllocator {
 
     // ----- freeing ----------------------------------------------------------
 
-    /// Frees the block of `2^order` frames headed by `pfn`.
+    /// Frees the block of `2^order` frames headed by `pfn`, on CPU 0: see
+    /// [`Self::free_on`].
+    pub fn free(&mut self, pfn: Pfn, order: Order) -> Result<(), FreeError> {
+        self.free_on(0, pfn, order)
+    }
+
+    /// Frees the block of `2^order` frames headed by `pfn` on `cpu`.
     ///
     /// Linux: `__free_pages()` once the last reference is gone ->
-    /// `free_pages_prepare()` (bad page checks) -> `__free_one_page()`. The
+    /// `free_pages_prepare()` (bad page checks) -> `free_unref_page()` (the
+    /// CPU's list, `pcp=on`) or `__free_one_page()`. The
     /// head may still hold the caller's own reference (`refcount` 1) or none;
     /// any other use (mappings, pins, other references, reserved tag storage,
     /// the MTE lock) is refused without changing anything.
-    pub fn free(&mut self, pfn: Pfn, order: Order) -> Result<(), FreeError> {
+    pub fn free_on(&mut self, cpu: usize, pfn: Pfn, order: Order) -> Result<(), FreeError> {
         self.allocated_block(pfn, order)?;
         let block = self
             .frames
@@ -876,6 +935,9 @@ impl BuddyAllocator {
         self.counters.allocated -= order.pages();
         if self.pageblock_type(pfn) == MigrateType::Cma {
             self.counters.cma_allocated -= order.pages();
+        }
+        if self.pcp_free(cpu, pfn, order) {
+            return Ok(());
         }
         // Linux free_one_page() -> split_large_buddy(): a block larger than a
         // pageblock is freed pageblock by pageblock when their lists differ

@@ -18,6 +18,10 @@ pub enum PhysCounter {
     Allocated,
     CmaAllocated,
     Claimed,
+    /// Pages on one CPU's per-CPU lists.
+    Pcp {
+        cpu: u32,
+    },
 }
 
 /// One broken invariant.
@@ -72,6 +76,12 @@ pub enum PhysViolation {
         kept: u64,
         recounted: u64,
     },
+    /// A block on a per-CPU list of an order that has no list, misaligned,
+    /// covering a frame that is not allocatable, or of a migrate type its
+    /// pageblock does not allow (unmovable in CMA).
+    BadPcpBlock { head: Pfn, order: Order },
+    /// A per-CPU list entry and the index of blocks on lists disagree.
+    PcpIndex { head: Pfn },
     /// Present frames not accounted for exactly once.
     FramesUnaccounted { present: u64, accounted: u64 },
     /// A page-contents slot and the frame index disagree.
@@ -90,6 +100,9 @@ pub(crate) struct FreeBlock {
     pub(crate) head: Pfn,
     pub(crate) order: Order,
     pub(crate) list: FreeList,
+    /// On a per-CPU list (then `list` is the list's migrate type), not in
+    /// the buddy allocator.
+    pub(crate) pcp: bool,
 }
 
 impl FreeBlock {
@@ -144,13 +157,19 @@ impl BuddyAllocator {
             for list in FreeList::ALL {
                 for head in lists[list.index()].iter() {
                     recount.free[list.index()] += order.pages();
-                    blocks.push(FreeBlock { head, order, list });
+                    blocks.push(FreeBlock {
+                        head,
+                        order,
+                        list,
+                        pcp: false,
+                    });
                 }
             }
         }
         for b in &blocks {
             self.check_free_block(*b, out);
         }
+        self.check_pcp(&mut blocks, &mut recount, out);
         blocks.sort_by_key(|b| b.head);
         for pair in blocks.windows(2) {
             if pair[0].end() > pair[1].head {
@@ -161,7 +180,8 @@ impl BuddyAllocator {
             }
         }
         for b in &blocks {
-            if b.order >= g.max_order() {
+            // Blocks on per-CPU lists never merge.
+            if b.pcp || b.order >= g.max_order() {
                 continue;
             }
             let buddy = b.head.buddy(b.order);
@@ -172,6 +192,9 @@ impl BuddyAllocator {
                 continue;
             };
             let other = blocks[i];
+            if other.pcp {
+                continue;
+            }
             let allowed = b.order < g.pageblock_order() || FreeList::may_merge(b.list, other.list);
             if other.order == b.order && allowed {
                 out.push(PhysViolation::FreeBuddiesNotMerged {
@@ -215,7 +238,28 @@ impl BuddyAllocator {
                 });
             }
         }
+        if let Some(pcp) = &self.pcp {
+            for (cpu, c) in pcp.cpus.iter().enumerate() {
+                let pb_order = self.geometry().pageblock_order();
+                let recounted: u64 = c
+                    .lists
+                    .iter()
+                    .enumerate()
+                    .map(|(l, list)| {
+                        list.len() as u64 * crate::phys::pcp::list_order(l, pb_order).pages()
+                    })
+                    .sum();
+                if c.count != recounted {
+                    out.push(PhysViolation::Counter {
+                        counter: PhysCounter::Pcp { cpu: cpu as u32 },
+                        kept: c.count,
+                        recounted,
+                    });
+                }
+            }
+        }
         let accounted = recount.free.iter().sum::<u64>()
+            + recount.pcp
             + recount.allocated
             + recount.claimed
             + layout.pages_of(RegionKind::TagStorageCarvedOut);
@@ -223,6 +267,69 @@ impl BuddyAllocator {
             out.push(PhysViolation::FramesUnaccounted {
                 present: layout.present_pages(),
                 accounted,
+            });
+        }
+    }
+
+    /// The blocks on per-CPU lists: each on the list its index says, of an
+    /// order with lists, aligned, allocatable, not unmovable in CMA. Adds
+    /// them to `blocks` (for the overlap and coverage checks) and to
+    /// `recount.pcp`.
+    fn check_pcp(
+        &self,
+        blocks: &mut Vec<FreeBlock>,
+        recount: &mut Counters,
+        out: &mut Vec<PhysViolation>,
+    ) {
+        let Some(pcp) = &self.pcp else {
+            return;
+        };
+        let layout = self.layout();
+        let pb_order = layout.geometry().pageblock_order();
+        let mut listed = 0usize;
+        for (cpu, c) in pcp.cpus.iter().enumerate() {
+            for (l, list) in c.lists.iter().enumerate() {
+                for &head in list {
+                    listed += 1;
+                    if pcp.index.get(&head) != Some(&(cpu as u32, l as u8)) {
+                        out.push(PhysViolation::PcpIndex { head });
+                    }
+                }
+            }
+        }
+        if listed != pcp.index.len() {
+            // An index entry without a list entry: name the first.
+            let orphan = pcp.index.iter().find(|&(head, &(cpu, l))| {
+                !pcp.cpus
+                    .get(cpu as usize)
+                    .is_some_and(|c| c.lists[l as usize].contains(head))
+            });
+            if let Some((&head, _)) = orphan {
+                out.push(PhysViolation::PcpIndex { head });
+            }
+        }
+        for (head, order, list, _cpu) in self.pcp_blocks() {
+            recount.pcp += order.pages();
+            let range = PfnRange::new(head, order.pages());
+            let allocatable = layout.first_hole_in(range).is_none()
+                && layout
+                    .regions_in(range)
+                    .iter()
+                    .all(|r| r.kind.is_allocatable());
+            let unmovable_in_cma = list == FreeList::Unmovable
+                && self.pageblock(head).map(|b| b.migratetype) == Some(MigrateType::Cma);
+            if !crate::phys::pcp::allowed_order(order, pb_order)
+                || !head.is_aligned(order)
+                || !allocatable
+                || unmovable_in_cma
+            {
+                out.push(PhysViolation::BadPcpBlock { head, order });
+            }
+            blocks.push(FreeBlock {
+                head,
+                order,
+                list,
+                pcp: true,
             });
         }
     }

@@ -25,9 +25,10 @@
 //! it completes undoes the isolation (a drop guard), so a cancelled call
 //! leaves no pageblock isolated.
 //!
-//! Shortcut: no `lru_add_drain_all()` / `drain_all_pages()`: the model has no
-//! per-CPU caches to drain (the cost they add is the RFC's regression, which
-//! the kernel layer may account for separately).
+//! After isolating, the per-CPU page lists are drained (Linux
+//! `drain_all_pages()`, `pcp=on`): their blocks of the range go to the
+//! isolation list and can be taken. No `lru_add_drain_all()`: the model has
+//! no LRU caches (its cost is the kernel layer's, `lru-disable-ipi`).
 
 use crate::phys::PhysMem;
 use crate::phys::buddy::FrameStatus;
@@ -152,6 +153,7 @@ pub async fn alloc_contig_range<M: Migrator>(
         .alloc
         .isolate_range(range)
         .map_err(|e| isolate_error(range, e))?;
+    phys.borrow_mut().alloc.drain_all_pages();
     let mut guard = IsolationGuard {
         phys,
         isolated: Some(isolated),

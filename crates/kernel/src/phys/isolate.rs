@@ -403,8 +403,19 @@ impl BuddyAllocator {
     }
 
     /// Gives claimed frames back to the free lists of their pageblocks
-    /// (Linux `free_contig_range()`), merging.
+    /// (Linux `free_contig_range()`), merging; on CPU 0: see
+    /// [`Self::return_range_on`].
     pub fn return_range(&mut self, claimed: ClaimedRange) {
+        self.return_range_on(0, claimed);
+    }
+
+    /// Gives claimed frames back (Linux `free_contig_range()`): with
+    /// `pcp=on` frame by frame through `cpu`'s per-CPU list, as
+    /// `free_contig_range()` frees each page with `__free_page()` (so a
+    /// released tag block's page is the next untagged allocation's on that
+    /// CPU); otherwise straight onto the free lists of their pageblocks,
+    /// merging.
+    pub fn return_range_on(&mut self, cpu: usize, claimed: ClaimedRange) {
         let ClaimedRange { range } = claimed;
         let end = range.end().as_u64();
         let mut pfn = range.start.as_u64();
@@ -423,6 +434,14 @@ impl BuddyAllocator {
             pfn = section_end;
         }
         self.counters.claimed -= range.count;
+        if self.pcp.is_some() {
+            for pfn in range.iter() {
+                if !self.pcp_free(cpu, pfn, Order::new(0)) {
+                    self.free_one(pfn, Order::new(0));
+                }
+            }
+            return;
+        }
         self.free_pieces(range.start, range.end());
     }
 }

@@ -7,6 +7,7 @@
 //! - [`frame`]: per-frame metadata (`struct page`) in sparse sections.
 //! - [`mem`]: the bytes of every frame, sparse, with stable buffer handles.
 //! - [`buddy`]: the buddy allocator with pageblocks, migrate types and CMA.
+//! - [`pcp`]: the per-CPU page lists in front of it (`pcp=on`).
 //! - [`isolate`]: page isolation and contiguous claims (`mm/page_isolation.c`).
 //! - [`contig`]: `alloc_contig_range()` as an `async` function over a
 //!   [`contig::Migrator`].
@@ -33,6 +34,7 @@ pub mod layout;
 pub mod mem;
 #[cfg(test)]
 mod model_tests;
+pub mod pcp;
 mod runs;
 mod sparse;
 
@@ -50,6 +52,7 @@ pub use isolate::{
 };
 pub use layout::{CmaUse, LayoutError, Order, PhysGeometry, PhysLayout, Region, RegionKind};
 pub use mem::{MemError, PageSlot, PhysContents};
+pub use pcp::PcpParams;
 
 /// The physical memory of one machine: the page allocator (with the frame
 /// metadata) and the contents of every frame.

@@ -7,7 +7,9 @@
 //!
 //! The generator draws every platform key itself (memory, block size, swap,
 //! THP, ...) except the design, which `--set tag-storage=` chooses (the
-//! default, `dynamic`, otherwise); `--set` of any other key is refused.
+//! default, `dynamic`, otherwise), the mistakes (`--set mistake=`) and the
+//! per-CPU page lists (`--set pcp=on`, off otherwise); `--set` of any other
+//! key is refused.
 //!
 //! Runs random programs of 100-300 steps under the design, in lockstep on
 //! the machine under test (`--machine`, the kernel by default, built by
@@ -101,6 +103,7 @@ fn parse_count(text: &str) -> Result<u64, String> {
 pub enum FuzzSet {
     Design(Design),
     Mistakes(Mistakes),
+    Pcp(bool),
 }
 
 fn parse_set(text: &str) -> Result<FuzzSet, String> {
@@ -112,8 +115,13 @@ fn parse_set(text: &str) -> Result<FuzzSet, String> {
         "mistake" => Mistakes::parse(&value)
             .map(FuzzSet::Mistakes)
             .map_err(|name| format!("BUG: `{name}` passed parse_set")),
+        "pcp" => match value.as_str() {
+            "on" => Ok(FuzzSet::Pcp(true)),
+            "off" => Ok(FuzzSet::Pcp(false)),
+            _ => Err(format!("`pcp`: expected `on` or `off`, found `{value}`")),
+        },
         _ => Err(format!(
-            "the fuzzer draws `{key}` itself; only `tag-storage` and `mistake` can be set"
+            "the fuzzer draws `{key}` itself; only `tag-storage`, `mistake` and `pcp` can be set"
         )),
     }
 }
@@ -133,14 +141,17 @@ pub fn run(args: &Args) -> ExitCode {
     let reference = |platform: &Platform| make_machine(MachineKind::Reference, platform);
     let mut design = Design::default();
     let mut mistakes = Mistakes::NONE;
+    let mut pcp = false;
     for set in &args.set {
         match *set {
             FuzzSet::Design(d) => design = d,
             FuzzSet::Mistakes(m) => mistakes = m,
+            FuzzSet::Pcp(on) => pcp = on,
         }
     }
     let config = FuzzConfig {
         mistakes,
+        pcp,
         shard: args
             .shard
             .map_or((0, 1), |s| (u64::from(s.index), u64::from(s.count))),

@@ -68,7 +68,16 @@ const PLANT_AFTER: usize = 4;
 /// verdict is not empty and the verdict then. Both checkers agree at every
 /// step (else a panic).
 fn run_with_bug(policy: &str, bug: Option<Plant>) -> (usize, Vec<String>) {
-    let mut k = kernel(&[("tag-storage", policy)]);
+    run_with_bug_on(&[("tag-storage", policy)], bug)
+}
+
+/// [`run_with_bug`] on the machine of `keys`.
+fn run_with_bug_on(keys: &[(&str, &str)], bug: Option<Plant>) -> (usize, Vec<String>) {
+    let policy = keys
+        .iter()
+        .find(|(k, _)| *k == "tag-storage")
+        .map_or("dynamic", |(_, v)| *v);
+    let mut k = kernel(keys);
     let p = spawn(&mut k);
     let prot = if policy == "none" {
         Prot::READ_WRITE
@@ -146,6 +155,23 @@ fn split_a_free_block_wrongly(k: &mut Kernel, _: Pid, _: TaggedPtr) {
     phys.alloc.add_free(head + half.pages(), half, list);
 }
 
+/// A frame waiting on a per-CPU list gets a reference (`pcp=on`).
+fn referenced_pcp_page(k: &mut Kernel, _: Pid, _: TaggedPtr) {
+    let mut phys = k.mem.phys_mut();
+    let head = *phys
+        .alloc
+        .pcp
+        .as_ref()
+        .and_then(|p| p.index.keys().next())
+        .expect("a page on a per-CPU list");
+    phys.alloc
+        .frames
+        .materialise_block(head, 1)
+        .first_mut()
+        .expect("one frame")
+        .refcount = 1;
+}
+
 fn wrong_refcount(k: &mut Kernel, p: Pid, b: TaggedPtr) {
     let pfn = pfn_of(k, p, b).expect("b is mapped");
     k.mem.phys_mut().alloc.frame_mut(pfn).unwrap().refcount += 1;
@@ -211,6 +237,27 @@ fn stale_rmap(k: &mut Kernel, p: Pid, b: TaggedPtr) {
 fn without_bugs_both_checkers_stay_silent() {
     for policy in ["dynamic", "static", "none"] {
         assert_eq!(run_with_bug(policy, None).0, usize::MAX, "{policy}");
+    }
+}
+
+#[test]
+fn with_per_cpu_lists_both_checkers_agree() {
+    let keys = [("tag-storage", "dynamic"), ("pcp", "on")];
+    assert_eq!(run_with_bug_on(&keys, None).0, usize::MAX);
+    for (name, bug, expected) in [
+        (
+            "referenced pcp page",
+            referenced_pcp_page as Plant,
+            "FreeFrameNotPristine",
+        ),
+        ("lost free block", lose_a_free_block, "FramesUnaccounted"),
+    ] {
+        let (step, verdict) = run_with_bug_on(&keys, Some(bug));
+        assert_eq!(step, PLANT_AFTER, "{name}: {verdict:#?}");
+        assert!(
+            verdict.iter().any(|v| v.contains(expected)),
+            "{name}: {verdict:#?}"
+        );
     }
 }
 
