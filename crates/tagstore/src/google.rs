@@ -305,4 +305,39 @@ mod tests {
         );
         assert!(m.check().is_empty(), "{:?}", m.check());
     }
+
+    #[test]
+    fn the_fallback_switch_decides_the_thread_and_the_last_resort() {
+        let g = machine(4096);
+        let spec = GoogleTagStorage::new(&g, record());
+        assert!(spec.has_refill_thread() && spec.falls_back_anywhere());
+        assert!(
+            !spec.waits_for_refill_thread(),
+            "the compaction is asynchronous"
+        );
+        let config = TagStoreConfig {
+            google_fallback: GoogleFallback::None,
+            ..record()
+        };
+        let none = GoogleTagStorage::new(&g, config);
+        assert!(!none.has_refill_thread() && !none.falls_back_anywhere());
+        assert_eq!(GoogleFallback::by_name("none"), Some(GoogleFallback::None));
+        assert_eq!(
+            GoogleFallback::by_name("spec"),
+            Some(GoogleFallback::default())
+        );
+        assert_eq!(GoogleFallback::by_name("eager"), None);
+    }
+
+    #[test]
+    fn a_compaction_pass_converts_even_when_nothing_can_move() {
+        let (mut m, mut src) = google();
+        block_on(m.activate(Pfn::new(BASE), &mut src)).unwrap();
+        // Untagged data in block 3: the pass releases its T; the mock
+        // source cannot move pages, so block 3 stays UNTAGGED.
+        src.used.insert(Pfn::new(BASE + 32 * 3));
+        assert!(!block_on(m.refill_thread(None, &mut src)));
+        assert_eq!(m.block_state(TagBlock::new(3)), BlockState::Lent);
+        assert!(m.check().is_empty(), "{:?}", m.check());
+    }
 }

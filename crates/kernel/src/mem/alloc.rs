@@ -320,14 +320,12 @@ impl Memory {
                 }
             }
             if !manager.has_refill_thread() {
-                drop(source);
                 drop(state);
                 return self.held_fallback().await;
             }
             if !manager.waits_for_refill_thread() {
                 // The thread works asynchronously; this request takes the
                 // design's fallback at once.
-                drop(source);
                 drop(state);
                 self.wake_refill_thread(order);
                 return self.held_fallback().await;
@@ -346,7 +344,6 @@ impl Memory {
                         break;
                     }
                 }
-                drop(source);
                 drop(state);
                 return self.held_fallback().await;
             }
