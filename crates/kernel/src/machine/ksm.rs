@@ -224,6 +224,7 @@ impl Kernel {
             && !self.page_locks.is_locked(pfn)
             && self.rmap_ptls_free(pfn)
             && !self.mem.page_mte_tagged(pfn)
+            && self.mapped_untagged_everywhere(pfn)
             && self
                 .mem
                 .phys()
@@ -231,6 +232,19 @@ impl Kernel {
                 .frame(pfn)
                 .is_some_and(|m| !m.is_pinned());
         ok.then_some(pfn)
+    }
+
+    /// Whether every mapping of `pfn` is a present, untagged entry. A page
+    /// fork shares with a `PROT_MTE` mapping that is awaiting tag storage
+    /// becomes tagged at its next access there: arm64 counts it as tagged
+    /// (`memcmp_pages()`), and `write_protect_page()` could not rewrite an
+    /// entry that is not present.
+    fn mapped_untagged_everywhere(&self, pfn: Pfn) -> bool {
+        let entries = self.rmap.borrow().mappings(pfn).to_vec();
+        entries.iter().all(|e| {
+            matches!(self.current_pte(e.mm, e.va),
+                Some(Pte::Present(leaf)) if !leaf.attrs.tagged)
+        })
     }
 
     /// Whether the frames hold the same bytes (`memcmp_pages()`; neither is
