@@ -1057,6 +1057,13 @@ impl Gen<'_> {
             .any(|p| p.pins.iter().any(|&(_, _, _, short)| short))
     }
 
+    /// Whether some process holds a long-term pin.
+    fn long_term_pin_held(&self) -> bool {
+        self.procs
+            .iter()
+            .any(|p| p.pins.iter().any(|&(_, _, _, short)| !short))
+    }
+
     fn pin(&mut self, p: usize) {
         let Some(m) = self.some_map(p) else {
             return;
@@ -1066,8 +1073,15 @@ impl Gen<'_> {
         // fails (ENOMEM, as in Linux) for a page a short-term pin holds
         // there: where the page lies is invisible to the reference, so no
         // long-term pin is drawn while a short-term one is held.
-        let longterm =
-            !(self.short_term_pins_allowed() && (self.short_term_pin_held() || self.chance(50)));
+        // The other way round, a short-term pin in a tag block whose
+        // tagged page a long-term pin holds leaves that page's fault with
+        // nothing to move (the block's page is pinned, the faulting page
+        // too): it replays until the short-term pin goes, a livelock of the
+        // program that the reference cannot see. So the two kinds are never
+        // held at once.
+        let longterm = !(self.short_term_pins_allowed()
+            && !self.long_term_pin_held()
+            && (self.short_term_pin_held() || self.chance(50)));
         if !longterm {
             // Short-term pins are short: a pipe holds 16 pages at most.
             // Few and small, so that a tagged page can still find a block
