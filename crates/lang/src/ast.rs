@@ -837,8 +837,10 @@ mod tests {
         // extra ksm.saved among them; then the cost.* family (cost.total
         // and ten kinds); reclaim adds file.*, reclaim.direct and
         // cleancache.*; the fast path adds tag_storage.fast_path and
-        // tag_storage.contig.
-        assert_eq!(Counter::ALL.len(), 45);
+        // tag_storage.contig; the fuzzer's overcommitting programs add
+        // oom.
+        assert_eq!(Counter::ALL.len(), 46);
+        assert_eq!(Counter::from_name("oom"), Some(Counter::Oom));
         assert_eq!(
             Counter::from_name("tag_storage.contig"),
             Some(Counter::TagStorageContig)

@@ -64,10 +64,14 @@ pub enum Counter {
     /// Tag block claims through contiguous allocation
     /// (`alloc_contig_range()`), failed ones included.
     TagStorageContig,
+    /// Faults that ended out of memory (Linux `VM_FAULT_OOM`: after direct
+    /// reclaim freed nothing, or where the model does not reclaim), and
+    /// `fork` or `exec` refused for want of memory.
+    Oom,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 45] = [
+    pub const ALL: [Counter; 46] = [
         Counter::MemPages,
         Counter::MemFree,
         Counter::TagStoragePages,
@@ -113,6 +117,7 @@ impl Counter {
         Counter::CleancacheDrops,
         Counter::TagStorageFastPath,
         Counter::TagStorageContig,
+        Counter::Oom,
     ];
 
     /// The `cost.KIND` counters, whose sum is `cost.total`.
@@ -177,6 +182,7 @@ impl Counter {
             Counter::CleancacheDrops => "cleancache.drops",
             Counter::TagStorageFastPath => "tag_storage.fast_path",
             Counter::TagStorageContig => "tag_storage.contig",
+            Counter::Oom => "oom",
         }
     }
 

@@ -33,6 +33,7 @@ impl Kernel {
             file_dropped,
             file_reads,
             direct_reclaim,
+            oom,
         } = self.counters.get();
         Some(match counter {
             Counter::FaultAnon => fault_anon,
@@ -48,6 +49,7 @@ impl Kernel {
             Counter::FileDropped => file_dropped,
             Counter::FileReads => file_reads,
             Counter::ReclaimDirect => direct_reclaim,
+            Counter::Oom => oom,
             Counter::CleancachePuts => self.cleancache_stats().puts,
             Counter::CleancacheHits => self.cleancache_stats().hits,
             Counter::CleancacheDrops => self.cleancache_stats().drops,
