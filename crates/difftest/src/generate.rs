@@ -908,7 +908,7 @@ impl Gen<'_> {
                 },
             );
         }
-        if !fails && self.overcommit && prot.write && self.over_rng.next_u32() % 4 != 0 {
+        if !fails && self.overcommit && prot.write && !self.over_rng.next_u32().is_multiple_of(4) {
             // Touch every page, so that memory fills (module doc).
             let byte = self.pick(&[0x5a, 0xff, 0x11]);
             self.push(

@@ -52,11 +52,12 @@ use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 pub use generate::{
-    DEFAULT_OVERCOMMIT, DEFAULT_PARALLEL, GenConfig, overcommits, ParallelProgram, StepKind, Weights, generate, generate_parallel,
+    DEFAULT_OVERCOMMIT, DEFAULT_PARALLEL, GenConfig, ParallelProgram, StepKind, Weights, generate,
+    generate_parallel, overcommits,
 };
 pub use lockstep::{
-    COVERAGE, Factory, Failure, FailureClass, FailureKind, FuzzError, MAX_CANDIDATES, NotLinearizable,
-    OrderMismatch, ProgramRun, Side, Signature, run_program,
+    COVERAGE, Factory, Failure, FailureClass, FailureKind, FuzzError, MAX_CANDIDATES,
+    NotLinearizable, OrderMismatch, ProgramRun, Side, Signature, run_program,
 };
 pub use program::{
     Block, BlockSchedule, Cmd, Env, ProcName, Program, ProgramPlatform, PtrName, PtrRef, Step,

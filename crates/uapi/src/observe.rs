@@ -66,7 +66,7 @@ pub enum Counter {
     TagStorageContig,
     /// Faults that ended out of memory (Linux `VM_FAULT_OOM`: after direct
     /// reclaim freed nothing, or where the model does not reclaim), and
-    /// `fork` or `exec` refused for want of memory.
+    /// `fork`, `exec` or a long-term pin refused for want of memory.
     Oom,
 }
 

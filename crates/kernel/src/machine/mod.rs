@@ -718,7 +718,7 @@ impl Kernel {
             |r: Result<u64, Errno>| Reply::new(r.map_or_else(Outcome::Error, Outcome::Count));
         match command {
             // Fork and exec fail with ENOMEM only for want of memory (a
-            // page table, a copied page): counted as out of memory.
+            // page table, a copied page): counted as out of memory (`oom`).
             Command::Fork => match self.fork(pid).await {
                 Ok(child) => Reply::binding(Outcome::Ok, Bound::Process(child)),
                 Err(errno) => {
@@ -758,8 +758,14 @@ impl Kernel {
             Command::Madvise { ptr, len, advice } => {
                 result(self.madvise(pid, *ptr, *len, *advice).await)
             }
+            // A long-term pin fails with ENOMEM only for want of memory
+            // (its faults, or a page it must migrate first): out of memory.
             Command::Pin { ptr, len } => {
-                result(self.pin_with(pid, *ptr, *len, PinKind::LongTerm).await)
+                let r = self.pin_with(pid, *ptr, *len, PinKind::LongTerm).await;
+                if let Err(errno) = r {
+                    self.count_oom(errno);
+                }
+                result(r)
             }
             Command::Unpin { ptr, len } => result(self.unpin(pid, *ptr, *len).await),
             Command::PinShortTerm { ptr, len } => {

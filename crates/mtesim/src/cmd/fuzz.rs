@@ -216,10 +216,10 @@ pub fn run(args: &Args) -> ExitCode {
         }
     };
     let mut out = String::new();
-    if let Some(found) = report.found.first() {
-        if let Err(e) = std::fs::write(&args.out, &found.reproducer) {
-            return fail(format_args!("{}: cannot write: {e}", args.out.display()));
-        }
+    if let Some(found) = report.found.first()
+        && let Err(e) = std::fs::write(&args.out, &found.reproducer)
+    {
+        return fail(format_args!("{}: cannot write: {e}", args.out.display()));
     }
     for (k, found) in report.found.iter().enumerate() {
         let _ = writeln!(
