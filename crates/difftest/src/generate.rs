@@ -21,6 +21,17 @@
 //! budget, mappings of 2 MiB and more are drawn too, so that the 2 MiB
 //! aligned placement of large anonymous and file mappings is compared.
 //!
+//! Overcommitting programs ([`GenConfig::overcommit`] percent of them,
+//! drawn from a stream of their own so that the others are those of
+//! earlier versions draw for draw): the budget is memory and a half, plus
+//! the swap device every other such program, and their mappings are large
+//! (16 pages up to a quarter of memory) and mostly filled whole right
+//! after `mmap`, so that faults find no free page and must reclaim
+//! (anonymous pages to swap when the platform has swap, clean file pages
+//! dropped, dirty ones written back) and sometimes run out of memory. The
+//! reference model has no memory to run out of: the lockstep run ends a
+//! program at its first out-of-memory fault (see `lockstep`).
+//!
 //! Transparent huge pages: one platform in four has `thp=always`, one in
 //! four `thp=madvise`; those get 32M of memory (the huge zero page keeps 2M
 //! for ever, and a huge fault takes 2M at once) and their private anonymous
@@ -229,7 +240,13 @@ pub struct GenConfig {
     /// Percent chance that a step after the prologue opens a `parallel`
     /// block (module doc); 0 draws none.
     pub parallel: u32,
+    /// Percent chance that the program overcommits memory (module doc);
+    /// 0 draws none.
+    pub overcommit: u32,
 }
+
+/// [`GenConfig::overcommit`] of `mtesim fuzz`.
+pub const DEFAULT_OVERCOMMIT: u32 = 5;
 
 /// [`GenConfig::parallel`] of `mtesim fuzz --parallel on`: about a
 /// quarter of the commands run inside blocks (a block ends early before a
@@ -247,6 +264,7 @@ impl GenConfig {
             max_processes: 4,
             platform: None,
             parallel: 0,
+            overcommit: 0,
         }
     }
 
@@ -326,6 +344,13 @@ struct Gen<'c> {
     page: u64,
     /// Pages all live processes may touch together, at most.
     budget: u64,
+    /// Memory is overcommitted (module doc).
+    overcommit: bool,
+    /// The machine's memory in pages.
+    memory_pages: u64,
+    /// The draws of overcommitting programs' extra steps, from their own
+    /// stream (module doc).
+    over_rng: Xoshiro256PlusPlus,
     thp: Thp,
     procs: Vec<ProcModel>,
     next_proc: u32,
@@ -349,11 +374,27 @@ pub fn generate(config: &GenConfig, seed: u64) -> Program {
     let platform = config.platform.unwrap_or(drawn);
     let spec = platform.spec();
     let page = spec.page_size;
+    let memory_pages = spec.memory / page;
+    let mut over_rng = overcommit_stream(seed);
+    let overcommit = over_rng.next_u64() % 100 < u64::from(config.overcommit);
+    let budget = match overcommit {
+        false => memory_pages / 3,
+        true => {
+            let swap = match over_rng.next_u32().is_multiple_of(2) {
+                true => spec.swap / page,
+                false => 0,
+            };
+            memory_pages + memory_pages / 2 + swap
+        }
+    };
     let mut gen_ = Gen {
         config,
         rng,
         page,
-        budget: spec.memory / page / 3,
+        budget,
+        overcommit,
+        memory_pages,
+        over_rng,
         thp: platform.thp,
         procs: Vec::new(),
         next_proc: 0,
@@ -382,6 +423,17 @@ pub fn generate(config: &GenConfig, seed: u64) -> Program {
         steps = group_blocks(steps, config.parallel, seed, spec.cpus);
     }
     Program { platform, steps }
+}
+
+/// The stream of the overcommitting draws of the program of `seed`.
+fn overcommit_stream(seed: u64) -> Xoshiro256PlusPlus {
+    Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x6f76_6572_636f_6d6d)
+}
+
+/// Whether [`generate`] makes the program of `seed` overcommit memory
+/// when `percent` of programs do (module doc).
+pub fn overcommits(percent: u32, seed: u64) -> bool {
+    overcommit_stream(seed).next_u64() % 100 < u64::from(percent)
 }
 
 /// Whether a step may run inside a block (module doc).
@@ -780,6 +832,7 @@ impl Gen<'_> {
             return;
         }
         let pages = match self.below(20) {
+            _ if self.overcommit => 16 + self.below(self.memory_pages / 4),
             0..=11 => 1 + self.below(4),
             12..=17 => 1 + self.below(16),
             18 => 1 + self.below(64),
@@ -857,6 +910,18 @@ impl Gen<'_> {
                     ptr: PtrRef::at(PtrName::Map(name), 0),
                     len,
                     advice: Advice::Mergeable,
+                },
+            );
+        }
+        if !fails && self.overcommit && prot.write && !self.over_rng.next_u32().is_multiple_of(4) {
+            // Touch every page, so that memory fills (module doc).
+            let byte = self.pick(&[0x5a, 0xff, 0x11]);
+            self.push(
+                p,
+                Cmd::Fill {
+                    ptr: PtrRef::at(PtrName::Map(name), 0),
+                    len,
+                    byte,
                 },
             );
         }

@@ -16,6 +16,12 @@
 //! - [`shrink`]: delta debugging of a failing program, and the `.mte`
 //!   reproducer (the reference's outcome on the failing line).
 //!
+//! Memory pressure: [`FuzzConfig::overcommit`] percent of programs
+//! overcommit memory ([`generate`]), so that faults reclaim and sometimes
+//! run out of memory; a run ends at its first out-of-memory fault
+//! ([`lockstep`]). [`FuzzReport::coverage`] sums what the programs reached
+//! ([`lockstep::COVERAGE`]).
+//!
 //! Concurrency: with [`FuzzConfig::parallel`] above 0, programs hold
 //! `parallel` blocks of 2-4 commands run under a schedule drawn from the
 //! program's seed, and each block's replies must be those of some serial
@@ -46,11 +52,12 @@ use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 pub use generate::{
-    DEFAULT_PARALLEL, GenConfig, ParallelProgram, StepKind, Weights, generate, generate_parallel,
+    DEFAULT_OVERCOMMIT, DEFAULT_PARALLEL, GenConfig, ParallelProgram, StepKind, Weights, generate,
+    generate_parallel, overcommits,
 };
 pub use lockstep::{
-    Factory, Failure, FailureClass, FailureKind, FuzzError, MAX_CANDIDATES, NotLinearizable,
-    OrderMismatch, ProgramRun, Side, Signature, run_program,
+    COVERAGE, Factory, Failure, FailureClass, FailureKind, FuzzError, MAX_CANDIDATES,
+    NotLinearizable, OrderMismatch, ProgramRun, Side, Signature, run_program,
 };
 pub use program::{
     Block, BlockSchedule, Cmd, Env, ProcName, Program, ProgramPlatform, PtrName, PtrRef, Step,
@@ -86,6 +93,9 @@ pub struct FuzzConfig {
     /// together run exactly the programs of one unsharded run (of one that
     /// no failure stopped early).
     pub shard: (u64, u64),
+    /// Percent of programs that overcommit memory
+    /// ([`GenConfig::overcommit`]).
+    pub overcommit: u32,
 }
 
 impl FuzzConfig {
@@ -102,6 +112,7 @@ impl FuzzConfig {
             shrink: Some(ShrinkLimits::default()),
             parallel: DEFAULT_PARALLEL,
             shard: (0, 1),
+            overcommit: DEFAULT_OVERCOMMIT,
         }
     }
 }
@@ -151,9 +162,30 @@ pub struct FuzzReport {
     /// The most candidate reference states one program held at once
     /// ([`lockstep`]: orders with the same replies and different states).
     pub max_candidates: usize,
+    /// Programs generated to overcommit memory.
+    pub overcommitting: u64,
+    /// Programs that ended at an out-of-memory fault.
+    pub oom_programs: u64,
+    /// [`COVERAGE`] counters of the machine under test, summed over the
+    /// programs (in [`COVERAGE`] order; those it answers).
+    pub coverage: Vec<(uapi::Counter, u64)>,
 }
 
 impl FuzzReport {
+    /// `coverage: reclaim.direct=N swap.out=N ... ; P of Q programs
+    /// overcommitted, O ended out of memory`.
+    pub fn coverage_line(&self) -> String {
+        let mut line = String::from("coverage:");
+        for (counter, value) in &self.coverage {
+            line.push_str(&format!(" {}={value}", counter.name()));
+        }
+        line.push_str(&format!(
+            "; {} of {} programs overcommitted, {} ended out of memory",
+            self.overcommitting, self.programs, self.oom_programs
+        ));
+        line
+    }
+
     /// `fuzz: N ops, D divergences, V violations`.
     pub fn summary(&self) -> String {
         format!(
@@ -197,12 +229,21 @@ pub fn fuzz(
             mistakes: config.mistakes,
             pcp: config.pcp,
             parallel: config.parallel,
+            overcommit: config.overcommit,
             ..GenConfig::new(config.policy, steps)
         };
         let program = generate(&gen_config, seed);
         let index = drawn_programs - 1;
         report.programs += 1;
+        report.overcommitting += u64::from(overcommits(config.overcommit, seed));
         let run = run_program(&program, under_test, reference)?;
+        report.oom_programs += u64::from(run.oom);
+        for &(counter, value) in &run.coverage {
+            match report.coverage.iter_mut().find(|(c, _)| *c == counter) {
+                Some((_, sum)) => *sum += value,
+                None => report.coverage.push((counter, value)),
+            }
+        }
         report.ops += run.ops as u64;
         report.blocks += run.schedules.len() as u64;
         report.max_candidates = report.max_candidates.max(run.max_candidates);

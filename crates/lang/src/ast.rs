@@ -838,12 +838,13 @@ mod tests {
         // and ten kinds); reclaim adds file.*, reclaim.direct and
         // cleancache.*; the fast path adds tag_storage.fast_path and
         // tag_storage.contig; `mistake=tags-by-pfn` adds kernel.warn and
-        // its two sites.
-        assert_eq!(Counter::ALL.len(), 48);
+        // its two sites; the fuzzer's overcommitting programs add oom.
+        assert_eq!(Counter::ALL.len(), 49);
         assert_eq!(
             Counter::from_name("kernel.warn.tag_clear_highpage"),
             Some(Counter::KernelWarnTagClearHighpage)
         );
+        assert_eq!(Counter::from_name("oom"), Some(Counter::Oom));
         assert_eq!(
             Counter::from_name("tag_storage.contig"),
             Some(Counter::TagStorageContig)

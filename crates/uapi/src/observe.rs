@@ -72,10 +72,14 @@ pub enum Counter {
     KernelWarnRestoreTagsForPfn,
     /// `WARN_ON_ONCE` in `tag_clear_highpage()` (`tags-by-pfn`): 0/1.
     KernelWarnTagClearHighpage,
+    /// Faults that ended out of memory (Linux `VM_FAULT_OOM`: after direct
+    /// reclaim freed nothing, or where the model does not reclaim), and
+    /// `fork`, `exec` or a long-term pin refused for want of memory.
+    Oom,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 48] = [
+    pub const ALL: [Counter; 49] = [
         Counter::MemPages,
         Counter::MemFree,
         Counter::TagStoragePages,
@@ -124,6 +128,7 @@ impl Counter {
         Counter::KernelWarn,
         Counter::KernelWarnRestoreTagsForPfn,
         Counter::KernelWarnTagClearHighpage,
+        Counter::Oom,
     ];
 
     /// The `cost.KIND` counters, whose sum is `cost.total`.
@@ -191,6 +196,7 @@ impl Counter {
             Counter::KernelWarn => "kernel.warn",
             Counter::KernelWarnRestoreTagsForPfn => "kernel.warn.mte_restore_tags_for_pfn",
             Counter::KernelWarnTagClearHighpage => "kernel.warn.tag_clear_highpage",
+            Counter::Oom => "oom",
         }
     }
 

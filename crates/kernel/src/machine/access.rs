@@ -205,6 +205,9 @@ impl Kernel {
                 }
                 Err(Miss::Fault(at)) => {
                     if let Err(e) = self.handle_mm_fault(mm, va(at), need, false).await {
+                        if e == super::fault::FaultError::OutOfMemory {
+                            self.bump(|c| c.oom += 1);
+                        }
                         return Err(fault_at(e.code(), ptr, va(at)));
                     }
                 }

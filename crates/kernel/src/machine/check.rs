@@ -244,13 +244,13 @@ impl Kernel {
     /// The checks of block entries of `m`: the huge zero page read-only and
     /// special (and nothing else special); a valid tagged block has all 512
     /// frames tagged, reserved and outside tag storage (invariants 1, 2,
-    /// 5); one deposit per block. Adds the frames of THPs to `mapped`.
+    /// 5); one deposit per block. (The frames of THPs are in the scan's
+    /// `mapped`.)
     fn check_blocks(
         &self,
         id: MmId,
         m: &Mm,
         leaves: &[(VirtAddr, LeafEntry)],
-        mapped: &mut Vec<Pfn>,
     ) -> Vec<KernelViolation> {
         let mut out = Vec::new();
         let mut blocks = BTreeSet::new();
@@ -265,9 +265,6 @@ impl Kernel {
                 out.push(KernelViolation::HugeZeroPageEntry { mm: id, va });
             }
             let frames = (0..PAGES_PER_PMD).map(|i| leaf.pfn + i);
-            if !leaf.attrs.special {
-                mapped.extend(frames.clone());
-            }
             let valid_tagged = matches!(block, Block::Present(l)
                 if l.attrs.access.is_valid() && l.attrs.tagged);
             if !valid_tagged {
@@ -445,7 +442,8 @@ impl Kernel {
                     .cloned()
                     .map(|violation| KernelViolation::Pgtable { mm: *id, violation }),
             );
-            out.extend(self.check_blocks(*id, m, &scan.leaves, &mut mapped));
+            out.extend(self.check_blocks(*id, m, &scan.leaves));
+            mapped.extend_from_slice(&scan.mapped);
             for &(va, entry) in &scan.leaves {
                 let LeafEntry::Pte(pte) = entry else {
                     continue;
@@ -455,9 +453,6 @@ impl Kernel {
                     continue;
                 }
                 let Some(leaf) = pte.leaf() else { continue };
-                if !leaf.attrs.special {
-                    mapped.push(leaf.pfn);
-                }
                 if leaf.pfn == zero
                     && (!leaf.attrs.special || leaf.attrs.access == Access::ReadWrite)
                 {
@@ -550,7 +545,8 @@ impl Kernel {
                 out.push(KernelViolation::StaleTlb { mm: e.mm, va });
             }
         }
-        mapped.sort_unstable();
+        // Sorted runs, one per address space: the stable sort merges them.
+        mapped.sort();
         mapped.dedup();
         let rmap_key: RmapKey = (
             rmap.generation(),
@@ -715,20 +711,35 @@ impl Kernel {
             .chain(cached_swap.iter())
             .copied()
             .collect();
-        held.sort_unstable();
+        // Five sorted runs: the stable sort merges them.
+        held.sort();
         held.dedup();
 
         // LRU membership: every held page on one list of its type (or
-        // isolated), nothing else on any.
+        // isolated), nothing else on any. The pages on lists, `held` and
+        // the page caches' owners are all in frame order: one merge.
         let lru = lru.borrow();
-        if !lru.consistent() {
+        let consistent = match incremental {
+            true => lru.consistent_kept(),
+            false => lru.consistent(),
+        };
+        if !consistent {
             out.push(KernelViolation::Lru {
                 pfn: zero,
                 what: "the lists and the places disagree",
             });
         }
+        let unlisted = |pfn: Pfn| KernelViolation::Lru {
+            pfn,
+            what: "a user page on no list",
+        };
+        let mut held_left = held.iter().copied().peekable();
+        let mut owners = cache_owner.iter().peekable();
         for (pfn, place) in lru.all() {
-            if held.binary_search(&pfn).is_err() {
+            while let Some(h) = held_left.next_if(|h| *h < pfn) {
+                out.push(unlisted(h));
+            }
+            if held_left.next_if_eq(&pfn).is_none() {
                 out.push(KernelViolation::Lru {
                     pfn,
                     what: "on a list but not a user page",
@@ -738,15 +749,19 @@ impl Kernel {
             let home = match place {
                 super::lru::LruPlace::On(l) | super::lru::LruPlace::Isolated { home: l } => l,
             };
-            let kind = cache_owner
-                .get(&pfn)
-                .and_then(|(o, _)| objects.get(o))
+            while owners.next_if(|(p, _)| **p < pfn).is_some() {}
+            let kind = owners
+                .peek()
+                .filter(|(p, _)| **p == pfn)
+                .and_then(|(_, (o, _))| objects.get(o))
                 .map(|o| o.kind);
             let right = match kind {
                 // A pinned page that lost its page cache (the object went)
                 // keeps the list it had (Linux: until the last put).
-                None if orphans.contains(&pfn) => true,
-                None => !home.is_file() && home != super::lru::LruList::Unevictable,
+                None => {
+                    (!home.is_file() && home != super::lru::LruList::Unevictable)
+                        || orphans.contains(&pfn)
+                }
                 Some(ObjectKind::File) => home.is_file(),
                 Some(_) => home == super::lru::LruList::Unevictable,
             };
@@ -757,32 +772,28 @@ impl Kernel {
                 });
             }
         }
-        for pfn in &held {
-            if lru.place(*pfn).is_none() {
-                out.push(KernelViolation::Lru {
-                    pfn: *pfn,
-                    what: "a user page on no list",
-                });
-            }
-        }
+        out.extend(held_left.map(unlisted));
 
-        // Dirty tracking: a writable entry of a file page means a dirty page.
-        for (id, m) in mms.iter() {
-            for (va, entry) in m.pt.leaves(VirtAddr::ZERO, VirtAddr::MAX) {
-                let LeafEntry::Pte(Pte::Present(leaf)) = entry else {
-                    continue;
-                };
-                if !leaf.attrs.access.is_writable() {
-                    continue;
-                }
-                let Some((object, pgoff)) = cache_owner.get(&leaf.pfn) else {
-                    continue;
-                };
-                if objects
-                    .get(object)
-                    .is_some_and(|o| o.kind == ObjectKind::File && !o.dirty.contains(pgoff))
-                {
-                    out.push(KernelViolation::CleanFileWritable { mm: *id, va });
+        // Dirty tracking: a writable entry of a file page means a dirty page
+        // (over the leaves the scans above kept).
+        if !cache_owner.is_empty() {
+            for ((id, _), scan) in mms.iter().zip(&scans) {
+                for &(va, entry) in &scan.leaves {
+                    let LeafEntry::Pte(Pte::Present(leaf)) = entry else {
+                        continue;
+                    };
+                    if !leaf.attrs.access.is_writable() {
+                        continue;
+                    }
+                    let Some((object, pgoff)) = cache_owner.get(&leaf.pfn) else {
+                        continue;
+                    };
+                    if objects
+                        .get(object)
+                        .is_some_and(|o| o.kind == ObjectKind::File && !o.dirty.contains(pgoff))
+                    {
+                        out.push(KernelViolation::CleanFileWritable { mm: *id, va });
+                    }
                 }
             }
         }
@@ -855,14 +866,36 @@ pub(crate) struct MmScan {
     /// The table's generation when scanned.
     generation: u64,
     leaves: Vec<(VirtAddr, LeafEntry)>,
+    /// The frames the leaves map (not special ones; every frame of a
+    /// block), sorted, with repeats.
+    mapped: Vec<Pfn>,
     pt: Vec<crate::mm::PgtableViolation>,
 }
 
 impl MmScan {
     fn of(pt: &PageTable) -> MmScan {
+        let leaves: Vec<(VirtAddr, LeafEntry)> = pt.leaves(VirtAddr::ZERO, VirtAddr::MAX).collect();
+        let mut mapped = Vec::with_capacity(leaves.len());
+        for (_, entry) in &leaves {
+            match entry {
+                LeafEntry::Block(block) => {
+                    let leaf = block.leaf();
+                    if !leaf.attrs.special {
+                        mapped.extend((0..PAGES_PER_PMD).map(|i| leaf.pfn + i));
+                    }
+                }
+                LeafEntry::Pte(pte) => {
+                    if let Some(leaf) = pte.leaf().filter(|l| !l.attrs.special) {
+                        mapped.push(leaf.pfn);
+                    }
+                }
+            }
+        }
+        mapped.sort_unstable();
         MmScan {
             generation: pt.generation(),
-            leaves: pt.leaves(VirtAddr::ZERO, VirtAddr::MAX).collect(),
+            leaves,
+            mapped,
             pt: pt.check(),
         }
     }

@@ -444,7 +444,10 @@ impl Kernel {
                 .await
             {
                 Ok(_) => {}
-                Err(FaultError::OutOfMemory) => return Err(Errno::NoMem),
+                Err(FaultError::OutOfMemory) => {
+                    self.bump(|c| c.oom += 1);
+                    return Err(Errno::NoMem);
+                }
                 Err(FaultError::Signal(_)) => return Err(Errno::Fault),
             }
         }

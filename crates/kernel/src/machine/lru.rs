@@ -21,7 +21,16 @@
 //! `PG_referenced` (the folio flag, [`Lru::test_clear_referenced`]) is kept
 //! here; the page-table young bit (`PTE_AF`) lives in the entries and is
 //! handled by the kernel (`reclaim`).
+//!
+//! Every change of a field bumps a generation number (`touch`), so
+//! that the incremental checker can keep the verdict of
+//! [`Lru::consistent`] while the lists are unchanged
+//! ([`Lru::consistent_kept`]); the fields are private to this module, so
+//! its methods are the only way to change them, and each one that changes
+//! something touches (a call that changes nothing, such as marking a page
+//! referenced twice, need not).
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 
 use mte::Pfn;
@@ -91,9 +100,19 @@ pub(crate) struct Lru {
     place: BTreeMap<Pfn, (LruPlace, u64)>,
     referenced: BTreeSet<Pfn>,
     next: u64,
+    /// Bumped by every change (module doc).
+    generation: u64,
+    /// The generation [`Lru::consistent_kept`] last computed, and its
+    /// verdict.
+    kept: Cell<Option<(u64, bool)>>,
 }
 
 impl Lru {
+    /// Called by every change of a field (module doc).
+    fn touch(&mut self) {
+        self.generation += 1;
+    }
+
     /// Adds `pfn` at the newest end of `list`, if it is on no list yet.
     pub(crate) fn add(&mut self, pfn: Pfn, list: LruList) {
         if self.place.contains_key(&pfn) {
@@ -103,6 +122,7 @@ impl Lru {
     }
 
     fn insert(&mut self, pfn: Pfn, list: LruList) {
+        self.touch();
         let seq = self.next;
         self.next += 1;
         self.lists[list.index()].insert(seq, pfn);
@@ -111,6 +131,7 @@ impl Lru {
 
     fn unlink(&mut self, pfn: Pfn) -> Option<LruPlace> {
         let (place, seq) = self.place.remove(&pfn)?;
+        self.touch();
         if let LruPlace::On(list) = place {
             self.lists[list.index()].remove(&seq);
         }
@@ -121,7 +142,9 @@ impl Lru {
     /// freed (Linux `lruvec_del_folio()` in `__folio_put()`).
     pub(crate) fn remove(&mut self, pfn: Pfn) {
         self.unlink(pfn);
-        self.referenced.remove(&pfn);
+        if self.referenced.remove(&pfn) {
+            self.touch();
+        }
     }
 
     /// Where `pfn` is, if anywhere.
@@ -133,6 +156,7 @@ impl Lru {
     /// taken off (isolated). `None` when the list is empty.
     pub(crate) fn isolate_oldest(&mut self, list: LruList) -> Option<Pfn> {
         let (&seq, &pfn) = self.lists[list.index()].iter().next()?;
+        self.touch();
         self.lists[list.index()].remove(&seq);
         self.place
             .insert(pfn, (LruPlace::Isolated { home: list }, seq));
@@ -154,6 +178,7 @@ impl Lru {
         let Some((place, seq)) = self.place.remove(&src) else {
             return;
         };
+        self.touch();
         if let LruPlace::On(list) = place {
             self.lists[list.index()].insert(seq, dst);
         }
@@ -181,19 +206,40 @@ impl Lru {
 
     /// Linux `folio_set_referenced()`.
     pub(crate) fn set_referenced(&mut self, pfn: Pfn) {
-        if self.place.contains_key(&pfn) {
-            self.referenced.insert(pfn);
+        if self.place.contains_key(&pfn) && self.referenced.insert(pfn) {
+            self.touch();
         }
     }
 
     /// Linux `folio_test_clear_referenced()`.
     pub(crate) fn test_clear_referenced(&mut self, pfn: Pfn) -> bool {
-        self.referenced.remove(&pfn)
+        let was = self.referenced.remove(&pfn);
+        if was {
+            self.touch();
+        }
+        was
     }
 
     /// Whether the bookkeeping agrees with itself: each list's entries and
     /// the places name each other, flags only on known pages.
     pub(crate) fn consistent(&self) -> bool {
+        self.check_consistent()
+    }
+
+    /// [`Lru::consistent`], computed again only when a `&mut self` method
+    /// ran since the last call (module doc).
+    pub(crate) fn consistent_kept(&self) -> bool {
+        match self.kept.get() {
+            Some((generation, verdict)) if generation == self.generation => verdict,
+            _ => {
+                let verdict = self.check_consistent();
+                self.kept.set(Some((self.generation, verdict)));
+                verdict
+            }
+        }
+    }
+
+    fn check_consistent(&self) -> bool {
         let listed: usize = self.lists.iter().map(BTreeMap::len).sum();
         let on = self
             .place

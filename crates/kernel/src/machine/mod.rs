@@ -236,6 +236,8 @@ pub(crate) struct KernelCounters {
     /// `WARN_ON_ONCE`s printed, per site (0 or 1; see `tags_by_pfn`).
     pub(crate) warn_restore_tags_for_pfn: u64,
     pub(crate) warn_tag_clear_highpage: u64,
+    /// Faults, forks and execs that ended out of memory (`oom`).
+    pub(crate) oom: u64,
 }
 
 /// The simulated kernel of one machine.
@@ -753,18 +755,36 @@ impl Kernel {
         }
     }
 
+    /// Counts `oom` for a system call that failed for want of memory.
+    fn count_oom(&self, errno: Errno) {
+        if errno == Errno::NoMem {
+            self.bump(|c| c.oom += 1);
+        }
+    }
+
     async fn command(&self, pid: Pid, command: &Command) -> Reply {
         let result =
             |r: Result<(), Errno>| Reply::new(r.map_or_else(Outcome::Error, |()| Outcome::Ok));
         let count =
             |r: Result<u64, Errno>| Reply::new(r.map_or_else(Outcome::Error, Outcome::Count));
         match command {
+            // Fork and exec fail with ENOMEM only for want of memory (a
+            // page table, a copied page): counted as out of memory (`oom`).
             Command::Fork => match self.fork(pid).await {
                 Ok(child) => Reply::binding(Outcome::Ok, Bound::Process(child)),
-                Err(errno) => Reply::new(Outcome::Error(errno)),
+                Err(errno) => {
+                    self.count_oom(errno);
+                    Reply::new(Outcome::Error(errno))
+                }
             },
             Command::Exit => result(self.exit(pid).await),
-            Command::Exec => result(self.exec(pid).await),
+            Command::Exec => {
+                let r = self.exec(pid).await;
+                if let Err(errno) = r {
+                    self.count_oom(errno);
+                }
+                result(r)
+            }
             Command::Prctl(request) => result(self.prctl(pid, *request)),
             Command::PrctlGet => match self.prctl_get(pid) {
                 Ok(word) => Reply::new(Outcome::Value(u128::from(word))),
@@ -789,8 +809,14 @@ impl Kernel {
             Command::Madvise { ptr, len, advice } => {
                 result(self.madvise(pid, *ptr, *len, *advice).await)
             }
+            // A long-term pin fails with ENOMEM only for want of memory
+            // (its faults, or a page it must migrate first): out of memory.
             Command::Pin { ptr, len } => {
-                result(self.pin_with(pid, *ptr, *len, PinKind::LongTerm).await)
+                let r = self.pin_with(pid, *ptr, *len, PinKind::LongTerm).await;
+                if let Err(errno) = r {
+                    self.count_oom(errno);
+                }
+                result(r)
             }
             Command::Unpin { ptr, len } => result(self.unpin(pid, *ptr, *len).await),
             Command::PinShortTerm { ptr, len } => {

@@ -221,9 +221,12 @@ impl Kernel {
             if found.is_some() {
                 return found;
             }
-            self.handle_mm_fault(mm, page, Need::Write, true)
-                .await
-                .ok()?;
+            if let Err(e) = self.handle_mm_fault(mm, page, Need::Write, true).await {
+                if e == super::fault::FaultError::OutOfMemory {
+                    self.bump(|c| c.oom += 1);
+                }
+                return None;
+            }
         }
         // The fault kept being replayed: a livelock (see `Kernel::livelock`).
         self.livelock(page);

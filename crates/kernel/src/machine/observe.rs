@@ -35,6 +35,7 @@ impl Kernel {
             direct_reclaim,
             warn_restore_tags_for_pfn,
             warn_tag_clear_highpage,
+            oom,
         } = self.counters.get();
         Some(match counter {
             Counter::FaultAnon => fault_anon,
@@ -53,6 +54,7 @@ impl Kernel {
             Counter::KernelWarn => warn_restore_tags_for_pfn + warn_tag_clear_highpage,
             Counter::KernelWarnRestoreTagsForPfn => warn_restore_tags_for_pfn,
             Counter::KernelWarnTagClearHighpage => warn_tag_clear_highpage,
+            Counter::Oom => oom,
             Counter::CleancachePuts => self.cleancache_stats().puts,
             Counter::CleancacheHits => self.cleancache_stats().hits,
             Counter::CleancacheDrops => self.cleancache_stats().drops,

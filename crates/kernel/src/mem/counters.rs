@@ -142,7 +142,8 @@ impl MemCounters {
             | Counter::ReclaimDirect
             | Counter::CleancachePuts
             | Counter::CleancacheHits
-            | Counter::CleancacheDrops => None,
+            | Counter::CleancacheDrops
+            | Counter::Oom => None,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `mtesim fuzz [--ops N] [--seed S] [--set tag-storage=DESIGN]
 //! [--out FILE] [--machine kernel|reference] [--shard K/N]
-//! [--parallel on|off|PERCENT]`: differential
+//! [--parallel on|off|PERCENT] [--keep-going] [--shrink on|off]
+//! [--overcommit off|PERCENT]`: differential
 //! testing of the
 //! machine under test against the reference model
 //! ([`difftest`]).
@@ -35,6 +36,20 @@
 //! serial order of its commands on the reference (see [`difftest`]). A
 //! failing program's reproducer then names the `--schedule` that replays
 //! it.
+//!
+//! `--keep-going` goes on after a failure (each one counted; the first
+//! one's reproducer is written), and `--shrink off` writes failing
+//! programs unshrunk (cut after the failing step): together they run all
+//! `N` ops whatever is found, which is how throughput is measured
+//! (`docs/performance.md`).
+//!
+//! `--overcommit` sets the percent of programs generated to overcommit
+//! memory (5 by default; see [`difftest`]).
+//!
+//! At the end, stderr has a `coverage:` line: how often the runs of the
+//! machine under test reached direct reclaim, swap-out and swap-in, file
+//! writeback and drops, and out of memory (summed over programs), and how
+//! many programs were generated to overcommit memory.
 //!
 //! Panics of a machine are findings (counted as divergences), so the panic
 //! hook is silenced while fuzzing: the shrinker reproduces a panic many
@@ -79,6 +94,35 @@ pub struct Args {
     /// (0-100) that a step opens one.
     #[arg(long, value_name = "on|off|PERCENT", default_value = "on", value_parser = parse_parallel)]
     pub parallel: u32,
+    /// Go on after a failure instead of stopping at the first.
+    #[arg(long)]
+    pub keep_going: bool,
+    /// Shrink failing programs (`on`, the default) or write them as they
+    /// failed (`off`).
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off,
+          action = clap::ArgAction::Set)]
+    pub shrink: bool,
+    /// Percent of programs that overcommit memory (0-100; `off` is 0).
+    #[arg(long, value_name = "PERCENT", default_value_t = difftest::DEFAULT_OVERCOMMIT, value_parser = parse_percent)]
+    pub overcommit: u32,
+}
+
+fn parse_percent(text: &str) -> Result<u32, String> {
+    match text {
+        "off" => Ok(0),
+        _ => match parse_u64(text, Suffix::Forbidden) {
+            Ok(p) if p <= 100 => Ok(p as u32),
+            _ => Err(format!("`{text}` is not off or a percentage from 0 to 100")),
+        },
+    }
+}
+
+fn parse_on_off(text: &str) -> Result<bool, String> {
+    match text {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("`{text}` is not on or off")),
+    }
 }
 
 fn parse_parallel(text: &str) -> Result<u32, String> {
@@ -156,7 +200,13 @@ pub fn run(args: &Args) -> ExitCode {
             .shard
             .map_or((0, 1), |s| (u64::from(s.index), u64::from(s.count))),
         parallel: args.parallel,
+        keep_going: args.keep_going,
+        overcommit: args.overcommit,
         ..FuzzConfig::new(args.ops, args.seed, design)
+    };
+    let config = FuzzConfig {
+        shrink: config.shrink.filter(|_| args.shrink),
+        ..config
     };
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
@@ -177,21 +227,29 @@ pub fn run(args: &Args) -> ExitCode {
         }
     };
     let mut out = String::new();
-    if let Some(found) = report.found.first() {
-        if let Err(e) = std::fs::write(&args.out, &found.reproducer) {
-            return fail(format_args!("{}: cannot write: {e}", args.out.display()));
-        }
+    if let Some(found) = report.found.first()
+        && let Err(e) = std::fs::write(&args.out, &found.reproducer)
+    {
+        return fail(format_args!("{}: cannot write: {e}", args.out.display()));
+    }
+    for (k, found) in report.found.iter().enumerate() {
         let _ = writeln!(
             out,
             "failure in program {}: {}",
             found.program, found.failure
         );
+        if k > 0 {
+            continue;
+        }
+        let how = match found.shrunk {
+            Some(_) => format!("shrunk from {}", found.original.ops()),
+            None => format!("not shrunk, of {}", found.original.ops()),
+        };
         let _ = writeln!(
             out,
-            "reproducer: {} ({} steps, shrunk from {})",
+            "reproducer: {} ({} steps, {how})",
             args.out.display(),
             found.reproducer_len(),
-            found.original.ops()
         );
     }
     if report.blocks > 0 {
@@ -201,6 +259,7 @@ pub fn run(args: &Args) -> ExitCode {
             report.blocks, report.max_candidates
         );
     }
+    eprintln!("{}", report.coverage_line());
     let _ = writeln!(out, "{}", report.summary());
     let printed = print_stdout(&out);
     if printed != ExitCode::SUCCESS {
