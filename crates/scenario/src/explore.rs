@@ -9,8 +9,10 @@
 //! ([`RunOptions::check_invariants`]; the statements before the first
 //! `parallel` block run alike in every schedule, so their checks are made
 //! in the first schedule only) and every expectation checked as `mtesim
-//! run` checks it. A schedule *fails* when its run does not pass;
-//! the search ([`sched::explore_with`]) stops at the first failure.
+//! run` checks it. A schedule *fails* when its run does not pass, or when
+//! the machine panics (a kernel `BUG:`: reported at the statement running
+//! then, with the schedule that reached it); the search
+//! ([`sched::explore_with`]) stops at the first failure.
 //!
 //! The failing schedule is then *minimised*: each decision that names a CPU
 //! is in turn replaced by [`sched::Choice::Stay`] (later decisions that no
@@ -43,7 +45,7 @@ use sched::{
 use thiserror::Error;
 use uapi::Machine;
 
-use crate::run::{RunOptions, RunReport, Runner, Status};
+use crate::run::{Failure, RunOptions, RunReport, Runner, Status};
 
 /// The most runs spent minimising a failing schedule.
 pub const MINIMISE_RUNS: usize = 500;
@@ -143,7 +145,9 @@ pub fn explore_source<E: fmt::Display>(
     // the next: two schedules taking two locks in opposite orders are a
     // possible deadlock even if neither deadlocked (invariant 9).
     let orders: std::cell::RefCell<Option<sched::LockOrder>> = std::cell::RefCell::new(None);
-    let one = |chooser: &mut dyn Chooser| -> RunReport {
+    // The statement running now: where a panic is reported.
+    let line = std::cell::Cell::new(0);
+    let run_one = |chooser: &mut dyn Chooser| -> RunReport {
         let mut machine = match make_machine(&platform) {
             Ok(machine) => machine,
             Err(e) => panic!("BUG: the machine was built once and now is not: {e}"),
@@ -160,6 +164,7 @@ pub fn explore_source<E: fmt::Display>(
             .with_source(src)
             .with_chooser(chooser);
         for stmt in &script.stmts {
+            line.set(stmt.line());
             runner.statement(stmt, &script.names);
         }
         let report = runner.finish();
@@ -167,6 +172,23 @@ pub fn explore_source<E: fmt::Display>(
             *orders.borrow_mut() = Some(order);
         }
         report
+    };
+    // A panic (a kernel `BUG:`, such as a frame used after another CPU freed
+    // it) is a failure of the schedule that reached it, at the statement
+    // running then: the search reports it with that schedule, shortened,
+    // and `mtesim run --schedule` replays it, instead of the whole file
+    // ending without one.
+    let one = |chooser: &mut dyn Chooser| -> RunReport {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_one(chooser))) {
+            Ok(report) => report,
+            Err(payload) => RunReport {
+                failures: vec![Failure {
+                    line: line.get(),
+                    message: format!("the machine panicked: {}", panic_message(&*payload)),
+                }],
+                ..RunReport::default()
+            },
+        }
     };
     let start = Instant::now();
     let mut states = BTreeSet::new();
@@ -207,6 +229,15 @@ pub fn explore_source<E: fmt::Display>(
         elapsed: start.elapsed(),
         failure,
     })
+}
+
+/// The text a panic carried (`panic!`'s message), or a placeholder.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
 }
 
 /// The line of a run's first failure (`None`: it passed, or could not run).

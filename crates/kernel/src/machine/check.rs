@@ -653,8 +653,13 @@ impl Kernel {
                 }
             }
         }
+        // A page pinned when its last mapping went (an orphan) keeps them
+        // until it is freed, as Linux keeps them with the folio.
         for pfn in restored_tags.borrow().keys() {
-            if mapped.binary_search(pfn).is_err() && !cached_swap.contains(pfn) {
+            if mapped.binary_search(pfn).is_err()
+                && !cached_swap.contains(pfn)
+                && !orphans.contains(pfn)
+            {
                 out.push(KernelViolation::RestoredTags {
                     pfn: *pfn,
                     what: "not mapped",

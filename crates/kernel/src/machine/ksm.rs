@@ -223,8 +223,8 @@ impl Kernel {
             && !self.cache_owner.borrow().contains_key(&pfn)
             && !self.page_locks.is_locked(pfn)
             && self.rmap_ptls_free(pfn)
-            && !self.mem.page_mte_tagged(pfn)
             && self.mapped_untagged_everywhere(pfn)
+            && !self.mem.page_mte_tagged(pfn)
             && self
                 .mem
                 .phys()
@@ -234,17 +234,15 @@ impl Kernel {
         ok.then_some(pfn)
     }
 
-    /// Whether every mapping of `pfn` is a present, untagged entry. A page
-    /// fork shares with a `PROT_MTE` mapping that is awaiting tag storage
-    /// becomes tagged at its next access there: arm64 counts it as tagged
-    /// (`memcmp_pages()`), and `write_protect_page()` could not rewrite an
-    /// entry that is not present.
+    /// Whether every entry mapping `pfn` is present and untagged: a page
+    /// another address space maps tagged or awaiting tag storage (fork
+    /// shared it, then `mprotect(PROT_MTE)` there) will hold tags, and a
+    /// KSM page is mapped only by untagged entries (the checker's rule).
     fn mapped_untagged_everywhere(&self, pfn: Pfn) -> bool {
         let entries = self.rmap.borrow().mappings(pfn).to_vec();
-        entries.iter().all(|e| {
-            matches!(self.current_pte(e.mm, e.va),
-                Some(Pte::Present(leaf)) if !leaf.attrs.tagged)
-        })
+        entries.iter().all(
+            |e| matches!(self.current_pte(e.mm, e.va), Some(Pte::Present(l)) if !l.attrs.tagged),
+        )
     }
 
     /// Whether the frames hold the same bytes (`memcmp_pages()`; neither is
@@ -457,8 +455,9 @@ impl Kernel {
 
 impl Kernel {
     /// The KSM checks of the invariant checker: a KSM page is an allocated,
-    /// anonymous, unpinned frame that is mapped (it is freed with its last
-    /// mapping: invariant 6), never flagged tagged, and mapped only by
+    /// anonymous, unpinned frame that is mapped or in the swap cache (it is
+    /// freed with the last of them: invariant 6), never flagged tagged, and
+    /// mapped only by
     /// read-only, untagged 4 KiB entries (the model's own consistency).
     pub(crate) fn ksm_violations(&self, state: &KsmState) -> Vec<KernelViolation> {
         let mut out = Vec::new();
@@ -474,7 +473,11 @@ impl Kernel {
                     continue;
                 }
             };
-            if mapcount == 0 || rmap.count(pfn) == 0 {
+            // The swap cache holds a page of its own (Linux: its
+            // reference): a KSM page read back for a slot other entries
+            // still name stays there after its last mapping goes.
+            let in_swap_cache = self.swap_cache_slot.borrow().contains_key(&pfn);
+            if (mapcount == 0 || rmap.count(pfn) == 0) && !in_swap_cache {
                 out.push(counts("mapped nowhere but not freed"));
             }
             if pinned {

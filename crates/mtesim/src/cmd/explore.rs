@@ -157,7 +157,15 @@ pub fn run(args: &Args) -> ExitCode {
             .map(|file| explore_file(file, &options, &bar))
             .collect::<Vec<FileOutput>>()
     };
-    let outputs = match super::with_jobs(args.jobs, run_all) {
+    // A machine's panic is reported as the failure of the schedule that
+    // reached it (`explore_source`): the default hook's message and
+    // backtrace, printed for every replay of the minimiser, would bury the
+    // report. Set once around all files (the hook is process-wide).
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let outputs = super::with_jobs(args.jobs, run_all);
+    std::panic::set_hook(hook);
+    let outputs = match outputs {
         Ok(outputs) => outputs,
         Err(code) => return code,
     };
