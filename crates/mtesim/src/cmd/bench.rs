@@ -1,5 +1,8 @@
 //! `mtesim bench trace [--lines N] [--repeat R] [--machine kernel|reference]`:
-//! how fast a recorded trace runs, against a baseline of reading it.
+//! how fast a recorded trace runs, against a baseline of reading it;
+//! `mtesim bench scale [--memory SIZE] [--pages N]`: host memory per page of
+//! a large machine (resident set after boot and after touching pages;
+//! see `bench_scale`).
 //!
 //! Writes a synthetic trace of `N` lines ([`scenario::bench::synthetic_trace`]:
 //! `spawn`, one `mmap` at a fixed address, then 8-byte stores and loads at
@@ -45,6 +48,18 @@ pub struct Args {
 pub enum What {
     /// Time reading, parsing and running a synthetic load/store trace.
     Trace(TraceArgs),
+    /// Host memory per page of a large simulated machine (`scale` below).
+    Scale(ScaleArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ScaleArgs {
+    /// Simulated DRAM, as the `platform` line's `memory=` key.
+    #[arg(long, value_name = "SIZE", default_value = "64G")]
+    pub memory: String,
+    /// Pages of a `PROT_MTE` mapping to touch (at most half the memory).
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    pub pages: u64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -66,7 +81,115 @@ pub fn run(args: &Args) -> ExitCode {
             Ok(report) => print_stdout(&report),
             Err(message) => fail(message),
         },
+        What::Scale(scale) => match bench_scale(scale) {
+            Ok(report) => print_stdout(&report),
+            Err(message) => fail(message),
+        },
     }
+}
+
+/// This process's resident set (`VmRSS` of `/proc/self/status`), in bytes.
+fn resident_bytes() -> Result<u64, String> {
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(|e| format!("/proc/self/status: {e} (the scale figure needs Linux)"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|kb| kb.trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| "/proc/self/status has no VmRSS line".to_owned())
+}
+
+/// `mtesim bench scale`: boots a machine of `--memory`, maps `--pages`
+/// pages `PROT_MTE`, touches each with a store of zero (the page's frame,
+/// page-table entry, rmap and tag storage, but no content buffer: zeros
+/// allocate none), then with a non-zero store (its 4 KiB buffer), and
+/// reports the resident set at each point as bytes per page.
+fn bench_scale(args: &ScaleArgs) -> Result<String, String> {
+    use mte::TaggedPtr;
+    use uapi::{AccessSize, Bound, Command, MapFlags, Op, Outcome, Prot};
+
+    let mut spec = platform::PlatformSpec::default();
+    spec.set_key("memory", &args.memory)
+        .map_err(|e| format!("--memory {}: {e}", args.memory))?;
+    let platform = platform::Platform::from_spec(&spec).map_err(|e| e.to_string())?;
+    let page = platform.page_size();
+    let ram_pages = spec.memory / page;
+    if args.pages == 0 || args.pages > ram_pages / 2 {
+        return Err(format!(
+            "--pages {}: between 1 and half the machine's {ram_pages} pages",
+            args.pages
+        ));
+    }
+    let before = resident_bytes()?;
+    let mut machine = make_machine(MachineKind::Kernel, &platform).map_err(|e| e.to_string())?;
+    let booted = resident_bytes()?;
+    let Some(Bound::Process(pid)) = machine.run(&Op::Spawn).bound else {
+        return Err("BUG: spawn bound no process".to_owned());
+    };
+    let mmap = Command::Mmap {
+        len: args.pages * page,
+        prot: Prot {
+            mte: true,
+            ..Prot::READ_WRITE
+        },
+        flags: MapFlags::default(),
+    };
+    let reply = machine.run(&Op::Process { pid, command: mmap });
+    let Some(Bound::Pointer(base)) = reply.bound else {
+        return Err(format!("mmap of {} pages: {:?}", args.pages, reply.outcome));
+    };
+    let mut touch = |value: u128| -> Result<u64, String> {
+        for i in 0..args.pages {
+            let ptr: TaggedPtr = base
+                .checked_add(i * page)
+                .map_err(|e| format!("BUG: page {i}: {e}"))?;
+            let store = Command::Store {
+                ptr,
+                size: AccessSize::B8,
+                value,
+            };
+            let outcome = machine
+                .run(&Op::Process {
+                    pid,
+                    command: store,
+                })
+                .outcome;
+            if outcome != Outcome::Ok {
+                return Err(format!("store to page {i}: {outcome:?}"));
+            }
+        }
+        resident_bytes()
+    };
+    let metadata = touch(0)?;
+    let data = touch(1)?;
+    let per = |bytes: u64, pages: u64| bytes as f64 / pages as f64;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "machine: memory={} ({ram_pages} pages of {page} bytes); {} pages touched",
+        args.memory, args.pages
+    );
+    let _ = writeln!(
+        out,
+        "boot:                       {:>8.1} MiB resident, {:>8.3} bytes per simulated page",
+        (booted - before) as f64 / f64::from(1 << 20),
+        per(booted.saturating_sub(before), ram_pages)
+    );
+    let _ = writeln!(
+        out,
+        "touched (frame, PTE, tags): {:>8.1} MiB resident, {:>8.1} bytes per touched page",
+        metadata.saturating_sub(booted) as f64 / f64::from(1 << 20),
+        per(metadata.saturating_sub(booted), args.pages)
+    );
+    let _ = writeln!(
+        out,
+        "with data (non-zero store): {:>8.1} MiB resident, {:>8.1} bytes per touched page",
+        data.saturating_sub(booted) as f64 / f64::from(1 << 20),
+        per(data.saturating_sub(booted), args.pages)
+    );
+    Ok(out)
 }
 
 /// Removes the trace file when the measurement ends, however it ends.
