@@ -29,6 +29,12 @@
 //! whole mapping. The reference model has no huge pages: user-visible
 //! behaviour must not change.
 //!
+//! Multi-size THP: one platform in three has `thp-sizes=` with a few of
+//! the sizes 16K to 1M (small ones more often), with its small memory:
+//! anonymous write faults then map folios where the range is free and
+//! inside the mapping, and fall back under memory pressure. The reference
+//! model has no folios either.
+//!
 //! KSM: three in four private untagged mappings (one in eight tagged ones)
 //! are made `mergeable` right after `mmap` (and `madvise` draws `mergeable` and `unmergeable`
 //! too); `ksm-scan` comes alone or as two passes in a row, since a page
@@ -58,7 +64,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use mte::insn::{GranuleOffset, TagOffset};
 use mte::{CheckMode, GRANULE_SIZE, Tag, TagMask, TagStoreOp};
-use platform::{Design, Mistakes, OnReserveFailure, TagStorageData, Thp};
+use platform::{Design, Mistakes, OnReserveFailure, TagStorageData, Thp, ThpSizes};
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use uapi::{AccessSize, Advice, Backing, MteCtrl, PrctlRequest, Prot, Sharing};
@@ -215,6 +221,8 @@ pub struct GenConfig {
     pub policy: Design,
     /// Known mistakes the drawn platforms switch on.
     pub mistakes: Mistakes,
+    /// `thp-sizes=` of the drawn platforms, instead of the drawn sizes.
+    pub thp_sizes: Option<ThpSizes>,
     /// Steps in the program (at least the first `spawn`).
     pub steps: usize,
     pub weights: Weights,
@@ -239,6 +247,7 @@ impl GenConfig {
         GenConfig {
             policy,
             mistakes: Mistakes::NONE,
+            thp_sizes: None,
             steps,
             weights: Weights::default(),
             max_processes: 4,
@@ -338,10 +347,13 @@ struct Gen<'c> {
 /// A program of `config.steps` steps for `config.policy`, from `seed`.
 pub fn generate(config: &GenConfig, seed: u64) -> Program {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-    let drawn = ProgramPlatform {
+    let mut drawn = ProgramPlatform {
         mistakes: config.mistakes,
         ..draw_platform(&mut rng, config.policy, seed)
     };
+    if let Some(sizes) = config.thp_sizes {
+        drawn.thp_sizes = sizes;
+    }
     let platform = config.platform.unwrap_or(drawn);
     let spec = platform.spec();
     let page = spec.page_size;
@@ -593,6 +605,25 @@ fn draw_platform(rng: &mut Xoshiro256PlusPlus, policy: Design, seed: u64) -> Pro
         _ => Thp::Never,
     };
     let memory = if thp == Thp::Never { memory } else { 32 << 20 };
+    // Multi-size THP: one platform in three enables a few sizes (drawn
+    // from a stream of their own, like THP). A folio never takes more
+    // pages than its mapping has, so the budget below still holds and the
+    // small memories stay: mTHP allocations fail and fall back under
+    // pressure.
+    let mut mthp_rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x6d74_6870_5f73_7a73);
+    let mut thp_sizes = ThpSizes::NONE;
+    if mthp_rng.next_u32().is_multiple_of(3) {
+        let mask = mthp_rng.next_u32();
+        for order in ThpSizes::MIN_ORDER..=ThpSizes::MAX_ORDER {
+            // Small sizes more often: they fit the usual mappings.
+            if mask & (1 << order) != 0 && (order <= 4 || mthp_rng.next_u32().is_multiple_of(2)) {
+                thp_sizes = thp_sizes.with(order);
+            }
+        }
+        if thp_sizes.is_empty() {
+            thp_sizes = thp_sizes.with(2 + mthp_rng.next_u32() % 3);
+        }
+    }
     ProgramPlatform {
         memory,
         policy,
@@ -602,6 +633,7 @@ fn draw_platform(rng: &mut Xoshiro256PlusPlus, policy: Design, seed: u64) -> Pro
         thp,
         seed: seed % 1000,
         mistakes: Mistakes::NONE,
+        thp_sizes,
     }
 }
 

@@ -68,6 +68,9 @@ pub struct FuzzConfig {
     pub policy: Design,
     /// Known mistakes every generated platform switches on.
     pub mistakes: Mistakes,
+    /// `thp-sizes=` of every generated platform, instead of the drawn one
+    /// (`mtesim fuzz --set thp-sizes=`).
+    pub thp_sizes: Option<platform::ThpSizes>,
     /// Steps per program (the last one is cut to the ops left).
     pub steps: RangeInclusive<usize>,
     pub weights: Weights,
@@ -93,6 +96,7 @@ impl FuzzConfig {
             seed,
             policy,
             mistakes: Mistakes::NONE,
+            thp_sizes: None,
             steps: 100..=300,
             weights: Weights::default(),
             keep_going: false,
@@ -192,6 +196,7 @@ pub fn fuzz(
         let gen_config = GenConfig {
             weights: config.weights.clone(),
             mistakes: config.mistakes,
+            thp_sizes: config.thp_sizes,
             parallel: config.parallel,
             ..GenConfig::new(config.policy, steps)
         };

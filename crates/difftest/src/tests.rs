@@ -383,6 +383,7 @@ fn plain_platform() -> ProgramPlatform {
         swap: 0,
         seed: 0,
         mistakes: platform::Mistakes::NONE,
+        thp_sizes: platform::ThpSizes::NONE,
     }
 }
 

@@ -45,6 +45,7 @@ fn platform(memory: u64, policy: Design) -> ProgramPlatform {
         swap: 0,
         seed: PlatformSpec::default().seed,
         mistakes: platform::Mistakes::NONE,
+        thp_sizes: platform::ThpSizes::NONE,
     }
 }
 
