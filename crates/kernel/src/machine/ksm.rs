@@ -228,8 +228,26 @@ impl Kernel {
                 .phys()
                 .alloc
                 .frame(pfn)
-                .is_some_and(|m| !m.is_pinned());
+                .is_some_and(|m| !m.is_pinned())
+            && self.mapped_untagged_everywhere(pfn);
         ok.then_some(pfn)
+    }
+
+    /// Whether every mapping of `pfn` is a present untagged entry: a page
+    /// fork shares may be mapped tagged by the other process and await its
+    /// tag storage there (not flagged tagged yet, but a tagged page for
+    /// `memcmp_pages()` all the same), and merging rewrites every mapping.
+    fn mapped_untagged_everywhere(&self, pfn: Pfn) -> bool {
+        let rmap = self.rmap.borrow();
+        let mms = self.mms.borrow();
+        rmap.mappings(pfn).iter().all(|e| {
+            mms.get(&e.mm).is_some_and(|m| {
+                matches!(
+                    super::huge::page_entry(m.pt.walk(e.va), e.va),
+                    Pte::Present(l) if !l.attrs.tagged
+                )
+            })
+        })
     }
 
     /// Whether the frames hold the same bytes (`memcmp_pages()`; neither is
