@@ -32,7 +32,9 @@
 //! Multi-size THP: one platform in three has `thp-sizes=` with a few of
 //! the sizes 16K to 1M (small ones more often), with its small memory:
 //! anonymous write faults then map folios where the range is free and
-//! inside the mapping, and fall back under memory pressure. The reference
+//! inside the mapping, and fall back under memory pressure. One mmap in
+//! four there is a private anonymous mapping of 64K to 1M (a few pages
+//! more, sometimes), drawn only on those platforms. The reference
 //! model has no folios either.
 //!
 //! KSM: three in four private untagged mappings (one in eight tagged ones)
@@ -333,6 +335,8 @@ struct Gen<'c> {
     /// Pages all live processes may touch together, at most.
     budget: u64,
     thp: Thp,
+    /// The platform enables multi-size THP sizes (`thp-sizes=`).
+    mthp: bool,
     procs: Vec<ProcModel>,
     next_proc: u32,
     next_map: u32,
@@ -363,6 +367,7 @@ pub fn generate(config: &GenConfig, seed: u64) -> Program {
         page,
         budget: spec.memory / page / 3,
         thp: platform.thp,
+        mthp: !platform.thp_sizes.is_empty(),
         procs: Vec::new(),
         next_proc: 0,
         next_map: 0,
@@ -806,6 +811,10 @@ impl Gen<'_> {
             self.huge_mmap(p);
             return;
         }
+        if self.mthp && self.chance(25) {
+            self.mthp_mmap(p);
+            return;
+        }
         let pages = match self.below(20) {
             0..=11 => 1 + self.below(4),
             12..=17 => 1 + self.below(16),
@@ -945,6 +954,41 @@ impl Gen<'_> {
                 },
             );
         }
+    }
+
+    /// A private anonymous mapping of 64K to 1M and a little more, where
+    /// write faults map multi-size THP folios (and fall back at its end).
+    fn mthp_mmap(&mut self, p: usize) {
+        let pages = (16 << self.below(5)) + self.below(4);
+        if self.used_pages() + pages > self.budget {
+            self.munmap(p);
+            return;
+        }
+        let prot = Prot {
+            mte: self.config.policy.rules().mte() && self.chance(50),
+            ..Prot::READ_WRITE
+        };
+        let name = self.next_map;
+        self.next_map += 1;
+        self.push(
+            p,
+            Cmd::Mmap {
+                name,
+                len: pages * self.page,
+                prot,
+                sharing: Sharing::Private,
+                backing: Backing::Anon,
+                populate: false,
+            },
+        );
+        self.procs[p].maps.push(MapModel {
+            name,
+            pages,
+            prot,
+            sharing: Sharing::Private,
+            backing: Backing::Anon,
+            tags: BTreeMap::new(),
+        });
     }
 
     fn some_map(&mut self, p: usize) -> Option<usize> {
