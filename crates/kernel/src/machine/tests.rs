@@ -17,6 +17,7 @@ use crate::phys::MigrateError;
 mod compact;
 mod incremental;
 mod ksm;
+mod mthp;
 mod trace;
 
 fn kernel(keys: &[(&str, &str)]) -> Kernel {
