@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use common::{kernel, reference};
-use difftest::{FuzzConfig, fuzz};
+use difftest::{FuzzConfig, fuzz, run_program};
 use mte::{Tag, TaggedPtr};
 use platform::{Design, Platform, ThpSizes};
 use scenario::machine::MachineUnavailable;
@@ -102,50 +102,49 @@ fn generated_programs_map_folios_of_every_size() {
     assert!(report.passed(), "{}", report.summary());
 }
 
-/// `MTHP_FUZZ_OPS` ops (200,000 by default) with every size, and the same
-/// programs without `thp-sizes`: the failing programs of the first are
-/// failing programs of the second (multi-size THP adds no failure).
+/// `MTHP_FUZZ_OPS` ops (200,000 by default, seed `MTHP_FUZZ_SEED`) with
+/// every size; each failing program is run again with `thp-sizes` left
+/// out, and must fail there too (multi-size THP adds no failure; the
+/// programs are the same, only the platform key differs).
 #[test]
 #[ignore = "long: cargo test -p mtesim-difftest --test mthp -- --ignored"]
 fn thp_sizes_add_no_failure() {
-    let ops = std::env::var("MTHP_FUZZ_OPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200_000);
-    let seed = std::env::var("MTHP_FUZZ_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let run = |sizes: ThpSizes| {
-        let config = FuzzConfig {
-            thp_sizes: Some(sizes),
-            keep_going: true,
-            shrink: None,
-            ..FuzzConfig::new(ops, seed, Design::DYNAMIC)
-        };
-        fuzz(&config, &kernel, &reference).unwrap()
+    let env = |key: &str, default: u64| {
+        std::env::var(key)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
     };
-    let with = run(all_sizes());
-    let without = run(ThpSizes::NONE);
-    let failing =
-        |r: &difftest::FuzzReport| -> Vec<u64> { r.found.iter().map(|f| f.program).collect() };
-    let (with_failing, without_failing) = (failing(&with), failing(&without));
-    eprintln!(
-        "with thp-sizes: {} ({with_failing:?}); without: {} ({without_failing:?})",
-        with.summary(),
-        without.summary()
-    );
-    let new: Vec<&difftest::Found> = with
-        .found
-        .iter()
-        .filter(|f| !without_failing.contains(&f.program))
-        .collect();
+    let config = FuzzConfig {
+        thp_sizes: Some(all_sizes()),
+        keep_going: true,
+        shrink: None,
+        ..FuzzConfig::new(
+            env("MTHP_FUZZ_OPS", 200_000),
+            env("MTHP_FUZZ_SEED", 0),
+            Design::DYNAMIC,
+        )
+    };
+    let report = fuzz(&config, &kernel, &reference).unwrap();
+    eprintln!("with thp-sizes: {}", report.summary());
+    let mut new = Vec::new();
+    for found in &report.found {
+        let mut program = found.original.clone();
+        program.platform.thp_sizes = ThpSizes::NONE;
+        let run = run_program(&program, &kernel, &reference).unwrap();
+        eprintln!(
+            "program {}: {:?}; without thp-sizes: {:?}",
+            found.program,
+            found.failure.signature(),
+            run.failure.as_ref().map(|f| f.signature())
+        );
+        if run.failure.is_none() {
+            new.push(found.reproducer.as_str());
+        }
+    }
     assert!(
         new.is_empty(),
         "failures only with thp-sizes:\n{}",
-        new.iter()
-            .map(|f| f.reproducer.as_str())
-            .collect::<Vec<_>>()
-            .join("\n")
+        new.join("\n")
     );
 }

@@ -579,6 +579,13 @@ impl Kernel {
             self.split_huge_pmd(mm, base, SplitReason::CopyOnWrite);
             return Ok(());
         }
+        // do_huge_pmd_wp_page(): the folio locked across the reuse, so
+        // that reclaim (which keeps a block whose head is locked) cannot
+        // unmap and free a frame while set_pmd_at() initialises tags.
+        let guard = self.page_locks.lock(leaf.pfn).await;
+        if self.pmd_at(mm, base) != Some(PmdView::Block(Block::Present(leaf))) {
+            return Ok(());
+        }
         let exclusive = (0..PAGES_PER_PMD).all(|i| self.exclusive(leaf.pfn + i));
         if !exclusive {
             // 6.8: a shared THP is split and one 4 KiB page copied.
@@ -602,6 +609,7 @@ impl Kernel {
             None,
         )
         .await?;
+        drop(guard);
         Ok(())
     }
 
