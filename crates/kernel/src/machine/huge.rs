@@ -19,7 +19,7 @@
 //! | none, eligible | any, no order-9 page free | direct compaction once (`compact`) and retry; still none: fall back to 4 KiB pages (`VM_FAULT_FALLBACK`) | as for small pages |
 //! | huge zero page | write | split into 512 zero-page PTEs; the retry copies one page | `fault.cow` |
 //! | anon block, read-only, shared (fork) | write | split the PMD; the retry copies one 4 KiB page (6.8) | `fault.cow` |
-//! | anon block, read-only, exclusive | write | made writable (reuse) | |
+//! | anon block, read-only, exclusive | write | made writable (reuse), under the head frame's page lock (reclaim keeps such a block) | |
 //! | awaiting tag storage | any | reserve the 512 pages' storage; failing that, split (the huge zero page into zero-page PTEs, a THP into PTEs awaiting tag storage, which the small-page path reserves or migrates) | `fault.tag_storage` |
 //!
 //! # `set_pmd_at` ([`Kernel::set_pmd_at`])
