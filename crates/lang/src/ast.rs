@@ -837,8 +837,17 @@ mod tests {
         // extra ksm.saved among them; then the cost.* family (cost.total
         // and ten kinds); reclaim adds file.*, reclaim.direct and
         // cleancache.*; the fast path adds tag_storage.fast_path and
-        // tag_storage.contig.
-        assert_eq!(Counter::ALL.len(), 45);
+        // tag_storage.contig; multi-size THP adds mthp.SIZE.anon_fault_alloc
+        // and mthp.SIZE.anon_fault_fallback for its seven sizes.
+        assert_eq!(Counter::ALL.len(), 59);
+        assert_eq!(
+            Counter::from_name("mthp.16K.anon_fault_alloc"),
+            Some(Counter::MthpAnonFaultAlloc16K)
+        );
+        assert_eq!(
+            Counter::from_name("mthp.1M.anon_fault_fallback"),
+            Some(Counter::MthpAnonFaultFallback1M)
+        );
         assert_eq!(
             Counter::from_name("tag_storage.contig"),
             Some(Counter::TagStorageContig)
