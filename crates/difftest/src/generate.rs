@@ -40,6 +40,14 @@
 //! whole mapping. The reference model has no huge pages: user-visible
 //! behaviour must not change.
 //!
+//! Multi-size THP: one platform in three has `thp-sizes=` with a few of
+//! the sizes 16K to 1M (small ones more often), with its small memory:
+//! anonymous write faults then map folios where the range is free and
+//! inside the mapping, and fall back under memory pressure. One mmap in
+//! four there is a private anonymous mapping of 64K to 1M (a few pages
+//! more, sometimes), drawn only on those platforms. The reference
+//! model has no folios either.
+//!
 //! KSM: three in four private untagged mappings (one in eight tagged ones)
 //! are made `mergeable` right after `mmap` (and `madvise` draws `mergeable` and `unmergeable`
 //! too); `ksm-scan` comes alone or as two passes in a row, since a page
@@ -69,7 +77,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use mte::insn::{GranuleOffset, TagOffset};
 use mte::{CheckMode, GRANULE_SIZE, Tag, TagMask, TagStoreOp};
-use platform::{Design, Mistakes, OnReserveFailure, TagStorageData, Thp};
+use platform::{Design, Mistakes, OnReserveFailure, TagStorageData, Thp, ThpSizes};
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use uapi::{AccessSize, Advice, Backing, MteCtrl, PrctlRequest, Prot, Sharing};
@@ -228,6 +236,8 @@ pub struct GenConfig {
     pub mistakes: Mistakes,
     /// The drawn platforms have per-CPU page lists (`pcp=on`).
     pub pcp: bool,
+    /// `thp-sizes=` of the drawn platforms, instead of the drawn sizes.
+    pub thp_sizes: Option<ThpSizes>,
     /// Steps in the program (at least the first `spawn`).
     pub steps: usize,
     pub weights: Weights,
@@ -259,6 +269,7 @@ impl GenConfig {
             policy,
             mistakes: Mistakes::NONE,
             pcp: false,
+            thp_sizes: None,
             steps,
             weights: Weights::default(),
             max_processes: 4,
@@ -352,6 +363,8 @@ struct Gen<'c> {
     /// stream (module doc).
     over_rng: Xoshiro256PlusPlus,
     thp: Thp,
+    /// The platform enables multi-size THP sizes (`thp-sizes=`).
+    mthp: bool,
     procs: Vec<ProcModel>,
     next_proc: u32,
     next_map: u32,
@@ -366,11 +379,14 @@ struct Gen<'c> {
 /// A program of `config.steps` steps for `config.policy`, from `seed`.
 pub fn generate(config: &GenConfig, seed: u64) -> Program {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-    let drawn = ProgramPlatform {
+    let mut drawn = ProgramPlatform {
         mistakes: config.mistakes,
         pcp: config.pcp,
         ..draw_platform(&mut rng, config.policy, seed)
     };
+    if let Some(sizes) = config.thp_sizes {
+        drawn.thp_sizes = sizes;
+    }
     let platform = config.platform.unwrap_or(drawn);
     let spec = platform.spec();
     let page = spec.page_size;
@@ -396,6 +412,7 @@ pub fn generate(config: &GenConfig, seed: u64) -> Program {
         memory_pages,
         over_rng,
         thp: platform.thp,
+        mthp: !platform.thp_sizes.is_empty(),
         procs: Vec::new(),
         next_proc: 0,
         next_map: 0,
@@ -649,6 +666,25 @@ fn draw_platform(rng: &mut Xoshiro256PlusPlus, policy: Design, seed: u64) -> Pro
         _ => Thp::Never,
     };
     let memory = if thp == Thp::Never { memory } else { 32 << 20 };
+    // Multi-size THP: one platform in three enables a few sizes (drawn
+    // from a stream of their own, like THP). A folio never takes more
+    // pages than its mapping has, so the budget below still holds and the
+    // small memories stay: mTHP allocations fail and fall back under
+    // pressure.
+    let mut mthp_rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x6d74_6870_5f73_7a73);
+    let mut thp_sizes = ThpSizes::NONE;
+    if mthp_rng.next_u32().is_multiple_of(3) {
+        let mask = mthp_rng.next_u32();
+        for order in ThpSizes::MIN_ORDER..=ThpSizes::MAX_ORDER {
+            // Small sizes more often: they fit the usual mappings.
+            if mask & (1 << order) != 0 && (order <= 4 || mthp_rng.next_u32().is_multiple_of(2)) {
+                thp_sizes = thp_sizes.with(order);
+            }
+        }
+        if thp_sizes.is_empty() {
+            thp_sizes = thp_sizes.with(2 + mthp_rng.next_u32() % 3);
+        }
+    }
     ProgramPlatform {
         memory,
         policy,
@@ -659,6 +695,7 @@ fn draw_platform(rng: &mut Xoshiro256PlusPlus, policy: Design, seed: u64) -> Pro
         seed: seed % 1000,
         mistakes: Mistakes::NONE,
         pcp: false,
+        thp_sizes,
     }
 }
 
@@ -831,6 +868,10 @@ impl Gen<'_> {
             self.huge_mmap(p);
             return;
         }
+        if self.mthp && self.chance(25) {
+            self.mthp_mmap(p);
+            return;
+        }
         let pages = match self.below(20) {
             _ if self.overcommit => 16 + self.below(self.memory_pages / 4),
             0..=11 => 1 + self.below(4),
@@ -983,6 +1024,41 @@ impl Gen<'_> {
                 },
             );
         }
+    }
+
+    /// A private anonymous mapping of 64K to 1M and a little more, where
+    /// write faults map multi-size THP folios (and fall back at its end).
+    fn mthp_mmap(&mut self, p: usize) {
+        let pages = (16 << self.below(5)) + self.below(4);
+        if self.used_pages() + pages > self.budget {
+            self.munmap(p);
+            return;
+        }
+        let prot = Prot {
+            mte: self.config.policy.rules().mte() && self.chance(50),
+            ..Prot::READ_WRITE
+        };
+        let name = self.next_map;
+        self.next_map += 1;
+        self.push(
+            p,
+            Cmd::Mmap {
+                name,
+                len: pages * self.page,
+                prot,
+                sharing: Sharing::Private,
+                backing: Backing::Anon,
+                populate: false,
+            },
+        );
+        self.procs[p].maps.push(MapModel {
+            name,
+            pages,
+            prot,
+            sharing: Sharing::Private,
+            backing: Backing::Anon,
+            tags: BTreeMap::new(),
+        });
     }
 
     fn some_map(&mut self, p: usize) -> Option<usize> {

@@ -77,6 +77,9 @@ pub struct FuzzConfig {
     pub mistakes: Mistakes,
     /// Every generated platform has per-CPU page lists (`pcp=on`).
     pub pcp: bool,
+    /// `thp-sizes=` of every generated platform, instead of the drawn one
+    /// (`mtesim fuzz --set thp-sizes=`).
+    pub thp_sizes: Option<platform::ThpSizes>,
     /// Steps per program (the last one is cut to the ops left).
     pub steps: RangeInclusive<usize>,
     pub weights: Weights,
@@ -106,6 +109,7 @@ impl FuzzConfig {
             policy,
             mistakes: Mistakes::NONE,
             pcp: false,
+            thp_sizes: None,
             steps: 100..=300,
             weights: Weights::default(),
             keep_going: false,
@@ -228,6 +232,7 @@ pub fn fuzz(
             weights: config.weights.clone(),
             mistakes: config.mistakes,
             pcp: config.pcp,
+            thp_sizes: config.thp_sizes,
             parallel: config.parallel,
             overcommit: config.overcommit,
             ..GenConfig::new(config.policy, steps)

@@ -23,7 +23,7 @@ use lang::ParseError;
 use lang::ast::{Command, Stmt, advice_name, store_tag_name};
 use mte::insn::{GranuleOffset, TagOffset};
 use mte::{CheckMode, Tag, TagMask, TagStoreOp};
-use platform::{Design, Mistakes, PlatformSpec, TagStorageData, Thp};
+use platform::{Design, Mistakes, PlatformSpec, TagStorageData, Thp, ThpSizes};
 use scenario::run::lower::{self, Bindings, Lowered};
 use sched::Schedule;
 use uapi::{AccessSize, Advice, Backing, Bound, Pid, PrctlRequest, Prot, Reply, Sharing};
@@ -547,6 +547,8 @@ pub struct ProgramPlatform {
     pub mistakes: Mistakes,
     /// `pcp=on` (off leaves the key out).
     pub pcp: bool,
+    /// Multi-size THP orders (`thp-sizes=`; none leaves the key out).
+    pub thp_sizes: ThpSizes,
 }
 
 impl ProgramPlatform {
@@ -561,6 +563,7 @@ impl ProgramPlatform {
             seed: self.seed,
             mistakes: self.mistakes,
             pcp: self.pcp,
+            thp_sizes: self.thp_sizes,
             ..PlatformSpec::default()
         };
         if let Some(data) = self.data {
@@ -586,6 +589,9 @@ impl fmt::Display for ProgramPlatform {
         }
         if self.thp != Thp::Never {
             write!(f, " thp={}", self.thp.as_str())?;
+        }
+        if !self.thp_sizes.is_empty() {
+            write!(f, " thp-sizes={}", self.thp_sizes)?;
         }
         if self.swap != 0 {
             write!(f, " swap={}", size_text(self.swap))?;

@@ -384,6 +384,7 @@ fn plain_platform() -> ProgramPlatform {
         seed: 0,
         mistakes: platform::Mistakes::NONE,
         pcp: false,
+        thp_sizes: platform::ThpSizes::NONE,
     }
 }
 

@@ -46,6 +46,7 @@ fn platform(memory: u64, policy: Design) -> ProgramPlatform {
         seed: PlatformSpec::default().seed,
         mistakes: platform::Mistakes::NONE,
         pcp: false,
+        thp_sizes: platform::ThpSizes::NONE,
     }
 }
 

@@ -838,13 +838,23 @@ mod tests {
         // and ten kinds); reclaim adds file.*, reclaim.direct and
         // cleancache.*; the fast path adds tag_storage.fast_path and
         // tag_storage.contig; `mistake=tags-by-pfn` adds kernel.warn and
-        // its two sites; the fuzzer's overcommitting programs add oom.
-        assert_eq!(Counter::ALL.len(), 49);
+        // its two sites; the fuzzer's overcommitting programs add oom;
+        // multi-size THP adds mthp.SIZE.anon_fault_alloc and
+        // mthp.SIZE.anon_fault_fallback for its seven sizes.
+        assert_eq!(Counter::ALL.len(), 63);
         assert_eq!(
             Counter::from_name("kernel.warn.tag_clear_highpage"),
             Some(Counter::KernelWarnTagClearHighpage)
         );
         assert_eq!(Counter::from_name("oom"), Some(Counter::Oom));
+        assert_eq!(
+            Counter::from_name("mthp.16K.anon_fault_alloc"),
+            Some(Counter::MthpAnonFaultAlloc16K)
+        );
+        assert_eq!(
+            Counter::from_name("mthp.1M.anon_fault_fallback"),
+            Some(Counter::MthpAnonFaultFallback1M)
+        );
         assert_eq!(
             Counter::from_name("tag_storage.contig"),
             Some(Counter::TagStorageContig)

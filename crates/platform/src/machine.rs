@@ -23,7 +23,7 @@
 use crate::cost::CostTable;
 use crate::error::PlatformError;
 use crate::mistake::{Mistake, Mistakes};
-use crate::spec::{Design, PlatformSpec, TagStorageData, Thp};
+use crate::spec::{Design, PlatformSpec, TagStorageData, Thp, ThpSizes};
 use mte::geometry::{Geometry, GeometryError, MemRange, TagRegion};
 use std::path::Path;
 use thiserror::Error;
@@ -41,6 +41,8 @@ pub struct KernelSettings {
     /// Bytes of swap.
     pub swap: u64,
     pub thp: Thp,
+    /// `thp-sizes=`: anonymous multi-size THP orders enabled (`always`).
+    pub thp_sizes: ThpSizes,
     pub huge_zero_page: bool,
     /// Seed of every random choice.
     pub seed: u64,
@@ -67,6 +69,7 @@ impl KernelSettings {
             tag_storage_data,
             swap,
             thp,
+            thp_sizes,
             huge_zero_page,
             seed,
             cpus,
@@ -82,6 +85,7 @@ impl KernelSettings {
             tag_storage_data,
             swap,
             thp,
+            thp_sizes,
             huge_zero_page,
             seed,
             cpus,

@@ -44,6 +44,83 @@ pub enum Thp {
     Always,
 }
 
+/// The multi-size THP orders enabled for anonymous memory besides the PMD
+/// order (`thp-sizes=`): Linux v6.8's
+/// `/sys/kernel/mm/transparent_hugepage/hugepages-<size>kB/enabled` files
+/// written `always` for the listed sizes (the others `never`, their
+/// default). A set of orders from [`ThpSizes::MIN_ORDER`] to
+/// [`ThpSizes::MAX_ORDER`] (`THP_ORDERS_ALL_ANON` without the PMD order,
+/// which `thp=` governs).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default)]
+pub struct ThpSizes(u16);
+
+impl ThpSizes {
+    /// No size enabled (the default).
+    pub const NONE: ThpSizes = ThpSizes(0);
+    /// The smallest anonymous THP order (16K): Linux excludes orders 0 and 1
+    /// (`THP_ORDERS_ALL_ANON`).
+    pub const MIN_ORDER: u32 = 2;
+    /// The largest order below the PMD order (1M with 4 KiB pages).
+    pub const MAX_ORDER: u32 = 8;
+
+    /// The set with `order` added. Panics outside the orders above (a
+    /// caller's bug: input goes through [`ThpSizes::parse`]).
+    pub fn with(self, order: u32) -> ThpSizes {
+        assert!(
+            (Self::MIN_ORDER..=Self::MAX_ORDER).contains(&order),
+            "BUG: mTHP order {order} out of range"
+        );
+        ThpSizes(self.0 | 1 << order)
+    }
+
+    pub fn contains(self, order: u32) -> bool {
+        order < 16 && self.0 & (1 << order) != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The enabled orders, highest first (the order `alloc_anon_folio()`
+    /// tries them in).
+    pub fn orders_descending(self) -> impl Iterator<Item = u32> {
+        (Self::MIN_ORDER..=Self::MAX_ORDER)
+            .rev()
+            .filter(move |&o| self.contains(o))
+    }
+
+    /// Parses `none` or a comma list of sizes (`16K,64K`); the error is the
+    /// offending item.
+    pub fn parse(text: &str) -> Result<ThpSizes, String> {
+        if text == "none" {
+            return Ok(ThpSizes::NONE);
+        }
+        let mut set = ThpSizes::NONE;
+        for item in text.split(',') {
+            let bytes = num::parse_u64(item, Suffix::Allowed).map_err(|_| item.to_owned())?;
+            let order = (Self::MIN_ORDER..=Self::MAX_ORDER)
+                .find(|o| bytes == 4096 << o)
+                .ok_or_else(|| item.to_owned())?;
+            set = set.with(order);
+        }
+        Ok(set)
+    }
+}
+
+impl std::fmt::Display for ThpSizes {
+    /// `none` or the sizes ascending, as [`ThpSizes::parse`] reads them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_empty() {
+            return f.write_str("none");
+        }
+        let sizes: Vec<String> = (Self::MIN_ORDER..=Self::MAX_ORDER)
+            .filter(|&o| self.contains(o))
+            .map(|o| num::format_size(4096 << o))
+            .collect();
+        f.write_str(&sizes.join(","))
+    }
+}
+
 impl TagStorageData {
     /// The keyword a platform line uses (`tag-storage-data=...`).
     pub fn as_str(self) -> &'static str {
@@ -80,6 +157,8 @@ pub struct PlatformSpec {
     /// Bytes of swap.
     pub swap: u64,
     pub thp: Thp,
+    /// `thp-sizes=`: the multi-size THP orders enabled besides 2M.
+    pub thp_sizes: ThpSizes,
     pub huge_zero_page: bool,
     pub seed: u64,
     pub cpus: u32,
@@ -108,6 +187,7 @@ impl Default for PlatformSpec {
             tag_storage_data: TagStorageData::Balance,
             swap: 0,
             thp: Thp::Never,
+            thp_sizes: ThpSizes::NONE,
             huge_zero_page: true,
             seed: 0,
             cpus: 4,
@@ -135,6 +215,7 @@ pub const KEYS: &[&str] = &[
     "reserve-fast-path",
     "google-fallback",
     "pcp",
+    "thp-sizes",
 ];
 
 /// The most simulated CPUs a machine may have.
@@ -211,6 +292,13 @@ impl PlatformSpec {
                     "always" => Thp::Always,
                     _ => return Err(bad("`never`, `madvise` or `always`")),
                 }
+            }
+            "thp-sizes" => {
+                self.thp_sizes = ThpSizes::parse(value).map_err(|item| KeyError::BadValue {
+                    key,
+                    value: item,
+                    expected: "`none` or a comma list of the sizes 16K, 32K, 64K, 128K, 256K, 512K, 1M (2M is `thp=`)",
+                })?;
             }
             "huge-zero-page" => {
                 self.huge_zero_page = match value {
@@ -304,6 +392,7 @@ mod tests {
             ("reserve-fast-path", "off"),
             ("google-fallback", "none"),
             ("pcp", "on"),
+            ("thp-sizes", "64K,16K"),
         ] {
             spec.set_key(key, value).unwrap();
         }
@@ -317,6 +406,7 @@ mod tests {
                 tag_storage_data: TagStorageData::Prefer,
                 swap: 16 << 20,
                 thp: Thp::Madvise,
+                thp_sizes: ThpSizes::NONE.with(2).with(4),
                 huge_zero_page: false,
                 seed: 42,
                 cpus: 2,
@@ -352,6 +442,13 @@ mod tests {
             .set_key("mistake", "huge-zero-page,retry-for-ever")
             .unwrap_err();
         assert!(err.to_string().contains("retry-for-ever"), "{err}");
+        for bad in ["8K", "2M", "48K", "16K,", "16K,x", ""] {
+            let err = spec.set_key("thp-sizes", bad).unwrap_err();
+            assert!(
+                err.to_string().starts_with("`thp-sizes`: expected"),
+                "{err}"
+            );
+        }
         assert_eq!(spec, PlatformSpec::default(), "failed sets change nothing");
     }
 
@@ -374,5 +471,11 @@ mod tests {
             spec.set_key("thp", thp.as_str()).unwrap();
             assert_eq!(spec.thp, thp);
         }
+        for sizes in ["none", "16K", "16K,32K,64K,128K,256K,512K,1M"] {
+            spec.set_key("thp-sizes", sizes).unwrap();
+            assert_eq!(spec.thp_sizes.to_string(), sizes);
+        }
+        let all: Vec<u32> = spec.thp_sizes.orders_descending().collect();
+        assert_eq!(all, [8, 7, 6, 5, 4, 3, 2]);
     }
 }

@@ -76,10 +76,29 @@ pub enum Counter {
     /// reclaim freed nothing, or where the model does not reclaim), and
     /// `fork`, `exec` or a long-term pin refused for want of memory.
     Oom,
+    /// Anonymous faults that allocated a multi-size THP of each size
+    /// (`thp-sizes=`), then those whose allocation of that size failed and
+    /// fell back to the next smaller enabled size (Linux's per-size
+    /// `hugepages-<size>kB/stats/anon_fault_alloc` and
+    /// `anon_fault_fallback`).
+    MthpAnonFaultAlloc16K,
+    MthpAnonFaultFallback16K,
+    MthpAnonFaultAlloc32K,
+    MthpAnonFaultFallback32K,
+    MthpAnonFaultAlloc64K,
+    MthpAnonFaultFallback64K,
+    MthpAnonFaultAlloc128K,
+    MthpAnonFaultFallback128K,
+    MthpAnonFaultAlloc256K,
+    MthpAnonFaultFallback256K,
+    MthpAnonFaultAlloc512K,
+    MthpAnonFaultFallback512K,
+    MthpAnonFaultAlloc1M,
+    MthpAnonFaultFallback1M,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 49] = [
+    pub const ALL: [Counter; 63] = [
         Counter::MemPages,
         Counter::MemFree,
         Counter::TagStoragePages,
@@ -129,6 +148,20 @@ impl Counter {
         Counter::KernelWarnRestoreTagsForPfn,
         Counter::KernelWarnTagClearHighpage,
         Counter::Oom,
+        Counter::MthpAnonFaultAlloc16K,
+        Counter::MthpAnonFaultFallback16K,
+        Counter::MthpAnonFaultAlloc32K,
+        Counter::MthpAnonFaultFallback32K,
+        Counter::MthpAnonFaultAlloc64K,
+        Counter::MthpAnonFaultFallback64K,
+        Counter::MthpAnonFaultAlloc128K,
+        Counter::MthpAnonFaultFallback128K,
+        Counter::MthpAnonFaultAlloc256K,
+        Counter::MthpAnonFaultFallback256K,
+        Counter::MthpAnonFaultAlloc512K,
+        Counter::MthpAnonFaultFallback512K,
+        Counter::MthpAnonFaultAlloc1M,
+        Counter::MthpAnonFaultFallback1M,
     ];
 
     /// The `cost.KIND` counters, whose sum is `cost.total`.
@@ -197,7 +230,57 @@ impl Counter {
             Counter::KernelWarnRestoreTagsForPfn => "kernel.warn.mte_restore_tags_for_pfn",
             Counter::KernelWarnTagClearHighpage => "kernel.warn.tag_clear_highpage",
             Counter::Oom => "oom",
+            Counter::MthpAnonFaultAlloc16K => "mthp.16K.anon_fault_alloc",
+            Counter::MthpAnonFaultFallback16K => "mthp.16K.anon_fault_fallback",
+            Counter::MthpAnonFaultAlloc32K => "mthp.32K.anon_fault_alloc",
+            Counter::MthpAnonFaultFallback32K => "mthp.32K.anon_fault_fallback",
+            Counter::MthpAnonFaultAlloc64K => "mthp.64K.anon_fault_alloc",
+            Counter::MthpAnonFaultFallback64K => "mthp.64K.anon_fault_fallback",
+            Counter::MthpAnonFaultAlloc128K => "mthp.128K.anon_fault_alloc",
+            Counter::MthpAnonFaultFallback128K => "mthp.128K.anon_fault_fallback",
+            Counter::MthpAnonFaultAlloc256K => "mthp.256K.anon_fault_alloc",
+            Counter::MthpAnonFaultFallback256K => "mthp.256K.anon_fault_fallback",
+            Counter::MthpAnonFaultAlloc512K => "mthp.512K.anon_fault_alloc",
+            Counter::MthpAnonFaultFallback512K => "mthp.512K.anon_fault_fallback",
+            Counter::MthpAnonFaultAlloc1M => "mthp.1M.anon_fault_alloc",
+            Counter::MthpAnonFaultFallback1M => "mthp.1M.anon_fault_fallback",
         }
+    }
+
+    /// `mthp.SIZE.anon_fault_alloc` and `mthp.SIZE.anon_fault_fallback` of
+    /// the folio order `order` (2 to 8); `None` for any other order.
+    pub const fn mthp(order: u32) -> Option<(Counter, Counter)> {
+        Some(match order {
+            2 => (
+                Counter::MthpAnonFaultAlloc16K,
+                Counter::MthpAnonFaultFallback16K,
+            ),
+            3 => (
+                Counter::MthpAnonFaultAlloc32K,
+                Counter::MthpAnonFaultFallback32K,
+            ),
+            4 => (
+                Counter::MthpAnonFaultAlloc64K,
+                Counter::MthpAnonFaultFallback64K,
+            ),
+            5 => (
+                Counter::MthpAnonFaultAlloc128K,
+                Counter::MthpAnonFaultFallback128K,
+            ),
+            6 => (
+                Counter::MthpAnonFaultAlloc256K,
+                Counter::MthpAnonFaultFallback256K,
+            ),
+            7 => (
+                Counter::MthpAnonFaultAlloc512K,
+                Counter::MthpAnonFaultFallback512K,
+            ),
+            8 => (
+                Counter::MthpAnonFaultAlloc1M,
+                Counter::MthpAnonFaultFallback1M,
+            ),
+            _ => return None,
+        })
     }
 
     pub fn from_name(name: &str) -> Option<Counter> {

@@ -164,6 +164,14 @@ pub enum KernelViolation {
     /// entry would be lost when reclaim drops the page (see `reclaim`).
     #[error("mm {mm:?} {va}: a clean file page is mapped writable")]
     CleanFileWritable { mm: MmId, va: VirtAddr },
+    /// docs/model.md §4.6 for a multi-size THP folio: every page allocated
+    /// and mapped by the same mappings at the same offsets (see `mthp`).
+    #[error("mTHP folio at {head} (order {order}): {what}")]
+    Folio {
+        head: Pfn,
+        order: u32,
+        what: &'static str,
+    },
 }
 
 impl KernelViolation {
@@ -185,7 +193,8 @@ impl KernelViolation {
             | K::Orphan { .. }
             | K::FrameCount { .. }
             | K::SwapCount { .. }
-            | K::KsmCount { .. } => Invariant::Counts,
+            | K::KsmCount { .. }
+            | K::Folio { .. } => Invariant::Counts,
             K::SavedTagsWithoutMte { .. } | K::RestoredTags { .. } => Invariant::SavedTags,
             K::SwapCache { .. } | K::CleanFileWritable { .. } => Invariant::NothingLost,
             K::Lru { .. } => Invariant::LayerConsistency,
@@ -352,6 +361,7 @@ impl Kernel {
             ksm,
             lock_violations: _,
             freeing: _,
+            folios,
             checks: _,
             check_cache: _,
         } = self;
@@ -685,6 +695,13 @@ impl Kernel {
         for pfn in cache_owner.keys() {
             if !cached.contains(pfn) {
                 out.push(KernelViolation::PageCache { pfn: *pfn });
+            }
+        }
+
+        // Multi-size THP folios: every page consistent with the head.
+        for (&head, &order) in folios.borrow().iter() {
+            if let Some(what) = self.folio_problem(head, order) {
+                out.push(KernelViolation::Folio { head, order, what });
             }
         }
 

@@ -13,6 +13,7 @@
 //! | present, read-only, private | write | exclusive anonymous page: made writable (reuse); otherwise a copy, data and tags | `fault.cow` for a copy |
 //! | present, read-only, shared | write | made writable | |
 //! | awaiting tag storage | any | reserve (or migrate), then map valid | `fault.tag_storage` |
+//! | none, private anon, `thp-sizes` order fits | write | a multi-size THP folio (`mthp`), falling back order by order to the row above | `fault.anon` (once), `mthp.SIZE.*` |
 //! | none (PMD empty), THP eligible | any | the PMD paths of `huge` (huge zero page, huge page, or fall back to the rows above) | |
 //! | block | any | the PMD paths of `huge` | |
 //! | swap entry | any | a new page with the slot's data and tags (`machine::swapping`) | `swap.in` |
@@ -373,6 +374,10 @@ impl Kernel {
                         self.bump(|c| c.fault_zero_page += 1);
                         self.fault_event(FaultKind::ZeroPage, va, FaultOutcome::Mapped);
                     }
+                    return Ok(());
+                }
+                // alloc_anon_folio(): an mTHP folio where an order applies.
+                if self.do_anonymous_mthp(mm, va, vma).await? {
                     return Ok(());
                 }
                 self.prepare_anon(mm, va);

@@ -19,7 +19,7 @@
 //! | none, eligible | any, no order-9 page free | direct compaction once (`compact`) and retry; still none: fall back to 4 KiB pages (`VM_FAULT_FALLBACK`) | as for small pages |
 //! | huge zero page | write | split into 512 zero-page PTEs; the retry copies one page | `fault.cow` |
 //! | anon block, read-only, shared (fork) | write | split the PMD; the retry copies one 4 KiB page (6.8) | `fault.cow` |
-//! | anon block, read-only, exclusive | write | made writable (reuse) | |
+//! | anon block, read-only, exclusive | write | made writable (reuse), under the head frame's page lock (reclaim keeps such a block) | |
 //! | awaiting tag storage | any | reserve the 512 pages' storage; failing that, split (the huge zero page into zero-page PTEs, a THP into PTEs awaiting tag storage, which the small-page path reserves or migrates) | `fault.tag_storage` |
 //!
 //! # `set_pmd_at` ([`Kernel::set_pmd_at`])
@@ -592,6 +592,13 @@ impl Kernel {
             self.split_huge_pmd(mm, base, SplitReason::CopyOnWrite);
             return Ok(());
         }
+        // do_huge_pmd_wp_page(): the folio locked across the reuse, so
+        // that reclaim (which keeps a block whose head is locked) cannot
+        // unmap and free a frame while set_pmd_at() initialises tags.
+        let guard = self.page_locks.lock(leaf.pfn).await;
+        if self.pmd_at(mm, base) != Some(PmdView::Block(Block::Present(leaf))) {
+            return Ok(());
+        }
         let exclusive = (0..PAGES_PER_PMD).all(|i| self.exclusive(leaf.pfn + i));
         if !exclusive {
             // 6.8: a shared THP is split and one 4 KiB page copied.
@@ -615,6 +622,7 @@ impl Kernel {
             None,
         )
         .await?;
+        drop(guard);
         Ok(())
     }
 

@@ -230,7 +230,8 @@ impl Kernel {
                 .phys()
                 .alloc
                 .frame(pfn)
-                .is_some_and(|m| !m.is_pinned());
+                .is_some_and(|m| !m.is_pinned())
+            && self.mapped_untagged_everywhere(pfn);
         ok.then_some(pfn)
     }
 
@@ -356,6 +357,8 @@ impl Kernel {
     /// write-protected and clean (`write_protect_page()`).
     fn make_ksm_page(&self, pfn: Pfn) {
         self.split_blocks_mapping(pfn, SplitReason::Ksm);
+        // KSM splits a large folio before merging a page of it.
+        self.split_folio_of(pfn);
         let entries = self.rmap.borrow().mappings(pfn).to_vec();
         let mut mms = self.mms.borrow_mut();
         for e in entries {

@@ -212,6 +212,8 @@ impl Kernel {
         });
         // A page of a THP: its blocks become PTEs first (see `huge`).
         self.split_blocks_mapping(src, SplitReason::Migration);
+        // A page of an mTHP folio: the folio splits (see `mthp`).
+        self.split_folio_of(src);
         self.mem.migrate_block(src, dst, PAGE_ORDER);
         let entries = self.rmap.borrow().mappings(src).to_vec();
         {

@@ -22,7 +22,8 @@
 //! [`crate::mem::PageMover`] of tag storage claims), `compact` (memory
 //! compaction: `compact` and direct compaction), `huge` (transparent
 //! huge pages and the huge zero page: eligibility, PMD faults,
-//! `set_pmd_at`, splitting, the deposited tables), `swapping` (pageout,
+//! `set_pmd_at`, splitting, the deposited tables), `mthp` (multi-size THP
+//! for anonymous faults: orders, fallback, the folio records), `swapping` (pageout,
 //! `do_swap_page`, the swap cache, tags saved and restored), `lru` (the
 //! LRU lists), `reclaim` (reclaim over them, file writeback and read-back,
 //! direct reclaim, the cleancache hooks), `access` (loads, stores, tag
@@ -105,6 +106,7 @@ mod ksm;
 mod lru;
 mod migrate;
 mod mte_abi;
+mod mthp;
 mod observe;
 mod proc;
 mod reclaim;
@@ -238,6 +240,11 @@ pub(crate) struct KernelCounters {
     pub(crate) warn_tag_clear_highpage: u64,
     /// Faults, forks and execs that ended out of memory (`oom`).
     pub(crate) oom: u64,
+    /// Per folio order (2 to 8 used): anonymous faults that allocated a
+    /// multi-size THP of that order, and those whose allocation of it
+    /// failed (see `mthp`).
+    pub(crate) mthp_alloc: [u64; 9],
+    pub(crate) mthp_fallback: [u64; 9],
 }
 
 /// The simulated kernel of one machine.
@@ -300,6 +307,9 @@ pub struct Kernel {
     /// Frames some path is freeing now (waiting for `tag_blocks_lock`):
     /// no other path frees them again (see `release_if_unused`).
     freeing: RefCell<BTreeSet<Pfn>>,
+    /// The multi-size THP folios whose pages are all still mapped as
+    /// their fault mapped them: head frame -> order (see `mthp`).
+    folios: RefCell<BTreeMap<Pfn, u32>>,
     /// Calls of `invariant_violations` so far (see `incremental`).
     checks: Cell<u64>,
     /// What the incremental checker keeps between checks (see `check`).
@@ -425,6 +435,7 @@ impl Kernel {
             ksm: RefCell::new(ksm::KsmState::default()),
             lock_violations: RefCell::new(BTreeSet::new()),
             freeing: RefCell::new(BTreeSet::new()),
+            folios: RefCell::new(BTreeMap::new()),
             checks: Cell::new(0),
             check_cache: RefCell::default(),
         })
@@ -525,6 +536,10 @@ impl Kernel {
             level: crate::mm::MapLevel::Pte,
         };
         if let Some(leaf) = old.leaf().filter(|l| !l.attrs.special) {
+            if pte.leaf().map(|l| l.pfn) != Some(leaf.pfn) {
+                // A page leaving its place in a folio splits it (see `mthp`).
+                self.split_folio_of(leaf.pfn);
+            }
             self.rmap
                 .borrow_mut()
                 .remove(leaf.pfn, entry)

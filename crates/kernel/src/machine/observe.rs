@@ -36,7 +36,18 @@ impl Kernel {
             warn_restore_tags_for_pfn,
             warn_tag_clear_highpage,
             oom,
+            mthp_alloc,
+            mthp_fallback,
         } = self.counters.get();
+        for order in 0..mthp_alloc.len() as u32 {
+            match Counter::mthp(order) {
+                Some((alloc, _)) if alloc == counter => return Some(mthp_alloc[order as usize]),
+                Some((_, fallback)) if fallback == counter => {
+                    return Some(mthp_fallback[order as usize]);
+                }
+                _ => {}
+            }
+        }
         Some(match counter {
             Counter::FaultAnon => fault_anon,
             Counter::FaultZeroPage => fault_zero_page,

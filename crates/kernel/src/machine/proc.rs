@@ -294,6 +294,9 @@ impl Kernel {
     ) -> Result<(), Errno> {
         let leaf = pte.leaf().expect("BUG: copying an entry without a page");
         let src = leaf.pfn;
+        // The child maps a copy where the rest of an mTHP folio is shared:
+        // the folio splits (see `mthp`).
+        self.split_folio_of(src);
         let dst = self
             .alloc_copy_target(vma.is_tagged(), self.mem.page_mte_tagged(src))
             .await

@@ -289,6 +289,12 @@ impl Kernel {
         ) {
             return Some(inactive);
         }
+        // A frame of a THP mapped by a block: Linux locks the whole folio,
+        // the model the head's frame; a path holding it (the tag storage
+        // fault initialising the block's tags) keeps the folio.
+        if self.block_head_locked(pfn) {
+            return Some(inactive);
+        }
         let pinned = self
             .mem
             .phys()
@@ -323,6 +329,30 @@ impl Kernel {
         }
         self.release_if_unused(pfn).await;
         None
+    }
+
+    /// Whether a block mapping `pfn` has its head frame's page lock held by
+    /// some path (see `shrink_folio`).
+    fn block_head_locked(&self, pfn: Pfn) -> bool {
+        let entries: Vec<crate::mm::RmapEntry> = self
+            .rmap
+            .borrow()
+            .mappings(pfn)
+            .iter()
+            .filter(|e| e.level == crate::mm::MapLevel::Pmd)
+            .copied()
+            .collect();
+        entries.iter().any(|e| {
+            let head = self
+                .mms
+                .borrow()
+                .get(&e.mm)
+                .and_then(|m| match m.pt.walk(e.va) {
+                    crate::mm::Walk::Block { block, .. } => Some(block.leaf().pfn),
+                    _ => None,
+                });
+            head.is_some_and(|h| h != pfn && self.page_locks.is_locked(h))
+        })
     }
 
     /// Reclaim of an anonymous page: swapped out with every mapping, or,

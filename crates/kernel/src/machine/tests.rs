@@ -18,6 +18,7 @@ mod compact;
 mod direct;
 mod incremental;
 mod ksm;
+mod mthp;
 mod trace;
 
 fn kernel(keys: &[(&str, &str)]) -> Kernel {

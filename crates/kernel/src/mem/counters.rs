@@ -143,7 +143,21 @@ impl MemCounters {
             | Counter::CleancachePuts
             | Counter::CleancacheHits
             | Counter::CleancacheDrops
-            | Counter::Oom => None,
+            | Counter::Oom
+            | Counter::MthpAnonFaultAlloc16K
+            | Counter::MthpAnonFaultFallback16K
+            | Counter::MthpAnonFaultAlloc32K
+            | Counter::MthpAnonFaultFallback32K
+            | Counter::MthpAnonFaultAlloc64K
+            | Counter::MthpAnonFaultFallback64K
+            | Counter::MthpAnonFaultAlloc128K
+            | Counter::MthpAnonFaultFallback128K
+            | Counter::MthpAnonFaultAlloc256K
+            | Counter::MthpAnonFaultFallback256K
+            | Counter::MthpAnonFaultAlloc512K
+            | Counter::MthpAnonFaultFallback512K
+            | Counter::MthpAnonFaultAlloc1M
+            | Counter::MthpAnonFaultFallback1M => None,
         }
     }
 }

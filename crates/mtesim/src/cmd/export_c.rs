@@ -190,6 +190,12 @@ fn check_platform(spec: &PlatformSpec) -> Result<(), String> {
     if spec.swap > REFERENCE_SWAP_MAX {
         return Err("the reference machine's swap device (a RAM disk) holds at most 64M".into());
     }
+    if !spec.thp_sizes.is_empty() {
+        return Err(
+            "the harness does not write the per-size THP files (`thp-sizes`); leave the key out"
+                .into(),
+        );
+    }
     Ok(())
 }
 

@@ -1,4 +1,5 @@
 //! `mtesim fuzz [--ops N] [--seed S] [--set tag-storage=DESIGN]
+//! [--set mistake=NAMES] [--set thp-sizes=SIZES]
 //! [--out FILE] [--machine kernel|reference] [--shard K/N]
 //! [--parallel on|off|PERCENT] [--keep-going] [--shrink on|off]
 //! [--overcommit off|PERCENT]`: differential
@@ -8,9 +9,10 @@
 //!
 //! The generator draws every platform key itself (memory, block size, swap,
 //! THP, ...) except the design, which `--set tag-storage=` chooses (the
-//! default, `dynamic`, otherwise), the mistakes (`--set mistake=`) and the
-//! per-CPU page lists (`--set pcp=on`, off otherwise); `--set` of any other
-//! key is refused.
+//! default, `dynamic`, otherwise), the known mistakes (`--set mistake=`),
+//! the per-CPU page lists (`--set pcp=on`, off otherwise) and the
+//! multi-size THP sizes (`--set thp-sizes=`, drawn otherwise); `--set` of
+//! any other key is refused.
 //!
 //! Runs random programs of 100-300 steps under the design, in lockstep on
 //! the machine under test (`--machine`, the kernel by default, built by
@@ -62,7 +64,7 @@ use std::process::ExitCode;
 
 use difftest::{FuzzConfig, FuzzReport, fuzz};
 use platform::num::{Suffix, parse_u64};
-use platform::{Design, Mistakes, Platform};
+use platform::{Design, Mistakes, Platform, ThpSizes};
 use scenario::machine::{MachineKind, make_machine};
 
 use super::{fail, print_stdout};
@@ -76,7 +78,8 @@ pub struct Args {
     #[arg(long, value_name = "S", default_value_t = 0, value_parser = parse_count)]
     pub seed: u64,
     /// `tag-storage=DESIGN` (the design of the generated platforms) or
-    /// `mistake=NAMES` (known mistakes they switch on); the generator draws
+    /// `mistake=NAMES` (known mistakes they switch on) or `thp-sizes=SIZES`
+    /// (their multi-size THP sizes); the generator draws
     /// every other key.
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
     pub set: Vec<FuzzSet>,
@@ -148,6 +151,7 @@ pub enum FuzzSet {
     Design(Design),
     Mistakes(Mistakes),
     Pcp(bool),
+    ThpSizes(ThpSizes),
 }
 
 fn parse_set(text: &str) -> Result<FuzzSet, String> {
@@ -164,8 +168,11 @@ fn parse_set(text: &str) -> Result<FuzzSet, String> {
             "off" => Ok(FuzzSet::Pcp(false)),
             _ => Err(format!("`pcp`: expected `on` or `off`, found `{value}`")),
         },
+        "thp-sizes" => ThpSizes::parse(&value)
+            .map(FuzzSet::ThpSizes)
+            .map_err(|item| format!("BUG: `{item}` passed parse_set")),
         _ => Err(format!(
-            "the fuzzer draws `{key}` itself; only `tag-storage`, `mistake` and `pcp` can be set"
+            "the fuzzer draws `{key}` itself; only `tag-storage`, `mistake`, `pcp` and `thp-sizes` can be set"
         )),
     }
 }
@@ -186,16 +193,19 @@ pub fn run(args: &Args) -> ExitCode {
     let mut design = Design::default();
     let mut mistakes = Mistakes::NONE;
     let mut pcp = false;
+    let mut thp_sizes = None;
     for set in &args.set {
         match *set {
             FuzzSet::Design(d) => design = d,
             FuzzSet::Mistakes(m) => mistakes = m,
             FuzzSet::Pcp(on) => pcp = on,
+            FuzzSet::ThpSizes(s) => thp_sizes = Some(s),
         }
     }
     let config = FuzzConfig {
         mistakes,
         pcp,
+        thp_sizes,
         shard: args
             .shard
             .map_or((0, 1), |s| (u64::from(s.index), u64::from(s.count))),

@@ -109,6 +109,7 @@ fn to_text(platform: &Platform) -> String {
         ],
         vec!["swap".to_owned(), format_size(settings.swap)],
         vec!["thp".to_owned(), settings.thp.as_str().to_owned()],
+        vec!["thp-sizes".to_owned(), settings.thp_sizes.to_string()],
         vec![
             "huge-zero-page".to_owned(),
             on_off(settings.huge_zero_page).to_owned(),
@@ -200,6 +201,7 @@ fn to_json(platform: &Platform) -> Value {
             "tag-storage-data": settings.tag_storage_data.as_str(),
             "swap": settings.swap,
             "thp": settings.thp.as_str(),
+            "thp-sizes": settings.thp_sizes.to_string(),
             "huge-zero-page": settings.huge_zero_page,
             "seed": settings.seed,
             "cpus": settings.cpus,
@@ -235,6 +237,7 @@ machine
   tag-storage-data    balance
   swap                0
   thp                 never
+  thp-sizes           none
   huge-zero-page      on
   seed                0
   cpus                4

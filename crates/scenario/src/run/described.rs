@@ -120,6 +120,7 @@ fn settings_mismatch(
         ),
         "swap" => pair(format_size(wanted.swap), format_size(actual.swap)),
         "thp" => pair(wanted.thp.as_str().into(), actual.thp.as_str().into()),
+        "thp-sizes" => pair(wanted.thp_sizes.to_string(), actual.thp_sizes.to_string()),
         "huge-zero-page" => {
             let on_off = |on: bool| if on { "on" } else { "off" }.to_owned();
             pair(on_off(wanted.huge_zero_page), on_off(actual.huge_zero_page))
@@ -135,6 +136,7 @@ fn copy_setting(key: &str, from: &KernelSettings, to: &mut KernelSettings) {
         "tag-storage-data" => to.tag_storage_data = from.tag_storage_data,
         "swap" => to.swap = from.swap,
         "thp" => to.thp = from.thp,
+        "thp-sizes" => to.thp_sizes = from.thp_sizes,
         "huge-zero-page" => to.huge_zero_page = from.huge_zero_page,
         "seed" => to.seed = from.seed,
         "cpus" => to.cpus = from.cpus,
