@@ -66,7 +66,12 @@
 //! `poketags`, `settag`: loops over a range that a racing `munmap` or
 //! `fork` may cut part way, which no serial order explains and Linux
 //! allows), nor a step that reads a name bound
-//! earlier in the block (bindings take effect at the block's `end`); the
+//! earlier in the block (bindings take effect at the block's `end`), nor
+//! two commands of one process where Linux's per-thread state makes them
+//! unlinearizable: a `prctl` or `fork` beside another command of its
+//! process (the MTE control bits are per thread), or any two commands of a
+//! process that may check tags asynchronously (its pending fault is taken
+//! by whichever command enters the kernel first); the
 //! lockstep run checks each block's replies against every serial order.
 //! [`generate_parallel`] instead cuts a whole program into blocks for tests
 //! that run the machine under test alone.
@@ -484,6 +489,7 @@ fn group_blocks(steps: Vec<Step>, percent: u32, seed: u64, cpus: u32) -> Vec<Ste
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x7061_7261_6c6c_656c);
     let widest = cpus.clamp(2, 4) as u64;
     let start = prologue_len(&steps);
+    let deferred = deferred_fault_procs(&steps);
     let mut out = Vec::with_capacity(steps.len());
     let mut steps = steps.into_iter().peekable();
     out.extend(steps.by_ref().take(start));
@@ -502,7 +508,7 @@ fn group_blocks(steps: Vec<Step>, percent: u32, seed: u64, cpus: u32) -> Vec<Ste
             let (procs, ptr) = next.uses();
             let reads_bound = procs.iter().any(|p| bound.contains(&Binding::Proc(*p)))
                 || ptr.is_some_and(|p| bound.contains(&Binding::Ptr(p)));
-            if reads_bound || !groupable(next) {
+            if reads_bound || !groupable(next) || !linearizable_beside(&block, next, &deferred) {
                 break;
             }
             bound.extend(next.binds());
@@ -518,6 +524,54 @@ fn group_blocks(steps: Vec<Step>, percent: u32, seed: u64, cpus: u32) -> Vec<Ste
         }));
     }
     out
+}
+
+/// The processes that may ever check tags in async or asymmetric mode (a
+/// `prctl` asks for it, or they were forked from one that might): their
+/// pending asynchronous fault is taken at the next kernel entry, before
+/// any lock (Linux `mte_check_tfsr_entry()`), so two of their commands in
+/// one block can see it in an order no serial run gives.
+fn deferred_fault_procs(steps: &[Step]) -> BTreeSet<ProcName> {
+    let mut procs = BTreeSet::new();
+    for step in steps {
+        if let Step::Process { proc, cmd } = step {
+            match cmd {
+                Cmd::Prctl(request)
+                    if matches!(request.tcf, Some(CheckMode::Async | CheckMode::Asymm)) =>
+                {
+                    procs.insert(*proc);
+                }
+                Cmd::Fork { child } if procs.contains(proc) => {
+                    procs.insert(*child);
+                }
+                _ => {}
+            }
+        }
+    }
+    procs
+}
+
+/// Whether `next` may join `block` as a step of another thread without
+/// giving replies no serial order explains (Linux allows them; the
+/// reference, which linearizes, cannot): the MTE control bits are per
+/// thread, so a `prctl` beside a `fork` or another command of the same
+/// process changes what that other thread sees only in Linux's per-thread
+/// sense; and a process in `deferred` (async or asymmetric checks) takes
+/// its pending fault at whichever of its commands enters the kernel first.
+fn linearizable_beside(block: &[Step], next: &Step, deferred: &BTreeSet<ProcName>) -> bool {
+    let Step::Process { proc, cmd } = next else {
+        return true;
+    };
+    let controls = |c: &Cmd| matches!(c, Cmd::Prctl(_) | Cmd::Fork { .. });
+    block.iter().all(|step| match step {
+        Step::Process {
+            proc: other,
+            cmd: other_cmd,
+        } if other == proc => {
+            !deferred.contains(proc) && !controls(cmd) && !controls(other_cmd)
+        }
+        _ => true,
+    })
 }
 
 /// The leading `spawn` and `prctl` lines.

@@ -390,6 +390,44 @@ fn a_described_machine_runs_scenarios_whose_platform_line_agrees() {
     assert_eq!((out.status.code(), stdout(&out)), (Some(2), ""));
 }
 
+/// `--trace` over a `parallel` block: the block's events are printed under
+/// its own line (they interleave, so no command of the block owns them),
+/// and the run does not stop (it used to hit `BUG: events of line N with no
+/// step`, the block's commands having recorded steps after its own).
+#[test]
+fn trace_shows_a_parallel_block_events_under_the_block() {
+    let d = dir();
+    write(
+        d.path(),
+        "p.mte",
+        "platform memory=16M tag-storage=dynamic block-size=4K cpus=2\n\
+         spawn p\np mmap a 8K prot=r,w,mte => ok\nparallel\n  p store a 8 1 => ok\n\
+         p store a+4K 8 2 => ok\nend\np load a 8 => value 1\n",
+    );
+    let out = mtesim_in(d.path(), &["run", "--trace", "p.mte"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("  4: parallel"))
+        .unwrap_or_else(|| panic!("no block line in {text}"));
+    let events: Vec<&str> = lines[at + 1..]
+        .iter()
+        .take_while(|l| l.starts_with("        "))
+        .map(|l| l.trim())
+        .collect();
+    // Both faults, each reserving its page's block.
+    assert_eq!(
+        events.iter().filter(|e| e.starts_with("fault ")).count(),
+        2,
+        "{text}"
+    );
+    assert!(events.iter().any(|e| e.starts_with("tag-reserve block")), "{text}");
+    assert!(lines.iter().any(|l| l.starts_with("  5: p store a 8 1")), "{text}");
+    assert!(lines.iter().any(|l| l.starts_with("  8: p load a 8")), "{text}");
+}
+
 #[test]
 fn trace_shows_the_kernel_events_under_each_command() {
     let d = dir();

@@ -529,6 +529,9 @@ impl<'a, M: Machine + ?Sized> Runner<'a, M> {
         if self.stopped {
             return;
         }
+        // The steps this statement records start here (a `parallel` block
+        // records its own line, then one per command of the block).
+        let first = self.report.steps.len();
         let line = match stmt {
             Stmt::Command(c) => {
                 self.command(c, names);
@@ -545,9 +548,9 @@ impl<'a, M: Machine + ?Sized> Runner<'a, M> {
         };
         if self.trace {
             let events = self.machine.take_events();
-            match self.report.steps.last_mut() {
-                Some(step) if step.line == line => step.events = events,
-                _ => debug_assert!(events.is_empty(), "BUG: events of line {line} with no step"),
+            match self.report.steps[first..].iter_mut().find(|s| s.line == line) {
+                Some(step) => step.events = events,
+                None => debug_assert!(events.is_empty(), "BUG: events of line {line} with no step"),
             }
         }
         if self.check_invariants && (self.had_block || !self.invariants_from_first_block) {
