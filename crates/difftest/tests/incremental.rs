@@ -69,7 +69,7 @@ fn incremental_equals_full_on_random_programs() {
     for policy in [Design::NONE, Design::STATIC, Design::DYNAMIC] {
         let config = FuzzConfig {
             overcommit: 33,
-            ..FuzzConfig::new(4_000, 7, policy)
+            ..FuzzConfig::new(4_000, 11, policy)
         };
         let report = fuzz(&config, &twin, &common::reference).unwrap();
         // A disagreement of the checkers is a panic, reported as a divergence.
