@@ -386,10 +386,17 @@ impl Kernel {
                     pfn,
                     attrs: leaf_attrs(vma, true, false),
                 };
-                if self
-                    .set_pte_at(mm, va, Pte::None, Pte::Present(leaf))
-                    .await?
-                {
+                // A page table the entry needs may fail to allocate (Linux
+                // allocates it first, in __handle_mm_fault()): the new page
+                // goes back, or it would be held by nobody.
+                let mapped = match self.set_pte_at(mm, va, Pte::None, Pte::Present(leaf)).await {
+                    Ok(mapped) => mapped,
+                    Err(e) => {
+                        self.release_if_unused(pfn).await;
+                        return Err(e.into());
+                    }
+                };
+                if mapped {
                     self.bump(|c| c.fault_anon += 1);
                     self.fault_event(FaultKind::Anon, va, FaultOutcome::Mapped);
                 } else {
@@ -643,10 +650,13 @@ impl Kernel {
             pfn: dst,
             attrs: leaf_attrs(vma, true, false),
         };
-        let mapped = self
-            .set_pte_at(mm, va, expected, Pte::Present(leaf))
-            .await?;
+        let mapped = self.set_pte_at(mm, va, expected, Pte::Present(leaf)).await;
         drop(guard);
+        let Ok(mapped) = mapped else {
+            // No page table for the entry: the copy goes back.
+            self.release_if_unused(dst).await;
+            return mapped.map_err(Into::into);
+        };
         if mapped {
             self.release_if_unused(src).await;
         } else {

@@ -137,7 +137,8 @@ impl Kernel {
     /// `reason`; returns the frame now holding it. The reason decides the
     /// destination: a page leaving for tags
     /// ([`MigrateReason::OutOfTagStorage`]) gets a tagged allocation whose
-    /// storage is reserved if possible; a tag storage claim's page (the
+    /// storage is reserved, or the migration fails (`NoMemory`) when none
+    /// can be had; a tag storage claim's page (the
     /// claim holds `tag_blocks_lock`) and a long-term pin's get a plain
     /// frame outside CMA, nothing reserved. `src` is freed. Fails,
     /// changing nothing, if `src` is pinned (or freed meanwhile) or no
@@ -158,6 +159,15 @@ impl Kernel {
             .alloc_tagged_reservable(PAGE_ORDER, Gfp::USER_TAGGED_DESTINATION, &mut self.mover())
             .await
             .map_err(|_| MigrateError::NoMemory)?;
+        if page.reservation.is_err() {
+            // No free page whose storage can be reserved (the allocator's
+            // search gave up: memory is short and what is free lies under
+            // blocks that cannot be claimed). Moving the page into another
+            // page without storage would only fault again, for ever, from
+            // one page to the other: the fault fails out of memory.
+            self.release_if_unused(page.pfn).await;
+            return Err(MigrateError::NoMemory);
+        }
         // try_to_migrate()'s page-table locks (see `wait_rmap_ptls`).
         self.wait_rmap_ptls(src).await;
         // The reservation may have slept: pinned or freed meanwhile?

@@ -327,8 +327,13 @@ impl Kernel {
         self.copy_user_page(dst, src, tags);
         debug_assert_eq!(self.current_pte(parent_mm, va), Some(pte));
         let new = with_leaf(pte, Leaf { pfn: dst, ..leaf });
-        let mapped = self.set_pte_at(child_mm, va, Pte::None, new).await?;
+        let mapped = self.set_pte_at(child_mm, va, Pte::None, new).await;
         drop(guard);
+        let Ok(mapped) = mapped else {
+            // No page table in the child: the copy goes back (fork fails).
+            self.release_if_unused(dst).await;
+            return mapped.map(|_| ());
+        };
         if !mapped {
             panic!("BUG: a child's entry changed before the child existed");
         }
