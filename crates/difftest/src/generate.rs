@@ -1245,14 +1245,12 @@ impl Gen<'_> {
         self.config.policy.rules().on_reserve_failure != OnReserveFailure::RetryAndReplay
     }
 
-    /// Whether some process holds a long-term pin in a mapping that is
-    /// tagged now.
-    fn long_term_pin_in_tagged_map(&self) -> bool {
-        self.procs.iter().any(|p| {
-            p.pins.iter().any(|&(name, _, _, short)| {
-                !short && p.maps.iter().any(|m| m.name == name && m.tagged())
-            })
-        })
+    /// Whether some process holds a long-term pin (in any mapping: one made
+    /// tagged in part is not tagged as far as the generator knows).
+    fn long_term_pin_held(&self) -> bool {
+        self.procs
+            .iter()
+            .any(|p| p.pins.iter().any(|&(_, _, _, short)| !short))
     }
 
     /// Whether some process holds a short-term pin.
@@ -1271,8 +1269,8 @@ impl Gen<'_> {
         // fails (ENOMEM, as in Linux) for a page a short-term pin holds
         // there: where the page lies is invisible to the reference, so no
         // long-term pin is drawn while a short-term one is held.
-        // Nor a short-term pin while a long-term pin lies in a tagged
-        // mapping: a page pinned before `mprotect(PROT_MTE)` made it tagged
+        // Nor a short-term pin while a long-term pin is held: a page pinned
+        // before an `mprotect(PROT_MTE)` (of all or part of its mapping) made it tagged
         // awaits tag storage and cannot move to a page whose storage is
         // reserved, so its block must be claimed, which a short-term pin in
         // that block stops: the same livelock, by the other order.
@@ -1280,7 +1278,7 @@ impl Gen<'_> {
         let short =
             self.short_term_pins_allowed() && (self.short_term_pin_held() || self.chance(50));
         let mut longterm = !short;
-        if short && self.long_term_pin_in_tagged_map() {
+        if short && self.long_term_pin_held() {
             if self.short_term_pin_held() {
                 return;
             }

@@ -732,9 +732,12 @@ impl Kernel {
         // path's memo cannot have seen it.
         self.fast_memo.set(None);
         match op {
-            Op::Spawn => match self.spawn() {
+            Op::Spawn => match self.spawn_reclaiming().await {
                 Ok(pid) => Reply::binding(Outcome::Ok, Bound::Process(pid)),
-                Err(errno) => Reply::new(Outcome::Error(errno)),
+                Err(errno) => {
+                    self.count_oom(errno);
+                    Reply::new(Outcome::Error(errno))
+                }
             },
             Op::Process { pid, command } => self.process_op(*pid, command).await,
             Op::Reclaim { pages } => {

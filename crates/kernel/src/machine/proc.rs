@@ -95,6 +95,17 @@ impl Kernel {
         Ok(pid)
     }
 
+    /// [`Self::spawn`], reclaiming while its page table finds no page (as
+    /// every allocation that may sleep does: `__alloc_pages_slowpath()`).
+    pub(crate) async fn spawn_reclaiming(&self) -> Result<Pid, Errno> {
+        loop {
+            match self.spawn() {
+                Err(Errno::NoMem) if self.direct_reclaim_retry().await => {}
+                other => return other,
+            }
+        }
+    }
+
     pub(crate) fn process_mm(&self, pid: Pid) -> Option<MmId> {
         self.procs.borrow().get(&pid).map(|p| p.mm)
     }
