@@ -1302,9 +1302,6 @@ impl Gen<'_> {
         }
         let map = &self.procs[p].maps[m];
         let name = map.name;
-        // FOLL_LONGTERM refuses a shared file mapping (dirty tracking).
-        let ok = map.prot.write
-            && !(longterm && map.sharing == Sharing::Shared && map.backing == Backing::File);
         let ptr = PtrRef::at(PtrName::Map(name), first * self.page);
         self.push(
             p,
@@ -1314,9 +1311,13 @@ impl Gen<'_> {
                 longterm,
             },
         );
-        if ok {
-            self.procs[p].pins.push((name, first, count, !longterm));
-        }
+        // Recorded even where the pin should fail (a mapping not writable,
+        // or FOLL_LONGTERM on a shared file mapping): blocks may run it
+        // before the step the generator saw first (an `mprotect` to
+        // `prot=none` beside it), and the rules above must hold for every
+        // pin that may be held. Unpinning a pin that failed is EINVAL,
+        // which the reference answers too.
+        self.procs[p].pins.push((name, first, count, !longterm));
     }
 
     fn unpin(&mut self, p: usize) {

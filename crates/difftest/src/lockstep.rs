@@ -40,7 +40,8 @@
 //! `oom`). A step during which `oom` rose is not compared
 //! further: if its reply differs from the reference's, it must be that
 //! outcome (a `SEGV_ACCERR` fault, `EFAULT` from a kernel copy, `ENOMEM`
-//! from a system call that faults, such as `madvise unmergeable`),
+//! from a system call that faults, such as `madvise unmergeable`, `EIO`
+//! from ptrace's tag access that could not fault its first page in),
 //! otherwise the divergence stands; a block's replies are not checked
 //! against the orders. The invariants are still checked after it, and the
 //! program ends there ([`ProgramRun::oom`]), since the two machines no
@@ -367,7 +368,9 @@ fn ooms(machine: &dyn Machine) -> u64 {
 fn oom_outcome(reply: &Reply) -> bool {
     match &reply.outcome {
         Outcome::Fault(fault) => fault.code == FaultCode::SegvAccErr,
-        Outcome::Error(errno) => matches!(errno, Errno::Fault | Errno::NoMem),
+        // EIO: ptrace's tag access (`PTRACE_POKEMTETAGS`) that could not
+        // fault its first page in (`__access_remote_tags()`).
+        Outcome::Error(errno) => matches!(errno, Errno::Fault | Errno::NoMem | Errno::Io),
         _ => false,
     }
 }
