@@ -567,9 +567,7 @@ fn linearizable_beside(block: &[Step], next: &Step, deferred: &BTreeSet<ProcName
         Step::Process {
             proc: other,
             cmd: other_cmd,
-        } if other == proc => {
-            !deferred.contains(proc) && !controls(cmd) && !controls(other_cmd)
-        }
+        } if other == proc => !deferred.contains(proc) && !controls(cmd) && !controls(other_cmd),
         _ => true,
     })
 }

@@ -423,9 +423,18 @@ fn trace_shows_a_parallel_block_events_under_the_block() {
         2,
         "{text}"
     );
-    assert!(events.iter().any(|e| e.starts_with("tag-reserve block")), "{text}");
-    assert!(lines.iter().any(|l| l.starts_with("  5: p store a 8 1")), "{text}");
-    assert!(lines.iter().any(|l| l.starts_with("  8: p load a 8")), "{text}");
+    assert!(
+        events.iter().any(|e| e.starts_with("tag-reserve block")),
+        "{text}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("  5: p store a 8 1")),
+        "{text}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("  8: p load a 8")),
+        "{text}"
+    );
 }
 
 #[test]

@@ -69,15 +69,22 @@ impl PageMover for KernelMover<'_> {
             || k.swap_cache_slot.borrow().contains_key(&pfn)
             || k.orphans.borrow().contains(&pfn);
         if !ours {
-            let moved = mem.migrate_unowned(pfn).await?;
-            if let Some(dst) = moved {
-                k.trace().emit(|| Event::Migrate {
-                    from: pfn,
-                    to: dst,
-                    reason: MigrateReason::TagStorageClaim,
-                });
-            }
-            return Ok(());
+            // Allocated and held by nobody the kernel can name: a page in
+            // flight (a fault's or fork's new page before its entry is
+            // written, an allocation's refused page). Linux's
+            // isolate_migratepages_range() takes only LRU and movable pages,
+            // so the range's isolation fails (-EBUSY) and the claim is
+            // retried; moving it would free the frame its holder is about
+            // to map. A frame freed meanwhile is simply free.
+            let in_use = matches!(
+                mem.phys().alloc.frame_status(pfn),
+                Some(FrameStatus::Allocated { head, .. }) if head == pfn
+            );
+            return if in_use {
+                Err(MigrateError::Busy)
+            } else {
+                Ok(())
+            };
         }
         // Linux: folio_trylock() in migrate_folio_unmap(); a page locked by a
         // fault in progress is busy (-EAGAIN), retried by the claim.

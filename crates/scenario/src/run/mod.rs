@@ -548,7 +548,10 @@ impl<'a, M: Machine + ?Sized> Runner<'a, M> {
         };
         if self.trace {
             let events = self.machine.take_events();
-            match self.report.steps[first..].iter_mut().find(|s| s.line == line) {
+            match self.report.steps[first..]
+                .iter_mut()
+                .find(|s| s.line == line)
+            {
                 Some(step) => step.events = events,
                 None => debug_assert!(events.is_empty(), "BUG: events of line {line} with no step"),
             }

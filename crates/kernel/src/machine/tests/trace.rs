@@ -340,12 +340,19 @@ fn a_claim_that_meets_a_pinned_page_fails_and_says_why() {
         value: 1,
     };
     // Every block of tag storage holds a pinned page: no tagged page can
-    // get storage while the pins last, and the store never completes.
+    // get storage while the pins last. The fault finds no page to move
+    // the data to whose storage it could reserve (moving it into another
+    // page without storage would only fault again), so it fails out of
+    // memory rather than replaying for ever.
     let reply = k.run(&Op::Process {
         pid: p,
         command: store,
     });
-    assert_eq!(reply.outcome, uapi::Outcome::Stuck);
+    assert!(
+        matches!(&reply.outcome, uapi::Outcome::Fault(f) if f.code == uapi::FaultCode::SegvAccErr),
+        "{reply:?}"
+    );
+    assert!(k.counter(uapi::Counter::Oom).unwrap() > 0);
     let events = k.take_events();
     assert!(
         events.iter().any(|e| matches!(
@@ -360,8 +367,7 @@ fn a_claim_that_meets_a_pinned_page_fails_and_says_why() {
     for &pfn in &in_storage {
         k.mem.phys_mut().alloc.frame_mut(pfn).unwrap().pins -= 1;
     }
-    // The liveness check reports the livelock, and nothing else broke.
+    // No livelock for the liveness check, and nothing else broke.
     let v = k.invariant_violations();
-    assert_eq!(v.len(), 1, "{v:#?}");
-    assert_eq!(v[0].invariant, uapi::Invariant::Progress);
+    assert!(v.is_empty(), "{v:#?}");
 }
