@@ -25,8 +25,10 @@
 //! measure: Valgrind missing, a case failing, a baseline unreadable).
 //! `... --bench callgrind -- --update` writes the counts measured now as
 //! the new baseline. `.ci/run` runs the guard in the dev profile (the one
-//! its tests have already built); counts of other profiles differ, so the
-//! baseline is always refreshed with the command above.
+//! its tests have already built) with `CARGO_INCREMENTAL=0`; counts of
+//! other profiles, and of incremental builds (a quarter more on the checked
+//! load), differ, so the baseline is always refreshed with
+//! `CARGO_INCREMENTAL=0` and the command above.
 //!
 //! How: without `--case`, this binary runs itself under
 //! `valgrind --tool=callgrind --toggle-collect=*measured_CASE*` once per
@@ -110,9 +112,10 @@ fn guard(update: bool) -> Result<bool, String> {
     let path = baseline_path();
     if update {
         let mut text = String::from(
-            "# Instructions (callgrind Ir) per operation of each hot path, dev profile.\n\
+            "# Instructions (callgrind Ir) per operation of each hot path, dev profile,\n\
+             # built without incremental compilation as `.ci/run` builds it.\n\
              # Checked by `.ci/run`; refresh with\n\
-             #   cargo bench --profile dev -p mtesim-difftest --bench callgrind -- --update\n\
+             #   CARGO_INCREMENTAL=0 cargo bench --profile dev -p mtesim-difftest --bench callgrind -- --update\n\
              # (see crates/difftest/benches/callgrind.rs for what each case measures).\n",
         );
         for case in CASES {
@@ -151,7 +154,7 @@ fn guard(update: bool) -> Result<bool, String> {
     if !ok {
         println!(
             "callgrind guard: FAILED; if the cost is intended, refresh the baseline with \
-             `cargo bench --profile dev -p mtesim-difftest --bench callgrind -- --update`"
+             `CARGO_INCREMENTAL=0 cargo bench --profile dev -p mtesim-difftest --bench callgrind -- --update`"
         );
     }
     Ok(ok)
