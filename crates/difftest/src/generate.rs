@@ -1045,27 +1045,7 @@ impl Gen<'_> {
             ..Prot::READ_WRITE
         };
         let populate = self.chance(10);
-        let name = self.next_map;
-        self.next_map += 1;
-        self.push(
-            p,
-            Cmd::Mmap {
-                name,
-                len: pages * self.page,
-                prot,
-                sharing: Sharing::Private,
-                backing: Backing::Anon,
-                populate,
-            },
-        );
-        self.procs[p].maps.push(MapModel {
-            name,
-            pages,
-            prot,
-            sharing: Sharing::Private,
-            backing: Backing::Anon,
-            tags: BTreeMap::new(),
-        });
+        let name = self.private_anon_mmap(p, pages, prot, populate);
         if self.thp == Thp::Madvise && self.chance(80) {
             self.push(
                 p,
@@ -1090,6 +1070,12 @@ impl Gen<'_> {
             mte: self.config.policy.rules().mte() && self.chance(50),
             ..Prot::READ_WRITE
         };
+        self.private_anon_mmap(p, pages, prot, false);
+    }
+
+    /// `mmap` of a new private anonymous mapping of `pages` for process
+    /// `p`, recorded in its model; returns the mapping's name.
+    fn private_anon_mmap(&mut self, p: usize, pages: u64, prot: Prot, populate: bool) -> u32 {
         let name = self.next_map;
         self.next_map += 1;
         self.push(
@@ -1100,7 +1086,7 @@ impl Gen<'_> {
                 prot,
                 sharing: Sharing::Private,
                 backing: Backing::Anon,
-                populate: false,
+                populate,
             },
         );
         self.procs[p].maps.push(MapModel {
@@ -1111,6 +1097,7 @@ impl Gen<'_> {
             backing: Backing::Anon,
             tags: BTreeMap::new(),
         });
+        name
     }
 
     fn some_map(&mut self, p: usize) -> Option<usize> {

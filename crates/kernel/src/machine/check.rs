@@ -174,6 +174,38 @@ pub enum KernelViolation {
     },
 }
 
+/// What a present mapping of the page at `va` gives a TLB entry to agree
+/// with (the walk of `va`; `None`: nothing valid is mapped there).
+struct MappedAt {
+    /// Mapped by a block: whether `va` is the block's base. `None`: a PTE.
+    block: Option<bool>,
+    /// The frame of the page at `va`.
+    pfn: Pfn,
+    access: Access,
+    tagged: bool,
+}
+
+fn mapped_at(walk: Walk, va: VirtAddr) -> Option<MappedAt> {
+    match walk {
+        Walk::Block {
+            base,
+            block: Block::Present(l),
+        } => Some(MappedAt {
+            block: Some(base == va),
+            pfn: l.pfn + ((va.as_u64() - base.as_u64()) >> PAGE_SHIFT),
+            access: l.attrs.access,
+            tagged: l.attrs.tagged,
+        }),
+        Walk::Pte(Pte::Present(l)) => Some(MappedAt {
+            block: None,
+            pfn: l.pfn,
+            access: l.attrs.access,
+            tagged: l.attrs.tagged,
+        }),
+        _ => None,
+    }
+}
+
 impl KernelViolation {
     /// The rule of `docs/model.md` §4 this breaks (layer consistency for a
     /// layer's own bookkeeping).
@@ -497,25 +529,13 @@ impl Kernel {
             }
             for e in m.tlb.entries() {
                 let va = VirtAddr::new(e.vpn << PAGE_SHIFT).expect("BUG: TLB page above 2^56");
-                let walk = m.pt.walk(va);
-                let agrees = match walk {
-                    Walk::Block {
-                        base,
-                        block: Block::Present(l),
-                    } => {
-                        e.huge
-                            && base == va
-                            && l.pfn == e.pfn
-                            && l.attrs.access == e.access
-                            && l.attrs.tagged == e.tagged
+                // An entry made from a block is keyed at the block's base.
+                let agrees = match mapped_at(m.pt.walk(va), va) {
+                    Some(at) => {
+                        at.block.map_or(!e.huge, |at_base| e.huge && at_base)
+                            && (at.pfn, at.access, at.tagged) == (e.pfn, e.access, e.tagged)
                     }
-                    Walk::Pte(Pte::Present(l)) => {
-                        !e.huge
-                            && l.pfn == e.pfn
-                            && l.attrs.access == e.access
-                            && l.attrs.tagged == e.tagged
-                    }
-                    _ => false,
+                    None => false,
                 };
                 if !agrees {
                     out.push(KernelViolation::StaleTlb { mm: *id, va });
@@ -525,23 +545,12 @@ impl Kernel {
             // with the walk (one made from a block, with the block's page).
             for e in cpu_tlbs.borrow().entries().filter(|e| e.mm == *id) {
                 let va = VirtAddr::new(e.vpn << PAGE_SHIFT).expect("BUG: TLB page above 2^56");
-                let agrees = match m.pt.walk(va) {
-                    Walk::Block {
-                        base,
-                        block: Block::Present(l),
-                    } => {
-                        e.huge
-                            && l.pfn + ((va.as_u64() - base.as_u64()) >> PAGE_SHIFT) == e.pfn
-                            && l.attrs.access == e.access
-                            && l.attrs.tagged == e.tagged
+                let agrees = match mapped_at(m.pt.walk(va), va) {
+                    Some(at) => {
+                        at.block.is_some() == e.huge
+                            && (at.pfn, at.access, at.tagged) == (e.pfn, e.access, e.tagged)
                     }
-                    Walk::Pte(Pte::Present(l)) => {
-                        !e.huge
-                            && l.pfn == e.pfn
-                            && l.attrs.access == e.access
-                            && l.attrs.tagged == e.tagged
-                    }
-                    _ => false,
+                    None => false,
                 };
                 if !agrees {
                     out.push(KernelViolation::StaleTlb { mm: *id, va });

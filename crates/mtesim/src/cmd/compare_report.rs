@@ -157,8 +157,34 @@ fn reserved_pages(p: &super::compare::Point, block_pages: u64) -> u64 {
     pages - p.lent(block_pages)
 }
 
-/// A bar chart with one group per design on an `f64` axis (design `i` at
-/// `i`), bars given as `(value, colour)` stacks or groups.
+/// The frame of a bar chart with one group per design on an `f64` axis
+/// (design `i` at `i`) and values from 0 to `max`, titled `title`; the
+/// caller configures the mesh and draws the bars.
+fn design_chart<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    title: &str,
+    designs: &[String],
+    max: f64,
+) -> Result<
+    ChartContext<
+        'a,
+        SVGBackend<'b>,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+    String,
+> {
+    let n = designs.len() as f64;
+    ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(42)
+        .y_label_area_size(70)
+        .build_cartesian_2d(-0.5f64..n - 0.5, 0f64..max)
+        .map_err(|e| e.to_string())
+}
+
+/// The label of design `i` at `i` on a [`design_chart`]'s axis, nothing
+/// between designs.
 fn design_axis_label(designs: &[String]) -> impl Fn(&f64) -> String + '_ {
     move |x: &f64| {
         let i = x.round();
@@ -189,15 +215,8 @@ fn cost_plot(designs: &[String], runs: &[Run]) -> String {
             .fold(0.0, f64::max)
             .max(1e-3)
             * 1.6;
-        let n = designs.len() as f64;
         let label = design_axis_label(designs);
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(42)
-            .y_label_area_size(70)
-            .build_cartesian_2d(-0.5f64..n - 0.5, 0f64..max)
-            .map_err(|e| e.to_string())?;
+        let mut chart = design_chart(root, title, designs, max)?;
         chart
             .configure_mesh()
             .disable_x_mesh()
@@ -264,15 +283,8 @@ fn events_plot(designs: &[String], runs: &[Run]) -> String {
             .fold(0.0, f64::max)
             .max(1.0)
             * 1.6;
-        let n = designs.len() as f64;
         let label = design_axis_label(designs);
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(42)
-            .y_label_area_size(70)
-            .build_cartesian_2d(-0.5f64..n - 0.5, 0f64..max)
-            .map_err(|e| e.to_string())?;
+        let mut chart = design_chart(root, title, designs, max)?;
         chart
             .configure_mesh()
             .disable_x_mesh()
