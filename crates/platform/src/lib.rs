@@ -28,4 +28,6 @@ pub use error::{PlatformError, Position};
 pub use machine::{KernelSettings, LayoutError, Platform};
 pub use mistake::{Mistake, Mistakes};
 pub use mte::geometry::{Geometry, GeometryError, MemRange, TagBlock, TagRegion};
-pub use spec::{Design, OnReserveFailure, PlatformSpec, TagStorageData, Thp, ThpSizes};
+pub use spec::{
+    Design, FreeListOrder, OnReserveFailure, PlatformSpec, TagStorageData, Thp, ThpSizes,
+};

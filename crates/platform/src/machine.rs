@@ -56,6 +56,8 @@ pub struct KernelSettings {
     pub google_fallback: crate::spec::GoogleFallback,
     /// `pcp=on`: per-CPU page lists (`docs/model.md` §6).
     pub pcp: bool,
+    /// `free-list-order=` (`docs/model.md` §6).
+    pub free_list_order: crate::spec::FreeListOrder,
 }
 
 impl KernelSettings {
@@ -77,6 +79,7 @@ impl KernelSettings {
             reserve_fast_path,
             google_fallback,
             pcp,
+            free_list_order,
         } = *spec;
         // A design with mistakes built in (`rfc-v3`) switches them on as if
         // the platform line said so, beside the line's own.
@@ -93,6 +96,7 @@ impl KernelSettings {
             reserve_fast_path,
             google_fallback,
             pcp,
+            free_list_order,
         }
     }
 }

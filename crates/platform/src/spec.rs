@@ -35,6 +35,37 @@ pub enum TagStorageData {
     Never,
 }
 
+/// The order of the blocks within one buddy free list (`free-list-order=`,
+/// `docs/model.md` §6).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum FreeListOrder {
+    /// The lowest frame first (the default): the same operations give the
+    /// same frames whatever order pages were freed in.
+    #[default]
+    Address,
+    /// Linux v6.8's LIFO lists: a freed block goes to the head of its list
+    /// (the tail when it is likely to merge soon, and for boot memory), and
+    /// allocations take the head, so a freed page is the next handed out.
+    Linux,
+}
+
+impl FreeListOrder {
+    /// The `free-list-order=` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Address => "address",
+            Self::Linux => "linux",
+        }
+    }
+
+    /// The value a `free-list-order=` value names.
+    pub fn by_name(name: &str) -> Option<Self> {
+        [Self::Address, Self::Linux]
+            .into_iter()
+            .find(|o| o.name() == name)
+    }
+}
+
 /// Transparent huge pages for anonymous memory.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub enum Thp {
@@ -175,6 +206,10 @@ pub struct PlatformSpec {
     /// (`docs/model.md` §6); off by default so that scenario counters stay
     /// those of the plain allocator.
     pub pcp: bool,
+    /// `free-list-order=`: the order within the buddy free lists
+    /// (`docs/model.md` §6); `address` by default so that scenario counters
+    /// stay those of the lowest-frame-first allocator.
+    pub free_list_order: FreeListOrder,
 }
 
 impl Default for PlatformSpec {
@@ -195,6 +230,7 @@ impl Default for PlatformSpec {
             reserve_fast_path: true,
             google_fallback: GoogleFallback::Spec,
             pcp: false,
+            free_list_order: FreeListOrder::Address,
         }
     }
 }
@@ -216,6 +252,7 @@ pub const KEYS: &[&str] = &[
     "google-fallback",
     "pcp",
     "thp-sizes",
+    "free-list-order",
 ];
 
 /// The most simulated CPUs a machine may have.
@@ -325,6 +362,10 @@ impl PlatformSpec {
                     _ => return Err(bad("`on` or `off`")),
                 }
             }
+            "free-list-order" => {
+                self.free_list_order =
+                    FreeListOrder::by_name(value).ok_or_else(|| bad("`address` or `linux`"))?
+            }
             "seed" => {
                 self.seed = num::parse_u64(value, Suffix::Forbidden)
                     .map_err(|source| KeyError::Number { key, source })?
@@ -393,6 +434,7 @@ mod tests {
             ("google-fallback", "none"),
             ("pcp", "on"),
             ("thp-sizes", "64K,16K"),
+            ("free-list-order", "linux"),
         ] {
             spec.set_key(key, value).unwrap();
         }
@@ -414,6 +456,7 @@ mod tests {
                 reserve_fast_path: false,
                 google_fallback: GoogleFallback::None,
                 pcp: true,
+                free_list_order: FreeListOrder::Linux,
             }
         );
     }

@@ -301,6 +301,10 @@ impl Memory {
         let geometry = platform.geometry().clone();
         let layout = phys_layout(&geometry, policy, &config)?;
         let mut phys = PhysMem::new(layout, CmaUse::from(platform.settings().tag_storage_data));
+        // `free-list-order=linux`: the lists as memblock_free_all() leaves
+        // them, LIFO from here on (before any boot allocation).
+        phys.alloc
+            .set_free_list_order(platform.settings().free_list_order);
         // Linux's ZERO_PAGE is `empty_zero_page` in the kernel image: never
         // movable, never in tag storage (unmovable requests never get CMA).
         let zero_page = phys

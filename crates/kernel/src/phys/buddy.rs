@@ -42,8 +42,24 @@
 //!    tried for movable requests (`should_try_claim_block()`).
 //! 5. Steal: the smallest fallback block, leaving its pageblock's type alone.
 //!
-//! Within a list the lowest frame number is taken, and `expand()` keeps the
-//! lowest part, so the same operations always give the same frames.
+//! # The order within a list ([`FreeListOrder`])
+//! - `Address` (the default): within a list the lowest frame number is
+//!   taken, and `expand()` keeps the lowest part, so the same operations
+//!   always give the same frames, whatever order they were freed in.
+//! - `Linux` (`free-list-order=linux`, Linux v6.8's discipline): a list is
+//!   a LIFO list. `__rmqueue_smallest()` (and claim, steal) take its first
+//!   entry; `expand()` adds the split-off upper halves at the head;
+//!   `__free_one_page()` adds the merged block at the head, or at the tail
+//!   when `buddy_merge_likely()` finds the buddy of the next-higher order
+//!   free (the block is likely to merge soon; no page shuffling, as
+//!   `CONFIG_SHUFFLE_PAGE_ALLOCATOR` is off); boot memory is added at the
+//!   tail in address order (`__free_pages_core()`, `FPI_TO_TAIL`); moving a
+//!   pageblock's blocks to another list (`move_freepages_block()`: claims,
+//!   isolation) appends them at the tail in address order; undoing an
+//!   isolation puts them at the tail (`move_freepages_block()`, or
+//!   `__putback_isolated_page()` with `FPI_TO_TAIL` for a block that
+//!   merges). So a freed page is the next one handed out. Same operations
+//!   still give the same frames.
 //!
 //! # Shortcuts (and why)
 //! - One zone, no watermarks, no reclaim, no compaction: the kernel layer
@@ -60,8 +76,11 @@
 use crate::phys::frame::{FrameMeta, FrameState, FrameTable, MigrateType, PageFlag};
 use crate::phys::layout::{CmaUse, Order, PhysGeometry, PhysLayout, RegionKind};
 use crate::phys::pcp::Pcp;
-use crate::phys::runs::BlockRuns;
+use crate::phys::runs::{BlockRuns, End};
 use mte::{Pfn, PfnRange};
+/// The order of the blocks within one free list (the `free-list-order`
+/// platform key, `docs/model.md` §6): see the module doc.
+pub use platform::FreeListOrder;
 use thiserror::Error;
 
 /// A buddy free list: a migrate type, or the isolation list.
@@ -310,6 +329,7 @@ pub struct BuddyAllocator {
     pub(crate) cma_use: CmaUse,
     /// The per-CPU lists, when on.
     pub(crate) pcp: Option<Pcp>,
+    pub(crate) list_order: FreeListOrder,
 }
 
 impl BuddyAllocator {
@@ -358,11 +378,42 @@ impl BuddyAllocator {
             counters: Counters::default(),
             cma_use,
             pcp: None,
+            list_order: FreeListOrder::Address,
         };
         for range in allocatable {
-            this.free_pieces(range.start, range.end());
+            // Linux memblock_free_all() -> __free_pages_core(): FPI_TO_TAIL.
+            this.free_pieces_to(range.start, range.end(), End::Tail);
         }
         this
+    }
+
+    /// Switches the order within the free lists. Meant for boot: switching
+    /// to `Linux` orders every list by address, as `memblock_free_all()`
+    /// leaves them (the allocator's own boot frees go to the tail in
+    /// address order); switching back forgets the positions.
+    pub fn set_free_list_order(&mut self, order: FreeListOrder) {
+        self.list_order = order;
+        for lists in &mut self.free_lists {
+            for list in lists {
+                match order {
+                    FreeListOrder::Linux => list.keep_linux_order(),
+                    FreeListOrder::Address => list.forget_linux_order(),
+                }
+            }
+        }
+    }
+
+    /// The order within the free lists.
+    pub fn free_list_order(&self) -> FreeListOrder {
+        self.list_order
+    }
+
+    /// The heads of the free blocks of `order` on `list`, in the order
+    /// allocations take them.
+    pub fn free_list_heads(&self, order: Order, list: FreeList) -> Vec<Pfn> {
+        self.free_lists
+            .get(usize::from(order.get()))
+            .map_or_else(Vec::new, |l| l[list.index()].in_list_order())
     }
 
     pub fn layout(&self) -> &PhysLayout {
@@ -699,8 +750,9 @@ impl BuddyAllocator {
         self.rmqueue_steal(order, start)
     }
 
-    /// Linux `__rmqueue_smallest()`: the lowest block of the smallest order
-    /// that fits, split down to `order`.
+    /// Linux `__rmqueue_smallest()`: the first block (the lowest, or the
+    /// list head with Linux's order) of the smallest order that fits, split
+    /// down to `order`.
     pub(crate) fn take_smallest(&mut self, order: Order, list: FreeList) -> Option<Pfn> {
         for current in order.get()..=self.geometry().max_order().get() {
             let current = Order::new(current);
@@ -838,17 +890,24 @@ impl BuddyAllocator {
     }
 
     /// Moves every free block inside the pageblock at `pb_start` from `from`
-    /// to `to`. Linux `__move_freepages_block()`.
+    /// to `to`. Linux `move_freepages()`: by ascending frame, each to the
+    /// tail of its new list (`move_to_free_list()`).
     pub(crate) fn move_free_blocks(&mut self, pb_start: Pfn, from: FreeList, to: FreeList) {
         let g = *self.geometry();
         let pb_end = pb_start + g.pageblock_pages();
+        let mut blocks = Vec::new();
         for o in 0..=g.pageblock_order().get() {
             let o = Order::new(o);
-            let heads: Vec<Pfn> = self.list(o, from).heads_in(pb_start, pb_end).collect();
-            for head in heads {
-                self.del_free(head, o, from);
-                self.add_free(head, o, to);
-            }
+            blocks.extend(
+                self.list(o, from)
+                    .heads_in(pb_start, pb_end)
+                    .map(|h| (h, o)),
+            );
+        }
+        blocks.sort_unstable();
+        for (head, o) in blocks {
+            self.del_free(head, o, from);
+            self.add_free_at(head, o, to, End::Tail);
         }
     }
 
@@ -1002,8 +1061,15 @@ impl BuddyAllocator {
         &self.free_lists[usize::from(order.get())][list.index()]
     }
 
+    /// Adds a free block at the head of its list (Linux `add_to_free_list()`).
     pub(crate) fn add_free(&mut self, head: Pfn, order: Order, list: FreeList) {
-        let inserted = self.free_lists[usize::from(order.get())][list.index()].insert(head);
+        self.add_free_at(head, order, list, End::Head);
+    }
+
+    /// Adds a free block at `end` of its list (only Linux's order tells the
+    /// ends apart).
+    pub(crate) fn add_free_at(&mut self, head: Pfn, order: Order, list: FreeList, end: End) {
+        let inserted = self.free_lists[usize::from(order.get())][list.index()].insert_at(head, end);
         assert!(
             inserted,
             "BUG: free block {head} order {order} already on {list:?}"
@@ -1029,9 +1095,16 @@ impl BuddyAllocator {
         }
     }
 
-    /// Linux `__free_one_page()`: puts a block whose frames are pristine on
-    /// its pageblock's list, merging with free buddies where allowed.
-    pub(crate) fn free_one(&mut self, mut head: Pfn, mut order: Order) {
+    /// Linux `__free_one_page()` with `FPI_NONE`: puts a block whose frames
+    /// are pristine on its pageblock's list, merging with free buddies where
+    /// allowed; at the head of the list, or at the tail when a merge is
+    /// likely (`buddy_merge_likely()`).
+    pub(crate) fn free_one(&mut self, head: Pfn, order: Order) {
+        self.free_one_to(head, order, None);
+    }
+
+    /// [`Self::free_one`]; `Some(End::Tail)` is `FPI_TO_TAIL`.
+    pub(crate) fn free_one_to(&mut self, mut head: Pfn, mut order: Order, end: Option<End>) {
         let g = *self.geometry();
         let list = self.list_of(head).expect("BUG: freeing outside the span");
         while order < g.max_order() {
@@ -1055,13 +1128,41 @@ impl BuddyAllocator {
             head = head.min(buddy);
             order = Order::new(order.get() + 1);
         }
-        self.add_free(head, order, list);
+        let end = end.unwrap_or_else(|| {
+            if self.buddy_merge_likely(head, order) {
+                End::Tail
+            } else {
+                End::Head
+            }
+        });
+        self.add_free_at(head, order, list, end);
+    }
+
+    /// Linux `buddy_merge_likely()`: below `MAX_PAGE_ORDER - 1`, whether the
+    /// buddy of the block of the next-higher order holding `head` is a free
+    /// block of that order (on any list; per-CPU pages are not buddies).
+    fn buddy_merge_likely(&self, head: Pfn, order: Order) -> bool {
+        if self.list_order == FreeListOrder::Address
+            || order.get() + 1 >= self.geometry().max_order().get()
+        {
+            return false;
+        }
+        let higher = Order::new(order.get() + 1);
+        let higher_buddy = head.align_down(higher).buddy(higher);
+        self.list_of(higher_buddy)
+            .is_some_and(|list| self.list(higher, list).contains(higher_buddy))
     }
 
     /// Frees the pristine frames `[start, end)` as the largest aligned blocks
     /// that fit and whose pageblocks share one list (Linux
-    /// `__free_pages_memory()`).
+    /// `__free_pages_memory()`), each as [`Self::free_one`] does.
     pub(crate) fn free_pieces(&mut self, start: Pfn, end: Pfn) {
+        self.free_pieces_to(start, end, None);
+    }
+
+    /// [`Self::free_pieces`]; `Some(End::Tail)` is `FPI_TO_TAIL`.
+    pub(crate) fn free_pieces_to(&mut self, start: Pfn, end: Pfn, to: impl Into<Option<End>>) {
+        let to = to.into();
         let g = *self.geometry();
         let mut pfn = start;
         while pfn < end {
@@ -1072,7 +1173,7 @@ impl BuddyAllocator {
             while order > g.pageblock_order().get() && !self.uniform_list(pfn, Order::new(order)) {
                 order -= 1;
             }
-            self.free_one(pfn, Order::new(order));
+            self.free_one_to(pfn, Order::new(order), to);
             pfn += Order::new(order).pages();
         }
     }
@@ -1127,6 +1228,7 @@ impl BuddyAllocator {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::phys::check::PhysViolation;
     use crate::phys::layout::Region;
 
     /// Pages of 4 KiB, pageblocks of 4 frames, max order 3 (blocks of up to 8),
@@ -1609,6 +1711,118 @@ pub(crate) mod tests {
         let x = a.alloc(o(0), AllocFlags::USER).unwrap();
         a.frame_mut(x).unwrap().owner = crate::phys::Owner::new(7);
         assert_eq!(a.frame(x).unwrap().owner.unwrap().get(), 7);
+    }
+
+    /// An allocator on [`small_layout`] with Linux's list order.
+    fn linux(cma_use: CmaUse) -> BuddyAllocator {
+        let mut a = small(cma_use);
+        a.set_free_list_order(FreeListOrder::Linux);
+        a
+    }
+
+    /// Six order-0 pages 0..6 off a fresh allocator: the order-3 block at
+    /// 0 is split (expand: 4 (o2), 2 (o1), 1 (o0) at the heads), then 4 is
+    /// split (6 (o1), 5 (o0)); 6 and 7 stay free as an order-1 block.
+    fn six_pages(a: &mut BuddyAllocator) {
+        let got: Vec<Pfn> = (0..6)
+            .map(|_| a.alloc(o(0), AllocFlags::USER).unwrap())
+            .collect();
+        assert_eq!(got, (0..6).map(p).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn linux_order_boots_in_address_order() {
+        let mut a = linux(CmaUse::Never);
+        assert_clean(&a);
+        // memblock_free_all() frees to the tail, lowest first.
+        assert_eq!(
+            a.free_list_heads(o(3), FreeList::Movable),
+            vec![p(0), p(8), p(16), p(24)]
+        );
+        six_pages(&mut a);
+        assert_eq!(a.free_list_order(), FreeListOrder::Linux);
+        assert_clean(&a);
+    }
+
+    #[test]
+    fn linux_order_hands_out_the_page_freed_last() {
+        for order in [FreeListOrder::Address, FreeListOrder::Linux] {
+            let mut a = small(CmaUse::Never);
+            a.set_free_list_order(order);
+            six_pages(&mut a);
+            // Neither 1 nor 3 merges (0 and 2 are in use) or is likely to
+            // (the order-1 buddies [2, 4) and [0, 2) are in use): both go
+            // to the head.
+            a.free(p(1), o(0)).unwrap();
+            a.free(p(3), o(0)).unwrap();
+            assert_clean(&a);
+            let next: Vec<Pfn> = (0..2)
+                .map(|_| a.alloc(o(0), AllocFlags::USER).unwrap())
+                .collect();
+            match order {
+                // Lowest first.
+                FreeListOrder::Address => assert_eq!(next, vec![p(1), p(3)]),
+                // LIFO: the page freed last is the next one handed out.
+                FreeListOrder::Linux => assert_eq!(next, vec![p(3), p(1)]),
+            }
+        }
+    }
+
+    #[test]
+    fn linux_order_puts_a_block_likely_to_merge_at_the_tail() {
+        let mut a = linux(CmaUse::Never);
+        six_pages(&mut a);
+        a.free(p(1), o(0)).unwrap();
+        // 4's buddy 5 is in use, but the buddy of [4, 6) is the free
+        // order-1 block at 6: buddy_merge_likely(), so 4 goes to the tail.
+        a.free(p(4), o(0)).unwrap();
+        // 3: no free order-1 buddy ([0, 2) is in use): the head.
+        a.free(p(3), o(0)).unwrap();
+        assert_eq!(
+            a.free_list_heads(o(0), FreeList::Movable),
+            vec![p(3), p(1), p(4)]
+        );
+        assert_clean(&a);
+        // Freeing 5 merges 4, 5 and 6, 7 into the order-2 block at 4.
+        a.free(p(5), o(0)).unwrap();
+        assert_eq!(a.free_list_heads(o(0), FreeList::Movable), vec![p(3), p(1)]);
+        assert_eq!(a.free_list_heads(o(2), FreeList::Movable), vec![p(4)]);
+        assert_clean(&a);
+    }
+
+    #[test]
+    fn linux_order_undoes_an_isolation_to_the_tail() {
+        let mut a = linux(CmaUse::Never);
+        // Isolating pageblock [8, 12) splits the order-3 block at 8; undoing
+        // it merges the block again and puts it at the tail
+        // (__putback_isolated_page(), FPI_TO_TAIL).
+        let iso = a.isolate_range(range(8, 4)).unwrap();
+        assert_clean(&a);
+        a.undo_isolate_range(iso);
+        assert_clean(&a);
+        assert_eq!(
+            a.free_list_heads(o(3), FreeList::Movable),
+            vec![p(0), p(16), p(24), p(8)]
+        );
+        let got: Vec<Pfn> = (0..4)
+            .map(|_| a.alloc(o(3), AllocFlags::USER).unwrap())
+            .collect();
+        assert_eq!(got, vec![p(0), p(16), p(24), p(8)]);
+    }
+
+    #[test]
+    fn the_checker_reports_a_list_order_out_of_step() {
+        let mut a = small(CmaUse::Never);
+        // The allocator says Linux, the lists keep no order.
+        a.list_order = FreeListOrder::Linux;
+        let v = a.check();
+        assert!(
+            v.iter()
+                .any(|v| matches!(v, PhysViolation::FreeListOrder { .. })),
+            "{v:#?}"
+        );
+        a.set_free_list_order(FreeListOrder::Address);
+        assert_clean(&a);
     }
 
     #[test]

@@ -92,6 +92,10 @@ pub enum PhysViolation {
     ContentsOutsideMemory { pfn: Pfn },
     /// The contents' count of pages with data differs from the recount.
     ContentsCount { kept: u64, recounted: u64 },
+    /// A free list's Linux order (`free-list-order=linux`) does not hold
+    /// exactly its blocks, or a list keeps an order the allocator does not
+    /// (or the other way round).
+    FreeListOrder { order: Order, list: FreeList },
 }
 
 /// A free block found on a list.
@@ -152,9 +156,14 @@ impl BuddyAllocator {
         // Free blocks.
         let mut recount = Counters::default();
         let mut blocks = Vec::new();
+        let linux_order = self.list_order == crate::phys::buddy::FreeListOrder::Linux;
         for (order, lists) in self.free_lists.iter().enumerate() {
             let order = Order::new(order as u8);
             for list in FreeList::ALL {
+                let runs = &lists[list.index()];
+                if runs.keeps_linux_order() != linux_order || !runs.order_consistent() {
+                    out.push(PhysViolation::FreeListOrder { order, list });
+                }
                 for head in lists[list.index()].iter() {
                     recount.free[list.index()] += order.pages();
                     blocks.push(FreeBlock {

@@ -292,8 +292,12 @@ impl BuddyAllocator {
                 self.del_free(head, order, FreeList::Isolate);
             }
             self.pageblocks[i].isolated = false;
+            // Linux unset_migratetype_isolate(): move_freepages_block() (by
+            // ascending frame, to the tail) or, for a block that merges,
+            // __putback_isolated_page() with FPI_TO_TAIL.
+            blocks.sort_unstable();
             for (head, order) in blocks {
-                self.free_one(head, order);
+                self.free_one_to(head, order, Some(crate::phys::runs::End::Tail));
             }
             pb += g.pageblock_pages();
         }

@@ -40,7 +40,7 @@ mod sparse;
 
 pub use buddy::{
     AllocError, AllocFlags, BadPage, BuddyAllocator, FrameAccessError, FrameStatus, FreeError,
-    FreeList, Pageblock, PhysStats,
+    FreeList, FreeListOrder, Pageblock, PhysStats,
 };
 pub use check::{PhysCounter, PhysViolation};
 pub use contig::{

@@ -132,8 +132,14 @@ fn pick<T>(v: &mut Vec<T>, pick: usize) -> Option<T> {
 }
 
 /// Runs `ops`, checking everything; returns a trace of every result.
-fn run(layout: &PhysLayout, cma: CmaUse, ops: &[Op]) -> Result<Vec<String>, TestCaseError> {
+fn run(
+    layout: &PhysLayout,
+    cma: CmaUse,
+    order: FreeListOrder,
+    ops: &[Op],
+) -> Result<Vec<String>, TestCaseError> {
     let phys = RefCell::new(PhysMem::new(layout.clone(), cma));
+    phys.borrow_mut().alloc.set_free_list_order(order);
     let g = *layout.geometry();
     let mut model = Model {
         allocs: BTreeMap::new(),
@@ -368,12 +374,13 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
-    fn layer_matches_the_model(which in 0u8..3, cma in cma_use(),
+    fn layer_matches_the_model(which in 0u8..3, cma in cma_use(), linux in any::<bool>(),
                                ops in proptest::collection::vec(op(), 1..200)) {
         let layout = layout(which);
-        let first = run(&layout, cma, &ops)?;
+        let order = if linux { FreeListOrder::Linux } else { FreeListOrder::Address };
+        let first = run(&layout, cma, order, &ops)?;
         // Determinism: the same operations give the same frames and results.
-        let second = run(&layout, cma, &ops)?;
+        let second = run(&layout, cma, order, &ops)?;
         prop_assert_eq!(first, second);
     }
 }

@@ -13,9 +13,59 @@
 //! every head is a multiple of the block size, and `len` is the number of
 //! heads. Heads are [`Pfn`]s at the interface and plain frame numbers inside
 //! the map, where the run arithmetic lives.
+//!
+//! # Linux's list order (`free-list-order=linux`)
+//! A list may also keep the order Linux's doubly linked list has
+//! ([`BlockRuns::keep_linux_order`]): every head gets a position, a block
+//! added at the head (`add_to_free_list()`) one before the first, a block
+//! added at the tail (`add_to_free_list_tail()`, `move_to_free_list()`) one
+//! after the last, and [`BlockRuns::first`] is then the list's first entry
+//! (`get_page_from_free_area()`) instead of the lowest head. The set of heads
+//! is still the runs (so lookups by frame stay cheap); the positions are a
+//! second map, one entry per block (host memory in proportion to the free
+//! blocks, not to the runs). Invariant then: the positions hold exactly the
+//! heads of the runs ([`BlockRuns::order_consistent`]).
 
 use mte::Pfn;
 use std::collections::BTreeMap;
+
+/// Which end of its list a block is added at: Linux `add_to_free_list()`
+/// (head) or `add_to_free_list_tail()` / `move_to_free_list()` (tail). Only
+/// a list that keeps Linux's order tells them apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum End {
+    Head,
+    Tail,
+}
+
+/// The positions of a list's blocks in Linux's list order: smaller is
+/// nearer the head. Positions only grow outwards, so they never collide.
+#[derive(Clone, Debug, Default)]
+struct ListOrder {
+    /// Position -> head.
+    by_pos: BTreeMap<i64, u64>,
+    /// Head -> position.
+    pos_of: BTreeMap<u64, i64>,
+}
+
+impl ListOrder {
+    fn add(&mut self, head: u64, end: End) {
+        let pos = match end {
+            End::Head => self.by_pos.first_key_value().map_or(0, |(&p, _)| p - 1),
+            End::Tail => self.by_pos.last_key_value().map_or(0, |(&p, _)| p + 1),
+        };
+        self.by_pos.insert(pos, head);
+        self.pos_of.insert(head, pos);
+    }
+
+    fn remove(&mut self, head: u64) {
+        let pos = self
+            .pos_of
+            .remove(&head)
+            .expect("BUG: a head of the runs without a list position");
+        self.by_pos.remove(&pos);
+    }
+}
 
 #[derive(Clone, Debug)]
 pub(crate) struct BlockRuns {
@@ -24,6 +74,8 @@ pub(crate) struct BlockRuns {
     /// First head of a run -> number of blocks in it.
     runs: BTreeMap<u64, u64>,
     len: u64,
+    /// Linux's list order, when kept (`free-list-order=linux`).
+    order: Option<ListOrder>,
 }
 
 impl BlockRuns {
@@ -32,6 +84,55 @@ impl BlockRuns {
             block,
             runs: BTreeMap::new(),
             len: 0,
+            order: None,
+        }
+    }
+
+    /// From now on, keeps Linux's list order. The blocks already there are
+    /// put in ascending order, as if each had been added at the tail in
+    /// address order (how `memblock_free_all()` hands boot memory over:
+    /// `__free_pages_core()` frees with `FPI_TO_TAIL`, lowest range first).
+    pub(crate) fn keep_linux_order(&mut self) {
+        let mut order = ListOrder::default();
+        for head in self.iter() {
+            order.add(head.as_u64(), End::Tail);
+        }
+        self.order = Some(order);
+    }
+
+    /// From now on, keeps no order besides the addresses.
+    pub(crate) fn forget_linux_order(&mut self) {
+        self.order = None;
+    }
+
+    /// Whether the list keeps Linux's order.
+    pub(crate) fn keeps_linux_order(&self) -> bool {
+        self.order.is_some()
+    }
+
+    /// Whether the list positions (if kept) hold exactly the heads of the
+    /// runs, each once.
+    pub(crate) fn order_consistent(&self) -> bool {
+        let Some(order) = &self.order else {
+            return true;
+        };
+        order.by_pos.len() as u64 == self.len
+            && order.pos_of.len() as u64 == self.len
+            && order
+                .by_pos
+                .iter()
+                .all(|(pos, &head)| order.pos_of.get(&head) == Some(pos))
+            && order
+                .pos_of
+                .keys()
+                .all(|&head| self.contains(Pfn::new(head)))
+    }
+
+    /// Every head in list order: Linux's when kept, else lowest first.
+    pub(crate) fn in_list_order(&self) -> Vec<Pfn> {
+        match &self.order {
+            Some(order) => order.by_pos.values().map(|&h| Pfn::new(h)).collect(),
+            None => self.iter().collect(),
         }
     }
 
@@ -57,19 +158,32 @@ impl BlockRuns {
             .is_some_and(|(start, _)| (head - start).is_multiple_of(self.block))
     }
 
-    /// The lowest head.
+    /// The first head: the list's first entry when Linux's order is kept
+    /// (`get_page_from_free_area()`), else the lowest.
     pub(crate) fn first(&self) -> Option<Pfn> {
+        if let Some(order) = &self.order {
+            return order.by_pos.first_key_value().map(|(_, &h)| Pfn::new(h));
+        }
         self.runs
             .first_key_value()
             .map(|(&start, _)| Pfn::new(start))
     }
 
-    /// Adds `head`; false if it was already there.
+    /// Adds `head` at the head of the list; false if it was already there.
+    #[cfg(test)]
     pub(crate) fn insert(&mut self, head: Pfn) -> bool {
+        self.insert_at(head, End::Head)
+    }
+
+    /// Adds `head` at `end` of the list; false if it was already there.
+    pub(crate) fn insert_at(&mut self, head: Pfn, end: End) -> bool {
         let head = head.as_u64();
         debug_assert_eq!(head % self.block, 0, "BUG: misaligned free block head");
         if self.run_of(head).is_some() {
             return false;
+        }
+        if let Some(order) = &mut self.order {
+            order.add(head, end);
         }
         let next = head + self.block;
         let after = self.runs.remove(&next);
@@ -105,6 +219,9 @@ impl BlockRuns {
         }
         if index + 1 < count {
             self.runs.insert(head + self.block, count - index - 1);
+        }
+        if let Some(order) = &mut self.order {
+            order.remove(head);
         }
         self.len -= 1;
         true
@@ -163,8 +280,59 @@ mod tests {
         assert_eq!(r.heads_in(p(9), p(100)).collect::<Vec<_>>(), vec![p(16)]);
     }
 
+    #[test]
+    fn linux_order_is_head_and_tail_insertion() {
+        let p = Pfn::new;
+        let mut r = BlockRuns::new(2);
+        for h in [0, 2, 4] {
+            r.insert(p(h));
+        }
+        r.keep_linux_order();
+        assert_eq!(r.in_list_order(), vec![p(0), p(2), p(4)], "boot: ascending");
+        assert!(r.insert(p(10)), "head");
+        assert!(r.insert_at(p(6), End::Tail));
+        assert_eq!(r.first(), Some(p(10)), "the last block added at the head");
+        assert_eq!(r.in_list_order(), vec![p(10), p(0), p(2), p(4), p(6)]);
+        assert!(r.remove(p(10)) && r.remove(p(2)));
+        assert_eq!(r.first(), Some(p(0)));
+        assert_eq!(r.in_list_order(), vec![p(0), p(4), p(6)]);
+        assert!(r.order_consistent());
+        assert!(!r.insert_at(p(4), End::Head), "already there");
+        assert!(r.order_consistent());
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
+        /// With Linux's order kept, the list behaves like a deque: head
+        /// insertions in front, tail ones behind, removal anywhere.
+        #[test]
+        fn linux_order_behaves_like_a_deque(ops in proptest::collection::vec((0u8..3, 0u64..32), 1..200)) {
+            let mut runs = BlockRuns::new(4);
+            runs.keep_linux_order();
+            let mut model: std::collections::VecDeque<Pfn> = Default::default();
+            for (op, slot) in ops {
+                let head = Pfn::new(slot * 4);
+                let there = model.contains(&head);
+                match op {
+                    0 => {
+                        prop_assert_eq!(runs.insert_at(head, End::Head), !there);
+                        if !there { model.push_front(head); }
+                    }
+                    1 => {
+                        prop_assert_eq!(runs.insert_at(head, End::Tail), !there);
+                        if !there { model.push_back(head); }
+                    }
+                    _ => {
+                        prop_assert_eq!(runs.remove(head), there);
+                        model.retain(|&h| h != head);
+                    }
+                }
+                prop_assert_eq!(runs.first(), model.front().copied());
+                prop_assert!(runs.order_consistent());
+            }
+            prop_assert_eq!(runs.in_list_order(), model.iter().copied().collect::<Vec<_>>());
+        }
+
         /// The run set behaves exactly like a `BTreeSet` of heads.
         #[test]
         fn behaves_like_a_set(ops in proptest::collection::vec((any::<bool>(), 0u64..64), 1..200),
