@@ -125,26 +125,32 @@ fn warning_divergence(workload: &str, design: &str, line: u64) -> Option<&'stati
 enum Tolerance {
     /// The same number.
     Exact,
-    /// Blocks of 4 KiB tagged pages: the real count lies in `[model -
-    /// (model/16 + 8), model + min(9, model/16 + 8)]`. Above: the excess
-    /// the records show, capped. Below: compaction under `rfc-v3` (w11), where
-    /// the real compaction left some blocks' pages in place and the model
-    /// releases up to 5 blocks more. Both allocators have per-CPU lists (`pcp=on`) with
-    /// tagged allocations bypassing them (patch 4), which moves no count:
-    /// the real kernel's LIFO buddy lists and its runtime's allocations
-    /// between commands leave the small free blocks its tagged allocations
-    /// take first scattered over more 32-page groups (up to 9 more blocks
-    /// over these records), and a tagged copy that fits in a hole of a
-    /// reserved block saves one reservation the model makes (w09: one
-    /// release fewer at `q exit`).
+    /// Blocks of 4 KiB tagged pages: the real count lies in `[model - 1,
+    /// model + 9]`. Above: the real kernel's free lists hold small free
+    /// blocks scattered over memory before a workload starts (what the
+    /// kernel and the runtime allocated and freed since boot), and a tagged
+    /// allocation, which bypasses the per-CPU lists (patch 4), takes the
+    /// smallest free block first, so its pages fall into more 32-page
+    /// groups (up to 9 more blocks over the two recordings, w10 in the
+    /// first). The model's lists hold no such blocks: with per-CPU lists
+    /// (`pcp=on`), Linux's LIFO list order (`free-list-order=linux`), and
+    /// the earlier workloads run first on the same machine, no count moves.
+    /// Below: a tagged copy that fits in a hole of a reserved block saves
+    /// one reservation the model makes (w09: one release fewer at `q
+    /// exit`).
     Placement,
+    /// [`Tolerance::Placement`] after compaction under `rfc-v3` (w11): the
+    /// real compaction left some blocks' pages in place, so the model
+    /// releases up to 5 blocks more; the real count lies in `[model - 5,
+    /// model + 9]`.
+    PlacementCompacted,
     /// Migrations where tagged 4 KiB pages are allocated: a released
     /// block's page goes through the releasing CPU's per-CPU list and the
     /// next untagged movable allocation there takes it (the model does this
     /// too); the real kernel's runtime allocates between commands, the
     /// model's does not, so on the real kernel up to 3 such pages held data
     /// when a tagged touch needed their block back (two recordings). The
-    /// real count lies in `[model, model + 4]`.
+    /// real count lies in `[model, model + 3]`.
     Recycled,
     /// Pages compaction moves: within 10% (each allocator's placement
     /// leaves different holes for the scanners).
@@ -172,10 +178,9 @@ impl Tolerance {
     fn holds(self, real: i64, model: i64) -> bool {
         match self {
             Tolerance::Exact => real == model,
-            Tolerance::Placement => {
-                (-(model / 16 + 8)..=(model / 16 + 8).min(9)).contains(&(real - model))
-            }
-            Tolerance::Recycled => (0..=4).contains(&(real - model)),
+            Tolerance::Placement => (-1..=9).contains(&(real - model)),
+            Tolerance::PlacementCompacted => (-5..=9).contains(&(real - model)),
+            Tolerance::Recycled => (0..=3).contains(&(real - model)),
             Tolerance::Compaction => (real - model).abs() * 10 <= model.max(real),
             Tolerance::LruBatch => real <= model && real >= model - 15,
             // With the next scan's value: `holds_or_next`.
@@ -228,6 +233,7 @@ fn rule(workload: &str, design: &str, metric: &str) -> Rule {
         (_, "ksm shared" | "ksm sharing") => Rule::Within(Tolerance::KsmPass),
         (_, "swapped out") => Rule::Within(Tolerance::LruBatch),
         (w, _) if blocks && THP_WORKLOADS.contains(&w) => Rule::Within(Tolerance::Exact),
+        ("w11_compaction", _) if blocks => Rule::Within(Tolerance::PlacementCompacted),
         (_, _) if blocks => Rule::Within(Tolerance::Placement),
         (_, "migrated") => Rule::Within(Tolerance::Recycled),
         _ => Rule::Within(Tolerance::Exact),
@@ -320,6 +326,23 @@ fn model_counters<M: uapi::Machine + ?Sized>(machine: &M) -> BTreeMap<Counter, i
         .collect()
 }
 
+/// Platform keys to try on top of the reference allocator's, from
+/// `MTESIM_REFERENCE_SET=key=value,...` (for experiments: the documented
+/// tolerances are those of the keys set here).
+fn extra_keys() -> Vec<(String, String)> {
+    std::env::var("MTESIM_REFERENCE_SET")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv
+                .split_once('=')
+                .unwrap_or_else(|| panic!("MTESIM_REFERENCE_SET: `{kv}` is not key=value"));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
 /// Runs the workload on the model under `design`: counters at the start
 /// and after every command.
 fn run_model(path: &Path, design: &str) -> (BTreeMap<Counter, i64>, Vec<ModelStep>) {
@@ -328,7 +351,8 @@ fn run_model(path: &Path, design: &str) -> (BTreeMap<Counter, i64>, Vec<ModelSte
     let script = scenario::parse(&file, &src).unwrap_or_else(|e| panic!("{e}"));
     let options = RunOptions {
         verbose: true,
-        // The reference kernel's allocator: per-CPU lists, and no fast
+        // The reference kernel's allocator: per-CPU lists, LIFO free
+        // lists, and no fast
         // path (patch 10's `cma_alloc_pages_fastpath()` tests `start - end
         // != 1 << order_per_bit`, which is true for every range, and
         // returns -EINVAL: every reservation goes through
@@ -336,16 +360,47 @@ fn run_model(path: &Path, design: &str) -> (BTreeMap<Counter, i64>, Vec<ModelSte
         set: vec![
             ("tag-storage".into(), design.into()),
             ("pcp".into(), "on".into()),
+            // Linux v6.8's LIFO buddy free lists.
+            ("free-list-order".into(), "linux".into()),
             ("reserve-fast-path".into(), "off".into()),
             // `-smp 2`: the per-CPU lists' `high` is split over 2 CPUs.
             ("cpus".into(), "2".into()),
-        ],
+        ]
+        .into_iter()
+        .chain(extra_keys())
+        .collect(),
         ..RunOptions::default()
     };
     let spec = options.platform_spec(&script.platform_spec());
     let platform = Platform::from_spec(&spec).unwrap_or_else(|e| panic!("{file}: {e}"));
     let mut machine =
         make_machine(MachineKind::Kernel, &platform).unwrap_or_else(|e| panic!("{file}: {e}"));
+    // One boot runs every workload on the real kernel: with
+    // MTESIM_REFERENCE_HISTORY=1 the workloads before this one run first on
+    // the same machine (outcomes ignored), each one's processes ended after
+    // it as the runtime kills them (an experiment: `docs/reference.md`).
+    if std::env::var_os("MTESIM_REFERENCE_HISTORY").is_some() {
+        for earlier in files(&reference_dir().join("workloads"), "mte")
+            .into_iter()
+            .take_while(|p| p.as_path() != path)
+        {
+            let src = std::fs::read(&earlier).unwrap_or_else(|e| panic!("{file}: {e}"));
+            let script = scenario::parse(&earlier.display().to_string(), &src)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let mut runner = Runner::new(&mut *machine, &options, &spec);
+            for stmt in &script.stmts {
+                runner.statement(stmt, &script.names);
+            }
+            let pids = runner.processes();
+            let _ = runner.finish();
+            for pid in pids {
+                let _ = machine.run(&uapi::Op::Process {
+                    pid,
+                    command: uapi::Command::Exit,
+                });
+            }
+        }
+    }
     let mut runner = Runner::new(&mut *machine, &options, &spec).with_source(&src);
     let start = model_counters(runner.machine());
     let mut steps = Vec::new();
@@ -465,6 +520,15 @@ fn compare(record: &Record, design: &str, table: &mut String) -> (Vec<String>, V
                 .iter()
                 .find(|m| scans.contains(&m.line))
                 .map(|m| m.counters[&metric.model] - model_start[&metric.model]);
+            if std::env::var_os("MTESIM_REFERENCE_DUMP").is_some() {
+                eprintln!(
+                    "DUMP {} {design} {} {} {real_delta} {model_delta} {:?}",
+                    record.name,
+                    real.line,
+                    metric.name,
+                    rule(&record.name, design, metric.name)
+                );
+            }
             match rule(&record.name, design, metric.name) {
                 Rule::Within(tol) if !tol.holds_or_next(real_delta, model_delta, next) => {
                     problems.push(format!(
@@ -589,14 +653,26 @@ fn tolerances_hold_only_what_they_say() {
     assert!(!Tolerance::Exact.holds(17, 16));
     assert!(Tolerance::Placement.holds(137, 128));
     assert!(Tolerance::Placement.holds(0, 1));
-    assert!(Tolerance::Placement.holds(9, 1));
-    assert!(!Tolerance::Placement.holds(10, 1));
+    assert!(Tolerance::Placement.holds(10, 1));
+    assert!(!Tolerance::Placement.holds(11, 1));
     assert!(!Tolerance::Placement.holds(138, 128));
-    assert!(Tolerance::Placement.holds(123, 128));
-    assert!(!Tolerance::Placement.holds(111, 128));
+    assert!(Tolerance::Placement.holds(127, 128));
+    assert!(!Tolerance::Placement.holds(126, 128));
+    assert!(Tolerance::PlacementCompacted.holds(59, 64));
+    assert!(!Tolerance::PlacementCompacted.holds(58, 64));
+    assert!(Tolerance::PlacementCompacted.holds(81, 72));
+    assert!(!Tolerance::PlacementCompacted.holds(82, 72));
+    assert!(matches!(
+        rule("w11_compaction", "rfc-v3", "releases"),
+        Rule::Within(Tolerance::PlacementCompacted)
+    ));
+    assert!(matches!(
+        rule("w09_tag_write_shared", "dynamic", "releases"),
+        Rule::Within(Tolerance::Placement)
+    ));
     assert!(Tolerance::Recycled.holds(2, 0));
     assert!(Tolerance::Recycled.holds(3, 0));
-    assert!(!Tolerance::Recycled.holds(5, 0));
+    assert!(!Tolerance::Recycled.holds(4, 0));
     assert!(!Tolerance::Recycled.holds(0, 1));
     assert!(Tolerance::Compaction.holds(3235, 3328));
     assert!(!Tolerance::Compaction.holds(2900, 3328));

@@ -127,6 +127,10 @@ fn settings_mismatch(
         }
         "seed" => pair(wanted.seed.to_string(), actual.seed.to_string()),
         "cpus" => pair(wanted.cpus.to_string(), actual.cpus.to_string()),
+        "free-list-order" => pair(
+            wanted.free_list_order.name().into(),
+            actual.free_list_order.name().into(),
+        ),
         _ => None,
     }
 }
@@ -140,6 +144,7 @@ fn copy_setting(key: &str, from: &KernelSettings, to: &mut KernelSettings) {
         "huge-zero-page" => to.huge_zero_page = from.huge_zero_page,
         "seed" => to.seed = from.seed,
         "cpus" => to.cpus = from.cpus,
+        "free-list-order" => to.free_list_order = from.free_list_order,
         _ => {}
     }
 }

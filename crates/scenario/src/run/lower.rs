@@ -47,6 +47,11 @@ impl Bindings {
         self.processes.get(id.index()).copied().flatten()
     }
 
+    /// Every process a name is bound to now, in name order.
+    pub fn processes(&self) -> Vec<Pid> {
+        self.processes.iter().flatten().copied().collect()
+    }
+
     pub fn set_process(&mut self, id: ProcId, pid: Option<Pid>) {
         let i = id.index();
         if i >= self.processes.len() {

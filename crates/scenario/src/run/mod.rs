@@ -579,6 +579,13 @@ impl<'a, M: Machine + ?Sized> Runner<'a, M> {
         self.machine
     }
 
+    /// The processes the file's names are bound to now (the reference
+    /// comparison ends a workload's processes before the next workload runs
+    /// on the same machine, as its runtime kills them).
+    pub fn processes(&self) -> Vec<uapi::Pid> {
+        self.bindings.processes()
+    }
+
     /// The steps recorded so far (with `verbose`).
     pub fn steps(&self) -> &[Step] {
         &self.report.steps
