@@ -18,6 +18,8 @@
 #                (one commit per mail of the linux-arch list, the mail in file `m`)
 #   WORK       = scratch directory (default target/rfc-v3)
 #   JOBS       = make -j (default: number of cores)
+#   PROBE      = pagetypeinfo: also print /proc/pagetypeinfo at each workload's
+#                start into $WORK/run/boot.log (not into the records)
 # Host packages (Debian): flex bison bc libssl-dev libelf-dev qemu-system-arm
 #   device-tree-compiler gcc-aarch64-linux-gnu libc6-dev-arm64-cross python3, and cargo.
 set -euo pipefail
@@ -160,7 +162,11 @@ run() {
     echo 'const struct rt_workload *const rt_workloads[] = {'
     for n in "${list[@]}"; do echo "  &wl_$n,"; done
     echo '  0 };'; } > "$RUN/c/list.c"
-  aarch64-linux-gnu-gcc -static -O1 -Wall -march=armv8.5-a+memtag -I "$HERE" -o "$RUN/init" \
+  # PROBE=pagetypeinfo: /proc/pagetypeinfo at each workload's start in
+  # boot.log (not in the records), the free lists the workload starts from.
+  local probe=()
+  [ "${PROBE:-}" = pagetypeinfo ] && probe=(-DRT_PAGETYPEINFO)
+  aarch64-linux-gnu-gcc -static -O1 -Wall -march=armv8.5-a+memtag "${probe[@]}" -I "$HERE" -o "$RUN/init" \
     "$HERE/rt.c" "$RUN"/c/*.c
   [ -x "$SRC/usr/gen_init_cpio" ] || gcc -O2 -o "$SRC/usr/gen_init_cpio" "$SRC/usr/gen_init_cpio.c"
   printf '%s\n' "dir /dev 0755 0 0" "nod /dev/console 0600 0 0 c 5 1" "dir /proc 0755 0 0" \

@@ -592,6 +592,21 @@ static void print_counters(void)
 	fflush(stdout);
 }
 
+#ifdef RT_PAGETYPEINFO
+/* The harness's probe (PROBE=pagetypeinfo): the kernel's free blocks per
+ * migrate type and order (/proc/pagetypeinfo) at a workload's start, on the
+ * console only; records.py ignores these `## ` lines. */
+static void print_pagetypeinfo(void)
+{
+	char line[512];
+	FILE *f = fopen("/proc/pagetypeinfo", "r");
+	while (f && fgets(line, sizeof(line), f))
+		printf("## %s", line);
+	if (f)
+		fclose(f);
+}
+#endif
+
 /* --- swap on the RAM disk ---------------------------------------------------- */
 
 /* mkswap: a version 1 header on the first page, SWAPSPACE2 at its end. */
@@ -670,6 +685,9 @@ int rt_run_workload(const struct rt_workload *w)
 
 	printf("== %s\n-- snap %s start\n", w->name, w->name);
 	print_counters();
+#ifdef RT_PAGETYPEINFO
+	print_pagetypeinfo();
+#endif
 	struct rt_proc root = { -1 };
 	int status = 0;
 	for (int i = 0; i < w->nsteps; i++) {
