@@ -383,6 +383,33 @@ fn a_described_machine_runs_scenarios_whose_platform_line_agrees() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--set memory cannot change the machine m.toml describes"));
+    // The free-list order is a kernel setting too: compared, and replaced
+    // by --set.
+    write(
+        d.path(),
+        "lifo.mte",
+        "platform free-list-order=linux
+",
+    );
+    let out = mtesim_in(d.path(), &["run", "--platform", "m.toml", "lifo.mte"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "lifo.mte: cannot run: line 1: `free-list-order=linux` disagrees with m.toml (address); \
+         drop the key, or override it with --set\n"
+    );
+    let out = mtesim_in(
+        d.path(),
+        &[
+            "run",
+            "--platform",
+            "m.toml",
+            "--set",
+            "free-list-order=linux",
+            "lifo.mte",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let out = mtesim_in(
         d.path(),
         &["run", "--platform", "missing.toml", "silent.mte"],
