@@ -692,20 +692,40 @@ impl Kernel {
         }
 
         // Page caches.
-        let mut cached: BTreeSet<Pfn> = BTreeSet::new();
-        for (id, o) in objects.iter() {
-            for (pgoff, pfn) in &o.pages {
-                cached.insert(*pfn);
-                if cache_owner.get(pfn) != Some(&(*id, *pgoff)) {
-                    out.push(KernelViolation::PageCache { pfn: *pfn });
+        // Every page of every object is owned by that object at that
+        // offset, and every owned page is in a page cache: the objects'
+        // pages sorted by frame, merged with the owners (in frame order), so
+        // no lookup per page.
+        let mut cache_pages: Vec<_> = objects
+            .iter()
+            .flat_map(|(id, o)| o.pages.iter().map(move |(pgoff, pfn)| (*pfn, *id, *pgoff)))
+            .collect();
+        cache_pages.sort_unstable();
+        let mut owners_left = cache_owner.iter().peekable();
+        let mut last: Option<Pfn> = None;
+        for &(pfn, id, pgoff) in &cache_pages {
+            // Owners below `pfn` that are not `last` belong to no cache.
+            while let Some((p, _)) = owners_left.next_if(|(p, _)| **p < pfn) {
+                if Some(*p) != last {
+                    out.push(KernelViolation::PageCache { pfn: *p });
                 }
             }
+            let owner = owners_left
+                .peek()
+                .filter(|(p, _)| **p == pfn)
+                .map(|(_, o)| **o);
+            if owner != Some((id, pgoff)) {
+                out.push(KernelViolation::PageCache { pfn });
+            }
+            last = Some(pfn);
         }
-        for pfn in cache_owner.keys() {
-            if !cached.contains(pfn) {
-                out.push(KernelViolation::PageCache { pfn: *pfn });
+        for (p, _) in owners_left {
+            if Some(*p) != last {
+                out.push(KernelViolation::PageCache { pfn: *p });
             }
         }
+        let mut cached: Vec<Pfn> = cache_pages.iter().map(|&(pfn, _, _)| pfn).collect();
+        cached.dedup();
 
         // Multi-size THP folios: every page consistent with the head.
         for (&head, &order) in folios.borrow().iter() {
@@ -722,7 +742,9 @@ impl Kernel {
             }
         }
         for pfn in orphans.iter() {
-            if mapped.binary_search(pfn).is_ok() || cached.contains(pfn) || !pins.contains_key(pfn)
+            if mapped.binary_search(pfn).is_ok()
+                || cached.binary_search(pfn).is_ok()
+                || !pins.contains_key(pfn)
             {
                 out.push(KernelViolation::Orphan { pfn: *pfn });
             }

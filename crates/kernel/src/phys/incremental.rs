@@ -6,11 +6,14 @@
 //! (they are O(free blocks + pageblocks), not O(frames)).
 //!
 //! A frame's verdict reads its own metadata, whether a free block covers
-//! it, its pageblock's type, the static layout, and the metadata of its
-//! allocated block (a head reads its tails, a tail its head). So the frames
-//! rechecked are: those of the dirty log ([`crate::phys::dirty`], every
-//! `&mut FrameMeta` handed out), closed one step over blocks (a changed
-//! head: its old and new block; a changed tail: its old and new head);
+//! it, its pageblock's type, the static layout, and the states of its
+//! allocated block (a head reads its tails' states, a tail its head's
+//! state; nothing else of theirs). So the frames rechecked are: those of
+//! the dirty log ([`crate::phys::dirty`], every `&mut FrameMeta` handed
+//! out), closed one step over blocks where a frame's state changed (a
+//! head: its old and new block; a tail: its old and new head; a frame
+//! whose counts or flags alone changed adds nothing, which keeps a map
+//! count change of a huge page's head from rechecking its 511 tails);
 //! the frames whose coverage by free blocks changed since the last check
 //! (a split or merge changes none); the
 //! frames of pageblocks whose type changed. Counts are kept as sums of the
@@ -204,10 +207,24 @@ impl BuddyAllocator {
                     for i in 0..pages {
                         let pfn = first + i;
                         pfns.push(pfn);
-                        // The closure over allocated blocks, old and new.
-                        let old = cache.records.get(&pfn).map(|r| r.state);
-                        let new = self.frames.block(pfn, 1).map(|m| m[0].state());
-                        for state in [old, new].into_iter().flatten() {
+                        // The closure over allocated blocks, old and new:
+                        // only when the frame's state changed (a head's
+                        // verdict reads its tails' states alone, a tail's
+                        // its head's state alone; a change of counts or
+                        // flags leaves the block's other verdicts as they
+                        // were). No record is a free frame.
+                        let old = cache
+                            .records
+                            .get(&pfn)
+                            .map_or(FrameState::Free, |r| r.state);
+                        let new = self
+                            .frames
+                            .block(pfn, 1)
+                            .map_or(FrameState::Free, |m| m[0].state());
+                        if old == new {
+                            continue;
+                        }
+                        for state in [old, new] {
                             match state {
                                 FrameState::Allocated { order, .. } => {
                                     pfns.extend((1..order.pages()).map(|k| pfn + k));
