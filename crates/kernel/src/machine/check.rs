@@ -484,7 +484,7 @@ impl Kernel {
                     .cloned()
                     .map(|violation| KernelViolation::Pgtable { mm: *id, violation }),
             );
-            out.extend(self.check_blocks(*id, m, &scan.leaves));
+            out.extend(self.check_blocks(*id, m, &scan.blocks));
             mapped.extend_from_slice(&scan.mapped);
             for &(va, entry) in &scan.leaves {
                 let LeafEntry::Pte(pte) = entry else {
@@ -735,16 +735,25 @@ impl Kernel {
         }
 
         // Pins recorded by processes.
-        let mut pins: BTreeMap<Pfn, u32> = BTreeMap::new();
-        for p in procs.values() {
-            for pfn in p.pins.values().flatten() {
-                *pins.entry(*pfn).or_default() += 1;
+        // Each pinned frame with its number of pins, in frame order (a
+        // sorted vector: looked up by binary search and merged below).
+        let mut pinned: Vec<Pfn> = procs
+            .values()
+            .flat_map(|p| p.pins.values().flatten().copied())
+            .collect();
+        pinned.sort_unstable();
+        let mut pins: Vec<(Pfn, u32)> = Vec::new();
+        for pfn in pinned {
+            match pins.last_mut() {
+                Some((last, n)) if *last == pfn => *n += 1,
+                _ => pins.push((pfn, 1)),
             }
         }
+        let pinned_at = |pfn: &Pfn| pins.binary_search_by_key(pfn, |&(p, _)| p).is_ok();
         for pfn in orphans.iter() {
             if mapped.binary_search(pfn).is_ok()
                 || cached.binary_search(pfn).is_ok()
-                || !pins.contains_key(pfn)
+                || !pinned_at(pfn)
             {
                 out.push(KernelViolation::Orphan { pfn: *pfn });
             }
@@ -760,7 +769,7 @@ impl Kernel {
             .iter()
             .chain(cached.iter())
             .chain(orphans.iter())
-            .chain(pins.keys())
+            .chain(pins.iter().map(|(pfn, _)| pfn))
             .chain(cached_swap.iter())
             .copied()
             .collect();
@@ -853,6 +862,7 @@ impl Kernel {
         let phys = mem.phys();
         // The rmap's counts, joined with `held` (both in frame order).
         let mut counts = rmap.iter().map(|(pfn, list)| (pfn, list.len())).peekable();
+        let mut pins_left = pins.iter().peekable();
         for pfn in &held {
             let allocated = |meta: &crate::phys::FrameMeta| match meta.state() {
                 crate::phys::FrameState::Allocated { .. } => true,
@@ -876,7 +886,8 @@ impl Kernel {
                     mappings,
                 });
             }
-            let recorded = pins.get(pfn).copied().unwrap_or(0);
+            while pins_left.next_if(|(p, _)| p < pfn).is_some() {}
+            let recorded = pins_left.next_if(|(p, _)| p == pfn).map_or(0, |&(_, n)| n);
             if meta.pins != recorded {
                 out.push(KernelViolation::PinCount {
                     pfn: *pfn,
@@ -919,6 +930,9 @@ pub(crate) struct MmScan {
     /// The table's generation when scanned.
     generation: u64,
     leaves: Vec<(VirtAddr, LeafEntry)>,
+    /// The block entries among `leaves` (most tables have none: the
+    /// block checks then look at no leaf).
+    blocks: Vec<(VirtAddr, LeafEntry)>,
     /// The frames the leaves map (not special ones; every frame of a
     /// block), sorted, with repeats.
     mapped: Vec<Pfn>,
@@ -945,9 +959,15 @@ impl MmScan {
             }
         }
         mapped.sort_unstable();
+        let blocks = leaves
+            .iter()
+            .filter(|(_, entry)| matches!(entry, LeafEntry::Block(_)))
+            .copied()
+            .collect();
         MmScan {
             generation: pt.generation(),
             leaves,
+            blocks,
             mapped,
             pt: pt.check(),
         }
