@@ -32,7 +32,7 @@ use crate::phys::frame::{FrameState, MigrateType};
 use crate::phys::layout::{Order, RegionKind};
 
 /// What one frame contributed at the last check.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct FrameRecord {
     state: FrameState,
     recount: Counters,
@@ -280,14 +280,45 @@ impl BuddyAllocator {
 
     /// Replaces the record of `pfn` by its verdict now.
     fn recheck_frame(&self, cache: &mut FrameCheckCache, pfn: Pfn, covered: &dyn Fn(Pfn) -> bool) {
-        if let Some(old) = cache.records.remove(&pfn) {
-            add(&mut cache.sums, &old.recount, false);
-            cache.with_violations.remove(&pfn);
+        let record = self.frame_record(pfn, covered);
+        // Most rechecked frames keep their verdict (a count changed): the
+        // kept record is compared in place, not removed and inserted.
+        match (cache.records.get_mut(&pfn), record) {
+            (Some(old), Some(new)) if *old == new => {}
+            (Some(old), Some(new)) => {
+                add(&mut cache.sums, &old.recount, false);
+                add(&mut cache.sums, &new.recount, true);
+                match new.violations.is_empty() {
+                    true => cache.with_violations.remove(&pfn),
+                    false => cache.with_violations.insert(pfn),
+                };
+                *old = new;
+            }
+            (Some(_), None) => {
+                let old = cache
+                    .records
+                    .remove(&pfn)
+                    .expect("BUG: a kept record vanished");
+                add(&mut cache.sums, &old.recount, false);
+                cache.with_violations.remove(&pfn);
+            }
+            (None, Some(new)) => {
+                add(&mut cache.sums, &new.recount, true);
+                if !new.violations.is_empty() {
+                    cache.with_violations.insert(pfn);
+                }
+                cache.records.insert(pfn, new);
+            }
+            (None, None) => {}
         }
+    }
+
+    /// The verdict of `pfn` now; `None` for what needs no record (a free
+    /// frame with no violation and no count, or a frame of a section not
+    /// materialised, which the global account checks).
+    fn frame_record(&self, pfn: Pfn, covered: &dyn Fn(Pfn) -> bool) -> Option<FrameRecord> {
         let start = self.frames.section_start(pfn);
-        let Some(section) = self.frames.block(start, self.frames.section_pages()) else {
-            return; // not materialised: checked by the global account
-        };
+        let section = self.frames.block(start, self.frames.section_pages())?;
         let meta = &section[(pfn - start) as usize];
         let mut record = FrameRecord {
             state: meta.state(),
@@ -311,16 +342,9 @@ impl BuddyAllocator {
                 &mut record.violations,
             ),
         }
-        if record.state == FrameState::Free
+        let default = record.state == FrameState::Free
             && record.violations.is_empty()
-            && record.recount == Counters::default()
-        {
-            return;
-        }
-        add(&mut cache.sums, &record.recount, true);
-        if !record.violations.is_empty() {
-            cache.with_violations.insert(pfn);
-        }
-        cache.records.insert(pfn, record);
+            && record.recount == Counters::default();
+        (!default).then_some(record)
     }
 }
