@@ -20,9 +20,10 @@
 //! `fill` and `verify` are byte accesses in address order: each byte goes
 //! through steps 2 and 3 on its own, so the first failing byte stops them
 //! and the bytes before it took effect. The model takes them a page (step 2)
-//! and a granule (step 3) at a time, which gives the same result because
-//! every byte of a page shares its mapping and every byte of a granule its
-//! tag.
+//! and a granule (step 3) at a time (`fill` checks a page's granules in
+//! order with one call before writing them), which gives the same result
+//! because every byte of a page shares its mapping and every byte of a
+//! granule its tag.
 //!
 //! Tag stores (`stg`, `stzg`, `st2g`, `stz2g`) need write permission, are
 //! not tag checked, write the pointer's tag only where the mapping is
@@ -76,6 +77,33 @@ impl Process {
         }
     }
 
+    /// [`Self::tag_check`] for `len >= 1` bytes at `ptr` inside one mapped
+    /// page: the mapping and the page are looked up once for all its
+    /// granules.
+    fn tag_check_in_page(
+        &mut self,
+        ptr: TaggedPtr,
+        len: u64,
+        kind: AccessKind,
+    ) -> Result<(), Fault> {
+        let settings = self.check_settings();
+        let space = &self.space;
+        let addr = ptr.addr();
+        let tagged = space
+            .vma_at(addr)
+            .unwrap_or_else(|| panic!("BUG: tag of unmapped {addr}"))
+            .tagged;
+        let layout = space.layout();
+        let outcome = space
+            .read_page(addr, |page| {
+                check_access(ptr, len, kind, settings, |granule| {
+                    tagged.then(|| crate::memory::tag_of(page, layout.offset_in_page(granule)))
+                })
+            })
+            .expect("BUG: a translated access leaves the address space");
+        self.verdict(outcome)
+    }
+
     /// Step 3 for `len` bytes at `ptr`, all of them mapped.
     fn tag_check(&mut self, ptr: TaggedPtr, len: u64, kind: AccessKind) -> Result<(), Fault> {
         let settings = self.check_settings();
@@ -84,6 +112,12 @@ impl Process {
             space.memory_tag(granule)
         })
         .expect("BUG: a translated access leaves the address space");
+        self.verdict(outcome)
+    }
+
+    /// What a check's outcome does: a sync fault, or the pending async
+    /// fault recorded.
+    fn verdict(&mut self, outcome: CheckOutcome) -> Result<(), Fault> {
         match outcome {
             CheckOutcome::Pass => Ok(()),
             CheckOutcome::SyncFault { addr } => Err(Fault {
@@ -177,40 +211,41 @@ impl Process {
     }
 
     /// `fill`: `len` byte stores of `byte` in address order, stopping at
-    /// the first synchronous fault (the bytes before it are written).
-    /// Granules are checked one by one and the bytes of the checked ones
-    /// written a page at a time (before the next page is reached, and at
-    /// the end or the fault): the same bytes, without a page lookup per
-    /// granule.
+    /// the first synchronous fault (the bytes before it are written). A
+    /// page at a time: translated, its granules checked in order by one
+    /// [`check_access`] (the page's mapping and contents looked up once,
+    /// not once per granule), then the bytes before the first failing
+    /// granule (all of them when none fails) written. The same bytes and
+    /// the same fault as a granule at a time: writing a page changes no
+    /// tag.
     pub fn fill(&mut self, ptr: TaggedPtr, len: u64, byte: u8) -> Outcome {
         let page_size = self.layout().page_size();
-        // Checked bytes not written yet: their first address and count.
-        let mut run: Option<(VirtAddr, u64)> = None;
-        let flush = |p: &mut Process, run: &mut Option<(VirtAddr, u64)>| {
-            if let Some((at, n)) = run.take() {
-                p.write_bytes(at, &vec![byte; n as usize]);
+        let start = ptr.addr().as_u64();
+        let mut done = 0;
+        while done < len {
+            let at = start.saturating_add(done);
+            if let Err(fault) = self.translate_page(ptr, at, Need::Write) {
+                return Outcome::Fault(fault);
             }
-        };
-        let walked = self.walk_granules(ptr, len, Need::Write, |p, offset, n| {
-            let at = p.byte_addr(ptr, offset);
-            if at.as_u64().is_multiple_of(page_size) {
-                flush(p, &mut run);
+            let n = (page_size - at % page_size).min(len - done);
+            let addr = self.byte_addr(ptr, done);
+            let checked = self.tag_check_in_page(ptr.with_addr(addr), n, AccessKind::Store);
+            // A sync fault names the first failing granule's first byte.
+            let written = match &checked {
+                Ok(()) => n,
+                Err(fault) => fault
+                    .addr
+                    .map_or(0, |f| f.addr().as_u64().saturating_sub(addr.as_u64())),
+            };
+            if written > 0 {
+                self.write_bytes(addr, &vec![byte; written as usize]);
             }
-            if let Err(fault) = p.tag_check(ptr.with_addr(at), n, AccessKind::Store) {
-                flush(p, &mut run);
-                return Some(fault);
+            if let Err(fault) = checked {
+                return Outcome::Fault(fault);
             }
-            match &mut run {
-                Some((_, pending)) => *pending += n,
-                None => run = Some((at, n)),
-            }
-            None
-        });
-        flush(self, &mut run);
-        match walked {
-            Ok(None) => Outcome::Ok,
-            Ok(Some(fault)) | Err(fault) => Outcome::Fault(fault),
+            done += n;
         }
+        Outcome::Ok
     }
 
     /// `verify`: `len` byte loads in address order compared with `byte`,

@@ -141,6 +141,17 @@ fn translate_page(m: &mut Mm, base: u64, need: Need) -> Option<PageMap> {
     })
 }
 
+/// The page of a translation ([`Kernel::translate`]: consecutive pages
+/// upwards) that holds `at`: found by index, not by a search (a `fill` of
+/// megabytes asks once per granule).
+fn page_of(pages: &[PageMap], at: u64) -> Option<&PageMap> {
+    let first = pages.first()?.base;
+    let index = page_base(at).checked_sub(first)? / PAGE;
+    pages
+        .get(usize::try_from(index).ok()?)
+        .filter(|p| p.base == page_base(at))
+}
+
 pub(super) fn pa_of(pfn: Pfn, offset: u64) -> PhysAddr {
     PhysAddr::new(pfn.addr(PAGE_SHIFT).as_u64() + offset)
 }
@@ -224,10 +235,7 @@ impl Kernel {
     /// memory not mapped Normal Tagged.
     fn tag_through(&self, pages: &[PageMap], granule: VirtAddr) -> Option<Tag> {
         let g = granule.as_u64();
-        let page = pages
-            .iter()
-            .find(|p| p.base == page_base(g))
-            .expect("BUG: a checked granule outside the translation");
+        let page = page_of(pages, g).expect("BUG: a checked granule outside the translation");
         page.tagged.then(|| {
             self.mem
                 .read_tag(pa_of(page.pfn, g - page.base))
@@ -258,10 +266,7 @@ impl Kernel {
         let mut done = 0usize;
         while done < buf.len() {
             let at = start + done as u64;
-            let page = pages
-                .iter()
-                .find(|p| p.base == page_base(at))
-                .expect("BUG: a byte outside the translation");
+            let page = page_of(pages, at).expect("BUG: a byte outside the translation");
             let n = ((page.base + PAGE - at) as usize).min(buf.len() - done);
             phys.contents.read_in_frame(
                 page.pfn,
@@ -277,10 +282,7 @@ impl Kernel {
         let mut done = 0usize;
         while done < data.len() {
             let at = start + done as u64;
-            let page = pages
-                .iter()
-                .find(|p| p.base == page_base(at))
-                .expect("BUG: a byte outside the translation");
+            let page = page_of(pages, at).expect("BUG: a byte outside the translation");
             let n = ((page.base + PAGE - at) as usize).min(data.len() - done);
             phys.contents
                 .write_in_frame(page.pfn, (at - page.base) as usize, &data[done..done + n])

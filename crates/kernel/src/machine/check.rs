@@ -484,7 +484,7 @@ impl Kernel {
                     .cloned()
                     .map(|violation| KernelViolation::Pgtable { mm: *id, violation }),
             );
-            out.extend(self.check_blocks(*id, m, &scan.leaves));
+            out.extend(self.check_blocks(*id, m, &scan.blocks));
             mapped.extend_from_slice(&scan.mapped);
             for &(va, entry) in &scan.leaves {
                 let LeafEntry::Pte(pte) = entry else {
@@ -692,20 +692,40 @@ impl Kernel {
         }
 
         // Page caches.
-        let mut cached: BTreeSet<Pfn> = BTreeSet::new();
-        for (id, o) in objects.iter() {
-            for (pgoff, pfn) in &o.pages {
-                cached.insert(*pfn);
-                if cache_owner.get(pfn) != Some(&(*id, *pgoff)) {
-                    out.push(KernelViolation::PageCache { pfn: *pfn });
+        // Every page of every object is owned by that object at that
+        // offset, and every owned page is in a page cache: the objects'
+        // pages sorted by frame, merged with the owners (in frame order), so
+        // no lookup per page.
+        let mut cache_pages: Vec<_> = objects
+            .iter()
+            .flat_map(|(id, o)| o.pages.iter().map(move |(pgoff, pfn)| (*pfn, *id, *pgoff)))
+            .collect();
+        cache_pages.sort_unstable();
+        let mut owners_left = cache_owner.iter().peekable();
+        let mut last: Option<Pfn> = None;
+        for &(pfn, id, pgoff) in &cache_pages {
+            // Owners below `pfn` that are not `last` belong to no cache.
+            while let Some((p, _)) = owners_left.next_if(|(p, _)| **p < pfn) {
+                if Some(*p) != last {
+                    out.push(KernelViolation::PageCache { pfn: *p });
                 }
             }
+            let owner = owners_left
+                .peek()
+                .filter(|(p, _)| **p == pfn)
+                .map(|(_, o)| **o);
+            if owner != Some((id, pgoff)) {
+                out.push(KernelViolation::PageCache { pfn });
+            }
+            last = Some(pfn);
         }
-        for pfn in cache_owner.keys() {
-            if !cached.contains(pfn) {
-                out.push(KernelViolation::PageCache { pfn: *pfn });
+        for (p, _) in owners_left {
+            if Some(*p) != last {
+                out.push(KernelViolation::PageCache { pfn: *p });
             }
         }
+        let mut cached: Vec<Pfn> = cache_pages.iter().map(|&(pfn, _, _)| pfn).collect();
+        cached.dedup();
 
         // Multi-size THP folios: every page consistent with the head.
         for (&head, &order) in folios.borrow().iter() {
@@ -715,14 +735,25 @@ impl Kernel {
         }
 
         // Pins recorded by processes.
-        let mut pins: BTreeMap<Pfn, u32> = BTreeMap::new();
-        for p in procs.values() {
-            for pfn in p.pins.values().flatten() {
-                *pins.entry(*pfn).or_default() += 1;
+        // Each pinned frame with its number of pins, in frame order (a
+        // sorted vector: looked up by binary search and merged below).
+        let mut pinned: Vec<Pfn> = procs
+            .values()
+            .flat_map(|p| p.pins.values().flatten().copied())
+            .collect();
+        pinned.sort_unstable();
+        let mut pins: Vec<(Pfn, u32)> = Vec::new();
+        for pfn in pinned {
+            match pins.last_mut() {
+                Some((last, n)) if *last == pfn => *n += 1,
+                _ => pins.push((pfn, 1)),
             }
         }
+        let pinned_at = |pfn: &Pfn| pins.binary_search_by_key(pfn, |&(p, _)| p).is_ok();
         for pfn in orphans.iter() {
-            if mapped.binary_search(pfn).is_ok() || cached.contains(pfn) || !pins.contains_key(pfn)
+            if mapped.binary_search(pfn).is_ok()
+                || cached.binary_search(pfn).is_ok()
+                || !pinned_at(pfn)
             {
                 out.push(KernelViolation::Orphan { pfn: *pfn });
             }
@@ -738,7 +769,7 @@ impl Kernel {
             .iter()
             .chain(cached.iter())
             .chain(orphans.iter())
-            .chain(pins.keys())
+            .chain(pins.iter().map(|(pfn, _)| pfn))
             .chain(cached_swap.iter())
             .copied()
             .collect();
@@ -831,6 +862,7 @@ impl Kernel {
         let phys = mem.phys();
         // The rmap's counts, joined with `held` (both in frame order).
         let mut counts = rmap.iter().map(|(pfn, list)| (pfn, list.len())).peekable();
+        let mut pins_left = pins.iter().peekable();
         for pfn in &held {
             let allocated = |meta: &crate::phys::FrameMeta| match meta.state() {
                 crate::phys::FrameState::Allocated { .. } => true,
@@ -854,7 +886,8 @@ impl Kernel {
                     mappings,
                 });
             }
-            let recorded = pins.get(pfn).copied().unwrap_or(0);
+            while pins_left.next_if(|(p, _)| p < pfn).is_some() {}
+            let recorded = pins_left.next_if(|(p, _)| p == pfn).map_or(0, |&(_, n)| n);
             if meta.pins != recorded {
                 out.push(KernelViolation::PinCount {
                     pfn: *pfn,
@@ -897,6 +930,9 @@ pub(crate) struct MmScan {
     /// The table's generation when scanned.
     generation: u64,
     leaves: Vec<(VirtAddr, LeafEntry)>,
+    /// The block entries among `leaves` (most tables have none: the
+    /// block checks then look at no leaf).
+    blocks: Vec<(VirtAddr, LeafEntry)>,
     /// The frames the leaves map (not special ones; every frame of a
     /// block), sorted, with repeats.
     mapped: Vec<Pfn>,
@@ -923,9 +959,15 @@ impl MmScan {
             }
         }
         mapped.sort_unstable();
+        let blocks = leaves
+            .iter()
+            .filter(|(_, entry)| matches!(entry, LeafEntry::Block(_)))
+            .copied()
+            .collect();
         MmScan {
             generation: pt.generation(),
             leaves,
+            blocks,
             mapped,
             pt: pt.check(),
         }

@@ -239,20 +239,37 @@ impl Lru {
         }
     }
 
+    /// Each list entry `(seq, pfn)` of list `l` has the place `(On(l),
+    /// seq)`, as many pages are on lists as there are entries, and every
+    /// referenced page has a place. Computed without a lookup per page:
+    /// the entries sorted by frame must equal the places that are on a
+    /// list, in frame order (with the counts equal, a page on two entries
+    /// or an entry whose place differs makes some pair differ), and the
+    /// referenced pages are merged with the places.
     fn check_consistent(&self) -> bool {
-        let listed: usize = self.lists.iter().map(BTreeMap::len).sum();
-        let on = self
-            .place
-            .values()
-            .filter(|(p, _)| matches!(p, LruPlace::On(_)))
-            .count();
-        listed == on
-            && LruList::ALL.iter().all(|&l| {
+        let mut entries: Vec<(Pfn, LruList, u64)> = LruList::ALL
+            .iter()
+            .flat_map(|&l| {
                 self.lists[l.index()]
                     .iter()
-                    .all(|(seq, pfn)| self.place.get(pfn) == Some(&(LruPlace::On(l), *seq)))
+                    .map(move |(&seq, &pfn)| (pfn, l, seq))
             })
-            && self.referenced.iter().all(|p| self.place.contains_key(p))
+            .collect();
+        entries.sort_unstable();
+        let mut on = self
+            .place
+            .iter()
+            .filter_map(|(&pfn, &(place, seq))| match place {
+                LruPlace::On(l) => Some((pfn, l, seq)),
+                LruPlace::Isolated { .. } => None,
+            });
+        let lists_agree = entries.iter().all(|e| on.next() == Some(*e)) && on.next().is_none();
+        let mut places = self.place.keys().peekable();
+        lists_agree
+            && self.referenced.iter().all(|p| {
+                while places.next_if(|q| *q < p).is_some() {}
+                places.peek() == Some(&p)
+            })
     }
 }
 
@@ -308,5 +325,75 @@ mod tests {
         lru.putback(p(9), LruList::ActiveFile);
         assert_eq!(lru.len(LruList::ActiveFile), 1);
         assert!(lru.consistent());
+    }
+
+    /// The check as it was written before it merged instead of looking
+    /// up: the reference the merge must agree with.
+    fn consistent_by_lookups(lru: &Lru) -> bool {
+        let listed: usize = lru.lists.iter().map(BTreeMap::len).sum();
+        let on = lru
+            .place
+            .values()
+            .filter(|(p, _)| matches!(p, LruPlace::On(_)))
+            .count();
+        listed == on
+            && LruList::ALL.iter().all(|&l| {
+                lru.lists[l.index()]
+                    .iter()
+                    .all(|(seq, pfn)| lru.place.get(pfn) == Some(&(LruPlace::On(l), *seq)))
+            })
+            && lru.referenced.iter().all(|p| lru.place.contains_key(p))
+    }
+
+    /// Broken bookkeeping of each kind the check exists for (planted
+    /// behind the methods' back), on a few healthy states: the merged
+    /// check says what the lookups say, and finds every one.
+    #[test]
+    fn the_merged_consistency_check_finds_each_broken_bookkeeping() {
+        let healthy = || {
+            let mut lru = Lru::default();
+            for n in [5, 1, 9, 3] {
+                lru.add(p(n), LruList::InactiveAnon);
+            }
+            lru.add(p(7), LruList::ActiveFile);
+            lru.set_referenced(p(9));
+            assert_eq!(lru.isolate_oldest(LruList::InactiveAnon), Some(p(5)));
+            lru
+        };
+        type Bug = fn(&mut Lru);
+        let bugs: [(&str, Bug); 7] = [
+            ("a page on two lists", |l| {
+                l.lists[LruList::ActiveAnon.index()].insert(100, p(1));
+            }),
+            ("an entry whose page has no place", |l| {
+                l.place.remove(&p(3));
+            }),
+            ("a place whose entry is gone", |l| {
+                let (_, seq) = l.place[&p(3)];
+                l.lists[LruList::InactiveAnon.index()].remove(&seq);
+            }),
+            ("a place naming another list", |l| {
+                let (_, seq) = l.place[&p(7)];
+                l.place
+                    .insert(p(7), (LruPlace::On(LruList::InactiveFile), seq));
+            }),
+            ("a place naming another position", |l| {
+                l.place.get_mut(&p(1)).expect("on a list").1 += 1000;
+            }),
+            ("an entry for an isolated page", |l| {
+                l.lists[LruList::InactiveAnon.index()].insert(200, p(5));
+            }),
+            ("a referenced page known nowhere", |l| {
+                l.referenced.insert(p(42));
+            }),
+        ];
+        let lru = healthy();
+        assert!(lru.check_consistent() && consistent_by_lookups(&lru));
+        for (what, bug) in bugs {
+            let mut lru = healthy();
+            bug(&mut lru);
+            assert!(!consistent_by_lookups(&lru), "{what}: not a bug");
+            assert!(!lru.check_consistent(), "{what}: not found");
+        }
     }
 }

@@ -15,7 +15,7 @@ use crate::phys::PhysMem;
 use crate::phys::incremental::{FrameCheckCache, Rechecked};
 
 /// What one frame's flags contributed at the last check.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct FlagRecord {
     tagged: u64,
     refs: BTreeMap<TagBlock, u64>,
@@ -87,6 +87,21 @@ impl FlagCache {
     }
 
     fn recheck(&mut self, mem: &Memory, pfn: Pfn, flags: crate::phys::FrameFlags) {
+        let mut record = FlagRecord::default();
+        if !flags.is_empty() {
+            mem.check_frame_flags(
+                pfn,
+                flags,
+                &mut record.violations,
+                &mut record.tagged,
+                &mut record.refs,
+            );
+            // Flags unchanged (most rechecked frames changed a count): the
+            // kept record stands.
+            if self.records.get(&pfn) == Some(&record) {
+                return;
+            }
+        }
         if let Some(old) = self.records.remove(&pfn) {
             self.with_violations.remove(&pfn);
             self.tagged -= old.tagged;
@@ -101,14 +116,6 @@ impl FlagCache {
         if flags.is_empty() {
             return;
         }
-        let mut record = FlagRecord::default();
-        mem.check_frame_flags(
-            pfn,
-            flags,
-            &mut record.violations,
-            &mut record.tagged,
-            &mut record.refs,
-        );
         self.tagged += record.tagged;
         for (block, n) in &record.refs {
             *self.refs.entry(*block).or_default() += n;

@@ -439,6 +439,23 @@ impl Table {
         }
     }
 
+    /// The first index at or after `from` whose entry is not empty
+    /// ([`ENTRIES_PER_TABLE`] when none is).
+    fn first_used_from(&self, from: usize) -> usize {
+        let first = match &self.entries {
+            Entries::Upper(e) => e
+                .get(from..)
+                .and_then(|r| r.iter().position(|x| !matches!(x, Upper::None))),
+            Entries::Pmd(e) => e
+                .get(from..)
+                .and_then(|r| r.iter().position(|x| !matches!(x, Pmd::None))),
+            Entries::Pte(e) => e
+                .get(from..)
+                .and_then(|r| r.iter().position(|x| !matches!(x, Pte::None))),
+        };
+        first.map_or(ENTRIES_PER_TABLE, |i| from + i)
+    }
+
     /// The child table at `index`, if the entry points to one.
     fn child(&self, index: usize) -> Option<TableId> {
         match &self.entries {
@@ -1126,8 +1143,12 @@ impl Iterator for Leaves<'_> {
     fn next(&mut self) -> Option<Self::Item> {
         while self.depth > 0 {
             let top = self.depth - 1;
-            let (id, index, base) = self.stack[top];
+            let (id, from, base) = self.stack[top];
             let level = Level::ALL[top];
+            let table = self.pt.table(id);
+            // Empty entries (most of a table) are passed over in one tight
+            // loop: they yield nothing and lead nowhere.
+            let index = table.first_used_from(from);
             if index >= ENTRIES_PER_TABLE {
                 self.depth -= 1;
                 continue;
@@ -1138,8 +1159,7 @@ impl Iterator for Leaves<'_> {
                 self.depth = 0;
                 return None;
             }
-            self.stack[top].1 += 1;
-            let table = self.pt.table(id);
+            self.stack[top].1 = index + 1;
             let found = match &table.entries {
                 Entries::Pte(ptes) => match ptes[index] {
                     Pte::None => None,

@@ -6,11 +6,14 @@
 //! (they are O(free blocks + pageblocks), not O(frames)).
 //!
 //! A frame's verdict reads its own metadata, whether a free block covers
-//! it, its pageblock's type, the static layout, and the metadata of its
-//! allocated block (a head reads its tails, a tail its head). So the frames
-//! rechecked are: those of the dirty log ([`crate::phys::dirty`], every
-//! `&mut FrameMeta` handed out), closed one step over blocks (a changed
-//! head: its old and new block; a changed tail: its old and new head);
+//! it, its pageblock's type, the static layout, and the states of its
+//! allocated block (a head reads its tails' states, a tail its head's
+//! state; nothing else of theirs). So the frames rechecked are: those of
+//! the dirty log ([`crate::phys::dirty`], every `&mut FrameMeta` handed
+//! out), closed one step over blocks where a frame's state changed (a
+//! head: its old and new block; a tail: its old and new head; a frame
+//! whose counts or flags alone changed adds nothing, which keeps a map
+//! count change of a huge page's head from rechecking its 511 tails);
 //! the frames whose coverage by free blocks changed since the last check
 //! (a split or merge changes none); the
 //! frames of pageblocks whose type changed. Counts are kept as sums of the
@@ -29,7 +32,7 @@ use crate::phys::frame::{FrameState, MigrateType};
 use crate::phys::layout::{Order, RegionKind};
 
 /// What one frame contributed at the last check.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct FrameRecord {
     state: FrameState,
     recount: Counters,
@@ -204,10 +207,24 @@ impl BuddyAllocator {
                     for i in 0..pages {
                         let pfn = first + i;
                         pfns.push(pfn);
-                        // The closure over allocated blocks, old and new.
-                        let old = cache.records.get(&pfn).map(|r| r.state);
-                        let new = self.frames.block(pfn, 1).map(|m| m[0].state());
-                        for state in [old, new].into_iter().flatten() {
+                        // The closure over allocated blocks, old and new:
+                        // only when the frame's state changed (a head's
+                        // verdict reads its tails' states alone, a tail's
+                        // its head's state alone; a change of counts or
+                        // flags leaves the block's other verdicts as they
+                        // were). No record is a free frame.
+                        let old = cache
+                            .records
+                            .get(&pfn)
+                            .map_or(FrameState::Free, |r| r.state);
+                        let new = self
+                            .frames
+                            .block(pfn, 1)
+                            .map_or(FrameState::Free, |m| m[0].state());
+                        if old == new {
+                            continue;
+                        }
+                        for state in [old, new] {
                             match state {
                                 FrameState::Allocated { order, .. } => {
                                     pfns.extend((1..order.pages()).map(|k| pfn + k));
@@ -263,14 +280,45 @@ impl BuddyAllocator {
 
     /// Replaces the record of `pfn` by its verdict now.
     fn recheck_frame(&self, cache: &mut FrameCheckCache, pfn: Pfn, covered: &dyn Fn(Pfn) -> bool) {
-        if let Some(old) = cache.records.remove(&pfn) {
-            add(&mut cache.sums, &old.recount, false);
-            cache.with_violations.remove(&pfn);
+        let record = self.frame_record(pfn, covered);
+        // Most rechecked frames keep their verdict (a count changed): the
+        // kept record is compared in place, not removed and inserted.
+        match (cache.records.get_mut(&pfn), record) {
+            (Some(old), Some(new)) if *old == new => {}
+            (Some(old), Some(new)) => {
+                add(&mut cache.sums, &old.recount, false);
+                add(&mut cache.sums, &new.recount, true);
+                match new.violations.is_empty() {
+                    true => cache.with_violations.remove(&pfn),
+                    false => cache.with_violations.insert(pfn),
+                };
+                *old = new;
+            }
+            (Some(_), None) => {
+                let old = cache
+                    .records
+                    .remove(&pfn)
+                    .expect("BUG: a kept record vanished");
+                add(&mut cache.sums, &old.recount, false);
+                cache.with_violations.remove(&pfn);
+            }
+            (None, Some(new)) => {
+                add(&mut cache.sums, &new.recount, true);
+                if !new.violations.is_empty() {
+                    cache.with_violations.insert(pfn);
+                }
+                cache.records.insert(pfn, new);
+            }
+            (None, None) => {}
         }
+    }
+
+    /// The verdict of `pfn` now; `None` for what needs no record (a free
+    /// frame with no violation and no count, or a frame of a section not
+    /// materialised, which the global account checks).
+    fn frame_record(&self, pfn: Pfn, covered: &dyn Fn(Pfn) -> bool) -> Option<FrameRecord> {
         let start = self.frames.section_start(pfn);
-        let Some(section) = self.frames.block(start, self.frames.section_pages()) else {
-            return; // not materialised: checked by the global account
-        };
+        let section = self.frames.block(start, self.frames.section_pages())?;
         let meta = &section[(pfn - start) as usize];
         let mut record = FrameRecord {
             state: meta.state(),
@@ -294,16 +342,9 @@ impl BuddyAllocator {
                 &mut record.violations,
             ),
         }
-        if record.state == FrameState::Free
+        let default = record.state == FrameState::Free
             && record.violations.is_empty()
-            && record.recount == Counters::default()
-        {
-            return;
-        }
-        add(&mut cache.sums, &record.recount, true);
-        if !record.violations.is_empty() {
-            cache.with_violations.insert(pfn);
-        }
-        cache.records.insert(pfn, record);
+            && record.recount == Counters::default();
+        (!default).then_some(record)
     }
 }

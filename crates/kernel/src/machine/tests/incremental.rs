@@ -182,6 +182,24 @@ fn wrong_mapcount(k: &mut Kernel, p: Pid, b: TaggedPtr) {
     k.mem.phys_mut().alloc.frame_mut(pfn).unwrap().mapcount += 1;
 }
 
+fn wrong_pin_count(k: &mut Kernel, p: Pid, b: TaggedPtr) {
+    // A pin nobody recorded (the per-frame pins are merged with the
+    // processes' records in frame order).
+    let pfn = pfn_of(k, p, b).expect("b is mapped");
+    k.mem.phys_mut().alloc.frame_mut(pfn).unwrap().pins += 1;
+}
+
+fn owner_without_page_cache(k: &mut Kernel, p: Pid, b: TaggedPtr) {
+    // An anonymous page recorded as owned by a page cache that does not
+    // hold it (the owners are merged with the caches' pages).
+    use crate::mm::Id;
+    let pfn = pfn_of(k, p, b).expect("b is mapped");
+    k.cache_owner.borrow_mut().insert(
+        pfn,
+        (crate::mm::ObjectId::from_raw(999), crate::mm::Pgoff::new(3)),
+    );
+}
+
 fn orphan_tail(k: &mut Kernel, p: Pid, b: TaggedPtr) {
     // A page of b turned into a tail of its neighbour (a head's order lost).
     let pfn = pfn_of(k, p, b).expect("b is mapped");
@@ -263,8 +281,14 @@ fn with_per_cpu_lists_both_checkers_agree() {
 
 #[test]
 fn planted_bugs_are_found_by_both_checkers_at_the_planted_step() {
-    let bugs: [(&str, Plant, &str); 8] = [
+    let bugs: [(&str, Plant, &str); 10] = [
         ("lost free block", lose_a_free_block, "FramesUnaccounted"),
+        ("pin count", wrong_pin_count, "PinCount"),
+        (
+            "owner without page cache",
+            owner_without_page_cache,
+            "PageCache",
+        ),
         (
             "unmerged buddies",
             split_a_free_block_wrongly,
@@ -293,4 +317,61 @@ fn planted_bugs_are_found_by_both_checkers_at_the_planted_step() {
             "{name}: {verdict:#?}"
         );
     }
+}
+
+/// Both checkers after a step, required equal; the verdict, sorted.
+fn both(k: &Kernel, what: &str) -> Vec<String> {
+    let incremental = k.violations_incremental();
+    let full = k.violations();
+    assert!(
+        same_verdict(&incremental, &full),
+        "{what}:\nincremental {:#?}\nfull {:#?}",
+        sorted(&incremental),
+        sorted(&full)
+    );
+    sorted(&full)
+}
+
+/// The incremental frame check closes over an allocated block only where
+/// a frame's state changed (`crate::phys::incremental`): a head whose
+/// order shrinks, checked a step after its block was allocated, must still
+/// recheck its old tails (their head no longer covers them), and a head
+/// whose counts alone change must leave its tails' verdicts as they were.
+#[test]
+fn a_head_whose_order_shrinks_orphans_its_old_tails_for_both_checkers() {
+    let k = kernel(&[("tag-storage", "dynamic")]);
+    assert_eq!(both(&k, "boot"), Vec::<String>::new());
+    let order = Order::new(2);
+    let head = k
+        .mem
+        .phys_mut()
+        .alloc
+        .alloc(order, crate::phys::AllocFlags::KERNEL)
+        .expect("an order-2 block");
+    // The block is nobody's: only the frame count is off (by its 4 pages).
+    let allocated = both(&k, "allocated");
+    assert!(
+        allocated.iter().all(|v| v.contains("FrameCount")),
+        "{allocated:#?}"
+    );
+    // Counts of the head alone: nothing new for the tails.
+    k.mem.phys_mut().alloc.frame_mut(head).unwrap().refcount += 1;
+    assert_eq!(both(&k, "head refcount"), allocated);
+    // The head's order lost: its three old tails are orphans, found by
+    // the incremental checker through the head's old state.
+    k.mem
+        .phys_mut()
+        .alloc
+        .frame_mut(head)
+        .unwrap()
+        .set_state(FrameState::Allocated {
+            order: Order::new(0),
+            migratetype: crate::phys::MigrateType::Unmovable,
+        });
+    let shrunk = both(&k, "head shrunk");
+    assert_eq!(
+        shrunk.iter().filter(|v| v.contains("OrphanTail")).count(),
+        3,
+        "{shrunk:#?}"
+    );
 }
