@@ -28,7 +28,7 @@
 //! (`names` module), so a name once resolved at top level keeps its id.
 
 use super::{CommandStmt, Parser, ProcessOp, Spanned, Stmt, Token, access_size, number128};
-use crate::ast::Command;
+use crate::ast::{AccessSize, Command, ProcId, PtrExpr, Span};
 use mte::TagStoreOp;
 use platform::num::Suffix;
 
@@ -37,10 +37,140 @@ const MAX_TOKENS: usize = 5;
 
 const NO_TOKEN: Token<'static> = Token { text: "", start: 0 };
 
+/// A plain access line (see the module doc) in a form small enough to
+/// hand on by value: what [`AccessLine::to_stmt`] turns into the very
+/// statement the general path reads, without building it. A runner that
+/// streams a trace takes these (`Statements::next_access`) and builds the
+/// statement only when it needs one (a verbose trace, a line it cannot run
+/// on its fast path).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccessLine {
+    /// 1-based.
+    pub line: u32,
+    /// The line from its first token to its last.
+    pub span: Span,
+    pub proc: Spanned<ProcId>,
+    /// The command word.
+    pub word: Span,
+    pub op: AccessOp,
+}
+
+/// What a plain access line does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessOp {
+    Load {
+        ptr: PtrExpr,
+        size: Spanned<AccessSize>,
+    },
+    Store {
+        ptr: PtrExpr,
+        size: Spanned<AccessSize>,
+        value: Spanned<u128>,
+    },
+    /// `stg PTR`.
+    Stg { ptr: PtrExpr },
+}
+
+impl AccessOp {
+    pub const fn ptr(&self) -> &PtrExpr {
+        match self {
+            AccessOp::Load { ptr, .. } | AccessOp::Store { ptr, .. } | AccessOp::Stg { ptr } => ptr,
+        }
+    }
+}
+
+impl AccessLine {
+    /// The statement the general path reads for this line.
+    pub fn to_stmt(&self) -> Stmt {
+        Stmt::Command(CommandStmt {
+            line: self.line,
+            span: self.span,
+            command: self.command(),
+            outcome: None,
+        })
+    }
+
+    /// The line's command (what [`AccessLine::to_stmt`] holds).
+    pub fn command(&self) -> Command {
+        let op = match self.op {
+            AccessOp::Load { ptr, size } => ProcessOp::Load { ptr, size },
+            AccessOp::Store { ptr, size, value } => ProcessOp::Store {
+                ptr,
+                size,
+                value: Spanned::new(value.node.into(), value.span),
+            },
+            AccessOp::Stg { ptr } => ProcessOp::StoreTag {
+                op: Spanned::new(TagStoreOp::Stg, self.word),
+                ptr,
+            },
+        };
+        Command::Process {
+            proc: self.proc,
+            op: Spanned::new(op, Span::new(self.word.start, self.span.end)),
+        }
+    }
+}
+
+/// The offset of the first byte at or after `i` that is not printable
+/// ASCII (`!`..=`~`), or the length: eight bytes at a time, so that a token
+/// costs no branch per byte (the branch on each byte's class, mispredicted
+/// wherever a token ends, was most of a trace line's parse).
+#[inline]
+fn token_end(bytes: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        // The high bit of each byte below `!` (the lowest such byte is
+        // exact: a borrow only reaches bytes above it), of each byte of
+        // 0x80 and up, and of each DEL.
+        let below = x.wrapping_sub(ONES * 0x21) & !x;
+        let del = {
+            let y = x ^ (ONES * 0x7f);
+            y.wrapping_sub(ONES) & !y
+        };
+        let stop = (below | del | x) & HIGH;
+        if stop != 0 {
+            return i + (stop.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&b) = bytes.get(i) {
+        if !(b'!'..=b'~').contains(&b) {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
+
+/// `access_size`, with the sizes a trace writes read without the general
+/// number reader (the same values: these are the decimal literals).
+#[inline]
+fn fast_access_size(tok: Token<'_>) -> Option<Spanned<AccessSize>> {
+    let size = match tok.text.as_bytes() {
+        b"8" => AccessSize::B8,
+        b"4" => AccessSize::B4,
+        b"1" => AccessSize::B1,
+        b"2" => AccessSize::B2,
+        b"16" => AccessSize::B16,
+        _ => return access_size(tok).ok(),
+    };
+    Some(Spanned::new(size, tok.span()))
+}
+
 impl<'a> Parser<'a> {
     /// The next line as a statement, when it is a plain access line (see
     /// the module doc); `None` leaves the line to the general path.
     pub(super) fn fast_access_line(&mut self) -> Option<Stmt> {
+        self.fast_access().map(|a| a.to_stmt())
+    }
+
+    /// The next line as an [`AccessLine`], when it is a plain access line
+    /// (see the module doc); `None` leaves the line to the general path.
+    pub(super) fn fast_access(&mut self) -> Option<AccessLine> {
         if !self.fast_path || self.scope.in_block() {
             return None;
         }
@@ -48,49 +178,32 @@ impl<'a> Parser<'a> {
         let bytes = text.as_bytes();
         let mut tokens = [NO_TOKEN; MAX_TOKENS];
         let mut n = 0;
-        // One pass over the line: `start` is where the current token
-        // began, `usize::MAX` between tokens.
-        let rest = &bytes[pos..];
-        let mut start = usize::MAX;
-        let mut next = rest.len();
-        let mut end = rest.len();
-        for (k, &b) in rest.iter().enumerate() {
-            if b.wrapping_sub(b'!') <= b'~' - b'!' {
-                if start == usize::MAX {
-                    // `#` opens a comment at the start of a token.
-                    if b == b'#' || n == MAX_TOKENS {
-                        return None;
-                    }
-                    start = k;
-                }
-                continue;
+        let mut i = pos;
+        // Where the line's text ends and where the next line starts.
+        let (end, next) = loop {
+            while let Some(b' ' | b'\t') = bytes.get(i) {
+                i += 1;
             }
-            if start != usize::MAX {
-                tokens[n] = Token {
-                    text: &text[pos + start..pos + k],
-                    start: (pos + start) as u32,
-                };
-                n += 1;
-                start = usize::MAX;
+            match bytes.get(i) {
+                None => break (i, i),
+                Some(b'\n') => break (i, i + 1),
+                // `#` opens a comment at the start of a token.
+                Some(b'#') => return None,
+                Some(b) if b.wrapping_sub(b'!') <= b'~' - b'!' => {}
+                Some(_) => return None,
             }
-            match b {
-                b' ' | b'\t' => {}
-                b'\n' => {
-                    end = k;
-                    next = k + 1;
-                    break;
-                }
-                _ => return None,
+            if n == MAX_TOKENS {
+                return None;
             }
-        }
-        if start != usize::MAX {
+            let token_end = token_end(bytes, i);
             tokens[n] = Token {
-                text: &text[pos + start..pos + end],
-                start: (pos + start) as u32,
+                text: text.get(i..token_end)?,
+                start: i as u32,
             };
             n += 1;
-        }
-        let next = pos + next;
+            i = token_end;
+        };
+        debug_assert!(end <= next);
         let tokens = &tokens[..n];
         let [first, word, ptr_tok, ..] = *tokens else {
             return None;
@@ -98,44 +211,39 @@ impl<'a> Parser<'a> {
         let proc = self.fast_process(first)?;
         let ptr = self.ptr(ptr_tok).ok()?;
         let op = match (word.text, tokens) {
-            ("load", &[_, _, _, size]) => ProcessOp::Load {
+            ("load", &[_, _, _, size]) => AccessOp::Load {
                 ptr,
-                size: access_size(size).ok()?,
+                size: fast_access_size(size)?,
             },
             ("store", &[_, _, _, size, value_tok]) => {
-                let size = access_size(size).ok()?;
+                let size = fast_access_size(size)?;
                 let value = number128(value_tok, "value", Suffix::Forbidden).ok()?;
                 if value > size.node.max_value() {
                     return None;
                 }
-                ProcessOp::Store {
+                AccessOp::Store {
                     ptr,
                     size,
-                    value: Spanned::new(value.into(), value_tok.span()),
+                    value: Spanned::new(value, value_tok.span()),
                 }
             }
-            ("stg", &[_, _, _]) => ProcessOp::StoreTag {
-                op: Spanned::new(TagStoreOp::Stg, word.span()),
-                ptr,
-            },
+            ("stg", &[_, _, _]) => AccessOp::Stg { ptr },
             _ => return None,
         };
         let last = tokens[n - 1];
         let line = self.lexer.skip_line(next);
         self.seen_stmt = true;
-        Some(Stmt::Command(CommandStmt {
+        Some(AccessLine {
             line: line.number,
             span: first.span().to(last.span()),
-            command: Command::Process {
-                proc: Spanned::new(proc, first.span()),
-                op: Spanned::new(op, word.span().to(last.span())),
-            },
-            outcome: None,
-        }))
+            proc: Spanned::new(proc, first.span()),
+            word: word.span(),
+            op,
+        })
     }
 
     /// The process `tok` names, if it is bound as one.
-    fn fast_process(&mut self, tok: Token<'a>) -> Option<crate::ast::ProcId> {
+    fn fast_process(&mut self, tok: Token<'a>) -> Option<ProcId> {
         if let Some((name, id)) = self.last_process
             && name == tok.text
         {
@@ -166,10 +274,28 @@ mod tests {
             }
             (out, None)
         };
-        [
-            run(Statements::new("t.mte", src)),
-            run(Statements::new("t.mte", src).without_fast_path()),
-        ]
+        let fast = run(Statements::new("t.mte", src));
+        // Lines taken as `AccessLine`s where the fast path takes them, as a
+        // streaming runner takes them: the same statements.
+        let mut stmts = Statements::new("t.mte", src);
+        let mut streamed = Vec::new();
+        let mut error = None;
+        loop {
+            if let Some(access) = stmts.next_access() {
+                streamed.push(access.to_stmt());
+                continue;
+            }
+            match stmts.next() {
+                None => break,
+                Some(Ok(stmt)) => streamed.push(stmt),
+                Some(Err(e)) => {
+                    error = Some(format!("{e}"));
+                    break;
+                }
+            }
+        }
+        assert_eq!(fast, (streamed, error), "streamed");
+        [fast, run(Statements::new("t.mte", src).without_fast_path())]
     }
 
     const HEADER: &str = "spawn p\np mmap buf 64K\nspawn q\n";
@@ -248,6 +374,11 @@ mod tests {
         "  ",
         "",
         "\x00",
+        "\x7f",
+        "buf#3\x7f",
+        "0x0f00000000001008\u{7f}9",
+        "0x0f000000000010089",
+        "0x0f00000000001008é",
     ];
 
     /// A line of random pieces, or (as often) an access line with each
