@@ -51,12 +51,12 @@ use thiserror::Error;
 use uapi::event::Event;
 use uapi::{Counter, Machine, Outcome, Reply};
 
-use lang::ParseError;
 use lang::Statements;
 use lang::ast::{
     Command, CommandStmt, Expect, ExpectStmt, Names, Outcome as Expected, ParallelBlock,
     PlatformLine, Script, Span, Stmt,
 };
+use lang::{AccessLine, AccessOp, ParseError};
 use lower::{Bindings, EvalError, Lowered};
 
 /// How to run (the options of `mtesim run` that change a run).
@@ -371,10 +371,17 @@ pub fn run_source<'m, E: fmt::Display>(
     if let Some(stmt) = &first {
         runner.statement(stmt, stmts.names().unwrap_or(&empty));
     }
+    // Plain access lines stream (`Runner::access`) unless the run records
+    // each line's text, events or invariants.
+    let streams = runner.streams();
     loop {
         // Statements are run where the iterator left them: a statement is
         // over two cache lines, and moving each out of its `Result` showed
         // up as memcpy calls in trace profiles.
+        if streams && let Some(access) = stmts.next_access() {
+            runner.access(&access, stmts.names().unwrap_or(&empty));
+            continue;
+        }
         let next = stmts.next();
         match &next {
             None => break,
@@ -571,6 +578,58 @@ impl<'a, M: Machine + ?Sized> Runner<'a, M> {
                 self.fail(line, message);
             }
         }
+    }
+
+    /// Whether plain access lines may take [`Runner::access`]'s streaming
+    /// path: not when each line's text, events or invariants are wanted,
+    /// which only the general path records.
+    pub fn streams(&self) -> bool {
+        !self.verbose && !self.trace && !self.check_invariants
+    }
+
+    /// Runs a plain access line (`lang::AccessLine`): exactly what
+    /// [`Runner::statement`] does for `access.to_stmt()` (the test
+    /// `streamed_runs_equal_statement_runs` runs random traces both ways),
+    /// without building the statement, its `Op` lowering or a result
+    /// string. A line the streaming path does not cover (a verbose or
+    /// traced run, a process that never existed, a pointer that cannot be
+    /// evaluated, a stopped run) goes to [`Runner::statement`], before
+    /// anything of it has run.
+    #[inline]
+    pub fn access(&mut self, access: &AccessLine, names: &Names) {
+        let pid = match self.bindings.process(access.proc.node) {
+            Some(pid) if self.streams() && !self.stopped => pid,
+            _ => return self.statement(&access.to_stmt(), names),
+        };
+        let Ok(ptr) = self.bindings.eval(access.op.ptr()) else {
+            return self.statement(&access.to_stmt(), names);
+        };
+        let command = match access.op {
+            AccessOp::Load { size, .. } => uapi::Command::Load {
+                ptr,
+                size: size.node,
+            },
+            AccessOp::Store { size, value, .. } => uapi::Command::Store {
+                ptr,
+                size: size.node,
+                value: value.node,
+            },
+            AccessOp::Stg { .. } => uapi::Command::StoreTag {
+                op: mte::TagStoreOp::Stg,
+                ptr,
+            },
+        };
+        self.report.commands += 1;
+        // An access binds nothing, so a binding in the reply is ignored as
+        // `lower::bind` ignores it.
+        let outcome = self
+            .machine
+            .run(&uapi::Op::Process { pid, command })
+            .outcome;
+        // `settle` for a line without an outcome, not verbose.
+        self.digest.add(&access.line.to_le_bytes());
+        let _ = compare::write_actual(&mut self.digest, &outcome);
+        self.digest.end();
     }
 
     /// The machine, to read between statements (the reference comparison
