@@ -227,6 +227,10 @@ fn bench_trace(args: &TraceArgs) -> Result<String, String> {
         let text = std::str::from_utf8(&src).map_err(|e| format!("trace: {e}"))?;
         check_lines(text.lines().count() as u64, lines)
     })?;
+    let walk = best(repeat, || {
+        std::hint::black_box(scenario::bench::walk_baseline(accesses));
+        Ok(())
+    })?;
     let parse = best(repeat, || {
         let src = read(&file.0)?;
         let mut count = 0u64;
@@ -261,6 +265,10 @@ fn bench_trace(args: &TraceArgs) -> Result<String, String> {
         Stage {
             name: "read + split lines (baseline)",
             time: baseline,
+        },
+        Stage {
+            name: "the trace's memory walk alone",
+            time: walk,
         },
         Stage {
             name: "read + parse",

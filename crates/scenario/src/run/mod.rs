@@ -374,13 +374,25 @@ pub fn run_source<'m, E: fmt::Display>(
     // Plain access lines stream (`Runner::access`) unless the run records
     // each line's text, events or invariants.
     let streams = runner.streams();
+    let mut batch: Vec<AccessLine> = Vec::with_capacity(STREAM_BATCH);
     loop {
         // Statements are run where the iterator left them: a statement is
         // over two cache lines, and moving each out of its `Result` showed
         // up as memcpy calls in trace profiles.
-        if streams && let Some(access) = stmts.next_access() {
-            runner.access(&access, stmts.names().unwrap_or(&empty));
-            continue;
+        if streams {
+            while batch.len() < STREAM_BATCH
+                && let Some(access) = stmts.next_access()
+            {
+                batch.push(access);
+            }
+            if !batch.is_empty() {
+                let names = stmts.names().unwrap_or(&empty);
+                for access in &batch {
+                    runner.access(access, names);
+                }
+                batch.clear();
+                continue;
+            }
         }
         let next = stmts.next();
         match &next {
@@ -395,6 +407,9 @@ pub fn run_source<'m, E: fmt::Display>(
     }
     FileResult::Ran(runner.finish())
 }
+
+/// Access lines parsed ahead before they run (see `run_source`).
+const STREAM_BATCH: usize = 32;
 
 /// Chooses for `parallel` blocks and keeps the first error of a replay, so
 /// that a schedule that does not fit is told apart from a machine failure.
@@ -444,8 +459,9 @@ pub struct Runner<'a, M: Machine + ?Sized> {
     digest: Digest,
 }
 
-/// FNV-1a over what a run observed: stable across platforms and Rust
-/// versions, so digests can be compared between runs and machines.
+/// A hash of what a run observed (FNV-1a over bytes, a multiply-rotate
+/// step over the words of [`Digest::command`]): stable across platforms and
+/// Rust versions, so digests can be compared between runs and machines.
 struct Digest(u64);
 
 impl Digest {
@@ -462,6 +478,33 @@ impl Digest {
         for &b in bytes {
             self.0 ^= u64::from(b);
             self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    /// A whole 64-bit word, mixed in one multiply (FxHash's step, with
+    /// a rotation so that every input bit reaches the top and the bottom).
+    fn word(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(23) ^ word).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    /// A command's line and result. The results of a trace's accesses
+    /// (`ok`, `value V`) go in as words: hashing their text a byte at a
+    /// time, one multiply after another, cost more than the rest of the
+    /// runner's work on the line. Any other result goes in as its text
+    /// (`actual_text`).
+    fn command(&mut self, line: u32, outcome: &Outcome) {
+        self.word(u64::from(line));
+        match outcome {
+            Outcome::Ok => self.word(1),
+            &Outcome::Value(value) => {
+                self.word(2);
+                self.word(value as u64);
+                self.word((value >> 64) as u64);
+            }
+            other => {
+                let _ = compare::write_actual(self, other);
+                self.end();
+            }
         }
     }
 
@@ -627,9 +670,7 @@ impl<'a, M: Machine + ?Sized> Runner<'a, M> {
             .run(&uapi::Op::Process { pid, command })
             .outcome;
         // `settle` for a line without an outcome, not verbose.
-        self.digest.add(&access.line.to_le_bytes());
-        let _ = compare::write_actual(&mut self.digest, &outcome);
-        self.digest.end();
+        self.digest.command(access.line, &outcome);
     }
 
     /// The machine, to read between statements (the reference comparison
@@ -773,10 +814,7 @@ impl<'a, M: Machine + ?Sized> Runner<'a, M> {
                 Ok(_) => {}
             }
         }
-        self.digest.add(&c.line.to_le_bytes());
-        // Hashed as it is written; the same bytes as `actual_text`.
-        let _ = compare::write_actual(&mut self.digest, outcome);
-        self.digest.end();
+        self.digest.command(c.line, outcome);
         if self.verbose {
             self.step(
                 c.line,
