@@ -41,6 +41,8 @@ pub mod described;
 pub mod expect;
 pub mod lower;
 #[cfg(test)]
+mod stream_tests;
+#[cfg(test)]
 mod tests;
 
 use core::fmt;
