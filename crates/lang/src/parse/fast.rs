@@ -20,6 +20,13 @@
 //! own `file:line:column`. The test `fast_path_equals_general_path` parses
 //! random lines both ways and requires equal results.
 //!
+//! The same lines are also handed out as [`AccessLine`]s
+//! (`Statements::next_access`), which a streaming runner takes without the
+//! statement being built; `AccessLine::to_stmt` is that statement. A line
+//! written exactly as a trace writes it (single spaces, a `0x` address)
+//! is read without tokens (`Parser::quick_access`); any other spelling
+//! goes through the token array below, with the same result.
+//!
 //! Why: a trace is millions of such lines; this path lexes them in one pass
 //! over the bytes into a fixed array of tokens and dispatches on the
 //! command word once, skipping the general lexer's token vector, the search

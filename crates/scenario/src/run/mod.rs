@@ -29,6 +29,12 @@
 //! - an expectation observes the machine and fails its line when it does
 //!   not hold.
 //!
+//! Plain access lines (`P load|store|stg` with nothing else on the line)
+//! of a file run through [`run_source`] take a streaming path
+//! ([`Runner::access`], a batch of lines parsed ahead at a time) with the
+//! same effects as the statement path; the test module `stream_tests`
+//! holds the two to the same reports.
+//!
 //! Stops: a machine that cannot complete a parallel block (deadlock, step
 //! limit, an op it does not model) fails the block's line and ends the run,
 //! since the machine is then in no state a later line could rely on. A
