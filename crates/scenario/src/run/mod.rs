@@ -380,13 +380,13 @@ pub fn run_source<'m, E: fmt::Display>(
         runner.statement(stmt, stmts.names().unwrap_or(&empty));
     }
     // Plain access lines stream (`Runner::access`) unless the run records
-    // each line's text, events or invariants.
+    // each line's text, events or invariants. They are parsed a batch at a
+    // time, then run back to back: with no parse between two accesses, the
+    // host's cache misses of one overlap the next's (the trace bench's flat
+    // store ran twice as fast).
     let streams = runner.streams();
     let mut batch: Vec<AccessLine> = Vec::with_capacity(STREAM_BATCH);
     loop {
-        // Statements are run where the iterator left them: a statement is
-        // over two cache lines, and moving each out of its `Result` showed
-        // up as memcpy calls in trace profiles.
         if streams {
             while batch.len() < STREAM_BATCH
                 && let Some(access) = stmts.next_access()
@@ -402,6 +402,9 @@ pub fn run_source<'m, E: fmt::Display>(
                 continue;
             }
         }
+        // Statements are run where the iterator left them: a statement is
+        // over two cache lines, and moving each out of its `Result` showed
+        // up as memcpy calls in trace profiles.
         let next = stmts.next();
         match &next {
             None => break,
