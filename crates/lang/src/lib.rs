@@ -29,4 +29,4 @@ pub mod parse;
 
 pub use ast::Script;
 pub use error::{ErrorKind, ParseError};
-pub use parse::{Statements, parse};
+pub use parse::{AccessLine, AccessOp, Statements, parse};

@@ -40,6 +40,8 @@ use mte::{CheckMode, GRANULE_SIZE, Tag, TagMask, TagStoreOp, TaggedPtr};
 
 mod fast;
 
+pub use fast::{AccessLine, AccessOp};
+
 /// Words that are never names (`docs/language.md`, "Lexical rules").
 pub const KEYWORDS: [&str; 8] = [
     "platform", "spawn", "parallel", "end", "expect", "reclaim", "compact", "ksm-scan",
@@ -146,6 +148,24 @@ impl<'a> Statements<'a> {
     /// The names bound so far.
     pub fn names(&self) -> Option<&Names> {
         Some(self.parser.as_ref()?.scope.names())
+    }
+
+    /// The next line, when it is a plain access line (`fast` module: `P
+    /// load PTR SIZE`, `P store PTR SIZE VALUE`, `P stg PTR`, nothing else
+    /// on the line, every argument valid), as an [`AccessLine`]; `None`
+    /// consumes nothing, and [`Iterator::next`] then reads the next
+    /// statement, whatever it is. Taking lines here or from `next` gives
+    /// the same statements (`AccessLine::to_stmt`) and the same errors.
+    #[inline]
+    pub fn next_access(&mut self) -> Option<AccessLine> {
+        if self.error.is_some() {
+            return None;
+        }
+        let parser = self.parser.as_mut()?;
+        if parser.failed {
+            return None;
+        }
+        parser.fast_access()
     }
 }
 

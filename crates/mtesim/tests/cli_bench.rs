@@ -6,7 +6,7 @@ mod common;
 use common::mtesim;
 
 #[test]
-fn bench_trace_prints_the_four_stages() {
+fn bench_trace_prints_every_stage() {
     let out = mtesim(&["bench", "trace", "--lines", "2000"]);
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(0), "{stdout}");
@@ -17,10 +17,18 @@ fn bench_trace_prints_the_four_stages() {
         "{stdout}"
     );
     assert!(lines[1].ends_with("1.0x baseline"), "{stdout}");
-    assert!(lines[2].starts_with("read + parse "), "{stdout}");
-    assert!(lines[3].starts_with("... + lower + run (flat)"), "{stdout}");
     assert!(
-        lines[4].starts_with("... + lower + run (machine)"),
+        lines[2].starts_with("the trace's memory walk alone"),
+        "{stdout}"
+    );
+    assert!(lines[3].starts_with("read + parse "), "{stdout}");
+    assert!(
+        lines[4].starts_with("read + parse (as run streams)"),
+        "{stdout}"
+    );
+    assert!(lines[5].starts_with("... + lower + run (flat)"), "{stdout}");
+    assert!(
+        lines[6].starts_with("... + lower + run (machine)"),
         "{stdout}"
     );
     assert!(lines[0].contains("machine `kernel`"), "{stdout}");

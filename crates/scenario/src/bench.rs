@@ -54,6 +54,32 @@ pub fn synthetic_trace(accesses: usize) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// The memory traffic of [`synthetic_trace`] alone: its stores and loads,
+/// at its addresses, on a plain array of [`TRACE_BYTES`] bytes (no text,
+/// no machine). The floor any replay of that trace pays for its random
+/// walk over 16 MiB, a host cache and TLB miss on almost every line;
+/// returns the sum of the loaded values so that nothing is optimised out.
+pub fn walk_baseline(accesses: usize) -> u64 {
+    let mut memory = vec![0u8; TRACE_BYTES as usize];
+    let slots = TRACE_BYTES / 8;
+    let mut slot = 0u64;
+    let mut sum = 0u64;
+    for i in 0..accesses as u64 {
+        slot = (slot + 0x9e37) % slots;
+        // In bounds: slot < slots.
+        let at = (slot * 8) as usize;
+        let word = &mut memory[at..at + 8];
+        if i % 2 == 0 {
+            word.copy_from_slice(&i.to_le_bytes());
+        } else {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(word);
+            sum = sum.wrapping_add(u64::from_le_bytes(bytes));
+        }
+    }
+    sum
+}
+
 /// A byte store behind the [`Machine`] trait, for measuring the runner.
 ///
 /// Processes are numbered and never checked; `mmap` makes a zero-filled

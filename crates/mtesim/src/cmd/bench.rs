@@ -6,15 +6,21 @@
 //!
 //! Writes a synthetic trace of `N` lines ([`scenario::bench::synthetic_trace`]:
 //! `spawn`, one `mmap` at a fixed address, then 8-byte stores and loads at
-//! raw tagged addresses, alternating) to a temporary file, then times three
-//! stages, each from the file on disk (best of `R` runs):
+//! raw tagged addresses, alternating) to a temporary file, then times these
+//! stages, each from the file on disk but the second (best of `R` runs):
 //!
 //! 1. baseline: read the file, check it is UTF-8, count its lines;
-//! 2. read and parse every statement (the streaming [`lang::Statements`]);
-//! 3. read, parse, lower and run every statement through
+//! 2. the trace's loads and stores alone on a 16 MiB array
+//!    ([`scenario::bench::walk_baseline`]: no text, no machine), the memory
+//!    traffic any replay of this trace pays;
+//! 3. read and parse every statement (the streaming [`lang::Statements`]);
+//! 4. read and parse as `mtesim run` reads a trace: plain access lines as
+//!    [`lang::AccessLine`]s ([`lang::Statements::next_access`]), with no
+//!    statement built for them;
+//! 5. read, parse, lower and run every statement through
 //!    [`scenario::run_source`], the path `mtesim run` takes, on a flat byte
 //!    store ([`scenario::bench::FlatMemory`]: the runner's own cost);
-//! 4. the same on the machine `--machine` names (as for `mtesim run`: the
+//! 6. the same on the machine `--machine` names (as for `mtesim run`: the
 //!    simulated kernel by default, or the reference model).
 //!
 //! It prints each stage's time, lines per second and its cost relative to
@@ -227,11 +233,36 @@ fn bench_trace(args: &TraceArgs) -> Result<String, String> {
         let text = std::str::from_utf8(&src).map_err(|e| format!("trace: {e}"))?;
         check_lines(text.lines().count() as u64, lines)
     })?;
+    let walk = best(repeat, || {
+        std::hint::black_box(scenario::bench::walk_baseline(accesses));
+        Ok(())
+    })?;
     let parse = best(repeat, || {
         let src = read(&file.0)?;
         let mut count = 0u64;
         for stmt in lang::Statements::new("trace.mte", &src) {
             stmt.map_err(|e| e.to_string())?;
+            count += 1;
+        }
+        check_lines(count, lines)
+    })?;
+    // As `mtesim run` reads a trace: plain access lines as `AccessLine`s,
+    // no statement built for them.
+    let streamed = best(repeat, || {
+        let src = read(&file.0)?;
+        let mut stmts = lang::Statements::new("trace.mte", &src);
+        let mut count = 0u64;
+        loop {
+            if let Some(access) = stmts.next_access() {
+                std::hint::black_box(access);
+            } else {
+                match stmts.next() {
+                    None => break,
+                    Some(stmt) => {
+                        std::hint::black_box(stmt.map_err(|e| e.to_string())?);
+                    }
+                }
+            }
             count += 1;
         }
         check_lines(count, lines)
@@ -263,8 +294,16 @@ fn bench_trace(args: &TraceArgs) -> Result<String, String> {
             time: baseline,
         },
         Stage {
+            name: "the trace's memory walk alone",
+            time: walk,
+        },
+        Stage {
             name: "read + parse",
             time: parse,
+        },
+        Stage {
+            name: "read + parse (as run streams)",
+            time: streamed,
         },
         Stage {
             name: "... + lower + run (flat)",

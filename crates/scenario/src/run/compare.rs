@@ -60,8 +60,8 @@ pub fn actual_text(actual: &Actual) -> String {
 }
 
 /// [`actual_text`] written to `out`, without allocating for the results of
-/// loads and stores: the runner hashes every line's result into the run's
-/// digest, and on a trace that is every line.
+/// loads and stores (the runner hashes the text of results other than `ok`
+/// and `value V` into the run's digest).
 pub fn write_actual(out: &mut impl fmt::Write, actual: &Actual) -> fmt::Result {
     match actual {
         Actual::Ok => out.write_str("ok"),

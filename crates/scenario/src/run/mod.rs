@@ -29,6 +29,12 @@
 //! - an expectation observes the machine and fails its line when it does
 //!   not hold.
 //!
+//! Plain access lines (`P load|store|stg` with nothing else on the line)
+//! of a file run through [`run_source`] take a streaming path
+//! ([`Runner::access`], a batch of lines parsed ahead at a time) with the
+//! same effects as the statement path; the test module `stream_tests`
+//! holds the two to the same reports.
+//!
 //! Stops: a machine that cannot complete a parallel block (deadlock, step
 //! limit, an op it does not model) fails the block's line and ends the run,
 //! since the machine is then in no state a later line could rely on. A
@@ -41,6 +47,8 @@ pub mod described;
 pub mod expect;
 pub mod lower;
 #[cfg(test)]
+mod stream_tests;
+#[cfg(test)]
 mod tests;
 
 use core::fmt;
@@ -51,12 +59,12 @@ use thiserror::Error;
 use uapi::event::Event;
 use uapi::{Counter, Machine, Outcome, Reply};
 
-use lang::ParseError;
 use lang::Statements;
 use lang::ast::{
     Command, CommandStmt, Expect, ExpectStmt, Names, Outcome as Expected, ParallelBlock,
     PlatformLine, Script, Span, Stmt,
 };
+use lang::{AccessLine, AccessOp, ParseError};
 use lower::{Bindings, EvalError, Lowered};
 
 /// How to run (the options of `mtesim run` that change a run).
@@ -371,7 +379,29 @@ pub fn run_source<'m, E: fmt::Display>(
     if let Some(stmt) = &first {
         runner.statement(stmt, stmts.names().unwrap_or(&empty));
     }
+    // Plain access lines stream (`Runner::access`) unless the run records
+    // each line's text, events or invariants. They are parsed a batch at a
+    // time, then run back to back: with no parse between two accesses, the
+    // host's cache misses of one overlap the next's (the trace bench's flat
+    // store ran twice as fast).
+    let streams = runner.streams();
+    let mut batch: Vec<AccessLine> = Vec::with_capacity(STREAM_BATCH);
     loop {
+        if streams {
+            while batch.len() < STREAM_BATCH
+                && let Some(access) = stmts.next_access()
+            {
+                batch.push(access);
+            }
+            if !batch.is_empty() {
+                let names = stmts.names().unwrap_or(&empty);
+                for access in &batch {
+                    runner.access(access, names);
+                }
+                batch.clear();
+                continue;
+            }
+        }
         // Statements are run where the iterator left them: a statement is
         // over two cache lines, and moving each out of its `Result` showed
         // up as memcpy calls in trace profiles.
@@ -388,6 +418,9 @@ pub fn run_source<'m, E: fmt::Display>(
     }
     FileResult::Ran(runner.finish())
 }
+
+/// Access lines parsed ahead before they run (see `run_source`).
+const STREAM_BATCH: usize = 32;
 
 /// Chooses for `parallel` blocks and keeps the first error of a replay, so
 /// that a schedule that does not fit is told apart from a machine failure.
@@ -437,8 +470,9 @@ pub struct Runner<'a, M: Machine + ?Sized> {
     digest: Digest,
 }
 
-/// FNV-1a over what a run observed: stable across platforms and Rust
-/// versions, so digests can be compared between runs and machines.
+/// A hash of what a run observed (FNV-1a over bytes, a multiply-rotate
+/// step over the words of [`Digest::command`]): stable across platforms and
+/// Rust versions, so digests can be compared between runs and machines.
 struct Digest(u64);
 
 impl Digest {
@@ -455,6 +489,33 @@ impl Digest {
         for &b in bytes {
             self.0 ^= u64::from(b);
             self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    /// A whole 64-bit word, mixed in one multiply (FxHash's step, with
+    /// a rotation so that every input bit reaches the top and the bottom).
+    fn word(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(23) ^ word).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    /// A command's line and result. The results of a trace's accesses
+    /// (`ok`, `value V`) go in as words: hashing their text a byte at a
+    /// time, one multiply after another, cost more than the rest of the
+    /// runner's work on the line. Any other result goes in as its text
+    /// (`actual_text`).
+    fn command(&mut self, line: u32, outcome: &Outcome) {
+        self.word(u64::from(line));
+        match outcome {
+            Outcome::Ok => self.word(1),
+            &Outcome::Value(value) => {
+                self.word(2);
+                self.word(value as u64);
+                self.word((value >> 64) as u64);
+            }
+            other => {
+                let _ = compare::write_actual(self, other);
+                self.end();
+            }
         }
     }
 
@@ -571,6 +632,56 @@ impl<'a, M: Machine + ?Sized> Runner<'a, M> {
                 self.fail(line, message);
             }
         }
+    }
+
+    /// Whether plain access lines may take [`Runner::access`]'s streaming
+    /// path: not when each line's text, events or invariants are wanted,
+    /// which only the general path records.
+    pub fn streams(&self) -> bool {
+        !self.verbose && !self.trace && !self.check_invariants
+    }
+
+    /// Runs a plain access line (`lang::AccessLine`): exactly what
+    /// [`Runner::statement`] does for `access.to_stmt()` (the test
+    /// `streamed_runs_equal_statement_runs` runs random traces both ways),
+    /// without building the statement, its `Op` lowering or a result
+    /// string. A line the streaming path does not cover (a verbose or
+    /// traced run, a process that never existed, a pointer that cannot be
+    /// evaluated, a stopped run) goes to [`Runner::statement`], before
+    /// anything of it has run.
+    #[inline]
+    pub fn access(&mut self, access: &AccessLine, names: &Names) {
+        let pid = match self.bindings.process(access.proc.node) {
+            Some(pid) if self.streams() && !self.stopped => pid,
+            _ => return self.statement(&access.to_stmt(), names),
+        };
+        let Ok(ptr) = self.bindings.eval(access.op.ptr()) else {
+            return self.statement(&access.to_stmt(), names);
+        };
+        let command = match access.op {
+            AccessOp::Load { size, .. } => uapi::Command::Load {
+                ptr,
+                size: size.node,
+            },
+            AccessOp::Store { size, value, .. } => uapi::Command::Store {
+                ptr,
+                size: size.node,
+                value: value.node,
+            },
+            AccessOp::Stg { .. } => uapi::Command::StoreTag {
+                op: mte::TagStoreOp::Stg,
+                ptr,
+            },
+        };
+        self.report.commands += 1;
+        // An access binds nothing, so a binding in the reply is ignored as
+        // `lower::bind` ignores it.
+        let outcome = self
+            .machine
+            .run(&uapi::Op::Process { pid, command })
+            .outcome;
+        // `settle` for a line without an outcome, not verbose.
+        self.digest.command(access.line, &outcome);
     }
 
     /// The machine, to read between statements (the reference comparison
@@ -721,10 +832,7 @@ impl<'a, M: Machine + ?Sized> Runner<'a, M> {
                 Ok(_) => {}
             }
         }
-        self.digest.add(&c.line.to_le_bytes());
-        // Hashed as it is written; the same bytes as `actual_text`.
-        let _ = compare::write_actual(&mut self.digest, outcome);
-        self.digest.end();
+        self.digest.command(c.line, outcome);
         if self.verbose {
             self.step(
                 c.line,
