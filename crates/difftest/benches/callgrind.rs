@@ -41,14 +41,18 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, ExitCode};
 
+// The setup of the kernel's own benches (a booted machine with a process
+// in sync mode, anonymous mappings); setup only, never measured.
+#[path = "../../kernel/benches/common/mod.rs"]
+mod common;
+
+use common::{mmap, run, sync_process};
 use difftest::{FuzzConfig, fuzz};
 use kernel::Kernel;
-use mte::{CheckMode, Tag, TagMask, TaggedPtr};
+use mte::{Tag, TaggedPtr};
 use platform::{Design, Platform, PlatformSpec};
 use scenario::machine::{MachineKind, MachineUnavailable, make_machine};
-use uapi::{
-    AccessSize, Bound, Command, Machine, MapFlags, Op, Outcome, Pid, PrctlRequest, Prot, Reply,
-};
+use uapi::{AccessSize, Command, Machine, Op, Outcome, Pid, Prot, Reply};
 
 /// Case names, in the order they run and are printed.
 const CASES: [&str; 5] = [
@@ -338,38 +342,6 @@ fn kernel_machine(platform: &Platform) -> Result<Box<dyn Machine>, MachineUnavai
 
 fn reference_machine(platform: &Platform) -> Result<Box<dyn Machine>, MachineUnavailable> {
     make_machine(MachineKind::Reference, platform)
-}
-
-fn run(k: &mut Kernel, pid: Pid, command: Command) -> Reply {
-    k.run(&Op::Process { pid, command })
-}
-
-/// `platform` booted, with one process in sync mode with tagged addresses.
-fn sync_process(platform: &Platform) -> (Kernel, Pid) {
-    let mut k = Kernel::new(platform).expect("boots");
-    let Some(Bound::Process(pid)) = k.run(&Op::Spawn).bound else {
-        panic!("spawn binds a process");
-    };
-    let prctl = PrctlRequest {
-        tagged_addr: Some(true),
-        tcf: Some(CheckMode::Sync),
-        include: Some(TagMask::from_bits(0xfffe)),
-        store_only: None,
-    };
-    assert_eq!(run(&mut k, pid, Command::Prctl(prctl)).outcome, Outcome::Ok);
-    (k, pid)
-}
-
-fn mmap(k: &mut Kernel, pid: Pid, len: u64, prot: Prot) -> TaggedPtr {
-    let mmap = Command::Mmap {
-        len,
-        prot,
-        flags: MapFlags::default(),
-    };
-    let Some(Bound::Pointer(base)) = run(k, pid, mmap).bound else {
-        panic!("mmap binds a pointer");
-    };
-    base
 }
 
 /// A default machine with a populated 64 KiB `PROT_MTE` mapping whose

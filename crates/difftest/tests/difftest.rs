@@ -5,18 +5,18 @@
 
 mod common;
 
-use common::reference;
+use common::{Wrapped, Wrapper, reference};
 use std::collections::BTreeSet;
 use std::time::Instant;
 
 use difftest::{
     Factory, FailureClass, FuzzConfig, FuzzReport, GenConfig, ShrinkLimits, fuzz, generate,
 };
-use mte::{Tag, TaggedPtr};
+use mte::Tag;
 use platform::{Design, Platform};
 use scenario::machine::MachineUnavailable;
 use scenario::run::{FileResult, RunOptions};
-use uapi::{Bound, Command, Counter, Machine, MachineError, Op, Outcome, PageState, Pid, Reply};
+use uapi::{Bound, Command, Machine, Op, Outcome, Pid, Reply};
 
 fn refmodel(platform: &Platform) -> refmodel::RefMachine {
     refmodel::RefMachine::new(platform.policy() != Design::NONE, platform.settings().seed)
@@ -41,9 +41,16 @@ struct Buggy {
     paged_out: bool,
 }
 
-impl Machine for Buggy {
-    fn run(&mut self, op: &Op) -> Reply {
-        let reply = self.inner.run(op);
+impl Wrapper for Buggy {
+    fn inner(&self) -> &dyn Machine {
+        &self.inner
+    }
+
+    fn inner_mut(&mut self) -> &mut dyn Machine {
+        &mut self.inner
+    }
+
+    fn reply(&mut self, op: &Op, reply: Reply) -> Reply {
         if let Op::Process { pid, command } = op {
             match (self.bug, command, &reply) {
                 (
@@ -80,46 +87,25 @@ impl Machine for Buggy {
         reply
     }
 
-    fn run_parallel(
-        &mut self,
-        ops: &[Op],
-        chooser: &mut dyn sched::Chooser,
-    ) -> Result<Vec<Reply>, MachineError> {
-        self.inner.run_parallel(ops, chooser)
-    }
-
-    fn counter(&self, counter: Counter) -> Option<u64> {
-        self.inner.counter(counter)
-    }
-
-    fn tags(&self, pid: Pid, ptr: TaggedPtr, len: u64) -> Option<Vec<Tag>> {
-        self.inner.tags(pid, ptr, len)
-    }
-
-    fn page_state(&self, pid: Pid, ptr: TaggedPtr, state: PageState) -> Option<bool> {
-        self.inner.page_state(pid, ptr, state)
-    }
-
-    fn invariant_violations(&self) -> Vec<uapi::Violation> {
-        let mut out = self.inner.invariant_violations();
+    fn violations(&self, mut found: Vec<uapi::Violation>) -> Vec<uapi::Violation> {
         if self.paged_out {
-            out.push(uapi::Violation::new(
+            found.push(uapi::Violation::new(
                 uapi::Invariant::LayerConsistency,
                 "test bug: a range was paged out",
             ));
         }
-        out
+        found
     }
 }
 
 fn buggy(bug: Bug) -> impl Fn(&Platform) -> Result<Box<dyn Machine>, MachineUnavailable> {
     move |platform| {
-        Ok(Box::new(Buggy {
+        Ok(Box::new(Wrapped(Buggy {
             inner: refmodel(platform),
             bug,
             children: BTreeSet::new(),
             paged_out: false,
-        }) as Box<dyn Machine>)
+        })) as Box<dyn Machine>)
     }
 }
 

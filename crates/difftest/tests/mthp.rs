@@ -10,12 +10,11 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use common::{kernel, reference};
+use common::{Wrapped, Wrapper, kernel, reference};
 use difftest::{FuzzConfig, fuzz, run_program};
-use mte::{Tag, TaggedPtr};
 use platform::{Design, Platform, ThpSizes};
 use scenario::machine::MachineUnavailable;
-use uapi::{Counter, Machine, MachineError, Op, PageState, Pid, Reply};
+use uapi::{Counter, Machine};
 
 /// Every size `thp-sizes` accepts.
 fn all_sizes() -> ThpSizes {
@@ -43,33 +42,13 @@ impl Drop for Observed {
     }
 }
 
-impl Machine for Observed {
-    fn run(&mut self, op: &Op) -> Reply {
-        self.inner.run(op)
+impl Wrapper for Observed {
+    fn inner(&self) -> &dyn Machine {
+        &*self.inner
     }
 
-    fn run_parallel(
-        &mut self,
-        ops: &[Op],
-        chooser: &mut dyn sched::Chooser,
-    ) -> Result<Vec<Reply>, MachineError> {
-        self.inner.run_parallel(ops, chooser)
-    }
-
-    fn counter(&self, counter: Counter) -> Option<u64> {
-        self.inner.counter(counter)
-    }
-
-    fn tags(&self, pid: Pid, ptr: TaggedPtr, len: u64) -> Option<Vec<Tag>> {
-        self.inner.tags(pid, ptr, len)
-    }
-
-    fn page_state(&self, pid: Pid, ptr: TaggedPtr, state: PageState) -> Option<bool> {
-        self.inner.page_state(pid, ptr, state)
-    }
-
-    fn invariant_violations(&self) -> Vec<uapi::Violation> {
-        self.inner.invariant_violations()
+    fn inner_mut(&mut self) -> &mut dyn Machine {
+        &mut *self.inner
     }
 }
 
@@ -77,10 +56,10 @@ fn observed(
     totals: &Totals,
 ) -> impl Fn(&Platform) -> Result<Box<dyn Machine>, MachineUnavailable> + '_ {
     move |platform| {
-        Ok(Box::new(Observed {
+        Ok(Box::new(Wrapped(Observed {
             inner: kernel(platform)?,
             totals: totals.clone(),
-        }) as Box<dyn Machine>)
+        })) as Box<dyn Machine>)
     }
 }
 

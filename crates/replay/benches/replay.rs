@@ -1,7 +1,7 @@
 //! Trace replay speed (issue 13: at least 10 M accesses/s on one core) from
 //! the binary trace format, against a baseline measured in the same run.
 //!
-//! The bench writes a trace (zstd level 1, as `mtesim record` does) of a
+//! The bench writes a trace (zstd level 1; `replay::synthetic`) of a
 //! program that allocates 16 objects of 4 KiB (each tagged by the replay's
 //! allocator model) and then makes `ACCESSES` 8-byte loads and stores,
 //! alternating, walking the objects with a stride of 72 bytes, and times,
@@ -21,44 +21,25 @@
 //! Run: `cargo bench -p mtesim-replay --bench replay`
 
 use std::hint::black_box;
+use std::io::Read;
 use std::time::Instant;
 
 use platform::Platform;
+use replay::synthetic::Synthetic;
 use replay::{ReplayConfig, replay};
-use trace::{Access, AccessKind, Event, ExitStatus, Header, TraceReader, TraceWriter};
+use trace::TraceReader;
 
 const ACCESSES: u64 = 4_000_000;
 const OBJECTS: u64 = 16;
-const OBJECT: u64 = 4096;
-/// Where the recorded program's allocator put the objects.
-const RECORDED_HEAP: u64 = 0x0403_5000;
 
+/// The whole trace, encoded, in memory (so that only decoding and the
+/// replay are timed).
 fn trace() -> Vec<u8> {
-    let mut w = TraceWriter::new(Vec::new(), &Header::default(), 1).expect("a trace writer");
-    for i in 0..OBJECTS {
-        w.event(Event::Malloc {
-            size: OBJECT,
-            ptr: RECORDED_HEAP + i * OBJECT,
-        })
+    let mut bytes = Vec::new();
+    Synthetic::new(OBJECTS, ACCESSES)
+        .and_then(|mut trace| trace.read_to_end(&mut bytes))
         .expect("in memory");
-    }
-    for i in 0..ACCESSES {
-        let at = (i * 72) % (OBJECTS * OBJECT);
-        // Keep each access inside its object.
-        let at = at - at % OBJECT + (at % OBJECT).min(OBJECT - 8);
-        let kind = if i % 2 == 0 {
-            AccessKind::Load
-        } else {
-            AccessKind::Store
-        };
-        w.access(Access {
-            kind,
-            addr: RECORDED_HEAP + at,
-            size: 8,
-        })
-        .expect("in memory");
-    }
-    w.finish(ExitStatus::Exited(0)).expect("in memory").1
+    bytes
 }
 
 fn cpu_ns() -> Option<u64> {

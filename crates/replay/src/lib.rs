@@ -35,6 +35,7 @@
 pub mod heap;
 mod process;
 pub mod report;
+pub mod synthetic;
 
 use kernel::Kernel;
 use mte::{CheckMode, Tag, TaggedPtr};

@@ -22,8 +22,9 @@
 //! Each test prints its figures (schedules, exhausted, distinct final
 //! states, seconds) with `--nocapture`.
 
-use std::path::{Path, PathBuf};
+mod common;
 
+use common::{Parsed, comments, key_values, label, parse_each, scenario_files};
 use libtest_mimic::{Arguments, Failed, Trial};
 use platform::Platform;
 use scenario::explore::{ExploreOptions, ExploreReport, explore_source, replay_command};
@@ -33,10 +34,6 @@ use sched::{Shard, Strategy};
 
 /// Schedules a search may run when the file does not say.
 const DEFAULT_SCHEDULES: usize = 20_000;
-
-fn suites_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/scenarios")
-}
 
 /// What a file's comments ask of the explorer.
 #[derive(Debug, PartialEq, Eq)]
@@ -51,26 +48,9 @@ fn plan(src: &[u8]) -> Result<Option<Plan>, String> {
     let text = String::from_utf8_lossy(src);
     let mut search = None;
     let mut fails_with = Vec::new();
-    for line in text.lines() {
-        let Some(comment) = line.trim_start().strip_prefix('#') else {
-            continue;
-        };
-        let comment = comment.trim();
+    for comment in comments(&text) {
         if let Some(rest) = comment.strip_prefix("explore-fails-with:") {
-            let set = rest
-                .split_whitespace()
-                .map(|kv| {
-                    kv.split_once('=')
-                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                        .ok_or_else(|| {
-                            format!("bad `# explore-fails-with: {rest}` (KEY=VALUE ...)")
-                        })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            if set.is_empty() {
-                return Err("`# explore-fails-with:` names no KEY=VALUE".into());
-            }
-            fails_with.push(set);
+            fails_with.push(key_values("explore-fails-with:", rest)?);
         } else if let Some(rest) = comment.strip_prefix("explore:") {
             search = Some(search_of(rest.trim())?);
         }
@@ -232,24 +212,6 @@ fn fails(name: &str, src: &[u8], plan: &Plan, set: &[(String, String)]) -> Resul
     }
 }
 
-/// `<area>/<file>.mte` files under `dir`, sorted, with their names.
-fn files(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf)>) {
-    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    let mut entries: Vec<PathBuf> = entries.filter_map(|e| Some(e.ok()?.path())).collect();
-    entries.sort();
-    for path in entries {
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-            continue;
-        };
-        let name = format!("{prefix}{name}");
-        if path.is_dir() {
-            files(&path, &format!("{name}/"), out);
-        } else if name.ends_with(".mte") {
-            out.push((name, path));
-        }
-    }
-}
-
 /// The directive reader itself, as one more trial.
 fn plans_are_read_from_comments() -> Result<(), Failed> {
     let read = |src: &str| plan(src.as_bytes());
@@ -282,28 +244,22 @@ fn plans_are_read_from_comments() -> Result<(), Failed> {
 
 fn main() {
     let args = Arguments::from_args();
-    let mut found = Vec::new();
-    files(&suites_dir(), "", &mut found);
     let mut trials = vec![Trial::test(
         "harness: explore directives",
         plans_are_read_from_comments,
     )];
-    let mut explored = 0;
-    for (name, path) in found {
-        let read = std::fs::read(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))
-            .and_then(|src| Ok((plan(&src)?, src)));
-        let (plan, src) = match read {
-            Ok((Some(plan), src)) => (plan, src),
-            Ok((None, _)) => continue,
-            Err(e) => {
-                trials.push(Trial::test(name, move || Err(e.into())));
-                continue;
-            }
-        };
-        explored += 1;
-        let plan = std::sync::Arc::new(plan);
-        let src: std::sync::Arc<[u8]> = src.into();
+    let explored = parse_each(scenario_files(), plan, &mut trials);
+    assert!(
+        explored.len() >= 7,
+        "only {} explored scenario files",
+        explored.len()
+    );
+    for file in explored {
+        let Parsed {
+            name,
+            src,
+            directives: plan,
+        } = file;
         {
             let (name, src, plan) = (name.clone(), src.clone(), plan.clone());
             trials.push(Trial::test(format!("{name}@explore"), move || {
@@ -311,14 +267,12 @@ fn main() {
             }));
         }
         for set in &plan.fails_with {
-            let label: Vec<String> = set.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            let trial_name = format!("{name}@explore-fails-with:{}", label.join(","));
+            let trial_name = format!("{name}@explore-fails-with:{}", label(set));
             let (name, src, plan, set) = (name.clone(), src.clone(), plan.clone(), set.clone());
             trials.push(Trial::test(trial_name, move || {
                 fails(&name, &src, &plan, &set)
             }));
         }
     }
-    assert!(explored >= 7, "only {explored} explored scenario files");
     libtest_mimic::run(&args, trials).exit();
 }

@@ -34,16 +34,13 @@
 //!
 //! Files are found when the test runs, so a new file needs no rebuild.
 
-use std::path::{Path, PathBuf};
+mod common;
 
+use common::{Parsed, comments, key_values, label, parse_each, scenario_files, suites_dir};
 use libtest_mimic::{Arguments, Failed, Trial};
 use platform::{Design, Platform};
 use scenario::machine::{MachineKind, make_machine};
 use scenario::run::{FileResult, RunOptions, Status};
-
-fn suites_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/scenarios")
-}
 
 /// What a file's comments ask of it.
 #[derive(Debug, PartialEq, Eq)]
@@ -69,11 +66,7 @@ fn directives(src: &[u8]) -> Result<Directives, String> {
         fails_with: Vec::new(),
         designs: None,
     };
-    for line in text.lines() {
-        let Some(comment) = line.trim_start().strip_prefix('#') else {
-            continue;
-        };
-        let comment = comment.trim();
+    for comment in comments(&text) {
         if let Some(rest) = comment.strip_prefix("expect-error:") {
             let rest = rest.trim();
             let (at, needle) = rest.split_once(' ').unwrap_or((rest, ""));
@@ -83,18 +76,7 @@ fn directives(src: &[u8]) -> Result<Directives, String> {
                 .ok_or_else(|| format!("bad `# expect-error: {rest}` (LINE:COLUMN [TEXT])"))?;
             found.expect_error = Some((line, column, needle.trim().to_owned()));
         } else if let Some(rest) = comment.strip_prefix("fails-with:") {
-            let set = rest
-                .split_whitespace()
-                .map(|kv| {
-                    kv.split_once('=')
-                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                        .ok_or_else(|| format!("bad `# fails-with: {rest}` (KEY=VALUE ...)"))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            if set.is_empty() {
-                return Err("`# fails-with:` names no KEY=VALUE".into());
-            }
-            found.fails_with.push(set);
+            found.fails_with.push(key_values("fails-with:", rest)?);
         } else if let Some(rest) = comment.strip_prefix("designs:") {
             // The list is the first word; the rest of the line says why.
             let rest = rest.split_whitespace().next().unwrap_or_default();
@@ -152,25 +134,6 @@ fn holds_under(src: &[u8], directives: &Directives) -> (Vec<String>, String) {
         (None, None) => Design::all().map(|d| d.name().to_owned()).collect(),
     };
     (holds, written)
-}
-
-/// `<area>/<file>.mte` files under `dir`, sorted, with their names.
-fn files(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf)>) {
-    // A folder that cannot be read is a broken suite, not an empty one.
-    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    let mut entries: Vec<PathBuf> = entries.filter_map(|e| Some(e.ok()?.path())).collect();
-    entries.sort();
-    for path in entries {
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-            continue;
-        };
-        let name = format!("{prefix}{name}");
-        if path.is_dir() {
-            files(&path, &format!("{name}/"), out);
-        } else if name.ends_with(".mte") {
-            out.push((name, path));
-        }
-    }
 }
 
 /// The file with `set` replacing platform keys must run and fail.
@@ -294,8 +257,7 @@ fn directives_are_read_from_comments() -> Result<(), Failed> {
 
 fn main() {
     let args = Arguments::from_args();
-    let mut found = Vec::new();
-    files(&suites_dir(), "", &mut found);
+    let found = scenario_files();
     assert!(
         found.len() >= 50,
         "only {} scenario files under {}",
@@ -306,19 +268,13 @@ fn main() {
         "harness: directives",
         directives_are_read_from_comments,
     )];
-    for (name, path) in found {
-        let plan = std::fs::read(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))
-            .and_then(|src| Ok((directives(&src)?, src)));
-        let (directives, src) = match plan {
-            Ok(plan) => plan,
-            Err(e) => {
-                trials.push(Trial::test(name, move || Err(e.into())));
-                continue;
-            }
-        };
-        let directives = std::sync::Arc::new(directives);
-        let src: std::sync::Arc<[u8]> = src.into();
+    let every_file = |src: &[u8]| directives(src).map(Some);
+    for file in parse_each(found, every_file, &mut trials) {
+        let Parsed {
+            name,
+            src,
+            directives,
+        } = file;
         for &machine in &directives.machines {
             let trial_name = match directives.machines.len() {
                 1 => name.clone(),
@@ -357,8 +313,7 @@ fn main() {
             }
         }
         for set in &directives.fails_with {
-            let label: Vec<String> = set.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            let trial_name = format!("{name}@fails-with:{}", label.join(","));
+            let trial_name = format!("{name}@fails-with:{}", label(set));
             let (name, src, set) = (name.clone(), src.clone(), set.clone());
             trials.push(Trial::test(trial_name, move || {
                 fails_with(&name, &src, &set)

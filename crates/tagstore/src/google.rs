@@ -249,16 +249,11 @@ impl TagStorage for GoogleTagStorage {
 mod tests {
     use super::*;
     use crate::BlockState;
-    use crate::testutil::{BASE, MockSource, block_on, machine, record};
-
-    fn google() -> (GoogleTagStorage, MockSource) {
-        let g = machine(4096);
-        (GoogleTagStorage::new(&g, record()), MockSource::default())
-    }
+    use crate::testutil::{BASE, block_on, booted, fresh, machine, record};
 
     #[test]
     fn boot_holds_every_free_block_and_leaves_used_ones_untagged() {
-        let (mut m, mut src) = google();
+        let (mut m, mut src) = fresh(GoogleTagStorage::new);
         src.used.insert(Pfn::new(BASE + 32 * 7 + 3));
         block_on(m.activate(Pfn::new(BASE), &mut src)).unwrap();
         assert_eq!(m.counters().reserved, 511);
@@ -272,8 +267,7 @@ mod tests {
 
     #[test]
     fn tagged_list_before_tag_blocks_and_conversions_on_demand() {
-        let (mut m, mut src) = google();
-        block_on(m.activate(Pfn::new(BASE), &mut src)).unwrap();
+        let (mut m, mut src) = booted(GoogleTagStorage::new);
         // Untagged data entered block 3: it is no FREE block any more.
         src.used.insert(Pfn::new(BASE + 32 * 3));
         let runs = m.tagged_placement(Order::new(0), &src);
@@ -331,8 +325,7 @@ mod tests {
 
     #[test]
     fn a_compaction_pass_converts_even_when_nothing_can_move() {
-        let (mut m, mut src) = google();
-        block_on(m.activate(Pfn::new(BASE), &mut src)).unwrap();
+        let (mut m, mut src) = booted(GoogleTagStorage::new);
         // Untagged data in block 3: the pass releases its T; the mock
         // source cannot move pages, so block 3 stays UNTAGGED.
         src.used.insert(Pfn::new(BASE + 32 * 3));

@@ -1,10 +1,10 @@
 //! Test helpers: machines, a scripted [`BlockSource`] and a minimal executor.
 
-use crate::{BlockSource, ClaimCause, ClaimError, OnMisuse, TagStoreConfig};
+use crate::{BlockSource, ClaimCause, ClaimError, OnMisuse, TagStorage, TagStoreConfig};
 use core::future::Future;
 use core::pin::pin;
 use core::task::{Context, Poll, Waker};
-use mte::{Geometry, MemRange, PfnRange, TagBlock, TagRegion};
+use mte::{Geometry, MemRange, Pfn, PfnRange, TagBlock, TagRegion};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// First frame of the default machine's DRAM (0x8000_0000 / 4 KiB).
@@ -42,6 +42,22 @@ pub(crate) fn record() -> TagStoreConfig {
         on_misuse: OnMisuse::Record,
         ..TagStoreConfig::default()
     }
+}
+
+/// A design built by `new` on the default machine with one-page blocks,
+/// misuse recorded, not booted yet; and an empty mock source.
+pub(crate) fn fresh<S>(new: impl FnOnce(&Geometry, TagStoreConfig) -> S) -> (S, MockSource) {
+    (new(&machine(4096), record()), MockSource::default())
+}
+
+/// [`fresh`], booted with the zero page at the machine's first frame
+/// (every other frame free).
+pub(crate) fn booted<S: TagStorage>(
+    new: impl FnOnce(&Geometry, TagStoreConfig) -> S,
+) -> (S, MockSource) {
+    let (mut storage, mut source) = fresh(new);
+    block_on(storage.activate(Pfn::new(BASE), &mut source)).expect("the design boots");
+    (storage, source)
 }
 
 /// Polls `future` to completion with a no-op waker. Every future in these

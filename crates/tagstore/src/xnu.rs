@@ -376,18 +376,13 @@ impl TagStorage for XnuTagStorage {
 mod tests {
     use super::*;
     use crate::check::TagStoreViolation;
-    use crate::testutil::{BASE, MockSource, block_on, machine, record};
+    use crate::testutil::{BASE, block_on, booted, fresh};
     use crate::{BlockState, Design};
     use std::collections::BTreeMap;
 
-    fn xnu() -> (XnuTagStorage, MockSource) {
-        let g = machine(4096);
-        (XnuTagStorage::new(&g, record()), MockSource::default())
-    }
-
     #[test]
     fn boot_activates_an_eighth_of_the_free_cells_and_the_zero_pages() {
-        let (mut m, mut src) = xnu();
+        let (mut m, mut src) = fresh(XnuTagStorage::new);
         // 64 MiB, one-page blocks: 512 cells; the zero page in cell 0,
         // whose other frames are in use.
         let zero = Pfn::new(BASE);
@@ -409,8 +404,7 @@ mod tests {
 
     #[test]
     fn frees_keep_cells_active_and_placement_prefers_tagged_cells() {
-        let (mut m, mut src) = xnu();
-        block_on(m.activate(Pfn::new(BASE), &mut src)).unwrap();
+        let (mut m, mut src) = booted(XnuTagStorage::new);
         let frame = Pfn::new(BASE + 32 * 5);
         block_on(m.reserve(frame, Order::new(0), &mut src)).unwrap();
         let runs = m.tagged_placement(Order::new(0), &src);
@@ -435,8 +429,7 @@ mod tests {
 
     #[test]
     fn refill_activates_inline_then_reclaims_then_drains() {
-        let (mut m, mut src) = xnu();
-        block_on(m.activate(Pfn::new(BASE), &mut src)).unwrap();
+        let (mut m, mut src) = booted(XnuTagStorage::new);
         let booted = m.counters().reserved;
         // Inline: INACTIVE cells with >= 17 free covered frames, until 64
         // frames are gained: two cells.
@@ -484,8 +477,7 @@ mod tests {
 
     #[test]
     fn tagged_frames_outside_active_cells_break_invariant_3() {
-        let (mut m, mut src) = xnu();
-        block_on(m.activate(Pfn::new(BASE), &mut src)).unwrap();
+        let (m, _) = booted(XnuTagStorage::new);
         let frames = BTreeMap::from([(TagBlock::new(0), 1), (TagBlock::new(300), 2)]);
         assert_eq!(
             m.check_coverage(&frames),

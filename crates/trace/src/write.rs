@@ -82,6 +82,14 @@ impl<W: Write> TraceWriter<W> {
         self.totals.filtered_accesses += n;
     }
 
+    /// The output, as written so far: the header and every full frame
+    /// (records wait in the current frame until it is full). A caller that
+    /// streams the trace while it is made (`replay::synthetic`) takes the
+    /// bytes out of it as they come; what it leaves is written after.
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
+
     /// The totals of what was written so far.
     pub fn totals(&self) -> &Totals {
         &self.totals

@@ -1,6 +1,7 @@
 //! Setup shared by the benchmarks that drive a [`Kernel`] through `uapi`
-//! ops (`access`, `trace`): a booted machine with one process in sync mode,
-//! and anonymous mappings in it.
+//! ops (`access`, `trace`, and the difftest crate's callgrind guard, which
+//! includes this file by path): a booted machine with one process in sync
+//! mode, and anonymous mappings in it.
 #![allow(dead_code)]
 
 use kernel::Kernel;

@@ -2,7 +2,9 @@
 //! how fast a recorded trace runs, against a baseline of reading it;
 //! `mtesim bench scale [--memory SIZE] [--pages N]`: host memory per page of
 //! a large machine (resident set after boot and after touching pages;
-//! see `bench_scale`).
+//! see `bench_scale`);
+//! `mtesim bench replay [--accesses N] [--objects N]`: a binary replay of
+//! any length in bounded memory ([`super::bench_replay`]).
 //!
 //! Writes a synthetic trace of `N` lines ([`scenario::bench::synthetic_trace`]:
 //! `spawn`, one `mmap` at a fixed address, then 8-byte stores and loads at
@@ -56,6 +58,9 @@ pub enum What {
     Trace(TraceArgs),
     /// Host memory per page of a large simulated machine (`scale` below).
     Scale(ScaleArgs),
+    /// Peak host memory of a binary trace replay as its length grows (the
+    /// trace made while read: no file).
+    Replay(super::bench_replay::ReplayArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -91,20 +96,30 @@ pub fn run(args: &Args) -> ExitCode {
             Ok(report) => print_stdout(&report),
             Err(message) => fail(message),
         },
+        What::Replay(replay) => match super::bench_replay::bench_replay(replay) {
+            Ok(report) => print_stdout(&report),
+            Err(message) => fail(message),
+        },
     }
 }
 
 /// This process's resident set (`VmRSS` of `/proc/self/status`), in bytes.
 fn resident_bytes() -> Result<u64, String> {
+    status_bytes("VmRSS")
+}
+
+/// A figure of `/proc/self/status` given in kB (`VmRSS`, the resident set;
+/// `VmHWM`, its peak so far), in bytes.
+pub(super) fn status_bytes(field: &str) -> Result<u64, String> {
     let status = std::fs::read_to_string("/proc/self/status")
-        .map_err(|e| format!("/proc/self/status: {e} (the scale figure needs Linux)"))?;
+        .map_err(|e| format!("/proc/self/status: {e} (the scale figures need Linux)"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().strip_suffix("kB"))
         .and_then(|kb| kb.trim().parse::<u64>().ok())
         .map(|kb| kb * 1024)
-        .ok_or_else(|| "/proc/self/status has no VmRSS line".to_owned())
+        .ok_or_else(|| format!("/proc/self/status has no {field} line"))
 }
 
 /// `mtesim bench scale`: boots a machine of `--memory`, maps `--pages`
@@ -374,7 +389,7 @@ fn best(repeat: u32, mut stage: impl FnMut() -> Result<(), String>) -> Result<Du
 }
 
 /// Time this thread has spent on a CPU, if the kernel reports it.
-fn thread_cpu_time() -> Option<Duration> {
+pub(super) fn thread_cpu_time() -> Option<Duration> {
     let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
     let nanos = stat.split_whitespace().next()?.parse().ok()?;
     Some(Duration::from_nanos(nanos))

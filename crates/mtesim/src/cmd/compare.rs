@@ -309,6 +309,68 @@ pub fn rows() -> Vec<(String, String, bool)> {
     rows
 }
 
+/// Each row's key and label with every run's value of it as people read
+/// it ([`format_value`]; `none` for a run without figures): the rows of the
+/// text table and of the report's tables.
+pub fn table_rows(runs: &[Run], none: &str) -> Vec<(String, String, Vec<String>)> {
+    let metrics: Vec<Option<Vec<f64>>> = runs.iter().map(Run::metrics).collect();
+    rows()
+        .into_iter()
+        .enumerate()
+        .map(|(row, (key, label, fractional))| {
+            let cells = metrics
+                .iter()
+                .map(|m| {
+                    m.as_ref()
+                        .map_or(none.to_owned(), |m| format_value(m[row], fractional))
+                })
+                .collect();
+            (key, label, cells)
+        })
+        .collect()
+}
+
+/// A value of a row as the machine-readable outputs (`--json`, `--csv`)
+/// write it: a count, or a fraction kept to one decimal.
+#[derive(Clone, Copy, Debug)]
+enum Figure {
+    Count(u64),
+    Fraction(f64),
+}
+
+impl Figure {
+    /// `run`'s value of each row, in [`rows`] order; `None` when the run
+    /// has no figures.
+    fn of_run(run: &Run, rows: &[(String, String, bool)]) -> Option<Vec<Figure>> {
+        let metrics = run.metrics()?;
+        let figure = |(&(_, _, fractional), value): (&(String, String, bool), f64)| {
+            if fractional {
+                Figure::Fraction(value)
+            } else {
+                Figure::Count(value.round() as u64)
+            }
+        };
+        Some(rows.iter().zip(metrics).map(figure).collect())
+    }
+
+    fn json(self) -> Value {
+        match self {
+            Figure::Count(n) => json!(n),
+            Figure::Fraction(x) => json!((x * 10.0).round() / 10.0),
+        }
+    }
+}
+
+/// As a CSV cell.
+impl std::fmt::Display for Figure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Figure::Count(n) => write!(f, "{n}"),
+            Figure::Fraction(x) => write!(f, "{x:.1}"),
+        }
+    }
+}
+
 /// The whole comparison.
 pub struct Comparison {
     pub inputs: Vec<Input>,
@@ -841,7 +903,6 @@ fn group(digits: &str) -> String {
 
 /// The table for people: one block per input, designs as columns.
 pub fn text(c: &Comparison) -> String {
-    let rows = rows();
     let mut out = String::new();
     for (input, runs) in c.inputs.iter().zip(&c.runs) {
         let _ = writeln!(
@@ -851,7 +912,6 @@ pub fn text(c: &Comparison) -> String {
             input.kind.name(),
             input.what
         );
-        let metrics: Vec<Option<Vec<f64>>> = runs.iter().map(Run::metrics).collect();
         let mut table: Vec<Vec<String>> = Vec::new();
         let mut header = vec![String::new()];
         header.extend(c.designs.iter().cloned());
@@ -866,14 +926,9 @@ pub fn text(c: &Comparison) -> String {
                 .map(|x| x.map_or("-".to_owned(), |x| group(&x.to_string()))),
         );
         table.push(length);
-        for (row, (_, label, fractional)) in rows.iter().enumerate() {
-            let mut line = vec![label.clone()];
-            for m in &metrics {
-                line.push(
-                    m.as_ref()
-                        .map_or("-".to_owned(), |m| format_value(m[row], *fractional)),
-                );
-            }
+        for (_, label, cells) in table_rows(runs, "-") {
+            let mut line = vec![label];
+            line.extend(cells);
             table.push(line);
         }
         let widths: Vec<usize> = (0..table[0].len())
@@ -917,15 +972,10 @@ pub fn json(c: &Comparison) -> Value {
             let runs: Vec<Value> = runs
                 .iter()
                 .map(|run| {
-                    let metrics = run.metrics().map(|m| {
+                    let metrics = Figure::of_run(run, &rows).map(|figures| {
                         let mut object = serde_json::Map::new();
-                        for ((key, _, fractional), value) in rows.iter().zip(m) {
-                            let value = if *fractional {
-                                json!((value * 10.0).round() / 10.0)
-                            } else {
-                                json!(value.round() as u64)
-                            };
-                            object.insert(key.clone(), value);
+                        for ((key, _, _), figure) in rows.iter().zip(figures) {
+                            object.insert(key.clone(), figure.json());
                         }
                         Value::Object(object)
                     });
@@ -1014,14 +1064,10 @@ pub fn csv(c: &Comparison) -> String {
                 run.status,
                 run.end().map_or(String::new(), |p| p.x.to_string())
             );
-            match run.metrics() {
-                Some(m) => {
-                    for ((_, _, fractional), value) in rows.iter().zip(m) {
-                        if *fractional {
-                            let _ = write!(out, ",{value:.1}");
-                        } else {
-                            let _ = write!(out, ",{}", value.round() as u64);
-                        }
+            match Figure::of_run(run, &rows) {
+                Some(figures) => {
+                    for figure in figures {
+                        let _ = write!(out, ",{figure}");
                     }
                 }
                 None => out.push_str(&",".repeat(rows.len())),

@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 use plotters::prelude::*;
 use uapi::Counter;
 
-use super::compare::{Comparison, Input, Run, format_value, rows, thin};
+use super::compare::{Comparison, Input, Run, format_value, table_rows, thin};
 
 /// Colours of the designs, by position (Okabe-Ito, readable by the colour
 /// blind).
@@ -360,21 +360,16 @@ dl.meta dt { color: #5b6475; }
 dl.meta dd { margin: 0; }
 ";
 
-/// Cells of one row for every run of an input.
-fn row_cells(runs: &[Run], row: usize, fractional: bool) -> String {
-    let mut cells = String::new();
-    for run in runs {
-        let value = run
-            .metrics()
-            .map_or("–".to_owned(), |m| format_value(m[row], fractional));
-        let _ = write!(cells, "<td class=\"num\">{value}</td>");
-    }
+/// A row's cells, one per run.
+fn td(cells: &[String]) -> String {
     cells
+        .iter()
+        .map(|value| format!("<td class=\"num\">{value}</td>"))
+        .collect()
 }
 
 /// The report.
 pub fn html(c: &Comparison) -> String {
-    let rows = rows();
     let mut out = String::new();
     let designs_th: String = c
         .designs
@@ -444,14 +439,14 @@ pub fn html(c: &Comparison) -> String {
             escape(&input.path.display().to_string()),
             escape(&input.what)
         );
+        let table = table_rows(runs, "–");
         for key in key_rows {
-            if let Some(row) = rows.iter().position(|(k, _, _)| k == key) {
-                let (_, label, fractional) = &rows[row];
+            if let Some((_, label, cells)) = table.iter().find(|(k, _, _)| k == key) {
                 let _ = writeln!(
                     out,
                     "<tr><td></td><td>{}</td>{}</tr>",
                     escape(label.trim()),
-                    row_cells(runs, row, *fractional)
+                    td(cells)
                 );
             }
         }
@@ -500,13 +495,8 @@ pub fn html(c: &Comparison) -> String {
             "<tr><td>length ({})</td>{length}</tr>",
             input.kind.x_unit()
         );
-        for (row, (_, label, fractional)) in rows.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "<tr><td>{}</td>{}</tr>",
-                escape(label),
-                row_cells(runs, row, *fractional)
-            );
+        for (_, label, cells) in table_rows(runs, "–") {
+            let _ = writeln!(out, "<tr><td>{}</td>{}</tr>", escape(&label), td(&cells));
         }
         out.push_str("</table>\n");
         for run in runs {

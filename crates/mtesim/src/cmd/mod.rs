@@ -3,6 +3,7 @@
 //! (`run` reports per file, and always ends stdout with its summary line).
 
 pub mod bench;
+pub mod bench_replay;
 pub mod compare;
 pub mod compare_report;
 pub mod explore;
