@@ -226,10 +226,10 @@ fn rule(workload: &str, design: &str, metric: &str) -> Rule {
             "the real per-CPU lists carried w02's released tag storage pages (10,850 pages on them at w03's start), w03's untagged pages came off them and mprotect(PROT_MTE) migrated 97 out of the blocks it needed; the model does the same with the earlier workloads run first (MTESIM_REFERENCE_HISTORY=1: 128), not on a fresh machine",
         ),
         ("w11_compaction", "blocks reserved") if design == "rfc-v3" => Rule::Explained(
-            "the real compaction left the pages of 7 blocks where they were (pgmigrate_fail 1, and its scanners meet at a pageblock), the model's moved every tagged page; the first access after it reserves 12 blocks there, 8 in the model",
+            "the real compaction left the pages of 7 blocks where they were (pgmigrate_fail 1, and its scanners meet at a pageblock), the model's moved every tagged page; the first access after it reserves 13 blocks there (12 in the second recording), 8 in the model",
         ),
         ("w16_ksm", _) if blocks => Rule::Explained(
-            "the 64 tagged pages, allocated after 384 untagged ones, lie in 12 groups of 32 frames on the real kernel, in 2 in the model: the real per-CPU lists carried over 2,000 pages from earlier workloads, which the first reservation drained into the buddy lists as small blocks the tagged allocations take first (nr_free_pages +1,807 at that command; the model's lists start empty)",
+            "the 64 tagged pages, allocated after 384 untagged ones, lie in 13 groups of 32 frames on the real kernel (12 in the second recording), in 2 in the model: the real per-CPU lists carried over 2,000 pages from earlier workloads, which the first reservation drained into the buddy lists as small blocks the tagged allocations take first (nr_free_pages +1,807 at that command in the second recording; the model's lists start empty, and started from the recorded shape they give 4 blocks: docs/reference.md)",
         ),
         ("w11_compaction", _) if blocks && design == "dynamic" => Rule::Explained(
             "the posted series migrates a tagged page without reserving the destination's storage (the page is mapped awaiting it and its next access reserves: `tags-by-pfn`, which `rfc-v3` has built in); `dynamic`, the fixed design, reserves first",
