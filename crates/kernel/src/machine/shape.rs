@@ -159,8 +159,10 @@ impl Kernel {
         let mut held = 0u64;
         // The per-CPU pages, from the top chunks down, taken first so the
         // slots below never meet them.
-        let pcp_start =
-            Pfn::new((range.start.as_u64() + range.count - pcp_chunks * top) / top * top);
+        let pcp_start = Pfn::new(
+            ((range.start.as_u64() + range.count - pcp_chunks * top) / top * top)
+                .max(range.start.as_u64()),
+        );
         let mut taken: Vec<Pfn> = Vec::new();
         let mut at = pcp_start;
         let mut per_cpu: Vec<Vec<Pfn>> = vec![Vec::new(); shape.pcp_pages.len()];
@@ -192,7 +194,8 @@ impl Kernel {
         let end = pcp_start;
         let count: u64 = slots.iter().map(|&(_, n)| n).sum();
         let mut left = count;
-        let mut room = (end - range.start) - (needed - pcp_chunks * top);
+        let below = end.as_u64().saturating_sub(range.start.as_u64());
+        let mut room = below.saturating_sub(needed - pcp_chunks * top);
         let mut cursor = range.start.checked_align_up(max).unwrap_or(range.start);
         for &(order, n) in &slots {
             let size = slot_pages(order);
