@@ -5,7 +5,9 @@ Usage: records.py parse BOOT_LOG OUT_DIR --kernel K --config FRAGMENT --qemu Q
                         --machine M NAME...
 
 The log protocol is rt.h's. Each record holds the kernel's counters before the
-workload (`start`) and after every step (`steps[i].counters`, absolute values:
+workload (`start`), its free-memory shape then (`start_free_area`: buddy free
+blocks per zone, migrate type and order from /proc/pagetypeinfo; `start_pcp`:
+pages on each CPU's per-CPU lists, with their `high`, from /proc/zoneinfo) and after every step (`steps[i].counters`, absolute values:
 the comparison takes differences), the step's result in the scenario syntax,
 and whether the workload ran to its end. crates/mtesim/tests/reference_rfc_v3.rs
 reads them; docs/reference.md describes the comparison.
@@ -22,6 +24,7 @@ def parse_log(path):
     """{name: {"start": {...}, "steps": [...], "finished": bool}}"""
     work = {}
     block = None  # the dict a counter block fills
+    shape = None  # the workload whose free-memory shape is being read
     current = None  # the workload running
     warnings = []  # kernel warnings since the last step's line
     for raw in open(path, errors="replace"):
@@ -29,7 +32,8 @@ def parse_log(path):
         m = re.match(r"^== (\S+)$", line)
         if m:
             current = m.group(1)
-            work[current] = {"start": {}, "steps": [], "finished": False}
+            work[current] = {"start": {}, "steps": [], "finished": False,
+                             "start_free_area": {}, "start_pcp": {}}
             warnings = []
             continue
         m = re.match(r"^-- snap (\S+) start$", line)
@@ -47,9 +51,26 @@ def parse_log(path):
             work[m.group(1)]["steps"].append(step)
             block = step["counters"]
             continue
+        m = re.match(r"^-- shape (\S+)$", line)
+        if m and current is not None:
+            block = None
+            shape = work[current]
+            continue
         if line == "-- end":
             block = None
+            shape = None
             continue
+        if shape is not None:
+            # `free ZONE TYPE N0 N1 ...`: free blocks per order;
+            # `pcp ZONE CPU COUNT HIGH`: one CPU's per-CPU list pages.
+            parts = line.split()
+            if len(parts) > 3 and parts[0] == "free" and all(re.match(r"^\d+$", p) for p in parts[3:]):
+                shape["start_free_area"].setdefault(parts[1], {})[parts[2]] = [int(p) for p in parts[3:]]
+                continue
+            if len(parts) == 5 and parts[0] == "pcp" and all(re.match(r"^\d+$", p) for p in parts[2:]):
+                cpus = shape["start_pcp"].setdefault(parts[1], [])
+                cpus.append({"cpu": int(parts[2]), "count": int(parts[3]), "high": int(parts[4])})
+                continue
         m = re.match(r"^-- done (\S+)$", line)
         if m:
             w = work[m.group(1)]

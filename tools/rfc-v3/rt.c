@@ -607,6 +607,56 @@ static void print_pagetypeinfo(void)
 }
 #endif
 
+/* The free-memory shape a workload starts from, into its record
+ * (`start_free_area`, `start_pcp`): the buddy free blocks per zone, migrate
+ * type and order (the first table of /proc/pagetypeinfo) as `free ZONE TYPE
+ * N0 N1 ...`, and the pages on each CPU's per-CPU lists (`count:` of each
+ * pageset in /proc/zoneinfo) as `pcp ZONE CPU COUNT HIGH`. The model can
+ * start from it (docs/reference.md, "The free-memory shape"). */
+static void print_free_shape(void)
+{
+	char line[512], zone[32] = "", type[32];
+	int cpu = -1;
+	long count = -1, v;
+	printf("-- shape start\n");
+	FILE *f = fopen("/proc/pagetypeinfo", "r");
+	while (f && fgets(line, sizeof(line), f)) {
+		int node, used = 0;
+		if (sscanf(line, "Node %d, zone %31[^,], type %31s%n", &node, zone, type, &used) != 3)
+			continue;
+		printf("free %s %s", zone, type);
+		for (char *p = line + used; sscanf(p, "%ld%n", &v, &used) == 1; p += used)
+			printf(" %ld", v);
+		printf("\n");
+	}
+	if (f)
+		fclose(f);
+	f = fopen("/proc/zoneinfo", "r");
+	while (f && fgets(line, sizeof(line), f)) {
+		int node;
+		if (sscanf(line, "Node %d, zone %31s", &node, zone) == 2) {
+			cpu = -1;
+			continue;
+		}
+		if (sscanf(line, " cpu: %d", &cpu) == 1) {
+			count = -1;
+			continue;
+		}
+		if (cpu >= 0 && sscanf(line, " count: %ld", &v) == 1) {
+			count = v;
+			continue;
+		}
+		if (cpu >= 0 && count >= 0 && sscanf(line, " high: %ld", &v) == 1) {
+			printf("pcp %s %d %ld %ld\n", zone, cpu, count, v);
+			count = -1;
+		}
+	}
+	if (f)
+		fclose(f);
+	printf("-- end\n");
+	fflush(stdout);
+}
+
 /* --- swap on the RAM disk ---------------------------------------------------- */
 
 /* mkswap: a version 1 header on the first page, SWAPSPACE2 at its end. */
@@ -685,6 +735,7 @@ int rt_run_workload(const struct rt_workload *w)
 
 	printf("== %s\n-- snap %s start\n", w->name, w->name);
 	print_counters();
+	print_free_shape();
 #ifdef RT_PAGETYPEINFO
 	print_pagetypeinfo();
 #endif

@@ -23,4 +23,4 @@ pub mod phys;
 pub mod swap;
 pub mod trace;
 
-pub use machine::{Kernel, KernelInitError};
+pub use machine::{FreeShape, Kernel, KernelInitError, ShapeError, ShapeReport};

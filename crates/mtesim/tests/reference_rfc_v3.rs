@@ -147,10 +147,11 @@ enum Tolerance {
     /// Migrations where tagged 4 KiB pages are allocated: a released
     /// block's page goes through the releasing CPU's per-CPU list and the
     /// next untagged movable allocation there takes it (the model does this
-    /// too); the real kernel's runtime allocates between commands, the
-    /// model's does not, so on the real kernel up to 3 such pages held data
-    /// when a tagged touch needed their block back (two recordings). The
-    /// real count lies in `[model, model + 3]`.
+    /// too); the real kernel's runtime and the earlier workloads allocate
+    /// and free between commands, the model's do not, so on the real kernel
+    /// up to 3 such pages held data when a tagged touch needed their block
+    /// back in the first two recordings, 11 in the third (w07). The real
+    /// count lies in `[model, model + 11]`.
     Recycled,
     /// Pages compaction moves: within 10% (each allocator's placement
     /// leaves different holes for the scanners).
@@ -180,7 +181,7 @@ impl Tolerance {
             Tolerance::Exact => real == model,
             Tolerance::Placement => (-1..=9).contains(&(real - model)),
             Tolerance::PlacementCompacted => (-5..=9).contains(&(real - model)),
-            Tolerance::Recycled => (0..=3).contains(&(real - model)),
+            Tolerance::Recycled => (0..=11).contains(&(real - model)),
             Tolerance::Compaction => (real - model).abs() * 10 <= model.max(real),
             Tolerance::LruBatch => real <= model && real >= model - 15,
             // With the next scan's value: `holds_or_next`.
@@ -221,11 +222,14 @@ fn rule(workload: &str, design: &str, metric: &str) -> Rule {
             "the real kernel keeps 22 MiB for itself, the model nothing: 480 MiB of data cross Linux's CMA threshold (free CMA over half the free pages) on the real kernel only",
         ),
         ("w11_compaction", "migrated") => Rule::Within(Tolerance::Compaction),
+        ("w03_mprotect_mte", "migrated") => Rule::Explained(
+            "the real per-CPU lists carried w02's released tag storage pages (10,850 pages on them at w03's start), w03's untagged pages came off them and mprotect(PROT_MTE) migrated 97 out of the blocks it needed; the model does the same with the earlier workloads run first (MTESIM_REFERENCE_HISTORY=1: 128), not on a fresh machine",
+        ),
         ("w11_compaction", "blocks reserved") if design == "rfc-v3" => Rule::Explained(
-            "the real compaction left the pages of 7 blocks where they were (pgmigrate_fail 1, and its scanners meet at a pageblock), the model's moved every tagged page; the first access after it reserves 12 blocks there, 8 in the model",
+            "the real compaction left the pages of 7 blocks where they were (pgmigrate_fail 1, and its scanners meet at a pageblock), the model's moved every tagged page; the first access after it reserves 13 blocks there (12 in the second recording), 8 in the model",
         ),
         ("w16_ksm", _) if blocks => Rule::Explained(
-            "the 64 tagged pages, allocated after 384 untagged ones, lie in 12 groups of 32 frames on the real kernel, in 2 in the model: the real per-CPU lists carried over 2,000 pages from earlier workloads, which the first reservation drained into the buddy lists as small blocks the tagged allocations take first (nr_free_pages +1,807 at that command; the model's lists start empty)",
+            "the 64 tagged pages, allocated after 384 untagged ones, lie in 13 groups of 32 frames on the real kernel (12 in the second recording), in 2 in the model: the real per-CPU lists carried over 2,000 pages from earlier workloads, which the first reservation drained into the buddy lists as small blocks the tagged allocations take first (nr_free_pages +1,807 at that command in the second recording; the model's lists start empty, and started from the recorded shape they give 4 blocks: docs/reference.md)",
         ),
         ("w11_compaction", _) if blocks && design == "dynamic" => Rule::Explained(
             "the posted series migrates a tagged page without reserving the destination's storage (the page is mapped awaiting it and its next access reserves: `tags-by-pfn`, which `rfc-v3` has built in); `dynamic`, the fixed design, reserves first",
@@ -261,6 +265,43 @@ struct Record {
     name: String,
     start: BTreeMap<String, i64>,
     steps: Vec<RealStep>,
+    /// The real kernel's free memory at the workload's start
+    /// (`start_free_area`, `start_pcp`; records older than the third
+    /// recording have none).
+    shape: Option<kernel::FreeShape>,
+}
+
+/// The free-memory shape of a record: the movable free blocks of each
+/// order below `MAX_PAGE_ORDER` (10) of the zone with the most free
+/// movable pages (the reference machine has one, DMA), and the pages on
+/// each CPU's per-CPU lists (all zones).
+fn shape_of(json: &Value) -> Option<kernel::FreeShape> {
+    let zones = json["start_free_area"].as_object()?;
+    let counts = |v: &Value| -> Vec<u64> {
+        v.as_array()
+            .map(|a| a.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default()
+    };
+    let movable = zones
+        .values()
+        .map(|types| counts(&types["Movable"]))
+        .max_by_key(|c| c.iter().zip(0..).map(|(n, o)| n << o).sum::<u64>())?;
+    let mut pcp_pages: Vec<u64> = Vec::new();
+    for cpus in json["start_pcp"].as_object()?.values() {
+        for c in cpus.as_array()? {
+            let cpu = usize::try_from(c["cpu"].as_u64()?).ok()?;
+            if pcp_pages.len() <= cpu {
+                pcp_pages.resize(cpu + 1, 0);
+            }
+            pcp_pages[cpu] += c["count"].as_u64()?;
+        }
+    }
+    Some(kernel::FreeShape {
+        free_blocks: movable.into_iter().take(10).collect(),
+        pcp_pages,
+        pcp_stride: 1,
+        spread: true,
+    })
 }
 
 fn counters_of(value: &Value) -> BTreeMap<String, i64> {
@@ -305,6 +346,7 @@ fn load_record(path: &Path) -> Record {
             .to_string(),
         start: counters_of(&json["start"]),
         steps,
+        shape: shape_of(&json),
     }
 }
 
@@ -343,9 +385,51 @@ fn extra_keys() -> Vec<(String, String)> {
         .collect()
 }
 
+/// What the model starts each workload from (`MTESIM_REFERENCE_SHAPE`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum ShapeMode {
+    /// A fresh machine (`fresh`).
+    Fresh,
+    /// The record's free-memory shape, per-CPU pages consecutive frames
+    /// (`shaped`).
+    Shaped,
+    /// The record's shape, per-CPU pages single frames with a kernel page
+    /// between each two (`single`).
+    Single,
+    /// The record's shape with the slots packed from DRAM's start, per-CPU
+    /// pages consecutive (`packed`).
+    Packed,
+}
+
+impl ShapeMode {
+    fn pcp_stride(self) -> u64 {
+        match self {
+            ShapeMode::Single => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// `MTESIM_REFERENCE_SHAPE=fresh|shaped|single|packed` (default: `fresh`).
+fn shape_mode() -> ShapeMode {
+    match std::env::var("MTESIM_REFERENCE_SHAPE").as_deref() {
+        Err(_) | Ok("fresh") => ShapeMode::Fresh,
+        Ok("shaped") => ShapeMode::Shaped,
+        Ok("single") => ShapeMode::Single,
+        Ok("packed") => ShapeMode::Packed,
+        Ok(other) => {
+            panic!("MTESIM_REFERENCE_SHAPE: `{other}` is not fresh, shaped, single or packed")
+        }
+    }
+}
+
 /// Runs the workload on the model under `design`: counters at the start
 /// and after every command.
-fn run_model(path: &Path, design: &str) -> (BTreeMap<Counter, i64>, Vec<ModelStep>) {
+fn run_model(
+    path: &Path,
+    design: &str,
+    shape: Option<&kernel::FreeShape>,
+) -> (BTreeMap<Counter, i64>, Vec<ModelStep>) {
     let file = path.display().to_string();
     let src = std::fs::read(path).unwrap_or_else(|e| panic!("{file}: {e}"));
     let script = scenario::parse(&file, &src).unwrap_or_else(|e| panic!("{e}"));
@@ -373,8 +457,35 @@ fn run_model(path: &Path, design: &str) -> (BTreeMap<Counter, i64>, Vec<ModelSte
     };
     let spec = options.platform_spec(&script.platform_spec());
     let platform = Platform::from_spec(&spec).unwrap_or_else(|e| panic!("{file}: {e}"));
-    let mut machine =
-        make_machine(MachineKind::Kernel, &platform).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let mut machine: Box<dyn uapi::Machine> = match shape_mode() {
+        ShapeMode::Fresh => {
+            make_machine(MachineKind::Kernel, &platform).unwrap_or_else(|e| panic!("{file}: {e}"))
+        }
+        mode => {
+            let mut k = kernel::Kernel::new(&platform).unwrap_or_else(|e| panic!("{file}: {e}"));
+            if let Some(shape) = shape {
+                let shape = kernel::FreeShape {
+                    pcp_stride: mode.pcp_stride(),
+                    spread: mode != ShapeMode::Packed,
+                    ..shape.clone()
+                };
+                let made = k
+                    .shape_free_memory(&shape)
+                    .unwrap_or_else(|e| panic!("{file}: shaping free memory: {e}"));
+                if std::env::var_os("MTESIM_REFERENCE_DUMP").is_some() {
+                    eprintln!(
+                        "SHAPE {file} {design} wanted {:?} pcp {:?}; made {:?} pcp {:?} held {}",
+                        shape.free_blocks,
+                        shape.pcp_pages,
+                        made.free_blocks,
+                        made.pcp_pages,
+                        made.held
+                    );
+                }
+            }
+            Box::new(k)
+        }
+    };
     // One boot runs every workload on the real kernel: with
     // MTESIM_REFERENCE_HISTORY=1 the workloads before this one run first on
     // the same machine (outcomes ignored), each one's processes ended after
@@ -445,7 +556,7 @@ fn compare(record: &Record, design: &str, table: &mut String) -> (Vec<String>, V
     let path = reference_dir()
         .join("workloads")
         .join(format!("{}.mte", record.name));
-    let (model_start, model_steps) = run_model(&path, design);
+    let (model_start, model_steps) = run_model(&path, design, record.shape.as_ref());
     // The lines of `ksm-scan` commands (see `Tolerance::KsmPass`).
     let source =
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -671,8 +782,8 @@ fn tolerances_hold_only_what_they_say() {
         Rule::Within(Tolerance::Placement)
     ));
     assert!(Tolerance::Recycled.holds(2, 0));
-    assert!(Tolerance::Recycled.holds(3, 0));
-    assert!(!Tolerance::Recycled.holds(4, 0));
+    assert!(Tolerance::Recycled.holds(11, 0));
+    assert!(!Tolerance::Recycled.holds(12, 0));
     assert!(!Tolerance::Recycled.holds(0, 1));
     assert!(Tolerance::Compaction.holds(3235, 3328));
     assert!(!Tolerance::Compaction.holds(2900, 3328));

@@ -396,6 +396,7 @@ impl Kernel {
             folios,
             checks: _,
             check_cache: _,
+            kernel_held,
         } = self;
         let mem_violations = match incremental {
             true => mem.check_incremental(),
@@ -903,7 +904,8 @@ impl Kernel {
             }
         }
         // Every allocated frame is accounted for: user frames held as above,
-        // page-table frames, the zero page. (A count, not a scan: machines
+        // page-table frames, the zero page, the frames the kernel took for
+        // itself when free memory was shaped (`shape`). (A count, not a scan: machines
         // may have billions of frames.)
         let tables: u64 = mms
             .values()
@@ -911,7 +913,8 @@ impl Kernel {
             .sum();
         let deposits: u64 = mms.values().map(|m| m.deposits.len() as u64).sum();
         let huge_zero_frames = huge_zero.get().map_or(0, |_| PAGES_PER_PMD);
-        let accounted = held.len() as u64 + tables + deposits + huge_zero_frames + 1;
+        let accounted =
+            held.len() as u64 + tables + deposits + huge_zero_frames + kernel_held.get() + 1;
         let allocated = phys.stats().allocated_pages;
         if allocated != accounted {
             out.push(KernelViolation::FrameCount {

@@ -110,6 +110,7 @@ mod mthp;
 mod observe;
 mod proc;
 mod reclaim;
+mod shape;
 mod swapping;
 mod syscalls;
 mod tags_by_pfn;
@@ -147,6 +148,7 @@ use crate::trace::EventSink;
 pub use check::KernelViolation;
 pub use incremental::{FULL_CHECK_EVERY, same_verdict};
 use proc::Process;
+pub use shape::{FreeShape, ShapeError, ShapeReport};
 use tlb::Tlb;
 
 /// Order 0: every user page of the model is held as a single frame (a
@@ -314,6 +316,10 @@ pub struct Kernel {
     checks: Cell<u64>,
     /// What the incremental checker keeps between checks (see `check`).
     check_cache: RefCell<check::CheckCache>,
+    /// Frames the kernel took for itself when its free memory was shaped
+    /// (see `shape`): allocated, held by nothing else, counted by the
+    /// checker.
+    kernel_held: Cell<u64>,
 }
 
 impl core::fmt::Debug for Kernel {
@@ -438,6 +444,7 @@ impl Kernel {
             folios: RefCell::new(BTreeMap::new()),
             checks: Cell::new(0),
             check_cache: RefCell::default(),
+            kernel_held: Cell::new(0),
         })
     }
 

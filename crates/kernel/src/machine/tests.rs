@@ -19,6 +19,7 @@ mod direct;
 mod incremental;
 mod ksm;
 mod mthp;
+mod shape;
 mod trace;
 
 fn kernel(keys: &[(&str, &str)]) -> Kernel {

@@ -1,0 +1,271 @@
+//! Starting from a given free-memory shape: a setup step that makes the
+//! buddy allocator's movable free lists hold a given number of free blocks
+//! of each order below `MAX_PAGE_ORDER`, and each CPU's per-CPU lists a
+//! given number of pages, before anything runs. For comparing with a real
+//! kernel that has been up for a while (`docs/reference.md`, "The
+//! free-memory shape"): its records say how many free blocks of each order
+//! it had and how many pages its per-CPU lists held, not where they were.
+//!
+//! # Contract
+//! - [`Kernel::shape_free_memory`] runs on a machine nothing has run on
+//!   yet (no process); it only takes frames for the kernel itself (order-0
+//!   movable allocations of DRAM, held until the machine goes: the
+//!   kernel's own pages, page cache and other processes of the real
+//!   machine) and frees frames onto the per-CPU lists. Nothing else
+//!   changes: no counter, no tag storage.
+//! - Placement is deterministic and spread, since the real positions are
+//!   unknown: every wanted free block of order `k` gets an aligned slot of
+//!   `2^(k+1)` frames (32 frames, a 4 KiB tag block's group, for the
+//!   orders below 5) whose first `2^k` frames stay free and whose other
+//!   frames the kernel takes, so it cannot merge; slots are laid out from
+//!   the largest down with even gaps over DRAM. The gaps stay free and
+//!   merge into blocks of order 5 and up, so the counts of orders below 5
+//!   come out exactly and those of 5 and up at least as asked
+//!   ([`ShapeReport`] says what came out). With `spread` off the slots
+//!   are `2^(k+1)` frames for every order, side by side from the start of
+//!   DRAM (several small blocks share a 32-frame group), the last group
+//!   filled up by the kernel: the least scattered placement, where spread
+//!   is the most.
+//! - The per-CPU pages are taken from the top of DRAM, every `pcp_stride`-th
+//!   frame (the ones between held by the kernel: 1 = consecutive frames,
+//!   which merge back into large blocks when drained; 2 = single frames,
+//!   which stay single), and freed on their CPU. A CPU frees part of its
+//!   list back when it reaches its `high`, so fewer may stay.
+//! - Bad input (a block order at or above `MAX_PAGE_ORDER`, more than DRAM
+//!   can hold, a machine that already ran something) is a [`ShapeError`];
+//!   nothing panics.
+//!
+//! The checker counts the frames taken here as the kernel's own
+//! (`kernel_held`), so the frame accounting still balances.
+
+use mte::{Pfn, PfnRange};
+
+use super::Kernel;
+use crate::phys::layout::RegionKind;
+use crate::phys::{FreeList, Order};
+
+/// A free-memory shape to start from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FreeShape {
+    /// Free movable blocks wanted per order (index = order), below
+    /// `MAX_PAGE_ORDER`; orders not listed are left as they come.
+    pub free_blocks: Vec<u64>,
+    /// Pages wanted on each CPU's per-CPU lists (index = CPU).
+    pub pcp_pages: Vec<u64>,
+    /// Every how many frames a per-CPU page is taken (at least 1).
+    pub pcp_stride: u64,
+    /// Whether the slots are spread over DRAM with even gaps (`true`) or
+    /// packed from its start (`false`: no gap pieces, so no free blocks
+    /// beyond the ones asked but the large ones above the slots).
+    pub spread: bool,
+}
+
+/// What the shaping made.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShapeReport {
+    /// Free movable blocks per order after shaping (index = order, up to
+    /// `MAX_PAGE_ORDER`).
+    pub free_blocks: Vec<u64>,
+    /// Pages on each CPU's per-CPU lists after shaping.
+    pub pcp_pages: Vec<u64>,
+    /// Frames the kernel holds for itself.
+    pub held: u64,
+}
+
+/// Why a shape cannot be made.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ShapeError {
+    #[error("free blocks of order {order}: only orders below {max} can be shaped")]
+    Order { order: usize, max: u8 },
+    #[error("the shape needs {needed} frames of DRAM, the machine has {have} free")]
+    TooLarge { needed: u64, have: u64 },
+    #[error("per-CPU pages for CPU {cpu}: the machine has {cpus} CPUs")]
+    Cpu { cpu: usize, cpus: usize },
+    #[error("per-CPU pages asked, but the per-CPU lists are off (pcp=on)")]
+    NoPcp,
+    #[error("the free memory can be shaped only before anything runs")]
+    NotFresh,
+    #[error("pcp stride must be at least 1")]
+    Stride,
+}
+
+impl Kernel {
+    /// Shapes free memory as `shape` asks (see the module's contract).
+    pub fn shape_free_memory(&mut self, shape: &FreeShape) -> Result<ShapeReport, ShapeError> {
+        if !self.procs.borrow().is_empty() || self.kernel_held.get() != 0 {
+            return Err(ShapeError::NotFresh);
+        }
+        if shape.pcp_stride == 0 {
+            return Err(ShapeError::Stride);
+        }
+        let mut phys = self.mem.phys_mut();
+        let alloc = &mut phys.alloc;
+        let cpus = alloc.pcp_params().map_or(1, |p| p.cpus as usize);
+        let max = alloc.geometry().max_order();
+        if let Some(order) = (0..shape.free_blocks.len())
+            .find(|&o| o >= usize::from(max.get()) && shape.free_blocks[o] != 0)
+        {
+            return Err(ShapeError::Order {
+                order,
+                max: max.get(),
+            });
+        }
+        let pcp_total: u64 = shape.pcp_pages.iter().sum();
+        if pcp_total != 0 && alloc.pcp_params().is_none() {
+            return Err(ShapeError::NoPcp);
+        }
+        if let Some(cpu) =
+            (0..shape.pcp_pages.len()).find(|&c| c >= cpus && shape.pcp_pages[c] != 0)
+        {
+            return Err(ShapeError::Cpu { cpu, cpus });
+        }
+        let dram: Vec<PfnRange> = alloc
+            .layout()
+            .regions()
+            .iter()
+            .filter(|r| r.kind == RegionKind::Dram)
+            .map(|r| r.range)
+            .collect();
+        // One DRAM range (the reference machine's); a layout of several
+        // uses the largest.
+        let Some(range) = dram.iter().copied().max_by_key(|r| r.count) else {
+            return Err(ShapeError::TooLarge { needed: 1, have: 0 });
+        };
+        let top = max.pages();
+        // The per-CPU pages' region: whole max-order chunks at the top.
+        let pcp_frames = pcp_total * shape.pcp_stride;
+        let pcp_chunks = pcp_frames.div_ceil(top);
+        let slots: Vec<(Order, u64)> = (0..shape.free_blocks.len())
+            .rev()
+            .map(|o| (Order::new(o as u8), shape.free_blocks[o]))
+            .collect();
+        let group = Order::new(5.min(max.get()));
+        // Spread: a small block alone in its 32-frame group; packed: slots
+        // of twice the block, side by side (several small blocks share a
+        // group).
+        let spread = shape.spread;
+        let slot_pages = |order: Order| match spread {
+            true => (order.pages() * 2).max(group.pages()),
+            false => order.pages() * 2,
+        };
+        let needed: u64 =
+            slots.iter().map(|&(o, n)| slot_pages(o) * n).sum::<u64>() + pcp_chunks * top;
+        if needed > range.count {
+            return Err(ShapeError::TooLarge {
+                needed,
+                have: range.count,
+            });
+        }
+        let mut held = 0u64;
+        // The per-CPU pages, from the top chunks down, taken first so the
+        // slots below never meet them.
+        let pcp_start = Pfn::new(
+            ((range.start.as_u64() + range.count - pcp_chunks * top) / top * top)
+                .max(range.start.as_u64()),
+        );
+        let mut taken: Vec<Pfn> = Vec::new();
+        let mut at = pcp_start;
+        let mut per_cpu: Vec<Vec<Pfn>> = vec![Vec::new(); shape.pcp_pages.len()];
+        for (cpu, &want) in shape.pcp_pages.iter().enumerate() {
+            while (per_cpu[cpu].len() as u64) < want && at < range.start + range.count {
+                if alloc.take_free_frame(at) {
+                    per_cpu[cpu].push(at);
+                }
+                for gap in 1..shape.pcp_stride {
+                    if alloc.take_free_frame(at + gap) {
+                        taken.push(at + gap);
+                    }
+                }
+                at += shape.pcp_stride;
+            }
+        }
+        // The rest of the last per-CPU chunk is the kernel's too: free, it
+        // would add one block of each order.
+        let region_end = pcp_start + pcp_chunks * top;
+        while at < region_end {
+            if alloc.take_free_frame(at) {
+                taken.push(at);
+            }
+            at += 1;
+        }
+        held += taken.len() as u64;
+        // The slots: largest first, even gaps (each a whole number of the
+        // slot's size, so every later, smaller slot stays aligned).
+        let end = pcp_start;
+        let count: u64 = slots.iter().map(|&(_, n)| n).sum();
+        let mut left = count;
+        let below = end.as_u64().saturating_sub(range.start.as_u64());
+        let mut room = below.saturating_sub(needed - pcp_chunks * top);
+        let mut cursor = range.start.checked_align_up(max).unwrap_or(range.start);
+        for &(order, n) in &slots {
+            let size = slot_pages(order);
+            for _ in 0..n {
+                let gap = match spread {
+                    true => (room / left.max(1)) / size * size,
+                    false => 0,
+                };
+                // A slot whose frames are not all free (the zero page, a
+                // boot allocation) moves up by its size.
+                while cursor + size <= end && !(0..size).all(|i| free_movable(alloc, cursor + i)) {
+                    cursor += size;
+                    room = room.saturating_sub(size);
+                }
+                if cursor + size > end {
+                    return Err(ShapeError::TooLarge {
+                        needed,
+                        have: range.count,
+                    });
+                }
+                for i in order.pages()..size {
+                    if alloc.take_free_frame(cursor + i) {
+                        held += 1;
+                    }
+                }
+                cursor += size + gap;
+                room -= gap;
+                left -= 1;
+            }
+        }
+        // Packed slots end anywhere: the kernel takes the rest of the last
+        // 32-frame group, which free would add one small block per order.
+        while !spread && !cursor.is_aligned(group) && cursor < end {
+            if alloc.take_free_frame(cursor) {
+                held += 1;
+            }
+            cursor += 1;
+        }
+        // Free the per-CPU pages on their CPUs, each CPU's in frame order
+        // (its list then hands out the last freed first, as Linux's).
+        let mut pcp_pages = Vec::with_capacity(per_cpu.len());
+        for (cpu, frames) in per_cpu.iter().enumerate() {
+            let before = alloc.pcp_pages();
+            for &pfn in frames {
+                alloc
+                    .free_on(cpu, pfn, Order::new(0))
+                    .expect("BUG: freeing a frame the shaping took");
+            }
+            pcp_pages.push(alloc.pcp_pages() - before);
+        }
+        let free_blocks = (0..=max.get())
+            .map(|o| alloc.free_blocks(Order::new(o), FreeList::Movable))
+            .collect();
+        drop(phys);
+        self.kernel_held.set(held);
+        Ok(ShapeReport {
+            free_blocks,
+            pcp_pages,
+            held,
+        })
+    }
+}
+
+/// Whether `pfn` is free on the movable buddy lists.
+fn free_movable(alloc: &crate::phys::BuddyAllocator, pfn: Pfn) -> bool {
+    matches!(
+        alloc.frame_status(pfn),
+        Some(crate::phys::FrameStatus::Free {
+            list: FreeList::Movable,
+            ..
+        })
+    )
+}

@@ -1,0 +1,87 @@
+//! `Kernel::shape_free_memory`: the counts asked come out, the checker's
+//! frame accounting balances, and bad shapes are refused.
+
+use super::kernel;
+use crate::machine::{FreeShape, ShapeError};
+use uapi::{Machine, Op};
+
+fn reference_kernel() -> super::Kernel {
+    kernel(&[
+        ("memory", "512M"),
+        ("tag-storage", "dynamic"),
+        ("pcp", "on"),
+        ("cpus", "2"),
+        ("free-list-order", "linux"),
+    ])
+}
+
+#[test]
+fn small_orders_come_out_exactly_and_the_frames_are_accounted() {
+    for spread in [true, false] {
+        let mut k = reference_kernel();
+        let shape = FreeShape {
+            free_blocks: vec![3, 0, 2, 1, 5, 1],
+            pcp_pages: vec![100, 40],
+            pcp_stride: 1,
+            spread,
+        };
+        let made = k.shape_free_memory(&shape).unwrap();
+        assert_eq!(made.free_blocks[..5], [3, 0, 2, 1, 5], "spread {spread}");
+        assert!(made.free_blocks[5] >= 1);
+        assert_eq!(made.pcp_pages, vec![100, 40]);
+        assert!(made.held > 0);
+        assert!(k.invariant_violations().is_empty());
+        // Shaping twice, or after a process exists, is refused.
+        assert_eq!(k.shape_free_memory(&shape), Err(ShapeError::NotFresh));
+    }
+    let mut k = reference_kernel();
+    let _ = k.run(&Op::Spawn);
+    assert_eq!(
+        k.shape_free_memory(&FreeShape {
+            pcp_stride: 1,
+            ..FreeShape::default()
+        }),
+        Err(ShapeError::NotFresh)
+    );
+}
+
+#[test]
+fn bad_shapes_are_refused() {
+    let mut k = reference_kernel();
+    let at_max = FreeShape {
+        free_blocks: vec![0; 10].into_iter().chain([1]).collect(),
+        pcp_stride: 1,
+        ..FreeShape::default()
+    };
+    assert!(matches!(
+        k.shape_free_memory(&at_max),
+        Err(ShapeError::Order { order: 10, .. })
+    ));
+    let too_many = FreeShape {
+        free_blocks: vec![0, 0, 0, 0, 0, 0, 0, 0, 0, 1000],
+        pcp_stride: 1,
+        ..FreeShape::default()
+    };
+    assert!(matches!(
+        k.shape_free_memory(&too_many),
+        Err(ShapeError::TooLarge { .. })
+    ));
+    let third_cpu = FreeShape {
+        pcp_pages: vec![0, 0, 5],
+        pcp_stride: 1,
+        ..FreeShape::default()
+    };
+    assert_eq!(
+        k.shape_free_memory(&third_cpu),
+        Err(ShapeError::Cpu { cpu: 2, cpus: 2 })
+    );
+    let no_stride = FreeShape::default();
+    assert_eq!(k.shape_free_memory(&no_stride), Err(ShapeError::Stride));
+    let mut off = kernel(&[("memory", "512M"), ("tag-storage", "dynamic")]);
+    let pcp = FreeShape {
+        pcp_pages: vec![1],
+        pcp_stride: 1,
+        ..FreeShape::default()
+    };
+    assert_eq!(off.shape_free_memory(&pcp), Err(ShapeError::NoPcp));
+}
