@@ -18,23 +18,42 @@
 //! is torn down drops its entries (`Tlb`'s `Drop`, Linux: the ASID is
 //! retired); ids are never reused anyway.
 //!
-//! The buffer handles are hints, not part of the translation: a handle
-//! whose buffer was dropped or never existed (a frame of zeros) is detected
-//! ([`crate::phys::PhysContents::slot_bytes`] checks the frame) and looked
-//! up again, so contents changes need no flush (they do not on hardware
-//! either).
+//! The buffer indices are hints, not part of the translation: they are
+//! valid while the contents' generation is the one the entry records
+//! ([`crate::phys::PhysContents::generation`], taken afresh whenever a
+//! frame's buffer is added or dropped); a hit in another generation looks
+//! both up again first, so contents changes need no flush (they do not on
+//! hardware either). With a valid generation, a buffer index reaches the
+//! bytes in one load from the slab, with no check of the frame.
+//!
+//! An entry is laid out for the hit path: the key (page, address space),
+//! one byte of flags (readable, writable, tagged) so that the permission
+//! and the tagged test are one bit test each, the generation, the two
+//! buffer indices and the tags' offset. A free slot has a page number no
+//! address has ([`EMPTY_VPN`]), so a lookup is a key compare with no
+//! separate validity test.
 
 use mte::Pfn;
 
 use crate::mm::layout::PAGE_SHIFT;
-use crate::mm::{Access, MmId};
-use crate::phys::PageSlot;
+use crate::mm::{Access, Id, MmId};
+use crate::phys::BufIndex;
 
 /// Entries per CPU (direct mapped by virtual page number).
 pub(crate) const CPU_TLB_ENTRIES: usize = 256;
 
+/// The page number of a free slot (user pages are below `2^36`).
+const EMPTY_VPN: u64 = u64::MAX;
+
 /// Pages per 2 MiB block.
 const BLOCK_PAGES_SHIFT: u32 = crate::mm::layout::PMD_SHIFT - PAGE_SHIFT;
+
+/// [`CpuTlbEntry::flags`]: the leaf allows loads.
+pub(crate) const READ: u8 = 1;
+/// The leaf allows stores.
+pub(crate) const WRITE: u8 = 2;
+/// The page is mapped Normal Tagged.
+pub(crate) const TAGGED: u8 = 4;
 
 /// Where the tags of a page live.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -43,31 +62,96 @@ pub(crate) struct TagLoc {
     pub(crate) frame: Pfn,
     /// The page's first tag byte within that frame.
     pub(crate) offset: usize,
-    /// The frame's buffer (a hint, see the module doc).
-    pub(crate) slot: Option<PageSlot>,
 }
 
 /// One cached translation and what an access through it needs.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) struct CpuTlbEntry {
-    pub(crate) mm: MmId,
     pub(crate) vpn: u64,
+    pub(crate) mm: MmId,
+    /// [`READ`], [`WRITE`], [`TAGGED`], from `access` and `tagged`.
+    pub(crate) flags: u8,
+    /// The page's first tag byte in its tag storage frame (0 without).
+    pub(crate) tag_offset: u32,
+    /// The contents' generation the two buffer indices belong to.
+    pub(crate) generation: u64,
+    /// The frame's data buffer (a hint, see the module doc).
+    pub(crate) data: BufIndex,
+    /// The buffer of the tag storage frame (a hint; none: tags read 0).
+    pub(crate) tag_buf: BufIndex,
     pub(crate) pfn: Pfn,
     pub(crate) access: Access,
     /// Mapped Normal Tagged.
     pub(crate) tagged: bool,
     /// Made from a 2 MiB block translation (a block flush drops it).
     pub(crate) huge: bool,
-    /// The frame's data buffer (a hint, see the module doc).
-    pub(crate) data: Option<PageSlot>,
     /// `None`: no tag storage covers the frame (its tags read 0).
     pub(crate) tags: Option<TagLoc>,
+}
+
+impl CpuTlbEntry {
+    /// An entry for page `vpn` of `mm` with no buffer hints yet (a
+    /// generation no contents has).
+    pub(crate) fn new(
+        mm: MmId,
+        vpn: u64,
+        pfn: Pfn,
+        access: Access,
+        tagged: bool,
+        huge: bool,
+        tags: Option<TagLoc>,
+    ) -> CpuTlbEntry {
+        let mut flags = 0;
+        if matches!(access, Access::ReadOnly | Access::ReadWrite) {
+            flags |= READ;
+        }
+        if access == Access::ReadWrite {
+            flags |= WRITE;
+        }
+        if tagged {
+            flags |= TAGGED;
+        }
+        CpuTlbEntry {
+            vpn,
+            mm,
+            flags,
+            tag_offset: tags.map_or(0, |t| {
+                u32::try_from(t.offset).expect("BUG: a tag offset beyond a page")
+            }),
+            generation: 0,
+            data: BufIndex::NONE,
+            tag_buf: BufIndex::NONE,
+            pfn,
+            access,
+            tagged,
+            huge,
+            tags,
+        }
+    }
+
+    fn empty() -> CpuTlbEntry {
+        CpuTlbEntry::new(
+            MmId::from_raw(0),
+            EMPTY_VPN,
+            Pfn::new(0),
+            Access::None,
+            false,
+            false,
+            None,
+        )
+    }
+
+    fn is_empty(&self) -> bool {
+        self.vpn == EMPTY_VPN
+    }
 }
 
 /// The TLB of one CPU.
 #[derive(Clone, Debug)]
 pub(crate) struct CpuTlb {
-    entries: Vec<Option<CpuTlbEntry>>,
+    /// A fixed-size array: the slot of a page is its number's low byte,
+    /// so no index is bounds checked.
+    entries: Box<[CpuTlbEntry; CPU_TLB_ENTRIES]>,
     /// Entries made from blocks since the last time none was left: while 0,
     /// a flush looks at one slot only.
     huge: usize,
@@ -76,7 +160,10 @@ pub(crate) struct CpuTlb {
 impl CpuTlb {
     fn new() -> CpuTlb {
         CpuTlb {
-            entries: vec![None; CPU_TLB_ENTRIES],
+            entries: vec![CpuTlbEntry::empty(); CPU_TLB_ENTRIES]
+                .into_boxed_slice()
+                .try_into()
+                .expect("BUG: a vector of CPU_TLB_ENTRIES entries"),
             huge: 0,
         }
     }
@@ -89,38 +176,38 @@ impl CpuTlb {
     /// The entry of page `vpn` of `mm`.
     #[cfg(test)]
     pub(crate) fn lookup(&self, mm: MmId, vpn: u64) -> Option<CpuTlbEntry> {
-        self.entries[Self::slot(vpn)].filter(|e| e.vpn == vpn && e.mm == mm)
+        let e = self.entries[Self::slot(vpn)];
+        (e.vpn == vpn && e.mm == mm).then_some(e)
     }
 
     pub(crate) fn fill(&mut self, entry: CpuTlbEntry) {
         if entry.huge {
             self.huge += 1;
         }
-        self.entries[Self::slot(entry.vpn)] = Some(entry);
+        self.entries[Self::slot(entry.vpn)] = entry;
     }
 
     /// The entry of page `vpn` of `mm`, to use and to replace its buffer
     /// hints in place.
     #[inline]
     pub(crate) fn lookup_mut(&mut self, mm: MmId, vpn: u64) -> Option<&mut CpuTlbEntry> {
-        self.entries[Self::slot(vpn)]
-            .as_mut()
-            .filter(|e| e.vpn == vpn && e.mm == mm)
+        let e = &mut self.entries[Self::slot(vpn)];
+        (e.vpn == vpn && e.mm == mm).then_some(e)
     }
 
     fn invalidate(&mut self, mm: MmId, vpn: u64) {
         let slot = &mut self.entries[Self::slot(vpn)];
-        if slot.is_some_and(|e| e.vpn == vpn && e.mm == mm) {
-            *slot = None;
+        if slot.vpn == vpn && slot.mm == mm {
+            *slot = CpuTlbEntry::empty();
         }
         if self.huge > 0 {
             // A block flush drops every page entry made from that block.
             let block = vpn >> BLOCK_PAGES_SHIFT;
             let mut left = 0;
-            for slot in &mut self.entries {
-                if let Some(e) = slot.filter(|e| e.huge) {
-                    if e.mm == mm && e.vpn >> BLOCK_PAGES_SHIFT == block {
-                        *slot = None;
+            for slot in self.entries.iter_mut() {
+                if slot.huge && !slot.is_empty() {
+                    if slot.mm == mm && slot.vpn >> BLOCK_PAGES_SHIFT == block {
+                        *slot = CpuTlbEntry::empty();
                     } else {
                         left += 1;
                     }
@@ -131,12 +218,16 @@ impl CpuTlb {
     }
 
     fn flush_mm(&mut self, mm: MmId) {
-        for slot in &mut self.entries {
-            if slot.is_some_and(|e| e.mm == mm) {
-                *slot = None;
+        for slot in self.entries.iter_mut() {
+            if !slot.is_empty() && slot.mm == mm {
+                *slot = CpuTlbEntry::empty();
             }
         }
-        self.huge = self.entries.iter().flatten().filter(|e| e.huge).count();
+        self.huge = self
+            .entries
+            .iter()
+            .filter(|e| !e.is_empty() && e.huge)
+            .count();
     }
 }
 
@@ -177,26 +268,24 @@ impl CpuTlbs {
     pub(crate) fn entries(&self) -> impl Iterator<Item = CpuTlbEntry> + '_ {
         self.cpus
             .iter()
-            .flat_map(|c| c.entries.iter().flatten().copied())
+            .flat_map(|c| c.entries.iter().filter(|e| !e.is_empty()).copied())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mm::Id;
 
     fn entry(mm: u64, vpn: u64, huge: bool) -> CpuTlbEntry {
-        CpuTlbEntry {
-            mm: MmId::from_raw(mm),
+        CpuTlbEntry::new(
+            MmId::from_raw(mm),
             vpn,
-            pfn: Pfn::new(vpn + 100),
-            access: Access::ReadWrite,
-            tagged: false,
+            Pfn::new(vpn + 100),
+            Access::ReadWrite,
+            false,
             huge,
-            data: None,
-            tags: None,
-        }
+            None,
+        )
     }
 
     #[test]

@@ -19,6 +19,12 @@
 //! `copy_page` from a frame without data). A stale handle is detected (the
 //! slot records its frame) and gives `None`, never another frame's bytes.
 //!
+//! The per-CPU TLB's hit path uses the cheaper [`BufIndex`] instead: the
+//! raw slot number of a frame's buffer, valid exactly while
+//! [`PhysContents::generation`] is unchanged (every buffer added or dropped
+//! takes a new generation), so a use checks one number rather than the
+//! slot's frame, and reaches the bytes in one load from the slab.
+//!
 //! Invariants (checked by [`PhysContents::check`]): `index[pfn] == slot + 1`
 //! exactly when `slots[slot]` holds `pfn`'s buffer; free slots are empty; the
 //! count of pages with data equals the used slots.
@@ -49,6 +55,21 @@ pub struct PageSlot {
 impl PageSlot {
     pub fn pfn(self) -> Pfn {
         self.pfn
+    }
+}
+
+/// The slot of a frame's buffer plus one (0: the frame has no buffer, all
+/// its bytes are zero), valid while the contents' generation is the one it
+/// was taken in (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct BufIndex(u32);
+
+impl BufIndex {
+    /// No buffer: the frame reads as zeros.
+    pub const NONE: BufIndex = BufIndex(0);
+
+    pub fn is_none(self) -> bool {
+        self.0 == 0
     }
 }
 
@@ -91,8 +112,8 @@ impl PhysContents {
         1 << self.layout.geometry().page_shift()
     }
 
-    /// Frames holding a buffer.
     /// The generation of the index and slots (see the field).
+    #[inline]
     pub(crate) fn generation(&self) -> u64 {
         self.generation
     }
@@ -119,6 +140,29 @@ impl PhysContents {
             index: entry - 1,
             pfn,
         })
+    }
+
+    /// The buffer index of `pfn` in the current generation
+    /// ([`BufIndex::NONE`] for a frame without buffer or not present).
+    #[inline]
+    pub fn buf_index(&self, pfn: Pfn) -> BufIndex {
+        BufIndex(self.index.get(pfn).copied().unwrap_or(0))
+    }
+
+    /// The bytes of buffer `index`, taken in the current generation; `None`
+    /// for [`BufIndex::NONE`] (zeros). An index of another generation may
+    /// name another frame's buffer: the caller checks the generation.
+    #[inline]
+    pub fn bytes_at(&self, index: BufIndex) -> Option<&[u8]> {
+        let slot = (index.0 as usize).checked_sub(1)?;
+        self.slots.get(slot)?.as_ref().map(|b| &*b.bytes)
+    }
+
+    /// [`Self::bytes_at`], to write.
+    #[inline]
+    pub fn bytes_at_mut(&mut self, index: BufIndex) -> Option<&mut [u8]> {
+        let slot = (index.0 as usize).checked_sub(1)?;
+        self.slots.get_mut(slot)?.as_mut().map(|b| &mut *b.bytes)
     }
 
     /// The handle of `pfn`'s buffer, giving it a zeroed one if it has none.
