@@ -149,9 +149,9 @@ impl CpuTlbEntry {
 /// The TLB of one CPU.
 #[derive(Clone, Debug)]
 pub(crate) struct CpuTlb {
-    /// A fixed-size array: the slot of a page is its number's low byte,
-    /// so no index is bounds checked.
-    entries: Box<[CpuTlbEntry; CPU_TLB_ENTRIES]>,
+    /// A fixed-size array in place: the slot of a page is its number's low
+    /// byte, so no index is bounds checked and no pointer is followed.
+    entries: [CpuTlbEntry; CPU_TLB_ENTRIES],
     /// Entries made from blocks since the last time none was left: while 0,
     /// a flush looks at one slot only.
     huge: usize,
@@ -160,10 +160,7 @@ pub(crate) struct CpuTlb {
 impl CpuTlb {
     fn new() -> CpuTlb {
         CpuTlb {
-            entries: vec![CpuTlbEntry::empty(); CPU_TLB_ENTRIES]
-                .into_boxed_slice()
-                .try_into()
-                .expect("BUG: a vector of CPU_TLB_ENTRIES entries"),
+            entries: [CpuTlbEntry::empty(); CPU_TLB_ENTRIES],
             huge: 0,
         }
     }
@@ -231,20 +228,41 @@ impl CpuTlb {
     }
 }
 
-/// Every CPU's TLB (made on first use of a CPU).
-#[derive(Clone, Debug, Default)]
+/// Every CPU's TLB: CPU 0's in place (the direct path outside parallel
+/// blocks reaches its entries with no pointer to follow), the others' made
+/// on first use of a CPU.
+#[derive(Clone, Debug)]
 pub(crate) struct CpuTlbs {
-    cpus: Vec<CpuTlb>,
+    cpu0: CpuTlb,
+    others: Vec<CpuTlb>,
+}
+
+impl Default for CpuTlbs {
+    fn default() -> CpuTlbs {
+        CpuTlbs {
+            cpu0: CpuTlb::new(),
+            others: Vec::new(),
+        }
+    }
 }
 
 impl CpuTlbs {
     /// The TLB of CPU `cpu`.
     #[inline]
     pub(crate) fn cpu(&mut self, cpu: usize) -> &mut CpuTlb {
-        if cpu >= self.cpus.len() {
-            self.cpus.resize_with(cpu + 1, CpuTlb::new);
+        match cpu.checked_sub(1) {
+            None => &mut self.cpu0,
+            Some(other) => {
+                if other >= self.others.len() {
+                    self.others.resize_with(other + 1, CpuTlb::new);
+                }
+                &mut self.others[other]
+            }
         }
-        &mut self.cpus[cpu]
+    }
+
+    fn all(&mut self) -> impl Iterator<Item = &mut CpuTlb> {
+        std::iter::once(&mut self.cpu0).chain(self.others.iter_mut())
     }
 
     /// Linux `flush_tlb_page()` broadcast: the entry of the page holding
@@ -252,22 +270,22 @@ impl CpuTlbs {
     /// covering it.
     pub(crate) fn invalidate(&mut self, mm: MmId, va: u64) {
         let vpn = va >> PAGE_SHIFT;
-        for cpu in &mut self.cpus {
+        for cpu in self.all() {
             cpu.invalidate(mm, vpn);
         }
     }
 
     /// Every entry of `mm` on every CPU (its address space is gone).
     pub(crate) fn flush_mm(&mut self, mm: MmId) {
-        for cpu in &mut self.cpus {
+        for cpu in self.all() {
             cpu.flush_mm(mm);
         }
     }
 
     /// Every cached entry, CPU by CPU (for the checker).
     pub(crate) fn entries(&self) -> impl Iterator<Item = CpuTlbEntry> + '_ {
-        self.cpus
-            .iter()
+        std::iter::once(&self.cpu0)
+            .chain(&self.others)
             .flat_map(|c| c.entries.iter().filter(|e| !e.is_empty()).copied())
     }
 }

@@ -58,18 +58,19 @@ impl PageSlot {
     }
 }
 
-/// The slot of a frame's buffer plus one (0: the frame has no buffer, all
+/// The slot of a frame's buffer (`u32::MAX`: the frame has no buffer, all
 /// its bytes are zero), valid while the contents' generation is the one it
-/// was taken in (see the module doc).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+/// was taken in (see the module doc). No buffer is a slot number past any
+/// slab, so a use is one bounds check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BufIndex(u32);
 
 impl BufIndex {
     /// No buffer: the frame reads as zeros.
-    pub const NONE: BufIndex = BufIndex(0);
+    pub const NONE: BufIndex = BufIndex(u32::MAX);
 
     pub fn is_none(self) -> bool {
-        self.0 == 0
+        self == Self::NONE
     }
 }
 
@@ -146,7 +147,10 @@ impl PhysContents {
     /// ([`BufIndex::NONE`] for a frame without buffer or not present).
     #[inline]
     pub fn buf_index(&self, pfn: Pfn) -> BufIndex {
-        BufIndex(self.index.get(pfn).copied().unwrap_or(0))
+        match self.index.get(pfn) {
+            Some(&entry) if entry != 0 => BufIndex(entry - 1),
+            _ => BufIndex::NONE,
+        }
     }
 
     /// The bytes of buffer `index`, taken in the current generation; `None`
@@ -154,15 +158,16 @@ impl PhysContents {
     /// name another frame's buffer: the caller checks the generation.
     #[inline]
     pub fn bytes_at(&self, index: BufIndex) -> Option<&[u8]> {
-        let slot = (index.0 as usize).checked_sub(1)?;
-        self.slots.get(slot)?.as_ref().map(|b| &*b.bytes)
+        self.slots.get(index.0 as usize)?.as_ref().map(|b| &*b.bytes)
     }
 
     /// [`Self::bytes_at`], to write.
     #[inline]
     pub fn bytes_at_mut(&mut self, index: BufIndex) -> Option<&mut [u8]> {
-        let slot = (index.0 as usize).checked_sub(1)?;
-        self.slots.get_mut(slot)?.as_mut().map(|b| &mut *b.bytes)
+        self.slots
+            .get_mut(index.0 as usize)?
+            .as_mut()
+            .map(|b| &mut *b.bytes)
     }
 
     /// The handle of `pfn`'s buffer, giving it a zeroed one if it has none.
