@@ -295,7 +295,7 @@ impl Kernel {
             };
             if !passes
                 && let Err(f) = self.direct_check(
-                    memo,
+                    memo.pid,
                     ptr,
                     len,
                     value,
@@ -334,7 +334,7 @@ impl Kernel {
     #[inline(never)]
     fn direct_check(
         &self,
-        memo: FastMemo,
+        pid: Pid,
         ptr: TaggedPtr,
         len: u64,
         value: Option<u128>,
@@ -349,14 +349,14 @@ impl Kernel {
         let settings = self
             .procs
             .borrow()
-            .get(&memo.pid)
+            .get(&pid)
             .map(|p| p.check_settings())
             .expect("BUG: the direct path ran for a process that is gone");
         let outcome = mte::check_access(ptr, len, kind, settings, |g| {
             Some(tag_in(tags, g.as_u64() - page_base))
         })
         .expect("BUG: a translated access leaves the address space");
-        self.check_verdict(memo.pid, outcome)
+        self.check_verdict(pid, outcome)
     }
 }
 

@@ -158,7 +158,10 @@ impl PhysContents {
     /// name another frame's buffer: the caller checks the generation.
     #[inline]
     pub fn bytes_at(&self, index: BufIndex) -> Option<&[u8]> {
-        self.slots.get(index.0 as usize)?.as_ref().map(|b| &*b.bytes)
+        self.slots
+            .get(index.0 as usize)?
+            .as_ref()
+            .map(|b| &*b.bytes)
     }
 
     /// [`Self::bytes_at`], to write.
