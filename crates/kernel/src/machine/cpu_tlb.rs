@@ -18,18 +18,21 @@
 //! is torn down drops its entries (`Tlb`'s `Drop`, Linux: the ASID is
 //! retired); ids are never reused anyway.
 //!
-//! The buffer indices are hints, not part of the translation: they are
-//! valid while the contents' generation is the one the entry records
-//! ([`crate::phys::PhysContents::generation`], taken afresh whenever a
-//! frame's buffer is added or dropped); a hit in another generation looks
-//! both up again first, so contents changes need no flush (they do not on
-//! hardware either). With a valid generation, a buffer index reaches the
-//! bytes in one load from the slab, with no check of the frame.
+//! The buffer index and the copy of the page's tags are hints, not part of
+//! the translation: they are valid while the contents' epoch is the one the
+//! entry records ([`crate::phys::PhysContents::epoch`], which moves on
+//! every buffer added or dropped and every write but the direct path's own
+//! stores to frames that are not tag storage); a hit in another epoch takes
+//! both again first, so contents changes need no flush (they do not on
+//! hardware either). With a valid epoch, the buffer index reaches the bytes
+//! in one load from the slab, and the tag check reads the copy in the entry
+//! (128 bytes for a 4 KiB page: one nibble per granule), with no load of
+//! tag storage at all.
 //!
 //! An entry is laid out for the hit path: the key (page, address space),
-//! one byte of flags (readable, writable, tagged) so that the permission
-//! and the tagged test are one bit test each, the generation, the two
-//! buffer indices and the tags' offset. A free slot has a page number no
+//! one byte of flags (readable, writable, tagged, frame in tag storage) so
+//! that the permission and the tagged test are one bit test each, the
+//! epoch, the buffer index and the tags. A free slot has a page number no
 //! address has ([`EMPTY_VPN`]), so a lookup is a key compare with no
 //! separate validity test.
 
@@ -54,6 +57,13 @@ pub(crate) const READ: u8 = 1;
 pub(crate) const WRITE: u8 = 2;
 /// The page is mapped Normal Tagged.
 pub(crate) const TAGGED: u8 = 4;
+/// The frame lies in tag storage: a store to it may change some page's
+/// tags, so it takes a new epoch.
+pub(crate) const TAG_FRAME: u8 = 8;
+
+/// Tag bytes of one page (two tags a byte).
+pub(crate) const PAGE_TAG_BYTES: usize =
+    (crate::mm::layout::PAGE_SIZE / mte::GRANULE_SIZE / 2) as usize;
 
 /// Where the tags of a page live.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -69,16 +79,15 @@ pub(crate) struct TagLoc {
 pub(crate) struct CpuTlbEntry {
     pub(crate) vpn: u64,
     pub(crate) mm: MmId,
-    /// [`READ`], [`WRITE`], [`TAGGED`], from `access` and `tagged`.
+    /// [`READ`], [`WRITE`], [`TAGGED`], [`TAG_FRAME`].
     pub(crate) flags: u8,
-    /// The page's first tag byte in its tag storage frame (0 without).
-    pub(crate) tag_offset: u32,
-    /// The contents' generation the two buffer indices belong to.
-    pub(crate) generation: u64,
+    /// The contents' epoch the buffer index and tag copy belong to.
+    pub(crate) epoch: u64,
     /// The frame's data buffer (a hint, see the module doc).
     pub(crate) data: BufIndex,
-    /// The buffer of the tag storage frame (a hint; none: tags read 0).
-    pub(crate) tag_buf: BufIndex,
+    /// The page's tags in that epoch (zeros without tag storage or without
+    /// a buffer).
+    pub(crate) tag_copy: [u8; PAGE_TAG_BYTES],
     pub(crate) pfn: Pfn,
     pub(crate) access: Access,
     /// Mapped Normal Tagged.
@@ -90,8 +99,9 @@ pub(crate) struct CpuTlbEntry {
 }
 
 impl CpuTlbEntry {
-    /// An entry for page `vpn` of `mm` with no buffer hints yet (a
-    /// generation no contents has).
+    /// An entry for page `vpn` of `mm` with no hints yet (epoch 0, which
+    /// no contents has); `tag_frame`: `pfn` lies in tag storage.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         mm: MmId,
         vpn: u64,
@@ -100,6 +110,7 @@ impl CpuTlbEntry {
         tagged: bool,
         huge: bool,
         tags: Option<TagLoc>,
+        tag_frame: bool,
     ) -> CpuTlbEntry {
         let mut flags = 0;
         if matches!(access, Access::ReadOnly | Access::ReadWrite) {
@@ -111,16 +122,16 @@ impl CpuTlbEntry {
         if tagged {
             flags |= TAGGED;
         }
+        if tag_frame {
+            flags |= TAG_FRAME;
+        }
         CpuTlbEntry {
             vpn,
             mm,
             flags,
-            tag_offset: tags.map_or(0, |t| {
-                u32::try_from(t.offset).expect("BUG: a tag offset beyond a page")
-            }),
-            generation: 0,
+            epoch: 0,
             data: BufIndex::NONE,
-            tag_buf: BufIndex::NONE,
+            tag_copy: [0; PAGE_TAG_BYTES],
             pfn,
             access,
             tagged,
@@ -138,6 +149,7 @@ impl CpuTlbEntry {
             false,
             false,
             None,
+            false,
         )
     }
 
@@ -303,6 +315,7 @@ mod tests {
             false,
             huge,
             None,
+            false,
         )
     }
 

@@ -27,11 +27,11 @@ use mte::{AccessKind, CheckSettings, CheckTiming, GRANULE_SIZE, Tag, TaggedPtr};
 use uapi::{AccessSize, Command, Fault, Machine, Op, Outcome, Pid};
 
 use super::access::translate_leaf;
-use super::cpu_tlb::{CpuTlbEntry, READ, TAGGED, TagLoc, WRITE};
+use super::cpu_tlb::{CpuTlbEntry, PAGE_TAG_BYTES, READ, TAG_FRAME, TAGGED, TagLoc, WRITE};
 use super::{Kernel, PAGE};
 use crate::mm::MmId;
 use crate::mm::layout::{PAGE_SHIFT, TASK_SIZE};
-use crate::phys::{BufIndex, PhysContents};
+use crate::phys::PhysContents;
 
 /// The CPU whose TLB the direct path uses outside a parallel block
 /// (`Machine::run` runs its ops there).
@@ -62,22 +62,17 @@ impl FastMemo {
     }
 }
 
-/// The tag in the page's tag bytes `bytes` (`None`: the storage frame has
-/// no buffer, all tags 0) of the granule holding byte `in_page`.
+/// The tag in the page's tag bytes `bytes` of the granule holding byte
+/// `in_page`.
 #[inline]
-fn tag_in(bytes: Option<(&[u8], usize)>, in_page: u64) -> Tag {
-    match bytes {
-        None => Tag::ZERO,
-        Some((bytes, first)) => {
-            let granule = in_page / GRANULE_SIZE;
-            let nibble = if granule % 2 == 1 {
-                Nibble::High
-            } else {
-                Nibble::Low
-            };
-            nibble_tag(bytes[first + (granule / 2) as usize], nibble)
-        }
-    }
+fn tag_in(bytes: &[u8; PAGE_TAG_BYTES], in_page: u64) -> Tag {
+    let granule = in_page / GRANULE_SIZE;
+    let nibble = if granule % 2 == 1 {
+        Nibble::High
+    } else {
+        Nibble::Low
+    };
+    nibble_tag(bytes[(granule / 2) as usize], nibble)
 }
 
 /// The `size` bytes at `offset` of `bytes`, little endian: one fixed-size
@@ -212,7 +207,14 @@ impl Kernel {
             offset: geometry.page().page_offset(first) as usize,
         });
         Some(CpuTlbEntry::new(
-            mm, vpn, t.pfn, t.access, t.tagged, t.huge, tags,
+            mm,
+            vpn,
+            t.pfn,
+            t.access,
+            t.tagged,
+            t.huge,
+            tags,
+            geometry.is_tag_storage(t.pfn),
         ))
     }
 
@@ -273,34 +275,17 @@ impl Kernel {
         }
         let mut phys = self.mem.phys_mut();
         let contents = &mut phys.contents;
-        if entry.generation != contents.generation() {
+        if entry.epoch != contents.epoch() {
             refresh_hints(entry, contents);
         }
         if checked && entry.flags & TAGGED != 0 {
-            let c = &*contents;
-            let tags = c.bytes_at(entry.tag_buf);
             // One granule whose tag matches passes (what `check_access`
             // decides for it); anything else is `check_access`'s to decide.
             let one_granule = in_page / GRANULE_SIZE == (in_page + len - 1) / GRANULE_SIZE;
-            let passes = one_granule && {
-                let tag = match tags {
-                    Some(bytes) => {
-                        let byte = bytes
-                            [entry.tag_offset as usize + (in_page / (2 * GRANULE_SIZE)) as usize];
-                        byte >> ((in_page / GRANULE_SIZE) % 2 * 4) & 0xf
-                    }
-                    None => 0,
-                };
-                tag == ptr.tag().value()
-            };
-            if !passes
-                && let Err(f) = self.direct_check(
-                    memo.pid,
-                    ptr,
-                    len,
-                    value,
-                    tags.map(|b| (b, entry.tag_offset as usize)),
-                )
+            let byte = entry.tag_copy[(in_page / (2 * GRANULE_SIZE)) as usize % PAGE_TAG_BYTES];
+            let tag = byte >> ((in_page / GRANULE_SIZE) % 2 * 4) & 0xf;
+            if !(one_granule && tag == ptr.tag().value())
+                && let Err(f) = self.direct_check(memo.pid, ptr, len, value, &entry.tag_copy)
             {
                 return Some(Outcome::Fault(f));
             }
@@ -313,7 +298,13 @@ impl Kernel {
                     .map_or(0, |bytes| read_le(bytes, offset, size)),
             ),
             Some(value) => {
-                match contents.bytes_at_mut(entry.data) {
+                // A store to a tag storage frame may change tags: tracked.
+                let bytes = if entry.flags & TAG_FRAME == 0 {
+                    contents.bytes_at_mut_quiet(entry.data)
+                } else {
+                    contents.bytes_at_mut(entry.data)
+                };
+                match bytes {
                     Some(bytes) => write_le(bytes, offset, size, value),
                     None => first_write(
                         entry,
@@ -338,7 +329,7 @@ impl Kernel {
         ptr: TaggedPtr,
         len: u64,
         value: Option<u128>,
-        tags: Option<(&[u8], usize)>,
+        tags: &[u8; PAGE_TAG_BYTES],
     ) -> Result<(), Fault> {
         let kind = match value {
             None => AccessKind::Load,
@@ -360,15 +351,20 @@ impl Kernel {
     }
 }
 
-/// Takes `entry`'s buffer indices again in the contents' generation.
+/// Takes `entry`'s buffer index and tag copy again in the contents' epoch.
 #[cold]
 #[inline(never)]
 fn refresh_hints(entry: &mut CpuTlbEntry, contents: &PhysContents) {
-    entry.generation = contents.generation();
+    entry.epoch = contents.epoch();
     entry.data = contents.buf_index(entry.pfn);
-    entry.tag_buf = entry
-        .tags
-        .map_or(BufIndex::NONE, |t| contents.buf_index(t.frame));
+    entry.tag_copy = [0; PAGE_TAG_BYTES];
+    if let Some(t) = entry.tags
+        && let Some(bytes) = contents.bytes_at(contents.buf_index(t.frame))
+    {
+        entry
+            .tag_copy
+            .copy_from_slice(&bytes[t.offset..t.offset + PAGE_TAG_BYTES]);
+    }
 }
 
 /// A store of `data` at `offset` of `entry`'s frame, which has no buffer
