@@ -3,9 +3,9 @@
 //! through an established mapping needs, so that a hit touches no map of the
 //! kernel: the address space (as an ASID: entries of every address space
 //! share the cache), the virtual page, the frame, what the leaf allows, the
-//! tagged bit, the handle of the frame's data buffer and where the page's
-//! tags live (the tag storage frame, the first tag byte in it, the handle of
-//! that frame's buffer).
+//! tagged bit, where the page's tags live (the tag storage frame and the
+//! first tag byte in it), and two hints: the index of the frame's data
+//! buffer and a copy of the page's tags.
 //!
 //! Contract: every entry translates as the page table does now. It holds
 //! because entries are only made from a translation of the per-address-space

@@ -14,13 +14,18 @@
 //! translation that faults or forbids the access, an unknown process)
 //! takes the full kernel path, which runs the fault handler.
 //!
-//! The process's check settings and address space are remembered for the
-//! last process served (`FastMemo`); every op of the full path clears the
-//! memo first (`Kernel::op`), since only those change a process.
+//! The process's address space and whether its settings check loads and
+//! stores are remembered for the last process served (`FastMemo`); every
+//! op of the full path clears the memo first (`Kernel::op`), since only
+//! those change a process. The cold tag check reads the settings afresh.
 //!
-//! Accesses made here run on CPU 0, the CPU `Machine::run` runs its ops on
-//! ([`DIRECT_CPU`]); the per-CPU TLBs of other CPUs stay empty until
-//! something runs accesses on them, and flushes reach all of them.
+//! Outside parallel blocks, accesses run on CPU 0, the CPU `Machine::run`
+//! runs its ops on ([`DIRECT_CPU`]). In a parallel block
+//! (`Machine::run_parallel`), a load or store task tries the direct path on
+//! its own CPU's TLB first (`Kernel::task_fast_access`, with the settings
+//! read afresh, since another task may change them): the full path of an
+//! access that translates has no switch point, so the schedules are the
+//! same. Flushes reach every CPU's TLB.
 
 use mte::packing::{Nibble, nibble_tag};
 use mte::{AccessKind, CheckSettings, CheckTiming, GRANULE_SIZE, Tag, TaggedPtr};
