@@ -3,9 +3,9 @@
 //! through an established mapping needs, so that a hit touches no map of the
 //! kernel: the address space (as an ASID: entries of every address space
 //! share the cache), the virtual page, the frame, what the leaf allows, the
-//! tagged bit, the handle of the frame's data buffer and where the page's
-//! tags live (the tag storage frame, the first tag byte in it, the handle of
-//! that frame's buffer).
+//! tagged bit, where the page's tags live (the tag storage frame and the
+//! first tag byte in it), and two hints: the index of the frame's data
+//! buffer and a copy of the page's tags.
 //!
 //! Contract: every entry translates as the page table does now. It holds
 //! because entries are only made from a translation of the per-address-space
@@ -18,23 +18,52 @@
 //! is torn down drops its entries (`Tlb`'s `Drop`, Linux: the ASID is
 //! retired); ids are never reused anyway.
 //!
-//! The buffer handles are hints, not part of the translation: a handle
-//! whose buffer was dropped or never existed (a frame of zeros) is detected
-//! ([`crate::phys::PhysContents::slot_bytes`] checks the frame) and looked
-//! up again, so contents changes need no flush (they do not on hardware
-//! either).
+//! The buffer index and the copy of the page's tags are hints, not part of
+//! the translation: they are valid while the contents' epoch is the one the
+//! entry records ([`crate::phys::PhysContents::epoch`], which moves on
+//! every buffer added or dropped and every write but the direct path's own
+//! stores to frames that are not tag storage); a hit in another epoch takes
+//! both again first, so contents changes need no flush (they do not on
+//! hardware either). With a valid epoch, the buffer index reaches the bytes
+//! in one load from the slab, and the tag check reads the copy in the entry
+//! (128 bytes for a 4 KiB page: one nibble per granule), with no load of
+//! tag storage at all.
+//!
+//! An entry is laid out for the hit path: the key (page, address space),
+//! one byte of flags (readable, writable, tagged, frame in tag storage) so
+//! that the permission and the tagged test are one bit test each, the
+//! epoch, the buffer index and the tags. A free slot has a page number no
+//! address has ([`EMPTY_VPN`]), so a lookup is a key compare with no
+//! separate validity test.
 
 use mte::Pfn;
 
 use crate::mm::layout::PAGE_SHIFT;
-use crate::mm::{Access, MmId};
-use crate::phys::PageSlot;
+use crate::mm::{Access, Id, MmId};
+use crate::phys::BufIndex;
 
 /// Entries per CPU (direct mapped by virtual page number).
 pub(crate) const CPU_TLB_ENTRIES: usize = 256;
 
+/// The page number of a free slot (user pages are below `2^36`).
+const EMPTY_VPN: u64 = u64::MAX;
+
 /// Pages per 2 MiB block.
 const BLOCK_PAGES_SHIFT: u32 = crate::mm::layout::PMD_SHIFT - PAGE_SHIFT;
+
+/// [`CpuTlbEntry::flags`]: the leaf allows loads.
+pub(crate) const READ: u8 = 1;
+/// The leaf allows stores.
+pub(crate) const WRITE: u8 = 2;
+/// The page is mapped Normal Tagged.
+pub(crate) const TAGGED: u8 = 4;
+/// The frame lies in tag storage: a store to it may change some page's
+/// tags, so it takes a new epoch.
+pub(crate) const TAG_FRAME: u8 = 8;
+
+/// Tag bytes of one page (two tags a byte).
+pub(crate) const PAGE_TAG_BYTES: usize =
+    (crate::mm::layout::PAGE_SIZE / mte::GRANULE_SIZE / 2) as usize;
 
 /// Where the tags of a page live.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -43,31 +72,98 @@ pub(crate) struct TagLoc {
     pub(crate) frame: Pfn,
     /// The page's first tag byte within that frame.
     pub(crate) offset: usize,
-    /// The frame's buffer (a hint, see the module doc).
-    pub(crate) slot: Option<PageSlot>,
 }
 
 /// One cached translation and what an access through it needs.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) struct CpuTlbEntry {
-    pub(crate) mm: MmId,
     pub(crate) vpn: u64,
+    pub(crate) mm: MmId,
+    /// [`READ`], [`WRITE`], [`TAGGED`], [`TAG_FRAME`].
+    pub(crate) flags: u8,
+    /// The contents' epoch the buffer index and tag copy belong to.
+    pub(crate) epoch: u64,
+    /// The frame's data buffer (a hint, see the module doc).
+    pub(crate) data: BufIndex,
+    /// The page's tags in that epoch (zeros without tag storage or without
+    /// a buffer).
+    pub(crate) tag_copy: [u8; PAGE_TAG_BYTES],
     pub(crate) pfn: Pfn,
     pub(crate) access: Access,
     /// Mapped Normal Tagged.
     pub(crate) tagged: bool,
     /// Made from a 2 MiB block translation (a block flush drops it).
     pub(crate) huge: bool,
-    /// The frame's data buffer (a hint, see the module doc).
-    pub(crate) data: Option<PageSlot>,
     /// `None`: no tag storage covers the frame (its tags read 0).
     pub(crate) tags: Option<TagLoc>,
+}
+
+impl CpuTlbEntry {
+    /// An entry for page `vpn` of `mm` with no hints yet (epoch 0, which
+    /// no contents has); `tag_frame`: `pfn` lies in tag storage.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        mm: MmId,
+        vpn: u64,
+        pfn: Pfn,
+        access: Access,
+        tagged: bool,
+        huge: bool,
+        tags: Option<TagLoc>,
+        tag_frame: bool,
+    ) -> CpuTlbEntry {
+        let mut flags = 0;
+        if matches!(access, Access::ReadOnly | Access::ReadWrite) {
+            flags |= READ;
+        }
+        if access == Access::ReadWrite {
+            flags |= WRITE;
+        }
+        if tagged {
+            flags |= TAGGED;
+        }
+        if tag_frame {
+            flags |= TAG_FRAME;
+        }
+        CpuTlbEntry {
+            vpn,
+            mm,
+            flags,
+            epoch: 0,
+            data: BufIndex::NONE,
+            tag_copy: [0; PAGE_TAG_BYTES],
+            pfn,
+            access,
+            tagged,
+            huge,
+            tags,
+        }
+    }
+
+    fn empty() -> CpuTlbEntry {
+        CpuTlbEntry::new(
+            MmId::from_raw(0),
+            EMPTY_VPN,
+            Pfn::new(0),
+            Access::None,
+            false,
+            false,
+            None,
+            false,
+        )
+    }
+
+    fn is_empty(&self) -> bool {
+        self.vpn == EMPTY_VPN
+    }
 }
 
 /// The TLB of one CPU.
 #[derive(Clone, Debug)]
 pub(crate) struct CpuTlb {
-    entries: Vec<Option<CpuTlbEntry>>,
+    /// A fixed-size array in place: the slot of a page is its number's low
+    /// byte, so no index is bounds checked and no pointer is followed.
+    entries: [CpuTlbEntry; CPU_TLB_ENTRIES],
     /// Entries made from blocks since the last time none was left: while 0,
     /// a flush looks at one slot only.
     huge: usize,
@@ -76,7 +172,7 @@ pub(crate) struct CpuTlb {
 impl CpuTlb {
     fn new() -> CpuTlb {
         CpuTlb {
-            entries: vec![None; CPU_TLB_ENTRIES],
+            entries: [CpuTlbEntry::empty(); CPU_TLB_ENTRIES],
             huge: 0,
         }
     }
@@ -89,38 +185,38 @@ impl CpuTlb {
     /// The entry of page `vpn` of `mm`.
     #[cfg(test)]
     pub(crate) fn lookup(&self, mm: MmId, vpn: u64) -> Option<CpuTlbEntry> {
-        self.entries[Self::slot(vpn)].filter(|e| e.vpn == vpn && e.mm == mm)
+        let e = self.entries[Self::slot(vpn)];
+        (e.vpn == vpn && e.mm == mm).then_some(e)
     }
 
     pub(crate) fn fill(&mut self, entry: CpuTlbEntry) {
         if entry.huge {
             self.huge += 1;
         }
-        self.entries[Self::slot(entry.vpn)] = Some(entry);
+        self.entries[Self::slot(entry.vpn)] = entry;
     }
 
     /// The entry of page `vpn` of `mm`, to use and to replace its buffer
     /// hints in place.
     #[inline]
     pub(crate) fn lookup_mut(&mut self, mm: MmId, vpn: u64) -> Option<&mut CpuTlbEntry> {
-        self.entries[Self::slot(vpn)]
-            .as_mut()
-            .filter(|e| e.vpn == vpn && e.mm == mm)
+        let e = &mut self.entries[Self::slot(vpn)];
+        (e.vpn == vpn && e.mm == mm).then_some(e)
     }
 
     fn invalidate(&mut self, mm: MmId, vpn: u64) {
         let slot = &mut self.entries[Self::slot(vpn)];
-        if slot.is_some_and(|e| e.vpn == vpn && e.mm == mm) {
-            *slot = None;
+        if slot.vpn == vpn && slot.mm == mm {
+            *slot = CpuTlbEntry::empty();
         }
         if self.huge > 0 {
             // A block flush drops every page entry made from that block.
             let block = vpn >> BLOCK_PAGES_SHIFT;
             let mut left = 0;
-            for slot in &mut self.entries {
-                if let Some(e) = slot.filter(|e| e.huge) {
-                    if e.mm == mm && e.vpn >> BLOCK_PAGES_SHIFT == block {
-                        *slot = None;
+            for slot in self.entries.iter_mut() {
+                if slot.huge && !slot.is_empty() {
+                    if slot.mm == mm && slot.vpn >> BLOCK_PAGES_SHIFT == block {
+                        *slot = CpuTlbEntry::empty();
                     } else {
                         left += 1;
                     }
@@ -131,29 +227,54 @@ impl CpuTlb {
     }
 
     fn flush_mm(&mut self, mm: MmId) {
-        for slot in &mut self.entries {
-            if slot.is_some_and(|e| e.mm == mm) {
-                *slot = None;
+        for slot in self.entries.iter_mut() {
+            if !slot.is_empty() && slot.mm == mm {
+                *slot = CpuTlbEntry::empty();
             }
         }
-        self.huge = self.entries.iter().flatten().filter(|e| e.huge).count();
+        self.huge = self
+            .entries
+            .iter()
+            .filter(|e| !e.is_empty() && e.huge)
+            .count();
     }
 }
 
-/// Every CPU's TLB (made on first use of a CPU).
-#[derive(Clone, Debug, Default)]
+/// Every CPU's TLB: CPU 0's in place (the direct path outside parallel
+/// blocks reaches its entries with no pointer to follow), the others' made
+/// on first use of a CPU.
+#[derive(Clone, Debug)]
 pub(crate) struct CpuTlbs {
-    cpus: Vec<CpuTlb>,
+    cpu0: CpuTlb,
+    others: Vec<CpuTlb>,
+}
+
+impl Default for CpuTlbs {
+    fn default() -> CpuTlbs {
+        CpuTlbs {
+            cpu0: CpuTlb::new(),
+            others: Vec::new(),
+        }
+    }
 }
 
 impl CpuTlbs {
     /// The TLB of CPU `cpu`.
     #[inline]
     pub(crate) fn cpu(&mut self, cpu: usize) -> &mut CpuTlb {
-        if cpu >= self.cpus.len() {
-            self.cpus.resize_with(cpu + 1, CpuTlb::new);
+        match cpu.checked_sub(1) {
+            None => &mut self.cpu0,
+            Some(other) => {
+                if other >= self.others.len() {
+                    self.others.resize_with(other + 1, CpuTlb::new);
+                }
+                &mut self.others[other]
+            }
         }
-        &mut self.cpus[cpu]
+    }
+
+    fn all(&mut self) -> impl Iterator<Item = &mut CpuTlb> {
+        std::iter::once(&mut self.cpu0).chain(self.others.iter_mut())
     }
 
     /// Linux `flush_tlb_page()` broadcast: the entry of the page holding
@@ -161,42 +282,41 @@ impl CpuTlbs {
     /// covering it.
     pub(crate) fn invalidate(&mut self, mm: MmId, va: u64) {
         let vpn = va >> PAGE_SHIFT;
-        for cpu in &mut self.cpus {
+        for cpu in self.all() {
             cpu.invalidate(mm, vpn);
         }
     }
 
     /// Every entry of `mm` on every CPU (its address space is gone).
     pub(crate) fn flush_mm(&mut self, mm: MmId) {
-        for cpu in &mut self.cpus {
+        for cpu in self.all() {
             cpu.flush_mm(mm);
         }
     }
 
     /// Every cached entry, CPU by CPU (for the checker).
     pub(crate) fn entries(&self) -> impl Iterator<Item = CpuTlbEntry> + '_ {
-        self.cpus
-            .iter()
-            .flat_map(|c| c.entries.iter().flatten().copied())
+        std::iter::once(&self.cpu0)
+            .chain(&self.others)
+            .flat_map(|c| c.entries.iter().filter(|e| !e.is_empty()).copied())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mm::Id;
 
     fn entry(mm: u64, vpn: u64, huge: bool) -> CpuTlbEntry {
-        CpuTlbEntry {
-            mm: MmId::from_raw(mm),
+        CpuTlbEntry::new(
+            MmId::from_raw(mm),
             vpn,
-            pfn: Pfn::new(vpn + 100),
-            access: Access::ReadWrite,
-            tagged: false,
+            Pfn::new(vpn + 100),
+            Access::ReadWrite,
+            false,
             huge,
-            data: None,
-            tags: None,
-        }
+            None,
+            false,
+        )
     }
 
     #[test]

@@ -14,53 +14,70 @@
 //! translation that faults or forbids the access, an unknown process)
 //! takes the full kernel path, which runs the fault handler.
 //!
-//! The process's check settings and address space are remembered for the
-//! last process served (`FastMemo`); every op of the full path clears the
-//! memo first (`Kernel::op`), since only those change a process.
+//! The process's address space and whether its settings check loads and
+//! stores are remembered for the last process served (`FastMemo`); every
+//! op of the full path clears the memo first (`Kernel::op`), since only
+//! those change a process. The cold tag check reads the settings afresh.
 //!
-//! Accesses made here run on CPU 0, the CPU `Machine::run` runs its ops on
-//! ([`DIRECT_CPU`]); the per-CPU TLBs of other CPUs stay empty until
-//! something runs accesses on them, and flushes reach all of them.
+//! Outside parallel blocks, accesses run on CPU 0, the CPU `Machine::run`
+//! runs its ops on ([`DIRECT_CPU`]). In a parallel block
+//! (`Machine::run_parallel`), a load or store task tries the direct path on
+//! its own CPU's TLB first (`Kernel::task_fast_access`, with the settings
+//! read afresh, since another task may change them): the full path of an
+//! access that translates has no switch point, so the schedules are the
+//! same. Flushes reach every CPU's TLB.
 
 use mte::packing::{Nibble, nibble_tag};
-use mte::{AccessKind, CheckOutcome, CheckSettings, CheckTiming, GRANULE_SIZE, Tag, TaggedPtr};
-use uapi::{AccessSize, Command, Machine, Op, Outcome, Pid};
+use mte::{AccessKind, CheckSettings, CheckTiming, GRANULE_SIZE, Tag, TaggedPtr};
+use uapi::{AccessSize, Command, Fault, Machine, Op, Outcome, Pid};
 
-use super::access::{permits, translate_leaf};
-use super::cpu_tlb::{CpuTlbEntry, TagLoc};
-use super::fault::Need;
+use super::access::translate_leaf;
+use super::cpu_tlb::{CpuTlbEntry, PAGE_TAG_BYTES, READ, TAG_FRAME, TAGGED, TagLoc, WRITE};
 use super::{Kernel, PAGE};
 use crate::mm::MmId;
 use crate::mm::layout::{PAGE_SHIFT, TASK_SIZE};
+use crate::phys::PhysContents;
 
-/// The CPU whose TLB the direct path uses.
+/// The CPU whose TLB the direct path uses outside a parallel block
+/// (`Machine::run` runs its ops there).
 pub(crate) const DIRECT_CPU: usize = 0;
 
-/// The last process the direct path served: its address space and check
-/// settings (see the module doc for when it is cleared).
+/// A process's address space and whether its settings check a load or a
+/// store at all, as the direct path needs them: remembered for the last
+/// process served (see the module doc for when it is cleared), or taken
+/// afresh in a parallel block. Small and plain on purpose: it is copied
+/// into every access (a wider copy with odd offsets was read back across
+/// two stores, a store-forwarding stall that cost half of an access).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct FastMemo {
-    pid: Pid,
     mm: MmId,
-    settings: CheckSettings,
+    pid: Pid,
+    load_checked: bool,
+    store_checked: bool,
 }
 
-/// The tag in the page's tag bytes `bytes` (`None`: the storage frame has
-/// no buffer, all tags 0) of the granule holding byte `in_page`.
-#[inline]
-fn tag_in(bytes: Option<(&[u8], usize)>, in_page: u64) -> Tag {
-    match bytes {
-        None => Tag::ZERO,
-        Some((bytes, first)) => {
-            let granule = in_page / GRANULE_SIZE;
-            let nibble = if granule % 2 == 1 {
-                Nibble::High
-            } else {
-                Nibble::Low
-            };
-            nibble_tag(bytes[first + (granule / 2) as usize], nibble)
+impl FastMemo {
+    fn new(pid: Pid, mm: MmId, settings: CheckSettings) -> FastMemo {
+        FastMemo {
+            mm,
+            pid,
+            load_checked: settings.timing(AccessKind::Load) != CheckTiming::Unchecked,
+            store_checked: settings.timing(AccessKind::Store) != CheckTiming::Unchecked,
         }
     }
+}
+
+/// The tag in the page's tag bytes `bytes` of the granule holding byte
+/// `in_page`.
+#[inline]
+fn tag_in(bytes: &[u8; PAGE_TAG_BYTES], in_page: u64) -> Tag {
+    let granule = in_page / GRANULE_SIZE;
+    let nibble = if granule % 2 == 1 {
+        Nibble::High
+    } else {
+        Nibble::Low
+    };
+    nibble_tag(bytes[(granule / 2) as usize], nibble)
 }
 
 /// The `size` bytes at `offset` of `bytes`, little endian: one fixed-size
@@ -99,7 +116,7 @@ impl Kernel {
     /// A load of `size` bytes at `ptr` by `pid`: the direct path when the
     /// page is established, else the full path (see the module doc).
     /// Inlined, like [`Self::store_direct`], into the caller's loop.
-    #[inline]
+    #[inline(always)]
     pub fn load_direct(&mut self, pid: Pid, ptr: TaggedPtr, size: AccessSize) -> Outcome {
         match self.direct_access(pid, ptr, size, None) {
             Some(outcome) => outcome,
@@ -108,7 +125,7 @@ impl Kernel {
     }
 
     /// A store of the low `size` bytes of `value` at `ptr` by `pid`.
-    #[inline]
+    #[inline(always)]
     pub fn store_direct(
         &mut self,
         pid: Pid,
@@ -145,24 +162,41 @@ impl Kernel {
         match self.fast_memo.get() {
             Some(memo) if memo.pid == pid => Some(memo),
             _ => {
-                let memo = {
-                    let procs = self.procs.borrow();
-                    let p = procs.get(&pid)?;
-                    FastMemo {
-                        pid,
-                        mm: p.mm,
-                        settings: p.check_settings(),
-                    }
-                };
+                let memo = self.fresh_memo(pid)?;
                 self.fast_memo.set(Some(memo));
                 Some(memo)
             }
         }
     }
 
+    /// `pid`'s address space and settings now, `None` for no such process.
+    fn fresh_memo(&self, pid: Pid) -> Option<FastMemo> {
+        let procs = self.procs.borrow();
+        let p = procs.get(&pid)?;
+        Some(FastMemo::new(pid, p.mm, p.check_settings()))
+    }
+
+    /// The direct path for a `load` or `store` command run as a task of a
+    /// parallel block: on the task's CPU and its TLB, with the process's
+    /// settings read afresh (another task may change them between two
+    /// accesses, and only ops clear the memo); `None` when the full path
+    /// must run. The full path of a load or store that translates has no
+    /// switch point, so taking this one instead changes no schedule.
+    pub(crate) fn task_fast_access(&self, pid: Pid, command: &Command) -> Option<Outcome> {
+        let (ptr, size, value) = match command {
+            Command::Load { ptr, size } => (*ptr, *size, None),
+            Command::Store { ptr, size, value } => (*ptr, *size, Some(*value)),
+            _ => return None,
+        };
+        let cpu = self.sched.current_cpu().as_u32() as usize;
+        let memo = self.fresh_memo(pid)?;
+        self.direct_access_on(cpu, memo, ptr, size, value)
+    }
+
     /// A per-CPU TLB entry for page `vpn` of `mm` from the translation the
     /// full path would find (which fills the address space's TLB and sets
-    /// the access flag as it does); `None` if nothing valid maps it.
+    /// the access flag as it does); `None` if nothing valid maps it. Its
+    /// buffer hints are taken on first use.
     fn direct_entry(&self, mm: MmId, vpn: u64) -> Option<CpuTlbEntry> {
         let base = vpn << PAGE_SHIFT;
         if base >= TASK_SIZE {
@@ -173,32 +207,23 @@ impl Kernel {
             translate_leaf(mms.get_mut(&mm)?, base)?
         };
         let geometry = self.mem.geometry();
-        let phys = self.mem.phys();
-        let tags = geometry.tag_bytes_of(t.pfn).map(|first| {
-            let frame = geometry.pfn_of(first);
-            TagLoc {
-                frame,
-                offset: geometry.page().page_offset(first) as usize,
-                slot: phys.contents.page_slot(frame),
-            }
+        let tags = geometry.tag_bytes_of(t.pfn).map(|first| TagLoc {
+            frame: geometry.pfn_of(first),
+            offset: geometry.page().page_offset(first) as usize,
         });
-        Some(CpuTlbEntry {
+        Some(CpuTlbEntry::new(
             mm,
             vpn,
-            pfn: t.pfn,
-            access: t.access,
-            tagged: t.tagged,
-            huge: t.huge,
-            data: phys.contents.page_slot(t.pfn),
+            t.pfn,
+            t.access,
+            t.tagged,
+            t.huge,
             tags,
-        })
+            geometry.is_tag_storage(t.pfn),
+        ))
     }
 
-    /// The direct path (see the module doc): `Some` with the outcome the
-    /// full path would give, or `None` when the full path must run.
-    /// Inlined into its callers so that the outcome is built where it is
-    /// returned (a copy of it read back wider than it was written stalls
-    /// store forwarding, which cost more than the rest of an access).
+    /// The direct path on CPU 0 with the memo (see the module doc).
     #[inline(always)]
     pub(crate) fn direct_access(
         &self,
@@ -207,96 +232,154 @@ impl Kernel {
         size: AccessSize,
         value: Option<u128>,
     ) -> Option<Outcome> {
+        let memo = self.direct_memo(pid)?;
+        self.direct_access_on(DIRECT_CPU, memo, ptr, size, value)
+    }
+
+    /// The direct path on `cpu` for the process `memo` describes: `Some`
+    /// with the outcome the full path would give, or `None` when the full
+    /// path must run. Inlined into its callers so that the outcome is built
+    /// where it is returned (a copy of it read back wider than it was
+    /// written stalls store forwarding, which cost more than the rest of an
+    /// access). A hit is: the key compare, one flag bit for the permission
+    /// and one for tagged, the generation compare, one nibble compare for
+    /// an access within one granule, then a fixed-size copy; everything
+    /// else is out of line.
+    #[inline(always)]
+    fn direct_access_on(
+        &self,
+        cpu: usize,
+        memo: FastMemo,
+        ptr: TaggedPtr,
+        size: AccessSize,
+        value: Option<u128>,
+    ) -> Option<Outcome> {
         let len = size.bytes();
         let start = ptr.addr().as_u64();
-        let vpn = start >> PAGE_SHIFT;
-        if (start + len - 1) >> PAGE_SHIFT != vpn {
+        let in_page = start & (PAGE - 1);
+        if in_page + len > PAGE {
             return None;
         }
-        let memo = self.direct_memo(pid)?;
-        let (need, kind) = match value {
-            None => (Need::Read, AccessKind::Load),
-            Some(_) => (Need::Write, AccessKind::Store),
+        let vpn = start >> PAGE_SHIFT;
+        let (need, checked) = match value {
+            None => (READ, memo.load_checked),
+            Some(_) => (WRITE, memo.store_checked),
         };
         let mut tlbs = self.cpu_tlbs.borrow_mut();
-        let cpu = tlbs.cpu(DIRECT_CPU);
-        if cpu.lookup_mut(memo.mm, vpn).is_none() {
-            let e = self.direct_entry(memo.mm, vpn)?;
-            cpu.fill(e);
-        }
-        let entry = cpu
-            .lookup_mut(memo.mm, vpn)
-            .expect("BUG: an entry just filled is gone");
-        if !permits(entry.access, need) {
+        let tlb = tlbs.cpu(cpu);
+        let entry = match tlb.lookup_mut(memo.mm, vpn) {
+            Some(entry) => entry,
+            None => {
+                tlb.fill(self.direct_entry(memo.mm, vpn)?);
+                tlb.lookup_mut(memo.mm, vpn)
+                    .expect("BUG: an entry just filled is gone")
+            }
+        };
+        if entry.flags & need == 0 {
             return None;
         }
         let mut phys = self.mem.phys_mut();
         let contents = &mut phys.contents;
-        let in_page = start & (PAGE - 1);
-        let settings = memo.settings;
-        let outcome = if !entry.tagged || settings.timing(kind) == CheckTiming::Unchecked {
-            CheckOutcome::Pass
-        } else {
-            let c = &*contents;
-            // Where the page's tags are: the hint, else looked up again
-            // (and the hint replaced).
-            let bytes = match entry.tags.as_mut() {
-                None => None,
-                Some(loc) => match loc.slot.and_then(|s| c.slot_bytes(s)) {
-                    Some(b) => Some((b, loc.offset)),
-                    None => {
-                        loc.slot = c.page_slot(loc.frame);
-                        loc.slot
-                            .and_then(|s| c.slot_bytes(s))
-                            .map(|b| (b, loc.offset))
-                    }
-                },
-            };
+        if entry.epoch != contents.epoch() {
+            refresh_hints(entry, contents);
+        }
+        if checked && entry.flags & TAGGED != 0 {
             // One granule whose tag matches passes (what `check_access`
             // decides for it); anything else is `check_access`'s to decide.
-            let page_base = start - in_page;
             let one_granule = in_page / GRANULE_SIZE == (in_page + len - 1) / GRANULE_SIZE;
-            if one_granule && tag_in(bytes, in_page) == ptr.tag() {
-                CheckOutcome::Pass
-            } else {
-                mte::check_access(ptr, len, kind, settings, |g| {
-                    Some(tag_in(bytes, g.as_u64() - page_base))
-                })
-                .expect("BUG: a translated access leaves the address space")
+            let byte = entry.tag_copy[(in_page / (2 * GRANULE_SIZE)) as usize % PAGE_TAG_BYTES];
+            let tag = byte >> ((in_page / GRANULE_SIZE) % 2 * 4) & 0xf;
+            if !(one_granule && tag == ptr.tag().value())
+                && let Err(f) = self.direct_check(memo.pid, ptr, len, value, &entry.tag_copy)
+            {
+                return Some(Outcome::Fault(f));
             }
-        };
-        if !matches!(outcome, CheckOutcome::Pass)
-            && let Err(f) = self.check_verdict(pid, outcome)
-        {
-            return Some(Outcome::Fault(f));
         }
         let offset = in_page as usize;
         Some(match value {
-            None => {
-                let c = &*contents;
-                let value = match entry.data.and_then(|s| c.slot_bytes(s)) {
-                    Some(bytes) => read_le(bytes, offset, size),
-                    None => {
-                        entry.data = c.page_slot(entry.pfn);
-                        entry
-                            .data
-                            .and_then(|s| c.slot_bytes(s))
-                            .map_or(0, |bytes| read_le(bytes, offset, size))
-                    }
-                };
-                Outcome::Value(value)
-            }
+            None => Outcome::Value(
+                contents
+                    .bytes_at(entry.data)
+                    .map_or(0, |bytes| read_le(bytes, offset, size)),
+            ),
             Some(value) => {
-                if let Some(bytes) = entry.data.and_then(|s| contents.slot_bytes_mut(s)) {
-                    write_le(bytes, offset, size, value);
+                // A store to a tag storage frame may change tags: tracked.
+                let bytes = if entry.flags & TAG_FRAME == 0 {
+                    contents.bytes_at_mut_quiet(entry.data)
                 } else {
-                    contents
-                        .write_in_frame(entry.pfn, offset, &value.to_le_bytes()[..len as usize])
-                        .expect("BUG: a mapped frame is present");
-                    entry.data = contents.page_slot(entry.pfn);
+                    contents.bytes_at_mut(entry.data)
+                };
+                match bytes {
+                    Some(bytes) => write_le(bytes, offset, size, value),
+                    None => first_write(
+                        entry,
+                        contents,
+                        offset,
+                        &value.to_le_bytes()[..len as usize],
+                    ),
                 }
                 Outcome::Ok
             }
         })
     }
+
+    /// The tag check of an access the one-granule shortcut did not pass:
+    /// [`mte::check_access`] with the page's tag bytes, and its verdict
+    /// (faults reported, async faults recorded, counters moved).
+    #[cold]
+    #[inline(never)]
+    fn direct_check(
+        &self,
+        pid: Pid,
+        ptr: TaggedPtr,
+        len: u64,
+        value: Option<u128>,
+        tags: &[u8; PAGE_TAG_BYTES],
+    ) -> Result<(), Fault> {
+        let kind = match value {
+            None => AccessKind::Load,
+            Some(_) => AccessKind::Store,
+        };
+        let page_base = ptr.addr().as_u64() & !(PAGE - 1);
+        // The settings the memo was made from: only ops change them.
+        let settings = self
+            .procs
+            .borrow()
+            .get(&pid)
+            .map(|p| p.check_settings())
+            .expect("BUG: the direct path ran for a process that is gone");
+        let outcome = mte::check_access(ptr, len, kind, settings, |g| {
+            Some(tag_in(tags, g.as_u64() - page_base))
+        })
+        .expect("BUG: a translated access leaves the address space");
+        self.check_verdict(pid, outcome)
+    }
+}
+
+/// Takes `entry`'s buffer index and tag copy again in the contents' epoch.
+#[cold]
+#[inline(never)]
+fn refresh_hints(entry: &mut CpuTlbEntry, contents: &PhysContents) {
+    entry.epoch = contents.epoch();
+    entry.data = contents.buf_index(entry.pfn);
+    entry.tag_copy = [0; PAGE_TAG_BYTES];
+    if let Some(t) = entry.tags
+        && let Some(bytes) = contents.bytes_at(contents.buf_index(t.frame))
+    {
+        entry
+            .tag_copy
+            .copy_from_slice(&bytes[t.offset..t.offset + PAGE_TAG_BYTES]);
+    }
+}
+
+/// A store of `data` at `offset` of `entry`'s frame, which has no buffer
+/// yet: written as the full path writes (zeros allocate nothing), then the
+/// hints taken again (a buffer added is a new generation).
+#[cold]
+#[inline(never)]
+fn first_write(entry: &mut CpuTlbEntry, contents: &mut PhysContents, offset: usize, data: &[u8]) {
+    contents
+        .write_in_frame(entry.pfn, offset, data)
+        .expect("BUG: a mapped frame is present");
+    refresh_hints(entry, contents);
 }

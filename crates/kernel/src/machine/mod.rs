@@ -896,12 +896,13 @@ impl Kernel {
         &self,
         ops: &[Op],
         chooser: &mut dyn sched::Chooser,
+        direct: bool,
     ) -> Result<Vec<Reply>, sched::SchedError> {
         let mut tasks: Vec<Task<'_, Option<Reply>>> = ops
             .iter()
             .map(|op| {
                 Box::pin(async move {
-                    let reply = self.op(op).await;
+                    let reply = self.task_op(op, direct).await;
                     self.mem.refill_task_done();
                     Some(reply)
                 }) as Task<'_, Option<Reply>>
@@ -915,6 +916,41 @@ impl Kernel {
         let outcome = self.sched.run(tasks, chooser, RunLimits::default());
         self.mem.end_refill_run();
         Ok(outcome?.into_iter().flatten().collect())
+    }
+
+    /// One op of a parallel block, as a task: a load or store the task's
+    /// CPU can serve from its own TLB takes the direct path (`direct`),
+    /// everything else the kernel path.
+    async fn task_op(&self, op: &Op, direct: bool) -> Reply {
+        if direct
+            && let Op::Process { pid, command } = op
+            && let Some(outcome) = self.task_fast_access(*pid, command)
+        {
+            return Reply::new(outcome);
+        }
+        self.op(op).await
+    }
+
+    /// `Machine::run_parallel`, with the tasks' loads and stores on their
+    /// CPUs' TLBs when `direct` (the tests run the same blocks without).
+    pub(crate) fn run_parallel_with(
+        &self,
+        ops: &[Op],
+        chooser: &mut dyn sched::Chooser,
+        direct: bool,
+    ) -> Result<Vec<Reply>, MachineError> {
+        if self.mem.has_refill_thread() {
+            return self
+                .run_with_refill_thread(ops, chooser, direct)
+                .map_err(MachineError::Schedule);
+        }
+        let tasks: Vec<Task<'_, Reply>> = ops
+            .iter()
+            .map(|op| Box::pin(self.task_op(op, direct)) as Task<'_, Reply>)
+            .collect();
+        self.sched
+            .run(tasks, chooser, RunLimits::default())
+            .map_err(MachineError::Schedule)
     }
 }
 
@@ -931,7 +967,7 @@ impl Machine for Kernel {
             // runnable task runs, so the thread runs exactly when the
             // command waits for it or has finished (deterministic).
             return this
-                .run_with_refill_thread(std::slice::from_ref(op), &mut sched::LowestRunnable)
+                .run_with_refill_thread(std::slice::from_ref(op), &mut sched::LowestRunnable, false)
                 .map(|mut replies| replies.pop().expect("BUG: one command, one reply"))
                 .unwrap_or_else(|e| panic!("BUG: a single kernel path failed to finish: {e}"));
         }
@@ -945,19 +981,7 @@ impl Machine for Kernel {
         ops: &[Op],
         chooser: &mut dyn sched::Chooser,
     ) -> Result<Vec<Reply>, MachineError> {
-        let this = &*self;
-        if this.mem.has_refill_thread() {
-            return this
-                .run_with_refill_thread(ops, chooser)
-                .map_err(MachineError::Schedule);
-        }
-        let tasks: Vec<Task<'_, Reply>> = ops
-            .iter()
-            .map(|op| Box::pin(this.op(op)) as Task<'_, Reply>)
-            .collect();
-        this.sched
-            .run(tasks, chooser, RunLimits::default())
-            .map_err(MachineError::Schedule)
+        self.run_parallel_with(ops, chooser, true)
     }
 
     fn counter(&self, counter: Counter) -> Option<u64> {

@@ -19,6 +19,16 @@
 //! `copy_page` from a frame without data). A stale handle is detected (the
 //! slot records its frame) and gives `None`, never another frame's bytes.
 //!
+//! The per-CPU TLB's hit path uses the cheaper [`BufIndex`] instead: the
+//! raw slot number of a frame's buffer, valid exactly while
+//! [`PhysContents::epoch`] is unchanged, so a use checks one number rather
+//! than the slot's frame, and reaches the bytes in one load from the slab.
+//! The epoch moves whenever a buffer is added or dropped and whenever bytes
+//! may be written through any accessor but
+//! [`PhysContents::bytes_at_mut_quiet`] (which the TLB uses only for frames
+//! that are not tag storage), so a copy of a page's tags taken in an epoch
+//! is also the page's tags for as long as the epoch lasts.
+//!
 //! Invariants (checked by [`PhysContents::check`]): `index[pfn] == slot + 1`
 //! exactly when `slots[slot]` holds `pfn`'s buffer; free slots are empty; the
 //! count of pages with data equals the used slots.
@@ -52,6 +62,22 @@ impl PageSlot {
     }
 }
 
+/// The slot of a frame's buffer (`u32::MAX`: the frame has no buffer, all
+/// its bytes are zero), valid while the contents' generation is the one it
+/// was taken in (see the module doc). No buffer is a slot number past any
+/// slab, so a use is one bounds check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BufIndex(u32);
+
+impl BufIndex {
+    /// No buffer: the frame reads as zeros.
+    pub const NONE: BufIndex = BufIndex(u32::MAX);
+
+    pub fn is_none(self) -> bool {
+        self == Self::NONE
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Buffer {
     pfn: Pfn,
@@ -68,6 +94,9 @@ pub struct PhysContents {
     /// Empty slots, reused last-freed first (deterministic).
     free_slots: Vec<u32>,
     pages_with_data: u64,
+    /// See the module doc: moves on every buffer added or dropped and on
+    /// every tracked write (starts at 1, so 0 is no epoch).
+    epoch: u64,
     /// Taken afresh whenever a buffer is added or dropped (the index and
     /// slots change; data writes do not), so that the incremental checker
     /// can reuse the verdict of [`Self::check`] (`crate::mm::generation`).
@@ -83,6 +112,7 @@ impl PhysContents {
             slots: Vec::new(),
             free_slots: Vec::new(),
             pages_with_data: 0,
+            epoch: 1,
             generation: crate::mm::generation::next(),
         }
     }
@@ -91,8 +121,14 @@ impl PhysContents {
         1 << self.layout.geometry().page_shift()
     }
 
-    /// Frames holding a buffer.
+    /// The epoch of buffer indices and tracked writes (see the module doc).
+    #[inline]
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
     /// The generation of the index and slots (see the field).
+    #[inline]
     pub(crate) fn generation(&self) -> u64 {
         self.generation
     }
@@ -121,6 +157,44 @@ impl PhysContents {
         })
     }
 
+    /// The buffer index of `pfn` in the current generation
+    /// ([`BufIndex::NONE`] for a frame without buffer or not present).
+    #[inline]
+    pub fn buf_index(&self, pfn: Pfn) -> BufIndex {
+        match self.index.get(pfn) {
+            Some(&entry) if entry != 0 => BufIndex(entry - 1),
+            _ => BufIndex::NONE,
+        }
+    }
+
+    /// The bytes of buffer `index`, taken in the current generation; `None`
+    /// for [`BufIndex::NONE`] (zeros). An index of another generation may
+    /// name another frame's buffer: the caller checks the generation.
+    #[inline]
+    pub fn bytes_at(&self, index: BufIndex) -> Option<&[u8]> {
+        self.slots
+            .get(index.0 as usize)?
+            .as_ref()
+            .map(|b| &*b.bytes)
+    }
+
+    /// [`Self::bytes_at`], to write (a new epoch).
+    #[inline]
+    pub fn bytes_at_mut(&mut self, index: BufIndex) -> Option<&mut [u8]> {
+        self.epoch += 1;
+        self.bytes_at_mut_quiet(index)
+    }
+
+    /// [`Self::bytes_at_mut`] in the same epoch: only for a frame that is
+    /// not tag storage, whose bytes are no page's tags (see the module doc).
+    #[inline]
+    pub fn bytes_at_mut_quiet(&mut self, index: BufIndex) -> Option<&mut [u8]> {
+        self.slots
+            .get_mut(index.0 as usize)?
+            .as_mut()
+            .map(|b| &mut *b.bytes)
+    }
+
     /// The handle of `pfn`'s buffer, giving it a zeroed one if it has none.
     pub fn page_slot_mut(&mut self, pfn: Pfn) -> Result<PageSlot, MemError> {
         self.check_present(pfn)?;
@@ -132,6 +206,7 @@ impl PhysContents {
             bytes: vec![0; self.page_size()].into_boxed_slice(),
         };
         self.generation = crate::mm::generation::next();
+        self.epoch += 1;
         let index = match self.free_slots.pop() {
             Some(i) => {
                 self.slots[i as usize] = Some(buffer);
@@ -158,6 +233,7 @@ impl PhysContents {
 
     #[inline]
     pub fn slot_bytes_mut(&mut self, slot: PageSlot) -> Option<&mut [u8]> {
+        self.epoch += 1;
         match self.slots.get_mut(slot.index as usize)? {
             Some(b) if b.pfn == slot.pfn => Some(&mut b.bytes),
             _ => None,
@@ -185,6 +261,7 @@ impl PhysContents {
         self.check_present(pfn)?;
         if let Some(slot) = self.page_slot(pfn) {
             self.generation = crate::mm::generation::next();
+            self.epoch += 1;
             self.slots[slot.index as usize] = None;
             self.free_slots.push(slot.index);
             *self
@@ -363,6 +440,7 @@ impl PhysContents {
             slots,
             free_slots,
             pages_with_data,
+            epoch: _,
             generation: _,
         } = self;
         let mut out = Vec::new();

@@ -57,13 +57,54 @@ fn entries(k: &Kernel, pids: &[Pid], maps: &[(TaggedPtr, u64)]) -> Vec<String> {
     out
 }
 
+/// Whether `cpu`'s TLB of the fast machine holds the page of `ptr` of `pid`.
+fn cached(k: &Kernel, cpu: usize, pid: Pid, ptr: TaggedPtr) -> bool {
+    k.process_mm(pid).is_some_and(|mm| {
+        k.cpu_tlbs
+            .borrow_mut()
+            .cpu(cpu)
+            .lookup(mm, ptr.addr().as_u64() >> 12)
+            .is_some()
+    })
+}
+
+/// A random load or store of a random process in one of `maps`: mostly
+/// inside a page, sometimes across a page or granule edge; mostly with the
+/// tag the mapping was given (3).
+fn random_access(
+    rng: &mut Xoshiro256PlusPlus,
+    pids: &[Pid],
+    maps: &[(TaggedPtr, u64, bool)],
+) -> (Pid, Command) {
+    let pid = pids[rng.next_u32() as usize % pids.len()];
+    let (base, len, _) = maps[rng.next_u32() as usize % maps.len()];
+    let size = SIZES[rng.next_u32() as usize % SIZES.len()];
+    let off = rng.next_u64() % (len - size.bytes() + 1);
+    let tag = [3, 3, 0, 9, (rng.next_u32() % 16) as u8][rng.next_u32() as usize % 5];
+    let ptr = base
+        .checked_add(off)
+        .unwrap()
+        .with_tag(Tag::new(tag).unwrap());
+    let store = rng.next_u32().is_multiple_of(2);
+    let value = u128::from(rng.next_u64()) << (rng.next_u32() % 64);
+    let command = if store {
+        Command::Store { ptr, size, value }
+    } else {
+        Command::Load { ptr, size }
+    };
+    (pid, command)
+}
+
+/// Runs one random program of `steps` steps on a fast and a full machine;
+/// returns how many accesses found their page in the fast machine's TLB, on
+/// CPU 0 and on the other CPUs.
 fn random_program(
     mode: CheckMode,
     keys: &[(&str, &str)],
     tagged_len: u64,
     seed: u64,
     steps: usize,
-) -> usize {
+) -> [usize; 2] {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     let mut machines = [kernel(keys), kernel(keys)];
     let mut pids = Vec::new();
@@ -87,7 +128,8 @@ fn random_program(
         maps = vec![(tagged, tagged_len, true), (plain, 0x2000, false)];
     }
     let ranges: Vec<(TaggedPtr, u64)> = maps.iter().map(|&(b, l, _)| (b, l)).collect();
-    let mut direct_ops = 0;
+    // Accesses whose page the fast machine's TLB held: on CPU 0, on others.
+    let mut hits = [0; 2];
     let mut tco = false;
     for step in 0..steps {
         let pid = pids[rng.next_u32() as usize % pids.len()];
@@ -96,40 +138,65 @@ fn random_program(
         let page_ptr = base.checked_add(page).unwrap();
         let roll = rng.next_u32() % 100;
         let op = |command| Op::Process { pid, command };
-        if roll < 75 {
-            let size = SIZES[rng.next_u32() as usize % SIZES.len()];
-            // Mostly inside a page, sometimes across a page or granule edge.
-            let off = rng.next_u64() % (len - size.bytes() + 1);
-            let tag = [3, 3, 0, 9, (rng.next_u32() % 16) as u8][rng.next_u32() as usize % 5];
-            let ptr = base
-                .checked_add(off)
-                .unwrap()
-                .with_tag(Tag::new(tag).unwrap());
-            let store = rng.next_u32().is_multiple_of(2);
-            let value = u128::from(rng.next_u64()) << (rng.next_u32() % 64);
-            let command = if store {
-                Command::Store { ptr, size, value }
-            } else {
-                Command::Load { ptr, size }
-            };
+        if roll < 60 {
+            let (pid, command) = random_access(&mut rng, &pids, &maps);
             let [fast_k, full_k] = &mut machines;
-            let expected = full(full_k, &op(command.clone()));
-            if let Some(mm) = fast_k.process_mm(pid) {
-                let vpn = ptr.addr().as_u64() >> 12;
-                let cached = fast_k.cpu_tlbs.borrow_mut().cpu(0).lookup(mm, vpn);
-                direct_ops += usize::from(cached.is_some());
-            }
-            let got = if store {
-                fast_k.store_direct(pid, ptr, size, value)
-            } else {
-                fast_k.load_direct(pid, ptr, size)
+            let expected = full(
+                full_k,
+                &Op::Process {
+                    pid,
+                    command: command.clone(),
+                },
+            );
+            let ptr = match command {
+                Command::Load { ptr, .. } | Command::Store { ptr, .. } => ptr,
+                _ => unreachable!(),
+            };
+            hits[0] += usize::from(cached(fast_k, 0, pid, ptr));
+            let got = match command {
+                Command::Store { ptr, size, value } => fast_k.store_direct(pid, ptr, size, value),
+                Command::Load { ptr, size } => fast_k.load_direct(pid, ptr, size),
+                _ => unreachable!(),
             };
             assert_eq!(got, expected, "step {step} {mode:?} {command:?}");
+        } else if roll < 75 {
+            // A parallel block of accesses, task i on CPU i: the fast
+            // machine serves each from its CPU's TLB where it can, the full
+            // one runs the same block, same schedule, on the kernel path.
+            let ops: Vec<Op> = (0..2 + rng.next_u32() % 3)
+                .map(|_| {
+                    let (pid, command) = random_access(&mut rng, &pids, &maps);
+                    Op::Process { pid, command }
+                })
+                .collect();
+            let seed = rng.next_u64();
+            let [fast_k, full_k] = &mut machines;
+            for (cpu, o) in ops.iter().enumerate() {
+                if let Op::Process {
+                    pid,
+                    command: Command::Load { ptr, .. } | Command::Store { ptr, .. },
+                } = o
+                {
+                    hits[usize::from(cpu > 0)] += usize::from(cached(fast_k, cpu, *pid, *ptr));
+                }
+            }
+            let expected = full_k
+                .run_parallel_with(&ops, &mut sched::Seeded::new(seed), false)
+                .unwrap();
+            let got = fast_k
+                .run_parallel(&ops, &mut sched::Seeded::new(seed))
+                .unwrap();
+            assert_eq!(got, expected, "step {step} {mode:?} {ops:?}");
         } else {
             let command_or_op = match roll {
                 75..=78 => Some(op(Command::SetTag {
                     ptr: page_ptr.with_tag(Tag::new((rng.next_u32() % 16) as u8).unwrap()),
-                    len: 16 * (1 + u64::from(rng.next_u32() % 8)),
+                    // Sometimes the whole page, so that the next
+                    // accesses to it read the new tags.
+                    len: match rng.next_u32() % 3 {
+                        0 => 4096,
+                        _ => 16 * (1 + u64::from(rng.next_u32() % 8)),
+                    },
                 })),
                 79..=81 => {
                     let prot = match rng.next_u32() % 3 {
@@ -201,19 +268,25 @@ fn random_program(
     );
     let v = fast_k.invariant_violations();
     assert!(v.is_empty(), "{v:#?}");
-    direct_ops
+    hits
 }
 
 #[test]
 fn the_direct_path_agrees_with_the_full_path_on_random_programs_in_every_mode() {
-    let mut direct = 0;
+    let mut hits = [0; 2];
     for (i, mode) in MODES.into_iter().enumerate() {
         for seed in 0..3 {
             let keys = [("tag-storage", "dynamic")];
-            direct += random_program(mode, &keys, 0x4000, seed * 4 + i as u64, 600);
+            let h = random_program(mode, &keys, 0x4000, seed * 4 + i as u64, 600);
+            hits = [hits[0] + h[0], hits[1] + h[1]];
         }
     }
-    assert!(direct > 1000, "the direct path ran only {direct} times");
+    assert!(hits[0] > 1000, "the direct path ran only {hits:?} times");
+    assert!(
+        hits[1] > 200,
+        "the direct path ran on other CPUs only {} times",
+        hits[1]
+    );
 }
 
 #[test]
@@ -228,5 +301,42 @@ fn the_direct_path_agrees_with_the_full_path_on_huge_pages_and_static_storage() 
         );
         let keys = [("tag-storage", "static"), ("thp", "always")];
         random_program(mode, &keys, 2 << 20, 200 + i as u64, 400);
+    }
+}
+
+/// The entry's copy of the page's tags follows tag writes made after it was
+/// taken (STG through the full path, here: a write to tag storage moves the
+/// contents' epoch), in both tag storage designs.
+#[test]
+fn a_tag_write_after_the_entry_was_made_is_seen_by_the_direct_path() {
+    for design in ["static", "dynamic"] {
+        let mut k = kernel(&[("tag-storage", design)]);
+        let pid = spawn(&mut k);
+        sync_mte(&mut k, pid);
+        let a = mmap(&mut k, pid, 0x1000, rw_mte(), MapFlags::default());
+        let p3 = a.with_tag(Tag::new(3).unwrap());
+        let p7 = a.with_tag(Tag::new(7).unwrap());
+        let set = |ptr, len| Command::SetTag { ptr, len };
+        assert_eq!(cmd(&mut k, pid, set(p3, 0x1000)), Outcome::Ok);
+        assert!(matches!(
+            k.load_direct(pid, p3, AccessSize::B8),
+            Outcome::Value(_)
+        ));
+        assert!(cached(&k, 0, pid, p3), "{design}: the page is in the TLB");
+        // Granule 0 retagged 7; granule 1 keeps 3.
+        assert_eq!(cmd(&mut k, pid, set(p7, 16)), Outcome::Ok);
+        assert!(
+            matches!(k.load_direct(pid, p7, AccessSize::B8), Outcome::Value(_)),
+            "{design}"
+        );
+        assert!(
+            matches!(k.load_direct(pid, p3, AccessSize::B8), Outcome::Fault(_)),
+            "{design}"
+        );
+        let g1 = p3.checked_add(16).unwrap();
+        assert!(
+            matches!(k.store_direct(pid, g1, AccessSize::B8, 1), Outcome::Ok),
+            "{design}"
+        );
     }
 }
