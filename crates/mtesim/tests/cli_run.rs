@@ -350,26 +350,29 @@ fn a_described_machine_runs_scenarios_whose_platform_line_agrees() {
         stdout(&out),
         stderr(&out)
     );
-    let out = mtesim_in(d.path(), &["run", "--platform", "m.toml", "differs.mte"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert_eq!(
-        stderr(&out),
-        "differs.mte: cannot run: line 1: `swap=8M` disagrees with m.toml (4M); \
-         drop the key, or override it with --set\n"
-    );
-    // --set overrides a kernel setting, but not the layout the file fixes.
-    let out = mtesim_in(
-        d.path(),
-        &[
-            "run",
-            "--platform",
-            "m.toml",
-            "--set",
-            "swap=8M",
-            "differs.mte",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // A kernel setting the file fixes is compared with the file, and
+    // replaced by --set: the swap size and the free-list order alike.
+    write(d.path(), "lifo.mte", "platform free-list-order=linux\n");
+    for (file, key, value, file_value) in [
+        ("differs.mte", "swap", "8M", "4M"),
+        ("lifo.mte", "free-list-order", "linux", "address"),
+    ] {
+        let out = mtesim_in(d.path(), &["run", "--platform", "m.toml", file]);
+        assert_eq!(out.status.code(), Some(2));
+        assert_eq!(
+            stderr(&out),
+            format!(
+                "{file}: cannot run: line 1: `{key}={value}` disagrees with m.toml ({file_value}); \
+                 drop the key, or override it with --set\n"
+            )
+        );
+        let set = format!("{key}={value}");
+        let out = mtesim_in(
+            d.path(),
+            &["run", "--platform", "m.toml", "--set", &set, file],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
     let out = mtesim_in(
         d.path(),
         &[
@@ -383,33 +386,6 @@ fn a_described_machine_runs_scenarios_whose_platform_line_agrees() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--set memory cannot change the machine m.toml describes"));
-    // The free-list order is a kernel setting too: compared, and replaced
-    // by --set.
-    write(
-        d.path(),
-        "lifo.mte",
-        "platform free-list-order=linux
-",
-    );
-    let out = mtesim_in(d.path(), &["run", "--platform", "m.toml", "lifo.mte"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert_eq!(
-        stderr(&out),
-        "lifo.mte: cannot run: line 1: `free-list-order=linux` disagrees with m.toml (address); \
-         drop the key, or override it with --set\n"
-    );
-    let out = mtesim_in(
-        d.path(),
-        &[
-            "run",
-            "--platform",
-            "m.toml",
-            "--set",
-            "free-list-order=linux",
-            "lifo.mte",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let out = mtesim_in(
         d.path(),
         &["run", "--platform", "missing.toml", "silent.mte"],
