@@ -82,7 +82,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use mte::insn::{GranuleOffset, TagOffset};
 use mte::{CheckMode, GRANULE_SIZE, Tag, TagMask, TagStoreOp};
-use platform::{Design, Mistakes, OnReserveFailure, TagStorageData, Thp, ThpSizes};
+use platform::{Design, FreeListOrder, Mistakes, OnReserveFailure, TagStorageData, Thp, ThpSizes};
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use uapi::{AccessSize, Advice, Backing, MteCtrl, PrctlRequest, Prot, Sharing};
@@ -241,6 +241,8 @@ pub struct GenConfig {
     pub mistakes: Mistakes,
     /// The drawn platforms have per-CPU page lists (`pcp=on`).
     pub pcp: bool,
+    /// The drawn platforms' free-list order (`free-list-order=`).
+    pub free_list_order: FreeListOrder,
     /// `thp-sizes=` of the drawn platforms, instead of the drawn sizes.
     pub thp_sizes: Option<ThpSizes>,
     /// Steps in the program (at least the first `spawn`).
@@ -274,6 +276,7 @@ impl GenConfig {
             policy,
             mistakes: Mistakes::NONE,
             pcp: false,
+            free_list_order: FreeListOrder::Address,
             thp_sizes: None,
             steps,
             weights: Weights::default(),
@@ -387,6 +390,7 @@ pub fn generate(config: &GenConfig, seed: u64) -> Program {
     let mut drawn = ProgramPlatform {
         mistakes: config.mistakes,
         pcp: config.pcp,
+        free_list_order: config.free_list_order,
         ..draw_platform(&mut rng, config.policy, seed)
     };
     if let Some(sizes) = config.thp_sizes {
@@ -748,6 +752,7 @@ fn draw_platform(rng: &mut Xoshiro256PlusPlus, policy: Design, seed: u64) -> Pro
         mistakes: Mistakes::NONE,
         pcp: false,
         thp_sizes,
+        free_list_order: FreeListOrder::Address,
     }
 }
 

@@ -77,6 +77,8 @@ pub struct FuzzConfig {
     pub mistakes: Mistakes,
     /// Every generated platform has per-CPU page lists (`pcp=on`).
     pub pcp: bool,
+    /// Every generated platform's free-list order (`free-list-order=`).
+    pub free_list_order: platform::FreeListOrder,
     /// `thp-sizes=` of every generated platform, instead of the drawn one
     /// (`mtesim fuzz --set thp-sizes=`).
     pub thp_sizes: Option<platform::ThpSizes>,
@@ -109,6 +111,7 @@ impl FuzzConfig {
             policy,
             mistakes: Mistakes::NONE,
             pcp: false,
+            free_list_order: platform::FreeListOrder::Address,
             thp_sizes: None,
             steps: 100..=300,
             weights: Weights::default(),
@@ -232,6 +235,7 @@ pub fn fuzz(
             weights: config.weights.clone(),
             mistakes: config.mistakes,
             pcp: config.pcp,
+            free_list_order: config.free_list_order,
             thp_sizes: config.thp_sizes,
             parallel: config.parallel,
             overcommit: config.overcommit,

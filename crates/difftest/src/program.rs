@@ -23,7 +23,7 @@ use lang::ParseError;
 use lang::ast::{Command, Stmt, advice_name, store_tag_name};
 use mte::insn::{GranuleOffset, TagOffset};
 use mte::{CheckMode, Tag, TagMask, TagStoreOp};
-use platform::{Design, Mistakes, PlatformSpec, TagStorageData, Thp, ThpSizes};
+use platform::{Design, FreeListOrder, Mistakes, PlatformSpec, TagStorageData, Thp, ThpSizes};
 use scenario::run::lower::{self, Bindings, Lowered};
 use sched::Schedule;
 use uapi::{AccessSize, Advice, Backing, Bound, Pid, PrctlRequest, Prot, Reply, Sharing};
@@ -549,6 +549,9 @@ pub struct ProgramPlatform {
     pub pcp: bool,
     /// Multi-size THP orders (`thp-sizes=`; none leaves the key out).
     pub thp_sizes: ThpSizes,
+    /// The buddy allocator's free-list order (`free-list-order=`;
+    /// `address` leaves the key out).
+    pub free_list_order: FreeListOrder,
 }
 
 impl ProgramPlatform {
@@ -564,6 +567,7 @@ impl ProgramPlatform {
             mistakes: self.mistakes,
             pcp: self.pcp,
             thp_sizes: self.thp_sizes,
+            free_list_order: self.free_list_order,
             ..PlatformSpec::default()
         };
         if let Some(data) = self.data {
@@ -601,6 +605,9 @@ impl fmt::Display for ProgramPlatform {
         }
         if self.pcp {
             write!(f, " pcp=on")?;
+        }
+        if self.free_list_order != FreeListOrder::Address {
+            write!(f, " free-list-order={}", self.free_list_order.name())?;
         }
         write!(f, " seed={}", self.seed)
     }

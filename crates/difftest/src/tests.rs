@@ -385,6 +385,7 @@ fn plain_platform() -> ProgramPlatform {
         mistakes: platform::Mistakes::NONE,
         pcp: false,
         thp_sizes: platform::ThpSizes::NONE,
+        free_list_order: platform::FreeListOrder::Address,
     }
 }
 

@@ -31,7 +31,7 @@ use platform::{Design, PlatformSpec, TagStorageData, Thp};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError};
 
-/// Cases per platform test; eight platform tests in all.
+/// Cases per platform test; eleven platform tests in all.
 const CASES: u32 = 128;
 /// Steps per program at most.
 const MAX_STEPS: usize = 80;
@@ -49,6 +49,7 @@ fn platform(memory: u64, policy: Design) -> ProgramPlatform {
         mistakes: platform::Mistakes::NONE,
         pcp: false,
         thp_sizes: platform::ThpSizes::NONE,
+        free_list_order: platform::FreeListOrder::Address,
     }
 }
 
@@ -199,6 +200,20 @@ proptest! {
         let p = ProgramPlatform {
             swap: 1 << 20,
             ..platform(8, design("cleancache"))
+        };
+        run(p, seed, steps)?;
+    }
+
+    #[test]
+    fn dynamic_with_linux_free_lists((seed, steps) in programs()) {
+        // Linux's LIFO free lists and per-CPU lists: a freed page is the
+        // next one handed out, so released tag storage comes back as data.
+        let p = ProgramPlatform {
+            data: Some(TagStorageData::Prefer),
+            pcp: true,
+            free_list_order: platform::FreeListOrder::Linux,
+            swap: 1 << 20,
+            ..platform(8, Design::DYNAMIC)
         };
         run(p, seed, steps)?;
     }

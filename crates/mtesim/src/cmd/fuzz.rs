@@ -10,9 +10,10 @@
 //! The generator draws every platform key itself (memory, block size, swap,
 //! THP, ...) except the design, which `--set tag-storage=` chooses (the
 //! default, `dynamic`, otherwise), the known mistakes (`--set mistake=`),
-//! the per-CPU page lists (`--set pcp=on`, off otherwise) and the
-//! multi-size THP sizes (`--set thp-sizes=`, drawn otherwise); `--set` of
-//! any other key is refused.
+//! the per-CPU page lists (`--set pcp=on`, off otherwise), the buddy
+//! allocator's free-list order (`--set free-list-order=linux`, `address`
+//! otherwise) and the multi-size THP sizes (`--set thp-sizes=`, drawn
+//! otherwise); `--set` of any other key is refused.
 //!
 //! Runs random programs of 100-300 steps under the design, in lockstep on
 //! the machine under test (`--machine`, the kernel by default, built by
@@ -64,7 +65,7 @@ use std::process::ExitCode;
 
 use difftest::{FuzzConfig, FuzzReport, fuzz};
 use platform::num::{Suffix, parse_u64};
-use platform::{Design, Mistakes, Platform, ThpSizes};
+use platform::{Design, FreeListOrder, Mistakes, Platform, ThpSizes};
 use scenario::machine::{MachineKind, make_machine};
 
 use super::{fail, print_stdout};
@@ -151,6 +152,7 @@ pub enum FuzzSet {
     Design(Design),
     Mistakes(Mistakes),
     Pcp(bool),
+    FreeListOrder(FreeListOrder),
     ThpSizes(ThpSizes),
 }
 
@@ -168,11 +170,14 @@ fn parse_set(text: &str) -> Result<FuzzSet, String> {
             "off" => Ok(FuzzSet::Pcp(false)),
             _ => Err(format!("`pcp`: expected `on` or `off`, found `{value}`")),
         },
+        "free-list-order" => FreeListOrder::by_name(&value)
+            .map(FuzzSet::FreeListOrder)
+            .ok_or_else(|| format!("BUG: `{value}` passed parse_set")),
         "thp-sizes" => ThpSizes::parse(&value)
             .map(FuzzSet::ThpSizes)
             .map_err(|item| format!("BUG: `{item}` passed parse_set")),
         _ => Err(format!(
-            "the fuzzer draws `{key}` itself; only `tag-storage`, `mistake`, `pcp` and `thp-sizes` can be set"
+            "the fuzzer draws `{key}` itself; only `tag-storage`, `mistake`, `pcp`, `free-list-order` and `thp-sizes` can be set"
         )),
     }
 }
@@ -193,18 +198,21 @@ pub fn run(args: &Args) -> ExitCode {
     let mut design = Design::default();
     let mut mistakes = Mistakes::NONE;
     let mut pcp = false;
+    let mut free_list_order = FreeListOrder::Address;
     let mut thp_sizes = None;
     for set in &args.set {
         match *set {
             FuzzSet::Design(d) => design = d,
             FuzzSet::Mistakes(m) => mistakes = m,
             FuzzSet::Pcp(on) => pcp = on,
+            FuzzSet::FreeListOrder(order) => free_list_order = order,
             FuzzSet::ThpSizes(s) => thp_sizes = Some(s),
         }
     }
     let config = FuzzConfig {
         mistakes,
         pcp,
+        free_list_order,
         thp_sizes,
         shard: args
             .shard
