@@ -116,6 +116,20 @@ fn to_text(platform: &Platform) -> String {
         ],
         vec!["seed".to_owned(), settings.seed.to_string()],
         vec!["cpus".to_owned(), settings.cpus.to_string()],
+        vec!["mistake".to_owned(), settings.mistakes.to_string()],
+        vec![
+            "reserve-fast-path".to_owned(),
+            on_off(settings.reserve_fast_path).to_owned(),
+        ],
+        vec![
+            "google-fallback".to_owned(),
+            settings.google_fallback.name().to_owned(),
+        ],
+        vec!["pcp".to_owned(), on_off(settings.pcp).to_owned()],
+        vec![
+            "free-list-order".to_owned(),
+            settings.free_list_order.name().to_owned(),
+        ],
     ];
     let mut memory: Vec<Vec<String>> = platform
         .dram()
@@ -205,6 +219,11 @@ fn to_json(platform: &Platform) -> Value {
             "huge-zero-page": settings.huge_zero_page,
             "seed": settings.seed,
             "cpus": settings.cpus,
+            "mistake": settings.mistakes.to_string(),
+            "reserve-fast-path": settings.reserve_fast_path,
+            "google-fallback": settings.google_fallback.name(),
+            "pcp": settings.pcp,
+            "free-list-order": settings.free_list_order.name(),
         },
         "dram": platform.dram().iter().map(|&r| span(r)).collect::<Vec<_>>(),
         "tag_storage": platform.tag_regions().iter().map(|t| json!({
@@ -241,6 +260,11 @@ machine
   huge-zero-page      on
   seed                0
   cpus                4
+  mistake             none
+  reserve-fast-path   on
+  google-fallback     spec
+  pcp                 off
+  free-list-order     address
 
 memory
   dram                0x80000000-0x83ffffff  64M
@@ -295,6 +319,43 @@ counters
             }])
         );
         assert_eq!(json["settings"]["huge-zero-page"], json!(true));
+    }
+
+    /// Every kernel setting of a `platform` line is printed, the ones that
+    /// change how the allocator and the designs behave included.
+    #[test]
+    fn kernel_settings_are_all_printed() {
+        let mut spec = PlatformSpec::default();
+        for (key, value) in [
+            ("tag-storage", "rfc-v3"),
+            ("pcp", "on"),
+            ("free-list-order", "linux"),
+            ("reserve-fast-path", "off"),
+            ("google-fallback", "none"),
+        ] {
+            spec.set_key(key, value).unwrap();
+        }
+        let platform = Platform::from_spec(&spec).unwrap();
+        let settings = &to_json(&platform)["settings"];
+        assert_eq!(settings["pcp"], json!(true));
+        assert_eq!(settings["free-list-order"], json!("linux"));
+        assert_eq!(settings["reserve-fast-path"], json!(false));
+        assert_eq!(settings["google-fallback"], json!("none"));
+        // rfc-v3's built-in mistakes.
+        assert_eq!(
+            settings["mistake"],
+            json!("huge-zero-page,atomic-alloc,tags-by-pfn")
+        );
+        let text = to_text(&platform);
+        for line in [
+            "  pcp                 on\n",
+            "  free-list-order     linux\n",
+            "  reserve-fast-path   off\n",
+            "  google-fallback     none\n",
+            "  mistake             huge-zero-page,atomic-alloc,tags-by-pfn\n",
+        ] {
+            assert!(text.contains(line), "{line:?} in\n{text}");
+        }
     }
 
     #[test]
