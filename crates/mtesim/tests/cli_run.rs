@@ -351,11 +351,15 @@ fn a_described_machine_runs_scenarios_whose_platform_line_agrees() {
         stderr(&out)
     );
     // A kernel setting the file fixes is compared with the file, and
-    // replaced by --set: the swap size and the free-list order alike.
+    // replaced by --set: every kernel setting alike (a few of them here).
     write(d.path(), "lifo.mte", "platform free-list-order=linux\n");
+    write(d.path(), "pcp.mte", "platform pcp=on\n");
+    write(d.path(), "mistake.mte", "platform mistake=atomic-alloc\n");
     for (file, key, value, file_value) in [
         ("differs.mte", "swap", "8M", "4M"),
         ("lifo.mte", "free-list-order", "linux", "address"),
+        ("pcp.mte", "pcp", "on", "off"),
+        ("mistake.mte", "mistake", "atomic-alloc", "none"),
     ] {
         let out = mtesim_in(d.path(), &["run", "--platform", "m.toml", file]);
         assert_eq!(out.status.code(), Some(2));

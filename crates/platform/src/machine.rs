@@ -112,6 +112,69 @@ pub fn design_mistakes(design: Design) -> Mistakes {
     })
 }
 
+/// The `platform` keys of [`KernelSettings`]: every key of a `platform`
+/// line but the layout's (`memory`, `page-size`, `tag-storage`,
+/// `block-size`), in the order `mtesim platform` prints them.
+pub const KERNEL_KEYS: [&str; 12] = [
+    "tag-storage-data",
+    "swap",
+    "thp",
+    "thp-sizes",
+    "huge-zero-page",
+    "seed",
+    "cpus",
+    "mistake",
+    "reserve-fast-path",
+    "google-fallback",
+    "pcp",
+    "free-list-order",
+];
+
+impl KernelSettings {
+    /// The value of the setting `key` as a `platform` line writes it
+    /// (`mistake` with the design's built-in mistakes); `None` when `key`
+    /// is not in [`KERNEL_KEYS`].
+    pub fn value_text(&self, key: &str) -> Option<String> {
+        let on_off = |on: bool| if on { "on" } else { "off" }.to_owned();
+        Some(match key {
+            "tag-storage-data" => self.tag_storage_data.as_str().to_owned(),
+            "swap" => crate::num::format_size(self.swap),
+            "thp" => self.thp.as_str().to_owned(),
+            "thp-sizes" => self.thp_sizes.to_string(),
+            "huge-zero-page" => on_off(self.huge_zero_page),
+            "seed" => self.seed.to_string(),
+            "cpus" => self.cpus.to_string(),
+            "mistake" => self.mistakes.to_string(),
+            "reserve-fast-path" => on_off(self.reserve_fast_path),
+            "google-fallback" => self.google_fallback.name().to_owned(),
+            "pcp" => on_off(self.pcp),
+            "free-list-order" => self.free_list_order.name().to_owned(),
+            _ => return None,
+        })
+    }
+
+    /// Sets the setting `key` to its value in `from`; false (and nothing
+    /// changed) when `key` is not in [`KERNEL_KEYS`].
+    pub fn copy_key(&mut self, key: &str, from: &Self) -> bool {
+        match key {
+            "tag-storage-data" => self.tag_storage_data = from.tag_storage_data,
+            "swap" => self.swap = from.swap,
+            "thp" => self.thp = from.thp,
+            "thp-sizes" => self.thp_sizes = from.thp_sizes,
+            "huge-zero-page" => self.huge_zero_page = from.huge_zero_page,
+            "seed" => self.seed = from.seed,
+            "cpus" => self.cpus = from.cpus,
+            "mistake" => self.mistakes = from.mistakes,
+            "reserve-fast-path" => self.reserve_fast_path = from.reserve_fast_path,
+            "google-fallback" => self.google_fallback = from.google_fallback,
+            "pcp" => self.pcp = from.pcp,
+            "free-list-order" => self.free_list_order = from.free_list_order,
+            _ => return false,
+        }
+        true
+    }
+}
+
 impl Default for KernelSettings {
     /// The spec's defaults (`docs/language.md`, "Machine").
     fn default() -> Self {
@@ -288,6 +351,54 @@ mod tests {
     use crate::spec::Design;
 
     const M: u64 = 1 << 20;
+
+    /// Every key of a `platform` line is a layout key or a kernel setting,
+    /// and every kernel setting is printed and copied: a key added to the
+    /// spec without its place here fails this test, not a user's run.
+    #[test]
+    fn every_platform_key_is_layout_or_a_kernel_setting() {
+        const LAYOUT: [&str; 4] = ["memory", "page-size", "tag-storage", "block-size"];
+        for key in crate::spec::KEYS {
+            assert!(
+                LAYOUT.contains(key) != KERNEL_KEYS.contains(key),
+                "`{key}` is neither a layout key nor in KERNEL_KEYS (or both)"
+            );
+        }
+        assert_eq!(LAYOUT.len() + KERNEL_KEYS.len(), crate::spec::KEYS.len());
+        // Each setting reads back what the line set, and is copied.
+        let mut spec = PlatformSpec::default();
+        for (key, value) in [
+            ("tag-storage-data", "prefer"),
+            ("swap", "8M"),
+            ("thp", "always"),
+            ("thp-sizes", "64K"),
+            ("huge-zero-page", "off"),
+            ("seed", "7"),
+            ("cpus", "2"),
+            ("mistake", "atomic-alloc"),
+            ("reserve-fast-path", "off"),
+            ("google-fallback", "none"),
+            ("pcp", "on"),
+            ("free-list-order", "linux"),
+        ] {
+            assert!(KERNEL_KEYS.contains(&key), "{key}");
+            spec.set_key(key, value).unwrap();
+        }
+        let set = KernelSettings::from_spec(&spec);
+        let mut copy = KernelSettings::default();
+        for key in KERNEL_KEYS {
+            let text = set.value_text(key).unwrap();
+            assert_ne!(
+                Some(&text),
+                KernelSettings::default().value_text(key).as_ref(),
+                "{key}"
+            );
+            assert!(copy.copy_key(key, &set), "{key}");
+        }
+        assert_eq!(copy, set);
+        assert_eq!(set.value_text("memory"), None);
+        assert!(!copy.copy_key("memory", &set));
+    }
 
     #[test]
     fn a_design_s_mistakes_join_the_platform_line_s() {

@@ -135,8 +135,11 @@ impl Kernel {
         // The per-CPU pages' region: whole max-order chunks at the top.
         let pcp_frames = pcp_total * shape.pcp_stride;
         let pcp_chunks = pcp_frames.div_ceil(top);
+        // Orders with no block are skipped (those above the maximum were
+        // refused above only when they have blocks).
         let slots: Vec<(Order, u64)> = (0..shape.free_blocks.len())
             .rev()
+            .filter(|&o| shape.free_blocks[o] != 0)
             .map(|o| (Order::new(o as u8), shape.free_blocks[o]))
             .collect();
         let group = Order::new(5.min(max.get()));
@@ -222,7 +225,9 @@ impl Kernel {
                     }
                 }
                 cursor += size + gap;
-                room -= gap;
+                // The skip above may have used up the room this gap was
+                // cut from (the last slot's gap is all that was left).
+                room = room.saturating_sub(gap);
                 left -= 1;
             }
         }

@@ -19,7 +19,7 @@
 
 use super::{fail, print_stdout};
 use platform::num::format_size;
-use platform::{MemRange, Platform};
+use platform::{KERNEL_KEYS, MemRange, Platform};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -94,43 +94,21 @@ fn to_text(platform: &Platform) -> String {
         }
         None => "- (no tag storage)".to_owned(),
     };
-    let on_off = |b: bool| if b { "on" } else { "off" };
     // Labelled with the keys of a `platform` line, which users write.
-    let machine = vec![
+    let mut machine = vec![
         vec![
             "tag-storage".to_owned(),
             platform.policy().name().to_owned(),
         ],
         vec!["page-size".to_owned(), format_size(platform.page_size())],
         vec!["block-size".to_owned(), block_size],
-        vec![
-            "tag-storage-data".to_owned(),
-            settings.tag_storage_data.as_str().to_owned(),
-        ],
-        vec!["swap".to_owned(), format_size(settings.swap)],
-        vec!["thp".to_owned(), settings.thp.as_str().to_owned()],
-        vec!["thp-sizes".to_owned(), settings.thp_sizes.to_string()],
-        vec![
-            "huge-zero-page".to_owned(),
-            on_off(settings.huge_zero_page).to_owned(),
-        ],
-        vec!["seed".to_owned(), settings.seed.to_string()],
-        vec!["cpus".to_owned(), settings.cpus.to_string()],
-        vec!["mistake".to_owned(), settings.mistakes.to_string()],
-        vec![
-            "reserve-fast-path".to_owned(),
-            on_off(settings.reserve_fast_path).to_owned(),
-        ],
-        vec![
-            "google-fallback".to_owned(),
-            settings.google_fallback.name().to_owned(),
-        ],
-        vec!["pcp".to_owned(), on_off(settings.pcp).to_owned()],
-        vec![
-            "free-list-order".to_owned(),
-            settings.free_list_order.name().to_owned(),
-        ],
     ];
+    machine.extend(KERNEL_KEYS.iter().map(|&key| {
+        let value = settings
+            .value_text(key)
+            .unwrap_or_else(|| panic!("BUG: kernel setting `{key}` without a value"));
+        vec![key.to_owned(), value]
+    }));
     let mut memory: Vec<Vec<String>> = platform
         .dram()
         .iter()

@@ -85,3 +85,33 @@ fn bad_shapes_are_refused() {
     };
     assert_eq!(off.shape_free_memory(&pcp), Err(ShapeError::NoPcp));
 }
+
+/// A single slot (the first one always moves past the zero page's
+/// pageblock) and trailing zero counts past the maximum order: both used
+/// to panic (a gap subtracted from room the skip had used up; an order
+/// built for every index).
+#[test]
+fn a_single_slot_and_zero_counts_past_the_maximum_order_are_shaped() {
+    for free_blocks in [
+        vec![1],
+        vec![0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+        vec![2].into_iter().chain([0; 70]).collect(),
+    ] {
+        for spread in [true, false] {
+            let mut k = reference_kernel();
+            let shape = FreeShape {
+                free_blocks: free_blocks.clone(),
+                pcp_stride: 1,
+                spread,
+                ..FreeShape::default()
+            };
+            let made = k.shape_free_memory(&shape).unwrap();
+            let asked: u64 = free_blocks.iter().sum();
+            assert!(
+                made.free_blocks.iter().sum::<u64>() >= asked,
+                "{free_blocks:?}"
+            );
+            assert!(k.invariant_violations().is_empty());
+        }
+    }
+}
