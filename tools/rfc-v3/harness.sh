@@ -18,6 +18,8 @@
 #                (one commit per mail of the linux-arch list, the mail in file `m`)
 #   WORK       = scratch directory (default target/rfc-v3)
 #   JOBS       = make -j (default: number of cores)
+#   RECORDS    = the directory under tests/reference/rfc-v3/ the records go to
+#                (default records; the fourth recording is in records-frames)
 #   PROBE      = pagetypeinfo: also print /proc/pagetypeinfo at each workload's
 #                start into $WORK/run/boot.log (not into the records)
 # Host packages (Debian): flex bison bc libssl-dev libelf-dev qemu-system-arm
@@ -180,7 +182,7 @@ run() {
     -kernel "$SRC/arch/arm64/boot/Image" -initrd "$RUN/initramfs.cpio" -dtb "$RUN/virt-tag.dtb" \
     -append "console=ttyAMA0 cma=0 brd.rd_nr=1 brd.rd_size=65536" < /dev/null > "$RUN/boot.log"
   echo "harness: boot took $((SECONDS - start)) s"
-  python3 "$HERE/records.py" parse "$RUN/boot.log" "$REF/records" \
+  python3 "$HERE/records.py" parse "$RUN/boot.log" "$REF/${RECORDS:-records}" \
     --kernel "Linux v6.8 + RFC v3 (35 patches) + 1 build fix" \
     --config "$HERE/config.fragment" --qemu "$(qemu-system-aarch64 --version | head -1)" \
     --machine "virt,mte=on -cpu max -smp 2 -m $((DATA_MIB + TAG_MIB))M; tag storage ${TAG_MIB} MiB, block 4 KiB" \

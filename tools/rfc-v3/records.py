@@ -7,7 +7,11 @@ Usage: records.py parse BOOT_LOG OUT_DIR --kernel K --config FRAGMENT --qemu Q
 The log protocol is rt.h's. Each record holds the kernel's counters before the
 workload (`start`), its free-memory shape then (`start_free_area`: buddy free
 blocks per zone, migrate type and order from /proc/pagetypeinfo; `start_pcp`:
-pages on each CPU's per-CPU lists, with their `high`, from /proc/zoneinfo) and after every step (`steps[i].counters`, absolute values:
+pages on each CPU's per-CPU lists, with their `high`, from /proc/zoneinfo;
+`start_free_frames`: the positions of the free frames, [offset, count, kind]
+runs from /proc/kpageflags, offset in frames from the RAM's first frame, kind
+`buddy` for free buddy frames and `other` for frames with no flag and no
+mapping: the per-CPU list pages among kernel pages that set no flag) and after every step (`steps[i].counters`, absolute values:
 the comparison takes differences), the step's result in the scenario syntax,
 and whether the workload ran to its end. crates/mtesim/tests/reference_rfc_v3.rs
 reads them; docs/reference.md describes the comparison.
@@ -25,6 +29,7 @@ def parse_log(path):
     work = {}
     block = None  # the dict a counter block fills
     shape = None  # the workload whose free-memory shape is being read
+    frames = None  # the free-frame runs being read
     current = None  # the workload running
     warnings = []  # kernel warnings since the last step's line
     for raw in open(path, errors="replace"):
@@ -33,7 +38,8 @@ def parse_log(path):
         if m:
             current = m.group(1)
             work[current] = {"start": {}, "steps": [], "finished": False,
-                             "start_free_area": {}, "start_pcp": {}}
+                             "start_free_area": {}, "start_pcp": {},
+                             "start_free_frames": []}
             warnings = []
             continue
         m = re.match(r"^-- snap (\S+) start$", line)
@@ -51,6 +57,20 @@ def parse_log(path):
             work[m.group(1)]["steps"].append(step)
             block = step["counters"]
             continue
+        m = re.match(r"^-- frames (\S+)(?: (.*))?$", line)
+        if m and current is not None:
+            # rt.c's print_free_frames: `frames OFFSET COUNT KIND` lines
+            # up to `-- end`; `-- frames unavailable WHY` when it could not.
+            if m.group(1) == "unavailable":
+                raise SystemExit("records.py: %s: no free-frame positions: %s" % (current, m.group(2)))
+            block = None
+            frames = work[current]["start_free_frames"]
+            continue
+        if frames is not None:
+            parts = line.split()
+            if len(parts) == 4 and parts[0] == "frames" and parts[3] in ("buddy", "other"):
+                frames.append([int(parts[1]), int(parts[2]), parts[3]])
+                continue
         m = re.match(r"^-- shape (\S+)$", line)
         if m and current is not None:
             block = None
@@ -59,6 +79,7 @@ def parse_log(path):
         if line == "-- end":
             block = None
             shape = None
+            frames = None
             continue
         if shape is not None:
             # `free ZONE TYPE N0 N1 ...`: free blocks per order;

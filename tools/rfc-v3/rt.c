@@ -657,6 +657,71 @@ static void print_free_shape(void)
 	fflush(stdout);
 }
 
+/* The positions of the free frames a workload starts from, into its record
+ * (`start_free_frames`), from /proc/kpageflags and /proc/kpagecount (8 bytes
+ * per PFN) over the tag-capable RAM and its tag storage. KPF_BUDDY marks
+ * every frame of a free buddy block (v6.8's stable_page_flags() tests
+ * is_free_buddy_page(), not only the head), so a run of them is free buddy
+ * memory: Linux merges free buddies, so it is the run's maximal aligned
+ * blocks. /proc/kpagecount is the map count, not the reference count, so it
+ * cannot tell a per-CPU list page from a kernel allocation that sets no
+ * flag (stacks, vmalloc): frames with no flag and no mapping are printed as
+ * `other`, a superset of the per-CPU pages. Printed as `frames OFFSET COUNT
+ * buddy|other` runs, OFFSET in frames from RT_DRAM_PFN; records.py stores
+ * them as [offset, count, kind]. docs/reference.md, "The free-frame
+ * positions". */
+#define RT_DRAM_PFN 0x40000UL
+#define RT_FRAMES (131072UL + 4096UL)
+#define RT_KPF_BUDDY 10
+static void print_free_frames(void)
+{
+	static uint64_t flags[512], counts[512];
+	int ff = open("/proc/kpageflags", O_RDONLY);
+	int fc = open("/proc/kpagecount", O_RDONLY);
+	/* 0: neither; 1: free buddy frames; 2: unflagged, unmapped frames. */
+	int kind = 0;
+	unsigned long run_start = 0;
+	printf("-- frames start\n");
+	if (ff < 0 || fc < 0) {
+		printf("-- frames unavailable %s\n", strerror(errno));
+		goto out;
+	}
+	for (unsigned long base = 0; base < RT_FRAMES; base += 512) {
+		size_t n = RT_FRAMES - base < 512 ? RT_FRAMES - base : 512;
+		off_t at = (off_t)((RT_DRAM_PFN + base) * 8);
+		if (pread(ff, flags, n * 8, at) != (ssize_t)(n * 8) ||
+		    pread(fc, counts, n * 8, at) != (ssize_t)(n * 8)) {
+			printf("-- frames unavailable %s\n", strerror(errno));
+			goto out;
+		}
+		for (size_t i = 0; i < n; i++) {
+			unsigned long pfn = base + i;
+			uint64_t fl = flags[i];
+			int next = 0;
+			if (fl & (1ULL << RT_KPF_BUDDY))
+				next = 1;
+			else if (fl == 0 && counts[i] == 0)
+				next = 2;
+			if (kind && next != kind)
+				printf("frames %lu %lu %s\n", run_start, pfn - run_start,
+				       kind == 1 ? "buddy" : "other");
+			if (next && next != kind)
+				run_start = pfn;
+			kind = next;
+		}
+	}
+	if (kind)
+		printf("frames %lu %lu %s\n", run_start, RT_FRAMES - run_start,
+		       kind == 1 ? "buddy" : "other");
+out:
+	if (ff >= 0)
+		close(ff);
+	if (fc >= 0)
+		close(fc);
+	printf("-- end\n");
+	fflush(stdout);
+}
+
 /* --- swap on the RAM disk ---------------------------------------------------- */
 
 /* mkswap: a version 1 header on the first page, SWAPSPACE2 at its end. */
@@ -736,6 +801,7 @@ int rt_run_workload(const struct rt_workload *w)
 	printf("== %s\n-- snap %s start\n", w->name, w->name);
 	print_counters();
 	print_free_shape();
+	print_free_frames();
 #ifdef RT_PAGETYPEINFO
 	print_pagetypeinfo();
 #endif

@@ -23,4 +23,4 @@ pub mod phys;
 pub mod swap;
 pub mod trace;
 
-pub use machine::{FreeShape, Kernel, KernelInitError, ShapeError, ShapeReport};
+pub use machine::{FreeFrames, FreeShape, Kernel, KernelInitError, ShapeError, ShapeReport};

@@ -269,6 +269,9 @@ struct Record {
     /// (`start_free_area`, `start_pcp`; records older than the third
     /// recording have none).
     shape: Option<kernel::FreeShape>,
+    /// The free frames' positions at the workload's start
+    /// (`start_free_frames`; recordings before the fourth have none).
+    frames: Option<kernel::FreeFrames>,
 }
 
 /// The free-memory shape of a record: the movable free blocks of each
@@ -302,6 +305,41 @@ fn shape_of(json: &Value) -> Option<kernel::FreeShape> {
         pcp_stride: 1,
         spread: true,
     })
+}
+
+/// The DRAM frames of a record's `start_free_frames` (offsets from DRAM's
+/// first frame; 131,072 frames of 4 KiB): the `buddy` runs as they are (the
+/// model's buddy lists merge them into maximal aligned blocks, as Linux's),
+/// the `other` frames (unflagged and unmapped: the per-CPU pages among kernel
+/// pages that set no flag, which the record cannot tell apart) freed on
+/// the per-CPU lists, as many per CPU as the record's `start_pcp` says,
+/// from the lowest frames up (CPU 0 first), the rest held. Tag storage
+/// frames (offsets from 131,072; the records have them all free) are left
+/// as the model has them.
+fn frames_of(json: &Value, shape: Option<&kernel::FreeShape>) -> Option<kernel::FreeFrames> {
+    const DRAM_FRAMES: u64 = 131_072;
+    let runs = json["start_free_frames"].as_array()?;
+    let mut buddy = Vec::new();
+    let mut other = Vec::new();
+    for run in runs {
+        let offset = run[0].as_u64()?;
+        let count = run[1].as_u64()?.min(DRAM_FRAMES.saturating_sub(offset));
+        match run[2].as_str()? {
+            _ if count == 0 => {}
+            "buddy" => buddy.push((offset, count)),
+            "other" => other.extend(offset..offset + count),
+            _ => return None,
+        }
+    }
+    // Each CPU gets its recorded count, from the lowest `other` frames up;
+    // the `other` frames left over are the kernel's.
+    let counts = shape.map(|s| s.pcp_pages.clone()).unwrap_or_default();
+    let mut rest = other.into_iter();
+    let pcp = counts
+        .iter()
+        .map(|&n| rest.by_ref().take(n as usize).collect())
+        .collect();
+    Some(kernel::FreeFrames { buddy, pcp })
 }
 
 fn counters_of(value: &Value) -> BTreeMap<String, i64> {
@@ -347,6 +385,7 @@ fn load_record(path: &Path) -> Record {
         start: counters_of(&json["start"]),
         steps,
         shape: shape_of(&json),
+        frames: frames_of(&json, shape_of(&json).as_ref()),
     }
 }
 
@@ -399,6 +438,9 @@ enum ShapeMode {
     /// The record's shape with the slots packed from DRAM's start, per-CPU
     /// pages consecutive (`packed`).
     Packed,
+    /// The record's free frames where they were (`exact`,
+    /// `start_free_frames`: [`frames_of`]).
+    Exact,
 }
 
 impl ShapeMode {
@@ -410,15 +452,19 @@ impl ShapeMode {
     }
 }
 
-/// `MTESIM_REFERENCE_SHAPE=fresh|shaped|single|packed` (default: `fresh`).
+/// `MTESIM_REFERENCE_SHAPE=fresh|shaped|single|packed|exact` (default:
+/// `fresh`).
 fn shape_mode() -> ShapeMode {
     match std::env::var("MTESIM_REFERENCE_SHAPE").as_deref() {
         Err(_) | Ok("fresh") => ShapeMode::Fresh,
         Ok("shaped") => ShapeMode::Shaped,
         Ok("single") => ShapeMode::Single,
         Ok("packed") => ShapeMode::Packed,
+        Ok("exact") => ShapeMode::Exact,
         Ok(other) => {
-            panic!("MTESIM_REFERENCE_SHAPE: `{other}` is not fresh, shaped, single or packed")
+            panic!(
+                "MTESIM_REFERENCE_SHAPE: `{other}` is not fresh, shaped, single, packed or exact"
+            )
         }
     }
 }
@@ -429,6 +475,7 @@ fn run_model(
     path: &Path,
     design: &str,
     shape: Option<&kernel::FreeShape>,
+    frames: Option<&kernel::FreeFrames>,
 ) -> (BTreeMap<Counter, i64>, Vec<ModelStep>) {
     let file = path.display().to_string();
     let src = std::fs::read(path).unwrap_or_else(|e| panic!("{file}: {e}"));
@@ -460,6 +507,21 @@ fn run_model(
     let mut machine: Box<dyn uapi::Machine> = match shape_mode() {
         ShapeMode::Fresh => {
             make_machine(MachineKind::Kernel, &platform).unwrap_or_else(|e| panic!("{file}: {e}"))
+        }
+        ShapeMode::Exact => {
+            let mut k = kernel::Kernel::new(&platform).unwrap_or_else(|e| panic!("{file}: {e}"));
+            let frames =
+                frames.unwrap_or_else(|| panic!("{file}: the record has no start_free_frames"));
+            let made = k
+                .set_free_frames(frames)
+                .unwrap_or_else(|e| panic!("{file}: setting the free frames: {e}"));
+            if std::env::var_os("MTESIM_REFERENCE_DUMP").is_some() {
+                eprintln!(
+                    "EXACT {file} {design} made {:?} pcp {:?} held {}",
+                    made.free_blocks, made.pcp_pages, made.held
+                );
+            }
+            Box::new(k)
         }
         mode => {
             let mut k = kernel::Kernel::new(&platform).unwrap_or_else(|e| panic!("{file}: {e}"));
@@ -556,7 +618,8 @@ fn compare(record: &Record, design: &str, table: &mut String) -> (Vec<String>, V
     let path = reference_dir()
         .join("workloads")
         .join(format!("{}.mte", record.name));
-    let (model_start, model_steps) = run_model(&path, design, record.shape.as_ref());
+    let (model_start, model_steps) =
+        run_model(&path, design, record.shape.as_ref(), record.frames.as_ref());
     // The lines of `ksm-scan` commands (see `Tolerance::KsmPass`).
     let source =
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -694,8 +757,18 @@ fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
     paths
 }
 
+/// The recording compared: `records/` (the third), or the directory
+/// `MTESIM_REFERENCE_RECORDS` names under `tests/reference/rfc-v3/`
+/// (`records-frames`: the fourth, with the free frames' positions that
+/// `MTESIM_REFERENCE_SHAPE=exact` needs; docs/reference.md, "The free-frame
+/// positions (fourth recording)").
 fn records() -> Vec<Record> {
-    files(&reference_dir().join("records"), "json")
+    let dir = std::env::var("MTESIM_REFERENCE_RECORDS").unwrap_or_else(|_| "records".into());
+    assert!(
+        !dir.contains(['/', '\\']) && !dir.starts_with('.'),
+        "MTESIM_REFERENCE_RECORDS: `{dir}` is not a directory name under tests/reference/rfc-v3"
+    );
+    files(&reference_dir().join(dir), "json")
         .iter()
         .map(|p| load_record(p))
         .collect()
@@ -717,6 +790,7 @@ fn every_workload_has_a_record_and_every_record_a_workload() {
     };
     let workloads = names("workloads", "mte");
     assert_eq!(workloads, names("records", "json"));
+    assert_eq!(workloads, names("records-frames", "json"));
     assert!(workloads.len() >= 12, "{} workloads", workloads.len());
 }
 

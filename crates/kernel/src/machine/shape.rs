@@ -35,6 +35,12 @@
 //!   can hold, a machine that already ran something) is a [`ShapeError`];
 //!   nothing panics.
 //!
+//! [`Kernel::set_free_frames`] is the exact variant, for a record that
+//! gives the free frames' positions: it leaves free exactly the frames
+//! asked (buddy frames on the buddy lists, where they merge into maximal
+//! aligned blocks; per-CPU frames freed on their CPU) and takes every other
+//! free DRAM frame for the kernel. Same preconditions and errors.
+//!
 //! The checker counts the frames taken here as the kernel's own
 //! (`kernel_held`), so the frame accounting still balances.
 
@@ -58,6 +64,17 @@ pub struct FreeShape {
     /// packed from its start (`false`: no gap pieces, so no free blocks
     /// beyond the ones asked but the large ones above the slots).
     pub spread: bool,
+}
+
+/// Exact free frames to start from, as offsets in frames from the start of
+/// DRAM (the largest DRAM range).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FreeFrames {
+    /// Runs `(offset, count)` left free on the buddy lists.
+    pub buddy: Vec<(u64, u64)>,
+    /// Frames freed onto each CPU's per-CPU lists (index = CPU), in the
+    /// order they are freed.
+    pub pcp: Vec<Vec<u64>>,
 }
 
 /// What the shaping made.
@@ -87,6 +104,8 @@ pub enum ShapeError {
     NotFresh,
     #[error("pcp stride must be at least 1")]
     Stride,
+    #[error("free frames at offset {offset}: outside DRAM ({frames} frames) or listed twice")]
+    Frames { offset: u64, frames: u64 },
 }
 
 impl Kernel {
@@ -251,6 +270,95 @@ impl Kernel {
             }
             pcp_pages.push(alloc.pcp_pages() - before);
         }
+        let free_blocks = (0..=max.get())
+            .map(|o| alloc.free_blocks(Order::new(o), FreeList::Movable))
+            .collect();
+        drop(phys);
+        self.kernel_held.set(held);
+        Ok(ShapeReport {
+            free_blocks,
+            pcp_pages,
+            held,
+        })
+    }
+}
+
+impl Kernel {
+    /// Leaves free exactly the frames `frames` lists (see the module's
+    /// contract): frames the model already holds (the zero page, boot
+    /// allocations) stay held.
+    pub fn set_free_frames(&mut self, frames: &FreeFrames) -> Result<ShapeReport, ShapeError> {
+        if !self.procs.borrow().is_empty() || self.kernel_held.get() != 0 {
+            return Err(ShapeError::NotFresh);
+        }
+        let mut phys = self.mem.phys_mut();
+        let alloc = &mut phys.alloc;
+        let cpus = alloc.pcp_params().map_or(0, |p| p.cpus as usize);
+        if let Some(cpu) = (0..frames.pcp.len()).find(|&c| !frames.pcp[c].is_empty()) {
+            if alloc.pcp_params().is_none() {
+                return Err(ShapeError::NoPcp);
+            }
+            if let Some(cpu) =
+                (cpu..frames.pcp.len()).find(|&c| c >= cpus && !frames.pcp[c].is_empty())
+            {
+                return Err(ShapeError::Cpu { cpu, cpus });
+            }
+        }
+        let Some(range) = alloc
+            .layout()
+            .regions()
+            .iter()
+            .filter(|r| r.kind == RegionKind::Dram)
+            .map(|r| r.range)
+            .max_by_key(|r| r.count)
+        else {
+            return Err(ShapeError::TooLarge { needed: 1, have: 0 });
+        };
+        // 0: the kernel's; 1: free on the buddy lists; 2: a per-CPU page.
+        let mut want = vec![0u8; range.count as usize];
+        let mut mark = |offset: u64, kind: u8| match want.get_mut(offset as usize) {
+            Some(w) if *w == 0 => {
+                *w = kind;
+                Ok(())
+            }
+            _ => Err(ShapeError::Frames {
+                offset,
+                frames: range.count,
+            }),
+        };
+        for &(offset, count) in &frames.buddy {
+            for o in offset..offset.saturating_add(count) {
+                mark(o, 1)?;
+            }
+        }
+        for list in &frames.pcp {
+            for &o in list {
+                mark(o, 2)?;
+            }
+        }
+        let mut held = 0u64;
+        // Per-CPU frames taken here, so freeing one frees nothing the model
+        // held before (the zero page, a boot allocation).
+        let mut taken = vec![false; range.count as usize];
+        for (o, &w) in want.iter().enumerate() {
+            if w != 1 && alloc.take_free_frame(range.start + o as u64) {
+                match w {
+                    0 => held += 1,
+                    _ => taken[o] = true,
+                }
+            }
+        }
+        let mut pcp_pages = Vec::with_capacity(frames.pcp.len());
+        for (cpu, list) in frames.pcp.iter().enumerate() {
+            let before = alloc.pcp_pages();
+            for &o in list.iter().filter(|&&o| taken[o as usize]) {
+                alloc
+                    .free_on(cpu, range.start + o, Order::new(0))
+                    .expect("BUG: freeing a frame the shaping took");
+            }
+            pcp_pages.push(alloc.pcp_pages() - before);
+        }
+        let max = alloc.geometry().max_order();
         let free_blocks = (0..=max.get())
             .map(|o| alloc.free_blocks(Order::new(o), FreeList::Movable))
             .collect();

@@ -1,8 +1,9 @@
-//! `Kernel::shape_free_memory`: the counts asked come out, the checker's
-//! frame accounting balances, and bad shapes are refused.
+//! `Kernel::shape_free_memory` and `Kernel::set_free_frames`: the counts
+//! (or frames) asked come out, the checker's frame accounting balances, and
+//! bad shapes are refused.
 
 use super::kernel;
-use crate::machine::{FreeShape, ShapeError};
+use crate::machine::{FreeFrames, FreeShape, ShapeError};
 use uapi::{Machine, Op};
 
 fn reference_kernel() -> super::Kernel {
@@ -114,4 +115,61 @@ fn a_single_slot_and_zero_counts_past_the_maximum_order_are_shaped() {
             assert!(k.invariant_violations().is_empty());
         }
     }
+}
+
+#[test]
+fn exact_frames_merge_into_maximal_aligned_blocks_and_the_rest_is_held() {
+    let mut k = reference_kernel();
+    let frames = FreeFrames {
+        // One whole max-order block, and 7 frames from an odd offset:
+        // one block each of orders 0, 1 and 2.
+        buddy: vec![(1024, 1024), (4097, 7)],
+        pcp: vec![vec![9000, 9002], vec![9004]],
+    };
+    let made = k.set_free_frames(&frames).unwrap();
+    assert_eq!(made.free_blocks, [1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1]);
+    assert_eq!(made.pcp_pages, vec![2, 1]);
+    // Nothing else is free (the counts above are every free block): the
+    // rest of DRAM is the kernel's, but the frames the model held before.
+    assert!(made.held > 100_000, "held {}", made.held);
+    assert!(k.invariant_violations().is_empty());
+    assert_eq!(k.set_free_frames(&frames), Err(ShapeError::NotFresh));
+}
+
+#[test]
+fn bad_frames_are_refused() {
+    let mut k = reference_kernel();
+    let twice = FreeFrames {
+        buddy: vec![(0, 8)],
+        pcp: vec![vec![4]],
+    };
+    assert!(matches!(
+        k.set_free_frames(&twice),
+        Err(ShapeError::Frames { offset: 4, .. })
+    ));
+    let outside = FreeFrames {
+        buddy: vec![(131_070, 4)],
+        pcp: Vec::new(),
+    };
+    assert!(matches!(
+        k.set_free_frames(&outside),
+        Err(ShapeError::Frames {
+            offset: 131_072,
+            ..
+        })
+    ));
+    let third_cpu = FreeFrames {
+        buddy: Vec::new(),
+        pcp: vec![vec![], vec![], vec![5]],
+    };
+    assert_eq!(
+        k.set_free_frames(&third_cpu),
+        Err(ShapeError::Cpu { cpu: 2, cpus: 2 })
+    );
+    let mut off = kernel(&[("memory", "512M"), ("tag-storage", "dynamic")]);
+    let pcp = FreeFrames {
+        buddy: Vec::new(),
+        pcp: vec![vec![1]],
+    };
+    assert_eq!(off.set_free_frames(&pcp), Err(ShapeError::NoPcp));
 }
