@@ -120,6 +120,11 @@ pub enum KernelViolation {
     Deposit { mm: MmId, va: VirtAddr },
     #[error("mm {mm:?} {va}: the TLB disagrees with the page table")]
     StaleTlb { mm: MmId, va: VirtAddr },
+    /// A per-CPU TLB entry of the current contents' epoch whose buffer
+    /// index or tag copy is not what the frame holds now (a write that
+    /// should have moved the epoch did not).
+    #[error("mm {mm:?} {va}: a per-CPU TLB entry's data or tag copy is stale in the current epoch")]
+    StaleTlbHints { mm: MmId, va: VirtAddr },
     #[error("process {pid:?}: {what}")]
     Process { pid: Pid, what: &'static str },
     #[error("swap device: {0:?}")]
@@ -238,6 +243,7 @@ impl KernelViolation {
             | K::PageCache { .. }
             | K::Deposit { .. }
             | K::StaleTlb { .. }
+            | K::StaleTlbHints { .. }
             | K::Process { .. }
             | K::Swap(_)
             | K::KsmPage { .. } => Invariant::LayerConsistency,
@@ -555,6 +561,16 @@ impl Kernel {
                 };
                 if !agrees {
                     out.push(KernelViolation::StaleTlb { mm: *id, va });
+                    continue;
+                }
+                // Hints of the current epoch are what a refresh would take.
+                let phys = mem.phys();
+                if e.epoch == phys.contents.epoch() {
+                    let mut fresh = e;
+                    super::direct::refresh_hints(&mut fresh, &phys.contents);
+                    if (fresh.data, fresh.tag_copy) != (e.data, e.tag_copy) {
+                        out.push(KernelViolation::StaleTlbHints { mm: *id, va });
+                    }
                 }
             }
         }

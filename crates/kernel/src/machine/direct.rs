@@ -356,10 +356,11 @@ impl Kernel {
     }
 }
 
-/// Takes `entry`'s buffer index and tag copy again in the contents' epoch.
+/// Takes `entry`'s buffer index and tag copy again in the contents' epoch
+/// (also what the checker compares a current entry's hints with).
 #[cold]
 #[inline(never)]
-fn refresh_hints(entry: &mut CpuTlbEntry, contents: &PhysContents) {
+pub(crate) fn refresh_hints(entry: &mut CpuTlbEntry, contents: &PhysContents) {
     entry.epoch = contents.epoch();
     entry.data = contents.buf_index(entry.pfn);
     entry.tag_copy = [0; PAGE_TAG_BYTES];
