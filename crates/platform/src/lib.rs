@@ -25,7 +25,7 @@ pub mod toml_file;
 
 pub use cost::{CostEntry, CostFileError, CostTable};
 pub use error::{PlatformError, Position};
-pub use machine::{KERNEL_KEYS, KernelSettings, LayoutError, Platform};
+pub use machine::{KERNEL_KEYS, KernelSettings, LAYOUT_KEYS, LayoutError, Platform};
 pub use mistake::{Mistake, Mistakes};
 pub use mte::geometry::{Geometry, GeometryError, MemRange, TagBlock, TagRegion};
 pub use spec::{

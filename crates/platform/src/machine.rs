@@ -112,9 +112,13 @@ pub fn design_mistakes(design: Design) -> Mistakes {
     })
 }
 
+/// The `platform` keys that say what the machine is made of (its layout),
+/// as opposed to the kernel's settings ([`KERNEL_KEYS`]).
+pub const LAYOUT_KEYS: [&str; 4] = ["memory", "page-size", "tag-storage", "block-size"];
+
 /// The `platform` keys of [`KernelSettings`]: every key of a `platform`
-/// line but the layout's (`memory`, `page-size`, `tag-storage`,
-/// `block-size`), in the order `mtesim platform` prints them.
+/// line but the layout's ([`LAYOUT_KEYS`]), in the order `mtesim platform`
+/// prints them.
 pub const KERNEL_KEYS: [&str; 12] = [
     "tag-storage-data",
     "swap",
@@ -357,14 +361,16 @@ mod tests {
     /// spec without its place here fails this test, not a user's run.
     #[test]
     fn every_platform_key_is_layout_or_a_kernel_setting() {
-        const LAYOUT: [&str; 4] = ["memory", "page-size", "tag-storage", "block-size"];
         for key in crate::spec::KEYS {
             assert!(
-                LAYOUT.contains(key) != KERNEL_KEYS.contains(key),
+                LAYOUT_KEYS.contains(key) != KERNEL_KEYS.contains(key),
                 "`{key}` is neither a layout key nor in KERNEL_KEYS (or both)"
             );
         }
-        assert_eq!(LAYOUT.len() + KERNEL_KEYS.len(), crate::spec::KEYS.len());
+        assert_eq!(
+            LAYOUT_KEYS.len() + KERNEL_KEYS.len(),
+            crate::spec::KEYS.len()
+        );
         // Each setting reads back what the line set, and is copied.
         let mut spec = PlatformSpec::default();
         for (key, value) in [

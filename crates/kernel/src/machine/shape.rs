@@ -270,16 +270,10 @@ impl Kernel {
             }
             pcp_pages.push(alloc.pcp_pages() - before);
         }
-        let free_blocks = (0..=max.get())
-            .map(|o| alloc.free_blocks(Order::new(o), FreeList::Movable))
-            .collect();
+        let report = ShapeReport::of(alloc, pcp_pages, held);
         drop(phys);
         self.kernel_held.set(held);
-        Ok(ShapeReport {
-            free_blocks,
-            pcp_pages,
-            held,
-        })
+        Ok(report)
     }
 }
 
@@ -358,21 +352,29 @@ impl Kernel {
             }
             pcp_pages.push(alloc.pcp_pages() - before);
         }
-        let max = alloc.geometry().max_order();
-        let free_blocks = (0..=max.get())
-            .map(|o| alloc.free_blocks(Order::new(o), FreeList::Movable))
-            .collect();
+        let report = ShapeReport::of(alloc, pcp_pages, held);
         drop(phys);
         self.kernel_held.set(held);
-        Ok(ShapeReport {
-            free_blocks,
-            pcp_pages,
-            held,
-        })
+        Ok(report)
     }
 }
 
 /// Whether `pfn` is free on the movable buddy lists.
+impl ShapeReport {
+    /// What a shaping that left `pcp_pages` per CPU and held `held` frames
+    /// made: the movable free blocks of each order, read from `alloc`.
+    fn of(alloc: &crate::phys::BuddyAllocator, pcp_pages: Vec<u64>, held: u64) -> ShapeReport {
+        let max = alloc.geometry().max_order();
+        ShapeReport {
+            free_blocks: (0..=max.get())
+                .map(|o| alloc.free_blocks(Order::new(o), FreeList::Movable))
+                .collect(),
+            pcp_pages,
+            held,
+        }
+    }
+}
+
 fn free_movable(alloc: &crate::phys::BuddyAllocator, pfn: Pfn) -> bool {
     matches!(
         alloc.frame_status(pfn),

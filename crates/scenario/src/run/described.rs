@@ -26,7 +26,7 @@ pub struct DescribedMachine {
 }
 
 /// Keys that say what the machine is made of, which only the file decides.
-pub const LAYOUT_KEYS: [&str; 4] = ["memory", "page-size", "tag-storage", "block-size"];
+pub use platform::LAYOUT_KEYS;
 
 /// Why a scenario cannot run on a described machine.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
