@@ -258,18 +258,8 @@ impl Kernel {
             }
             cursor += 1;
         }
-        // Free the per-CPU pages on their CPUs, each CPU's in frame order
-        // (its list then hands out the last freed first, as Linux's).
-        let mut pcp_pages = Vec::with_capacity(per_cpu.len());
-        for (cpu, frames) in per_cpu.iter().enumerate() {
-            let before = alloc.pcp_pages();
-            for &pfn in frames {
-                alloc
-                    .free_on(cpu, pfn, Order::new(0))
-                    .expect("BUG: freeing a frame the shaping took");
-            }
-            pcp_pages.push(alloc.pcp_pages() - before);
-        }
+        // The per-CPU pages on their CPUs, each CPU's in frame order.
+        let pcp_pages = free_per_cpu(alloc, per_cpu.iter().map(|f| f.iter().copied()));
         let report = ShapeReport::of(alloc, pcp_pages, held);
         drop(phys);
         self.kernel_held.set(held);
@@ -342,16 +332,14 @@ impl Kernel {
                 }
             }
         }
-        let mut pcp_pages = Vec::with_capacity(frames.pcp.len());
-        for (cpu, list) in frames.pcp.iter().enumerate() {
-            let before = alloc.pcp_pages();
-            for &o in list.iter().filter(|&&o| taken[o as usize]) {
-                alloc
-                    .free_on(cpu, range.start + o, Order::new(0))
-                    .expect("BUG: freeing a frame the shaping took");
-            }
-            pcp_pages.push(alloc.pcp_pages() - before);
-        }
+        let pcp_pages = free_per_cpu(
+            alloc,
+            frames.pcp.iter().map(|list| {
+                list.iter()
+                    .filter(|&&o| taken[o as usize])
+                    .map(|&o| range.start + o)
+            }),
+        );
         let report = ShapeReport::of(alloc, pcp_pages, held);
         drop(phys);
         self.kernel_held.set(held);
@@ -359,7 +347,6 @@ impl Kernel {
     }
 }
 
-/// Whether `pfn` is free on the movable buddy lists.
 impl ShapeReport {
     /// What a shaping that left `pcp_pages` per CPU and held `held` frames
     /// made: the movable free blocks of each order, read from `alloc`.
@@ -375,6 +362,29 @@ impl ShapeReport {
     }
 }
 
+/// Frees each CPU's frames onto its per-CPU list in the order given (the
+/// list then hands out the last freed first, as Linux's); the pages each
+/// list gained.
+fn free_per_cpu<I: IntoIterator<Item = Pfn>>(
+    alloc: &mut crate::phys::BuddyAllocator,
+    per_cpu: impl IntoIterator<Item = I>,
+) -> Vec<u64> {
+    per_cpu
+        .into_iter()
+        .enumerate()
+        .map(|(cpu, frames)| {
+            let before = alloc.pcp_pages();
+            for pfn in frames {
+                alloc
+                    .free_on(cpu, pfn, Order::new(0))
+                    .expect("BUG: freeing a frame the shaping took");
+            }
+            alloc.pcp_pages() - before
+        })
+        .collect()
+}
+
+/// Whether `pfn` is free on the movable buddy lists.
 fn free_movable(alloc: &crate::phys::BuddyAllocator, pfn: Pfn) -> bool {
     matches!(
         alloc.frame_status(pfn),
