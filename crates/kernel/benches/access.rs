@@ -264,35 +264,35 @@ fn bench(c: &mut Criterion) {
             ("run checked load sync", Box::new(|| run_sync.run_loads())),
             0,
         ),
+        (
+            (
+                "direct checked store sync",
+                Box::new(|| sync_s.direct_stores()),
+            ),
+            1,
+        ),
+        (
+            (
+                "direct checked store async",
+                Box::new(|| asy_s.direct_stores()),
+            ),
+            1,
+        ),
+        (
+            (
+                "direct checked store asymm",
+                Box::new(|| asymm_s.direct_stores()),
+            ),
+            1,
+        ),
+        (
+            (
+                "direct unchecked store",
+                Box::new(|| plain_s.direct_stores()),
+            ),
+            1,
+        ),
     ];
-    variants.push((
-        (
-            "direct checked store sync",
-            Box::new(|| sync_s.direct_stores()),
-        ),
-        1,
-    ));
-    variants.push((
-        (
-            "direct checked store async",
-            Box::new(|| asy_s.direct_stores()),
-        ),
-        1,
-    ));
-    variants.push((
-        (
-            "direct checked store asymm",
-            Box::new(|| asymm_s.direct_stores()),
-        ),
-        1,
-    ));
-    variants.push((
-        (
-            "direct unchecked store",
-            Box::new(|| plain_s.direct_stores()),
-        ),
-        1,
-    ));
     let time = |f: &mut dyn FnMut()| {
         let start = Instant::now();
         for _ in 0..20 {
