@@ -549,7 +549,10 @@ impl Kernel {
                 }
             }
             // The per-CPU TLBs of the direct path: each page entry agrees
-            // with the walk (one made from a block, with the block's page).
+            // with the walk (one made from a block, with the block's page),
+            // and its hints, if of the current epoch, are what a refresh
+            // would take.
+            let phys = mem.phys();
             for e in cpu_tlbs.borrow().entries().filter(|e| e.mm == *id) {
                 let va = VirtAddr::new(e.vpn << PAGE_SHIFT).expect("BUG: TLB page above 2^56");
                 let agrees = match mapped_at(m.pt.walk(va), va) {
@@ -563,8 +566,6 @@ impl Kernel {
                     out.push(KernelViolation::StaleTlb { mm: *id, va });
                     continue;
                 }
-                // Hints of the current epoch are what a refresh would take.
-                let phys = mem.phys();
                 if e.epoch == phys.contents.epoch() {
                     let mut fresh = e;
                     super::direct::refresh_hints(&mut fresh, &phys.contents);
