@@ -315,6 +315,18 @@ counters
         }
         let platform = Platform::from_spec(&spec).unwrap();
         let settings = &to_json(&platform)["settings"];
+        // The JSON writes each value in its own type, so it lists the keys
+        // itself: exactly the kernel settings the text prints.
+        let mut keys: Vec<&str> = settings
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut kernel_keys = KERNEL_KEYS.to_vec();
+        keys.sort_unstable();
+        kernel_keys.sort_unstable();
+        assert_eq!(keys, kernel_keys);
         assert_eq!(settings["pcp"], json!(true));
         assert_eq!(settings["free-list-order"], json!("linux"));
         assert_eq!(settings["reserve-fast-path"], json!(false));
