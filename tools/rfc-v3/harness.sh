@@ -19,7 +19,8 @@
 #   WORK       = scratch directory (default target/rfc-v3)
 #   JOBS       = make -j (default: number of cores)
 #   RECORDS    = the directory under tests/reference/rfc-v3/ the records go to
-#                (default records; the fourth recording is in records-frames)
+#                (default records; the fourth recording is in records-frames,
+#                the boots with the free-lists probe in boots/N)
 #   PROBE      = pagetypeinfo: also print /proc/pagetypeinfo at each workload's
 #                start into $WORK/run/boot.log (not into the records)
 # Host packages (Debian): flex bison bc libssl-dev libelf-dev qemu-system-arm
@@ -92,6 +93,12 @@ build() {
   # without including <linux/swap.h>; it builds only by accident of other
   # headers. The one build fix applied.
   sed -i 's|^#include <linux/hugetlb.h>$|#include <linux/hugetlb.h>\n#include <linux/swap.h>|' arch/arm64/mm/fault.c
+  # The comparison's probe, not part of the series: a read-only debugfs file
+  # listing the buddy and per-CPU free lists in list order (rt.c reads it at
+  # each workload's start; docs/reference.md, "The free lists"). It
+  # allocates nothing and changes no allocation; its 512 KiB static buffer
+  # makes the kernel image that much larger.
+  git apply "$HERE/free-lists-probe.patch"
 
   echo "harness: [4/5] configuration"
   "${MK[@]}" allnoconfig
@@ -183,7 +190,7 @@ run() {
     -append "console=ttyAMA0 cma=0 brd.rd_nr=1 brd.rd_size=65536" < /dev/null > "$RUN/boot.log"
   echo "harness: boot took $((SECONDS - start)) s"
   python3 "$HERE/records.py" parse "$RUN/boot.log" "$REF/${RECORDS:-records}" \
-    --kernel "Linux v6.8 + RFC v3 (35 patches) + 1 build fix" \
+    --kernel "Linux v6.8 + RFC v3 (35 patches) + 1 build fix + free-lists probe" \
     --config "$HERE/config.fragment" --qemu "$(qemu-system-aarch64 --version | head -1)" \
     --machine "virt,mte=on -cpu max -smp 2 -m $((DATA_MIB + TAG_MIB))M; tag storage ${TAG_MIB} MiB, block 4 KiB" \
     "${list[@]}"

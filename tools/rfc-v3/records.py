@@ -11,7 +11,13 @@ pages on each CPU's per-CPU lists, with their `high`, from /proc/zoneinfo;
 `start_free_frames`: the positions of the free frames, [offset, count, kind]
 runs from /proc/kpageflags, offset in frames from the RAM's first frame, kind
 `buddy` for free buddy frames and `other` for frames with no flag and no
-mapping: the per-CPU list pages among kernel pages that set no flag) and after every step (`steps[i].counters`, absolute values:
+mapping: the per-CPU list pages among kernel pages that set no flag;
+`start_free_lists`: every buddy free list and every CPU's per-CPU lists in
+list order, head first, from the harness's kernel probe, as zones of
+{zone, start_pfn, pages, pcp: [{cpu, count, high, batch, free_count,
+alloc_factor, flags, lists: [{pindex, order, migratetype, heads}]}], free:
+[{order, migratetype, heads}]}, `heads` the probe's runs: `P`, `P+N`, `P-N`,
+absolute PFNs, N blocks stepping by the order's size) and after every step (`steps[i].counters`, absolute values:
 the comparison takes differences), the step's result in the scenario syntax,
 and whether the workload ran to its end. crates/mtesim/tests/reference_rfc_v3.rs
 reads them; docs/reference.md describes the comparison.
@@ -24,12 +30,60 @@ import re
 import sys
 
 
+RUN = re.compile(r"^\d+(?:[+-]\d+)?$")
+
+
+def parse_lists_line(workload, zones, line):
+    """One line of the free-lists probe (tools/rfc-v3/free-lists-probe.patch)
+    into `zones`: `zone NAME START_PFN PAGES`, `pcp CPU COUNT HIGH BATCH
+    FREE_COUNT ALLOC_FACTOR FLAGS`, `pcplist CPU PINDEX ORDER MT: RUN...`,
+    `free ORDER MT: RUN...`, `end` (`truncated` is refused). The runs stay
+    as the kernel wrote them (a string, head of the list first)."""
+    parts = line.split()
+    bad = SystemExit("records.py: %s: a free-lists line not understood: %r" % (workload, line[:120]))
+    if not parts:
+        return
+    if parts[0] == "zone" and len(parts) == 4:
+        zones.append({"zone": parts[1], "start_pfn": int(parts[2]), "pages": int(parts[3]),
+                      "pcp": [], "free": []})
+    elif parts[0] == "pcp" and len(parts) == 8 and zones:
+        keys = ["cpu", "count", "high", "batch", "free_count", "alloc_factor", "flags"]
+        zones[-1]["pcp"].append({**{k: int(v) for k, v in zip(keys, parts[1:])}, "lists": []})
+    elif parts[0] == "pcplist" and len(parts) >= 5 and parts[4].endswith(":") and zones and zones[-1]["pcp"]:
+        runs = parts[5:]
+        if not all(RUN.match(r) for r in runs):
+            raise bad
+        zones[-1]["pcp"][-1]["lists"].append({
+            "pindex": int(parts[2]), "order": int(parts[3]), "migratetype": int(parts[4][:-1]),
+            "heads": " ".join(runs)})
+        if int(parts[1]) != zones[-1]["pcp"][-1]["cpu"]:
+            raise bad
+    elif parts[0] == "free" and len(parts) >= 3 and parts[2].endswith(":") and zones:
+        runs = parts[3:]
+        if not all(RUN.match(r) for r in runs):
+            raise bad
+        zones[-1]["free"].append({"order": int(parts[1]), "migratetype": int(parts[2][:-1]),
+                                  "heads": " ".join(runs)})
+    elif parts == ["end"] and zones:
+        zones[-1]["end"] = True
+    elif parts == ["truncated"]:
+        raise SystemExit("records.py: %s: the kernel's free-lists buffer was too small" % workload)
+    else:
+        raise bad
+
+
+def lists_complete(zones):
+    """Whether the probe's text ended with its `end` line."""
+    return bool(zones) and zones[-1].pop("end", False)
+
+
 def parse_log(path):
     """{name: {"start": {...}, "steps": [...], "finished": bool}}"""
     work = {}
     block = None  # the dict a counter block fills
     shape = None  # the workload whose free-memory shape is being read
     frames = None  # the free-frame runs being read
+    lists = None  # the free lists being read (a list of zones)
     current = None  # the workload running
     warnings = []  # kernel warnings since the last step's line
     for raw in open(path, errors="replace"):
@@ -39,7 +93,7 @@ def parse_log(path):
             current = m.group(1)
             work[current] = {"start": {}, "steps": [], "finished": False,
                              "start_free_area": {}, "start_pcp": {},
-                             "start_free_frames": []}
+                             "start_free_frames": [], "start_free_lists": []}
             warnings = []
             continue
         m = re.match(r"^-- snap (\S+) start$", line)
@@ -71,6 +125,17 @@ def parse_log(path):
             if len(parts) == 4 and parts[0] == "frames" and parts[3] in ("buddy", "other"):
                 frames.append([int(parts[1]), int(parts[2]), parts[3]])
                 continue
+        m = re.match(r"^-- lists (\S+)(?: (.*))?$", line)
+        if m and current is not None:
+            # rt.c's print_free_lists: the kernel probe's text up to `-- end`.
+            if m.group(1) == "unavailable":
+                raise SystemExit("records.py: %s: no free lists: %s" % (current, m.group(2)))
+            block = None
+            lists = work[current]["start_free_lists"]
+            continue
+        if lists is not None and line != "-- end":
+            parse_lists_line(current, lists, line)
+            continue
         m = re.match(r"^-- shape (\S+)$", line)
         if m and current is not None:
             block = None
@@ -80,6 +145,9 @@ def parse_log(path):
             block = None
             shape = None
             frames = None
+            if lists is not None and not lists_complete(lists):
+                raise SystemExit("records.py: %s: the free lists did not end with `end`" % current)
+            lists = None
             continue
         if shape is not None:
             # `free ZONE TYPE N0 N1 ...`: free blocks per order;

@@ -722,6 +722,41 @@ out:
 	fflush(stdout);
 }
 
+/* The buddy and per-CPU free lists a workload starts from, in list order,
+ * into its record (`start_free_lists`): the text of the harness's kernel
+ * probe (tools/rfc-v3/free-lists-probe.patch, debugfs
+ * `mtesim_free_lists`), between `-- lists start` and `-- end`. Read last,
+ * just before the first command. The buffer is touched before the read so
+ * that nothing is allocated between the kernel's snapshot and the
+ * workload but what printing it to the console takes. docs/reference.md,
+ * "The free lists". */
+#define RT_LISTS_MAX (768 * 1024)
+static void print_free_lists(void)
+{
+	static char buf[RT_LISTS_MAX];
+	size_t len = 0;
+	ssize_t n;
+	memset(buf, 0, sizeof(buf));
+	int fd = open("/sys/kernel/debug/mtesim_free_lists", O_RDONLY);
+	printf("-- lists start\n");
+	if (fd < 0) {
+		printf("-- lists unavailable %s\n", strerror(errno));
+		printf("-- end\n");
+		fflush(stdout);
+		return;
+	}
+	while (len < sizeof(buf) - 1 && (n = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0)
+		len += (size_t)n;
+	close(fd);
+	buf[len] = 0;
+	if (len == sizeof(buf) - 1)
+		printf("-- lists unavailable the buffer is too small\n");
+	else
+		fputs(buf, stdout);
+	printf("-- end\n");
+	fflush(stdout);
+}
+
 /* --- swap on the RAM disk ---------------------------------------------------- */
 
 /* mkswap: a version 1 header on the first page, SWAPSPACE2 at its end. */
@@ -805,6 +840,7 @@ int rt_run_workload(const struct rt_workload *w)
 #ifdef RT_PAGETYPEINFO
 	print_pagetypeinfo();
 #endif
+	print_free_lists();
 	struct rt_proc root = { -1 };
 	int status = 0;
 	for (int i = 0; i < w->nsteps; i++) {

@@ -23,4 +23,7 @@ pub mod phys;
 pub mod swap;
 pub mod trace;
 
-pub use machine::{FreeFrames, FreeShape, Kernel, KernelInitError, ShapeError, ShapeReport};
+pub use machine::{
+    CpuLists, FreeFrames, FreeLists, FreeShape, Kernel, KernelInitError, ListType, ListedBlock,
+    ListsReport, ShapeError, ShapeReport,
+};

@@ -272,6 +272,98 @@ struct Record {
     /// The free frames' positions at the workload's start
     /// (`start_free_frames`; recordings before the fourth have none).
     frames: Option<kernel::FreeFrames>,
+    /// The free lists in list order at the workload's start
+    /// (`start_free_lists`, the boots with the kernel probe: [`lists_of`]).
+    lists: Option<kernel::FreeLists>,
+}
+
+/// The blocks of one list of the probe's text: runs `P`, `P+N`, `P-N` of
+/// absolute PFNs stepping by `2^order`, head first, as offsets from `base`.
+fn list_blocks(
+    heads: &str,
+    order: u8,
+    base: u64,
+    list: kernel::ListType,
+) -> Option<Vec<kernel::ListedBlock>> {
+    let step = 1u64 << order;
+    let mut blocks = Vec::new();
+    for run in heads.split_whitespace() {
+        let (first, n, up) = if let Some((p, n)) = run.split_once('+') {
+            (p.parse::<u64>().ok()?, n.parse::<u64>().ok()?, true)
+        } else if let Some((p, n)) = run.split_once('-') {
+            (p.parse::<u64>().ok()?, n.parse::<u64>().ok()?, false)
+        } else {
+            (run.parse::<u64>().ok()?, 1, true)
+        };
+        for i in 0..n {
+            let pfn = if up {
+                first.checked_add(i * step)?
+            } else {
+                first.checked_sub(i * step)?
+            };
+            blocks.push(kernel::ListedBlock {
+                offset: pfn.checked_sub(base)?,
+                order,
+                list,
+            });
+        }
+    }
+    Some(blocks)
+}
+
+/// Linux v6.8's migrate type numbers as the model's list types:
+/// `MIGRATE_RECLAIMABLE` (2) and `MIGRATE_HIGHATOMIC` (3) are kernel
+/// memory, the model's Unmovable; `MIGRATE_ISOLATE` (5) never holds
+/// blocks between workloads.
+fn list_type(mt: i64) -> Option<kernel::ListType> {
+    match mt {
+        0 | 2 | 3 => Some(kernel::ListType::Unmovable),
+        1 => Some(kernel::ListType::Movable),
+        4 => Some(kernel::ListType::Cma),
+        _ => None,
+    }
+}
+
+/// A record's `start_free_lists` (the probe of
+/// `tools/rfc-v3/free-lists-probe.patch`, one zone on the reference
+/// machine, DMA, starting at DRAM's first frame): every buddy list and each
+/// CPU's lists, head first, with each CPU's tuning. The per-CPU list of
+/// pageblock order (`migratetype` -1) keeps its type as Movable; the model,
+/// whose pageblocks are order 9, has no list for order 10 and reports it
+/// unplaced.
+fn lists_of(json: &Value) -> Option<kernel::FreeLists> {
+    let zones = json["start_free_lists"].as_array()?;
+    let zone = zones.first()?;
+    let base = zone["start_pfn"].as_u64()?;
+    let mut lists = kernel::FreeLists::default();
+    for l in zone["free"].as_array()? {
+        let order = u8::try_from(l["order"].as_u64()?).ok()?;
+        let list = list_type(l["migratetype"].as_i64()?)?;
+        lists
+            .buddy
+            .extend(list_blocks(l["heads"].as_str()?, order, base, list)?);
+    }
+    for c in zone["pcp"].as_array()? {
+        let mut cpu = kernel::CpuLists {
+            high: c["high"].as_u64()?,
+            free_count: c["free_count"].as_u64()?,
+            alloc_factor: u32::try_from(c["alloc_factor"].as_u64()?).ok()?,
+            // PCPF_PREV_FREE_HIGH_ORDER.
+            prev_free_high_order: c["flags"].as_u64()? & 1 != 0,
+            ..kernel::CpuLists::default()
+        };
+        for l in c["lists"].as_array()? {
+            let order = u8::try_from(l["order"].as_u64()?).ok()?;
+            let list = match l["migratetype"].as_i64()? {
+                -1 => kernel::ListType::Movable,
+                mt => list_type(mt)?,
+            };
+            cpu.blocks
+                .extend(list_blocks(l["heads"].as_str()?, order, base, list)?);
+        }
+        lists.cpus.push(cpu);
+    }
+    Some(lists)
 }
 
 /// The free-memory shape of a record: the movable free blocks of each
@@ -386,6 +478,15 @@ fn load_record(path: &Path) -> Record {
         steps,
         shape: shape_of(&json),
         frames: frames_of(&json, shape_of(&json).as_ref()),
+        lists: match json.get("start_free_lists") {
+            None => None,
+            Some(v) if v.as_array().is_some_and(Vec::is_empty) => None,
+            Some(_) => {
+                Some(lists_of(&json).unwrap_or_else(|| {
+                    panic!("{}: start_free_lists not understood", path.display())
+                }))
+            }
+        },
     }
 }
 
@@ -441,6 +542,9 @@ enum ShapeMode {
     /// The record's free frames where they were (`exact`,
     /// `start_free_frames`: [`frames_of`]).
     Exact,
+    /// The record's free lists, in list order, with the per-CPU lists
+    /// (`lists`, `start_free_lists`: [`lists_of`]).
+    Lists,
 }
 
 impl ShapeMode {
@@ -461,9 +565,10 @@ fn shape_mode() -> ShapeMode {
         Ok("single") => ShapeMode::Single,
         Ok("packed") => ShapeMode::Packed,
         Ok("exact") => ShapeMode::Exact,
+        Ok("lists") => ShapeMode::Lists,
         Ok(other) => {
             panic!(
-                "MTESIM_REFERENCE_SHAPE: `{other}` is not fresh, shaped, single, packed or exact"
+                "MTESIM_REFERENCE_SHAPE: `{other}` is not fresh, shaped, single, packed, exact or lists"
             )
         }
     }
@@ -474,9 +579,10 @@ fn shape_mode() -> ShapeMode {
 fn run_model(
     path: &Path,
     design: &str,
-    shape: Option<&kernel::FreeShape>,
-    frames: Option<&kernel::FreeFrames>,
+    record: &Record,
+    mode: ShapeMode,
 ) -> (BTreeMap<Counter, i64>, Vec<ModelStep>) {
+    let (shape, frames) = (record.shape.as_ref(), record.frames.as_ref());
     let file = path.display().to_string();
     let src = std::fs::read(path).unwrap_or_else(|e| panic!("{file}: {e}"));
     let script = scenario::parse(&file, &src).unwrap_or_else(|e| panic!("{e}"));
@@ -504,7 +610,7 @@ fn run_model(
     };
     let spec = options.platform_spec(&script.platform_spec());
     let platform = Platform::from_spec(&spec).unwrap_or_else(|e| panic!("{file}: {e}"));
-    let mut machine: Box<dyn uapi::Machine> = match shape_mode() {
+    let mut machine: Box<dyn uapi::Machine> = match mode {
         ShapeMode::Fresh => {
             make_machine(MachineKind::Kernel, &platform).unwrap_or_else(|e| panic!("{file}: {e}"))
         }
@@ -519,6 +625,27 @@ fn run_model(
                 eprintln!(
                     "EXACT {file} {design} made {:?} pcp {:?} held {}",
                     made.free_blocks, made.pcp_pages, made.held
+                );
+            }
+            Box::new(k)
+        }
+        ShapeMode::Lists => {
+            let mut k = kernel::Kernel::new(&platform).unwrap_or_else(|e| panic!("{file}: {e}"));
+            let lists = record
+                .lists
+                .as_ref()
+                .unwrap_or_else(|| panic!("{file}: the record has no start_free_lists"));
+            let made = k
+                .set_free_lists(lists)
+                .unwrap_or_else(|e| panic!("{file}: setting the free lists: {e}"));
+            if std::env::var_os("MTESIM_REFERENCE_DUMP").is_some() {
+                eprintln!(
+                    "LISTS {file} {design} made {:?} pcp {:?} held {} unplaced buddy {} pcp {}",
+                    made.made.free_blocks,
+                    made.made.pcp_pages,
+                    made.made.held,
+                    made.buddy_unplaced,
+                    made.pcp_unplaced
                 );
             }
             Box::new(k)
@@ -618,8 +745,7 @@ fn compare(record: &Record, design: &str, table: &mut String) -> (Vec<String>, V
     let path = reference_dir()
         .join("workloads")
         .join(format!("{}.mte", record.name));
-    let (model_start, model_steps) =
-        run_model(&path, design, record.shape.as_ref(), record.frames.as_ref());
+    let (model_start, model_steps) = run_model(&path, design, record, shape_mode());
     // The lines of `ksm-scan` commands (see `Tolerance::KsmPass`).
     let source =
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -765,7 +891,7 @@ fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
 fn records() -> Vec<Record> {
     let dir = std::env::var("MTESIM_REFERENCE_RECORDS").unwrap_or_else(|_| "records".into());
     assert!(
-        !dir.contains(['/', '\\']) && !dir.starts_with('.'),
+        !dir.contains('\\') && !dir.split('/').any(|p| p.is_empty() || p.starts_with('.')),
         "MTESIM_REFERENCE_RECORDS: `{dir}` is not a directory name under tests/reference/rfc-v3"
     );
     files(&reference_dir().join(dir), "json")

@@ -148,7 +148,10 @@ use crate::trace::EventSink;
 pub use check::KernelViolation;
 pub use incremental::{FULL_CHECK_EVERY, same_verdict};
 use proc::Process;
-pub use shape::{FreeFrames, FreeShape, ShapeError, ShapeReport};
+pub use shape::{
+    CpuLists, FreeFrames, FreeLists, FreeShape, ListType, ListedBlock, ListsReport, ShapeError,
+    ShapeReport,
+};
 use tlb::Tlb;
 
 /// Order 0: every user page of the model is held as a single frame (a

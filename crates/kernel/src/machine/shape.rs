@@ -41,12 +41,25 @@
 //! aligned blocks; per-CPU frames freed on their CPU) and takes every other
 //! free DRAM frame for the kernel. Same preconditions and errors.
 //!
+//! [`Kernel::set_free_lists`] is the exact variant with list order, for a
+//! record of the free lists themselves (the reference harness's kernel
+//! probe, `docs/reference.md`, "The free lists"): every listed buddy block
+//! is left free and moved to its place in its list (head first, as
+//! recorded), every listed per-CPU block is put on its CPU's list of its
+//! type and order in the recorded order, each CPU's tuning (`high`,
+//! `free_count`, `alloc_factor`, `PCPF_PREV_FREE_HIGH_ORDER`) is set, the
+//! pageblocks holding listed blocks get the lists' migrate type, every
+//! other DRAM frame is the kernel's, and tag storage frames not listed stay
+//! free. Same preconditions and errors; [`ListsReport`] says what could not
+//! be placed as recorded.
+//!
 //! The checker counts the frames taken here as the kernel's own
 //! (`kernel_held`), so the frame accounting still balances.
 
 use mte::{Pfn, PfnRange};
 
 use super::Kernel;
+use crate::phys::frame::MigrateType;
 use crate::phys::layout::RegionKind;
 use crate::phys::{FreeList, Order};
 
@@ -75,6 +88,71 @@ pub struct FreeFrames {
     /// Frames freed onto each CPU's per-CPU lists (index = CPU), in the
     /// order they are freed.
     pub pcp: Vec<Vec<u64>>,
+}
+
+/// The migrate type of a recorded free list. Linux's `MIGRATE_RECLAIMABLE`
+/// and `MIGRATE_HIGHATOMIC` are kernel memory the model has no type for:
+/// the caller gives them as [`ListType::Unmovable`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListType {
+    Unmovable,
+    Movable,
+    Cma,
+}
+
+impl ListType {
+    fn migratetype(self) -> MigrateType {
+        match self {
+            ListType::Unmovable => MigrateType::Unmovable,
+            ListType::Movable => MigrateType::Movable,
+            ListType::Cma => MigrateType::Cma,
+        }
+    }
+}
+
+/// One block of a recorded free list: `offset` in frames from the start of
+/// DRAM (the largest DRAM range, with the tag storage that follows it
+/// directly counted on), `2^order` frames, on a list of type `list`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListedBlock {
+    pub offset: u64,
+    pub order: u8,
+    pub list: ListType,
+}
+
+/// One CPU's recorded per-CPU lists and tuning.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CpuLists {
+    /// Its blocks, each list's head first (lists may interleave: the
+    /// blocks of one type and order keep their order).
+    pub blocks: Vec<ListedBlock>,
+    pub high: u64,
+    pub free_count: u64,
+    pub alloc_factor: u32,
+    pub prev_free_high_order: bool,
+}
+
+/// Recorded free lists to start from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FreeLists {
+    /// The buddy allocator's free blocks, each list's head first.
+    pub buddy: Vec<ListedBlock>,
+    /// Each CPU's lists (index = CPU).
+    pub cpus: Vec<CpuLists>,
+}
+
+/// What [`Kernel::set_free_lists`] made.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListsReport {
+    pub made: ShapeReport,
+    /// Listed buddy blocks the model did not have as such after taking the
+    /// kernel's frames (a frame the model holds itself, such as the zero
+    /// page, inside one): left where the model's lists have them.
+    pub buddy_unplaced: u64,
+    /// Listed per-CPU blocks that could not go on a list (an order with no
+    /// list in the model, or a frame the model held): their frames are the
+    /// kernel's.
+    pub pcp_unplaced: u64,
 }
 
 /// What the shaping made.
@@ -344,6 +422,149 @@ impl Kernel {
         drop(phys);
         self.kernel_held.set(held);
         Ok(report)
+    }
+}
+
+impl Kernel {
+    /// Starts from the recorded free lists `lists` (see the module's
+    /// contract).
+    pub fn set_free_lists(&mut self, lists: &FreeLists) -> Result<ListsReport, ShapeError> {
+        if !self.procs.borrow().is_empty() || self.kernel_held.get() != 0 {
+            return Err(ShapeError::NotFresh);
+        }
+        let mut phys = self.mem.phys_mut();
+        let alloc = &mut phys.alloc;
+        let cpus = alloc.pcp_params().map_or(0, |p| p.cpus as usize);
+        if let Some(cpu) = (0..lists.cpus.len()).find(|&c| !lists.cpus[c].blocks.is_empty()) {
+            if alloc.pcp_params().is_none() {
+                return Err(ShapeError::NoPcp);
+            }
+            if let Some(cpu) =
+                (cpu..lists.cpus.len()).find(|&c| c >= cpus && !lists.cpus[c].blocks.is_empty())
+            {
+                return Err(ShapeError::Cpu { cpu, cpus });
+            }
+        }
+        let Some(dram) = alloc
+            .layout()
+            .regions()
+            .iter()
+            .filter(|r| r.kind == RegionKind::Dram)
+            .map(|r| r.range)
+            .max_by_key(|r| r.count)
+        else {
+            return Err(ShapeError::TooLarge { needed: 1, have: 0 });
+        };
+        // DRAM, and the tag storage right after it (the reference
+        // machine's layout, and the model's).
+        let tag = alloc
+            .layout()
+            .regions()
+            .iter()
+            .filter(|r| {
+                r.kind == RegionKind::TagStorageCma && r.range.start == dram.start + dram.count
+            })
+            .map(|r| r.range.count)
+            .sum::<u64>();
+        let span = dram.count + tag;
+        let max = alloc.geometry().max_order().get();
+        // 0: the kernel's (DRAM) or left as it is (tag storage); 1: free
+        // on the buddy lists; 2: on a per-CPU list.
+        let mut want = vec![0u8; span as usize];
+        let mut mark = |b: &ListedBlock, kind: u8| -> Result<(), ShapeError> {
+            if b.order > max {
+                return Err(ShapeError::Order {
+                    order: usize::from(b.order),
+                    max: max + 1,
+                });
+            }
+            let pages = 1u64 << b.order;
+            for o in b.offset..b.offset.saturating_add(pages) {
+                match want.get_mut(o as usize) {
+                    Some(w) if *w == 0 => *w = kind,
+                    _ => {
+                        return Err(ShapeError::Frames {
+                            offset: o,
+                            frames: span,
+                        });
+                    }
+                }
+            }
+            Ok(())
+        };
+        for b in &lists.buddy {
+            mark(b, 1)?;
+        }
+        for c in &lists.cpus {
+            for b in &c.blocks {
+                mark(b, 2)?;
+            }
+        }
+        let mut held = 0u64;
+        let mut taken = vec![false; span as usize];
+        for (o, &w) in want.iter().enumerate() {
+            let pfn = dram.start + o as u64;
+            let in_dram = (o as u64) < dram.count;
+            match w {
+                0 if in_dram && alloc.take_free_frame(pfn) => held += 1,
+                2 if alloc.take_any_free_frame(pfn) => taken[o] = true,
+                _ => {}
+            }
+        }
+        // Pageblock types: the per-CPU lists' first, then the buddy lists'
+        // (a free block lies on its pageblock's list).
+        for b in lists
+            .cpus
+            .iter()
+            .flat_map(|c| &c.blocks)
+            .chain(&lists.buddy)
+        {
+            alloc.set_pageblock_type(
+                dram.start + b.offset,
+                Order::new(b.order),
+                b.list.migratetype(),
+            );
+        }
+        // Each buddy list's recorded blocks to its head, in the recorded
+        // order: the last first.
+        let mut buddy_unplaced = 0u64;
+        for b in lists.buddy.iter().rev() {
+            if !alloc.free_block_to_head(dram.start + b.offset, Order::new(b.order)) {
+                buddy_unplaced += 1;
+            }
+        }
+        let mut pcp_unplaced = 0u64;
+        let mut pcp_pages = vec![0u64; lists.cpus.len()];
+        for (cpu, c) in lists.cpus.iter().enumerate() {
+            for b in &c.blocks {
+                let head = dram.start + b.offset;
+                let order = Order::new(b.order);
+                let all_taken = (b.offset..b.offset + order.pages()).all(|o| taken[o as usize]);
+                if all_taken && alloc.pcp_append_taken(cpu, head, order, b.list.migratetype()) {
+                    pcp_pages[cpu] += order.pages();
+                } else {
+                    pcp_unplaced += 1;
+                    held += (b.offset..b.offset + order.pages())
+                        .filter(|&o| taken[o as usize])
+                        .count() as u64;
+                }
+            }
+            alloc.pcp_set_tuning(
+                cpu,
+                c.high,
+                c.free_count,
+                c.alloc_factor,
+                c.prev_free_high_order,
+            );
+        }
+        let made = ShapeReport::of(alloc, pcp_pages, held);
+        drop(phys);
+        self.kernel_held.set(held);
+        Ok(ListsReport {
+            made,
+            buddy_unplaced,
+            pcp_unplaced,
+        })
     }
 }
 

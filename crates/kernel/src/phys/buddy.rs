@@ -1223,6 +1223,66 @@ impl BuddyAllocator {
             .expect("BUG: frame outside the span")]
         .migratetype
     }
+
+    /// For starting from a recorded state (`Kernel::set_free_lists`):
+    /// gives the pageblocks covering the `2^order` frames at `head` the
+    /// type `mt` and moves the free blocks inside them to its list, as
+    /// Linux's lists hold each free block on its pageblock's type. Isolated
+    /// and CMA pageblocks are left alone; returns whether every covered
+    /// pageblock has `mt` now.
+    pub(crate) fn set_pageblock_type(&mut self, head: Pfn, order: Order, mt: MigrateType) -> bool {
+        let g = *self.geometry();
+        let pb_pages = g.pageblock_pages();
+        let start = Pfn::new(head.as_u64() / pb_pages * pb_pages);
+        let end = head + order.pages().max(pb_pages);
+        let mut all = true;
+        let mut pb = start;
+        while pb < end {
+            let Some(i) = self.pageblock_index(pb) else {
+                return false;
+            };
+            let block = self.pageblocks[i];
+            if block.isolated || block.migratetype == MigrateType::Cma || mt == MigrateType::Cma {
+                all &= block.migratetype == mt && !block.isolated;
+            } else if block.migratetype != mt {
+                let from = block.free_list();
+                self.pageblocks[i].migratetype = mt;
+                // Blocks up to pageblock order inside it; a larger block
+                // headed here moves with it (its other pageblocks get the
+                // same type in this loop).
+                let mut moved = Vec::new();
+                for o in 0..=g.max_order().get() {
+                    let o = Order::new(o);
+                    moved.extend(
+                        self.list(o, from)
+                            .heads_in(pb, pb + pb_pages)
+                            .map(|h| (h, o)),
+                    );
+                }
+                moved.sort_unstable();
+                for (h, o) in moved {
+                    self.del_free(h, o, from);
+                    self.add_free_at(h, o, mt.into(), End::Tail);
+                }
+            }
+            pb += pb_pages;
+        }
+        all
+    }
+
+    /// For starting from a recorded state: moves the free block of `order`
+    /// at `head` to the head of its list. False when no such free block is
+    /// there.
+    pub(crate) fn free_block_to_head(&mut self, head: Pfn, order: Order) -> bool {
+        match self.find_free_block(head) {
+            Some((h, o, list)) if h == head && o == order => {
+                self.del_free(head, order, list);
+                self.add_free_at(head, order, list, End::Head);
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -396,6 +396,79 @@ impl BuddyAllocator {
         total
     }
 
+    /// For starting from a recorded state (`Kernel::set_free_lists`): puts
+    /// the block of `order` at `head`, whose frames are order-0 allocations
+    /// the caller took ([`Self::take_free_frame`]) and holds no other way,
+    /// at the tail of `cpu`'s list of type `mt` (Unmovable or Movable; CMA
+    /// goes on Movable), as `free_unref_page()` leaves a block: pristine,
+    /// on no buddy list. None of a free's side effects: no `high` check, no
+    /// tuning. Returns whether it was put (not when the lists are off, the
+    /// order has no list, or a frame is not such an allocation).
+    pub(crate) fn pcp_append_taken(
+        &mut self,
+        cpu: usize,
+        head: Pfn,
+        order: Order,
+        mt: MigrateType,
+    ) -> bool {
+        let pb_order = self.geometry().pageblock_order();
+        let Some(cpus) = self.pcp.as_ref().map(|p| p.cpus.len()) else {
+            return false;
+        };
+        if cpu >= cpus || !allowed_order(order, pb_order) {
+            return false;
+        }
+        let taken = (0..order.pages()).all(|i| {
+            matches!(
+                self.frame_status(head + i),
+                Some(crate::phys::FrameStatus::Allocated { head: h, order: o, .. })
+                    if h == head + i && o.get() == 0
+            ) && self.frame(head + i).is_some_and(|m| {
+                m.mapcount == 0 && m.pins == 0 && m.refcount <= 1 && m.flags.is_empty()
+            })
+        });
+        if !taken {
+            return false;
+        }
+        let cma = self.list_of(head) == Some(FreeList::Cma);
+        for meta in self.frames.block_mut(head, order.pages()) {
+            meta.reset();
+        }
+        self.counters.allocated -= order.pages();
+        if cma {
+            self.counters.cma_allocated -= order.pages();
+        }
+        let list = list_index(pcp_type(mt), order);
+        let pcp = self.pcp.as_mut().expect("BUG: pcp checked above");
+        pcp.cpus[cpu].lists[list].push_back(head);
+        pcp.cpus[cpu].count += order.pages();
+        pcp.index.insert(head, (cpu as u32, list as u8));
+        true
+    }
+
+    /// For starting from a recorded state: `cpu`'s tuning as Linux's
+    /// `struct per_cpu_pages` had it (`high`, `free_count`,
+    /// `alloc_factor`, `PCPF_PREV_FREE_HIGH_ORDER`). `high` is kept within
+    /// the model's `high_min..=high_max` at its next use, as v6.8 clamps
+    /// it. Returns false when the lists are off or there is no such CPU.
+    pub(crate) fn pcp_set_tuning(
+        &mut self,
+        cpu: usize,
+        high: u64,
+        free_count: u64,
+        alloc_factor: u32,
+        prev_free_high_order: bool,
+    ) -> bool {
+        let Some(c) = self.pcp.as_mut().and_then(|p| p.cpus.get_mut(cpu)) else {
+            return false;
+        };
+        c.high = high;
+        c.free_count = free_count;
+        c.alloc_factor = alloc_factor;
+        c.prev_free_high_order = prev_free_high_order;
+        true
+    }
+
     /// Whether the CMA policy lets a movable untagged request use CMA.
     pub(crate) fn may_use_cma(&self, movable: bool, tagged: bool) -> bool {
         movable && !tagged && self.cma_use != CmaUse::Never
