@@ -4,7 +4,7 @@
 # the workloads of tests/reference/rfc-v3/workloads/: each workload is a `.mte`
 # scenario that mtesim runs and that `mtesim export-c` turns into the C program
 # the real kernel runs. The counters the real kernel reports after each command
-# are written to tests/reference/rfc-v3/records/, which `cargo test` compares
+# are written to tests/reference/rfc-v3/boots/N/, which `cargo test` compares
 # with the model (crates/mtesim/tests/reference_rfc_v3.rs). docs/reference.md
 # explains the comparison.
 #
@@ -19,8 +19,9 @@
 #   WORK       = scratch directory (default target/rfc-v3)
 #   JOBS       = make -j (default: number of cores)
 #   RECORDS    = the directory under tests/reference/rfc-v3/ the records go to
-#                (default records; the fourth recording is in records-frames,
-#                the boots with the free-lists probe in boots/N)
+#                (default boots/1; cargo test compares every boots/N, each
+#                from its own free lists; records/ and records-frames/ are
+#                the third and fourth recordings, made before the probe)
 #   PROBE      = pagetypeinfo: also print /proc/pagetypeinfo at each workload's
 #                start into $WORK/run/boot.log (not into the records)
 # Host packages (Debian): flex bison bc libssl-dev libelf-dev qemu-system-arm
@@ -189,7 +190,7 @@ run() {
     -kernel "$SRC/arch/arm64/boot/Image" -initrd "$RUN/initramfs.cpio" -dtb "$RUN/virt-tag.dtb" \
     -append "console=ttyAMA0 cma=0 brd.rd_nr=1 brd.rd_size=65536" < /dev/null > "$RUN/boot.log"
   echo "harness: boot took $((SECONDS - start)) s"
-  python3 "$HERE/records.py" parse "$RUN/boot.log" "$REF/${RECORDS:-records}" \
+  python3 "$HERE/records.py" parse "$RUN/boot.log" "$REF/${RECORDS:-boots/1}" \
     --kernel "Linux v6.8 + RFC v3 (35 patches) + 1 build fix + free-lists probe" \
     --config "$HERE/config.fragment" --qemu "$(qemu-system-aarch64 --version | head -1)" \
     --machine "virt,mte=on -cpu max -smp 2 -m $((DATA_MIB + TAG_MIB))M; tag storage ${TAG_MIB} MiB, block 4 KiB" \

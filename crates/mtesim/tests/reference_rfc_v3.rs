@@ -110,6 +110,9 @@ fn warning_sites(lines: &[String]) -> Vec<String> {
 /// (`docs/reference.md`, "Kernel warnings").
 fn warning_divergence(workload: &str, design: &str, line: u64) -> Option<&'static str> {
     match (workload, design, line) {
+        ("w11_compaction", "rfc-v3", 14) => Some(
+            "whether the first access after compaction restores saved tags in a reservation varies from boot to boot: boots 3-5 and the third recording print the restore warning here, boots 1 and 2 and the fourth recording do not; the model (`tags-by-pfn`) always restores and warns",
+        ),
         ("w11_compaction", "dynamic", 14) => Some(
             "`dynamic` reserves a compacted page's destination first: nothing waits by frame, nothing is restored in a reservation",
         ),
@@ -173,6 +176,36 @@ enum Tolerance {
     /// visits it), where the model counts the mappings at once: those steps
     /// are not compared.
     KsmPass,
+    /// Blocks of 4 KiB tagged pages with the model started from the boot's
+    /// own free lists (`lists`): the real count lies in `[model - 8, model
+    /// + 8]`. Measured over the five boots: from -6 (boot 1, w12 line 10:
+    /// 39 against 45) to +4 (boot 1, w10 line 13: 139 against 135), plus 2
+    /// of slack. What is left: the runtime's own allocations between the
+    /// probe and each command (printing, reading the counters, `fork` of
+    /// the workload's processes), which the model does not make, and the
+    /// pages the model holds for the kernel, which the real kernel may
+    /// free or move meanwhile.
+    ListsPlacement,
+    /// Migrations of recycled tag storage pages from the boot's own free
+    /// lists: the real count lies in `[model - 4, model + 9]`. Measured:
+    /// -2 (boot 3, w16: the model took 2 tag storage pages off a per-CPU
+    /// list the real kernel had used by then) to +7 (boot 2, w15), plus 2.
+    ListsRecycled,
+    /// Migrations under memory pressure (w10) from the boot's own free
+    /// lists: within 25% of the larger. The lists bring the kernel's own
+    /// memory (about 5,300 frames held) and so the CMA threshold of the
+    /// real machine: the model migrates 84-117 where the kernel migrated
+    /// 86-103 (worst: boot 5, 86 against 104, 17%).
+    Pressure,
+    /// Pages compaction moves from the boot's own free lists: within 25%
+    /// of the larger. The model's held frames are all immovable, where
+    /// some of the real kernel's are movable (page cache, the runtime's
+    /// pages) and compaction moves them too; the model moved 2,585-3,328
+    /// where the kernel moved 3,207-3,702 (worst: boot 2, 2,585 against
+    /// 3,220, 20%). Before the
+    /// compaction, recycled pages as [`Tolerance::ListsRecycled`] (boot 2:
+    /// 2 against 0 at the tagged fill).
+    ListsCompaction,
 }
 
 impl Tolerance {
@@ -186,6 +219,13 @@ impl Tolerance {
             Tolerance::LruBatch => real <= model && real >= model - 15,
             // With the next scan's value: `holds_or_next`.
             Tolerance::KsmPass => real == model,
+            Tolerance::ListsPlacement => (-8..=8).contains(&(real - model)),
+            Tolerance::ListsRecycled => (-4..=9).contains(&(real - model)),
+            Tolerance::Pressure => (real - model).abs() * 4 <= model.max(real),
+            Tolerance::ListsCompaction => {
+                (real - model).abs() * 4 <= model.max(real)
+                    || Tolerance::ListsRecycled.holds(real, model)
+            }
         }
     }
 
@@ -211,7 +251,46 @@ const THP_WORKLOADS: [&str; 3] = [
     "w07_thp_read_without_huge_zero_page",
 ];
 
-/// The rule for `metric` of `workload` under `design`.
+/// The rule for `metric` of `workload` under `design`, with the model
+/// started from the boot's own free lists (`lists`) or not.
+fn rule_for(workload: &str, design: &str, metric: &str, lists: bool) -> Rule {
+    if lists {
+        lists_rule(workload, design, metric)
+    } else {
+        rule(workload, design, metric)
+    }
+}
+
+/// The rule for `metric` of `workload` under `design` with the model
+/// started from the boot's own free lists (the default comparison:
+/// `docs/reference.md`, "The free lists").
+fn lists_rule(workload: &str, design: &str, metric: &str) -> Rule {
+    let blocks = matches!(metric, "blocks reserved" | "reservations" | "releases");
+    match (workload, metric) {
+        ("w06_thp_read_huge_zero_page", _) if design == "dynamic" => Rule::Explained(
+            "the posted series livelocks on the huge zero page; `dynamic` reserves its 16 blocks and completes",
+        ),
+        ("w10_pressure", "migrated") => Rule::Within(Tolerance::Pressure),
+        ("w11_compaction", "migrated") => Rule::Within(Tolerance::ListsCompaction),
+        ("w11_compaction", _) if blocks && design == "rfc-v3" => Rule::Explained(
+            "which tagged pages compaction moves, and where to, decides how many blocks their first accesses reserve (the series maps a moved page awaiting storage); the model's held frames are immovable where some of the real kernel's are not, so its scanners meet elsewhere: real 76-108 reservations over the five boots, the model 81-174 (boot 5: 108 against 174)",
+        ),
+        ("w11_compaction", _) if blocks && design == "dynamic" => Rule::Explained(
+            "the posted series migrates a tagged page without reserving the destination's storage (the page is mapped awaiting it and its next access reserves: `tags-by-pfn`, which `rfc-v3` has built in); `dynamic`, the fixed design, reserves first",
+        ),
+        (_, "ksm shared" | "ksm sharing") => Rule::Within(Tolerance::KsmPass),
+        (_, "swapped out") => Rule::Within(Tolerance::LruBatch),
+        (w, _) if blocks && THP_WORKLOADS.contains(&w) => Rule::Within(Tolerance::Exact),
+        (_, _) if blocks => Rule::Within(Tolerance::ListsPlacement),
+        (_, "migrated") => Rule::Within(Tolerance::ListsRecycled),
+        _ => Rule::Within(Tolerance::Exact),
+    }
+}
+
+/// The rule for `metric` of `workload` under `design` with the model
+/// started from a fresh machine (`MTESIM_REFERENCE_SHAPE=fresh`, the
+/// comparison before the free-lists probe, held against the third
+/// recording, `records/`).
 fn rule(workload: &str, design: &str, metric: &str) -> Rule {
     let blocks = matches!(metric, "blocks reserved" | "reservations" | "releases");
     match (workload, metric) {
@@ -556,11 +635,13 @@ impl ShapeMode {
     }
 }
 
-/// `MTESIM_REFERENCE_SHAPE=fresh|shaped|single|packed|exact` (default:
-/// `fresh`).
-fn shape_mode() -> ShapeMode {
+/// `MTESIM_REFERENCE_SHAPE=fresh|shaped|single|packed|exact|lists`
+/// (default: `default`, which is `lists` for the boots, `fresh` for the
+/// older recordings).
+fn shape_mode(default: ShapeMode) -> ShapeMode {
     match std::env::var("MTESIM_REFERENCE_SHAPE").as_deref() {
-        Err(_) | Ok("fresh") => ShapeMode::Fresh,
+        Err(_) => default,
+        Ok("fresh") => ShapeMode::Fresh,
         Ok("shaped") => ShapeMode::Shaped,
         Ok("single") => ShapeMode::Single,
         Ok("packed") => ShapeMode::Packed,
@@ -741,11 +822,18 @@ fn outcome_kind(result: &str) -> String {
 
 /// Compares one workload under one design; returns the mismatches and the
 /// explained differences, and appends the last step's row to `table`.
-fn compare(record: &Record, design: &str, table: &mut String) -> (Vec<String>, Vec<String>) {
+fn compare(
+    record: &Record,
+    design: &str,
+    mode: ShapeMode,
+    table: &mut String,
+) -> (Vec<String>, Vec<String>) {
     let path = reference_dir()
         .join("workloads")
         .join(format!("{}.mte", record.name));
-    let (model_start, model_steps) = run_model(&path, design, record, shape_mode());
+    let (model_start, model_steps) = run_model(&path, design, record, mode);
+    let lists = mode == ShapeMode::Lists;
+    let rule = |w: &str, d: &str, m: &str| rule_for(w, d, m, lists);
     // The lines of `ksm-scan` commands (see `Tolerance::KsmPass`).
     let source =
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -883,20 +971,50 @@ fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
     paths
 }
 
-/// The recording compared: `records/` (the third), or the directory
-/// `MTESIM_REFERENCE_RECORDS` names under `tests/reference/rfc-v3/`
-/// (`records-frames`: the fourth, with the free frames' positions that
-/// `MTESIM_REFERENCE_SHAPE=exact` needs; docs/reference.md, "The free-frame
-/// positions (fourth recording)").
-fn records() -> Vec<Record> {
-    let dir = std::env::var("MTESIM_REFERENCE_RECORDS").unwrap_or_else(|_| "records".into());
-    assert!(
-        !dir.contains('\\') && !dir.split('/').any(|p| p.is_empty() || p.starts_with('.')),
-        "MTESIM_REFERENCE_RECORDS: `{dir}` is not a directory name under tests/reference/rfc-v3"
-    );
-    files(&reference_dir().join(dir), "json")
-        .iter()
-        .map(|p| load_record(p))
+/// The boots recorded with the free-lists probe: the directories under
+/// `tests/reference/rfc-v3/boots/`, in name order.
+fn boots() -> Vec<String> {
+    let dir = reference_dir().join("boots");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("a directory entry"))
+        .filter(|e| e.path().is_dir())
+        .map(|e| format!("boots/{}", e.file_name().to_string_lossy()))
+        .collect();
+    names.sort();
+    names
+}
+
+/// The recordings compared, each with what the model starts from: every
+/// boot under `boots/` from its own free lists (`lists`), or the one
+/// directory under `tests/reference/rfc-v3/` that `MTESIM_REFERENCE_RECORDS`
+/// names (`records`: the third recording; `records-frames`: the fourth,
+/// with the free frames' positions that `MTESIM_REFERENCE_SHAPE=exact`
+/// needs; `boots/N`), from a fresh machine unless it is a boot.
+/// `MTESIM_REFERENCE_SHAPE` overrides the start (docs/reference.md,
+/// "Experiments with the comparison").
+fn recordings() -> Vec<(String, ShapeMode, Vec<Record>)> {
+    let dirs = match std::env::var("MTESIM_REFERENCE_RECORDS") {
+        Ok(dir) => vec![dir],
+        Err(_) => boots(),
+    };
+    dirs.into_iter()
+        .map(|dir| {
+            assert!(
+                !dir.contains('\\') && !dir.split('/').any(|p| p.is_empty() || p.starts_with('.')),
+                "MTESIM_REFERENCE_RECORDS: `{dir}` is not a directory under tests/reference/rfc-v3"
+            );
+            let default = if dir.starts_with("boots/") {
+                ShapeMode::Lists
+            } else {
+                ShapeMode::Fresh
+            };
+            let records = files(&reference_dir().join(&dir), "json")
+                .iter()
+                .map(|p| load_record(p))
+                .collect();
+            (dir, shape_mode(default), records)
+        })
         .collect()
 }
 
@@ -918,6 +1036,19 @@ fn every_workload_has_a_record_and_every_record_a_workload() {
     assert_eq!(workloads, names("records", "json"));
     assert_eq!(workloads, names("records-frames", "json"));
     assert!(workloads.len() >= 12, "{} workloads", workloads.len());
+    let boots = boots();
+    assert!(boots.len() >= 3, "{} boots recorded", boots.len());
+    for boot in &boots {
+        assert_eq!(workloads, names(boot, "json"), "{boot}");
+        // Each boot's records carry the free lists the comparison starts from.
+        for path in files(&dir.join(boot), "json") {
+            assert!(
+                load_record(&path).lists.is_some(),
+                "{}: no start_free_lists",
+                path.display()
+            );
+        }
+    }
 }
 
 #[test]
@@ -930,28 +1061,30 @@ fn the_model_matches_the_posted_series_within_the_documented_tolerances() {
     for &d in &designs {
         assert!(Design::by_name(d).is_some(), "design {d} is not registered");
     }
-    let mut table = String::from(
-        "| workload | design | blocks reserved | reservations | releases | migrated | swapped out | swapped in | ksm shared | ksm sharing |\n|---|---|---|---|---|---|---|---|---|---|\n",
-    );
     let mut failures = Vec::new();
     let mut explained = Vec::new();
-    for record in records() {
-        for &design in &designs {
-            let (problems, why) = compare(&record, design, &mut table);
-            if !problems.is_empty() {
-                failures.push(format!(
-                    "{} under {design}:\n  {}",
-                    record.name,
-                    problems.join("\n  ")
-                ));
+    for (dir, mode, records) in recordings() {
+        let mut table = String::from(
+            "| workload | design | blocks reserved | reservations | releases | migrated | swapped out | swapped in | ksm shared | ksm sharing |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        );
+        for record in &records {
+            for &design in &designs {
+                let (problems, why) = compare(record, design, mode, &mut table);
+                if !problems.is_empty() {
+                    failures.push(format!(
+                        "{dir} {} under {design}:\n  {}",
+                        record.name,
+                        problems.join("\n  ")
+                    ));
+                }
+                explained.extend(
+                    why.into_iter()
+                        .map(|w| format!("{dir} {} under {design}: {w}", record.name)),
+                );
             }
-            explained.extend(
-                why.into_iter()
-                    .map(|w| format!("{} under {design}: {w}", record.name)),
-            );
         }
+        println!("{dir}, model from {mode:?}: kernel / model, change over the workload:\n{table}");
     }
-    println!("kernel / model, change over the workload:\n{table}");
     for e in &explained {
         println!("expected: {e}");
     }
@@ -1000,6 +1133,42 @@ fn tolerances_hold_only_what_they_say() {
     assert!(matches!(
         rule("w12_swap", "rfc-v3", "swapped in"),
         Rule::Within(Tolerance::Exact)
+    ));
+    // From each boot's own free lists.
+    assert!(Tolerance::ListsPlacement.holds(45, 53));
+    assert!(Tolerance::ListsPlacement.holds(61, 53));
+    assert!(!Tolerance::ListsPlacement.holds(44, 53));
+    assert!(!Tolerance::ListsPlacement.holds(62, 53));
+    assert!(Tolerance::ListsRecycled.holds(0, 4));
+    assert!(!Tolerance::ListsRecycled.holds(0, 5));
+    assert!(Tolerance::ListsRecycled.holds(9, 0));
+    assert!(!Tolerance::ListsRecycled.holds(10, 0));
+    assert!(Tolerance::Pressure.holds(98, 117));
+    assert!(Tolerance::Pressure.holds(75, 100));
+    assert!(!Tolerance::Pressure.holds(74, 100));
+    assert!(Tolerance::ListsCompaction.holds(3220, 2585));
+    assert!(!Tolerance::ListsCompaction.holds(3500, 2585));
+    assert!(Tolerance::ListsCompaction.holds(2, 0));
+    assert!(!Tolerance::ListsCompaction.holds(10, 0));
+    assert!(matches!(
+        lists_rule("w16_ksm", "rfc-v3", "reservations"),
+        Rule::Within(Tolerance::ListsPlacement)
+    ));
+    assert!(matches!(
+        lists_rule("w10_pressure", "dynamic", "migrated"),
+        Rule::Within(Tolerance::Pressure)
+    ));
+    assert!(matches!(
+        lists_rule(
+            "w07_thp_read_without_huge_zero_page",
+            "rfc-v3",
+            "blocks reserved"
+        ),
+        Rule::Within(Tolerance::Exact)
+    ));
+    assert!(matches!(
+        lists_rule("w03_mprotect_mte", "rfc-v3", "migrated"),
+        Rule::Within(Tolerance::ListsRecycled)
     ));
 }
 

@@ -506,7 +506,9 @@ impl Kernel {
             let pfn = dram.start + o as u64;
             let in_dram = (o as u64) < dram.count;
             match w {
-                0 if in_dram && alloc.take_free_frame(pfn) => held += 1,
+                // Whatever list the model has it on (the first pageblock
+                // is unmovable after the model's own boot allocations).
+                0 if in_dram && alloc.take_any_free_frame(pfn) => held += 1,
                 2 if alloc.take_any_free_frame(pfn) => taken[o] = true,
                 _ => {}
             }

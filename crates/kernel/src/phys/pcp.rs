@@ -446,6 +446,22 @@ impl BuddyAllocator {
         true
     }
 
+    /// The heads on `cpu`'s list of `order` and type `mt`, head first
+    /// (empty when the lists are off).
+    #[cfg(test)]
+    pub(crate) fn pcp_list_heads(&self, cpu: usize, order: Order, mt: MigrateType) -> Vec<Pfn> {
+        self.pcp
+            .as_ref()
+            .and_then(|p| p.cpus.get(cpu))
+            .map(|c| {
+                c.lists[list_index(pcp_type(mt), order)]
+                    .iter()
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// For starting from a recorded state: `cpu`'s tuning as Linux's
     /// `struct per_cpu_pages` had it (`high`, `free_count`,
     /// `alloc_factor`, `PCPF_PREV_FREE_HIGH_ORDER`). `high` is kept within

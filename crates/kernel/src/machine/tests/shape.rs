@@ -1,9 +1,15 @@
-//! `Kernel::shape_free_memory` and `Kernel::set_free_frames`: the counts
-//! (or frames) asked come out, the checker's frame accounting balances, and
-//! bad shapes are refused.
+//! `Kernel::shape_free_memory`, `Kernel::set_free_frames` and
+//! `Kernel::set_free_lists`: the counts (or frames, or lists in their
+//! order) asked come out, the checker's frame accounting balances, and bad
+//! shapes are refused.
 
 use super::kernel;
-use crate::machine::{FreeFrames, FreeShape, ShapeError};
+use crate::machine::{
+    CpuLists, FreeFrames, FreeLists, FreeShape, ListType, ListedBlock, ShapeError,
+};
+use crate::phys::frame::MigrateType;
+use crate::phys::{FreeList, Order};
+use mte::Pfn;
 use uapi::{Machine, Op};
 
 fn reference_kernel() -> super::Kernel {
@@ -172,4 +178,132 @@ fn bad_frames_are_refused() {
         pcp: vec![vec![1]],
     };
     assert_eq!(off.set_free_frames(&pcp), Err(ShapeError::NoPcp));
+}
+
+fn block(offset: u64, order: u8, list: ListType) -> ListedBlock {
+    ListedBlock {
+        offset,
+        order,
+        list,
+    }
+}
+
+#[test]
+fn recorded_lists_come_out_in_their_order_on_their_types() {
+    let mut k = reference_kernel();
+    let dram = 0x80000u64;
+    let lists = FreeLists {
+        buddy: vec![
+            // The movable order-0 list, head first: 201 then 101.
+            block(201, 0, ListType::Movable),
+            block(1000, 3, ListType::Movable),
+            block(101, 0, ListType::Movable),
+            // A kernel (reclaimable) list's block: its pageblock turns
+            // unmovable.
+            block(70_001, 0, ListType::Unmovable),
+        ],
+        cpus: vec![
+            CpuLists {
+                blocks: vec![
+                    block(5000, 0, ListType::Movable),
+                    block(5002, 0, ListType::Movable),
+                    block(4998, 0, ListType::Movable),
+                    block(6000, 1, ListType::Unmovable),
+                ],
+                high: 1234,
+                ..CpuLists::default()
+            },
+            CpuLists {
+                // A tag storage page (the frames after DRAM's 131,072).
+                blocks: vec![block(131_072 + 10, 0, ListType::Cma)],
+                ..CpuLists::default()
+            },
+        ],
+    };
+    let made = k.set_free_lists(&lists).unwrap();
+    assert_eq!((made.buddy_unplaced, made.pcp_unplaced), (0, 0));
+    assert_eq!(made.made.pcp_pages, vec![5, 1]);
+    assert!(k.invariant_violations().is_empty());
+    {
+        let phys = k.mem.phys();
+        let a = &phys.alloc;
+        let heads = |order: u8, list: FreeList| -> Vec<u64> {
+            a.free_list_heads(Order::new(order), list)
+                .into_iter()
+                .map(|p| p.as_u64() - dram)
+                .collect()
+        };
+        assert_eq!(heads(0, FreeList::Movable), vec![201, 101]);
+        assert_eq!(heads(3, FreeList::Movable), vec![1000]);
+        assert_eq!(heads(0, FreeList::Unmovable), vec![70_001]);
+        let pcp = |cpu: usize, order: u8, mt: MigrateType| -> Vec<u64> {
+            a.pcp_list_heads(cpu, Order::new(order), mt)
+                .into_iter()
+                .map(|p: Pfn| p.as_u64() - dram)
+                .collect()
+        };
+        assert_eq!(pcp(0, 0, MigrateType::Movable), vec![5000, 5002, 4998]);
+        assert_eq!(pcp(0, 1, MigrateType::Unmovable), vec![6000]);
+        assert_eq!(pcp(1, 0, MigrateType::Movable), vec![131_082]);
+    }
+    assert_eq!(k.set_free_lists(&lists), Err(ShapeError::NotFresh));
+}
+
+#[test]
+fn bad_lists_are_refused() {
+    let mut k = reference_kernel();
+    let twice = FreeLists {
+        buddy: vec![block(0, 3, ListType::Movable)],
+        cpus: vec![CpuLists {
+            blocks: vec![block(4, 0, ListType::Movable)],
+            ..CpuLists::default()
+        }],
+    };
+    assert!(matches!(
+        k.set_free_lists(&twice),
+        Err(ShapeError::Frames { offset: 4, .. })
+    ));
+    let outside = FreeLists {
+        buddy: vec![block(135_168, 0, ListType::Cma)],
+        cpus: Vec::new(),
+    };
+    assert!(matches!(
+        k.set_free_lists(&outside),
+        Err(ShapeError::Frames {
+            offset: 135_168,
+            ..
+        })
+    ));
+    let order = FreeLists {
+        buddy: vec![block(0, 11, ListType::Movable)],
+        cpus: Vec::new(),
+    };
+    assert!(matches!(
+        k.set_free_lists(&order),
+        Err(ShapeError::Order { order: 11, .. })
+    ));
+    let third_cpu = FreeLists {
+        buddy: Vec::new(),
+        cpus: vec![
+            CpuLists::default(),
+            CpuLists::default(),
+            CpuLists {
+                blocks: vec![block(5, 0, ListType::Movable)],
+                ..CpuLists::default()
+            },
+        ],
+    };
+    assert_eq!(
+        k.set_free_lists(&third_cpu),
+        Err(ShapeError::Cpu { cpu: 2, cpus: 2 })
+    );
+    let mut off = kernel(&[("memory", "512M"), ("tag-storage", "dynamic")]);
+    let pcp = FreeLists {
+        buddy: Vec::new(),
+        cpus: vec![CpuLists {
+            blocks: vec![block(1, 0, ListType::Movable)],
+            ..CpuLists::default()
+        }],
+    };
+    assert_eq!(off.set_free_lists(&pcp), Err(ShapeError::NoPcp));
 }
