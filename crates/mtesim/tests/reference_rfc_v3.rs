@@ -1,11 +1,15 @@
 //! The model held against the real thing: every workload of
 //! `tests/reference/rfc-v3/workloads/` ran on the posted RFC v3 kernel under
 //! QEMU (`tools/rfc-v3/harness.sh`, which wrote the counters it reported
-//! after each command into `tests/reference/rfc-v3/records/`); here each runs
-//! on the model under `rfc-v3` (the series as posted) and `dynamic` (the
-//! series with its mistakes fixed), and the two executions are compared
-//! step by step. `docs/reference.md` gives the rules, each tolerance's
-//! reason, and the table this test prints (`-- --nocapture`).
+//! after each command, and the free lists each workload started from, into
+//! `tests/reference/rfc-v3/boots/N/`, one directory per boot); here each
+//! runs on the model under `rfc-v3` (the series as posted) and `dynamic`
+//! (the series with its mistakes fixed), started from that boot's free
+//! lists, and the two executions are compared step by step, boot by boot.
+//! The older recordings (`records/`, `records-frames/`) are compared from a
+//! fresh machine on request (`MTESIM_REFERENCE_RECORDS`).
+//! `docs/reference.md` gives the rules, each tolerance's reason, and the
+//! tables this test prints (`-- --nocapture`).
 //!
 //! The real kernel is never needed here: rerunning the harness refreshes the
 //! records.
@@ -177,8 +181,8 @@ enum Tolerance {
     /// are not compared.
     KsmPass,
     /// Blocks of 4 KiB tagged pages with the model started from the boot's
-    /// own free lists (`lists`): the real count lies in `[model - 8, model
-    /// + 8]`. Measured over the five boots: from -6 (boot 1, w12 line 10:
+    /// own free lists (`lists`): the real count lies in
+    /// `[model - 8, model + 8]`. Measured over the five boots: from -6 (boot 1, w12 line 10:
     /// 39 against 45) to +4 (boot 1, w10 line 13: 139 against 135), plus 2
     /// of slack. What is left: the runtime's own allocations between the
     /// probe and each command (printing, reading the counters, `fork` of
@@ -193,7 +197,7 @@ enum Tolerance {
     ListsRecycled,
     /// Migrations under memory pressure (w10) from the boot's own free
     /// lists: within 25% of the larger. The lists bring the kernel's own
-    /// memory (about 5,300 frames held) and so the CMA threshold of the
+    /// memory (5,000-6,100 frames held) and so the CMA threshold of the
     /// real machine: the model migrates 84-117 where the kernel migrated
     /// 86-103 (worst: boot 5, 86 against 104, 17%).
     Pressure,
