@@ -197,7 +197,7 @@ enum Tolerance {
     ListsRecycled,
     /// Migrations under memory pressure (w10) from the boot's own free
     /// lists: within 25% of the larger. The lists bring the kernel's own
-    /// memory (5,000-6,100 frames held) and so the CMA threshold of the
+    /// memory (5,500-6,750 frames held) and so the CMA threshold of the
     /// real machine: the model migrates 84-117 where the kernel migrated
     /// 86-103 (worst: boot 5, 86 against 104, 17%).
     Pressure,
