@@ -64,12 +64,17 @@ build() {
   rm -f "$WORK"/mbox/*.eml
   git -C "$ML_REPO" log --all --format='%H %s' | grep -E '^[0-9a-f]+ \[PATCH RFC v3 [0-9]+/35\]' |
   while read -r h _; do
-    n=$(git -C "$ML_REPO" show "$h:m" | grep -i -m1 '^Message-Id:' |
+    # Written whole before it is read: a reader that stops at the first
+    # match (grep -m1 on a pipe) would kill `git show` with SIGPIPE, which pipefail
+    # turns into a failed build.
+    git -C "$ML_REPO" show "$h:m" > "$WORK/mbox/mail.tmp"
+    n=$(grep -i -m1 '^Message-Id:' "$WORK/mbox/mail.tmp" |
         sed -nE 's/.*<20240125164256\.4147-([0-9]+)-alexandru\.elisei@arm\.com>.*/\1/p')
     [ -n "$n" ] || continue
     # Mail N carries patch N-1: mail 1 is the cover letter.
-    git -C "$ML_REPO" show "$h:m" > "$WORK/mbox/$(printf %02d $((n - 1))).eml"
+    mv "$WORK/mbox/mail.tmp" "$WORK/mbox/$(printf %02d $((n - 1))).eml"
   done
+  rm -f "$WORK/mbox/mail.tmp"
   rm -f "$WORK/mbox/00.eml"
   [ "$(ls "$WORK"/mbox/*.eml | wc -l)" -eq 35 ] || { echo "harness: expected 35 patch mails" >&2; exit 1; }
 
