@@ -222,19 +222,27 @@ pub struct FrameTable {
     layout: PhysLayout,
     sections: Sparse<FrameMeta>,
     dirty: DirtyLog,
-    /// Per section of the span (as [`Sparse`] numbers them): whether it
-    /// holds no hole, so that [`Self::get`] needs no region search there
-    /// (the checkers look frames up millions of times a run).
+    /// Per section of the span (as [`Sparse`] numbers them): whether its
+    /// frames inside the span hold no hole, so that [`Self::get`] needs no
+    /// region search there (the checkers look frames up millions of times
+    /// a run).
     without_holes: Vec<bool>,
+    /// The layout's span (a section may reach past it).
+    span: mte::PfnRange,
 }
 
 impl FrameTable {
     pub fn new(layout: PhysLayout) -> Self {
         let sections = Sparse::new(layout.span(), layout.geometry().section_shift());
+        let span = layout.span();
         let without_holes = (0..sections.section_count())
             .map(|i| {
-                // Frames of the section outside the span count as holes.
-                layout.first_hole_in(sections.section_range(i)).is_none()
+                let section = sections.section_range(i);
+                let start = section.start.max(span.start);
+                let end = section.end().min(span.end());
+                layout
+                    .first_hole_in(mte::PfnRange::new(start, end - start))
+                    .is_none()
             })
             .collect();
         Self {
@@ -242,6 +250,7 @@ impl FrameTable {
             sections,
             dirty: DirtyLog::default(),
             without_holes,
+            span,
         }
     }
 
@@ -260,7 +269,7 @@ impl FrameTable {
     #[inline]
     pub fn get(&self, pfn: Pfn) -> Option<&FrameMeta> {
         let (section, meta) = self.sections.get_in_section(pfn)?;
-        match self.without_holes[section] {
+        match self.without_holes[section] && self.span.contains(pfn) {
             true => Some(meta),
             false => self.layout.region_of(pfn).map(|_| meta),
         }
@@ -413,7 +422,8 @@ mod tests {
     #[test]
     fn frames_of_holes_have_no_metadata_in_sections_with_and_without_holes() {
         // Sections of 16 frames: 0-15 whole, 16-31 with a hole at 24-27,
-        // 32-47 ending the span at 40 (its last frames outside the span).
+        // 32-47 ending the span at 40 (its last frames outside the span,
+        // the others no hole).
         let g = PhysGeometry::new(mte::PageGeometry::FOUR_K, Order::new(2), Order::new(3))
             .unwrap()
             .with_section_shift(4)
@@ -427,7 +437,7 @@ mod tests {
         for pfn in [0, 16, 32] {
             t.materialise(Pfn::new(pfn));
         }
-        assert_eq!(t.without_holes, vec![true, false, false]);
+        assert_eq!(t.without_holes, vec![true, false, true]);
         for pfn in 0..48 {
             let pfn = Pfn::new(pfn);
             assert_eq!(
