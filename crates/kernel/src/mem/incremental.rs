@@ -4,7 +4,9 @@
 //! rechecked ([`crate::phys::incremental`]), which include every frame whose
 //! metadata was handed out mutably since the last check (the flags are
 //! part of the metadata; see [`crate::phys::dirty`] for the contract).
-//! The recounts are kept as sums of per-frame contributions.
+//! The recounts are kept as sums of per-frame contributions, and the
+//! records densely, one vector per section (a rechecked frame costs an
+//! index, not a map search).
 
 use std::collections::BTreeMap;
 

@@ -1,9 +1,13 @@
 //! The incremental form of the allocator's checker: the per-frame part of
 //! [`BuddyAllocator::check`] (every frame of every materialised section)
 //! recomputed only for frames that may have changed, with the same
-//! per-frame function ([`BuddyAllocator::check_present_frame`]); the parts
-//! that read the free lists and the pageblocks run in full at every check
-//! (they are O(free blocks + pageblocks), not O(frames)).
+//! per-frame function ([`BuddyAllocator::check_present_frame`]); the part
+//! that reads the free lists and the pageblocks
+//! ([`BuddyAllocator::check_lists`], O(free blocks + pageblocks)) is reused
+//! while no free list changed (each list's generation,
+//! `crate::phys::runs::BlockRuns::generation`, is the one it saw), no
+//! pageblock changed, the list order is the same and per-CPU lists are off
+//! (they keep no generation: with them on it runs at every check).
 //!
 //! A frame's verdict reads its own metadata, whether a free block covers
 //! it, its pageblock's type, the static layout, and the states of its
@@ -17,7 +21,9 @@
 //! the frames whose coverage by free blocks changed since the last check
 //! (a split or merge changes none); the
 //! frames of pageblocks whose type changed. Counts are kept as sums of the
-//! per-frame contributions. The result equals the full checker's as a
+//! per-frame contributions; the records are kept densely, one vector per
+//! section, so that a rechecked frame costs an index, not a map search.
+//! The result equals the full checker's as a
 //! multiset (the order differs); `crate::machine::tests::incremental` runs
 //! both on random programs and on planted bugs.
 
