@@ -265,7 +265,7 @@ impl BuddyAllocator {
             .take()
             .expect("BUG: the free lists' verdict was just kept");
         out.extend(lists.violations.iter().cloned());
-        let mut recount = lists.recount.clone();
+        let mut recount = lists.recount;
         let (blocks, max_end) = (&lists.blocks, &lists.max_end);
         let covered = |pfn: Pfn| {
             let k = blocks.partition_point(|b| b.head <= pfn);
