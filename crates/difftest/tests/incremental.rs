@@ -91,6 +91,23 @@ fn incremental_equals_full_on_random_programs() {
     }
 }
 
+/// The free lists' verdict is reused while no list changed: with Linux's
+/// list order (positions kept beside the runs, and checked) it must still
+/// equal the full check, and with per-CPU lists on (no reuse) too.
+#[test]
+fn incremental_equals_full_with_linux_list_order_and_per_cpu_lists() {
+    for pcp in [false, true] {
+        let config = FuzzConfig {
+            free_list_order: platform::FreeListOrder::Linux,
+            pcp,
+            ..FuzzConfig::new(2_000, 12, Design::DYNAMIC)
+        };
+        let report = fuzz(&config, &twin, &common::reference).unwrap();
+        assert!(report.passed(), "pcp {pcp}: {:#?}", report.found);
+        assert!(report.ops > 1_000, "{}", report.ops);
+    }
+}
+
 #[test]
 fn incremental_equals_full_on_programs_that_break_invariants() {
     let mut violations = 0;

@@ -403,29 +403,47 @@ impl Memory {
         tagged: &mut u64,
         refs: &mut BTreeMap<TagBlock, u64>,
     ) {
+        let (is_tagged, block) = self.frame_flags_verdict(pfn, flags, out);
+        *tagged += u64::from(is_tagged);
+        if let Some(block) = block {
+            *refs.entry(block).or_default() += 1;
+        }
+    }
+
+    /// [`Self::check_frame_flags`] with its contributions returned: whether
+    /// the frame counts as tagged, and the block it holds a reference on
+    /// (a frame holds at most one).
+    pub(super) fn frame_flags_verdict(
+        &self,
+        pfn: Pfn,
+        flags: crate::phys::FrameFlags,
+        out: &mut Vec<MemViolation>,
+    ) -> (bool, Option<TagBlock>) {
         let geometry = &self.geometry;
-        *tagged += u64::from(flags.contains(PageFlag::Tagged));
+        let tagged = flags.contains(PageFlag::Tagged);
         if geometry.is_tag_storage(pfn) {
             for flag in [PageFlag::TagStorageReserved, PageFlag::MteLock] {
                 if flags.contains(flag) {
                     out.push(MemViolation::TagStorageFrameFlag { pfn, flag });
                 }
             }
-            return;
+            return (tagged, None);
         }
-        if flags.contains(PageFlag::MteLock) && !flags.contains(PageFlag::Tagged) {
+        if flags.contains(PageFlag::MteLock) && !tagged {
             out.push(MemViolation::MteLockHeld { pfn });
         }
         let reserved = flags.contains(PageFlag::TagStorageReserved);
-        if flags.contains(PageFlag::Tagged) && !reserved {
+        if tagged && !reserved {
             out.push(MemViolation::TaggedWithoutReservation { pfn });
         }
-        if reserved {
-            match geometry.block_of(pfn) {
-                Some(block) if self.policy.rules().mte() => {
-                    *refs.entry(block).or_default() += 1;
-                }
-                _ => out.push(MemViolation::ReservedWithoutTagStorage { pfn }),
+        if !reserved {
+            return (tagged, None);
+        }
+        match geometry.block_of(pfn) {
+            Some(block) if self.policy.rules().mte() => (tagged, Some(block)),
+            _ => {
+                out.push(MemViolation::ReservedWithoutTagStorage { pfn });
+                (tagged, None)
             }
         }
     }

@@ -15,8 +15,9 @@
 //! those accessors. Anything else a per-frame verdict reads must either be
 //! static (the layout, the geometry, the policy) or be compared in full by
 //! the checker at every check (`crate::phys::incremental` does this for the
-//! free blocks and the pageblock types; the kernel layer's state is keyed
-//! by generation counters, see `crate::machine::check`).
+//! free blocks, keyed by each free list's generation, and the pageblocks;
+//! the kernel layer's state is keyed by generation counters, see
+//! `crate::machine::check`).
 //!
 //! A section materialised since the last check is listed as new, not as
 //! dirty: its frames start pristine (or carved out), so only those a

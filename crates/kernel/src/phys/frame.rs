@@ -222,15 +222,35 @@ pub struct FrameTable {
     layout: PhysLayout,
     sections: Sparse<FrameMeta>,
     dirty: DirtyLog,
+    /// Per section of the span (as [`Sparse`] numbers them): whether its
+    /// frames inside the span hold no hole, so that [`Self::get`] needs no
+    /// region search there (the checkers look frames up millions of times
+    /// a run).
+    without_holes: Vec<bool>,
+    /// The layout's span (a section may reach past it).
+    span: mte::PfnRange,
 }
 
 impl FrameTable {
     pub fn new(layout: PhysLayout) -> Self {
         let sections = Sparse::new(layout.span(), layout.geometry().section_shift());
+        let span = layout.span();
+        let without_holes = (0..sections.section_count())
+            .map(|i| {
+                let section = sections.section_range(i);
+                let start = section.start.max(span.start);
+                let end = section.end().min(span.end());
+                layout
+                    .first_hole_in(mte::PfnRange::new(start, end - start))
+                    .is_none()
+            })
+            .collect();
         Self {
             layout,
             sections,
             dirty: DirtyLog::default(),
+            without_holes,
+            span,
         }
     }
 
@@ -246,9 +266,13 @@ impl FrameTable {
 
     /// The metadata of `pfn`; `None` for a hole or a frame of a section never
     /// used (a free or carved-out frame).
+    #[inline]
     pub fn get(&self, pfn: Pfn) -> Option<&FrameMeta> {
-        self.layout.region_of(pfn)?;
-        self.sections.get(pfn)
+        let (section, meta) = self.sections.get_in_section(pfn)?;
+        match self.without_holes[section] && self.span.contains(pfn) {
+            true => Some(meta),
+            false => self.layout.region_of(pfn).map(|_| meta),
+        }
     }
 
     pub(crate) fn get_mut(&mut self, pfn: Pfn) -> Option<&mut FrameMeta> {
@@ -393,5 +417,34 @@ mod tests {
         assert!(t.get(Pfn::new(24)).is_none(), "a hole has no metadata");
         assert!(t.get(Pfn::new(3)).is_none(), "section 0 is untouched");
         assert_eq!(t.materialised_sections(), 1);
+    }
+
+    #[test]
+    fn frames_of_holes_have_no_metadata_in_sections_with_and_without_holes() {
+        // Sections of 16 frames: 0-15 whole, 16-31 with a hole at 24-27,
+        // 32-47 ending the span at 40 (its last frames outside the span,
+        // the others no hole).
+        let g = PhysGeometry::new(mte::PageGeometry::FOUR_K, Order::new(2), Order::new(3))
+            .unwrap()
+            .with_section_shift(4)
+            .unwrap();
+        let region = |start, count| Region {
+            range: PfnRange::new(Pfn::new(start), count),
+            kind: RegionKind::Dram,
+        };
+        let layout = PhysLayout::new(g, vec![region(0, 24), region(28, 12)]).unwrap();
+        let mut t = FrameTable::new(layout.clone());
+        for pfn in [0, 16, 32] {
+            t.materialise(Pfn::new(pfn));
+        }
+        assert_eq!(t.without_holes, vec![true, false, true]);
+        for pfn in 0..48 {
+            let pfn = Pfn::new(pfn);
+            assert_eq!(
+                t.get(pfn).is_some(),
+                layout.region_of(pfn).is_some(),
+                "{pfn}"
+            );
+        }
     }
 }

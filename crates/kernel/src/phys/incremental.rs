@@ -1,9 +1,13 @@
 //! The incremental form of the allocator's checker: the per-frame part of
 //! [`BuddyAllocator::check`] (every frame of every materialised section)
 //! recomputed only for frames that may have changed, with the same
-//! per-frame function ([`BuddyAllocator::check_present_frame`]); the parts
-//! that read the free lists and the pageblocks run in full at every check
-//! (they are O(free blocks + pageblocks), not O(frames)).
+//! per-frame function ([`BuddyAllocator::check_present_frame`]); the part
+//! that reads the free lists and the pageblocks
+//! ([`BuddyAllocator::check_lists`], O(free blocks + pageblocks)) is reused
+//! while no free list changed (each list's generation,
+//! `crate::phys::runs::BlockRuns::generation`, is the one it saw), no
+//! pageblock changed, the list order is the same and per-CPU lists are off
+//! (they keep no generation: with them on it runs at every check).
 //!
 //! A frame's verdict reads its own metadata, whether a free block covers
 //! it, its pageblock's type, the static layout, and the states of its
@@ -17,26 +21,53 @@
 //! the frames whose coverage by free blocks changed since the last check
 //! (a split or merge changes none); the
 //! frames of pageblocks whose type changed. Counts are kept as sums of the
-//! per-frame contributions. The result equals the full checker's as a
+//! per-frame contributions; the records are kept densely, one vector per
+//! section, so that a rechecked frame costs an index, not a map search.
+//! The result equals the full checker's as a
 //! multiset (the order differs); `crate::machine::tests::incremental` runs
 //! both on random programs and on planted bugs.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use mte::{Pfn, PfnRange};
 
-use crate::phys::buddy::{BuddyAllocator, Counters};
-use crate::phys::check::PhysViolation;
+use crate::phys::buddy::{BuddyAllocator, Counters, FreeListOrder, Pageblock};
+use crate::phys::check::{FreeBlock, PhysViolation};
 use crate::phys::dirty::DirtyFrames;
 use crate::phys::frame::{FrameState, MigrateType};
 use crate::phys::layout::{Order, RegionKind};
 
-/// What one frame contributed at the last check.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// What one frame contributed at the last check, its violations aside:
+/// kept for every frame of a materialised section, in one vector per
+/// section, so that a step's rechecked frames cost an index each rather
+/// than an ordered-map search (the default is a free frame with no count).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct FrameRecord {
     state: FrameState,
-    recount: Counters,
-    violations: Vec<PhysViolation>,
+    allocated: u32,
+    cma_allocated: u32,
+    claimed: u32,
+}
+
+impl FrameRecord {
+    fn of(state: FrameState, recount: &Counters) -> Self {
+        let narrow = |n: u64| u32::try_from(n).expect("BUG: a frame counts for over 2^32 frames");
+        FrameRecord {
+            state,
+            allocated: narrow(recount.allocated),
+            cma_allocated: narrow(recount.cma_allocated),
+            claimed: narrow(recount.claimed),
+        }
+    }
+
+    fn recount(&self) -> Counters {
+        Counters {
+            allocated: self.allocated.into(),
+            cma_allocated: self.cma_allocated.into(),
+            claimed: self.claimed.into(),
+            ..Counters::default()
+        }
+    }
 }
 
 /// The frames an incremental check recomputed.
@@ -55,11 +86,42 @@ pub(crate) struct FrameCheckCache {
     /// The free blocks, sorted by (head, order).
     blocks: Vec<(Pfn, Order)>,
     pageblocks: Vec<MigrateType>,
-    /// Frames whose record is not the default (free, pristine, no
-    /// violation): allocated, claimed, carved out, or broken.
-    records: BTreeMap<Pfn, FrameRecord>,
-    with_violations: BTreeSet<Pfn>,
+    /// Each frame's record, per section (by its first frame) that has had
+    /// a record other than the default; a frame of another section has
+    /// the default record.
+    records: BTreeMap<Pfn, Vec<FrameRecord>>,
+    /// The frames whose verdict is not empty, with it.
+    violations: BTreeMap<Pfn, Vec<PhysViolation>>,
     sums: Counters,
+    /// The free lists' verdict at the last check.
+    lists: Option<ListsVerdict>,
+}
+
+/// What [`BuddyAllocator::check_lists`] said at the last check, with what
+/// it read besides the static layout: it stands while these are unchanged.
+#[derive(Clone, Debug)]
+struct ListsVerdict {
+    /// Each free list's [`crate::phys::runs::BlockRuns::generation`], by
+    /// order then list.
+    generations: Vec<u64>,
+    pageblocks: Vec<Pageblock>,
+    list_order: FreeListOrder,
+    violations: Vec<PhysViolation>,
+    /// The free blocks, by head.
+    blocks: Vec<FreeBlock>,
+    /// The running maximum of the blocks' ends, by head.
+    max_end: Vec<Pfn>,
+    recount: Counters,
+}
+
+impl FrameCheckCache {
+    /// The record of `pfn` (of a section of `section_pages` frames).
+    fn record(&self, pfn: Pfn, section_pages: u64) -> FrameRecord {
+        let start = Pfn::new(pfn.as_u64() & !(section_pages - 1));
+        self.records
+            .get(&start)
+            .map_or_else(FrameRecord::default, |r| r[(pfn - start) as usize])
+    }
 }
 
 fn add(sums: &mut Counters, c: &Counters, sign: bool) {
@@ -123,6 +185,22 @@ fn coverage_changes(old: &[(Pfn, Order)], new: &[(Pfn, Order)], out: &mut Vec<(P
 }
 
 impl BuddyAllocator {
+    /// Every free list's generation, by order then list.
+    fn list_generations(&self) -> impl Iterator<Item = u64> + '_ {
+        self.free_lists
+            .iter()
+            .flat_map(|lists| lists.iter().map(|runs| runs.generation()))
+    }
+
+    /// Whether `v` still holds: no free list, pageblock or list order
+    /// changed, and no per-CPU lists (read afresh at every check).
+    fn lists_unchanged(&self, v: &ListsVerdict) -> bool {
+        self.pcp.is_none()
+            && v.list_order == self.list_order
+            && v.pageblocks == self.pageblocks
+            && self.list_generations().eq(v.generations.iter().copied())
+    }
+
     /// [`BuddyAllocator::check`], recomputing the per-frame part only for
     /// the frames `dirty` names (and those its closure adds; see the module
     /// doc). Also says which frames it recomputed, for the layers whose
@@ -133,18 +211,62 @@ impl BuddyAllocator {
         dirty: DirtyFrames,
     ) -> (Vec<PhysViolation>, Rechecked) {
         let mut out = Vec::new();
-        let (blocks, mut recount) = self.check_lists(&mut out);
-        let mut sorted: Vec<(Pfn, Order)> = blocks.iter().map(|b| (b.head, b.order)).collect();
-        sorted.sort();
-        let pageblocks: Vec<MigrateType> = self.pageblocks.iter().map(|p| p.migratetype).collect();
-        // Coverage: blocks by head with the running maximum of their ends
-        // (blocks may overlap when the lists are broken).
-        let mut max_end = Vec::with_capacity(blocks.len());
-        let mut end = Pfn::new(0);
-        for b in &blocks {
-            end = end.max(b.end());
-            max_end.push(end);
+        // The free lists' verdict: reused while no list, no pageblock and
+        // not the list order changed (per-CPU lists, when on, are read
+        // afresh at every check: they keep no generation).
+        let fresh = cache
+            .lists
+            .as_ref()
+            .is_some_and(|v| self.lists_unchanged(v));
+        // The frames whose coverage by free blocks, or whose pageblock's
+        // type, changed since the last check.
+        let mut changes: Vec<(Pfn, u64)> = Vec::new();
+        if !fresh {
+            let mut violations = Vec::new();
+            let (blocks, recount) = self.check_lists(&mut violations);
+            let mut sorted: Vec<(Pfn, Order)> = blocks.iter().map(|b| (b.head, b.order)).collect();
+            sorted.sort();
+            let pageblocks: Vec<MigrateType> =
+                self.pageblocks.iter().map(|p| p.migratetype).collect();
+            if cache.primed {
+                coverage_changes(&cache.blocks, &sorted, &mut changes);
+                let pb_pages = self.geometry().pageblock_pages();
+                let pb_order = self.geometry().pageblock_order().get();
+                for (i, (a, b)) in cache.pageblocks.iter().zip(&pageblocks).enumerate() {
+                    if a != b {
+                        let start = Pfn::new((self.first_pageblock + i as u64) << pb_order);
+                        changes.push((start, pb_pages));
+                    }
+                }
+            }
+            cache.blocks = sorted;
+            cache.pageblocks = pageblocks;
+            // Coverage: blocks by head with the running maximum of their
+            // ends (blocks may overlap when the lists are broken).
+            let mut max_end = Vec::with_capacity(blocks.len());
+            let mut end = Pfn::new(0);
+            for b in &blocks {
+                end = end.max(b.end());
+                max_end.push(end);
+            }
+            cache.lists = Some(ListsVerdict {
+                generations: self.list_generations().collect(),
+                pageblocks: self.pageblocks.clone(),
+                list_order: self.list_order,
+                violations,
+                blocks,
+                max_end,
+                recount,
+            });
         }
+        // Taken out while the frames' records change, put back at the end.
+        let lists = cache
+            .lists
+            .take()
+            .expect("BUG: the free lists' verdict was just kept");
+        out.extend(lists.violations.iter().cloned());
+        let mut recount = lists.recount;
+        let (blocks, max_end) = (&lists.blocks, &lists.max_end);
         let covered = |pfn: Pfn| {
             let k = blocks.partition_point(|b| b.head <= pfn);
             k > 0 && max_end[k - 1] > pfn
@@ -156,15 +278,7 @@ impl BuddyAllocator {
                 new_sections,
             } => {
                 let new_sections: Vec<Pfn> = if cache.primed {
-                    coverage_changes(&cache.blocks, &sorted, &mut ranges);
-                    let pb_pages = self.geometry().pageblock_pages();
-                    let pb_order = self.geometry().pageblock_order().get();
-                    for (i, (a, b)) in cache.pageblocks.iter().zip(&pageblocks).enumerate() {
-                        if a != b {
-                            let start = Pfn::new((self.first_pageblock + i as u64) << pb_order);
-                            ranges.push((start, pb_pages));
-                        }
-                    }
+                    ranges.extend(changes);
                     new_sections
                 } else {
                     // The first check: every frame changed since boot is
@@ -174,7 +288,10 @@ impl BuddyAllocator {
                 // In a new section, a pristine frame's verdict is empty
                 // where a free block covers it; the others get a look,
                 // with the carved-out frames (not pristine from the start).
-                let cov = coverage(&sorted);
+                let cov = match new_sections.is_empty() {
+                    true => Vec::new(),
+                    false => coverage(&cache.blocks),
+                };
                 let section_pages = self.frames.section_pages();
                 // (Holes stay pristine unless handed out, which the log has.)
                 for start in new_sections {
@@ -213,10 +330,7 @@ impl BuddyAllocator {
                         // its head's state alone; a change of counts or
                         // flags leaves the block's other verdicts as they
                         // were). No record is a free frame.
-                        let old = cache
-                            .records
-                            .get(&pfn)
-                            .map_or(FrameState::Free, |r| r.state);
+                        let old = cache.record(pfn, section_pages).state;
                         let new = self
                             .frames
                             .block(pfn, 1)
@@ -249,7 +363,7 @@ impl BuddyAllocator {
             }
             DirtyFrames::All => {
                 cache.records.clear();
-                cache.with_violations.clear();
+                cache.violations.clear();
                 cache.sums = Counters::default();
                 let starts: Vec<(Pfn, u64)> = self
                     .frames
@@ -265,11 +379,10 @@ impl BuddyAllocator {
                 Rechecked::All
             }
         };
-        cache.blocks = sorted;
-        cache.pageblocks = pageblocks;
+        cache.lists = Some(lists);
 
-        for pfn in &cache.with_violations {
-            out.extend(cache.records[pfn].violations.iter().cloned());
+        for violations in cache.violations.values() {
+            out.extend(violations.iter().cloned());
         }
         recount.allocated = cache.sums.allocated;
         recount.cma_allocated = cache.sums.cma_allocated;
@@ -280,56 +393,54 @@ impl BuddyAllocator {
 
     /// Replaces the record of `pfn` by its verdict now.
     fn recheck_frame(&self, cache: &mut FrameCheckCache, pfn: Pfn, covered: &dyn Fn(Pfn) -> bool) {
-        let record = self.frame_record(pfn, covered);
-        // Most rechecked frames keep their verdict (a count changed): the
-        // kept record is compared in place, not removed and inserted.
-        match (cache.records.get_mut(&pfn), record) {
-            (Some(old), Some(new)) if *old == new => {}
-            (Some(old), Some(new)) => {
-                add(&mut cache.sums, &old.recount, false);
-                add(&mut cache.sums, &new.recount, true);
-                match new.violations.is_empty() {
-                    true => cache.with_violations.remove(&pfn),
-                    false => cache.with_violations.insert(pfn),
-                };
-                *old = new;
+        let (record, violations) = self.frame_record(pfn, covered);
+        let pages = self.frames.section_pages();
+        let start = self.frames.section_start(pfn);
+        // A section seen for the first time has every record the default.
+        if record != FrameRecord::default() || cache.records.contains_key(&start) {
+            let records = cache
+                .records
+                .entry(start)
+                .or_insert_with(|| vec![FrameRecord::default(); pages as usize]);
+            let old = &mut records[(pfn - start) as usize];
+            // Most rechecked frames keep their record (a count changed).
+            if *old != record {
+                add(&mut cache.sums, &old.recount(), false);
+                add(&mut cache.sums, &record.recount(), true);
+                *old = record;
             }
-            (Some(_), None) => {
-                let old = cache
-                    .records
-                    .remove(&pfn)
-                    .expect("BUG: a kept record vanished");
-                add(&mut cache.sums, &old.recount, false);
-                cache.with_violations.remove(&pfn);
-            }
-            (None, Some(new)) => {
-                add(&mut cache.sums, &new.recount, true);
-                if !new.violations.is_empty() {
-                    cache.with_violations.insert(pfn);
+        }
+        match violations.is_empty() {
+            true => {
+                if !cache.violations.is_empty() {
+                    cache.violations.remove(&pfn);
                 }
-                cache.records.insert(pfn, new);
             }
-            (None, None) => {}
+            false => {
+                cache.violations.insert(pfn, violations);
+            }
         }
     }
 
-    /// The verdict of `pfn` now; `None` for what needs no record (a free
-    /// frame with no violation and no count, or a frame of a section not
-    /// materialised, which the global account checks).
-    fn frame_record(&self, pfn: Pfn, covered: &dyn Fn(Pfn) -> bool) -> Option<FrameRecord> {
+    /// The record and violations of `pfn` now (the default record and none
+    /// for a frame of a section not materialised, which the global account
+    /// checks).
+    fn frame_record(
+        &self,
+        pfn: Pfn,
+        covered: &dyn Fn(Pfn) -> bool,
+    ) -> (FrameRecord, Vec<PhysViolation>) {
         let start = self.frames.section_start(pfn);
-        let section = self.frames.block(start, self.frames.section_pages())?;
-        let meta = &section[(pfn - start) as usize];
-        let mut record = FrameRecord {
-            state: meta.state(),
-            ..FrameRecord::default()
+        let Some(section) = self.frames.block(start, self.frames.section_pages()) else {
+            return (FrameRecord::default(), Vec::new());
         };
+        let meta = &section[(pfn - start) as usize];
+        let mut recount = Counters::default();
+        let mut violations = Vec::new();
         match self.frames.layout().region_of(pfn) {
             None => {
                 if !meta.is_pristine() {
-                    record
-                        .violations
-                        .push(PhysViolation::HoleWithMetadata { pfn });
+                    violations.push(PhysViolation::HoleWithMetadata { pfn });
                 }
             }
             Some(region) => self.check_present_frame(
@@ -338,13 +449,10 @@ impl BuddyAllocator {
                 covered(pfn),
                 section,
                 start,
-                &mut record.recount,
-                &mut record.violations,
+                &mut recount,
+                &mut violations,
             ),
         }
-        let default = record.state == FrameState::Free
-            && record.violations.is_empty()
-            && record.recount == Counters::default();
-        (!default).then_some(record)
+        (FrameRecord::of(meta.state(), &recount), violations)
     }
 }

@@ -76,6 +76,11 @@ pub(crate) struct BlockRuns {
     len: u64,
     /// Linux's list order, when kept (`free-list-order=linux`).
     order: Option<ListOrder>,
+    /// A fresh number at every change (`crate::mm::generation`): the
+    /// incremental checker reuses its verdict on the free lists while
+    /// every list's number is the one it saw (`crate::phys::incremental`).
+    /// Every method taking `&mut self` that changes the list takes one.
+    generation: u64,
 }
 
 impl BlockRuns {
@@ -85,7 +90,13 @@ impl BlockRuns {
             runs: BTreeMap::new(),
             len: 0,
             order: None,
+            generation: crate::mm::generation::next(),
         }
+    }
+
+    /// The list's generation (see the field).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// From now on, keeps Linux's list order. The blocks already there are
@@ -98,11 +109,13 @@ impl BlockRuns {
             order.add(head.as_u64(), End::Tail);
         }
         self.order = Some(order);
+        self.generation = crate::mm::generation::next();
     }
 
     /// From now on, keeps no order besides the addresses.
     pub(crate) fn forget_linux_order(&mut self) {
         self.order = None;
+        self.generation = crate::mm::generation::next();
     }
 
     /// Whether the list keeps Linux's order.
@@ -199,6 +212,7 @@ impl BlockRuns {
             }
         }
         self.len += 1;
+        self.generation = crate::mm::generation::next();
         true
     }
 
@@ -224,6 +238,7 @@ impl BlockRuns {
             order.remove(head);
         }
         self.len -= 1;
+        self.generation = crate::mm::generation::next();
         true
     }
 

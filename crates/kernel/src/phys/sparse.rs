@@ -37,6 +37,7 @@ impl<T: Clone + Default> Sparse<T> {
         }
     }
 
+    #[inline]
     fn locate(&self, pfn: Pfn) -> Option<(usize, usize)> {
         let section = (pfn.as_u64() >> self.shift).checked_sub(self.first_section)?;
         let section = usize::try_from(section).ok()?;
@@ -60,6 +61,29 @@ impl<T: Clone + Default> Sparse<T> {
     pub(crate) fn get(&self, pfn: Pfn) -> Option<&T> {
         let (section, index) = self.locate(pfn)?;
         self.sections[section].as_ref().map(|s| &s[index])
+    }
+
+    /// [`Self::get`] with the number of the section (from the span's
+    /// first, as [`Self::section_range`] takes it) holding `pfn`.
+    #[inline]
+    pub(crate) fn get_in_section(&self, pfn: Pfn) -> Option<(usize, &T)> {
+        let (section, index) = self.locate(pfn)?;
+        self.sections[section]
+            .as_ref()
+            .map(|s| (section, &s[index]))
+    }
+
+    /// Number of sections of the span, materialised or not.
+    pub(crate) fn section_count(&self) -> usize {
+        self.sections.len()
+    }
+
+    /// The frames of section number `i` (from the span's first).
+    pub(crate) fn section_range(&self, i: usize) -> PfnRange {
+        PfnRange::new(
+            Pfn::new((self.first_section + i as u64) << self.shift),
+            1 << self.shift,
+        )
     }
 
     pub(crate) fn get_mut(&mut self, pfn: Pfn) -> Option<&mut T> {
