@@ -100,7 +100,7 @@ impl GoogleTagStorage {
     /// Whether every frame of `block`'s Tag Block (data and T) is free.
     fn all_free(&self, block: TagBlock, source: &dyn BlockSource) -> bool {
         let covers = self.blocks.covers(block);
-        source.free_frames(covers) == covers.count && self.blocks.storage_free(block, source)
+        source.all_free(covers) && self.blocks.storage_free(block, source)
     }
 
     async fn refill_now(&mut self, source: &mut dyn BlockSource) -> bool {
@@ -199,7 +199,7 @@ impl TagStorage for GoogleTagStorage {
             match t {
                 Some(0) => {
                     let covers = self.blocks.covers(block);
-                    if source.free_frames(covers) == covers.count {
+                    if source.all_free(covers) {
                         free.push(block);
                     }
                 }

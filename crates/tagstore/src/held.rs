@@ -113,7 +113,7 @@ impl HeldBlocks {
     /// (XNU: INACTIVE rather than CLAIMED; Google: T free).
     pub(crate) fn storage_free(&self, block: TagBlock, source: &dyn BlockSource) -> bool {
         let pfns = self.storage(block);
-        source.free_frames(pfns) == pfns.count
+        source.all_free(pfns)
     }
 
     /// Claims a block that is not held and holds it with no tagged frame.

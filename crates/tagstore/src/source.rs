@@ -55,6 +55,15 @@ pub trait BlockSource {
     /// not have count as not free.
     fn free_frames(&self, pfns: PfnRange) -> u64;
 
+    /// Whether every frame of `pfns` is free in the page allocator
+    /// (`free_frames(pfns) == pfns.count`). A source may answer at the
+    /// first frame in use: the designs ask this of every held block when
+    /// they choose where a tagged allocation goes, and most blocks have a
+    /// frame in use near their start.
+    fn all_free(&self, pfns: PfnRange) -> bool {
+        self.free_frames(pfns) == pfns.count
+    }
+
     /// Moves the data of every allocated page of `pfns` to free frames
     /// outside `pfns` and outside every range of `avoid`, leaving `pfns`
     /// free in the page allocator (Google's compaction of the untagged list

@@ -321,7 +321,7 @@ impl TagStorage for XnuTagStorage {
                 }
                 let covers = self.blocks.covers(block);
                 if Some(block) != zero
-                    && source.free_frames(covers) == covers.count
+                    && source.all_free(covers)
                     && self.blocks.storage_free(block, source)
                 {
                     self.blocks.hold(block, source).await?;

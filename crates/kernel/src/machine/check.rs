@@ -25,10 +25,16 @@
 //! dirty log only); what this checker derives from an address space's page
 //! table alone (its leaves, the table's own check) is kept per address
 //! space and reused while the table's generation
-//! ([`crate::mm::PageTable::generation`]) is unchanged, and the rmap check
-//! while the rmap's and every table's generations are. Everything else
-//! (per-leaf checks against frame flags, counts, swap, page caches, pins)
-//! is recomputed at every check from the kept leaves.
+//! ([`crate::mm::PageTable::generation`]) is unchanged. When it changed,
+//! only the 2 MiB regions whose PMD slot changed are walked again (a block,
+//! or a PTE table named by its own generation:
+//! [`crate::mm::PageTable::pmd_slots`]); the leaves of the others are
+//! copied. The rmap check is incremental too: the leaves that went or
+//! came update a kept per-frame list of the mappings the tables record,
+//! and only the frames whose list changed there or in the rmap (its change
+//! log, [`crate::mm::Rmap::take_touched`]) are compared again. Everything
+//! else (per-leaf checks against frame flags, counts, swap, page caches,
+//! pins) is recomputed at every check from the kept leaves.
 //!
 //! Linux has no single counterpart: the checks are those of
 //! `CONFIG_DEBUG_VM` (`VM_BUG_ON_PAGE` on map and reference counts,
@@ -44,10 +50,10 @@ use uapi::{Invariant, Pid, Violation};
 
 use super::{Kernel, Mm, ObjectKind, PAGE};
 use crate::mem::MemViolation;
-use crate::mm::layout::{PAGE_SHIFT, PAGES_PER_PMD};
+use crate::mm::layout::{PAGE_SHIFT, PAGES_PER_PMD, PMD_SIZE};
 use crate::mm::{
-    Access, Block, LeafEntry, MmId, PageTable, PgtableViolation, Pte, RmapViolation, SwapSlot,
-    VmaViolation, Walk,
+    Access, Block, LeafEntry, MmId, PageTable, PgtableViolation, PmdSlot, Pte, RmapViolation,
+    SwapSlot, VmaViolation, Walk,
 };
 use crate::phys::PhysViolation;
 use crate::swap::SwapViolation;
@@ -424,6 +430,11 @@ impl Kernel {
                 .into_iter()
                 .map(KernelViolation::Lock),
         );
+        // The rmap's change log, taken before anything borrows the rmap.
+        let rmap_touched = match incremental {
+            true => rmap.borrow_mut().take_touched(),
+            false => None,
+        };
         let procs = procs.borrow();
         let mms = mms.borrow();
         let rmap = rmap.borrow();
@@ -476,7 +487,7 @@ impl Kernel {
             })
             .collect();
         if let Some(cache) = cache.as_mut() {
-            cache.mms.retain(|id, _| mms.contains_key(id));
+            cache.retain(|id| mms.contains_key(id));
         }
         for ((id, m), scan) in mms.iter().zip(&scans) {
             out.extend(
@@ -492,7 +503,9 @@ impl Kernel {
                     .map(|violation| KernelViolation::Pgtable { mm: *id, violation }),
             );
             out.extend(self.check_blocks(*id, m, &scan.blocks));
-            mapped.extend_from_slice(&scan.mapped);
+            if !incremental {
+                mapped.extend_from_slice(&scan.mapped);
+            }
             for &(va, entry) in &scan.leaves {
                 let LeafEntry::Pte(pte) = entry else {
                     continue;
@@ -582,35 +595,25 @@ impl Kernel {
                 out.push(KernelViolation::StaleTlb { mm: e.mm, va });
             }
         }
-        // Sorted runs, one per address space: the stable sort merges them.
-        mapped.sort();
-        mapped.dedup();
-        let rmap_key: RmapKey = (
-            rmap.generation(),
-            mms.keys()
-                .zip(&scans)
-                .map(|(id, scan)| (*id, scan.generation))
-                .collect(),
-        );
-        let rmap_violations = match cache.as_mut().and_then(|c| {
-            c.rmap
-                .as_ref()
-                .filter(|(key, _)| *key == rmap_key)
-                .map(|(_, v)| v.clone())
-        }) {
-            Some(kept) => kept,
+        match cache.as_ref() {
+            // The frames with recorded mappings: the same set, kept in
+            // frame order.
+            Some(cache) => mapped.extend(cache.rmap.want.keys().copied()),
             None => {
-                let found = crate::mm::rmap::check_against_leaves(
-                    &rmap,
-                    mms.keys()
-                        .zip(&scans)
-                        .map(|(id, scan)| (*id, scan.leaves.as_slice())),
-                );
-                if let Some(cache) = cache.as_mut() {
-                    cache.rmap = Some((rmap_key, found.clone()));
-                }
-                found
+                // Sorted runs, one per address space: the stable sort
+                // merges them.
+                mapped.sort();
+                mapped.dedup();
             }
+        }
+        let rmap_violations = match cache.as_mut() {
+            Some(cache) => cache.rmap.verdict(&rmap, rmap_touched),
+            None => crate::mm::rmap::check_against_leaves(
+                &rmap,
+                mms.keys()
+                    .zip(&scans)
+                    .map(|(id, scan)| (*id, scan.leaves.as_slice())),
+            ),
         };
         drop(cache);
         out.extend(rmap_violations.into_iter().map(KernelViolation::Rmap));
@@ -783,17 +786,16 @@ impl Kernel {
                 out.push(KernelViolation::Orphan { pfn: *pfn });
             }
         }
-        let mut held: Vec<Pfn> = mapped
+        // The mapped frames (most of them) merged with the others, sorted.
+        let mut others: Vec<Pfn> = cached
             .iter()
-            .chain(cached.iter())
             .chain(orphans.iter())
             .chain(pins.iter().map(|(pfn, _)| pfn))
             .chain(cached_swap.iter())
             .copied()
             .collect();
-        // Five sorted runs: the stable sort merges them.
-        held.sort();
-        held.dedup();
+        others.sort_unstable();
+        let held = merge_dedup(&mapped, &others);
 
         // LRU membership: every held page on one list of its type (or
         // isolated), nothing else on any. The pages on lists, `held` and
@@ -950,20 +952,88 @@ pub(crate) struct MmScan {
     /// The table's generation when scanned.
     generation: u64,
     leaves: Vec<(VirtAddr, LeafEntry)>,
+    /// Each non-empty PMD slot (in address order) with the range of
+    /// `leaves` its 2 MiB region holds; empty for a scan made by the full
+    /// checker, which walks the table whole.
+    regions: Vec<(VirtAddr, PmdSlot, usize, usize)>,
     /// The block entries among `leaves` (most tables have none: the
     /// block checks then look at no leaf).
     blocks: Vec<(VirtAddr, LeafEntry)>,
     /// The frames the leaves map (not special ones; every frame of a
-    /// block), sorted, with repeats.
+    /// block), sorted, with repeats; the full checker's scans only.
     mapped: Vec<Pfn>,
     pt: Vec<crate::mm::PgtableViolation>,
 }
 
 impl MmScan {
+    /// A scan of the whole table (the full checker's).
     fn of(pt: &PageTable) -> MmScan {
         let leaves: Vec<(VirtAddr, LeafEntry)> = pt.leaves(VirtAddr::ZERO, VirtAddr::MAX).collect();
-        let mut mapped = Vec::with_capacity(leaves.len());
-        for (_, entry) in &leaves {
+        Self::with_leaves(pt, leaves, Vec::new(), true)
+    }
+
+    /// A scan of `pt` that walks only the regions whose PMD slot differs
+    /// from `prev`'s and copies the leaves of the others; `changed` is
+    /// told every leaf that went (`false`) or came (`true`).
+    fn rescan(
+        pt: &PageTable,
+        prev: Option<&MmScan>,
+        changed: &mut impl FnMut(VirtAddr, LeafEntry, bool),
+    ) -> MmScan {
+        let slots = pt.pmd_slots();
+        let old: &[(VirtAddr, PmdSlot, usize, usize)] = prev.map_or(&[], |p| &p.regions);
+        let old_leaves: &[(VirtAddr, LeafEntry)] = prev.map_or(&[], |p| &p.leaves);
+        let mut leaves = Vec::with_capacity(old_leaves.len());
+        let mut regions = Vec::with_capacity(slots.len());
+        let mut old_left = old.iter().peekable();
+        for (va, slot) in slots {
+            // Regions that went: their leaves went.
+            while let Some(&&(_, _, from, to)) = old_left.peek().filter(|r| r.0 < va) {
+                old_left.next();
+                for &(at, leaf) in &old_leaves[from..to] {
+                    changed(at, leaf, false);
+                }
+            }
+            let start = leaves.len();
+            match old_left.next_if(|r| r.0 == va) {
+                Some(&(_, was, from, to)) if was == slot => {
+                    leaves.extend_from_slice(&old_leaves[from..to]);
+                }
+                kept => {
+                    match slot {
+                        PmdSlot::Block(b) => leaves.push((va, LeafEntry::Block(b))),
+                        PmdSlot::Table { .. } => {
+                            let end = VirtAddr::new(va.as_u64() + PMD_SIZE)
+                                .expect("BUG: a region beyond the address space");
+                            leaves.extend(pt.leaves(va, end));
+                        }
+                    }
+                    // Most changes of a PTE table change one entry or a
+                    // few: only the leaves that differ are told.
+                    let was = kept.map_or(&[][..], |&(_, _, from, to)| &old_leaves[from..to]);
+                    diff_leaves(was, &leaves[start..], changed);
+                }
+            }
+            regions.push((va, slot, start, leaves.len()));
+        }
+        for &(_, _, from, to) in old_left {
+            for &(at, leaf) in &old_leaves[from..to] {
+                changed(at, leaf, false);
+            }
+        }
+        Self::with_leaves(pt, leaves, regions, false)
+    }
+
+    fn with_leaves(
+        pt: &PageTable,
+        leaves: Vec<(VirtAddr, LeafEntry)>,
+        regions: Vec<(VirtAddr, PmdSlot, usize, usize)>,
+        full: bool,
+    ) -> MmScan {
+        // The incremental checker takes the mapped frames from its rmap
+        // state instead.
+        let mut mapped = Vec::with_capacity(if full { leaves.len() } else { 0 });
+        for (_, entry) in leaves.iter().filter(|_| full) {
             match entry {
                 LeafEntry::Block(block) => {
                     let leaf = block.leaf();
@@ -987,6 +1057,7 @@ impl MmScan {
         MmScan {
             generation: pt.generation(),
             leaves,
+            regions,
             blocks,
             mapped,
             pt: pt.check(),
@@ -994,27 +1065,172 @@ impl MmScan {
     }
 }
 
-/// The generations the rmap check read: the rmap's, and each table's.
-type RmapKey = (u64, Vec<(MmId, u64)>);
+/// The union of two sorted runs, sorted and without repeats (one pass).
+fn merge_dedup(a: &[Pfn], b: &[Pfn]) -> Vec<Pfn> {
+    let mut out: Vec<Pfn> = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        let next = match (a.get(i), b.get(j)) {
+            (Some(&x), Some(&y)) if x <= y => {
+                i += 1;
+                x
+            }
+            (_, Some(&y)) => {
+                j += 1;
+                y
+            }
+            (Some(&x), None) => {
+                i += 1;
+                x
+            }
+            (None, None) => break,
+        };
+        if out.last() != Some(&next) {
+            out.push(next);
+        }
+    }
+    out
+}
+
+/// Tells `changed` the leaves of `old` not in `new` (`false`) and those of
+/// `new` not in `old` (`true`); both are in address order. A leaf whose
+/// change leaves its rmap mappings as they were (an access bit, the
+/// permissions) is not told: `changed` feeds the rmap check only.
+fn diff_leaves(
+    old: &[(VirtAddr, LeafEntry)],
+    new: &[(VirtAddr, LeafEntry)],
+    changed: &mut impl FnMut(VirtAddr, LeafEntry, bool),
+) {
+    let (mut i, mut j) = (0, 0);
+    loop {
+        match (old.get(i), new.get(j)) {
+            (Some(a), Some(b)) if a == b => {
+                i += 1;
+                j += 1;
+            }
+            (Some(a), Some(b)) if a.0 == b.0 => {
+                if !crate::mm::rmap::same_mappings(a.1, b.1) {
+                    changed(a.0, a.1, false);
+                    changed(b.0, b.1, true);
+                }
+                i += 1;
+                j += 1;
+            }
+            (Some(a), Some(b)) if a.0 < b.0 => {
+                changed(a.0, a.1, false);
+                i += 1;
+            }
+            (Some(a), None) => {
+                changed(a.0, a.1, false);
+                i += 1;
+            }
+            (_, Some(b)) => {
+                changed(b.0, b.1, true);
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+}
+
+/// The incremental rmap check's state: the mappings the kept scans'
+/// leaves record, per frame (sorted, with repeats if the tables have
+/// any), and the verdict of every frame that has violations.
+#[derive(Debug, Default)]
+struct RmapState {
+    want: BTreeMap<Pfn, Vec<crate::mm::RmapEntry>>,
+    /// Frames whose `want` changed since the last verdict.
+    dirty: Vec<Pfn>,
+    verdicts: BTreeMap<Pfn, Vec<RmapViolation>>,
+    /// Every frame's verdict was computed once (the first check, or the
+    /// check after the rmap's log was dropped, recomputes all).
+    complete: bool,
+}
+
+impl RmapState {
+    /// Records that `leaf` (at `va` in `mm`) came (`added`) or went.
+    fn leaf_changed(&mut self, mm: MmId, va: VirtAddr, leaf: LeafEntry, added: bool) {
+        for (pfn, entry) in crate::mm::rmap::leaf_mappings(mm, va, leaf) {
+            self.dirty.push(pfn);
+            let list = self.want.entry(pfn).or_default();
+            let at = list.partition_point(|e| *e < entry);
+            if added {
+                list.insert(at, entry);
+            } else {
+                assert!(
+                    list.get(at) == Some(&entry),
+                    "BUG: the checker's kept mappings lost {entry:?} of {pfn}"
+                );
+                list.remove(at);
+                if list.is_empty() {
+                    self.want.remove(&pfn);
+                }
+            }
+        }
+    }
+
+    /// The rmap check's verdict after recomputing the frames whose
+    /// mappings changed (`dirty`) or whose lists did (`touched`; `None`:
+    /// every frame).
+    fn verdict(&mut self, rmap: &crate::mm::Rmap, touched: Option<Vec<Pfn>>) -> Vec<RmapViolation> {
+        let mut dirty = core::mem::take(&mut self.dirty);
+        match touched.filter(|_| self.complete) {
+            Some(touched) => dirty.extend(touched),
+            None => {
+                dirty.extend(self.want.keys().copied());
+                dirty.extend(rmap.iter().map(|(pfn, _)| pfn));
+                dirty.extend(self.verdicts.keys().copied());
+                self.complete = true;
+            }
+        }
+        dirty.sort_unstable();
+        dirty.dedup();
+        for pfn in dirty {
+            let want = self.want.get(&pfn).map_or(&[][..], Vec::as_slice);
+            let found = crate::mm::rmap::check_frame(pfn, want, rmap.list(pfn));
+            if found.is_empty() {
+                self.verdicts.remove(&pfn);
+            } else {
+                self.verdicts.insert(pfn, found);
+            }
+        }
+        self.verdicts.values().flatten().copied().collect()
+    }
+}
 
 /// What the incremental checker keeps between checks (see the module doc).
 #[derive(Debug, Default)]
 pub(crate) struct CheckCache {
     mms: BTreeMap<MmId, Rc<MmScan>>,
-    /// The rmap check's verdict, keyed by every table's generation and the
-    /// rmap's.
-    rmap: Option<(RmapKey, Vec<crate::mm::RmapViolation>)>,
+    rmap: RmapState,
 }
 
 impl CheckCache {
-    /// The scan of `pt` (address space `id`), reused while unchanged.
+    /// The scan of `pt` (address space `id`), reused while unchanged,
+    /// rescanned in the regions that changed otherwise (the rmap state
+    /// told of every leaf that went or came).
     fn scan(&mut self, id: MmId, pt: &PageTable) -> Rc<MmScan> {
-        match self.mms.get(&id) {
-            Some(scan) if scan.generation == pt.generation() => Rc::clone(scan),
-            _ => {
-                let scan = Rc::new(MmScan::of(pt));
-                self.mms.insert(id, Rc::clone(&scan));
-                scan
+        let prev = self.mms.get(&id);
+        if let Some(scan) = prev.filter(|s| s.generation == pt.generation()) {
+            return Rc::clone(scan);
+        }
+        let rmap = &mut self.rmap;
+        let scan = Rc::new(MmScan::rescan(
+            pt,
+            prev.map(Rc::as_ref),
+            &mut |va, leaf, added| rmap.leaf_changed(id, va, leaf, added),
+        ));
+        self.mms.insert(id, Rc::clone(&scan));
+        scan
+    }
+
+    /// Forgets the address spaces `live` does not hold (their leaves went).
+    fn retain(&mut self, live: impl Fn(&MmId) -> bool) {
+        let gone: Vec<MmId> = self.mms.keys().filter(|id| !live(id)).copied().collect();
+        for id in gone {
+            let scan = self.mms.remove(&id).expect("BUG: listed just above");
+            for &(va, leaf) in &scan.leaves {
+                self.rmap.leaf_changed(id, va, leaf, false);
             }
         }
     }

@@ -366,6 +366,10 @@ impl<M: PageMover> BlockSource for PhysSource<'_, M> {
     fn free_frames(&self, pfns: PfnRange) -> u64 {
         self.mem.free_frames_in(pfns)
     }
+
+    fn all_free(&self, pfns: PfnRange) -> bool {
+        self.mem.all_free_in(pfns)
+    }
 }
 
 /// Lets a [`PageMover`] serve as phys's [`Migrator`].

@@ -314,6 +314,16 @@ impl PtCounts {
     }
 }
 
+/// What a PMD entry holds, as [`PageTable::pmd_slots`] lists it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PmdSlot {
+    /// A block mapping the region.
+    Block(Block),
+    /// A PTE table, named by its generation: the same number, the same
+    /// entries.
+    Table { generation: u64 },
+}
+
 /// One broken invariant of a [`PageTable`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PgtableViolation {
@@ -378,6 +388,11 @@ struct Table {
     level: Level,
     used: u16,
     entries: Entries,
+    /// Taken afresh by every mutable access to this table (as the whole
+    /// table's [`PageTable::generation`]): a PTE table's number names its
+    /// contents, so that a checker rescans only the tables that changed
+    /// ([`PageTable::pmd_slots`]).
+    generation: u64,
 }
 
 impl Table {
@@ -394,6 +409,7 @@ impl Table {
             level,
             used: 0,
             entries,
+            generation: super::generation::next(),
         }
     }
 
@@ -546,10 +562,55 @@ impl PageTable {
     }
 
     fn table_mut(&mut self, id: TableId) -> &mut Table {
-        self.generation = super::generation::next();
-        self.tables[id.index()]
+        let generation = super::generation::next();
+        self.generation = generation;
+        let table = self.tables[id.index()]
             .as_mut()
-            .unwrap_or_else(|| panic!("BUG: {id:?} is not allocated"))
+            .unwrap_or_else(|| panic!("BUG: {id:?} is not allocated"));
+        table.generation = generation;
+        table
+    }
+
+    /// Every non-empty PMD entry, lowest address first, with the address
+    /// of its 2 MiB region: a block, or a PTE table named by its
+    /// generation (equal numbers, equal entries). Visits the upper tables
+    /// only; the incremental checker (`crate::machine::check`) rescans the
+    /// regions whose slot changed and keeps the leaves of the others.
+    pub fn pmd_slots(&self) -> Vec<(VirtAddr, PmdSlot)> {
+        let mut out = Vec::new();
+        let pgd = self.table(self.root);
+        let mut i = pgd.first_used_from(0);
+        while i < ENTRIES_PER_TABLE {
+            let pud_base = i as u64 * Level::Pgd.entry_size();
+            if let Upper::Table(pud) = pgd.upper()[i] {
+                let pud = self.table(pud);
+                let mut j = pud.first_used_from(0);
+                while j < ENTRIES_PER_TABLE {
+                    let pmd_base = pud_base + j as u64 * Level::Pud.entry_size();
+                    if let Upper::Table(pmd) = pud.upper()[j] {
+                        let pmd = self.table(pmd);
+                        let mut k = pmd.first_used_from(0);
+                        while k < ENTRIES_PER_TABLE {
+                            let va = user_va(pmd_base + k as u64 * Level::Pmd.entry_size());
+                            match pmd.pmds()[k] {
+                                Pmd::Block(b) => out.push((va, PmdSlot::Block(b))),
+                                Pmd::Table(t) => out.push((
+                                    va,
+                                    PmdSlot::Table {
+                                        generation: self.table(t).generation,
+                                    },
+                                )),
+                                Pmd::None => {}
+                            }
+                            k = pmd.first_used_from(k + 1);
+                        }
+                    }
+                    j = pud.first_used_from(j + 1);
+                }
+            }
+            i = pgd.first_used_from(i + 1);
+        }
+        out
     }
 
     fn alloc_table(

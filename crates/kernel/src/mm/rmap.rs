@@ -31,6 +31,15 @@
 //! An entry appears at most once per frame; lists are sorted and never
 //! empty (a frame without mappings has no list). [`check_against`] compares
 //! the map with page tables.
+//!
+//! # Change log
+//! Every update ([`Rmap::add`], [`Rmap::remove`], [`Rmap::move_frame`])
+//! logs the frames whose lists it touches before changing them; the
+//! incremental checker takes the log ([`Rmap::take_touched`]) and compares
+//! only those frames again ([`check_frame`]). A log no checker takes is
+//! dropped past a bound, and the taker then rechecks every frame. An
+//! update path added here must log too: a frame changed without a log
+//! entry is not rechecked until its mappings change.
 
 use std::collections::BTreeMap;
 
@@ -78,7 +87,18 @@ pub struct Rmap {
     /// Taken afresh by every update ([`crate::mm::generation`]); 0 for
     /// an rmap never updated.
     generation: u64,
+    /// The change log: every frame whose list an update touched since the
+    /// incremental checker last took the log ([`Self::take_touched`]), with
+    /// repeats. Every update appends here before it changes a list.
+    touched: Vec<Pfn>,
+    /// The log outgrew [`TOUCHED_MAX`] (no checker took it) and was
+    /// dropped: the next taker must recheck every frame.
+    touched_overflow: bool,
 }
+
+/// Entries the change log holds before it is dropped for a flag (a run
+/// that never checks keeps bounded memory).
+const TOUCHED_MAX: usize = 1 << 16;
 
 impl Rmap {
     pub fn new() -> Self {
@@ -90,9 +110,41 @@ impl Rmap {
         self.generation
     }
 
+    /// Logs that `pfn`'s list is about to change (see `touched`).
+    fn touch(&mut self, pfn: Pfn) {
+        self.generation = super::generation::next();
+        if self.touched.len() >= TOUCHED_MAX {
+            self.touched.clear();
+            self.touched_overflow = true;
+        }
+        if !self.touched_overflow {
+            self.touched.push(pfn);
+        }
+    }
+
+    /// The frames whose lists changed since the last call, sorted and
+    /// without repeats; `None` when the log was dropped (every frame may
+    /// have changed). Empties the log: one taker only, the incremental
+    /// checker (`crate::machine::check`).
+    pub fn take_touched(&mut self) -> Option<Vec<Pfn>> {
+        let mut touched = core::mem::take(&mut self.touched);
+        if core::mem::take(&mut self.touched_overflow) {
+            return None;
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        Some(touched)
+    }
+
+    /// The list of `pfn` as stored (`None`: no list), for the checker,
+    /// which tells an empty list (a bug) from none.
+    pub fn list(&self, pfn: Pfn) -> Option<&[RmapEntry]> {
+        self.frames.get(&pfn).map(Vec::as_slice)
+    }
+
     /// Records that `entry` maps `pfn` (Linux `folio_add_*_rmap_*()`).
     pub fn add(&mut self, pfn: Pfn, entry: RmapEntry) -> Result<(), RmapError> {
-        self.generation = super::generation::next();
+        self.touch(pfn);
         let list = self.frames.entry(pfn).or_default();
         match list.binary_search(&entry) {
             Ok(_) => Err(RmapError::Duplicate { pfn, entry }),
@@ -105,7 +157,7 @@ impl Rmap {
 
     /// Forgets that `entry` maps `pfn` (Linux `folio_remove_rmap_*()`).
     pub fn remove(&mut self, pfn: Pfn, entry: RmapEntry) -> Result<(), RmapError> {
-        self.generation = super::generation::next();
+        self.touch(pfn);
         let list = self
             .frames
             .get_mut(&pfn)
@@ -123,7 +175,8 @@ impl Rmap {
     /// Moves every mapping of `old` to `new`, which must have none (Linux
     /// `remove_migration_ptes()` after a migration). Returns how many moved.
     pub fn move_frame(&mut self, old: Pfn, new: Pfn) -> Result<usize, RmapError> {
-        self.generation = super::generation::next();
+        self.touch(old);
+        self.touch(new);
         if old == new {
             return Ok(self.count(old));
         }
@@ -186,6 +239,66 @@ fn recorded(leaf: LeafEntry) -> Option<(Pfn, u64, MapLevel)> {
         LeafEntry::Pte(Pte::None | Pte::Swap(_)) => return None,
     };
     (!l.attrs.special).then_some((l.pfn, frames, level))
+}
+
+/// The violations of one frame: `want`, the mappings the page tables
+/// record for `pfn` (sorted), against `have`, its list in the rmap (`None`:
+/// no list). The same as [`check_against_leaves`] reports for `pfn`; the
+/// incremental checker calls it for the frames whose mappings or list
+/// changed.
+pub fn check_frame(pfn: Pfn, want: &[RmapEntry], have: Option<&[RmapEntry]>) -> Vec<RmapViolation> {
+    let mut out = Vec::new();
+    let have = match have {
+        Some(list) => {
+            if list.is_empty() || list.windows(2).any(|w| w[0] >= w[1]) {
+                out.push(RmapViolation::BadList { pfn });
+            }
+            list
+        }
+        None => &[],
+    };
+    let (mut i, mut j) = (0, 0);
+    loop {
+        match (want.get(i), have.get(j)) {
+            (Some(w), Some(h)) if w == h => {
+                i += 1;
+                j += 1;
+            }
+            (Some(w), Some(h)) if w < h => {
+                out.push(RmapViolation::Unrecorded { pfn, entry: *w });
+                i += 1;
+            }
+            (Some(w), None) => {
+                out.push(RmapViolation::Unrecorded { pfn, entry: *w });
+                i += 1;
+            }
+            (_, Some(h)) => {
+                out.push(RmapViolation::Stale { pfn, entry: *h });
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    out
+}
+
+/// The mappings `leaf` (at `va` in `mm`) records: each frame with its
+/// entry (none for special and frameless entries).
+pub fn leaf_mappings(
+    mm: MmId,
+    va: VirtAddr,
+    leaf: LeafEntry,
+) -> impl Iterator<Item = (Pfn, RmapEntry)> {
+    let found = recorded(leaf);
+    let (first, frames, level) = found.unwrap_or((Pfn::new(0), 0, MapLevel::Pte));
+    (0..frames).map(move |i| (first + i, RmapEntry { mm, va, level }))
+}
+
+/// Whether two leaves at the same address record the same mappings (they
+/// may differ in what the rmap does not record: permissions, access and
+/// dirty bits, the tag attribute).
+pub fn same_mappings(a: LeafEntry, b: LeafEntry) -> bool {
+    recorded(a) == recorded(b)
 }
 
 /// Compares `rmap` with the page tables of every address space: each

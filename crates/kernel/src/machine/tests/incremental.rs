@@ -251,6 +251,27 @@ fn stale_rmap(k: &mut Kernel, p: Pid, b: TaggedPtr) {
     k.rmap.borrow_mut().remove(pfn, entry).unwrap();
 }
 
+/// An rmap entry no page table has: caught through the rmap's change log.
+fn extra_rmap_entry(k: &mut Kernel, p: Pid, b: TaggedPtr) {
+    let pfn = pfn_of(k, p, b).expect("b is mapped");
+    let mm = k.process_mm(p).unwrap();
+    let entry = crate::mm::RmapEntry {
+        mm,
+        va: at(b, 3 * 4096).addr(),
+        level: crate::mm::MapLevel::Pte,
+    };
+    k.rmap.borrow_mut().add(pfn, entry).unwrap();
+}
+
+/// A PTE cleared behind the rmap's back: caught through the rescan of the
+/// one region whose PTE table changed.
+fn pte_cleared_behind_the_rmap(k: &mut Kernel, p: Pid, b: TaggedPtr) {
+    let mm = k.process_mm(p).unwrap();
+    let mut mms = k.mms.borrow_mut();
+    let m = mms.get_mut(&mm).unwrap();
+    assert!(matches!(m.pt.clear_pte(b.addr()), Ok(Pte::Present(_))));
+}
+
 #[test]
 fn without_bugs_both_checkers_stay_silent() {
     for policy in ["dynamic", "static", "none"] {
@@ -281,7 +302,7 @@ fn with_per_cpu_lists_both_checkers_agree() {
 
 #[test]
 fn planted_bugs_are_found_by_both_checkers_at_the_planted_step() {
-    let bugs: [(&str, Plant, &str); 10] = [
+    let bugs: [(&str, Plant, &str); 12] = [
         ("lost free block", lose_a_free_block, "FramesUnaccounted"),
         ("pin count", wrong_pin_count, "PinCount"),
         (
@@ -308,6 +329,12 @@ fn planted_bugs_are_found_by_both_checkers_at_the_planted_step() {
             "TaggedWithoutReservation",
         ),
         ("stale rmap", stale_rmap, "Unrecorded"),
+        ("extra rmap entry", extra_rmap_entry, "Rmap(Stale"),
+        (
+            "PTE cleared behind the rmap",
+            pte_cleared_behind_the_rmap,
+            "Rmap(Stale",
+        ),
     ];
     for (name, bug, expected) in bugs {
         let (step, verdict) = run_with_bug("dynamic", Some(bug));
