@@ -12,7 +12,7 @@ use crate::phys::{
     FrameStatus, FreeError, FreeList, MigrateError, MigrateType, PageFlag, PhysViolation,
 };
 use core::future::Future;
-use mte::{PhysAddr, Tag};
+use mte::{PfnRange, PhysAddr, Tag};
 use platform::spec::{PlatformSpec, TagStorageData};
 use platform::{MemRange, TagRegion};
 use sched::{Chooser, RunLimits, Task, explore_exhaustive};
@@ -311,6 +311,37 @@ fn tagged_allocations_never_come_from_cma() {
         run(&sched, mem.free(pfn, o(0))).unwrap();
     }
     assert_eq!(mem.counters().mem_free, 1024 + 32 - 2);
+    clean(&mem);
+}
+
+/// `all_free_in` (answered at the first frame in use) is the count form
+/// `free_frames_in(r) == r.count`, over ranges that start and end inside
+/// free, allocated and kernel blocks.
+#[test]
+fn all_free_agrees_with_the_free_count() {
+    let (sched, mem) = default_dynamic(TagStorageData::Prefer);
+    let kept: Vec<Pfn> = (0..6)
+        .map(|i| mem.alloc(o(i % 3), Gfp::USER).unwrap())
+        .collect();
+    let freed = mem.alloc(o(2), Gfp::USER).unwrap();
+    run(&sched, mem.free(freed, o(2))).unwrap();
+    let lowest = kept
+        .iter()
+        .min()
+        .copied()
+        .unwrap()
+        .as_u64()
+        .saturating_sub(64);
+    let mut seen = [false; 2];
+    for start in (lowest..lowest + 256).step_by(3) {
+        for count in [1, 2, 5, 16, 33, 64] {
+            let r = PfnRange::new(p(start), count);
+            let all = mem.all_free_in(r);
+            assert_eq!(all, mem.free_frames_in(r) == count, "{r:?}");
+            seen[usize::from(all)] = true;
+        }
+    }
+    assert_eq!(seen, [true, true], "both answers reached");
     clean(&mem);
 }
 

@@ -1322,6 +1322,34 @@ mod tests {
         va(pgd << 39 | pud << 30 | pmd << 21 | pte << 12)
     }
 
+    /// The slots name each PTE table by its own generation: a change of
+    /// one PTE renames its table only, and a block is listed as itself.
+    #[test]
+    fn pmd_slots_rename_only_the_changed_pte_table() {
+        let mut f = Frames::default();
+        let mut pt = PageTable::new(&mut f).unwrap();
+        assert_eq!(pt.pmd_slots(), vec![]);
+        pt.set_pte(at(0, 0, 1, 3), present(7), &mut f).unwrap();
+        pt.set_pte(at(1, 2, 5, 0), present(8), &mut f).unwrap();
+        let block = Block::Present(Leaf {
+            pfn: Pfn::new(0x200),
+            attrs: attrs(Access::ReadOnly),
+        });
+        pt.set_block(at(1, 2, 7, 0), block, &mut f).unwrap();
+        let before = pt.pmd_slots();
+        let vas: Vec<VirtAddr> = before.iter().map(|(va, _)| *va).collect();
+        assert_eq!(vas, vec![at(0, 0, 1, 0), at(1, 2, 5, 0), at(1, 2, 7, 0)]);
+        assert_eq!(before[2].1, PmdSlot::Block(block));
+        pt.set_pte(at(1, 2, 5, 9), present(9), &mut f).unwrap();
+        let after = pt.pmd_slots();
+        assert_eq!(after[0], before[0], "an untouched table keeps its name");
+        assert_ne!(after[1], before[1], "the changed table is renamed");
+        assert_eq!(after[2], before[2]);
+        // The leaves of a region are those of the whole walk in it.
+        let region: Vec<_> = pt.leaves(at(1, 2, 5, 0), at(1, 2, 6, 0)).collect();
+        assert_eq!(region.len(), 2);
+    }
+
     #[test]
     fn level_shifts_are_39_30_21_12() {
         // Arm ARM, 4 KiB granule: level 0..3 resolve VA bits 47:39, 38:30,
