@@ -188,7 +188,7 @@ impl Kernel {
     #[cold]
     #[inline(never)]
     fn access_slow(&mut self, pid: Pid, command: Command, out: &mut Outcome) {
-        *out = match self.whole_direct(pid, &command) {
+        *out = match self.fast_access(pid, &command) {
             Some(outcome) => outcome,
             None => self.run(&Op::Process { pid, command }).outcome,
         };
@@ -257,20 +257,6 @@ impl Kernel {
     /// The direct path for a `load` or `store` command, `None` for any
     /// other command or when the full path must run.
     pub(crate) fn fast_access(&self, pid: Pid, command: &Command) -> Option<Outcome> {
-        let hit = match command {
-            Command::Load { ptr, size } => {
-                self.direct_hit(pid, *ptr, *size, None).map(Outcome::Value)
-            }
-            Command::Store { ptr, size, value } => self
-                .direct_hit(pid, *ptr, *size, Some(*value))
-                .map(|_| Outcome::Ok),
-            _ => return None,
-        };
-        hit.or_else(|| self.whole_direct(pid, command))
-    }
-
-    /// [`Self::fast_access`] without trying the plain hit first.
-    fn whole_direct(&self, pid: Pid, command: &Command) -> Option<Outcome> {
         match command {
             Command::Load { ptr, size } => self.direct_access(pid, *ptr, *size, None),
             Command::Store { ptr, size, value } => {
