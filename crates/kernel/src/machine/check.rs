@@ -400,6 +400,7 @@ impl Kernel {
             huge_zero,
             fast_memo: _,
             cpu_tlbs,
+            contents_epoch: _,
             stuck: _,
             livelocks,
             ksm,
@@ -580,9 +581,9 @@ impl Kernel {
                     continue;
                 }
                 if e.epoch == phys.contents.epoch() {
-                    let mut fresh = e;
+                    let mut fresh = e.clone();
                     super::direct::refresh_hints(&mut fresh, &phys.contents);
-                    if (fresh.data, fresh.tag_copy) != (e.data, e.tag_copy) {
+                    if (&fresh.data, fresh.tag_copy) != (&e.data, e.tag_copy) {
                         out.push(KernelViolation::StaleTlbHints { mm: *id, va });
                     }
                 }
@@ -673,9 +674,9 @@ impl Kernel {
             // No buffer: all zeros.
             let bytes = phys.contents.page_bytes(*pfn);
             let same = match (&state.data, bytes) {
-                (Some(data), Some(bytes)) => bytes == &data[..],
+                (Some(data), Some(bytes)) => bytes.equals(data),
                 (Some(data), None) => data.iter().all(|&b| b == 0),
-                (None, Some(bytes)) => bytes.iter().all(|&b| b == 0),
+                (None, Some(bytes)) => bytes.first_nonzero().is_none(),
                 (None, None) => true,
             };
             if !same {

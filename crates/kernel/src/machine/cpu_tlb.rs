@@ -4,8 +4,8 @@
 //! kernel: the address space (as an ASID: entries of every address space
 //! share the cache), the virtual page, the frame, what the leaf allows, the
 //! tagged bit, where the page's tags live (the tag storage frame and the
-//! first tag byte in it), and two hints: the index of the frame's data
-//! buffer and a copy of the page's tags.
+//! first tag byte in it), and two hints: the frame's data buffer itself (a
+//! shared handle, [`crate::phys::PageBuf`]) and a copy of the page's tags.
 //!
 //! Contract: every entry translates as the page table does now. It holds
 //! because entries are only made from a translation of the per-address-space
@@ -18,16 +18,19 @@
 //! is torn down drops its entries (`Tlb`'s `Drop`, Linux: the ASID is
 //! retired); ids are never reused anyway.
 //!
-//! The buffer index and the copy of the page's tags are hints, not part of
+//! The buffer handle and the copy of the page's tags are hints, not part of
 //! the translation: they are valid while the contents' epoch is the one the
 //! entry records ([`crate::phys::PhysContents::epoch`], which moves on
 //! every buffer added or dropped and every write but the direct path's own
 //! stores to frames that are not tag storage); a hit in another epoch takes
 //! both again first, so contents changes need no flush (they do not on
-//! hardware either). With a valid epoch, the buffer index reaches the bytes
-//! in one load from the slab, and the tag check reads the copy in the entry
-//! (128 bytes for a 4 KiB page: one nibble per granule), with no load of
-//! tag storage at all.
+//! hardware either). With a valid epoch, a hit reads and writes the bytes
+//! through the handle, with no borrow of physical memory and no lookup, and
+//! the tag check reads the copy in the entry (256 bytes for a 4 KiB page:
+//! one byte per granule, unpacked from tag storage's nibbles when taken),
+//! with no load of tag storage at all. A stale
+//! handle keeps its old buffer alive until the entry is taken again or
+//! replaced: at most one page per entry.
 //!
 //! An entry is laid out for the hit path: the key (page, address space),
 //! one byte of flags (readable, writable, tagged, frame in tag storage) so
@@ -36,11 +39,14 @@
 //! address has ([`EMPTY_VPN`]), so a lookup is a key compare with no
 //! separate validity test.
 
+use std::cell::Cell;
+use std::rc::Rc;
+
 use mte::Pfn;
 
-use crate::mm::layout::PAGE_SHIFT;
+use crate::mm::layout::{PAGE_SHIFT, PAGE_SIZE};
 use crate::mm::{Access, Id, MmId};
-use crate::phys::BufIndex;
+use crate::phys::PageBuf;
 
 /// Entries per CPU (direct mapped by virtual page number).
 pub(crate) const CPU_TLB_ENTRIES: usize = 256;
@@ -61,9 +67,49 @@ pub(crate) const TAGGED: u8 = 4;
 /// tags, so it takes a new epoch.
 pub(crate) const TAG_FRAME: u8 = 8;
 
-/// Tag bytes of one page (two tags a byte).
-pub(crate) const PAGE_TAG_BYTES: usize =
-    (crate::mm::layout::PAGE_SIZE / mte::GRANULE_SIZE / 2) as usize;
+/// Tag bytes of one page in tag storage (two tags a byte).
+pub(crate) const PAGE_TAG_BYTES: usize = PAGE_GRANULES / 2;
+
+/// Granules of one page: the entries of an entry's tag copy, one tag a
+/// byte (unpacked, so that the hit's check is one byte load and compare).
+pub(crate) const PAGE_GRANULES: usize = (PAGE_SIZE / mte::GRANULE_SIZE) as usize;
+
+/// Bytes of a page.
+pub(crate) const PAGE_BYTES: usize = PAGE_SIZE as usize;
+
+/// A frame's data buffer as an entry holds it: its size in the type, so
+/// that an in-page offset needs no bounds check on a hit. Equal when it is
+/// the same buffer.
+#[derive(Clone)]
+pub(crate) struct FrameData(Rc<[Cell<u8>; PAGE_BYTES]>);
+
+impl FrameData {
+    /// `buf` as a page of [`PAGE_BYTES`]; `None` for a buffer of another
+    /// size (the direct path serves machines of 4 KiB pages only).
+    pub(crate) fn of(buf: PageBuf) -> Option<FrameData> {
+        Rc::try_from(buf.into_cells()).ok().map(FrameData)
+    }
+
+    #[inline]
+    pub(crate) fn bytes(&self) -> &[Cell<u8>; PAGE_BYTES] {
+        &self.0
+    }
+}
+
+impl PartialEq for FrameData {
+    fn eq(&self, other: &FrameData) -> bool {
+        Rc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for FrameData {}
+
+impl std::fmt::Debug for FrameData {
+    // Not the address: debug output stays the same from run to run.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FrameData")
+    }
+}
 
 /// Where the tags of a page live.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -74,20 +120,22 @@ pub(crate) struct TagLoc {
     pub(crate) offset: usize,
 }
 
-/// One cached translation and what an access through it needs.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+/// One cached translation and what an access through it needs (not `Copy`:
+/// it holds a buffer handle).
+#[derive(Clone, PartialEq, Eq, Debug)]
 pub(crate) struct CpuTlbEntry {
     pub(crate) vpn: u64,
     pub(crate) mm: MmId,
     /// [`READ`], [`WRITE`], [`TAGGED`], [`TAG_FRAME`].
     pub(crate) flags: u8,
-    /// The contents' epoch the buffer index and tag copy belong to.
+    /// The contents' epoch the buffer handle and tag copy belong to.
     pub(crate) epoch: u64,
-    /// The frame's data buffer (a hint, see the module doc).
-    pub(crate) data: BufIndex,
+    /// The frame's data buffer (a hint, see the module doc); `None`: the
+    /// frame has none and reads as zeros.
+    pub(crate) data: Option<FrameData>,
     /// The page's tags in that epoch (zeros without tag storage or without
     /// a buffer).
-    pub(crate) tag_copy: [u8; PAGE_TAG_BYTES],
+    pub(crate) tag_copy: [u8; PAGE_GRANULES],
     pub(crate) pfn: Pfn,
     pub(crate) access: Access,
     /// Mapped Normal Tagged.
@@ -130,8 +178,8 @@ impl CpuTlbEntry {
             mm,
             flags,
             epoch: 0,
-            data: BufIndex::NONE,
-            tag_copy: [0; PAGE_TAG_BYTES],
+            data: None,
+            tag_copy: [0; PAGE_GRANULES],
             pfn,
             access,
             tagged,
@@ -172,7 +220,7 @@ pub(crate) struct CpuTlb {
 impl CpuTlb {
     fn new() -> CpuTlb {
         CpuTlb {
-            entries: [CpuTlbEntry::empty(); CPU_TLB_ENTRIES],
+            entries: std::array::from_fn(|_| CpuTlbEntry::empty()),
             huge: 0,
         }
     }
@@ -185,15 +233,16 @@ impl CpuTlb {
     /// The entry of page `vpn` of `mm`.
     #[cfg(test)]
     pub(crate) fn lookup(&self, mm: MmId, vpn: u64) -> Option<CpuTlbEntry> {
-        let e = self.entries[Self::slot(vpn)];
-        (e.vpn == vpn && e.mm == mm).then_some(e)
+        let e = &self.entries[Self::slot(vpn)];
+        (e.vpn == vpn && e.mm == mm).then(|| e.clone())
     }
 
     pub(crate) fn fill(&mut self, entry: CpuTlbEntry) {
         if entry.huge {
             self.huge += 1;
         }
-        self.entries[Self::slot(entry.vpn)] = entry;
+        let slot = Self::slot(entry.vpn);
+        self.entries[slot] = entry;
     }
 
     /// The entry of page `vpn` of `mm`, to use and to replace its buffer
@@ -295,10 +344,10 @@ impl CpuTlbs {
     }
 
     /// Every cached entry, CPU by CPU (for the checker).
-    pub(crate) fn entries(&self) -> impl Iterator<Item = CpuTlbEntry> + '_ {
+    pub(crate) fn entries(&self) -> impl Iterator<Item = &CpuTlbEntry> + '_ {
         std::iter::once(&self.cpu0)
             .chain(&self.others)
-            .flat_map(|c| c.entries.iter().filter(|e| !e.is_empty()).copied())
+            .flat_map(|c| c.entries.iter().filter(|e| !e.is_empty()))
     }
 }
 

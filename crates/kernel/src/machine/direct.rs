@@ -19,6 +19,16 @@
 //! op of the full path clears the memo first (`Kernel::op`), since only
 //! those change a process. The cold tag check reads the settings afresh.
 //!
+//! `load_direct` / `store_direct` run in two tiers. The plain hit
+//! (`Kernel::direct_hit`: memo, entry, permission, epoch, a one-granule
+//! tag match, the data through the entry's buffer handle) is inlined into
+//! the caller and has no call in it, so the caller's loop keeps its values
+//! in registers; anything else returns `None` having done nothing, and
+//! `Kernel::access_slow` (out of line) runs the whole direct path
+//! (`direct_access_on`: fills, hint refresh, the full tag check, first
+//! writes, stores to tag storage), else the full kernel path. The hit does
+//! exactly what the whole direct path does for the same access.
+//!
 //! Outside parallel blocks, accesses run on CPU 0, the CPU `Machine::run`
 //! runs its ops on ([`DIRECT_CPU`]). In a parallel block
 //! (`Machine::run_parallel`), a load or store task tries the direct path on
@@ -27,12 +37,17 @@
 //! access that translates has no switch point, so the schedules are the
 //! same. Flushes reach every CPU's TLB.
 
+use std::cell::Cell;
+
 use mte::packing::{Nibble, nibble_tag};
 use mte::{AccessKind, CheckSettings, CheckTiming, GRANULE_SIZE, Tag, TaggedPtr};
 use uapi::{AccessSize, Command, Fault, Machine, Op, Outcome, Pid};
 
 use super::access::translate_leaf;
-use super::cpu_tlb::{CpuTlbEntry, PAGE_TAG_BYTES, READ, TAG_FRAME, TAGGED, TagLoc, WRITE};
+use super::cpu_tlb::{
+    CpuTlbEntry, FrameData, PAGE_BYTES, PAGE_GRANULES, PAGE_TAG_BYTES, READ, TAG_FRAME, TAGGED,
+    TagLoc, WRITE,
+};
 use super::{Kernel, PAGE};
 use crate::mm::MmId;
 use crate::mm::layout::{PAGE_SHIFT, TASK_SIZE};
@@ -48,50 +63,58 @@ pub(crate) const DIRECT_CPU: usize = 0;
 /// afresh in a parallel block. Small and plain on purpose: it is copied
 /// into every access (a wider copy with odd offsets was read back across
 /// two stores, a store-forwarding stall that cost half of an access).
+/// "Checked" is kept as the entry flag a check needs ([`TAGGED`], or 0 when
+/// the settings check nothing), so that one bit test of the entry's flags
+/// decides whether the tag check runs.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct FastMemo {
     mm: MmId,
     pid: Pid,
-    load_checked: bool,
-    store_checked: bool,
+    load_check: u8,
+    store_check: u8,
 }
 
 impl FastMemo {
     fn new(pid: Pid, mm: MmId, settings: CheckSettings) -> FastMemo {
+        let check = |kind| {
+            if settings.timing(kind) == CheckTiming::Unchecked {
+                0
+            } else {
+                TAGGED
+            }
+        };
         FastMemo {
             mm,
             pid,
-            load_checked: settings.timing(AccessKind::Load) != CheckTiming::Unchecked,
-            store_checked: settings.timing(AccessKind::Store) != CheckTiming::Unchecked,
+            load_check: check(AccessKind::Load),
+            store_check: check(AccessKind::Store),
         }
     }
 }
 
-/// The tag in the page's tag bytes `bytes` of the granule holding byte
+/// The tag in an entry's tag copy `tags` of the granule holding byte
 /// `in_page`.
 #[inline]
-fn tag_in(bytes: &[u8; PAGE_TAG_BYTES], in_page: u64) -> Tag {
-    let granule = in_page / GRANULE_SIZE;
-    let nibble = if granule % 2 == 1 {
-        Nibble::High
-    } else {
-        Nibble::Low
-    };
-    nibble_tag(bytes[(granule / 2) as usize], nibble)
+fn tag_in(tags: &[u8; PAGE_GRANULES], in_page: u64) -> Tag {
+    Tag::new(tags[(in_page / GRANULE_SIZE) as usize % PAGE_GRANULES])
+        .expect("BUG: a tag copy holds 4-bit tags")
 }
 
 /// The `size` bytes at `offset` of `bytes`, little endian: one fixed-size
-/// copy per size (a copy of variable length is a `memcpy` call and a
-/// store-forwarding stall when the value is read back, most of an access).
+/// read per size (the byte cells' loads combine into one load; a copy of
+/// variable length is a `memcpy` call and a store-forwarding stall when
+/// the value is read back, most of an access).
 #[inline]
-fn read_le(bytes: &[u8], offset: usize, size: AccessSize) -> u128 {
-    fn at<const N: usize>(bytes: &[u8], offset: usize) -> [u8; N] {
-        bytes[offset..offset + N]
+fn read_le(bytes: &[Cell<u8>; PAGE_BYTES], offset: usize, size: AccessSize) -> u128 {
+    #[inline(always)]
+    fn at<const N: usize>(bytes: &[Cell<u8>; PAGE_BYTES], offset: usize) -> [u8; N] {
+        let cells: &[Cell<u8>; N] = bytes[offset..offset + N]
             .try_into()
-            .expect("BUG: a slice of N bytes")
+            .expect("BUG: a slice of N bytes");
+        cells.each_ref().map(Cell::get)
     }
     match size {
-        AccessSize::B1 => u128::from(bytes[offset]),
+        AccessSize::B1 => u128::from(bytes[offset].get()),
         AccessSize::B2 => u128::from(u16::from_le_bytes(at(bytes, offset))),
         AccessSize::B4 => u128::from(u32::from_le_bytes(at(bytes, offset))),
         AccessSize::B8 => u128::from(u64::from_le_bytes(at(bytes, offset))),
@@ -101,14 +124,23 @@ fn read_le(bytes: &[u8], offset: usize, size: AccessSize) -> u128 {
 
 /// Writes the low `size` bytes of `value` at `offset` of `bytes`.
 #[inline]
-fn write_le(bytes: &mut [u8], offset: usize, size: AccessSize, value: u128) {
+fn write_le(bytes: &[Cell<u8>; PAGE_BYTES], offset: usize, size: AccessSize, value: u128) {
+    #[inline(always)]
+    fn put<const N: usize>(bytes: &[Cell<u8>; PAGE_BYTES], offset: usize, le: &[u8; 16]) {
+        let cells: &[Cell<u8>; N] = bytes[offset..offset + N]
+            .try_into()
+            .expect("BUG: a slice of N bytes");
+        for (c, &b) in cells.iter().zip(le) {
+            c.set(b);
+        }
+    }
     let le = value.to_le_bytes();
     match size {
-        AccessSize::B1 => bytes[offset] = le[0],
-        AccessSize::B2 => bytes[offset..offset + 2].copy_from_slice(&le[..2]),
-        AccessSize::B4 => bytes[offset..offset + 4].copy_from_slice(&le[..4]),
-        AccessSize::B8 => bytes[offset..offset + 8].copy_from_slice(&le[..8]),
-        AccessSize::B16 => bytes[offset..offset + 16].copy_from_slice(&le),
+        AccessSize::B1 => bytes[offset].set(le[0]),
+        AccessSize::B2 => put::<2>(bytes, offset, &le),
+        AccessSize::B4 => put::<4>(bytes, offset, &le),
+        AccessSize::B8 => put::<8>(bytes, offset, &le),
+        AccessSize::B16 => put::<16>(bytes, offset, &le),
     }
 }
 
@@ -118,9 +150,13 @@ impl Kernel {
     /// Inlined, like [`Self::store_direct`], into the caller's loop.
     #[inline(always)]
     pub fn load_direct(&mut self, pid: Pid, ptr: TaggedPtr, size: AccessSize) -> Outcome {
-        match self.direct_access(pid, ptr, size, None) {
-            Some(outcome) => outcome,
-            None => self.full_access(pid, Command::Load { ptr, size }),
+        match self.direct_hit(pid, ptr, size, None) {
+            Some(value) => Outcome::Value(value),
+            None => {
+                let mut out = Outcome::Ok;
+                self.access_slow(pid, Command::Load { ptr, size }, &mut out);
+                out
+            }
         }
     }
 
@@ -133,16 +169,89 @@ impl Kernel {
         size: AccessSize,
         value: u128,
     ) -> Outcome {
-        match self.direct_access(pid, ptr, size, Some(value)) {
-            Some(outcome) => outcome,
-            None => self.full_access(pid, Command::Store { ptr, size, value }),
+        match self.direct_hit(pid, ptr, size, Some(value)) {
+            Some(_) => Outcome::Ok,
+            None => {
+                let mut out = Outcome::Ok;
+                self.access_slow(pid, Command::Store { ptr, size, value }, &mut out);
+                out
+            }
         }
     }
 
+    /// Everything but a plain hit: the whole direct path (memo and TLB
+    /// fills, hints taken again, the tag check out of line, first writes),
+    /// else the full path. The outcome is written to `out` rather than
+    /// returned: a returned one merged with the hit's in memory, and the
+    /// hit's value went through a store and a load (a fifth of a load's
+    /// time).
     #[cold]
     #[inline(never)]
-    fn full_access(&mut self, pid: Pid, command: Command) -> Outcome {
-        self.run(&Op::Process { pid, command }).outcome
+    fn access_slow(&mut self, pid: Pid, command: Command, out: &mut Outcome) {
+        *out = match self.fast_access(pid, &command) {
+            Some(outcome) => outcome,
+            None => self.run(&Op::Process { pid, command }).outcome,
+        };
+    }
+
+    /// The plain hit of [`Self::load_direct`] and [`Self::store_direct`]
+    /// on CPU 0, with no call in it: the memo is `pid`'s, the access stays
+    /// in its page, the entry is there and allows it, its hints are of the
+    /// current epoch, a checked access is one granule whose tag matches,
+    /// and a store has a buffer to write to a frame outside tag storage.
+    /// Then the data access, and `Some` with the value loaded (0 for a
+    /// store). `None` otherwise, with nothing done: [`Self::access_slow`]
+    /// runs the whole path, which does the same as this for a hit.
+    #[inline(always)]
+    fn direct_hit(
+        &self,
+        pid: Pid,
+        ptr: TaggedPtr,
+        size: AccessSize,
+        value: Option<u128>,
+    ) -> Option<u128> {
+        let memo = self.fast_memo.get()?;
+        if memo.pid != pid {
+            return None;
+        }
+        let len = size.bytes();
+        let start = ptr.addr().as_u64();
+        let in_page = start & (PAGE - 1);
+        if in_page + len > PAGE {
+            return None;
+        }
+        // A store to tag storage moves the epoch: the whole path's.
+        let (mask, need, check) = match value {
+            None => (READ, READ, memo.load_check),
+            Some(_) => (WRITE | TAG_FRAME, WRITE, memo.store_check),
+        };
+        let mut tlbs = self.cpu_tlbs.borrow_mut();
+        let entry = tlbs
+            .cpu(DIRECT_CPU)
+            .lookup_mut(memo.mm, start >> PAGE_SHIFT)?;
+        if entry.flags & mask != need || entry.epoch != self.contents_epoch.get() {
+            return None;
+        }
+        if entry.flags & check != 0 {
+            let one_granule = in_page % GRANULE_SIZE + len <= GRANULE_SIZE;
+            let tag = entry.tag_copy[(in_page / GRANULE_SIZE) as usize % PAGE_GRANULES];
+            if !(one_granule && tag == ptr.tag().value()) {
+                return None;
+            }
+        }
+        let offset = in_page as usize;
+        match value {
+            None => Some(
+                entry
+                    .data
+                    .as_ref()
+                    .map_or(0, |buf| read_le(buf.bytes(), offset, size)),
+            ),
+            Some(value) => {
+                write_le(entry.data.as_ref()?.bytes(), offset, size, value);
+                Some(0)
+            }
+        }
     }
 
     /// The direct path for a `load` or `store` command, `None` for any
@@ -199,7 +308,8 @@ impl Kernel {
     /// buffer hints are taken on first use.
     fn direct_entry(&self, mm: MmId, vpn: u64) -> Option<CpuTlbEntry> {
         let base = vpn << PAGE_SHIFT;
-        if base >= TASK_SIZE {
+        if base >= TASK_SIZE || self.mem.geometry().page().page_size() != PAGE {
+            // Entries hold pages of `PAGE` bytes (`FrameData`).
             return None;
         }
         let t = {
@@ -242,9 +352,9 @@ impl Kernel {
     /// where it is returned (a copy of it read back wider than it was
     /// written stalls store forwarding, which cost more than the rest of an
     /// access). A hit is: the key compare, one flag bit for the permission
-    /// and one for tagged, the generation compare, one nibble compare for
-    /// an access within one granule, then a fixed-size copy; everything
-    /// else is out of line.
+    /// and one for a check, the epoch compare, one tag compare for an
+    /// access within one granule, then a fixed-size read or write through
+    /// the entry's buffer; everything else is out of line.
     #[inline(always)]
     fn direct_access_on(
         &self,
@@ -261,9 +371,9 @@ impl Kernel {
             return None;
         }
         let vpn = start >> PAGE_SHIFT;
-        let (need, checked) = match value {
-            None => (READ, memo.load_checked),
-            Some(_) => (WRITE, memo.store_checked),
+        let (need, check) = match value {
+            None => (READ, memo.load_check),
+            Some(_) => (WRITE, memo.store_check),
         };
         let mut tlbs = self.cpu_tlbs.borrow_mut();
         let tlb = tlbs.cpu(cpu);
@@ -278,17 +388,16 @@ impl Kernel {
         if entry.flags & need == 0 {
             return None;
         }
-        let mut phys = self.mem.phys_mut();
-        let contents = &mut phys.contents;
-        if entry.epoch != contents.epoch() {
-            refresh_hints(entry, contents);
+        // The hints are checked against the shared epoch: a hit borrows
+        // no physical memory.
+        if entry.epoch != self.contents_epoch.get() {
+            refresh_hints(entry, &self.mem.phys().contents);
         }
-        if checked && entry.flags & TAGGED != 0 {
+        if entry.flags & check != 0 {
             // One granule whose tag matches passes (what `check_access`
             // decides for it); anything else is `check_access`'s to decide.
-            let one_granule = in_page / GRANULE_SIZE == (in_page + len - 1) / GRANULE_SIZE;
-            let byte = entry.tag_copy[(in_page / (2 * GRANULE_SIZE)) as usize % PAGE_TAG_BYTES];
-            let tag = byte >> ((in_page / GRANULE_SIZE) % 2 * 4) & 0xf;
+            let one_granule = in_page % GRANULE_SIZE + len <= GRANULE_SIZE;
+            let tag = entry.tag_copy[(in_page / GRANULE_SIZE) as usize % PAGE_GRANULES];
             if !(one_granule && tag == ptr.tag().value())
                 && let Err(f) = self.direct_check(memo.pid, ptr, len, value, &entry.tag_copy)
             {
@@ -298,22 +407,24 @@ impl Kernel {
         let offset = in_page as usize;
         Some(match value {
             None => Outcome::Value(
-                contents
-                    .bytes_at(entry.data)
-                    .map_or(0, |bytes| read_le(bytes, offset, size)),
+                entry
+                    .data
+                    .as_ref()
+                    .map_or(0, |buf| read_le(buf.bytes(), offset, size)),
             ),
             Some(value) => {
-                // A store to a tag storage frame may change tags: tracked.
-                let bytes = if entry.flags & TAG_FRAME == 0 {
-                    contents.bytes_at_mut_quiet(entry.data)
-                } else {
-                    contents.bytes_at_mut(entry.data)
-                };
-                match bytes {
-                    Some(bytes) => write_le(bytes, offset, size, value),
+                match &entry.data {
+                    Some(buf) => {
+                        // A store to a tag storage frame may change some
+                        // page's tags: a new epoch.
+                        if entry.flags & TAG_FRAME != 0 {
+                            self.contents_epoch.advance();
+                        }
+                        write_le(buf.bytes(), offset, size, value);
+                    }
                     None => first_write(
                         entry,
-                        contents,
+                        &mut self.mem.phys_mut().contents,
                         offset,
                         &value.to_le_bytes()[..len as usize],
                     ),
@@ -334,7 +445,7 @@ impl Kernel {
         ptr: TaggedPtr,
         len: u64,
         value: Option<u128>,
-        tags: &[u8; PAGE_TAG_BYTES],
+        tags: &[u8; PAGE_GRANULES],
     ) -> Result<(), Fault> {
         let kind = match value {
             None => AccessKind::Load,
@@ -356,20 +467,25 @@ impl Kernel {
     }
 }
 
-/// Takes `entry`'s buffer index and tag copy again in the contents' epoch
+/// Takes `entry`'s buffer handle and tag copy again in the contents' epoch
 /// (also what the checker compares a current entry's hints with).
 #[cold]
 #[inline(never)]
 pub(crate) fn refresh_hints(entry: &mut CpuTlbEntry, contents: &PhysContents) {
     entry.epoch = contents.epoch();
-    entry.data = contents.buf_index(entry.pfn);
-    entry.tag_copy = [0; PAGE_TAG_BYTES];
+    entry.data = contents
+        .page_buf(entry.pfn)
+        .map(|buf| FrameData::of(buf).expect("BUG: a direct entry on a machine of other pages"));
+    entry.tag_copy = [0; PAGE_GRANULES];
     if let Some(t) = entry.tags
-        && let Some(bytes) = contents.bytes_at(contents.buf_index(t.frame))
+        && let Some(bytes) = contents.page_bytes(t.frame)
     {
-        entry
-            .tag_copy
-            .copy_from_slice(&bytes[t.offset..t.offset + PAGE_TAG_BYTES]);
+        let mut packed = [0; PAGE_TAG_BYTES];
+        bytes.copy_to(t.offset, &mut packed);
+        for (pair, &byte) in entry.tag_copy.chunks_exact_mut(2).zip(&packed) {
+            pair[0] = nibble_tag(byte, Nibble::Low).value();
+            pair[1] = nibble_tag(byte, Nibble::High).value();
+        }
     }
 }
 

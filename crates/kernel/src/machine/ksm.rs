@@ -83,6 +83,7 @@ use super::fault::{FaultError, leaf_attrs};
 use super::{Kernel, PAGE};
 use crate::mm::layout::PAGE_SIZE;
 use crate::mm::{Access, Leaf, MapLevel, MmId, Pte, VmFlags, Vma};
+use crate::phys::PageView;
 
 /// Linux `ksm_max_page_sharing` (sysfs `max_page_sharing`, default 256):
 /// the most mappings one KSM page takes; a further identical page starts
@@ -106,14 +107,15 @@ pub(crate) struct KsmState {
 /// A 64-bit FNV-1a hash of a page's bytes, eight at a time: the key of
 /// both trees (equal keys are compared byte for byte) and, truncated, the
 /// checksum (Linux `calc_checksum()`: a 32-bit xxhash).
-fn page_hash(bytes: Option<&[u8]>) -> u64 {
+fn page_hash(bytes: Option<PageView<'_>>) -> u64 {
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     match bytes {
         Some(b) => {
-            for chunk in b.chunks_exact(8) {
-                let word = u64::from_le_bytes(chunk.try_into().expect("BUG: 8-byte chunk"));
-                h = (h ^ word).wrapping_mul(PRIME);
+            let mut word = [0u8; 8];
+            for at in (0..b.len() / 8 * 8).step_by(8) {
+                b.copy_to(at, &mut word);
+                h = (h ^ u64::from_le_bytes(word)).wrapping_mul(PRIME);
             }
         }
         None => {
@@ -252,8 +254,8 @@ impl Kernel {
         let phys = self.mem.phys();
         let (x, y) = (phys.contents.page_bytes(a), phys.contents.page_bytes(b));
         match (x, y) {
-            (Some(x), Some(y)) => x == y,
-            (Some(z), None) | (None, Some(z)) => z.iter().all(|&b| b == 0),
+            (Some(x), Some(y)) => x.same_bytes(y),
+            (Some(z), None) | (None, Some(z)) => z.first_nonzero().is_none(),
             (None, None) => true,
         }
     }
@@ -526,13 +528,19 @@ pub(crate) fn now_tagged(flags: VmFlags) -> bool {
 #[cfg(test)]
 mod tests {
     use super::page_hash;
+    use crate::phys::PageView;
 
     #[test]
     fn a_page_without_buffer_hashes_as_zeros() {
         let zeros = vec![0u8; 4096];
-        assert_eq!(page_hash(None), page_hash(Some(&zeros)));
+        let view = |bytes: &[u8]| -> Vec<std::cell::Cell<u8>> {
+            bytes.iter().map(|&b| std::cell::Cell::new(b)).collect()
+        };
+        let z = view(&zeros);
+        assert_eq!(page_hash(None), page_hash(Some(PageView::of(&z))));
         let mut one = zeros.clone();
         one[4095] = 1;
-        assert_ne!(page_hash(Some(&one)), page_hash(None));
+        let o = view(&one);
+        assert_ne!(page_hash(Some(PageView::of(&o))), page_hash(None));
     }
 }

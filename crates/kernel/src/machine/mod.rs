@@ -297,6 +297,10 @@ pub struct Kernel {
     /// The per-CPU TLBs of the direct access path (see `cpu_tlb`), shared
     /// with every address space's TLB so that its flushes reach them.
     cpu_tlbs: Rc<RefCell<cpu_tlb::CpuTlbs>>,
+    /// Physical memory's contents epoch (`PhysContents::epoch_handle`):
+    /// the direct path compares its entries' hints with it without
+    /// borrowing physical memory.
+    contents_epoch: crate::phys::Epoch,
     /// CPUs whose running command replayed a fault past the bound: the
     /// command ends `stuck` (taken by `process_op`).
     stuck: RefCell<BTreeSet<sched::CpuId>>,
@@ -388,6 +392,7 @@ impl Kernel {
     pub fn new(platform: &Platform) -> Result<Kernel, KernelInitError> {
         let sched = Sched::new();
         let mem = Memory::new(platform, &sched)?;
+        let contents_epoch = mem.phys().contents.epoch_handle();
         let swap = SwapDevice::new(
             platform.settings().swap,
             platform.geometry().page_size(),
@@ -439,6 +444,7 @@ impl Kernel {
             huge_zero: Cell::new(None),
             fast_memo: Cell::new(None),
             cpu_tlbs: Rc::default(),
+            contents_epoch,
             stuck: RefCell::new(BTreeSet::new()),
             livelocks: RefCell::new(Vec::new()),
             ksm: RefCell::new(ksm::KsmState::default()),

@@ -411,7 +411,7 @@ impl Kernel {
             .phys()
             .contents
             .page_bytes(pfn)
-            .map_or_else(|| vec![0; PAGE_SIZE_BYTES].into(), Box::from);
+            .map_or_else(|| vec![0; PAGE_SIZE_BYTES].into(), |b| b.to_boxed());
         let mut objects = self.objects.borrow_mut();
         let o = objects
             .get_mut(&object)
@@ -497,12 +497,14 @@ impl Kernel {
             .get_mut(&object)
             .is_some_and(|o| o.dropped.remove(&pgoff));
         if let Some(data) = data {
-            self.mem
-                .phys_mut()
-                .contents
-                .page_bytes_mut(pfn)
-                .expect("BUG: a new frame is present")
-                .copy_from_slice(&data);
+            crate::phys::copy_into(
+                self.mem
+                    .phys_mut()
+                    .contents
+                    .page_bytes_mut(pfn)
+                    .expect("BUG: a new frame is present"),
+                &data,
+            );
         }
         if was_dropped {
             self.bump(|c| c.file_reads += 1);

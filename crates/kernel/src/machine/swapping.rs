@@ -156,8 +156,10 @@ impl Kernel {
         let tags = self.tags_to_save(pfn);
         let slot = {
             let phys = self.mem.phys();
-            let data = phys.contents.page_bytes(pfn);
-            self.swap.borrow_mut().alloc(data, tags.as_deref())
+            let data = phys.contents.page_bytes(pfn).map(|b| b.to_boxed());
+            self.swap
+                .borrow_mut()
+                .alloc(data.as_deref(), tags.as_deref())
         };
         let Some(slot) = slot else {
             return PageoutResult::NoSlot;
@@ -474,11 +476,12 @@ impl Kernel {
         {
             let mut phys = self.mem.phys_mut();
             match &state.data {
-                Some(data) => phys
-                    .contents
-                    .page_bytes_mut(pfn)
-                    .expect("BUG: a new frame is present")
-                    .copy_from_slice(data),
+                Some(data) => crate::phys::copy_into(
+                    phys.contents
+                        .page_bytes_mut(pfn)
+                        .expect("BUG: a new frame is present"),
+                    data,
+                ),
                 None => phys
                     .contents
                     .zero_page(pfn)

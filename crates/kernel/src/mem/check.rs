@@ -477,7 +477,7 @@ impl Memory {
         if let Some(offset) = phys
             .contents
             .page_bytes(pfn)
-            .and_then(|bytes| bytes.iter().position(|&b| b != 0))
+            .and_then(|bytes| bytes.first_nonzero())
         {
             fault(ZeroPageFault::DataNotZero { offset });
         }

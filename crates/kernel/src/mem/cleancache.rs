@@ -89,13 +89,14 @@ impl Memory {
         };
         {
             let mut phys = self.phys.borrow_mut();
-            let data: Option<Box<[u8]>> = phys.contents.page_bytes(src).map(Box::from);
+            let data: Option<Box<[u8]>> = phys.contents.page_bytes(src).map(|b| b.to_boxed());
             match data {
-                Some(data) => phys
-                    .contents
-                    .page_bytes_mut(frame)
-                    .expect("BUG: tag storage is present")
-                    .copy_from_slice(&data),
+                Some(data) => crate::phys::copy_into(
+                    phys.contents
+                        .page_bytes_mut(frame)
+                        .expect("BUG: tag storage is present"),
+                    &data,
+                ),
                 None => phys
                     .contents
                     .zero_page(frame)
@@ -134,7 +135,7 @@ impl Memory {
         let mut phys = self.phys.borrow_mut();
         let data = phys.contents.page_bytes(frame).map_or_else(
             || vec![0; self.geometry.page_size() as usize].into(),
-            Box::from,
+            |b| b.to_boxed(),
         );
         phys.contents
             .zero_page(frame)

@@ -19,19 +19,27 @@
 //! `copy_page` from a frame without data). A stale handle is detected (the
 //! slot records its frame) and gives `None`, never another frame's bytes.
 //!
-//! The per-CPU TLB's hit path uses the cheaper [`BufIndex`] instead: the
-//! raw slot number of a frame's buffer, valid exactly while
-//! [`PhysContents::epoch`] is unchanged, so a use checks one number rather
-//! than the slot's frame, and reaches the bytes in one load from the slab.
-//! The epoch moves whenever a buffer is added or dropped and whenever bytes
-//! may be written through any accessor but
-//! [`PhysContents::bytes_at_mut_quiet`] (which the TLB uses only for frames
-//! that are not tag storage), so a copy of a page's tags taken in an epoch
-//! is also the page's tags for as long as the epoch lasts.
+//! A buffer is a [`PageBuf`]: bytes in cells behind a shared pointer, so
+//! that the per-CPU TLB's entries hold the buffer itself
+//! ([`PhysContents::page_buf`]) and a hit reads and writes the bytes with
+//! no borrow of physical memory and no lookup. Such a handle is valid
+//! exactly while the contents' [`Epoch`] is unchanged (after that, the
+//! frame may have another buffer or none, and the handle only keeps an
+//! orphan alive until it is taken again). The epoch moves whenever a buffer
+//! is added or dropped and whenever bytes may be written through any
+//! accessor of the contents (the TLB's own stores move it themselves for
+//! frames of tag storage, and only for those), so a copy of a page's tags
+//! taken in an epoch is also the page's tags for as long as the epoch lasts.
+//! The epoch is a shared cell ([`PhysContents::epoch_handle`]) so that a hit
+//! compares it without borrowing the contents either. Reads go through the
+//! read-only [`PageView`]; only `&mut` accessors hand out writable cells.
 //!
 //! Invariants (checked by [`PhysContents::check`]): `index[pfn] == slot + 1`
 //! exactly when `slots[slot]` holds `pfn`'s buffer; free slots are empty; the
 //! count of pages with data equals the used slots.
+
+use std::cell::Cell;
+use std::rc::Rc;
 
 use crate::phys::check::PhysViolation;
 use crate::phys::layout::PhysLayout;
@@ -62,30 +70,152 @@ impl PageSlot {
     }
 }
 
-/// The slot of a frame's buffer (`u32::MAX`: the frame has no buffer, all
-/// its bytes are zero), valid while the contents' generation is the one it
-/// was taken in (see the module doc). No buffer is a slot number past any
-/// slab, so a use is one bounds check.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BufIndex(u32);
+/// The bytes of one frame, shared between the contents and the per-CPU TLB
+/// entries that reach them (see the module doc). Equal when it is the same
+/// buffer, not when the bytes are equal: an entry's handle is current when
+/// it is the buffer the contents hold.
+#[derive(Clone)]
+pub struct PageBuf(Rc<[Cell<u8>]>);
 
-impl BufIndex {
-    /// No buffer: the frame reads as zeros.
-    pub const NONE: BufIndex = BufIndex(u32::MAX);
+impl PageBuf {
+    fn zeroed(len: usize) -> PageBuf {
+        const FOUR_K: usize = 4096;
+        if len == FOUR_K {
+            // The one page size modelled: one zeroing of the whole buffer
+            // (a loop of cells costs tens of thousands of instructions in
+            // the dev profile, more than the page fault that asks for it).
+            let page: Rc<[Cell<u8>; FOUR_K]> = Rc::new([const { Cell::new(0) }; FOUR_K]);
+            return PageBuf(page);
+        }
+        PageBuf(std::iter::repeat_with(|| Cell::new(0)).take(len).collect())
+    }
 
-    pub fn is_none(self) -> bool {
-        self == Self::NONE
+    fn copy_of(view: PageView<'_>) -> PageBuf {
+        PageBuf(view.0.iter().map(|c| Cell::new(c.get())).collect())
+    }
+
+    /// The bytes, to read or write in place. Only the per-CPU TLB's hit
+    /// path writes through a handle (it keeps the epoch as the module doc
+    /// says); everyone else writes through the contents' `&mut` accessors.
+    #[inline]
+    pub fn cells(&self) -> &[Cell<u8>] {
+        &self.0
+    }
+
+    /// The shared bytes themselves (for a holder that wants their size in
+    /// its type).
+    pub fn into_cells(self) -> Rc<[Cell<u8>]> {
+        self.0
     }
 }
 
-#[derive(Clone, Debug)]
-struct Buffer {
-    pfn: Pfn,
-    bytes: Box<[u8]>,
+impl PartialEq for PageBuf {
+    fn eq(&self, other: &PageBuf) -> bool {
+        Rc::ptr_eq(&self.0, &other.0)
+    }
 }
 
-/// The contents of every present frame.
+impl Eq for PageBuf {}
+
+impl std::fmt::Debug for PageBuf {
+    // Not the address: debug output stays the same from run to run.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PageBuf({} bytes)", self.0.len())
+    }
+}
+
+/// A read-only view of a frame's bytes (writes go through the contents'
+/// `&mut` accessors, which move the epoch).
+#[derive(Clone, Copy)]
+pub struct PageView<'a>(&'a [Cell<u8>]);
+
+impl<'a> PageView<'a> {
+    /// A view of `cells` (for tests of code that reads pages).
+    pub fn of(cells: &'a [Cell<u8>]) -> PageView<'a> {
+        PageView(cells)
+    }
+
+    pub fn len(self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The bytes in order.
+    pub fn iter(self) -> impl Iterator<Item = u8> + 'a {
+        self.0.iter().map(Cell::get)
+    }
+
+    /// Copies the bytes at `offset` into `out`.
+    pub fn copy_to(self, offset: usize, out: &mut [u8]) {
+        let len = out.len();
+        for (o, c) in out.iter_mut().zip(&self.0[offset..offset + len]) {
+            *o = c.get();
+        }
+    }
+
+    /// A copy of all the bytes.
+    pub fn to_boxed(self) -> Box<[u8]> {
+        self.iter().collect()
+    }
+
+    /// Whether the bytes are `bytes`.
+    pub fn equals(self, bytes: &[u8]) -> bool {
+        self.0.len() == bytes.len() && self.iter().zip(bytes).all(|(a, &b)| a == b)
+    }
+
+    /// Whether both hold the same bytes.
+    pub fn same_bytes(self, other: PageView<'_>) -> bool {
+        self.0.len() == other.0.len() && self.iter().zip(other.iter()).all(|(a, b)| a == b)
+    }
+
+    /// The offset of the first non-zero byte.
+    pub fn first_nonzero(self) -> Option<usize> {
+        self.iter().position(|b| b != 0)
+    }
+}
+
+/// Copies `data` over `cells`, of the same length.
+pub fn copy_into(cells: &[Cell<u8>], data: &[u8]) {
+    assert_eq!(cells.len(), data.len(), "BUG: a copy of another length");
+    for (c, &b) in cells.iter().zip(data) {
+        c.set(b);
+    }
+}
+
+/// The contents' epoch, shared with whoever compares it on a hot path (see
+/// the module doc). Starts at 1, so 0 is no epoch.
 #[derive(Clone, Debug)]
+pub struct Epoch(Rc<Cell<u64>>);
+
+impl Epoch {
+    fn new(value: u64) -> Epoch {
+        Epoch(Rc::new(Cell::new(value)))
+    }
+
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.get()
+    }
+
+    /// A new epoch: every handle and tag copy taken before is stale.
+    #[inline]
+    pub fn advance(&self) {
+        self.0.set(self.0.get() + 1);
+    }
+}
+
+#[derive(Debug)]
+struct Buffer {
+    pfn: Pfn,
+    bytes: PageBuf,
+}
+
+/// The contents of every present frame. A clone copies every buffer and
+/// has an epoch of its own (handles of one never reach the other).
+#[derive(Debug)]
 pub struct PhysContents {
     layout: PhysLayout,
     /// `slot + 1` of each frame's buffer; 0 when it has none.
@@ -95,12 +225,35 @@ pub struct PhysContents {
     free_slots: Vec<u32>,
     pages_with_data: u64,
     /// See the module doc: moves on every buffer added or dropped and on
-    /// every tracked write (starts at 1, so 0 is no epoch).
-    epoch: u64,
+    /// every write through the contents.
+    epoch: Epoch,
     /// Taken afresh whenever a buffer is added or dropped (the index and
     /// slots change; data writes do not), so that the incremental checker
     /// can reuse the verdict of [`Self::check`] (`crate::mm::generation`).
     generation: u64,
+}
+
+impl Clone for PhysContents {
+    fn clone(&self) -> PhysContents {
+        PhysContents {
+            layout: self.layout.clone(),
+            index: self.index.clone(),
+            slots: self
+                .slots
+                .iter()
+                .map(|s| {
+                    s.as_ref().map(|b| Buffer {
+                        pfn: b.pfn,
+                        bytes: PageBuf::copy_of(PageView(b.bytes.cells())),
+                    })
+                })
+                .collect(),
+            free_slots: self.free_slots.clone(),
+            pages_with_data: self.pages_with_data,
+            epoch: Epoch::new(self.epoch.get()),
+            generation: self.generation,
+        }
+    }
 }
 
 impl PhysContents {
@@ -112,7 +265,7 @@ impl PhysContents {
             slots: Vec::new(),
             free_slots: Vec::new(),
             pages_with_data: 0,
-            epoch: 1,
+            epoch: Epoch::new(1),
             generation: crate::mm::generation::next(),
         }
     }
@@ -121,10 +274,16 @@ impl PhysContents {
         1 << self.layout.geometry().page_shift()
     }
 
-    /// The epoch of buffer indices and tracked writes (see the module doc).
+    /// The epoch of buffer handles and writes (see the module doc).
     #[inline]
     pub(crate) fn epoch(&self) -> u64 {
-        self.epoch
+        self.epoch.get()
+    }
+
+    /// The epoch itself, to compare (and, for the TLB's stores to tag
+    /// storage, advance) without borrowing the contents.
+    pub(crate) fn epoch_handle(&self) -> Epoch {
+        self.epoch.clone()
     }
 
     /// The generation of the index and slots (see the field).
@@ -157,42 +316,13 @@ impl PhysContents {
         })
     }
 
-    /// The buffer index of `pfn` in the current generation
-    /// ([`BufIndex::NONE`] for a frame without buffer or not present).
-    #[inline]
-    pub fn buf_index(&self, pfn: Pfn) -> BufIndex {
-        match self.index.get(pfn) {
-            Some(&entry) if entry != 0 => BufIndex(entry - 1),
-            _ => BufIndex::NONE,
-        }
-    }
-
-    /// The bytes of buffer `index`, taken in the current generation; `None`
-    /// for [`BufIndex::NONE`] (zeros). An index of another generation may
-    /// name another frame's buffer: the caller checks the generation.
-    #[inline]
-    pub fn bytes_at(&self, index: BufIndex) -> Option<&[u8]> {
-        self.slots
-            .get(index.0 as usize)?
+    /// A handle to `pfn`'s buffer, valid in the current epoch (`None`: the
+    /// frame has no buffer and reads as zeros, or is not present).
+    pub fn page_buf(&self, pfn: Pfn) -> Option<PageBuf> {
+        let slot = self.page_slot(pfn)?;
+        self.slots[slot.index as usize]
             .as_ref()
-            .map(|b| &*b.bytes)
-    }
-
-    /// [`Self::bytes_at`], to write (a new epoch).
-    #[inline]
-    pub fn bytes_at_mut(&mut self, index: BufIndex) -> Option<&mut [u8]> {
-        self.epoch += 1;
-        self.bytes_at_mut_quiet(index)
-    }
-
-    /// [`Self::bytes_at_mut`] in the same epoch: only for a frame that is
-    /// not tag storage, whose bytes are no page's tags (see the module doc).
-    #[inline]
-    pub fn bytes_at_mut_quiet(&mut self, index: BufIndex) -> Option<&mut [u8]> {
-        self.slots
-            .get_mut(index.0 as usize)?
-            .as_mut()
-            .map(|b| &mut *b.bytes)
+            .map(|b| b.bytes.clone())
     }
 
     /// The handle of `pfn`'s buffer, giving it a zeroed one if it has none.
@@ -203,10 +333,10 @@ impl PhysContents {
         }
         let buffer = Buffer {
             pfn,
-            bytes: vec![0; self.page_size()].into_boxed_slice(),
+            bytes: PageBuf::zeroed(self.page_size()),
         };
         self.generation = crate::mm::generation::next();
-        self.epoch += 1;
+        self.epoch.advance();
         let index = match self.free_slots.pop() {
             Some(i) => {
                 self.slots[i as usize] = Some(buffer);
@@ -224,29 +354,31 @@ impl PhysContents {
 
     /// The bytes behind a handle; `None` if the handle is stale.
     #[inline]
-    pub fn slot_bytes(&self, slot: PageSlot) -> Option<&[u8]> {
+    pub fn slot_bytes(&self, slot: PageSlot) -> Option<PageView<'_>> {
         match self.slots.get(slot.index as usize)? {
-            Some(b) if b.pfn == slot.pfn => Some(&b.bytes),
+            Some(b) if b.pfn == slot.pfn => Some(PageView(b.bytes.cells())),
             _ => None,
         }
     }
 
+    /// The bytes behind a handle, to write (a new epoch).
     #[inline]
-    pub fn slot_bytes_mut(&mut self, slot: PageSlot) -> Option<&mut [u8]> {
-        self.epoch += 1;
-        match self.slots.get_mut(slot.index as usize)? {
-            Some(b) if b.pfn == slot.pfn => Some(&mut b.bytes),
+    pub fn slot_bytes_mut(&mut self, slot: PageSlot) -> Option<&[Cell<u8>]> {
+        self.epoch.advance();
+        match self.slots.get(slot.index as usize)? {
+            Some(b) if b.pfn == slot.pfn => Some(b.bytes.cells()),
             _ => None,
         }
     }
 
     /// The bytes of `pfn`; `None` when it has no buffer (all zero).
-    pub fn page_bytes(&self, pfn: Pfn) -> Option<&[u8]> {
+    pub fn page_bytes(&self, pfn: Pfn) -> Option<PageView<'_>> {
         self.page_slot(pfn).and_then(|s| self.slot_bytes(s))
     }
 
-    /// The bytes of `pfn`, giving it a buffer if needed.
-    pub fn page_bytes_mut(&mut self, pfn: Pfn) -> Result<&mut [u8], MemError> {
+    /// The bytes of `pfn`, giving it a buffer if needed, to write (a new
+    /// epoch; see [`copy_into`]).
+    pub fn page_bytes_mut(&mut self, pfn: Pfn) -> Result<&[Cell<u8>], MemError> {
         let slot = self.page_slot_mut(pfn)?;
         Ok(self.slot_bytes_mut(slot).expect("BUG: fresh slot is stale"))
     }
@@ -261,7 +393,7 @@ impl PhysContents {
         self.check_present(pfn)?;
         if let Some(slot) = self.page_slot(pfn) {
             self.generation = crate::mm::generation::next();
-            self.epoch += 1;
+            self.epoch.advance();
             self.slots[slot.index as usize] = None;
             self.free_slots.push(slot.index);
             *self
@@ -284,14 +416,15 @@ impl PhysContents {
             None => self.zero_page(dst),
             Some(src_slot) => {
                 let dst_slot = self.page_slot_mut(dst)?;
-                let bytes = self.slots[src_slot.index as usize]
-                    .as_ref()
+                let bytes = self
+                    .slot_bytes(src_slot)
                     .expect("BUG: source slot empty")
-                    .bytes
-                    .clone();
-                self.slot_bytes_mut(dst_slot)
-                    .expect("BUG: fresh slot is stale")
-                    .copy_from_slice(&bytes);
+                    .to_boxed();
+                copy_into(
+                    self.slot_bytes_mut(dst_slot)
+                        .expect("BUG: fresh slot is stale"),
+                    &bytes,
+                );
                 Ok(())
             }
         }
@@ -333,7 +466,7 @@ impl PhysContents {
     pub fn read_in_frame(&self, pfn: Pfn, offset: usize, buf: &mut [u8]) {
         debug_assert!(self.layout.region_of(pfn).is_some(), "BUG: {pfn:?} absent");
         match self.page_bytes(pfn) {
-            Some(bytes) => buf.copy_from_slice(&bytes[offset..offset + buf.len()]),
+            Some(bytes) => bytes.copy_to(offset, buf),
             None => buf.fill(0),
         }
     }
@@ -345,7 +478,10 @@ impl PhysContents {
         if !self.has_buffer(pfn) && data.iter().all(|&b| b == 0) {
             return self.check_present(pfn);
         }
-        self.page_bytes_mut(pfn)?[offset..offset + data.len()].copy_from_slice(data);
+        copy_into(
+            &self.page_bytes_mut(pfn)?[offset..offset + data.len()],
+            data,
+        );
         Ok(())
     }
 
@@ -355,7 +491,7 @@ impl PhysContents {
         for (pfn, offset, len) in self.pieces(addr, buf.len())? {
             let out = &mut buf[done..done + len];
             match self.page_bytes(pfn) {
-                Some(bytes) => out.copy_from_slice(&bytes[offset..offset + len]),
+                Some(bytes) => bytes.copy_to(offset, out),
                 None => out.fill(0),
             }
             done += len;
@@ -373,7 +509,7 @@ impl PhysContents {
             if !self.has_buffer(pfn) && src.iter().all(|&b| b == 0) {
                 continue;
             }
-            self.page_bytes_mut(pfn)?[offset..offset + len].copy_from_slice(src);
+            copy_into(&self.page_bytes_mut(pfn)?[offset..offset + len], src);
         }
         Ok(())
     }
@@ -452,7 +588,7 @@ impl PhysContents {
                 out.push(PhysViolation::ContentsOutsideMemory { pfn: buffer.pfn });
             }
             if index.get(buffer.pfn).copied() != Some(i as u32 + 1)
-                || buffer.bytes.len() != self.page_size()
+                || buffer.bytes.cells().len() != self.page_size()
             {
                 out.push(PhysViolation::ContentsSlot {
                     pfn: buffer.pfn,
@@ -550,7 +686,7 @@ mod tests {
         assert_eq!(m.read_u64(pa(0x1000)), Ok(0));
         m.write(pa(0x2000), &[0; 64]).unwrap();
         assert_eq!(m.pages_with_data(), 0, "writing zeros allocates nothing");
-        assert_eq!(m.page_bytes(Pfn::new(2)), None);
+        assert!(m.page_bytes(Pfn::new(2)).is_none());
         assert!(m.check().is_empty());
     }
 
@@ -570,7 +706,9 @@ mod tests {
         assert_eq!(m.read_u32(pa(0xffc)), Ok(0x8899_aabb));
         assert_eq!(m.pages_with_data(), 2);
         m.write_u16(pa(0x3000), 0xbeef).unwrap();
-        assert_eq!(m.page_bytes(Pfn::new(3)).unwrap()[..2], [0xef, 0xbe]);
+        let mut two = [0; 2];
+        m.page_bytes(Pfn::new(3)).unwrap().copy_to(0, &mut two);
+        assert_eq!(two, [0xef, 0xbe]);
         assert!(m.check().is_empty());
     }
 
@@ -607,18 +745,18 @@ mod tests {
         assert_eq!(slot.pfn(), Pfn::new(5));
         m.write_u32(pa(0x6000), 9).unwrap();
         assert_eq!(
-            m.slot_bytes(slot).unwrap()[0],
-            7,
+            m.slot_bytes(slot).unwrap().iter().next(),
+            Some(7),
             "other writes keep the handle valid"
         );
-        m.slot_bytes_mut(slot).unwrap()[1] = 1;
+        m.slot_bytes_mut(slot).unwrap()[1].set(1);
         assert_eq!(m.read_u32(pa(0x5000)), Ok(0x107));
         m.zero_page(Pfn::new(5)).unwrap();
-        assert_eq!(m.slot_bytes(slot), None);
+        assert!(m.slot_bytes(slot).is_none());
         // The freed slot is reused by frame 7: the old handle stays stale.
         m.write_u8(pa(0x7000), 1).unwrap();
         assert_eq!(m.page_slot(Pfn::new(7)).unwrap().index, slot.index);
-        assert_eq!(m.slot_bytes(slot), None);
+        assert!(m.slot_bytes(slot).is_none());
         assert!(m.check().is_empty());
     }
 

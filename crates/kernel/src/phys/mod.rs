@@ -51,7 +51,7 @@ pub use isolate::{
     ClaimError, ClaimedRange, InUseFrame, IsolateError, IsolatedRange, RangeError, UnmovableCause,
 };
 pub use layout::{CmaUse, LayoutError, Order, PhysGeometry, PhysLayout, Region, RegionKind};
-pub use mem::{BufIndex, MemError, PageSlot, PhysContents};
+pub use mem::{Epoch, MemError, PageBuf, PageSlot, PageView, PhysContents, copy_into};
 pub use pcp::PcpParams;
 
 /// The physical memory of one machine: the page allocator (with the frame

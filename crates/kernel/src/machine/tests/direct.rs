@@ -340,3 +340,42 @@ fn a_tag_write_after_the_entry_was_made_is_seen_by_the_direct_path() {
         );
     }
 }
+
+/// A store through the direct path to a frame of tag storage (an untagged
+/// page placed there by `tag-storage-data=prefer`) may change some page's
+/// tags: it moves the contents' epoch, so no entry's tag copy outlives it.
+/// The plain hit leaves such stores to the whole path.
+#[test]
+fn a_direct_store_to_a_frame_of_tag_storage_moves_the_epoch() {
+    let mut k = kernel(&[("tag-storage", "dynamic"), ("tag-storage-data", "prefer")]);
+    let pid = spawn(&mut k);
+    let a = mmap(&mut k, pid, 0x1000, Prot::READ_WRITE, MapFlags::default());
+    assert_eq!(k.store_direct(pid, a, AccessSize::B8, 1), Outcome::Ok);
+    assert!(matches!(
+        k.load_direct(pid, a, AccessSize::B8),
+        Outcome::Value(1)
+    ));
+    let vpn = a.addr().as_u64() >> crate::mm::layout::PAGE_SHIFT;
+    let flags = k
+        .cpu_tlbs
+        .borrow()
+        .entries()
+        .find(|e| e.vpn == vpn)
+        .map(|e| e.flags)
+        .expect("the page is in CPU 0's TLB");
+    assert_ne!(
+        flags & crate::machine::cpu_tlb::TAG_FRAME,
+        0,
+        "the page sits in tag storage"
+    );
+    for value in 2..5u128 {
+        let before = k.contents_epoch.get();
+        assert_eq!(k.store_direct(pid, a, AccessSize::B8, value), Outcome::Ok);
+        assert!(k.contents_epoch.get() > before, "store {value}");
+        assert!(matches!(
+            k.load_direct(pid, a, AccessSize::B8),
+            Outcome::Value(v) if v == value
+        ));
+    }
+    assert!(k.invariant_violations().is_empty());
+}
