@@ -97,14 +97,15 @@ fn random_access(
 
 /// Runs one random program of `steps` steps on a fast and a full machine;
 /// returns how many accesses found their page in the fast machine's TLB, on
-/// CPU 0 and on the other CPUs.
+/// CPU 0 and on the other CPUs, and how many entries CPU 0's second level
+/// holds at the end.
 fn random_program(
     mode: CheckMode,
     keys: &[(&str, &str)],
     tagged_len: u64,
     seed: u64,
     steps: usize,
-) -> [usize; 2] {
+) -> [usize; 3] {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     let mut machines = [kernel(keys), kernel(keys)];
     let mut pids = Vec::new();
@@ -268,7 +269,8 @@ fn random_program(
     );
     let v = fast_k.invariant_violations();
     assert!(v.is_empty(), "{v:#?}");
-    hits
+    let second = fast_k.cpu_tlbs.borrow_mut().cpu(0).second_level().0;
+    [hits[0], hits[1], second]
 }
 
 #[test]
@@ -301,6 +303,21 @@ fn the_direct_path_agrees_with_the_full_path_on_huge_pages_and_static_storage() 
         );
         let keys = [("tag-storage", "static"), ("thp", "always")];
         random_program(mode, &keys, 2 << 20, 200 + i as u64, 400);
+    }
+}
+
+/// More pages than the first level of the per-CPU TLB holds (and, with
+/// THP, whole blocks of them): the entries it evicts are served from the
+/// second level, and every flush must reach them there.
+#[test]
+fn the_direct_path_agrees_with_the_full_path_past_the_first_tlb_level() {
+    for (i, mode) in [CheckMode::Sync, CheckMode::Asymm].into_iter().enumerate() {
+        let keys = [("tag-storage", "dynamic")];
+        let [_, _, second] = random_program(mode, &keys, 2 << 20, 300 + i as u64, 1500);
+        assert!(second > 50, "{mode:?}: {second} second-level entries");
+        let keys = [("tag-storage", "static"), ("thp", "always")];
+        let [_, _, second] = random_program(mode, &keys, 4 << 20, 400 + i as u64, 1500);
+        assert!(second > 50, "{mode:?} THP: {second} second-level entries");
     }
 }
 
