@@ -41,9 +41,11 @@
 //! heap, empty (no allocation) until the first level evicts a live entry,
 //! then doubling from [`SECOND_MIN`] up to [`SECOND_MAX`] entries whenever
 //! an eviction from it finds it at least half full, so that its size
-//! follows the pages a CPU keeps touching (at most four slots per live
-//! entry) and a machine that never leaves 256 pages (explore's schedules)
-//! never allocates it. The levels are exclusive: a page's entry is in one
+//! follows the pages a CPU keeps touching (when it grows, at most four
+//! slots per live entry): a machine whose pages never meet in a slot of
+//! the first level (most of explore's schedules) never allocates it, and
+//! one whose few pages do (a page of a parent and of its child) allocates
+//! 64 entries. The levels are exclusive: a page's entry is in one
 //! or the other, never both; a fill goes to the first level and moves the
 //! entry it replaces to the second, and a hit in the second is used where
 //! it lies (no swap: a trace that walks more pages than the first level
@@ -64,7 +66,7 @@ use crate::phys::BufIndex;
 pub(crate) const CPU_TLB_ENTRIES: usize = 256;
 
 /// The second level's size when first allocated (entries).
-pub(crate) const SECOND_MIN: usize = 512;
+pub(crate) const SECOND_MIN: usize = 64;
 
 /// The second level's largest size (entries; about 3.3 MB per CPU, pages
 /// of a 64 MiB working set).
