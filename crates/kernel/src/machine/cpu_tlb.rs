@@ -359,7 +359,6 @@ impl SecondLevel {
         (vpn as usize) & self.entries.len().wrapping_sub(1)
     }
 
-    #[cfg(test)]
     fn lookup(&self, mm: MmId, vpn: u64) -> Option<&CpuTlbEntry> {
         self.entries
             .get(self.slot(vpn))
@@ -513,6 +512,20 @@ impl CpuTlbs {
                 &mut self.others[other]
             }
         }
+    }
+
+    /// The entry of page `vpn` of `mm` in CPU `cpu`'s TLB (either level),
+    /// to read only; `None` also for a CPU with no TLB yet.
+    pub(crate) fn peek(&self, cpu: usize, mm: MmId, vpn: u64) -> Option<&CpuTlbEntry> {
+        let tlb = match cpu.checked_sub(1) {
+            None => &self.cpu0,
+            Some(other) => self.others.get(other)?,
+        };
+        let e = &tlb.entries[CpuTlb::slot(vpn)];
+        if e.vpn == vpn && e.mm == mm {
+            return Some(e);
+        }
+        tlb.second.lookup(mm, vpn)
     }
 
     fn all(&mut self) -> impl Iterator<Item = &mut CpuTlb> {
