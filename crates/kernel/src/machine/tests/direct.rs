@@ -357,3 +357,37 @@ fn a_tag_write_after_the_entry_was_made_is_seen_by_the_direct_path() {
         );
     }
 }
+
+/// `Machine::prefetch` reads what the direct path will read (the data byte
+/// and the tag byte of a cached page of the memo's process) and changes
+/// nothing: no entry filled, no counter moved, no page faulted in.
+#[test]
+fn prefetch_reads_cached_pages_only_and_changes_nothing() {
+    let mut k = kernel(&[("tag-storage", "dynamic")]);
+    let pid = spawn(&mut k);
+    sync_mte(&mut k, pid);
+    let a = mmap(&mut k, pid, 0x2000, rw_mte(), MapFlags::default());
+    let p3 = a.with_tag(Tag::new(3).unwrap());
+    let set = Command::SetTag {
+        ptr: p3,
+        len: 0x1000,
+    };
+    assert_eq!(cmd(&mut k, pid, set), Outcome::Ok);
+    assert_eq!(k.store_direct(pid, p3, AccessSize::B1, 0x5a), Outcome::Ok);
+    let second_page = p3.checked_add(0x1000).unwrap();
+    let counters = |k: &Kernel| Counter::ALL.map(|c| k.counter(c));
+    let before = (counters(&k), k.cpu_tlbs.borrow().entries().count());
+    // Tag 3 (two granules: 0x33) beside the byte stored, 0x5a.
+    assert_eq!(k.prefetch(&[(pid, p3)]), 0x33 ^ 0x5a);
+    // A page not in the TLB (never touched) and another process: nothing.
+    assert_eq!(k.prefetch(&[(pid, second_page), (Pid(999), p3)]), 0);
+    assert_eq!(
+        (counters(&k), k.cpu_tlbs.borrow().entries().count()),
+        before
+    );
+    assert!(!cached(&k, 0, pid, second_page));
+    assert_eq!(
+        k.page_state(pid, second_page, PageState::Unmapped),
+        Some(true)
+    );
+}
