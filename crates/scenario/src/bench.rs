@@ -102,7 +102,7 @@ pub fn synthetic_trace_of(pattern: TracePattern, accesses: usize) -> Vec<u8> {
         let i = i as u64;
         let tag = i % 16;
         let addr = (tag << 56) | (TRACE_BASE + slot * 8);
-        let _ = if i % 2 == 0 {
+        let _ = if i.is_multiple_of(2) {
             writeln!(out, "p store {addr:#x} 8 {i:#x}")
         } else {
             writeln!(out, "p load {addr:#x} 8")
@@ -129,7 +129,7 @@ pub fn walk_baseline_of(pattern: TracePattern, accesses: usize) -> u64 {
         // In bounds: slot < TRACE_BYTES / 8.
         let at = (slot * 8) as usize;
         let word = &mut memory[at..at + 8];
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             word.copy_from_slice(&i.to_le_bytes());
         } else {
             let mut bytes = [0u8; 8];
