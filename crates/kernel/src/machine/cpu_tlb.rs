@@ -313,16 +313,19 @@ impl CpuTlb {
     /// second level of a size it cannot grow to.
     fn layout_violations(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
-        let first_ok = self
-            .entries
-            .iter()
-            .enumerate()
-            .all(|(i, e)| e.is_empty() || Self::slot(e.vpn) == i);
-        if !first_ok {
+        // One pass over the first level (the checker runs after every
+        // fuzzer step).
+        let (mut misplaced, mut huge) = (false, 0);
+        for (i, e) in self.entries.iter().enumerate() {
+            if !e.is_empty() {
+                misplaced |= Self::slot(e.vpn) != i;
+                huge += usize::from(e.huge);
+            }
+        }
+        if misplaced {
             out.push("a first-level entry outside its slot");
         }
-        let first_huge = self.entries.iter().filter(|e| !e.is_empty() && e.huge);
-        if first_huge.count() != self.huge {
+        if huge != self.huge {
             out.push("the first level's count of block entries is wrong");
         }
         out.extend(self.second.layout_violations());
@@ -465,16 +468,18 @@ impl SecondLevel {
             out.push("a second level of a size it cannot have");
             return out;
         }
-        let live: Vec<&CpuTlbEntry> = self.entries.iter().filter(|e| !e.is_empty()).collect();
-        let placed = self
-            .entries
-            .iter()
-            .enumerate()
-            .all(|(i, e)| e.is_empty() || self.slot(e.vpn) == i);
-        if !placed {
+        let (mut misplaced, mut live, mut huge) = (false, 0, 0);
+        for (i, e) in self.entries.iter().enumerate() {
+            if !e.is_empty() {
+                misplaced |= self.slot(e.vpn) != i;
+                live += 1;
+                huge += usize::from(e.huge);
+            }
+        }
+        if misplaced {
             out.push("a second-level entry outside its slot");
         }
-        if live.len() != self.live || live.iter().filter(|e| e.huge).count() != self.huge {
+        if (live, huge) != (self.live, self.huge) {
             out.push("the second level's counts are wrong");
         }
         out
