@@ -46,3 +46,18 @@ fn bench_trace_refuses_a_trace_too_short_and_a_machine_not_built() {
     let out = mtesim(&["bench", "trace", "--lines", "100", "--machine", "qemu"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn bench_trace_runs_the_local_pattern_and_refuses_an_unknown_one() {
+    let out = mtesim(&["bench", "trace", "--lines", "2000", "--pattern", "local"]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.lines().next().unwrap().contains("pattern `local`"),
+        "{stdout}"
+    );
+    assert_eq!(stdout.lines().count(), 7, "{stdout}");
+    let out = mtesim(&["bench", "trace", "--lines", "100", "--pattern", "zigzag"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the patterns are"));
+}

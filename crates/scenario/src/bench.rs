@@ -27,25 +27,82 @@ pub const TRACE_BYTES: u64 = 16 << 20;
 /// Lines before the accesses (`spawn`, `mmap`).
 pub const TRACE_HEADER_LINES: usize = 2;
 
+/// The order in which a synthetic trace visits its mapping.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TracePattern {
+    /// A stride coprime to the mapping's size over all of it: a new page
+    /// on every line, so that every cache of the host and of the model
+    /// misses (the worst case, and the trace the figures quote).
+    #[default]
+    Stride,
+    /// The locality of a program's own accesses, as a recording of one
+    /// (lackey's, say) converted to text has it: seven accesses in eight
+    /// at random slots of a working set of [`LOCAL_HOT_PAGES`] pages (a
+    /// stack and a few hot objects), the eighth the next slot of a
+    /// sequential walk over the whole mapping (a buffer streamed through).
+    Local,
+}
+
+/// Pages of [`TracePattern::Local`]'s working set (the mapping's first).
+pub const LOCAL_HOT_PAGES: u64 = 16;
+
+impl TracePattern {
+    /// The pattern a name (`stride`, `local`) stands for.
+    pub fn from_name(name: &str) -> Option<TracePattern> {
+        match name {
+            "stride" => Some(TracePattern::Stride),
+            "local" => Some(TracePattern::Local),
+            _ => None,
+        }
+    }
+
+    /// The 8-byte slots of the mapping the trace's accesses visit, in order.
+    fn slots(self, accesses: usize) -> impl Iterator<Item = u64> {
+        let slots = TRACE_BYTES / 8;
+        let hot_slots = LOCAL_HOT_PAGES * 4096 / 8;
+        let (mut slot, mut walk, mut rng) = (0u64, 0u64, 0x9e37_79b9_7f4a_7c15u64);
+        (0..accesses as u64).map(move |i| match self {
+            TracePattern::Stride => {
+                // An odd stride visits every 8-byte slot before repeating.
+                slot = (slot + 0x9e37) % slots;
+                slot
+            }
+            TracePattern::Local if i % 8 == 7 => {
+                walk = (walk + 1) % slots;
+                walk
+            }
+            TracePattern::Local => {
+                // xorshift64: deterministic, and a different slot each time.
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng % hot_slots
+            }
+        })
+    }
+}
+
 /// A trace of `accesses` 8-byte stores and loads (alternating) at raw
 /// addresses that walk the mapping with a stride coprime to its size, with
 /// logical tags cycling through 0..=15 (ignored: the memory is untagged).
 /// Deterministic: the same `accesses` gives the same bytes.
 pub fn synthetic_trace(accesses: usize) -> Vec<u8> {
+    synthetic_trace_of(TracePattern::Stride, accesses)
+}
+
+/// [`synthetic_trace`] with its addresses in `pattern`'s order.
+pub fn synthetic_trace_of(pattern: TracePattern, accesses: usize) -> Vec<u8> {
     let mut out = String::with_capacity(64 + accesses * 40);
     out.push_str("spawn p\n");
     let _ = writeln!(
         out,
         "p mmap buf {TRACE_BYTES:#x} map=private,anon,fixed={TRACE_BASE:#x}"
     );
-    let slots = TRACE_BYTES / 8;
-    let mut slot = 0u64;
-    for i in 0..accesses as u64 {
-        // An odd stride visits every 8-byte slot before repeating.
-        slot = (slot + 0x9e37) % slots;
+    for (i, slot) in pattern.slots(accesses).enumerate() {
+        let i = i as u64;
         let tag = i % 16;
         let addr = (tag << 56) | (TRACE_BASE + slot * 8);
-        let _ = if i % 2 == 0 {
+        let _ = if i.is_multiple_of(2) {
             writeln!(out, "p store {addr:#x} 8 {i:#x}")
         } else {
             writeln!(out, "p load {addr:#x} 8")
@@ -60,16 +117,19 @@ pub fn synthetic_trace(accesses: usize) -> Vec<u8> {
 /// walk over 16 MiB, a host cache and TLB miss on almost every line;
 /// returns the sum of the loaded values so that nothing is optimised out.
 pub fn walk_baseline(accesses: usize) -> u64 {
+    walk_baseline_of(TracePattern::Stride, accesses)
+}
+
+/// [`walk_baseline`] of [`synthetic_trace_of`]`(pattern, accesses)`.
+pub fn walk_baseline_of(pattern: TracePattern, accesses: usize) -> u64 {
     let mut memory = vec![0u8; TRACE_BYTES as usize];
-    let slots = TRACE_BYTES / 8;
-    let mut slot = 0u64;
     let mut sum = 0u64;
-    for i in 0..accesses as u64 {
-        slot = (slot + 0x9e37) % slots;
-        // In bounds: slot < slots.
+    for (i, slot) in pattern.slots(accesses).enumerate() {
+        let i = i as u64;
+        // In bounds: slot < TRACE_BYTES / 8.
         let at = (slot * 8) as usize;
         let word = &mut memory[at..at + 8];
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             word.copy_from_slice(&i.to_le_bytes());
         } else {
             let mut bytes = [0u8; 8];
@@ -171,6 +231,18 @@ impl FlatMemory {
 }
 
 impl Machine for FlatMemory {
+    fn prefetch(&self, accesses: &[(Pid, TaggedPtr)]) -> u64 {
+        let mut read = 0;
+        for (_, ptr) in accesses {
+            let addr = ptr.addr().as_u64();
+            let byte = self.mappings.iter().find_map(|(base, bytes)| {
+                bytes.get(usize::try_from(addr.checked_sub(*base)?).ok()?)
+            });
+            read ^= u64::from(byte.copied().unwrap_or(0));
+        }
+        read
+    }
+
     fn run(&mut self, op: &Op) -> Reply {
         match op {
             Op::Spawn => {
@@ -257,5 +329,31 @@ mod tests {
         let script = lang::parse("flat.mte", check).unwrap();
         let report = crate::run_script(&script, &mut machine, &crate::RunOptions::default());
         assert_eq!(report.failures, []);
+    }
+
+    #[test]
+    fn the_local_trace_stays_in_its_working_set_but_for_its_walk() {
+        let src = synthetic_trace_of(TracePattern::Local, 8000);
+        let text = std::str::from_utf8(&src).unwrap();
+        let pages: Vec<u64> = text
+            .lines()
+            .skip(TRACE_HEADER_LINES)
+            .map(|line| {
+                let raw = line.split(' ').nth(2).unwrap().trim_start_matches("0x");
+                let addr = u64::from_str_radix(raw, 16).unwrap() & ((1 << 56) - 1);
+                assert!((TRACE_BASE..TRACE_BASE + TRACE_BYTES - 7).contains(&addr));
+                (addr - TRACE_BASE) / 4096
+            })
+            .collect();
+        let hot = pages.iter().filter(|&&p| p < LOCAL_HOT_PAGES).count();
+        assert!(hot >= 7000, "{hot} of 8000 in the working set");
+        let mut machine = FlatMemory::new();
+        let script = lang::parse("local.mte", &src).unwrap();
+        let report = crate::run_script(&script, &mut machine, &crate::RunOptions::default());
+        assert_eq!((report.failures, report.commands), (vec![], 8002));
+        assert_eq!(
+            synthetic_trace_of(TracePattern::Stride, 100),
+            synthetic_trace(100)
+        );
     }
 }

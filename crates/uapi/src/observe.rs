@@ -461,6 +461,19 @@ pub trait Machine {
     /// Runs one op to completion.
     fn run(&mut self, op: &Op) -> Reply;
 
+    /// A hint ahead of a batch of loads and stores: brings into the host's
+    /// caches what an access at each `ptr` in its `pid`'s address space
+    /// will read (its translation, its bytes), changing nothing (no
+    /// translation made, no fault taken, nothing counted), so that the
+    /// host cache misses of the batch overlap instead of following one
+    /// another. Returns a value made from what it read, for the caller to
+    /// pass to [`std::hint::black_box`] so the reads are kept. The default
+    /// reads nothing.
+    fn prefetch(&self, accesses: &[(Pid, TaggedPtr)]) -> u64 {
+        let _ = accesses;
+        0
+    }
+
     /// Runs ops together, each on its own simulated CPU, interleaved as the
     /// chooser decides; replies in the order of `ops`.
     fn run_parallel(

@@ -183,6 +183,11 @@ pub enum KernelViolation {
         order: u32,
         what: &'static str,
     },
+    /// A CPU's TLB levels out of shape (an entry outside its slot, a page
+    /// in both levels, counts that are not what the levels hold): a flush
+    /// could miss an entry.
+    #[error("CPU {cpu}'s TLB: {what}")]
+    CpuTlbLayout { cpu: usize, what: &'static str },
 }
 
 /// What a present mapping of the page at `va` gives a TLB entry to agree
@@ -250,6 +255,7 @@ impl KernelViolation {
             | K::Deposit { .. }
             | K::StaleTlb { .. }
             | K::StaleTlbHints { .. }
+            | K::CpuTlbLayout { .. }
             | K::Process { .. }
             | K::Swap(_)
             | K::KsmPage { .. } => Invariant::LayerConsistency,
@@ -589,6 +595,13 @@ impl Kernel {
                 }
             }
         }
+        out.extend(
+            cpu_tlbs
+                .borrow()
+                .layout_violations()
+                .into_iter()
+                .map(|(cpu, what)| KernelViolation::CpuTlbLayout { cpu, what }),
+        );
         // An address space that is gone leaves no per-CPU entry behind.
         for e in cpu_tlbs.borrow().entries() {
             if !mms.contains_key(&e.mm) {

@@ -38,6 +38,26 @@
 //! epoch, the buffer index and the tags. A free slot has a page number no
 //! address has ([`EMPTY_VPN`]), so a lookup is a key compare with no
 //! separate validity test.
+//!
+//! Two levels. The first is the fixed array of [`CPU_TLB_ENTRIES`] entries
+//! in place; the second ([`SecondLevel`]) is a direct-mapped table on the
+//! heap, empty (no allocation) until the first level evicts a live entry,
+//! then doubling from [`SECOND_MIN`] up to [`SECOND_MAX`] entries whenever
+//! an eviction from it finds it at least half full, so that its size
+//! follows the pages a CPU keeps touching (when it grows, at most four
+//! slots per live entry): a machine whose pages never meet in a slot of
+//! the first level (most of explore's schedules) never allocates it, and
+//! one whose few pages do (a page of a parent and of its child) allocates
+//! 64 entries. The levels are exclusive: a page's entry is in one
+//! or the other, never both; a fill goes to the first level and moves the
+//! entry it replaces to the second, and a hit in the second is used where
+//! it lies (no swap: a trace that walks more pages than the first level
+//! holds would otherwise move two entries on every access). Every flush
+//! covers both levels the same way: the page's slot in each, and, while
+//! either level holds entries made from a block, every entry of the block
+//! (the whole first level, the block's slots of the second);
+//! [`CpuTlbs::layout_violations`] lets the checker verify the placement
+//! and the counts.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -50,6 +70,13 @@ use crate::phys::PageBuf;
 
 /// Entries per CPU (direct mapped by virtual page number).
 pub(crate) const CPU_TLB_ENTRIES: usize = 256;
+
+/// The second level's size when first allocated (entries).
+pub(crate) const SECOND_MIN: usize = 64;
+
+/// The second level's largest size (entries; about 3.3 MB per CPU, pages
+/// of a 64 MiB working set).
+pub(crate) const SECOND_MAX: usize = 16_384;
 
 /// The page number of a free slot (user pages are below `2^36`).
 const EMPTY_VPN: u64 = u64::MAX;
@@ -212,9 +239,11 @@ pub(crate) struct CpuTlb {
     /// A fixed-size array in place: the slot of a page is its number's low
     /// byte, so no index is bounds checked and no pointer is followed.
     entries: [CpuTlbEntry; CPU_TLB_ENTRIES],
-    /// Entries made from blocks since the last time none was left: while 0,
-    /// a flush looks at one slot only.
+    /// Entries of the first level made from blocks: while 0, a flush looks
+    /// at one slot of it only.
     huge: usize,
+    /// The entries the first level evicted (see the module doc).
+    second: SecondLevel,
 }
 
 impl CpuTlb {
@@ -222,6 +251,7 @@ impl CpuTlb {
         CpuTlb {
             entries: std::array::from_fn(|_| CpuTlbEntry::empty()),
             huge: 0,
+            second: SecondLevel::default(),
         }
     }
 
@@ -230,32 +260,55 @@ impl CpuTlb {
         (vpn % CPU_TLB_ENTRIES as u64) as usize
     }
 
-    /// The entry of page `vpn` of `mm`.
+    /// The entry of page `vpn` of `mm`, in either level.
     #[cfg(test)]
     pub(crate) fn lookup(&self, mm: MmId, vpn: u64) -> Option<CpuTlbEntry> {
         let e = &self.entries[Self::slot(vpn)];
-        (e.vpn == vpn && e.mm == mm).then(|| e.clone())
+        if e.vpn == vpn && e.mm == mm {
+            return Some(e.clone());
+        }
+        self.second.lookup(mm, vpn).cloned()
     }
 
+    /// Caches `entry` in the first level; the live entry of another page
+    /// it replaces moves to the second level.
     pub(crate) fn fill(&mut self, entry: CpuTlbEntry) {
+        // Exclusive levels, even for a fill that did not follow a miss.
+        self.second.remove(entry.mm, entry.vpn);
         if entry.huge {
             self.huge += 1;
         }
-        let slot = Self::slot(entry.vpn);
-        self.entries[slot] = entry;
+        let key = (entry.vpn, entry.mm);
+        let victim = std::mem::replace(&mut self.entries[Self::slot(entry.vpn)], entry);
+        if victim.is_empty() {
+            return;
+        }
+        if victim.huge {
+            self.huge -= 1;
+        }
+        if (victim.vpn, victim.mm) != key {
+            self.second.insert(victim);
+        }
     }
 
-    /// The entry of page `vpn` of `mm`, to use and to replace its buffer
-    /// hints in place.
+    /// The entry of page `vpn` of `mm`, in either level, to use and to
+    /// replace its buffer hints in place.
     #[inline]
     pub(crate) fn lookup_mut(&mut self, mm: MmId, vpn: u64) -> Option<&mut CpuTlbEntry> {
-        let e = &mut self.entries[Self::slot(vpn)];
-        (e.vpn == vpn && e.mm == mm).then_some(e)
+        let slot = Self::slot(vpn);
+        let e = &self.entries[slot];
+        if e.vpn == vpn && e.mm == mm {
+            return Some(&mut self.entries[slot]);
+        }
+        self.second.lookup_mut(mm, vpn)
     }
 
     fn invalidate(&mut self, mm: MmId, vpn: u64) {
         let slot = &mut self.entries[Self::slot(vpn)];
         if slot.vpn == vpn && slot.mm == mm {
+            if slot.huge {
+                self.huge -= 1;
+            }
             *slot = CpuTlbEntry::empty();
         }
         if self.huge > 0 {
@@ -273,6 +326,7 @@ impl CpuTlb {
             }
             self.huge = left;
         }
+        self.second.invalidate(mm, vpn);
     }
 
     fn flush_mm(&mut self, mm: MmId) {
@@ -286,6 +340,198 @@ impl CpuTlb {
             .iter()
             .filter(|e| !e.is_empty() && e.huge)
             .count();
+        self.second.flush_mm(mm);
+    }
+
+    /// Live entries of the second level, and its slots.
+    #[cfg(test)]
+    pub(crate) fn second_level(&self) -> (usize, usize) {
+        (self.second.live, self.second.entries.len())
+    }
+
+    /// Every live entry, first level then second.
+    fn live(&self) -> impl Iterator<Item = &CpuTlbEntry> {
+        self.entries
+            .iter()
+            .chain(&self.second.entries)
+            .filter(|e| !e.is_empty())
+    }
+
+    /// What breaks the two levels' layout: an entry outside its slot, a
+    /// page in both levels, a count that is not what the levels hold, a
+    /// second level of a size it cannot grow to.
+    fn layout_violations(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        // One pass over the first level (the checker runs after every
+        // fuzzer step).
+        let (mut misplaced, mut huge) = (false, 0);
+        for (i, e) in self.entries.iter().enumerate() {
+            if !e.is_empty() {
+                misplaced |= Self::slot(e.vpn) != i;
+                huge += usize::from(e.huge);
+            }
+        }
+        if misplaced {
+            out.push("a first-level entry outside its slot");
+        }
+        if huge != self.huge {
+            out.push("the first level's count of block entries is wrong");
+        }
+        out.extend(self.second.layout_violations());
+        let in_both = self.second.entries.iter().any(|e| {
+            !e.is_empty() && {
+                let first = &self.entries[Self::slot(e.vpn)];
+                (first.vpn, first.mm) == (e.vpn, e.mm)
+            }
+        });
+        if in_both {
+            out.push("a page cached in both levels");
+        }
+        out
+    }
+}
+
+/// The second level of one CPU's TLB: direct mapped by virtual page
+/// number over a power-of-two number of slots, or no slots at all.
+#[derive(Clone, Debug, Default)]
+struct SecondLevel {
+    /// Empty, or [`SECOND_MIN`] to [`SECOND_MAX`] slots (a power of two).
+    entries: Vec<CpuTlbEntry>,
+    /// Live entries.
+    live: usize,
+    /// Live entries made from blocks: while 0, a flush looks at one slot.
+    huge: usize,
+}
+
+impl SecondLevel {
+    #[inline]
+    fn slot(&self, vpn: u64) -> usize {
+        // `entries.len()` is 0 or a power of two; with no slots the mask
+        // is all ones and every `get` misses.
+        (vpn as usize) & self.entries.len().wrapping_sub(1)
+    }
+
+    fn lookup(&self, mm: MmId, vpn: u64) -> Option<&CpuTlbEntry> {
+        self.entries
+            .get(self.slot(vpn))
+            .filter(|e| e.vpn == vpn && e.mm == mm)
+    }
+
+    #[inline]
+    fn lookup_mut(&mut self, mm: MmId, vpn: u64) -> Option<&mut CpuTlbEntry> {
+        let slot = self.slot(vpn);
+        self.entries
+            .get_mut(slot)
+            .filter(|e| e.vpn == vpn && e.mm == mm)
+    }
+
+    /// Takes `entry` (live, of a page it does not hold), replacing the
+    /// entry in its slot; an eviction from a table at least half full
+    /// doubles it first (the working set outgrew it).
+    fn insert(&mut self, entry: CpuTlbEntry) {
+        if self.entries.is_empty() {
+            self.entries = vec![CpuTlbEntry::empty(); SECOND_MIN];
+        }
+        let conflict = !self.entries[self.slot(entry.vpn)].is_empty();
+        if conflict && self.live * 2 >= self.entries.len() && self.entries.len() < SECOND_MAX {
+            self.grow();
+        }
+        let slot = self.slot(entry.vpn);
+        self.drop_slot(slot);
+        if entry.huge {
+            self.huge += 1;
+        }
+        self.live += 1;
+        self.entries[slot] = entry;
+    }
+
+    /// Twice the slots, every live entry moved to its slot there (two
+    /// entries of one slot cannot meet in the larger table).
+    fn grow(&mut self) {
+        let doubled = vec![CpuTlbEntry::empty(); self.entries.len() * 2];
+        let old = std::mem::replace(&mut self.entries, doubled);
+        for e in old.into_iter().filter(|e| !e.is_empty()) {
+            let slot = self.slot(e.vpn);
+            self.entries[slot] = e;
+        }
+    }
+
+    /// Empties slot `slot`, keeping the counts.
+    fn drop_slot(&mut self, slot: usize) {
+        let e = &mut self.entries[slot];
+        if e.is_empty() {
+            return;
+        }
+        self.live -= 1;
+        if e.huge {
+            self.huge -= 1;
+        }
+        *e = CpuTlbEntry::empty();
+    }
+
+    /// Drops the entry of page `vpn` of `mm` if held.
+    fn remove(&mut self, mm: MmId, vpn: u64) {
+        let slot = self.slot(vpn);
+        if self
+            .entries
+            .get(slot)
+            .is_some_and(|e| e.vpn == vpn && e.mm == mm)
+        {
+            self.drop_slot(slot);
+        }
+    }
+
+    /// As the first level's: the page's entry, and while block entries
+    /// are held, every entry of `mm` made from the block holding `vpn`
+    /// (found in the block's slots, not by a scan of the table).
+    fn invalidate(&mut self, mm: MmId, vpn: u64) {
+        self.remove(mm, vpn);
+        if self.huge == 0 {
+            return;
+        }
+        let block = vpn >> BLOCK_PAGES_SHIFT;
+        let first = block << BLOCK_PAGES_SHIFT;
+        let pages = (1u64 << BLOCK_PAGES_SHIFT).min(self.entries.len() as u64);
+        for page in first..first + pages {
+            let slot = self.slot(page);
+            let e = &self.entries[slot];
+            if e.huge && !e.is_empty() && e.mm == mm && e.vpn >> BLOCK_PAGES_SHIFT == block {
+                self.drop_slot(slot);
+            }
+        }
+    }
+
+    fn flush_mm(&mut self, mm: MmId) {
+        for slot in 0..self.entries.len() {
+            let e = &self.entries[slot];
+            if !e.is_empty() && e.mm == mm {
+                self.drop_slot(slot);
+            }
+        }
+    }
+
+    fn layout_violations(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        let len = self.entries.len();
+        if len != 0 && !(len.is_power_of_two() && (SECOND_MIN..=SECOND_MAX).contains(&len)) {
+            out.push("a second level of a size it cannot have");
+            return out;
+        }
+        let (mut misplaced, mut live, mut huge) = (false, 0, 0);
+        for (i, e) in self.entries.iter().enumerate() {
+            if !e.is_empty() {
+                misplaced |= self.slot(e.vpn) != i;
+                live += 1;
+                huge += usize::from(e.huge);
+            }
+        }
+        if misplaced {
+            out.push("a second-level entry outside its slot");
+        }
+        if (live, huge) != (self.live, self.huge) {
+            out.push("the second level's counts are wrong");
+        }
+        out
     }
 }
 
@@ -322,6 +568,20 @@ impl CpuTlbs {
         }
     }
 
+    /// The entry of page `vpn` of `mm` in CPU `cpu`'s TLB (either level),
+    /// to read only; `None` also for a CPU with no TLB yet.
+    pub(crate) fn peek(&self, cpu: usize, mm: MmId, vpn: u64) -> Option<&CpuTlbEntry> {
+        let tlb = match cpu.checked_sub(1) {
+            None => &self.cpu0,
+            Some(other) => self.others.get(other)?,
+        };
+        let e = &tlb.entries[CpuTlb::slot(vpn)];
+        if e.vpn == vpn && e.mm == mm {
+            return Some(e);
+        }
+        tlb.second.lookup(mm, vpn)
+    }
+
     fn all(&mut self) -> impl Iterator<Item = &mut CpuTlb> {
         std::iter::once(&mut self.cpu0).chain(self.others.iter_mut())
     }
@@ -343,11 +603,21 @@ impl CpuTlbs {
         }
     }
 
-    /// Every cached entry, CPU by CPU (for the checker).
+    /// Every cached entry, CPU by CPU, both levels (for the checker).
     pub(crate) fn entries(&self) -> impl Iterator<Item = &CpuTlbEntry> + '_ {
         std::iter::once(&self.cpu0)
             .chain(&self.others)
-            .flat_map(|c| c.entries.iter().filter(|e| !e.is_empty()))
+            .flat_map(|c| c.live())
+    }
+
+    /// Every CPU whose levels break their layout, with what breaks (for
+    /// the checker).
+    pub(crate) fn layout_violations(&self) -> Vec<(usize, &'static str)> {
+        std::iter::once(&self.cpu0)
+            .chain(&self.others)
+            .enumerate()
+            .flat_map(|(cpu, c)| c.layout_violations().into_iter().map(move |w| (cpu, w)))
+            .collect()
     }
 }
 
@@ -401,5 +671,86 @@ mod tests {
         left.sort_unstable();
         assert_eq!(left, vec![3, 512]);
         assert_eq!(tlbs.cpu(0).huge, 1);
+    }
+
+    #[test]
+    fn evicted_entries_stay_reachable_in_the_second_level_until_flushed() {
+        let mut tlbs = CpuTlbs::default();
+        let a = MmId::from_raw(1);
+        let b = MmId::from_raw(2);
+        // Pages 0..2048 of `a` and 0..8 of `b`: the first level keeps 256.
+        for vpn in 0..2048 {
+            tlbs.cpu(1).fill(entry(1, vpn, false));
+        }
+        for vpn in 0..8 {
+            tlbs.cpu(1).fill(entry(2, vpn, false));
+        }
+        let (live, slots) = tlbs.cpu(1).second_level();
+        assert_eq!(live, 2048 + 8 - CPU_TLB_ENTRIES);
+        assert!((2048..=4096).contains(&slots), "{slots} slots");
+        assert_eq!(tlbs.cpu(0).second_level(), (0, 0), "CPU 0 untouched");
+        for vpn in 0..2048 {
+            assert!(tlbs.cpu(1).lookup_mut(a, vpn).is_some(), "page {vpn}");
+        }
+        assert!(tlbs.layout_violations().is_empty());
+        // A page flush reaches either level; a teardown empties both.
+        tlbs.invalidate(a, 5 << PAGE_SHIFT);
+        tlbs.invalidate(a, 1000 << PAGE_SHIFT);
+        assert_eq!(tlbs.cpu(1).lookup(a, 5), None);
+        assert_eq!(tlbs.cpu(1).lookup(a, 1000), None);
+        assert!(tlbs.cpu(1).lookup(b, 5).is_some());
+        tlbs.flush_mm(a);
+        assert_eq!(tlbs.entries().count(), 8);
+        assert!(tlbs.layout_violations().is_empty());
+    }
+
+    #[test]
+    fn a_block_flush_reaches_block_entries_in_the_second_level() {
+        let mut tlbs = CpuTlbs::default();
+        let a = MmId::from_raw(1);
+        let block = 0x4000_0000u64 >> PAGE_SHIFT;
+        // Two blocks' pages: the first level keeps 256, the rest moves on.
+        for i in 0..1024 {
+            tlbs.cpu(0).fill(entry(1, block + i, true));
+        }
+        assert!(tlbs.cpu(0).second_level().0 > 0);
+        tlbs.invalidate(a, (block + 7) << PAGE_SHIFT);
+        let mut left: Vec<u64> = tlbs.entries().map(|e| e.vpn - block).collect();
+        left.sort_unstable();
+        assert_eq!(left, (512..1024).collect::<Vec<_>>());
+        assert!(tlbs.layout_violations().is_empty());
+    }
+
+    #[test]
+    fn the_second_level_grows_only_with_the_pages_kept() {
+        let mut tlbs = CpuTlbs::default();
+        // A few pages that share every slot, touched over and over: one
+        // allocation of the smallest size, no growth.
+        for round in 0..1000u64 {
+            let vpn = (round % 4) * (SECOND_MAX as u64) * 4;
+            tlbs.cpu(0).fill(entry(1, vpn, false));
+        }
+        assert_eq!(tlbs.cpu(0).second_level(), (1, SECOND_MIN));
+        // Far more pages than it may hold: it stops at its bound.
+        for vpn in 0..(4 * SECOND_MAX as u64) {
+            tlbs.cpu(0).fill(entry(1, vpn + (1 << 20), false));
+        }
+        assert_eq!(tlbs.cpu(0).second_level().1, SECOND_MAX);
+        assert!(tlbs.layout_violations().is_empty());
+    }
+
+    #[test]
+    fn the_layout_check_sees_a_page_in_both_levels() {
+        let mut tlbs = CpuTlbs::default();
+        tlbs.cpu(0).fill(entry(1, 3, false));
+        tlbs.cpu(0)
+            .fill(entry(1, 3 + CPU_TLB_ENTRIES as u64, false));
+        // Put page 3 back in the first level behind `fill`'s back.
+        let copy = entry(1, 3, false);
+        tlbs.cpu(0).entries[3] = copy;
+        assert_eq!(
+            tlbs.layout_violations(),
+            vec![(0, "a page cached in both levels")]
+        );
     }
 }

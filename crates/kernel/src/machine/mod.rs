@@ -964,6 +964,10 @@ impl Kernel {
 }
 
 impl Machine for Kernel {
+    fn prefetch(&self, accesses: &[(Pid, TaggedPtr)]) -> u64 {
+        self.direct_prefetch(accesses)
+    }
+
     fn run(&mut self, op: &Op) -> Reply {
         if let Op::Process { pid, command } = op
             && let Some(outcome) = self.fast_access(*pid, command)

@@ -1,5 +1,6 @@
-//! `mtesim bench trace [--lines N] [--repeat R] [--machine kernel|reference]`:
-//! how fast a recorded trace runs, against a baseline of reading it;
+//! `mtesim bench trace [--lines N] [--repeat R] [--machine kernel|reference]
+//! [--pattern stride|local]`: how fast a recorded trace runs, against a
+//! baseline of reading it;
 //! `mtesim bench scale [--memory SIZE] [--pages N]`: host memory per page of
 //! a large machine (resident set after boot and after touching pages;
 //! see `bench_scale`);
@@ -8,7 +9,8 @@
 //!
 //! Writes a synthetic trace of `N` lines ([`scenario::bench::synthetic_trace`]:
 //! `spawn`, one `mmap` at a fixed address, then 8-byte stores and loads at
-//! raw tagged addresses, alternating) to a temporary file, then times these
+//! raw tagged addresses, alternating; `--pattern` orders the addresses, see
+//! [`scenario::bench::TracePattern`]) to a temporary file, then times these
 //! stages, each from the file on disk but the second (best of `R` runs):
 //!
 //! 1. baseline: read the file, check it is UTF-8, count its lines;
@@ -39,7 +41,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use scenario::bench::{FlatMemory, TRACE_HEADER_LINES, synthetic_trace};
+use scenario::bench::{FlatMemory, TRACE_HEADER_LINES, TracePattern, synthetic_trace_of};
 use scenario::machine::{MachineKind, make_machine};
 use scenario::run::{FileResult, RunOptions};
 use uapi::Machine;
@@ -84,6 +86,16 @@ pub struct TraceArgs {
     /// The machine of the last stage, as for `mtesim run`.
     #[arg(long, value_name = "KIND", default_value = "kernel", value_parser = super::run::parse_machine)]
     pub machine: MachineKind,
+    /// The order of the trace's addresses: `stride` (a new page every
+    /// line, every cache misses) or `local` (a 16-page working set and a
+    /// sequential walk, as a program's recording has them).
+    #[arg(long, value_name = "PATTERN", default_value = "stride", value_parser = parse_pattern)]
+    pub pattern: TracePattern,
+}
+
+fn parse_pattern(name: &str) -> Result<TracePattern, String> {
+    TracePattern::from_name(name)
+        .ok_or_else(|| format!("`{name}`: the patterns are `stride` and `local`"))
 }
 
 pub fn run(args: &Args) -> ExitCode {
@@ -236,7 +248,7 @@ fn bench_trace(args: &TraceArgs) -> Result<String, String> {
         .ok_or_else(|| format!("--lines {}: a trace needs at least 3 lines", args.lines))?;
     let repeat = args.repeat.max(1);
     let path = std::env::temp_dir().join(format!("mtesim-bench-trace-{}.mte", std::process::id()));
-    let trace = synthetic_trace(accesses);
+    let trace = synthetic_trace_of(args.pattern, accesses);
     let bytes = trace.len();
     std::fs::write(&path, &trace).map_err(|e| format!("{}: {e}", path.display()))?;
     drop(trace);
@@ -249,7 +261,7 @@ fn bench_trace(args: &TraceArgs) -> Result<String, String> {
         check_lines(text.lines().count() as u64, lines)
     })?;
     let walk = best(repeat, || {
-        std::hint::black_box(scenario::bench::walk_baseline(accesses));
+        std::hint::black_box(scenario::bench::walk_baseline_of(args.pattern, accesses));
         Ok(())
     })?;
     let parse = best(repeat, || {
@@ -332,8 +344,12 @@ fn bench_trace(args: &TraceArgs) -> Result<String, String> {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "trace: {lines} lines, {:.1} MiB; machine `{}`; best of {repeat}; {} time",
+        "trace: {lines} lines, {:.1} MiB, pattern `{}`; machine `{}`; best of {repeat}; {} time",
         bytes as f64 / (1 << 20) as f64,
+        match args.pattern {
+            TracePattern::Stride => "stride",
+            TracePattern::Local => "local",
+        },
         args.machine.name(),
         if thread_cpu_time().is_some() {
             "CPU"

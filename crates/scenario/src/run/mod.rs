@@ -395,6 +395,7 @@ pub fn run_source<'m, E: fmt::Display>(
             }
             if !batch.is_empty() {
                 let names = stmts.names().unwrap_or(&empty);
+                runner.prefetch(&batch);
                 for access in &batch {
                     runner.access(access, names);
                 }
@@ -468,6 +469,9 @@ pub struct Runner<'a, M: Machine + ?Sized> {
     stopped: bool,
     report: RunReport,
     digest: Digest,
+    /// The batch [`Runner::prefetch`] passes to the machine (kept to reuse
+    /// its allocation).
+    prefetched: Vec<(uapi::Pid, mte::TaggedPtr)>,
 }
 
 /// A hash of what a run observed (FNV-1a over bytes, a multiply-rotate
@@ -566,6 +570,7 @@ impl<'a, M: Machine + ?Sized> Runner<'a, M> {
                 ..RunReport::default()
             },
             digest: Digest::new(),
+            prefetched: Vec::new(),
         }
     }
 
@@ -650,6 +655,25 @@ impl<'a, M: Machine + ?Sized> Runner<'a, M> {
     /// evaluated, a stopped run) goes to [`Runner::statement`], before
     /// anything of it has run.
     #[inline]
+    /// Asks the machine to bring into the host's caches what a batch of
+    /// access lines about to run will read ([`Machine::prefetch`]), so that
+    /// their cache misses overlap; changes nothing. Lines whose process or
+    /// address does not evaluate now are skipped ([`Runner::access`] runs
+    /// them as statements).
+    pub fn prefetch(&mut self, batch: &[AccessLine]) {
+        if !self.streams() || self.stopped {
+            return;
+        }
+        let mut accesses = std::mem::take(&mut self.prefetched);
+        accesses.clear();
+        accesses.extend(batch.iter().filter_map(|access| {
+            let pid = self.bindings.process(access.proc.node)?;
+            Some((pid, self.bindings.eval(access.op.ptr()).ok()?))
+        }));
+        std::hint::black_box(self.machine.prefetch(&accesses));
+        self.prefetched = accesses;
+    }
+
     pub fn access(&mut self, access: &AccessLine, names: &Names) {
         let pid = match self.bindings.process(access.proc.node) {
             Some(pid) if self.streams() && !self.stopped => pid,

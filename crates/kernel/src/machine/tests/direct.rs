@@ -97,14 +97,15 @@ fn random_access(
 
 /// Runs one random program of `steps` steps on a fast and a full machine;
 /// returns how many accesses found their page in the fast machine's TLB, on
-/// CPU 0 and on the other CPUs.
+/// CPU 0 and on the other CPUs, and how many entries CPU 0's second level
+/// holds at the end.
 fn random_program(
     mode: CheckMode,
     keys: &[(&str, &str)],
     tagged_len: u64,
     seed: u64,
     steps: usize,
-) -> [usize; 2] {
+) -> [usize; 3] {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     let mut machines = [kernel(keys), kernel(keys)];
     let mut pids = Vec::new();
@@ -268,7 +269,8 @@ fn random_program(
     );
     let v = fast_k.invariant_violations();
     assert!(v.is_empty(), "{v:#?}");
-    hits
+    let second = fast_k.cpu_tlbs.borrow_mut().cpu(0).second_level().0;
+    [hits[0], hits[1], second]
 }
 
 #[test]
@@ -301,6 +303,21 @@ fn the_direct_path_agrees_with_the_full_path_on_huge_pages_and_static_storage() 
         );
         let keys = [("tag-storage", "static"), ("thp", "always")];
         random_program(mode, &keys, 2 << 20, 200 + i as u64, 400);
+    }
+}
+
+/// More pages than the first level of the per-CPU TLB holds (and, with
+/// THP, whole blocks of them): the entries it evicts are served from the
+/// second level, and every flush must reach them there.
+#[test]
+fn the_direct_path_agrees_with_the_full_path_past_the_first_tlb_level() {
+    for (i, mode) in [CheckMode::Sync, CheckMode::Asymm].into_iter().enumerate() {
+        let keys = [("tag-storage", "dynamic")];
+        let [_, _, second] = random_program(mode, &keys, 2 << 20, 300 + i as u64, 1500);
+        assert!(second > 50, "{mode:?}: {second} second-level entries");
+        let keys = [("tag-storage", "static"), ("thp", "always")];
+        let [_, _, second] = random_program(mode, &keys, 4 << 20, 400 + i as u64, 1500);
+        assert!(second > 50, "{mode:?} THP: {second} second-level entries");
     }
 }
 
@@ -378,4 +395,38 @@ fn a_direct_store_to_a_frame_of_tag_storage_moves_the_epoch() {
         ));
     }
     assert!(k.invariant_violations().is_empty());
+}
+
+/// `Machine::prefetch` reads what the direct path will read (the data byte
+/// and the tag byte of a cached page of the memo's process) and changes
+/// nothing: no entry filled, no counter moved, no page faulted in.
+#[test]
+fn prefetch_reads_cached_pages_only_and_changes_nothing() {
+    let mut k = kernel(&[("tag-storage", "dynamic")]);
+    let pid = spawn(&mut k);
+    sync_mte(&mut k, pid);
+    let a = mmap(&mut k, pid, 0x2000, rw_mte(), MapFlags::default());
+    let p3 = a.with_tag(Tag::new(3).unwrap());
+    let set = Command::SetTag {
+        ptr: p3,
+        len: 0x1000,
+    };
+    assert_eq!(cmd(&mut k, pid, set), Outcome::Ok);
+    assert_eq!(k.store_direct(pid, p3, AccessSize::B1, 0x5a), Outcome::Ok);
+    let second_page = p3.checked_add(0x1000).unwrap();
+    let counters = |k: &Kernel| Counter::ALL.map(|c| k.counter(c));
+    let before = (counters(&k), k.cpu_tlbs.borrow().entries().count());
+    // Tag 3 (two granules: 0x33) beside the byte stored, 0x5a.
+    assert_eq!(k.prefetch(&[(pid, p3)]), 0x33 ^ 0x5a);
+    // A page not in the TLB (never touched) and another process: nothing.
+    assert_eq!(k.prefetch(&[(pid, second_page), (Pid(999), p3)]), 0);
+    assert_eq!(
+        (counters(&k), k.cpu_tlbs.borrow().entries().count()),
+        before
+    );
+    assert!(!cached(&k, 0, pid, second_page));
+    assert_eq!(
+        k.page_state(pid, second_page, PageState::Unmapped),
+        Some(true)
+    );
 }
