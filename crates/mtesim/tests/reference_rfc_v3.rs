@@ -727,12 +727,13 @@ fn run_model(
                 .unwrap_or_else(|e| panic!("{file}: setting the free lists: {e}"));
             if std::env::var_os("MTESIM_REFERENCE_DUMP").is_some() {
                 eprintln!(
-                    "LISTS {file} {design} made {:?} pcp {:?} held {} unplaced buddy {} pcp {}",
+                    "LISTS {file} {design} made {:?} pcp {:?} held {} unplaced buddy {} pcp {} types unset {}",
                     made.made.free_blocks,
                     made.made.pcp_pages,
                     made.made.held,
                     made.buddy_unplaced,
-                    made.pcp_unplaced
+                    made.pcp_unplaced,
+                    made.types_unset
                 );
             }
             Box::new(k)

@@ -153,6 +153,10 @@ pub struct ListsReport {
     /// list in the model, or a frame the model held): their frames are the
     /// kernel's.
     pub pcp_unplaced: u64,
+    /// Listed blocks whose pageblock could not take the list's migrate
+    /// type (a CMA or isolated pageblock, or the CMA type asked outside
+    /// CMA): left on the type the model has.
+    pub types_unset: u64,
 }
 
 /// What the shaping made.
@@ -184,6 +188,8 @@ pub enum ShapeError {
     Stride,
     #[error("free frames at offset {offset}: outside DRAM ({frames} frames) or listed twice")]
     Frames { offset: u64, frames: u64 },
+    #[error("a free block of order {order} at offset {offset}: not aligned to its size")]
+    Misaligned { offset: u64, order: u8 },
 }
 
 impl Kernel {
@@ -479,6 +485,14 @@ impl Kernel {
                 });
             }
             let pages = 1u64 << b.order;
+            // A buddy (or per-CPU) block is aligned to its size: merging
+            // relies on it.
+            if b.offset % pages != 0 {
+                return Err(ShapeError::Misaligned {
+                    offset: b.offset,
+                    order: b.order,
+                });
+            }
             for o in b.offset..b.offset.saturating_add(pages) {
                 match want.get_mut(o as usize) {
                     Some(w) if *w == 0 => *w = kind,
@@ -515,17 +529,20 @@ impl Kernel {
         }
         // Pageblock types: the per-CPU lists' first, then the buddy lists'
         // (a free block lies on its pageblock's list).
+        let mut types_unset = 0u64;
         for b in lists
             .cpus
             .iter()
             .flat_map(|c| &c.blocks)
             .chain(&lists.buddy)
         {
-            alloc.set_pageblock_type(
+            if !alloc.set_pageblock_type(
                 dram.start + b.offset,
                 Order::new(b.order),
                 b.list.migratetype(),
-            );
+            ) {
+                types_unset += 1;
+            }
         }
         // Each buddy list's recorded blocks to its head, in the recorded
         // order: the last first.
@@ -566,6 +583,7 @@ impl Kernel {
             made,
             buddy_unplaced,
             pcp_unplaced,
+            types_unset,
         })
     }
 }

@@ -1234,7 +1234,9 @@ impl BuddyAllocator {
         let g = *self.geometry();
         let pb_pages = g.pageblock_pages();
         let start = Pfn::new(head.as_u64() / pb_pages * pb_pages);
-        let end = head + order.pages().max(pb_pages);
+        // The pageblock holding a smaller block, or every pageblock of a
+        // larger one (then `head` is aligned, so `start` is `head`).
+        let end = (head + order.pages()).max(start + pb_pages);
         let mut all = true;
         let mut pb = start;
         while pb < end {

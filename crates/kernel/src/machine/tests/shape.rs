@@ -221,7 +221,10 @@ fn recorded_lists_come_out_in_their_order_on_their_types() {
         ],
     };
     let made = k.set_free_lists(&lists).unwrap();
-    assert_eq!((made.buddy_unplaced, made.pcp_unplaced), (0, 0));
+    assert_eq!(
+        (made.buddy_unplaced, made.pcp_unplaced, made.types_unset),
+        (0, 0, 0)
+    );
     assert_eq!(made.made.pcp_pages, vec![5, 1]);
     assert!(k.invariant_violations().is_empty());
     {
@@ -236,6 +239,12 @@ fn recorded_lists_come_out_in_their_order_on_their_types() {
         assert_eq!(heads(0, FreeList::Movable), vec![201, 101]);
         assert_eq!(heads(3, FreeList::Movable), vec![1000]);
         assert_eq!(heads(0, FreeList::Unmovable), vec![70_001]);
+        // A listed block types its own pageblock only, not the next one.
+        let list = |o: u64| a.list_of(Pfn::new(dram + o));
+        assert_eq!(list(6000), Some(FreeList::Unmovable));
+        assert_eq!(list(70_001), Some(FreeList::Unmovable));
+        assert_eq!(list(6144), Some(FreeList::Movable));
+        assert_eq!(list(70_144), Some(FreeList::Movable));
         let pcp = |cpu: usize, order: u8, mt: MigrateType| -> Vec<u64> {
             a.pcp_list_heads(cpu, Order::new(order), mt)
                 .into_iter()
@@ -281,6 +290,20 @@ fn bad_lists_are_refused() {
     assert!(matches!(
         k.set_free_lists(&order),
         Err(ShapeError::Order { order: 11, .. })
+    ));
+    let misaligned = FreeLists {
+        buddy: Vec::new(),
+        cpus: vec![CpuLists {
+            blocks: vec![block(1, 1, ListType::Movable)],
+            ..CpuLists::default()
+        }],
+    };
+    assert!(matches!(
+        k.set_free_lists(&misaligned),
+        Err(ShapeError::Misaligned {
+            offset: 1,
+            order: 1
+        })
     ));
     let third_cpu = FreeLists {
         buddy: Vec::new(),
