@@ -646,15 +646,6 @@ impl<'a, M: Machine + ?Sized> Runner<'a, M> {
         !self.verbose && !self.trace && !self.check_invariants
     }
 
-    /// Runs a plain access line (`lang::AccessLine`): exactly what
-    /// [`Runner::statement`] does for `access.to_stmt()` (the test
-    /// `streamed_runs_equal_statement_runs` runs random traces both ways),
-    /// without building the statement, its `Op` lowering or a result
-    /// string. A line the streaming path does not cover (a verbose or
-    /// traced run, a process that never existed, a pointer that cannot be
-    /// evaluated, a stopped run) goes to [`Runner::statement`], before
-    /// anything of it has run.
-    #[inline]
     /// Asks the machine to bring into the host's caches what a batch of
     /// access lines about to run will read ([`Machine::prefetch`]), so that
     /// their cache misses overlap; changes nothing. Lines whose process or
@@ -674,6 +665,15 @@ impl<'a, M: Machine + ?Sized> Runner<'a, M> {
         self.prefetched = accesses;
     }
 
+    /// Runs a plain access line (`lang::AccessLine`): exactly what
+    /// [`Runner::statement`] does for `access.to_stmt()` (the test
+    /// `streamed_runs_equal_statement_runs` runs random traces both ways),
+    /// without building the statement, its `Op` lowering or a result
+    /// string. A line the streaming path does not cover (a verbose or
+    /// traced run, a process that never existed, a pointer that cannot be
+    /// evaluated, a stopped run) goes to [`Runner::statement`], before
+    /// anything of it has run.
+    #[inline]
     pub fn access(&mut self, access: &AccessLine, names: &Names) {
         let pid = match self.bindings.process(access.proc.node) {
             Some(pid) if self.streams() && !self.stopped => pid,
