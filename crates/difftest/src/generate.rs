@@ -377,6 +377,10 @@ struct Gen<'c> {
     next_proc: u32,
     next_map: u32,
     tagged: Vec<TaggedModel>,
+    /// Shared mappings some `mprotect(PROT_MTE)` was drawn on, in whole or
+    /// in part, by any process: no short-term pin is drawn on them (see
+    /// [`Gen::pin`]).
+    shared_made_tagged: BTreeSet<u32>,
     steps: Vec<Step>,
     /// The draws of KSM's extra steps (`madvise mergeable` after an mmap,
     /// a second `ksm-scan`), from their own stream so that the other steps
@@ -426,6 +430,7 @@ pub fn generate(config: &GenConfig, seed: u64) -> Program {
         next_proc: 0,
         next_map: 0,
         tagged: Vec::new(),
+        shared_made_tagged: BTreeSet::new(),
         steps: Vec::with_capacity(config.steps),
         ksm_rng: Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x6b73_6d5f_7363_616e),
     };
@@ -1190,6 +1195,9 @@ impl Gen<'_> {
             },
         );
         let mte = self.config.policy.rules().mte();
+        if prot.mte && self.procs[p].maps[m].sharing == Sharing::Shared {
+            self.shared_made_tagged.insert(name);
+        }
         let map = &mut self.procs[p].maps[m];
         // Whole-mapping changes only; a part leaves the model a guess.
         if first == 0 && count == map.pages && (!prot.mte || (mte && map.backing != Backing::File))
@@ -1273,6 +1281,20 @@ impl Gen<'_> {
                 return;
             }
             longterm = true;
+        }
+        if !longterm
+            && self
+                .shared_made_tagged
+                .contains(&self.procs[p].maps[m].name)
+        {
+            // Nor a short-term pin of a shared mapping that some process
+            // made tagged: through another process's untagged mapping of it
+            // (a child forked before the `mprotect`) the pin faults a page
+            // in as untagged data, which may lie in tag storage; the
+            // tagged mapping's next access must move it out, which the pin
+            // stops: the same livelock again, found by the proptest of
+            // `dynamic` with Linux's free lists.
+            return;
         }
         if !longterm {
             // Short-term pins are short: a pipe holds 16 pages at most.
