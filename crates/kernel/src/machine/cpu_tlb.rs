@@ -74,8 +74,8 @@ pub(crate) const CPU_TLB_ENTRIES: usize = 256;
 /// The second level's size when first allocated (entries).
 pub(crate) const SECOND_MIN: usize = 64;
 
-/// The second level's largest size (entries; about 5.1 MiB per CPU of 328-byte entries, pages
-/// of a 64 MiB working set).
+/// The second level's largest size (entries; about 5.1 MiB per CPU of
+/// 328-byte entries, the pages of a 64 MiB working set).
 pub(crate) const SECOND_MAX: usize = 16_384;
 
 /// The page number of a free slot (user pages are below `2^36`).
