@@ -487,7 +487,7 @@ impl Kernel {
             let pages = 1u64 << b.order;
             // A buddy (or per-CPU) block is aligned to its size: merging
             // relies on it.
-            if b.offset % pages != 0 {
+            if !b.offset.is_multiple_of(pages) {
                 return Err(ShapeError::Misaligned {
                     offset: b.offset,
                     order: b.order,
