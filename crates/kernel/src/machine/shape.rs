@@ -195,15 +195,12 @@ pub enum ShapeError {
 impl Kernel {
     /// Shapes free memory as `shape` asks (see the module's contract).
     pub fn shape_free_memory(&mut self, shape: &FreeShape) -> Result<ShapeReport, ShapeError> {
-        if !self.procs.borrow().is_empty() || self.kernel_held.get() != 0 {
-            return Err(ShapeError::NotFresh);
-        }
+        self.ensure_fresh()?;
         if shape.pcp_stride == 0 {
             return Err(ShapeError::Stride);
         }
         let mut phys = self.mem.phys_mut();
         let alloc = &mut phys.alloc;
-        let cpus = alloc.pcp_params().map_or(1, |p| p.cpus as usize);
         let max = alloc.geometry().max_order();
         if let Some(order) = (0..shape.free_blocks.len())
             .find(|&o| o >= usize::from(max.get()) && shape.free_blocks[o] != 0)
@@ -213,27 +210,9 @@ impl Kernel {
                 max: max.get(),
             });
         }
+        per_cpu_pages_fit(alloc, shape.pcp_pages.iter().map(|&n| n != 0))?;
         let pcp_total: u64 = shape.pcp_pages.iter().sum();
-        if pcp_total != 0 && alloc.pcp_params().is_none() {
-            return Err(ShapeError::NoPcp);
-        }
-        if let Some(cpu) =
-            (0..shape.pcp_pages.len()).find(|&c| c >= cpus && shape.pcp_pages[c] != 0)
-        {
-            return Err(ShapeError::Cpu { cpu, cpus });
-        }
-        let dram: Vec<PfnRange> = alloc
-            .layout()
-            .regions()
-            .iter()
-            .filter(|r| r.kind == RegionKind::Dram)
-            .map(|r| r.range)
-            .collect();
-        // One DRAM range (the reference machine's); a layout of several
-        // uses the largest.
-        let Some(range) = dram.iter().copied().max_by_key(|r| r.count) else {
-            return Err(ShapeError::TooLarge { needed: 1, have: 0 });
-        };
+        let range = largest_dram(alloc)?;
         let top = max.pages();
         // The per-CPU pages' region: whole max-order chunks at the top.
         let pcp_frames = pcp_total * shape.pcp_stride;
@@ -356,32 +335,11 @@ impl Kernel {
     /// contract): frames the model already holds (the zero page, boot
     /// allocations) stay held.
     pub fn set_free_frames(&mut self, frames: &FreeFrames) -> Result<ShapeReport, ShapeError> {
-        if !self.procs.borrow().is_empty() || self.kernel_held.get() != 0 {
-            return Err(ShapeError::NotFresh);
-        }
+        self.ensure_fresh()?;
         let mut phys = self.mem.phys_mut();
         let alloc = &mut phys.alloc;
-        let cpus = alloc.pcp_params().map_or(0, |p| p.cpus as usize);
-        if let Some(cpu) = (0..frames.pcp.len()).find(|&c| !frames.pcp[c].is_empty()) {
-            if alloc.pcp_params().is_none() {
-                return Err(ShapeError::NoPcp);
-            }
-            if let Some(cpu) =
-                (cpu..frames.pcp.len()).find(|&c| c >= cpus && !frames.pcp[c].is_empty())
-            {
-                return Err(ShapeError::Cpu { cpu, cpus });
-            }
-        }
-        let Some(range) = alloc
-            .layout()
-            .regions()
-            .iter()
-            .filter(|r| r.kind == RegionKind::Dram)
-            .map(|r| r.range)
-            .max_by_key(|r| r.count)
-        else {
-            return Err(ShapeError::TooLarge { needed: 1, have: 0 });
-        };
+        per_cpu_pages_fit(alloc, frames.pcp.iter().map(|list| !list.is_empty()))?;
+        let range = largest_dram(alloc)?;
         // 0: the kernel's; 1: free on the buddy lists; 2: a per-CPU page.
         let mut want = vec![0u8; range.count as usize];
         let mut mark = |offset: u64, kind: u8| match want.get_mut(offset as usize) {
@@ -435,32 +393,11 @@ impl Kernel {
     /// Starts from the recorded free lists `lists` (see the module's
     /// contract).
     pub fn set_free_lists(&mut self, lists: &FreeLists) -> Result<ListsReport, ShapeError> {
-        if !self.procs.borrow().is_empty() || self.kernel_held.get() != 0 {
-            return Err(ShapeError::NotFresh);
-        }
+        self.ensure_fresh()?;
         let mut phys = self.mem.phys_mut();
         let alloc = &mut phys.alloc;
-        let cpus = alloc.pcp_params().map_or(0, |p| p.cpus as usize);
-        if let Some(cpu) = (0..lists.cpus.len()).find(|&c| !lists.cpus[c].blocks.is_empty()) {
-            if alloc.pcp_params().is_none() {
-                return Err(ShapeError::NoPcp);
-            }
-            if let Some(cpu) =
-                (cpu..lists.cpus.len()).find(|&c| c >= cpus && !lists.cpus[c].blocks.is_empty())
-            {
-                return Err(ShapeError::Cpu { cpu, cpus });
-            }
-        }
-        let Some(dram) = alloc
-            .layout()
-            .regions()
-            .iter()
-            .filter(|r| r.kind == RegionKind::Dram)
-            .map(|r| r.range)
-            .max_by_key(|r| r.count)
-        else {
-            return Err(ShapeError::TooLarge { needed: 1, have: 0 });
-        };
+        per_cpu_pages_fit(alloc, lists.cpus.iter().map(|c| !c.blocks.is_empty()))?;
+        let dram = largest_dram(alloc)?;
         // DRAM, and the tag storage right after it (the reference
         // machine's layout, and the model's).
         let tag = alloc
@@ -606,6 +543,53 @@ impl ShapeReport {
 /// Frees each CPU's frames onto its per-CPU list in the order given (the
 /// list then hands out the last freed first, as Linux's); the pages each
 /// list gained.
+impl Kernel {
+    /// Shaping starts from a machine nothing ran on.
+    fn ensure_fresh(&self) -> Result<(), ShapeError> {
+        if !self.procs.borrow().is_empty() || self.kernel_held.get() != 0 {
+            return Err(ShapeError::NotFresh);
+        }
+        Ok(())
+    }
+}
+
+/// Whether per-CPU pages asked for CPU by CPU (`busy`: whether each asks
+/// any) fit the machine: per-CPU lists on, and no pages for a CPU it lacks.
+fn per_cpu_pages_fit(
+    alloc: &crate::phys::BuddyAllocator,
+    busy: impl IntoIterator<Item = bool>,
+) -> Result<(), ShapeError> {
+    let mut busy = busy
+        .into_iter()
+        .enumerate()
+        .filter_map(|(cpu, b)| b.then_some(cpu))
+        .peekable();
+    if busy.peek().is_none() {
+        return Ok(());
+    }
+    let Some(params) = alloc.pcp_params() else {
+        return Err(ShapeError::NoPcp);
+    };
+    let cpus = params.cpus as usize;
+    match busy.find(|&cpu| cpu >= cpus) {
+        Some(cpu) => Err(ShapeError::Cpu { cpu, cpus }),
+        None => Ok(()),
+    }
+}
+
+/// The machine's DRAM range (the reference machine has one; a layout of
+/// several gives the largest).
+fn largest_dram(alloc: &crate::phys::BuddyAllocator) -> Result<PfnRange, ShapeError> {
+    alloc
+        .layout()
+        .regions()
+        .iter()
+        .filter(|r| r.kind == RegionKind::Dram)
+        .map(|r| r.range)
+        .max_by_key(|r| r.count)
+        .ok_or(ShapeError::TooLarge { needed: 1, have: 0 })
+}
+
 fn free_per_cpu<I: IntoIterator<Item = Pfn>>(
     alloc: &mut crate::phys::BuddyAllocator,
     per_cpu: impl IntoIterator<Item = I>,
