@@ -279,7 +279,7 @@ fn lists_rule(workload: &str, design: &str, metric: &str) -> Rule {
         ("w10_pressure", "migrated") => Rule::Within(Tolerance::Pressure),
         ("w11_compaction", "migrated") => Rule::Within(Tolerance::ListsCompaction),
         ("w11_compaction", _) if blocks && design == "rfc-v3" => Rule::Explained(
-            "which tagged pages compaction moves, and where to, decides how many blocks their first accesses reserve (the series maps a moved page awaiting storage); the model's held frames are immovable where some of the real kernel's are not, so its scanners meet elsewhere: real 76-108 reservations over six boots, the model 79-174 (boot 5: 108 against 174)",
+            "which tagged pages compaction moves, and where to, decides how many blocks their first accesses reserve (the series maps a moved page awaiting storage); the model's held frames are immovable where some of the real kernel's are not, so its scanners meet elsewhere: real 76-108 reservations over seven boots, the model 78-170 (boot 5: 108 against 170)",
         ),
         ("w11_compaction", _) if blocks && design == "dynamic" => Rule::Explained(
             "the posted series migrates a tagged page without reserving the destination's storage (the page is mapped awaiting it and its next access reserves: `tags-by-pfn`, which `rfc-v3` has built in); `dynamic`, the fixed design, reserves first",
