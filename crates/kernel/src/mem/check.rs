@@ -161,6 +161,22 @@ impl Memory {
         self.check_with(Some(&mut cache))
     }
 
+    /// The frames whose metadata may have changed between the last two
+    /// calls of [`Self::check_incremental`] (sorted, no duplicates), or
+    /// `None` for "any frame" (before the first call, after the dirty log
+    /// overflowed, or when the allocator's state was reset): what the
+    /// kernel layer's incremental checker recomputes its per-frame
+    /// verdicts for, right after calling [`Self::check_incremental`]
+    /// (the contract is `crate::phys::dirty`'s).
+    // Read by the kernel layer's incremental checker (being built).
+    #[allow(dead_code)]
+    pub(crate) fn rechecked_frames(&self) -> Option<Vec<Pfn>> {
+        match &self.incremental.borrow().last_rechecked {
+            Some(crate::phys::incremental::Rechecked::Frames(pfns)) => Some(pfns.clone()),
+            Some(crate::phys::incremental::Rechecked::All) | None => None,
+        }
+    }
+
     fn check_with(
         &self,
         cache: Option<&mut super::incremental::MemCheckCache>,
@@ -200,6 +216,7 @@ impl Memory {
                 out = phys_out.into_iter().map(MemViolation::Phys).collect();
                 let contents = cache.contents_check(&phys.contents);
                 out.extend(contents.into_iter().map(MemViolation::Phys));
+                cache.last_rechecked = Some(rechecked.clone());
                 cache.flags.update(self, &phys, rechecked);
                 cache.flags.report(&mut frame_out, &mut tagged, &mut refs);
             }

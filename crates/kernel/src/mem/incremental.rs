@@ -46,6 +46,11 @@ pub(crate) struct MemCheckCache {
     pub(crate) flags: FlagCache,
     /// The page contents' check, by the contents' generation.
     pub(crate) contents: Option<(u64, Vec<crate::phys::PhysViolation>)>,
+    /// The frames the last incremental check recomputed (`None` before
+    /// the first): every frame whose metadata may have changed since the
+    /// check before it, for the kernel layer's own per-frame verdicts
+    /// ([`Memory::rechecked_frames`]).
+    pub(crate) last_rechecked: Option<Rechecked>,
 }
 
 impl MemCheckCache {

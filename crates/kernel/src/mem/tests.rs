@@ -1111,3 +1111,17 @@ fn xnu_tagged_pages_come_from_active_cells_and_release_is_lazy() {
     run(&sched, mem.free(untagged, o(0))).unwrap();
     clean(&mem);
 }
+
+#[test]
+fn rechecked_frames_lists_what_changed_between_two_incremental_checks() {
+    let (_sched, mem) = default_dynamic(TagStorageData::default());
+    assert_eq!(mem.rechecked_frames(), None, "nothing checked yet");
+    assert!(mem.check_incremental().is_empty());
+    assert!(mem.check_incremental().is_empty());
+    assert_eq!(mem.rechecked_frames(), Some(vec![]), "nothing changed");
+    let pfn = mem.alloc(o(0), Gfp::USER).unwrap();
+    assert!(mem.check_incremental().is_empty());
+    let changed = mem.rechecked_frames().expect("a bounded change");
+    assert!(changed.contains(&pfn), "{pfn:?} not in {changed:?}");
+    assert!(changed.is_sorted());
+}
