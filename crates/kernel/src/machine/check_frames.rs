@@ -23,7 +23,9 @@
 //!   or left one of the other sets: those sets are kept here and diffed
 //!   against the kernel's when their [`super::tracked::Tracked`]
 //!   generation moved (they are small but for the page caches, whose
-//!   diff runs only when a page cache or an owner changed).
+//!   diff runs only when a page cache or an owner changed); the pins the
+//!   processes record are compared with a kept copy at every call (a
+//!   process changes at most steps, its pins rarely).
 //! - the swap counts are recomputed when the swap device or the swap
 //!   entries the page tables hold changed; the page caches' bookkeeping
 //!   when the objects or the owners did; a folio's verdict when the
@@ -47,6 +49,7 @@ use crate::mm::layout::PAGES_PER_PMD;
 use crate::mm::{MmId, ObjectId, Pgoff, RmapEntry, SwapSlot};
 use crate::phys::{FrameMeta, FrameState, FrameStatus, PhysMem};
 use crate::swap::SwapDevice;
+use uapi::Pid;
 
 /// What the incremental frame check keeps between calls (module doc).
 #[derive(Debug, Default)]
@@ -68,9 +71,10 @@ pub(crate) struct FrameCheckState {
     owner_kind: BTreeMap<Pfn, Option<ObjectKind>>,
     orphans_key: Option<u64>,
     orphans: BTreeSet<Pfn>,
-    /// The processes' generation of `pins`, and each pinned frame with
-    /// its number of pins.
-    pins_key: Option<u64>,
+    /// The pins each process recorded at the last call (compared, not
+    /// tracked: the processes change at most steps, their pins rarely),
+    /// and each pinned frame with its number of pins.
+    recorded_pins: BTreeMap<Pid, BTreeMap<u64, Vec<Pfn>>>,
     pins: BTreeMap<Pfn, u32>,
     swap_cached_key: Option<u64>,
     /// The frames in the swap cache.
@@ -598,13 +602,22 @@ impl Kernel {
             state.orphans = orphans;
             state.orphans_key = Some(self.orphans.generation());
         }
-        if state.pins_key != Some(self.procs.generation()) {
-            let pins: BTreeMap<Pfn, u32> =
-                pins_of(self.procs.borrow().values()).into_iter().collect();
+        let procs = self.procs.borrow();
+        let pins_changed = procs.len() != state.recorded_pins.len()
+            || procs
+                .iter()
+                .zip(&state.recorded_pins)
+                .any(|((pid, p), (was_pid, was))| pid != was_pid || p.pins != *was);
+        if pins_changed {
+            let pins: BTreeMap<Pfn, u32> = pins_of(procs.values()).into_iter().collect();
             diff_keys(&state.pins, &pins, &mut candidates);
             state.pins = pins;
-            state.pins_key = Some(self.procs.generation());
+            state.recorded_pins = procs
+                .iter()
+                .map(|(pid, p)| (*pid, p.pins.clone()))
+                .collect();
         }
+        drop(procs);
         if state.swap_cached_key != Some(self.swap_cache_slot.generation()) {
             let swap_cached: BTreeSet<Pfn> =
                 self.swap_cache_slot.borrow().keys().copied().collect();

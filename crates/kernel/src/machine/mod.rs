@@ -260,7 +260,7 @@ pub struct Kernel {
     sched: Sched,
     mem: Memory,
     vm_config: VmConfig,
-    procs: tracked::Tracked<BTreeMap<Pid, Process>>,
+    procs: RefCell<BTreeMap<Pid, Process>>,
     next_pid: Cell<u32>,
     mms: RefCell<BTreeMap<MmId, Mm>>,
     mm_ids: RefCell<IdAlloc<MmId>>,
@@ -426,7 +426,7 @@ impl Kernel {
             sched,
             mem,
             vm_config,
-            procs: tracked::Tracked::new(BTreeMap::new()),
+            procs: RefCell::new(BTreeMap::new()),
             next_pid: Cell::new(1),
             mms: RefCell::new(BTreeMap::new()),
             mm_ids: RefCell::new(IdAlloc::new()),
@@ -722,13 +722,19 @@ impl Kernel {
             .values()
             .flat_map(|m| m.vmas.iter().filter_map(|v| v.object()))
             .collect();
-        let dead: Vec<(ObjectId, Object)> = {
+        let ids: Vec<ObjectId> = self
+            .objects
+            .borrow()
+            .keys()
+            .copied()
+            .filter(|id| !live.contains(id))
+            .collect();
+        // No mutable borrow when nothing is dead: the checker's page
+        // cache verdict then stands (`check_frames`).
+        let dead: Vec<(ObjectId, Object)> = if ids.is_empty() {
+            Vec::new()
+        } else {
             let mut objects = self.objects.borrow_mut();
-            let ids: Vec<ObjectId> = objects
-                .keys()
-                .copied()
-                .filter(|id| !live.contains(id))
-                .collect();
             ids.into_iter()
                 .filter_map(|id| objects.remove(&id).map(|o| (id, o)))
                 .collect()
