@@ -363,6 +363,30 @@ mod tests {
         assert!(lru.consistent());
     }
 
+    /// Every change of a place is logged, a flag alone is not; the first
+    /// take and an overflow say "any page".
+    #[test]
+    fn the_change_log_names_every_page_whose_place_changed() {
+        let mut lru = Lru::default();
+        assert_eq!(lru.take_changed(), None);
+        lru.add(p(1), LruList::InactiveAnon);
+        lru.add(p(2), LruList::InactiveFile);
+        lru.set_referenced(p(2));
+        assert_eq!(lru.isolate_oldest(LruList::InactiveAnon), Some(p(1)));
+        lru.putback(p(1), LruList::ActiveAnon);
+        lru.replace(p(2), p(3));
+        lru.remove(p(1));
+        let mut changed = lru.take_changed().expect("logged since the first take");
+        changed.sort();
+        changed.dedup();
+        assert_eq!(changed, [p(1), p(2), p(3)]);
+        assert_eq!(lru.take_changed(), Some(Vec::new()));
+        for n in 0..=CHANGED_LOG_LIMIT as u64 {
+            lru.add(p(100 + n), LruList::InactiveAnon);
+        }
+        assert_eq!(lru.take_changed(), None);
+    }
+
     /// The check as it was written before it merged instead of looking
     /// up: the reference the merge must agree with.
     fn consistent_by_lookups(lru: &Lru) -> bool {
