@@ -352,6 +352,21 @@ fn mapped_page_in_the_swap_cache(k: &mut Kernel, p: Pid, b: TaggedPtr) {
     k.swap_cache_slot.borrow_mut().insert(pfn, slot);
 }
 
+/// A free frame in the swap cache (held but not allocated), for a free
+/// slot: caught through the swap cache's generation.
+fn free_frame_in_the_swap_cache(k: &mut Kernel, _: Pid, _: TaggedPtr) {
+    let (head, _, _) = first_free_block(k);
+    let slot = crate::mm::SwapSlot::new(0);
+    k.swap_cache.borrow_mut().insert(slot, head);
+    k.swap_cache_slot.borrow_mut().insert(head, slot);
+}
+
+/// A swap slot in use that no swap entry refers to (a leaked slot):
+/// caught through the swap device's generation.
+fn leaked_swap_slot(k: &mut Kernel, _: Pid, _: TaggedPtr) {
+    k.swap.borrow_mut().alloc(None, None).expect("a free slot");
+}
+
 /// Restored tags waiting for a free frame.
 fn restored_tags_of_a_free_frame(k: &mut Kernel, _: Pid, _: TaggedPtr) {
     let (head, _, _) = first_free_block(k);
@@ -370,7 +385,7 @@ fn leaked_frame(k: &mut Kernel, _: Pid, _: TaggedPtr) {
 
 #[test]
 fn planted_frame_bugs_are_found_by_both_checkers_at_the_planted_step() {
-    let bugs: [(&str, Plant, &str); 11] = [
+    let bugs: [(&str, Plant, &str); 12] = [
         ("mapped orphan", mapped_orphan, "Orphan"),
         ("free orphan", free_orphan, "NotAllocated"),
         ("unrecorded frame pin", unrecorded_frame_pin, "PinCount"),
@@ -405,6 +420,11 @@ fn planted_frame_bugs_are_found_by_both_checkers_at_the_planted_step() {
             "RestoredTags",
         ),
         ("leaked frame", leaked_frame, "FrameCount"),
+        (
+            "free frame in the swap cache",
+            free_frame_in_the_swap_cache,
+            "NotAllocated",
+        ),
         ("free orphan's count", free_orphan, "FrameCount"),
     ];
     for (name, bug, expected) in bugs {
@@ -415,6 +435,14 @@ fn planted_frame_bugs_are_found_by_both_checkers_at_the_planted_step() {
             "{name}: {verdict:#?}"
         );
     }
+    // On a machine with swap.
+    let keys = [("tag-storage", "dynamic"), ("swap", "1M")];
+    let (step, verdict) = run_with_bug_on(&keys, Some(leaked_swap_slot));
+    assert_eq!(step, PLANT_AFTER, "{verdict:#?}");
+    assert!(
+        verdict.iter().any(|v| v.contains("SwapCount")),
+        "{verdict:#?}"
+    );
 }
 
 #[test]
