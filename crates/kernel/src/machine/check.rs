@@ -32,9 +32,11 @@
 //! copied. The rmap check is incremental too: the leaves that went or
 //! came update a kept per-frame list of the mappings the tables record,
 //! and only the frames whose list changed there or in the rmap (its change
-//! log, [`crate::mm::Rmap::take_touched`]) are compared again. Everything
-//! else (per-leaf checks against frame flags, counts, swap, page caches,
-//! pins) is recomputed at every check from the kept leaves.
+//! log, [`crate::mm::Rmap::take_touched`]) are compared again. The
+//! per-leaf checks against frame flags are recomputed at every check from
+//! the kept leaves. The frame part (counts, LRU, swap, page caches, pins,
+//! orphans, folios, the frame count) is `super::check_frames`'s, with its
+//! own incremental form.
 //!
 //! Linux has no single counterpart: the checks are those of
 //! `CONFIG_DEBUG_VM` (`VM_BUG_ON_PAGE` on map and reference counts,

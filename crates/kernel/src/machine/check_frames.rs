@@ -15,9 +15,9 @@
 //!   `PinCount`, `RefCount`; its LRU membership) reads its metadata, its
 //!   rmap list, whether it is mapped, cached, an orphan, pinned or in the
 //!   swap cache, its LRU place, and its page cache owner's kind. It is
-//!   recomputed for the frames whose metadata changed
+//!   recomputed for the held frames whose metadata changed
 //!   ([`crate::mem::Memory::rechecked_frames`], closed over allocated
-//!   blocks), whose rmap list or recorded mappings changed (the rmap
+//!   blocks; a frame that is not held has no verdict that reads it), whose rmap list or recorded mappings changed (the rmap
 //!   check's recomputed frames), whose LRU place changed
 //!   ([`super::lru::Lru::take_changed`]), and for the frames that entered
 //!   or left one of the other sets: those sets are kept here and diffed
@@ -559,11 +559,23 @@ impl Kernel {
             || rmap_rechecked.is_none()
             || lru_changed.is_none();
         // The frames whose metadata or mappings changed (what a folio's
-        // verdict reads), then every frame whose verdict may have changed.
+        // verdict reads), then every frame whose verdict may have changed:
+        // those whose mappings or LRU place changed, and those whose
+        // metadata changed while they were held (a frame's metadata
+        // matters only while it is held, and one that became held is
+        // here through the set it entered: most frames the memory layer
+        // rechecks are no user page).
         let mut changed: Vec<Pfn> = Vec::new();
         changed.extend(meta_changed.iter().flatten());
         changed.extend(rmap_rechecked.iter().copied().flatten());
-        let mut candidates: Vec<Pfn> = changed.clone();
+        let mut candidates: Vec<Pfn> = Vec::new();
+        candidates.extend(
+            meta_changed
+                .iter()
+                .flatten()
+                .filter(|pfn| state.held.contains(pfn)),
+        );
+        candidates.extend(rmap_rechecked.iter().copied().flatten());
         candidates.extend(lru_changed.iter().flatten());
 
         // Swap counts.
