@@ -32,9 +32,11 @@
 //! copied. The rmap check is incremental too: the leaves that went or
 //! came update a kept per-frame list of the mappings the tables record,
 //! and only the frames whose list changed there or in the rmap (its change
-//! log, [`crate::mm::Rmap::take_touched`]) are compared again. Everything
-//! else (per-leaf checks against frame flags, counts, swap, page caches,
-//! pins) is recomputed at every check from the kept leaves.
+//! log, [`crate::mm::Rmap::take_touched`]) are compared again. The
+//! per-leaf checks against frame flags are recomputed at every check from
+//! the kept leaves. The frame part (counts, LRU, swap, page caches, pins,
+//! orphans, folios, the frame count) is `super::check_frames`'s, with its
+//! own incremental form.
 //!
 //! Linux has no single counterpart: the checks are those of
 //! `CONFIG_DEBUG_VM` (`VM_BUG_ON_PAGE` on map and reference counts,
@@ -394,16 +396,16 @@ impl Kernel {
             rmap,
             objects,
             cache_owner,
-            orphans,
-            lru,
-            swap_cache,
-            swap_cache_slot,
-            swap,
-            restored_tags,
+            orphans: _,
+            lru: _,
+            swap_cache: _,
+            swap_cache_slot: _,
+            swap: _,
+            restored_tags: _,
             page_locks: _,
             rng: _,
             counters: _,
-            huge_zero,
+            huge_zero: _,
             fast_memo: _,
             cpu_tlbs,
             contents_epoch: _,
@@ -412,10 +414,10 @@ impl Kernel {
             ksm,
             lock_violations: _,
             freeing: _,
-            folios,
+            folios: _,
             checks: _,
             check_cache: _,
-            kernel_held,
+            kernel_held: _,
         } = self;
         let mem_violations = match incremental {
             true => mem.check_incremental(),
@@ -447,7 +449,6 @@ impl Kernel {
         let rmap = rmap.borrow();
         let objects = objects.borrow();
         let cache_owner = cache_owner.borrow();
-        let orphans = orphans.borrow();
         let zero = mem.zero_page();
         let geometry = mem.geometry();
 
@@ -474,7 +475,6 @@ impl Kernel {
         }
 
         // Address spaces, entries (invariants 1, 2, 5, 7), TLBs.
-        let swap = swap.borrow();
         let mut swap_entries: BTreeMap<SwapSlot, u32> = BTreeMap::new();
         // Sorted and deduplicated after the loop over address spaces.
         let mut mapped: Vec<Pfn> = Vec::new();
@@ -609,16 +609,12 @@ impl Kernel {
                 out.push(KernelViolation::StaleTlb { mm: e.mm, va });
             }
         }
-        match cache.as_ref() {
-            // The frames with recorded mappings: the same set, kept in
-            // frame order.
-            Some(cache) => mapped.extend(cache.rmap.want.keys().copied()),
-            None => {
-                // Sorted runs, one per address space: the stable sort
-                // merges them.
-                mapped.sort();
-                mapped.dedup();
-            }
+        // The full checker's mapped frames (the incremental one has them
+        // as the keys of its kept mappings): sorted runs, one per address
+        // space, which the stable sort merges.
+        if cache.is_none() {
+            mapped.sort();
+            mapped.dedup();
         }
         let rmap_violations = match cache.as_mut() {
             Some(cache) => cache.rmap.verdict(&rmap, rmap_touched),
@@ -629,246 +625,23 @@ impl Kernel {
                     .map(|(id, scan)| (*id, scan.leaves.as_slice())),
             ),
         };
-        drop(cache);
         out.extend(rmap_violations.into_iter().map(KernelViolation::Rmap));
 
-        // Swap: the device's own rules, swap counts, and restored tags
-        // (invariant 7).
-        out.extend(swap.check().into_iter().map(KernelViolation::Swap));
-        let counted: BTreeMap<SwapSlot, u32> = swap.counts().collect();
-        let slots: BTreeSet<SwapSlot> =
-            counted.keys().chain(swap_entries.keys()).copied().collect();
-        for slot in &slots {
-            let count = counted.get(slot).copied().unwrap_or(0);
-            let entries = swap_entries.get(slot).copied().unwrap_or(0);
-            if count != entries {
-                out.push(KernelViolation::SwapCount {
-                    slot: *slot,
-                    count,
-                    entries,
-                });
+        // The frame part (`super::check_frames`).
+        let frames = match cache.as_mut() {
+            Some(cache) => {
+                let cache = &mut **cache;
+                self.frame_violations_incremental(
+                    &mut cache.frames,
+                    &swap_entries,
+                    &cache.rmap.want,
+                    cache.rmap.rechecked.as_deref(),
+                )
             }
-        }
-        if !self.has_mte() {
-            for (slot, _) in swap.counts() {
-                if swap.saved_tags(slot).is_some() {
-                    out.push(KernelViolation::SavedTagsWithoutMte { slot });
-                }
-            }
-        }
-        // The swap cache: both maps agree, each slot is in use (entries
-        // still refer to it), each page is an allocated anonymous page with
-        // the slot's data and, once its tags are set, the slot's tags.
-        let swap_cache = swap_cache.borrow();
-        let swap_cache_slot = swap_cache_slot.borrow();
-        let cached_swap: BTreeSet<Pfn> = swap_cache_slot.keys().copied().collect();
-        if swap_cache.len() != swap_cache_slot.len() {
-            for (slot, _) in swap_cache.iter() {
-                out.push(KernelViolation::SwapCache {
-                    slot: *slot,
-                    what: "its two maps differ in size",
-                });
-            }
-        }
-        for (slot, pfn) in swap_cache.iter() {
-            let slot = *slot;
-            let mut bad = |what| out.push(KernelViolation::SwapCache { slot, what });
-            if swap_cache_slot.get(pfn) != Some(&slot) {
-                bad("page and slot maps disagree");
-            }
-            let Some(state) = swap.get(slot) else {
-                bad("a page cached for a free slot");
-                continue;
-            };
-            if cache_owner.contains_key(pfn) {
-                bad("the page is also in a page cache");
-            }
-            let phys = mem.phys();
-            // No buffer: all zeros.
-            let bytes = phys.contents.page_bytes(*pfn);
-            let same = match (&state.data, bytes) {
-                (Some(data), Some(bytes)) => bytes.equals(data),
-                (Some(data), None) => data.iter().all(|&b| b == 0),
-                (None, Some(bytes)) => bytes.first_nonzero().is_none(),
-                (None, None) => true,
-            };
-            if !same {
-                bad("the page's data differs from the slot's");
-            }
-            drop(phys);
-            if let Some(saved) = &state.tags {
-                let now = if mem.page_mte_tagged(*pfn) {
-                    mem.read_page_tags(*pfn).ok()
-                } else {
-                    restored_tags.borrow().get(pfn).cloned()
-                };
-                if now.as_deref().is_some_and(|t| t != &saved[..]) {
-                    bad("the page's tags differ from the slot's saved tags");
-                }
-            }
-        }
-        // A page pinned when its last mapping went (an orphan) keeps them
-        // until it is freed, as Linux keeps them with the folio.
-        for pfn in restored_tags.borrow().keys() {
-            if mapped.binary_search(pfn).is_err()
-                && !cached_swap.contains(pfn)
-                && !orphans.contains(pfn)
-            {
-                out.push(KernelViolation::RestoredTags {
-                    pfn: *pfn,
-                    what: "not mapped",
-                });
-            } else if mem.page_mte_tagged(*pfn) {
-                out.push(KernelViolation::RestoredTags {
-                    pfn: *pfn,
-                    what: "tagged already",
-                });
-            }
-        }
-
-        // Page caches.
-        // Every page of every object is owned by that object at that
-        // offset, and every owned page is in a page cache: the objects'
-        // pages sorted by frame, merged with the owners (in frame order), so
-        // no lookup per page.
-        let mut cache_pages: Vec<_> = objects
-            .iter()
-            .flat_map(|(id, o)| o.pages.iter().map(move |(pgoff, pfn)| (*pfn, *id, *pgoff)))
-            .collect();
-        cache_pages.sort_unstable();
-        let mut owners_left = cache_owner.iter().peekable();
-        let mut last: Option<Pfn> = None;
-        for &(pfn, id, pgoff) in &cache_pages {
-            // Owners below `pfn` that are not `last` belong to no cache.
-            while let Some((p, _)) = owners_left.next_if(|(p, _)| **p < pfn) {
-                if Some(*p) != last {
-                    out.push(KernelViolation::PageCache { pfn: *p });
-                }
-            }
-            let owner = owners_left
-                .peek()
-                .filter(|(p, _)| **p == pfn)
-                .map(|(_, o)| **o);
-            if owner != Some((id, pgoff)) {
-                out.push(KernelViolation::PageCache { pfn });
-            }
-            last = Some(pfn);
-        }
-        for (p, _) in owners_left {
-            if Some(*p) != last {
-                out.push(KernelViolation::PageCache { pfn: *p });
-            }
-        }
-        let mut cached: Vec<Pfn> = cache_pages.iter().map(|&(pfn, _, _)| pfn).collect();
-        cached.dedup();
-
-        // Multi-size THP folios: every page consistent with the head.
-        for (&head, &order) in folios.borrow().iter() {
-            if let Some(what) = self.folio_problem(head, order) {
-                out.push(KernelViolation::Folio { head, order, what });
-            }
-        }
-
-        // Pins recorded by processes.
-        // Each pinned frame with its number of pins, in frame order (a
-        // sorted vector: looked up by binary search and merged below).
-        let mut pinned: Vec<Pfn> = procs
-            .values()
-            .flat_map(|p| p.pins.values().flatten().copied())
-            .collect();
-        pinned.sort_unstable();
-        let mut pins: Vec<(Pfn, u32)> = Vec::new();
-        for pfn in pinned {
-            match pins.last_mut() {
-                Some((last, n)) if *last == pfn => *n += 1,
-                _ => pins.push((pfn, 1)),
-            }
-        }
-        let pinned_at = |pfn: &Pfn| pins.binary_search_by_key(pfn, |&(p, _)| p).is_ok();
-        for pfn in orphans.iter() {
-            if mapped.binary_search(pfn).is_ok()
-                || cached.binary_search(pfn).is_ok()
-                || !pinned_at(pfn)
-            {
-                out.push(KernelViolation::Orphan { pfn: *pfn });
-            }
-        }
-
-        // Counts of every user frame (invariant 6), and no frame unaccounted.
-        for pfn in orphans.iter() {
-            if cached_swap.contains(pfn) {
-                out.push(KernelViolation::Orphan { pfn: *pfn });
-            }
-        }
-        // The mapped frames (most of them) merged with the others, sorted.
-        let mut others: Vec<Pfn> = cached
-            .iter()
-            .chain(orphans.iter())
-            .chain(pins.iter().map(|(pfn, _)| pfn))
-            .chain(cached_swap.iter())
-            .copied()
-            .collect();
-        others.sort_unstable();
-        let held = merge_dedup(&mapped, &others);
-
-        // LRU membership: every held page on one list of its type (or
-        // isolated), nothing else on any. The pages on lists, `held` and
-        // the page caches' owners are all in frame order: one merge.
-        let lru = lru.borrow();
-        let consistent = match incremental {
-            true => lru.consistent_kept(),
-            false => lru.consistent(),
+            None => self.frame_violations(&swap_entries, &mapped),
         };
-        if !consistent {
-            out.push(KernelViolation::Lru {
-                pfn: zero,
-                what: "the lists and the places disagree",
-            });
-        }
-        let unlisted = |pfn: Pfn| KernelViolation::Lru {
-            pfn,
-            what: "a user page on no list",
-        };
-        let mut held_left = held.iter().copied().peekable();
-        let mut owners = cache_owner.iter().peekable();
-        for (pfn, place) in lru.all() {
-            while let Some(h) = held_left.next_if(|h| *h < pfn) {
-                out.push(unlisted(h));
-            }
-            if held_left.next_if_eq(&pfn).is_none() {
-                out.push(KernelViolation::Lru {
-                    pfn,
-                    what: "on a list but not a user page",
-                });
-                continue;
-            }
-            let home = match place {
-                super::lru::LruPlace::On(l) | super::lru::LruPlace::Isolated { home: l } => l,
-            };
-            while owners.next_if(|(p, _)| **p < pfn).is_some() {}
-            let kind = owners
-                .peek()
-                .filter(|(p, _)| **p == pfn)
-                .and_then(|(_, (o, _))| objects.get(o))
-                .map(|o| o.kind);
-            let right = match kind {
-                // A pinned page that lost its page cache (the object went)
-                // keeps the list it had (Linux: until the last put).
-                None => {
-                    (!home.is_file() && home != super::lru::LruList::Unevictable)
-                        || orphans.contains(&pfn)
-                }
-                Some(ObjectKind::File) => home.is_file(),
-                Some(_) => home == super::lru::LruList::Unevictable,
-            };
-            if !right {
-                out.push(KernelViolation::Lru {
-                    pfn,
-                    what: "on a list of the wrong type",
-                });
-            }
-        }
-        out.extend(held_left.map(unlisted));
+        drop(cache);
+        out.extend(frames);
 
         // Dirty tracking: a writable entry of a file page means a dirty page
         // (over the leaves the scans above kept).
@@ -892,68 +665,6 @@ impl Kernel {
                     }
                 }
             }
-        }
-        let phys = mem.phys();
-        // The rmap's counts, joined with `held` (both in frame order).
-        let mut counts = rmap.iter().map(|(pfn, list)| (pfn, list.len())).peekable();
-        let mut pins_left = pins.iter().peekable();
-        for pfn in &held {
-            let allocated = |meta: &crate::phys::FrameMeta| match meta.state() {
-                crate::phys::FrameState::Allocated { .. } => true,
-                // A tail's head is looked up (a missing head is a `BUG:`).
-                crate::phys::FrameState::Tail { .. } => matches!(
-                    phys.alloc.frame_status(*pfn),
-                    Some(crate::phys::FrameStatus::Allocated { .. })
-                ),
-                _ => false,
-            };
-            let Some(meta) = phys.alloc.frame(*pfn).filter(|m| allocated(m)) else {
-                out.push(KernelViolation::NotAllocated { pfn: *pfn });
-                continue;
-            };
-            while counts.next_if(|(p, _)| p < pfn).is_some() {}
-            let mappings = counts.next_if(|(p, _)| p == pfn).map_or(0, |(_, n)| n);
-            if meta.mapcount as usize != mappings {
-                out.push(KernelViolation::MapCount {
-                    pfn: *pfn,
-                    mapcount: meta.mapcount,
-                    mappings,
-                });
-            }
-            while pins_left.next_if(|(p, _)| p < pfn).is_some() {}
-            let recorded = pins_left.next_if(|(p, _)| p == pfn).map_or(0, |&(_, n)| n);
-            if meta.pins != recorded {
-                out.push(KernelViolation::PinCount {
-                    pfn: *pfn,
-                    pins: meta.pins,
-                    recorded,
-                });
-            }
-            if meta.refcount != 1 {
-                out.push(KernelViolation::RefCount {
-                    pfn: *pfn,
-                    refcount: meta.refcount,
-                });
-            }
-        }
-        // Every allocated frame is accounted for: user frames held as above,
-        // page-table frames, the zero page, the frames the kernel took for
-        // itself when free memory was shaped (`shape`). (A count, not a scan: machines
-        // may have billions of frames.)
-        let tables: u64 = mms
-            .values()
-            .map(|m| m.pt.table_frames().count() as u64)
-            .sum();
-        let deposits: u64 = mms.values().map(|m| m.deposits.len() as u64).sum();
-        let huge_zero_frames = huge_zero.get().map_or(0, |_| PAGES_PER_PMD);
-        let accounted =
-            held.len() as u64 + tables + deposits + huge_zero_frames + kernel_held.get() + 1;
-        let allocated = phys.stats().allocated_pages;
-        if allocated != accounted {
-            out.push(KernelViolation::FrameCount {
-                allocated,
-                accounted,
-            });
         }
         out
     }
@@ -1080,7 +791,7 @@ impl MmScan {
 }
 
 /// The union of two sorted runs, sorted and without repeats (one pass).
-fn merge_dedup(a: &[Pfn], b: &[Pfn]) -> Vec<Pfn> {
+pub(super) fn merge_dedup(a: &[Pfn], b: &[Pfn]) -> Vec<Pfn> {
     let mut out: Vec<Pfn> = Vec::with_capacity(a.len() + b.len());
     let (mut i, mut j) = (0, 0);
     while i < a.len() || j < b.len() {
@@ -1159,6 +870,9 @@ struct RmapState {
     /// Every frame's verdict was computed once (the first check, or the
     /// check after the rmap's log was dropped, recomputes all).
     complete: bool,
+    /// The frames the last verdict recomputed (`None`: every frame), for
+    /// the frame check (`super::check_frames`).
+    rechecked: Option<Vec<Pfn>>,
 }
 
 impl RmapState {
@@ -1188,9 +902,11 @@ impl RmapState {
     /// every frame).
     fn verdict(&mut self, rmap: &crate::mm::Rmap, touched: Option<Vec<Pfn>>) -> Vec<RmapViolation> {
         let mut dirty = core::mem::take(&mut self.dirty);
+        let mut all = false;
         match touched.filter(|_| self.complete) {
             Some(touched) => dirty.extend(touched),
             None => {
+                all = true;
                 dirty.extend(self.want.keys().copied());
                 dirty.extend(rmap.iter().map(|(pfn, _)| pfn));
                 dirty.extend(self.verdicts.keys().copied());
@@ -1199,6 +915,7 @@ impl RmapState {
         }
         dirty.sort_unstable();
         dirty.dedup();
+        self.rechecked = (!all).then(|| dirty.clone());
         for pfn in dirty {
             let want = self.want.get(&pfn).map_or(&[][..], Vec::as_slice);
             let found = crate::mm::rmap::check_frame(pfn, want, rmap.list(pfn));
@@ -1217,6 +934,7 @@ impl RmapState {
 pub(crate) struct CheckCache {
     mms: BTreeMap<MmId, Rc<MmScan>>,
     rmap: RmapState,
+    frames: super::check_frames::FrameCheckState,
 }
 
 impl CheckCache {

@@ -29,6 +29,11 @@
 //! its methods are the only way to change them, and each one that changes
 //! something touches (a call that changes nothing, such as marking a page
 //! referenced twice, need not).
+//!
+//! The pages whose place changed are logged too ([`Lru::take_changed`]),
+//! for the incremental checker's per-frame LRU verdicts
+//! (`crate::machine::check_frames`): every method that changes a place
+//! logs its page next to its `touch`.
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -105,12 +110,38 @@ pub(crate) struct Lru {
     /// The generation [`Lru::consistent_kept`] last computed, and its
     /// verdict.
     kept: Cell<Option<(u64, bool)>>,
+    /// The pages whose place changed since the last
+    /// [`Lru::take_changed`]; `None`: unknown (before the first take, or
+    /// after more than [`CHANGED_LOG_LIMIT`] changes).
+    changed: Option<Vec<Pfn>>,
 }
+
+/// Changes the log holds before it gives up (the checker then looks at
+/// every page once).
+const CHANGED_LOG_LIMIT: usize = 1 << 14;
 
 impl Lru {
     /// Called by every change of a field (module doc).
     fn touch(&mut self) {
         self.generation += 1;
+    }
+
+    /// Logs that `pfn`'s place changed (module doc).
+    fn log(&mut self, pfn: Pfn) {
+        if let Some(log) = &mut self.changed {
+            if log.len() < CHANGED_LOG_LIMIT {
+                log.push(pfn);
+            } else {
+                self.changed = None;
+            }
+        }
+    }
+
+    /// The pages whose place changed since the last call (with repeats,
+    /// unsorted), or `None` for "any page" (the first call, or the log
+    /// overflowed); the log starts afresh.
+    pub(crate) fn take_changed(&mut self) -> Option<Vec<Pfn>> {
+        self.changed.replace(Vec::new())
     }
 
     /// Adds `pfn` at the newest end of `list`, if it is on no list yet.
@@ -123,6 +154,7 @@ impl Lru {
 
     fn insert(&mut self, pfn: Pfn, list: LruList) {
         self.touch();
+        self.log(pfn);
         let seq = self.next;
         self.next += 1;
         self.lists[list.index()].insert(seq, pfn);
@@ -132,6 +164,7 @@ impl Lru {
     fn unlink(&mut self, pfn: Pfn) -> Option<LruPlace> {
         let (place, seq) = self.place.remove(&pfn)?;
         self.touch();
+        self.log(pfn);
         if let LruPlace::On(list) = place {
             self.lists[list.index()].remove(&seq);
         }
@@ -157,6 +190,7 @@ impl Lru {
     pub(crate) fn isolate_oldest(&mut self, list: LruList) -> Option<Pfn> {
         let (&seq, &pfn) = self.lists[list.index()].iter().next()?;
         self.touch();
+        self.log(pfn);
         self.lists[list.index()].remove(&seq);
         self.place
             .insert(pfn, (LruPlace::Isolated { home: list }, seq));
@@ -179,6 +213,8 @@ impl Lru {
             return;
         };
         self.touch();
+        self.log(src);
+        self.log(dst);
         if let LruPlace::On(list) = place {
             self.lists[list.index()].insert(seq, dst);
         }
@@ -325,6 +361,30 @@ mod tests {
         lru.putback(p(9), LruList::ActiveFile);
         assert_eq!(lru.len(LruList::ActiveFile), 1);
         assert!(lru.consistent());
+    }
+
+    /// Every change of a place is logged, a flag alone is not; the first
+    /// take and an overflow say "any page".
+    #[test]
+    fn the_change_log_names_every_page_whose_place_changed() {
+        let mut lru = Lru::default();
+        assert_eq!(lru.take_changed(), None);
+        lru.add(p(1), LruList::InactiveAnon);
+        lru.add(p(2), LruList::InactiveFile);
+        lru.set_referenced(p(2));
+        assert_eq!(lru.isolate_oldest(LruList::InactiveAnon), Some(p(1)));
+        lru.putback(p(1), LruList::ActiveAnon);
+        lru.replace(p(2), p(3));
+        lru.remove(p(1));
+        let mut changed = lru.take_changed().expect("logged since the first take");
+        changed.sort();
+        changed.dedup();
+        assert_eq!(changed, [p(1), p(2), p(3)]);
+        assert_eq!(lru.take_changed(), Some(Vec::new()));
+        for n in 0..=CHANGED_LOG_LIMIT as u64 {
+            lru.add(p(100 + n), LruList::InactiveAnon);
+        }
+        assert_eq!(lru.take_changed(), None);
     }
 
     /// The check as it was written before it merged instead of looking

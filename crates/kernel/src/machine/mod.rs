@@ -96,6 +96,7 @@
 
 mod access;
 mod check;
+mod check_frames;
 mod compact;
 mod cpu_tlb;
 mod direct;
@@ -116,6 +117,7 @@ mod syscalls;
 mod tags_by_pfn;
 use syscalls::PinKind;
 mod tlb;
+mod tracked;
 
 #[cfg(test)]
 mod tests;
@@ -265,21 +267,21 @@ pub struct Kernel {
     anon_ids: RefCell<IdAlloc<AnonId>>,
     object_ids: RefCell<IdAlloc<ObjectId>>,
     rmap: RefCell<Rmap>,
-    objects: RefCell<BTreeMap<ObjectId, Object>>,
+    objects: tracked::Tracked<BTreeMap<ObjectId, Object>>,
     /// Page cache pages: frame -> (object, offset) (Linux `page->mapping`,
     /// `page->index`).
-    cache_owner: RefCell<BTreeMap<Pfn, (ObjectId, Pgoff)>>,
+    cache_owner: tracked::Tracked<BTreeMap<Pfn, (ObjectId, Pgoff)>>,
     /// Frames held only by pins (unmapped, in no page cache).
-    orphans: RefCell<BTreeSet<Pfn>>,
+    orphans: tracked::Tracked<BTreeSet<Pfn>>,
     /// The LRU lists (see `lru`, `reclaim`).
     lru: RefCell<lru::Lru>,
     /// The swap cache (Linux `swapper_spaces`): the page a swap slot was
     /// read into while swap entries still refer to the slot, by slot, and
     /// the slot of each such page (see `swapping`).
     swap_cache: RefCell<BTreeMap<SwapSlot, Pfn>>,
-    swap_cache_slot: RefCell<BTreeMap<Pfn, SwapSlot>>,
+    swap_cache_slot: tracked::Tracked<BTreeMap<Pfn, SwapSlot>>,
     /// The swap device (see `swapping`).
-    swap: RefCell<SwapDevice>,
+    swap: tracked::Tracked<SwapDevice>,
     /// Tags restored at swap-in into a page whose tag storage is not
     /// reserved yet, written by the page's tag initialisation (RFC v3
     /// `tags_by_pfn`; see `swapping`).
@@ -318,7 +320,7 @@ pub struct Kernel {
     freeing: RefCell<BTreeSet<Pfn>>,
     /// The multi-size THP folios whose pages are all still mapped as
     /// their fault mapped them: head frame -> order (see `mthp`).
-    folios: RefCell<BTreeMap<Pfn, u32>>,
+    folios: tracked::Tracked<BTreeMap<Pfn, u32>>,
     /// Calls of `invariant_violations` so far (see `incremental`).
     checks: Cell<u64>,
     /// What the incremental checker keeps between checks (see `check`).
@@ -431,13 +433,13 @@ impl Kernel {
             anon_ids: RefCell::new(IdAlloc::new()),
             object_ids: RefCell::new(IdAlloc::new()),
             rmap: RefCell::new(Rmap::new()),
-            objects: RefCell::new(BTreeMap::new()),
-            cache_owner: RefCell::new(BTreeMap::new()),
-            orphans: RefCell::new(BTreeSet::new()),
+            objects: tracked::Tracked::new(BTreeMap::new()),
+            cache_owner: tracked::Tracked::new(BTreeMap::new()),
+            orphans: tracked::Tracked::new(BTreeSet::new()),
             lru: RefCell::new(lru::Lru::default()),
             swap_cache: RefCell::new(BTreeMap::new()),
-            swap_cache_slot: RefCell::new(BTreeMap::new()),
-            swap: RefCell::new(swap),
+            swap_cache_slot: tracked::Tracked::new(BTreeMap::new()),
+            swap: tracked::Tracked::new(swap),
             restored_tags: RefCell::new(BTreeMap::new()),
             rng: RefCell::new(Xoshiro256PlusPlus::seed_from_u64(seed)),
             counters: Cell::new(KernelCounters::default()),
@@ -450,7 +452,7 @@ impl Kernel {
             ksm: RefCell::new(ksm::KsmState::default()),
             lock_violations: RefCell::new(BTreeSet::new()),
             freeing: RefCell::new(BTreeSet::new()),
-            folios: RefCell::new(BTreeMap::new()),
+            folios: tracked::Tracked::new(BTreeMap::new()),
             checks: Cell::new(0),
             check_cache: RefCell::default(),
             kernel_held: Cell::new(0),
@@ -720,13 +722,19 @@ impl Kernel {
             .values()
             .flat_map(|m| m.vmas.iter().filter_map(|v| v.object()))
             .collect();
-        let dead: Vec<(ObjectId, Object)> = {
+        let ids: Vec<ObjectId> = self
+            .objects
+            .borrow()
+            .keys()
+            .copied()
+            .filter(|id| !live.contains(id))
+            .collect();
+        // No mutable borrow when nothing is dead: the checker's page
+        // cache verdict then stands (`check_frames`).
+        let dead: Vec<(ObjectId, Object)> = if ids.is_empty() {
+            Vec::new()
+        } else {
             let mut objects = self.objects.borrow_mut();
-            let ids: Vec<ObjectId> = objects
-                .keys()
-                .copied()
-                .filter(|id| !live.contains(id))
-                .collect();
             ids.into_iter()
                 .filter_map(|id| objects.remove(&id).map(|o| (id, o)))
                 .collect()

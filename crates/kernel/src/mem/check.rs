@@ -168,8 +168,6 @@ impl Memory {
     /// kernel layer's incremental checker recomputes its per-frame
     /// verdicts for, right after calling [`Self::check_incremental`]
     /// (the contract is `crate::phys::dirty`'s).
-    // Read by the kernel layer's incremental checker (being built).
-    #[allow(dead_code)]
     pub(crate) fn rechecked_frames(&self) -> Option<Vec<Pfn>> {
         match &self.incremental.borrow().last_rechecked {
             Some(crate::phys::incremental::Rechecked::Frames(pfns)) => Some(pfns.clone()),

@@ -10,6 +10,9 @@ use uapi::{Command, MapFlags, Op, Outcome, Prot};
 
 use super::*;
 use crate::machine::incremental::{same_verdict, sorted};
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::machine::{Object, ObjectKind};
 use crate::phys::{FrameState, FreeList, Order};
 
 /// A bug planted into a running machine.
@@ -270,6 +273,176 @@ fn pte_cleared_behind_the_rmap(k: &mut Kernel, p: Pid, b: TaggedPtr) {
     let mut mms = k.mms.borrow_mut();
     let m = mms.get_mut(&mm).unwrap();
     assert!(matches!(m.pt.clear_pte(b.addr()), Ok(Pte::Present(_))));
+}
+
+/// A mapped page recorded as an orphan: caught through the orphans'
+/// generation (the frame's verdict is unchanged, the orphan check is not).
+fn mapped_orphan(k: &mut Kernel, p: Pid, b: TaggedPtr) {
+    let pfn = pfn_of(k, p, b).expect("b is mapped");
+    k.orphans.borrow_mut().insert(pfn);
+}
+
+/// A free frame recorded as an orphan: held but not allocated, on no
+/// list, counted once too many.
+fn free_orphan(k: &mut Kernel, _: Pid, _: TaggedPtr) {
+    let (head, _, _) = first_free_block(k);
+    k.orphans.borrow_mut().insert(head);
+}
+
+/// A pin a process records that the frame does not have: caught through
+/// the processes' generation.
+fn unrecorded_frame_pin(k: &mut Kernel, p: Pid, b: TaggedPtr) {
+    let pfn = pfn_of(k, p, b).expect("b is mapped");
+    k.procs
+        .borrow_mut()
+        .get_mut(&p)
+        .expect("p runs")
+        .pins
+        .entry(b.addr().as_u64() >> 12)
+        .or_default()
+        .push(pfn);
+}
+
+/// A mapped page taken off its LRU list behind the kernel's back: caught
+/// through the LRU's change log.
+fn page_off_the_lru(k: &mut Kernel, p: Pid, b: TaggedPtr) {
+    let pfn = pfn_of(k, p, b).expect("b is mapped");
+    k.lru.borrow_mut().remove(pfn);
+}
+
+/// A free frame put on an LRU list.
+fn free_frame_on_the_lru(k: &mut Kernel, _: Pid, _: TaggedPtr) {
+    let (head, _, _) = first_free_block(k);
+    k.lru
+        .borrow_mut()
+        .add(head, crate::machine::lru::LruList::InactiveAnon);
+}
+
+/// An anonymous page moved to the file list (behind the kernel's back).
+fn anon_page_on_the_file_list(k: &mut Kernel, p: Pid, b: TaggedPtr) {
+    let pfn = pfn_of(k, p, b).expect("b is mapped");
+    let mut lru = k.lru.borrow_mut();
+    lru.remove(pfn);
+    lru.add(pfn, crate::machine::lru::LruList::ActiveFile);
+}
+
+/// A page in a page cache that no owner records: caught through the
+/// objects' generation.
+fn page_cache_page_without_owner(k: &mut Kernel, p: Pid, b: TaggedPtr) {
+    use crate::mm::Id;
+    let pfn = pfn_of(k, p, b).expect("b is mapped");
+    let id = crate::mm::ObjectId::from_raw(999);
+    k.objects.borrow_mut().insert(
+        id,
+        Object {
+            kind: ObjectKind::File,
+            pages: BTreeMap::from([(crate::mm::Pgoff::new(0), pfn)]),
+            disk: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            dropped: BTreeSet::new(),
+        },
+    );
+}
+
+/// A mapped page also recorded in the swap cache, for a free slot.
+fn mapped_page_in_the_swap_cache(k: &mut Kernel, p: Pid, b: TaggedPtr) {
+    let pfn = pfn_of(k, p, b).expect("b is mapped");
+    let slot = crate::mm::SwapSlot::new(0);
+    k.swap_cache.borrow_mut().insert(slot, pfn);
+    k.swap_cache_slot.borrow_mut().insert(pfn, slot);
+}
+
+/// A free frame in the swap cache (held but not allocated), for a free
+/// slot: caught through the swap cache's generation.
+fn free_frame_in_the_swap_cache(k: &mut Kernel, _: Pid, _: TaggedPtr) {
+    let (head, _, _) = first_free_block(k);
+    let slot = crate::mm::SwapSlot::new(0);
+    k.swap_cache.borrow_mut().insert(slot, head);
+    k.swap_cache_slot.borrow_mut().insert(head, slot);
+}
+
+/// A swap slot in use that no swap entry refers to (a leaked slot):
+/// caught through the swap device's generation.
+fn leaked_swap_slot(k: &mut Kernel, _: Pid, _: TaggedPtr) {
+    k.swap.borrow_mut().alloc(None, None).expect("a free slot");
+}
+
+/// Restored tags waiting for a free frame.
+fn restored_tags_of_a_free_frame(k: &mut Kernel, _: Pid, _: TaggedPtr) {
+    let (head, _, _) = first_free_block(k);
+    let tags = vec![Tag::new(1).unwrap(); k.mem.tags_per_page()];
+    k.restored_tags.borrow_mut().insert(head, tags);
+}
+
+/// A frame the kernel allocated and forgot (a leak).
+fn leaked_frame(k: &mut Kernel, _: Pid, _: TaggedPtr) {
+    k.mem
+        .phys_mut()
+        .alloc
+        .alloc(Order::new(0), crate::phys::AllocFlags::KERNEL)
+        .expect("a free frame");
+}
+
+#[test]
+fn planted_frame_bugs_are_found_by_both_checkers_at_the_planted_step() {
+    let bugs: [(&str, Plant, &str); 12] = [
+        ("mapped orphan", mapped_orphan, "Orphan"),
+        ("free orphan", free_orphan, "NotAllocated"),
+        ("unrecorded frame pin", unrecorded_frame_pin, "PinCount"),
+        (
+            "page off the LRU",
+            page_off_the_lru,
+            "a user page on no list",
+        ),
+        (
+            "free frame on the LRU",
+            free_frame_on_the_lru,
+            "not a user page",
+        ),
+        (
+            "anonymous page on the file list",
+            anon_page_on_the_file_list,
+            "wrong type",
+        ),
+        (
+            "page cache page without owner",
+            page_cache_page_without_owner,
+            "PageCache",
+        ),
+        (
+            "mapped page in the swap cache",
+            mapped_page_in_the_swap_cache,
+            "SwapCache",
+        ),
+        (
+            "restored tags of a free frame",
+            restored_tags_of_a_free_frame,
+            "RestoredTags",
+        ),
+        ("leaked frame", leaked_frame, "FrameCount"),
+        (
+            "free frame in the swap cache",
+            free_frame_in_the_swap_cache,
+            "NotAllocated",
+        ),
+        ("free orphan's count", free_orphan, "FrameCount"),
+    ];
+    for (name, bug, expected) in bugs {
+        let (step, verdict) = run_with_bug("dynamic", Some(bug));
+        assert_eq!(step, PLANT_AFTER, "{name}: {verdict:#?}");
+        assert!(
+            verdict.iter().any(|v| v.contains(expected)),
+            "{name}: {verdict:#?}"
+        );
+    }
+    // On a machine with swap.
+    let keys = [("tag-storage", "dynamic"), ("swap", "1M")];
+    let (step, verdict) = run_with_bug_on(&keys, Some(leaked_swap_slot));
+    assert_eq!(step, PLANT_AFTER, "{verdict:#?}");
+    assert!(
+        verdict.iter().any(|v| v.contains("SwapCount")),
+        "{verdict:#?}"
+    );
 }
 
 #[test]

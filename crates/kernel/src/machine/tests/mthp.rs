@@ -83,6 +83,12 @@ fn the_checker_reports_an_inconsistent_folio() {
     rmap.add(head + 3, entry(moved)).unwrap();
     drop(rmap);
     let v = k.violations();
+    // The incremental checker finds it through the rmap's change log.
+    let incremental = k.violations_incremental();
+    assert!(
+        crate::machine::incremental::same_verdict(&incremental, &v),
+        "{incremental:#?}\n{v:#?}"
+    );
     assert!(
         v.iter().any(|v| matches!(
             v,
