@@ -181,9 +181,18 @@ impl Memory {
         &self,
         cache: Option<&mut super::incremental::MemCheckCache>,
     ) -> Vec<MemViolation> {
-        let dirty = cache
-            .as_ref()
-            .map(|_| self.phys.borrow_mut().alloc.frames.take_dirty());
+        let mut cache = cache;
+        // What changed since the last check (the logs are taken), and the
+        // contents' verdict, which takes its log.
+        let (dirty, contents_out) = match cache.as_mut() {
+            Some(cache) => {
+                let mut phys = self.phys.borrow_mut();
+                let dirty = phys.alloc.frames.take_dirty();
+                let contents = phys.contents.check_incremental(&mut cache.contents);
+                (Some(dirty), contents)
+            }
+            None => (None, Vec::new()),
+        };
         let Self {
             policy,
             rules: _,
@@ -214,8 +223,7 @@ impl Memory {
             (Some(cache), Some(dirty)) => {
                 let (phys_out, rechecked) = phys.alloc.check_incremental(&mut cache.frames, dirty);
                 out = phys_out.into_iter().map(MemViolation::Phys).collect();
-                let contents = cache.contents_check(&phys.contents);
-                out.extend(contents.into_iter().map(MemViolation::Phys));
+                out.extend(contents_out.into_iter().map(MemViolation::Phys));
                 cache.last_rechecked = Some(rechecked.clone());
                 cache.flags.update(self, &phys, rechecked);
                 cache.flags.report(&mut frame_out, &mut tagged, &mut refs);

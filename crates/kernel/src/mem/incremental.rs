@@ -44,31 +44,13 @@ pub(crate) struct FlagCache {
 pub(crate) struct MemCheckCache {
     pub(crate) frames: FrameCheckCache,
     pub(crate) flags: FlagCache,
-    /// The page contents' check, by the contents' generation.
-    pub(crate) contents: Option<(u64, Vec<crate::phys::PhysViolation>)>,
+    /// The page contents' check ([`crate::phys::PhysContents::check_incremental`]).
+    pub(crate) contents: crate::phys::ContentsCheckCache,
     /// The frames the last incremental check recomputed (`None` before
     /// the first): every frame whose metadata may have changed since the
     /// check before it, for the kernel layer's own per-frame verdicts
     /// ([`Memory::rechecked_frames`]).
     pub(crate) last_rechecked: Option<Rechecked>,
-}
-
-impl MemCheckCache {
-    /// [`crate::phys::PhysContents::check`], reused while the contents'
-    /// index and slots are unchanged.
-    pub(crate) fn contents_check(
-        &mut self,
-        contents: &crate::phys::PhysContents,
-    ) -> Vec<crate::phys::PhysViolation> {
-        match &self.contents {
-            Some((generation, v)) if *generation == contents.generation() => v.clone(),
-            _ => {
-                let v = contents.check();
-                self.contents = Some((contents.generation(), v.clone()));
-                v
-            }
-        }
-    }
 }
 
 impl FlagCache {

@@ -51,6 +51,7 @@ pub use isolate::{
     ClaimError, ClaimedRange, InUseFrame, IsolateError, IsolatedRange, RangeError, UnmovableCause,
 };
 pub use layout::{CmaUse, LayoutError, Order, PhysGeometry, PhysLayout, Region, RegionKind};
+pub(crate) use mem::ContentsCheckCache;
 pub use mem::{Epoch, MemError, PageBuf, PageSlot, PageView, PhysContents, copy_into};
 pub use pcp::PcpParams;
 

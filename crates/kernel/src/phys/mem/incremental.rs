@@ -1,0 +1,325 @@
+//! The incremental form of [`PhysContents::check`]: the verdicts of the
+//! slots and of the index entries recomputed only where a buffer was added
+//! or dropped since the last check, from the contents' change log
+//! ([`ContentsLog`], noted by `page_slot_mut` and `zero_page`, the only
+//! paths that change the index or the slots).
+//!
+//! A slot's verdict reads the slot and the index entry of its buffer's
+//! frame; an index entry's verdict reads the entry and the slot it names.
+//! So the slots rechecked are the logged ones and those whose buffer (at
+//! the last check) is for a logged frame; the index entries rechecked are
+//! the logged frames' and those naming (at the last check) a logged slot.
+//! The free slots are read in full at every check (a short list of slot
+//! numbers, no page's data), and the count of used slots is kept as a sum.
+//! The result equals the full check's as a multiset (the order differs);
+//! the tests below and `crate::machine::tests::incremental` compare both.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use mte::Pfn;
+
+use super::PhysContents;
+use crate::phys::check::PhysViolation;
+
+/// Entries the log keeps before it collapses to "everything changed".
+const MAX_CHANGES: usize = 4096;
+
+/// The buffers added or dropped since the incremental checker last looked:
+/// `(slot, frame)` pairs, or "anything" (`overflow`, also the state of a
+/// fresh log: the first check is a full one).
+#[derive(Clone, Debug)]
+pub(crate) struct ContentsLog {
+    overflow: bool,
+    changes: Vec<(u32, Pfn)>,
+}
+
+impl Default for ContentsLog {
+    fn default() -> Self {
+        ContentsLog {
+            overflow: true,
+            changes: Vec::new(),
+        }
+    }
+}
+
+impl ContentsLog {
+    /// Records that `slot` and `pfn`'s index entry changed.
+    #[inline]
+    pub(super) fn note(&mut self, slot: u32, pfn: Pfn) {
+        if self.overflow {
+            return;
+        }
+        if self.changes.len() == MAX_CHANGES {
+            self.overflow = true;
+            self.changes = Vec::new();
+            return;
+        }
+        self.changes.push((slot, pfn));
+    }
+}
+
+/// Where a violation of the contents was found, for replacing it when that
+/// place is rechecked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Place {
+    Slot(u32),
+    Index(Pfn),
+}
+
+/// What the incremental check of the contents keeps between checks.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ContentsCheckCache {
+    /// `(frame, slot)` for each slot holding a buffer (for `frame`).
+    claims: BTreeSet<(Pfn, u32)>,
+    /// The frame of each slot holding a buffer.
+    claim_of: BTreeMap<u32, Pfn>,
+    /// `(slot, frame)` for each non-zero index entry (naming `slot`).
+    pointers: BTreeSet<(u32, Pfn)>,
+    /// The slot each non-zero index entry names.
+    pointer_of: BTreeMap<Pfn, u32>,
+    /// The places whose verdict is not empty, with it.
+    violations: BTreeMap<Place, Vec<PhysViolation>>,
+}
+
+impl ContentsCheckCache {
+    fn recheck_slot(&mut self, contents: &PhysContents, slot: u32) {
+        if let Some(pfn) = self.claim_of.remove(&slot) {
+            self.claims.remove(&(pfn, slot));
+        }
+        let mut out = Vec::new();
+        if let Some(pfn) = contents.slot_verdict(slot, &mut out) {
+            self.claim_of.insert(slot, pfn);
+            self.claims.insert((pfn, slot));
+        }
+        self.keep(Place::Slot(slot), out);
+    }
+
+    fn recheck_index(&mut self, contents: &PhysContents, pfn: Pfn) {
+        if let Some(slot) = self.pointer_of.remove(&pfn) {
+            self.pointers.remove(&(slot, pfn));
+        }
+        let mut out = Vec::new();
+        let entry = contents.index.get(pfn).copied().unwrap_or(0);
+        if entry != 0 {
+            contents.index_verdict(pfn, entry, &mut out);
+            self.pointer_of.insert(pfn, entry - 1);
+            self.pointers.insert((entry - 1, pfn));
+        }
+        self.keep(Place::Index(pfn), out);
+    }
+
+    fn keep(&mut self, place: Place, out: Vec<PhysViolation>) {
+        if out.is_empty() {
+            if !self.violations.is_empty() {
+                self.violations.remove(&place);
+            }
+        } else {
+            self.violations.insert(place, out);
+        }
+    }
+}
+
+impl PhysContents {
+    /// [`Self::check`], recomputing the verdicts of the slots and index
+    /// entries the change log names (and those depending on them, see the
+    /// module doc); takes the log.
+    pub(crate) fn check_incremental(
+        &mut self,
+        cache: &mut ContentsCheckCache,
+    ) -> Vec<PhysViolation> {
+        let log = core::mem::replace(
+            &mut self.changes,
+            ContentsLog {
+                overflow: false,
+                changes: Vec::new(),
+            },
+        );
+        if log.overflow {
+            *cache = ContentsCheckCache::default();
+            for slot in 0..self.slots.len() {
+                cache.recheck_slot(self, slot as u32);
+            }
+            let entries: Vec<Pfn> = self
+                .index
+                .materialised()
+                .flat_map(|(start, section)| {
+                    section
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, e)| **e != 0)
+                        .map(move |(offset, _)| start + offset as u64)
+                })
+                .collect();
+            for pfn in entries {
+                cache.recheck_index(self, pfn);
+            }
+        } else if !log.changes.is_empty() {
+            let mut slots: Vec<u32> = Vec::new();
+            let mut pfns: Vec<Pfn> = Vec::new();
+            for &(slot, pfn) in &log.changes {
+                slots.push(slot);
+                pfns.push(pfn);
+                // The slots whose buffer is for a logged frame, and the
+                // entries naming a logged slot, at the last check.
+                let claimants = cache.claims.range((pfn, 0)..=(pfn, u32::MAX));
+                slots.extend(claimants.map(|&(_, s)| s));
+                let pointing = cache
+                    .pointers
+                    .range((slot, Pfn::new(0))..=(slot, Pfn::new(u64::MAX)));
+                pfns.extend(pointing.map(|&(_, p)| p));
+            }
+            slots.sort_unstable();
+            slots.dedup();
+            pfns.sort_unstable();
+            pfns.dedup();
+            for slot in slots {
+                cache.recheck_slot(self, slot);
+            }
+            for pfn in pfns {
+                cache.recheck_index(self, pfn);
+            }
+        }
+        let mut out: Vec<PhysViolation> = cache.violations.values().flatten().cloned().collect();
+        self.check_free_slots(cache.claim_of.len() as u64, &mut out);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phys::buddy::tests::{region, small_geometry};
+    use crate::phys::layout::{PhysLayout, RegionKind};
+
+    fn contents() -> PhysContents {
+        PhysContents::new(
+            PhysLayout::new(
+                small_geometry(),
+                vec![
+                    region(0, 32, RegionKind::Dram),
+                    region(40, 8, RegionKind::TagStorageCma),
+                ],
+            )
+            .unwrap(),
+        )
+    }
+
+    fn sorted(mut v: Vec<PhysViolation>) -> Vec<String> {
+        let mut out: Vec<String> = v.drain(..).map(|x| format!("{x:?}")).collect();
+        out.sort();
+        out
+    }
+
+    /// Both checks on `m`, required equal; the verdict.
+    fn both(m: &mut PhysContents, cache: &mut ContentsCheckCache, what: &str) -> Vec<String> {
+        let full = sorted(m.check());
+        let incremental = sorted(m.check_incremental(cache));
+        assert_eq!(incremental, full, "{what}");
+        full
+    }
+
+    /// Random buffers added and dropped, then each kind of broken index,
+    /// slot or free slot planted behind the accessors' back: the
+    /// incremental check says what the full one says after every change.
+    #[test]
+    fn the_incremental_check_equals_the_full_one() {
+        let mut m = contents();
+        let mut cache = ContentsCheckCache::default();
+        assert!(both(&mut m, &mut cache, "start").is_empty());
+        let mut seed = 7u64;
+        for step in 0..400u64 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let pfn = Pfn::new((seed >> 33) % 32);
+            match (seed >> 20) % 3 {
+                0 => m.zero_page(pfn).unwrap(),
+                1 => m.write_u8(pfn.addr(12), step as u8 | 1).unwrap(),
+                _ => m.copy_page(Pfn::new((seed >> 40) % 32), pfn).unwrap(),
+            }
+            assert!(both(&mut m, &mut cache, &format!("step {step}")).is_empty());
+        }
+        assert!(m.pages_with_data() > 0);
+        type Bug = fn(&mut PhysContents);
+        let bugs: [(&str, Bug, &str); 5] = [
+            (
+                "an index entry naming an empty slot",
+                |m| {
+                    let pfn = (0..32).map(Pfn::new).find(|&p| !m.has_buffer(p)).unwrap();
+                    *m.index.get_or_materialise(pfn, |_, _| {}) = 1;
+                    m.changes.note(0, pfn);
+                },
+                "ContentsSlot",
+            ),
+            (
+                "a slot whose index entry was cleared",
+                |m| {
+                    let pfn = (0..32).map(Pfn::new).find(|&p| m.has_buffer(p)).unwrap();
+                    let slot = m.page_slot(pfn).unwrap().index;
+                    *m.index.get_mut(pfn).unwrap() = 0;
+                    m.changes.note(slot, pfn);
+                },
+                "ContentsSlot",
+            ),
+            (
+                "a used slot on the free list",
+                |m| {
+                    let pfn = (0..32).map(Pfn::new).find(|&p| m.has_buffer(p)).unwrap();
+                    let slot = m.page_slot(pfn).unwrap().index;
+                    m.free_slots.push(slot);
+                },
+                "ContentsFreeSlot",
+            ),
+            (
+                "a buffer dropped without its count",
+                |m| {
+                    let pfn = (0..32).map(Pfn::new).find(|&p| m.has_buffer(p)).unwrap();
+                    let slot = m.page_slot(pfn).unwrap().index;
+                    m.slots[slot as usize] = None;
+                    m.free_slots.push(slot);
+                    m.changes.note(slot, pfn);
+                },
+                "ContentsCount",
+            ),
+            (
+                "a buffer moved to another frame",
+                |m| {
+                    let pfn = (0..32).map(Pfn::new).find(|&p| m.has_buffer(p)).unwrap();
+                    let slot = m.page_slot(pfn).unwrap().index;
+                    m.slots[slot as usize].as_mut().unwrap().pfn = Pfn::new(100);
+                    m.changes.note(slot, Pfn::new(100));
+                },
+                "ContentsOutsideMemory",
+            ),
+        ];
+        for (what, bug, expected) in bugs {
+            let mut broken = m.clone();
+            let mut cache = cache.clone();
+            bug(&mut broken);
+            let verdict = both(&mut broken, &mut cache, what);
+            assert!(
+                verdict.iter().any(|v| v.contains(expected)),
+                "{what}: {verdict:#?}"
+            );
+        }
+    }
+
+    /// A change the log misses is not seen by the incremental check (which
+    /// is why every path that changes a buffer must log it): the full
+    /// check, run beside it every 1024th check, is what finds such a miss.
+    #[test]
+    fn a_missed_log_entry_is_what_separates_the_checks() {
+        let mut m = contents();
+        let mut cache = ContentsCheckCache::default();
+        m.write_u8(Pfn::new(3).addr(12), 1).unwrap();
+        assert!(both(&mut m, &mut cache, "start").is_empty());
+        *m.index.get_mut(Pfn::new(3)).unwrap() = 0;
+        assert!(!m.check().is_empty());
+        assert!(
+            !m.check_incremental(&mut cache)
+                .iter()
+                .any(|v| matches!(v, PhysViolation::ContentsSlot { .. })),
+            "an unlogged change is invisible to the incremental check"
+        );
+    }
+}
