@@ -22,6 +22,10 @@ use crate::phys::incremental::{FrameCheckCache, Rechecked};
 /// search (the default is a frame with no flag).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct FlagRecord {
+    /// The flags the verdict was computed from: it reads nothing else of
+    /// the frame's (and the static geometry and policy), so a frame
+    /// rechecked with the same flags keeps its record and violations.
+    flags: crate::phys::FrameFlags,
     tagged: bool,
     /// The block the frame holds a reference on.
     block: Option<TagBlock>,
@@ -46,6 +50,8 @@ pub(crate) struct MemCheckCache {
     pub(crate) flags: FlagCache,
     /// The page contents' check ([`crate::phys::PhysContents::check_incremental`]).
     pub(crate) contents: crate::phys::ContentsCheckCache,
+    /// The reserved blocks' frame verdicts (`Lent` designs).
+    pub(crate) blocks: BlockCache,
     /// The frames the last incremental check recomputed (`None` before
     /// the first): every frame whose metadata may have changed since the
     /// check before it, for the kernel layer's own per-frame verdicts
@@ -55,7 +61,7 @@ pub(crate) struct MemCheckCache {
 
 impl FlagCache {
     /// Recomputes the verdicts of `rechecked`.
-    pub(crate) fn update(&mut self, mem: &Memory, phys: &PhysMem, rechecked: Rechecked) {
+    pub(crate) fn update(&mut self, mem: &Memory, phys: &PhysMem, rechecked: &Rechecked) {
         let pages = phys.alloc.frames.section_pages();
         match rechecked {
             Rechecked::All => {
@@ -69,7 +75,7 @@ impl FlagCache {
                 }
             }
             Rechecked::Frames(pfns) => {
-                for pfn in pfns {
+                for &pfn in pfns {
                     let flags = phys
                         .alloc
                         .frames
@@ -85,15 +91,26 @@ impl FlagCache {
     /// Replaces the record of `pfn` (of a section of `pages` frames) by
     /// the verdict of `flags`.
     fn recheck(&mut self, mem: &Memory, pfn: Pfn, pages: u64, flags: crate::phys::FrameFlags) {
+        let start = Pfn::new(pfn.as_u64() & !(pages - 1));
+        let kept = self
+            .records
+            .get(&start)
+            .map_or(FlagRecord::default(), |r| r[(pfn - start) as usize]);
+        if kept.flags == flags {
+            return;
+        }
         let mut violations = Vec::new();
         let record = match flags.is_empty() {
             true => FlagRecord::default(),
             false => {
                 let (tagged, block) = mem.frame_flags_verdict(pfn, flags, &mut violations);
-                FlagRecord { tagged, block }
+                FlagRecord {
+                    flags,
+                    tagged,
+                    block,
+                }
             }
         };
-        let start = Pfn::new(pfn.as_u64() & !(pages - 1));
         if record != FlagRecord::default() || self.records.contains_key(&start) {
             let records = self
                 .records
@@ -139,5 +156,63 @@ impl FlagCache {
         }
         *tagged = self.tagged;
         refs.clone_from(&self.refs);
+    }
+}
+
+/// The verdicts of the reserved blocks' frames (`Lent` designs: each frame
+/// of a reserved block is claimed), kept per block. A claimed frame's
+/// status reads its metadata alone, so a block whose verdict was empty is
+/// looked at again only when newly reserved or when one of its frames was
+/// rechecked (its metadata may have changed); a block with a violation is
+/// looked at at every check (an unclaimed frame's status reads the free
+/// lists too).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct BlockCache {
+    /// The blocks reserved at the last check, in block order.
+    reserved: Vec<TagBlock>,
+    /// The blocks whose verdict is not empty, with it.
+    violations: BTreeMap<TagBlock, Vec<MemViolation>>,
+}
+
+impl BlockCache {
+    /// Recomputes, with `verdict`, the verdicts of the blocks of `reserved`
+    /// (in block order) that may have changed given the frames rechecked.
+    pub(crate) fn update(
+        &mut self,
+        reserved: &[TagBlock],
+        rechecked: &Rechecked,
+        mut verdict: impl FnMut(TagBlock, &mut Vec<MemViolation>),
+        block_pfns: impl Fn(TagBlock) -> mte::PfnRange,
+    ) {
+        let mut old = core::mem::take(&mut self.violations);
+        let mut before = self.reserved.iter().peekable();
+        for &block in reserved {
+            while before.next_if(|b| **b < block).is_some() {}
+            let was_reserved = before.next_if(|b| **b == block).is_some();
+            let had_violations = old.remove(&block);
+            let touched = match rechecked {
+                Rechecked::All => true,
+                Rechecked::Frames(pfns) => {
+                    let range = block_pfns(block);
+                    let i = pfns.partition_point(|p| *p < range.start);
+                    pfns.get(i).is_some_and(|p| *p < range.end())
+                }
+            };
+            if !was_reserved || had_violations.is_some() || touched {
+                let mut out = Vec::new();
+                verdict(block, &mut out);
+                if !out.is_empty() {
+                    // (A block listed twice keeps its violations twice.)
+                    self.violations.entry(block).or_default().extend(out);
+                }
+            }
+        }
+        self.reserved.clear();
+        self.reserved.extend_from_slice(reserved);
+    }
+
+    /// The violations of every reserved block, as the full loop gives.
+    pub(crate) fn report(&self, out: &mut Vec<MemViolation>) {
+        out.extend(self.violations.values().flatten().cloned());
     }
 }

@@ -225,7 +225,10 @@ impl BuddyAllocator {
             let mut violations = Vec::new();
             let (blocks, recount) = self.check_lists(&mut violations);
             let mut sorted: Vec<(Pfn, Order)> = blocks.iter().map(|b| (b.head, b.order)).collect();
-            sorted.sort();
+            // Already in order but where heads tie (broken lists).
+            if !sorted.is_sorted() {
+                sorted.sort_unstable();
+            }
             let pageblocks: Vec<MigrateType> =
                 self.pageblocks.iter().map(|p| p.migratetype).collect();
             if cache.primed {
@@ -353,7 +356,7 @@ impl BuddyAllocator {
                         }
                     }
                 }
-                pfns.sort();
+                pfns.sort_unstable();
                 pfns.dedup();
                 for &pfn in &pfns {
                     self.recheck_frame(cache, pfn, &covered);
