@@ -5,7 +5,7 @@
 //! metadata was handed out mutably since the last check (the flags are
 //! part of the metadata; see [`crate::phys::dirty`] for the contract).
 //! The recounts are kept as sums of per-frame contributions, and the
-//! records densely, one vector per section (a rechecked frame costs an
+//! records densely ([`crate::phys::records`]: a rechecked frame costs an
 //! index, not a map search).
 
 use std::collections::BTreeMap;
@@ -15,6 +15,7 @@ use mte::{Pfn, TagBlock};
 use super::{MemViolation, Memory};
 use crate::phys::PhysMem;
 use crate::phys::incremental::{FrameCheckCache, Rechecked};
+use crate::phys::records::FrameRecords;
 
 /// What one frame's flags contributed at the last check, its violations
 /// aside: kept for every frame of a section, in one vector per section,
@@ -34,9 +35,8 @@ struct FlagRecord {
 /// The per-frame flag verdicts kept between checks.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct FlagCache {
-    /// Per section (by its first frame) that has had a record other than
-    /// the default; a frame of another section has the default record.
-    records: BTreeMap<Pfn, Vec<FlagRecord>>,
+    /// Each frame's record.
+    records: FrameRecords<FlagRecord>,
     /// The frames whose verdict is not empty, with it.
     violations: BTreeMap<Pfn, Vec<MemViolation>>,
     tagged: u64,
@@ -62,14 +62,13 @@ pub(crate) struct MemCheckCache {
 impl FlagCache {
     /// Recomputes the verdicts of `rechecked`.
     pub(crate) fn update(&mut self, mem: &Memory, phys: &PhysMem, rechecked: &Rechecked) {
-        let pages = phys.alloc.frames.section_pages();
         match rechecked {
             Rechecked::All => {
                 *self = FlagCache::default();
                 for (start, section) in phys.alloc.frames.sections() {
                     for (i, meta) in section.iter().enumerate() {
                         if !meta.flags.is_empty() {
-                            self.recheck(mem, start + i as u64, pages, meta.flags);
+                            self.recheck(mem, start + i as u64, meta.flags);
                         }
                     }
                 }
@@ -82,21 +81,15 @@ impl FlagCache {
                         .block(pfn, 1)
                         .map(|m| m[0].flags)
                         .unwrap_or_default();
-                    self.recheck(mem, pfn, pages, flags);
+                    self.recheck(mem, pfn, flags);
                 }
             }
         }
     }
 
-    /// Replaces the record of `pfn` (of a section of `pages` frames) by
-    /// the verdict of `flags`.
-    fn recheck(&mut self, mem: &Memory, pfn: Pfn, pages: u64, flags: crate::phys::FrameFlags) {
-        let start = Pfn::new(pfn.as_u64() & !(pages - 1));
-        let kept = self
-            .records
-            .get(&start)
-            .map_or(FlagRecord::default(), |r| r[(pfn - start) as usize]);
-        if kept.flags == flags {
+    /// Replaces the record of `pfn` by the verdict of `flags`.
+    fn recheck(&mut self, mem: &Memory, pfn: Pfn, flags: crate::phys::FrameFlags) {
+        if self.records.get(pfn).flags == flags {
             return;
         }
         let mut violations = Vec::new();
@@ -111,25 +104,19 @@ impl FlagCache {
                 }
             }
         };
-        if record != FlagRecord::default() || self.records.contains_key(&start) {
-            let records = self
-                .records
-                .entry(start)
-                .or_insert_with(|| vec![FlagRecord::default(); pages as usize]);
-            let old = core::mem::replace(&mut records[(pfn - start) as usize], record);
-            if old != record {
-                self.tagged -= u64::from(old.tagged);
-                self.tagged += u64::from(record.tagged);
-                if let Some(block) = old.block {
-                    let left = self.refs.get_mut(&block).expect("BUG: incremental refs");
-                    *left -= 1;
-                    if *left == 0 {
-                        self.refs.remove(&block);
-                    }
+        let old = self.records.set(pfn, record);
+        if old != record {
+            self.tagged -= u64::from(old.tagged);
+            self.tagged += u64::from(record.tagged);
+            if let Some(block) = old.block {
+                let left = self.refs.get_mut(&block).expect("BUG: incremental refs");
+                *left -= 1;
+                if *left == 0 {
+                    self.refs.remove(&block);
                 }
-                if let Some(block) = record.block {
-                    *self.refs.entry(block).or_default() += 1;
-                }
+            }
+            if let Some(block) = record.block {
+                *self.refs.entry(block).or_default() += 1;
             }
         }
         match violations.is_empty() {

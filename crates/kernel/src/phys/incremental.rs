@@ -21,8 +21,8 @@
 //! the frames whose coverage by free blocks changed since the last check
 //! (a split or merge changes none); the
 //! frames of pageblocks whose type changed. Counts are kept as sums of the
-//! per-frame contributions; the records are kept densely, one vector per
-//! section, so that a rechecked frame costs an index, not a map search.
+//! per-frame contributions; the records are kept densely
+//! ([`crate::phys::records`]), so that a rechecked frame costs an index.
 //! The result equals the full checker's as a
 //! multiset (the order differs); `crate::machine::tests::incremental` runs
 //! both on random programs and on planted bugs.
@@ -36,6 +36,7 @@ use crate::phys::check::{FreeBlock, PhysViolation};
 use crate::phys::dirty::DirtyFrames;
 use crate::phys::frame::{FrameState, MigrateType};
 use crate::phys::layout::{Order, RegionKind};
+use crate::phys::records::FrameRecords;
 
 /// What one frame contributed at the last check, its violations aside:
 /// kept for every frame of a materialised section, in one vector per
@@ -86,10 +87,8 @@ pub(crate) struct FrameCheckCache {
     /// The free blocks, sorted by (head, order).
     blocks: Vec<(Pfn, Order)>,
     pageblocks: Vec<MigrateType>,
-    /// Each frame's record, per section (by its first frame) that has had
-    /// a record other than the default; a frame of another section has
-    /// the default record.
-    records: BTreeMap<Pfn, Vec<FrameRecord>>,
+    /// Each frame's record.
+    records: FrameRecords<FrameRecord>,
     /// The frames whose verdict is not empty, with it.
     violations: BTreeMap<Pfn, Vec<PhysViolation>>,
     sums: Counters,
@@ -115,12 +114,9 @@ struct ListsVerdict {
 }
 
 impl FrameCheckCache {
-    /// The record of `pfn` (of a section of `section_pages` frames).
-    fn record(&self, pfn: Pfn, section_pages: u64) -> FrameRecord {
-        let start = Pfn::new(pfn.as_u64() & !(section_pages - 1));
-        self.records
-            .get(&start)
-            .map_or_else(FrameRecord::default, |r| r[(pfn - start) as usize])
+    /// The record of `pfn`.
+    fn record(&self, pfn: Pfn) -> FrameRecord {
+        self.records.get(pfn)
     }
 }
 
@@ -333,7 +329,7 @@ impl BuddyAllocator {
                         // its head's state alone; a change of counts or
                         // flags leaves the block's other verdicts as they
                         // were). No record is a free frame.
-                        let old = cache.record(pfn, section_pages).state;
+                        let old = cache.record(pfn).state;
                         let new = self
                             .frames
                             .block(pfn, 1)
@@ -397,21 +393,11 @@ impl BuddyAllocator {
     /// Replaces the record of `pfn` by its verdict now.
     fn recheck_frame(&self, cache: &mut FrameCheckCache, pfn: Pfn, covered: &dyn Fn(Pfn) -> bool) {
         let (record, violations) = self.frame_record(pfn, covered);
-        let pages = self.frames.section_pages();
-        let start = self.frames.section_start(pfn);
-        // A section seen for the first time has every record the default.
-        if record != FrameRecord::default() || cache.records.contains_key(&start) {
-            let records = cache
-                .records
-                .entry(start)
-                .or_insert_with(|| vec![FrameRecord::default(); pages as usize]);
-            let old = &mut records[(pfn - start) as usize];
-            // Most rechecked frames keep their record (a count changed).
-            if *old != record {
-                add(&mut cache.sums, &old.recount(), false);
-                add(&mut cache.sums, &record.recount(), true);
-                *old = record;
-            }
+        let old = cache.records.set(pfn, record);
+        // Most rechecked frames keep their record (a count changed).
+        if old != record {
+            add(&mut cache.sums, &old.recount(), false);
+            add(&mut cache.sums, &record.recount(), true);
         }
         match violations.is_empty() {
             true => {

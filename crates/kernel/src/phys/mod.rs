@@ -35,6 +35,7 @@ pub mod mem;
 #[cfg(test)]
 mod model_tests;
 pub mod pcp;
+pub(crate) mod records;
 mod runs;
 mod sparse;
 

@@ -6,20 +6,23 @@
 //!
 //! A slot's verdict reads the slot and the index entry of its buffer's
 //! frame; an index entry's verdict reads the entry and the slot it names.
-//! So the slots rechecked are the logged ones and those whose buffer (at
-//! the last check) is for a logged frame; the index entries rechecked are
-//! the logged frames' and those naming (at the last check) a logged slot.
+//! So besides the logged slots and entries, a slot whose verdict was empty
+//! changes only when its frame's entry was logged (and that entry named
+//! it), and an entry whose verdict was empty only when the slot it named
+//! was logged (and held its frame's buffer): those are rechecked, with
+//! every place whose verdict was not empty (broken states only).
 //! The free slots are read in full at every check (a short list of slot
 //! numbers, no page's data), and the count of used slots is kept as a sum.
 //! The result equals the full check's as a multiset (the order differs);
 //! the tests below and `crate::machine::tests::incremental` compare both.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use mte::Pfn;
 
 use super::PhysContents;
 use crate::phys::check::PhysViolation;
+use crate::phys::records::FrameRecords;
 
 /// Entries the log keeps before it collapses to "everything changed".
 const MAX_CHANGES: usize = 4096;
@@ -69,42 +72,36 @@ enum Place {
 /// What the incremental check of the contents keeps between checks.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ContentsCheckCache {
-    /// `(frame, slot)` for each slot holding a buffer (for `frame`).
-    claims: BTreeSet<(Pfn, u32)>,
-    /// The frame of each slot holding a buffer.
-    claim_of: BTreeMap<u32, Pfn>,
-    /// `(slot, frame)` for each non-zero index entry (naming `slot`).
-    pointers: BTreeSet<(u32, Pfn)>,
-    /// The slot each non-zero index entry names.
-    pointer_of: BTreeMap<Pfn, u32>,
+    /// The frame of each slot's buffer (`None`: the slot was empty).
+    claim_of: Vec<Option<Pfn>>,
+    /// Each frame's index entry (`slot + 1`, 0 for none).
+    entries: FrameRecords<u32>,
+    /// The slots holding a buffer.
+    used: u64,
     /// The places whose verdict is not empty, with it.
     violations: BTreeMap<Place, Vec<PhysViolation>>,
 }
 
 impl ContentsCheckCache {
     fn recheck_slot(&mut self, contents: &PhysContents, slot: u32) {
-        if let Some(pfn) = self.claim_of.remove(&slot) {
-            self.claims.remove(&(pfn, slot));
-        }
         let mut out = Vec::new();
-        if let Some(pfn) = contents.slot_verdict(slot, &mut out) {
-            self.claim_of.insert(slot, pfn);
-            self.claims.insert((pfn, slot));
+        let claim = contents.slot_verdict(slot, &mut out);
+        let i = slot as usize;
+        if self.claim_of.len() <= i {
+            self.claim_of.resize(i + 1, None);
         }
+        let old = core::mem::replace(&mut self.claim_of[i], claim);
+        self.used = self.used + u64::from(claim.is_some()) - u64::from(old.is_some());
         self.keep(Place::Slot(slot), out);
     }
 
     fn recheck_index(&mut self, contents: &PhysContents, pfn: Pfn) {
-        if let Some(slot) = self.pointer_of.remove(&pfn) {
-            self.pointers.remove(&(slot, pfn));
-        }
         let mut out = Vec::new();
         let entry = contents.index.get(pfn).copied().unwrap_or(0);
         if entry != 0 {
             contents.index_verdict(pfn, entry, &mut out);
-            self.pointer_of.insert(pfn, entry - 1);
-            self.pointers.insert((entry - 1, pfn));
         }
+        self.entries.set(pfn, entry);
         self.keep(Place::Index(pfn), out);
     }
 
@@ -121,7 +118,8 @@ impl ContentsCheckCache {
 
 impl PhysContents {
     /// [`Self::check`], recomputing the verdicts of the slots and index
-    /// entries the change log names (and those depending on them, see the
+    /// entries the change log names, those that agreed with a logged one
+    /// at the last check, and those whose verdict was not empty (see the
     /// module doc); takes the log.
     pub(crate) fn check_incremental(
         &mut self,
@@ -156,17 +154,25 @@ impl PhysContents {
         } else if !log.changes.is_empty() {
             let mut slots: Vec<u32> = Vec::new();
             let mut pfns: Vec<Pfn> = Vec::new();
+            // A slot's verdict reads the index entry of its buffer's frame,
+            // an entry's the slot it names: what agreed with a logged slot
+            // or entry at the last check is looked at again, and whatever
+            // disagreed then.
             for &(slot, pfn) in &log.changes {
                 slots.push(slot);
                 pfns.push(pfn);
-                // The slots whose buffer is for a logged frame, and the
-                // entries naming a logged slot, at the last check.
-                let claimants = cache.claims.range((pfn, 0)..=(pfn, u32::MAX));
-                slots.extend(claimants.map(|&(_, s)| s));
-                let pointing = cache
-                    .pointers
-                    .range((slot, Pfn::new(0))..=(slot, Pfn::new(u64::MAX)));
-                pfns.extend(pointing.map(|&(_, p)| p));
+                if let Some(&Some(claim)) = cache.claim_of.get(slot as usize) {
+                    pfns.push(claim);
+                }
+                if let Some(named) = cache.entries.get(pfn).checked_sub(1) {
+                    slots.push(named);
+                }
+            }
+            for place in cache.violations.keys() {
+                match *place {
+                    Place::Slot(slot) => slots.push(slot),
+                    Place::Index(pfn) => pfns.push(pfn),
+                }
             }
             slots.sort_unstable();
             slots.dedup();
@@ -180,7 +186,7 @@ impl PhysContents {
             }
         }
         let mut out: Vec<PhysViolation> = cache.violations.values().flatten().cloned().collect();
-        self.check_free_slots(cache.claim_of.len() as u64, &mut out);
+        self.check_free_slots(cache.used, &mut out);
         out
     }
 }
