@@ -318,11 +318,14 @@ impl BuddyAllocator {
                         }
                     }
                 }
-                let mut pfns: Vec<Pfn> = Vec::new();
+                // `[start, end)` spans, sorted and merged below: a few per
+                // step, where sorting their frames would cost a sort of
+                // every frame of a huge page.
+                let mut spans: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
                 for (first, pages) in ranges {
+                    spans.push((first.as_u64(), first.as_u64() + pages));
                     for i in 0..pages {
                         let pfn = first + i;
-                        pfns.push(pfn);
                         // The closure over allocated blocks, old and new:
                         // only when the frame's state changed (a head's
                         // verdict reads its tails' states alone, a tail's
@@ -340,11 +343,11 @@ impl BuddyAllocator {
                         for state in [old, new] {
                             match state {
                                 FrameState::Allocated { order, .. } => {
-                                    pfns.extend((1..order.pages()).map(|k| pfn + k));
+                                    spans.push((pfn.as_u64() + 1, pfn.as_u64() + order.pages()));
                                 }
                                 FrameState::Tail { head_offset } => {
                                     if let Some(h) = pfn.as_u64().checked_sub(head_offset.into()) {
-                                        pfns.push(Pfn::new(h));
+                                        spans.push((h, h + 1));
                                     }
                                 }
                                 _ => {}
@@ -352,8 +355,13 @@ impl BuddyAllocator {
                         }
                     }
                 }
-                pfns.sort_unstable();
-                pfns.dedup();
+                spans.sort_unstable();
+                let mut pfns: Vec<Pfn> = Vec::new();
+                let mut done = 0;
+                for (start, end) in spans {
+                    pfns.extend((start.max(done)..end).map(Pfn::new));
+                    done = done.max(end);
+                }
                 for &pfn in &pfns {
                     self.recheck_frame(cache, pfn, &covered);
                 }
