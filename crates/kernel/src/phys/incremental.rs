@@ -346,7 +346,10 @@ impl BuddyAllocator {
                                     spans.push((pfn.as_u64() + 1, pfn.as_u64() + order.pages()));
                                 }
                                 FrameState::Tail { head_offset } => {
-                                    if let Some(h) = pfn.as_u64().checked_sub(head_offset.into()) {
+                                    // The tails of a block name one head.
+                                    if let Some(h) = pfn.as_u64().checked_sub(head_offset.into())
+                                        && spans.last() != Some(&(h, h + 1))
+                                    {
                                         spans.push((h, h + 1));
                                     }
                                 }
@@ -355,7 +358,9 @@ impl BuddyAllocator {
                         }
                     }
                 }
-                spans.sort_unstable();
+                // Mostly in order already (the log's order, then each
+                // frame's closure): the stable sort takes runs as they are.
+                spans.sort();
                 let mut pfns: Vec<Pfn> = Vec::new();
                 let mut done = 0;
                 for (start, end) in spans {
