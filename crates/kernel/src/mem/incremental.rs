@@ -7,6 +7,13 @@
 //! The recounts are kept as sums of per-frame contributions, and the
 //! records densely ([`crate::phys::records`]: a rechecked frame costs an
 //! index, not a map search).
+//!
+//! Also kept: the reserved blocks' frame verdicts under the designs that
+//! lend their tag storage ([`BlockCache`]: a block is looked at again when
+//! newly reserved, when one of its frames was rechecked, or while its
+//! verdict is not empty), and the page contents' verdicts
+//! ([`crate::phys::PhysContents::check_incremental`], from the contents'
+//! own change log).
 
 use std::collections::BTreeMap;
 
