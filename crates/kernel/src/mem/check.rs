@@ -10,6 +10,7 @@
 //! task holds `tag_blocks_lock`.
 
 use super::{Events, Memory, TagStorageState, tags};
+use crate::phys::incremental::Rechecked;
 use crate::phys::{FrameStatus, MigrateType, Order, PageFlag, PhysViolation};
 use mte::Pfn;
 use mte::TagBlock;
@@ -179,9 +180,18 @@ impl Memory {
         &self,
         cache: Option<&mut super::incremental::MemCheckCache>,
     ) -> Vec<MemViolation> {
-        let dirty = cache
-            .as_ref()
-            .map(|_| self.phys.borrow_mut().alloc.frames.take_dirty());
+        let mut cache = cache;
+        // What changed since the last check (the logs are taken), and the
+        // contents' verdict, which takes its log.
+        let (dirty, contents_out) = match cache.as_mut() {
+            Some(cache) => {
+                let mut phys = self.phys.borrow_mut();
+                let dirty = phys.alloc.frames.take_dirty();
+                let contents = phys.contents.check_incremental(&mut cache.contents);
+                (Some(dirty), contents)
+            }
+            None => (None, Vec::new()),
+        };
         let Self {
             policy,
             rules: _,
@@ -208,15 +218,18 @@ impl Memory {
         let mut frame_out = Vec::new();
         let mut tagged = 0u64;
         let mut refs: BTreeMap<TagBlock, u64> = BTreeMap::new();
+        // The incremental checker's block verdicts, with the frames it
+        // rechecked (`None`: the full checker).
+        let mut blocks_cache: Option<(&mut super::incremental::BlockCache, Rechecked)> = None;
         match (cache, dirty) {
             (Some(cache), Some(dirty)) => {
                 let (phys_out, rechecked) = phys.alloc.check_incremental(&mut cache.frames, dirty);
                 out = phys_out.into_iter().map(MemViolation::Phys).collect();
-                let contents = cache.contents_check(&phys.contents);
-                out.extend(contents.into_iter().map(MemViolation::Phys));
+                out.extend(contents_out.into_iter().map(MemViolation::Phys));
                 cache.last_rechecked = Some(rechecked.clone());
-                cache.flags.update(self, &phys, rechecked);
+                cache.flags.update(self, &phys, &rechecked);
                 cache.flags.report(&mut frame_out, &mut tagged, &mut refs);
+                blocks_cache = Some((&mut cache.blocks, rechecked));
             }
             _ => {
                 out = phys.check().into_iter().map(MemViolation::Phys).collect();
@@ -268,15 +281,37 @@ impl Memory {
         match storage {
             Storage::Lent => {
                 let reserved: Vec<TagBlock> = manager.reserved_blocks().collect();
-                for &block in &reserved {
-                    let pfns = geometry.block_pfns(block);
-                    for pfn in pfns.iter() {
-                        let status = phys.alloc.frame_status(pfn);
-                        if status != Some(FrameStatus::Claimed) {
-                            out.push(MemViolation::ReservedBlockFrame { block, pfn, status });
+                match blocks_cache {
+                    None => {
+                        for &block in &reserved {
+                            self.reserved_block_frames(&phys, block, &mut out);
                         }
                     }
-                    if claimed.get(&block).map(|c| c.range()) != Some(pfns) {
+                    Some((cache, rechecked)) => {
+                        cache.update(
+                            &reserved,
+                            &rechecked,
+                            |block, v| self.reserved_block_frames(&phys, block, v),
+                            |block| geometry.block_pfns(block),
+                        );
+                        cache.report(&mut out);
+                    }
+                }
+                // Both lists are in block order: a walk, not a search per
+                // block (a search where the order breaks).
+                let mut tokens = claimed.iter().peekable();
+                let mut last = None;
+                for &block in &reserved {
+                    let pfns = geometry.block_pfns(block);
+                    let token = match last.is_some_and(|l| l >= block) {
+                        true => claimed.get(&block),
+                        false => {
+                            while tokens.next_if(|(b, _)| **b < block).is_some() {}
+                            tokens.next_if(|(b, _)| **b == block).map(|(_, c)| c)
+                        }
+                    };
+                    last = Some(block);
+                    if token.map(|c| c.range()) != Some(pfns) {
                         out.push(MemViolation::ClaimToken {
                             block,
                             reserved: true,
@@ -407,6 +442,22 @@ impl Memory {
         out
     }
 
+    /// The frames of reserved block `block` that are not claimed (`Lent`
+    /// designs). Reads the frames' states alone while they are claimed.
+    fn reserved_block_frames(
+        &self,
+        phys: &crate::phys::PhysMem,
+        block: TagBlock,
+        out: &mut Vec<MemViolation>,
+    ) {
+        for pfn in self.geometry.block_pfns(block).iter() {
+            let status = phys.alloc.frame_status(pfn);
+            if status != Some(FrameStatus::Claimed) {
+                out.push(MemViolation::ReservedBlockFrame { block, pfn, status });
+            }
+        }
+    }
+
     /// The verdict of one frame's flags (non-empty): violations, and what
     /// it adds to the count of tagged pages and to its block's references.
     /// Reads only `flags` and the static geometry and policy.
@@ -514,8 +565,21 @@ fn check_refcounts(
     kept: impl Fn(TagBlock) -> u64,
     out: &mut Vec<MemViolation>,
 ) {
+    // `blocks` come in block order, as `refs`: a walk, not a search per
+    // block (a search where the order breaks).
+    let mut counted = refs.iter().peekable();
+    let mut last = None;
     for block in blocks {
-        let (refs, frames) = (kept(block), refs.get(&block).copied().unwrap_or(0));
+        let frames = match last.is_some_and(|l| l >= block) {
+            true => refs.get(&block).copied(),
+            false => {
+                while counted.next_if(|(b, _)| **b < block).is_some() {}
+                counted.next_if(|(b, _)| **b == block).map(|(_, n)| *n)
+            }
+        }
+        .unwrap_or(0);
+        last = Some(block);
+        let refs = kept(block);
         if refs != frames {
             out.push(MemViolation::BlockRefcount {
                 block,

@@ -5,8 +5,15 @@
 //! metadata was handed out mutably since the last check (the flags are
 //! part of the metadata; see [`crate::phys::dirty`] for the contract).
 //! The recounts are kept as sums of per-frame contributions, and the
-//! records densely, one vector per section (a rechecked frame costs an
+//! records densely ([`crate::phys::records`]: a rechecked frame costs an
 //! index, not a map search).
+//!
+//! Also kept: the reserved blocks' frame verdicts under the designs that
+//! lend their tag storage ([`BlockCache`]: a block is looked at again when
+//! newly reserved, when one of its frames was rechecked, or while its
+//! verdict is not empty), and the page contents' verdicts
+//! ([`crate::phys::PhysContents::check_incremental`], from the contents'
+//! own change log).
 
 use std::collections::BTreeMap;
 
@@ -15,6 +22,7 @@ use mte::{Pfn, TagBlock};
 use super::{MemViolation, Memory};
 use crate::phys::PhysMem;
 use crate::phys::incremental::{FrameCheckCache, Rechecked};
+use crate::phys::records::FrameRecords;
 
 /// What one frame's flags contributed at the last check, its violations
 /// aside: kept for every frame of a section, in one vector per section,
@@ -22,6 +30,10 @@ use crate::phys::incremental::{FrameCheckCache, Rechecked};
 /// search (the default is a frame with no flag).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct FlagRecord {
+    /// The flags the verdict was computed from: it reads nothing else of
+    /// the frame's (and the static geometry and policy), so a frame
+    /// rechecked with the same flags keeps its record and violations.
+    flags: crate::phys::FrameFlags,
     tagged: bool,
     /// The block the frame holds a reference on.
     block: Option<TagBlock>,
@@ -30,9 +42,8 @@ struct FlagRecord {
 /// The per-frame flag verdicts kept between checks.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct FlagCache {
-    /// Per section (by its first frame) that has had a record other than
-    /// the default; a frame of another section has the default record.
-    records: BTreeMap<Pfn, Vec<FlagRecord>>,
+    /// Each frame's record.
+    records: FrameRecords<FlagRecord>,
     /// The frames whose verdict is not empty, with it.
     violations: BTreeMap<Pfn, Vec<MemViolation>>,
     tagged: u64,
@@ -44,8 +55,10 @@ pub(crate) struct FlagCache {
 pub(crate) struct MemCheckCache {
     pub(crate) frames: FrameCheckCache,
     pub(crate) flags: FlagCache,
-    /// The page contents' check, by the contents' generation.
-    pub(crate) contents: Option<(u64, Vec<crate::phys::PhysViolation>)>,
+    /// The page contents' check ([`crate::phys::PhysContents::check_incremental`]).
+    pub(crate) contents: crate::phys::ContentsCheckCache,
+    /// The reserved blocks' frame verdicts (`Lent` designs).
+    pub(crate) blocks: BlockCache,
     /// The frames the last incremental check recomputed (`None` before
     /// the first): every frame whose metadata may have changed since the
     /// check before it, for the kernel layer's own per-frame verdicts
@@ -53,84 +66,64 @@ pub(crate) struct MemCheckCache {
     pub(crate) last_rechecked: Option<Rechecked>,
 }
 
-impl MemCheckCache {
-    /// [`crate::phys::PhysContents::check`], reused while the contents'
-    /// index and slots are unchanged.
-    pub(crate) fn contents_check(
-        &mut self,
-        contents: &crate::phys::PhysContents,
-    ) -> Vec<crate::phys::PhysViolation> {
-        match &self.contents {
-            Some((generation, v)) if *generation == contents.generation() => v.clone(),
-            _ => {
-                let v = contents.check();
-                self.contents = Some((contents.generation(), v.clone()));
-                v
-            }
-        }
-    }
-}
-
 impl FlagCache {
     /// Recomputes the verdicts of `rechecked`.
-    pub(crate) fn update(&mut self, mem: &Memory, phys: &PhysMem, rechecked: Rechecked) {
-        let pages = phys.alloc.frames.section_pages();
+    pub(crate) fn update(&mut self, mem: &Memory, phys: &PhysMem, rechecked: &Rechecked) {
         match rechecked {
             Rechecked::All => {
                 *self = FlagCache::default();
                 for (start, section) in phys.alloc.frames.sections() {
                     for (i, meta) in section.iter().enumerate() {
                         if !meta.flags.is_empty() {
-                            self.recheck(mem, start + i as u64, pages, meta.flags);
+                            self.recheck(mem, start + i as u64, meta.flags);
                         }
                     }
                 }
             }
             Rechecked::Frames(pfns) => {
-                for pfn in pfns {
+                for &pfn in pfns {
                     let flags = phys
                         .alloc
                         .frames
                         .block(pfn, 1)
                         .map(|m| m[0].flags)
                         .unwrap_or_default();
-                    self.recheck(mem, pfn, pages, flags);
+                    self.recheck(mem, pfn, flags);
                 }
             }
         }
     }
 
-    /// Replaces the record of `pfn` (of a section of `pages` frames) by
-    /// the verdict of `flags`.
-    fn recheck(&mut self, mem: &Memory, pfn: Pfn, pages: u64, flags: crate::phys::FrameFlags) {
+    /// Replaces the record of `pfn` by the verdict of `flags`.
+    fn recheck(&mut self, mem: &Memory, pfn: Pfn, flags: crate::phys::FrameFlags) {
+        if self.records.get(pfn).flags == flags {
+            return;
+        }
         let mut violations = Vec::new();
         let record = match flags.is_empty() {
             true => FlagRecord::default(),
             false => {
                 let (tagged, block) = mem.frame_flags_verdict(pfn, flags, &mut violations);
-                FlagRecord { tagged, block }
+                FlagRecord {
+                    flags,
+                    tagged,
+                    block,
+                }
             }
         };
-        let start = Pfn::new(pfn.as_u64() & !(pages - 1));
-        if record != FlagRecord::default() || self.records.contains_key(&start) {
-            let records = self
-                .records
-                .entry(start)
-                .or_insert_with(|| vec![FlagRecord::default(); pages as usize]);
-            let old = core::mem::replace(&mut records[(pfn - start) as usize], record);
-            if old != record {
-                self.tagged -= u64::from(old.tagged);
-                self.tagged += u64::from(record.tagged);
-                if let Some(block) = old.block {
-                    let left = self.refs.get_mut(&block).expect("BUG: incremental refs");
-                    *left -= 1;
-                    if *left == 0 {
-                        self.refs.remove(&block);
-                    }
+        let old = self.records.set(pfn, record);
+        if old != record {
+            self.tagged -= u64::from(old.tagged);
+            self.tagged += u64::from(record.tagged);
+            if let Some(block) = old.block {
+                let left = self.refs.get_mut(&block).expect("BUG: incremental refs");
+                *left -= 1;
+                if *left == 0 {
+                    self.refs.remove(&block);
                 }
-                if let Some(block) = record.block {
-                    *self.refs.entry(block).or_default() += 1;
-                }
+            }
+            if let Some(block) = record.block {
+                *self.refs.entry(block).or_default() += 1;
             }
         }
         match violations.is_empty() {
@@ -157,5 +150,63 @@ impl FlagCache {
         }
         *tagged = self.tagged;
         refs.clone_from(&self.refs);
+    }
+}
+
+/// The verdicts of the reserved blocks' frames (`Lent` designs: each frame
+/// of a reserved block is claimed), kept per block. A claimed frame's
+/// status reads its metadata alone, so a block whose verdict was empty is
+/// looked at again only when newly reserved or when one of its frames was
+/// rechecked (its metadata may have changed); a block with a violation is
+/// looked at at every check (an unclaimed frame's status reads the free
+/// lists too).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct BlockCache {
+    /// The blocks reserved at the last check, in block order.
+    reserved: Vec<TagBlock>,
+    /// The blocks whose verdict is not empty, with it.
+    violations: BTreeMap<TagBlock, Vec<MemViolation>>,
+}
+
+impl BlockCache {
+    /// Recomputes, with `verdict`, the verdicts of the blocks of `reserved`
+    /// (in block order) that may have changed given the frames rechecked.
+    pub(crate) fn update(
+        &mut self,
+        reserved: &[TagBlock],
+        rechecked: &Rechecked,
+        mut verdict: impl FnMut(TagBlock, &mut Vec<MemViolation>),
+        block_pfns: impl Fn(TagBlock) -> mte::PfnRange,
+    ) {
+        let mut old = core::mem::take(&mut self.violations);
+        let mut before = self.reserved.iter().peekable();
+        for &block in reserved {
+            while before.next_if(|b| **b < block).is_some() {}
+            let was_reserved = before.next_if(|b| **b == block).is_some();
+            let had_violations = old.remove(&block);
+            let touched = match rechecked {
+                Rechecked::All => true,
+                Rechecked::Frames(pfns) => {
+                    let range = block_pfns(block);
+                    let i = pfns.partition_point(|p| *p < range.start);
+                    pfns.get(i).is_some_and(|p| *p < range.end())
+                }
+            };
+            if !was_reserved || had_violations.is_some() || touched {
+                let mut out = Vec::new();
+                verdict(block, &mut out);
+                if !out.is_empty() {
+                    // (A block listed twice keeps its violations twice.)
+                    self.violations.entry(block).or_default().extend(out);
+                }
+            }
+        }
+        self.reserved.clear();
+        self.reserved.extend_from_slice(reserved);
+    }
+
+    /// The violations of every reserved block, as the full loop gives.
+    pub(crate) fn report(&self, out: &mut Vec<MemViolation>) {
+        out.extend(self.violations.values().flatten().cloned());
     }
 }

@@ -21,8 +21,8 @@
 //! the frames whose coverage by free blocks changed since the last check
 //! (a split or merge changes none); the
 //! frames of pageblocks whose type changed. Counts are kept as sums of the
-//! per-frame contributions; the records are kept densely, one vector per
-//! section, so that a rechecked frame costs an index, not a map search.
+//! per-frame contributions; the records are kept densely
+//! ([`crate::phys::records`]), so that a rechecked frame costs an index.
 //! The result equals the full checker's as a
 //! multiset (the order differs); `crate::machine::tests::incremental` runs
 //! both on random programs and on planted bugs.
@@ -36,6 +36,7 @@ use crate::phys::check::{FreeBlock, PhysViolation};
 use crate::phys::dirty::DirtyFrames;
 use crate::phys::frame::{FrameState, MigrateType};
 use crate::phys::layout::{Order, RegionKind};
+use crate::phys::records::FrameRecords;
 
 /// What one frame contributed at the last check, its violations aside:
 /// kept for every frame of a materialised section, in one vector per
@@ -86,10 +87,8 @@ pub(crate) struct FrameCheckCache {
     /// The free blocks, sorted by (head, order).
     blocks: Vec<(Pfn, Order)>,
     pageblocks: Vec<MigrateType>,
-    /// Each frame's record, per section (by its first frame) that has had
-    /// a record other than the default; a frame of another section has
-    /// the default record.
-    records: BTreeMap<Pfn, Vec<FrameRecord>>,
+    /// Each frame's record.
+    records: FrameRecords<FrameRecord>,
     /// The frames whose verdict is not empty, with it.
     violations: BTreeMap<Pfn, Vec<PhysViolation>>,
     sums: Counters,
@@ -115,12 +114,9 @@ struct ListsVerdict {
 }
 
 impl FrameCheckCache {
-    /// The record of `pfn` (of a section of `section_pages` frames).
-    fn record(&self, pfn: Pfn, section_pages: u64) -> FrameRecord {
-        let start = Pfn::new(pfn.as_u64() & !(section_pages - 1));
-        self.records
-            .get(&start)
-            .map_or_else(FrameRecord::default, |r| r[(pfn - start) as usize])
+    /// The record of `pfn`.
+    fn record(&self, pfn: Pfn) -> FrameRecord {
+        self.records.get(pfn)
     }
 }
 
@@ -225,7 +221,10 @@ impl BuddyAllocator {
             let mut violations = Vec::new();
             let (blocks, recount) = self.check_lists(&mut violations);
             let mut sorted: Vec<(Pfn, Order)> = blocks.iter().map(|b| (b.head, b.order)).collect();
-            sorted.sort();
+            // Already in order but where heads tie (broken lists).
+            if !sorted.is_sorted() {
+                sorted.sort_unstable();
+            }
             let pageblocks: Vec<MigrateType> =
                 self.pageblocks.iter().map(|p| p.migratetype).collect();
             if cache.primed {
@@ -319,18 +318,21 @@ impl BuddyAllocator {
                         }
                     }
                 }
-                let mut pfns: Vec<Pfn> = Vec::new();
+                // `[start, end)` spans, sorted and merged below: a few per
+                // step, where sorting their frames would cost a sort of
+                // every frame of a huge page.
+                let mut spans: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
                 for (first, pages) in ranges {
+                    spans.push((first.as_u64(), first.as_u64() + pages));
                     for i in 0..pages {
                         let pfn = first + i;
-                        pfns.push(pfn);
                         // The closure over allocated blocks, old and new:
                         // only when the frame's state changed (a head's
                         // verdict reads its tails' states alone, a tail's
                         // its head's state alone; a change of counts or
                         // flags leaves the block's other verdicts as they
                         // were). No record is a free frame.
-                        let old = cache.record(pfn, section_pages).state;
+                        let old = cache.record(pfn).state;
                         let new = self
                             .frames
                             .block(pfn, 1)
@@ -341,11 +343,14 @@ impl BuddyAllocator {
                         for state in [old, new] {
                             match state {
                                 FrameState::Allocated { order, .. } => {
-                                    pfns.extend((1..order.pages()).map(|k| pfn + k));
+                                    spans.push((pfn.as_u64() + 1, pfn.as_u64() + order.pages()));
                                 }
                                 FrameState::Tail { head_offset } => {
-                                    if let Some(h) = pfn.as_u64().checked_sub(head_offset.into()) {
-                                        pfns.push(Pfn::new(h));
+                                    // The tails of a block name one head.
+                                    if let Some(h) = pfn.as_u64().checked_sub(head_offset.into())
+                                        && spans.last() != Some(&(h, h + 1))
+                                    {
+                                        spans.push((h, h + 1));
                                     }
                                 }
                                 _ => {}
@@ -353,8 +358,15 @@ impl BuddyAllocator {
                         }
                     }
                 }
-                pfns.sort();
-                pfns.dedup();
+                // Mostly in order already (the log's order, then each
+                // frame's closure): the stable sort takes runs as they are.
+                spans.sort();
+                let mut pfns: Vec<Pfn> = Vec::new();
+                let mut done = 0;
+                for (start, end) in spans {
+                    pfns.extend((start.max(done)..end).map(Pfn::new));
+                    done = done.max(end);
+                }
                 for &pfn in &pfns {
                     self.recheck_frame(cache, pfn, &covered);
                 }
@@ -394,21 +406,11 @@ impl BuddyAllocator {
     /// Replaces the record of `pfn` by its verdict now.
     fn recheck_frame(&self, cache: &mut FrameCheckCache, pfn: Pfn, covered: &dyn Fn(Pfn) -> bool) {
         let (record, violations) = self.frame_record(pfn, covered);
-        let pages = self.frames.section_pages();
-        let start = self.frames.section_start(pfn);
-        // A section seen for the first time has every record the default.
-        if record != FrameRecord::default() || cache.records.contains_key(&start) {
-            let records = cache
-                .records
-                .entry(start)
-                .or_insert_with(|| vec![FrameRecord::default(); pages as usize]);
-            let old = &mut records[(pfn - start) as usize];
-            // Most rechecked frames keep their record (a count changed).
-            if *old != record {
-                add(&mut cache.sums, &old.recount(), false);
-                add(&mut cache.sums, &record.recount(), true);
-                *old = record;
-            }
+        let old = cache.records.set(pfn, record);
+        // Most rechecked frames keep their record (a count changed).
+        if old != record {
+            add(&mut cache.sums, &old.recount(), false);
+            add(&mut cache.sums, &record.recount(), true);
         }
         match violations.is_empty() {
             true => {

@@ -36,7 +36,10 @@
 //!
 //! Invariants (checked by [`PhysContents::check`]): `index[pfn] == slot + 1`
 //! exactly when `slots[slot]` holds `pfn`'s buffer; free slots are empty; the
-//! count of pages with data equals the used slots.
+//! count of pages with data equals the used slots. Every buffer added or
+//! dropped is logged (its slot and frame) for the incremental form of that
+//! check ([`incremental`]); `page_slot_mut` and `zero_page` are the only
+//! paths that change the index, the slots or the free slots.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -46,6 +49,9 @@ use crate::phys::layout::PhysLayout;
 use crate::phys::sparse::Sparse;
 use mte::{Pfn, PhysAddr};
 use thiserror::Error;
+
+mod incremental;
+pub(crate) use incremental::ContentsCheckCache;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
 pub enum MemError {
@@ -227,10 +233,9 @@ pub struct PhysContents {
     /// See the module doc: moves on every buffer added or dropped and on
     /// every write through the contents.
     epoch: Epoch,
-    /// Taken afresh whenever a buffer is added or dropped (the index and
-    /// slots change; data writes do not), so that the incremental checker
-    /// can reuse the verdict of [`Self::check`] (`crate::mm::generation`).
-    generation: u64,
+    /// The slots and frames whose buffer was added or dropped since the
+    /// incremental checker last looked ([`incremental`]).
+    changes: incremental::ContentsLog,
 }
 
 impl Clone for PhysContents {
@@ -251,7 +256,8 @@ impl Clone for PhysContents {
             free_slots: self.free_slots.clone(),
             pages_with_data: self.pages_with_data,
             epoch: Epoch::new(self.epoch.get()),
-            generation: self.generation,
+            // A clone is new to whichever checker looks at it next.
+            changes: incremental::ContentsLog::default(),
         }
     }
 }
@@ -266,7 +272,7 @@ impl PhysContents {
             free_slots: Vec::new(),
             pages_with_data: 0,
             epoch: Epoch::new(1),
-            generation: crate::mm::generation::next(),
+            changes: incremental::ContentsLog::default(),
         }
     }
 
@@ -284,12 +290,6 @@ impl PhysContents {
     /// storage, advance) without borrowing the contents.
     pub(crate) fn epoch_handle(&self) -> Epoch {
         self.epoch.clone()
-    }
-
-    /// The generation of the index and slots (see the field).
-    #[inline]
-    pub(crate) fn generation(&self) -> u64 {
-        self.generation
     }
 
     pub fn pages_with_data(&self) -> u64 {
@@ -335,7 +335,6 @@ impl PhysContents {
             pfn,
             bytes: PageBuf::zeroed(self.page_size()),
         };
-        self.generation = crate::mm::generation::next();
         self.epoch.advance();
         let index = match self.free_slots.pop() {
             Some(i) => {
@@ -349,6 +348,7 @@ impl PhysContents {
         };
         *self.index.get_or_materialise(pfn, |_, _| {}) = index + 1;
         self.pages_with_data += 1;
+        self.changes.note(index, pfn);
         Ok(PageSlot { index, pfn })
     }
 
@@ -392,7 +392,6 @@ impl PhysContents {
     pub fn zero_page(&mut self, pfn: Pfn) -> Result<(), MemError> {
         self.check_present(pfn)?;
         if let Some(slot) = self.page_slot(pfn) {
-            self.generation = crate::mm::generation::next();
             self.epoch.advance();
             self.slots[slot.index as usize] = None;
             self.free_slots.push(slot.index);
@@ -401,6 +400,7 @@ impl PhysContents {
                 .get_mut(pfn)
                 .expect("BUG: indexed frame without entry") = 0;
             self.pages_with_data -= 1;
+            self.changes.note(slot.index, pfn);
         }
         Ok(())
     }
@@ -571,61 +571,80 @@ impl PhysContents {
     /// Every broken invariant of the contents; empty when all hold.
     pub fn check(&self) -> Vec<PhysViolation> {
         let Self {
-            layout,
+            layout: _,
             index,
             slots,
-            free_slots,
-            pages_with_data,
+            free_slots: _,
+            pages_with_data: _,
             epoch: _,
-            generation: _,
+            changes: _,
         } = self;
         let mut out = Vec::new();
         let mut used = 0;
-        for (i, slot) in slots.iter().enumerate() {
-            let Some(buffer) = slot else { continue };
-            used += 1;
-            if layout.region_of(buffer.pfn).is_none() {
-                out.push(PhysViolation::ContentsOutsideMemory { pfn: buffer.pfn });
-            }
-            if index.get(buffer.pfn).copied() != Some(i as u32 + 1)
-                || buffer.bytes.cells().len() != self.page_size()
-            {
-                out.push(PhysViolation::ContentsSlot {
-                    pfn: buffer.pfn,
-                    slot: i as u32,
-                });
-            }
+        for i in 0..slots.len() {
+            used += u64::from(self.slot_verdict(i as u32, &mut out).is_some());
         }
         for (start, section) in index.materialised() {
             for (offset, &entry) in section.iter().enumerate() {
-                if entry == 0 {
-                    continue;
-                }
-                let pfn = start + offset as u64;
-                let owner = slots
-                    .get(entry as usize - 1)
-                    .and_then(|s| s.as_ref())
-                    .map(|b| b.pfn);
-                if owner != Some(pfn) {
-                    out.push(PhysViolation::ContentsSlot {
-                        pfn,
-                        slot: entry - 1,
-                    });
+                if entry != 0 {
+                    self.index_verdict(start + offset as u64, entry, &mut out);
                 }
             }
         }
-        for &i in free_slots {
-            if slots.get(i as usize).is_none_or(Option::is_some) {
+        self.check_free_slots(used, &mut out);
+        out
+    }
+
+    /// The verdict of slot `i` (its buffer's frame is present, the index
+    /// names the slot for it, the buffer is a page): the frame whose
+    /// buffer it holds, `None` when the slot is empty. Reads the slot and
+    /// the index entry of the slot's frame.
+    fn slot_verdict(&self, i: u32, out: &mut Vec<PhysViolation>) -> Option<Pfn> {
+        let buffer = self.slots.get(i as usize)?.as_ref()?;
+        if self.layout.region_of(buffer.pfn).is_none() {
+            out.push(PhysViolation::ContentsOutsideMemory { pfn: buffer.pfn });
+        }
+        if self.index.get(buffer.pfn).copied() != Some(i + 1)
+            || buffer.bytes.cells().len() != self.page_size()
+        {
+            out.push(PhysViolation::ContentsSlot {
+                pfn: buffer.pfn,
+                slot: i,
+            });
+        }
+        Some(buffer.pfn)
+    }
+
+    /// The verdict of `pfn`'s index entry (`entry`, not 0): the slot it
+    /// names holds `pfn`'s buffer. Reads the entry and that slot.
+    fn index_verdict(&self, pfn: Pfn, entry: u32, out: &mut Vec<PhysViolation>) {
+        let owner = self
+            .slots
+            .get(entry as usize - 1)
+            .and_then(|s| s.as_ref())
+            .map(|b| b.pfn);
+        if owner != Some(pfn) {
+            out.push(PhysViolation::ContentsSlot {
+                pfn,
+                slot: entry - 1,
+            });
+        }
+    }
+
+    /// The free slots are empty, and `used` (the slots holding a buffer)
+    /// is the count of pages with data.
+    fn check_free_slots(&self, used: u64, out: &mut Vec<PhysViolation>) {
+        for &i in &self.free_slots {
+            if self.slots.get(i as usize).is_none_or(Option::is_some) {
                 out.push(PhysViolation::ContentsFreeSlot { slot: i });
             }
         }
-        if used != *pages_with_data {
+        if used != self.pages_with_data {
             out.push(PhysViolation::ContentsCount {
-                kept: *pages_with_data,
+                kept: self.pages_with_data,
                 recounted: used,
             });
         }
-        out
     }
 }
 

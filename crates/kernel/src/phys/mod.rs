@@ -35,6 +35,7 @@ pub mod mem;
 #[cfg(test)]
 mod model_tests;
 pub mod pcp;
+pub(crate) mod records;
 mod runs;
 mod sparse;
 
@@ -51,6 +52,7 @@ pub use isolate::{
     ClaimError, ClaimedRange, InUseFrame, IsolateError, IsolatedRange, RangeError, UnmovableCause,
 };
 pub use layout::{CmaUse, LayoutError, Order, PhysGeometry, PhysLayout, Region, RegionKind};
+pub(crate) use mem::ContentsCheckCache;
 pub use mem::{Epoch, MemError, PageBuf, PageSlot, PageView, PhysContents, copy_into};
 pub use pcp::PcpParams;
 

@@ -445,6 +445,62 @@ fn planted_frame_bugs_are_found_by_both_checkers_at_the_planted_step() {
     );
 }
 
+/// A frame of a reserved block handed back behind the manager's back (no
+/// longer claimed): the incremental checker looks again at a reserved
+/// block only when one of its frames was rechecked (`crate::mem::incremental`).
+fn unclaimed_reserved_block_frame(k: &mut Kernel, _: Pid, _: TaggedPtr) {
+    let block = k
+        .mem
+        .tag_storage()
+        .reserved_blocks()
+        .next()
+        .expect("a reserved block");
+    let pfn = k.mem.geometry().block_pfns(block).start;
+    k.mem
+        .phys_mut()
+        .alloc
+        .frame_mut(pfn)
+        .unwrap()
+        .set_state(FrameState::CarvedOut);
+}
+
+/// The zero page's frame loses its kernel flag.
+fn zero_page_not_kernel(k: &mut Kernel, _: Pid, _: TaggedPtr) {
+    let pfn = k.mem.zero_page();
+    k.mem
+        .phys_mut()
+        .alloc
+        .frame_mut(pfn)
+        .unwrap()
+        .flags
+        .remove(crate::phys::PageFlag::Kernel);
+}
+
+/// The planted bugs of the memory layer's own checks, on the designs
+/// that lend their tag storage (reserved blocks are claimed frames).
+#[test]
+fn memory_layer_bugs_are_found_by_both_checkers_at_the_planted_step() {
+    for policy in ["dynamic", "google"] {
+        assert_eq!(run_with_bug(policy, None).0, usize::MAX, "{policy}");
+        let bugs: [(&str, Plant, &str); 2] = [
+            (
+                "unclaimed reserved block frame",
+                unclaimed_reserved_block_frame,
+                "ReservedBlockFrame",
+            ),
+            ("zero page not kernel", zero_page_not_kernel, "NotKernel"),
+        ];
+        for (name, bug, expected) in bugs {
+            let (step, verdict) = run_with_bug(policy, Some(bug));
+            assert_eq!(step, PLANT_AFTER, "{policy} {name}: {verdict:#?}");
+            assert!(
+                verdict.iter().any(|v| v.contains(expected)),
+                "{policy} {name}: {verdict:#?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn without_bugs_both_checkers_stay_silent() {
     for policy in ["dynamic", "static", "none"] {
