@@ -394,45 +394,14 @@ impl Memory {
     /// Frames of `pfns` free in the allocator (what a design asks through
     /// its `BlockSource`).
     pub(crate) fn free_frames_in(&self, pfns: PfnRange) -> u64 {
-        self.count_free_in(pfns, false)
+        self.phys.borrow().alloc.free_frames_in(pfns)
     }
 
     /// Whether every frame of `pfns` is free in the allocator: as
     /// `free_frames_in(pfns) == pfns.count`, answered at the first frame
     /// that is not.
     pub(crate) fn all_free_in(&self, pfns: PfnRange) -> bool {
-        self.count_free_in(pfns, true) == pfns.count
-    }
-
-    /// The free frames of `pfns`, walked a block at a time (a free,
-    /// allocated or per-CPU block is skipped whole: one status lookup per
-    /// block, not per frame); with `stop_at_used`, the count up to the
-    /// first frame that is not free.
-    fn count_free_in(&self, pfns: PfnRange, stop_at_used: bool) -> u64 {
-        let phys = self.phys.borrow();
-        let end = pfns.end();
-        let mut pfn = pfns.start;
-        let mut free = 0;
-        while pfn < end {
-            let (block_end, is_free) = match phys.alloc.frame_status(pfn) {
-                Some(FrameStatus::Free { head, order, .. }) => (head + order.pages(), true),
-                Some(
-                    FrameStatus::Allocated { head, order, .. }
-                    | FrameStatus::PcpFree { head, order, .. },
-                ) => (head + order.pages(), false),
-                _ => (pfn + 1, false),
-            };
-            if !is_free && stop_at_used {
-                break;
-            }
-            // The rest of the block at once.
-            let block_end = block_end.min(end);
-            if is_free {
-                free += block_end - pfn;
-            }
-            pfn = block_end;
-        }
-        free
+        self.phys.borrow().alloc.all_free_in(pfns)
     }
 
     /// A tagged allocation whose tag storage is reserved if any page of a
