@@ -264,7 +264,7 @@ impl BuddyAllocator {
                         c[i] += frames as u32;
                     }
                 }
-                pfn = pfn + frames;
+                pfn += frames;
             }
         }
         let section_frames = CHUNK_PAGES << SECTION_SHIFT;
