@@ -26,7 +26,7 @@ use super::mover::PhysSource;
 use super::{FrameMover, Memory, PageMover, TagStorageState};
 use crate::phys::{AllocError, AllocFlags, FrameStatus, FreeError, Order, PageFlag};
 use mte::{Pfn, PfnRange};
-use tagstore::{ReserveAt, ReserveError, TaggedPlacement};
+use tagstore::{BlockSource, ReserveAt, ReserveError, TagStorage, TaggedPlacement};
 use thiserror::Error;
 use uapi::event::Event;
 
@@ -305,15 +305,13 @@ impl Memory {
             let mut state = self.tag_storage.lock().await;
             let TagStorageState { manager, claimed } = &mut *state;
             let mut source = PhysSource::new(self, mover, claimed);
-            let runs = manager.tagged_placement(order, &source);
-            if let Some(pfn) = self.alloc_in_runs(&runs, order, gfp) {
+            if let Some(pfn) = self.place_in_held(&**manager, order, &source, gfp) {
                 return HeldAlloc::Got(pfn);
             }
             let changed = manager.refill(order, &mut source).await;
             self.tag_counters.set(manager.counters());
             if changed {
-                let runs = manager.tagged_placement(order, &source);
-                if let Some(pfn) = self.alloc_in_runs(&runs, order, gfp) {
+                if let Some(pfn) = self.place_in_held(&**manager, order, &source, gfp) {
                     drop(state);
                     self.nudge_refill_thread();
                     return HeldAlloc::Got(pfn);
@@ -336,8 +334,7 @@ impl Memory {
                 for _ in 0..super::refill::MAX_REFILL_WAITS {
                     let progress = manager.refill_thread(Some(order), &mut source).await;
                     self.tag_counters.set(manager.counters());
-                    let runs = manager.tagged_placement(order, &source);
-                    if let Some(pfn) = self.alloc_in_runs(&runs, order, gfp) {
+                    if let Some(pfn) = self.place_in_held(&**manager, order, &source, gfp) {
                         return HeldAlloc::Got(pfn);
                     }
                     if !progress {
@@ -353,8 +350,7 @@ impl Memory {
             let mut state = self.tag_storage.lock().await;
             let TagStorageState { manager, claimed } = &mut *state;
             let source = PhysSource::new(self, mover, claimed);
-            let runs = manager.tagged_placement(order, &source);
-            if let Some(pfn) = self.alloc_in_runs(&runs, order, gfp) {
+            if let Some(pfn) = self.place_in_held(&**manager, order, &source, gfp) {
                 return HeldAlloc::Got(pfn);
             }
             if !progress {
@@ -372,6 +368,22 @@ impl Memory {
         } else {
             HeldAlloc::Refused
         }
+    }
+
+    /// Allocates `2^order` frames inside the first run of the design's
+    /// [`tagstore::TagStorage::tagged_placement`] that has a free fitting
+    /// block (the design may compute the runs lazily:
+    /// [`tagstore::TagStorage::place_tagged`]).
+    fn place_in_held(
+        &self,
+        manager: &dyn TagStorage,
+        order: Order,
+        source: &dyn BlockSource,
+        gfp: Gfp,
+    ) -> Option<Pfn> {
+        manager.place_tagged(order, source, &mut |run| {
+            self.alloc_in_runs(&[run], order, gfp)
+        })
     }
 
     /// Allocates `2^order` frames inside the first of `runs` that has a
