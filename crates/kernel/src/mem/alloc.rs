@@ -310,12 +310,10 @@ impl Memory {
             }
             let changed = manager.refill(order, &mut source).await;
             self.tag_counters.set(manager.counters());
-            if changed {
-                if let Some(pfn) = self.place_in_held(&**manager, order, &source, gfp) {
-                    drop(state);
-                    self.nudge_refill_thread();
-                    return HeldAlloc::Got(pfn);
-                }
+            if changed && let Some(pfn) = self.place_in_held(&**manager, order, &source, gfp) {
+                drop(state);
+                self.nudge_refill_thread();
+                return HeldAlloc::Got(pfn);
             }
             if !manager.has_refill_thread() {
                 drop(state);
