@@ -103,8 +103,8 @@ pub enum PhysViolation {
     FreeChunk {
         first: Pfn,
         frames: u64,
-        kept: u64,
-        recounted: u64,
+        kept: i64,
+        recounted: i64,
     },
 }
 
