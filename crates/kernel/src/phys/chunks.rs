@@ -3,7 +3,7 @@
 //!
 //! The designs that place tagged pages by how free a tag block's frames are
 //! (Google's FREE Tag Blocks, XNU's cell buckets) ask this of every block at
-//! every tagged allocation (`docs/model.md` §6). A free-list search answers
+//! every tagged allocation (`docs/designs.md`). A free-list search answers
 //! it for one frame with a lookup per order; here the allocator keeps, for
 //! each aligned chunk of [`CHUNK_PAGES`] frames (the data frames of the
 //! smallest tag block: one tag page covers 32 frames), how many of its
