@@ -103,6 +103,33 @@ impl GoogleTagStorage {
         source.all_free(covers) && self.blocks.storage_free(block, source)
     }
 
+    /// The tagged list: TAGGED blocks (held, tagged frames in use), most
+    /// tagged first, address order breaking ties.
+    fn tagged_list(&self) -> impl Iterator<Item = TagBlock> + use<> {
+        let mut tagged: Vec<(u64, TagBlock)> = self
+            .blocks
+            .iter()
+            .filter_map(|(block, t)| t.filter(|&t| t > 0).map(|t| (t, block)))
+            .collect();
+        tagged.sort_by_key(|&(t, b)| (core::cmp::Reverse(t), b));
+        tagged.into_iter().map(|(_, b)| b)
+    }
+
+    /// Held blocks with no tagged frame, in address order: the Tag Block
+    /// list's candidates.
+    fn free_blocks(&self) -> impl Iterator<Item = TagBlock> + '_ {
+        self.blocks
+            .iter()
+            .filter(|&(_, t)| t == Some(0))
+            .map(|(block, _)| block)
+    }
+
+    /// Whether `block` (held, no tagged frame) is on the Tag Block list:
+    /// no frame of its data in use.
+    fn is_free_tag_block(&self, block: TagBlock, source: &dyn BlockSource) -> bool {
+        source.all_free(self.blocks.covers(block))
+    }
+
     async fn refill_now(&mut self, source: &mut dyn BlockSource) -> bool {
         let zero = self.blocks.zero_block();
         let snapshot: Vec<(TagBlock, Option<u64>)> = self.blocks.iter().collect();
@@ -193,23 +220,38 @@ impl TagStorage for GoogleTagStorage {
     fn tagged_placement(&self, order: Order, source: &dyn BlockSource) -> Vec<PfnRange> {
         // The tagged list (TAGGED blocks, most tagged first), then the Tag
         // Block list (FREE blocks: held, no frame in use).
-        let mut tagged: Vec<(u64, TagBlock)> = Vec::new();
-        let mut free: Vec<TagBlock> = Vec::new();
-        for (block, t) in self.blocks.iter() {
-            match t {
-                Some(0) => {
-                    let covers = self.blocks.covers(block);
-                    if source.all_free(covers) {
-                        free.push(block);
-                    }
-                }
-                Some(t) => tagged.push((t, block)),
-                None => {}
-            }
-        }
-        tagged.sort_by_key(|&(t, b)| (core::cmp::Reverse(t), b));
-        let blocks: Vec<TagBlock> = tagged.into_iter().map(|(_, b)| b).chain(free).collect();
+        let free = self
+            .free_blocks()
+            .filter(|&b| self.is_free_tag_block(b, source));
+        let blocks: Vec<TagBlock> = self.tagged_list().chain(free).collect();
         self.blocks.runs(order, &blocks)
+    }
+
+    fn place_tagged(
+        &self,
+        order: Order,
+        source: &dyn BlockSource,
+        fits: &mut dyn FnMut(PfnRange) -> Option<Pfn>,
+    ) -> Option<Pfn> {
+        // As `tagged_placement`, a block at a time: whether a held block
+        // with no tagged frame is a FREE Tag Block is asked only when every
+        // block before it failed to fit (a failed fit changes nothing, so
+        // the answer is the one `tagged_placement` computed up front).
+        let tagged: Vec<TagBlock> = self.tagged_list().collect();
+        self.blocks
+            .runs(order, &tagged)
+            .into_iter()
+            .find_map(&mut *fits)
+            .or_else(|| {
+                self.free_blocks()
+                    .filter(|&b| self.is_free_tag_block(b, source))
+                    .find_map(|b| {
+                        self.blocks
+                            .runs(order, &[b])
+                            .into_iter()
+                            .find_map(&mut *fits)
+                    })
+            })
     }
 
     fn refill<'a>(
@@ -298,6 +340,37 @@ mod tests {
             BlockState::Held { refs: 0 }
         );
         assert!(m.check().is_empty(), "{:?}", m.check());
+    }
+
+    #[test]
+    fn placing_lazily_tries_the_runs_of_tagged_placement_in_their_order() {
+        let (mut m, mut src) = booted(GoogleTagStorage::new);
+        // Block 3 has untagged data (not FREE); blocks 9 and 12 are TAGGED,
+        // 12 the more tagged.
+        src.used.insert(Pfn::new(BASE + 32 * 3));
+        for frame in [32 * 9, 32 * 12, 32 * 12 + 1] {
+            block_on(m.reserve(Pfn::new(BASE + frame), Order::new(0), &mut src)).unwrap();
+        }
+        for order in [0, 5, 6] {
+            let order = Order::new(order);
+            let all = m.tagged_placement(order, &src);
+            assert!(all.len() > 4, "{all:?}");
+            for accept in 0..5 {
+                let mut tried = Vec::new();
+                let got = m.place_tagged(order, &src, &mut |run| {
+                    tried.push(run);
+                    (tried.len() == accept + 1).then_some(run.start)
+                });
+                assert_eq!(tried, all[..=accept], "order {order:?}");
+                assert_eq!(got, Some(all[accept].start));
+            }
+            let mut tried = Vec::new();
+            let none = m.place_tagged(order, &src, &mut |run| {
+                tried.push(run);
+                None
+            });
+            assert_eq!((none, tried), (None, all));
+        }
     }
 
     #[test]

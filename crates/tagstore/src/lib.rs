@@ -379,6 +379,24 @@ pub trait TagStorage: fmt::Debug {
         Vec::new()
     }
 
+    /// Tries `fits` on the runs of [`Self::tagged_placement`] in its order
+    /// and returns the first frame it gives: how the kernel places a
+    /// tagged allocation in held storage. `fits` allocates inside a run or
+    /// returns `None` changing nothing, so a design may compute its runs
+    /// lazily here, asking `source` about a run only once the runs before
+    /// it did not fit (Google's FREE Tag Blocks): the answer is the same
+    /// as trying every run of `tagged_placement`.
+    fn place_tagged(
+        &self,
+        order: Order,
+        source: &dyn BlockSource,
+        fits: &mut dyn FnMut(PfnRange) -> Option<Pfn>,
+    ) -> Option<Pfn> {
+        self.tagged_placement(order, source)
+            .into_iter()
+            .find_map(fits)
+    }
+
     /// No frame of [`Self::tagged_placement`] was free for a tagged
     /// allocation of `order`: make storage taggable the design's way
     /// (XNU: inline activation, then the refill thread's work; Google:

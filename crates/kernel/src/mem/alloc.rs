@@ -26,7 +26,7 @@ use super::mover::PhysSource;
 use super::{FrameMover, Memory, PageMover, TagStorageState};
 use crate::phys::{AllocError, AllocFlags, FrameStatus, FreeError, Order, PageFlag};
 use mte::{Pfn, PfnRange};
-use tagstore::{ReserveAt, ReserveError, TaggedPlacement};
+use tagstore::{BlockSource, ReserveAt, ReserveError, TagStorage, TaggedPlacement};
 use thiserror::Error;
 use uapi::event::Event;
 
@@ -305,19 +305,15 @@ impl Memory {
             let mut state = self.tag_storage.lock().await;
             let TagStorageState { manager, claimed } = &mut *state;
             let mut source = PhysSource::new(self, mover, claimed);
-            let runs = manager.tagged_placement(order, &source);
-            if let Some(pfn) = self.alloc_in_runs(&runs, order, gfp) {
+            if let Some(pfn) = self.place_in_held(&**manager, order, &source, gfp) {
                 return HeldAlloc::Got(pfn);
             }
             let changed = manager.refill(order, &mut source).await;
             self.tag_counters.set(manager.counters());
-            if changed {
-                let runs = manager.tagged_placement(order, &source);
-                if let Some(pfn) = self.alloc_in_runs(&runs, order, gfp) {
-                    drop(state);
-                    self.nudge_refill_thread();
-                    return HeldAlloc::Got(pfn);
-                }
+            if changed && let Some(pfn) = self.place_in_held(&**manager, order, &source, gfp) {
+                drop(state);
+                self.nudge_refill_thread();
+                return HeldAlloc::Got(pfn);
             }
             if !manager.has_refill_thread() {
                 drop(state);
@@ -336,8 +332,7 @@ impl Memory {
                 for _ in 0..super::refill::MAX_REFILL_WAITS {
                     let progress = manager.refill_thread(Some(order), &mut source).await;
                     self.tag_counters.set(manager.counters());
-                    let runs = manager.tagged_placement(order, &source);
-                    if let Some(pfn) = self.alloc_in_runs(&runs, order, gfp) {
+                    if let Some(pfn) = self.place_in_held(&**manager, order, &source, gfp) {
                         return HeldAlloc::Got(pfn);
                     }
                     if !progress {
@@ -353,8 +348,7 @@ impl Memory {
             let mut state = self.tag_storage.lock().await;
             let TagStorageState { manager, claimed } = &mut *state;
             let source = PhysSource::new(self, mover, claimed);
-            let runs = manager.tagged_placement(order, &source);
-            if let Some(pfn) = self.alloc_in_runs(&runs, order, gfp) {
+            if let Some(pfn) = self.place_in_held(&**manager, order, &source, gfp) {
                 return HeldAlloc::Got(pfn);
             }
             if !progress {
@@ -372,6 +366,22 @@ impl Memory {
         } else {
             HeldAlloc::Refused
         }
+    }
+
+    /// Allocates `2^order` frames inside the first run of the design's
+    /// [`tagstore::TagStorage::tagged_placement`] that has a free fitting
+    /// block (the design may compute the runs lazily:
+    /// [`tagstore::TagStorage::place_tagged`]).
+    fn place_in_held(
+        &self,
+        manager: &dyn TagStorage,
+        order: Order,
+        source: &dyn BlockSource,
+        gfp: Gfp,
+    ) -> Option<Pfn> {
+        manager.place_tagged(order, source, &mut |run| {
+            self.alloc_in_runs(&[run], order, gfp)
+        })
     }
 
     /// Allocates `2^order` frames inside the first of `runs` that has a
@@ -394,45 +404,14 @@ impl Memory {
     /// Frames of `pfns` free in the allocator (what a design asks through
     /// its `BlockSource`).
     pub(crate) fn free_frames_in(&self, pfns: PfnRange) -> u64 {
-        self.count_free_in(pfns, false)
+        self.phys.borrow().alloc.free_frames_in(pfns)
     }
 
     /// Whether every frame of `pfns` is free in the allocator: as
     /// `free_frames_in(pfns) == pfns.count`, answered at the first frame
     /// that is not.
     pub(crate) fn all_free_in(&self, pfns: PfnRange) -> bool {
-        self.count_free_in(pfns, true) == pfns.count
-    }
-
-    /// The free frames of `pfns`, walked a block at a time (a free,
-    /// allocated or per-CPU block is skipped whole: one status lookup per
-    /// block, not per frame); with `stop_at_used`, the count up to the
-    /// first frame that is not free.
-    fn count_free_in(&self, pfns: PfnRange, stop_at_used: bool) -> u64 {
-        let phys = self.phys.borrow();
-        let end = pfns.end();
-        let mut pfn = pfns.start;
-        let mut free = 0;
-        while pfn < end {
-            let (block_end, is_free) = match phys.alloc.frame_status(pfn) {
-                Some(FrameStatus::Free { head, order, .. }) => (head + order.pages(), true),
-                Some(
-                    FrameStatus::Allocated { head, order, .. }
-                    | FrameStatus::PcpFree { head, order, .. },
-                ) => (head + order.pages(), false),
-                _ => (pfn + 1, false),
-            };
-            if !is_free && stop_at_used {
-                break;
-            }
-            // The rest of the block at once.
-            let block_end = block_end.min(end);
-            if is_free {
-                free += block_end - pfn;
-            }
-            pfn = block_end;
-        }
-        free
+        self.phys.borrow().alloc.all_free_in(pfns)
     }
 
     /// A tagged allocation whose tag storage is reserved if any page of a

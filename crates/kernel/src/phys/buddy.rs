@@ -73,6 +73,7 @@
 //!   fallback, as Linux refuses pageblocks crossing a zone boundary
 //!   (`prep_move_freepages_block()`).
 
+use crate::phys::chunks::TakenChunks;
 use crate::phys::frame::{FrameMeta, FrameState, FrameTable, MigrateType, PageFlag};
 use crate::phys::layout::{CmaUse, Order, PhysGeometry, PhysLayout, RegionKind};
 use crate::phys::pcp::Pcp;
@@ -330,6 +331,9 @@ pub struct BuddyAllocator {
     /// The per-CPU lists, when on.
     pub(crate) pcp: Option<Pcp>,
     pub(crate) list_order: FreeListOrder,
+    /// Taken frames per chunk of 32, kept with the free lists
+    /// ([`crate::phys::chunks`]): how many frames of a range are free.
+    pub(crate) chunks: TakenChunks,
 }
 
 impl BuddyAllocator {
@@ -351,6 +355,7 @@ impl BuddyAllocator {
             count
         ];
         let first_pageblock = blocks.start.as_u64() >> pb_shift;
+        let layout_span = layout.span();
         for region in layout.regions() {
             if region.kind == RegionKind::TagStorageCma {
                 let pbs = g.pageblocks_of(region.range);
@@ -379,11 +384,15 @@ impl BuddyAllocator {
             cma_use,
             pcp: None,
             list_order: FreeListOrder::Address,
+            // Empty while booting (it ignores updates): boot frees every
+            // allocatable frame, which is the fresh table's "nothing taken".
+            chunks: TakenChunks::default(),
         };
         for range in allocatable {
             // Linux memblock_free_all() -> __free_pages_core(): FPI_TO_TAIL.
             this.free_pieces_to(range.start, range.end(), End::Tail);
         }
+        this.chunks = TakenChunks::new(layout_span);
         this
     }
 
@@ -559,6 +568,7 @@ impl BuddyAllocator {
             + self.pageblocks.capacity() * size_of::<Pageblock>()
             + self.free_lists.capacity() * size_of::<[BlockRuns; 4]>()
             + runs * BYTES_PER_RUN
+            + self.chunks.host_bytes()
     }
 
     // ----- allocation -------------------------------------------------------
@@ -672,6 +682,9 @@ impl BuddyAllocator {
             || !range.start.is_aligned(order)
             || !range.count.is_multiple_of(order.pages())
             || range.count == 0
+            // No free frame at all (the chunk table answers at once): no
+            // free block on any list to search.
+            || self.free_frames_in(range) == 0
         {
             return None;
         }
@@ -1075,6 +1088,7 @@ impl BuddyAllocator {
             "BUG: free block {head} order {order} already on {list:?}"
         );
         self.counters.free[list.index()] += order.pages();
+        self.chunks.freed(head, order);
     }
 
     pub(crate) fn del_free(&mut self, head: Pfn, order: Order, list: FreeList) {
@@ -1084,6 +1098,7 @@ impl BuddyAllocator {
             "BUG: free block {head} order {order} not on {list:?}"
         );
         self.counters.free[list.index()] -= order.pages();
+        self.chunks.taken_out(head, order);
     }
 
     /// Linux `expand()`: of the block `head` of order `high`, keeps the lowest

@@ -96,6 +96,16 @@ pub enum PhysViolation {
     /// exactly its blocks, or a list keeps an order the allocator does not
     /// (or the other way round).
     FreeListOrder { order: Order, list: FreeList },
+    /// The allocator's count of taken frames (on no buddy free list) of
+    /// the `frames` frames from `first` (a chunk of 32, or a section of
+    /// chunks never counted) differs from the recount from the free lists
+    /// (`crate::phys::chunks`).
+    FreeChunk {
+        first: Pfn,
+        frames: u64,
+        kept: i64,
+        recounted: i64,
+    },
 }
 
 /// A free block found on a list.
@@ -178,6 +188,7 @@ impl BuddyAllocator {
         for b in &blocks {
             self.check_free_block(*b, out);
         }
+        self.check_free_chunks(&blocks, out);
         self.check_pcp(&mut blocks, &mut recount, out);
         blocks.sort_by_key(|b| b.head);
         for pair in blocks.windows(2) {

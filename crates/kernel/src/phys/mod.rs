@@ -25,6 +25,7 @@
 
 pub mod buddy;
 pub mod check;
+mod chunks;
 pub mod contig;
 pub(crate) mod dirty;
 pub mod frame;

@@ -345,6 +345,21 @@ fn run(
         }
         let v = phys.borrow().check();
         prop_assert!(v.is_empty(), "after {op:?}: {v:#?}");
+        // The free-frame counts (the chunk table's fast answers) equal a
+        // count of frame statuses, at chunk edges and across them.
+        let a = &phys.borrow().alloc;
+        for start in (0..100).step_by(7) {
+            for len in [1, 5, 32, 40, 64] {
+                let range = PfnRange::new(Pfn::new(start), len);
+                let by_status = (start..start + len)
+                    .filter(|&f| {
+                        matches!(a.frame_status(Pfn::new(f)), Some(FrameStatus::Free { .. }))
+                    })
+                    .count() as u64;
+                prop_assert_eq!(a.free_frames_in(range), by_status, "{:?}", range);
+                prop_assert_eq!(a.all_free_in(range), by_status == len, "{:?}", range);
+            }
+        }
         let stats = phys.borrow().stats();
         let allocated: u64 = model.allocs.values().map(|(o, _)| o.pages()).sum();
         let claimed: u64 = model.claimed.iter().map(|c| c.range().count).sum();
