@@ -16,8 +16,9 @@
 //! are recorded ([`ProgramRun::schedules`]). Its replies must be those of
 //! some serial order of its lines (linearizability): the reference runs the
 //! lines in every order (at most 4! = 24) on snapshots of itself
-//! ([`Machine::snapshot`]), depth first so that orders sharing a prefix
-//! share its run and an order is dropped at its first differing reply.
+//! ([`Machine::snapshot`]; the last order of each prefix on the state
+//! itself), depth first so that orders sharing a prefix share its run and
+//! an order is dropped at its first differing reply.
 //! When no order gives every reply, the failure
 //! ([`FailureKind::NotLinearizable`]) lists the block's replies and, for
 //! each order (grouped by the prefix that already differs), the first
@@ -737,13 +738,16 @@ pub fn run_program(
                                 }
                                 None
                             }
-                            Err(orders) => {
+                            Err(Unexplained {
+                                orders,
+                                candidates: tried,
+                            }) => {
                                 failure(FailureKind::NotLinearizable(Box::new(NotLinearizable {
                                     lines: block.steps.iter().map(ToString::to_string).collect(),
                                     under_test: replies,
                                     schedule,
                                     orders,
-                                    candidates: candidates.len(),
+                                    candidates: tried,
                                     capped,
                                 })))
                             }
@@ -871,32 +875,45 @@ struct Explained {
     some_order_failed: bool,
 }
 
+/// A block no order of any candidate explains: the orders of the first
+/// candidate, where each first differs, and how many candidates there were.
+struct Unexplained {
+    orders: Vec<OrderMismatch>,
+    candidates: usize,
+}
+
 /// A block on every candidate in every order (module doc). `Ok`: the new
-/// candidates are in `candidates`; `Err`: the orders of the first
-/// candidate, where each first differs.
+/// candidates are in `candidates`; `Err`: none is left (each candidate's
+/// state went into its orders: the run ends there).
+///
+/// A candidate's own state starts its orders (the last order of each
+/// prefix takes the state, the others a copy), so a block of `n` lines
+/// copies a state one time less than from a copy of the candidate.
 fn check_block(
     steps: &[Step],
     commands: &[Command],
     replies: &[Option<Reply>],
     ut_env: &Env,
     candidates: &mut Vec<Candidate>,
-) -> Result<Result<Explained, Vec<OrderMismatch>>, FuzzError> {
+) -> Result<Result<Explained, Unexplained>, FuzzError> {
     let (mut line_order, mut some_order_failed) = (false, false);
     let mut next = Vec::new();
     let mut first_mismatches = None;
-    for candidate in candidates.iter() {
-        let Some(start) = candidate.machine.snapshot() else {
-            return Err(FuzzError::NoSnapshot);
-        };
+    let tried = candidates.len();
+    for candidate in core::mem::take(candidates) {
+        let Candidate {
+            machine: start,
+            env: candidate_env,
+        } = candidate;
         let mut orders = Orders {
             steps,
             lines: commands
                 .iter()
-                .map(|c| lower_line(&candidate.env, c))
+                .map(|c| lower_line(&candidate_env, c))
                 .collect(),
             under_test: replies,
             ut_env,
-            ref_env: &candidate.env,
+            ref_env: &candidate_env,
             matched: Vec::new(),
             mismatches: Vec::new(),
             no_snapshot: false,
@@ -908,7 +925,7 @@ fn check_block(
         }
         for (machine, ref_replies, order) in orders.matched {
             line_order |= order.iter().enumerate().all(|(i, &line)| i == line);
-            let mut env = candidate.env.clone();
+            let mut env = candidate_env.clone();
             for (command, reply) in commands.iter().zip(&ref_replies) {
                 env.bind(command, reply.as_ref());
             }
@@ -918,7 +935,10 @@ fn check_block(
         first_mismatches.get_or_insert(orders.mismatches);
     }
     if next.is_empty() {
-        return Ok(Err(first_mismatches.unwrap_or_default()));
+        return Ok(Err(Unexplained {
+            orders: first_mismatches.unwrap_or_default(),
+            candidates: tried,
+        }));
     }
     dedupe(&mut next);
     let capped = next.len() > MAX_CANDIDATES;

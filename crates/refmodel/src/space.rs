@@ -213,15 +213,19 @@ impl SpaceError {
 
 /// A process's address space. Cloning it is `fork(2)`'s copy: private pages
 /// are copied (lazily: the copies share each page until one of them writes
-/// it), objects are shared.
+/// it, and the table of them until one of them changes it), objects are
+/// shared.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct AddressSpace {
     layout: Layout,
     /// By start address.
     vmas: BTreeMap<VirtAddr, Vma>,
     /// Pages written through private mappings (copy-on-write between
-    /// clones: `Rc::make_mut` on write).
-    private: BTreeMap<Vpn, Rc<Page>>,
+    /// clones: `Rc::make_mut` on write). The table is copy-on-write too: a
+    /// clone (a `fork`, a snapshot of the machine for a block's orders)
+    /// costs nothing until one side writes a page it has not yet written
+    /// since, or forgets one.
+    private: Rc<BTreeMap<Vpn, Rc<Page>>>,
 }
 
 impl AddressSpace {
@@ -229,7 +233,7 @@ impl AddressSpace {
         AddressSpace {
             layout,
             vmas: BTreeMap::new(),
-            private: BTreeMap::new(),
+            private: Rc::new(BTreeMap::new()),
         }
     }
 
@@ -391,8 +395,13 @@ impl AddressSpace {
     pub fn drop_private(&mut self, start: VirtAddr, end: VirtAddr) {
         let range = self.layout.vpn(start)..self.layout.vpn(end);
         let doomed: Vec<Vpn> = self.private.range(range).map(|(&v, _)| v).collect();
+        if doomed.is_empty() {
+            // Nothing to forget: a table shared with a clone stays shared.
+            return;
+        }
+        let private = Rc::make_mut(&mut self.private);
         for vpn in doomed {
-            self.private.remove(&vpn);
+            private.remove(&vpn);
         }
     }
 
@@ -502,11 +511,13 @@ impl AddressSpace {
             return write(Rc::make_mut(page));
         }
         let vpn = self.layout.vpn(addr);
-        let page = self.private.entry(vpn).or_insert_with(|| {
-            behind
-                .and_then(|(object, index)| object.borrow().pages.get(&index).cloned())
-                .unwrap_or_else(|| Rc::new(Page::zeroed(geometry)))
-        });
+        let page = Rc::make_mut(&mut self.private)
+            .entry(vpn)
+            .or_insert_with(|| {
+                behind
+                    .and_then(|(object, index)| object.borrow().pages.get(&index).cloned())
+                    .unwrap_or_else(|| Rc::new(Page::zeroed(geometry)))
+            });
         write(Rc::make_mut(page))
     }
 
@@ -581,7 +592,7 @@ impl AddressSpace {
                 }
             }
         }
-        for (&vpn, page) in private {
+        for (&vpn, page) in private.iter() {
             let addr = layout.vpn_addr(vpn);
             match self.vma_at(addr) {
                 None => out.push(format!("private page {addr} lies in no mapping")),
@@ -765,6 +776,35 @@ mod tests {
         s.insert(anon(0x11000, 0x12000));
         assert!(s.read_page(va(0x11000), |p| p.is_none()));
         assert!(s.violations().is_empty(), "{:?}", s.violations());
+    }
+
+    /// A clone shares the table of private pages until one side changes
+    /// it; each side then sees only its own writes and unmaps.
+    #[test]
+    fn clones_share_private_pages_until_one_side_changes_them() {
+        let mut s = AddressSpace::new(layout());
+        s.insert(anon(0x10000, 0x14000));
+        s.write_page(va(0x11000), |p| p.data[5] = 7);
+        let mut c = s.clone();
+        assert!(Rc::ptr_eq(&s.private, &c.private));
+        // Unmapping where nothing was written changes no table.
+        c.drop_private(va(0x12000), va(0x14000));
+        assert!(Rc::ptr_eq(&s.private, &c.private));
+        c.write_page(va(0x11000), |p| p.data[5] = 9);
+        assert!(!Rc::ptr_eq(&s.private, &c.private));
+        assert_eq!(s.read_page(va(0x11000), |p| p.unwrap().data[5]), 7);
+        assert_eq!(c.read_page(va(0x11000), |p| p.unwrap().data[5]), 9);
+        assert_ne!(s, c);
+        let mut d = s.clone();
+        d.unmap(va(0x11000), va(0x12000));
+        assert_eq!(s.read_page(va(0x11000), |p| p.unwrap().data[5]), 7);
+        d.insert(anon(0x11000, 0x12000));
+        assert!(d.read_page(va(0x11000), |p| p.is_none()));
+        // Equal contents compare equal whether shared or not.
+        let e = s.clone();
+        c.write_page(va(0x11000), |p| p.data[5] = 7);
+        assert_eq!(s, e);
+        assert_eq!(s, c);
     }
 
     #[test]

@@ -143,6 +143,15 @@ impl Process {
         });
     }
 
+    /// `len` bytes of `byte` at `addr`, all in one page (a fill's page
+    /// without a buffer of its bytes).
+    fn fill_bytes(&mut self, addr: VirtAddr, len: usize, byte: u8) {
+        let offset = self.layout().offset_in_page(addr);
+        self.space.write_page(addr, |page| {
+            page.data[offset..offset + len].fill(byte);
+        });
+    }
+
     fn byte_addr(&self, ptr: TaggedPtr, offset: u64) -> VirtAddr {
         ptr.addr()
             .checked_add(offset)
@@ -238,7 +247,7 @@ impl Process {
                     .map_or(0, |f| f.addr().as_u64().saturating_sub(addr.as_u64())),
             };
             if written > 0 {
-                self.write_bytes(addr, &vec![byte; written as usize]);
+                self.fill_bytes(addr, written as usize, byte);
             }
             if let Err(fault) = checked {
                 return Outcome::Fault(fault);

@@ -330,6 +330,13 @@ impl Kernel {
     /// (translation) and a granule at a time (tag check), which gives the
     /// byte-by-byte result since a page shares its mapping and a granule its
     /// tag.
+    ///
+    /// Within a page nothing switches, so the page's bytes move in one copy:
+    /// a fill writes the granules that passed their check before it returns
+    /// the fault of the first that did not (as granule-by-granule writes
+    /// would have left them); a verify reads the page's part once and looks
+    /// at each granule after its check. A page not mapped Normal Tagged, or
+    /// an access the thread does not check, has no granule that can fail.
     async fn bytewise(&self, pid: Pid, ptr: TaggedPtr, len: u64, byte: u8, write: bool) -> Outcome {
         let start = ptr.addr().as_u64();
         let (need, kind) = if write {
@@ -337,6 +344,8 @@ impl Kernel {
         } else {
             (Need::Read, AccessKind::Load)
         };
+        let fill = [byte; PAGE as usize];
+        let mut buf = [0u8; PAGE as usize];
         let mut done = 0;
         while done < len {
             // User code runs on: another CPU may run between two pages.
@@ -358,28 +367,51 @@ impl Kernel {
                 Ok(p) => p,
                 Err(f) => return Outcome::Fault(f),
             };
+            let checked = self.granules_checked(pid, kind, &pages);
+            let bytes = chunk as usize;
+            if !write {
+                self.read_through(&pages, at, &mut buf[..bytes]);
+            }
             let mut off = 0;
-            while off < chunk {
+            while checked && off < chunk {
                 let g_at = at + off;
                 let n = (GRANULE_SIZE - g_at % GRANULE_SIZE).min(chunk - off);
                 let g_ptr = ptr.with_addr(va(g_at));
                 if let Err(f) = self.tag_check(pid, g_ptr, n, kind, &pages) {
+                    if write && off > 0 {
+                        self.write_through(&pages, at, &fill[..off as usize]);
+                    }
                     return Outcome::Fault(f);
                 }
-                if write {
-                    self.write_through(&pages, g_at, &vec![byte; n as usize]);
-                } else {
-                    let mut buf = vec![0u8; n as usize];
-                    self.read_through(&pages, g_at, &mut buf);
-                    if let Some(i) = buf.iter().position(|&b| b != byte) {
+                if !write {
+                    let granule = &buf[off as usize..(off + n) as usize];
+                    if let Some(i) = granule.iter().position(|&b| b != byte) {
                         return Outcome::Mismatch(done + off + i as u64);
                     }
                 }
                 off += n;
             }
+            if write {
+                self.write_through(&pages, at, &fill[..bytes]);
+            } else if let Some(i) = buf[..bytes].iter().position(|&b| b != byte) {
+                return Outcome::Mismatch(done + i as u64);
+            }
             done += chunk;
         }
         Outcome::Ok
+    }
+
+    /// Whether a granule of an access of `kind` through `pages` can fail
+    /// its tag check: some page is mapped Normal Tagged and the thread
+    /// checks the access ([`Kernel::tag_check`] passes every granule
+    /// otherwise, without reading a tag).
+    fn granules_checked(&self, pid: Pid, kind: AccessKind, pages: &[PageMap]) -> bool {
+        pages.iter().any(|p| p.tagged)
+            && self
+                .procs
+                .borrow()
+                .get(&pid)
+                .is_some_and(|p| p.check_settings().timing(kind) != mte::CheckTiming::Unchecked)
     }
 
     pub(crate) async fn fill(&self, pid: Pid, ptr: TaggedPtr, len: u64, byte: u8) -> Outcome {

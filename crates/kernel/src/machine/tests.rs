@@ -1268,3 +1268,78 @@ fn fork_shares_swap_slots_by_count() {
     assert_eq!(load8(&mut k, c, a), Outcome::Value(42));
     assert_eq!(stat(&k, Counter::SwapSavedTags), 0, "no MTE: no tags saved");
 }
+
+/// `fill` and `verify` move a page's bytes in one copy (`bytewise`) but
+/// keep the byte-by-byte result: a synchronous tag fault in the middle of
+/// a page leaves the granules before it written and the rest untouched,
+/// reports the failing granule, and a verify reports a mismatching byte
+/// before a later fault; an asynchronous mismatch lets the fill complete.
+#[test]
+fn fill_and_verify_stop_at_the_failing_granule_within_a_page() {
+    let t = |n: u8| Tag::new(n).unwrap();
+    for mode in [CheckMode::Sync, CheckMode::Async] {
+        let mut k = kernel(&[]);
+        let p = spawn(&mut k);
+        sync_mte(&mut k, p);
+        let request = PrctlRequest {
+            tcf: Some(mode),
+            ..PrctlRequest::default()
+        };
+        assert_eq!(cmd(&mut k, p, Command::Prctl(request)), Outcome::Ok);
+        let a = mmap(&mut k, p, 0x2000, rw_mte(), MapFlags::default());
+        let at = |off: u64| a.checked_add(off).unwrap();
+        // Granule 4 of the second page has tag 3; every other tag is 0.
+        let bad = at(0x1040);
+        assert_eq!(set_tag(&mut k, p, bad.with_tag(t(3)), 16), Outcome::Ok);
+        let fill = cmd(
+            &mut k,
+            p,
+            Command::Fill {
+                ptr: at(8),
+                len: 0x1ff0,
+                byte: 7,
+            },
+        );
+        let verify = |k: &mut Kernel, ptr: TaggedPtr, len: u64, byte: u8| {
+            cmd(k, p, Command::Verify { ptr, len, byte })
+        };
+        let fault = Outcome::Fault(uapi::Fault {
+            code: uapi::FaultCode::SegvMteSerr,
+            addr: Some(bad),
+        });
+        if mode == CheckMode::Async {
+            assert_eq!(fill, Outcome::Ok);
+            assert_eq!(verify(&mut k, bad.with_tag(t(3)), 16, 7), Outcome::Ok);
+            assert_eq!(verify(&mut k, at(8), 0x1038, 7), Outcome::Ok);
+            continue;
+        }
+        assert_eq!(fill, fault);
+        assert_eq!(verify(&mut k, at(8), 0x1038, 7), Outcome::Ok);
+        assert_eq!(verify(&mut k, at(0), 8, 0), Outcome::Ok);
+        assert_eq!(verify(&mut k, bad.with_tag(t(3)), 16, 0), Outcome::Ok);
+        assert_eq!(verify(&mut k, at(0x1050), 0xfb0, 0), Outcome::Ok);
+        // The whole range: the fault at the bad granule, unless a byte
+        // before it differs (found first, also in the same page).
+        assert_eq!(verify(&mut k, at(8), 0x1ff0, 7), fault);
+        assert_eq!(store8(&mut k, p, at(0x1020), 0), Outcome::Ok);
+        assert_eq!(verify(&mut k, at(8), 0x1ff0, 7), Outcome::Mismatch(0x1018));
+        // A fault in the first granule of a page writes nothing of it.
+        let fill = cmd(
+            &mut k,
+            p,
+            Command::Fill {
+                ptr: at(0x1048),
+                len: 16,
+                byte: 9,
+            },
+        );
+        assert_eq!(
+            fill,
+            Outcome::Fault(uapi::Fault {
+                code: uapi::FaultCode::SegvMteSerr,
+                addr: Some(at(0x1048)),
+            })
+        );
+        assert_eq!(verify(&mut k, bad.with_tag(t(3)), 16, 0), Outcome::Ok);
+    }
+}
