@@ -30,6 +30,9 @@
 //!   entries the page tables hold changed; the page caches' bookkeeping
 //!   when the objects or the owners did; a folio's verdict when the
 //!   folios changed or a frame of the folio is recomputed above.
+//! - the LRU's own bookkeeping (lists and places agree) by
+//!   [`super::lru::Lru::consistent_incremental`], from the LRU's second
+//!   log.
 //! - the swap cache, restored tags and orphans (a handful of pages each)
 //!   and the frame count (a sum kept with the held set) are derived at
 //!   every call.
@@ -674,6 +677,7 @@ impl Kernel {
         out.extend(state.folio_verdicts.values().cloned());
 
         // The frames' verdicts.
+        let lru_consistent = self.lru.borrow_mut().consistent_incremental();
         let lru = self.lru.borrow();
         if all {
             candidates.extend(want.keys());
@@ -722,7 +726,7 @@ impl Kernel {
             }
         }
         out.extend(state.verdicts.values().flatten().cloned());
-        if !lru.consistent_kept() {
+        if !lru_consistent {
             out.push(KernelViolation::Lru {
                 pfn: self.mem.zero_page(),
                 what: "the lists and the places disagree",

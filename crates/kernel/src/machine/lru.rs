@@ -22,20 +22,23 @@
 //! here; the page-table young bit (`PTE_AF`) lives in the entries and is
 //! handled by the kernel (`reclaim`).
 //!
-//! Every change of a field bumps a generation number (`touch`), so
-//! that the incremental checker can keep the verdict of
-//! [`Lru::consistent`] while the lists are unchanged
-//! ([`Lru::consistent_kept`]); the fields are private to this module, so
-//! its methods are the only way to change them, and each one that changes
-//! something touches (a call that changes nothing, such as marking a page
-//! referenced twice, need not).
-//!
-//! The pages whose place changed are logged too ([`Lru::take_changed`]),
+//! The pages whose place changed are logged ([`Lru::take_changed`]),
 //! for the incremental checker's per-frame LRU verdicts
 //! (`crate::machine::check_frames`): every method that changes a place
-//! logs its page next to its `touch`.
+//! logs its page.
+//!
+//! [`Lru::consistent_incremental`] gives [`Lru::consistent`]'s verdict
+//! while looking only at what changed since its last call. It keeps a
+//! second log, of every page whose place or `PG_referenced` flag changed
+//! and of the old and the new page of every list entry that changed
+//! (the fields are private to this module, so its methods are the only
+//! way to change them, and each one logs what it changes), and keeps
+//! per page what the full check would say about it (see
+//! `ConsistencyCheck`): the lists agree with the places exactly when as
+//! many entries are on the lists as places are on a list and the entry
+//! at every such place names its page (the places then map one to one
+//! onto the entries), which is a verdict per page plus two counts.
 
-use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 
 use mte::Pfn;
@@ -105,15 +108,30 @@ pub(crate) struct Lru {
     place: BTreeMap<Pfn, (LruPlace, u64)>,
     referenced: BTreeSet<Pfn>,
     next: u64,
-    /// Bumped by every change (module doc).
-    generation: u64,
-    /// The generation [`Lru::consistent_kept`] last computed, and its
-    /// verdict.
-    kept: Cell<Option<(u64, bool)>>,
     /// The pages whose place changed since the last
     /// [`Lru::take_changed`]; `None`: unknown (before the first take, or
     /// after more than [`CHANGED_LOG_LIMIT`] changes).
     changed: Option<Vec<Pfn>>,
+    /// What [`Lru::consistent_incremental`] keeps between its calls.
+    check: ConsistencyCheck,
+}
+
+/// The incremental consistency check's log and its verdicts per page
+/// (module doc), as of its last call.
+#[derive(Clone, Debug, Default)]
+struct ConsistencyCheck {
+    /// The pages to look at again: every page whose place or flag changed
+    /// and the old and new page of every list entry that changed since
+    /// the last call; `None`: every page (before the first call, or after
+    /// more than [`CHANGED_LOG_LIMIT`] changes).
+    log: Option<Vec<Pfn>>,
+    /// The isolated pages (the places not on a list).
+    isolated: BTreeSet<Pfn>,
+    /// The pages whose place is on a list but whose entry there is not
+    /// them.
+    misplaced: BTreeSet<Pfn>,
+    /// The referenced pages with no place.
+    stray_flags: BTreeSet<Pfn>,
 }
 
 /// Changes the log holds before it gives up (the checker then looks at
@@ -121,20 +139,16 @@ pub(crate) struct Lru {
 const CHANGED_LOG_LIMIT: usize = 1 << 14;
 
 impl Lru {
-    /// Called by every change of a field (module doc).
-    fn touch(&mut self) {
-        self.generation += 1;
+    /// Logs that `pfn`'s place changed, in both logs (module doc).
+    fn log(&mut self, pfn: Pfn) {
+        push_capped(&mut self.changed, pfn);
+        push_capped(&mut self.check.log, pfn);
     }
 
-    /// Logs that `pfn`'s place changed (module doc).
-    fn log(&mut self, pfn: Pfn) {
-        if let Some(log) = &mut self.changed {
-            if log.len() < CHANGED_LOG_LIMIT {
-                log.push(pfn);
-            } else {
-                self.changed = None;
-            }
-        }
+    /// Logs for the consistency check alone that `pfn`'s flag changed or
+    /// that it was the page of a list entry that changed (module doc).
+    fn note(&mut self, pfn: Pfn) {
+        push_capped(&mut self.check.log, pfn);
     }
 
     /// The pages whose place changed since the last call (with repeats,
@@ -153,20 +167,23 @@ impl Lru {
     }
 
     fn insert(&mut self, pfn: Pfn, list: LruList) {
-        self.touch();
         self.log(pfn);
         let seq = self.next;
         self.next += 1;
-        self.lists[list.index()].insert(seq, pfn);
+        if let Some(old) = self.lists[list.index()].insert(seq, pfn) {
+            self.note(old);
+        }
         self.place.insert(pfn, (LruPlace::On(list), seq));
     }
 
     fn unlink(&mut self, pfn: Pfn) -> Option<LruPlace> {
         let (place, seq) = self.place.remove(&pfn)?;
-        self.touch();
         self.log(pfn);
-        if let LruPlace::On(list) = place {
-            self.lists[list.index()].remove(&seq);
+        if let LruPlace::On(list) = place
+            && let Some(old) = self.lists[list.index()].remove(&seq)
+            && old != pfn
+        {
+            self.note(old);
         }
         Some(place)
     }
@@ -176,7 +193,7 @@ impl Lru {
     pub(crate) fn remove(&mut self, pfn: Pfn) {
         self.unlink(pfn);
         if self.referenced.remove(&pfn) {
-            self.touch();
+            self.note(pfn);
         }
     }
 
@@ -189,7 +206,6 @@ impl Lru {
     /// taken off (isolated). `None` when the list is empty.
     pub(crate) fn isolate_oldest(&mut self, list: LruList) -> Option<Pfn> {
         let (&seq, &pfn) = self.lists[list.index()].iter().next()?;
-        self.touch();
         self.log(pfn);
         self.lists[list.index()].remove(&seq);
         self.place
@@ -212,11 +228,13 @@ impl Lru {
         let Some((place, seq)) = self.place.remove(&src) else {
             return;
         };
-        self.touch();
         self.log(src);
         self.log(dst);
-        if let LruPlace::On(list) = place {
-            self.lists[list.index()].insert(seq, dst);
+        if let LruPlace::On(list) = place
+            && let Some(old) = self.lists[list.index()].insert(seq, dst)
+            && old != src
+        {
+            self.note(old);
         }
         self.place.insert(dst, (place, seq));
         if self.referenced.remove(&src) {
@@ -243,7 +261,7 @@ impl Lru {
     /// Linux `folio_set_referenced()`.
     pub(crate) fn set_referenced(&mut self, pfn: Pfn) {
         if self.place.contains_key(&pfn) && self.referenced.insert(pfn) {
-            self.touch();
+            self.note(pfn);
         }
     }
 
@@ -251,7 +269,7 @@ impl Lru {
     pub(crate) fn test_clear_referenced(&mut self, pfn: Pfn) -> bool {
         let was = self.referenced.remove(&pfn);
         if was {
-            self.touch();
+            self.note(pfn);
         }
         was
     }
@@ -262,15 +280,55 @@ impl Lru {
         self.check_consistent()
     }
 
-    /// [`Lru::consistent`], computed again only when a `&mut self` method
-    /// ran since the last call (module doc).
-    pub(crate) fn consistent_kept(&self) -> bool {
-        match self.kept.get() {
-            Some((generation, verdict)) if generation == self.generation => verdict,
-            _ => {
-                let verdict = self.check_consistent();
-                self.kept.set(Some((self.generation, verdict)));
-                verdict
+    /// [`Lru::consistent`]'s verdict, from the pages logged since the
+    /// last call (module doc); the first call, and one after the log
+    /// overflowed, look at every page.
+    pub(crate) fn consistent_incremental(&mut self) -> bool {
+        match self.check.log.replace(Vec::new()) {
+            Some(mut pages) => {
+                pages.sort_unstable();
+                pages.dedup();
+                for pfn in pages {
+                    self.recheck(pfn);
+                }
+            }
+            None => {
+                self.check.isolated.clear();
+                self.check.misplaced.clear();
+                self.check.stray_flags.clear();
+                let pages: Vec<Pfn> = self.place.keys().chain(&self.referenced).copied().collect();
+                for pfn in pages {
+                    self.recheck(pfn);
+                }
+            }
+        }
+        let listed: usize = self.lists.iter().map(BTreeMap::len).sum();
+        listed + self.check.isolated.len() == self.place.len()
+            && self.check.misplaced.is_empty()
+            && self.check.stray_flags.is_empty()
+    }
+
+    /// What the consistency check says about `pfn` now: isolated or not,
+    /// on a list without its entry there or not, referenced with no
+    /// place or not.
+    fn recheck(&mut self, pfn: Pfn) {
+        let place = self.place.get(&pfn).copied();
+        let isolated = matches!(place, Some((LruPlace::Isolated { .. }, _)));
+        let misplaced = match place {
+            Some((LruPlace::On(l), seq)) => self.lists[l.index()].get(&seq) != Some(&pfn),
+            _ => false,
+        };
+        let stray_flag = place.is_none() && self.referenced.contains(&pfn);
+        let check = &mut self.check;
+        for (set, member) in [
+            (&mut check.isolated, isolated),
+            (&mut check.misplaced, misplaced),
+            (&mut check.stray_flags, stray_flag),
+        ] {
+            if member {
+                set.insert(pfn);
+            } else {
+                set.remove(&pfn);
             }
         }
     }
@@ -306,6 +364,31 @@ impl Lru {
                 while places.next_if(|q| *q < p).is_some() {}
                 places.peek() == Some(&p)
             })
+    }
+}
+
+#[cfg(test)]
+impl Lru {
+    /// A broken path's bookkeeping, for the machine's planted-bug tests:
+    /// `pfn`, on a list, also gets an entry on `list` (a page on two
+    /// lists), logged as a method logs what it changes.
+    pub(crate) fn plant_second_entry(&mut self, pfn: Pfn, list: LruList) {
+        let seq = self.next;
+        self.next += 1;
+        self.lists[list.index()].insert(seq, pfn);
+        self.note(pfn);
+    }
+}
+
+/// Appends `pfn` to `log`, which gives up (`None`: any page) past
+/// [`CHANGED_LOG_LIMIT`] entries.
+fn push_capped(log: &mut Option<Vec<Pfn>>, pfn: Pfn) {
+    if let Some(pages) = log {
+        if pages.len() < CHANGED_LOG_LIMIT {
+            pages.push(pfn);
+        } else {
+            *log = None;
+        }
     }
 }
 
@@ -455,5 +538,140 @@ mod tests {
             assert!(!consistent_by_lookups(&lru), "{what}: not a bug");
             assert!(!lru.check_consistent(), "{what}: not found");
         }
+    }
+
+    /// A deterministic generator for the random runs below.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 33) % n
+        }
+    }
+
+    /// One random operation on a few pages; with `bugs`, sometimes broken
+    /// bookkeeping instead (behind the methods' back, but logged as a
+    /// broken method would log what it changes).
+    fn random_step(lru: &mut Lru, rng: &mut Rng, bugs: bool) {
+        let pfn = p(rng.below(24));
+        let list = LruList::ALL[rng.below(5) as usize];
+        match rng.below(if bugs { 14 } else { 9 }) {
+            0 | 1 => lru.add(pfn, list),
+            2 => lru.remove(pfn),
+            3 => {
+                lru.isolate_oldest(list);
+            }
+            4 => lru.putback(pfn, list),
+            5 => {
+                // Migration is to a fresh frame (one with a place: a
+                // broken caller).
+                let dst = p(rng.below(24));
+                if bugs || lru.place(dst).is_none() {
+                    lru.replace(pfn, dst);
+                }
+            }
+            6 => lru.set_referenced(pfn),
+            7 => {
+                lru.test_clear_referenced(pfn);
+            }
+            8 => {
+                let isolated: Vec<Pfn> = lru
+                    .all()
+                    .filter(|(_, place)| matches!(place, LruPlace::Isolated { .. }))
+                    .map(|(pfn, _)| pfn)
+                    .collect();
+                if let Some(&pfn) = isolated.first() {
+                    lru.putback(pfn, list);
+                }
+            }
+            9 => {
+                // An entry added or overwritten (a page on two lists, or
+                // one entry naming another page).
+                let seq = rng.below(lru.next + 1);
+                if let Some(old) = lru.lists[list.index()].insert(seq, pfn) {
+                    lru.note(old);
+                }
+                lru.note(pfn);
+            }
+            10 => {
+                // An entry lost.
+                let seq = rng.below(lru.next + 1);
+                if let Some(old) = lru.lists[list.index()].remove(&seq) {
+                    lru.note(old);
+                }
+            }
+            11 => {
+                // A place lost.
+                lru.place.remove(&pfn);
+                lru.note(pfn);
+            }
+            12 => {
+                // A place naming another list or position, or isolation.
+                if let Some(entry) = lru.place.get_mut(&pfn) {
+                    *entry = match rng.below(3) {
+                        0 => (LruPlace::On(list), entry.1),
+                        1 => (entry.0, entry.1 + 1),
+                        _ => (LruPlace::Isolated { home: list }, entry.1),
+                    };
+                }
+                lru.note(pfn);
+            }
+            _ => {
+                // A flag on a page known nowhere (or on a known one).
+                lru.referenced.insert(pfn);
+                lru.note(pfn);
+            }
+        }
+    }
+
+    /// Random operations, healthy and broken, checked after every step or
+    /// after a few: the incremental verdict is the full one, both ways.
+    #[test]
+    fn the_incremental_consistency_check_gives_the_full_verdict() {
+        let mut verdicts = [0usize; 2];
+        for seed in 0..200 {
+            let mut rng = Rng(seed);
+            let mut lru = Lru::default();
+            let bugs = seed % 4 != 0;
+            for step in 0..400 {
+                random_step(&mut lru, &mut rng, bugs && step % 7 == 0);
+                if rng.below(3) == 0 {
+                    continue;
+                }
+                let full = lru.check_consistent();
+                assert_eq!(
+                    lru.consistent_incremental(),
+                    full,
+                    "seed {seed}, step {step}: {lru:#?}"
+                );
+                assert_eq!(consistent_by_lookups(&lru), full);
+                verdicts[usize::from(full)] += 1;
+            }
+        }
+        // Both verdicts were seen often: the comparison is not vacuous.
+        assert!(verdicts.iter().all(|&n| n > 5000), "{verdicts:?}");
+    }
+
+    /// Healthy operations only: the incremental check always says
+    /// consistent, also across the log's overflow.
+    #[test]
+    fn healthy_operations_stay_consistent_across_an_overflowing_log() {
+        let mut rng = Rng(7);
+        let mut lru = Lru::default();
+        assert!(lru.consistent_incremental());
+        let mut steps = 0;
+        while lru.check.log.is_some() {
+            random_step(&mut lru, &mut rng, false);
+            steps += 1;
+            assert!(steps < 8 * CHANGED_LOG_LIMIT, "the log never overflows");
+        }
+        assert!(lru.consistent_incremental());
+        lru.plant_second_entry(p(1000), LruList::ActiveAnon);
+        assert!(!lru.consistent_incremental());
+        assert!(!lru.check_consistent());
     }
 }

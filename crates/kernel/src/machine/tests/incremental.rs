@@ -326,6 +326,15 @@ fn anon_page_on_the_file_list(k: &mut Kernel, p: Pid, b: TaggedPtr) {
     lru.add(pfn, crate::machine::lru::LruList::ActiveFile);
 }
 
+/// A mapped page also entered on a second list (the LRU's own
+/// bookkeeping broken): caught through the LRU's consistency log.
+fn page_on_two_lists(k: &mut Kernel, p: Pid, b: TaggedPtr) {
+    let pfn = pfn_of(k, p, b).expect("b is mapped");
+    k.lru
+        .borrow_mut()
+        .plant_second_entry(pfn, crate::machine::lru::LruList::ActiveFile);
+}
+
 /// A page in a page cache that no owner records: caught through the
 /// objects' generation.
 fn page_cache_page_without_owner(k: &mut Kernel, p: Pid, b: TaggedPtr) {
@@ -385,7 +394,7 @@ fn leaked_frame(k: &mut Kernel, _: Pid, _: TaggedPtr) {
 
 #[test]
 fn planted_frame_bugs_are_found_by_both_checkers_at_the_planted_step() {
-    let bugs: [(&str, Plant, &str); 12] = [
+    let bugs: [(&str, Plant, &str); 13] = [
         ("mapped orphan", mapped_orphan, "Orphan"),
         ("free orphan", free_orphan, "NotAllocated"),
         ("unrecorded frame pin", unrecorded_frame_pin, "PinCount"),
@@ -403,6 +412,11 @@ fn planted_frame_bugs_are_found_by_both_checkers_at_the_planted_step() {
             "anonymous page on the file list",
             anon_page_on_the_file_list,
             "wrong type",
+        ),
+        (
+            "page on two lists",
+            page_on_two_lists,
+            "the lists and the places disagree",
         ),
         (
             "page cache page without owner",
