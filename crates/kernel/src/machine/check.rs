@@ -54,8 +54,8 @@ use super::{Kernel, Mm, ObjectKind, PAGE};
 use crate::mem::MemViolation;
 use crate::mm::layout::{PAGE_SHIFT, PAGES_PER_PMD, PMD_SIZE};
 use crate::mm::{
-    Access, Block, LeafEntry, MmId, PageTable, PgtableViolation, PmdSlot, Pte, RmapViolation,
-    SwapSlot, VmaViolation, Walk,
+    Access, Block, LeafEntry, MmId, PageTable, PgtableViolation, PmdSlot, Pte, PteCheckMemo,
+    RmapViolation, SwapSlot, VmaViolation, Walk,
 };
 use crate::phys::PhysViolation;
 use crate::swap::SwapViolation;
@@ -751,6 +751,7 @@ impl MmScan {
     fn rescan(
         pt: &PageTable,
         prev: Option<&MmScan>,
+        memo: &mut PteCheckMemo,
         changed: &mut impl FnMut(VirtAddr, LeafEntry, bool),
     ) -> MmScan {
         let slots = pt.pmd_slots();
@@ -804,7 +805,7 @@ impl MmScan {
             // The incremental checker takes the mapped frames from its
             // rmap state instead.
             mapped: Vec::new(),
-            pt: pt.check(),
+            pt: pt.check_memo(memo),
         }
     }
 }
@@ -920,20 +921,28 @@ impl RmapState {
     /// mappings changed (`dirty`) or whose lists did (`touched`; `None`:
     /// every frame).
     fn verdict(&mut self, rmap: &crate::mm::Rmap, touched: Option<Vec<Pfn>>) -> Vec<RmapViolation> {
-        let mut dirty = core::mem::take(&mut self.dirty);
+        // The frames the leaves changed come in address order: sorted
+        // here; the rmap's log and the maps' keys come sorted and are
+        // merged in.
+        let mut changed = core::mem::take(&mut self.dirty);
+        changed.sort_unstable();
+        changed.dedup();
         let mut all = false;
-        match touched.filter(|_| self.complete) {
-            Some(touched) => dirty.extend(touched),
+        let dirty = match touched.filter(|_| self.complete) {
+            Some(touched) if changed.is_empty() => touched,
+            Some(touched) => merge_dedup(&changed, &touched),
             None => {
                 all = true;
-                dirty.extend(self.want.keys().copied());
-                dirty.extend(rmap.iter().map(|(pfn, _)| pfn));
-                dirty.extend(self.verdicts.keys().copied());
                 self.complete = true;
+                let want: Vec<Pfn> = self.want.keys().copied().collect();
+                let listed: Vec<Pfn> = rmap.iter().map(|(pfn, _)| pfn).collect();
+                let failing: Vec<Pfn> = self.verdicts.keys().copied().collect();
+                merge_dedup(
+                    &merge_dedup(&changed, &want),
+                    &merge_dedup(&listed, &failing),
+                )
             }
-        }
-        dirty.sort_unstable();
-        dirty.dedup();
+        };
         self.rechecked = (!all).then(|| dirty.clone());
         for pfn in dirty {
             let want = self.want.get(&pfn).map_or(&[][..], Vec::as_slice);
@@ -952,6 +961,9 @@ impl RmapState {
 #[derive(Debug, Default)]
 pub(crate) struct CheckCache {
     mms: BTreeMap<MmId, Rc<MmScan>>,
+    /// Per address space, the tallies of its PTE tables for the table's
+    /// own check ([`PageTable::check_memo`]).
+    memos: BTreeMap<MmId, PteCheckMemo>,
     rmap: RmapState,
     frames: super::check_frames::FrameCheckState,
 }
@@ -969,6 +981,7 @@ impl CheckCache {
         let scan = Rc::new(MmScan::rescan(
             pt,
             prev.map(Rc::as_ref),
+            self.memos.entry(id).or_default(),
             &mut |va, leaf, added| rmap.leaf_changed(id, va, leaf, added),
         ));
         self.mms.insert(id, Rc::clone(&scan));
@@ -980,6 +993,7 @@ impl CheckCache {
         let gone: Vec<MmId> = self.mms.keys().filter(|id| !live(id)).copied().collect();
         for id in gone {
             let scan = self.mms.remove(&id).expect("BUG: listed just above");
+            self.memos.remove(&id);
             for &(va, leaf) in scan.leaves() {
                 self.rmap.leaf_changed(id, va, leaf, false);
             }

@@ -1082,6 +1082,20 @@ impl PageTable {
 
     /// Every broken invariant of the module contract (empty when all hold).
     pub fn check(&self) -> Vec<PgtableViolation> {
+        self.check_with(None)
+    }
+
+    /// [`PageTable::check`], recounting only the PTE tables whose
+    /// generation differs from the one `memo` kept of them (a PTE table's
+    /// generation names its entries and its kept count: the tally of an
+    /// unchanged table is the one taken before). The upper tables, the
+    /// structure and the totals are checked whole. For the incremental
+    /// checker (`crate::machine::check`); the same verdict as `check`.
+    pub fn check_memo(&self, memo: &mut PteCheckMemo) -> Vec<PgtableViolation> {
+        self.check_with(Some(memo))
+    }
+
+    fn check_with(&self, mut memo: Option<&mut PteCheckMemo>) -> Vec<PgtableViolation> {
         let Self {
             tables,
             free_slots,
@@ -1109,6 +1123,24 @@ impl PageTable {
                 continue;
             }
             recount.tables[table.level.depth()] += 1;
+            if let Entries::Pte(ptes) = &table.entries {
+                // A PTE table leads nowhere: its tally is all it adds.
+                let tally = match memo.as_deref_mut() {
+                    Some(memo) => memo.tally(id, table.generation, ptes),
+                    None => PteTally::of(table.generation, ptes),
+                };
+                recount.present_ptes += tally.present;
+                recount.awaiting_ptes += tally.awaiting;
+                recount.swap_ptes += tally.swap;
+                if tally.used != table.used {
+                    out.push(PgtableViolation::UsedCount {
+                        table: id,
+                        kept: table.used,
+                        recounted: tally.used,
+                    });
+                }
+                continue;
+            }
             let used = table.recount();
             if used != table.used {
                 out.push(PgtableViolation::UsedCount {
@@ -1177,6 +1209,66 @@ impl PageTable {
             });
         }
         out
+    }
+}
+
+/// What [`PageTable::check_memo`] keeps between checks: the tally of
+/// every PTE table it counted, by table slot, with the table's generation
+/// then (a slot reused by a new table has a new generation: its stale
+/// tally is never taken).
+#[derive(Clone, Debug, Default)]
+pub struct PteCheckMemo {
+    tables: Vec<Option<PteTally>>,
+}
+
+impl PteCheckMemo {
+    /// The tally of PTE table `id` (`ptes`, of `generation`): the kept
+    /// one if of that generation, else counted and kept.
+    fn tally(&mut self, id: TableId, generation: u64, ptes: &[Pte]) -> PteTally {
+        let i = id.index();
+        if self.tables.len() <= i {
+            self.tables.resize(i + 1, None);
+        }
+        match self.tables[i] {
+            Some(t) if t.generation == generation => t,
+            _ => {
+                let t = PteTally::of(generation, ptes);
+                self.tables[i] = Some(t);
+                t
+            }
+        }
+    }
+}
+
+/// One PTE table's entries counted: non-empty ones, and per kind.
+#[derive(Clone, Copy, Debug)]
+struct PteTally {
+    generation: u64,
+    used: u16,
+    present: u64,
+    awaiting: u64,
+    swap: u64,
+}
+
+impl PteTally {
+    fn of(generation: u64, ptes: &[Pte]) -> PteTally {
+        let mut t = PteTally {
+            generation,
+            used: 0,
+            present: 0,
+            awaiting: 0,
+            swap: 0,
+        };
+        for pte in ptes {
+            match pte {
+                Pte::None => continue,
+                Pte::Present(_) => t.present += 1,
+                Pte::AwaitingTagStorage(_) => t.awaiting += 1,
+                Pte::Swap(_) => t.swap += 1,
+            }
+            t.used += 1;
+        }
+        t
     }
 }
 
