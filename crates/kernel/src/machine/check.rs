@@ -29,7 +29,9 @@
 //! only the 2 MiB regions whose PMD slot changed are walked again (a block,
 //! or a PTE table named by its own generation:
 //! [`crate::mm::PageTable::pmd_slots`]); the leaves of the others are
-//! copied. The rmap check is incremental too: the leaves that went or
+//! shared with the previous scan (kept per region), and the table's own
+//! check recounts only the PTE tables whose generation changed
+//! ([`crate::mm::PageTable::check_memo`]). The rmap check is incremental too: the leaves that went or
 //! came update a kept per-frame list of the mappings the tables record,
 //! and only the frames whose list changed there or in the rmap (its change
 //! log, [`crate::mm::Rmap::take_touched`]) are compared again. The

@@ -1150,7 +1150,11 @@ impl PageTable {
                 });
             }
             let size = table.level.entry_size();
-            for index in 0..ENTRIES_PER_TABLE {
+            // Empty entries count nothing and lead nowhere: passed over.
+            let mut next = table.first_used_from(0);
+            while next < ENTRIES_PER_TABLE {
+                let index = next;
+                next = table.first_used_from(index + 1);
                 let entry_va = base + index as u64 * size;
                 match &table.entries {
                     Entries::Pte(ptes) => recount.pte(&ptes[index], 1),
@@ -1605,6 +1609,57 @@ mod tests {
         }));
     }
 
+    /// The memoised check recounts a PTE table whose generation changed
+    /// (a write through `table_mut`) and compares a kept count changed
+    /// behind its back with the tally it kept: the same verdict as
+    /// `check` at every step.
+    #[test]
+    fn check_memo_gives_the_verdict_of_check() {
+        let mut f = Frames::default();
+        let mut pt = PageTable::new(&mut f).unwrap();
+        let mut memo = PteCheckMemo::default();
+        pt.set_pte(va(PAGE_SIZE), present(1), &mut f).unwrap();
+        pt.set_pte(va(PMD_SIZE), present(2), &mut f).unwrap();
+        assert_eq!(pt.check_memo(&mut memo), vec![]);
+        let pte_table = |pt: &PageTable, at: u64| {
+            let pmd = pt.pmd_table(at).unwrap();
+            match pt.table(pmd).pmds()[Level::Pmd.index(at)] {
+                Pmd::Table(t) => t,
+                other => panic!("no PTE table at {at:#x}: {other:?}"),
+            }
+        };
+        let pte = pte_table(&pt, PAGE_SIZE);
+        // An entry written without its count: a new generation, recounted.
+        pt.table_mut(pte).ptes_mut()[2] = present(3);
+        let found = pt.check();
+        assert!(found.contains(&PgtableViolation::UsedCount {
+            table: pte,
+            kept: 1,
+            recounted: 2
+        }));
+        assert_eq!(pt.check_memo(&mut memo), found);
+        // The count put right behind the generation's back (a kept count
+        // is compared with the kept tally, not taken from it).
+        pt.tables[pte.index()].as_mut().unwrap().used = 2;
+        let found = pt.check();
+        assert!(
+            !found
+                .iter()
+                .any(|v| matches!(v, PgtableViolation::UsedCount { .. }))
+        );
+        assert_eq!(pt.check_memo(&mut memo), found);
+        // The other region's table was tallied once and is unchanged.
+        let other = pte_table(&pt, PMD_SIZE);
+        pt.tables[other.index()].as_mut().unwrap().used = 7;
+        let found = pt.check();
+        assert!(found.contains(&PgtableViolation::UsedCount {
+            table: other,
+            kept: 7,
+            recounted: 1
+        }));
+        assert_eq!(pt.check_memo(&mut memo), found);
+    }
+
     #[test]
     fn failed_table_allocation_reports_the_level() {
         let mut f = Frames {
@@ -1845,6 +1900,7 @@ mod tests {
             let mut f = Frames::default();
             let mut pt = PageTable::new(&mut f).unwrap();
             let mut model: BTreeMap<u64, Model> = BTreeMap::new();
+            let mut memo = PteCheckMemo::default();
             // 2 MiB regions that have a PTE table (even an empty one).
             let mut pte_tables: BTreeSet<u64> = BTreeSet::new();
             let block_of = |m: &BTreeMap<u64, Model>, v: u64| {
@@ -1935,6 +1991,7 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(pt.check(), vec![]);
+                prop_assert_eq!(pt.check_memo(&mut memo), vec![]);
                 let leaves: Vec<(u64, Model)> = pt
                     .leaves(VirtAddr::ZERO, va(TASK_SIZE))
                     .map(|(a, e)| (a.as_u64(), match e { LeafEntry::Pte(p) => Model::Pte(p), LeafEntry::Block(b) => Model::Block(b) }))
