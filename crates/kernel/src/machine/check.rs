@@ -29,7 +29,9 @@
 //! only the 2 MiB regions whose PMD slot changed are walked again (a block,
 //! or a PTE table named by its own generation:
 //! [`crate::mm::PageTable::pmd_slots`]); the leaves of the others are
-//! copied. The rmap check is incremental too: the leaves that went or
+//! shared with the previous scan (kept per region), and the table's own
+//! check recounts only the PTE tables whose generation changed
+//! ([`crate::mm::PageTable::check_memo`]). The rmap check is incremental too: the leaves that went or
 //! came update a kept per-frame list of the mappings the tables record,
 //! and only the frames whose list changed there or in the rmap (its change
 //! log, [`crate::mm::Rmap::take_touched`]) are compared again. The
@@ -54,8 +56,8 @@ use super::{Kernel, Mm, ObjectKind, PAGE};
 use crate::mem::MemViolation;
 use crate::mm::layout::{PAGE_SHIFT, PAGES_PER_PMD, PMD_SIZE};
 use crate::mm::{
-    Access, Block, LeafEntry, MmId, PageTable, PgtableViolation, PmdSlot, Pte, RmapViolation,
-    SwapSlot, VmaViolation, Walk,
+    Access, Block, LeafEntry, MmId, PageTable, PgtableViolation, PmdSlot, Pte, PteCheckMemo,
+    RmapViolation, SwapSlot, VmaViolation, Walk,
 };
 use crate::phys::PhysViolation;
 use crate::swap::SwapViolation;
@@ -513,7 +515,7 @@ impl Kernel {
             if !incremental {
                 mapped.extend_from_slice(&scan.mapped);
             }
-            for &(va, entry) in &scan.leaves {
+            for &(va, entry) in scan.leaves() {
                 let LeafEntry::Pte(pte) = entry else {
                     continue;
                 };
@@ -620,9 +622,9 @@ impl Kernel {
             Some(cache) => cache.rmap.verdict(&rmap, rmap_touched),
             None => crate::mm::rmap::check_against_leaves(
                 &rmap,
-                mms.keys()
-                    .zip(&scans)
-                    .map(|(id, scan)| (*id, scan.leaves.as_slice())),
+                mms.keys().zip(&scans).flat_map(|(id, scan)| {
+                    scan.regions.iter().map(move |r| (*id, r.leaves.as_slice()))
+                }),
             ),
         };
         out.extend(rmap_violations.into_iter().map(KernelViolation::Rmap));
@@ -647,7 +649,7 @@ impl Kernel {
         // (over the leaves the scans above kept).
         if !cache_owner.is_empty() {
             for ((id, _), scan) in mms.iter().zip(&scans) {
-                for &(va, entry) in &scan.leaves {
+                for &(va, entry) in scan.leaves() {
                     let LeafEntry::Pte(Pte::Present(leaf)) = entry else {
                         continue;
                     };
@@ -671,17 +673,17 @@ impl Kernel {
 }
 
 /// What the checker derives from one page table alone: its leaves (in
-/// address order) and the table's own check.
+/// address order, per 2 MiB region) and the table's own check.
 #[derive(Debug)]
 pub(crate) struct MmScan {
     /// The table's generation when scanned.
     generation: u64,
-    leaves: Vec<(VirtAddr, LeafEntry)>,
-    /// Each non-empty PMD slot (in address order) with the range of
-    /// `leaves` its 2 MiB region holds; empty for a scan made by the full
-    /// checker, which walks the table whole.
-    regions: Vec<(VirtAddr, PmdSlot, usize, usize)>,
-    /// The block entries among `leaves` (most tables have none: the
+    /// The leaves, in address order: one region per non-empty PMD slot
+    /// for the incremental checker (a region whose slot is unchanged
+    /// shares its leaves with the previous scan), one region holding
+    /// every leaf for the full checker, which walks the table whole.
+    regions: Vec<Region>,
+    /// The block entries among the leaves (most tables have none: the
     /// block checks then look at no leaf).
     blocks: Vec<(VirtAddr, LeafEntry)>,
     /// The frames the leaves map (not special ones; every frame of a
@@ -690,75 +692,22 @@ pub(crate) struct MmScan {
     pt: Vec<crate::mm::PgtableViolation>,
 }
 
+/// A run of leaves of one [`MmScan`]: a 2 MiB region with its PMD slot
+/// (the incremental checker's), or the whole table (`slot: None`, the
+/// full checker's).
+#[derive(Debug)]
+struct Region {
+    va: VirtAddr,
+    slot: Option<PmdSlot>,
+    leaves: Rc<Vec<(VirtAddr, LeafEntry)>>,
+}
+
 impl MmScan {
     /// A scan of the whole table (the full checker's).
     fn of(pt: &PageTable) -> MmScan {
         let leaves: Vec<(VirtAddr, LeafEntry)> = pt.leaves(VirtAddr::ZERO, VirtAddr::MAX).collect();
-        Self::with_leaves(pt, leaves, Vec::new(), true)
-    }
-
-    /// A scan of `pt` that walks only the regions whose PMD slot differs
-    /// from `prev`'s and copies the leaves of the others; `changed` is
-    /// told every leaf that went (`false`) or came (`true`).
-    fn rescan(
-        pt: &PageTable,
-        prev: Option<&MmScan>,
-        changed: &mut impl FnMut(VirtAddr, LeafEntry, bool),
-    ) -> MmScan {
-        let slots = pt.pmd_slots();
-        let old: &[(VirtAddr, PmdSlot, usize, usize)] = prev.map_or(&[], |p| &p.regions);
-        let old_leaves: &[(VirtAddr, LeafEntry)] = prev.map_or(&[], |p| &p.leaves);
-        let mut leaves = Vec::with_capacity(old_leaves.len());
-        let mut regions = Vec::with_capacity(slots.len());
-        let mut old_left = old.iter().peekable();
-        for (va, slot) in slots {
-            // Regions that went: their leaves went.
-            while let Some(&&(_, _, from, to)) = old_left.peek().filter(|r| r.0 < va) {
-                old_left.next();
-                for &(at, leaf) in &old_leaves[from..to] {
-                    changed(at, leaf, false);
-                }
-            }
-            let start = leaves.len();
-            match old_left.next_if(|r| r.0 == va) {
-                Some(&(_, was, from, to)) if was == slot => {
-                    leaves.extend_from_slice(&old_leaves[from..to]);
-                }
-                kept => {
-                    match slot {
-                        PmdSlot::Block(b) => leaves.push((va, LeafEntry::Block(b))),
-                        PmdSlot::Table { .. } => {
-                            let end = VirtAddr::new(va.as_u64() + PMD_SIZE)
-                                .expect("BUG: a region beyond the address space");
-                            leaves.extend(pt.leaves(va, end));
-                        }
-                    }
-                    // Most changes of a PTE table change one entry or a
-                    // few: only the leaves that differ are told.
-                    let was = kept.map_or(&[][..], |&(_, _, from, to)| &old_leaves[from..to]);
-                    diff_leaves(was, &leaves[start..], changed);
-                }
-            }
-            regions.push((va, slot, start, leaves.len()));
-        }
-        for &(_, _, from, to) in old_left {
-            for &(at, leaf) in &old_leaves[from..to] {
-                changed(at, leaf, false);
-            }
-        }
-        Self::with_leaves(pt, leaves, regions, false)
-    }
-
-    fn with_leaves(
-        pt: &PageTable,
-        leaves: Vec<(VirtAddr, LeafEntry)>,
-        regions: Vec<(VirtAddr, PmdSlot, usize, usize)>,
-        full: bool,
-    ) -> MmScan {
-        // The incremental checker takes the mapped frames from its rmap
-        // state instead.
-        let mut mapped = Vec::with_capacity(if full { leaves.len() } else { 0 });
-        for (_, entry) in leaves.iter().filter(|_| full) {
+        let mut mapped = Vec::with_capacity(leaves.len());
+        for (_, entry) in &leaves {
             match entry {
                 LeafEntry::Block(block) => {
                     let leaf = block.leaf();
@@ -781,11 +730,84 @@ impl MmScan {
             .collect();
         MmScan {
             generation: pt.generation(),
-            leaves,
-            regions,
+            regions: vec![Region {
+                va: VirtAddr::ZERO,
+                slot: None,
+                leaves: Rc::new(leaves),
+            }],
             blocks,
             mapped,
             pt: pt.check(),
+        }
+    }
+
+    /// Every leaf, in address order.
+    fn leaves(&self) -> impl Iterator<Item = &(VirtAddr, LeafEntry)> {
+        self.regions.iter().flat_map(|r| r.leaves.iter())
+    }
+
+    /// A scan of `pt` that walks only the regions whose PMD slot differs
+    /// from `prev`'s and shares the leaves of the others; `changed` is
+    /// told every leaf that went (`false`) or came (`true`). The work is
+    /// that of the regions that changed (plus one pass over the slots).
+    fn rescan(
+        pt: &PageTable,
+        prev: Option<&MmScan>,
+        memo: &mut PteCheckMemo,
+        changed: &mut impl FnMut(VirtAddr, LeafEntry, bool),
+    ) -> MmScan {
+        let slots = pt.pmd_slots();
+        let old: &[Region] = prev.map_or(&[], |p| &p.regions);
+        let mut regions = Vec::with_capacity(slots.len());
+        let mut blocks = Vec::new();
+        let mut old_left = old.iter().peekable();
+        for (va, slot) in slots {
+            // Regions that went: their leaves went.
+            while let Some(gone) = old_left.next_if(|r| r.va < va) {
+                for &(at, leaf) in gone.leaves.iter() {
+                    changed(at, leaf, false);
+                }
+            }
+            if let PmdSlot::Block(b) = slot {
+                blocks.push((va, LeafEntry::Block(b)));
+            }
+            let leaves = match old_left.next_if(|r| r.va == va) {
+                Some(was) if was.slot == Some(slot) => Rc::clone(&was.leaves),
+                kept => {
+                    let leaves: Vec<(VirtAddr, LeafEntry)> = match slot {
+                        PmdSlot::Block(b) => vec![(va, LeafEntry::Block(b))],
+                        PmdSlot::Table { .. } => {
+                            let end = VirtAddr::new(va.as_u64() + PMD_SIZE)
+                                .expect("BUG: a region beyond the address space");
+                            pt.leaves(va, end).collect()
+                        }
+                    };
+                    // Most changes of a PTE table change one entry or a
+                    // few: only the leaves that differ are told.
+                    let was = kept.map_or(&[][..], |r| r.leaves.as_slice());
+                    diff_leaves(was, &leaves, changed);
+                    Rc::new(leaves)
+                }
+            };
+            regions.push(Region {
+                va,
+                slot: Some(slot),
+                leaves,
+            });
+        }
+        for gone in old_left {
+            for &(at, leaf) in gone.leaves.iter() {
+                changed(at, leaf, false);
+            }
+        }
+        MmScan {
+            generation: pt.generation(),
+            regions,
+            blocks,
+            // The incremental checker takes the mapped frames from its
+            // rmap state instead.
+            mapped: Vec::new(),
+            pt: pt.check_memo(memo),
         }
     }
 }
@@ -901,20 +923,28 @@ impl RmapState {
     /// mappings changed (`dirty`) or whose lists did (`touched`; `None`:
     /// every frame).
     fn verdict(&mut self, rmap: &crate::mm::Rmap, touched: Option<Vec<Pfn>>) -> Vec<RmapViolation> {
-        let mut dirty = core::mem::take(&mut self.dirty);
+        // The frames the leaves changed come in address order: sorted
+        // here; the rmap's log and the maps' keys come sorted and are
+        // merged in.
+        let mut changed = core::mem::take(&mut self.dirty);
+        changed.sort_unstable();
+        changed.dedup();
         let mut all = false;
-        match touched.filter(|_| self.complete) {
-            Some(touched) => dirty.extend(touched),
+        let dirty = match touched.filter(|_| self.complete) {
+            Some(touched) if changed.is_empty() => touched,
+            Some(touched) => merge_dedup(&changed, &touched),
             None => {
                 all = true;
-                dirty.extend(self.want.keys().copied());
-                dirty.extend(rmap.iter().map(|(pfn, _)| pfn));
-                dirty.extend(self.verdicts.keys().copied());
                 self.complete = true;
+                let want: Vec<Pfn> = self.want.keys().copied().collect();
+                let listed: Vec<Pfn> = rmap.iter().map(|(pfn, _)| pfn).collect();
+                let failing: Vec<Pfn> = self.verdicts.keys().copied().collect();
+                merge_dedup(
+                    &merge_dedup(&changed, &want),
+                    &merge_dedup(&listed, &failing),
+                )
             }
-        }
-        dirty.sort_unstable();
-        dirty.dedup();
+        };
         self.rechecked = (!all).then(|| dirty.clone());
         for pfn in dirty {
             let want = self.want.get(&pfn).map_or(&[][..], Vec::as_slice);
@@ -933,6 +963,9 @@ impl RmapState {
 #[derive(Debug, Default)]
 pub(crate) struct CheckCache {
     mms: BTreeMap<MmId, Rc<MmScan>>,
+    /// Per address space, the tallies of its PTE tables for the table's
+    /// own check ([`PageTable::check_memo`]).
+    memos: BTreeMap<MmId, PteCheckMemo>,
     rmap: RmapState,
     frames: super::check_frames::FrameCheckState,
 }
@@ -950,6 +983,7 @@ impl CheckCache {
         let scan = Rc::new(MmScan::rescan(
             pt,
             prev.map(Rc::as_ref),
+            self.memos.entry(id).or_default(),
             &mut |va, leaf, added| rmap.leaf_changed(id, va, leaf, added),
         ));
         self.mms.insert(id, Rc::clone(&scan));
@@ -961,7 +995,8 @@ impl CheckCache {
         let gone: Vec<MmId> = self.mms.keys().filter(|id| !live(id)).copied().collect();
         for id in gone {
             let scan = self.mms.remove(&id).expect("BUG: listed just above");
-            for &(va, leaf) in &scan.leaves {
+            self.memos.remove(&id);
+            for &(va, leaf) in scan.leaves() {
                 self.rmap.leaf_changed(id, va, leaf, false);
             }
         }

@@ -36,7 +36,7 @@ pub use mmap::{
 };
 pub use pgtable::{
     Access, Block, Leaf, LeafAttrs, LeafEntry, Leaves, Level, PageTable, PgtableError,
-    PgtableViolation, PmdSlot, PtCounts, Pte, TableFrames, TableId, Walk,
+    PgtableViolation, PmdSlot, PtCounts, Pte, PteCheckMemo, TableFrames, TableId, Walk,
 };
 pub use rmap::{MapLevel, Rmap, RmapEntry, RmapError, RmapViolation};
 pub use vma::{

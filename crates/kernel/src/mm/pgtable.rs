@@ -1082,6 +1082,20 @@ impl PageTable {
 
     /// Every broken invariant of the module contract (empty when all hold).
     pub fn check(&self) -> Vec<PgtableViolation> {
+        self.check_with(None)
+    }
+
+    /// [`PageTable::check`], recounting only the PTE tables whose
+    /// generation differs from the one `memo` kept of them (a PTE table's
+    /// generation names its entries and its kept count: the tally of an
+    /// unchanged table is the one taken before). The upper tables, the
+    /// structure and the totals are checked whole. For the incremental
+    /// checker (`crate::machine::check`); the same verdict as `check`.
+    pub fn check_memo(&self, memo: &mut PteCheckMemo) -> Vec<PgtableViolation> {
+        self.check_with(Some(memo))
+    }
+
+    fn check_with(&self, mut memo: Option<&mut PteCheckMemo>) -> Vec<PgtableViolation> {
         let Self {
             tables,
             free_slots,
@@ -1109,6 +1123,24 @@ impl PageTable {
                 continue;
             }
             recount.tables[table.level.depth()] += 1;
+            if let Entries::Pte(ptes) = &table.entries {
+                // A PTE table leads nowhere: its tally is all it adds.
+                let tally = match memo.as_deref_mut() {
+                    Some(memo) => memo.tally(id, table.generation, ptes),
+                    None => PteTally::of(table.generation, ptes),
+                };
+                recount.present_ptes += tally.present;
+                recount.awaiting_ptes += tally.awaiting;
+                recount.swap_ptes += tally.swap;
+                if tally.used != table.used {
+                    out.push(PgtableViolation::UsedCount {
+                        table: id,
+                        kept: table.used,
+                        recounted: tally.used,
+                    });
+                }
+                continue;
+            }
             let used = table.recount();
             if used != table.used {
                 out.push(PgtableViolation::UsedCount {
@@ -1118,7 +1150,11 @@ impl PageTable {
                 });
             }
             let size = table.level.entry_size();
-            for index in 0..ENTRIES_PER_TABLE {
+            // Empty entries count nothing and lead nowhere: passed over.
+            let mut next = table.first_used_from(0);
+            while next < ENTRIES_PER_TABLE {
+                let index = next;
+                next = table.first_used_from(index + 1);
                 let entry_va = base + index as u64 * size;
                 match &table.entries {
                     Entries::Pte(ptes) => recount.pte(&ptes[index], 1),
@@ -1177,6 +1213,66 @@ impl PageTable {
             });
         }
         out
+    }
+}
+
+/// What [`PageTable::check_memo`] keeps between checks: the tally of
+/// every PTE table it counted, by table slot, with the table's generation
+/// then (a slot reused by a new table has a new generation: its stale
+/// tally is never taken).
+#[derive(Clone, Debug, Default)]
+pub struct PteCheckMemo {
+    tables: Vec<Option<PteTally>>,
+}
+
+impl PteCheckMemo {
+    /// The tally of PTE table `id` (`ptes`, of `generation`): the kept
+    /// one if of that generation, else counted and kept.
+    fn tally(&mut self, id: TableId, generation: u64, ptes: &[Pte]) -> PteTally {
+        let i = id.index();
+        if self.tables.len() <= i {
+            self.tables.resize(i + 1, None);
+        }
+        match self.tables[i] {
+            Some(t) if t.generation == generation => t,
+            _ => {
+                let t = PteTally::of(generation, ptes);
+                self.tables[i] = Some(t);
+                t
+            }
+        }
+    }
+}
+
+/// One PTE table's entries counted: non-empty ones, and per kind.
+#[derive(Clone, Copy, Debug)]
+struct PteTally {
+    generation: u64,
+    used: u16,
+    present: u64,
+    awaiting: u64,
+    swap: u64,
+}
+
+impl PteTally {
+    fn of(generation: u64, ptes: &[Pte]) -> PteTally {
+        let mut t = PteTally {
+            generation,
+            used: 0,
+            present: 0,
+            awaiting: 0,
+            swap: 0,
+        };
+        for pte in ptes {
+            match pte {
+                Pte::None => continue,
+                Pte::Present(_) => t.present += 1,
+                Pte::AwaitingTagStorage(_) => t.awaiting += 1,
+                Pte::Swap(_) => t.swap += 1,
+            }
+            t.used += 1;
+        }
+        t
     }
 }
 
@@ -1513,6 +1609,57 @@ mod tests {
         }));
     }
 
+    /// The memoised check recounts a PTE table whose generation changed
+    /// (a write through `table_mut`) and compares a kept count changed
+    /// behind its back with the tally it kept: the same verdict as
+    /// `check` at every step.
+    #[test]
+    fn check_memo_gives_the_verdict_of_check() {
+        let mut f = Frames::default();
+        let mut pt = PageTable::new(&mut f).unwrap();
+        let mut memo = PteCheckMemo::default();
+        pt.set_pte(va(PAGE_SIZE), present(1), &mut f).unwrap();
+        pt.set_pte(va(PMD_SIZE), present(2), &mut f).unwrap();
+        assert_eq!(pt.check_memo(&mut memo), vec![]);
+        let pte_table = |pt: &PageTable, at: u64| {
+            let pmd = pt.pmd_table(at).unwrap();
+            match pt.table(pmd).pmds()[Level::Pmd.index(at)] {
+                Pmd::Table(t) => t,
+                other => panic!("no PTE table at {at:#x}: {other:?}"),
+            }
+        };
+        let pte = pte_table(&pt, PAGE_SIZE);
+        // An entry written without its count: a new generation, recounted.
+        pt.table_mut(pte).ptes_mut()[2] = present(3);
+        let found = pt.check();
+        assert!(found.contains(&PgtableViolation::UsedCount {
+            table: pte,
+            kept: 1,
+            recounted: 2
+        }));
+        assert_eq!(pt.check_memo(&mut memo), found);
+        // The count put right behind the generation's back (a kept count
+        // is compared with the kept tally, not taken from it).
+        pt.tables[pte.index()].as_mut().unwrap().used = 2;
+        let found = pt.check();
+        assert!(
+            !found
+                .iter()
+                .any(|v| matches!(v, PgtableViolation::UsedCount { .. }))
+        );
+        assert_eq!(pt.check_memo(&mut memo), found);
+        // The other region's table was tallied once and is unchanged.
+        let other = pte_table(&pt, PMD_SIZE);
+        pt.tables[other.index()].as_mut().unwrap().used = 7;
+        let found = pt.check();
+        assert!(found.contains(&PgtableViolation::UsedCount {
+            table: other,
+            kept: 7,
+            recounted: 1
+        }));
+        assert_eq!(pt.check_memo(&mut memo), found);
+    }
+
     #[test]
     fn failed_table_allocation_reports_the_level() {
         let mut f = Frames {
@@ -1753,6 +1900,7 @@ mod tests {
             let mut f = Frames::default();
             let mut pt = PageTable::new(&mut f).unwrap();
             let mut model: BTreeMap<u64, Model> = BTreeMap::new();
+            let mut memo = PteCheckMemo::default();
             // 2 MiB regions that have a PTE table (even an empty one).
             let mut pte_tables: BTreeSet<u64> = BTreeSet::new();
             let block_of = |m: &BTreeMap<u64, Model>, v: u64| {
@@ -1843,6 +1991,7 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(pt.check(), vec![]);
+                prop_assert_eq!(pt.check_memo(&mut memo), vec![]);
                 let leaves: Vec<(u64, Model)> = pt
                     .leaves(VirtAddr::ZERO, va(TASK_SIZE))
                     .map(|(a, e)| (a.as_u64(), match e { LeafEntry::Pte(p) => Model::Pte(p), LeafEntry::Block(b) => Model::Block(b) }))
