@@ -123,7 +123,8 @@ impl TakenChunks {
             if self.log.len() == LOG_CAP {
                 self.log_all = true;
                 self.log = Vec::new();
-            } else {
+            } else if self.log.last() != Some(&chunk) {
+                // (A block's repeated updates of one chunk, once.)
                 self.log.push(chunk);
             }
         }
@@ -155,6 +156,21 @@ impl TakenChunks {
     /// The block `head` of `order` left its free list.
     pub(crate) fn taken_out(&mut self, head: Pfn, order: Order) {
         self.apply(head, order, 1);
+    }
+
+    /// A count drifted by `delta` in `chunk`, through the table (logged).
+    #[cfg(test)]
+    pub(crate) fn drift(&mut self, chunk: u64, delta: i64) {
+        self.adjust(chunk, delta);
+    }
+
+    /// A count drifted by `delta` in `chunk` behind the log's back (a
+    /// materialised section).
+    #[cfg(test)]
+    pub(crate) fn drift_unlogged(&mut self, chunk: u64, delta: i64) {
+        let (s, i) = self.locate(chunk).expect("a chunk of the table");
+        let slot = &mut self.sections[s].as_mut().expect("a materialised section")[i];
+        *slot += delta as i16;
     }
 
     /// The chunks adjusted since the last call (or "any"), and a fresh log.
