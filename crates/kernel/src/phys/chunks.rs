@@ -22,8 +22,11 @@
 //! use, like the frame metadata (`crate::phys::sparse`), so an idle
 //! terabyte costs the section table alone. The checker recounts it from the
 //! free lists ([`BuddyAllocator::check_free_chunks`], part of the lists'
-//! check, so the incremental checker reruns it whenever a list changed,
-//! which is whenever the table can).
+//! check). The incremental checker
+//! ([`BuddyAllocator::check_free_chunks_incremental`]) recounts only the
+//! chunks whose kept count or recount may have changed: those
+//! [`TakenChunks::adjust`] logged (the table's one mutator) and those of
+//! the free blocks added or removed since its last check.
 
 use std::collections::BTreeMap;
 

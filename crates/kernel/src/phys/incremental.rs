@@ -7,7 +7,9 @@
 //! while no free list changed (each list's generation,
 //! `crate::phys::runs::BlockRuns::generation`, is the one it saw), no
 //! pageblock changed, the list order is the same and per-CPU lists are off
-//! (they keep no generation: with them on it runs at every check).
+//! (they keep no generation: with them on it runs at every check). The
+//! chunk table's recount is not part of it: it is redone for the chunks
+//! that changed ([`BuddyAllocator::check_free_chunks_incremental`]).
 //!
 //! A frame's verdict reads its own metadata, whether a free block covers
 //! it, its pageblock's type, the static layout, and the states of its
