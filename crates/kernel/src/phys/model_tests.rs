@@ -422,7 +422,7 @@ fn the_incremental_chunk_check_equals_the_full_one() {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let order = Order::new(((seed >> 40) % 4) as u8);
-        if held.is_empty() || (seed >> 33) % 3 != 0 {
+        if held.is_empty() || !(seed >> 33).is_multiple_of(3) {
             if let Ok(pfn) = a.alloc(order, AllocFlags::USER) {
                 held.push((pfn, order));
             }
