@@ -186,7 +186,7 @@ impl Memory {
         let (dirty, contents_out) = match cache.as_mut() {
             Some(cache) => {
                 let mut phys = self.phys.borrow_mut();
-                let dirty = phys.alloc.frames.take_dirty();
+                let dirty = (phys.alloc.frames.take_dirty(), phys.alloc.chunks.take_log());
                 let contents = phys.contents.check_incremental(&mut cache.contents);
                 (Some(dirty), contents)
             }
@@ -223,7 +223,10 @@ impl Memory {
         let mut blocks_cache: Option<(&mut super::incremental::BlockCache, Rechecked)> = None;
         match (cache, dirty) {
             (Some(cache), Some(dirty)) => {
-                let (phys_out, rechecked) = phys.alloc.check_incremental(&mut cache.frames, dirty);
+                let (dirty, chunk_log) = dirty;
+                let (phys_out, rechecked) =
+                    phys.alloc
+                        .check_incremental(&mut cache.frames, dirty, chunk_log);
                 out = phys_out.into_iter().map(MemViolation::Phys).collect();
                 out.extend(contents_out.into_iter().map(MemViolation::Phys));
                 cache.last_rechecked = Some(rechecked.clone());

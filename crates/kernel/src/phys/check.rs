@@ -144,6 +144,17 @@ impl BuddyAllocator {
     /// every free block, overlaps, unmerged buddies. Returns the free
     /// blocks sorted by head and the free counts recounted from the lists.
     pub(crate) fn check_lists(&self, out: &mut Vec<PhysViolation>) -> (Vec<FreeBlock>, Counters) {
+        self.check_lists_with(true, out)
+    }
+
+    /// [`Self::check_lists`], with or without the chunk table's recount
+    /// ([`Self::check_free_chunks`]; the incremental checker recounts the
+    /// chunks that changed instead).
+    pub(crate) fn check_lists_with(
+        &self,
+        chunks: bool,
+        out: &mut Vec<PhysViolation>,
+    ) -> (Vec<FreeBlock>, Counters) {
         let layout = self.frames.layout();
         let g = *layout.geometry();
 
@@ -188,7 +199,9 @@ impl BuddyAllocator {
         for b in &blocks {
             self.check_free_block(*b, out);
         }
-        self.check_free_chunks(&blocks, out);
+        if chunks {
+            self.check_free_chunks(&blocks, out);
+        }
         self.check_pcp(&mut blocks, &mut recount, out);
         blocks.sort_by_key(|b| b.head);
         for pair in blocks.windows(2) {

@@ -22,8 +22,13 @@
 //! use, like the frame metadata (`crate::phys::sparse`), so an idle
 //! terabyte costs the section table alone. The checker recounts it from the
 //! free lists ([`BuddyAllocator::check_free_chunks`], part of the lists'
-//! check, so the incremental checker reruns it whenever a list changed,
-//! which is whenever the table can).
+//! check). The incremental checker
+//! ([`BuddyAllocator::check_free_chunks_incremental`]) recounts only the
+//! chunks whose kept count or recount may have changed: those
+//! [`TakenChunks::adjust`] logged (the table's one mutator) and those of
+//! the free blocks added or removed since its last check.
+
+use std::collections::BTreeMap;
 
 use crate::phys::buddy::BuddyAllocator;
 use crate::phys::check::{FreeBlock, PhysViolation};
@@ -51,6 +56,25 @@ pub(crate) struct TakenChunks {
     /// chunk, walking the free lists otherwise.
     sections: Vec<Option<Box<[i16]>>>,
     materialised: usize,
+    /// The chunks adjusted since the incremental checker last took the
+    /// log ([`TakenChunks::take_log`]), in the order adjusted, with
+    /// repeats; unused while `log_all`.
+    log: Vec<u64>,
+    /// The log says "any chunk": a new table, or one whose log outgrew
+    /// [`LOG_CAP`] (the full checker alone never takes it).
+    log_all: bool,
+}
+
+/// Entries the change log keeps before it says "any chunk" instead.
+const LOG_CAP: usize = 1 << 12;
+
+/// What [`TakenChunks`] logged between two incremental checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ChunkLog {
+    /// Any chunk may have changed.
+    All,
+    /// These chunks (unsorted, with repeats) and no other.
+    Chunks(Vec<u64>),
 }
 
 impl TakenChunks {
@@ -64,6 +88,8 @@ impl TakenChunks {
             first_chunk: first_section << SECTION_SHIFT,
             sections: vec![None; count],
             materialised: 0,
+            log: Vec::new(),
+            log_all: true,
         }
     }
 
@@ -96,6 +122,15 @@ impl TakenChunks {
             self.sections[s] = Some(vec![0; SECTION_CHUNKS].into_boxed_slice());
             self.materialised += 1;
         }
+        if !self.log_all {
+            if self.log.len() == LOG_CAP {
+                self.log_all = true;
+                self.log = Vec::new();
+            } else if self.log.last() != Some(&chunk) {
+                // (A block's repeated updates of one chunk, once.)
+                self.log.push(chunk);
+            }
+        }
         let slot = &mut self.sections[s].as_mut().expect("BUG: just materialised")[i];
         // A block adds at most a chunk's frames: no overflow before the
         // checker (after every step in the fuzzer) reports a drift.
@@ -126,10 +161,36 @@ impl TakenChunks {
         self.apply(head, order, 1);
     }
 
+    /// A count drifted by `delta` in `chunk`, through the table (logged).
+    #[cfg(test)]
+    pub(crate) fn drift(&mut self, chunk: u64, delta: i64) {
+        self.adjust(chunk, delta);
+    }
+
+    /// A count drifted by `delta` in `chunk` behind the log's back (a
+    /// materialised section).
+    #[cfg(test)]
+    pub(crate) fn drift_unlogged(&mut self, chunk: u64, delta: i64) {
+        let (s, i) = self.locate(chunk).expect("a chunk of the table");
+        let slot = &mut self.sections[s].as_mut().expect("a materialised section")[i];
+        *slot += delta as i16;
+    }
+
+    /// The chunks adjusted since the last call (or "any"), and a fresh log.
+    pub(crate) fn take_log(&mut self) -> ChunkLog {
+        let log = match self.log_all {
+            true => ChunkLog::All,
+            false => ChunkLog::Chunks(std::mem::take(&mut self.log)),
+        };
+        self.log_all = false;
+        log
+    }
+
     /// Host bytes used.
     pub(crate) fn host_bytes(&self) -> usize {
         self.sections.capacity() * size_of::<Option<Box<[i16]>>>()
             + self.materialised * SECTION_CHUNKS * size_of::<i16>()
+            + self.log.capacity() * size_of::<u64>()
     }
 }
 
@@ -323,6 +384,195 @@ impl BuddyAllocator {
                     });
                 }
             }
+        }
+    }
+}
+
+/// The chunk table's verdict at the last incremental check, by the first
+/// frame each violation names (a section's first frame is its first
+/// chunk's, and a section is either materialised, with a verdict per
+/// chunk, or not, with one for the section: the keys never collide).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ChunkCheckCache {
+    primed: bool,
+    /// The table's shape at the last check: a section materialised since
+    /// changes from one verdict for the section to one per chunk.
+    shape: (usize, usize),
+    violations: BTreeMap<Pfn, PhysViolation>,
+}
+
+/// The free blocks of one check, sorted by head, as the incremental
+/// chunk check reads them.
+pub(crate) struct SortedBlocks<'a> {
+    /// Sorted by head (pcp blocks among them, flagged).
+    pub(crate) blocks: &'a [FreeBlock],
+    /// The running maximum of the blocks' ends.
+    pub(crate) max_end: &'a [Pfn],
+}
+
+impl SortedBlocks<'_> {
+    /// The frames of `[start, end)` in buddy free blocks (per-CPU blocks
+    /// are taken), counted per block as the full recount does (blocks that
+    /// overlap, in broken lists, count twice).
+    fn free_in(&self, start: Pfn, end: Pfn) -> u64 {
+        let k = self.blocks.partition_point(|b| b.head < end);
+        let mut free = 0;
+        // Back from the last block starting before `end`, while a block
+        // this far may still reach `start` (the running maximum of ends
+        // is monotone: past the first that stops short, all do).
+        for j in (0..k).rev() {
+            if self.max_end[j] <= start {
+                break;
+            }
+            let b = self.blocks[j];
+            let (s, e) = (b.head.max(start), b.end().min(end));
+            if !b.pcp && e > s {
+                free += e - s;
+            }
+        }
+        free
+    }
+}
+
+/// The chunks of the blocks in one of sorted `old` and `new` but not the
+/// other (as multisets), appended to `out`: the chunks whose recount may
+/// have changed.
+pub(crate) fn changed_block_chunks(old: &[(Pfn, Order)], new: &[(Pfn, Order)], out: &mut Vec<u64>) {
+    let mut push = |&(head, order): &(Pfn, Order)| {
+        let last = Pfn::new(head.as_u64() + order.pages() - 1);
+        out.extend(TakenChunks::chunk_of(head)..=TakenChunks::chunk_of(last));
+    };
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() && j < new.len() {
+        match old[i].cmp(&new[j]) {
+            std::cmp::Ordering::Equal => (i, j) = (i + 1, j + 1),
+            std::cmp::Ordering::Less => {
+                push(&old[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                push(&new[j]);
+                j += 1;
+            }
+        }
+    }
+    old[i..].iter().chain(&new[j..]).for_each(push);
+}
+
+impl BuddyAllocator {
+    /// [`BuddyAllocator::check_free_chunks`], recounting only the chunks
+    /// that may have changed since the last call with `cache`: those the
+    /// table's log names (its kept count may have changed) and those of
+    /// `changed` (blocks added to or removed from the free lists: their
+    /// recount may have changed); every chunk when the log says "any",
+    /// when a section materialised or with per-CPU lists on (whose blocks
+    /// are not in the diff). A chunk neither changed keeps its verdict.
+    pub(crate) fn check_free_chunks_incremental(
+        &self,
+        cache: &mut ChunkCheckCache,
+        log: ChunkLog,
+        mut changed: Vec<u64>,
+        blocks: &SortedBlocks<'_>,
+        out: &mut Vec<PhysViolation>,
+    ) {
+        let table = &self.chunks;
+        let shape = (table.sections.len(), table.materialised);
+        let logged = match log {
+            ChunkLog::Chunks(logged)
+                if cache.primed && cache.shape == shape && self.pcp.is_none() =>
+            {
+                logged
+            }
+            _ => {
+                let mut all = Vec::new();
+                self.check_free_chunks(blocks.blocks, &mut all);
+                cache.violations = all.into_iter().map(|v| (Self::chunk_key(&v), v)).collect();
+                cache.primed = true;
+                cache.shape = shape;
+                out.extend(cache.violations.values().cloned());
+                return;
+            }
+        };
+        changed.extend(logged);
+        changed.sort_unstable();
+        changed.dedup();
+        let layout = self.layout();
+        let span = layout.span();
+        let section_frames = CHUNK_PAGES << SECTION_SHIFT;
+        let allocatable = |start: Pfn, end: Pfn| -> u64 {
+            layout
+                .regions_in(PfnRange::new(start, end - start))
+                .iter()
+                .filter(|r| r.kind.is_allocatable())
+                .map(|r| r.range.end().min(end) - r.range.start.max(start))
+                .sum()
+        };
+        let mut last_section = None;
+        for chunk in changed {
+            let Some((s, i)) = table.locate(chunk) else {
+                continue;
+            };
+            let section_start =
+                Pfn::new((table.first_chunk + ((s as u64) << SECTION_SHIFT)) << CHUNK_SHIFT);
+            let verdict = match &table.sections[s] {
+                None => {
+                    // One verdict for the whole section, once.
+                    if last_section == Some(s) {
+                        continue;
+                    }
+                    last_section = Some(s);
+                    let end = section_start + section_frames;
+                    let recounted = allocatable(section_start, end) as i64
+                        - blocks.free_in(section_start, end) as i64;
+                    (
+                        section_start,
+                        (recounted != 0).then_some(PhysViolation::FreeChunk {
+                            first: section_start,
+                            frames: section_frames,
+                            kept: 0,
+                            recounted,
+                        }),
+                    )
+                }
+                Some(kept) => {
+                    let start = Pfn::new(chunk << CHUNK_SHIFT);
+                    let end = start + CHUNK_PAGES;
+                    // The full recount looks at the chunks inside the span.
+                    if start >= span.end() || end <= span.start {
+                        continue;
+                    }
+                    let recounted =
+                        allocatable(start, end) as i64 - blocks.free_in(start, end) as i64;
+                    (
+                        start,
+                        (i64::from(kept[i]) != recounted).then_some(PhysViolation::FreeChunk {
+                            first: start,
+                            frames: CHUNK_PAGES,
+                            kept: kept[i].into(),
+                            recounted,
+                        }),
+                    )
+                }
+            };
+            match verdict {
+                (key, Some(v)) => {
+                    cache.violations.insert(key, v);
+                }
+                (key, None) => {
+                    if !cache.violations.is_empty() {
+                        cache.violations.remove(&key);
+                    }
+                }
+            }
+        }
+        out.extend(cache.violations.values().cloned());
+    }
+
+    /// The first frame a chunk violation names.
+    fn chunk_key(v: &PhysViolation) -> Pfn {
+        match v {
+            PhysViolation::FreeChunk { first, .. } => *first,
+            other => unreachable!("BUG: the chunk check reported {other:?}"),
         }
     }
 }

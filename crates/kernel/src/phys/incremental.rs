@@ -7,7 +7,9 @@
 //! while no free list changed (each list's generation,
 //! `crate::phys::runs::BlockRuns::generation`, is the one it saw), no
 //! pageblock changed, the list order is the same and per-CPU lists are off
-//! (they keep no generation: with them on it runs at every check).
+//! (they keep no generation: with them on it runs at every check). The
+//! chunk table's recount is not part of it: it is redone for the chunks
+//! that changed ([`BuddyAllocator::check_free_chunks_incremental`]).
 //!
 //! A frame's verdict reads its own metadata, whether a free block covers
 //! it, its pageblock's type, the static layout, and the states of its
@@ -33,6 +35,7 @@ use mte::{Pfn, PfnRange};
 
 use crate::phys::buddy::{BuddyAllocator, Counters, FreeListOrder, Pageblock};
 use crate::phys::check::{FreeBlock, PhysViolation};
+use crate::phys::chunks::{ChunkCheckCache, ChunkLog, SortedBlocks, changed_block_chunks};
 use crate::phys::dirty::DirtyFrames;
 use crate::phys::frame::{FrameState, MigrateType};
 use crate::phys::layout::{Order, RegionKind};
@@ -94,6 +97,8 @@ pub(crate) struct FrameCheckCache {
     sums: Counters,
     /// The free lists' verdict at the last check.
     lists: Option<ListsVerdict>,
+    /// The chunk table's verdict at the last check.
+    chunks: ChunkCheckCache,
 }
 
 /// What [`BuddyAllocator::check_lists`] said at the last check, with what
@@ -180,6 +185,17 @@ fn coverage_changes(old: &[(Pfn, Order)], new: &[(Pfn, Order)], out: &mut Vec<(P
     }
 }
 
+/// Appends `[start, end)` to `spans`, or widens the last span when the
+/// two touch or overlap (the log's per-frame entries of a block, and a
+/// frame's closure right after it, coalesce; the spans are sorted and
+/// merged after).
+fn push_span(spans: &mut Vec<(u64, u64)>, start: u64, end: u64) {
+    match spans.last_mut() {
+        Some(last) if last.0 <= start && start <= last.1 => last.1 = last.1.max(end),
+        _ => spans.push((start, end)),
+    }
+}
+
 impl BuddyAllocator {
     /// Every free list's generation, by order then list.
     fn list_generations(&self) -> impl Iterator<Item = u64> + '_ {
@@ -205,6 +221,7 @@ impl BuddyAllocator {
         &self,
         cache: &mut FrameCheckCache,
         dirty: DirtyFrames,
+        chunk_log: ChunkLog,
     ) -> (Vec<PhysViolation>, Rechecked) {
         let mut out = Vec::new();
         // The free lists' verdict: reused while no list, no pageblock and
@@ -217,9 +234,11 @@ impl BuddyAllocator {
         // The frames whose coverage by free blocks, or whose pageblock's
         // type, changed since the last check.
         let mut changes: Vec<(Pfn, u64)> = Vec::new();
+        // The chunks of free blocks added or removed since the last check.
+        let mut changed_chunks: Vec<u64> = Vec::new();
         if !fresh {
             let mut violations = Vec::new();
-            let (blocks, recount) = self.check_lists(&mut violations);
+            let (blocks, recount) = self.check_lists_with(false, &mut violations);
             let mut sorted: Vec<(Pfn, Order)> = blocks.iter().map(|b| (b.head, b.order)).collect();
             // Already in order but where heads tie (broken lists).
             if !sorted.is_sorted() {
@@ -229,6 +248,7 @@ impl BuddyAllocator {
                 self.pageblocks.iter().map(|p| p.migratetype).collect();
             if cache.primed {
                 coverage_changes(&cache.blocks, &sorted, &mut changes);
+                changed_block_chunks(&cache.blocks, &sorted, &mut changed_chunks);
                 let pb_pages = self.geometry().pageblock_pages();
                 let pb_order = self.geometry().pageblock_order().get();
                 for (i, (a, b)) in cache.pageblocks.iter().zip(&pageblocks).enumerate() {
@@ -264,6 +284,22 @@ impl BuddyAllocator {
             .take()
             .expect("BUG: the free lists' verdict was just kept");
         out.extend(lists.violations.iter().cloned());
+        // A reset of the frames' state (`DirtyFrames::All`) recounts every
+        // chunk too.
+        let chunk_log = match dirty {
+            DirtyFrames::All => ChunkLog::All,
+            DirtyFrames::Ranges { .. } => chunk_log,
+        };
+        self.check_free_chunks_incremental(
+            &mut cache.chunks,
+            chunk_log,
+            changed_chunks,
+            &SortedBlocks {
+                blocks: &lists.blocks,
+                max_end: &lists.max_end,
+            },
+            &mut out,
+        );
         let mut recount = lists.recount;
         let (blocks, max_end) = (&lists.blocks, &lists.max_end);
         let covered = |pfn: Pfn| {
@@ -323,7 +359,7 @@ impl BuddyAllocator {
                 // every frame of a huge page.
                 let mut spans: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
                 for (first, pages) in ranges {
-                    spans.push((first.as_u64(), first.as_u64() + pages));
+                    push_span(&mut spans, first.as_u64(), first.as_u64() + pages);
                     for i in 0..pages {
                         let pfn = first + i;
                         // The closure over allocated blocks, old and new:
@@ -343,14 +379,18 @@ impl BuddyAllocator {
                         for state in [old, new] {
                             match state {
                                 FrameState::Allocated { order, .. } => {
-                                    spans.push((pfn.as_u64() + 1, pfn.as_u64() + order.pages()));
+                                    push_span(
+                                        &mut spans,
+                                        pfn.as_u64() + 1,
+                                        pfn.as_u64() + order.pages(),
+                                    );
                                 }
                                 FrameState::Tail { head_offset } => {
                                     // The tails of a block name one head.
                                     if let Some(h) = pfn.as_u64().checked_sub(head_offset.into())
                                         && spans.last() != Some(&(h, h + 1))
                                     {
-                                        spans.push((h, h + 1));
+                                        push_span(&mut spans, h, h + 1);
                                     }
                                 }
                                 _ => {}
@@ -358,9 +398,9 @@ impl BuddyAllocator {
                         }
                     }
                 }
-                // Mostly in order already (the log's order, then each
-                // frame's closure): the stable sort takes runs as they are.
-                spans.sort();
+                // Few once coalesced (the log hands out a frame at a
+                // time, mostly in order).
+                spans.sort_unstable();
                 let mut pfns: Vec<Pfn> = Vec::new();
                 let mut done = 0;
                 for (start, end) in spans {

@@ -7,6 +7,9 @@
 use super::buddy::tests::{region, small_geometry, small_layout};
 use super::contig::testing::{CopyMigrator, block_on};
 use super::*;
+use crate::phys::buddy::BuddyAllocator;
+use crate::phys::check::PhysViolation;
+use crate::phys::incremental::FrameCheckCache;
 use core::cell::RefCell;
 use mte::{Pfn, PfnRange};
 use proptest::prelude::*;
@@ -147,6 +150,7 @@ fn run(
         isolated: Vec::new(),
     };
     let mut trace = Vec::new();
+    let mut cache = FrameCheckCache::default();
     let present = |r: PfnRange| layout.first_hole_in(r).is_none();
     let carved = |r: PfnRange| {
         layout
@@ -345,6 +349,9 @@ fn run(
         }
         let v = phys.borrow().check();
         prop_assert!(v.is_empty(), "after {op:?}: {v:#?}");
+        // The incremental checker, fed the step's logs, says the same.
+        let (full, incremental) = both_checks(&mut phys.borrow_mut().alloc, &mut cache);
+        prop_assert_eq!(incremental, full, "after {:?}", op);
         // The free-frame counts (the chunk table's fast answers) equal a
         // count of frame statuses, at chunk edges and across them.
         let a = &phys.borrow().alloc;
@@ -383,6 +390,101 @@ fn run(
     prop_assert_eq!(stats.free_pages, stats.dram_pages + stats.cma_pages);
     prop_assert_eq!(stats.cma_free_pages, stats.cma_pages);
     Ok(trace)
+}
+
+/// The allocator's full and incremental verdicts (the latter fed the logs
+/// since its last call), each sorted as text.
+fn both_checks(a: &mut BuddyAllocator, cache: &mut FrameCheckCache) -> (Vec<String>, Vec<String>) {
+    let sorted = |v: Vec<PhysViolation>| {
+        let mut v: Vec<String> = v.iter().map(|x| format!("{x:?}")).collect();
+        v.sort();
+        v
+    };
+    let full = sorted(a.check());
+    let (dirty, log) = (a.frames.take_dirty(), a.chunks.take_log());
+    (full, sorted(a.check_incremental(cache, dirty, log).0))
+}
+
+/// The chunk table's incremental check against the full one: random
+/// allocations and frees, then a count drifted in one chunk (through the
+/// table, so logged: seen at once), then a drift the log misses (seen by
+/// the full checker alone until a free block of that chunk changes, which
+/// is why every change of the table goes through `TakenChunks::adjust`).
+#[test]
+fn the_incremental_chunk_check_equals_the_full_one() {
+    use crate::phys::chunks::TakenChunks;
+    let mut a = buddy::tests::small(CmaUse::Never);
+    let mut cache = FrameCheckCache::default();
+    let mut held: Vec<(Pfn, Order)> = Vec::new();
+    let mut seed = 11u64;
+    for step in 0..300u64 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let order = Order::new(((seed >> 40) % 4) as u8);
+        if held.is_empty() || !(seed >> 33).is_multiple_of(3) {
+            if let Ok(pfn) = a.alloc(order, AllocFlags::USER) {
+                held.push((pfn, order));
+            }
+        } else {
+            let (pfn, order) = held.swap_remove(((seed >> 20) % held.len() as u64) as usize);
+            a.free(pfn, order).unwrap();
+        }
+        let (full, incremental) = both_checks(&mut a, &mut cache);
+        assert_eq!(incremental, full, "step {step}");
+        assert!(full.is_empty(), "step {step}: {full:#?}");
+    }
+    // A logged drift: both report the chunk, and both stop once it is
+    // undone.
+    let (pfn, _) = held[0];
+    let chunk = TakenChunks::chunk_of(pfn);
+    a.chunks.drift(chunk, 1);
+    let (full, incremental) = both_checks(&mut a, &mut cache);
+    assert_eq!(incremental, full);
+    assert!(full.iter().any(|v| v.contains("FreeChunk")), "{full:#?}");
+    a.chunks.drift(chunk, -1);
+    let (full, incremental) = both_checks(&mut a, &mut cache);
+    assert_eq!((&incremental, &full), (&vec![], &vec![]));
+    // A drift the log misses: invisible to the incremental check until
+    // the chunk's free blocks change, then seen by both.
+    a.chunks.drift_unlogged(chunk, 1);
+    let (full, incremental) = both_checks(&mut a, &mut cache);
+    assert!(full.iter().any(|v| v.contains("FreeChunk")), "{full:#?}");
+    assert!(incremental.is_empty(), "{incremental:#?}");
+    let (pfn, order) = held.swap_remove(0);
+    a.free(pfn, order).unwrap();
+    let (full, incremental) = both_checks(&mut a, &mut cache);
+    assert_eq!(incremental, full);
+    assert!(full.iter().any(|v| v.contains("FreeChunk")), "{full:#?}");
+    // Undone through the table (logged): both clean again.
+    a.chunks.drift(chunk, -1);
+    let (full, incremental) = both_checks(&mut a, &mut cache);
+    assert_eq!((&incremental, &full), (&vec![], &vec![]));
+    // A missed update of the table (a block taken off a free list behind
+    // its back): both report the chunk at that step.
+    let head = (0..a.layout().span().end().as_u64())
+        .map(Pfn::new)
+        .find(|&p| a.free_lists[0][FreeList::Movable.index()].contains(p))
+        .or_else(|| {
+            (0..a.layout().span().end().as_u64())
+                .map(Pfn::new)
+                .find(|&p| a.free_lists[1][FreeList::Movable.index()].contains(p))
+        })
+        .expect("a small free block");
+    let order = if a.free_lists[0][FreeList::Movable.index()].contains(head) {
+        0
+    } else {
+        1
+    };
+    a.free_lists[order][FreeList::Movable.index()].remove(head);
+    let (full, incremental) = both_checks(&mut a, &mut cache);
+    assert_eq!(incremental, full);
+    let first = Pfn::new(TakenChunks::chunk_of(head) << 5);
+    assert!(
+        full.iter()
+            .any(|v| v.contains("FreeChunk") && v.contains(&format!("first: {first:?}"))),
+        "{full:#?}"
+    );
 }
 
 proptest! {
