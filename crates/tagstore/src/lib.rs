@@ -358,6 +358,15 @@ pub trait TagStorage: fmt::Debug {
     /// Every broken invariant; empty when all hold.
     fn check(&self) -> Vec<TagStoreViolation>;
 
+    /// [`Self::check`] recounting everything from scratch, for managers
+    /// whose `check` compares against counts kept as the state changes
+    /// (`rfc-v2`'s extra references): the same violations. The kernel's
+    /// full checker calls this one, so its periodic cross-check against
+    /// the incremental checker also compares the two.
+    fn check_full(&self) -> Vec<TagStoreViolation> {
+        self.check()
+    }
+
     /// Invariant 3 in this design's own form (`docs/model.md` §4), given
     /// what the kernel recounted: for each block, the allocated frames
     /// marked `TagStorageReserved` whose tags it holds. The kernel checks

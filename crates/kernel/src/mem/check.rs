@@ -250,7 +250,13 @@ impl Memory {
                 }
             }
         }
-        out.extend(manager.check().into_iter().map(MemViolation::TagStore));
+        // The full checker recounts the manager's own tables too (see
+        // `TagStorage::check_full`).
+        let manager_out = match blocks_cache {
+            Some(_) => manager.check(),
+            None => manager.check_full(),
+        };
+        out.extend(manager_out.into_iter().map(MemViolation::TagStore));
         if tag_counters.get() != manager.counters() {
             out.push(MemViolation::TagCountersStale {
                 kept: tag_counters.get(),
