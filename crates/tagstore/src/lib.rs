@@ -346,6 +346,16 @@ pub trait TagStorage: fmt::Debug {
     /// The blocks reserved now, in block order.
     fn reserved_blocks(&self) -> ReservedBlocks<'_>;
 
+    /// Blocks of [`Self::reserved_blocks`], in block order, that include
+    /// every block whose [`Self::block_refcount`] is not 0: what the
+    /// kernel's incremental checker compares with its recount where every
+    /// block is reserved (`static`: its blocks at 0 need no look-up). The
+    /// full checker walks every reserved block, and the kernel
+    /// cross-checks both.
+    fn counted_blocks(&self) -> ReservedBlocks<'_> {
+        self.reserved_blocks()
+    }
+
     /// The zero page, once [`Self::activate`] succeeded.
     fn zero_page(&self) -> Option<Pfn>;
 

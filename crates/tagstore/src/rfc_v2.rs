@@ -107,11 +107,6 @@ struct Extra {
     blocks: Vec<TagBlock>,
 }
 
-/// Allocations larger than this never exist (buddy orders stop well
-/// below), so an allocation overlapping a frame starts at most this far
-/// before it.
-const LARGEST_ALLOCATION: u64 = 1 << 20;
-
 /// The references v2's block count adds beyond the blocks covering an
 /// allocation's frames: one per extra block per live allocation.
 #[derive(Clone, PartialEq, Eq, Debug, Default)]
@@ -129,6 +124,11 @@ pub(crate) struct V2Blocks {
     /// [`Self::remove_alloc`] change `allocs`' keys or blocks, so it equals
     /// the recount by construction; the full checker compares both.
     live: BTreeMap<TagBlock, u64>,
+    /// The most frames any allocation recorded so far spans (never
+    /// lowered): an allocation overlapping a frame starts less than this
+    /// far before it, which bounds the search of [`Self::release`] (a
+    /// fixed bound would search every allocation on a small machine).
+    largest: u64,
 }
 
 impl V2Blocks {
@@ -158,6 +158,7 @@ impl V2Blocks {
             *self.refs.entry(b).or_default() += 1;
         }
         let pages = alloc.order.pages();
+        self.largest = self.largest.max(pages);
         let extra = Extra {
             last: alloc.pfn + (pages - 1),
             live: vec![true; pages as usize],
@@ -194,7 +195,7 @@ impl V2Blocks {
     /// reference by allocations whose last frame went.
     pub(crate) fn release(&mut self, alloc: &Allocation) -> Vec<TagBlock> {
         let last = alloc.pfn + (alloc.order.pages() - 1);
-        let from = Pfn::new(alloc.pfn.as_u64().saturating_sub(LARGEST_ALLOCATION));
+        let from = Pfn::new(alloc.pfn.as_u64().saturating_sub(self.largest));
         let overlapping: Vec<(Pfn, u64)> = self
             .allocs
             .range((from, 0)..=(last, u64::MAX))
