@@ -133,6 +133,11 @@ impl TagStorage for StaticTagStorage {
         ReservedBlocks::all(self.geometry.tag_blocks())
     }
 
+    fn counted_blocks(&self) -> ReservedBlocks<'_> {
+        // The table keeps no entry at 0 references.
+        ReservedBlocks::sparse(self.refs.blocks())
+    }
+
     fn zero_page(&self) -> Option<Pfn> {
         self.zero_page
     }

@@ -345,6 +345,20 @@ impl TagStorage for DynamicTagStorage {
     }
 
     fn check(&self) -> Vec<TagStoreViolation> {
+        self.check_with(V2Blocks::check)
+    }
+
+    fn check_full(&self) -> Vec<TagStoreViolation> {
+        self.check_with(V2Blocks::check_full)
+    }
+}
+
+impl DynamicTagStorage {
+    /// The checker, with `v2_check` the verdict on v2's extra references.
+    fn check_with(
+        &self,
+        v2_check: fn(&V2Blocks, &mut Vec<TagStoreViolation>),
+    ) -> Vec<TagStoreViolation> {
         let Self {
             geometry,
             capacity,
@@ -360,7 +374,7 @@ impl TagStorage for DynamicTagStorage {
         let reserved_now = match v2 {
             None => refs.len(),
             Some(v2) => {
-                v2.check(&mut out);
+                v2_check(v2, &mut out);
                 self.reserved_list(v2).len() as u64
             }
         };

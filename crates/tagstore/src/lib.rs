@@ -346,6 +346,16 @@ pub trait TagStorage: fmt::Debug {
     /// The blocks reserved now, in block order.
     fn reserved_blocks(&self) -> ReservedBlocks<'_>;
 
+    /// Blocks of [`Self::reserved_blocks`], in block order, that include
+    /// every block whose [`Self::block_refcount`] is not 0: what the
+    /// kernel's incremental checker compares with its recount where every
+    /// block is reserved (`static`: its blocks at 0 need no look-up). The
+    /// full checker walks every reserved block, and the kernel
+    /// cross-checks both.
+    fn counted_blocks(&self) -> ReservedBlocks<'_> {
+        self.reserved_blocks()
+    }
+
     /// The zero page, once [`Self::activate`] succeeded.
     fn zero_page(&self) -> Option<Pfn>;
 
@@ -357,6 +367,15 @@ pub trait TagStorage: fmt::Debug {
 
     /// Every broken invariant; empty when all hold.
     fn check(&self) -> Vec<TagStoreViolation>;
+
+    /// [`Self::check`] recounting everything from scratch, for managers
+    /// whose `check` compares against counts kept as the state changes
+    /// (`rfc-v2`'s extra references): the same violations. The kernel's
+    /// full checker calls this one, so its periodic cross-check against
+    /// the incremental checker also compares the two.
+    fn check_full(&self) -> Vec<TagStoreViolation> {
+        self.check()
+    }
 
     /// Invariant 3 in this design's own form (`docs/model.md` §4), given
     /// what the kernel recounted: for each block, the allocated frames

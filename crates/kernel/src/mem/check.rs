@@ -253,7 +253,13 @@ impl Memory {
                 }
             }
         }
-        out.extend(manager.check().into_iter().map(MemViolation::TagStore));
+        // The full checker recounts the manager's own tables too (see
+        // `TagStorage::check_full`).
+        let manager_out = match blocks_cache {
+            Some(_) => manager.check(),
+            None => manager.check_full(),
+        };
+        out.extend(manager_out.into_iter().map(MemViolation::TagStore));
         if tag_counters.get() != manager.counters() {
             out.push(MemViolation::TagCountersStale {
                 kept: tag_counters.get(),
@@ -355,9 +361,21 @@ impl Memory {
             }
             Storage::CarvedOut => {
                 // Every block is carved out (the phys checker holds their
-                // frames to CarvedOut); only the counts need comparing.
-                let blocks = manager.reserved_blocks();
-                check_refcounts(blocks, &refs, |b| manager.block_refcount(b), &mut out);
+                // frames to CarvedOut); only the counts need comparing. A
+                // block can differ only where one side counts it: the
+                // incremental checker walks those alone, in block order as
+                // the full checker, so both report the same list.
+                let kept = |b| manager.block_refcount(b);
+                match blocks_cache {
+                    None => check_refcounts(manager.reserved_blocks(), &refs, kept, &mut out),
+                    Some(_) => {
+                        let mut blocks: Vec<TagBlock> = manager.counted_blocks().collect();
+                        blocks.extend(refs.keys().copied());
+                        blocks.sort_unstable();
+                        blocks.dedup();
+                        check_refcounts(blocks.into_iter(), &refs, kept, &mut out);
+                    }
+                }
             }
             Storage::Cleancache => {
                 // Frames carved out (never the allocator's); reserved blocks

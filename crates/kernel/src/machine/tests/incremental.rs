@@ -696,3 +696,69 @@ fn regions_are_rescanned_only_where_they_changed() {
         "{verdict:#?}"
     );
 }
+
+/// A frame marked `TagStorageReserved` behind the manager's back: its
+/// block's count (0 under `static` unless a tagged page shares it) no
+/// longer matches the frames.
+fn reserved_flag_behind_the_manager(k: &mut Kernel, p: Pid, b: TaggedPtr) {
+    let pfn = pfn_of(k, p, b).expect("b is mapped");
+    k.mem
+        .phys_mut()
+        .alloc
+        .frame_mut(pfn)
+        .unwrap()
+        .flags
+        .insert(crate::phys::PageFlag::TagStorageReserved);
+}
+
+/// A tagged frame losing its `TagStorageReserved` mark: its block keeps a
+/// count the frames no longer make up.
+fn reserved_flag_lost(k: &mut Kernel, _: Pid, _: TaggedPtr) {
+    use crate::phys::PageFlag;
+    let zero = k.mem.zero_page();
+    let pfn = (0..1 << 16)
+        .map(|i| Pfn::new(0x80000 + i))
+        .find(|&pfn| {
+            pfn != zero
+                && k.mem.phys().alloc.frame(pfn).is_some_and(|m| {
+                    m.flags.contains(PageFlag::Tagged)
+                        && m.flags.contains(PageFlag::TagStorageReserved)
+                })
+        })
+        .expect("a tagged frame besides the zero page");
+    k.mem
+        .phys_mut()
+        .alloc
+        .frame_mut(pfn)
+        .unwrap()
+        .flags
+        .remove(PageFlag::TagStorageReserved);
+}
+
+/// The designs whose checks have an incremental form of their own
+/// (`static`: only the blocks either side counts are compared; `rfc-v2`:
+/// its extra references against a kept count): both checkers agree at
+/// every step, and on `static` find broken block counts at once, on
+/// either side of the comparison.
+#[test]
+fn design_specific_checks_agree_with_the_full_checker() {
+    for policy in ["static", "rfc-v2", "xnu"] {
+        assert_eq!(run_with_bug(policy, None).0, usize::MAX, "{policy}");
+    }
+    for policy in ["static", "rfc-v2"] {
+        for (name, bug) in [
+            (
+                "reserved flag behind the manager",
+                reserved_flag_behind_the_manager as Plant,
+            ),
+            ("reserved flag lost", reserved_flag_lost),
+        ] {
+            let (step, verdict) = run_with_bug(policy, Some(bug));
+            assert_eq!(step, PLANT_AFTER, "{policy} {name}: {verdict:#?}");
+            assert!(
+                verdict.iter().any(|v| v.contains("BlockRefcount")),
+                "{policy} {name}: {verdict:#?}"
+            );
+        }
+    }
+}
