@@ -344,8 +344,15 @@ impl Kernel {
         } else {
             (Need::Read, AccessKind::Load)
         };
-        let fill = [byte; PAGE as usize];
-        let mut buf = [0u8; PAGE as usize];
+        // One page's worth at most, on the heap: an array here would live
+        // in the future across the awaits below and make every kernel op's
+        // future (boxed by the scheduler) pages larger.
+        let size = len.min(PAGE) as usize;
+        let mut buf = if write {
+            vec![byte; size]
+        } else {
+            vec![0u8; size]
+        };
         let mut done = 0;
         while done < len {
             // User code runs on: another CPU may run between two pages.
@@ -379,7 +386,7 @@ impl Kernel {
                 let g_ptr = ptr.with_addr(va(g_at));
                 if let Err(f) = self.tag_check(pid, g_ptr, n, kind, &pages) {
                     if write && off > 0 {
-                        self.write_through(&pages, at, &fill[..off as usize]);
+                        self.write_through(&pages, at, &buf[..off as usize]);
                     }
                     return Outcome::Fault(f);
                 }
@@ -392,7 +399,7 @@ impl Kernel {
                 off += n;
             }
             if write {
-                self.write_through(&pages, at, &fill[..bytes]);
+                self.write_through(&pages, at, &buf[..bytes]);
             } else if let Some(i) = buf[..bytes].iter().position(|&b| b != byte) {
                 return Outcome::Mismatch(done + i as u64);
             }
