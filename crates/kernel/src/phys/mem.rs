@@ -681,8 +681,9 @@ mod tests {
     use crate::phys::buddy::tests::{region, small_geometry};
     use crate::phys::layout::RegionKind;
 
-    /// DRAM [0, 32), tag storage [40, 48), pages of 4 KiB.
-    fn contents() -> PhysContents {
+    /// DRAM [0, 32), tag storage [40, 48), pages of 4 KiB (also the
+    /// fixture of `incremental`'s tests).
+    pub(super) fn contents() -> PhysContents {
         PhysContents::new(
             PhysLayout::new(
                 small_geometry(),

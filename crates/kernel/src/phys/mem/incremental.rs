@@ -194,21 +194,7 @@ impl PhysContents {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::phys::buddy::tests::{region, small_geometry};
-    use crate::phys::layout::{PhysLayout, RegionKind};
-
-    fn contents() -> PhysContents {
-        PhysContents::new(
-            PhysLayout::new(
-                small_geometry(),
-                vec![
-                    region(0, 32, RegionKind::Dram),
-                    region(40, 8, RegionKind::TagStorageCma),
-                ],
-            )
-            .unwrap(),
-        )
-    }
+    use crate::phys::mem::tests::contents;
 
     fn sorted(mut v: Vec<PhysViolation>) -> Vec<String> {
         let mut out: Vec<String> = v.drain(..).map(|x| format!("{x:?}")).collect();
