@@ -347,6 +347,19 @@ impl Kernel {
                     what: "its two maps differ in size",
                 });
             }
+            // The page-to-slot entries the slot-to-page map lacks (when
+            // the sizes agree, the loop below finds every disagreement:
+            // each slot's page maps back to it, and the maps are then
+            // inverse; when they differ, a page-to-slot entry may be the
+            // only trace, e.g. beside an empty slot-to-page map).
+            for (pfn, slot) in swap_cache_slot.iter() {
+                if swap_cache.get(slot) != Some(pfn) {
+                    out.push(KernelViolation::SwapCache {
+                        slot: *slot,
+                        what: "a page recorded for a slot that does not record it",
+                    });
+                }
+            }
         }
         for (slot, pfn) in swap_cache.iter() {
             let slot = *slot;

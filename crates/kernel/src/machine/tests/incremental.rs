@@ -361,6 +361,14 @@ fn mapped_page_in_the_swap_cache(k: &mut Kernel, p: Pid, b: TaggedPtr) {
     k.swap_cache_slot.borrow_mut().insert(pfn, slot);
 }
 
+/// A mapped page in the swap cache's page-to-slot map only (the
+/// slot-to-page map does not record it).
+fn mapped_page_in_half_the_swap_cache(k: &mut Kernel, p: Pid, b: TaggedPtr) {
+    let pfn = pfn_of(k, p, b).expect("b is mapped");
+    let slot = crate::mm::SwapSlot::new(0);
+    k.swap_cache_slot.borrow_mut().insert(pfn, slot);
+}
+
 /// A free frame in the swap cache (held but not allocated), for a free
 /// slot: caught through the swap cache's generation.
 fn free_frame_in_the_swap_cache(k: &mut Kernel, _: Pid, _: TaggedPtr) {
@@ -394,7 +402,7 @@ fn leaked_frame(k: &mut Kernel, _: Pid, _: TaggedPtr) {
 
 #[test]
 fn planted_frame_bugs_are_found_by_both_checkers_at_the_planted_step() {
-    let bugs: [(&str, Plant, &str); 13] = [
+    let bugs: [(&str, Plant, &str); 14] = [
         ("mapped orphan", mapped_orphan, "Orphan"),
         ("free orphan", free_orphan, "NotAllocated"),
         ("unrecorded frame pin", unrecorded_frame_pin, "PinCount"),
@@ -427,6 +435,11 @@ fn planted_frame_bugs_are_found_by_both_checkers_at_the_planted_step() {
             "mapped page in the swap cache",
             mapped_page_in_the_swap_cache,
             "SwapCache",
+        ),
+        (
+            "mapped page in half the swap cache",
+            mapped_page_in_half_the_swap_cache,
+            "does not record it",
         ),
         (
             "restored tags of a free frame",
