@@ -762,3 +762,61 @@ fn design_specific_checks_agree_with_the_full_checker() {
         }
     }
 }
+
+/// The dirty check (a writable entry of a file page means a dirty page):
+/// the incremental checker finds the writable entries from the clean file
+/// pages and its kept mappings (`super::super::check`). A shared file
+/// page is read (clean, mapped read-only), written (dirty, writable),
+/// shared by fork and cleaned by writeback (write-protected everywhere);
+/// then written again and "written back" behind the kernel's back
+/// (`folio_mkclean()` forgotten: the page clean, its entries writable in
+/// both processes): both checkers find both entries at that step.
+#[test]
+fn a_writable_clean_file_page_is_found_by_both_checkers() {
+    let mut k = kernel(&[("tag-storage", "dynamic")]);
+    let p = spawn(&mut k);
+    let shared_file = MapFlags {
+        sharing: uapi::Sharing::Shared,
+        backing: uapi::Backing::File,
+        ..MapFlags::default()
+    };
+    let f = mmap(&mut k, p, 4 * 4096, Prot::READ_WRITE, shared_file);
+    let size = uapi::AccessSize::from_bytes(8).unwrap();
+    let on = |pid, command| Op::Process { pid, command };
+    let store = |ptr, value| Command::Store { ptr, size, value };
+    for (i, command) in [
+        Command::Load { ptr: f, size },
+        store(f, 1),
+        store(at(f, 2 * 4096), 2),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let outcome = k.run(&on(p, command)).outcome;
+        assert!(matches!(outcome, Outcome::Ok | Outcome::Value(0)), "{outcome:?}");
+        assert_eq!(both(&k, &format!("step {i}")), Vec::<String>::new());
+    }
+    let c = match k.run(&on(p, Command::Fork)).bound {
+        Some(uapi::Bound::Process(c)) => c,
+        b => panic!("{b:?}"),
+    };
+    assert_eq!(both(&k, "fork"), Vec::<String>::new());
+    let pfn = pfn_of(&k, p, f).expect("f is mapped");
+    k.writeback(pfn);
+    assert_eq!(both(&k, "writeback"), Vec::<String>::new());
+    assert_eq!(k.run(&on(c, store(f, 3))).outcome, Outcome::Ok);
+    assert_eq!(k.run(&on(p, store(f, 4))).outcome, Outcome::Ok);
+    assert_eq!(both(&k, "written again"), Vec::<String>::new());
+    assert_eq!(pfn_of(&k, c, f), Some(pfn), "a shared page");
+    let (object, pgoff) = k.cache_owner.borrow()[&pfn];
+    assert!(k.objects.borrow_mut().get_mut(&object).unwrap().dirty.remove(&pgoff));
+    let verdict = both(&k, "cleaned behind the kernel's back");
+    assert_eq!(
+        verdict
+            .iter()
+            .filter(|v| v.contains("CleanFileWritable"))
+            .count(),
+        2,
+        "{verdict:#?}"
+    );
+}
