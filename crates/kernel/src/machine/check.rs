@@ -56,8 +56,8 @@ use super::{Kernel, Mm, Object, ObjectKind, PAGE};
 use crate::mem::MemViolation;
 use crate::mm::layout::{PAGE_SHIFT, PAGES_PER_PMD, PMD_SIZE};
 use crate::mm::{
-    Access, Block, LeafEntry, MmId, ObjectId, PageTable, Pgoff, PgtableViolation, PmdSlot, Pte, PteCheckMemo,
-    RmapViolation, SwapSlot, VmaViolation, Walk,
+    Access, Block, LeafEntry, MmId, ObjectId, PageTable, Pgoff, PgtableViolation, PmdSlot, Pte,
+    PteCheckMemo, RmapViolation, SwapSlot, VmaViolation, Walk,
 };
 use crate::phys::PhysViolation;
 use crate::swap::SwapViolation;
@@ -660,9 +660,7 @@ impl Kernel {
         match cache.as_mut() {
             Some(cache) => {
                 let cache = &mut **cache;
-                let clean = cache
-                    .clean_files
-                    .get(owners_key, &cache_owner, &objects);
+                let clean = cache.clean_files.get(owners_key, &cache_owner, &objects);
                 out.extend(clean_file_writable(
                     &mms,
                     &cache.rmap.want,

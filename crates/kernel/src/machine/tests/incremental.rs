@@ -793,7 +793,10 @@ fn a_writable_clean_file_page_is_found_by_both_checkers() {
     .enumerate()
     {
         let outcome = k.run(&on(p, command)).outcome;
-        assert!(matches!(outcome, Outcome::Ok | Outcome::Value(0)), "{outcome:?}");
+        assert!(
+            matches!(outcome, Outcome::Ok | Outcome::Value(0)),
+            "{outcome:?}"
+        );
         assert_eq!(both(&k, &format!("step {i}")), Vec::<String>::new());
     }
     let c = match k.run(&on(p, Command::Fork)).bound {
@@ -809,7 +812,14 @@ fn a_writable_clean_file_page_is_found_by_both_checkers() {
     assert_eq!(both(&k, "written again"), Vec::<String>::new());
     assert_eq!(pfn_of(&k, c, f), Some(pfn), "a shared page");
     let (object, pgoff) = k.cache_owner.borrow()[&pfn];
-    assert!(k.objects.borrow_mut().get_mut(&object).unwrap().dirty.remove(&pgoff));
+    assert!(
+        k.objects
+            .borrow_mut()
+            .get_mut(&object)
+            .unwrap()
+            .dirty
+            .remove(&pgoff)
+    );
     let verdict = both(&k, "cleaned behind the kernel's back");
     assert_eq!(
         verdict
