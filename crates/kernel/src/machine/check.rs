@@ -45,7 +45,7 @@
 //! `check_mm()`), of `swap_map[]` accounting, and the RFC's own
 //! `PG_tag_storage_reserved` rules.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use mte::{Pfn, VirtAddr};
@@ -316,12 +316,21 @@ impl Kernel {
         leaves: &[(VirtAddr, LeafEntry)],
     ) -> Vec<KernelViolation> {
         let mut out = Vec::new();
-        let mut blocks = BTreeSet::new();
+        if leaves.is_empty() && m.deposits.is_empty() {
+            return out;
+        }
+        // One borrow and one metadata lookup per frame of a tagged block
+        // (both flags are in it).
+        let phys = self.mem.phys();
+        let geometry = self.mem.geometry();
+        // The blocks' addresses, ascending (the leaves are in address
+        // order), for the deposits' comparison below.
+        let mut blocks: Vec<VirtAddr> = Vec::new();
         for &(va, entry) in leaves {
             let LeafEntry::Block(block) = entry else {
                 continue;
             };
-            blocks.insert(va);
+            blocks.push(va);
             let leaf = block.leaf();
             let is_hzp = Some(leaf.pfn) == self.huge_zero.get();
             if is_hzp != leaf.attrs.special || (is_hzp && leaf.attrs.access == Access::ReadWrite) {
@@ -337,21 +346,22 @@ impl Kernel {
                 let at = va
                     .checked_add((pfn.as_u64() - leaf.pfn.as_u64()) * PAGE)
                     .expect("BUG: a block beyond the address space");
-                if !self.mem.page_mte_tagged(pfn) {
+                let flags = phys.alloc.frame(pfn).map(|m| m.flags).unwrap_or_default();
+                if !flags.contains(crate::phys::PageFlag::Tagged) {
                     out.push(KernelViolation::TaggedEntryUninitialised {
                         mm: id,
                         va: at,
                         pfn,
                     });
                 }
-                if !self.mem.tag_storage_reserved(pfn) {
+                if !flags.contains(crate::phys::PageFlag::TagStorageReserved) {
                     out.push(KernelViolation::TaggedEntryUnreserved {
                         mm: id,
                         va: at,
                         pfn,
                     });
                 }
-                if self.mem.geometry().is_tag_storage(pfn) {
+                if geometry.is_tag_storage(pfn) {
                     out.push(KernelViolation::TaggedEntryInTagStorage {
                         mm: id,
                         va: at,
@@ -360,9 +370,33 @@ impl Kernel {
                 }
             }
         }
-        let deposited: BTreeSet<VirtAddr> = m.deposits.keys().copied().collect();
-        for va in blocks.symmetric_difference(&deposited) {
-            out.push(KernelViolation::Deposit { mm: id, va: *va });
+        // The addresses with a block or a deposit but not both, ascending
+        // (a merge of the two ascending runs).
+        debug_assert!(blocks.is_sorted(), "BUG: leaves out of address order");
+        let mut blocks = blocks.into_iter().peekable();
+        let mut deposited = m.deposits.keys().copied().peekable();
+        loop {
+            let va = match (blocks.peek(), deposited.peek()) {
+                (Some(b), Some(d)) if b == d => {
+                    blocks.next();
+                    deposited.next();
+                    continue;
+                }
+                (Some(&b), Some(&d)) if b < d => {
+                    blocks.next();
+                    b
+                }
+                (_, Some(&d)) => {
+                    deposited.next();
+                    d
+                }
+                (Some(&b), None) => {
+                    blocks.next();
+                    b
+                }
+                (None, None) => break,
+            };
+            out.push(KernelViolation::Deposit { mm: id, va });
         }
         out
     }
@@ -498,6 +532,12 @@ impl Kernel {
         // One borrow for the loop (the per-leaf flags and the per-CPU TLBs).
         let phys = mem.phys();
         let frame_flags = |pfn: Pfn| phys.alloc.frame(pfn).map(|m| m.flags).unwrap_or_default();
+        // The per-CPU TLB entries by address space (a stable sort: each
+        // one's in the order `entries` gives), found per address space
+        // by bisection rather than a pass over all of them each.
+        let cpu_tlb = cpu_tlbs.borrow();
+        let mut cpu_entries: Vec<&super::cpu_tlb::CpuTlbEntry> = cpu_tlb.entries().collect();
+        cpu_entries.sort_by_key(|e| e.mm);
         for ((id, m), scan) in mms.iter().zip(&scans) {
             out.extend(
                 m.vmas
@@ -581,7 +621,9 @@ impl Kernel {
             // with the walk (one made from a block, with the block's page),
             // and its hints, if of the current epoch, are what a refresh
             // would take.
-            for e in cpu_tlbs.borrow().entries().filter(|e| e.mm == *id) {
+            let from = cpu_entries.partition_point(|e| e.mm < *id);
+            let to = cpu_entries.partition_point(|e| e.mm <= *id);
+            for &e in &cpu_entries[from..to] {
                 let va = VirtAddr::new(e.vpn << PAGE_SHIFT).expect("BUG: TLB page above 2^56");
                 let agrees = match mapped_at(m.pt.walk(va), va) {
                     Some(at) => {
@@ -603,6 +645,8 @@ impl Kernel {
                 }
             }
         }
+        drop(cpu_entries);
+        drop(cpu_tlb);
         drop(phys);
         out.extend(
             cpu_tlbs

@@ -830,3 +830,65 @@ fn a_writable_clean_file_page_is_found_by_both_checkers() {
         "{verdict:#?}"
     );
 }
+
+/// The block checks (`Kernel::check_blocks`): a valid tagged block has
+/// every frame tagged (one metadata lookup per frame), and the blocks and
+/// the deposits pair up (a merge of two ascending runs). A frame of a
+/// tagged block loses its `Tagged` flag, then the block's deposit moves
+/// to an address with no block: both checkers find each at its step.
+#[test]
+fn broken_blocks_are_found_by_both_checkers() {
+    let mut k = kernel(&[("tag-storage", "static"), ("thp", "always")]);
+    let p = spawn(&mut k);
+    sync_mte(&mut k, p);
+    let a = huge_mapping(&mut k, p, rw_mte());
+    let size = uapi::AccessSize::from_bytes(8).unwrap();
+    let store = Op::Process {
+        pid: p,
+        command: Command::Store {
+            ptr: at(a, 5 * 4096),
+            size,
+            value: 1,
+        },
+    };
+    assert_eq!(k.run(&store).outcome, Outcome::Ok);
+    assert_eq!(k.page_state(p, a, uapi::PageState::Huge), Some(true));
+    assert_eq!(both(&k, "mapped"), Vec::<String>::new());
+    let head = pfn_of(&k, p, a).expect("a is mapped");
+    k.mem
+        .phys_mut()
+        .alloc
+        .frame_mut(head + 7)
+        .unwrap()
+        .flags
+        .remove(crate::phys::PageFlag::Tagged);
+    let untagged = both(&k, "a frame untagged");
+    assert!(
+        untagged
+            .iter()
+            .any(|v| v.contains("TaggedEntryUninitialised")
+                && v.contains(&format!("{:?}", head + 7))),
+        "{untagged:#?}"
+    );
+    k.mem
+        .phys_mut()
+        .alloc
+        .frame_mut(head + 7)
+        .unwrap()
+        .flags
+        .insert(crate::phys::PageFlag::Tagged);
+    assert_eq!(both(&k, "tagged again"), Vec::<String>::new());
+    let mm = k.process_mm(p).unwrap();
+    {
+        let mut mms = k.mms.borrow_mut();
+        let deposits = &mut mms.get_mut(&mm).unwrap().deposits;
+        let table = deposits.remove(&a.addr()).expect("the block's deposit");
+        deposits.insert(at(a, 2 * MIB2).addr(), table);
+    }
+    let moved = both(&k, "deposit moved");
+    assert_eq!(
+        moved.iter().filter(|v| v.contains("Deposit")).count(),
+        2,
+        "{moved:#?}"
+    );
+}
