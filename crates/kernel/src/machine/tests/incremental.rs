@@ -892,3 +892,54 @@ fn broken_blocks_are_found_by_both_checkers() {
         "{moved:#?}"
     );
 }
+
+/// The per-CPU TLB check, which groups the entries by address space once
+/// (`super::super::check`): two address spaces (a fork) with entries
+/// filled by the direct path; one of the child's entries made stale
+/// behind the kernel's back is found, for the child alone, by both
+/// checkers.
+#[test]
+fn a_stale_per_cpu_tlb_entry_is_found_for_its_address_space() {
+    let mut k = kernel(&[("tag-storage", "dynamic")]);
+    let p = spawn(&mut k);
+    let a = mmap(&mut k, p, 2 * 4096, Prot::READ_WRITE, MapFlags::default());
+    let size = uapi::AccessSize::B8;
+    assert_eq!(k.store_direct(p, a, size, 1), Outcome::Ok);
+    assert_eq!(k.store_direct(p, at(a, 4096), size, 2), Outcome::Ok);
+    let c = match k
+        .run(&Op::Process {
+            pid: p,
+            command: Command::Fork,
+        })
+        .bound
+    {
+        Some(uapi::Bound::Process(c)) => c,
+        b => panic!("{b:?}"),
+    };
+    assert_eq!(k.load_direct(c, a, size), Outcome::Value(1));
+    assert_eq!(k.load_direct(c, at(a, 4096), size), Outcome::Value(2));
+    assert_eq!(k.load_direct(p, at(a, 4096), size), Outcome::Value(2));
+    assert_eq!(both(&k, "filled"), Vec::<String>::new());
+    let (mm_p, mm_c) = (k.process_mm(p).unwrap(), k.process_mm(c).unwrap());
+    let vpn = at(a, 4096).addr().as_u64() >> crate::mm::layout::PAGE_SHIFT;
+    let entries = k
+        .cpu_tlbs
+        .borrow()
+        .entries()
+        .filter(|e| e.vpn == vpn)
+        .count();
+    assert!(entries >= 2, "both address spaces' entries: {entries}");
+    {
+        let mut tlbs = k.cpu_tlbs.borrow_mut();
+        let e = tlbs
+            .cpu(0)
+            .lookup_mut(mm_c, vpn)
+            .expect("the child's page is in CPU 0's TLB");
+        e.pfn = e.pfn + 1;
+    }
+    let stale = both(&k, "stale");
+    let stale_tlb: Vec<&String> = stale.iter().filter(|v| v.contains("StaleTlb")).collect();
+    assert_eq!(stale_tlb.len(), 1, "{stale:#?}");
+    assert!(stale_tlb[0].contains(&format!("{mm_c:?}")), "{stale:#?}");
+    assert!(!stale_tlb[0].contains(&format!("{mm_p:?}")), "{stale:#?}");
+}
