@@ -36,7 +36,12 @@
 //! and only the frames whose list changed there or in the rmap (its change
 //! log, [`crate::mm::Rmap::take_touched`]) are compared again. The
 //! per-leaf checks against frame flags are recomputed at every check from
-//! the kept leaves. The frame part (counts, LRU, swap, page caches, pins,
+//! the kept leaves. The dirty check (no writable entry of a clean file
+//! page) starts from the clean file pages, kept while the objects and the
+//! owners are unchanged (their `super::tracked::Tracked` generations),
+//! and finds their writable PTEs through the rmap check's kept mappings
+//! (special PTEs, which those leave out, are collected by the per-leaf
+//! loop). The frame part (counts, LRU, swap, page caches, pins,
 //! orphans, folios, the frame count) is `super::check_frames`'s, with its
 //! own incremental form.
 //!

@@ -935,7 +935,7 @@ fn a_stale_per_cpu_tlb_entry_is_found_for_its_address_space() {
             .cpu(0)
             .lookup_mut(mm_c, vpn)
             .expect("the child's page is in CPU 0's TLB");
-        e.pfn = e.pfn + 1;
+        e.pfn += 1;
     }
     let stale = both(&k, "stale");
     let stale_tlb: Vec<&String> = stale.iter().filter(|v| v.contains("StaleTlb")).collect();
