@@ -36,7 +36,12 @@
 //! and only the frames whose list changed there or in the rmap (its change
 //! log, [`crate::mm::Rmap::take_touched`]) are compared again. The
 //! per-leaf checks against frame flags are recomputed at every check from
-//! the kept leaves. The frame part (counts, LRU, swap, page caches, pins,
+//! the kept leaves. The dirty check (no writable entry of a clean file
+//! page) starts from the clean file pages, kept while the objects and the
+//! owners are unchanged (their `super::tracked::Tracked` generations),
+//! and finds their writable PTEs through the rmap check's kept mappings
+//! (special PTEs, which those leave out, are collected by the per-leaf
+//! loop). The frame part (counts, LRU, swap, page caches, pins,
 //! orphans, folios, the frame count) is `super::check_frames`'s, with its
 //! own incremental form.
 //!
@@ -45,19 +50,19 @@
 //! `check_mm()`), of `swap_map[]` accounting, and the RFC's own
 //! `PG_tag_storage_reserved` rules.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use mte::{Pfn, VirtAddr};
 use thiserror::Error;
 use uapi::{Invariant, Pid, Violation};
 
-use super::{Kernel, Mm, ObjectKind, PAGE};
+use super::{Kernel, Mm, Object, ObjectKind, PAGE};
 use crate::mem::MemViolation;
 use crate::mm::layout::{PAGE_SHIFT, PAGES_PER_PMD, PMD_SIZE};
 use crate::mm::{
-    Access, Block, LeafEntry, MmId, PageTable, PgtableViolation, PmdSlot, Pte, PteCheckMemo,
-    RmapViolation, SwapSlot, VmaViolation, Walk,
+    Access, Block, LeafEntry, MmId, ObjectId, PageTable, Pgoff, PgtableViolation, PmdSlot, Pte,
+    PteCheckMemo, RmapViolation, SwapSlot, VmaViolation, Walk,
 };
 use crate::phys::PhysViolation;
 use crate::swap::SwapViolation;
@@ -316,12 +321,21 @@ impl Kernel {
         leaves: &[(VirtAddr, LeafEntry)],
     ) -> Vec<KernelViolation> {
         let mut out = Vec::new();
-        let mut blocks = BTreeSet::new();
+        if leaves.is_empty() && m.deposits.is_empty() {
+            return out;
+        }
+        // One borrow and one metadata lookup per frame of a tagged block
+        // (both flags are in it).
+        let phys = self.mem.phys();
+        let geometry = self.mem.geometry();
+        // The blocks' addresses, ascending (the leaves are in address
+        // order), for the deposits' comparison below.
+        let mut blocks: Vec<VirtAddr> = Vec::new();
         for &(va, entry) in leaves {
             let LeafEntry::Block(block) = entry else {
                 continue;
             };
-            blocks.insert(va);
+            blocks.push(va);
             let leaf = block.leaf();
             let is_hzp = Some(leaf.pfn) == self.huge_zero.get();
             if is_hzp != leaf.attrs.special || (is_hzp && leaf.attrs.access == Access::ReadWrite) {
@@ -337,21 +351,22 @@ impl Kernel {
                 let at = va
                     .checked_add((pfn.as_u64() - leaf.pfn.as_u64()) * PAGE)
                     .expect("BUG: a block beyond the address space");
-                if !self.mem.page_mte_tagged(pfn) {
+                let flags = phys.alloc.frame(pfn).map(|m| m.flags).unwrap_or_default();
+                if !flags.contains(crate::phys::PageFlag::Tagged) {
                     out.push(KernelViolation::TaggedEntryUninitialised {
                         mm: id,
                         va: at,
                         pfn,
                     });
                 }
-                if !self.mem.tag_storage_reserved(pfn) {
+                if !flags.contains(crate::phys::PageFlag::TagStorageReserved) {
                     out.push(KernelViolation::TaggedEntryUnreserved {
                         mm: id,
                         va: at,
                         pfn,
                     });
                 }
-                if self.mem.geometry().is_tag_storage(pfn) {
+                if geometry.is_tag_storage(pfn) {
                     out.push(KernelViolation::TaggedEntryInTagStorage {
                         mm: id,
                         va: at,
@@ -360,9 +375,33 @@ impl Kernel {
                 }
             }
         }
-        let deposited: BTreeSet<VirtAddr> = m.deposits.keys().copied().collect();
-        for va in blocks.symmetric_difference(&deposited) {
-            out.push(KernelViolation::Deposit { mm: id, va: *va });
+        // The addresses with a block or a deposit but not both, ascending
+        // (a merge of the two ascending runs).
+        debug_assert!(blocks.is_sorted(), "BUG: leaves out of address order");
+        let mut blocks = blocks.into_iter().peekable();
+        let mut deposited = m.deposits.keys().copied().peekable();
+        loop {
+            let va = match (blocks.peek(), deposited.peek()) {
+                (Some(b), Some(d)) if b == d => {
+                    blocks.next();
+                    deposited.next();
+                    continue;
+                }
+                (Some(&b), Some(&d)) if b < d => {
+                    blocks.next();
+                    b
+                }
+                (_, Some(&d)) => {
+                    deposited.next();
+                    d
+                }
+                (Some(&b), None) => {
+                    blocks.next();
+                    b
+                }
+                (None, None) => break,
+            };
+            out.push(KernelViolation::Deposit { mm: id, va });
         }
         out
     }
@@ -446,6 +485,7 @@ impl Kernel {
             true => rmap.borrow_mut().take_touched(),
             false => None,
         };
+        let owners_key = (objects.generation(), cache_owner.generation());
         let procs = procs.borrow();
         let mms = mms.borrow();
         let rmap = rmap.borrow();
@@ -480,13 +520,9 @@ impl Kernel {
         let mut swap_entries: BTreeMap<SwapSlot, u32> = BTreeMap::new();
         // Sorted and deduplicated after the loop over address spaces.
         let mut mapped: Vec<Pfn> = Vec::new();
-        let frame_flags = |pfn: Pfn| {
-            mem.phys()
-                .alloc
-                .frame(pfn)
-                .map(|m| m.flags)
-                .unwrap_or_default()
-        };
+        // Special PTEs mapped writable (the incremental dirty check's:
+        // its kept mappings leave special leaves out).
+        let mut special_writable: Vec<(MmId, VirtAddr, Pfn)> = Vec::new();
         let mut cache = incremental.then(|| self.check_cache.borrow_mut());
         let scans: Vec<Rc<MmScan>> = mms
             .iter()
@@ -498,6 +534,15 @@ impl Kernel {
         if let Some(cache) = cache.as_mut() {
             cache.retain(|id| mms.contains_key(id));
         }
+        // One borrow for the loop (the per-leaf flags and the per-CPU TLBs).
+        let phys = mem.phys();
+        let frame_flags = |pfn: Pfn| phys.alloc.frame(pfn).map(|m| m.flags).unwrap_or_default();
+        // The per-CPU TLB entries by address space (a stable sort: each
+        // one's in the order `entries` gives), found per address space
+        // by bisection rather than a pass over all of them each.
+        let cpu_tlb = cpu_tlbs.borrow();
+        let mut cpu_entries: Vec<&super::cpu_tlb::CpuTlbEntry> = cpu_tlb.entries().collect();
+        cpu_entries.sort_by_key(|e| e.mm);
         for ((id, m), scan) in mms.iter().zip(&scans) {
             out.extend(
                 m.vmas
@@ -524,6 +569,13 @@ impl Kernel {
                     continue;
                 }
                 let Some(leaf) = pte.leaf() else { continue };
+                if leaf.attrs.special
+                    && cache.is_some()
+                    && matches!(pte, Pte::Present(_))
+                    && leaf.attrs.access.is_writable()
+                {
+                    special_writable.push((*id, va, leaf.pfn));
+                }
                 if leaf.pfn == zero
                     && (!leaf.attrs.special || leaf.attrs.access == Access::ReadWrite)
                 {
@@ -574,8 +626,9 @@ impl Kernel {
             // with the walk (one made from a block, with the block's page),
             // and its hints, if of the current epoch, are what a refresh
             // would take.
-            let phys = mem.phys();
-            for e in cpu_tlbs.borrow().entries().filter(|e| e.mm == *id) {
+            let from = cpu_entries.partition_point(|e| e.mm < *id);
+            let to = cpu_entries.partition_point(|e| e.mm <= *id);
+            for &e in &cpu_entries[from..to] {
                 let va = VirtAddr::new(e.vpn << PAGE_SHIFT).expect("BUG: TLB page above 2^56");
                 let agrees = match mapped_at(m.pt.walk(va), va) {
                     Some(at) => {
@@ -597,6 +650,9 @@ impl Kernel {
                 }
             }
         }
+        drop(cpu_entries);
+        drop(cpu_tlb);
+        drop(phys);
         out.extend(
             cpu_tlbs
                 .borrow()
@@ -642,33 +698,130 @@ impl Kernel {
             }
             None => self.frame_violations(&swap_entries, &mapped),
         };
-        drop(cache);
         out.extend(frames);
 
-        // Dirty tracking: a writable entry of a file page means a dirty page
-        // (over the leaves the scans above kept).
-        if !cache_owner.is_empty() {
-            for ((id, _), scan) in mms.iter().zip(&scans) {
-                for &(va, entry) in scan.leaves() {
-                    let LeafEntry::Pte(Pte::Present(leaf)) = entry else {
-                        continue;
-                    };
-                    if !leaf.attrs.access.is_writable() {
-                        continue;
-                    }
-                    let Some((object, pgoff)) = cache_owner.get(&leaf.pfn) else {
-                        continue;
-                    };
-                    if objects
-                        .get(object)
-                        .is_some_and(|o| o.kind == ObjectKind::File && !o.dirty.contains(pgoff))
-                    {
-                        out.push(KernelViolation::CleanFileWritable { mm: *id, va });
+        // Dirty tracking: a writable entry of a file page means a dirty page.
+        // The full checker looks at every writable leaf the scans above
+        // kept; the incremental one starts from the clean file pages (a
+        // few, against hundreds of writable leaves) and their kept
+        // mappings, which are the same leaves' (special ones aside:
+        // `special_writable`).
+        match cache.as_mut() {
+            Some(cache) => {
+                let cache = &mut **cache;
+                let clean = cache.clean_files.get(owners_key, &cache_owner, &objects);
+                out.extend(clean_file_writable(
+                    &mms,
+                    &cache.rmap.want,
+                    clean,
+                    &special_writable,
+                ));
+            }
+            None if !cache_owner.is_empty() => {
+                for ((id, _), scan) in mms.iter().zip(&scans) {
+                    for &(va, entry) in scan.leaves() {
+                        let LeafEntry::Pte(Pte::Present(leaf)) = entry else {
+                            continue;
+                        };
+                        if !leaf.attrs.access.is_writable() {
+                            continue;
+                        }
+                        let Some((object, pgoff)) = cache_owner.get(&leaf.pfn) else {
+                            continue;
+                        };
+                        if is_clean_file(&objects, *object, *pgoff) {
+                            out.push(KernelViolation::CleanFileWritable { mm: *id, va });
+                        }
                     }
                 }
             }
+            None => {}
         }
+        drop(cache);
         out
+    }
+}
+
+/// Whether the page at `pgoff` of `object` is a clean file page (the dirty
+/// check's: a writable entry must not map one).
+fn is_clean_file(objects: &BTreeMap<ObjectId, Object>, object: ObjectId, pgoff: Pgoff) -> bool {
+    objects
+        .get(&object)
+        .is_some_and(|o| o.kind == ObjectKind::File && !o.dirty.contains(&pgoff))
+}
+
+/// The incremental dirty check: the writable PTEs of the frames `clean`
+/// (sorted) found through `want` (the kept mappings of every non-special
+/// leaf, per frame) and among `special_writable` (the writable special
+/// PTEs), in the full checker's order (address space, then address).
+fn clean_file_writable(
+    mms: &BTreeMap<MmId, Mm>,
+    want: &BTreeMap<Pfn, Vec<crate::mm::RmapEntry>>,
+    clean: &[Pfn],
+    special_writable: &[(MmId, VirtAddr, Pfn)],
+) -> Vec<KernelViolation> {
+    let mut found: Vec<(MmId, VirtAddr)> = Vec::new();
+    for pfn in clean {
+        let Some(mappings) = want.get(pfn) else {
+            continue;
+        };
+        for e in mappings {
+            // A block's frames are not checked (the full checker looks at
+            // PTEs only).
+            if e.level != crate::mm::MapLevel::Pte {
+                continue;
+            }
+            let m = mms
+                .get(&e.mm)
+                .expect("BUG: a kept mapping of an address space that is gone");
+            if let Walk::Pte(Pte::Present(l)) = m.pt.walk(e.va)
+                && l.attrs.access.is_writable()
+            {
+                found.push((e.mm, e.va));
+            }
+        }
+    }
+    for &(mm, va, pfn) in special_writable {
+        if clean.binary_search(&pfn).is_ok() {
+            found.push((mm, va));
+        }
+    }
+    found.sort_unstable();
+    found
+        .into_iter()
+        .map(|(mm, va)| KernelViolation::CleanFileWritable { mm, va })
+        .collect()
+}
+
+/// The clean file pages of the page caches (by the owners' records, as the
+/// full dirty check reads them), sorted; kept while neither the objects
+/// nor the owners changed (their [`super::tracked::Tracked`] generations).
+#[derive(Debug, Default)]
+struct CleanFiles {
+    key: Option<(u64, u64)>,
+    pfns: Vec<Pfn>,
+}
+
+impl CleanFiles {
+    /// The clean file pages for the generations `key` of the objects and
+    /// the owners, derived again if they moved.
+    fn get(
+        &mut self,
+        key: (u64, u64),
+        cache_owner: &BTreeMap<Pfn, (ObjectId, Pgoff)>,
+        objects: &BTreeMap<ObjectId, Object>,
+    ) -> &[Pfn] {
+        if self.key != Some(key) {
+            self.key = Some(key);
+            self.pfns.clear();
+            self.pfns.extend(
+                cache_owner
+                    .iter()
+                    .filter(|(_, (object, pgoff))| is_clean_file(objects, *object, *pgoff))
+                    .map(|(pfn, _)| *pfn),
+            );
+        }
+        &self.pfns
     }
 }
 
@@ -968,6 +1121,8 @@ pub(crate) struct CheckCache {
     memos: BTreeMap<MmId, PteCheckMemo>,
     rmap: RmapState,
     frames: super::check_frames::FrameCheckState,
+    /// The incremental dirty check's clean file pages.
+    clean_files: CleanFiles,
 }
 
 impl CheckCache {

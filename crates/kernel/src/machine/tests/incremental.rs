@@ -775,3 +775,184 @@ fn design_specific_checks_agree_with_the_full_checker() {
         }
     }
 }
+
+/// The dirty check (a writable entry of a file page means a dirty page):
+/// the incremental checker finds the writable entries from the clean file
+/// pages and its kept mappings (`super::super::check`). A shared file
+/// page is read (clean, mapped read-only), written (dirty, writable),
+/// shared by fork and cleaned by writeback (write-protected everywhere);
+/// then written again and "written back" behind the kernel's back
+/// (`folio_mkclean()` forgotten: the page clean, its entries writable in
+/// both processes): both checkers find both entries at that step.
+#[test]
+fn a_writable_clean_file_page_is_found_by_both_checkers() {
+    let mut k = kernel(&[("tag-storage", "dynamic")]);
+    let p = spawn(&mut k);
+    let shared_file = MapFlags {
+        sharing: uapi::Sharing::Shared,
+        backing: uapi::Backing::File,
+        ..MapFlags::default()
+    };
+    let f = mmap(&mut k, p, 4 * 4096, Prot::READ_WRITE, shared_file);
+    let size = uapi::AccessSize::from_bytes(8).unwrap();
+    let on = |pid, command| Op::Process { pid, command };
+    let store = |ptr, value| Command::Store { ptr, size, value };
+    for (i, command) in [
+        Command::Load { ptr: f, size },
+        store(f, 1),
+        store(at(f, 2 * 4096), 2),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let outcome = k.run(&on(p, command)).outcome;
+        assert!(
+            matches!(outcome, Outcome::Ok | Outcome::Value(0)),
+            "{outcome:?}"
+        );
+        assert_eq!(both(&k, &format!("step {i}")), Vec::<String>::new());
+    }
+    let c = match k.run(&on(p, Command::Fork)).bound {
+        Some(uapi::Bound::Process(c)) => c,
+        b => panic!("{b:?}"),
+    };
+    assert_eq!(both(&k, "fork"), Vec::<String>::new());
+    let pfn = pfn_of(&k, p, f).expect("f is mapped");
+    k.writeback(pfn);
+    assert_eq!(both(&k, "writeback"), Vec::<String>::new());
+    assert_eq!(k.run(&on(c, store(f, 3))).outcome, Outcome::Ok);
+    assert_eq!(k.run(&on(p, store(f, 4))).outcome, Outcome::Ok);
+    assert_eq!(both(&k, "written again"), Vec::<String>::new());
+    assert_eq!(pfn_of(&k, c, f), Some(pfn), "a shared page");
+    let (object, pgoff) = k.cache_owner.borrow()[&pfn];
+    assert!(
+        k.objects
+            .borrow_mut()
+            .get_mut(&object)
+            .unwrap()
+            .dirty
+            .remove(&pgoff)
+    );
+    let verdict = both(&k, "cleaned behind the kernel's back");
+    assert_eq!(
+        verdict
+            .iter()
+            .filter(|v| v.contains("CleanFileWritable"))
+            .count(),
+        2,
+        "{verdict:#?}"
+    );
+}
+
+/// The block checks (`Kernel::check_blocks`): a valid tagged block has
+/// every frame tagged (one metadata lookup per frame), and the blocks and
+/// the deposits pair up (a merge of two ascending runs). A frame of a
+/// tagged block loses its `Tagged` flag, then the block's deposit moves
+/// to an address with no block: both checkers find each at its step.
+#[test]
+fn broken_blocks_are_found_by_both_checkers() {
+    let mut k = kernel(&[("tag-storage", "static"), ("thp", "always")]);
+    let p = spawn(&mut k);
+    sync_mte(&mut k, p);
+    let a = huge_mapping(&mut k, p, rw_mte());
+    let size = uapi::AccessSize::from_bytes(8).unwrap();
+    let store = Op::Process {
+        pid: p,
+        command: Command::Store {
+            ptr: at(a, 5 * 4096),
+            size,
+            value: 1,
+        },
+    };
+    assert_eq!(k.run(&store).outcome, Outcome::Ok);
+    assert_eq!(k.page_state(p, a, uapi::PageState::Huge), Some(true));
+    assert_eq!(both(&k, "mapped"), Vec::<String>::new());
+    let head = pfn_of(&k, p, a).expect("a is mapped");
+    k.mem
+        .phys_mut()
+        .alloc
+        .frame_mut(head + 7)
+        .unwrap()
+        .flags
+        .remove(crate::phys::PageFlag::Tagged);
+    let untagged = both(&k, "a frame untagged");
+    assert!(
+        untagged
+            .iter()
+            .any(|v| v.contains("TaggedEntryUninitialised")
+                && v.contains(&format!("{:?}", head + 7))),
+        "{untagged:#?}"
+    );
+    k.mem
+        .phys_mut()
+        .alloc
+        .frame_mut(head + 7)
+        .unwrap()
+        .flags
+        .insert(crate::phys::PageFlag::Tagged);
+    assert_eq!(both(&k, "tagged again"), Vec::<String>::new());
+    let mm = k.process_mm(p).unwrap();
+    {
+        let mut mms = k.mms.borrow_mut();
+        let deposits = &mut mms.get_mut(&mm).unwrap().deposits;
+        let table = deposits.remove(&a.addr()).expect("the block's deposit");
+        deposits.insert(at(a, 2 * MIB2).addr(), table);
+    }
+    let moved = both(&k, "deposit moved");
+    assert_eq!(
+        moved.iter().filter(|v| v.contains("Deposit")).count(),
+        2,
+        "{moved:#?}"
+    );
+}
+
+/// The per-CPU TLB check, which groups the entries by address space once
+/// (`super::super::check`): two address spaces (a fork) with entries
+/// filled by the direct path; one of the child's entries made stale
+/// behind the kernel's back is found, for the child alone, by both
+/// checkers.
+#[test]
+fn a_stale_per_cpu_tlb_entry_is_found_for_its_address_space() {
+    let mut k = kernel(&[("tag-storage", "dynamic")]);
+    let p = spawn(&mut k);
+    let a = mmap(&mut k, p, 2 * 4096, Prot::READ_WRITE, MapFlags::default());
+    let size = uapi::AccessSize::B8;
+    assert_eq!(k.store_direct(p, a, size, 1), Outcome::Ok);
+    assert_eq!(k.store_direct(p, at(a, 4096), size, 2), Outcome::Ok);
+    let c = match k
+        .run(&Op::Process {
+            pid: p,
+            command: Command::Fork,
+        })
+        .bound
+    {
+        Some(uapi::Bound::Process(c)) => c,
+        b => panic!("{b:?}"),
+    };
+    assert_eq!(k.load_direct(c, a, size), Outcome::Value(1));
+    assert_eq!(k.load_direct(c, at(a, 4096), size), Outcome::Value(2));
+    assert_eq!(k.load_direct(p, at(a, 4096), size), Outcome::Value(2));
+    assert_eq!(both(&k, "filled"), Vec::<String>::new());
+    let (mm_p, mm_c) = (k.process_mm(p).unwrap(), k.process_mm(c).unwrap());
+    let vpn = at(a, 4096).addr().as_u64() >> crate::mm::layout::PAGE_SHIFT;
+    let entries = k
+        .cpu_tlbs
+        .borrow()
+        .entries()
+        .filter(|e| e.vpn == vpn)
+        .count();
+    assert!(entries >= 2, "both address spaces' entries: {entries}");
+    {
+        let mut tlbs = k.cpu_tlbs.borrow_mut();
+        let e = tlbs
+            .cpu(0)
+            .lookup_mut(mm_c, vpn)
+            .expect("the child's page is in CPU 0's TLB");
+        e.pfn += 1;
+    }
+    let stale = both(&k, "stale");
+    let stale_tlb: Vec<&String> = stale.iter().filter(|v| v.contains("StaleTlb")).collect();
+    assert_eq!(stale_tlb.len(), 1, "{stale:#?}");
+    assert!(stale_tlb[0].contains(&format!("{mm_c:?}")), "{stale:#?}");
+    assert!(!stale_tlb[0].contains(&format!("{mm_p:?}")), "{stale:#?}");
+}
