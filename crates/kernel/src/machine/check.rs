@@ -774,17 +774,21 @@ impl MmScan {
             let leaves = match old_left.next_if(|r| r.va == va) {
                 Some(was) if was.slot == Some(slot) => Rc::clone(&was.leaves),
                 kept => {
+                    let was = kept.map_or(&[][..], |r| r.leaves.as_slice());
                     let leaves: Vec<(VirtAddr, LeafEntry)> = match slot {
                         PmdSlot::Block(b) => vec![(va, LeafEntry::Block(b))],
                         PmdSlot::Table { .. } => {
                             let end = VirtAddr::new(va.as_u64() + PMD_SIZE)
                                 .expect("BUG: a region beyond the address space");
-                            pt.leaves(va, end).collect()
+                            // Sized for the region as it was (most
+                            // changes add a leaf or none): no regrowth.
+                            let mut leaves = Vec::with_capacity(was.len() + 1);
+                            leaves.extend(pt.leaves(va, end));
+                            leaves
                         }
                     };
                     // Most changes of a PTE table change one entry or a
                     // few: only the leaves that differ are told.
-                    let was = kept.map_or(&[][..], |r| r.leaves.as_slice());
                     diff_leaves(was, &leaves, changed);
                     Rc::new(leaves)
                 }
