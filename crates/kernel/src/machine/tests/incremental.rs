@@ -559,7 +559,7 @@ fn with_per_cpu_lists_both_checkers_agree() {
 
 #[test]
 fn planted_bugs_are_found_by_both_checkers_at_the_planted_step() {
-    let bugs: [(&str, Plant, &str); 12] = [
+    let bugs: [(&str, Plant, &str); 13] = [
         ("lost free block", lose_a_free_block, "FramesUnaccounted"),
         ("pin count", wrong_pin_count, "PinCount"),
         (
