@@ -927,17 +927,21 @@ impl MmScan {
             let leaves = match old_left.next_if(|r| r.va == va) {
                 Some(was) if was.slot == Some(slot) => Rc::clone(&was.leaves),
                 kept => {
+                    let was = kept.map_or(&[][..], |r| r.leaves.as_slice());
                     let leaves: Vec<(VirtAddr, LeafEntry)> = match slot {
                         PmdSlot::Block(b) => vec![(va, LeafEntry::Block(b))],
                         PmdSlot::Table { .. } => {
                             let end = VirtAddr::new(va.as_u64() + PMD_SIZE)
                                 .expect("BUG: a region beyond the address space");
-                            pt.leaves(va, end).collect()
+                            // Sized for the region as it was (most
+                            // changes add a leaf or none): no regrowth.
+                            let mut leaves = Vec::with_capacity(was.len() + 1);
+                            leaves.extend(pt.leaves(va, end));
+                            leaves
                         }
                     };
                     // Most changes of a PTE table change one entry or a
                     // few: only the leaves that differ are told.
-                    let was = kept.map_or(&[][..], |r| r.leaves.as_slice());
                     diff_leaves(was, &leaves, changed);
                     Rc::new(leaves)
                 }
@@ -1051,22 +1055,31 @@ struct RmapState {
 }
 
 impl RmapState {
-    /// Records that `leaf` (at `va` in `mm`) came (`added`) or went.
+    /// Records that `leaf` (at `va` in `mm`) came (`added`) or went: one
+    /// search of `want` per frame (a new list is allocated at its size,
+    /// one entry; a list that empties goes through the same search).
     fn leaf_changed(&mut self, mm: MmId, va: VirtAddr, leaf: LeafEntry, added: bool) {
+        use std::collections::btree_map::Entry;
         for (pfn, entry) in crate::mm::rmap::leaf_mappings(mm, va, leaf) {
             self.dirty.push(pfn);
-            let list = self.want.entry(pfn).or_default();
-            let at = list.partition_point(|e| *e < entry);
-            if added {
-                list.insert(at, entry);
-            } else {
-                assert!(
-                    list.get(at) == Some(&entry),
-                    "BUG: the checker's kept mappings lost {entry:?} of {pfn}"
-                );
-                list.remove(at);
-                if list.is_empty() {
-                    self.want.remove(&pfn);
+            let lost = || panic!("BUG: the checker's kept mappings lost {entry:?} of {pfn}");
+            match self.want.entry(pfn) {
+                Entry::Vacant(slot) if added => {
+                    slot.insert(vec![entry]);
+                }
+                Entry::Vacant(_) => lost(),
+                Entry::Occupied(mut slot) => {
+                    let list = slot.get_mut();
+                    let at = list.partition_point(|e| *e < entry);
+                    if added {
+                        list.insert(at, entry);
+                    } else if list.get(at) != Some(&entry) {
+                        lost();
+                    } else if list.len() == 1 {
+                        slot.remove();
+                    } else {
+                        list.remove(at);
+                    }
                 }
             }
         }
@@ -1098,8 +1111,7 @@ impl RmapState {
                 )
             }
         };
-        self.rechecked = (!all).then(|| dirty.clone());
-        for pfn in dirty {
+        for &pfn in &dirty {
             let want = self.want.get(&pfn).map_or(&[][..], Vec::as_slice);
             let found = crate::mm::rmap::check_frame(pfn, want, rmap.list(pfn));
             if found.is_empty() {
@@ -1108,6 +1120,7 @@ impl RmapState {
                 self.verdicts.insert(pfn, found);
             }
         }
+        self.rechecked = (!all).then_some(dirty);
         self.verdicts.values().flatten().copied().collect()
     }
 }

@@ -2,7 +2,8 @@
 //! maps it, for migration (retarget every mapping of a moved page) and for
 //! the checker (a frame's map count must equal its mappings).
 //!
-//! Owns [`Rmap`]: per frame, a sorted list of [`RmapEntry`]s. A PTE mapping
+//! Owns [`Rmap`]: per frame, a sorted list of [`RmapEntry`]s (kept in
+//! chunks of consecutive frames, a single entry inline). A PTE mapping
 //! is keyed by the frame it maps; a PMD block is recorded once for each of
 //! its 512 frames (at the block's start, [`MapLevel::Pmd`]), so that a
 //! frame's list length is Linux's `page_mapcount()` (`_mapcount` plus the
@@ -83,7 +84,12 @@ pub enum RmapError {
 /// The reverse map of one machine.
 #[derive(Clone, Debug, Default)]
 pub struct Rmap {
-    frames: BTreeMap<Pfn, Vec<RmapEntry>>,
+    /// The lists, in chunks of [`CHUNK_FRAMES`] frames keyed by the
+    /// chunk's number (frame / [`CHUNK_FRAMES`]): an update or a look-up
+    /// searches the few chunk keys, not one key per mapped frame, and a
+    /// frame mapped once (most are) holds its entry inline. A chunk exists
+    /// while one of its frames has a list.
+    chunks: BTreeMap<u64, Chunk>,
     /// Taken afresh by every update ([`crate::mm::generation`]); 0 for
     /// an rmap never updated.
     generation: u64,
@@ -94,6 +100,57 @@ pub struct Rmap {
     /// The log outgrew [`TOUCHED_MAX`] (no checker took it) and was
     /// dropped: the next taker must recheck every frame.
     touched_overflow: bool,
+}
+
+/// Frames per chunk of [`Rmap::chunks`]: small enough that a chunk
+/// (2 KiB) costs little for a machine of a few thousand frames, large
+/// enough that a block's 512 frames take 8 chunks.
+const CHUNK_FRAMES: u64 = 64;
+
+/// The lists of [`CHUNK_FRAMES`] consecutive frames.
+#[derive(Clone, Debug)]
+struct Chunk {
+    /// Per frame of the chunk, its list (`None`: no list).
+    lists: Box<[Option<List>]>,
+    /// How many of `lists` are `Some` (the chunk goes at 0).
+    used: u32,
+}
+
+impl Chunk {
+    fn new() -> Self {
+        Chunk {
+            lists: vec![None; CHUNK_FRAMES as usize].into_boxed_slice(),
+            used: 0,
+        }
+    }
+}
+
+/// One frame's list: a single entry inline (no allocation for a frame
+/// mapped once), or two and more, sorted. `Many` never holds fewer than
+/// two (a removal down to one goes back to `One`, so the frame costs no
+/// allocation again); an empty one, a bug of an update, is what the
+/// checker reports as [`RmapViolation::BadList`].
+#[derive(Clone, Debug)]
+enum List {
+    One(RmapEntry),
+    Many(Vec<RmapEntry>),
+}
+
+impl List {
+    fn as_slice(&self) -> &[RmapEntry] {
+        match self {
+            List::One(e) => core::slice::from_ref(e),
+            List::Many(list) => list,
+        }
+    }
+}
+
+/// The chunk of `pfn` and its index there.
+fn split(pfn: Pfn) -> (u64, usize) {
+    (
+        pfn.as_u64() / CHUNK_FRAMES,
+        (pfn.as_u64() % CHUNK_FRAMES) as usize,
+    )
 }
 
 /// Entries the change log holds before it is dropped for a flag (a run
@@ -136,40 +193,84 @@ impl Rmap {
         Some(touched)
     }
 
+    /// The stored list of `pfn`.
+    fn slot(&self, pfn: Pfn) -> Option<&List> {
+        let (chunk, at) = split(pfn);
+        self.chunks.get(&chunk)?.lists[at].as_ref()
+    }
+
     /// The list of `pfn` as stored (`None`: no list), for the checker,
     /// which tells an empty list (a bug) from none.
     pub fn list(&self, pfn: Pfn) -> Option<&[RmapEntry]> {
-        self.frames.get(&pfn).map(Vec::as_slice)
+        self.slot(pfn).map(List::as_slice)
     }
 
     /// Records that `entry` maps `pfn` (Linux `folio_add_*_rmap_*()`).
     pub fn add(&mut self, pfn: Pfn, entry: RmapEntry) -> Result<(), RmapError> {
         self.touch(pfn);
-        let list = self.frames.entry(pfn).or_default();
-        match list.binary_search(&entry) {
-            Ok(_) => Err(RmapError::Duplicate { pfn, entry }),
-            Err(at) => {
-                list.insert(at, entry);
-                Ok(())
+        let (chunk, at) = split(pfn);
+        let chunk = self.chunks.entry(chunk).or_insert_with(Chunk::new);
+        let slot = &mut chunk.lists[at];
+        match slot {
+            None => {
+                *slot = Some(List::One(entry));
+                chunk.used += 1;
             }
+            Some(List::One(e)) => {
+                let e = *e;
+                *slot = Some(List::Many(match entry.cmp(&e) {
+                    core::cmp::Ordering::Equal => {
+                        return Err(RmapError::Duplicate { pfn, entry });
+                    }
+                    core::cmp::Ordering::Less => vec![entry, e],
+                    core::cmp::Ordering::Greater => vec![e, entry],
+                }));
+            }
+            Some(List::Many(list)) => match list.binary_search(&entry) {
+                Ok(_) => return Err(RmapError::Duplicate { pfn, entry }),
+                Err(at) => list.insert(at, entry),
+            },
         }
+        Ok(())
     }
 
     /// Forgets that `entry` maps `pfn` (Linux `folio_remove_rmap_*()`).
     pub fn remove(&mut self, pfn: Pfn, entry: RmapEntry) -> Result<(), RmapError> {
         self.touch(pfn);
-        let list = self
-            .frames
-            .get_mut(&pfn)
-            .ok_or(RmapError::Missing { pfn, entry })?;
-        let at = list
-            .binary_search(&entry)
-            .map_err(|_| RmapError::Missing { pfn, entry })?;
-        list.remove(at);
-        if list.is_empty() {
-            self.frames.remove(&pfn);
+        let missing = RmapError::Missing { pfn, entry };
+        let (key, at) = split(pfn);
+        let chunk = self.chunks.get_mut(&key).ok_or(missing)?;
+        let slot = &mut chunk.lists[at];
+        match slot {
+            Some(List::One(e)) if *e == entry => {
+                *slot = None;
+                chunk.used -= 1;
+                if chunk.used == 0 {
+                    self.chunks.remove(&key);
+                }
+            }
+            Some(List::Many(list)) => {
+                let i = list.binary_search(&entry).map_err(|_| missing)?;
+                list.remove(i);
+                if let [last] = list[..] {
+                    *slot = Some(List::One(last));
+                }
+            }
+            _ => return Err(missing),
         }
         Ok(())
+    }
+
+    /// Takes the list of `pfn` out of the map.
+    fn take(&mut self, pfn: Pfn) -> Option<List> {
+        let (key, at) = split(pfn);
+        let chunk = self.chunks.get_mut(&key)?;
+        let list = chunk.lists[at].take()?;
+        chunk.used -= 1;
+        if chunk.used == 0 {
+            self.chunks.remove(&key);
+        }
+        Some(list)
     }
 
     /// Moves every mapping of `old` to `new`, which must have none (Linux
@@ -180,20 +281,23 @@ impl Rmap {
         if old == new {
             return Ok(self.count(old));
         }
-        if self.frames.contains_key(&new) {
+        if self.slot(new).is_some() {
             return Err(RmapError::TargetInUse { pfn: new });
         }
-        let Some(list) = self.frames.remove(&old) else {
+        let Some(list) = self.take(old) else {
             return Ok(0);
         };
-        let moved = list.len();
-        self.frames.insert(new, list);
+        let moved = list.as_slice().len();
+        let (chunk, at) = split(new);
+        let chunk = self.chunks.entry(chunk).or_insert_with(Chunk::new);
+        chunk.lists[at] = Some(list);
+        chunk.used += 1;
         Ok(moved)
     }
 
     /// The mappings of `pfn`, sorted by address space then address.
     pub fn mappings(&self, pfn: Pfn) -> &[RmapEntry] {
-        self.frames.get(&pfn).map_or(&[], Vec::as_slice)
+        self.list(pfn).unwrap_or(&[])
     }
 
     /// The number of mappings of `pfn` (Linux `folio_mapcount()` for a
@@ -204,16 +308,21 @@ impl Rmap {
 
     /// Every mapped frame with its mappings, lowest frame first.
     pub fn iter(&self) -> impl Iterator<Item = (Pfn, &[RmapEntry])> {
-        self.frames.iter().map(|(p, l)| (*p, l.as_slice()))
+        self.chunks.iter().flat_map(|(&chunk, c)| {
+            c.lists.iter().enumerate().filter_map(move |(at, list)| {
+                let pfn = Pfn::new(chunk * CHUNK_FRAMES + at as u64);
+                list.as_ref().map(|l| (pfn, l.as_slice()))
+            })
+        })
     }
 
     /// The number of mappings of all frames.
     pub fn total(&self) -> usize {
-        self.frames.values().map(Vec::len).sum()
+        self.iter().map(|(_, l)| l.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.frames.is_empty()
+        self.chunks.is_empty()
     }
 }
 
@@ -330,17 +439,16 @@ pub fn check_against_leaves<'a>(
         }
     }
     let mut out = Vec::new();
-    for (pfn, list) in &rmap.frames {
+    for (pfn, list) in rmap.iter() {
         if list.is_empty() || list.windows(2).any(|w| w[0] >= w[1]) {
-            out.push(RmapViolation::BadList { pfn: *pfn });
+            out.push(RmapViolation::BadList { pfn });
         }
     }
     // Equal entries are identical: an unstable sort gives the same order.
     want.sort_unstable();
     let have: Vec<(Pfn, RmapEntry)> = rmap
-        .frames
         .iter()
-        .flat_map(|(p, l)| l.iter().map(move |e| (*p, *e)))
+        .flat_map(|(p, l)| l.iter().map(move |e| (p, *e)))
         .collect();
     let (mut i, mut j) = (0, 0);
     while i < want.len() || j < have.len() {
@@ -425,6 +533,59 @@ mod tests {
         assert_eq!(r.total(), 1);
         r.remove(p, at(3, 0)).unwrap();
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn lists_across_chunks_iterate_in_frame_order_and_go_when_empty() {
+        let mut r = Rmap::new();
+        let last = Pfn::new(CHUNK_FRAMES - 1);
+        let next = Pfn::new(CHUNK_FRAMES);
+        let far = Pfn::new(7 * CHUNK_FRAMES + 3);
+        r.add(far, at(1, 0)).unwrap();
+        r.add(next, at(1, 0x2000)).unwrap();
+        r.add(last, at(2, 0x1000)).unwrap();
+        r.add(last, at(1, 0x1000)).unwrap();
+        let listed: Vec<(Pfn, usize)> = r.iter().map(|(p, l)| (p, l.len())).collect();
+        assert_eq!(listed, vec![(last, 2), (next, 1), (far, 1)]);
+        assert_eq!(r.total(), 4);
+        // Two entries down to one, then none: the frame has no list.
+        r.remove(last, at(2, 0x1000)).unwrap();
+        assert_eq!(r.list(last), Some(&[at(1, 0x1000)][..]));
+        r.remove(last, at(1, 0x1000)).unwrap();
+        assert_eq!(r.list(last), None);
+        assert_eq!(
+            r.remove(last, at(1, 0x1000)),
+            Err(RmapError::Missing {
+                pfn: last,
+                entry: at(1, 0x1000)
+            })
+        );
+        // Moving a frame's list across chunks empties the old chunk.
+        assert_eq!(r.move_frame(far, last), Ok(1));
+        assert_eq!(r.list(far), None);
+        assert_eq!(r.chunks.len(), 2);
+        r.remove(last, at(1, 0)).unwrap();
+        r.remove(next, at(1, 0x2000)).unwrap();
+        assert!(r.is_empty());
+        assert_eq!(r.take_touched().map(|t| t.len()), Some(3));
+    }
+
+    #[test]
+    fn an_emptied_list_left_in_place_is_a_bad_list() {
+        let mut r = Rmap::new();
+        let p = Pfn::new(3);
+        r.add(p, at(1, 0)).unwrap();
+        // What a removal that forgot to drop the emptied list would leave.
+        let (chunk, i) = split(p);
+        r.chunks.get_mut(&chunk).unwrap().lists[i] = Some(List::Many(vec![]));
+        assert_eq!(
+            check_against_leaves(&r, []),
+            vec![RmapViolation::BadList { pfn: p }]
+        );
+        assert_eq!(
+            check_frame(p, &[], r.list(p)),
+            vec![RmapViolation::BadList { pfn: p }]
+        );
     }
 
     struct Frames(u64);

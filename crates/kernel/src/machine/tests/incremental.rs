@@ -266,6 +266,20 @@ fn extra_rmap_entry(k: &mut Kernel, p: Pid, b: TaggedPtr) {
     k.rmap.borrow_mut().add(pfn, entry).unwrap();
 }
 
+/// An rmap list for a frame no page table maps, in another chunk of the
+/// rmap's storage than any mapped frame: caught through the change log.
+fn rmap_entry_of_an_unmapped_frame(k: &mut Kernel, p: Pid, b: TaggedPtr) {
+    let pfn = pfn_of(k, p, b).expect("b is mapped") + 1000;
+    assert!(k.rmap.borrow().list(pfn).is_none());
+    let mm = k.process_mm(p).unwrap();
+    let entry = crate::mm::RmapEntry {
+        mm,
+        va: b.addr(),
+        level: crate::mm::MapLevel::Pte,
+    };
+    k.rmap.borrow_mut().add(pfn, entry).unwrap();
+}
+
 /// A PTE cleared behind the rmap's back: caught through the rescan of the
 /// one region whose PTE table changed.
 fn pte_cleared_behind_the_rmap(k: &mut Kernel, p: Pid, b: TaggedPtr) {
@@ -558,7 +572,7 @@ fn with_per_cpu_lists_both_checkers_agree() {
 
 #[test]
 fn planted_bugs_are_found_by_both_checkers_at_the_planted_step() {
-    let bugs: [(&str, Plant, &str); 12] = [
+    let bugs: [(&str, Plant, &str); 13] = [
         ("lost free block", lose_a_free_block, "FramesUnaccounted"),
         ("pin count", wrong_pin_count, "PinCount"),
         (
@@ -586,6 +600,11 @@ fn planted_bugs_are_found_by_both_checkers_at_the_planted_step() {
         ),
         ("stale rmap", stale_rmap, "Unrecorded"),
         ("extra rmap entry", extra_rmap_entry, "Rmap(Stale"),
+        (
+            "rmap entry of an unmapped frame",
+            rmap_entry_of_an_unmapped_frame,
+            "Rmap(Stale",
+        ),
         (
             "PTE cleared behind the rmap",
             pte_cleared_behind_the_rmap,
