@@ -11,8 +11,9 @@
 //! kept for every page, but they are visible only through a tagged mapping
 //! (`VM_MTE`); a tag store through an untagged mapping never reaches them.
 //!
-//! Invariants: `data.len()` is the page size, `tags.len()` the number of
-//! granules in a page; an object holds no page at or past `len_pages`.
+//! Invariants: `tags.len()` is the number of granules in a page, and the
+//! bytes, when held one by one, are the page size; an object holds no page
+//! at or past `len_pages`.
 
 use core::cell::RefCell;
 use std::collections::BTreeMap;
@@ -21,20 +22,76 @@ use std::rc::Rc;
 use mte::{GRANULE_SIZE, PageGeometry, Tag};
 
 /// The contents of one page.
-#[derive(Clone, PartialEq, Eq)]
+///
+/// Equal when the bytes and tags are equal, however the bytes are held.
+#[derive(Clone)]
 pub struct Page {
-    pub data: Box<[u8]>,
+    data: Bytes,
     /// The allocation tag of each granule, lowest address first.
     pub tags: Box<[Tag]>,
+}
+
+/// A page's bytes: one byte repeated (a fresh page, or one a `fill` wrote
+/// whole: most pages the fuzzer writes, with no 4 KiB buffer to allocate
+/// and zero first), or each byte held.
+#[derive(Clone)]
+enum Bytes {
+    Same(u8),
+    Each(Box<[u8]>),
 }
 
 impl Page {
     /// A page of zeros with every tag 0.
     pub fn zeroed(geometry: PageGeometry) -> Page {
         Page {
-            data: vec![0; geometry.page_size() as usize].into_boxed_slice(),
+            data: Bytes::Same(0),
             tags: vec![Tag::ZERO; geometry.granules_per_page() as usize].into_boxed_slice(),
         }
+    }
+
+    /// The page size in bytes (a granule per tag).
+    fn len(&self) -> usize {
+        self.tags.len() * GRANULE_SIZE as usize
+    }
+
+    /// The byte at `offset`.
+    pub fn byte(&self, offset: usize) -> u8 {
+        match &self.data {
+            Bytes::Same(b) => {
+                assert!(offset < self.len(), "BUG: byte {offset} past the page");
+                *b
+            }
+            Bytes::Each(data) => data[offset],
+        }
+    }
+
+    /// The bytes, to write in place (each byte held from now on).
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        if let Bytes::Same(b) = self.data {
+            self.data = Bytes::Each(vec![b; self.len()].into_boxed_slice());
+        }
+        match &mut self.data {
+            Bytes::Each(data) => data,
+            Bytes::Same(_) => unreachable!("BUG: bytes just made"),
+        }
+    }
+
+    /// Writes `byte` over `range` of the page.
+    pub fn fill(&mut self, range: core::ops::Range<usize>, byte: u8) {
+        if range.start == 0 && range.end == self.len() {
+            self.data = Bytes::Same(byte);
+        } else {
+            self.bytes_mut()[range].fill(byte);
+        }
+    }
+
+    /// Every byte, lowest first.
+    fn bytes(&self) -> impl Iterator<Item = u8> + '_ {
+        let len = self.len();
+        (0..len).map(move |i| match &self.data {
+            Bytes::Same(b) => *b,
+            Bytes::Each(data) => data[i],
+        })
     }
 
     /// The tag of the granule holding byte `offset` of the page.
@@ -47,9 +104,22 @@ impl Page {
     }
 }
 
+impl PartialEq for Page {
+    fn eq(&self, other: &Page) -> bool {
+        self.tags == other.tags
+            && match (&self.data, &other.data) {
+                (Bytes::Same(a), Bytes::Same(b)) => a == b,
+                (Bytes::Each(a), Bytes::Each(b)) => a == b,
+                _ => self.bytes().eq(other.bytes()),
+            }
+    }
+}
+
+impl Eq for Page {}
+
 impl core::fmt::Debug for Page {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let nonzero = self.data.iter().filter(|&&b| b != 0).count();
+        let nonzero = self.bytes().filter(|&b| b != 0).count();
         let tagged = self.tags.iter().filter(|&&t| t != Tag::ZERO).count();
         write!(
             f,
@@ -60,7 +130,7 @@ impl core::fmt::Debug for Page {
 
 /// The byte at `offset` of a page that may not exist (zeros).
 pub fn byte_of(page: Option<&Page>, offset: usize) -> u8 {
-    page.map_or(0, |p| p.data[offset])
+    page.map_or(0, |p| p.byte(offset))
 }
 
 /// The tag of the granule at `offset` of a page that may not exist (0).
@@ -140,12 +210,37 @@ mod tests {
         assert_eq!(tag_of(None, 17), Tag::ZERO);
         let g = PageGeometry::new(12).unwrap();
         let mut p = Page::zeroed(g);
-        assert_eq!((p.data.len(), p.tags.len()), (4096, 256));
+        assert_eq!((p.len(), p.tags.len()), (4096, 256));
         // Byte 0x35 is in granule 3.
         p.set_tag_at(0x35, Tag::new(9).unwrap());
         assert_eq!(p.tags[3], Tag::new(9).unwrap());
         assert_eq!(tag_of(Some(&p), 0x30), Tag::new(9).unwrap());
         assert_eq!(tag_of(Some(&p), 0x40), Tag::ZERO);
+    }
+
+    #[test]
+    fn bytes_held_whole_or_each_read_and_compare_alike() {
+        let g = PageGeometry::new(12).unwrap();
+        let mut whole = Page::zeroed(g);
+        whole.fill(0..4096, 0x5a);
+        let mut each = Page::zeroed(g);
+        each.bytes_mut().fill(0x5a);
+        assert_eq!(whole, each);
+        assert_eq!((whole.byte(4095), each.byte(17)), (0x5a, 0x5a));
+        // A part written makes every byte held; the rest keeps its value.
+        whole.fill(10..12, 1);
+        assert_eq!(
+            (whole.byte(9), whole.byte(10), whole.byte(12)),
+            (0x5a, 1, 0x5a)
+        );
+        assert_ne!(whole, each);
+        each.bytes_mut()[10..12].fill(1);
+        assert_eq!(whole, each);
+        assert_eq!(byte_of(Some(&Page::zeroed(g)), 4095), 0);
+        assert_eq!(
+            format!("{:?}", Page::zeroed(g)),
+            "Page(0x0 non-zero bytes, 0x0 non-zero tags)"
+        );
     }
 
     #[test]

@@ -26,8 +26,8 @@ use uapi::{AccessSize, Errno, Fault, FaultCode, Outcome, Pid};
 use super::fault::{Need, allows};
 use super::proc::is_user_range;
 use super::{Kernel, Mm, PAGE, fault_at};
-use crate::mm::layout::{PAGE_SHIFT, TASK_SIZE};
 use crate::mem::page_tag_in;
+use crate::mm::layout::{PAGE_SHIFT, TASK_SIZE};
 use crate::mm::{Access, Block, MmId, Pte, Walk};
 
 /// Fault handler runs allowed per page of one access before it gives up.

@@ -512,14 +512,20 @@ mod tests {
         // straddling unaligned edges), and every region edge of a wide one.
         let g = PhysGeometry::new(mte::PageGeometry::FOUR_K, Order::new(2), Order::new(3)).unwrap();
         let layouts = [
-            vec![r(0, 10, RegionKind::Dram), r(100, 4, RegionKind::TagStorageCma)],
+            vec![
+                r(0, 10, RegionKind::Dram),
+                r(100, 4, RegionKind::TagStorageCma),
+            ],
             vec![r(7, 3000, RegionKind::Dram), r(3007, 1, RegionKind::Dram)],
             vec![
                 r(5, 1000, RegionKind::Dram),
                 r(2048, 2048, RegionKind::TagStorageCma),
                 r(4099, 5, RegionKind::Dram),
             ],
-            vec![r(1 << 40, 1 << 20, RegionKind::Dram), r(1 << 41, 1, RegionKind::Dram)],
+            vec![
+                r(1 << 40, 1 << 20, RegionKind::Dram),
+                r(1 << 41, 1, RegionKind::Dram),
+            ],
         ];
         for regions in layouts {
             let l = PhysLayout::new(g, regions).unwrap();
