@@ -11,9 +11,9 @@
 //! kept for every page, but they are visible only through a tagged mapping
 //! (`VM_MTE`); a tag store through an untagged mapping never reaches them.
 //!
-//! Invariants: `tags.len()` is the number of granules in a page, and the
-//! bytes, when held one by one, are the page size; an object holds no page
-//! at or past `len_pages`.
+//! Invariants: a page's bytes, when held one by one, are `len` (the page
+//! size), its tags, when held one by one, one per granule; an object holds
+//! no page at or past `len_pages`.
 
 use core::cell::RefCell;
 use std::collections::BTreeMap;
@@ -23,95 +23,128 @@ use mte::{GRANULE_SIZE, PageGeometry, Tag};
 
 /// The contents of one page.
 ///
-/// Equal when the bytes and tags are equal, however the bytes are held.
+/// Equal when the bytes and tags are equal, however they are held.
 #[derive(Clone)]
 pub struct Page {
-    data: Bytes,
+    /// The page size in bytes.
+    len: usize,
+    data: Held<u8>,
     /// The allocation tag of each granule, lowest address first.
-    pub tags: Box<[Tag]>,
+    tags: Held<Tag>,
 }
 
-/// A page's bytes: one byte repeated (a fresh page, or one a `fill` wrote
-/// whole: most pages the fuzzer writes, with no 4 KiB buffer to allocate
-/// and zero first), or each byte held.
+/// A page's bytes or tags: one value repeated (a fresh page, or one a
+/// `fill` wrote whole: most pages the fuzzer writes, with no 4 KiB buffer
+/// to allocate and zero first), or each value held.
 #[derive(Clone)]
-enum Bytes {
-    Same(u8),
-    Each(Box<[u8]>),
+enum Held<T> {
+    Same(T),
+    Each(Box<[T]>),
+}
+
+impl<T: Copy + PartialEq> Held<T> {
+    /// Value `i` of `len`.
+    fn get(&self, i: usize, len: usize) -> T {
+        match self {
+            Held::Same(v) => {
+                assert!(i < len, "BUG: index {i} past {len}");
+                *v
+            }
+            Held::Each(values) => values[i],
+        }
+    }
+
+    /// The `len` values, to write in place (each held from now on).
+    fn each_mut(&mut self, len: usize) -> &mut [T] {
+        if let Held::Same(v) = *self {
+            *self = Held::Each(vec![v; len].into_boxed_slice());
+        }
+        match self {
+            Held::Each(values) => values,
+            Held::Same(_) => unreachable!("BUG: values just made"),
+        }
+    }
+
+    /// Writes `v` over `range` of the `len` values.
+    fn fill(&mut self, range: core::ops::Range<usize>, v: T, len: usize) {
+        if range.start == 0 && range.end == len {
+            *self = Held::Same(v);
+        } else {
+            self.each_mut(len)[range].fill(v);
+        }
+    }
+
+    /// The `len` values in order.
+    fn iter(&self, len: usize) -> impl Iterator<Item = T> + '_ {
+        (0..len).map(move |i| self.get(i, len))
+    }
+
+    fn same(&self, other: &Held<T>, len: usize) -> bool {
+        match (self, other) {
+            (Held::Same(a), Held::Same(b)) => a == b,
+            (Held::Each(a), Held::Each(b)) => a == b,
+            _ => self.iter(len).eq(other.iter(len)),
+        }
+    }
 }
 
 impl Page {
     /// A page of zeros with every tag 0.
     pub fn zeroed(geometry: PageGeometry) -> Page {
         Page {
-            data: Bytes::Same(0),
-            tags: vec![Tag::ZERO; geometry.granules_per_page() as usize].into_boxed_slice(),
+            len: geometry.page_size() as usize,
+            data: Held::Same(0),
+            tags: Held::Same(Tag::ZERO),
         }
     }
 
-    /// The page size in bytes (a granule per tag).
+    /// The page size in bytes.
     fn len(&self) -> usize {
-        self.tags.len() * GRANULE_SIZE as usize
+        self.len
+    }
+
+    /// The number of granules (tags).
+    fn granules(&self) -> usize {
+        self.len / GRANULE_SIZE as usize
     }
 
     /// The byte at `offset`.
     pub fn byte(&self, offset: usize) -> u8 {
-        match &self.data {
-            Bytes::Same(b) => {
-                assert!(offset < self.len(), "BUG: byte {offset} past the page");
-                *b
-            }
-            Bytes::Each(data) => data[offset],
-        }
+        self.data.get(offset, self.len)
     }
 
-    /// The bytes, to write in place (each byte held from now on).
+    /// The bytes, to write in place.
     pub fn bytes_mut(&mut self) -> &mut [u8] {
-        if let Bytes::Same(b) = self.data {
-            self.data = Bytes::Each(vec![b; self.len()].into_boxed_slice());
-        }
-        match &mut self.data {
-            Bytes::Each(data) => data,
-            Bytes::Same(_) => unreachable!("BUG: bytes just made"),
-        }
+        self.data.each_mut(self.len)
     }
 
     /// Writes `byte` over `range` of the page.
     pub fn fill(&mut self, range: core::ops::Range<usize>, byte: u8) {
-        if range.start == 0 && range.end == self.len() {
-            self.data = Bytes::Same(byte);
-        } else {
-            self.bytes_mut()[range].fill(byte);
-        }
+        self.data.fill(range, byte, self.len);
     }
 
-    /// Every byte, lowest first.
-    fn bytes(&self) -> impl Iterator<Item = u8> + '_ {
-        let len = self.len();
-        (0..len).map(move |i| match &self.data {
-            Bytes::Same(b) => *b,
-            Bytes::Each(data) => data[i],
-        })
+    /// The tag of each granule, lowest address first.
+    pub fn tags(&self) -> impl Iterator<Item = Tag> + '_ {
+        self.tags.iter(self.granules())
     }
 
     /// The tag of the granule holding byte `offset` of the page.
     pub fn tag_at(&self, offset: usize) -> Tag {
-        self.tags[offset / GRANULE_SIZE as usize]
+        self.tags
+            .get(offset / GRANULE_SIZE as usize, self.granules())
     }
 
     pub fn set_tag_at(&mut self, offset: usize, tag: Tag) {
-        self.tags[offset / GRANULE_SIZE as usize] = tag;
+        let granules = self.granules();
+        self.tags.each_mut(granules)[offset / GRANULE_SIZE as usize] = tag;
     }
 }
 
 impl PartialEq for Page {
     fn eq(&self, other: &Page) -> bool {
-        self.tags == other.tags
-            && match (&self.data, &other.data) {
-                (Bytes::Same(a), Bytes::Same(b)) => a == b,
-                (Bytes::Each(a), Bytes::Each(b)) => a == b,
-                _ => self.bytes().eq(other.bytes()),
-            }
+        self.len == other.len
+            && self.tags.same(&other.tags, self.granules())
+            && self.data.same(&other.data, self.len)
     }
 }
 
@@ -119,8 +152,8 @@ impl Eq for Page {}
 
 impl core::fmt::Debug for Page {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let nonzero = self.bytes().filter(|&b| b != 0).count();
-        let tagged = self.tags.iter().filter(|&&t| t != Tag::ZERO).count();
+        let nonzero = self.data.iter(self.len).filter(|&b| b != 0).count();
+        let tagged = self.tags().filter(|&t| t != Tag::ZERO).count();
         write!(
             f,
             "Page({nonzero:#x} non-zero bytes, {tagged:#x} non-zero tags)"
@@ -210,10 +243,10 @@ mod tests {
         assert_eq!(tag_of(None, 17), Tag::ZERO);
         let g = PageGeometry::new(12).unwrap();
         let mut p = Page::zeroed(g);
-        assert_eq!((p.len(), p.tags.len()), (4096, 256));
+        assert_eq!((p.len(), p.tags().count()), (4096, 256));
         // Byte 0x35 is in granule 3.
         p.set_tag_at(0x35, Tag::new(9).unwrap());
-        assert_eq!(p.tags[3], Tag::new(9).unwrap());
+        assert_eq!(p.tags().nth(3), Some(Tag::new(9).unwrap()));
         assert_eq!(tag_of(Some(&p), 0x30), Tag::new(9).unwrap());
         assert_eq!(tag_of(Some(&p), 0x40), Tag::ZERO);
     }
@@ -237,6 +270,13 @@ mod tests {
         each.bytes_mut()[10..12].fill(1);
         assert_eq!(whole, each);
         assert_eq!(byte_of(Some(&Page::zeroed(g)), 4095), 0);
+        // Tags likewise: one set to 0 leaves a page equal to a fresh one.
+        let mut t = Page::zeroed(g);
+        t.set_tag_at(0x20, Tag::ZERO);
+        assert_eq!(t, Page::zeroed(g));
+        t.set_tag_at(0x20, Tag::new(1).unwrap());
+        assert_ne!(t, Page::zeroed(g));
+        assert_eq!(t.tag_at(0x2f), Tag::new(1).unwrap());
         assert_eq!(
             format!("{:?}", Page::zeroed(g)),
             "Page(0x0 non-zero bytes, 0x0 non-zero tags)"

@@ -599,7 +599,7 @@ impl AddressSpace {
                 Some(vma) if vma.is_shared() => {
                     out.push(format!("private page {addr} lies in a shared mapping"))
                 }
-                Some(vma) if !vma.tagged && page.tags.iter().any(|&t| t != Tag::ZERO) => out.push(
+                Some(vma) if !vma.tagged && page.tags().any(|t| t != Tag::ZERO) => out.push(
                     format!("private page {addr} of an untagged mapping has non-zero tags"),
                 ),
                 Some(_) => {}
@@ -940,7 +940,7 @@ mod tests {
     fn violations_are_found() {
         let mut s = AddressSpace::new(layout());
         s.insert(anon(0x10000, 0x11000));
-        s.write_page(va(0x10000), |p| p.tags[0] = Tag::new(3).unwrap());
+        s.write_page(va(0x10000), |p| p.set_tag_at(0, Tag::new(3).unwrap()));
         assert_eq!(s.violations().len(), 1, "{:?}", s.violations());
         s.vmas.get_mut(&va(0x10000)).unwrap().tagged = true;
         assert!(s.violations().is_empty());
