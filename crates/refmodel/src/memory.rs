@@ -98,11 +98,6 @@ impl Page {
         }
     }
 
-    /// The page size in bytes.
-    fn len(&self) -> usize {
-        self.len
-    }
-
     /// The number of granules (tags).
     fn granules(&self) -> usize {
         self.len / GRANULE_SIZE as usize
@@ -243,7 +238,7 @@ mod tests {
         assert_eq!(tag_of(None, 17), Tag::ZERO);
         let g = PageGeometry::new(12).unwrap();
         let mut p = Page::zeroed(g);
-        assert_eq!((p.len(), p.tags().count()), (4096, 256));
+        assert_eq!((p.len, p.tags().count()), (4096, 256));
         // Byte 0x35 is in granule 3.
         p.set_tag_at(0x35, Tag::new(9).unwrap());
         assert_eq!(p.tags().nth(3), Some(Tag::new(9).unwrap()));
