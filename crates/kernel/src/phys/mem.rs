@@ -10,7 +10,8 @@
 //!
 //! Sparse: a frame owns a buffer only once non-zero bytes are written to it;
 //! reading a frame without one gives zeros, and writing zeros to it allocates
-//! nothing. [`PhysContents::zero_page`] drops the buffer. Buffers live in a
+//! nothing. [`PhysContents::zero_page`] drops the buffer (kept, zeroed, for
+//! the next frame given one when no handle holds it). Buffers live in a
 //! slab (`slots`) with a free list; the index stores `slot + 1` per frame in
 //! sparse sections (0: no buffer).
 //!
