@@ -599,7 +599,7 @@ impl AddressSpace {
                 Some(vma) if vma.is_shared() => {
                     out.push(format!("private page {addr} lies in a shared mapping"))
                 }
-                Some(vma) if !vma.tagged && page.tags.iter().any(|&t| t != Tag::ZERO) => out.push(
+                Some(vma) if !vma.tagged && page.tags().any(|t| t != Tag::ZERO) => out.push(
                     format!("private page {addr} of an untagged mapping has non-zero tags"),
                 ),
                 Some(_) => {}
@@ -765,13 +765,13 @@ mod tests {
     fn unmap_splits_and_forgets_private_pages() {
         let mut s = AddressSpace::new(layout());
         s.insert(anon(0x10000, 0x14000));
-        s.write_page(va(0x11000), |p| p.data[5] = 7);
-        s.write_page(va(0x12000), |p| p.data[5] = 8);
+        s.write_page(va(0x11000), |p| p.bytes_mut()[5] = 7);
+        s.write_page(va(0x12000), |p| p.bytes_mut()[5] = 8);
         s.unmap(va(0x11000), va(0x12000));
         assert!(s.vma_at(va(0x11000)).is_none());
         assert_eq!(s.vma_at(va(0x10fff)).unwrap().end, va(0x11000));
         assert_eq!(s.vma_at(va(0x12000)).unwrap().start, va(0x12000));
-        assert_eq!(s.read_page(va(0x12000), |p| p.unwrap().data[5]), 8);
+        assert_eq!(s.read_page(va(0x12000), |p| p.unwrap().byte(5)), 8);
         // Mapping the hole again shows zeros, not the old byte.
         s.insert(anon(0x11000, 0x12000));
         assert!(s.read_page(va(0x11000), |p| p.is_none()));
@@ -784,25 +784,25 @@ mod tests {
     fn clones_share_private_pages_until_one_side_changes_them() {
         let mut s = AddressSpace::new(layout());
         s.insert(anon(0x10000, 0x14000));
-        s.write_page(va(0x11000), |p| p.data[5] = 7);
+        s.write_page(va(0x11000), |p| p.bytes_mut()[5] = 7);
         let mut c = s.clone();
         assert!(Rc::ptr_eq(&s.private, &c.private));
         // Unmapping where nothing was written changes no table.
         c.drop_private(va(0x12000), va(0x14000));
         assert!(Rc::ptr_eq(&s.private, &c.private));
-        c.write_page(va(0x11000), |p| p.data[5] = 9);
+        c.write_page(va(0x11000), |p| p.bytes_mut()[5] = 9);
         assert!(!Rc::ptr_eq(&s.private, &c.private));
-        assert_eq!(s.read_page(va(0x11000), |p| p.unwrap().data[5]), 7);
-        assert_eq!(c.read_page(va(0x11000), |p| p.unwrap().data[5]), 9);
+        assert_eq!(s.read_page(va(0x11000), |p| p.unwrap().byte(5)), 7);
+        assert_eq!(c.read_page(va(0x11000), |p| p.unwrap().byte(5)), 9);
         assert_ne!(s, c);
         let mut d = s.clone();
         d.unmap(va(0x11000), va(0x12000));
-        assert_eq!(s.read_page(va(0x11000), |p| p.unwrap().data[5]), 7);
+        assert_eq!(s.read_page(va(0x11000), |p| p.unwrap().byte(5)), 7);
         d.insert(anon(0x11000, 0x12000));
         assert!(d.read_page(va(0x11000), |p| p.is_none()));
         // Equal contents compare equal whether shared or not.
         let e = s.clone();
-        c.write_page(va(0x11000), |p| p.data[5] = 7);
+        c.write_page(va(0x11000), |p| p.bytes_mut()[5] = 7);
         assert_eq!(s, e);
         assert_eq!(s, c);
     }
@@ -853,7 +853,7 @@ mod tests {
         let l = layout();
         let object = Object::new_shared(ObjectKind::Tmpfs, 4);
         let mut written = Page::zeroed(l.page);
-        written.data[0] = 0x5a;
+        written.bytes_mut()[0] = 0x5a;
         object
             .borrow_mut()
             .pages
@@ -868,10 +868,10 @@ mod tests {
             ..anon(0x10000, 0x14000)
         });
         // Reads go through to the object until the page is written.
-        assert_eq!(private.read_page(va(0x11000), |p| p.unwrap().data[0]), 0x5a);
-        private.write_page(va(0x11000), |p| p.data[1] = 1);
-        assert_eq!(private.read_page(va(0x11000), |p| p.unwrap().data[0]), 0x5a);
-        assert_eq!(object.borrow().pages[&1].data[1], 0);
+        assert_eq!(private.read_page(va(0x11000), |p| p.unwrap().byte(0)), 0x5a);
+        private.write_page(va(0x11000), |p| p.bytes_mut()[1] = 1);
+        assert_eq!(private.read_page(va(0x11000), |p| p.unwrap().byte(0)), 0x5a);
+        assert_eq!(object.borrow().pages[&1].byte(1), 0);
         // A shared mapping of the same object writes the object; the private
         // copy no longer follows it.
         let mut shared = AddressSpace::new(l);
@@ -883,12 +883,12 @@ mod tests {
             },
             ..anon(0x20000, 0x24000)
         });
-        shared.write_page(va(0x21000), |p| p.data[0] = 0x77);
-        assert_eq!(object.borrow().pages[&1].data[0], 0x77);
-        assert_eq!(private.read_page(va(0x11000), |p| p.unwrap().data[0]), 0x5a);
+        shared.write_page(va(0x21000), |p| p.bytes_mut()[0] = 0x77);
+        assert_eq!(object.borrow().pages[&1].byte(0), 0x77);
+        assert_eq!(private.read_page(va(0x11000), |p| p.unwrap().byte(0)), 0x5a);
         // Dropping the private copy shows the object again.
         private.drop_private(va(0x10000), va(0x14000));
-        assert_eq!(private.read_page(va(0x11000), |p| p.unwrap().data[0]), 0x77);
+        assert_eq!(private.read_page(va(0x11000), |p| p.unwrap().byte(0)), 0x77);
     }
 
     #[test]
@@ -905,9 +905,9 @@ mod tests {
             ..anon(0x10000, 0x14000)
         });
         s.unmap(va(0x10000), va(0x12000));
-        s.write_page(va(0x13000), |p| p.data[0] = 3);
+        s.write_page(va(0x13000), |p| p.bytes_mut()[0] = 3);
         // 0x13000 is page 3 of the object.
-        assert_eq!(object.borrow().pages[&3].data[0], 3);
+        assert_eq!(object.borrow().pages[&3].byte(0), 3);
         assert!(s.violations().is_empty());
     }
 
@@ -940,7 +940,7 @@ mod tests {
     fn violations_are_found() {
         let mut s = AddressSpace::new(layout());
         s.insert(anon(0x10000, 0x11000));
-        s.write_page(va(0x10000), |p| p.tags[0] = Tag::new(3).unwrap());
+        s.write_page(va(0x10000), |p| p.set_tag_at(0, Tag::new(3).unwrap()));
         assert_eq!(s.violations().len(), 1, "{:?}", s.violations());
         s.vmas.get_mut(&va(0x10000)).unwrap().tagged = true;
         assert!(s.violations().is_empty());

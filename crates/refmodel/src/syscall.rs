@@ -382,7 +382,7 @@ impl Process {
             let offset = layout.offset_in_page(at);
             let n = (layout.page_size() - offset as u64).min(done - written);
             self.space.write_page(at, |page| {
-                page.data[offset..offset + n as usize].fill(byte);
+                page.fill(offset..offset + n as usize, byte);
             });
             written += n;
         }

@@ -139,7 +139,7 @@ impl Process {
     fn write_bytes(&mut self, addr: VirtAddr, bytes: &[u8]) {
         let offset = self.layout().offset_in_page(addr);
         self.space.write_page(addr, |page| {
-            page.data[offset..offset + bytes.len()].copy_from_slice(bytes);
+            page.bytes_mut()[offset..offset + bytes.len()].copy_from_slice(bytes);
         });
     }
 
@@ -148,7 +148,7 @@ impl Process {
     fn fill_bytes(&mut self, addr: VirtAddr, len: usize, byte: u8) {
         let offset = self.layout().offset_in_page(addr);
         self.space.write_page(addr, |page| {
-            page.data[offset..offset + len].fill(byte);
+            page.fill(offset..offset + len, byte);
         });
     }
 
@@ -332,7 +332,7 @@ impl Process {
                     page.set_tag_at(offset, tag);
                 }
                 if zero {
-                    page.data[offset..offset + GRANULE_SIZE as usize].fill(0);
+                    page.fill(offset..offset + GRANULE_SIZE as usize, 0);
                 }
             });
         }

@@ -64,8 +64,9 @@
 use crate::design::{DesignEntry, OnReserveFailure, ReserveAt, Rules, Storage, TaggedPlacement};
 use crate::held::{HeldBlocks, delegate_to_held_blocks};
 use crate::{BlockSource, ClaimCause, LocalBoxFuture, ReserveError, TagStorage, TagStoreConfig};
+use core::cmp::Reverse;
 use mte::{Geometry, Order, Pfn, PfnRange, TagBlock};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, BinaryHeap};
 
 /// `xnu` in the design registry.
 pub(crate) const DESIGN: DesignEntry = DesignEntry::new(
@@ -351,6 +352,38 @@ impl TagStorage for XnuTagStorage {
         self.blocks.runs(order, &blocks)
     }
 
+    /// The runs of [`Self::tagged_placement`] in its order, made one at a
+    /// time: a heap of the active blocks gives the next best only once the
+    /// runs before it did not fit (the first usually does), instead of
+    /// sorting every active block at each tagged allocation. Keys are
+    /// unique (a block once), so the order is the sort's. Orders above a
+    /// block's coverage (runs of whole aligned windows) take the sorted
+    /// path.
+    fn place_tagged(
+        &self,
+        order: Order,
+        source: &dyn BlockSource,
+        fits: &mut dyn FnMut(PfnRange) -> Option<Pfn>,
+    ) -> Option<Pfn> {
+        if order.pages() > self.blocks.capacity {
+            return self
+                .tagged_placement(order, source)
+                .into_iter()
+                .find_map(fits);
+        }
+        let mut active: BinaryHeap<Reverse<(Reverse<u64>, TagBlock)>> = self
+            .blocks
+            .iter()
+            .filter_map(|(b, t)| t.map(|t| Reverse((Reverse(t), b))))
+            .collect();
+        while let Some(Reverse((_, block))) = active.pop() {
+            if let Some(pfn) = fits(self.blocks.covers(block)) {
+                return Some(pfn);
+            }
+        }
+        None
+    }
+
     fn refill<'a>(
         &'a mut self,
         order: Order,
@@ -379,6 +412,37 @@ mod tests {
     use crate::testutil::{BASE, block_on, booted, fresh};
     use crate::{BlockState, Design};
     use std::collections::BTreeMap;
+
+    #[test]
+    fn placing_lazily_tries_the_runs_of_tagged_placement_in_their_order() {
+        let (mut m, mut src) = booted(XnuTagStorage::new);
+        // Blocks of different tagged counts, ties broken by address.
+        for frame in [32 * 9, 32 * 12, 32 * 12 + 1, 32 * 3, 32 * 70] {
+            // A frame of an inactive cell may be refused: the others
+            // still give blocks of different counts.
+            let _ = block_on(m.reserve(Pfn::new(BASE + frame), Order::new(0), &mut src));
+        }
+        for order in [0, 3, 5, 6] {
+            let order = Order::new(order);
+            let all = m.tagged_placement(order, &src);
+            assert!(all.len() > 4, "{all:?}");
+            for accept in 0..all.len().min(6) {
+                let mut tried = Vec::new();
+                let got = m.place_tagged(order, &src, &mut |run| {
+                    tried.push(run);
+                    (tried.len() == accept + 1).then_some(run.start)
+                });
+                assert_eq!(tried, all[..=accept], "order {order:?}");
+                assert_eq!(got, Some(all[accept].start));
+            }
+            let mut tried = Vec::new();
+            let none = m.place_tagged(order, &src, &mut |run| {
+                tried.push(run);
+                None
+            });
+            assert_eq!((none, tried), (None, all));
+        }
+    }
 
     #[test]
     fn boot_activates_an_eighth_of_the_free_cells_and_the_zero_pages() {

@@ -26,11 +26,15 @@ use uapi::{AccessSize, Errno, Fault, FaultCode, Outcome, Pid};
 use super::fault::{Need, allows};
 use super::proc::is_user_range;
 use super::{Kernel, Mm, PAGE, fault_at};
+use crate::mem::page_tag_in;
 use crate::mm::layout::{PAGE_SHIFT, TASK_SIZE};
 use crate::mm::{Access, Block, MmId, Pte, Walk};
 
 /// Fault handler runs allowed per page of one access before it gives up.
 pub(crate) const FAULT_BUDGET_PER_PAGE: u64 = 8;
+
+/// The tag bytes of one page (two granules' tags a byte).
+const PAGE_TAG_BYTES: usize = (PAGE / GRANULE_SIZE / 2) as usize;
 
 /// Linux `MAX_RW_COUNT` (`INT_MAX & PAGE_MASK`).
 const MAX_RW_COUNT: u64 = i32::MAX as u64 & !(PAGE - 1);
@@ -260,6 +264,42 @@ impl Kernel {
         self.check_verdict(pid, outcome)
     }
 
+    /// [`Kernel::tag_check`] of `len >= 1` bytes at `ptr`, all inside the
+    /// translated page `page`: the process's settings looked up once and
+    /// the page's tags read once, not once per granule (`fill` and `verify`
+    /// check a page at a time). The same outcome as a check per granule in
+    /// address order: a sync fault stops at the first failing granule, and
+    /// an async one sets the same pending flag however many granules fail.
+    fn tag_check_in_page(
+        &self,
+        pid: Pid,
+        ptr: TaggedPtr,
+        len: u64,
+        kind: AccessKind,
+        page: PageMap,
+    ) -> Result<(), Fault> {
+        debug_assert!(
+            page_base(ptr.addr().as_u64()) == page.base
+                && page_base(ptr.addr().as_u64() + len - 1) == page.base,
+            "BUG: a page's check outside the page"
+        );
+        let Some(settings) = self.procs.borrow().get(&pid).map(|p| p.check_settings()) else {
+            return Ok(());
+        };
+        let mut tag_bytes = [0u8; PAGE_TAG_BYTES];
+        if page.tagged {
+            self.mem
+                .read_page_tag_bytes(page.pfn, &mut tag_bytes)
+                .expect("BUG: a mapped frame is present");
+        }
+        let outcome = check_access(ptr, len, kind, settings, |g| {
+            page.tagged
+                .then(|| page_tag_in(&tag_bytes, g.as_u64() - page.base))
+        })
+        .expect("BUG: a translated access leaves the address space");
+        self.check_verdict(pid, outcome)
+    }
+
     /// Copies `buf.len()` bytes from `start` through the translation.
     fn read_through(&self, pages: &[PageMap], start: u64, buf: &mut [u8]) {
         let phys = self.mem.phys();
@@ -379,24 +419,32 @@ impl Kernel {
             if !write {
                 self.read_through(&pages, at, &mut buf[..bytes]);
             }
-            let mut off = 0;
-            while checked && off < chunk {
-                let g_at = at + off;
-                let n = (GRANULE_SIZE - g_at % GRANULE_SIZE).min(chunk - off);
-                let g_ptr = ptr.with_addr(va(g_at));
-                if let Err(f) = self.tag_check(pid, g_ptr, n, kind, &pages) {
+            if checked {
+                // Granule by granule, a verify stops at the granule of its
+                // first differing byte, after that granule's check: so the
+                // granules checked are those up to it (all for a fill).
+                let differs = (!write)
+                    .then(|| buf[..bytes].iter().position(|&b| b != byte))
+                    .flatten();
+                let span = differs.map_or(chunk, |i| {
+                    let last = at + i as u64;
+                    (last - last % GRANULE_SIZE + GRANULE_SIZE - at).min(chunk)
+                });
+                let page = pages[0];
+                if let Err(f) = self.tag_check_in_page(pid, ptr.with_addr(va(at)), span, kind, page)
+                {
+                    // A sync fault names its granule's base, or the first
+                    // byte for the first granule: the granules before it
+                    // took their bytes.
+                    let off = f.addr.map_or(0, |a| a.addr().as_u64() - at);
                     if write && off > 0 {
                         self.write_through(&pages, at, &buf[..off as usize]);
                     }
                     return Outcome::Fault(f);
                 }
-                if !write {
-                    let granule = &buf[off as usize..(off + n) as usize];
-                    if let Some(i) = granule.iter().position(|&b| b != byte) {
-                        return Outcome::Mismatch(done + off + i as u64);
-                    }
+                if let Some(i) = differs {
+                    return Outcome::Mismatch(done + i as u64);
                 }
-                off += n;
             }
             if write {
                 self.write_through(&pages, at, &buf[..bytes]);

@@ -117,7 +117,7 @@ pub use check::{MemViolation, TagClobber, ZeroPageFault};
 pub use cleancache::{CacheKey, CleancacheStats};
 pub use counters::MemCounters;
 pub use mover::{FrameMover, PageMover};
-pub use tags::TagAccessError;
+pub use tags::{TagAccessError, page_tag_in};
 
 use crate::phys::{
     AllocError, AllocFlags, ClaimedRange, CmaUse, LayoutError, Order, PageFlag, PhysGeometry,

@@ -105,6 +105,33 @@ impl Memory {
         nibble_tag(value[0], nibble(high))
     }
 
+    /// The tag bytes of present frame `pfn` into `out` (its
+    /// `tag_bytes_per_page` bytes, zeros where no tag storage covers it), for
+    /// a check of many granules of one page: one read of tag storage instead
+    /// of one [`Memory::read_tag`] per granule. [`page_tag_in`] takes a
+    /// granule's tag out of them.
+    pub fn read_page_tag_bytes(&self, pfn: Pfn, out: &mut [u8]) -> Result<(), TagAccessError> {
+        self.check_present(pfn)?;
+        let expected = self.tag_bytes_per_page();
+        if out.len() != expected {
+            return Err(TagAccessError::PageTags {
+                expected,
+                got: out.len(),
+            });
+        }
+        match self.geometry.tag_bytes_of(pfn) {
+            // A page's tag bytes lie in one tag storage frame (they start
+            // at a multiple of their count, which divides the page size).
+            Some(first) => self.phys.borrow().contents.read_in_frame(
+                self.geometry.pfn_of(first),
+                self.geometry.page().page_offset(first) as usize,
+                out,
+            ),
+            None => out.fill(0),
+        }
+        Ok(())
+    }
+
     /// Sets the allocation tag of the granule at `pa` (STG's effect on
     /// memory); ignored where no tag storage covers `pa`.
     pub fn write_tag(&self, pa: PhysAddr, tag: Tag) -> Result<(), TagAccessError> {
@@ -308,6 +335,15 @@ impl Memory {
 
 fn nibble(high: bool) -> Nibble {
     if high { Nibble::High } else { Nibble::Low }
+}
+
+/// The tag of the granule holding byte `in_page` of a page whose tag bytes
+/// ([`Memory::read_page_tag_bytes`]) are `bytes`: what [`Memory::read_tag`]
+/// reads for it.
+pub fn page_tag_in(bytes: &[u8], in_page: u64) -> Tag {
+    let granule = in_page / mte::GRANULE_SIZE;
+    let byte = bytes[usize::try_from(granule / 2).expect("BUG: tag byte index above usize")];
+    nibble_tag(byte, nibble(granule % 2 == 1))
 }
 
 /// The tag bytes of present frame `pfn` in `phys`; `None` where no tag

@@ -230,6 +230,61 @@ impl From<platform::TagStorageData> for CmaUse {
 pub struct PhysLayout {
     geometry: PhysGeometry,
     regions: Vec<Region>,
+    /// [`PhysLayout::region_of`] in O(1) for most frames (it is asked at
+    /// nearly every frame access): the span cut into at most
+    /// [`CoarseIndex::MAX_CHUNKS`] aligned chunks, each knowing the one
+    /// region or hole it lies in wholly, or that it straddles a boundary
+    /// (then the regions are searched). Derived from `regions` alone.
+    coarse: CoarseIndex,
+}
+
+/// The chunk index of [`PhysLayout::coarse`].
+#[derive(Clone, PartialEq, Eq, Debug)]
+struct CoarseIndex {
+    /// The first frame of the first chunk (the span's start, rounded down).
+    base: u64,
+    /// Frames per chunk, as a shift.
+    shift: u32,
+    /// Per chunk: `HOLE`, `MIXED`, or the index of its region.
+    chunks: Vec<u32>,
+}
+
+impl CoarseIndex {
+    const MAX_CHUNKS: u64 = 1024;
+    const HOLE: u32 = u32::MAX;
+    const MIXED: u32 = u32::MAX - 1;
+
+    /// The index of sorted, disjoint, non-empty `regions`.
+    fn new(regions: &[Region]) -> CoarseIndex {
+        let start = regions[0].range.start.as_u64();
+        let end = regions[regions.len() - 1].range.end().as_u64();
+        let mut shift = 0;
+        while ((end - 1) >> shift) - (start >> shift) + 1 > Self::MAX_CHUNKS {
+            shift += 1;
+        }
+        let base = start >> shift << shift;
+        let count = ((end - 1 - base) >> shift) + 1;
+        let chunks = (0..count)
+            .map(|i| {
+                let first = base + (i << shift);
+                let last = first + (1 << shift) - 1;
+                let i = regions.partition_point(|r| r.range.end().as_u64() <= first);
+                match regions.get(i) {
+                    Some(r) if r.range.start.as_u64() <= first && last < r.range.end().as_u64() => {
+                        u32::try_from(i).expect("BUG: more than 2^32 regions")
+                    }
+                    Some(r) if r.range.start.as_u64() > last => Self::HOLE,
+                    None => Self::HOLE,
+                    Some(_) => Self::MIXED,
+                }
+            })
+            .collect();
+        CoarseIndex {
+            base,
+            shift,
+            chunks,
+        }
+    }
 }
 
 impl PhysLayout {
@@ -266,7 +321,12 @@ impl PhysLayout {
                 });
             }
         }
-        let layout = Self { geometry, regions };
+        let coarse = CoarseIndex::new(&regions);
+        let layout = Self {
+            geometry,
+            regions,
+            coarse,
+        };
         layout.check_cma_pageblocks()?;
         Ok(layout)
     }
@@ -304,7 +364,19 @@ impl PhysLayout {
     }
 
     /// The region holding `pfn`; `None` in a hole.
+    #[inline]
     pub fn region_of(&self, pfn: Pfn) -> Option<&Region> {
+        let coarse = &self.coarse;
+        let chunk = pfn.as_u64().checked_sub(coarse.base)? >> coarse.shift;
+        match *coarse.chunks.get(usize::try_from(chunk).ok()?)? {
+            CoarseIndex::HOLE => None,
+            CoarseIndex::MIXED => self.search_region(pfn),
+            i => Some(&self.regions[i as usize]),
+        }
+    }
+
+    /// [`Self::region_of`] by binary search of the regions.
+    fn search_region(&self, pfn: Pfn) -> Option<&Region> {
         let i = self.regions.partition_point(|r| r.range.end() <= pfn);
         self.regions.get(i).filter(|r| r.range.contains(pfn))
     }
@@ -432,6 +504,45 @@ mod tests {
             PhysLayout::new(g, vec![]),
             Err(LayoutError::NoRegions)
         ));
+    }
+
+    #[test]
+    fn region_of_by_chunk_agrees_with_the_search() {
+        // Every frame of small layouts (chunks of one frame up to chunks
+        // straddling unaligned edges), and every region edge of a wide one.
+        let g = PhysGeometry::new(mte::PageGeometry::FOUR_K, Order::new(2), Order::new(3)).unwrap();
+        let layouts = [
+            vec![
+                r(0, 10, RegionKind::Dram),
+                r(100, 4, RegionKind::TagStorageCma),
+            ],
+            vec![r(7, 3000, RegionKind::Dram), r(3007, 1, RegionKind::Dram)],
+            vec![
+                r(5, 1000, RegionKind::Dram),
+                r(2048, 2048, RegionKind::TagStorageCma),
+                r(4099, 5, RegionKind::Dram),
+            ],
+            vec![
+                r(1 << 40, 1 << 20, RegionKind::Dram),
+                r(1 << 41, 1, RegionKind::Dram),
+            ],
+        ];
+        for regions in layouts {
+            let l = PhysLayout::new(g, regions).unwrap();
+            let span = l.span();
+            let edges = l.regions().iter().flat_map(|r| {
+                let (s, e) = (r.range.start.as_u64(), r.range.end().as_u64());
+                [s.saturating_sub(1), s, s + 1, e - 1, e, e + 1]
+            });
+            let frames: Vec<u64> = if span.count <= 8192 {
+                (span.start.as_u64().saturating_sub(3)..span.end().as_u64() + 3).collect()
+            } else {
+                edges.chain([0, u64::MAX >> 12]).collect()
+            };
+            for pfn in frames.into_iter().map(Pfn::new) {
+                assert_eq!(l.region_of(pfn), l.search_region(pfn), "{pfn:?}");
+            }
+        }
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //!
 //! Sparse: a frame owns a buffer only once non-zero bytes are written to it;
 //! reading a frame without one gives zeros, and writing zeros to it allocates
-//! nothing. [`PhysContents::zero_page`] drops the buffer. Buffers live in a
+//! nothing. [`PhysContents::zero_page`] drops the buffer (kept, zeroed, for
+//! the next frame given one when no handle holds it). Buffers live in a
 //! slab (`slots`) with a free list; the index stores `slot + 1` per frame in
 //! sparse sections (0: no buffer).
 //!
@@ -94,6 +95,16 @@ impl PageBuf {
             return PageBuf(page);
         }
         PageBuf(std::iter::repeat_with(|| Cell::new(0)).take(len).collect())
+    }
+
+    /// `buf` zeroed again if nothing else holds it (no TLB entry, no
+    /// orphan handle), for reuse as a fresh buffer; `None` otherwise.
+    fn reclaim(mut buf: PageBuf) -> Option<PageBuf> {
+        let cells = Rc::get_mut(&mut buf.0)?;
+        for c in cells.iter_mut() {
+            *c.get_mut() = 0;
+        }
+        Some(buf)
     }
 
     fn copy_of(view: PageView<'_>) -> PageBuf {
@@ -236,6 +247,11 @@ pub struct PhysContents {
     /// The slots and frames whose buffer was added or dropped since the
     /// incremental checker last looked ([`incremental`]).
     changes: incremental::ContentsLog,
+    /// Dropped buffers nobody else held, zeroed, for the next frames given
+    /// a buffer (a host allocation of a page each time is a visible part of
+    /// a run's CPU). At most [`PhysContents::SPARE_BUFFERS`]; never seen
+    /// from outside.
+    spare: Vec<PageBuf>,
 }
 
 impl Clone for PhysContents {
@@ -258,11 +274,14 @@ impl Clone for PhysContents {
             epoch: Epoch::new(self.epoch.get()),
             // A clone is new to whichever checker looks at it next.
             changes: incremental::ContentsLog::default(),
+            spare: Vec::new(),
         }
     }
 }
 
 impl PhysContents {
+    const SPARE_BUFFERS: usize = 64;
+
     pub fn new(layout: PhysLayout) -> Self {
         let index = Sparse::new(layout.span(), layout.geometry().section_shift());
         Self {
@@ -273,6 +292,7 @@ impl PhysContents {
             pages_with_data: 0,
             epoch: Epoch::new(1),
             changes: incremental::ContentsLog::default(),
+            spare: Vec::new(),
         }
     }
 
@@ -331,10 +351,11 @@ impl PhysContents {
         if let Some(slot) = self.page_slot(pfn) {
             return Ok(slot);
         }
-        let buffer = Buffer {
-            pfn,
-            bytes: PageBuf::zeroed(self.page_size()),
+        let bytes = match self.spare.pop() {
+            Some(spare) => spare,
+            None => PageBuf::zeroed(self.page_size()),
         };
+        let buffer = Buffer { pfn, bytes };
         self.epoch.advance();
         let index = match self.free_slots.pop() {
             Some(i) => {
@@ -393,7 +414,12 @@ impl PhysContents {
         self.check_present(pfn)?;
         if let Some(slot) = self.page_slot(pfn) {
             self.epoch.advance();
-            self.slots[slot.index as usize] = None;
+            let dropped = self.slots[slot.index as usize].take();
+            if self.spare.len() < Self::SPARE_BUFFERS
+                && let Some(spare) = dropped.and_then(|b| PageBuf::reclaim(b.bytes))
+            {
+                self.spare.push(spare);
+            }
             self.free_slots.push(slot.index);
             *self
                 .index
@@ -562,7 +588,7 @@ impl PhysContents {
 
     /// Host bytes used: buffers, the slab and the index.
     pub fn host_bytes(&self) -> usize {
-        self.pages_with_data as usize * self.page_size()
+        (self.pages_with_data as usize + self.spare.len()) * self.page_size()
             + self.slots.capacity() * size_of::<Option<Buffer>>()
             + self.free_slots.capacity() * size_of::<u32>()
             + self.index.host_bytes()
@@ -578,6 +604,7 @@ impl PhysContents {
             pages_with_data: _,
             epoch: _,
             changes: _,
+            spare: _,
         } = self;
         let mut out = Vec::new();
         let mut used = 0;
@@ -698,6 +725,30 @@ mod tests {
 
     fn pa(a: u64) -> PhysAddr {
         PhysAddr::new(a)
+    }
+
+    #[test]
+    fn a_dropped_buffer_comes_back_zeroed_unless_a_handle_holds_it() {
+        let mut c = contents();
+        let (a, b, d) = (Pfn::new(1), Pfn::new(2), Pfn::new(3));
+        c.write_in_frame(a, 0, &[7; 4096]).unwrap();
+        c.zero_page(a).unwrap();
+        assert_eq!(c.spare.len(), 1);
+        // Frame b gets a's old buffer, zeroed.
+        c.write_in_frame(b, 5, &[9]).unwrap();
+        assert!(c.spare.is_empty());
+        let bytes = c.page_bytes(b).unwrap().to_boxed();
+        assert_eq!(bytes.iter().filter(|&&x| x != 0).count(), 1);
+        assert_eq!(bytes[5], 9);
+        // A buffer a handle still reaches is not reused: the handle keeps
+        // the old bytes and the next frame gets a buffer of its own.
+        let held = c.page_buf(b).unwrap();
+        c.zero_page(b).unwrap();
+        assert!(c.spare.is_empty());
+        c.write_in_frame(d, 0, &[1]).unwrap();
+        assert_ne!(c.page_buf(d).unwrap(), held);
+        assert_eq!(held.cells()[5].get(), 9);
+        assert!(c.check().is_empty());
     }
 
     #[test]
