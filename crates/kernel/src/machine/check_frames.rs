@@ -12,13 +12,15 @@
 //! recomputing only what may have changed:
 //!
 //! - a frame's verdict (held or not; `NotAllocated`, `MapCount`,
-//!   `PinCount`, `RefCount`; its LRU membership) reads its metadata, its
-//!   rmap list, whether it is mapped, cached, an orphan, pinned or in the
-//!   swap cache, its LRU place, and its page cache owner's kind. It is
-//!   recomputed for the held frames whose metadata changed
-//!   ([`crate::mem::Memory::rechecked_frames`], closed over allocated
-//!   blocks; a frame that is not held has no verdict that reads it), whose rmap list or recorded mappings changed (the rmap
-//!   check's recomputed frames), whose LRU place changed
+//!   `PinCount`, `RefCount`; its LRU membership; `Orphan`, an orphan
+//!   being mapped, cached, unpinned or in the swap cache) reads its
+//!   metadata, its rmap list, whether it is mapped, cached, an orphan,
+//!   pinned or in the swap cache, its LRU place, and its page cache
+//!   owner's kind. It is recomputed for the held frames whose metadata
+//!   changed ([`crate::mem::Memory::rechecked_frames`], closed over
+//!   allocated blocks; a frame that is not held has no verdict that reads
+//!   it), whose rmap list or recorded mappings changed (the rmap check's
+//!   recomputed frames), whose LRU place changed
 //!   ([`super::lru::Lru::take_changed`]), and for the frames that entered
 //!   or left one of the other sets: those sets are kept here and diffed
 //!   against the kernel's when their [`super::tracked::Tracked`]
@@ -26,6 +28,12 @@
 //!   diff runs only when a page cache or an owner changed); the pins the
 //!   processes record are compared with a kept copy at every call (a
 //!   process changes at most steps, its pins rarely).
+//! - each frame in a kept set, held, or with a violation has one record
+//!   (`FrameRecord`) holding its membership of the kept sets, its owner's
+//!   kind, whether it is held and its verdict: the diffs update the
+//!   records of the frames they name, so a recomputed verdict reads the
+//!   kept sets with one lookup, and the verdicts are gathered only while
+//!   some frame has one (counts kept with the records).
 //! - the swap counts are recomputed when the swap device or the swap
 //!   entries the page tables hold changed; the page caches' bookkeeping
 //!   when the objects or the owners did; a folio's verdict when the
@@ -33,9 +41,9 @@
 //! - the LRU's own bookkeeping (lists and places agree) by
 //!   [`super::lru::Lru::consistent_incremental`], from the LRU's second
 //!   log.
-//! - the swap cache, restored tags and orphans (a handful of pages each)
-//!   and the frame count (a sum kept with the held set) are derived at
-//!   every call.
+//! - the swap cache and restored tags (a handful of pages each) are
+//!   derived at every call, the frame count from the number of held
+//!   records.
 //!
 //! Linux counterparts: `CONFIG_DEBUG_VM`'s `VM_BUG_ON_PAGE` on map and
 //! reference counts, `swap_map[]` accounting, the page cache's
