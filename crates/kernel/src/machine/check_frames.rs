@@ -12,13 +12,15 @@
 //! recomputing only what may have changed:
 //!
 //! - a frame's verdict (held or not; `NotAllocated`, `MapCount`,
-//!   `PinCount`, `RefCount`; its LRU membership) reads its metadata, its
-//!   rmap list, whether it is mapped, cached, an orphan, pinned or in the
-//!   swap cache, its LRU place, and its page cache owner's kind. It is
-//!   recomputed for the held frames whose metadata changed
-//!   ([`crate::mem::Memory::rechecked_frames`], closed over allocated
-//!   blocks; a frame that is not held has no verdict that reads it), whose rmap list or recorded mappings changed (the rmap
-//!   check's recomputed frames), whose LRU place changed
+//!   `PinCount`, `RefCount`; its LRU membership; `Orphan`, an orphan
+//!   being mapped, cached, unpinned or in the swap cache) reads its
+//!   metadata, its rmap list, whether it is mapped, cached, an orphan,
+//!   pinned or in the swap cache, its LRU place, and its page cache
+//!   owner's kind. It is recomputed for the held frames whose metadata
+//!   changed ([`crate::mem::Memory::rechecked_frames`], closed over
+//!   allocated blocks; a frame that is not held has no verdict that reads
+//!   it), whose rmap list or recorded mappings changed (the rmap check's
+//!   recomputed frames), whose LRU place changed
 //!   ([`super::lru::Lru::take_changed`]), and for the frames that entered
 //!   or left one of the other sets: those sets are kept here and diffed
 //!   against the kernel's when their [`super::tracked::Tracked`]
@@ -26,6 +28,12 @@
 //!   diff runs only when a page cache or an owner changed); the pins the
 //!   processes record are compared with a kept copy at every call (a
 //!   process changes at most steps, its pins rarely).
+//! - each frame in a kept set, held, or with a violation has one record
+//!   (`FrameRecord`) holding its membership of the kept sets, its owner's
+//!   kind, whether it is held and its verdict: the diffs update the
+//!   records of the frames they name, so a recomputed verdict reads the
+//!   kept sets with one lookup, and the verdicts are gathered only while
+//!   some frame has one (counts kept with the records).
 //! - the swap counts are recomputed when the swap device or the swap
 //!   entries the page tables hold changed; the page caches' bookkeeping
 //!   when the objects or the owners did; a folio's verdict when the
@@ -33,14 +41,16 @@
 //! - the LRU's own bookkeeping (lists and places agree) by
 //!   [`super::lru::Lru::consistent_incremental`], from the LRU's second
 //!   log.
-//! - the swap cache, restored tags and orphans (a handful of pages each)
-//!   and the frame count (a sum kept with the held set) are derived at
-//!   every call.
+//! - the swap cache and restored tags (a handful of pages each) are
+//!   derived at every call, the frame count from the number of held
+//!   records.
 //!
 //! Linux counterparts: `CONFIG_DEBUG_VM`'s `VM_BUG_ON_PAGE` on map and
 //! reference counts, `swap_map[]` accounting, the page cache's
 //! `page->mapping`/`index`.
 
+use std::cmp::Ordering;
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 
 use mte::Pfn;
@@ -68,28 +78,134 @@ pub(crate) struct FrameCheckState {
     /// cache check, with its verdict.
     page_cache_key: Option<(u64, u64)>,
     page_cache_verdict: Vec<KernelViolation>,
-    /// The frames in some object's page cache.
-    cached: BTreeSet<Pfn>,
-    /// Each owned frame with its owner's kind (`None`: the owner is gone).
-    owner_kind: BTreeMap<Pfn, Option<ObjectKind>>,
+    /// The sets below as of their last diff, sorted, kept only to be
+    /// diffed with the kernel's (what a frame's verdict reads of them is
+    /// in its record): the frames in some object's page cache, each
+    /// owned frame with its owner's kind (`None`: the owner is gone),
+    /// the orphans.
+    cached: Vec<Pfn>,
+    owner_kind: Vec<(Pfn, Option<ObjectKind>)>,
     orphans_key: Option<u64>,
-    orphans: BTreeSet<Pfn>,
+    orphans: Vec<Pfn>,
     /// The pins each process recorded at the last call (compared, not
     /// tracked: the processes change at most steps, their pins rarely),
     /// and each pinned frame with its number of pins.
     recorded_pins: BTreeMap<Pid, BTreeMap<u64, Vec<Pfn>>>,
-    pins: BTreeMap<Pfn, u32>,
+    pins: Vec<(Pfn, u32)>,
     swap_cached_key: Option<u64>,
     /// The frames in the swap cache.
-    swap_cached: BTreeSet<Pfn>,
+    swap_cached: Vec<Pfn>,
     folios_key: Option<u64>,
-    folios: BTreeMap<Pfn, u32>,
+    /// The folios' heads with their orders.
+    folios: Vec<(Pfn, u32)>,
     /// The folios with a problem, by head.
     folio_verdicts: BTreeMap<Pfn, KernelViolation>,
-    /// The frames user memory holds.
-    held: BTreeSet<Pfn>,
-    /// The frames with a non-empty verdict, with it.
-    verdicts: BTreeMap<Pfn, Vec<KernelViolation>>,
+    /// Each frame's record; a frame whose record would be empty
+    /// ([`FrameRecord::is_empty`]) has none.
+    frames: BTreeMap<Pfn, FrameRecord>,
+    /// How many frames user memory holds (records with `held`).
+    held: u64,
+    /// How many records have a non-empty `verdict`, and how many have
+    /// `orphan_violations` (the records are walked for them only when
+    /// some do).
+    with_verdict: usize,
+    with_orphan_violations: usize,
+}
+
+/// What the incremental check keeps of one frame (module doc): one lookup
+/// gives what its verdict reads of the kept sets (all but the mapped
+/// frames, which the rmap check keeps) and what its verdict was.
+#[derive(Debug, Default)]
+struct FrameRecord {
+    /// In some object's page cache, an orphan, in the swap cache; its
+    /// number of recorded pins.
+    cached: bool,
+    orphan: bool,
+    swap_cached: bool,
+    pins: u32,
+    /// Owned by a page cache, with the owner's kind (`Some(None)`: the
+    /// owner is gone).
+    owner: Option<Option<ObjectKind>>,
+    /// Held by user memory (as of its last verdict).
+    held: bool,
+    /// Its `Orphan` violations (0 to 2) and its other violations.
+    orphan_violations: u8,
+    verdict: Vec<KernelViolation>,
+}
+
+impl FrameRecord {
+    /// Nothing to keep: in no kept set, not held, no violation.
+    fn is_empty(&self) -> bool {
+        !self.cached
+            && !self.orphan
+            && !self.swap_cached
+            && self.pins == 0
+            && self.owner.is_none()
+            && !self.held
+            && self.orphan_violations == 0
+            && self.verdict.is_empty()
+    }
+}
+
+/// Applies `f` to the record of `pfn` (a default one if it has none),
+/// dropping the record if it is then empty.
+fn update_record(
+    frames: &mut BTreeMap<Pfn, FrameRecord>,
+    pfn: Pfn,
+    f: impl FnOnce(&mut FrameRecord),
+) {
+    match frames.entry(pfn) {
+        Entry::Occupied(mut o) => {
+            f(o.get_mut());
+            if o.get().is_empty() {
+                o.remove();
+            }
+        }
+        Entry::Vacant(v) => {
+            let mut record = FrameRecord::default();
+            f(&mut record);
+            if !record.is_empty() {
+                v.insert(record);
+            }
+        }
+    }
+}
+
+/// Merges two sorted runs of `(frame, value)` without repeats, calling
+/// `changed` with each frame whose entry differs (in one run only, or
+/// with different values) and its new value (`None`: gone).
+fn diff_sorted<V: PartialEq>(
+    old: impl Iterator<Item = (Pfn, V)>,
+    new: impl Iterator<Item = (Pfn, V)>,
+    mut changed: impl FnMut(Pfn, Option<V>),
+) {
+    let mut a = old.peekable();
+    let mut b = new.peekable();
+    loop {
+        let order = match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(x), Some(y)) => x.0.cmp(&y.0),
+        };
+        match (
+            order,
+            a.next_if(|_| order.is_le()),
+            b.next_if(|_| order.is_ge()),
+        ) {
+            (Ordering::Less, Some((pfn, _)), _) => changed(pfn, None),
+            (Ordering::Greater, _, Some((pfn, new))) => changed(pfn, Some(new)),
+            (Ordering::Equal, Some((_, old)), Some((pfn, new))) if old != new => {
+                changed(pfn, Some(new));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A sorted set as a run of `(frame, ())` for [`diff_sorted`].
+fn unit_run<'a>(set: impl IntoIterator<Item = &'a Pfn>) -> impl Iterator<Item = (Pfn, ())> {
+    set.into_iter().map(|&pfn| (pfn, ()))
 }
 
 /// Each pinned frame with its number of pins, in frame order.
@@ -258,41 +374,6 @@ fn frame_count_violation(
         allocated,
         accounted,
     })
-}
-
-/// The keys of `old` and `new` whose entries differ (in one only, or
-/// with different values), appended to `out`.
-fn diff_keys<V: PartialEq>(old: &BTreeMap<Pfn, V>, new: &BTreeMap<Pfn, V>, out: &mut Vec<Pfn>) {
-    let mut a = old.iter().peekable();
-    let mut b = new.iter().peekable();
-    loop {
-        match (a.peek(), b.peek()) {
-            (Some(x), Some(y)) if x.0 == y.0 => {
-                if x.1 != y.1 {
-                    out.push(*x.0);
-                }
-                a.next();
-                b.next();
-            }
-            (Some(x), Some(y)) if x.0 < y.0 => {
-                out.push(*x.0);
-                a.next();
-            }
-            (Some(x), None) => {
-                out.push(*x.0);
-                a.next();
-            }
-            (_, Some(y)) => {
-                out.push(*y.0);
-                b.next();
-            }
-            (None, None) => break,
-        }
-    }
-}
-
-fn diff_sets(old: &BTreeSet<Pfn>, new: &BTreeSet<Pfn>, out: &mut Vec<Pfn>) {
-    out.extend(old.symmetric_difference(new).copied());
 }
 
 impl Kernel {
@@ -574,22 +655,18 @@ impl Kernel {
             || meta_changed.is_none()
             || rmap_rechecked.is_none()
             || lru_changed.is_none();
-        // The frames whose metadata or mappings changed (what a folio's
-        // verdict reads), then every frame whose verdict may have changed:
-        // those whose mappings or LRU place changed, and those whose
-        // metadata changed while they were held (a frame's metadata
-        // matters only while it is held, and one that became held is
-        // here through the set it entered: most frames the memory layer
-        // rechecks are no user page).
-        let mut changed: Vec<Pfn> = Vec::new();
-        changed.extend(meta_changed.iter().flatten());
-        changed.extend(rmap_rechecked.iter().copied().flatten());
+        // Every frame whose verdict may have changed: those whose
+        // mappings or LRU place changed, and those whose metadata changed
+        // while they were held (a frame's metadata matters only while it
+        // is held, and one that became held is here through the set it
+        // entered: most frames the memory layer rechecks are no user
+        // page).
         let mut candidates: Vec<Pfn> = Vec::new();
         candidates.extend(
             meta_changed
                 .iter()
                 .flatten()
-                .filter(|pfn| state.held.contains(pfn)),
+                .filter(|pfn| state.frames.get(pfn).is_some_and(|r| r.held)),
         );
         candidates.extend(rmap_rechecked.iter().copied().flatten());
         candidates.extend(lru_changed.iter().flatten());
@@ -603,6 +680,11 @@ impl Kernel {
         }
         let mut out = state.swap_verdict.clone();
 
+        // The kept sets, diffed with the kernel's where their generations
+        // moved; each frame that entered or left one (or whose owner's
+        // kind changed) has its record updated and is a candidate.
+        let frames = &mut state.frames;
+
         // Page caches, and the cached frames and owners' kinds.
         let page_cache_key = (self.objects.generation(), self.cache_owner.generation());
         if state.page_cache_key != Some(page_cache_key) {
@@ -610,14 +692,23 @@ impl Kernel {
             let cache_owner = self.cache_owner.borrow();
             let (verdict, cached) = page_cache_violations(&objects, &cache_owner);
             state.page_cache_verdict = verdict;
-            let cached: BTreeSet<Pfn> = cached.into_iter().collect();
-            diff_sets(&state.cached, &cached, &mut candidates);
+            diff_sorted(unit_run(&state.cached), unit_run(&cached), |pfn, now| {
+                update_record(frames, pfn, |r| r.cached = now.is_some());
+                candidates.push(pfn);
+            });
             state.cached = cached;
-            let owner_kind: BTreeMap<Pfn, Option<ObjectKind>> = cache_owner
+            let owner_kind: Vec<(Pfn, Option<ObjectKind>)> = cache_owner
                 .iter()
                 .map(|(pfn, (o, _))| (*pfn, objects.get(o).map(|o| o.kind)))
                 .collect();
-            diff_keys(&state.owner_kind, &owner_kind, &mut candidates);
+            diff_sorted(
+                state.owner_kind.iter().copied(),
+                owner_kind.iter().copied(),
+                |pfn, now| {
+                    update_record(frames, pfn, |r| r.owner = now);
+                    candidates.push(pfn);
+                },
+            );
             state.owner_kind = owner_kind;
             state.page_cache_key = Some(page_cache_key);
         }
@@ -625,9 +716,13 @@ impl Kernel {
 
         // Orphans, pins, the swap cache's frames.
         if state.orphans_key != Some(self.orphans.generation()) {
-            let orphans = self.orphans.borrow().clone();
-            diff_sets(&state.orphans, &orphans, &mut candidates);
-            state.orphans = orphans;
+            let orphans = self.orphans.borrow();
+            diff_sorted(unit_run(&state.orphans), unit_run(&*orphans), |pfn, now| {
+                update_record(frames, pfn, |r| r.orphan = now.is_some());
+                candidates.push(pfn);
+            });
+            state.orphans.clear();
+            state.orphans.extend(orphans.iter());
             state.orphans_key = Some(self.orphans.generation());
         }
         let procs = self.procs.borrow();
@@ -637,8 +732,15 @@ impl Kernel {
                 .zip(&state.recorded_pins)
                 .any(|((pid, p), (was_pid, was))| pid != was_pid || p.pins != *was);
         if pins_changed {
-            let pins: BTreeMap<Pfn, u32> = pins_of(procs.values()).into_iter().collect();
-            diff_keys(&state.pins, &pins, &mut candidates);
+            let pins = pins_of(procs.values());
+            diff_sorted(
+                state.pins.iter().copied(),
+                pins.iter().copied(),
+                |pfn, now| {
+                    update_record(frames, pfn, |r| r.pins = now.unwrap_or(0));
+                    candidates.push(pfn);
+                },
+            );
             state.pins = pins;
             state.recorded_pins = procs
                 .iter()
@@ -647,28 +749,54 @@ impl Kernel {
         }
         drop(procs);
         if state.swap_cached_key != Some(self.swap_cache_slot.generation()) {
-            let swap_cached: BTreeSet<Pfn> =
-                self.swap_cache_slot.borrow().keys().copied().collect();
-            diff_sets(&state.swap_cached, &swap_cached, &mut candidates);
-            state.swap_cached = swap_cached;
+            let swap_cache_slot = self.swap_cache_slot.borrow();
+            diff_sorted(
+                unit_run(&state.swap_cached),
+                unit_run(swap_cache_slot.keys()),
+                |pfn, now| {
+                    update_record(frames, pfn, |r| r.swap_cached = now.is_some());
+                    candidates.push(pfn);
+                },
+            );
+            state.swap_cached.clear();
+            state.swap_cached.extend(swap_cache_slot.keys());
             state.swap_cached_key = Some(self.swap_cache_slot.generation());
         }
 
-        // Folios: those that changed, and those a changed frame lies in.
-        let folios_moved = state.folios_key != Some(self.folios.generation());
+        // Folios: those that changed, and those a frame whose metadata or
+        // mappings changed lies in (what a folio's verdict reads).
         let mut heads: Vec<Pfn> = Vec::new();
-        if folios_moved {
-            let folios = self.folios.borrow().clone();
-            diff_keys(&state.folios, &folios, &mut heads);
-            state.folios = folios;
+        if state.folios_key != Some(self.folios.generation()) {
+            let folios = self.folios.borrow();
+            diff_sorted(
+                state.folios.iter().copied(),
+                folios.iter().map(|(&head, &order)| (head, order)),
+                |head, _| heads.push(head),
+            );
+            state.folios.clear();
+            state
+                .folios
+                .extend(folios.iter().map(|(&head, &order)| (head, order)));
             state.folios_key = Some(self.folios.generation());
         }
+        let folio_order = |head: Pfn| {
+            state
+                .folios
+                .binary_search_by_key(&head, |&(h, _)| h)
+                .ok()
+                .map(|i| state.folios[i].1)
+        };
         if all {
-            heads.extend(state.folios.keys());
+            heads.extend(state.folios.iter().map(|&(head, _)| head));
             heads.extend(state.folio_verdicts.keys());
         } else if !state.folios.is_empty() {
-            for pfn in &changed {
-                if let Some((&head, &order)) = state.folios.range(..=*pfn).next_back()
+            let changed = meta_changed
+                .iter()
+                .flatten()
+                .chain(rmap_rechecked.iter().copied().flatten());
+            for pfn in changed {
+                let below = state.folios.partition_point(|&(head, _)| head <= *pfn);
+                if let Some(&(head, order)) = below.checked_sub(1).map(|i| &state.folios[i])
                     && pfn.as_u64() - head.as_u64() < 1 << order
                 {
                     heads.push(head);
@@ -678,7 +806,7 @@ impl Kernel {
         heads.sort_unstable();
         heads.dedup();
         for head in heads {
-            let verdict = state.folios.get(&head).and_then(|&order| {
+            let verdict = folio_order(head).and_then(|order| {
                 self.folio_problem(head, order)
                     .map(|what| KernelViolation::Folio { head, order, what })
             });
@@ -689,56 +817,87 @@ impl Kernel {
         }
         out.extend(state.folio_verdicts.values().cloned());
 
-        // The frames' verdicts.
+        // The frames' verdicts, each from the frame's record, whether it
+        // is mapped, its rmap list, metadata and LRU place.
         let lru_consistent = self.lru.borrow_mut().consistent_incremental();
         let lru = self.lru.borrow();
         if all {
             candidates.extend(want.keys());
-            candidates.extend(&state.cached);
-            candidates.extend(&state.orphans);
-            candidates.extend(state.pins.keys());
-            candidates.extend(&state.swap_cached);
             candidates.extend(lru.all().map(|(pfn, _)| pfn));
-            candidates.extend(&state.held);
-            candidates.extend(state.verdicts.keys());
+            // Every frame in a kept set, held, or with a verdict.
+            candidates.extend(state.frames.keys());
         }
         candidates.sort_unstable();
         candidates.dedup();
         let rmap = self.rmap.borrow();
         let phys = self.mem.phys();
         for pfn in candidates {
-            let held = want.contains_key(&pfn)
-                || state.cached.contains(&pfn)
-                || state.orphans.contains(&pfn)
-                || state.pins.contains_key(&pfn)
-                || state.swap_cached.contains(&pfn);
+            let mapped = want.contains_key(&pfn);
+            let entry = state.frames.entry(pfn);
+            let (cached, orphan, swap_cached, pins, owner) = match &entry {
+                Entry::Occupied(o) => {
+                    let r = o.get();
+                    (r.cached, r.orphan, r.swap_cached, r.pins, r.owner)
+                }
+                Entry::Vacant(_) => (false, false, false, 0, None),
+            };
+            let held = mapped || cached || orphan || pins > 0 || swap_cached;
             let mut verdict = Vec::new();
             if held {
-                state.held.insert(pfn);
                 let mappings = rmap.list(pfn).map_or(0, <[RmapEntry]>::len);
-                let recorded = state.pins.get(&pfn).copied().unwrap_or(0);
-                held_frame_violations(&phys, pfn, mappings, recorded, &mut verdict);
-            } else {
-                state.held.remove(&pfn);
+                held_frame_violations(&phys, pfn, mappings, pins, &mut verdict);
             }
             match lru.place(pfn) {
                 Some(place) => verdict.extend(listed_page_violation(
                     pfn,
                     place,
                     held,
-                    state.owner_kind.get(&pfn).copied().flatten(),
-                    state.orphans.contains(&pfn),
+                    owner.flatten(),
+                    orphan,
                 )),
                 None if held => verdict.push(unlisted(pfn)),
                 None => {}
             }
-            if verdict.is_empty() {
-                state.verdicts.remove(&pfn);
+            // An orphan is neither mapped nor cached nor in the swap
+            // cache, and pinned.
+            let orphan_violations = if orphan {
+                u8::from(mapped || cached || pins == 0) + u8::from(swap_cached)
             } else {
-                state.verdicts.insert(pfn, verdict);
+                0
+            };
+            let record = match entry {
+                Entry::Occupied(o) => o,
+                Entry::Vacant(v) => {
+                    if !held && verdict.is_empty() {
+                        continue;
+                    }
+                    v.insert_entry(FrameRecord::default())
+                }
+            };
+            let mut record = record;
+            let r = record.get_mut();
+            state.held = state.held + u64::from(held) - u64::from(r.held);
+            state.with_verdict = state.with_verdict + usize::from(!verdict.is_empty())
+                - usize::from(!r.verdict.is_empty());
+            state.with_orphan_violations = state.with_orphan_violations
+                + usize::from(orphan_violations > 0)
+                - usize::from(r.orphan_violations > 0);
+            r.held = held;
+            r.verdict = verdict;
+            r.orphan_violations = orphan_violations;
+            if r.is_empty() {
+                record.remove();
             }
         }
-        out.extend(state.verdicts.values().flatten().cloned());
+        if state.with_verdict > 0 {
+            out.extend(
+                state
+                    .frames
+                    .values()
+                    .flat_map(|r| r.verdict.iter())
+                    .cloned(),
+            );
+        }
         if !lru_consistent {
             out.push(KernelViolation::Lru {
                 pfn: self.mem.zero_page(),
@@ -750,22 +909,25 @@ impl Kernel {
 
         // The small sets, derived at every call.
         out.extend(self.swap_cache_violations(&swap));
+        let record = |pfn: &Pfn| state.frames.get(pfn);
         out.extend(self.restored_tags_violations(
             |pfn| want.contains_key(pfn),
-            |pfn| state.swap_cached.contains(pfn),
-            |pfn| state.orphans.contains(pfn),
+            |pfn| record(pfn).is_some_and(|r| r.swap_cached),
+            |pfn| record(pfn).is_some_and(|r| r.orphan),
         ));
-        out.extend(self.orphan_violations(
-            |pfn| want.contains_key(pfn),
-            |pfn| state.cached.contains(pfn),
-            |pfn| state.pins.contains_key(pfn),
-            |pfn| state.swap_cached.contains(pfn),
-        ));
+        // The orphans' verdicts, from the loop above.
+        if state.with_orphan_violations > 0 {
+            for (&pfn, r) in &state.frames {
+                for _ in 0..r.orphan_violations {
+                    out.push(KernelViolation::Orphan { pfn });
+                }
+            }
+        }
         out.extend(frame_count_violation(
             self,
             &phys,
             &self.mms.borrow(),
-            state.held.len() as u64,
+            state.held,
         ));
         state.primed = true;
         out

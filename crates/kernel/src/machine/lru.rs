@@ -39,6 +39,7 @@
 //! at every such place names its page (the places then map one to one
 //! onto the entries), which is a verdict per page plus two counts.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 
 use mte::Pfn;
@@ -125,14 +126,19 @@ struct ConsistencyCheck {
     /// the last call; `None`: every page (before the first call, or after
     /// more than [`CHANGED_LOG_LIMIT`] changes).
     log: Option<Vec<Pfn>>,
-    /// The isolated pages (the places not on a list).
-    isolated: BTreeSet<Pfn>,
-    /// The pages whose place is on a list but whose entry there is not
-    /// them.
-    misplaced: BTreeSet<Pfn>,
-    /// The referenced pages with no place.
-    stray_flags: BTreeSet<Pfn>,
+    /// Each page the check has something to say about, with what (the
+    /// `ISOLATED`, `MISPLACED` and `STRAY_FLAG` bits; one map, so that a
+    /// recheck is one lookup), and how many pages have each bit.
+    verdicts: BTreeMap<Pfn, u8>,
+    counts: [usize; 3],
 }
+
+/// A page's verdict bits in [`ConsistencyCheck`]: isolated (its place is
+/// not on a list), misplaced (its place is on a list but the entry there
+/// is not it), a stray flag (referenced with no place).
+const ISOLATED: u8 = 1;
+const MISPLACED: u8 = 2;
+const STRAY_FLAG: u8 = 4;
 
 /// Changes the log holds before it gives up (the checker then looks at
 /// every page once).
@@ -160,20 +166,22 @@ impl Lru {
 
     /// Adds `pfn` at the newest end of `list`, if it is on no list yet.
     pub(crate) fn add(&mut self, pfn: Pfn, list: LruList) {
-        if self.place.contains_key(&pfn) {
+        // One search for both the test and the insertion.
+        let Entry::Vacant(vacant) = self.place.entry(pfn) else {
             return;
-        }
-        self.insert(pfn, list);
-    }
-
-    fn insert(&mut self, pfn: Pfn, list: LruList) {
-        self.log(pfn);
+        };
         let seq = self.next;
         self.next += 1;
+        vacant.insert((LruPlace::On(list), seq));
+        self.link(pfn, list, seq);
+    }
+
+    /// Enters `pfn` at `seq` of `list` (its place says so already).
+    fn link(&mut self, pfn: Pfn, list: LruList, seq: u64) {
+        self.log(pfn);
         if let Some(old) = self.lists[list.index()].insert(seq, pfn) {
             self.note(old);
         }
-        self.place.insert(pfn, (LruPlace::On(list), seq));
     }
 
     fn unlink(&mut self, pfn: Pfn) -> Option<LruPlace> {
@@ -205,9 +213,8 @@ impl Lru {
     /// Linux `isolate_lru_folios()` of one page: the oldest of `list`,
     /// taken off (isolated). `None` when the list is empty.
     pub(crate) fn isolate_oldest(&mut self, list: LruList) -> Option<Pfn> {
-        let (&seq, &pfn) = self.lists[list.index()].iter().next()?;
+        let (seq, pfn) = self.lists[list.index()].pop_first()?;
         self.log(pfn);
-        self.lists[list.index()].remove(&seq);
         self.place
             .insert(pfn, (LruPlace::Isolated { home: list }, seq));
         Some(pfn)
@@ -217,9 +224,12 @@ impl Lru {
     /// `move_folios_to_lru()`); nothing if it was freed meanwhile (then it
     /// is on no list) or is not isolated.
     pub(crate) fn putback(&mut self, pfn: Pfn, list: LruList) {
-        if let Some((LruPlace::Isolated { .. }, _)) = self.place.get(&pfn) {
-            self.place.remove(&pfn);
-            self.insert(pfn, list);
+        // The place is rewritten where it is (one search).
+        if let Some(place @ (LruPlace::Isolated { .. }, _)) = self.place.get_mut(&pfn) {
+            let seq = self.next;
+            self.next += 1;
+            *place = (LruPlace::On(list), seq);
+            self.link(pfn, list, seq);
         }
     }
 
@@ -293,9 +303,8 @@ impl Lru {
                 }
             }
             None => {
-                self.check.isolated.clear();
-                self.check.misplaced.clear();
-                self.check.stray_flags.clear();
+                self.check.verdicts.clear();
+                self.check.counts = [0; 3];
                 let pages: Vec<Pfn> = self.place.keys().chain(&self.referenced).copied().collect();
                 for pfn in pages {
                     self.recheck(pfn);
@@ -303,9 +312,8 @@ impl Lru {
             }
         }
         let listed: usize = self.lists.iter().map(BTreeMap::len).sum();
-        listed + self.check.isolated.len() == self.place.len()
-            && self.check.misplaced.is_empty()
-            && self.check.stray_flags.is_empty()
+        let [isolated, misplaced, stray_flags] = self.check.counts;
+        listed + isolated == self.place.len() && misplaced == 0 && stray_flags == 0
     }
 
     /// What the consistency check says about `pfn` now: isolated or not,
@@ -319,17 +327,22 @@ impl Lru {
             _ => false,
         };
         let stray_flag = place.is_none() && self.referenced.contains(&pfn);
+        let bits = if isolated { ISOLATED } else { 0 }
+            | if misplaced { MISPLACED } else { 0 }
+            | if stray_flag { STRAY_FLAG } else { 0 };
         let check = &mut self.check;
-        for (set, member) in [
-            (&mut check.isolated, isolated),
-            (&mut check.misplaced, misplaced),
-            (&mut check.stray_flags, stray_flag),
-        ] {
-            if member {
-                set.insert(pfn);
-            } else {
-                set.remove(&pfn);
+        let old = match check.verdicts.entry(pfn) {
+            Entry::Vacant(_) if bits == 0 => 0,
+            Entry::Vacant(v) => {
+                v.insert(bits);
+                0
             }
+            Entry::Occupied(o) if bits == 0 => o.remove(),
+            Entry::Occupied(mut o) => std::mem::replace(o.get_mut(), bits),
+        };
+        for (i, bit) in [ISOLATED, MISPLACED, STRAY_FLAG].into_iter().enumerate() {
+            check.counts[i] =
+                check.counts[i] + usize::from(bits & bit != 0) - usize::from(old & bit != 0);
         }
     }
 

@@ -296,6 +296,16 @@ fn mapped_orphan(k: &mut Kernel, p: Pid, b: TaggedPtr) {
     k.orphans.borrow_mut().insert(pfn);
 }
 
+/// A mapped page with a pin (recorded and counted) recorded as an
+/// orphan: only the orphan check's "mapped" clause catches it (the
+/// incremental checker computes it with the frame's verdict).
+fn pinned_mapped_orphan(k: &mut Kernel, p: Pid, b: TaggedPtr) {
+    unrecorded_frame_pin(k, p, b);
+    let pfn = pfn_of(k, p, b).expect("b is mapped");
+    k.mem.phys_mut().alloc.frame_mut(pfn).unwrap().pins += 1;
+    k.orphans.borrow_mut().insert(pfn);
+}
+
 /// A free frame recorded as an orphan: held but not allocated, on no
 /// list, counted once too many.
 fn free_orphan(k: &mut Kernel, _: Pid, _: TaggedPtr) {
@@ -418,6 +428,7 @@ fn leaked_frame(k: &mut Kernel, _: Pid, _: TaggedPtr) {
 fn planted_frame_bugs_are_found_by_both_checkers_at_the_planted_step() {
     let bugs: [(&str, Plant, &str); 14] = [
         ("mapped orphan", mapped_orphan, "Orphan"),
+        ("pinned mapped orphan", pinned_mapped_orphan, "Orphan"),
         ("free orphan", free_orphan, "NotAllocated"),
         ("unrecorded frame pin", unrecorded_frame_pin, "PinCount"),
         (
