@@ -426,7 +426,7 @@ fn leaked_frame(k: &mut Kernel, _: Pid, _: TaggedPtr) {
 
 #[test]
 fn planted_frame_bugs_are_found_by_both_checkers_at_the_planted_step() {
-    let bugs: [(&str, Plant, &str); 14] = [
+    let bugs: [(&str, Plant, &str); 15] = [
         ("mapped orphan", mapped_orphan, "Orphan"),
         ("pinned mapped orphan", pinned_mapped_orphan, "Orphan"),
         ("free orphan", free_orphan, "NotAllocated"),
