@@ -220,7 +220,7 @@ impl Memory {
         let mut refs: BTreeMap<TagBlock, u64> = BTreeMap::new();
         // The incremental checker's block verdicts, with the frames it
         // rechecked (`None`: the full checker).
-        let mut blocks_cache: Option<(&mut super::incremental::BlockCache, Rechecked)> = None;
+        let mut blocks_cache: Option<(&mut super::incremental::BlockCache, &Rechecked)> = None;
         match (cache, dirty) {
             (Some(cache), Some(dirty)) => {
                 let (dirty, chunk_log) = dirty;
@@ -229,9 +229,10 @@ impl Memory {
                         .check_incremental(&mut cache.frames, dirty, chunk_log);
                 out = phys_out.into_iter().map(MemViolation::Phys).collect();
                 out.extend(contents_out.into_iter().map(MemViolation::Phys));
-                cache.last_rechecked = Some(rechecked.clone());
                 cache.flags.update(self, &phys, &rechecked);
                 cache.flags.report(&mut frame_out, &mut tagged, &mut refs);
+                // Kept for `rechecked_frames`, and read from there.
+                let rechecked = cache.last_rechecked.insert(rechecked);
                 blocks_cache = Some((&mut cache.blocks, rechecked));
             }
             _ => {
@@ -299,7 +300,7 @@ impl Memory {
                     Some((cache, rechecked)) => {
                         cache.update(
                             &reserved,
-                            &rechecked,
+                            rechecked,
                             |block, v| self.reserved_block_frames(&phys, block, v),
                             |block| geometry.block_pfns(block),
                         );
