@@ -159,7 +159,9 @@ fn coverage_changes(old: &[(Pfn, Order)], new: &[(Pfn, Order)], out: &mut Vec<(P
             points.push((e, -1, which));
         }
     }
-    points.sort_unstable();
+    // Two sorted runs (each list's points ascend): a stable sort merges
+    // them in one pass.
+    points.sort();
     let mut inside = [false, false];
     let mut since: Option<u64> = None;
     for (at, delta, which) in points {
