@@ -388,19 +388,34 @@ impl BuddyAllocator {
                     }
                 }
                 // The frames of both, in order; those of the closure alone
-                // are rechecked now.
-                let mut pfns: Vec<Pfn> = Vec::new();
-                let mut logged = spans.iter().peekable();
-                for (start, end) in merged([spans.as_slice(), &closure].concat()) {
+                // are rechecked now (walks of the sorted spans, no sort of
+                // frames).
+                let mut extra: Vec<u64> = Vec::new();
+                let mut at = 0;
+                for (start, end) in merged(closure) {
                     for pfn in start..end {
-                        while logged.next_if(|&&(_, e)| e <= pfn).is_some() {}
-                        let was_rechecked = logged.peek().is_some_and(|&&(s, _)| s <= pfn);
-                        if !was_rechecked {
-                            self.recheck_frame(cache, Pfn::new(pfn), &mut lookup);
+                        while spans.get(at).is_some_and(|&(_, e)| e <= pfn) {
+                            at += 1;
+                        }
+                        if spans.get(at).is_some_and(|&(s, _)| s <= pfn) {
+                            continue;
+                        }
+                        self.recheck_frame(cache, Pfn::new(pfn), &mut lookup);
+                        extra.push(pfn);
+                    }
+                }
+                let logged: u64 = spans.iter().map(|&(s, e)| e - s).sum();
+                let mut pfns: Vec<Pfn> = Vec::with_capacity(logged as usize + extra.len());
+                let mut extra = extra.into_iter().peekable();
+                for &(start, end) in &spans {
+                    for pfn in start..end {
+                        while let Some(e) = extra.next_if(|&e| e < pfn) {
+                            pfns.push(Pfn::new(e));
                         }
                         pfns.push(Pfn::new(pfn));
                     }
                 }
+                pfns.extend(extra.map(Pfn::new));
                 cache.primed = true;
                 Rechecked::Frames(pfns)
             }
