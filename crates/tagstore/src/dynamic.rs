@@ -165,10 +165,33 @@ impl DynamicTagStorage {
 
     /// The blocks with any reference, in block order.
     fn reserved_list(&self, v2: &V2Blocks) -> Vec<TagBlock> {
-        let mut blocks: Vec<TagBlock> = self.refs.blocks().copied().chain(v2.blocks()).collect();
-        blocks.sort_unstable();
-        blocks.dedup();
+        let mut blocks = Vec::with_capacity(self.refs.len() as usize);
+        self.reserved_merge(v2, |b| blocks.push(b));
         blocks
+    }
+
+    /// Calls `f` on each block with any reference, in block order, once:
+    /// both tables are keyed by block, so a merge of the two, not a sort
+    /// (the checker walks them at every check).
+    fn reserved_merge(&self, v2: &V2Blocks, mut f: impl FnMut(TagBlock)) {
+        let mut frames = self.refs.blocks().copied().peekable();
+        let mut extra = v2.blocks().peekable();
+        loop {
+            let next = match (frames.peek(), extra.peek()) {
+                (None, None) => return,
+                (Some(a), Some(b)) => match a.cmp(b) {
+                    core::cmp::Ordering::Less => frames.next(),
+                    core::cmp::Ordering::Greater => extra.next(),
+                    core::cmp::Ordering::Equal => {
+                        extra.next();
+                        frames.next()
+                    }
+                },
+                (Some(_), None) => frames.next(),
+                (None, Some(_)) => extra.next(),
+            };
+            f(next.expect("BUG: a peeked block"));
+        }
     }
 
     /// Every reference of `block`: the frames' and v2's extra ones.
@@ -375,7 +398,9 @@ impl DynamicTagStorage {
             None => refs.len(),
             Some(v2) => {
                 v2_check(v2, &mut out);
-                self.reserved_list(v2).len() as u64
+                let mut n = 0;
+                self.reserved_merge(v2, |_| n += 1);
+                n
             }
         };
         refs.check(geometry, *capacity, *zero_page, &mut out);

@@ -217,10 +217,12 @@ impl Memory {
         // Frame flags, and the recounts they feed.
         let mut frame_out = Vec::new();
         let mut tagged = 0u64;
-        let mut refs: BTreeMap<TagBlock, u64> = BTreeMap::new();
+        // The full checker's recount, or the incremental checker's kept one.
+        let mut recounted_refs: BTreeMap<TagBlock, u64> = BTreeMap::new();
+        let refs: &BTreeMap<TagBlock, u64>;
         // The incremental checker's block verdicts, with the frames it
         // rechecked (`None`: the full checker).
-        let mut blocks_cache: Option<(&mut super::incremental::BlockCache, Rechecked)> = None;
+        let mut blocks_cache: Option<(&mut super::incremental::BlockCache, &Rechecked)> = None;
         match (cache, dirty) {
             (Some(cache), Some(dirty)) => {
                 let (dirty, chunk_log) = dirty;
@@ -229,10 +231,17 @@ impl Memory {
                         .check_incremental(&mut cache.frames, dirty, chunk_log);
                 out = phys_out.into_iter().map(MemViolation::Phys).collect();
                 out.extend(contents_out.into_iter().map(MemViolation::Phys));
-                cache.last_rechecked = Some(rechecked.clone());
-                cache.flags.update(self, &phys, &rechecked);
-                cache.flags.report(&mut frame_out, &mut tagged, &mut refs);
-                blocks_cache = Some((&mut cache.blocks, rechecked));
+                let super::incremental::MemCheckCache {
+                    flags,
+                    blocks,
+                    last_rechecked,
+                    ..
+                } = cache;
+                flags.update(self, &phys, &rechecked);
+                (tagged, refs) = flags.report(&mut frame_out);
+                // Kept for `rechecked_frames`, and read from there.
+                let rechecked = last_rechecked.insert(rechecked);
+                blocks_cache = Some((blocks, rechecked));
             }
             _ => {
                 out = phys.check().into_iter().map(MemViolation::Phys).collect();
@@ -247,10 +256,11 @@ impl Memory {
                             meta.flags,
                             &mut frame_out,
                             &mut tagged,
-                            &mut refs,
+                            &mut recounted_refs,
                         );
                     }
                 }
+                refs = &recounted_refs;
             }
         }
         // The full checker recounts the manager's own tables too (see
@@ -299,7 +309,7 @@ impl Memory {
                     Some((cache, rechecked)) => {
                         cache.update(
                             &reserved,
-                            &rechecked,
+                            rechecked,
                             |block, v| self.reserved_block_frames(&phys, block, v),
                             |block| geometry.block_pfns(block),
                         );
@@ -344,12 +354,12 @@ impl Memory {
                 }
                 check_refcounts(
                     reserved.iter().copied(),
-                    &refs,
+                    refs,
                     |b| manager.frame_refcount(b),
                     &mut out,
                 );
                 // Frames marked reserved whose block is not.
-                for (&block, &frames) in &refs {
+                for (&block, &frames) in refs {
                     if !manager.block_state(block).is_reserved() {
                         out.push(MemViolation::BlockRefcount {
                             block,
@@ -367,13 +377,13 @@ impl Memory {
                 // the full checker, so both report the same list.
                 let kept = |b| manager.block_refcount(b);
                 match blocks_cache {
-                    None => check_refcounts(manager.reserved_blocks(), &refs, kept, &mut out),
+                    None => check_refcounts(manager.reserved_blocks(), refs, kept, &mut out),
                     Some(_) => {
                         let mut blocks: Vec<TagBlock> = manager.counted_blocks().collect();
                         blocks.extend(refs.keys().copied());
                         blocks.sort_unstable();
                         blocks.dedup();
-                        check_refcounts(blocks.into_iter(), &refs, kept, &mut out);
+                        check_refcounts(blocks.into_iter(), refs, kept, &mut out);
                     }
                 }
             }
@@ -383,11 +393,11 @@ impl Memory {
                 let reserved: Vec<TagBlock> = manager.reserved_blocks().collect();
                 check_refcounts(
                     reserved.iter().copied(),
-                    &refs,
+                    refs,
                     |b| manager.block_refcount(b),
                     &mut out,
                 );
-                for (&block, &frames) in &refs {
+                for (&block, &frames) in refs {
                     if manager.block_refcount(block) == 0 {
                         out.push(MemViolation::BlockRefcount {
                             block,
@@ -403,7 +413,7 @@ impl Memory {
         // cover no tagged frame, tagged frames lie only in ACTIVE cells).
         out.extend(
             manager
-                .check_coverage(&refs)
+                .check_coverage(refs)
                 .into_iter()
                 .map(MemViolation::TagStore),
         );

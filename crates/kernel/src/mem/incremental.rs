@@ -81,12 +81,25 @@ impl FlagCache {
                 }
             }
             Rechecked::Frames(pfns) => {
+                // The frames come in order, runs of a block: their
+                // section is looked up once per run.
+                let frames = &phys.alloc.frames;
+                let pages = frames.section_pages();
+                let mut section: Option<(Pfn, Option<&[crate::phys::FrameMeta]>)> = None;
                 for &pfn in pfns {
-                    let flags = phys
-                        .alloc
-                        .frames
-                        .block(pfn, 1)
-                        .map(|m| m[0].flags)
+                    let (start, metas) = match section {
+                        Some((start, metas)) if start <= pfn && pfn - start < pages => {
+                            (start, metas)
+                        }
+                        _ => {
+                            let start = frames.section_start(pfn);
+                            let metas = frames.block(start, pages);
+                            section = Some((start, metas));
+                            (start, metas)
+                        }
+                    };
+                    let flags = metas
+                        .map(|m| m[(pfn - start) as usize].flags)
                         .unwrap_or_default();
                     self.recheck(mem, pfn, flags);
                 }
@@ -138,18 +151,14 @@ impl FlagCache {
         }
     }
 
-    /// The violations and recounts of every frame, as the full loop gives.
-    pub(crate) fn report(
-        &self,
-        out: &mut Vec<MemViolation>,
-        tagged: &mut u64,
-        refs: &mut BTreeMap<TagBlock, u64>,
-    ) {
+    /// The violations and recounts of every frame, as the full loop gives:
+    /// the count of tagged frames, and each block's references (kept here,
+    /// read in place rather than copied at every check).
+    pub(crate) fn report(&self, out: &mut Vec<MemViolation>) -> (u64, &BTreeMap<TagBlock, u64>) {
         for violations in self.violations.values() {
             out.extend(violations.iter().cloned());
         }
-        *tagged = self.tagged;
-        refs.clone_from(&self.refs);
+        (self.tagged, &self.refs)
     }
 }
 

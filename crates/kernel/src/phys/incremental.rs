@@ -37,7 +37,7 @@ use crate::phys::buddy::{BuddyAllocator, Counters, FreeListOrder, Pageblock};
 use crate::phys::check::{FreeBlock, PhysViolation};
 use crate::phys::chunks::{ChunkCheckCache, ChunkLog, SortedBlocks, changed_block_chunks};
 use crate::phys::dirty::DirtyFrames;
-use crate::phys::frame::{FrameState, MigrateType};
+use crate::phys::frame::{FrameMeta, FrameState, MigrateType};
 use crate::phys::layout::{Order, RegionKind};
 use crate::phys::records::FrameRecords;
 
@@ -118,13 +118,6 @@ struct ListsVerdict {
     recount: Counters,
 }
 
-impl FrameCheckCache {
-    /// The record of `pfn`.
-    fn record(&self, pfn: Pfn) -> FrameRecord {
-        self.records.get(pfn)
-    }
-}
-
 fn add(sums: &mut Counters, c: &Counters, sign: bool) {
     let f = |a: &mut u64, b: u64| {
         *a = if sign {
@@ -166,7 +159,9 @@ fn coverage_changes(old: &[(Pfn, Order)], new: &[(Pfn, Order)], out: &mut Vec<(P
             points.push((e, -1, which));
         }
     }
-    points.sort_unstable();
+    // Two sorted runs (each list's points ascend): a stable sort merges
+    // them in one pass.
+    points.sort();
     let mut inside = [false, false];
     let mut since: Option<u64> = None;
     for (at, delta, which) in points {
@@ -301,11 +296,7 @@ impl BuddyAllocator {
             &mut out,
         );
         let mut recount = lists.recount;
-        let (blocks, max_end) = (&lists.blocks, &lists.max_end);
-        let covered = |pfn: Pfn| {
-            let k = blocks.partition_point(|b| b.head <= pfn);
-            k > 0 && max_end[k - 1] > pfn
-        };
+        let mut lookup = FrameLookup::new(self, &lists.blocks, &lists.max_end);
 
         let rechecked = match dirty {
             DirtyFrames::Ranges {
@@ -354,25 +345,26 @@ impl BuddyAllocator {
                         }
                     }
                 }
-                // `[start, end)` spans, sorted and merged below: a few per
-                // step, where sorting their frames would cost a sort of
-                // every frame of a huge page.
+                // `[start, end)` spans, sorted and merged: a few per step,
+                // where sorting their frames would cost a sort of every
+                // frame of a huge page (the log hands out a frame at a
+                // time, mostly in order, so they coalesce as they come).
                 let mut spans: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
                 for (first, pages) in ranges {
                     push_span(&mut spans, first.as_u64(), first.as_u64() + pages);
-                    for i in 0..pages {
-                        let pfn = first + i;
-                        // The closure over allocated blocks, old and new:
-                        // only when the frame's state changed (a head's
-                        // verdict reads its tails' states alone, a tail's
-                        // its head's state alone; a change of counts or
-                        // flags leaves the block's other verdicts as they
-                        // were). No record is a free frame.
-                        let old = cache.record(pfn).state;
-                        let new = self
-                            .frames
-                            .block(pfn, 1)
-                            .map_or(FrameState::Free, |m| m[0].state());
+                }
+                let spans = merged(spans);
+                // Each logged frame is rechecked in one pass that also
+                // gathers the closure over allocated blocks, old and new:
+                // only where the frame's state changed (a head's verdict
+                // reads its tails' states alone, a tail's its head's state
+                // alone; a change of counts or flags leaves the block's
+                // other verdicts as they were). No record is a free frame.
+                let mut closure: Vec<(u64, u64)> = Vec::new();
+                for &(start, end) in &spans {
+                    for pfn in start..end {
+                        let pfn = Pfn::new(pfn);
+                        let (old, new) = self.recheck_frame(cache, pfn, &mut lookup);
                         if old == new {
                             continue;
                         }
@@ -380,17 +372,14 @@ impl BuddyAllocator {
                             match state {
                                 FrameState::Allocated { order, .. } => {
                                     push_span(
-                                        &mut spans,
+                                        &mut closure,
                                         pfn.as_u64() + 1,
                                         pfn.as_u64() + order.pages(),
                                     );
                                 }
                                 FrameState::Tail { head_offset } => {
-                                    // The tails of a block name one head.
-                                    if let Some(h) = pfn.as_u64().checked_sub(head_offset.into())
-                                        && spans.last() != Some(&(h, h + 1))
-                                    {
-                                        push_span(&mut spans, h, h + 1);
+                                    if let Some(h) = pfn.as_u64().checked_sub(head_offset.into()) {
+                                        push_span(&mut closure, h, h + 1);
                                     }
                                 }
                                 _ => {}
@@ -398,18 +387,35 @@ impl BuddyAllocator {
                         }
                     }
                 }
-                // Few once coalesced (the log hands out a frame at a
-                // time, mostly in order).
-                spans.sort_unstable();
-                let mut pfns: Vec<Pfn> = Vec::new();
-                let mut done = 0;
-                for (start, end) in spans {
-                    pfns.extend((start.max(done)..end).map(Pfn::new));
-                    done = done.max(end);
+                // The frames of both, in order; those of the closure alone
+                // are rechecked now (walks of the sorted spans, no sort of
+                // frames).
+                let mut extra: Vec<u64> = Vec::new();
+                let mut at = 0;
+                for (start, end) in merged(closure) {
+                    for pfn in start..end {
+                        while spans.get(at).is_some_and(|&(_, e)| e <= pfn) {
+                            at += 1;
+                        }
+                        if spans.get(at).is_some_and(|&(s, _)| s <= pfn) {
+                            continue;
+                        }
+                        self.recheck_frame(cache, Pfn::new(pfn), &mut lookup);
+                        extra.push(pfn);
+                    }
                 }
-                for &pfn in &pfns {
-                    self.recheck_frame(cache, pfn, &covered);
+                let logged: u64 = spans.iter().map(|&(s, e)| e - s).sum();
+                let mut pfns: Vec<Pfn> = Vec::with_capacity(logged as usize + extra.len());
+                let mut extra = extra.into_iter().peekable();
+                for &(start, end) in &spans {
+                    for pfn in start..end {
+                        while let Some(e) = extra.next_if(|&e| e < pfn) {
+                            pfns.push(Pfn::new(e));
+                        }
+                        pfns.push(Pfn::new(pfn));
+                    }
                 }
+                pfns.extend(extra.map(Pfn::new));
                 cache.primed = true;
                 Rechecked::Frames(pfns)
             }
@@ -424,7 +430,7 @@ impl BuddyAllocator {
                     .collect();
                 for (start, len) in starts {
                     for i in 0..len {
-                        self.recheck_frame(cache, start + i, &covered);
+                        self.recheck_frame(cache, start + i, &mut lookup);
                     }
                 }
                 cache.primed = true;
@@ -443,9 +449,15 @@ impl BuddyAllocator {
         (out, rechecked)
     }
 
-    /// Replaces the record of `pfn` by its verdict now.
-    fn recheck_frame(&self, cache: &mut FrameCheckCache, pfn: Pfn, covered: &dyn Fn(Pfn) -> bool) {
-        let (record, violations) = self.frame_record(pfn, covered);
+    /// Replaces the record of `pfn` by its verdict now; returns the
+    /// frame's state before (as recorded) and now.
+    fn recheck_frame(
+        &self,
+        cache: &mut FrameCheckCache,
+        pfn: Pfn,
+        lookup: &mut FrameLookup<'_>,
+    ) -> (FrameState, FrameState) {
+        let (record, violations) = self.frame_record(pfn, lookup);
         let old = cache.records.set(pfn, record);
         // Most rechecked frames keep their record (a count changed).
         if old != record {
@@ -462,6 +474,7 @@ impl BuddyAllocator {
                 cache.violations.insert(pfn, violations);
             }
         }
+        (old.state, record.state)
     }
 
     /// The record and violations of `pfn` now (the default record and none
@@ -470,25 +483,25 @@ impl BuddyAllocator {
     fn frame_record(
         &self,
         pfn: Pfn,
-        covered: &dyn Fn(Pfn) -> bool,
+        lookup: &mut FrameLookup<'_>,
     ) -> (FrameRecord, Vec<PhysViolation>) {
-        let start = self.frames.section_start(pfn);
-        let Some(section) = self.frames.block(start, self.frames.section_pages()) else {
+        let (start, section) = lookup.section(pfn);
+        let Some(section) = section else {
             return (FrameRecord::default(), Vec::new());
         };
         let meta = &section[(pfn - start) as usize];
         let mut recount = Counters::default();
         let mut violations = Vec::new();
-        match self.frames.layout().region_of(pfn) {
+        match lookup.kind(pfn) {
             None => {
                 if !meta.is_pristine() {
                     violations.push(PhysViolation::HoleWithMetadata { pfn });
                 }
             }
-            Some(region) => self.check_present_frame(
+            Some(kind) => self.check_present_frame(
                 pfn,
-                region.kind,
-                covered(pfn),
+                kind,
+                lookup.covered(pfn),
                 section,
                 start,
                 &mut recount,
@@ -497,4 +510,112 @@ impl BuddyAllocator {
         }
         (FrameRecord::of(meta.state(), &recount), violations)
     }
+}
+
+/// What a rechecked frame's verdict reads besides the frame, kept for the
+/// last frame looked up: its section's metadata, its region, and the free
+/// blocks around it. The frames come in frame order, a block's worth at a
+/// time, so most cost a comparison instead of a section look-up, a region
+/// search and a search of the free blocks each.
+struct FrameLookup<'a> {
+    alloc: &'a BuddyAllocator,
+    /// The free blocks by head, with the running maximum of their ends.
+    blocks: &'a [FreeBlock],
+    max_end: &'a [Pfn],
+    /// The last section: its first frame, its end, its metadata (`None`:
+    /// not materialised).
+    section: Option<(Pfn, u64, Option<&'a [FrameMeta]>)>,
+    /// The last region found, as `[start, end)` and kind (holes are looked
+    /// up again: the log rarely names their frames).
+    region: Option<(u64, u64, RegionKind)>,
+    /// `[lo, hi)`, the frames with the same free blocks at or below them
+    /// as the last one, of which those below `end` are covered.
+    cover: Option<(u64, u64, u64)>,
+}
+
+impl<'a> FrameLookup<'a> {
+    fn new(alloc: &'a BuddyAllocator, blocks: &'a [FreeBlock], max_end: &'a [Pfn]) -> Self {
+        FrameLookup {
+            alloc,
+            blocks,
+            max_end,
+            section: None,
+            region: None,
+            cover: None,
+        }
+    }
+
+    /// The first frame of the section of `pfn`, and its metadata if
+    /// materialised.
+    fn section(&mut self, pfn: Pfn) -> (Pfn, Option<&'a [FrameMeta]>) {
+        if let Some((start, end, metas)) = self.section
+            && start <= pfn
+            && pfn.as_u64() < end
+        {
+            return (start, metas);
+        }
+        let frames = &self.alloc.frames;
+        let (start, pages) = (frames.section_start(pfn), frames.section_pages());
+        let metas = frames.block(start, pages);
+        self.section = Some((start, start.as_u64() + pages, metas));
+        (start, metas)
+    }
+
+    /// The kind of the region of `pfn` (`None`: a hole).
+    fn kind(&mut self, pfn: Pfn) -> Option<RegionKind> {
+        let at = pfn.as_u64();
+        if let Some((start, end, kind)) = self.region
+            && start <= at
+            && at < end
+        {
+            return Some(kind);
+        }
+        let region = self.alloc.frames.layout().region_of(pfn)?;
+        let range = region.range;
+        self.region = Some((range.start.as_u64(), range.end().as_u64(), region.kind));
+        Some(region.kind)
+    }
+
+    /// Whether a free block covers `pfn`.
+    fn covered(&mut self, pfn: Pfn) -> bool {
+        let at = pfn.as_u64();
+        if let Some((lo, hi, end)) = self.cover
+            && lo <= at
+            && at < hi
+        {
+            return at < end;
+        }
+        // The blocks with heads at or below `pfn` are the first `k`: the
+        // same for every frame up to the next head.
+        let k = self.blocks.partition_point(|b| b.head <= pfn);
+        let (lo, end) = match k {
+            0 => (0, 0),
+            _ => (
+                self.blocks[k - 1].head.as_u64(),
+                self.max_end[k - 1].as_u64(),
+            ),
+        };
+        let hi = self.blocks.get(k).map_or(u64::MAX, |b| b.head.as_u64());
+        self.cover = Some((lo, hi, end));
+        at < end
+    }
+}
+
+/// `spans` sorted and merged into disjoint `[start, end)` spans in order
+/// (touching spans join).
+fn merged(mut spans: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    if !spans.is_sorted() {
+        spans.sort_unstable();
+    }
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(spans.len());
+    for (start, end) in spans {
+        if start >= end {
+            continue;
+        }
+        match out.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => out.push((start, end)),
+        }
+    }
+    out
 }
