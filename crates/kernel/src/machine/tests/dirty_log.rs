@@ -276,6 +276,11 @@ fn workload(policy: &str) -> usize {
     m.ops
 }
 
+/// Planted missed log entries this catches (and the incremental checker's
+/// tests do not): `get_mut` not noting frames with `pfn % 7 == 3` (op 24,
+/// a pin that unshares a forked page; op 21 without tag storage), and
+/// `block_mut` not noting blocks starting there (op 12, compaction handing
+/// a claimed tag storage block back to the allocator; dynamic only).
 #[test]
 fn every_changed_frame_is_in_the_dirty_log() {
     for policy in ["dynamic", "static", "none"] {
