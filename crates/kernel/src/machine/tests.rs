@@ -16,6 +16,7 @@ use crate::phys::MigrateError;
 
 mod compact;
 mod direct;
+mod dirty_log;
 mod incremental;
 mod ksm;
 mod mthp;

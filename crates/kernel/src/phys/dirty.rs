@@ -91,6 +91,20 @@ impl DirtyLog {
         self.new_sections = Vec::new();
     }
 
+    /// What [`Self::take`] would return, leaving the log as it is (for
+    /// tests that check the log's completeness against the frames).
+    #[cfg(test)]
+    pub(crate) fn peek(&self) -> DirtyFrames {
+        if self.overflow {
+            DirtyFrames::All
+        } else {
+            DirtyFrames::Ranges {
+                ranges: self.ranges.clone(),
+                new_sections: self.new_sections.clone(),
+            }
+        }
+    }
+
     /// The frames logged since the last call, and a fresh log.
     pub(crate) fn take(&mut self) -> DirtyFrames {
         let overflow = core::mem::take(&mut self.overflow);
@@ -124,6 +138,7 @@ mod tests {
         log.note(Pfn::new(3), 2);
         log.note(Pfn::new(3), 2);
         log.note_section(Pfn::new(0));
+        assert_eq!(log.peek(), log.clone().take(), "peeking consumes nothing");
         assert_eq!(
             log.take(),
             ranges(vec![(Pfn::new(3), 2)], vec![Pfn::new(0)])

@@ -260,6 +260,13 @@ impl FrameTable {
         self.dirty.take()
     }
 
+    /// What [`Self::take_dirty`] would return, without consuming the log
+    /// (tests check it covers every frame whose metadata changed).
+    #[cfg(test)]
+    pub(crate) fn peek_dirty(&self) -> DirtyFrames {
+        self.dirty.peek()
+    }
+
     pub fn layout(&self) -> &PhysLayout {
         &self.layout
     }

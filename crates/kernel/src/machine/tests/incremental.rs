@@ -20,7 +20,7 @@ type Plant = fn(&mut Kernel, Pid, TaggedPtr);
 
 /// The steps of the program (on `p`, with the tagged mapping `a` and the
 /// untagged `b`), then the step index the bug is planted after.
-fn steps(p: Pid, a: TaggedPtr, b: TaggedPtr) -> Vec<Op> {
+pub(super) fn steps(p: Pid, a: TaggedPtr, b: TaggedPtr) -> Vec<Op> {
     let on = |command| Op::Process { pid: p, command };
     let size = uapi::AccessSize::from_bytes(8).unwrap();
     vec![
