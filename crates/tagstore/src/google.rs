@@ -291,7 +291,9 @@ impl TagStorage for GoogleTagStorage {
 mod tests {
     use super::*;
     use crate::BlockState;
-    use crate::testutil::{BASE, block_on, booted, fresh, machine, record};
+    use crate::testutil::{
+        BASE, assert_places_as_tagged_placement, block_on, booted, fresh, machine, record,
+    };
 
     #[test]
     fn boot_holds_every_free_block_and_leaves_used_ones_untagged() {
@@ -352,24 +354,7 @@ mod tests {
             block_on(m.reserve(Pfn::new(BASE + frame), Order::new(0), &mut src)).unwrap();
         }
         for order in [0, 5, 6] {
-            let order = Order::new(order);
-            let all = m.tagged_placement(order, &src);
-            assert!(all.len() > 4, "{all:?}");
-            for accept in 0..5 {
-                let mut tried = Vec::new();
-                let got = m.place_tagged(order, &src, &mut |run| {
-                    tried.push(run);
-                    (tried.len() == accept + 1).then_some(run.start)
-                });
-                assert_eq!(tried, all[..=accept], "order {order:?}");
-                assert_eq!(got, Some(all[accept].start));
-            }
-            let mut tried = Vec::new();
-            let none = m.place_tagged(order, &src, &mut |run| {
-                tried.push(run);
-                None
-            });
-            assert_eq!((none, tried), (None, all));
+            assert_places_as_tagged_placement(&m, Order::new(order), &src, 5);
         }
     }
 

@@ -4,7 +4,7 @@ use crate::{BlockSource, ClaimCause, ClaimError, OnMisuse, TagStorage, TagStoreC
 use core::future::Future;
 use core::pin::pin;
 use core::task::{Context, Poll, Waker};
-use mte::{Geometry, MemRange, Pfn, PfnRange, TagBlock, TagRegion};
+use mte::{Geometry, MemRange, Order, Pfn, PfnRange, TagBlock, TagRegion};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// First frame of the default machine's DRAM (0x8000_0000 / 4 KiB).
@@ -58,6 +58,35 @@ pub(crate) fn booted<S: TagStorage>(
     let (mut storage, mut source) = fresh(new);
     block_on(storage.activate(Pfn::new(BASE), &mut source)).expect("the design boots");
     (storage, source)
+}
+
+/// Asserts that `storage.place_tagged` tries the runs of
+/// `tagged_placement` (more than four of them) in their order and stops at
+/// the first that fits: for each of the first `accepted` runs, a `fits`
+/// accepting only that run; then one accepting none, which sees them all.
+pub(crate) fn assert_places_as_tagged_placement<S: TagStorage>(
+    storage: &S,
+    order: Order,
+    source: &MockSource,
+    accepted: usize,
+) {
+    let all = storage.tagged_placement(order, source);
+    assert!(all.len() > 4, "{all:?}");
+    for accept in 0..all.len().min(accepted) {
+        let mut tried = Vec::new();
+        let got = storage.place_tagged(order, source, &mut |run| {
+            tried.push(run);
+            (tried.len() == accept + 1).then_some(run.start)
+        });
+        assert_eq!(tried, all[..=accept], "order {order:?}");
+        assert_eq!(got, Some(all[accept].start));
+    }
+    let mut tried = Vec::new();
+    let none = storage.place_tagged(order, source, &mut |run| {
+        tried.push(run);
+        None
+    });
+    assert_eq!((none, tried), (None, all));
 }
 
 /// Polls `future` to completion with a no-op waker. Every future in these

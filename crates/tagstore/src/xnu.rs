@@ -409,7 +409,7 @@ impl TagStorage for XnuTagStorage {
 mod tests {
     use super::*;
     use crate::check::TagStoreViolation;
-    use crate::testutil::{BASE, block_on, booted, fresh};
+    use crate::testutil::{BASE, assert_places_as_tagged_placement, block_on, booted, fresh};
     use crate::{BlockState, Design};
     use std::collections::BTreeMap;
 
@@ -423,24 +423,7 @@ mod tests {
             let _ = block_on(m.reserve(Pfn::new(BASE + frame), Order::new(0), &mut src));
         }
         for order in [0, 3, 5, 6] {
-            let order = Order::new(order);
-            let all = m.tagged_placement(order, &src);
-            assert!(all.len() > 4, "{all:?}");
-            for accept in 0..all.len().min(6) {
-                let mut tried = Vec::new();
-                let got = m.place_tagged(order, &src, &mut |run| {
-                    tried.push(run);
-                    (tried.len() == accept + 1).then_some(run.start)
-                });
-                assert_eq!(tried, all[..=accept], "order {order:?}");
-                assert_eq!(got, Some(all[accept].start));
-            }
-            let mut tried = Vec::new();
-            let none = m.place_tagged(order, &src, &mut |run| {
-                tried.push(run);
-                None
-            });
-            assert_eq!((none, tried), (None, all));
+            assert_places_as_tagged_placement(&m, Order::new(order), &src, 6);
         }
     }
 
