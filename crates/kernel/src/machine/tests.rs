@@ -44,20 +44,29 @@ fn cmd(k: &mut Kernel, pid: Pid, command: Command) -> Outcome {
 }
 
 fn spawn(k: &mut Kernel) -> Pid {
-    match run(k, Op::Spawn).bound {
+    spawned(run(k, Op::Spawn))
+}
+
+/// The process a `spawn` reply binds.
+fn spawned(reply: uapi::Reply) -> Pid {
+    match reply.bound {
         Some(Bound::Process(p)) => p,
         b => panic!("{b:?}"),
     }
 }
 
 fn mmap(k: &mut Kernel, pid: Pid, len: u64, prot: Prot, flags: MapFlags) -> TaggedPtr {
-    let reply = run(
+    mapped(run(
         k,
         Op::Process {
             pid,
             command: Command::Mmap { len, prot, flags },
         },
-    );
+    ))
+}
+
+/// The pointer a successful `mmap` reply binds.
+fn mapped(reply: uapi::Reply) -> TaggedPtr {
     assert_eq!(reply.outcome, Outcome::Ok);
     match reply.bound {
         Some(Bound::Pointer(p)) => p,
@@ -114,6 +123,14 @@ fn pfn_of(k: &Kernel, pid: Pid, ptr: TaggedPtr) -> Option<mte::Pfn> {
     k.current_pte(mm, ptr.addr().align_down(4096))?
         .leaf()
         .map(|l| l.pfn)
+}
+
+/// The metadata of frame `pfn`, to change behind the kernel's back (as a
+/// broken kernel path would leave it).
+fn frame_meta(k: &Kernel, pfn: mte::Pfn) -> std::cell::RefMut<'_, crate::phys::FrameMeta> {
+    std::cell::RefMut::map(k.mem.phys_mut(), |phys| {
+        phys.alloc.frame_mut(pfn).expect("a frame of the machine")
+    })
 }
 
 /// Linux do_anonymous_page(): a read of untouched private anonymous memory

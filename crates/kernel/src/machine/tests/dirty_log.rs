@@ -125,23 +125,15 @@ impl Logged {
     }
 
     fn spawn(&mut self) -> Pid {
-        match self.run(Op::Spawn).bound {
-            Some(Bound::Process(p)) => p,
-            b => panic!("{b:?}"),
-        }
+        spawned(self.run(Op::Spawn))
     }
 
     fn mmap(&mut self, pid: Pid, len: u64, prot: Prot) -> TaggedPtr {
         let flags = MapFlags::default();
-        let reply = self.run(Op::Process {
+        mapped(self.run(Op::Process {
             pid,
             command: Command::Mmap { len, prot, flags },
-        });
-        assert_eq!(reply.outcome, Outcome::Ok);
-        match reply.bound {
-            Some(Bound::Pointer(p)) => p,
-            b => panic!("{b:?}"),
-        }
+        }))
     }
 }
 

@@ -177,19 +177,19 @@ fn referenced_pcp_page(k: &mut Kernel, _: Pid, _: TaggedPtr) {
 
 fn wrong_refcount(k: &mut Kernel, p: Pid, b: TaggedPtr) {
     let pfn = pfn_of(k, p, b).expect("b is mapped");
-    k.mem.phys_mut().alloc.frame_mut(pfn).unwrap().refcount += 1;
+    frame_meta(k, pfn).refcount += 1;
 }
 
 fn wrong_mapcount(k: &mut Kernel, p: Pid, b: TaggedPtr) {
     let pfn = pfn_of(k, p, b).expect("b is mapped");
-    k.mem.phys_mut().alloc.frame_mut(pfn).unwrap().mapcount += 1;
+    frame_meta(k, pfn).mapcount += 1;
 }
 
 fn wrong_pin_count(k: &mut Kernel, p: Pid, b: TaggedPtr) {
     // A pin nobody recorded (the per-frame pins are merged with the
     // processes' records in frame order).
     let pfn = pfn_of(k, p, b).expect("b is mapped");
-    k.mem.phys_mut().alloc.frame_mut(pfn).unwrap().pins += 1;
+    frame_meta(k, pfn).pins += 1;
 }
 
 fn owner_without_page_cache(k: &mut Kernel, p: Pid, b: TaggedPtr) {
@@ -206,12 +206,7 @@ fn owner_without_page_cache(k: &mut Kernel, p: Pid, b: TaggedPtr) {
 fn orphan_tail(k: &mut Kernel, p: Pid, b: TaggedPtr) {
     // A page of b turned into a tail of its neighbour (a head's order lost).
     let pfn = pfn_of(k, p, b).expect("b is mapped");
-    k.mem
-        .phys_mut()
-        .alloc
-        .frame_mut(pfn)
-        .unwrap()
-        .set_state(FrameState::Tail { head_offset: 1 });
+    frame_meta(k, pfn).set_state(FrameState::Tail { head_offset: 1 });
 }
 
 fn tag_write_into_lent_storage(k: &mut Kernel, p: Pid, b: TaggedPtr) {
@@ -234,11 +229,7 @@ fn tag_write_into_lent_storage(k: &mut Kernel, p: Pid, b: TaggedPtr) {
 
 fn tagged_without_reservation(k: &mut Kernel, p: Pid, b: TaggedPtr) {
     let pfn = pfn_of(k, p, b).expect("b is mapped");
-    k.mem
-        .phys_mut()
-        .alloc
-        .frame_mut(pfn)
-        .unwrap()
+    frame_meta(k, pfn)
         .flags
         .insert(crate::phys::PageFlag::Tagged);
 }
@@ -302,7 +293,7 @@ fn mapped_orphan(k: &mut Kernel, p: Pid, b: TaggedPtr) {
 fn pinned_mapped_orphan(k: &mut Kernel, p: Pid, b: TaggedPtr) {
     unrecorded_frame_pin(k, p, b);
     let pfn = pfn_of(k, p, b).expect("b is mapped");
-    k.mem.phys_mut().alloc.frame_mut(pfn).unwrap().pins += 1;
+    frame_meta(k, pfn).pins += 1;
     k.orphans.borrow_mut().insert(pfn);
 }
 
@@ -508,22 +499,13 @@ fn unclaimed_reserved_block_frame(k: &mut Kernel, _: Pid, _: TaggedPtr) {
         .next()
         .expect("a reserved block");
     let pfn = k.mem.geometry().block_pfns(block).start;
-    k.mem
-        .phys_mut()
-        .alloc
-        .frame_mut(pfn)
-        .unwrap()
-        .set_state(FrameState::CarvedOut);
+    frame_meta(k, pfn).set_state(FrameState::CarvedOut);
 }
 
 /// The zero page's frame loses its kernel flag.
 fn zero_page_not_kernel(k: &mut Kernel, _: Pid, _: TaggedPtr) {
     let pfn = k.mem.zero_page();
-    k.mem
-        .phys_mut()
-        .alloc
-        .frame_mut(pfn)
-        .unwrap()
+    frame_meta(k, pfn)
         .flags
         .remove(crate::phys::PageFlag::Kernel);
 }
@@ -668,19 +650,14 @@ fn a_head_whose_order_shrinks_orphans_its_old_tails_for_both_checkers() {
         "{allocated:#?}"
     );
     // Counts of the head alone: nothing new for the tails.
-    k.mem.phys_mut().alloc.frame_mut(head).unwrap().refcount += 1;
+    frame_meta(&k, head).refcount += 1;
     assert_eq!(both(&k, "head refcount"), allocated);
     // The head's order lost: its three old tails are orphans, found by
     // the incremental checker through the head's old state.
-    k.mem
-        .phys_mut()
-        .alloc
-        .frame_mut(head)
-        .unwrap()
-        .set_state(FrameState::Allocated {
-            order: Order::new(0),
-            migratetype: crate::phys::MigrateType::Unmovable,
-        });
+    frame_meta(&k, head).set_state(FrameState::Allocated {
+        order: Order::new(0),
+        migratetype: crate::phys::MigrateType::Unmovable,
+    });
     let shrunk = both(&k, "head shrunk");
     assert_eq!(
         shrunk.iter().filter(|v| v.contains("OrphanTail")).count(),
@@ -745,11 +722,7 @@ fn regions_are_rescanned_only_where_they_changed() {
 /// longer matches the frames.
 fn reserved_flag_behind_the_manager(k: &mut Kernel, p: Pid, b: TaggedPtr) {
     let pfn = pfn_of(k, p, b).expect("b is mapped");
-    k.mem
-        .phys_mut()
-        .alloc
-        .frame_mut(pfn)
-        .unwrap()
+    frame_meta(k, pfn)
         .flags
         .insert(crate::phys::PageFlag::TagStorageReserved);
 }
@@ -769,11 +742,7 @@ fn reserved_flag_lost(k: &mut Kernel, _: Pid, _: TaggedPtr) {
                 })
         })
         .expect("a tagged frame besides the zero page");
-    k.mem
-        .phys_mut()
-        .alloc
-        .frame_mut(pfn)
-        .unwrap()
+    frame_meta(k, pfn)
         .flags
         .remove(PageFlag::TagStorageReserved);
 }
@@ -898,11 +867,7 @@ fn broken_blocks_are_found_by_both_checkers() {
     assert_eq!(k.page_state(p, a, uapi::PageState::Huge), Some(true));
     assert_eq!(both(&k, "mapped"), Vec::<String>::new());
     let head = pfn_of(&k, p, a).expect("a is mapped");
-    k.mem
-        .phys_mut()
-        .alloc
-        .frame_mut(head + 7)
-        .unwrap()
+    frame_meta(&k, head + 7)
         .flags
         .remove(crate::phys::PageFlag::Tagged);
     let untagged = both(&k, "a frame untagged");
@@ -913,11 +878,7 @@ fn broken_blocks_are_found_by_both_checkers() {
                 && v.contains(&format!("{:?}", head + 7))),
         "{untagged:#?}"
     );
-    k.mem
-        .phys_mut()
-        .alloc
-        .frame_mut(head + 7)
-        .unwrap()
+    frame_meta(&k, head + 7)
         .flags
         .insert(crate::phys::PageFlag::Tagged);
     assert_eq!(both(&k, "tagged again"), Vec::<String>::new());

@@ -331,7 +331,7 @@ fn a_claim_that_meets_a_pinned_page_fails_and_says_why() {
     // Short-term pins (not through `pin`, which would move them first;
     // the checker would see pins no process recorded, so `k.run` below).
     for &pfn in &in_storage {
-        k.mem.phys_mut().alloc.frame_mut(pfn).unwrap().pins += 1;
+        frame_meta(&k, pfn).pins += 1;
     }
     k.set_trace(true);
     let store = Command::Store {
@@ -365,7 +365,7 @@ fn a_claim_that_meets_a_pinned_page_fails_and_says_why() {
         "{events:#?}"
     );
     for &pfn in &in_storage {
-        k.mem.phys_mut().alloc.frame_mut(pfn).unwrap().pins -= 1;
+        frame_meta(&k, pfn).pins -= 1;
     }
     // No livelock for the liveness check, and nothing else broke.
     let v = k.invariant_violations();
